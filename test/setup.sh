@@ -9,9 +9,11 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 if [ "${1:-}" != "--npm-only" ]; then
   need=()
-  for pair in ip:iproute2; do
+  # command:package pairs; add a pair when a test needs a new tool.
+  for pair in ip:iproute2 tc:iproute2 arping:iputils-arping ping:iputils-ping tcpdump:tcpdump \
+              qemu-system-x86_64:qemu-system-x86 busybox:busybox-static; do
     cmd=${pair%%:*}; pkg=${pair#*:}
-    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || case " ${need[*]-} " in *" $pkg "*) ;; *) need+=("$pkg") ;; esac
   done
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -1,0 +1,36 @@
+/** What the core asks the runtime to do. Applied in order: persist, then send, then driver, then vip. */
+import type { Envelope } from './messages.js'
+import type { HostId } from './types.js'
+
+/** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
+export type PersistOp =
+  | { type: 'put', key: string, value: unknown }
+  | { type: 'del', key: string }
+
+/** A frame to a peer. Best-effort: the transport may drop it. */
+export interface Outbound { to: HostId, envelope: Envelope }
+
+/** A logged transition or notable event. The core does not log; the runtime writes these at info. */
+export interface CoreEvent {
+  /** Stable machine name, e.g. 'member-state', 'report-limit'. */
+  kind: string
+  /** Host the event is about (for the log line's short id). */
+  host: HostId
+  /** One-line text in the fixed transition format, e.g. "member ab12cd34 became suspect (from alive)". */
+  text: string
+}
+
+/** One batch of effects. */
+export interface Ready {
+  persist: PersistOp[]
+  send: Outbound[]
+  events: CoreEvent[]
+}
+
+export function emptyReady (): Ready {
+  return { persist: [], send: [], events: [] }
+}
+
+export function isEmptyReady (rd: Ready): boolean {
+  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0
+}

@@ -1,0 +1,61 @@
+/**
+ * Typed protocol messages: what the wire codec (agent/adapters/wire-codec.ts) decodes frames
+ * into and encodes from. The core never sees bytes. Names say what a message asserts.
+ * The schema of record is proto/mesh/v1/*.proto; keep both in step.
+ */
+import type { HostId, LoadReport } from './types.js'
+
+/** Wire protocol versions this build speaks. */
+export const PROTOCOL_MIN = 1
+export const PROTOCOL_MAX = 1
+export const PROTOCOL_CUR = 1
+
+/** A member's identity and address as carried by Alive and push-pull. */
+export interface MemberRecord {
+  id: HostId
+  name: string
+  addr: string
+  incarnation: number
+  state: 'alive' | 'suspect' | 'dead' | 'left'
+}
+
+/** Piggybacked dissemination items (SWIM infection-style gossip). */
+export type Gossip =
+  | { type: 'alive', member: MemberRecord }
+  | { type: 'suspect', node: HostId, incarnation: number, from: HostId }
+  | { type: 'dead', node: HostId, incarnation: number, from: HostId }
+  | { type: 'left', node: HostId, incarnation: number }
+  | { type: 'report', report: LoadReport }
+
+/** Direct probe. */
+export interface Ping { type: 'ping', seq: number, target: HostId }
+/** Answer to a probe; for an indirect probe, `target` is the probed host and the relay forwards it. */
+export interface Ack { type: 'ack', seq: number, target: HostId }
+/** Lifeguard: the relay says it is alive but got no ack from the target within its timeout. */
+export interface Nack { type: 'nack', seq: number, target: HostId }
+/** Ask the receiver to probe `target` on the sender's behalf. */
+export interface PingReq { type: 'pingReq', seq: number, target: HostId }
+/**
+ * Anti-entropy: the sender's whole member table and its latest report digests.
+ * `reply` is true on the answer, so the receiver does not answer again.
+ */
+export interface PushPull { type: 'pushPull', reply: boolean, members: MemberRecord[], reports: LoadReport[] }
+/** A frame that carries only gossip. */
+export interface GossipOnly { type: 'gossip' }
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly
+
+/** The envelope of every frame. */
+export interface Envelope {
+  protocolMin: number
+  protocolMax: number
+  protocolCur: number
+  /** Sender's host id; the transport checks it against the authenticated connection key. */
+  from: HostId
+  /** Sender's own incarnation. */
+  incarnation: number
+  /** Sender's Lamport time when it sent the frame. */
+  lamport: number
+  body: Body
+  gossip: Gossip[]
+}

@@ -1,0 +1,87 @@
+/**
+ * Plain data shared by the core, the policies, the wire codec and the runtime.
+ * Everything here is serialisable (no classes, no functions) so it can be
+ * persisted, gossiped and snapshotted in tests.
+ */
+
+/** Opaque host identity. On the real mesh it is the hex Noise public key; in the simulator any string. */
+export type HostId = string
+export type VmId = string
+
+/** Lifecycle of a VM as the hypervisor reports it. */
+export type VmRunState = 'running' | 'paused' | 'stopped' | 'migrating'
+
+/** One VM as a host reports it in its load report. Utilisations are fractions in [0, 1]. */
+export interface VmSummary {
+  id: VmId
+  /** Virtual CPUs allotted. */
+  vcpus: number
+  /** Memory allotted, MiB. */
+  memMiB: number
+  /** CPU used, as a fraction of the host's total CPU capacity (not of the VM's vcpus). */
+  cpuUtil: number
+  /** Memory actually used by the guest, MiB. */
+  memUsedMiB: number
+  state: VmRunState
+}
+
+/** Capacity of a host: what placement may fill. */
+export interface HostCapacity {
+  cpuCores: number
+  /** CPU speed in MIPS-like units per core; lets heterogeneous hosts be compared. @default 1000 */
+  cpuMipsPerCore: number
+  memMiB: number
+  netMbps: number
+}
+
+/** A host sample taken by the sampler (the edge), fed to the core as an input. */
+export interface HostSample {
+  /** Host CPU utilisation, fraction [0, 1]. */
+  cpuUtil: number
+  /** Memory in use, MiB. */
+  memUsedMiB: number
+  /** Network throughput, Mbit/s (rx + tx). */
+  netMbps: number
+  capacity: HostCapacity
+  vms: VmSummary[]
+}
+
+/**
+ * The load report gossiped by every host: what it has, what it uses now, what it expects next.
+ * `seq` increases with every new report of the same host; a higher seq supersedes a lower one.
+ */
+export interface LoadReport {
+  host: HostId
+  seq: number
+  capacity: HostCapacity
+  cpuUtil: number
+  memUtil: number
+  netUtil: number
+  /** Predicted host CPU utilisation for the next report intervals, nearest first. */
+  forecastCpu: number[]
+  vms: VmSummary[]
+}
+
+/** SWIM member states. */
+export type MemberState =
+  /** Answering probes, or refuted the last suspicion. */
+  | 'alive'
+  /** Missed a probe (direct and indirect); dead unless it refutes before the suspicion timeout. */
+  | 'suspect'
+  /** Declared failed; only a higher incarnation brings it back. */
+  | 'dead'
+  /** Announced its own graceful departure. */
+  | 'left'
+
+/** What every host knows of a member: the cluster view's row. */
+export interface MemberView {
+  id: HostId
+  /** Human name from the configuration (hostname by default). */
+  name: string
+  /** Address the agent's DHT node listens on, "ip:port"; lets peers bootstrap from it. */
+  addr: string
+  state: MemberState
+  incarnation: number
+  /** Latest load report known for this member, if any. */
+  report: LoadReport | null
+}

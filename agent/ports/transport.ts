@@ -1,0 +1,33 @@
+import type { HostId } from '../core/types.js'
+
+/** Frames and connection events delivered by a transport. */
+export interface TransportHandlers {
+  /** A raw frame from an authenticated cluster member. Decoding happens after this, at the edge. */
+  onFrame: (from: HostId, frame: Uint8Array) => void
+  /** A connection to a member opened. */
+  onPeerConnected: (peer: HostId) => void
+  /** A connection to a member closed (a hint: the failure detector decides). */
+  onPeerDisconnected: (peer: HostId) => void
+  /** A connection was refused or dropped for not belonging to the cluster. Counted, never thrown. */
+  onRejected: (remote: HostId | null, reason: string) => void
+}
+
+/**
+ * Moves opaque frames between cluster members.
+ * Contract: best-effort, unordered across peers (ordered per connection), no retries.
+ */
+export interface Transport {
+  /** Our own host id (hex public key on the real mesh). */
+  readonly self: HostId
+  /** Begin accepting and opening connections. Resolves once listening; idempotent. */
+  start (handlers: TransportHandlers): Promise<void>
+  /**
+   * Best-effort send. Never blocks, never throws for an unreachable peer: returns false and
+   * lets the failure detector decide. The transport takes ownership of `frame`.
+   */
+  send (to: HostId, frame: Uint8Array): boolean
+  /** Members with an open connection now. */
+  connected (): HostId[]
+  /** Close every connection and stop listening; idempotent. */
+  stop (): Promise<void>
+}
