@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the test guest into test/.cache/guest/: a Debian kernel (vmlinuz) and an initramfs
+# (initramfs.cpio) holding busybox and the dirtier program. Idempotent: does nothing when the
+# cache is up to date (the stamp covers this script and dirtier.c). Needs Debian packages only:
+# apt (for the kernel package), gcc with a static libc, busybox-static. Prints the cache dir.
+#   --force   rebuild the initramfs even when the stamp matches
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${GUEST_CACHE_DIR:-$root/test/.cache/guest}
+mkdir -p "$out"
+
+stamp=$(cat "$here/build.sh" "$here/dirtier.c" | sha256sum | cut -c1-16)
+if [ "${1:-}" != "--force" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio" ] \
+   && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
+  echo "$out"
+  exit 0
+fi
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "guest build: missing $1 (Debian package $2)" >&2; exit 1; }; }
+need gcc gcc
+need busybox busybox-static
+need dpkg-deb dpkg
+need apt-get apt
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/guest-build.XXXXXX")
+chmod 0755 "$tmp" # apt-get download drops to the _apt user
+trap 'rm -rf "$tmp"' EXIT
+
+# 1. The kernel: the versioned package that linux-image-amd64 depends on, unpacked without
+#    installing it. Only /boot and the virtio modules are taken from it.
+if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ]; then
+  kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'; }
+  pkg=$(kpkg || true)
+  if [ -z "$pkg" ]; then
+    [ "$(id -u)" = 0 ] || { echo "guest build: apt lists lack linux-image-amd64 and we are not root to run apt-get update" >&2; exit 1; }
+    apt-get update -qq >&2
+    pkg=$(kpkg)
+  fi
+  [ -n "$pkg" ] || { echo "guest build: cannot resolve the kernel package behind linux-image-amd64" >&2; exit 1; }
+  mkdir -p "$tmp/dl" && chmod 0777 "$tmp/dl"
+  if ! (cd "$tmp/dl" && apt-get download -q "$pkg" >&2); then
+    [ "$(id -u)" = 0 ] || { echo "guest build: apt-get download $pkg failed" >&2; exit 1; }
+    apt-get update -qq >&2
+    (cd "$tmp/dl" && apt-get download -q "$pkg" >&2)
+  fi
+  deb=$(ls "$tmp"/dl/*.deb | head -n1)
+  mkdir -p "$tmp/k"
+  # dpkg-deb -x would write the whole package (hundreds of MiB of modules); take what we use.
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*'
+  rm -rf "$out/modules"
+  mkdir -p "$out/modules"
+  find "$tmp/k/lib/modules" -name '*.ko*' -exec cp {} "$out/modules/" \;
+  cp "$tmp"/k/boot/vmlinuz-* "$out/vmlinuz.new"
+  mv "$out/vmlinuz.new" "$out/vmlinuz"
+  echo "$pkg" > "$out/kernel-package"
+fi
+
+# 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon.
+ir="$tmp/initramfs"
+mkdir -p "$ir"/{bin,dev,proc,sys,lib/modules}
+cp "$(command -v busybox)" "$ir/bin/busybox"
+gcc -static -O2 -Wall -o "$ir/bin/dirtier" "$here/dirtier.c"
+cp "$out"/modules/*.ko* "$ir/lib/modules/" 2>/dev/null || true
+cat > "$ir/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# The balloon driver, when the kernel has it as a module (order: dependencies first).
+for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
+  for f in /lib/modules/$m.ko*; do [ -e "$f" ] && insmod "$f" 2>/dev/null; done
+done
+exec /bin/dirtier
+INIT
+chmod 0755 "$ir/init"
+(cd "$ir" && find . | busybox cpio -o -H newc 2>/dev/null) > "$out/initramfs.cpio.new"
+mv "$out/initramfs.cpio.new" "$out/initramfs.cpio"
+echo "$stamp" > "$out/stamp"
+echo "$out"

@@ -1,0 +1,195 @@
+/*
+ * dirtier: the test guest's only program (runs as PID 1 from the initramfs).
+ *
+ * It allocates a working set of W MiB, rewrites it at R MiB/s, and keeps a checksum per page so
+ * that it can tell when a page no longer holds what it last wrote (a migration that loses or
+ * corrupts memory). It writes to the console (ttyS0):
+ *
+ *   dirtier start ws_mib=W rate_mib=R pages=N
+ *   dirtier ready                                  once the working set has been filled
+ *   hb <seq> <monotonic seconds.microseconds> <pages rewritten so far>   about every 10 ms
+ *   integrity ok pass=<n> pages=<N>                after each full verification pass
+ *   INTEGRITY FAIL page=<i> expected=<x> got=<y>   on the first bad page of a pass
+ *
+ * W and R come from the kernel command line: dirtier_ws=<MiB> dirtier_rate=<MiB/s>, where a rate
+ * of 0 means idle (verify only) and "max" means as fast as the CPU allows. Defaults: 16 and 0.
+ * Build: gcc -static -O2 -o dirtier dirtier.c
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+#define WORDS (PAGE / 8u)
+#define TICK_NS 10000000L /* 10 ms */
+#define VERIFY_PASS_TICKS 200u /* one full verification pass about every 2 s */
+
+static int out_fd = 1;
+
+static void say (const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say (const char *fmt, ...)
+{
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof buf) n = sizeof buf - 1;
+  /* one write per line, so lines never interleave with the kernel's */
+  ssize_t off = 0;
+  while (off < n) {
+    ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
+    if (w < 0) { if (errno == EINTR) continue; return; }
+    off += w;
+  }
+}
+
+static uint64_t now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64: the content of word k of page i at generation g is a function of (i, g, k) */
+static inline uint64_t mix (uint64_t x)
+{
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+static inline uint64_t sum_step (uint64_t h, uint64_t w)
+{
+  return (h ^ w) * 0x100000001b3ull + (w >> 17);
+}
+
+static uint8_t *mem;
+static uint64_t *csum;
+static uint32_t *gen;
+static size_t npages;
+
+static void write_page (size_t i)
+{
+  uint64_t *p = (uint64_t *)(mem + i * PAGE);
+  uint32_t g = ++gen[i];
+  uint64_t seed = mix(((uint64_t)i << 32) ^ g);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned k = 0; k < WORDS; k++) {
+    uint64_t w = seed ^ (0x9e3779b97f4a7c15ull * (k + 1));
+    w ^= w << 13;
+    w ^= w >> 7;
+    p[k] = w;
+    h = sum_step(h, w);
+  }
+  csum[i] = h;
+}
+
+static int verify_page (size_t i, uint64_t *got)
+{
+  const uint64_t *p = (const uint64_t *)(mem + i * PAGE);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned k = 0; k < WORDS; k++) h = sum_step(h, p[k]);
+  *got = h;
+  return h == csum[i];
+}
+
+static long cmdline_param (const char *name, long dflt, int *is_max)
+{
+  char buf[4096];
+  int fd = open("/proc/cmdline", O_RDONLY);
+  if (fd < 0) return dflt;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return dflt;
+  buf[n] = 0;
+  size_t len = strlen(name);
+  for (char *s = buf; (s = strstr(s, name)) != NULL; s += len) {
+    if ((s != buf && s[-1] != ' ') || s[len] != '=') continue;
+    const char *v = s + len + 1;
+    if (is_max && strncmp(v, "max", 3) == 0) { *is_max = 1; return dflt; }
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end != v && x >= 0) return x;
+  }
+  return dflt;
+}
+
+static void hang (void)
+{
+  for (;;) pause(); /* PID 1 must never exit */
+}
+
+int main (void)
+{
+  int fd = open("/dev/console", O_WRONLY | O_NOCTTY);
+  if (fd >= 0) out_fd = fd;
+
+  int flat_out = 0;
+  long ws_mib = cmdline_param("dirtier_ws", 16, NULL);
+  long rate_mib = cmdline_param("dirtier_rate", 0, &flat_out);
+  if (ws_mib < 1) ws_mib = 1;
+  npages = (size_t)ws_mib * (1024u * 1024u / PAGE);
+  say("dirtier start ws_mib=%ld rate_mib=%s%ld pages=%zu\n", ws_mib, flat_out ? "max/" : "", rate_mib, npages);
+
+  mem = aligned_alloc(PAGE, npages * PAGE);
+  csum = calloc(npages, sizeof *csum);
+  gen = calloc(npages, sizeof *gen);
+  if (!mem || !csum || !gen) { say("dirtier cannot allocate %ld MiB\n", ws_mib); hang(); }
+  for (size_t i = 0; i < npages; i++) write_page(i);
+  say("dirtier ready\n");
+
+  /* pages to rewrite per tick, in 1/1000 pages so that low rates are exact on average */
+  uint64_t write_milli = (uint64_t)rate_mib * (1024u * 1024u / PAGE) * 1000u / (1000000000u / TICK_NS);
+  size_t verify_per_tick = (npages + VERIFY_PASS_TICKS - 1) / VERIFY_PASS_TICKS;
+  uint64_t credit_milli = 0, seq = 0, written = 0, pass = 0;
+  size_t wcur = 0, vcur = 0;
+  int pass_failed = 0;
+  uint64_t next = now_ns() + TICK_NS;
+
+  for (;;) {
+    if (flat_out) {
+      /* rewrite until the tick is used up, leaving time to verify */
+      uint64_t stop = next - TICK_NS / 4;
+      while (now_ns() < stop) {
+        for (int b = 0; b < 8; b++) { write_page(wcur); wcur = (wcur + 1) % npages; written++; }
+      }
+    } else {
+      credit_milli += write_milli;
+      while (credit_milli >= 1000) {
+        credit_milli -= 1000;
+        write_page(wcur); wcur = (wcur + 1) % npages; written++;
+      }
+    }
+    for (size_t v = 0; v < verify_per_tick; v++) {
+      uint64_t got;
+      if (!verify_page(vcur, &got) && !pass_failed) {
+        pass_failed = 1;
+        say("INTEGRITY FAIL page=%zu expected=%016llx got=%016llx\n", vcur,
+            (unsigned long long)csum[vcur], (unsigned long long)got);
+      }
+      if (++vcur == npages) {
+        vcur = 0;
+        pass++;
+        if (!pass_failed) say("integrity ok pass=%llu pages=%zu\n", (unsigned long long)pass, npages);
+        pass_failed = 0;
+      }
+    }
+    uint64_t t = now_ns();
+    say("hb %llu %llu.%06llu %llu\n", (unsigned long long)++seq, (unsigned long long)(t / 1000000000ull),
+        (unsigned long long)(t % 1000000000ull / 1000u), (unsigned long long)written);
+    if (t >= next + TICK_NS) next = t; /* behind schedule: do not burst to catch up */
+    struct timespec ts = { (time_t)(next / 1000000000ull), (long)(next % 1000000000ull) };
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+    next += TICK_NS;
+  }
+}
