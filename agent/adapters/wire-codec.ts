@@ -1,0 +1,600 @@
+/**
+ * Wire codec: typed protocol messages (agent/core/messages.ts) to and from protobuf frames
+ * (proto/mesh/v1/*.proto), with protobufjs reflection over the .proto files loaded once when
+ * this module is imported.
+ *
+ * Decoding is the trust boundary. `decodeFrame` never throws: every frame that is too big,
+ * malformed, of a protocol version we do not share, missing a required field or carrying an
+ * absurd value comes back as `{ ok: false, reason }` and is counted by reason (STYLE 1.7, 1.12).
+ * Unknown fields are skipped; a gossip item of an unknown kind is dropped and counted while the
+ * rest of the frame is kept; a body of an unknown kind rejects the frame.
+ *
+ * Encoding is for our own messages: a value the wire cannot carry (NaN, a negative count, an
+ * empty host id) is a programmer error and throws WireEncodeError.
+ *
+ * Fixed point: utilisations travel in basis points (1/10000), capacities and sizes in whole
+ * units (see proto/mesh/v1/load.proto). A decoded utilisation is the sent one rounded to 1e-4.
+ */
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import protobuf from 'protobufjs'
+import {
+  PROTOCOL_MAX, PROTOCOL_MIN,
+  type Body, type Envelope, type Gossip, type MemberRecord
+} from '../core/messages.js'
+import type { HostCapacity, HostId, LoadReport, VmRunState, VmSummary } from '../core/types.js'
+
+// ---------------------------------------------------------------------------------------------
+// Limits and options
+
+/** Largest frame (one encoded Envelope, without the transport's length prefix). @default 65536 */
+export const MAX_FRAME_BYTES_DEFAULT = 64 * 1024
+/** Bytes of the length prefix the stream transport puts before each frame (uint32 big-endian). */
+export const FRAME_HEADER_BYTES = 4
+/** Utilisations above this (a fraction; 10.0 = 1000 %) are absurd: encode clamps, decode rejects. */
+export const UTIL_MAX = 10
+/** Fixed-point scale of utilisations on the wire: basis points. */
+export const UTIL_SCALE = 10_000
+
+export interface WireLimits {
+  /** Largest accepted frame, bytes. @default 65536 */
+  maxFrameBytes: number
+  /** Gossip items per frame. @default 256 */
+  maxGossipItems: number
+  /** Member records in one push-pull. @default 4096 */
+  maxMembers: number
+  /** Load reports in one push-pull. @default 4096 */
+  maxReports: number
+  /** VMs in one load report. @default 1024 */
+  maxVmsPerReport: number
+  /** Forecast points in one load report. @default 64 */
+  maxForecastPoints: number
+  /** Longest string (host name, address, VM id), UTF-8 bytes. @default 255 */
+  maxStringBytes: number
+}
+
+export const DEFAULT_WIRE_LIMITS: Readonly<WireLimits> = Object.freeze({
+  maxFrameBytes: MAX_FRAME_BYTES_DEFAULT,
+  maxGossipItems: 256,
+  maxMembers: 4096,
+  maxReports: 4096,
+  maxVmsPerReport: 1024,
+  maxForecastPoints: 64,
+  maxStringBytes: 255
+})
+
+export interface DecodeOptions extends Partial<WireLimits> {
+  /**
+   * The authenticated sender (the connection's key). When given, a frame whose `from` differs
+   * is rejected with `sender_mismatch`.
+   */
+  expectFrom?: HostId
+}
+
+/** Why a frame was rejected. Stable codes: branch and count on these, never on `detail`. */
+export type RejectReason =
+  /** Zero-length frame. */
+  | 'empty'
+  /** Longer than maxFrameBytes. */
+  | 'oversized'
+  /** Not valid protobuf (bad varint, truncated field, wrong wire type, two bodies). */
+  | 'malformed'
+  /** Protocol fields absent or inconsistent (min > max, cur outside [min, max]). */
+  | 'protocol_invalid'
+  /** The sender's [min, max] does not overlap ours. */
+  | 'protocol_mismatch'
+  /** No body at all. */
+  | 'missing_body'
+  /** A body of a kind this build does not know (a newer peer's). */
+  | 'unknown_body'
+  /** A required field is absent (sender id, probe target, member state, ...). */
+  | 'missing_field'
+  /** A value out of any sane range (unsafe integer, utilisation > UTIL_MAX, bad key length). */
+  | 'absurd_value'
+  /** More items than a limit allows (gossip, members, reports, VMs, forecast points). */
+  | 'too_many_items'
+  /** `from` is not the authenticated sender. */
+  | 'sender_mismatch'
+
+export type DecodeResult =
+  | { ok: true, envelope: Envelope, /** Gossip items of unknown kinds that were dropped. */ droppedGossip: number }
+  | { ok: false, reason: RejectReason, detail: string }
+
+export const REJECT_REASONS: readonly RejectReason[] = Object.freeze([
+  'empty', 'oversized', 'malformed', 'protocol_invalid', 'protocol_mismatch', 'missing_body',
+  'unknown_body', 'missing_field', 'absurd_value', 'too_many_items', 'sender_mismatch'
+] as const)
+
+/** Decoder counters since start (or the last reset); exported as agent_wire_* metrics. */
+export interface DecodeCounters {
+  /** Frames decoded and accepted. */
+  accepted: number
+  /** Frames rejected, by reason. */
+  rejected: Record<RejectReason, number>
+  /** Gossip items of unknown kinds dropped from otherwise accepted frames. */
+  unknownGossipDropped: number
+}
+
+const counters: DecodeCounters = freshCounters()
+
+function freshCounters (): DecodeCounters {
+  const rejected = Object.fromEntries(REJECT_REASONS.map(r => [r, 0])) as Record<RejectReason, number>
+  return { accepted: 0, rejected, unknownGossipDropped: 0 }
+}
+
+/** A copy of the decoder counters. */
+export function decodeCounters (): DecodeCounters {
+  return { accepted: counters.accepted, rejected: { ...counters.rejected }, unknownGossipDropped: counters.unknownGossipDropped }
+}
+
+/** Zero the decoder counters (tests). */
+export function resetDecodeCounters (): void {
+  const f = freshCounters()
+  counters.accepted = 0
+  counters.rejected = f.rejected
+  counters.unknownGossipDropped = 0
+}
+
+export class WireEncodeError extends Error {
+  static override name = 'WireEncodeError'
+  readonly code = 'WIRE_ENCODE_INVALID'
+  constructor (message: string) { super(message); this.name = 'WireEncodeError' }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+/** Finds <repo>/proto from this file, whether it runs as agent/adapters/*.ts or dist/agent/adapters/*.js. */
+function findProtoDir (): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 8; i++) {
+    const candidate = path.join(dir, 'proto')
+    if (existsSync(path.join(candidate, 'mesh', 'v1', 'envelope.proto'))) return candidate
+    const up = path.dirname(dir)
+    if (up === dir) break
+    dir = up
+  }
+  throw new Error('wire-codec: proto/mesh/v1/envelope.proto not found above ' + path.dirname(fileURLToPath(import.meta.url)))
+}
+
+function loadSchema (): protobuf.Root {
+  const protoDir = findProtoDir()
+  const root = new protobuf.Root()
+  root.resolvePath = (_origin: string, target: string) => path.isAbsolute(target) ? target : path.join(protoDir, target)
+  root.loadSync(['mesh/v1/envelope.proto'], { keepCase: false })
+  root.resolveAll()
+  return root
+}
+
+const schema = loadSchema()
+const EnvelopeType = schema.lookupType('starling.mesh.v1.Envelope')
+
+/** Envelope field numbers of the body oneof that this build knows, and the range kept for bodies. */
+const BODY_FIELDS: ReadonlyMap<number, string> = new Map(
+  (EnvelopeType.oneofs['body']?.fieldsArray ?? []).map(f => [f.id, f.name])
+)
+const BODY_RANGE_MIN = 8
+const BODY_RANGE_MAX = 63
+
+const MEMBER_STATES = ['alive', 'suspect', 'dead', 'left'] as const
+const VM_STATES: readonly VmRunState[] = ['running', 'paused', 'stopped', 'migrating']
+
+// ---------------------------------------------------------------------------------------------
+// Encode
+
+/** Plain object shaped like the protobufjs message; encode() accepts these directly. */
+type Pb = Record<string, unknown>
+
+const HEX_KEY = /^[0-9a-f]{64}$/
+
+function encStr (s: string, where: string, required: boolean): string {
+  if (typeof s !== 'string') throw new WireEncodeError(`${where}: not a string`)
+  if (required && s.length === 0) throw new WireEncodeError(`${where}: empty`)
+  if (Buffer.byteLength(s, 'utf8') > DEFAULT_WIRE_LIMITS.maxStringBytes) {
+    throw new WireEncodeError(`${where}: longer than ${DEFAULT_WIRE_LIMITS.maxStringBytes} bytes`)
+  }
+  return s
+}
+
+function encHost (id: HostId, where: string): Pb {
+  return HEX_KEY.test(id) ? { key: Buffer.from(id, 'hex') } : { name: encStr(id, where, true) }
+}
+
+function encCount (v: number, where: string, max = 0xffff_ffff): number {
+  if (!Number.isFinite(v) || v < 0) throw new WireEncodeError(`${where}: ${v} is not a non-negative number`)
+  const r = Math.round(v)
+  if (r > max) throw new WireEncodeError(`${where}: ${v} exceeds ${max}`)
+  return r
+}
+
+function encU64 (v: number, where: string): number {
+  return encCount(v, where, Number.MAX_SAFE_INTEGER)
+}
+
+function encUtil (v: number, where: string): number {
+  if (!Number.isFinite(v) || v < 0) throw new WireEncodeError(`${where}: utilisation ${v} is not a non-negative number`)
+  return Math.round(Math.min(v, UTIL_MAX) * UTIL_SCALE)
+}
+
+function encMember (m: MemberRecord, where: string): Pb {
+  const state = MEMBER_STATES.indexOf(m.state)
+  if (state < 0) throw new WireEncodeError(`${where}: unknown member state ${String(m.state)}`)
+  return { id: encHost(m.id, where + '.id'), name: encStr(m.name, where + '.name', false), addr: encStr(m.addr, where + '.addr', false), incarnation: encU64(m.incarnation, where + '.incarnation'), state: state + 1 }
+}
+
+function encCapacity (c: HostCapacity, where: string): Pb {
+  return {
+    cpuCores: encCount(c.cpuCores, where + '.cpuCores'),
+    cpuMipsPerCore: encCount(c.cpuMipsPerCore, where + '.cpuMipsPerCore'),
+    memMib: encCount(c.memMiB, where + '.memMiB'),
+    netMbps: encCount(c.netMbps, where + '.netMbps')
+  }
+}
+
+function encVm (vm: VmSummary, where: string): Pb {
+  const state = VM_STATES.indexOf(vm.state)
+  if (state < 0) throw new WireEncodeError(`${where}: unknown VM state ${String(vm.state)}`)
+  return {
+    id: encStr(vm.id, where + '.id', true),
+    vcpus: encCount(vm.vcpus, where + '.vcpus'),
+    memMib: encCount(vm.memMiB, where + '.memMiB'),
+    cpuUtilBp: encUtil(vm.cpuUtil, where + '.cpuUtil'),
+    memUsedMib: encCount(vm.memUsedMiB, where + '.memUsedMiB'),
+    state: state + 1
+  }
+}
+
+function encReport (r: LoadReport, where: string): Pb {
+  return {
+    host: encHost(r.host, where + '.host'),
+    seq: encU64(r.seq, where + '.seq'),
+    capacity: encCapacity(r.capacity, where + '.capacity'),
+    cpuUtilBp: encUtil(r.cpuUtil, where + '.cpuUtil'),
+    memUtilBp: encUtil(r.memUtil, where + '.memUtil'),
+    netUtilBp: encUtil(r.netUtil, where + '.netUtil'),
+    forecastCpuBp: r.forecastCpu.map((f, i) => encUtil(f, `${where}.forecastCpu[${i}]`)),
+    vms: r.vms.map((vm, i) => encVm(vm, `${where}.vms[${i}]`))
+  }
+}
+
+function encGossip (g: Gossip, where: string): Pb {
+  switch (g.type) {
+    case 'alive': return { alive: encMember(g.member, where + '.member') }
+    case 'suspect': return { suspect: { node: encHost(g.node, where + '.node'), incarnation: encU64(g.incarnation, where + '.incarnation'), from: encHost(g.from, where + '.from') } }
+    case 'dead': return { dead: { node: encHost(g.node, where + '.node'), incarnation: encU64(g.incarnation, where + '.incarnation'), from: encHost(g.from, where + '.from') } }
+    case 'left': return { left: { node: encHost(g.node, where + '.node'), incarnation: encU64(g.incarnation, where + '.incarnation') } }
+    case 'report': return { report: encReport(g.report, where + '.report') }
+    default: throw new WireEncodeError(`${where}: unknown gossip type ${String((g as { type?: unknown }).type)}`)
+  }
+}
+
+function encBody (b: Body): [string, Pb] {
+  switch (b.type) {
+    case 'ping':
+    case 'ack':
+    case 'nack':
+    case 'pingReq':
+      return [b.type, { seq: encCount(b.seq, 'body.seq'), target: encHost(b.target, 'body.target') }]
+    case 'pushPull':
+      return ['pushPull', {
+        reply: b.reply,
+        members: b.members.map((m, i) => encMember(m, `body.members[${i}]`)),
+        reports: b.reports.map((r, i) => encReport(r, `body.reports[${i}]`))
+      }]
+    case 'gossip':
+      return ['gossipOnly', {}]
+    default:
+      throw new WireEncodeError(`unknown body type ${String((b as { type?: unknown }).type)}`)
+  }
+}
+
+/**
+ * Encodes an envelope into one frame (without the transport's length prefix).
+ * Throws WireEncodeError for values the wire cannot carry; never produces a frame that our own
+ * decoder would reject for a value (size and count limits are the sender's to respect).
+ */
+export function encodeEnvelope (env: Envelope): Uint8Array {
+  const [bodyField, body] = encBody(env.body)
+  const msg: Pb = {
+    protocolMin: encCount(env.protocolMin, 'protocolMin'),
+    protocolMax: encCount(env.protocolMax, 'protocolMax'),
+    protocolCur: encCount(env.protocolCur, 'protocolCur'),
+    from: encHost(env.from, 'from'),
+    incarnation: encU64(env.incarnation, 'incarnation'),
+    lamport: encU64(env.lamport, 'lamport'),
+    gossip: env.gossip.map((g, i) => encGossip(g, `gossip[${i}]`)),
+    [bodyField]: body
+  }
+  return EnvelopeType.encode(msg).finish()
+}
+
+/** Encoded size of an envelope in bytes, without the transport's length prefix. */
+export function envelopeByteSize (env: Envelope): number {
+  return encodeEnvelope(env).byteLength
+}
+
+/** Bytes an envelope takes on a stream connection: its encoding plus the length prefix. */
+export function frameByteSize (env: Envelope): number {
+  return envelopeByteSize(env) + FRAME_HEADER_BYTES
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode
+
+class Reject {
+  constructor (readonly reason: RejectReason, readonly detail: string) {}
+}
+
+/** protobufjs gives uint64 as a Long (the `long` package is installed) or a number. */
+interface LongLike { low: number, high: number, toNumber: () => number }
+
+function isObj (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null
+}
+
+class Decoder {
+  droppedGossip = 0
+  constructor (readonly lim: WireLimits) {}
+
+  u32 (v: unknown, where: string): number {
+    if (v === undefined || v === null) return 0
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new Reject('absurd_value', `${where}: ${String(v)}`)
+    return v
+  }
+
+  u64 (v: unknown, where: string): number {
+    if (v === undefined || v === null) return 0
+    if (typeof v === 'number') {
+      if (!Number.isSafeInteger(v) || v < 0) throw new Reject('absurd_value', `${where}: ${v}`)
+      return v
+    }
+    if (isObj(v) && typeof v['toNumber'] === 'function') {
+      const l = v as unknown as LongLike
+      // Safe integers fit in 53 bits: the high word may use 21 bits.
+      if ((l.high >>> 0) > 0x1f_ffff) throw new Reject('absurd_value', `${where}: beyond 2^53`)
+      return l.toNumber()
+    }
+    throw new Reject('absurd_value', `${where}: not an integer`)
+  }
+
+  util (v: unknown, where: string): number {
+    const bp = this.u32(v, where)
+    if (bp > UTIL_MAX * UTIL_SCALE) throw new Reject('absurd_value', `${where}: ${bp} bp`)
+    return bp / UTIL_SCALE
+  }
+
+  str (v: unknown, where: string, required: boolean): string {
+    const s = typeof v === 'string' ? v : ''
+    if (required && s.length === 0) throw new Reject('missing_field', where)
+    if (Buffer.byteLength(s, 'utf8') > this.lim.maxStringBytes) {
+      throw new Reject('absurd_value', `${where}: string longer than ${this.lim.maxStringBytes} bytes`)
+    }
+    return s
+  }
+
+  host (v: unknown, where: string): HostId {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    const key = v['key']
+    if (key instanceof Uint8Array && key.byteLength > 0) {
+      if (key.byteLength !== 32) throw new Reject('absurd_value', `${where}: key of ${key.byteLength} bytes`)
+      return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex')
+    }
+    return this.str(v['name'], where, true)
+  }
+
+  count<T> (arr: unknown, max: number, where: string, each: (x: unknown, i: number) => T): T[] {
+    if (arr === undefined || arr === null) return []
+    if (!Array.isArray(arr)) throw new Reject('malformed', where)
+    if (arr.length > max) throw new Reject('too_many_items', `${where}: ${arr.length} > ${max}`)
+    return arr.map(each)
+  }
+
+  member (v: unknown, where: string): MemberRecord {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    const stateNo = this.u32(v['state'], where + '.state')
+    if (stateNo === 0) throw new Reject('missing_field', where + '.state')
+    const state = MEMBER_STATES[stateNo - 1]
+    if (state === undefined) throw new Reject('absurd_value', `${where}.state: ${stateNo}`)
+    return {
+      id: this.host(v['id'], where + '.id'),
+      name: this.str(v['name'], where + '.name', false),
+      addr: this.str(v['addr'], where + '.addr', false),
+      incarnation: this.u64(v['incarnation'], where + '.incarnation'),
+      state
+    }
+  }
+
+  capacity (v: unknown, where: string): HostCapacity {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    const c = {
+      cpuCores: this.u32(v['cpuCores'], where + '.cpuCores'),
+      cpuMipsPerCore: this.u32(v['cpuMipsPerCore'], where + '.cpuMipsPerCore'),
+      memMiB: this.u32(v['memMib'], where + '.memMiB'),
+      netMbps: this.u32(v['netMbps'], where + '.netMbps')
+    }
+    // A host with no CPU or memory would turn every ratio downstream into NaN or Infinity.
+    if (c.cpuCores === 0 || c.cpuMipsPerCore === 0 || c.memMiB === 0) {
+      throw new Reject('absurd_value', `${where}: zero cpuCores, cpuMipsPerCore or memMiB`)
+    }
+    return c
+  }
+
+  vm (v: unknown, where: string): VmSummary {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    const stateNo = this.u32(v['state'], where + '.state')
+    if (stateNo === 0) throw new Reject('missing_field', where + '.state')
+    const state = VM_STATES[stateNo - 1]
+    if (state === undefined) throw new Reject('absurd_value', `${where}.state: ${stateNo}`)
+    return {
+      id: this.str(v['id'], where + '.id', true),
+      vcpus: this.u32(v['vcpus'], where + '.vcpus'),
+      memMiB: this.u32(v['memMib'], where + '.memMiB'),
+      cpuUtil: this.util(v['cpuUtilBp'], where + '.cpuUtil'),
+      memUsedMiB: this.u32(v['memUsedMib'], where + '.memUsedMiB'),
+      state
+    }
+  }
+
+  report (v: unknown, where: string): LoadReport {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    return {
+      host: this.host(v['host'], where + '.host'),
+      seq: this.u64(v['seq'], where + '.seq'),
+      capacity: this.capacity(v['capacity'], where + '.capacity'),
+      cpuUtil: this.util(v['cpuUtilBp'], where + '.cpuUtil'),
+      memUtil: this.util(v['memUtilBp'], where + '.memUtil'),
+      netUtil: this.util(v['netUtilBp'], where + '.netUtil'),
+      forecastCpu: this.count(v['forecastCpuBp'], this.lim.maxForecastPoints, where + '.forecastCpu',
+        (f, i) => this.util(f, `${where}.forecastCpu[${i}]`)),
+      vms: this.count(v['vms'], this.lim.maxVmsPerReport, where + '.vms', (x, i) => this.vm(x, `${where}.vms[${i}]`))
+    }
+  }
+
+  /** One gossip item, or null for an item of an unknown kind (dropped and counted). */
+  gossip (v: unknown, where: string): Gossip | null {
+    if (!isObj(v)) throw new Reject('malformed', where)
+    const g = v
+    if (isObj(g['alive'])) return { type: 'alive', member: this.member(g['alive'], where + '.alive') }
+    if (isObj(g['suspect'])) {
+      const s = g['suspect']
+      return { type: 'suspect', node: this.host(s['node'], where + '.node'), incarnation: this.u64(s['incarnation'], where + '.incarnation'), from: this.host(s['from'], where + '.from') }
+    }
+    if (isObj(g['dead'])) {
+      const s = g['dead']
+      return { type: 'dead', node: this.host(s['node'], where + '.node'), incarnation: this.u64(s['incarnation'], where + '.incarnation'), from: this.host(s['from'], where + '.from') }
+    }
+    if (isObj(g['left'])) {
+      const s = g['left']
+      return { type: 'left', node: this.host(s['node'], where + '.node'), incarnation: this.u64(s['incarnation'], where + '.incarnation') }
+    }
+    if (isObj(g['report'])) return { type: 'report', report: this.report(g['report'], where + '.report') }
+    this.droppedGossip++
+    return null
+  }
+
+  probe<T extends 'ping' | 'ack' | 'nack' | 'pingReq'> (type: T, v: Record<string, unknown>): { type: T, seq: number, target: HostId } {
+    return { type, seq: this.u32(v['seq'], 'body.seq'), target: this.host(v['target'], 'body.target') }
+  }
+
+  body (name: string, v: unknown): Body {
+    if (!isObj(v)) throw new Reject('missing_body', name)
+    switch (name) {
+      case 'ping': return this.probe('ping', v)
+      case 'ack': return this.probe('ack', v)
+      case 'nack': return this.probe('nack', v)
+      case 'pingReq': return this.probe('pingReq', v)
+      case 'pushPull': return {
+        type: 'pushPull',
+        reply: v['reply'] === true,
+        members: this.count(v['members'], this.lim.maxMembers, 'body.members', (m, i) => this.member(m, `body.members[${i}]`)),
+        reports: this.count(v['reports'], this.lim.maxReports, 'body.reports', (r, i) => this.report(r, `body.reports[${i}]`))
+      }
+      case 'gossipOnly': return { type: 'gossip' }
+      default: throw new Reject('unknown_body', name)
+    }
+  }
+}
+
+/**
+ * Walks the top-level fields without decoding them: finds the body's field number (rejecting a
+ * frame with none, an unknown one or two of them) and fails fast on broken framing.
+ */
+function scanBody (frame: Uint8Array): string {
+  const r = protobuf.Reader.create(frame)
+  let body: string | null = null
+  let unknownBody: number | null = null
+  while (r.pos < r.len) {
+    const tag = r.uint32()
+    const field = tag >>> 3
+    const wireType = tag & 7
+    if (field === 0) throw new Reject('malformed', 'field number 0')
+    const known = BODY_FIELDS.get(field)
+    if (known !== undefined) {
+      if (body !== null) throw new Reject('malformed', 'two bodies')
+      body = known
+    } else if (field >= BODY_RANGE_MIN && field <= BODY_RANGE_MAX) {
+      unknownBody = field
+    }
+    r.skipType(wireType)
+  }
+  if (body !== null) return body
+  if (unknownBody !== null) throw new Reject('unknown_body', `field ${unknownBody}`)
+  throw new Reject('missing_body', 'no body')
+}
+
+function checkProtocol (min: number, max: number, cur: number): void {
+  if (min === 0 || max === 0 || cur === 0) throw new Reject('protocol_invalid', `absent version (min ${min}, max ${max}, cur ${cur})`)
+  if (min > max || cur < min || cur > max) throw new Reject('protocol_invalid', `inconsistent versions (min ${min}, max ${max}, cur ${cur})`)
+  if (max < PROTOCOL_MIN || min > PROTOCOL_MAX) {
+    throw new Reject('protocol_mismatch', `peer speaks ${min}-${max}, we speak ${PROTOCOL_MIN}-${PROTOCOL_MAX}`)
+  }
+}
+
+function decodeOrReject (frame: Uint8Array, opts: DecodeOptions | undefined): { envelope: Envelope, droppedGossip: number } {
+  const lim: WireLimits = { ...DEFAULT_WIRE_LIMITS, ...stripUndefined(opts) }
+  if (!(frame instanceof Uint8Array)) throw new Reject('malformed', 'not bytes')
+  if (frame.byteLength === 0) throw new Reject('empty', 'zero-length frame')
+  if (frame.byteLength > lim.maxFrameBytes) throw new Reject('oversized', `${frame.byteLength} > ${lim.maxFrameBytes} bytes`)
+  const bodyName = scanBody(frame)
+  let raw: Record<string, unknown>
+  try {
+    raw = EnvelopeType.decode(frame) as unknown as Record<string, unknown>
+  } catch (err) {
+    throw new Reject('malformed', err instanceof Error ? err.message : String(err))
+  }
+  const d = new Decoder(lim)
+  const protocolMin = d.u32(raw['protocolMin'], 'protocolMin')
+  const protocolMax = d.u32(raw['protocolMax'], 'protocolMax')
+  const protocolCur = d.u32(raw['protocolCur'], 'protocolCur')
+  checkProtocol(protocolMin, protocolMax, protocolCur)
+  const from = d.host(raw['from'], 'from')
+  if (opts?.expectFrom !== undefined && from !== opts.expectFrom) {
+    throw new Reject('sender_mismatch', `from ${from.slice(0, 12)} on a connection of ${opts.expectFrom.slice(0, 12)}`)
+  }
+  const body = d.body(bodyName, raw[bodyName])
+  const gossip: Gossip[] = []
+  for (const g of d.count(raw['gossip'], lim.maxGossipItems, 'gossip', (x, i) => d.gossip(x, `gossip[${i}]`))) {
+    if (g !== null) gossip.push(g)
+  }
+  const envelope: Envelope = {
+    protocolMin,
+    protocolMax,
+    protocolCur,
+    from,
+    incarnation: d.u64(raw['incarnation'], 'incarnation'),
+    lamport: d.u64(raw['lamport'], 'lamport'),
+    body,
+    gossip
+  }
+  return { envelope, droppedGossip: d.droppedGossip }
+}
+
+function stripUndefined (o: DecodeOptions | undefined): Partial<WireLimits> {
+  const out: Partial<WireLimits> = {}
+  if (o === undefined) return out
+  for (const k of Object.keys(DEFAULT_WIRE_LIMITS) as (keyof WireLimits)[]) {
+    const v = o[k]
+    if (typeof v === 'number' && v >= 0) out[k] = v
+  }
+  return out
+}
+
+/**
+ * Decodes one frame (without the length prefix). Never throws: a frame that cannot be trusted
+ * comes back as `{ ok: false, reason, detail }` and is counted under `reason`.
+ */
+export function decodeFrame (frame: Uint8Array, opts?: DecodeOptions): DecodeResult {
+  try {
+    const { envelope, droppedGossip } = decodeOrReject(frame, opts)
+    counters.accepted++
+    counters.unknownGossipDropped += droppedGossip
+    return { ok: true, envelope, droppedGossip }
+  } catch (err) {
+    const rej = err instanceof Reject
+      ? err
+      : new Reject('malformed', err instanceof Error ? `${err.name}: ${err.message}` : String(err))
+    counters.rejected[rej.reason]++
+    return { ok: false, reason: rej.reason, detail: rej.detail }
+  }
+}
