@@ -18,6 +18,8 @@ export interface CoreEvent {
   host: HostId
   /** One-line text in the fixed transition format, e.g. "member ab12cd34 became suspect (from alive)". */
   text: string
+  /** For state transitions: the states and the incarnation, so checkers need not parse text. */
+  transition?: { from: string, to: string, incarnation: number }
 }
 
 /** One batch of effects. */

@@ -43,7 +43,15 @@ export interface PushPull { type: 'pushPull', reply: boolean, members: MemberRec
 /** A frame that carries only gossip. */
 export interface GossipOnly { type: 'gossip' }
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly
+/** A host and the report seq the sender holds for it (0 = none). */
+export interface ReportDigest { host: HostId, seq: number }
+/**
+ * Anti-entropy for load reports: the sender holds these (stale) versions; the receiver answers
+ * with a PushPull{reply: true, members: [], reports} carrying every newer report it has.
+ */
+export interface ReportPull { type: 'reportPull', want: ReportDigest[] }
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull
 
 /** The envelope of every frame. */
 export interface Envelope {

@@ -1,0 +1,235 @@
+/**
+ * AgentCore: the deterministic membership and load-view core (raft RawNode shape). step() takes
+ * inputs, tick() is the only notion of time, ready() hands out effects, advance() confirms them.
+ * Rule: persist before send — a Ready's persist batch holds every claim (incarnation, report seq)
+ * its sends make, and the runtime applies persist first.
+ */
+import { assert } from './assert.js'
+import { validateCoreConfig } from './config.js'
+import type { CoreConfig } from './config.js'
+import type { Ready } from './effects.js'
+import { emptyReady, isEmptyReady } from './effects.js'
+import type { Input } from './inputs.js'
+import { PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
+import type { Envelope, Gossip } from './messages.js'
+import { Prng } from './prng.js'
+import type { HostId, MemberState, MemberView } from './types.js'
+import { applyAlive, applyDead, applyLeft, applySuspect, expireSuspicions, selfRecord } from './membership/gossip-merge.js'
+import { Prober } from './membership/probe.js'
+import { AntiEntropy } from './membership/push-pull.js'
+import type { Seed } from './membership/push-pull.js'
+import { ReportGossip } from './load/report-dissemination.js'
+import { KEY_INCARNATION, KEY_MEMBER_PREFIX } from './persisted.js'
+import type { PersistedCoreState } from './persisted.js'
+import { CoreState } from './state.js'
+import type { CoreCounters } from './state.js'
+
+export type { PersistedCoreState } from './persisted.js'
+export type { CoreCounters } from './state.js'
+
+export interface AgentCoreOptions {
+  self: HostId
+  name: string
+  addr: string
+  config: CoreConfig
+  seed: number
+  seeds: Seed[]
+  restored?: PersistedCoreState
+}
+
+/** Snapshot for the runtime's metrics and the CLI. */
+export interface CoreStatus {
+  self: HostId
+  incarnation: number
+  /** Ticks since this core started. */
+  ticks: number
+  lamport: number
+  leaving: boolean
+  /** Lifeguard local health score (0 = healthy). */
+  healthScore: number
+  members: Record<MemberState, number>
+  /** Items in the membership broadcast queue. */
+  queueDepth: number
+  suspicionsRunning: number
+  counters: CoreCounters
+}
+
+export class AgentCore {
+  private readonly s: CoreState
+  private readonly prober: Prober
+  private readonly reports: ReportGossip
+  private readonly antiEntropy: AntiEntropy
+  private handedOut: Ready | null = null
+  private nextGossipTick = 1
+  private nextSnapshotTick: number
+
+  constructor (opts: AgentCoreOptions) {
+    const config = validateCoreConfig(opts.config)
+    const restored = opts.restored
+    const incarnation = (restored?.incarnation ?? 0) + 1
+    const s = new CoreState(opts.self, opts.name, opts.addr, config, new Prng(opts.seed), incarnation)
+    this.s = s
+    s.persist(KEY_INCARNATION, incarnation)
+    s.members.becomeAlive(s.self, s.name, s.addr, incarnation, 0)
+    for (const r of restored?.members ?? []) this.restoreMember(r)
+    s.dirty.clear()
+    this.reports = new ReportGossip(s, restored?.reportSeqCeiling ?? 0)
+    this.prober = new Prober(s)
+    this.antiEntropy = new AntiEntropy(s, opts.seeds, this.reports)
+    this.nextSnapshotTick = config.memberSnapshotIntervalTicks
+    s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
+  }
+
+  private restoreMember (r: PersistedCoreState['members'][number]): void {
+    const s = this.s
+    if (r.id === s.self) return
+    const m = s.members.becomeAlive(r.id, r.name, r.addr, r.incarnation, 0)
+    if (r.state === 'dead') s.members.becomeDead(m, r.incarnation, 0)
+    else if (r.state === 'left') s.members.becomeLeft(m, r.incarnation, 0)
+  }
+
+  step (input: Input): void {
+    const s = this.s
+    switch (input.type) {
+      case 'receive': this.receive(input.from, input.envelope); break
+      case 'hostSample': this.reports.history.add(input.sample); break
+      case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
+      case 'peerDisconnected': break
+      case 'frameRejected': s.counters.framesRejected++; break
+      case 'leave': this.leave(); break
+    }
+  }
+
+  tick (): void {
+    const s = this.s
+    s.now++
+    this.prober.tick()
+    expireSuspicions(s)
+    this.reports.tick()
+    this.antiEntropy.tick()
+    if (s.now >= this.nextGossipTick) {
+      this.nextGossipTick = s.now + s.config.gossipIntervalTicks
+      this.gossipRound()
+    }
+    if (s.now >= this.nextSnapshotTick) {
+      this.nextSnapshotTick = s.now + s.config.memberSnapshotIntervalTicks
+      this.flushSnapshot()
+    }
+  }
+
+  /** The effects to carry out, in order (persist, then send), or null when there are none. */
+  ready (): Ready | null {
+    if (this.handedOut !== null) return this.handedOut
+    if (isEmptyReady(this.s.pending)) return null
+    this.handedOut = this.s.pending
+    this.s.pending = emptyReady()
+    return this.handedOut
+  }
+
+  /** The runtime carried out `rd` (the last Ready handed out). */
+  advance (rd: Ready): void {
+    assert(rd === this.handedOut, 'advance() called with a Ready that was not handed out')
+    this.handedOut = null
+  }
+
+  status (): CoreStatus {
+    const s = this.s
+    return {
+      self: s.self,
+      incarnation: s.incarnation,
+      ticks: s.now,
+      lamport: s.lamport,
+      leaving: s.leaving,
+      healthScore: s.awareness.healthScore,
+      members: { ...s.members.counts },
+      queueDepth: s.queue.size,
+      suspicionsRunning: s.suspicions.size,
+      counters: { ...s.counters }
+    }
+  }
+
+  /** The cluster view: every known member with its state, incarnation and latest report. */
+  view (): MemberView[] {
+    const out: MemberView[] = []
+    for (const m of this.s.members.byId.values()) {
+      out.push({ id: m.id, name: m.name, addr: m.addr, state: m.state, incarnation: m.incarnation, report: m.report })
+    }
+    return out
+  }
+
+  /** One member's row without building the whole view (cheap for simulators and checkers). */
+  member (id: HostId): MemberView | undefined {
+    const m = this.s.members.get(id)
+    if (m === undefined) return undefined
+    return { id: m.id, name: m.name, addr: m.addr, state: m.state, incarnation: m.incarnation, report: m.report }
+  }
+
+  private receive (from: HostId, e: Envelope): void {
+    const s = this.s
+    if (e.protocolMax < PROTOCOL_MIN || e.protocolMin > PROTOCOL_MAX || e.from !== from) {
+      s.counters.framesRejected++
+      return
+    }
+    s.counters.framesReceived++
+    s.lamport = Math.max(s.lamport, e.lamport)
+    this.antiEntropy.witness(from, e.incarnation)
+    const pushed = e.body.type === 'gossip'
+    for (const g of e.gossip) this.applyGossip(g, pushed)
+    if (s.leaving) return
+    const b = e.body
+    switch (b.type) {
+      case 'ping': if (!this.prober.onPing(from, b)) s.counters.framesRejected++; break
+      case 'ack': this.prober.onAck(b); break
+      case 'nack': this.prober.onNack(b); break
+      case 'pingReq': this.prober.onPingReq(from, b); break
+      case 'pushPull': this.antiEntropy.onPushPull(from, b); break
+      case 'reportPull': this.reports.onPull(from, b.want); break
+      case 'gossip': break
+    }
+  }
+
+  private applyGossip (g: Gossip, pushed: boolean): void {
+    const s = this.s
+    switch (g.type) {
+      case 'alive': applyAlive(s, g.member); break
+      case 'suspect': applySuspect(s, g.node, g.incarnation, g.from); break
+      case 'dead': applyDead(s, g.node, g.incarnation, g.from); break
+      case 'left': applyLeft(s, g.node, g.incarnation); break
+      case 'report': this.reports.accept(g.report, pushed); break
+    }
+  }
+
+  /** Membership broadcasts to gossipNodes random peers, then the report push. */
+  private gossipRound (): void {
+    const s = this.s
+    if (s.queue.size > 0) {
+      for (const p of s.members.randomReachable(s.prng, s.config.gossipNodes)) {
+        if (s.queue.size === 0) break
+        s.send(p, { type: 'gossip' })
+      }
+    }
+    this.reports.flush()
+  }
+
+  private flushSnapshot (): void {
+    const s = this.s
+    for (const id of s.dirty) {
+      const m = s.members.get(id)
+      if (m === undefined || id === s.self) continue
+      s.persist(KEY_MEMBER_PREFIX + id, { id, name: m.name, addr: m.addr, incarnation: m.incarnation, state: m.state })
+    }
+    s.dirty.clear()
+  }
+
+  /** Graceful leave: broadcast Left and send it at once to a few peers; stop probing. */
+  private leave (): void {
+    const s = this.s
+    if (s.leaving) return
+    s.leaving = true
+    s.persist(KEY_INCARNATION, s.incarnation)
+    s.members.becomeLeft(s.selfMember, s.incarnation, s.now)
+    const g: Gossip = { type: 'left', node: s.self, incarnation: s.incarnation }
+    s.broadcast(s.self, g)
+    for (const p of s.members.randomReachable(s.prng, 2 * s.config.gossipNodes)) s.send(p, { type: 'gossip' }, [g], false)
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Core configuration: every interval is counted in ticks (the runtime turns `tickMs` of wall time
+ * into one `tick()`). Shape follows memberlist's documented config: each field says what it does,
+ * its unit, the trade-off, and the formula it feeds. `validateCoreConfig` rejects impossible
+ * combinations with an exact message; nothing downstream re-checks them.
+ */
+
+/** A configuration that cannot work. Branch on `code`, never on the message. */
+export class ConfigError extends Error {
+  static override name = 'ConfigError'
+  readonly code = 'CONFIG_INVALID'
+  constructor (message: string) { super(message); this.name = 'ConfigError' }
+}
+
+export interface CoreConfig {
+  /** Wall-clock length of one tick, ms. Only the runtime and reports of durations use it. Lower = finer timers, more wakeups. */
+  tickMs: number
+
+  /** Ticks between the starts of two probe rounds (scaled by local health). Lower = faster first detection, more probe traffic. Probes may overlap. */
+  probeIntervalTicks: number
+  /** Ticks to wait for a direct ack before asking `indirectChecks` peers (scaled by local health). Must exceed one round trip. */
+  probeTimeoutTicks: number
+  /** Ticks from a probe's start until an unanswered probe becomes a suspicion (scaled by local health). Must leave room for the indirect path (4 hops). */
+  probeDeadlineTicks: number
+  /** Peers asked to probe on our behalf after a direct timeout (SWIM k). Higher = fewer false suspicions under loss, more traffic. */
+  indirectChecks: number
+  /** Ticks a relay waits for the target's ack before sending a Lifeguard nack to the requester. Must be < probeDeadlineTicks - probeTimeoutTicks. */
+  nackTimeoutTicks: number
+  /** Lifeguard local-health multiplier cap: intervals and timeouts are scaled by (score + 1), score in [0, awarenessMax - 1]. Higher = more tolerance of a starved host, slower detection by it. */
+  awarenessMax: number
+
+  /** Suspicion base: min timeout = suspicionMult * max(1, log10(n)) * probeIntervalTicks. Higher = fewer false deaths, slower detection. */
+  suspicionMult: number
+  /** Max suspicion timeout = suspicionMaxTimeoutMult * min timeout (used when no one confirms). */
+  suspicionMaxTimeoutMult: number
+  /** Independent confirmations that shrink the suspicion timeout from max to min (log scale). 0 = always min. */
+  suspicionConfirmations: number
+
+  /** Gossip retransmit limit = retransmitMult * ceil(log10(n + 1)) transmissions per broadcast. Higher = surer spread, more bytes. */
+  retransmitMult: number
+  /** Ticks between gossip rounds. Lower = faster spread, more frames. */
+  gossipIntervalTicks: number
+  /** Random peers a gossip round sends membership broadcasts to. */
+  gossipNodes: number
+  /** Byte budget for piggybacked membership broadcasts in one frame. */
+  gossipBytesMax: number
+  /** Broadcast queue bound (items); beyond it the most-transmitted items are dropped and counted. */
+  broadcastQueueMax: number
+
+  /** Ticks between push-pull anti-entropy exchanges with one random peer, before scaling. */
+  pushPullIntervalTicks: number
+  /** Above this many members the push-pull interval grows by ceil(log2(n) - log2(threshold)) + 1 (memberlist pushPullScale). */
+  pushPullScaleThreshold: number
+  /** Ticks between join attempts (small push-pull) to seeds not known alive. Lower = faster (re)join, more frames to dead seeds. */
+  joinRetryTicks: number
+  /** Minimum ticks between two death notices sent back to the same host we hold dead. */
+  deathNoticeIntervalTicks: number
+
+  /** Ticks between two load reports of this host. Lower = fresher views, proportionally more bytes (the bandwidth lower bound is n * reportBytes / interval). */
+  reportIntervalTicks: number
+  /** Infect-and-die push: peers each new report is forwarded to once, by every host that first learns it. Higher = wider push coverage, about fanout copies per host. */
+  reportFanout: number
+  /** Ticks between pulls of missing reports from one random peer. Lower = faster repair of what the push missed. */
+  reportPullIntervalTicks: number
+  /** A member's report is missing when none arrived for reportIntervalTicks + this many ticks. */
+  reportStaleGraceTicks: number
+  /** Most hosts named in one pull request. */
+  reportPullMax: number
+  /** Report interval means kept for the forecast. */
+  loadHistoryMax: number
+  /** Report intervals forecast ahead (length of LoadReport.forecastCpu). */
+  forecastHorizon: number
+  /** Holt level smoothing in (0, 1]. Higher = follows the latest interval more closely. */
+  forecastAlpha: number
+  /** Holt trend smoothing in [0, 1]. 0 = no trend. */
+  forecastBeta: number
+
+  /** Largest frame the core builds, bytes (estimated as the protobuf encoding). */
+  frameBytesMax: number
+  /** Ticks between flushes of changed member records to the store. */
+  memberSnapshotIntervalTicks: number
+  /** Report sequence numbers reserved per store write, so a restart never reuses one. */
+  reportSeqLease: number
+}
+
+/** Production LAN profile: tick 100 ms, probe every 500 ms, gossip every 200 ms, report every 10 s. */
+export function defaultCoreConfig (): CoreConfig {
+  return {
+    tickMs: 100,
+    probeIntervalTicks: 5,
+    probeTimeoutTicks: 3,
+    probeDeadlineTicks: 9,
+    indirectChecks: 3,
+    nackTimeoutTicks: 3,
+    awarenessMax: 8,
+    suspicionMult: 3,
+    suspicionMaxTimeoutMult: 6,
+    suspicionConfirmations: 3,
+    retransmitMult: 4,
+    gossipIntervalTicks: 2,
+    gossipNodes: 3,
+    gossipBytesMax: 2048,
+    broadcastQueueMax: 4096,
+    pushPullIntervalTicks: 300,
+    pushPullScaleThreshold: 32,
+    joinRetryTicks: 50,
+    deathNoticeIntervalTicks: 10,
+    reportIntervalTicks: 100,
+    reportFanout: 2,
+    reportPullIntervalTicks: 50,
+    reportStaleGraceTicks: 30,
+    reportPullMax: 256,
+    loadHistoryMax: 60,
+    forecastHorizon: 3,
+    forecastAlpha: 0.5,
+    forecastBeta: 0.3,
+    frameBytesMax: 256 * 1024,
+    memberSnapshotIntervalTicks: 600,
+    reportSeqLease: 1000
+  }
+}
+
+/** Small clusters in tests: the default with faster anti-entropy and reports. */
+export function localTestCoreConfig (): CoreConfig {
+  return {
+    ...defaultCoreConfig(),
+    pushPullIntervalTicks: 50,
+    joinRetryTicks: 10,
+    reportIntervalTicks: 20,
+    reportPullIntervalTicks: 10,
+    reportStaleGraceTicks: 10,
+    memberSnapshotIntervalTicks: 50,
+    reportSeqLease: 10
+  }
+}
+
+const positiveInts: Array<keyof CoreConfig> = [
+  'tickMs', 'probeIntervalTicks', 'probeTimeoutTicks', 'probeDeadlineTicks', 'nackTimeoutTicks',
+  'awarenessMax', 'retransmitMult', 'gossipIntervalTicks', 'gossipNodes', 'gossipBytesMax',
+  'broadcastQueueMax', 'pushPullIntervalTicks', 'pushPullScaleThreshold', 'joinRetryTicks',
+  'deathNoticeIntervalTicks', 'reportIntervalTicks', 'reportFanout', 'reportPullIntervalTicks',
+  'reportPullMax', 'loadHistoryMax', 'forecastHorizon', 'frameBytesMax',
+  'memberSnapshotIntervalTicks', 'reportSeqLease'
+]
+const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionConfirmations', 'reportStaleGraceTicks']
+
+/** Returns the config unchanged when it can work; throws ConfigError naming the first broken rule. */
+export function validateCoreConfig (c: CoreConfig): CoreConfig {
+  for (const k of positiveInts) {
+    const v = c[k]
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a positive integer (got ${String(v)})`)
+  }
+  for (const k of nonNegativeInts) {
+    const v = c[k]
+    if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${k} must be a non-negative integer (got ${String(v)})`)
+  }
+  if (!(c.suspicionMult > 0)) throw new ConfigError(`suspicionMult must be > 0 (got ${c.suspicionMult})`)
+  if (!(c.suspicionMaxTimeoutMult >= 1)) throw new ConfigError(`suspicionMaxTimeoutMult must be >= 1 (got ${c.suspicionMaxTimeoutMult})`)
+  if (c.probeTimeoutTicks < 2) throw new ConfigError('probeTimeoutTicks must be >= 2 (one round trip is two ticks)')
+  if (c.probeTimeoutTicks >= c.probeDeadlineTicks) throw new ConfigError('probeTimeoutTicks must be < probeDeadlineTicks')
+  if (c.nackTimeoutTicks >= c.probeDeadlineTicks - c.probeTimeoutTicks) {
+    throw new ConfigError('nackTimeoutTicks must be < probeDeadlineTicks - probeTimeoutTicks')
+  }
+  if (c.gossipBytesMax > c.frameBytesMax) throw new ConfigError('gossipBytesMax must be <= frameBytesMax')
+  if (!(c.forecastAlpha > 0 && c.forecastAlpha <= 1)) throw new ConfigError('forecastAlpha must be in (0, 1]')
+  if (!(c.forecastBeta >= 0 && c.forecastBeta <= 1)) throw new ConfigError('forecastBeta must be in [0, 1]')
+  if (c.reportPullIntervalTicks > c.reportIntervalTicks + c.reportStaleGraceTicks) {
+    throw new ConfigError('reportPullIntervalTicks must be <= reportIntervalTicks + reportStaleGraceTicks')
+  }
+  return c
+}

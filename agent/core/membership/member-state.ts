@@ -1,0 +1,143 @@
+/**
+ * SWIM member states and every transition between them (becomeX kept together, each emitting one
+ * event "member <id8> became <state> (from <state>)"). Incarnation rule: a transition never lowers
+ * a member's incarnation. The table also keeps the reachable set (alive or suspect, not self) in
+ * an array so random peers are picked in O(k).
+ */
+import { assert } from '../assert.js'
+import type { CoreEvent } from '../effects.js'
+import type { Prng } from '../prng.js'
+import type { HostId, LoadReport, MemberState } from '../types.js'
+
+export interface Member {
+  id: HostId
+  name: string
+  addr: string
+  state: MemberState
+  incarnation: number
+  report: LoadReport | null
+  /** Tick the latest report (or the member itself) became known: report staleness starts here. */
+  reportTick: number
+  /** Tick of the last state change. */
+  stateTick: number
+}
+
+export function shortId (id: HostId): string { return id.slice(0, 8) }
+
+export class MemberTable {
+  readonly byId = new Map<HostId, Member>()
+  private readonly reachable: HostId[] = []
+  private readonly reachIdx = new Map<HostId, number>()
+  readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 }
+
+  constructor (
+    readonly self: HostId,
+    private readonly emit: (ev: CoreEvent) => void,
+    private readonly changed: (m: Member) => void
+  ) {}
+
+  get (id: HostId): Member | undefined { return this.byId.get(id) }
+
+  /** Members not known dead or left, self included: the n of every formula. */
+  get liveCount (): number { return this.counts.alive + this.counts.suspect }
+
+  get reachableCount (): number { return this.reachable.length }
+
+  /** Up to k distinct random reachable peers, none in `exclude`. */
+  randomReachable (prng: Prng, k: number, exclude?: HostId): HostId[] {
+    const n = this.reachable.length
+    const out: HostId[] = []
+    if (k <= 0 || n === 0) return out
+    if (n <= k + 1) {
+      for (const id of this.reachable) if (id !== exclude && out.length < k) out.push(id)
+      return out
+    }
+    for (let tries = 0; out.length < k && tries < 4 * k + 8; tries++) {
+      const id = this.reachable[prng.int(n)]!
+      if (id !== exclude && !out.includes(id)) out.push(id)
+    }
+    return out
+  }
+
+  /** All reachable peers (a copy, for reshuffling the probe order). */
+  reachablePeers (): HostId[] { return this.reachable.slice() }
+
+  /** A member becomes (or is first known as) alive. */
+  becomeAlive (id: HostId, name: string, addr: string, incarnation: number, tick: number): Member {
+    let m = this.byId.get(id)
+    if (m === undefined) {
+      m = { id, name, addr, state: 'alive', incarnation, report: null, reportTick: tick, stateTick: tick }
+      this.byId.set(id, m)
+      this.counts.alive++
+      this.setReachable(m)
+      this.log(m, 'none')
+      this.changed(m)
+      return m
+    }
+    assert(incarnation >= m.incarnation, `member ${shortId(id)} incarnation would decrease`)
+    m.name = name.length > 0 ? name : m.name
+    m.addr = addr.length > 0 ? addr : m.addr
+    m.incarnation = incarnation
+    if (m.state !== 'alive') this.transition(m, 'alive', tick)
+    this.changed(m)
+    return m
+  }
+
+  becomeSuspect (m: Member, incarnation: number, tick: number): void {
+    assert(m.state === 'alive', `member ${shortId(m.id)} cannot become suspect from ${m.state}`)
+    assert(incarnation >= m.incarnation, `member ${shortId(m.id)} incarnation would decrease`)
+    m.incarnation = incarnation
+    this.transition(m, 'suspect', tick)
+    this.changed(m)
+  }
+
+  becomeDead (m: Member, incarnation: number, tick: number): void {
+    assert(m.state === 'alive' || m.state === 'suspect', `member ${shortId(m.id)} cannot become dead from ${m.state}`)
+    assert(incarnation >= m.incarnation, `member ${shortId(m.id)} incarnation would decrease`)
+    m.incarnation = incarnation
+    this.transition(m, 'dead', tick)
+    this.changed(m)
+  }
+
+  becomeLeft (m: Member, incarnation: number, tick: number): void {
+    assert(m.state !== 'left', `member ${shortId(m.id)} already left`)
+    assert(incarnation >= m.incarnation, `member ${shortId(m.id)} incarnation would decrease`)
+    m.incarnation = incarnation
+    this.transition(m, 'left', tick)
+    this.changed(m)
+  }
+
+  private transition (m: Member, to: MemberState, tick: number): void {
+    const from = m.state
+    this.counts[from]--
+    this.counts[to]++
+    m.state = to
+    m.stateTick = tick
+    if (to === 'alive' || to === 'suspect') this.setReachable(m)
+    else this.unsetReachable(m.id)
+    this.log(m, from)
+  }
+
+  private log (m: Member, from: MemberState | 'none'): void {
+    this.emit({
+      kind: 'member-state',
+      host: m.id,
+      text: `member ${shortId(m.id)} became ${m.state} (from ${from})`,
+      transition: { from, to: m.state, incarnation: m.incarnation }
+    })
+  }
+
+  private setReachable (m: Member): void {
+    if (m.id === this.self || this.reachIdx.has(m.id)) return
+    this.reachIdx.set(m.id, this.reachable.length)
+    this.reachable.push(m.id)
+  }
+
+  private unsetReachable (id: HostId): void {
+    const i = this.reachIdx.get(id)
+    if (i === undefined) return
+    const last = this.reachable.pop()!
+    if (last !== id) { this.reachable[i] = last; this.reachIdx.set(last, i) }
+    this.reachIdx.delete(id)
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * SWIM failure detection with Lifeguard (memberlist probeNode): every probe interval (scaled by
+ * local health) pick the next member of a shuffled round-robin order and ping it; without an ack
+ * after the probe timeout ask k random peers to ping it for us (PingReq); a relay that gets no ack
+ * in time answers with a Nack; a probe still unanswered at its deadline makes the target suspect.
+ * Probes may overlap. A probe of a suspect carries the suspicion so the member can refute at once.
+ */
+import type { Ack, Gossip, Nack, Ping, PingReq } from '../messages.js'
+import type { CoreState } from '../state.js'
+import type { HostId } from '../types.js'
+import { probeAwarenessDelta } from './awareness.js'
+import { applySuspect } from './gossip-merge.js'
+
+interface Probe {
+  seq: number
+  target: HostId
+  timeoutTick: number
+  deadlineTick: number
+  indirectSent: boolean
+  expectedNacks: number
+  nacks: number
+}
+
+interface Relay { requester: HostId, requesterSeq: number, target: HostId, nackTick: number, expireTick: number, nacked: boolean }
+
+export class Prober {
+  private order: HostId[] = []
+  private next = 0
+  private seq = 0
+  private nextProbeTick: number
+  private readonly probes = new Map<number, Probe>()
+  private readonly relays = new Map<number, Relay>()
+
+  constructor (private readonly s: CoreState) {
+    this.nextProbeTick = s.prng.int(s.config.probeIntervalTicks) + 1
+  }
+
+  get inFlight (): number { return this.probes.size }
+
+  tick (): void {
+    const s = this.s
+    if (s.now >= this.nextProbeTick && !s.leaving) {
+      this.nextProbeTick = s.now + s.awareness.scale(s.config.probeIntervalTicks)
+      this.startProbe()
+    }
+    if (this.probes.size > 0) for (const p of [...this.probes.values()]) this.checkProbe(p)
+    if (this.relays.size > 0) for (const [seq, r] of [...this.relays]) this.checkRelay(seq, r)
+  }
+
+  private pickTarget (): HostId | undefined {
+    const s = this.s
+    for (let tries = 0; tries < 2; tries++) {
+      while (this.next < this.order.length) {
+        const id = this.order[this.next++]!
+        const m = s.members.get(id)
+        if (m !== undefined && (m.state === 'alive' || m.state === 'suspect')) return id
+      }
+      this.order = s.prng.shuffle(s.members.reachablePeers())
+      this.next = 0
+    }
+    return undefined
+  }
+
+  private startProbe (): void {
+    const s = this.s
+    const target = this.pickTarget()
+    if (target === undefined) return
+    const seq = this.nextSeq()
+    this.probes.set(seq, {
+      seq,
+      target,
+      timeoutTick: s.now + s.awareness.scale(s.config.probeTimeoutTicks),
+      deadlineTick: s.now + s.awareness.scale(s.config.probeDeadlineTicks),
+      indirectSent: false,
+      expectedNacks: 0,
+      nacks: 0
+    })
+    s.counters.probes++
+    s.send(target, { type: 'ping', seq, target }, this.suspicionOf(target))
+  }
+
+  /** Lifeguard buddy system: tell a suspect member that it is suspected. */
+  private suspicionOf (target: HostId): Gossip[] {
+    const m = this.s.members.get(target)
+    if (m === undefined || m.state !== 'suspect') return []
+    return [{ type: 'suspect', node: target, incarnation: m.incarnation, from: this.s.self }]
+  }
+
+  private checkProbe (p: Probe): void {
+    const s = this.s
+    if (!p.indirectSent && s.now >= p.timeoutTick) {
+      p.indirectSent = true
+      const relays = s.members.randomReachable(s.prng, s.config.indirectChecks, p.target)
+      p.expectedNacks = relays.length
+      for (const r of relays) {
+        s.counters.indirectProbes++
+        s.send(r, { type: 'pingReq', seq: p.seq, target: p.target })
+      }
+    }
+    if (s.now < p.deadlineTick) return
+    this.probes.delete(p.seq)
+    s.awareness.applyDelta(probeAwarenessDelta(false, p.expectedNacks, p.nacks))
+    const m = s.members.get(p.target)
+    if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return
+    applySuspect(s, p.target, m.incarnation, s.self)
+  }
+
+  private checkRelay (seq: number, r: Relay): void {
+    const s = this.s
+    if (!r.nacked && s.now >= r.nackTick) {
+      r.nacked = true
+      s.send(r.requester, { type: 'nack', seq: r.requesterSeq, target: r.target })
+    }
+    if (s.now >= r.expireTick) this.relays.delete(seq)
+  }
+
+  private nextSeq (): number {
+    this.seq = (this.seq + 1) >>> 0
+    if (this.seq === 0) this.seq = 1
+    return this.seq
+  }
+
+  onPing (from: HostId, b: Ping): boolean {
+    if (b.target !== this.s.self || this.s.leaving) return false
+    this.s.send(from, { type: 'ack', seq: b.seq, target: this.s.self })
+    return true
+  }
+
+  onPingReq (from: HostId, b: PingReq): void {
+    const s = this.s
+    if (b.target === s.self) { s.send(from, { type: 'ack', seq: b.seq, target: s.self }); return }
+    const seq = this.nextSeq()
+    this.relays.set(seq, {
+      requester: from,
+      requesterSeq: b.seq,
+      target: b.target,
+      nackTick: s.now + s.config.nackTimeoutTicks,
+      expireTick: s.now + s.config.probeDeadlineTicks,
+      nacked: false
+    })
+    s.send(b.target, { type: 'ping', seq, target: b.target }, this.suspicionOf(b.target))
+  }
+
+  onAck (b: Ack): void {
+    const s = this.s
+    const relay = this.relays.get(b.seq)
+    if (relay !== undefined && relay.target === b.target) {
+      this.relays.delete(b.seq)
+      s.send(relay.requester, { type: 'ack', seq: relay.requesterSeq, target: relay.target })
+      return
+    }
+    const p = this.probes.get(b.seq)
+    if (p === undefined || p.target !== b.target) return
+    this.probes.delete(b.seq)
+    s.counters.probesAcked++
+    s.awareness.applyDelta(probeAwarenessDelta(true, p.expectedNacks, p.nacks))
+  }
+
+  onNack (b: Nack): void {
+    const p = this.probes.get(b.seq)
+    if (p === undefined || p.target !== b.target) return
+    p.nacks++
+    this.s.counters.nacksReceived++
+  }
+}

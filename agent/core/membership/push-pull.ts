@@ -1,0 +1,127 @@
+/**
+ * Push-pull anti-entropy (memberlist pushPull + mergeState) and joining: every push-pull interval
+ * (grown as memberlist's pushPullScale above a threshold) exchange whole member tables with one
+ * random peer; a remote Dead is merged as a Suspect, so a wrongly declared host can still refute.
+ * Seeds that are not known alive get a small push-pull (our own record only) at start and every
+ * joinRetryTicks: their full reply is our join. A frame from a host we hold dead at an incarnation
+ * not above ours is answered with its death notice, so it refutes and rejoins after a partition.
+ */
+import type { MemberRecord, PushPull } from '../messages.js'
+import type { CoreState } from '../state.js'
+import type { HostId } from '../types.js'
+import type { ReportGossip } from '../load/report-dissemination.js'
+import { applyAlive, applyLeft, applySuspect, selfRecord } from './gossip-merge.js'
+
+export interface Seed { id: HostId, name: string, addr: string }
+
+/** memberlist pushPullScale: interval * (ceil(log2(n) - log2(threshold)) + 1) above the threshold. */
+export function pushPullIntervalFor (intervalTicks: number, threshold: number, n: number): number {
+  if (n <= threshold) return intervalTicks
+  const mult = Math.ceil(Math.log2(n) - Math.log2(threshold)) + 1
+  return intervalTicks * mult
+}
+
+export class AntiEntropy {
+  private nextPushPullTick: number
+  private nextJoinTick = 0
+  private readonly lastNotice = new Map<HostId, number>()
+
+  constructor (private readonly s: CoreState, private readonly seeds: Seed[], private readonly reports: ReportGossip) {
+    this.nextPushPullTick = s.prng.int(s.config.pushPullIntervalTicks) + 1
+  }
+
+  tick (): void {
+    const s = this.s
+    if (s.leaving) return
+    if (s.now >= this.nextJoinTick) {
+      this.nextJoinTick = s.now + s.config.joinRetryTicks
+      this.joinSeeds()
+    }
+    if (s.now >= this.nextPushPullTick) {
+      const c = s.config
+      this.nextPushPullTick = s.now + pushPullIntervalFor(c.pushPullIntervalTicks, c.pushPullScaleThreshold, s.n)
+      const peer = s.members.randomReachable(s.prng, 1)[0]
+      if (peer !== undefined) this.sendFull(peer, false)
+    }
+  }
+
+  private joinSeeds (): void {
+    const s = this.s
+    for (const seed of this.seeds) {
+      if (seed.id === s.self) continue
+      const m = s.members.get(seed.id)
+      if (m !== undefined && m.state === 'alive') continue
+      s.counters.joins++
+      s.send(seed.id, { type: 'pushPull', reply: false, members: [selfRecord(s)], reports: this.ownReport() })
+    }
+  }
+
+  /** The transport connected to a peer: exchange tables if we do not hold it alive. */
+  onPeerConnected (peer: HostId): void {
+    const m = this.s.members.get(peer)
+    if (m === undefined || m.state !== 'alive') this.sendFull(peer, false)
+  }
+
+  private ownReport (): PushPull['reports'] {
+    const r = this.s.selfMember.report
+    return r === null ? [] : [r]
+  }
+
+  private sendFull (peer: HostId, reply: boolean): void {
+    const s = this.s
+    const members: MemberRecord[] = []
+    for (const m of s.members.byId.values()) {
+      members.push(m.id === s.self
+        ? selfRecord(s)
+        : { id: m.id, name: m.name, addr: m.addr, incarnation: m.incarnation, state: m.state })
+    }
+    s.counters.pushPulls++
+    s.send(peer, { type: 'pushPull', reply, members, reports: this.ownReport() }, [], false)
+  }
+
+  onPushPull (from: HostId, b: PushPull): void {
+    for (const r of b.members) this.merge(from, r)
+    for (const r of b.reports) this.reports.accept(r, false)
+    if (!b.reply) this.sendFull(from, true)
+  }
+
+  private merge (from: HostId, r: MemberRecord): void {
+    switch (r.state) {
+      case 'alive': applyAlive(this.s, r); break
+      case 'suspect': case 'dead': {
+        const known = this.s.members.get(r.id)
+        if (known === undefined) applyAlive(this.s, { ...r, state: 'alive' })
+        else applySuspect(this.s, r.id, r.incarnation, from)
+        break
+      }
+      case 'left': {
+        const known = this.s.members.get(r.id)
+        if (known !== undefined) applyLeft(this.s, r.id, r.incarnation)
+        break
+      }
+    }
+  }
+
+  /**
+   * Every frame's sender and incarnation: a higher incarnation than known proves the sender alive;
+   * a sender we hold dead at an incarnation not below its own gets its death notice (rate-limited).
+   */
+  witness (from: HostId, incarnation: number): void {
+    const s = this.s
+    const m = s.members.get(from)
+    if (m === undefined || from === s.self) return
+    if (incarnation > m.incarnation && m.state !== 'left') {
+      applyAlive(s, { id: m.id, name: m.name, addr: m.addr, incarnation, state: 'alive' })
+      return
+    }
+    if (m.state !== 'dead' && m.state !== 'left') return
+    const last = this.lastNotice.get(from)
+    if (last !== undefined && s.now - last < s.config.deathNoticeIntervalTicks) return
+    this.lastNotice.set(from, s.now)
+    s.counters.deathNotices++
+    const notice = m.state === 'dead'
+      ? { type: 'dead' as const, node: from, incarnation: m.incarnation, from: s.self }
+      : { type: 'left' as const, node: from, incarnation: m.incarnation }
+    s.send(from, { type: 'gossip' }, [notice], false)
+  }
+}

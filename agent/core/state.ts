@@ -1,0 +1,122 @@
+/**
+ * The core's shared state and its outbox. Every module reads and changes the core through this
+ * object; every effect goes through it, so the order rule holds in one place: persist ops and
+ * sends of one Ready are handed out together and the runtime applies persist first.
+ */
+import type { CoreConfig } from './config.js'
+import type { CoreEvent, Ready } from './effects.js'
+import { emptyReady } from './effects.js'
+import { PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
+import type { Body, Gossip } from './messages.js'
+import type { Prng } from './prng.js'
+import type { HostId } from './types.js'
+import { Awareness } from './membership/awareness.js'
+import { BroadcastQueue, retransmitLimit } from './membership/broadcast-queue.js'
+import { MemberTable } from './membership/member-state.js'
+import type { Member } from './membership/member-state.js'
+import type { Suspicion } from './membership/suspicion.js'
+import { envelopeBytes, gossipBytes } from './wire-size.js'
+
+/** Monotonic counters exposed by status(); the runtime exports them as metrics. */
+export interface CoreCounters {
+  framesReceived: number
+  /** Frames the edge rejected (frameRejected input) or the core dropped (protocol range, misdirected). */
+  framesRejected: number
+  framesSent: number
+  /** Estimated bytes of frames sent. */
+  bytesSent: number
+  probes: number
+  probesAcked: number
+  indirectProbes: number
+  nacksReceived: number
+  suspicions: number
+  confirmations: number
+  deathsDeclared: number
+  refutations: number
+  /** Broadcasts dropped because the queue was full (mirrors the queue's own count). */
+  queueDrops: number
+  /** Reports pushed beyond one frame and dropped. */
+  reportDrops: number
+  reportsMade: number
+  reportsAccepted: number
+  reportPulls: number
+  pushPulls: number
+  joins: number
+  deathNotices: number
+}
+
+export function zeroCounters (): CoreCounters {
+  return {
+    framesReceived: 0, framesRejected: 0, framesSent: 0, bytesSent: 0, probes: 0, probesAcked: 0,
+    indirectProbes: 0, nacksReceived: 0, suspicions: 0, confirmations: 0, deathsDeclared: 0,
+    refutations: 0, queueDrops: 0, reportDrops: 0, reportsMade: 0, reportsAccepted: 0, reportPulls: 0,
+    pushPulls: 0, joins: 0, deathNotices: 0
+  }
+}
+
+export class CoreState {
+  now = 0
+  incarnation: number
+  lamport = 0
+  leaving = false
+  readonly members: MemberTable
+  readonly queue: BroadcastQueue
+  readonly awareness: Awareness
+  readonly suspicions = new Map<HostId, Suspicion>()
+  readonly counters = zeroCounters()
+  /** Members changed since the last snapshot flush. */
+  readonly dirty = new Set<HostId>()
+  pending: Ready = emptyReady()
+
+  constructor (
+    readonly self: HostId,
+    readonly name: string,
+    readonly addr: string,
+    readonly config: CoreConfig,
+    readonly prng: Prng,
+    incarnation: number
+  ) {
+    this.incarnation = incarnation
+    this.members = new MemberTable(self, ev => this.pending.events.push(ev), m => this.dirty.add(m.id))
+    this.queue = new BroadcastQueue(config.broadcastQueueMax)
+    this.awareness = new Awareness(config.awarenessMax)
+  }
+
+  get selfMember (): Member { return this.members.get(this.self)! }
+
+  /** n for the formulas: live members, self included, at least 1. */
+  get n (): number { return Math.max(1, this.members.liveCount) }
+
+  emit (ev: CoreEvent): void { this.pending.events.push(ev) }
+
+  persist (key: string, value: unknown): void { this.pending.persist.push({ type: 'put', key, value }) }
+
+  /** Queue a membership broadcast, keyed by the member it is about (newer invalidates older). */
+  broadcast (node: HostId, g: Gossip): void {
+    this.queue.enqueue(node, g, gossipBytes(g))
+    this.counters.queueDrops = this.queue.drops
+  }
+
+  retransmitLimit (): number { return retransmitLimit(this.config.retransmitMult, this.n) }
+
+  /** Send a frame, piggybacking queued membership broadcasts after `extra`. */
+  send (to: HostId, body: Body, extra: Gossip[] = [], piggyback = true): void {
+    this.lamport++
+    const gossip = piggyback && this.queue.size > 0
+      ? extra.concat(this.queue.take(this.config.gossipBytesMax, this.retransmitLimit()))
+      : extra
+    const envelope = {
+      protocolMin: PROTOCOL_MIN,
+      protocolMax: PROTOCOL_MAX,
+      protocolCur: PROTOCOL_CUR,
+      from: this.self,
+      incarnation: this.incarnation,
+      lamport: this.lamport,
+      body,
+      gossip
+    }
+    this.counters.framesSent++
+    this.counters.bytesSent += envelopeBytes(envelope)
+    this.pending.send.push({ to, envelope })
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Size estimator consistent with the protobuf schema in proto/mesh/v1 (the codec gives real
+ * bytes): varint integers, host ids as 32 raw key bytes when they are 64 hex digits (else text),
+ * utilisations as basis-point varints, zero values omitted. Used by the core to keep frames
+ * within budget and by the simulator to count bytes without encoding. Report sizes are cached
+ * per report object (reports are immutable once made).
+ */
+import type { Body, Envelope, Gossip, MemberRecord } from './messages.js'
+import type { LoadReport, VmSummary } from './types.js'
+
+export function varintBytes (n: number): number {
+  if (n < 0) return 10
+  let b = 1
+  while (n >= 128) { n = Math.floor(n / 128); b++ }
+  return b
+}
+
+/** tag + value for a varint field; 0 when the value is the proto3 default. */
+function uintField (n: number): number { return n === 0 ? 0 : 1 + varintBytes(n) }
+function lenField (len: number): number { return 1 + varintBytes(len) + len }
+function strField (s: string): number { return s.length === 0 ? 0 : lenField(s.length) }
+function bp (f: number): number { return uintField(Math.round(f * 10000)) }
+
+const HEX64 = /^[0-9a-f]{64}$/
+/** A HostRef message body: 32 key bytes for a hex public key, else the name. */
+export function hostRefBytes (id: string): number {
+  return id.length === 64 && HEX64.test(id) ? lenField(32) : lenField(id.length)
+}
+function hostField (id: string): number { return lenField(hostRefBytes(id)) }
+
+function vmBytes (v: VmSummary): number {
+  return strField(v.id) + uintField(v.vcpus) + uintField(Math.round(v.memMiB)) + bp(v.cpuUtil) +
+    uintField(Math.round(v.memUsedMiB)) + 2
+}
+
+const reportCache = new WeakMap<LoadReport, number>()
+/** Encoded size of a LoadReport message body (without its own tag). */
+export function reportBytes (r: LoadReport): number {
+  const hit = reportCache.get(r)
+  if (hit !== undefined) return hit
+  const c = r.capacity
+  const cap = uintField(c.cpuCores) + uintField(c.cpuMipsPerCore) + uintField(Math.round(c.memMiB)) + uintField(Math.round(c.netMbps))
+  let fc = 0
+  for (const f of r.forecastCpu) fc += varintBytes(Math.round(f * 10000))
+  let n = hostField(r.host) + uintField(r.seq) + lenField(cap) + bp(r.cpuUtil) + bp(r.memUtil) + bp(r.netUtil) +
+    (fc > 0 ? lenField(fc) : 0)
+  for (const v of r.vms) n += lenField(vmBytes(v))
+  reportCache.set(r, n)
+  return n
+}
+
+export function memberRecordBytes (m: MemberRecord): number {
+  return hostField(m.id) + strField(m.name) + strField(m.addr) + uintField(m.incarnation) + 2
+}
+
+/** Encoded size of one Gossip item including its tag in the envelope. */
+export function gossipBytes (g: Gossip): number {
+  let inner: number
+  switch (g.type) {
+    case 'alive': inner = memberRecordBytes(g.member); break
+    case 'suspect': case 'dead': inner = hostField(g.node) + uintField(g.incarnation) + hostField(g.from); break
+    case 'left': inner = hostField(g.node) + uintField(g.incarnation); break
+    case 'report': inner = reportBytes(g.report); break
+  }
+  return lenField(lenField(inner))
+}
+
+function bodyBytes (b: Body): number {
+  switch (b.type) {
+    case 'ping': case 'ack': case 'nack': case 'pingReq':
+      return uintField(b.seq) + hostField(b.target)
+    case 'pushPull': {
+      let n = b.reply ? 2 : 0
+      for (const m of b.members) n += lenField(memberRecordBytes(m))
+      for (const r of b.reports) n += lenField(reportBytes(r))
+      return n
+    }
+    case 'reportPull': {
+      let n = 0
+      for (const d of b.want) n += lenField(hostField(d.host) + uintField(d.seq))
+      return n
+    }
+    case 'gossip': return 0
+  }
+}
+
+/** Estimated encoded size of an envelope (without the 4-byte length prefix of the transport). */
+export function envelopeBytes (e: Envelope): number {
+  let n = uintField(e.protocolMin) + uintField(e.protocolMax) + uintField(e.protocolCur) +
+    hostField(e.from) + uintField(e.incarnation) + uintField(e.lamport) + lenField(bodyBytes(e.body))
+  for (const g of e.gossip) n += gossipBytes(g)
+  return n
+}
