@@ -1,0 +1,680 @@
+/**
+ * The QEMU driver: runs one qemu-system-x86_64 process per VM and talks to each over QMP.
+ *
+ * Every VM gets a directory `<runDir>/<vmId>/` holding its QMP socket (`qmp.sock`), its serial
+ * console (`serial.log`) and QEMU's own output (`qemu.log`). A migration target is started with
+ * `-incoming defer` and then told where to listen (`migrate-incoming`), so that capabilities can
+ * be set on it first, as post-copy requires.
+ *
+ * Accelerator: 'kvm' needs a /dev/kvm that boots ordinary guests. Some hosts expose a /dev/kvm
+ * backed by PVM (a pagetable-based KVM for nested clouds) that opens fine but cannot boot a stock
+ * Linux guest; 'auto' therefore picks kvm only when /dev/kvm is usable, the CPU advertises
+ * hardware virtualisation (vmx or svm in /proc/cpuinfo) and the kvm_pvm module is not loaded, and
+ * tcg otherwise. See probeAccel().
+ *
+ * Contract (agent/ports/hypervisor-driver.ts): every call may block on QEMU, takes an
+ * AbortSignal, and rejects with DriverError (DRIVER_UNREACHABLE, DRIVER_TIMEOUT, VM_NOT_FOUND,
+ * DRIVER_FAILED); nothing throws synchronously. QEMU processes outlive the driver unless
+ * `dieWithAgent` or `killOnClose` says otherwise.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { VmId, VmRunState, VmSummary } from '../core/types.js'
+import { DriverError, errorCode } from '../lib/errors.js'
+import type { Logger } from '../ports/logger.js'
+import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
+import { QmpClient, QmpError } from './qmp-client.js'
+
+export type Accel = 'kvm' | 'tcg'
+
+export interface QemuDriverInit {
+  /** Directory holding one sub-directory per VM (QMP socket, serial log, QEMU log). */
+  runDir: string
+  /**
+   * The QEMU binary.
+   * @default 'qemu-system-x86_64'
+   */
+  qemuBinary?: string
+  /**
+   * Accelerator: 'kvm', 'tcg', or 'auto' (probeAccel()). Both ends of a migration must agree.
+   * @default 'auto'
+   */
+  accel?: Accel | 'auto'
+  /**
+   * CPU model passed to -cpu. Both ends of a migration must use the same one; 'host' only works
+   * between identical hosts and never under tcg.
+   * @default QEMU's default model
+   */
+  cpuModel?: string
+  /**
+   * Machine type; pin it so that hosts with different QEMU versions can migrate to each other.
+   * @default 'pc'
+   */
+  machine?: string
+  /**
+   * CPU cores of this host, to express VM CPU use as a fraction of the host.
+   * @default os.availableParallelism()
+   */
+  hostCpuCores?: number
+  /**
+   * Default deadline of one QMP call, ms.
+   * @default 10000
+   */
+  qmpTimeoutMs?: number
+  /**
+   * How long start() waits for QEMU's QMP socket to answer, ms.
+   * @default 15000
+   */
+  startTimeoutMs?: number
+  /**
+   * How long stop() waits for QEMU to exit after `quit` before killing it, ms.
+   * @default 5000
+   */
+  stopTimeoutMs?: number
+  /**
+   * Kill every QEMU of this driver when the agent process dies (prctl PDEATHSIG via setpriv).
+   * Right for tests; wrong in production, where VMs must survive an agent restart.
+   * @default false
+   */
+  dieWithAgent?: boolean
+  /**
+   * close() kills the VMs instead of just letting go of them.
+   * @default false
+   */
+  killOnClose?: boolean
+}
+
+export interface QemuDriverComponents {
+  logger: Logger
+}
+
+/** Driver-specific part of a VmSpec (`spec.extra`) understood by this driver. */
+export interface QemuVmExtra {
+  /** Direct kernel boot: the kernel image. */
+  kernel?: string
+  initrd?: string
+  /** Kernel command line. */
+  append?: string
+  /** Disk images, each passed as `-drive file=...,if=virtio,format=<fmt>`. */
+  disks?: Array<{ file: string, format?: 'raw' | 'qcow2' }>
+  /**
+   * Add a virtio balloon device (needed by balloon()).
+   * @default true
+   */
+  balloon?: boolean
+  /** Extra QEMU arguments, appended as they are. */
+  args?: string[]
+}
+
+/** Migration mode. */
+export type MigrationMode =
+  /** Pre-copy only: rounds of dirty pages, then a stop-and-copy within the downtime limit. */
+  | 'precopy'
+  /** Post-copy at once: the guest runs on the target right away and faults pages in. */
+  | 'postcopy'
+  /** Pre-copy first, with post-copy enabled so that startPostcopy() can switch later. */
+  | 'hybrid'
+
+export interface MigrationParams {
+  mode: MigrationMode
+  /** Bandwidth cap of the pre-copy phase, bytes/s (not of the final stop-and-copy). 0 = no cap. */
+  maxBandwidthBytes: number
+  /** Largest acceptable stop-and-copy pause, ms. */
+  downtimeLimitMs: number
+  /** Throttle the guest's vCPUs when it dirties memory faster than it can be sent. */
+  autoConverge: boolean
+  /** Send deltas of re-dirtied pages (cache in the source). */
+  xbzrle: boolean
+  /** Number of parallel channels; 0 or 1 = off. The target must be prepared with the same. */
+  multifd: number
+}
+
+/** QEMU's migration states (query-migrate `status`). */
+export type MigrationStatus =
+  | 'none' | 'setup' | 'cancelling' | 'cancelled' | 'active' | 'postcopy-active' | 'postcopy-paused'
+  | 'postcopy-recover' | 'completed' | 'failed' | 'colo' | 'pre-switchover' | 'device' | 'wait-unplug'
+
+export interface MigrationProgress {
+  status: MigrationStatus
+  /** Time since the migration started (or its whole duration once finished), ms. */
+  totalTimeMs: number
+  /** The pause QEMU measured, ms; null until completed. Unreliable after post-copy. */
+  downtimeMs: number | null
+  /** QEMU's estimate of the pause if it switched over now, ms; null when not reported. */
+  expectedDowntimeMs: number | null
+  transferredBytes: number
+  remainingBytes: number
+  totalBytes: number
+  /** Completed dirty-bitmap syncs: 1 after the first full pass, +1 per later round. */
+  dirtySyncCount: number
+  /** Pages dirtied per second in the last round; 0 until a round has been measured. */
+  dirtyPagesRate: number
+  /** Page size the rates are counted in, bytes. */
+  pageSizeBytes: number
+  /** Current transfer rate, Mbit/s. */
+  mbps: number
+  /** Pages the target asked for during post-copy. */
+  postcopyRequests: number
+  /** vCPU throttle of auto-converge, percent; 0 when off. */
+  cpuThrottlePercent: number
+  /** QEMU's error description when status is 'failed'. */
+  errorDesc: string | null
+}
+
+export interface IncomingOptions {
+  /**
+   * Accept a post-copy migration (sets postcopy-ram on the target; needs userfaultfd).
+   * @default true
+   */
+  postcopy?: boolean
+  /**
+   * Parallel channels, matching the source's `multifd`. 0 or 1 = off.
+   * @default 0
+   */
+  multifd?: number
+}
+
+/** The migration operations of a driver, on top of the base port. */
+export interface MigratingDriver extends HypervisorDriver {
+  /**
+   * Starts `spec` as an empty migration target listening on `listenAddr` ("host:port"; port 0
+   * picks a free one). Resolves with the URI to give the source's migrate().
+   */
+  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
+  /** Starts migrating VM `id` to `uri`; resolves once QEMU accepted it (poll progress()). */
+  migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
+  /** Switches a running 'hybrid' (or 'postcopy') migration to post-copy. */
+  startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
+  /** The migration state of VM `id`, on the source or the target. */
+  progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress>
+  /**
+   * Cancels an outgoing migration; the VM keeps running on the source. Rejects (DRIVER_FAILED)
+   * once post-copy has started: from then on the target holds the newest state.
+   */
+  cancel (id: VmId, signal?: AbortSignal): Promise<void>
+  /** Changes the allowed downtime of a running migration, ms. */
+  setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void>
+  /** Sets the balloon target: the memory the guest may use, MiB. */
+  balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void>
+}
+
+interface VmHandle {
+  spec: VmSpec
+  dir: string
+  proc: ChildProcess
+  pid: number
+  qmp: QmpClient
+  exited: Promise<void>
+  hasExited: boolean
+  incoming: boolean
+  /** Balloon target, MiB; the spec's memMiB until balloon() is called. */
+  balloonMiB: number
+  cpuTicks: number
+  cpuSampledAt: number
+}
+
+/** Result of the accelerator probe, with the reason for the log. */
+export interface AccelProbe {
+  accel: Accel
+  reason: string
+}
+
+/**
+ * Chooses kvm or tcg for this host. kvm needs all of: /dev/kvm readable and writable, hardware
+ * virtualisation flags (vmx/svm) in /proc/cpuinfo, and no kvm_pvm module (PVM's /dev/kvm opens
+ * but does not boot stock Linux guests).
+ */
+export function probeAccel (): AccelProbe {
+  try { fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK) } catch {
+    return { accel: 'tcg', reason: '/dev/kvm missing or not accessible' }
+  }
+  if (fs.existsSync('/sys/module/kvm_pvm')) return { accel: 'tcg', reason: '/dev/kvm is PVM (kvm_pvm loaded), which does not boot stock guests' }
+  let cpuinfo = ''
+  try { cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8') } catch { /* treated as no flags */ }
+  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo)) return { accel: 'tcg', reason: 'no vmx/svm CPU flag' }
+  return { accel: 'kvm', reason: '/dev/kvm usable with hardware virtualisation' }
+}
+
+/** Splits "host:port" (IPv6 in brackets). */
+function splitHostPort (addr: string): { host: string, port: number } | null {
+  const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(addr)
+  if (m === null || m[1] === undefined || m[2] === undefined || m[1] === '') return null
+  const port = Number(m[2])
+  return port <= 65535 ? { host: m[1], port } : null
+}
+
+function num (v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : 0
+}
+
+/** Parses `utime + stime` (clock ticks) from /proc/<pid>/stat. */
+export function parseProcStatCpuTicks (stat: string): number | null {
+  const close = stat.lastIndexOf(')')
+  if (close < 0) return null
+  // Fields after the comm: state(3) ppid(4) ... utime(14) stime(15); index 0 here is field 3.
+  const f = stat.slice(close + 2).split(' ')
+  const utime = Number(f[11])
+  const stime = Number(f[12])
+  return Number.isFinite(utime) && Number.isFinite(stime) ? utime + stime : null
+}
+
+/** Linux's USER_HZ: the unit of /proc/<pid>/stat times on every architecture Starling runs on. */
+const USER_HZ = 100
+
+/** A VM spec's `extra`, checked. */
+function qemuExtra (spec: VmSpec): QemuVmExtra {
+  const x = spec.extra ?? {}
+  const str = (k: string): string | undefined => {
+    const v = x[k]
+    if (v === undefined) return undefined
+    if (typeof v !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.${k} must be a string`)
+    return v
+  }
+  const out: QemuVmExtra = {}
+  const kernel = str('kernel'); if (kernel !== undefined) out.kernel = kernel
+  const initrd = str('initrd'); if (initrd !== undefined) out.initrd = initrd
+  const append = str('append'); if (append !== undefined) out.append = append
+  if (x.balloon !== undefined) out.balloon = x.balloon === true
+  if (x.args !== undefined) {
+    if (!Array.isArray(x.args) || !x.args.every(a => typeof a === 'string')) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.args must be strings`)
+    out.args = x.args as string[]
+  }
+  if (x.disks !== undefined) {
+    if (!Array.isArray(x.disks)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks must be an array`)
+    out.disks = x.disks.map((d: unknown) => {
+      const o = (typeof d === 'object' && d !== null ? d : {}) as Record<string, unknown>
+      if (typeof o.file !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].file must be a string`)
+      return { file: o.file, format: o.format === 'qcow2' ? 'qcow2' : 'raw' }
+    })
+  }
+  return out
+}
+
+const VM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
+/** Maps QMP failures to the port's DriverError codes, with context. */
+function driverError (what: string, err: unknown): DriverError {
+  if (err instanceof DriverError) return err
+  const code = errorCode(err)
+  if (code === 'QMP_TIMEOUT') return new DriverError('DRIVER_TIMEOUT', `${what}: timed out`, { cause: err })
+  if (code === 'QMP_CLOSED' || code === 'QMP_CONNECT_FAILED') return new DriverError('DRIVER_UNREACHABLE', `${what}: QEMU is not answering`, { cause: err })
+  const msg = err instanceof Error ? err.message : String(err)
+  return new DriverError('DRIVER_FAILED', `${what}: ${msg}`, { cause: err })
+}
+
+export class QemuDriver implements MigratingDriver {
+  readonly kind = 'qemu'
+  readonly accel: Accel
+  readonly accelReason: string
+  private readonly vms = new Map<VmId, VmHandle>()
+  private readonly log: Logger
+  private readonly binary: string
+  private readonly hostCpuCores: number
+  private readonly qmpTimeoutMs: number
+  private closed = false
+
+  constructor (private readonly init: QemuDriverInit, components: QemuDriverComponents) {
+    this.log = components.logger.forComponent('agent:qemu-driver')
+    this.binary = init.qemuBinary ?? 'qemu-system-x86_64'
+    this.hostCpuCores = init.hostCpuCores ?? os.availableParallelism()
+    this.qmpTimeoutMs = init.qmpTimeoutMs ?? 10_000
+    const want = init.accel ?? 'auto'
+    if (want === 'auto') {
+      const p = probeAccel()
+      this.accel = p.accel
+      this.accelReason = p.reason
+    } else {
+      this.accel = want
+      this.accelReason = 'configured'
+    }
+    this.log.info(`accelerator ${this.accel} (${this.accelReason})`)
+  }
+
+  /** The QEMU process id of VM `id`, or undefined. */
+  pid (id: VmId): number | undefined {
+    const vm = this.vms.get(id)
+    return vm === undefined || vm.hasExited ? undefined : vm.pid
+  }
+
+  /** The serial console log of VM `id` (written by QEMU as the guest prints). */
+  serialPath (id: VmId): string { return path.join(this.init.runDir, id, 'serial.log') }
+
+  /** Resolves when VM `id`'s QEMU process has exited (at once if it is not known). */
+  async exited (id: VmId): Promise<void> { await this.vms.get(id)?.exited }
+
+  async list (signal?: AbortSignal): Promise<VmSummary[]> {
+    const out: VmSummary[] = []
+    for (const [id, vm] of this.vms) {
+      if (vm.hasExited) continue
+      let state: VmRunState = 'stopped'
+      try {
+        const st = await vm.qmp.execute<{ status?: string, running?: boolean }>('query-status', undefined, this.opts(signal))
+        state = this.runState(vm, st.status ?? '')
+      } catch (err) {
+        if (signal?.aborted === true) throw driverError('list', err)
+        this.log.warn(`vm ${id}: query-status failed`, { err })
+        continue
+      }
+      out.push({
+        id,
+        vcpus: vm.spec.vcpus,
+        memMiB: vm.spec.memMiB,
+        cpuUtil: this.sampleCpu(vm),
+        memUsedMiB: Math.min(vm.balloonMiB, vm.spec.memMiB),
+        state
+      })
+    }
+    return out
+  }
+
+  async start (spec: VmSpec, signal?: AbortSignal): Promise<void> {
+    await this.launch(spec, false, signal)
+    this.log.info(`vm ${spec.id} started`, { vm: spec.id })
+  }
+
+  async stop (id: VmId, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    if (!vm.hasExited) {
+      try { await vm.qmp.execute('quit', undefined, this.opts(signal, 3000)) } catch { /* killed below if it does not exit */ }
+      const waited = await Promise.race([
+        vm.exited.then(() => true),
+        new Promise<boolean>(resolve => setTimeout(() => resolve(false), this.init.stopTimeoutMs ?? 5000).unref())
+      ])
+      if (!waited) {
+        this.log.warn(`vm ${id}: QEMU did not quit, killing it`, { vm: id })
+        vm.proc.kill('SIGKILL')
+        await vm.exited
+      }
+    }
+    vm.qmp.close()
+    this.vms.delete(id)
+    this.log.info(`vm ${id} stopped`, { vm: id })
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const [id, vm] of [...this.vms]) {
+      if (this.init.killOnClose === true && !vm.hasExited) {
+        vm.proc.kill('SIGKILL')
+        await vm.exited
+      }
+      vm.qmp.close()
+      this.vms.delete(id)
+    }
+  }
+
+  async prepareIncoming (spec: VmSpec, listenAddr: string, opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string }> {
+    const hp = splitHostPort(listenAddr)
+    if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
+    const vm = await this.launch(spec, true, signal)
+    try {
+      const caps: Array<{ capability: string, state: boolean }> = [{ capability: 'events', state: true }]
+      if (opts.postcopy ?? true) caps.push({ capability: 'postcopy-ram', state: true })
+      const multifd = opts.multifd ?? 0
+      if (multifd > 1) caps.push({ capability: 'multifd', state: true })
+      await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
+      if (multifd > 1) await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': multifd }, this.opts(signal))
+      const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
+      await vm.qmp.execute('migrate-incoming', { uri: `tcp:${host}:${hp.port}` }, this.opts(signal))
+      let port = hp.port
+      if (port === 0) {
+        const q = await vm.qmp.execute<{ 'socket-address'?: Array<{ type?: string, port?: string | number }> }>('query-migrate', undefined, this.opts(signal))
+        const sa = q['socket-address']?.find(a => a.type === 'inet')
+        port = Number(sa?.port ?? 0)
+        if (!(port > 0)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: QEMU did not report the port it listens on`)
+      }
+      this.log.info(`vm ${spec.id} waiting for an incoming migration on ${host}:${port}`, { vm: spec.id })
+      return { uri: `tcp:${host}:${port}` }
+    } catch (err) {
+      await this.kill(spec.id)
+      throw driverError(`vm ${spec.id}: prepare incoming`, err)
+    }
+  }
+
+  async migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    if (!/^tcp:/.test(uri)) throw new DriverError('DRIVER_FAILED', `vm ${id}: migration URI must be tcp:host:port, got "${uri}"`)
+    const post = params.mode !== 'precopy'
+    const multifd = params.multifd > 1
+    try {
+      await vm.qmp.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'events', state: true },
+          { capability: 'xbzrle', state: params.xbzrle },
+          { capability: 'auto-converge', state: params.autoConverge },
+          { capability: 'postcopy-ram', state: post },
+          { capability: 'multifd', state: multifd }
+        ]
+      }, this.opts(signal))
+      const p: Record<string, unknown> = {
+        'max-bandwidth': Math.max(0, Math.round(params.maxBandwidthBytes)),
+        'downtime-limit': Math.max(1, Math.round(params.downtimeLimitMs))
+      }
+      if (multifd) p['multifd-channels'] = params.multifd
+      await vm.qmp.execute('migrate-set-parameters', p, this.opts(signal))
+      await vm.qmp.execute('migrate', { uri }, this.opts(signal))
+      this.log.info(`vm ${id} migration started to ${uri} (${params.mode})`, { vm: id, params })
+      if (params.mode === 'postcopy') await vm.qmp.execute('migrate-start-postcopy', undefined, this.opts(signal))
+    } catch (err) {
+      throw driverError(`vm ${id}: migrate`, err)
+    }
+  }
+
+  async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    try {
+      await vm.qmp.execute('migrate-start-postcopy', undefined, this.opts(signal))
+      this.log.info(`vm ${id} migration switched to post-copy`, { vm: id })
+    } catch (err) {
+      throw driverError(`vm ${id}: start post-copy`, err)
+    }
+  }
+
+  async progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress> {
+    const vm = this.get(id)
+    let q: Record<string, unknown> = {}
+    // QEMU sets 'completed' a moment before it fills in total-time and downtime: ask again then.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      try {
+        q = await vm.qmp.execute<Record<string, unknown>>('query-migrate', undefined, this.opts(signal))
+      } catch (err) {
+        throw driverError(`vm ${id}: query-migrate`, err)
+      }
+      if (q.status !== 'completed' || num(q['total-time']) > 0 || vm.incoming) break
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    const ram = (typeof q.ram === 'object' && q.ram !== null ? q.ram : {}) as Record<string, unknown>
+    const status = (typeof q.status === 'string' ? q.status : 'none') as MigrationStatus
+    return {
+      status,
+      totalTimeMs: num(q['total-time']),
+      downtimeMs: typeof q.downtime === 'number' ? q.downtime : null,
+      expectedDowntimeMs: typeof q['expected-downtime'] === 'number' ? q['expected-downtime'] : null,
+      transferredBytes: num(ram.transferred),
+      remainingBytes: num(ram.remaining),
+      totalBytes: num(ram.total),
+      dirtySyncCount: num(ram['dirty-sync-count']),
+      dirtyPagesRate: num(ram['dirty-pages-rate']),
+      pageSizeBytes: num(ram['page-size']) || 4096,
+      mbps: num(ram.mbps),
+      postcopyRequests: num(ram['postcopy-requests']),
+      cpuThrottlePercent: num(q['cpu-throttle-percentage']),
+      errorDesc: typeof q['error-desc'] === 'string' ? q['error-desc'] : null
+    }
+  }
+
+  async cancel (id: VmId, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    const p = await this.progress(id, signal)
+    if (p.status === 'postcopy-active' || p.status === 'postcopy-paused' || p.status === 'postcopy-recover') {
+      throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel a migration in post-copy (${p.status}); the target holds the newest state`)
+    }
+    try {
+      await vm.qmp.execute('migrate_cancel', undefined, this.opts(signal))
+      this.log.info(`vm ${id} migration cancelled (was ${p.status})`, { vm: id })
+    } catch (err) {
+      throw driverError(`vm ${id}: cancel migration`, err)
+    }
+  }
+
+  async setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    try {
+      await vm.qmp.execute('migrate-set-parameters', { 'downtime-limit': Math.max(1, Math.round(ms)) }, this.opts(signal))
+    } catch (err) {
+      throw driverError(`vm ${id}: set downtime limit`, err)
+    }
+  }
+
+  async balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    if (!(mib > 0) || mib > vm.spec.memMiB) throw new DriverError('DRIVER_FAILED', `vm ${id}: balloon target ${mib} MiB outside (0, ${vm.spec.memMiB}]`)
+    try {
+      await vm.qmp.execute('balloon', { value: Math.round(mib * 1024 * 1024) }, this.opts(signal))
+      vm.balloonMiB = mib
+    } catch (err) {
+      throw driverError(`vm ${id}: balloon`, err)
+    }
+  }
+
+  /** Kills VM `id`'s QEMU at once (SIGKILL) and forgets it; no error if it is unknown. */
+  async kill (id: VmId): Promise<void> {
+    const vm = this.vms.get(id)
+    if (vm === undefined) return
+    if (!vm.hasExited) vm.proc.kill('SIGKILL')
+    await vm.exited
+    vm.qmp.close()
+    this.vms.delete(id)
+  }
+
+  private get (id: VmId): VmHandle {
+    const vm = this.vms.get(id)
+    if (vm === undefined || vm.hasExited) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not running on this host`)
+    return vm
+  }
+
+  private opts (signal: AbortSignal | undefined, timeoutMs = this.qmpTimeoutMs): { signal?: AbortSignal, timeoutMs: number } {
+    return signal === undefined ? { timeoutMs } : { signal, timeoutMs }
+  }
+
+  private runState (vm: VmHandle, status: string): VmRunState {
+    if (vm.incoming || status === 'inmigrate' || status === 'finish-migrate' || status === 'postmigrate') {
+      if (status === 'running') { vm.incoming = false; return 'running' }
+      return 'migrating'
+    }
+    if (status === 'running') return 'running'
+    if (status === 'shutdown' || status === 'guest-panicked' || status === 'internal-error') return 'stopped'
+    return 'paused'
+  }
+
+  private sampleCpu (vm: VmHandle): number {
+    let stat: string
+    try { stat = fs.readFileSync(`/proc/${vm.pid}/stat`, 'utf8') } catch { return 0 }
+    const ticks = parseProcStatCpuTicks(stat)
+    if (ticks === null) return 0
+    const now = performance.now()
+    const dt = (now - vm.cpuSampledAt) / 1000
+    const used = (ticks - vm.cpuTicks) / USER_HZ
+    vm.cpuTicks = ticks
+    vm.cpuSampledAt = now
+    if (!(dt > 0)) return 0
+    return Math.max(0, Math.min(1, used / dt / this.hostCpuCores))
+  }
+
+  private qemuArgs (spec: VmSpec, dir: string, incoming: boolean): string[] {
+    const x = qemuExtra(spec)
+    const a = [
+      '-name', `${spec.id},debug-threads=on`,
+      '-machine', `${this.init.machine ?? 'pc'},accel=${this.accel}`,
+      '-m', `${spec.memMiB}M`,
+      '-smp', String(spec.vcpus),
+      '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none',
+      '-qmp', `unix:${path.join(dir, 'qmp.sock')},server=on,wait=off`,
+      '-serial', `file:${path.join(dir, 'serial.log')}`
+    ]
+    if (this.init.cpuModel !== undefined) a.push('-cpu', this.init.cpuModel)
+    if (x.kernel !== undefined) a.push('-kernel', x.kernel)
+    if (x.initrd !== undefined) a.push('-initrd', x.initrd)
+    if (x.append !== undefined) a.push('-append', x.append)
+    for (const [i, d] of (x.disks ?? []).entries()) a.push('-drive', `file=${d.file},if=virtio,format=${d.format ?? 'raw'},index=${i}`)
+    if (x.balloon ?? true) a.push('-device', 'virtio-balloon-pci,id=balloon0')
+    if (incoming) a.push('-incoming', 'defer')
+    a.push(...(x.args ?? []))
+    return a
+  }
+
+  private async launch (spec: VmSpec, incoming: boolean, signal?: AbortSignal): Promise<VmHandle> {
+    if (this.closed) throw new DriverError('DRIVER_FAILED', 'driver is closed')
+    if (!VM_ID_RE.test(spec.id)) throw new DriverError('DRIVER_FAILED', `vm id "${spec.id}" must match ${String(VM_ID_RE)}`)
+    if (!(spec.vcpus >= 1) || !(spec.memMiB >= 16)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: needs vcpus >= 1 and memMiB >= 16`)
+    if (this.vms.has(spec.id) && this.vms.get(spec.id)?.hasExited !== true) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running on this host`)
+    const dir = path.join(this.init.runDir, spec.id)
+    const args = this.qemuArgs(spec, dir, incoming)
+    await fsp.mkdir(dir, { recursive: true })
+    await fsp.rm(path.join(dir, 'qmp.sock'), { force: true })
+    await fsp.writeFile(path.join(dir, 'serial.log'), '')
+    const logFd = fs.openSync(path.join(dir, 'qemu.log'), 'w')
+    let proc: ChildProcess
+    try {
+      const [cmd, argv] = this.init.dieWithAgent === true
+        ? ['setpriv', ['--pdeathsig', 'KILL', '--', this.binary, ...args]]
+        : [this.binary, args]
+      proc = spawn(cmd, argv, { stdio: ['ignore', logFd, logFd], detached: this.init.dieWithAgent !== true })
+    } finally {
+      fs.closeSync(logFd)
+    }
+    const spawned = new Promise<void>((resolve, reject) => {
+      proc.once('spawn', resolve)
+      proc.once('error', reject)
+    })
+    try { await spawned } catch (err) {
+      throw new DriverError('DRIVER_UNREACHABLE', `vm ${spec.id}: cannot run ${this.binary}`, { cause: err })
+    }
+    if (this.init.dieWithAgent !== true) proc.unref()
+    const pid = proc.pid ?? -1
+    let hasExited = false
+    const exited = new Promise<void>(resolve => proc.once('exit', (code, sig) => {
+      hasExited = true
+      const h = this.vms.get(spec.id)
+      if (h !== undefined && h.proc === proc) h.hasExited = true
+      this.log.info(`vm ${spec.id} QEMU exited (${sig ?? `code ${String(code)}`})`, { vm: spec.id, pid })
+      resolve()
+    }))
+    let qmp: QmpClient
+    try {
+      const died = exited.then(() => { throw new Error('QEMU exited during start-up') })
+      died.catch(() => {})
+      const connectOpts = signal === undefined ? { connectTimeoutMs: this.init.startTimeoutMs ?? 15_000, commandTimeoutMs: this.qmpTimeoutMs } : { signal, connectTimeoutMs: this.init.startTimeoutMs ?? 15_000, commandTimeoutMs: this.qmpTimeoutMs }
+      qmp = await Promise.race([QmpClient.connect(path.join(dir, 'qmp.sock'), connectOpts), died])
+    } catch (err) {
+      if (!hasExited) proc.kill('SIGKILL')
+      await exited
+      const tail = await fsp.readFile(path.join(dir, 'qemu.log'), 'utf8').then(s => s.slice(-2000)).catch(() => '')
+      throw new DriverError('DRIVER_UNREACHABLE', `vm ${spec.id}: QEMU did not come up: ${tail.trim() || (err instanceof Error ? err.message : String(err))}`, { cause: err })
+    }
+    const vm: VmHandle = {
+      spec, dir, proc, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now()
+    }
+    this.vms.set(spec.id, vm)
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+      vm.cpuTicks = parseProcStatCpuTicks(stat) ?? 0
+    } catch { /* the first sample will read 0 */ }
+    qmp.onEvent(e => {
+      if (e.event === 'MIGRATION') this.log.debug(`vm ${spec.id} migration ${String(e.data.status)}`, { vm: spec.id })
+      if (e.event === 'RESUME' && vm.incoming) vm.incoming = false
+    })
+    return vm
+  }
+}
+
+/** Factory in the Init/Components shape. */
+export function qemuDriver (init: QemuDriverInit): (components: QemuDriverComponents) => QemuDriver {
+  return components => new QemuDriver(init, components)
+}
+
+export { QmpError }
