@@ -1,0 +1,125 @@
+/**
+ * Choosing and tuning policies in configuration, with validation that rejects impossible
+ * combinations with an exact message (style: validate once, nothing downstream re-checks).
+ */
+import type { GuardParams } from './antithrash.js'
+import type { ForecastParams } from './forecast.js'
+import type { OverloadParams } from './overload.js'
+import type { PlacementParams } from './placement.js'
+import type { PolicyConfig } from './plan.js'
+import type { SelectionParams } from './selection.js'
+import type { UnderloadParams } from './underload.js'
+
+export class PolicyConfigError extends Error {
+  readonly code = 'POLICY_CONFIG_INVALID'
+  constructor (message: string) { super(message); this.name = 'PolicyConfigError' }
+}
+
+/** Defaults: the agent's production policy (sustained-overload detection with a forecast, MMT, PABFD). */
+export function defaultPolicyConfig (): PolicyConfig {
+  return {
+    overload: { kind: 'kOfN', threshold: 0.9, k: 2, n: 3, forecast: { kind: 'lr', window: 6 } },
+    underload: { kind: 'threshold', threshold: 0.3 },
+    selection: { kind: 'mmt' },
+    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 1 },
+    guards: { holdTicks: 1, cooldownTicks: 6, minGain: 0 },
+    intervalSec: 300,
+    maxMovesPerTick: 8
+  }
+}
+
+function unit (name: string, x: number | undefined, lo: number, hi: number, openLo = false): void {
+  if (x === undefined) return
+  if (!Number.isFinite(x) || (openLo ? x <= lo : x < lo) || x > hi) {
+    throw new PolicyConfigError(`${name} must be in ${openLo ? '(' : '['}${lo}, ${hi}] (got ${x})`)
+  }
+}
+
+function validateForecast (where: string, f: ForecastParams): void {
+  const kinds = ['last', 'ewma', 'lr', 'lrr', 'ar', 'holt']
+  if (!kinds.includes(f.kind)) throw new PolicyConfigError(`${where}.kind must be one of ${kinds.join('|')} (got ${String(f.kind)})`)
+  unit(`${where}.alpha`, f.alpha, 0, 1, true)
+  unit(`${where}.beta`, f.beta, 0, 1, true)
+  if (f.window !== undefined && (!Number.isInteger(f.window) || f.window < 2)) throw new PolicyConfigError(`${where}.window must be an integer >= 2 (got ${f.window})`)
+  if (f.order !== undefined && (!Number.isInteger(f.order) || f.order < 1 || f.order > 4)) throw new PolicyConfigError(`${where}.order must be an integer in 1..4 (got ${f.order})`)
+  if (f.kind === 'ar' && f.window !== undefined && f.window < 2 * (f.order ?? 2) + 2) {
+    throw new PolicyConfigError(`${where}: ar of order ${f.order ?? 2} needs window >= ${2 * (f.order ?? 2) + 2} (got ${f.window})`)
+  }
+}
+
+export function validateOverload (o: OverloadParams): void {
+  switch (o.kind) {
+    case 'thr': unit('overload.threshold', o.threshold, 0, 1.5, true); return
+    case 'kOfN':
+      unit('overload.threshold', o.threshold, 0, 1.5, true)
+      if (!Number.isInteger(o.n) || o.n < 1) throw new PolicyConfigError(`overload.n must be an integer >= 1 (got ${o.n})`)
+      if (!Number.isInteger(o.k) || o.k < 1 || o.k > o.n) throw new PolicyConfigError(`overload.k must be an integer in 1..n (got k=${o.k}, n=${o.n})`)
+      validateForecast('overload.forecast', o.forecast)
+      return
+    case 'iqr': case 'mad':
+      unit('overload.safety', o.safety, 0, 10)
+      if (o.minSamples !== undefined && (!Number.isInteger(o.minSamples) || o.minSamples < 4)) throw new PolicyConfigError(`overload.minSamples must be an integer >= 4 (got ${o.minSamples})`)
+      unit('overload.fallback', o.fallback, 0, 1.5, true)
+      return
+    case 'lr': case 'lrr':
+      unit('overload.safety', o.safety, 0, 10, true)
+      if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 3)) throw new PolicyConfigError(`overload.window must be an integer >= 3 (got ${o.window})`)
+      unit('overload.fallback', o.fallback, 0, 1.5, true)
+      return
+    default:
+      throw new PolicyConfigError(`overload.kind must be one of thr|kOfN|iqr|mad|lr|lrr (got ${String((o as { kind: unknown }).kind)})`)
+  }
+}
+
+/** Throws PolicyConfigError on the first problem; returns the config unchanged otherwise. */
+export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
+  validateOverload(c.overload)
+  const u: UnderloadParams = c.underload
+  if (!['none', 'threshold', 'lowest'].includes(u.kind)) throw new PolicyConfigError(`underload.kind must be one of none|threshold|lowest (got ${String(u.kind)})`)
+  if (u.kind === 'threshold') {
+    unit('underload.threshold', u.threshold, 0, 1, true)
+    if (u.forecast !== undefined) validateForecast('underload.forecast', u.forecast)
+    const over = c.overload
+    const overThr = over.kind === 'thr' || over.kind === 'kOfN' ? over.threshold : null
+    if (overThr !== null && u.threshold >= overThr) {
+      throw new PolicyConfigError(`underload.threshold (${u.threshold}) must be < overload.threshold (${overThr}), or hosts would be emptied onto hosts that are then overloaded`)
+    }
+  }
+  const s: SelectionParams = c.selection
+  if (!['mmt', 'mc', 'rs', 'hl', 'vsr'].includes(s.kind)) throw new PolicyConfigError(`selection.kind must be one of mmt|mc|rs|hl|vsr (got ${String(s.kind)})`)
+  if (s.kind === 'rs' && s.seed === undefined) throw new PolicyConfigError('selection rs needs a seed (runs must be reproducible)')
+  const p: PlacementParams = c.placement
+  if (!['pabfd', 'leastLoaded', 'balance'].includes(p.kind)) throw new PolicyConfigError(`placement.kind must be one of pabfd|leastLoaded|balance (got ${String(p.kind)})`)
+  unit('placement.cpuCapFraction', p.cpuCapFraction, 0, 1.5, true)
+  if (p.kind !== 'pabfd' && u.kind !== 'none') {
+    throw new PolicyConfigError(`placement ${p.kind} spreads load while underload ${u.kind} consolidates it: the two undo each other; use placement pabfd or underload none`)
+  }
+  if (p.overload != null) validateOverload(p.overload)
+  const g: GuardParams = c.guards
+  if (!Number.isInteger(g.holdTicks) || g.holdTicks < 1) throw new PolicyConfigError(`guards.holdTicks must be an integer >= 1 (got ${g.holdTicks})`)
+  if (!Number.isInteger(g.cooldownTicks) || g.cooldownTicks < 0) throw new PolicyConfigError(`guards.cooldownTicks must be an integer >= 0 (got ${g.cooldownTicks})`)
+  if (!Number.isFinite(g.minGain)) throw new PolicyConfigError(`guards.minGain must be a finite number (got ${g.minGain})`)
+  if (!(c.intervalSec > 0)) throw new PolicyConfigError(`intervalSec must be > 0 (got ${c.intervalSec})`)
+  if (!Number.isInteger(c.maxMovesPerTick) || c.maxMovesPerTick < 1) throw new PolicyConfigError(`maxMovesPerTick must be an integer >= 1 (got ${c.maxMovesPerTick})`)
+  return c
+}
+
+/**
+ * Parse a Beloglazov-style name "DETECTOR-SELECTION-PARAM" (e.g. "LR-MMT-1.2", "THR-MMT-0.8",
+ * "IQR-MC-1.5") into detector and selection parameters.
+ */
+export function parsePolicyName (name: string): { overload: OverloadParams, selection: SelectionParams } {
+  const m = /^(THR|IQR|MAD|LR|LRR)-(MMT|MC|RS|HL|VSR)-([0-9.]+)$/i.exec(name.trim())
+  if (m === null) throw new PolicyConfigError(`policy name must look like THR-MMT-0.8 (DETECTOR-SELECTION-PARAM with detector thr|iqr|mad|lr|lrr and selection mmt|mc|rs|hl|vsr); got "${name}"`)
+  const det = (m[1] as string).toLowerCase()
+  const sel = (m[2] as string).toLowerCase()
+  const x = Number(m[3])
+  const overload: OverloadParams = det === 'thr'
+    ? { kind: 'thr', threshold: x }
+    : det === 'iqr' || det === 'mad'
+      ? { kind: det, safety: x }
+      : { kind: det as 'lr' | 'lrr', safety: x }
+  validateOverload(overload)
+  const kind = sel
+  return { overload, selection: { kind: kind as SelectionParams['kind'], seed: kind === 'rs' ? 1 : undefined } as SelectionParams }
+}

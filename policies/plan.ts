@@ -1,0 +1,229 @@
+/**
+ * One host's decision, made from its own (possibly stale) view of the cluster: the function the
+ * agent core calls every decision tick, and the one every simulated host calls in the
+ * decentralised mode of `starling sim`.
+ *
+ * 1. Overload relief: if the host's detector has held for `guards.holdTicks`, select VMs until
+ *    the detector clears, then place each (largest first) on the best-ranked target that stays
+ *    healthy after the move.
+ * 2. Consolidation: if the host is underloaded (and the condition held), try to move *all* its
+ *    VMs to busier active hosts; all or nothing, and only if the watts saved exceed the watts
+ *    added by at least `guards.minGain`. Moving only towards busier hosts stops two idle hosts
+ *    from trading VMs back and forth.
+ *
+ * The planner never exceeds a target's capacity or breaks a hard rule in its own plan; the
+ * target's reservation step (admission against its authoritative state) guards against
+ * concurrent plans of other hosts.
+ */
+import { horizonSteps } from './forecast.js'
+import { detectOverload, type OverloadParams } from './overload.js'
+import { fits, powerAt, type PlacementParams } from './placement.js'
+import { hardAllows, softPenalty } from './rules.js'
+import { selectVm, type SelectionParams } from './selection.js'
+import { isUnderloaded, type UnderloadParams } from './underload.js'
+import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
+import { migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type VmId, type VmView } from './types.js'
+
+export interface PolicyConfig {
+  overload: OverloadParams
+  underload: UnderloadParams
+  selection: SelectionParams
+  placement: PlacementParams
+  guards: GuardParams
+  /** Seconds per decision tick (sets the forecast horizon from migration times). */
+  intervalSec: number
+  /** Upper bound on moves one host proposes per tick. @default 8 */
+  maxMovesPerTick: number
+}
+
+/** Per-host state the caller keeps between ticks (the agent core owns it). */
+export interface HostDecisionState {
+  /** Consecutive ticks the host has been overloaded / underloaded, including this one. */
+  overStreak: number
+  underStreak: number
+  /** Tick of each VM's last move. */
+  lastMoved: ReadonlyMap<VmId, number>
+}
+
+/** Working load of a host during planning: what the plan has added or removed. */
+interface Work { demand: number, mem: number, hist: number[], vms: VmView[] }
+
+export function hostSample (h: HostView, intervalSec: number, vms: readonly VmView[] = h.vms, util?: number, history?: readonly number[]) {
+  let maxMem = 0
+  for (const v of vms) if (v.memMiB > maxMem) maxMem = v.memMiB
+  return {
+    util: util ?? (h.cpuMips > 0 ? (h.reservedMips + vms.reduce((s, v) => s + v.cpuDemandMips, 0)) / h.cpuMips : 0),
+    history: history ?? h.history,
+    horizonSteps: horizonSteps(migrationSeconds(maxMem, h.netMbps), intervalSec)
+  }
+}
+
+export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st: HostDecisionState): Move[] {
+  const me = view.hosts.find(h => h.id === self)
+  if (me === undefined || me.vms.length === 0) return []
+  const work = new Map<HostId, Work>()
+  const placement = new Map<VmId, HostId>()
+  for (const h of view.hosts) for (const v of h.vms) placement.set(v.id, h.id)
+  const verdict = detectOverload(hostSample(me, cfg.intervalSec), cfg.overload)
+  if (verdict.overloaded) {
+    if (!conditionHeld(st.overStreak, cfg.guards)) return []
+    return relieve(view, me, cfg, st, work, placement)
+  }
+  const util = hostSample(me, cfg.intervalSec).util
+  if (isUnderloaded(util, me.history, cfg.underload) && conditionHeld(st.underStreak, cfg.guards)) {
+    return consolidate(view, me, cfg, st, work, placement)
+  }
+  return []
+}
+
+function workOf (work: Map<HostId, Work>, h: HostView): Work {
+  let w = work.get(h.id)
+  if (w === undefined) {
+    let d = h.reservedMips; let m = h.reservedMemMiB
+    for (const v of h.vms) { d += v.cpuDemandMips; m += v.memMiB }
+    w = { demand: d, mem: m, hist: h.history.slice(), vms: h.vms.slice() }
+    work.set(h.id, w)
+  }
+  return w
+}
+
+/** Add (sign 1) or remove (sign -1) a VM's load from a working host. */
+function apply (w: Work, h: HostView, v: VmView, sign: 1 | -1): void {
+  w.demand += sign * v.cpuDemandMips
+  w.mem += sign * v.memMiB
+  const k = v.cpuMips / h.cpuMips
+  const n = Math.min(w.hist.length, v.history.length)
+  for (let i = 1; i <= n; i++) {
+    const hi = w.hist.length - i
+    w.hist[hi] = Math.max(0, (w.hist[hi] as number) + sign * (v.history[v.history.length - i] as number) * k)
+  }
+  if (sign === 1) w.vms.push(v)
+  else w.vms = w.vms.filter(x => x.id !== v.id)
+}
+
+function relieve (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDecisionState,
+  work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
+  const mine = workOf(work, me)
+  const chosen: VmView[] = []
+  while (chosen.length < cfg.maxMovesPerTick) {
+    const movable = mine.vms.filter(v => vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))
+    const v = selectVm(me, movable, cfg.selection)
+    if (v === null) break
+    chosen.push(v)
+    apply(mine, me, v, -1)
+    const s = hostSample(me, cfg.intervalSec, mine.vms, mine.demand / me.cpuMips, mine.hist)
+    if (!detectOverload(s, cfg.overload).overloaded) break
+  }
+  chosen.sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
+  const moves: Move[] = []
+  for (const v of chosen) {
+    const t = bestTarget(view, me, v, cfg, work, placement, null)
+    if (t === null) continue
+    apply(workOf(work, t), t, v, 1)
+    placement.set(v.id, t.id)
+    moves.push({ vm: v.id, from: me.id, to: t.id, reason: 'overload' })
+  }
+  return moves
+}
+
+function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDecisionState,
+  work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
+  const mine = workOf(work, me)
+  if (mine.vms.some(v => v.migrating || !vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))) return []
+  if (mine.vms.length > cfg.maxMovesPerTick) return []
+  const myUtil = mine.demand / me.cpuMips
+  const vms = mine.vms.slice().sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
+  const moves: Move[] = []
+  let added = 0
+  for (const v of vms) {
+    const t = bestTarget(view, me, v, cfg, work, placement, myUtil)
+    if (t === null) return []
+    const w = workOf(work, t)
+    added += powerAt(t.powerCurveW, (w.demand + v.cpuDemandMips) / t.cpuMips) - powerAt(t.powerCurveW, w.demand / t.cpuMips)
+    apply(w, t, v, 1)
+    placement.set(v.id, t.id)
+    moves.push({ vm: v.id, from: me.id, to: t.id, reason: 'underload' })
+  }
+  const saved = powerAt(me.powerCurveW, myUtil) - (me.sleepW ?? 0)
+  if (saved - added < cfg.guards.minGain) return []
+  return moves
+}
+
+/**
+ * Best target for `v`: feasible by capacity and hard rules, healthy after the move under the
+ * overload detector, ranked by the placement policy. With `busierThan` set (consolidation)
+ * only active hosts busier than that utilisation qualify.
+ */
+function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConfig,
+  work: Map<HostId, Work>, placement: Map<VmId, HostId>, busierThan: number | null): HostView | null {
+  const p = cfg.placement
+  const cap = p.cpuCapFraction ?? 1
+  const cands: Array<{ h: HostView, score: number }> = []
+  for (const h of view.hosts) {
+    if (h.id === me.id) continue
+    const w = work.get(h.id)
+    const demand = w?.demand ?? (h.reservedMips + sumDemand(h))
+    const nVms = w?.vms.length ?? h.vms.length
+    const active = nVms > 0 || h.reservedMips > 0
+    if (busierThan !== null && (!active || demand / h.cpuMips <= busierThan)) continue
+    if (!active && p.allowInactive === false) continue
+    if (v.cpuDemandMips > h.coreMips) continue
+    if (demand + v.cpuDemandMips > h.cpuMips * cap + 1e-9) continue
+    const mem = w?.mem ?? (h.reservedMemMiB + h.vms.reduce((s, x) => s + x.memMiB, 0))
+    if (mem + v.memMiB > h.memMiB) continue
+    if (view.rules.vmVm.length + view.rules.vmHost.length > 0 && !hardAllows(view.rules, placement, v.id, h.id)) continue
+    const u0 = demand / h.cpuMips
+    const u1 = (demand + v.cpuDemandMips) / h.cpuMips
+    let score: number
+    if (p.kind === 'pabfd') {
+      const before = active ? powerAt(h.powerCurveW, u0) : (p.countWake === false ? powerAt(h.powerCurveW, 0) : (h.sleepW ?? 0))
+      score = powerAt(h.powerCurveW, u1) - before
+    } else if (p.kind === 'leastLoaded') {
+      score = u1
+    } else {
+      score = u1 * u1 - u0 * u0
+    }
+    if (view.rules.vmVm.length + view.rules.vmHost.length > 0) score += 1e6 * softPenalty(view.rules, placement, v.id, h.id)
+    cands.push({ h, score })
+  }
+  cands.sort((a, b) => a.score - b.score)
+  const det = p.overload === undefined ? cfg.overload : p.overload
+  for (const c of cands) {
+    if (det === null) return c.h
+    const w = workOf(work, c.h)
+    if (w.vms.length === 0) return c.h
+    const trial: Work = { demand: w.demand, mem: w.mem, hist: w.hist.slice(), vms: w.vms.slice() }
+    apply(trial, c.h, v, 1)
+    if (!detectOverload(hostSample(c.h, cfg.intervalSec, trial.vms, trial.demand / c.h.cpuMips, trial.hist), det).overloaded) return c.h
+  }
+  return null
+}
+
+function sumDemand (h: HostView): number {
+  let s = 0
+  for (const v of h.vms) s += v.cpuDemandMips
+  return s
+}
+
+/** Capacity check over a whole plan (for tests and the reservation step). */
+export function planFits (view: ClusterView, moves: readonly Move[]): boolean {
+  const byId = new Map(view.hosts.map(h => [h.id, h]))
+  const vmById = new Map<VmId, VmView>()
+  for (const h of view.hosts) for (const v of h.vms) vmById.set(v.id, v)
+  const demand = new Map<HostId, number>()
+  const mem = new Map<HostId, number>()
+  for (const h of view.hosts) {
+    demand.set(h.id, h.reservedMips + sumDemand(h))
+    mem.set(h.id, h.reservedMemMiB + h.vms.reduce((s, x) => s + x.memMiB, 0))
+  }
+  for (const m of moves) {
+    const v = vmById.get(m.vm); const t = byId.get(m.to)
+    if (v === undefined || t === undefined) return false
+    if (!fits({ ...t, vms: [], reservedMips: demand.get(t.id) ?? 0, reservedMemMiB: mem.get(t.id) ?? 0 }, v)) return false
+    demand.set(t.id, (demand.get(t.id) ?? 0) + v.cpuDemandMips)
+    demand.set(m.from, (demand.get(m.from) ?? 0) - v.cpuDemandMips)
+    mem.set(t.id, (mem.get(t.id) ?? 0) + v.memMiB)
+    mem.set(m.from, (mem.get(m.from) ?? 0) - v.memMiB)
+  }
+  return true
+}
