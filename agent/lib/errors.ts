@@ -97,8 +97,9 @@ export class CronExpressionError extends StarlingError {
   /** The job whose expression was rejected. */
   readonly job: string
   readonly expression: string
-  constructor (job: string, expression: string, options: StarlingErrorOptions = {}) {
-    super(`cron job "${job}": invalid cron expression "${expression}"`, options)
+  /** `detail` says what is wrong (node-cron's reason, a duplicate name...). */
+  constructor (job: string, expression: string, options: StarlingErrorOptions & { detail?: string } = {}) {
+    super(`cron job "${job}": invalid cron expression "${expression}"${options.detail !== undefined ? `: ${options.detail}` : ''}`, options)
     this.name = 'CronExpressionError'
     this.job = job
     this.expression = expression
