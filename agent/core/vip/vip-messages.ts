@@ -1,0 +1,81 @@
+/**
+ * Virtual-IP protocol messages (S5: a virtual IP has at most one owner that answers ARP for it).
+ *
+ * Ownership of a VIP is a sequence of claims. A claim is named by (lamport, host) and claims are
+ * totally ordered by that pair: a higher Lamport time wins, the host id breaks ties. A claim
+ * becomes ownership only when a majority of the configured members has granted it (see
+ * vip-ownership.ts for why Lamport order alone cannot make "my claim won" a fact a host can know).
+ *
+ * Names say what a message asserts (STYLE §1.6), never what the receiver should do:
+ *  - VipClaim   "host H claims VIP V with claim C" (phase 'request'), or "H holds V by C" ('held').
+ *  - VipGrant   "member M accepts claim C as V's owner": M will grant no other claim on V while C
+ *               stands (until C is released or its host is declared dead by M).
+ *  - VipRelease "the holder of claim C gives V up", optionally in favour of a named successor.
+ *
+ * These are plain data; the wire codec maps them to and from proto/mesh/v1/vip.proto (to be
+ * written with the envelope work). Every field is required on the wire; `to` is the empty string
+ * there when null here.
+ */
+import type { HostId } from '../types.js'
+
+/** Configured name of a virtual IP, unique in the cluster (e.g. "web"). */
+export type VipId = string
+
+/** The name of one claim: who claimed, at which Lamport time. */
+export interface ClaimRef {
+  host: HostId
+  lamport: number
+}
+
+/**
+ * A host claims a VIP.
+ * 'request': the host asks members to grant the claim; it does not hold the address yet.
+ * 'held': the claim was granted by a majority; the host holds the address. Repeated on a
+ * refresh period and when a partition heals, so that members who missed it learn the owner.
+ */
+export interface VipClaim {
+  type: 'vipClaim'
+  vip: VipId
+  claim: ClaimRef
+  phase: 'request' | 'held'
+}
+
+/** A member grants a claim (answer to a 'request', sent to the claimant only). */
+export interface VipGrant {
+  type: 'vipGrant'
+  vip: VipId
+  claim: ClaimRef
+  /** The granting member. */
+  from: HostId
+}
+
+/**
+ * The holder of `claim` gives the VIP up. `to` names the successor of a planned move (the host
+ * the VM moved to, or the operator's target); null when the VIP is simply free.
+ * A claimant that gives up an ungranted claim sends it too, so members that granted it are freed.
+ */
+export interface VipRelease {
+  type: 'vipRelease'
+  vip: VipId
+  claim: ClaimRef
+  to: HostId | null
+}
+
+export type VipMessage = VipClaim | VipGrant | VipRelease
+
+/** Total order on claims: by Lamport time, then by host id. Negative when a < b. */
+export function compareClaims (a: ClaimRef, b: ClaimRef): number {
+  if (a.lamport !== b.lamport) return a.lamport < b.lamport ? -1 : 1
+  if (a.host === b.host) return 0
+  return a.host < b.host ? -1 : 1
+}
+
+export function sameClaim (a: ClaimRef | null, b: ClaimRef | null): boolean {
+  if (a === null || b === null) return a === b
+  return a.host === b.host && a.lamport === b.lamport
+}
+
+/** Short text for logs: "h1@42". */
+export function claimText (c: ClaimRef | null): string {
+  return c === null ? 'none' : `${c.host.slice(0, 8)}@${c.lamport}`
+}

@@ -1,0 +1,903 @@
+/**
+ * VIP ownership: at most one owner per virtual IP (S5), failure-driven takeover only on the
+ * majority side (S4), make-before-break planned moves, keepalived-style announcement bursts.
+ * Pure and deterministic: no clock (time is `tick()`), no IO, no randomness but the seeded Prng.
+ *
+ * Protocol (one instance per host; every configured member is also an acceptor):
+ *
+ *  1. Claims are named (lamport, host) and totally ordered (vip-messages.ts). Lamport order alone
+ *     cannot tell a claimant that it has won: a higher concurrent claim may still be in flight.
+ *     So a claim is *requested* from all members and becomes ownership only when a majority of
+ *     the configured members has *granted* it. A member grants a claim only if it is higher than
+ *     the last claim it granted and the VIP is free in its eyes: the last granted claim was
+ *     released, or is the claimant's own, or its host has been declared dead for
+ *     takeoverGraceTicks. Two claims can therefore never both collect a majority while their
+ *     holders are alive and connected (majorities intersect): that is S5 for owners.
+ *     Grants are persisted before they are sent (the runtime applies `persist` first).
+ *  2. Takeover of a dead owner needs a majority of grants from members that each declared the
+ *     owner dead: it can happen only on the majority side (S4). The old owner, if it is alive
+ *     but cut off, fences itself: as soon as it sees fewer than a majority of members alive
+ *     (suspect counts as absent) it removes the address, well before the majority declares it
+ *     dead (SWIM declares death a full suspicion timeout after suspicion). This timing is the
+ *     one assumption S5 rests on during partitions, as for every quorum-plus-fencing HA system.
+ *  3. Competing claimants: the lower claim yields to the higher one (releases its own, so its
+ *     grantors are freed); a claimant that hears a 'held' claim gives up. A lost race is
+ *     retried after a seeded backoff.
+ *  4. Planned move (VM migrated, operator move), make-before-break: the owner releases the VIP
+ *     in favour of the successor but keeps the address (role handingOff: it no longer believes it
+ *     owns the VIP); the successor claims, is granted, adds and announces, then sends 'held';
+ *     on 'held' the old owner removes the address (at the latest after handoffTimeoutTicks).
+ *     For that short overlap two hosts carry the address, yet S5 holds where it matters:
+ *       - only one host believes it owns the VIP at any time (the property test checks this);
+ *       - the successor's gratuitous ARP has already moved every neighbour entry to its MAC, so
+ *         neighbours send it their traffic; the old owner still answers what was already in
+ *         flight to its MAC, which is why the move has no gap (0 ms measured, versus 12-40 ms
+ *         for break-before-make);
+ *       - the only way a neighbour can learn the old MAC in the overlap is an ARP request
+ *         broadcast in that window and answered last by the old owner; the overlap lasts one
+ *         message delay, and the successor's second burst (secondBurstTicks, validated to come
+ *         after handoffTimeoutTicks) corrects such a neighbour after the old owner has removed.
+ *     Sites that cannot accept even that choose plannedMove 'break-before-make': the owner
+ *     removes first and releases only once the removal is confirmed.
+ *  5. Announcements: a burst on taking over, a second burst secondBurstTicks later, an optional
+ *     periodic refresh, and a burst (plus 'held' to all) when a member that was dead or had left
+ *     comes back, i.e. when a partition heals (keepalived issues 160/166: no gratuitous ARP after
+ *     a split brain heals). If two holders ever meet (the fencing assumption was broken), the
+ *     lower claim steps down and the higher re-announces, so clients end on the winner's MAC.
+ *  6. Start-up: the address is removed first (a restarted agent does not know whether it still
+ *     owns anything); a claim persisted before a crash is released once the removal is done.
+ */
+import { assert } from '../assert.js'
+import type { CoreEvent, PersistOp } from '../effects.js'
+import type { Prng } from '../prng.js'
+import type { HostId, MemberState, VmId } from '../types.js'
+import { type VipConfig, type VipSpec, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip-config.js'
+import { type ClaimRef, type VipId, type VipMessage, claimText, compareClaims, sameClaim } from './vip-messages.js'
+
+/** This host's part in one VIP. */
+export type VipRole =
+  /** Neither owner nor claimant; the address is (being made) absent here. */
+  | 'standby'
+  /** Our claim request is out, waiting for a majority of grants; the address is absent here. */
+  | 'claiming'
+  /** A majority granted our claim: the address is (being) added here and announced. */
+  | 'owner'
+  /** Make-before-break: we released the VIP to a successor and keep the address only until it holds. Not an owner. */
+  | 'handingOff'
+  /** We are removing the address; the release of our claim is sent once the removal is confirmed. */
+  | 'releasing'
+  /** We hold a granted claim but see no majority alive: the address is removed (self-fencing, S4). */
+  | 'fenced'
+
+/** What this host knows about the address on its own interface. */
+export type AddressState = 'unknown' | 'absent' | 'adding' | 'present' | 'removing'
+
+/** One burst of gratuitous ARP. */
+export interface Burst {
+  count: number
+  /** Wall milliseconds between the packets of the burst (an edge parameter from the config). */
+  intervalMs: number
+}
+
+export type AnnounceReason = 'second-burst' | 'refresh' | 'heal' | 'conflict'
+export type RemoveReason = 'startup' | 'handoff-done' | 'handoff-timeout' | 'release' | 'fence' | 'step-down' | 'add-failed' | 'retry'
+
+/** Where to act: the address and interface of a VIP. */
+export interface VipTarget {
+  vip: VipId
+  /** Dotted IPv4 address. */
+  address: string
+  prefixLength: number
+  iface: string
+}
+
+/**
+ * What the module asks the runtime to do, in order. Persist ops always come first in a batch
+ * (persist before send). Address effects report back with a `vipApplied` input.
+ */
+export type VipEffect =
+  | { type: 'persist', op: PersistOp }
+  /** Send a message to each listed member (direct frames; `from` on arrival must be this host). */
+  | { type: 'send', to: HostId[], message: VipMessage }
+  /**
+   * Add the address, then start a burst. Report `vipApplied {op:'add'}` once the address is
+   * added and the first gratuitous ARP has gone out (the rest of the burst may continue): the
+   * 'held' claim that makes an old owner remove the address is sent on that report.
+   */
+  | ({ type: 'add-and-announce', burst: Burst } & VipTarget)
+  /** A burst of gratuitous ARP for an address we hold. Report `vipApplied {op:'announce'}`. */
+  | ({ type: 'announce', burst: Burst, reason: AnnounceReason } & VipTarget)
+  /** Remove the address (absent already is success). Report `vipApplied {op:'remove'}`. */
+  | ({ type: 'remove', reason: RemoveReason } & VipTarget)
+  /** A transition or notable event, for the log (the core does not log). */
+  | { type: 'event', event: CoreEvent }
+
+export type VipInput =
+  /** A VIP message from a peer, decoded at the edge; `from` is the authenticated sender. */
+  | { type: 'vipMessage', from: HostId, message: VipMessage }
+  /** The membership view changed (or periodically): each configured member's state. Self may be absent (counted alive). */
+  | { type: 'members', members: ReadonlyArray<{ id: HostId, state: MemberState }> }
+  /** A VM now runs on this host (started, migrated in, restarted here by HA). */
+  | { type: 'vmPlaced', vm: VmId }
+  /** A VM no longer runs here: migrated to `to` (a planned move), or stopped/fenced (`to` null). */
+  | { type: 'vmMovedAway', vm: VmId, to: HostId | null }
+  /** The operator asked to move a group VIP to `to`; acted on by the current owner only. */
+  | { type: 'operatorMove', vip: VipId, to: HostId }
+  /** The runtime carried out an address effect. `code` is the adapter's error code on failure. */
+  | { type: 'vipApplied', vip: VipId, op: 'add' | 'remove' | 'announce', ok: boolean, code?: string }
+  /** The agent is leaving the cluster: give every VIP up. */
+  | { type: 'leave' }
+
+/** The durable part of one VIP (key `vip/state/<id>`). */
+export interface VipDurable {
+  /** The highest claim this member granted or learnt as held. */
+  granted: ClaimRef | null
+  /** True once `granted` has been released by its holder. */
+  released: boolean
+  releasedTo: HostId | null
+  /** Per host, the highest Lamport time of a claim of its that was released: older messages about it are stale. */
+  floor: Record<HostId, number>
+  /** Our own outstanding claim (claiming, owner, handing off, fenced), released after a restart. */
+  own: ClaimRef | null
+}
+
+export const VIP_KEY_PREFIX = 'vip/'
+export const VIP_LAMPORT_KEY = 'vip/lamport'
+export function vipStateKey (vip: VipId): string { return `vip/state/${vip}` }
+
+/** What `starling vips` shows for one VIP, as this host sees it. */
+export interface VipStatus {
+  vip: VipId
+  address: string
+  iface: string
+  binding: VipSpec['binding']
+  role: VipRole
+  /** The owner as this host knows it: the holder of the last granted claim not released; null if free or unknown. */
+  owner: HostId | null
+  ownerClaim: ClaimRef | null
+  addressHere: AddressState
+  /** Tick of the last burst this host sent for the VIP, and why; null if never. */
+  lastAnnounceTick: number | null
+  lastAnnounceReason: 'takeover' | AnnounceReason | null
+  counters: VipCounters
+}
+
+export interface VipCounters {
+  claims: number
+  claimsAbandoned: number
+  takeovers: number
+  ownerChanges: number
+  announcements: number
+  conflicts: number
+  addFailures: number
+  removeFailures: number
+  announceFailures: number
+  /** Messages dropped: unknown VIP, sender not a member, or sender not the claim's host. */
+  rejected: number
+}
+
+export interface VipOwnershipInit {
+  self: HostId
+  /** Every configured member of the cluster, self included: majorities count these. */
+  members: HostId[]
+  vips: VipSpec[]
+  config: VipConfig
+  /** Seeded randomness for backoff jitter. */
+  prng: Prng
+  /** State loaded from the store: the Lamport clock and each VIP's durable record. */
+  restored?: { lamport: number, vips: Record<VipId, VipDurable> }
+}
+
+interface Vip {
+  spec: VipSpec
+  target: VipTarget
+  // Acceptor state (durable).
+  granted: ClaimRef | null
+  released: boolean
+  releasedTo: HostId | null
+  releasedAtTick: number
+  floor: Map<HostId, number>
+  /** Highest request refused because the VIP was not free; granted at once if a release frees it. */
+  refused: ClaimRef | null
+  // This host's part.
+  role: VipRole
+  roleSinceTick: number
+  own: ClaimRef | null
+  /** The claim of another host that ours supersedes (a takeover or a handoff), for counters and logs. */
+  supersedes: ClaimRef | null
+  grants: Set<HostId>
+  lastSendTick: number
+  backoffUntilTick: number
+  vmHere: boolean
+  handoffTo: HostId | null
+  /** Successor named in the release sent once the removal is confirmed (role releasing). */
+  releaseTo: HostId | null
+  addr: AddressState
+  removeRetryAtTick: number | null
+  secondBurstAtTick: number | null
+  refreshAtTick: number | null
+  heldAtTick: number | null
+  lastAnnounceTick: number | null
+  lastAnnounceReason: VipStatus['lastAnnounceReason']
+  counters: VipCounters
+  dirty: boolean
+}
+
+function zeroCounters (): VipCounters {
+  return { claims: 0, claimsAbandoned: 0, takeovers: 0, ownerChanges: 0, announcements: 0, conflicts: 0, addFailures: 0, removeFailures: 0, announceFailures: 0, rejected: 0 }
+}
+
+export class VipOwnership {
+  readonly self: HostId
+  private readonly members: HostId[]
+  private readonly memberSet: Set<HostId>
+  private readonly quorum: number
+  private readonly config: VipConfig
+  private readonly prng: Prng
+  private readonly vips = new Map<VipId, Vip>()
+  private readonly states = new Map<HostId, MemberState>()
+  private readonly deadSince = new Map<HostId, number>()
+  private now = 0
+  private lamport = 0
+  private lamportDirty = false
+  private out: VipEffect[] = []
+  private leaving = false
+
+  constructor (init: VipOwnershipInit) {
+    assert(init.members.includes(init.self), `vip: self ${init.self} is not a configured member`)
+    this.self = init.self
+    this.members = [...init.members]
+    this.memberSet = new Set(init.members)
+    this.quorum = Math.floor(init.members.length / 2) + 1
+    this.config = validateVipConfig(init.config)
+    this.prng = init.prng
+    this.lamport = init.restored?.lamport ?? 0
+    this.states.set(this.self, 'alive')
+    for (const spec of validateVipSpecs(init.vips, init.members)) {
+      const a = parseVipAddress(spec.address)
+      assert(a !== null, 'vip: address validated above')
+      const d = init.restored?.vips[spec.id]
+      const v: Vip = {
+        spec,
+        target: { vip: spec.id, address: a.address, prefixLength: a.prefixLength, iface: spec.iface },
+        granted: d?.granted ?? null,
+        released: d?.released ?? false,
+        releasedTo: d?.releasedTo ?? null,
+        releasedAtTick: 0,
+        floor: new Map(Object.entries(d?.floor ?? {})),
+        refused: null,
+        role: 'standby',
+        roleSinceTick: 0,
+        own: d?.own ?? null,
+        supersedes: null,
+        grants: new Set(),
+        lastSendTick: 0,
+        backoffUntilTick: 0,
+        vmHere: false,
+        handoffTo: null,
+        releaseTo: null,
+        addr: 'unknown',
+        removeRetryAtTick: null,
+        secondBurstAtTick: null,
+        refreshAtTick: null,
+        heldAtTick: null,
+        lastAnnounceTick: null,
+        lastAnnounceReason: null,
+        counters: zeroCounters(),
+        dirty: false
+      }
+      if (v.own !== null) this.lamport = Math.max(this.lamport, v.own.lamport)
+      if (v.granted !== null) this.lamport = Math.max(this.lamport, v.granted.lamport)
+      this.vips.set(spec.id, v)
+      // Start-up: make sure the address is not here; release a claim we held before a restart.
+      if (v.own !== null) this.becomeReleasing(v, null, 'startup')
+      else this.ensureAbsent(v, 'startup')
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Driving the module
+
+  step (input: VipInput): void {
+    switch (input.type) {
+      case 'vipMessage': this.onMessage(input.from, input.message); break
+      case 'members': this.onMembers(input.members); break
+      case 'vmPlaced': this.onVmPlaced(input.vm); break
+      case 'vmMovedAway': this.onVmMovedAway(input.vm, input.to); break
+      case 'operatorMove': this.onOperatorMove(input.vip, input.to); break
+      case 'vipApplied': this.onApplied(input.vip, input.op, input.ok, input.code); break
+      case 'leave': this.onLeave(); break
+    }
+    for (const v of this.vips.values()) this.evaluate(v)
+  }
+
+  tick (): void {
+    this.now++
+    for (const v of this.vips.values()) {
+      this.tickVip(v)
+      this.evaluate(v)
+    }
+  }
+
+  /** Lets the agent share one Lamport clock: witness the time of any frame received. */
+  witness (lamport: number): void {
+    if (lamport > this.lamport) { this.lamport = lamport; this.lamportDirty = true }
+  }
+
+  /** Effects produced since the last call, persist ops first. */
+  takeEffects (): VipEffect[] {
+    const persist: VipEffect[] = []
+    for (const v of this.vips.values()) {
+      if (!v.dirty) continue
+      v.dirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: vipStateKey(v.spec.id), value: this.durable(v) } })
+    }
+    if (this.lamportDirty || persist.length > 0) {
+      this.lamportDirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: VIP_LAMPORT_KEY, value: this.lamport } })
+    }
+    const effects = [...persist, ...this.out]
+    this.out = []
+    return effects
+  }
+
+  status (): VipStatus[] {
+    return [...this.vips.values()].map(v => ({
+      vip: v.spec.id,
+      address: v.spec.address,
+      iface: v.spec.iface,
+      binding: v.spec.binding,
+      role: v.role,
+      owner: v.granted !== null && !v.released ? v.granted.host : null,
+      ownerClaim: v.granted !== null && !v.released ? { ...v.granted } : null,
+      addressHere: v.addr,
+      lastAnnounceTick: v.lastAnnounceTick,
+      lastAnnounceReason: v.lastAnnounceReason,
+      counters: { ...v.counters }
+    }))
+  }
+
+  /** The logical time of this module, in ticks since construction. */
+  ticks (): number { return this.now }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inputs
+
+  private onMessage (from: HostId, m: VipMessage): void {
+    const v = this.vips.get(m.vip)
+    if (v === undefined || !this.memberSet.has(from) || from === this.self) {
+      if (v !== undefined) v.counters.rejected++
+      return
+    }
+    if (m.type === 'vipGrant') {
+      if (m.from !== from) { v.counters.rejected++; return }
+      this.onGrant(v, from, m.claim)
+      return
+    }
+    if (m.claim.host !== from) { v.counters.rejected++; return }
+    this.witness(m.claim.lamport)
+    if (m.type === 'vipClaim') {
+      if (m.phase === 'request') this.onRequest(v, from, m.claim)
+      else this.onHeld(v, from, m.claim)
+    } else {
+      this.onRelease(v, from, m.claim, m.to)
+    }
+  }
+
+  private onRequest (v: Vip, from: HostId, claim: ClaimRef): void {
+    if (this.isStale(v, claim)) return
+    const cmp = v.granted === null ? 1 : compareClaims(claim, v.granted)
+    if (cmp === 0) {
+      // A retry of the claim we granted: the grant was lost.
+      if (!v.released) this.send([from], { type: 'vipGrant', vip: v.spec.id, claim, from: this.self })
+      return
+    }
+    if (cmp > 0 && v.role === 'claiming' && v.own !== null && compareClaims(claim, v.own) > 0) {
+      // The lower claimant yields, so that the members it holds are freed for the higher one.
+      this.abandonClaim(v, `yields to ${claimText(claim)}`)
+    }
+    if (cmp > 0 && this.isFreeFor(v, claim.host)) {
+      this.grant(v, claim)
+      return
+    }
+    if (cmp > 0 && (v.refused === null || compareClaims(claim, v.refused) > 0)) v.refused = { ...claim }
+    // Refused. If we hold the VIP, tell the claimant so it stops trying.
+    if (v.role === 'owner' && v.own !== null) this.send([from], this.heldMessage(v))
+  }
+
+  private onGrant (v: Vip, from: HostId, claim: ClaimRef): void {
+    if (v.role !== 'claiming' || !sameClaim(claim, v.own)) return
+    v.grants.add(from)
+    if (v.grants.size >= this.quorum && this.quorate()) this.becomeOwner(v)
+  }
+
+  private onHeld (v: Vip, from: HostId, claim: ClaimRef): void {
+    if (this.isStale(v, claim)) return
+    if (v.granted === null || compareClaims(claim, v.granted) > 0 || (v.released && !sameClaim(claim, v.granted))) {
+      v.granted = { ...claim }
+      v.released = false
+      v.releasedTo = null
+      v.dirty = true
+    }
+    const own = v.own
+    switch (v.role) {
+      case 'claiming':
+        this.abandonClaim(v, `${from.slice(0, 8)} holds it (${claimText(claim)})`)
+        break
+      case 'owner':
+        assert(own !== null, 'vip: owner without a claim')
+        v.counters.conflicts++
+        if (compareClaims(claim, own) > 0) {
+          this.event(v, 'vip-conflict', `vip ${v.spec.id} held by ${claimText(claim)} above ours ${claimText(own)}: stepping down`)
+          this.becomeReleasing(v, null, 'step-down')
+        } else {
+          this.event(v, 'vip-conflict', `vip ${v.spec.id} also held by ${claimText(claim)} below ours ${claimText(own)}: re-announcing`)
+          this.reannounce(v, 'conflict')
+        }
+        break
+      case 'handingOff':
+        assert(own !== null, 'vip: handing off without a claim')
+        if (compareClaims(claim, own) > 0) {
+          this.ensureAbsent(v, 'handoff-done')
+          this.becomeStandby(v, `successor ${claimText(claim)} holds it`)
+        }
+        break
+      case 'fenced':
+        assert(own !== null, 'vip: fenced without a claim')
+        if (compareClaims(claim, own) > 0) this.becomeReleasing(v, null, 'fence')
+        break
+      case 'standby': case 'releasing':
+        break
+    }
+  }
+
+  private onRelease (v: Vip, from: HostId, claim: ClaimRef, to: HostId | null): void {
+    const floor = v.floor.get(from) ?? -1
+    if (claim.lamport > floor) { v.floor.set(from, claim.lamport); v.dirty = true }
+    if (v.granted !== null && compareClaims(claim, v.granted) < 0) return
+    if (v.granted === null || !sameClaim(claim, v.granted) || !v.released) {
+      v.granted = { ...claim }
+      v.released = true
+      v.releasedTo = to
+      v.releasedAtTick = this.now
+      v.dirty = true
+    }
+    // A request we refused only because of that claim can be granted now.
+    const r = v.refused
+    v.refused = null
+    if (r !== null && !this.isStale(v, r) && compareClaims(r, v.granted) > 0 && this.isFreeFor(v, r.host)) this.grant(v, r)
+    if (v.role === 'claiming') this.sendRequest(v)
+  }
+
+  private onMembers (members: ReadonlyArray<{ id: HostId, state: MemberState }>): void {
+    let healed = false
+    for (const m of members) {
+      if (!this.memberSet.has(m.id) || m.id === this.self) continue
+      const prev = this.states.get(m.id)
+      if (m.state === 'dead' || m.state === 'left') {
+        if (prev !== 'dead' && prev !== 'left') this.deadSince.set(m.id, this.now)
+      } else {
+        this.deadSince.delete(m.id)
+        if (prev === 'dead' || prev === 'left') healed = true
+      }
+      this.states.set(m.id, m.state)
+    }
+    if (!healed) return
+    // A member came back: the partition may have healed. The owner re-announces (clients on
+    // the other side may still point at a fenced host's MAC) and re-asserts its claim.
+    for (const v of this.vips.values()) {
+      if (v.role === 'owner' && v.addr === 'present') this.reannounce(v, 'heal')
+    }
+  }
+
+  private onVmPlaced (vm: VmId): void {
+    for (const v of this.vips.values()) {
+      if (v.spec.binding.kind === 'vm' && v.spec.binding.vm === vm) v.vmHere = true
+    }
+  }
+
+  private onVmMovedAway (vm: VmId, to: HostId | null): void {
+    for (const v of this.vips.values()) {
+      if (v.spec.binding.kind !== 'vm' || v.spec.binding.vm !== vm) continue
+      v.vmHere = false
+      this.plannedMove(v, to !== null && this.memberSet.has(to) && to !== this.self ? to : null)
+    }
+  }
+
+  private onOperatorMove (vip: VipId, to: HostId): void {
+    const v = this.vips.get(vip)
+    if (v === undefined) return
+    const b = v.spec.binding
+    if (b.kind !== 'group' || !b.hosts.includes(to) || to === this.self || v.role !== 'owner') {
+      const why = b.kind !== 'group' ? 'it follows a VM' : !b.hosts.includes(to) ? `${to.slice(0, 8)} is not in its group` : to === this.self ? 'this host already holds it' : 'this host is not its owner'
+      this.event(v, 'vip-move-rejected', `vip ${v.spec.id} move to ${to.slice(0, 8)} rejected: ${why}`)
+      return
+    }
+    this.plannedMove(v, to)
+  }
+
+  private onApplied (vip: VipId, op: 'add' | 'remove' | 'announce', ok: boolean, code: string | undefined): void {
+    const v = this.vips.get(vip)
+    if (v === undefined) return
+    if (op === 'announce') {
+      if (!ok) {
+        v.counters.announceFailures++
+        this.event(v, 'vip-announce-failed', `vip ${v.spec.id} announcement failed (${code ?? 'unknown'})`)
+      }
+      return
+    }
+    if (op === 'add') {
+      if (v.addr !== 'adding') return // superseded by a removal issued since
+      if (ok) {
+        v.addr = 'present'
+        this.onAddressAdded(v)
+      } else {
+        v.counters.addFailures++
+        this.event(v, 'vip-add-failed', `vip ${v.spec.id} add ${v.spec.address} on ${v.spec.iface} failed (${code ?? 'unknown'})`)
+        v.addr = 'unknown'
+        v.backoffUntilTick = this.now + this.backoffTicks()
+        if (v.role === 'owner') this.becomeReleasing(v, null, 'add-failed')
+        else this.ensureAbsent(v, 'add-failed')
+      }
+      return
+    }
+    if (v.addr !== 'removing') return // superseded by an add issued since
+    if (ok) {
+      v.addr = 'absent'
+      v.removeRetryAtTick = null
+      if (v.role === 'releasing') this.finishRelease(v)
+    } else {
+      v.counters.removeFailures++
+      v.removeRetryAtTick = this.now + this.config.removeRetryTicks
+      this.event(v, 'vip-remove-failed', `vip ${v.spec.id} remove ${v.spec.address} from ${v.spec.iface} failed (${code ?? 'unknown'}); retrying (${v.counters.removeFailures} failures)`)
+    }
+  }
+
+  private onLeave (): void {
+    this.leaving = true
+    for (const v of this.vips.values()) {
+      if (v.role === 'owner' || v.role === 'handingOff' || v.role === 'fenced') this.becomeReleasing(v, null, 'release')
+      else if (v.role === 'claiming') this.abandonClaim(v, 'leaving')
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Time and standing decisions
+
+  private tickVip (v: Vip): void {
+    const now = this.now
+    if (v.addr === 'removing' && v.removeRetryAtTick !== null && now >= v.removeRetryAtTick) {
+      v.removeRetryAtTick = null
+      this.emitRemove(v, 'retry')
+    }
+    switch (v.role) {
+      case 'claiming':
+        if (now - v.roleSinceTick >= this.config.claimTimeoutTicks) this.abandonClaim(v, 'no majority of grants in time')
+        else if (now - v.lastSendTick >= this.config.claimRetryTicks) this.sendRequest(v)
+        break
+      case 'handingOff':
+        if (now - v.roleSinceTick >= this.config.handoffTimeoutTicks) {
+          this.ensureAbsent(v, 'handoff-timeout')
+          this.becomeStandby(v, 'successor did not take over in time')
+        } else if (now - v.lastSendTick >= this.config.claimRetryTicks && v.own !== null) {
+          v.lastSendTick = now
+          this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...v.own }, to: v.handoffTo })
+        }
+        break
+      case 'owner':
+        if (v.addr !== 'present') break
+        if (v.secondBurstAtTick !== null && now >= v.secondBurstAtTick) {
+          v.secondBurstAtTick = null
+          this.announce(v, 'second-burst')
+        }
+        if (v.refreshAtTick !== null && now >= v.refreshAtTick) {
+          this.announce(v, 'refresh')
+          v.refreshAtTick = now + this.config.refreshTicks
+        }
+        if (v.heldAtTick !== null && now >= v.heldAtTick) {
+          this.send(this.others(), this.heldMessage(v))
+          v.heldAtTick = now + this.config.heldRefreshTicks
+        }
+        break
+      case 'standby': case 'releasing': case 'fenced':
+        break
+    }
+  }
+
+  /** Decisions that depend on standing conditions (quorum, eligibility, freedom), after every input and tick. */
+  private evaluate (v: Vip): void {
+    const quorate = this.quorate()
+    switch (v.role) {
+      case 'owner':
+        if (!quorate) this.becomeFenced(v)
+        break
+      case 'claiming':
+        if (!quorate) this.abandonClaim(v, 'lost sight of a majority')
+        break
+      case 'handingOff':
+        if (!quorate) {
+          this.ensureAbsent(v, 'fence')
+          this.becomeStandby(v, 'lost sight of a majority while handing off')
+        }
+        break
+      case 'fenced':
+        if (quorate) {
+          if (this.isEligible(v) && !this.leaving && this.isFreeFor(v, this.self) && this.now >= v.backoffUntilTick) this.becomeClaiming(v)
+          else this.becomeReleasing(v, null, 'release')
+        }
+        break
+      case 'standby':
+        if (this.shouldClaim(v)) this.becomeClaiming(v)
+        break
+      case 'releasing':
+        break
+    }
+  }
+
+  private shouldClaim (v: Vip): boolean {
+    if (this.leaving || !this.isEligible(v) || this.now < v.backoffUntilTick || !this.quorate()) return false
+    if (!this.isFreeFor(v, this.self)) return false
+    const b = v.spec.binding
+    if (b.kind === 'vm') return true // S1: the VM runs on one host only
+    if (v.released && v.releasedTo !== null) {
+      if (v.releasedTo === this.self) return true
+      const reserved = this.now - v.releasedAtTick < this.config.handoffReserveTicks
+      if (reserved && this.isUp(v.releasedTo)) return false
+    }
+    // First host of the group, in order of preference, that is up and not the one that has just
+    // given it up (a host whose add failed backs off; a dead owner is not up anyway).
+    const recent = this.now - v.releasedAtTick < this.config.handoffReserveTicks
+    const leaving = v.granted !== null && v.released && recent ? v.granted.host : null
+    const first = b.hosts.find(h => this.isUp(h) && h !== leaving)
+    return first === this.self
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Transitions (all of them are here)
+
+  private becomeStandby (v: Vip, why: string): void {
+    this.transition(v, 'standby', why)
+    v.own = null
+    v.grants.clear()
+    v.handoffTo = null
+    v.dirty = true
+  }
+
+  private becomeClaiming (v: Vip): void {
+    const prev = v.granted !== null && v.granted.host !== this.self ? { ...v.granted } : null
+    const takeover = prev !== null && !v.released
+    const claim: ClaimRef = { host: this.self, lamport: ++this.lamport }
+    this.lamportDirty = true
+    this.transition(v, 'claiming', `claim ${claimText(claim)}${takeover ? ` takes over from dead ${claimText(prev)}` : ''}`)
+    v.own = claim
+    v.supersedes = takeover ? prev : null
+    v.counters.claims++
+    v.grants.clear()
+    // Our own acceptor grants first (it is free for us: that is why we claim).
+    assert(this.isFreeFor(v, this.self), `vip ${v.spec.id}: claiming a VIP that is not free`)
+    this.setGranted(v, claim)
+    v.grants.add(this.self)
+    v.dirty = true
+    if (v.grants.size >= this.quorum) { this.becomeOwner(v); return }
+    this.sendRequest(v)
+  }
+
+  private becomeOwner (v: Vip): void {
+    assert(v.own !== null && v.role === 'claiming', `vip ${v.spec.id}: owner without a claim`)
+    this.transition(v, 'owner', `claim ${claimText(v.own)} granted by ${v.grants.size}/${this.members.length}`)
+    if (v.supersedes !== null) v.counters.takeovers++
+    v.counters.ownerChanges++
+    v.addr = 'adding'
+    v.removeRetryAtTick = null
+    this.out.push({ type: 'add-and-announce', ...v.target, burst: this.burst() })
+  }
+
+  private becomeHandingOff (v: Vip, to: HostId): void {
+    assert(v.own !== null, `vip ${v.spec.id}: handing off without a claim`)
+    this.transition(v, 'handingOff', `to ${to.slice(0, 8)} (make-before-break)`)
+    v.handoffTo = to
+    this.markReleased(v, v.own, to)
+    v.lastSendTick = this.now
+    this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...v.own }, to })
+  }
+
+  private becomeReleasing (v: Vip, to: HostId | null, reason: RemoveReason): void {
+    this.transition(v, 'releasing', `${reason}${to !== null ? `, to ${to.slice(0, 8)}` : ''}`)
+    v.releaseTo = to
+    v.grants.clear()
+    this.ensureAbsent(v, reason)
+    if (v.addr === 'absent') this.finishRelease(v)
+  }
+
+  private becomeFenced (v: Vip): void {
+    this.transition(v, 'fenced', 'fewer than a majority of members alive')
+    v.secondBurstAtTick = null
+    v.refreshAtTick = null
+    v.heldAtTick = null
+    this.ensureAbsent(v, 'fence')
+  }
+
+  private transition (v: Vip, to: VipRole, why: string): void {
+    const from = v.role
+    v.role = to
+    v.roleSinceTick = this.now
+    this.event(v, 'vip-role', `vip ${v.spec.id} became ${to} (from ${from}): ${why}`)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Helpers
+
+  private plannedMove (v: Vip, to: HostId | null): void {
+    if (v.role === 'claiming') { this.abandonClaim(v, 'no longer eligible'); return }
+    if (v.role === 'fenced') { this.becomeReleasing(v, null, 'release'); return }
+    if (v.role !== 'owner') return
+    if (to !== null && this.config.plannedMove === 'make-before-break' && v.addr === 'present') this.becomeHandingOff(v, to)
+    else this.becomeReleasing(v, to, 'release')
+  }
+
+  private abandonClaim (v: Vip, why: string): void {
+    assert(v.role === 'claiming' && v.own !== null, `vip ${v.spec.id}: abandoning without a claim`)
+    v.counters.claimsAbandoned++
+    const own = v.own
+    this.markReleased(v, own, null)
+    this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...own }, to: null })
+    v.backoffUntilTick = this.now + this.backoffTicks()
+    this.becomeStandby(v, why)
+  }
+
+  private finishRelease (v: Vip): void {
+    assert(v.role === 'releasing' && v.addr === 'absent', `vip ${v.spec.id}: release before removal`)
+    const own = v.own
+    if (own !== null) {
+      this.markReleased(v, own, v.releaseTo)
+      this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...own }, to: v.releaseTo })
+    }
+    v.releaseTo = null
+    this.becomeStandby(v, own !== null ? `released ${claimText(own)}` : 'nothing to release')
+  }
+
+  private onAddressAdded (v: Vip): void {
+    this.noteAnnounce(v, 'takeover')
+    if (v.role !== 'owner') return
+    v.secondBurstAtTick = this.now + this.config.secondBurstTicks
+    v.refreshAtTick = this.config.refreshTicks > 0 ? this.now + this.config.refreshTicks : null
+    v.heldAtTick = this.now + this.config.heldRefreshTicks
+    this.send(this.others(), this.heldMessage(v))
+  }
+
+  private reannounce (v: Vip, reason: AnnounceReason): void {
+    if (v.addr !== 'present') return
+    this.announce(v, reason)
+    // A second burst after the other side has had time to remove (and past Linux's locktime).
+    v.secondBurstAtTick = this.now + this.config.secondBurstTicks
+    this.send(this.others(), this.heldMessage(v))
+    v.heldAtTick = this.now + this.config.heldRefreshTicks
+  }
+
+  private announce (v: Vip, reason: AnnounceReason): void {
+    this.noteAnnounce(v, reason)
+    this.out.push({ type: 'announce', ...v.target, burst: this.burst(), reason })
+  }
+
+  private noteAnnounce (v: Vip, reason: 'takeover' | AnnounceReason): void {
+    v.lastAnnounceTick = this.now
+    v.lastAnnounceReason = reason
+    v.counters.announcements++
+  }
+
+  private ensureAbsent (v: Vip, reason: RemoveReason): void {
+    if (v.addr === 'absent' || v.addr === 'removing') return
+    this.emitRemove(v, reason)
+  }
+
+  private emitRemove (v: Vip, reason: RemoveReason): void {
+    v.addr = 'removing'
+    v.secondBurstAtTick = null
+    v.refreshAtTick = null
+    v.heldAtTick = null
+    this.out.push({ type: 'remove', ...v.target, reason })
+  }
+
+  private grant (v: Vip, claim: ClaimRef): void {
+    this.setGranted(v, claim)
+    if (sameClaim(v.refused, claim)) v.refused = null
+    this.send([claim.host], { type: 'vipGrant', vip: v.spec.id, claim: { ...claim }, from: this.self })
+  }
+
+  private setGranted (v: Vip, claim: ClaimRef): void {
+    v.granted = { ...claim }
+    v.released = false
+    v.releasedTo = null
+    v.dirty = true
+  }
+
+  private markReleased (v: Vip, claim: ClaimRef, to: HostId | null): void {
+    const floor = v.floor.get(claim.host) ?? -1
+    if (claim.lamport > floor) v.floor.set(claim.host, claim.lamport)
+    if (v.granted === null || compareClaims(claim, v.granted) >= 0) {
+      v.granted = { ...claim }
+      v.released = true
+      v.releasedTo = to
+      v.releasedAtTick = this.now
+    }
+    v.dirty = true
+  }
+
+  private sendRequest (v: Vip): void {
+    assert(v.own !== null, 'vip: request without a claim')
+    v.lastSendTick = this.now
+    const to = this.others().filter(h => !v.grants.has(h))
+    if (to.length > 0) this.send(to, { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'request' })
+  }
+
+  private heldMessage (v: Vip): VipMessage {
+    assert(v.own !== null, 'vip: held without a claim')
+    return { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'held' }
+  }
+
+  private send (to: HostId[], message: VipMessage): void {
+    if (to.length > 0) this.out.push({ type: 'send', to, message })
+  }
+
+  private event (v: Vip, kind: string, text: string): void {
+    this.out.push({ type: 'event', event: { kind, host: this.self, text } })
+    void v
+  }
+
+  /** A message about a claim its host has since released is stale. */
+  private isStale (v: Vip, claim: ClaimRef): boolean {
+    return claim.lamport <= (v.floor.get(claim.host) ?? -1)
+  }
+
+  /** May this member grant (or `host` make) a claim on the VIP now? */
+  private isFreeFor (v: Vip, host: HostId): boolean {
+    const g = v.granted
+    if (g === null || v.released || g.host === host) return true
+    const since = this.deadSince.get(g.host)
+    return since !== undefined && this.now - since >= this.config.takeoverGraceTicks
+  }
+
+  private isEligible (v: Vip): boolean {
+    const b = v.spec.binding
+    return b.kind === 'vm' ? v.vmHere : b.hosts.includes(this.self)
+  }
+
+  private isUp (h: HostId): boolean {
+    const s = this.states.get(h)
+    return s === 'alive' || s === 'suspect'
+  }
+
+  /** We see a majority of the configured members alive (suspect members do not count). */
+  private quorate (): boolean {
+    let alive = 0
+    for (const h of this.members) if (h === this.self || this.states.get(h) === 'alive') alive++
+    return alive >= this.quorum
+  }
+
+  private others (): HostId[] { return this.members.filter(h => h !== this.self) }
+
+  private burst (): Burst { return { count: this.config.burstCount, intervalMs: this.config.burstIntervalMs } }
+
+  private backoffTicks (): number { return this.config.claimBackoffTicks + this.prng.int(this.config.claimBackoffTicks + 1) }
+
+  private durable (v: Vip): VipDurable {
+    return {
+      granted: v.granted === null ? null : { ...v.granted },
+      released: v.released,
+      releasedTo: v.releasedTo,
+      floor: Object.fromEntries(v.floor),
+      own: v.own === null ? null : { ...v.own }
+    }
+  }
+}
+
+/** Rebuilds `VipOwnershipInit.restored` from the store entries under VIP_KEY_PREFIX. */
+export function restoreVipState (entries: ReadonlyArray<readonly [string, unknown]>): NonNullable<VipOwnershipInit['restored']> {
+  let lamport = 0
+  const vips: Record<VipId, VipDurable> = {}
+  for (const [key, value] of entries) {
+    if (key === VIP_LAMPORT_KEY && typeof value === 'number') lamport = value
+    else if (key.startsWith('vip/state/') && typeof value === 'object' && value !== null) vips[key.slice('vip/state/'.length)] = value as VipDurable
+  }
+  return { lamport, vips }
+}
