@@ -1,0 +1,448 @@
+/**
+ * The physical side of the trace simulator: hosts, VMs, a time-shared CPU scheduler with
+ * over-subscription, live migrations, energy and SLA accounting. It follows the behaviour of
+ * CloudSim 3.0.3's power package as described in shared/traces/planetlab (README.md and
+ * REFERENCE.md), re-implemented from that description; the quirks that change the numbers are
+ * kept on purpose and named where they happen:
+ *
+ * - Q1 a VM whose requested MIPS is exactly 0 at an update is removed for good (`dropIdleVms`);
+ * - Q2 a migrating VM sits in the target's VM list at 10 % of its demand (the target's
+ *   "requested" counts it fully, so the target shows an SLA shortfall while it copies);
+ * - Q3 a source remembers a VM that left as "migrating out"; if the VM migrates back while
+ *   remembered, the target gives it 90 % instead of 10 %;
+ * - Q4 energy is integrated between every pair of events (steps and migration ends) as a
+ *   trapezoid, and a host whose utilisation was 0 at the start of a segment counts 0 W;
+ * - Q5 when over-subscribed, every allocation is scaled by one factor and rounded down.
+ *
+ * Who decides migrations is pluggable (`Controller`): the CloudSim-faithful centralised
+ * optimiser (cloudsim.ts) or the decentralised agents (decentral.ts).
+ */
+import { migrationTimeSec, specPower, type SimModel } from './model.js'
+import type { TraceDay } from './traces.js'
+
+/** CPU scheduler of one host (time-shared, over-subscribable, one PE per VM). */
+export class CpuScheduler {
+  readonly req = new Map<number, number>()
+  readonly alloc = new Map<number, number>()
+  avail: number
+  readonly migIn = new Set<number>()
+  readonly migOut = new Set<number>()
+  constructor (readonly totalMips: number, readonly peMips: number) { this.avail = totalMips }
+
+  /** Allocate for a VM (knowing whether it is migrating): the entry point hosts use. */
+  allocVm (vm: number, requested: number, inMigration: boolean): void {
+    if (inMigration) {
+      if (!this.migIn.has(vm) && !this.migOut.has(vm)) this.migOut.add(vm)
+    } else {
+      this.migOut.delete(vm)
+    }
+    this.allocRaw(vm, requested)
+  }
+
+  private allocRaw (vm: number, requested: number): void {
+    const capped = requested > this.peMips ? this.peMips : requested
+    this.req.set(vm, requested)
+    let need = capped
+    if (this.migIn.has(vm)) need *= 0.1
+    if (this.avail >= need) {
+      let a = capped
+      if (this.migOut.has(vm)) a *= 0.9
+      else if (this.migIn.has(vm)) a *= 0.1
+      this.alloc.set(vm, a)
+      this.avail -= need
+    } else {
+      this.redistribute()
+    }
+  }
+
+  private redistribute (): void {
+    let total = 0
+    for (const [vm, r] of this.req) {
+      let c = r > this.peMips ? this.peMips : r
+      if (this.migIn.has(vm)) c *= 0.1
+      total += c
+    }
+    const f = this.totalMips / total
+    this.alloc.clear()
+    for (const [vm, r] of this.req) {
+      let m = r > this.peMips ? this.peMips : r
+      if (this.migOut.has(vm)) { m *= f; m *= 0.9 } else if (this.migIn.has(vm)) { m *= 0.1; m *= f } else m *= f
+      this.alloc.set(vm, Math.floor(m))
+    }
+    this.avail = 0
+  }
+
+  dealloc (vm: number): void {
+    this.req.delete(vm)
+    this.alloc.clear()
+    this.avail = this.totalMips
+    const rest = [...this.req]
+    this.req.clear()
+    for (const [k, r] of rest) this.allocRaw(k, r)
+  }
+
+  deallocAll (): void {
+    this.req.clear(); this.alloc.clear(); this.avail = this.totalMips
+  }
+
+  allocated (vm: number): number { return this.alloc.get(vm) ?? 0 }
+}
+
+export interface SimVm {
+  id: number
+  name: string
+  type: number
+  mips: number
+  ram: number
+  bw: number
+  util: Float64Array
+  /** Utilisation history, newest first. */
+  hist: number[]
+  lastHistT: number
+  inMigration: boolean
+  /** Host that owns it (CloudSim's VM table / getHost); -1 when gone. */
+  host: number
+  alive: boolean
+  beingInstantiated: boolean
+  // SLA accounting: last state entry
+  eT: number; eAlloc: number; eReq: number; eMig: boolean
+  lastMovedT: number
+}
+
+export interface SimHost {
+  id: number
+  type: number
+  totalMips: number
+  peMips: number
+  bw: number
+  ram: number
+  power: readonly number[]
+  sched: CpuScheduler
+  vms: number[]
+  migIn: number[]
+  utilMips: number
+  prevUtilMips: number
+  ramUsed: number
+  bwUsed: number
+  // SLATAH accounting: last state entry
+  eT: number; eAlloc: number; eReq: number; eActive: boolean
+}
+
+export interface StepSample { t: number, activeHosts: number, energyKWh: number, migrations: number, slaShortfall: number }
+
+export interface Metrics {
+  energyKWh: number
+  migrations: number
+  slatah: number
+  pdm: number
+  slav: number
+  esv: number
+  overallSla: number
+  vmsDropped: number
+  powerClamps: number
+}
+
+/** What decides migrations at each step. Returns (vm, target host) pairs in order. */
+export type Controller = (sim: TraceSim, t: number) => Array<[number, number]>
+
+export class TraceSim {
+  readonly hosts: SimHost[] = []
+  readonly vms: SimVm[] = []
+  now = 0
+  lastProcess = 0
+  energyWs = 0
+  migrations = 0
+  powerClamps = 0
+  vmsDropped = 0
+  private events: Array<{ t: number, vm: number, target: number }> = []
+  // SLA accumulators
+  private slaTotalTime = 0
+  private slaViolTime = 0
+  private vmAlloc = 0
+  private vmReq = 0
+  private vmUnderMig = 0
+  readonly timeline: StepSample[] = []
+  private migrationsThisStep = 0
+
+  constructor (readonly model: SimModel, readonly trace: TraceDay) {
+    for (let i = 0; i < model.hosts; i++) {
+      const ty = model.hostTypes[i % model.hostTypes.length]
+      if (ty === undefined) throw new Error('model has no host types')
+      const total = ty.pes * ty.peMips
+      this.hosts.push({
+        id: i, type: i % model.hostTypes.length, totalMips: total, peMips: ty.peMips, bw: ty.bw, ram: ty.ramMiB, power: ty.powerW,
+        sched: new CpuScheduler(total, ty.peMips), vms: [], migIn: [], utilMips: 0, prevUtilMips: 0, ramUsed: 0, bwUsed: 0,
+        eT: -1, eAlloc: 0, eReq: 0, eActive: true
+      })
+    }
+    const n = trace.util.length
+    const block = Math.ceil(n / model.vmTypes.length)
+    for (let i = 0; i < n; i++) {
+      const ty = Math.floor(i / block)
+      const vt = model.vmTypes[ty]
+      if (vt === undefined) throw new Error('bad VM type index')
+      this.vms.push({
+        id: i, name: trace.names[i] ?? String(i), type: ty, mips: vt.mips, ram: vt.ramMiB, bw: vt.bw, util: trace.util[i] as Float64Array,
+        hist: [], lastHistT: 0, inMigration: false, host: -1, alive: true, beingInstantiated: true,
+        eT: -1, eAlloc: 0, eReq: 0, eMig: false, lastMovedT: -Infinity
+      })
+    }
+  }
+
+  /** Trace utilisation at time t, interpolated linearly between samples. */
+  utilAt (vm: SimVm, t: number): number {
+    const iv = this.model.intervalSec
+    if (t % iv === 0) return vm.util[Math.trunc(t / iv)] as number
+    const t1 = Math.floor(t / iv)
+    const t2 = Math.ceil(t / iv)
+    const u1 = vm.util[t1] ?? (vm.util[vm.util.length - 1] as number)
+    const u2 = vm.util[t2] ?? (vm.util[vm.util.length - 1] as number)
+    const delta = (u2 - u1) / ((t2 - t1) * iv)
+    return u1 + delta * (t - t1 * iv)
+  }
+
+  /** Requested MIPS of a VM now (nominal while being created). */
+  requested (vm: SimVm): number {
+    if (vm.beingInstantiated) return vm.mips
+    // before the workloads are submitted (initial placement) created VMs ask for nothing
+    return this.submitted ? this.utilAt(vm, this.now) * vm.mips : 0
+  }
+
+  /** False during initial placement, before the traces start driving the VMs. */
+  submitted = false
+
+  migrationTime (vm: SimVm, target: SimHost): number {
+    return migrationTimeSec(vm.ram, target.bw, this.model.migrationLinkShare)
+  }
+
+  // ---- host operations (CloudSim Host semantics) ----
+
+  vmCreate (h: SimHost, vm: SimVm): void {
+    h.sched.allocVm(vm.id, this.requested(vm), vm.inMigration)
+    h.vms.push(vm.id)
+    vm.host = h.id
+  }
+
+  vmDestroy (h: SimHost, vm: SimVm): void {
+    h.sched.dealloc(vm.id)
+    const i = h.vms.indexOf(vm.id)
+    if (i >= 0) h.vms.splice(i, 1)
+    vm.host = -1
+  }
+
+  /** Recompute a host's allocations and utilisation at the current time (and record state). */
+  updateHost (h: SimHost, t: number, stepTime: boolean): void {
+    if (stepTime) {
+      for (const id of h.vms) {
+        const vm = this.vms[id] as SimVm
+        if (t > vm.lastHistT) {
+          const u = this.utilAt(vm, t)
+          vm.hist.unshift(u)
+          if (vm.hist.length > this.model.historyLength) vm.hist.length = this.model.historyLength
+          vm.lastHistT = t
+        }
+      }
+    }
+    h.prevUtilMips = h.utilMips
+    let util = 0
+    let reqTot = 0
+    h.sched.deallocAll()
+    for (const id of h.vms) {
+      const vm = this.vms[id] as SimVm
+      h.sched.allocVm(id, this.requested(vm), vm.inMigration)
+    }
+    for (const id of h.vms) {
+      const vm = this.vms[id] as SimVm
+      const r = this.requested(vm)
+      let a = h.sched.allocated(id)
+      if (!h.migIn.includes(id)) {
+        this.vmEntry(vm, t, a, r, vm.inMigration)
+        if (vm.inMigration) a /= 0.9
+      }
+      util += a
+      reqTot += r
+    }
+    h.utilMips = util
+    this.hostEntry(h, t, util, reqTot, util > 0)
+  }
+
+  private vmEntry (vm: SimVm, t: number, alloc: number, req: number, mig: boolean): void {
+    if (vm.eT >= 0 && vm.eT !== t) {
+      const dt = t - vm.eT
+      this.vmAlloc += vm.eAlloc * dt
+      this.vmReq += vm.eReq * dt
+      if (vm.eAlloc < vm.eReq && vm.eMig) this.vmUnderMig += (vm.eReq - vm.eAlloc) * dt
+    }
+    vm.eT = t; vm.eAlloc = alloc; vm.eReq = req; vm.eMig = mig
+  }
+
+  private hostEntry (h: SimHost, t: number, alloc: number, req: number, active: boolean): void {
+    if (h.eT >= 0 && h.eT !== t && h.eActive) {
+      const dt = t - h.eT
+      this.slaTotalTime += dt
+      if (h.eAlloc < h.eReq) this.slaViolTime += dt
+    }
+    h.eT = t; h.eAlloc = alloc; h.eReq = req; h.eActive = active
+  }
+
+  hostUtil (h: SimHost): number {
+    const u = h.utilMips / h.totalMips
+    return u > 1 && u < 1.01 ? 1 : u
+  }
+
+  private hostPrevUtil (h: SimHost): number {
+    const u = h.prevUtilMips / h.totalMips
+    return u > 1 && u < 1.01 ? 1 : u
+  }
+
+  power (h: SimHost, u: number): number {
+    if (u > 1) { this.powerClamps++; u = 1 }
+    if (u < 0) u = 0
+    return specPower(h.power, u)
+  }
+
+  /** Full data-centre update at time t: hosts, energy since the last update, idle-VM removal. */
+  fullUpdate (t: number): void {
+    this.now = t
+    const stepTime = Math.abs(((t - this.model.phaseSec) % this.model.intervalSec)) === 0
+    for (const h of this.hosts) this.updateHost(h, t, stepTime)
+    const dt = t - this.lastProcess
+    if (dt > 0) {
+      let e = 0
+      for (const h of this.hosts) {
+        const pu = this.hostPrevUtil(h)
+        if (pu === 0) continue
+        const a = this.power(h, pu)
+        const b = this.power(h, this.hostUtil(h))
+        e += (a + (b - a) / 2) * dt
+      }
+      this.energyWs += e
+    }
+    if (this.model.dropIdleVms) {
+      for (const h of this.hosts) {
+        const done: number[] = []
+        for (const id of h.vms) {
+          const vm = this.vms[id] as SimVm
+          if (!vm.inMigration && this.requested(vm) === 0) done.push(id)
+        }
+        for (const id of done) {
+          const vm = this.vms[id] as SimVm
+          const owner = this.hosts[vm.host]
+          if (owner !== undefined) this.vmDestroy(owner, vm)
+          vm.alive = false
+          this.vmsDropped++
+        }
+      }
+    }
+    this.lastProcess = t
+  }
+
+  /** Start a migration now (the target reserves its share at once). */
+  startMigration (vmId: number, targetId: number): void {
+    const vm = this.vms[vmId] as SimVm
+    const target = this.hosts[targetId] as SimHost
+    const t = this.now
+    vm.inMigration = true
+    if (!target.migIn.includes(vmId)) {
+      target.sched.migIn.add(vmId)
+      target.sched.allocVm(vmId, this.requested(vm), true)
+      target.migIn.push(vmId)
+      target.vms.push(vmId)
+      this.updateHost(target, t, false)
+      const src = this.hosts[vm.host]
+      if (src !== undefined) this.updateHost(src, t, false)
+    }
+    this.migrations++
+    this.migrationsThisStep++
+    vm.lastMovedT = t
+    this.events.push({ t: t + this.migrationTime(vm, target), vm: vmId, target: targetId })
+  }
+
+  private finishMigration (vmId: number, targetId: number): void {
+    const vm = this.vms[vmId] as SimVm
+    const target = this.hosts[targetId] as SimHost
+    const src = this.hosts[vm.host]
+    if (src !== undefined) this.vmDestroy(src, vm)
+    // remove the incoming copy from the target, then create it there for real
+    target.sched.dealloc(vmId)
+    target.migIn.splice(target.migIn.indexOf(vmId), 1)
+    const i = target.vms.indexOf(vmId)
+    if (i >= 0) target.vms.splice(i, 1)
+    target.sched.migIn.delete(vmId)
+    vm.inMigration = false
+    this.vmCreate(target, vm)
+  }
+
+  /** Process migration ends up to (and excluding) time `until`. */
+  private drainEvents (until: number): void {
+    this.events.sort((a, b) => a.t - b.t)
+    while (this.events.length > 0 && (this.events[0] as { t: number }).t < until) {
+      const ev = this.events.shift() as { t: number, vm: number, target: number }
+      if (ev.t > this.lastProcess) this.fullUpdate(ev.t)
+      this.now = ev.t
+      this.finishMigration(ev.vm, ev.target)
+      const next = this.events[0]
+      if (next === undefined || next.t > ev.t) this.fullUpdate(ev.t)
+    }
+  }
+
+  /** Initial placement: a function choosing a host for each new VM (null = not created). */
+  place (choose: (vm: SimVm) => SimHost | null): void {
+    this.now = 0
+    for (const vm of this.vms) {
+      const h = choose(vm)
+      if (h === null) { vm.alive = false; continue }
+      this.vmCreate(h, vm)
+      h.ramUsed += vm.ram
+      h.bwUsed += vm.bw
+      vm.beingInstantiated = false
+    }
+    this.submitted = true
+  }
+
+  /** Run the whole trace with a controller deciding migrations at every step. */
+  run (controller: Controller | null): Metrics {
+    const iv = this.model.intervalSec
+    let t = this.model.phaseSec
+    let first = true
+    while (true) {
+      // CloudSim skips the step at which the cloudlets are submitted
+      if (!first) {
+        if (t > this.model.limitSec) break
+        this.drainEvents(t)
+        this.migrationsThisStep = 0
+        this.fullUpdate(t)
+        if (controller !== null) {
+          for (const [vm, target] of controller(this, t)) this.startMigration(vm, target)
+        }
+        this.sample(t)
+      }
+      first = false
+      const next = t + iv
+      if (next > this.model.limitSec) {
+        this.drainEvents(this.model.limitSec + 1e-9)
+        break
+      }
+      t = next
+    }
+    return this.metrics()
+  }
+
+  private sample (t: number): void {
+    let active = 0
+    for (const h of this.hosts) if (h.utilMips > 0) active++
+    this.timeline.push({ t, activeHosts: active, energyKWh: this.energyWs / 3.6e6, migrations: this.migrationsThisStep, slaShortfall: this.slaTotalTime > 0 ? this.slaViolTime / this.slaTotalTime : 0 })
+  }
+
+  metrics (): Metrics {
+    const energyKWh = this.energyWs / 3.6e6
+    const slatah = this.slaTotalTime > 0 ? this.slaViolTime / this.slaTotalTime : 0
+    const pdm = this.vmReq > 0 ? this.vmUnderMig / this.vmReq : 0
+    const slav = slatah * pdm
+    return {
+      energyKWh, migrations: this.migrations, slatah, pdm, slav, esv: energyKWh * slav,
+      overallSla: this.vmReq > 0 ? (this.vmReq - this.vmAlloc) / this.vmReq : 0,
+      vmsDropped: this.vmsDropped, powerClamps: this.powerClamps
+    }
+  }
+}
