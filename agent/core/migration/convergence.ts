@@ -1,0 +1,300 @@
+/**
+ * Migration convergence: choosing pre-copy or post-copy up front, and steering a running
+ * pre-copy so that it finishes (or gives up) in bounded time. Pure functions: no IO, no clock,
+ * no randomness; the caller passes measurements in and carries the returned state.
+ *
+ * The pre-copy model (ANCHORS §2): with memory M, dirty rate D and bandwidth B, round i sends what
+ * was dirtied during round i-1, so round i leaves M·r^i to send with r = D/B; the migration can
+ * stop the guest and copy the rest once that is below B × the allowed downtime. The total is about
+ * (M/B)(1 - r^(n+1))/(1 - r), and it converges only if D < B. We refine it with the working set:
+ * a guest cannot dirty more than it touches, so what is left after a round is min(W, D·t).
+ *
+ * While it runs, each dirty-bitmap sync ends a round. A round that does not cut the smallest
+ * amount left so far by `minProgressFraction` is a stall. As in oVirt's convergence schedule, the
+ * allowed downtime climbs a ramp (100 → 150 → 200 → 300 → 400 → 500 ms after 1/2/3/4/6 stalls);
+ * after `fallbackAfterStalls` stalls, after the round cap, or after the time budget, the migration
+ * switches to post-copy or is aborted, as the VM's policy says.
+ *
+ * The round cap exists because, under TCG on QEMU 7.2, pre-copy runs that needed 5 or more
+ * dirty-bitmap syncs left the guest panicking on the target (ANCHORS §4): under TCG at most 4
+ * syncs are allowed. QEMU counts a sync at setup, one at the end of every round, and one before
+ * the stop-and-copy, so a migration of k rounds makes about k + 2 syncs.
+ */
+
+/** What to do when pre-copy stalls. */
+export type StallFallback =
+  /** Switch to post-copy: always finishes, but a network failure during it loses the VM. */
+  | 'postcopy'
+  /** Cancel the migration: the VM keeps running on the source. */
+  | 'abort'
+
+export interface ConvergencePolicy {
+  /** Allowed downtime at each step of the ramp, ms, ascending; the first is the starting value. */
+  downtimeRampMs: readonly number[]
+  /**
+   * Stalled rounds at which the ramp moves to the next step: entry j moves it to
+   * downtimeRampMs[j + 1]. Non-decreasing, one shorter than downtimeRampMs.
+   */
+  rampAtStalls: readonly number[]
+  /** Stalled rounds after which the fallback is taken. */
+  fallbackAfterStalls: number
+  /** A round must cut the smallest remaining amount seen so far by this fraction not to stall. */
+  minProgressFraction: number
+  /** Largest dirty-bitmap sync count a pre-copy may reach (4 under TCG, see the module comment). */
+  maxDirtySyncs: number
+  /** Time budget of a migration per GiB of guest memory, ms (Nova: 800 s per GiB). */
+  completionTimeoutMsPerGiB: number
+  /** What to do on a stall, the cap, or the budget. */
+  onStall: StallFallback
+}
+
+/**
+ * The default policy: oVirt's ramp, Nova's time budget, and the sync cap of the accelerator.
+ */
+export function defaultConvergencePolicy (accel: 'kvm' | 'tcg', onStall: StallFallback): ConvergencePolicy {
+  return {
+    downtimeRampMs: [100, 150, 200, 300, 400, 500],
+    rampAtStalls: [1, 2, 3, 4, 6],
+    fallbackAfterStalls: 7,
+    minProgressFraction: 0.1,
+    maxDirtySyncs: accel === 'tcg' ? 4 : 30,
+    completionTimeoutMsPerGiB: 800_000,
+    onStall
+  }
+}
+
+/** Checks a policy; returns the problems found (empty when sound). */
+export function checkConvergencePolicy (p: ConvergencePolicy): string[] {
+  const errs: string[] = []
+  if (p.downtimeRampMs.length === 0) errs.push('downtimeRampMs must not be empty')
+  if (p.downtimeRampMs.some((v, i) => !(v > 0) || (i > 0 && v < (p.downtimeRampMs[i - 1] ?? 0)))) errs.push('downtimeRampMs must be positive and ascending')
+  if (p.rampAtStalls.length !== Math.max(0, p.downtimeRampMs.length - 1)) errs.push('rampAtStalls must be one shorter than downtimeRampMs')
+  if (p.rampAtStalls.some((v, i) => !(v >= 1) || (i > 0 && v < (p.rampAtStalls[i - 1] ?? 0)))) errs.push('rampAtStalls must be >= 1 and non-decreasing')
+  if (!(p.fallbackAfterStalls >= 1)) errs.push('fallbackAfterStalls must be >= 1')
+  if (!(p.minProgressFraction >= 0 && p.minProgressFraction < 1)) errs.push('minProgressFraction must be in [0, 1)')
+  if (!(p.maxDirtySyncs >= 3)) errs.push('maxDirtySyncs must be >= 3 (setup, one round, stop-and-copy)')
+  if (!(p.completionTimeoutMsPerGiB > 0)) errs.push('completionTimeoutMsPerGiB must be > 0')
+  return errs
+}
+
+/** The VM and link as measured before the migration starts. */
+export interface MigrationEstimateInput {
+  /** Guest memory, bytes. */
+  memBytes: number
+  /** Memory the guest rewrites, bytes (caps what a round can leave); memBytes when unknown. */
+  workingSetBytes?: number
+  /** Rate at which the guest dirties memory, bytes/s. */
+  dirtyRateBytesPerS: number
+  /** Usable bandwidth of the migration link, bytes/s. */
+  bandwidthBytesPerS: number
+}
+
+/** The pre-copy model's prediction for one downtime limit. */
+export interface PrecopyEstimate {
+  converges: boolean
+  /** Rounds before the stop-and-copy (the first full pass counts as one). */
+  rounds: number
+  /** Dirty-bitmap syncs QEMU will count: rounds + 2. */
+  dirtySyncs: number
+  /** Predicted pause, ms. */
+  downtimeMs: number
+  /** Predicted duration, ms. */
+  totalMs: number
+}
+
+const MAX_MODEL_ROUNDS = 60
+
+/** Runs the pre-copy model until the rest fits in `downtimeLimitMs`, within `maxRounds` rounds. */
+export function estimatePrecopy (input: MigrationEstimateInput, downtimeLimitMs: number, maxRounds = MAX_MODEL_ROUNDS): PrecopyEstimate {
+  const B = input.bandwidthBytesPerS
+  const D = Math.max(0, input.dirtyRateBytesPerS)
+  const W = Math.min(input.workingSetBytes ?? input.memBytes, input.memBytes)
+  if (!(B > 0) || !(input.memBytes >= 0)) return { converges: false, rounds: 0, dirtySyncs: 0, downtimeMs: Infinity, totalMs: Infinity }
+  let remaining = input.memBytes
+  let totalS = 0
+  for (let k = 1; k <= maxRounds; k++) {
+    const t = remaining / B
+    totalS += t
+    remaining = Math.min(W, D * t)
+    const downS = remaining / B
+    if (downS * 1000 <= downtimeLimitMs) {
+      return { converges: true, rounds: k, dirtySyncs: k + 2, downtimeMs: downS * 1000, totalMs: (totalS + downS) * 1000 }
+    }
+  }
+  return { converges: false, rounds: maxRounds, dirtySyncs: maxRounds + 2, downtimeMs: (remaining / B) * 1000, totalMs: Infinity }
+}
+
+/** How to run a migration. */
+export type PlannedMode =
+  /** Pre-copy, aborted if it stalls (post-copy not enabled). */
+  | 'precopy'
+  /** Pre-copy with post-copy enabled as the fallback. */
+  | 'hybrid'
+  /** Post-copy from the end of the first full pass: pre-copy cannot finish within the limits. */
+  | 'postcopy'
+  /** Do not start: pre-copy cannot finish and post-copy is not allowed. */
+  | 'reject'
+
+export interface MigrationPlan {
+  mode: PlannedMode
+  /** Downtime limit to start with, ms. */
+  downtimeLimitMs: number
+  /** The model's prediction at the smallest ramp step that converges (or the last step). */
+  estimate: PrecopyEstimate
+  /** Time budget, ms; past it the fallback is taken. */
+  timeoutMs: number
+  /** The link bandwidth assumed, bytes/s; used until a transfer rate is measured. */
+  bandwidthBytesPerS: number
+  reason: string
+}
+
+/**
+ * Chooses the mode before the migration starts. Pre-copy (or hybrid, when post-copy is the
+ * fallback) when the model converges within the ramp's largest downtime and the sync cap;
+ * otherwise post-copy if allowed, else reject.
+ */
+export function planMigration (input: MigrationEstimateInput, policy: ConvergencePolicy): MigrationPlan {
+  const ramp = policy.downtimeRampMs
+  const first = ramp[0] ?? 300
+  const roundsMax = Math.max(1, policy.maxDirtySyncs - 2)
+  const timeoutMs = Math.max(1, input.memBytes / 2 ** 30) * policy.completionTimeoutMsPerGiB
+  const precopyMode: PlannedMode = policy.onStall === 'postcopy' ? 'hybrid' : 'precopy'
+  let last: PrecopyEstimate = estimatePrecopy(input, first, roundsMax)
+  for (const step of ramp) {
+    const e = estimatePrecopy(input, step, roundsMax)
+    last = e
+    if (e.converges) {
+      const why = step === first
+        ? `pre-copy converges in ${e.rounds} round(s) at ${first} ms downtime`
+        : `pre-copy converges in ${e.rounds} round(s) once the downtime ramp reaches ${step} ms`
+      return { mode: precopyMode, downtimeLimitMs: first, estimate: e, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: why }
+    }
+  }
+  const r = input.bandwidthBytesPerS > 0 ? input.dirtyRateBytesPerS / input.bandwidthBytesPerS : Infinity
+  const why = r >= 1
+    ? `dirty rate is ${r.toFixed(2)}x the bandwidth: pre-copy never converges`
+    : `pre-copy needs more than ${roundsMax} round(s) or more than ${ramp[ramp.length - 1] ?? first} ms downtime`
+  if (policy.onStall === 'postcopy') return { mode: 'postcopy', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy after the first pass` }
+  return { mode: 'reject', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy not allowed` }
+}
+
+/** One progress sample of a running migration (from the driver's progress()). */
+export interface ConvergenceSample {
+  status: string
+  /** Time since the migration started, ms. */
+  totalTimeMs: number
+  remainingBytes: number
+  transferredBytes: number
+  dirtySyncCount: number
+}
+
+/** The controller's memory between samples. */
+export interface ConvergenceState {
+  readonly mode: PlannedMode
+  readonly downtimeLimitMs: number
+  /** Index in downtimeRampMs of the current limit. */
+  readonly rampIndex: number
+  readonly stalls: number
+  readonly lastSyncCount: number
+  /** Smallest amount left after a round so far, bytes. */
+  readonly bestRemainingBytes: number
+  /** Transfer rate measured between the last two samples, bytes/s (the plan's until known). */
+  readonly rateBytesPerS: number
+  readonly lastSample: ConvergenceSample | null
+  /** A fallback or post-copy switch was ordered; the controller has nothing more to do. */
+  readonly settled: boolean
+}
+
+export type ConvergenceAction =
+  | { kind: 'none' }
+  | { kind: 'setDowntime', downtimeLimitMs: number, reason: string }
+  | { kind: 'startPostcopy', reason: string }
+  | { kind: 'abort', reason: string }
+
+export function initialConvergenceState (plan: MigrationPlan): ConvergenceState {
+  return {
+    mode: plan.mode,
+    downtimeLimitMs: plan.downtimeLimitMs,
+    rampIndex: 0,
+    stalls: 0,
+    lastSyncCount: 0,
+    bestRemainingBytes: Infinity,
+    rateBytesPerS: plan.bandwidthBytesPerS,
+    lastSample: null,
+    settled: plan.mode === 'reject'
+  }
+}
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'cancelling'])
+const POSTCOPY = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover'])
+
+/**
+ * Feeds one progress sample; returns the new state and at most one action for the driver.
+ * `timeoutMs` is the plan's budget.
+ */
+export function stepConvergence (
+  state: ConvergenceState, sample: ConvergenceSample, policy: ConvergencePolicy, timeoutMs: number
+): { state: ConvergenceState, action: ConvergenceAction } {
+  const none: ConvergenceAction = { kind: 'none' }
+  let rate = state.rateBytesPerS
+  const prev = state.lastSample
+  if (prev !== null && sample.totalTimeMs > prev.totalTimeMs && sample.transferredBytes > prev.transferredBytes) {
+    rate = (sample.transferredBytes - prev.transferredBytes) / ((sample.totalTimeMs - prev.totalTimeMs) / 1000)
+  }
+  let s: ConvergenceState = { ...state, rateBytesPerS: rate, lastSample: sample }
+  if (s.settled || TERMINAL.has(sample.status) || POSTCOPY.has(sample.status)) {
+    return { state: POSTCOPY.has(sample.status) ? { ...s, settled: true } : s, action: none }
+  }
+  const fallback = (why: string): { state: ConvergenceState, action: ConvergenceAction } => {
+    const post = s.mode === 'hybrid' || s.mode === 'postcopy'
+    return {
+      state: { ...s, settled: true },
+      action: post ? { kind: 'startPostcopy', reason: why } : { kind: 'abort', reason: why }
+    }
+  }
+  if (sample.totalTimeMs > timeoutMs) return fallback(`time budget of ${Math.round(timeoutMs)} ms exceeded`)
+  if (sample.dirtySyncCount <= s.lastSyncCount) return { state: s, action: none }
+
+  // A round ended (one or more syncs since the last sample).
+  const syncs = sample.dirtySyncCount
+  s = { ...s, lastSyncCount: syncs }
+  if (s.mode === 'postcopy' && syncs >= 2) return fallback('first full pass done; switching to post-copy as planned')
+  if (syncs >= 3) {
+    const stalled = sample.remainingBytes > s.bestRemainingBytes * (1 - policy.minProgressFraction)
+    if (stalled) s = { ...s, stalls: s.stalls + 1 }
+  }
+  s = { ...s, bestRemainingBytes: Math.min(s.bestRemainingBytes, sample.remainingBytes) }
+  if (s.stalls >= policy.fallbackAfterStalls) return fallback(`${s.stalls} stalled rounds`)
+
+  const ramp = policy.downtimeRampMs
+  const maxDown = ramp[ramp.length - 1] ?? s.downtimeLimitMs
+  const needMs = rate > 0 ? (sample.remainingBytes / rate) * 1000 : Infinity
+  // QEMU decides after each round whether the rest fits in the downtime limit; at sync count c
+  // a stop-and-copy now ends with c + 1 syncs. So c = maxDirtySyncs - 1 is the last decision.
+  const lastDecision = policy.maxDirtySyncs - 1
+  if (syncs >= lastDecision) {
+    // Past the last decision: either QEMU is completing (the rest fits) or it began a round
+    // that would end beyond the cap.
+    if (syncs === lastDecision && needMs <= s.downtimeLimitMs) return { state: s, action: none }
+    return fallback(`pre-copy reached ${syncs} dirty syncs with ~${Math.round(needMs)} ms of data left (cap ${policy.maxDirtySyncs})`)
+  }
+  if (syncs === lastDecision - 1) {
+    // The next round is the last one allowed: its leftover (about what is left now, or less
+    // when the guest's writes converge) must fit in one stop-and-copy.
+    if (needMs > maxDown) return fallback(`one round left under the sync cap, and the rest needs ~${Math.round(needMs)} ms > ${maxDown} ms`)
+    let idx = s.rampIndex
+    while (idx < ramp.length - 1 && (ramp[idx] ?? maxDown) < needMs * 1.25) idx++
+    if (idx > s.rampIndex) {
+      const ms = ramp[idx] ?? maxDown
+      return { state: { ...s, rampIndex: idx, downtimeLimitMs: ms }, action: { kind: 'setDowntime', downtimeLimitMs: ms, reason: `one round left under the sync cap; the rest needs ~${Math.round(needMs)} ms` } }
+    }
+    return { state: s, action: none }
+  }
+  let idx = 0
+  while (idx < policy.rampAtStalls.length && s.stalls >= (policy.rampAtStalls[idx] ?? Infinity)) idx++
+  if (idx > s.rampIndex) {
+    const ms = ramp[idx] ?? maxDown
+    return { state: { ...s, rampIndex: idx, downtimeLimitMs: ms }, action: { kind: 'setDowntime', downtimeLimitMs: ms, reason: `${s.stalls} stalled round(s)` } }
+  }
+  return { state: s, action: none }
+}
