@@ -71,7 +71,9 @@ export class AgentCore {
     this.s = s
     s.persist(KEY_INCARNATION, incarnation)
     s.members.becomeAlive(s.self, s.name, s.addr, incarnation, 0)
+    s.members.logging = false
     for (const r of restored?.members ?? []) this.restoreMember(r)
+    s.members.logging = true
     s.dirty.clear()
     this.reports = new ReportGossip(s, restored?.reportSeqCeiling ?? 0)
     this.prober = new Prober(s)
@@ -148,6 +150,9 @@ export class AgentCore {
     }
   }
 
+  /** This host's current incarnation (cheap; status() copies counters). */
+  get incarnation (): number { return this.s.incarnation }
+
   /** The cluster view: every known member with its state, incarnation and latest report. */
   view (): MemberView[] {
     const out: MemberView[] = []
@@ -199,16 +204,22 @@ export class AgentCore {
     }
   }
 
-  /** Membership broadcasts to gossipNodes random peers, then the report push. */
+  /**
+   * Membership broadcasts to gossipNodes random peers; the report push rides on the frames of the
+   * first reportFanout of them (extra peers are picked when reportFanout > gossipNodes).
+   */
   private gossipRound (): void {
     const s = this.s
-    if (s.queue.size > 0) {
-      for (const p of s.members.randomReachable(s.prng, s.config.gossipNodes)) {
-        if (s.queue.size === 0) break
-        s.send(p, { type: 'gossip' })
-      }
+    const push = this.reports.takePush()
+    if (s.queue.size === 0 && push.length === 0) return
+    const fanout = push.length > 0 ? Math.max(s.config.gossipNodes, s.config.reportFanout) : s.config.gossipNodes
+    const peers = s.members.randomReachable(s.prng, fanout)
+    for (let i = 0; i < peers.length; i++) {
+      const extra = i < s.config.reportFanout ? push : []
+      const membership = i < s.config.gossipNodes
+      if (extra.length === 0 && (!membership || s.queue.size === 0)) continue
+      s.send(peers[i]!, { type: 'gossip' }, extra, membership)
     }
-    this.reports.flush()
   }
 
   private flushSnapshot (): void {

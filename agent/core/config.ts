@@ -90,7 +90,7 @@ export function defaultCoreConfig (): CoreConfig {
     probeIntervalTicks: 5,
     probeTimeoutTicks: 3,
     probeDeadlineTicks: 9,
-    indirectChecks: 3,
+    indirectChecks: 5,
     nackTimeoutTicks: 3,
     awarenessMax: 8,
     suspicionMult: 3,

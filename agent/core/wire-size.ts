@@ -22,9 +22,15 @@ function strField (s: string): number { return s.length === 0 ? 0 : lenField(s.l
 function bp (f: number): number { return uintField(Math.round(f * 10000)) }
 
 const HEX64 = /^[0-9a-f]{64}$/
+const hostRefCache = new Map<string, number>()
 /** A HostRef message body: 32 key bytes for a hex public key, else the name. */
 export function hostRefBytes (id: string): number {
-  return id.length === 64 && HEX64.test(id) ? lenField(32) : lenField(id.length)
+  const hit = hostRefCache.get(id)
+  if (hit !== undefined) return hit
+  const n = id.length === 64 && HEX64.test(id) ? lenField(32) : lenField(id.length)
+  if (hostRefCache.size > 100_000) hostRefCache.clear()
+  hostRefCache.set(id, n)
+  return n
 }
 function hostField (id: string): number { return lenField(hostRefBytes(id)) }
 

@@ -6,7 +6,7 @@
  * the newer reports it holds. Pulled reports are not forwarded. Seqs are leased in blocks that are
  * persisted before any report using them is sent.
  */
-import type { ReportDigest } from '../messages.js'
+import type { Gossip, ReportDigest } from '../messages.js'
 import { KEY_REPORT_SEQ_CEILING } from '../persisted.js'
 import type { CoreState } from '../state.js'
 import type { HostId, LoadReport } from '../types.js'
@@ -88,23 +88,21 @@ export class ReportGossip {
     return true
   }
 
-  /** Gossip round: send the push buffer to reportFanout random peers, within one frame each. */
-  flush (): void {
+  /** Gossip round: take the push buffer (to go to reportFanout peers), within one frame. */
+  takePush (): Gossip[] {
     const s = this.s
-    if (this.pushBuf.size === 0) return
+    if (this.pushBuf.size === 0) return []
     const budget = s.config.frameBytesMax - s.config.gossipBytesMax - 256
-    const items: LoadReport[] = []
+    const items: Gossip[] = []
     let used = 0
     for (const r of this.pushBuf.values()) {
       const b = reportBytes(r) + 8
       if (used + b > budget) { s.counters.reportDrops++; continue }
       used += b
-      items.push(r)
+      items.push({ type: 'report', report: r })
     }
     this.pushBuf.clear()
-    const peers = s.members.randomReachable(s.prng, s.config.reportFanout)
-    const gossip = items.map(report => ({ type: 'report' as const, report }))
-    for (const p of peers) s.send(p, { type: 'gossip' }, gossip)
+    return items
   }
 
   /** Name the members whose report is missing to one random peer. */

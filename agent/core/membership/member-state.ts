@@ -29,6 +29,8 @@ export class MemberTable {
   private readonly reachable: HostId[] = []
   private readonly reachIdx = new Map<HostId, number>()
   readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 }
+  /** False while restoring a snapshot: no transition events for what was already known. */
+  logging = true
 
   constructor (
     readonly self: HostId,
@@ -119,6 +121,7 @@ export class MemberTable {
   }
 
   private log (m: Member, from: MemberState | 'none'): void {
+    if (!this.logging) return
     this.emit({
       kind: 'member-state',
       host: m.id,

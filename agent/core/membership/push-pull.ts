@@ -27,7 +27,8 @@ export class AntiEntropy {
   private readonly lastNotice = new Map<HostId, number>()
 
   constructor (private readonly s: CoreState, private readonly seeds: Seed[], private readonly reports: ReportGossip) {
-    this.nextPushPullTick = s.prng.int(s.config.pushPullIntervalTicks) + 1
+    const c = s.config
+    this.nextPushPullTick = s.prng.int(pushPullIntervalFor(c.pushPullIntervalTicks, c.pushPullScaleThreshold, s.n)) + 1
   }
 
   tick (): void {

@@ -1,0 +1,126 @@
+/**
+ * Invariants checked after every tick, in O(changes) or O(hosts) work, never O(hosts^2):
+ * - I1 incarnations never decrease, across restarts too (a restart comes back strictly higher);
+ * - I2 a host never holds itself as suspect or dead;
+ * - I3 (while `noFalseDeath` is on: no partition, isolation or cut) a live, non-crashed host is
+ *   never declared dead by a majority of the live hosts; every declaration about a live host is
+ *   counted as a false death either way.
+ * Views converge (hosts and loads) is a predicate for runUntil, not a per-tick check: it is O(n^2).
+ * A failure throws with "reproduce with SEED=<n>".
+ */
+import type { CoreEvent } from '../core/effects.js'
+import type { HostId } from '../core/types.js'
+import type { SimCluster } from './sim-cluster.js'
+
+export class InvariantError extends Error {
+  static override name = 'InvariantError'
+  readonly code = 'INVARIANT_BROKEN'
+  constructor (message: string) { super(message); this.name = 'InvariantError' }
+}
+
+export class Checkers {
+  /** Check I3 (turn off while a partition is meant to cause deaths). */
+  noFalseDeath = true
+  /** Declarations of death (by any viewer) about hosts that were not crashed. */
+  falseDeaths = 0
+  readonly falseDeathLog: string[] = []
+  private readonly maxInc = new Map<HostId, number>()
+  private readonly deadViews = new Map<HostId, number>()
+  private readonly touched = new Set<HostId>()
+
+  constructor (private readonly sim: SimCluster) {
+    sim.onEvent((viewer, ev, tick) => this.onEvent(viewer, ev, tick))
+    sim.onAfterTick(() => this.afterTick())
+    sim.onCrash(id => this.forget(id))
+  }
+
+  private fail (msg: string): never {
+    throw new InvariantError(`${msg} at tick ${this.sim.now}; reproduce with SEED=${this.sim.seed}`)
+  }
+
+  private onEvent (viewer: HostId, ev: CoreEvent, tick: number): void {
+    const t = ev.transition
+    if (t === undefined) return
+    if (ev.host === viewer && (t.to === 'suspect' || t.to === 'dead')) this.fail(`I2: host ${viewer} holds itself ${t.to}`)
+    if (t.to === 'dead') {
+      this.deadViews.set(ev.host, (this.deadViews.get(ev.host) ?? 0) + 1)
+      this.touched.add(ev.host)
+      if (!this.sim.isCrashed(ev.host) && !this.sim.network.faulty) {
+        this.falseDeaths++
+        if (this.falseDeathLog.length < 20) this.falseDeathLog.push(`tick ${tick}: ${viewer} declared ${ev.host} dead (inc ${t.incarnation})`)
+      }
+    } else if (t.from === 'dead') {
+      this.deadViews.set(ev.host, (this.deadViews.get(ev.host) ?? 1) - 1)
+    }
+  }
+
+  /** A viewer crashed: its views no longer count. */
+  private forget (viewer: HostId): void {
+    const core = this.sim.core(viewer)
+    if (core === undefined) return
+    for (const m of core.view()) if (m.state === 'dead') this.deadViews.set(m.id, (this.deadViews.get(m.id) ?? 1) - 1)
+  }
+
+  private afterTick (): void {
+    for (const id of this.sim.ids) {
+      const core = this.sim.core(id)
+      if (core === undefined) continue
+      const inc = core.incarnation
+      const prev = this.maxInc.get(id) ?? 0
+      if (inc < prev) this.fail(`I1: host ${id} incarnation went from ${prev} to ${inc}`)
+      if (inc > prev) this.maxInc.set(id, inc)
+    }
+    if (this.touched.size === 0) return
+    if (this.noFalseDeath && !this.sim.network.faulty) {
+      const live = this.sim.ids.length - this.sim.crashed.size
+      for (const h of this.touched) {
+        if (this.sim.isCrashed(h)) continue
+        const n = this.deadViews.get(h) ?? 0
+        if (n > live / 2) this.fail(`I3: live host ${h} declared dead by ${n} of ${live} live hosts`)
+      }
+    }
+    this.touched.clear()
+  }
+
+  /** Highest incarnation ever seen for a host (a restart must come back above it). */
+  maxIncarnation (id: HostId): number { return this.maxInc.get(id) ?? 0 }
+}
+
+/**
+ * Every live host holds every other live host alive at its current incarnation and every crashed
+ * host dead (or left); O(n^2), for runUntil.
+ */
+export function membershipConverged (sim: SimCluster): boolean {
+  const live = sim.liveIds
+  const incs = new Map<HostId, number>()
+  for (const id of live) incs.set(id, sim.core(id)!.incarnation)
+  for (const v of live) {
+    const core = sim.core(v)!
+    for (const h of sim.ids) {
+      const m = core.member(h)
+      if (sim.isCrashed(h)) { if (m !== undefined && m.state !== 'dead' && m.state !== 'left') return false; continue }
+      if (m === undefined || m.state !== 'alive' || m.incarnation !== incs.get(h)) return false
+    }
+  }
+  return true
+}
+
+/**
+ * Every live host holds, for every live host, a report at most `lagSeq` behind the origin's own
+ * latest, and never a different report under the same seq. O(n^2).
+ */
+export function loadsConverged (sim: SimCluster, lagSeq = 1): boolean {
+  const live = sim.liveIds
+  const own = new Map<HostId, number>()
+  for (const id of live) own.set(id, sim.core(id)!.member(id)?.report?.seq ?? 0)
+  for (const v of live) {
+    const core = sim.core(v)!
+    for (const h of live) {
+      const r = core.member(h)?.report
+      const o = own.get(h)!
+      if (o === 0) continue
+      if (r == null || r.seq < o - lagSeq) return false
+    }
+  }
+  return true
+}
