@@ -330,12 +330,14 @@ function readGreeting (s: net.Socket, signal: AbortSignal): Promise<Record<strin
         if (acc.length > 65536) finish(new Error('QMP greeting too long'))
         return
       }
+      // Stop reading before handing back what follows the greeting: unshift() re-emits it.
+      s.off('data', onData)
+      s.pause()
       const rest = acc.slice(nl + 1)
       if (rest.length > 0) s.unshift(Buffer.from(rest, 'utf8'))
       let g: unknown
       try { g = JSON.parse(acc.slice(0, nl)) } catch { finish(new Error('QMP greeting is not JSON')); return }
       if (!isObject(g) || !isObject(g.QMP)) { finish(new Error('first line is not a QMP greeting')); return }
-      s.pause()
       finish(null, g)
     }
     const onClose = (): void => finish(new Error('socket closed before the QMP greeting'))
