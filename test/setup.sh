@@ -24,4 +24,4 @@ if [ "${1:-}" != "--npm-only" ]; then
     fi
   fi
 fi
-npx tsc -p tsconfig.json
+npx tsc -p tsconfig.build.json

@@ -1,0 +1,105 @@
+/**
+ * The local HTTP API: what `starling status`, `starling members` and Prometheus read.
+ * Binds to the configured loopback address only; read-only in this version.
+ *   GET /v1/status   the whole cluster view as this agent sees it (JSON)
+ *   GET /v1/members  members only (JSON)
+ *   GET /metrics     Prometheus text format
+ *   GET /healthz     200 once the agent runs
+ */
+import http from 'node:http'
+import type { Logger } from '../ports/logger.js'
+import type { StatusPayload } from '../cli/render.js'
+
+export interface HttpApiInit {
+  host: string
+  port: number
+}
+
+export interface HttpApiComponents {
+  logger: Logger
+  /** Builds the status snapshot; must be cheap (called per request). */
+  status: () => StatusPayload
+}
+
+export interface HttpApi {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  /** The bound port (useful when init.port is 0). */
+  port: () => number
+}
+
+/** Prometheus exposition of numeric counters: agent_<module>_<thing>. */
+export function renderMetrics (s: StatusPayload): string {
+  const out: string[] = []
+  const emit = (module: string, obj: Record<string, unknown>): void => {
+    for (const [k, v] of Object.entries(obj)) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) continue
+      const name = `agent_${module}_${k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase()}`
+      out.push(`# TYPE ${name} gauge`, `${name} ${v}`)
+    }
+  }
+  emit('core', s.core)
+  emit('runtime', s.runtime)
+  const byState = new Map<string, number>()
+  for (const m of s.members) byState.set(m.state, (byState.get(m.state) ?? 0) + 1)
+  out.push('# TYPE agent_membership_members gauge')
+  for (const st of ['alive', 'suspect', 'dead', 'left']) out.push(`agent_membership_members{state="${st}"} ${byState.get(st) ?? 0}`)
+  const self = s.members.find(m => m.id === s.self.id)
+  if (self?.report != null) {
+    out.push('# TYPE agent_host_cpu_utilisation_ratio gauge', `agent_host_cpu_utilisation_ratio ${self.report.cpuUtil}`)
+    out.push('# TYPE agent_host_memory_utilisation_ratio gauge', `agent_host_memory_utilisation_ratio ${self.report.memUtil}`)
+    out.push('# TYPE agent_host_vms gauge', `agent_host_vms ${self.report.vms.length}`)
+  }
+  return out.join('\n') + '\n'
+}
+
+export function httpApi (init: HttpApiInit) {
+  return (c: HttpApiComponents): HttpApi => {
+    const log = c.logger.forComponent('agent:api')
+    let server: http.Server | null = null
+    const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      try {
+        const url = (req.url ?? '/').split('?')[0]
+        if (req.method !== 'GET') { res.writeHead(405).end(); return }
+        if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n'); return }
+        if (url === '/v1/status' || url === '/v1/members') {
+          const s = c.status()
+          const body = url === '/v1/status' ? s : { cluster: s.cluster, self: s.self, members: s.members }
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body))
+          return
+        }
+        if (url === '/metrics') {
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()))
+          return
+        }
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
+      } catch (err) {
+        log.error('api request failed', { err })
+        if (!res.headersSent) res.writeHead(500)
+        res.end()
+      }
+    }
+    return {
+      start: async () => {
+        if (server !== null) return
+        const s = http.createServer(handle)
+        server = s
+        await new Promise<void>((resolve, reject) => {
+          s.once('error', reject)
+          s.listen(init.port, init.host, () => { s.off('error', reject); resolve() })
+        })
+      },
+      stop: async () => {
+        const s = server
+        if (s === null) return
+        server = null
+        s.closeAllConnections()
+        await new Promise<void>(resolve => s.close(() => resolve()))
+      },
+      port: () => {
+        const a = server?.address()
+        return typeof a === 'object' && a !== null ? a.port : init.port
+      }
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/** Text rendering of the cluster view for `starling status` and `starling members`. Pure functions. */
+import type { MemberView } from '../core/types.js'
+
+/** What the local API returns on GET /v1/status. */
+export interface StatusPayload {
+  cluster: string
+  self: { id: string, name: string }
+  members: MemberView[]
+  core: Record<string, unknown>
+  runtime: Record<string, unknown>
+}
+
+const pct = (x: number): string => `${Math.round(x * 100)}%`.padStart(4)
+
+function forecastOf (m: MemberView): string {
+  const f = m.report?.forecastCpu ?? []
+  if (f.length === 0) return '   -'
+  return pct(Math.max(...f))
+}
+
+function sortMembers (ms: MemberView[]): MemberView[] {
+  return [...ms].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id))
+}
+
+/** The whole cluster as a tree: hosts with state, load now and forecast, and their VMs. */
+export function renderStatusTree (s: StatusPayload): string {
+  const members = sortMembers(s.members)
+  const alive = members.filter(m => m.state === 'alive').length
+  const vms = members.reduce((n, m) => n + (m.state === 'alive' ? (m.report?.vms.length ?? 0) : 0), 0)
+  const lines = [`cluster ${s.cluster}: ${alive}/${members.length} hosts alive, ${vms} VMs (seen from ${s.self.name})`]
+  members.forEach((m, i) => {
+    const last = i === members.length - 1
+    const r = m.report
+    const load = r === null
+      ? 'no load report yet'
+      : `cpu ${pct(r.cpuUtil)} next ${forecastOf(m)}  mem ${pct(r.memUtil)}  net ${pct(r.netUtil)}  ${r.capacity.cpuCores} cores ${Math.round(r.capacity.memMiB / 1024)} GiB`
+    lines.push(`${last ? '└─' : '├─'} ${m.name.padEnd(10)} ${m.id.slice(0, 8)}  ${m.state.padEnd(7)} inc ${String(m.incarnation).padEnd(3)} ${load}`)
+    const vmsOf = r === null || m.state === 'dead' || m.state === 'left' ? [] : [...r.vms].sort((a, b) => a.id.localeCompare(b.id))
+    vmsOf.forEach((vm, j) => {
+      const stem = last ? '   ' : '│  '
+      const branch = j === vmsOf.length - 1 ? '└─' : '├─'
+      lines.push(`${stem}${branch} ${vm.id.padEnd(12)} ${String(vm.vcpus).padStart(2)} vcpu ${String(vm.memMiB).padStart(6)} MiB  cpu ${pct(vm.cpuUtil)}  mem ${String(Math.round(vm.memUsedMiB)).padStart(6)} MiB  ${vm.state}`)
+    })
+  })
+  return lines.join('\n')
+}
+
+/** One line per member. */
+export function renderMembers (s: StatusPayload): string {
+  const rows = sortMembers(s.members).map(m =>
+    `${m.name.padEnd(12)} ${m.id.slice(0, 16)}  ${m.state.padEnd(7)} inc ${String(m.incarnation).padEnd(4)} ${m.addr}`)
+  return ['NAME         ID                STATE   INC      ADDRESS', ...rows].join('\n')
+}

@@ -1,0 +1,222 @@
+/**
+ * The runtime loop: wall time becomes ticks, edge events become queued inputs, and the core's
+ * effects are applied in order — persist (one atomic batch, awaited) before any send.
+ *
+ * External events never call the core directly: they are queued and fed on the loop, so the core
+ * sees one input at a time and the work per turn is bounded (inputsPerTurnMax).
+ */
+import type { AgentCore } from '../core/agent-core.js'
+import type { Envelope } from '../core/messages.js'
+import type { Input } from '../core/inputs.js'
+import type { Ready } from '../core/effects.js'
+import type { HostId, HostSample } from '../core/types.js'
+import type { Transport } from '../ports/transport.js'
+import type { Store } from '../ports/store.js'
+import type { Logger } from '../ports/logger.js'
+
+export interface RuntimeInit {
+  /** Wall milliseconds per core tick. */
+  tickMs: number
+  /** Wall milliseconds between host samples. */
+  sampleIntervalMs: number
+  /** Inputs fed to the core per loop turn; the rest waits for the next turn. @default 2000 */
+  inputsPerTurnMax?: number
+  /** Queued inputs beyond this are dropped and counted (a flood from a peer). @default 20000 */
+  inputQueueMax?: number
+  /** Ticks replayed at most after a stall (a GC pause, a slow disk); older ones are skipped. @default 10 */
+  ticksCatchUpMax?: number
+}
+
+export interface WireCodec {
+  encode: (env: Envelope) => Uint8Array
+  decode: (frame: Uint8Array) => { ok: true, envelope: Envelope } | { ok: false, reason: string }
+}
+
+export interface RuntimeComponents {
+  core: AgentCore
+  transport: Transport
+  store: Store
+  codec: WireCodec
+  /** Takes one sample of the host and its VMs. May be slow; failures are logged and counted. */
+  sample: (signal: AbortSignal) => Promise<HostSample>
+  logger: Logger
+}
+
+export interface RuntimeStatus {
+  ticks: number
+  ticksSkipped: number
+  inputsDropped: number
+  framesRejected: number
+  framesSent: number
+  framesSendFailed: number
+  bytesSent: number
+  bytesReceived: number
+  samplesFailed: number
+  persistBatches: number
+  lastTurnMs: number
+}
+
+export class Runtime {
+  private readonly queue: Input[] = []
+  private readonly ac = new AbortController()
+  private tickTimer: NodeJS.Timeout | null = null
+  private sampleTimer: NodeJS.Timeout | null = null
+  private running = false
+  private turning = false
+  private ticksDue = 0
+  private sampling = false
+  private stopped: Promise<void> | null = null
+  private readonly log: Logger
+  readonly stats: RuntimeStatus = {
+    ticks: 0, ticksSkipped: 0, inputsDropped: 0, framesRejected: 0, framesSent: 0, framesSendFailed: 0,
+    bytesSent: 0, bytesReceived: 0, samplesFailed: 0, persistBatches: 0, lastTurnMs: 0
+  }
+
+  private readonly inputsPerTurnMax: number
+  private readonly inputQueueMax: number
+  private readonly ticksCatchUpMax: number
+
+  constructor (private readonly init: RuntimeInit, private readonly c: RuntimeComponents) {
+    this.log = c.logger.forComponent('agent:runtime')
+    this.inputsPerTurnMax = init.inputsPerTurnMax ?? 2000
+    this.inputQueueMax = init.inputQueueMax ?? 20000
+    this.ticksCatchUpMax = init.ticksCatchUpMax ?? 10
+  }
+
+  /** Queue an input for the core. Never throws; drops and counts beyond the queue bound. */
+  enqueue (input: Input): void {
+    if (this.queue.length >= this.inputQueueMax) {
+      this.stats.inputsDropped++
+      if (this.stats.inputsDropped % 1000 === 1) this.log.warn('input queue full, dropping', { dropped: this.stats.inputsDropped })
+      return
+    }
+    this.queue.push(input)
+    this.kick()
+  }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.running = true
+    await this.c.transport.start({
+      onFrame: (from, frame) => this.onFrame(from, frame),
+      onPeerConnected: peer => this.enqueue({ type: 'peerConnected', peer }),
+      onPeerDisconnected: peer => this.enqueue({ type: 'peerDisconnected', peer }),
+      onRejected: (remote, reason) => {
+        this.stats.framesRejected++
+        this.enqueue({ type: 'frameRejected', from: remote, reason })
+      }
+    })
+    this.tickTimer = setInterval(() => { this.ticksDue++; this.kick() }, this.init.tickMs)
+    this.sampleTimer = setInterval(() => { void this.takeSample() }, this.init.sampleIntervalMs)
+    void this.takeSample()
+  }
+
+  private onFrame (from: HostId, frame: Uint8Array): void {
+    this.stats.bytesReceived += frame.byteLength
+    const r = this.c.codec.decode(frame)
+    if (!r.ok) {
+      this.stats.framesRejected++
+      this.enqueue({ type: 'frameRejected', from, reason: r.reason })
+      return
+    }
+    if (r.envelope.from !== from) {
+      this.stats.framesRejected++
+      this.enqueue({ type: 'frameRejected', from, reason: 'envelope sender does not match the connection key' })
+      return
+    }
+    this.enqueue({ type: 'receive', from, envelope: r.envelope })
+  }
+
+  private async takeSample (): Promise<void> {
+    if (this.sampling || !this.running) return
+    this.sampling = true
+    try {
+      const sample = await this.c.sample(this.ac.signal)
+      if (this.running) this.enqueue({ type: 'hostSample', sample })
+    } catch (err) {
+      this.stats.samplesFailed++
+      if (this.running) this.log.warn('host sample failed', { err })
+    } finally {
+      this.sampling = false
+    }
+  }
+
+  private kick (): void {
+    if (this.turning || !this.running) return
+    this.turning = true
+    setImmediate(() => { void this.turn() })
+  }
+
+  /** One loop turn: inputs, due ticks, then effects. Re-arms itself while work remains. */
+  private async turn (): Promise<void> {
+    const t0 = performance.now()
+    try {
+      const n = Math.min(this.queue.length, this.inputsPerTurnMax)
+      for (const input of this.queue.splice(0, n)) this.c.core.step(input)
+      if (this.ticksDue > this.ticksCatchUpMax) {
+        this.stats.ticksSkipped += this.ticksDue - this.ticksCatchUpMax
+        this.ticksDue = this.ticksCatchUpMax
+      }
+      while (this.ticksDue > 0) { this.ticksDue--; this.stats.ticks++; this.c.core.tick() }
+      let rd = this.c.core.ready()
+      while (rd !== null) {
+        await this.apply(rd)
+        this.c.core.advance(rd)
+        rd = this.c.core.ready()
+      }
+    } catch (err) {
+      // A thrown error here is a programmer error (a failed assertion in the core, or a store
+      // that cannot persist): crash on purpose, systemd restarts us and we recover from the store.
+      this.log.error('runtime loop failed; exiting for a clean restart', { err })
+      process.exitCode = 70
+      setImmediate(() => { throw err })
+      return
+    } finally {
+      this.stats.lastTurnMs = performance.now() - t0
+      this.turning = false
+    }
+    if (this.running && (this.queue.length > 0 || this.ticksDue > 0)) this.kick()
+  }
+
+  /** Persist before send: a claim that is gossiped is never forgotten by a crash. */
+  private async apply (rd: Ready): Promise<void> {
+    if (rd.persist.length > 0) {
+      await this.c.store.batch(rd.persist)
+      this.stats.persistBatches++
+    }
+    for (const out of rd.send) {
+      const frame = this.c.codec.encode(out.envelope)
+      if (this.c.transport.send(out.to, frame)) {
+        this.stats.framesSent++
+        this.stats.bytesSent += frame.byteLength
+      } else {
+        this.stats.framesSendFailed++
+      }
+    }
+    for (const ev of rd.events) this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
+  }
+
+  /** Stop timers, let the core say goodbye (leave), flush it, close the transport. Idempotent. */
+  async stop (opts: { leave?: boolean, graceMs?: number } = {}): Promise<void> {
+    if (this.stopped !== null) return await this.stopped
+    this.stopped = (async () => {
+      if (this.tickTimer !== null) clearInterval(this.tickTimer)
+      if (this.sampleTimer !== null) clearInterval(this.sampleTimer)
+      this.ac.abort()
+      while (this.turning) await new Promise(resolve => setTimeout(resolve, 5))
+      if (opts.leave === true && this.running) {
+        try {
+          this.c.core.step({ type: 'leave' })
+          let rd = this.c.core.ready()
+          while (rd !== null) { await this.apply(rd); this.c.core.advance(rd); rd = this.c.core.ready() }
+          await new Promise(resolve => setTimeout(resolve, opts.graceMs ?? 200))
+        } catch (err) {
+          this.log.warn('leave failed', { err })
+        }
+      }
+      this.running = false
+      await this.c.transport.stop()
+    })()
+    return await this.stopped
+  }
+}
