@@ -16,9 +16,12 @@
  * switches to post-copy or is aborted, as the VM's policy says.
  *
  * The round cap exists because, under TCG on QEMU 7.2, pre-copy runs that needed 5 or more
- * dirty-bitmap syncs left the guest panicking on the target (ANCHORS §4): under TCG at most 4
- * syncs are allowed. QEMU counts a sync at setup, one at the end of every round, and one before
- * the stop-and-copy, so a migration of k rounds makes about k + 2 syncs.
+ * dirty-bitmap syncs left the guest panicking on the target (ANCHORS §4), and our own runs saw a
+ * panic after a 4-sync run too (none after 3): under TCG at most 3 syncs are allowed, that is
+ * a single pass and the stop-and-copy. QEMU counts a sync at setup, one at the end of every
+ * round, and one in the stop-and-copy, so a migration of k rounds makes k + 2 syncs. With so
+ * little room to climb a ramp, the plan starts at the lowest ramp step at which the model
+ * converges within the cap.
  */
 
 /** What to do when pre-copy stalls. */
@@ -57,7 +60,7 @@ export function defaultConvergencePolicy (accel: 'kvm' | 'tcg', onStall: StallFa
     rampAtStalls: [1, 2, 3, 4, 6],
     fallbackAfterStalls: 7,
     minProgressFraction: 0.1,
-    maxDirtySyncs: accel === 'tcg' ? 4 : 30,
+    maxDirtySyncs: accel === 'tcg' ? 3 : 30,
     completionTimeoutMsPerGiB: 800_000,
     onStall
   }
@@ -137,7 +140,10 @@ export type PlannedMode =
 
 export interface MigrationPlan {
   mode: PlannedMode
-  /** Downtime limit to start with, ms. */
+  /**
+   * Downtime limit to start with, ms: the lowest ramp step at which the model converges within
+   * the round cap (the first step when it does not converge at all).
+   */
   downtimeLimitMs: number
   /** The model's prediction at the smallest ramp step that converges (or the last step). */
   estimate: PrecopyEstimate
@@ -164,10 +170,8 @@ export function planMigration (input: MigrationEstimateInput, policy: Convergenc
     const e = estimatePrecopy(input, step, roundsMax)
     last = e
     if (e.converges) {
-      const why = step === first
-        ? `pre-copy converges in ${e.rounds} round(s) at ${first} ms downtime`
-        : `pre-copy converges in ${e.rounds} round(s) once the downtime ramp reaches ${step} ms`
-      return { mode: precopyMode, downtimeLimitMs: first, estimate: e, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: why }
+      const why = `pre-copy converges in ${e.rounds} round(s) at ${step} ms downtime`
+      return { mode: precopyMode, downtimeLimitMs: step, estimate: e, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: why }
     }
   }
   const r = input.bandwidthBytesPerS > 0 ? input.dirtyRateBytesPerS / input.bandwidthBytesPerS : Infinity
@@ -211,11 +215,13 @@ export type ConvergenceAction =
   | { kind: 'startPostcopy', reason: string }
   | { kind: 'abort', reason: string }
 
-export function initialConvergenceState (plan: MigrationPlan): ConvergenceState {
+export function initialConvergenceState (plan: MigrationPlan, policy: ConvergencePolicy): ConvergenceState {
+  let rampIndex = 0
+  while (rampIndex < policy.downtimeRampMs.length - 1 && (policy.downtimeRampMs[rampIndex + 1] ?? Infinity) <= plan.downtimeLimitMs) rampIndex++
   return {
     mode: plan.mode,
     downtimeLimitMs: plan.downtimeLimitMs,
-    rampIndex: 0,
+    rampIndex,
     stalls: 0,
     lastSyncCount: 0,
     bestRemainingBytes: Infinity,
@@ -278,7 +284,7 @@ export function stepConvergence (
     if (syncs === lastDecision && needMs <= s.downtimeLimitMs) return { state: s, action: none }
     return fallback(`pre-copy reached ${syncs} dirty syncs with ~${Math.round(needMs)} ms of data left (cap ${policy.maxDirtySyncs})`)
   }
-  if (syncs === lastDecision - 1) {
+  if (syncs === lastDecision - 1 && syncs >= 2) {
     // The next round is the last one allowed: its leftover (about what is left now, or less
     // when the guest's writes converge) must fit in one stop-and-copy.
     if (needMs > maxDown) return fallback(`one round left under the sync cap, and the rest needs ~${Math.round(needMs)} ms > ${maxDown} ms`)

@@ -41,21 +41,23 @@ t.test('planMigration chooses the mode up front', async t => {
   const moderate = { memBytes: GiB, dirtyRateBytesPerS: 16 * MiB, bandwidthBytesPerS: 128 * MiB }
   const hot = { memBytes: GiB, dirtyRateBytesPerS: 200 * MiB, bandwidthBytesPerS: 128 * MiB }
   const idle = { memBytes: 256 * MiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 128 * MiB }
-  const cases: Array<{ name: string, in: MigrationEstimateInput, accel: 'kvm' | 'tcg', onStall: 'abort' | 'postcopy', mode: string, reason: RegExp }> = [
-    { name: 'idle, abort policy', in: idle, accel: 'tcg', onStall: 'abort', mode: 'precopy', reason: /1 round\(s\) at 100 ms/ },
-    { name: 'idle, post-copy policy: hybrid keeps the fallback open', in: idle, accel: 'tcg', onStall: 'postcopy', mode: 'hybrid', reason: /converges/ },
-    { name: 'moderate under kvm: 3 rounds at 100 ms', in: moderate, accel: 'kvm', onStall: 'abort', mode: 'precopy', reason: /3 round\(s\) at 100 ms/ },
-    { name: 'moderate under tcg: cap of 2 rounds, needs the ramp', in: moderate, accel: 'tcg', onStall: 'postcopy', mode: 'hybrid', reason: /ramp reaches 150 ms/ },
-    { name: 'working set rewritten flat out: only at the top of the ramp', in: heavy, accel: 'tcg', onStall: 'abort', mode: 'precopy', reason: /ramp reaches 500 ms/ },
-    { name: 'hot guest, post-copy allowed', in: hot, accel: 'kvm', onStall: 'postcopy', mode: 'postcopy', reason: /never converges; post-copy after the first pass/ },
-    { name: 'hot guest, post-copy not allowed', in: hot, accel: 'tcg', onStall: 'abort', mode: 'reject', reason: /never converges; post-copy not allowed/ },
-    { name: 'converges but only beyond the tcg cap', in: { memBytes: 4 * GiB, dirtyRateBytesPerS: 64 * MiB, bandwidthBytesPerS: 128 * MiB }, accel: 'tcg', onStall: 'abort', mode: 'reject', reason: /more than 2 round/ }
+  const tcg4 = (onStall: 'abort' | 'postcopy'): ConvergencePolicy => ({ ...defaultConvergencePolicy('tcg', onStall), maxDirtySyncs: 4 })
+  const cases: Array<{ name: string, in: MigrationEstimateInput, policy: ConvergencePolicy, mode: string, downMs: number, reason: RegExp }> = [
+    { name: 'idle, abort policy', in: idle, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'precopy', downMs: 100, reason: /1 round\(s\) at 100 ms/ },
+    { name: 'idle, post-copy policy: hybrid keeps the fallback open', in: idle, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'hybrid', downMs: 100, reason: /converges/ },
+    { name: 'moderate under kvm: 3 rounds at 100 ms', in: moderate, policy: defaultConvergencePolicy('kvm', 'abort'), mode: 'precopy', downMs: 100, reason: /3 round\(s\) at 100 ms/ },
+    { name: 'moderate with a cap of 4 syncs: 2 rounds, starts at 150 ms', in: moderate, policy: tcg4('postcopy'), mode: 'hybrid', downMs: 150, reason: /2 round\(s\) at 150 ms/ },
+    { name: 'moderate under tcg (one pass): post-copy', in: moderate, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /more than 1 round\(s\) or more than 500 ms/ },
+    { name: 'working set rewritten flat out: only at the top of the ramp', in: heavy, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'precopy', downMs: 500, reason: /1 round\(s\) at 500 ms/ },
+    { name: 'hot guest, post-copy allowed', in: hot, policy: defaultConvergencePolicy('kvm', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /never converges; post-copy after the first pass/ },
+    { name: 'hot guest, post-copy not allowed', in: hot, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'reject', downMs: 100, reason: /never converges; post-copy not allowed/ },
+    { name: 'converges but only beyond the cap', in: { memBytes: 4 * GiB, dirtyRateBytesPerS: 64 * MiB, bandwidthBytesPerS: 128 * MiB }, policy: tcg4('abort'), mode: 'reject', downMs: 100, reason: /more than 2 round/ }
   ]
   for (const c of cases) {
-    const p = planMigration(c.in, defaultConvergencePolicy(c.accel, c.onStall))
+    const p = planMigration(c.in, c.policy)
     t.equal(p.mode, c.mode, `${c.name}: mode`)
     t.match(p.reason, c.reason, `${c.name}: reason`)
-    t.equal(p.downtimeLimitMs, 100, `${c.name}: starts at the bottom of the ramp`)
+    t.equal(p.downtimeLimitMs, c.downMs, `${c.name}: starting downtime`)
   }
   t.equal(planMigration(moderate, defaultConvergencePolicy('kvm', 'abort')).timeoutMs, 800_000, '800 s per GiB')
   t.equal(planMigration(idle, defaultConvergencePolicy('kvm', 'abort')).timeoutMs, 800_000, 'at least the budget of 1 GiB')
@@ -63,7 +65,7 @@ t.test('planMigration chooses the mode up front', async t => {
 
 t.test('policy checks', async t => {
   t.same(checkConvergencePolicy(defaultConvergencePolicy('tcg', 'abort')), [])
-  t.equal(defaultConvergencePolicy('tcg', 'abort').maxDirtySyncs, 4, 'TCG cap of 4 syncs')
+  t.equal(defaultConvergencePolicy('tcg', 'abort').maxDirtySyncs, 3, 'TCG cap of 3 syncs: one pass, then stop-and-copy')
   const bad: ConvergencePolicy = { ...defaultConvergencePolicy('kvm', 'abort'), downtimeRampMs: [300, 100], rampAtStalls: [], maxDirtySyncs: 2 }
   t.match(checkConvergencePolicy(bad), [/ascending/, /one shorter/, /maxDirtySyncs/])
 })
@@ -80,7 +82,7 @@ function plan (mode: MigrationPlan['mode']): MigrationPlan {
 }
 
 function run (p: MigrationPlan, policy: ConvergencePolicy, samples: ConvergenceSample[]): string[] {
-  let st = initialConvergenceState(p)
+  let st = initialConvergenceState(p, policy)
   const out: string[] = []
   for (const s of samples) {
     const r = stepConvergence(st, s, policy, p.timeoutMs)
@@ -99,8 +101,10 @@ function show (a: ConvergenceAction): string {
 }
 
 t.test('stepConvergence drives a running migration', async t => {
-  const tcgAbort = defaultConvergencePolicy('tcg', 'abort')
-  const tcgPost = defaultConvergencePolicy('tcg', 'postcopy')
+  // A cap of 4 syncs leaves one adjustment after the first pass; the TCG default of 3 leaves none.
+  const tcgAbort = { ...defaultConvergencePolicy('tcg', 'abort'), maxDirtySyncs: 4 }
+  const tcgPost = { ...defaultConvergencePolicy('tcg', 'postcopy'), maxDirtySyncs: 4 }
+  const tcg3 = defaultConvergencePolicy('tcg', 'postcopy')
   const kvmAbort = defaultConvergencePolicy('kvm', 'abort')
   const kvmPost = defaultConvergencePolicy('kvm', 'postcopy')
   // KVM guest whose leftover never shrinks: a stall per round from the third sync on.
@@ -114,34 +118,52 @@ t.test('stepConvergence drives a running migration', async t => {
       actions: ['-', '-', '-']
     },
     {
-      name: 'tcg: after the first pass the last allowed round must fit, so the limit goes up to 200',
+      name: 'cap 4: after the first pass the last allowed round must fit, so the limit goes up to 200',
       plan: plan('hybrid'), policy: tcgPost,
       samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(150)), sample(2200, 3, msOf(140)), sample(2400, 4, 0, 'completed')],
       actions: ['-', 'downtime 200', '-', '-']
     },
     {
-      name: 'tcg: the rest cannot fit in 500 ms, post-copy now',
+      name: 'cap 4: the rest cannot fit in 500 ms, post-copy now',
       plan: plan('hybrid'), policy: tcgPost,
       samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(900)), sample(2100, 2, msOf(800), 'postcopy-active')],
       actions: ['-', 'postcopy', '-']
     },
     {
-      name: 'tcg: the same without post-copy aborts',
+      name: 'cap 4: the same without post-copy aborts',
       plan: plan('precopy'), policy: tcgAbort,
       samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(900)), sample(2100, 2, msOf(900), 'cancelled')],
       actions: ['-', 'abort', '-']
     },
     {
-      name: 'tcg: QEMU began a round that would pass the cap',
+      name: 'cap 4: QEMU began a round that would pass the cap',
       plan: plan('precopy'), policy: tcgAbort,
       samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(80)), sample(2500, 3, msOf(400))],
       actions: ['-', '-', 'abort']
     },
     {
-      name: 'tcg: at the last decision with little left QEMU is completing; leave it',
+      name: 'cap 4: at the last decision with little left QEMU is completing; leave it',
       plan: plan('precopy'), policy: tcgAbort,
       samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(80)), sample(2100, 3, msOf(50)), sample(2150, 4, 0, 'completed')],
       actions: ['-', '-', '-', '-']
+    },
+    {
+      name: 'tcg (cap 3): one pass whose rest fits completes untouched',
+      plan: plan('hybrid'), policy: tcg3,
+      samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(60)), sample(2050, 3, 0, 'completed')],
+      actions: ['-', '-', '-']
+    },
+    {
+      name: 'tcg (cap 3): the rest does not fit after the pass, post-copy',
+      plan: plan('hybrid'), policy: tcg3,
+      samples: [sample(100, 1, msOf(2000)), sample(2000, 2, msOf(400))],
+      actions: ['-', 'postcopy']
+    },
+    {
+      name: 'a plan that starts high on the ramp never lowers the limit on stalls',
+      plan: { ...plan('precopy'), downtimeLimitMs: 300 }, policy: kvmAbort,
+      samples: [sample(100, 1, msOf(5000)), sample(1000, 2, msOf(800)), sample(1500, 3, msOf(800)), sample(2000, 4, msOf(800)), sample(2500, 5, msOf(800)), sample(3000, 6, msOf(800))],
+      actions: ['-', '-', '-', '-', '-', 'downtime 400']
     },
     {
       name: 'kvm: stalls climb the oVirt ramp, then abort',
@@ -190,7 +212,7 @@ t.test('stepConvergence drives a running migration', async t => {
 t.test('stepConvergence is pure: the same inputs give the same outputs and the state is not mutated', async t => {
   const p = plan('hybrid')
   const policy = defaultConvergencePolicy('tcg', 'postcopy')
-  const st = initialConvergenceState(p)
+  const st = initialConvergenceState(p, policy)
   const frozen = JSON.stringify(st)
   const a = stepConvergence(st, sample(100, 2, msOf(150)), policy, p.timeoutMs)
   const b = stepConvergence(st, sample(100, 2, msOf(150)), policy, p.timeoutMs)
