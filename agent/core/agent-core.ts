@@ -177,9 +177,9 @@ export class AgentCore {
     }
     s.counters.framesReceived++
     s.lamport = Math.max(s.lamport, e.lamport)
-    this.antiEntropy.witness(from, e.incarnation)
+    const heldDead = this.antiEntropy.witness(from, e.incarnation)
     const pushed = e.body.type === 'gossip'
-    for (const g of e.gossip) this.applyGossip(g, pushed)
+    if (!heldDead) for (const g of e.gossip) this.applyGossip(g, pushed)
     if (s.leaving) return
     const b = e.body
     switch (b.type) {
@@ -187,7 +187,7 @@ export class AgentCore {
       case 'ack': this.prober.onAck(b); break
       case 'nack': this.prober.onNack(b); break
       case 'pingReq': this.prober.onPingReq(from, b); break
-      case 'pushPull': this.antiEntropy.onPushPull(from, b); break
+      case 'pushPull': this.antiEntropy.onPushPull(from, b, heldDead); break
       case 'reportPull': this.reports.onPull(from, b.want); break
       case 'gossip': break
     }

@@ -107,7 +107,7 @@ export function defaultCoreConfig (): CoreConfig {
     deathNoticeIntervalTicks: 10,
     reportIntervalTicks: 100,
     reportFanout: 2,
-    reportPullIntervalTicks: 50,
+    reportPullIntervalTicks: 10,
     reportStaleGraceTicks: 30,
     reportPullMax: 256,
     loadHistoryMax: 60,

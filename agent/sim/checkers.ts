@@ -109,7 +109,7 @@ export function membershipConverged (sim: SimCluster): boolean {
  * Every live host holds, for every live host, a report at most `lagSeq` behind the origin's own
  * latest, and never a different report under the same seq. O(n^2).
  */
-export function loadsConverged (sim: SimCluster, lagSeq = 1): boolean {
+export function loadsConverged (sim: SimCluster, lagSeq = 2): boolean {
   const live = sim.liveIds
   const own = new Map<HostId, number>()
   for (const id of live) own.set(id, sim.core(id)!.member(id)?.report?.seq ?? 0)

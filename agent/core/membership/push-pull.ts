@@ -80,9 +80,12 @@ export class AntiEntropy {
     s.send(peer, { type: 'pushPull', reply, members, reports: this.ownReport() }, [], false)
   }
 
-  onPushPull (from: HostId, b: PushPull): void {
-    for (const r of b.members) this.merge(from, r)
-    for (const r of b.reports) this.reports.accept(r, false)
+  /** Merge a table (unless its sender is held dead: it must refute first) and answer a request. */
+  onPushPull (from: HostId, b: PushPull, senderHeldDead: boolean): void {
+    if (!senderHeldDead) {
+      for (const r of b.members) this.merge(from, r)
+      for (const r of b.reports) this.reports.accept(r, false)
+    }
     if (!b.reply) this.sendFull(from, true)
   }
 
@@ -106,23 +109,26 @@ export class AntiEntropy {
   /**
    * Every frame's sender and incarnation: a higher incarnation than known proves the sender alive;
    * a sender we hold dead at an incarnation not below its own gets its death notice (rate-limited).
+   * Returns true when the sender is still held dead or left: its claims (piggybacked gossip, its
+   * table) are stale partition news and are not merged until it refutes.
    */
-  witness (from: HostId, incarnation: number): void {
+  witness (from: HostId, incarnation: number): boolean {
     const s = this.s
     const m = s.members.get(from)
-    if (m === undefined || from === s.self) return
+    if (m === undefined || from === s.self) return false
     if (incarnation > m.incarnation && m.state !== 'left') {
       applyAlive(s, { id: m.id, name: m.name, addr: m.addr, incarnation, state: 'alive' })
-      return
+      return false
     }
-    if (m.state !== 'dead' && m.state !== 'left') return
+    if (m.state !== 'dead' && m.state !== 'left') return false
     const last = this.lastNotice.get(from)
-    if (last !== undefined && s.now - last < s.config.deathNoticeIntervalTicks) return
+    if (last !== undefined && s.now - last < s.config.deathNoticeIntervalTicks) return true
     this.lastNotice.set(from, s.now)
     s.counters.deathNotices++
     const notice = m.state === 'dead'
       ? { type: 'dead' as const, node: from, incarnation: m.incarnation, from: s.self }
       : { type: 'left' as const, node: from, incarnation: m.incarnation }
     s.send(from, { type: 'gossip' }, [notice], false)
+    return true
   }
 }
