@@ -63,7 +63,12 @@ export interface SystemdNotifier {
   readonly enabled: boolean
   /** Watchdog ping interval in ms, or null when systemd asked for no watchdog. */
   readonly watchdogIntervalMs: number | null
-  /** READY=1 (with STATUS= if given); starts the watchdog pings. */
+  /**
+   * Start the watchdog pings before READY=1, for a start-up that may outlast WatchdogSec (systemd
+   * enforces the watchdog from the start of the main process). Idempotent; ready() does it too.
+   */
+  start (): void
+  /** READY=1 (with STATUS= if given); starts the watchdog pings if start() did not. */
   ready (status?: string): Promise<void>
   /** STATUS=..., the line `systemctl status` shows. */
   status (text: string): Promise<void>
@@ -151,6 +156,10 @@ class Notifier implements SystemdNotifier {
         }
       })
     })
+  }
+
+  start (): void {
+    this.startWatchdog()
   }
 
   async ready (status?: string): Promise<void> {

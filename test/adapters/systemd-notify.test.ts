@@ -137,11 +137,14 @@ t.test('real datagram socket: watchdog pings at half of WATCHDOG_USEC, only whil
   const log = memoryLogger()
   const n = systemdNotifier({ notifySocket: rx.socket, watchdogUsec: 400_000 })({ logger: log, healthy: () => healthy })
   t.equal(n.watchdogIntervalMs, 200, '400 ms watchdog: ping every 200 ms')
-  await n.ready()
+  n.start()
+  n.start()
   const t0 = Date.now()
   await rx.waitFor(d => d.filter(x => x.msg === 'WATCHDOG=1').length >= 3)
   const took = Date.now() - t0
-  t.ok(took >= 550 && took < 2500, `three pings after ${took} ms`)
+  t.ok(took >= 550 && took < 2500, `three pings after ${took} ms (started by start(), before READY=1)`)
+  await n.ready()
+  t.equal(rx.messages().filter(m => m === 'READY=1').length, 1, 'READY=1 sent once, after the watchdog had started')
   healthy = false
   const before = rx.messages().filter(m => m === 'WATCHDOG=1').length
   await new Promise(resolve => setTimeout(resolve, 700))
