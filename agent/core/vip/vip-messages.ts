@@ -11,6 +11,8 @@
  *  - VipGrant   "member M accepts claim C as V's owner": M will grant no other claim on V while C
  *               stands (until C is released or its host is declared dead by M).
  *  - VipRelease "the holder of claim C gives V up", optionally in favour of a named successor.
+ *  - VipStanding "member M still counts claim C as standing" (sent to C's host when that stops M
+ *               from granting or making a claim): repairs a lost release or 'held' on demand.
  *
  * These are plain data; the wire codec maps them to and from proto/mesh/v1/vip.proto (to be
  * written with the envelope work). Every field is required on the wire; `to` is the empty string
@@ -61,7 +63,20 @@ export interface VipRelease {
   to: HostId | null
 }
 
-export type VipMessage = VipClaim | VipGrant | VipRelease
+/**
+ * Member `from` counts `standing` as the VIP's current claim and has refused a claim (or not made
+ * one) because of it. Sent to the standing claim's host only. Its host answers with 'held' if it
+ * holds the VIP by that claim, with a VipRelease if it has given that claim up (the original
+ * release was lost), and not at all while the claim is still in play.
+ */
+export interface VipStanding {
+  type: 'vipStanding'
+  vip: VipId
+  standing: ClaimRef
+  from: HostId
+}
+
+export type VipMessage = VipClaim | VipGrant | VipRelease | VipStanding
 
 /** Total order on claims: by Lamport time, then by host id. Negative when a < b. */
 export function compareClaims (a: ClaimRef, b: ClaimRef): number {

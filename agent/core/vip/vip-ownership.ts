@@ -22,7 +22,10 @@
  *     one assumption S5 rests on during partitions, as for every quorum-plus-fencing HA system.
  *  3. Competing claimants: the lower claim yields to the higher one (releases its own, so its
  *     grantors are freed); a claimant that hears a 'held' claim gives up. A lost race is
- *     retried after a seeded backoff.
+ *     retried after a seeded backoff. Frames may be lost: claim requests and handoff releases
+ *     are retried, the owner repeats 'held' every heldRefreshTicks, and a member that a standing
+ *     claim stops from granting (or from claiming) tells that claim's host (VipStanding), which
+ *     repeats its lost release or its 'held'.
  *  4. Planned move (VM migrated, operator move), make-before-break: the owner releases the VIP
  *     in favour of the successor but keeps the address (role handingOff: it no longer believes it
  *     owns the VIP); the successor claims, is granted, adds and announces, then sends 'held';
@@ -93,7 +96,9 @@ export interface VipTarget {
 
 /**
  * What the module asks the runtime to do, in order. Persist ops always come first in a batch
- * (persist before send). Address effects report back with a `vipApplied` input.
+ * (persist before send). Address effects report back with a `vipApplied` input; the runtime
+ * applies them in the order given, one at a time (an add overtaken by a later remove would
+ * leave an address the core believes gone).
  */
 export type VipEffect =
   | { type: 'persist', op: PersistOp }
@@ -199,6 +204,10 @@ interface Vip {
   floor: Map<HostId, number>
   /** Highest request refused because the VIP was not free; granted at once if a release frees it. */
   refused: ClaimRef | null
+  /** Tick when the owner last asserted `granted` as held (null: not since it was granted). */
+  heldSeenTick: number | null
+  /** Tick of our last VipStanding query as a blocked candidate. */
+  standingQueryTick: number
   // This host's part.
   role: VipRole
   roleSinceTick: number
@@ -266,6 +275,8 @@ export class VipOwnership {
         releasedAtTick: 0,
         floor: new Map(Object.entries(d?.floor ?? {})),
         refused: null,
+        heldSeenTick: null,
+        standingQueryTick: -Infinity,
         role: 'standby',
         roleSinceTick: 0,
         own: d?.own ?? null,
@@ -357,6 +368,9 @@ export class VipOwnership {
     }))
   }
 
+  /** This host's role for one VIP (cheaper than status()). */
+  roleOf (vip: VipId): VipRole | undefined { return this.vips.get(vip)?.role }
+
   /** The logical time of this module, in ticks since construction. */
   ticks (): number { return this.now }
 
@@ -369,9 +383,10 @@ export class VipOwnership {
       if (v !== undefined) v.counters.rejected++
       return
     }
-    if (m.type === 'vipGrant') {
+    if (m.type === 'vipGrant' || m.type === 'vipStanding') {
       if (m.from !== from) { v.counters.rejected++; return }
-      this.onGrant(v, from, m.claim)
+      if (m.type === 'vipGrant') this.onGrant(v, from, m.claim)
+      else this.onStanding(v, from, m.standing)
       return
     }
     if (m.claim.host !== from) { v.counters.rejected++; return }
@@ -401,8 +416,25 @@ export class VipOwnership {
       return
     }
     if (cmp > 0 && (v.refused === null || compareClaims(claim, v.refused) > 0)) v.refused = { ...claim }
-    // Refused. If we hold the VIP, tell the claimant so it stops trying.
+    // Refused. If we hold the VIP, tell the claimant so it stops trying; if another host's claim
+    // stands in the way, tell that host (its release or 'held' may have been lost on the way here).
     if (v.role === 'owner' && v.own !== null) this.send([from], this.heldMessage(v))
+    else if (cmp > 0 && v.granted !== null && !v.released && v.granted.host !== this.self && v.granted.host !== from) {
+      this.send([v.granted.host], { type: 'vipStanding', vip: v.spec.id, standing: { ...v.granted }, from: this.self })
+    }
+  }
+
+  /** A member still counts one of our claims as standing. */
+  private onStanding (v: Vip, from: HostId, standing: ClaimRef): void {
+    if (standing.host !== this.self) { v.counters.rejected++; return }
+    if (!sameClaim(standing, v.own)) {
+      // A claim we gave up (or superseded) long ago: our release did not reach that member.
+      this.send([from], { type: 'vipRelease', vip: v.spec.id, claim: { ...standing }, to: null })
+      return
+    }
+    if (v.role === 'owner' && v.addr === 'present') this.send([from], this.heldMessage(v))
+    else if (v.role === 'handingOff' && v.own !== null) this.send([from], { type: 'vipRelease', vip: v.spec.id, claim: { ...v.own }, to: v.handoffTo })
+    // claiming, releasing, fenced, or owner still adding: the claim is in play; the member waits.
   }
 
   private onGrant (v: Vip, from: HostId, claim: ClaimRef): void {
@@ -418,6 +450,12 @@ export class VipOwnership {
       v.released = false
       v.releasedTo = null
       v.dirty = true
+    }
+    if (sameClaim(claim, v.granted)) v.heldSeenTick = this.now
+    else if (v.granted !== null && !v.released && v.granted.host !== this.self && v.granted.host !== from) {
+      // A host holds the VIP by a claim below one we count as standing: that one is either a
+      // claim given up whose release we missed, or a second holder. Ask its host.
+      this.send([v.granted.host], { type: 'vipStanding', vip: v.spec.id, standing: { ...v.granted }, from: this.self })
     }
     const own = v.own
     switch (v.role) {
@@ -454,8 +492,11 @@ export class VipOwnership {
   private onRelease (v: Vip, from: HostId, claim: ClaimRef, to: HostId | null): void {
     const floor = v.floor.get(from) ?? -1
     if (claim.lamport > floor) { v.floor.set(from, claim.lamport); v.dirty = true }
-    if (v.granted !== null && compareClaims(claim, v.granted) < 0) return
-    if (v.granted === null || !sameClaim(claim, v.granted) || !v.released) {
+    // Only the claim we count as standing can be freed by its release. A release of any other
+    // claim (one we refused, or never saw) must not erase the standing one: that would let us
+    // grant a second claim while its owner still holds the VIP.
+    if (v.granted !== null && !sameClaim(claim, v.granted)) return
+    if (v.granted === null || !v.released) {
       v.granted = { ...claim }
       v.released = true
       v.releasedTo = to
@@ -599,9 +640,27 @@ export class VipOwnership {
           v.heldAtTick = now + this.config.heldRefreshTicks
         }
         break
-      case 'standby': case 'releasing': case 'fenced':
+      case 'standby':
+        this.queryStanding(v)
+        break
+      case 'releasing': case 'fenced':
         break
     }
+  }
+
+  /**
+   * A candidate kept from claiming by a standing claim of a live host that has not asserted it
+   * lately asks that host about it, at most once per claimTimeoutTicks.
+   */
+  private queryStanding (v: Vip): void {
+    const g = v.granted
+    if (g === null || v.released || g.host === this.self || !this.isUp(g.host)) return
+    if (!this.isCandidate(v) || this.isFreeFor(v, this.self)) return
+    const quiet = this.config.heldRefreshTicks + this.config.claimTimeoutTicks
+    if (v.heldSeenTick !== null && this.now - v.heldSeenTick <= quiet) return
+    if (this.now - v.standingQueryTick < this.config.claimTimeoutTicks) return
+    v.standingQueryTick = this.now
+    this.send([g.host], { type: 'vipStanding', vip: v.spec.id, standing: { ...g }, from: this.self })
   }
 
   /** Decisions that depend on standing conditions (quorum, eligibility, freedom), after every input and tick. */
@@ -635,8 +694,12 @@ export class VipOwnership {
   }
 
   private shouldClaim (v: Vip): boolean {
+    return this.isCandidate(v) && this.isFreeFor(v, this.self)
+  }
+
+  /** Would this host claim the VIP if it were free? (Eligible, quorate, not backing off, preferred.) */
+  private isCandidate (v: Vip): boolean {
     if (this.leaving || !this.isEligible(v) || this.now < v.backoffUntilTick || !this.quorate()) return false
-    if (!this.isFreeFor(v, this.self)) return false
     const b = v.spec.binding
     if (b.kind === 'vm') return true // S1: the VM runs on one host only
     if (v.released && v.releasedTo !== null) {
@@ -805,6 +868,7 @@ export class VipOwnership {
   }
 
   private setGranted (v: Vip, claim: ClaimRef): void {
+    v.heldSeenTick = null
     v.granted = { ...claim }
     v.released = false
     v.releasedTo = null
@@ -814,7 +878,7 @@ export class VipOwnership {
   private markReleased (v: Vip, claim: ClaimRef, to: HostId | null): void {
     const floor = v.floor.get(claim.host) ?? -1
     if (claim.lamport > floor) v.floor.set(claim.host, claim.lamport)
-    if (v.granted === null || compareClaims(claim, v.granted) >= 0) {
+    if (v.granted === null || sameClaim(claim, v.granted)) {
       v.granted = { ...claim }
       v.released = true
       v.releasedTo = to
