@@ -63,7 +63,9 @@ export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st
   if (me === undefined || me.vms.length === 0) return []
   const work = new Map<HostId, Work>()
   const placement = new Map<VmId, HostId>()
-  for (const h of view.hosts) for (const v of h.vms) placement.set(v.id, h.id)
+  if (view.rules.vmVm.length + view.rules.vmHost.length > 0) {
+    for (const h of view.hosts) for (const v of h.vms) placement.set(v.id, h.id)
+  }
   const verdict = detectOverload(hostSample(me, cfg.intervalSec), cfg.overload)
   if (verdict.overloaded) {
     if (!conditionHeld(st.overStreak, cfg.guards)) return []

@@ -76,49 +76,87 @@ export class CloudsimController {
     if (extra !== null) { req += sim.requested(extra); if (extra.ram > maxRam) maxRam = extra.ram }
     const util = req / h.totalMips
     if (this.params.kind === 'thr') return util > this.params.threshold
-    const hist = hostHistoryNewestFirst(sim, h, extra).reverse()
+    const hist = this.historyOldestFirst(h, extra)
     const migSec = maxRam / (h.bw / (8000 / sim.model.migrationLinkShare))
     const horizon = Math.ceil(migSec / sim.model.intervalSec)
     return detectOverload({ util, history: hist, horizonSteps: horizon }, this.params).overloaded
   }
 
+  private histCache = new Map<number, { ver: number, acc: number[] }>()
+
+  /** CloudSim's host history (oldest first for the detectors), cached per host version. */
+  private historyOldestFirst (h: SimHost, extra: SimVm | null): number[] {
+    let c = this.histCache.get(h.id)
+    if (c === undefined || c.ver !== h.ver) {
+      const len = this.sim.model.historyLength
+      const acc = new Array<number>(len).fill(0)
+      for (const id of h.vms) {
+        const vm = this.sim.vms[id] as SimVm
+        for (let i = 0; i < vm.hist.length; i++) acc[i] = (acc[i] as number) + (vm.hist[i] as number) * vm.mips / h.totalMips
+      }
+      c = { ver: h.ver, acc }
+      this.histCache.set(h.id, c)
+    }
+    const acc = extra === null ? c.acc : c.acc.slice()
+    if (extra !== null) for (let i = 0; i < extra.hist.length; i++) acc[i] = (acc[i] as number) + (extra.hist[i] as number) * extra.mips / h.totalMips
+    let n = acc.length
+    while (n > 0 && acc[n - 1] === 0) n--
+    const out = new Array<number>(n)
+    for (let i = 0; i < n; i++) out[i] = acc[n - 1 - i] as number
+    return out
+  }
+
   private allocSum (h: SimHost): number {
-    let s = 0
-    for (const id of h.vms) s += h.sched.allocated(id)
-    return s
+    // every allocation of the scheduler belongs to a VM in the host's list
+    return h.sched.allocSum
   }
 
   /** PABFD target for `vm` among hosts not excluded; null if none. */
   findHost (vm: SimVm, excluded: Uint8Array): SimHost | null {
     const sim = this.sim
     const r = sim.requested(vm)
-    const cands: Array<{ h: SimHost, d: number, checkOver: boolean }> = []
-    for (const h of sim.hosts) {
-      if (excluded[h.id] === 1) continue
+    const hosts = sim.hosts
+    const n = hosts.length
+    const d = this.scratchD.length === n ? this.scratchD : (this.scratchD = new Float64Array(n))
+    const used = this.scratchU.length === n ? this.scratchU : (this.scratchU = new Float64Array(n))
+    let best = -1
+    for (let i = 0; i < n; i++) {
+      const h = hosts[i] as SimHost
+      d[i] = NaN
+      if (excluded[i] === 1) continue
       if (h.peMips < r || h.sched.avail < r) continue
       if (vm.beingInstantiated && (h.ram - h.ramUsed < vm.ram || h.bw - h.bwUsed < vm.bw)) continue
-      const used = this.allocSum(h)
-      const after = sim.power(h, (used + r) / h.totalMips)
-      const d = after - sim.power(h, sim.hostUtil(h))
-      cands.push({ h, d, checkOver: used !== 0 })
+      const u = this.allocSum(h)
+      used[i] = u
+      d[i] = sim.power(h, (u + r) / h.totalMips) - (this.powNow[i] as number)
+      if (best < 0 || (d[i] as number) < (d[best] as number)) best = i
     }
-    // the first host (in id order) with the least power increase that is not overloaded after
-    // the move; checking in ascending order gives the same answer as checking every host
-    cands.sort((a, b) => a.d - b.d || a.h.id - b.h.id)
-    for (const c of cands) {
-      if (!c.checkOver) return c.h
-      if (!this.overloadedAfter(c.h, vm)) return c.h
+    if (best < 0) return null
+    // the first host (in id order) with the least power increase that is not overloaded
+    // after the move; checking in ascending order gives the same answer as CloudSim's scan
+    if (used[best] === 0 || !this.overloadedAfter(hosts[best] as SimHost, vm)) return hosts[best] as SimHost
+    const order: number[] = []
+    for (let i = 0; i < n; i++) if (!Number.isNaN(d[i] as number) && i !== best) order.push(i)
+    order.sort((a, b) => (d[a] as number) - (d[b] as number) || a - b)
+    for (const i of order) {
+      const h = hosts[i] as SimHost
+      if (used[i] === 0 || !this.overloadedAfter(h, vm)) return h
     }
     return null
   }
 
+  /** Power of each host at its last measured utilisation (fixed while planning). */
+  private powNow = new Float64Array(0)
+  private scratchD = new Float64Array(0)
+  private scratchU = new Float64Array(0)
+
   private overloadedAfter (h: SimHost, vm: SimVm): boolean {
-    // CloudSim creates the VM on the host, asks the detector, destroys it again; the create
-    // also clears a stale "migrating out" mark for this VM on that host (engine Q3).
-    const sim = this.sim
-    sim.vmCreate(h, vm)
-    const over = this.overloaded(h)
-    sim.vmDestroy(h, vm)
+    // CloudSim creates the VM on the host, asks the detector and destroys it again. The net
+    // effects are: a stale "migrating out" mark for this VM on that host is cleared (engine Q3)
+    // and the host's free MIPS are recomputed from scratch; both are reproduced here.
+    const over = this.overloaded(h, vm)
+    h.sched.migOut.delete(vm.id)
+    h.sched.rebuild()
     return over
   }
 
@@ -139,6 +177,7 @@ export class CloudsimController {
   plan (): Array<[number, number]> {
     const sim = this.sim
     const n = sim.hosts.length
+    this.powNow = Float64Array.from(sim.hosts, h => sim.power(h, sim.hostUtil(h)))
     const over: SimHost[] = sim.hosts.filter(h => this.overloaded(h))
     const saved = sim.hosts.map(h => h.vms.filter(id => !h.migIn.includes(id)))
     // selection
@@ -169,13 +208,16 @@ export class CloudsimController {
     for (let i = 0; i < n; i++) {
       if (excludedOver[i] === 1 || switchedOff[i] === 1) { exUnder[i] = 1; exPlace[i] = 1; exUnderCount++ }
     }
+    // utilisations do not change while planning: walk the hosts in (utilisation, id) order
+    const byUtil = sim.hosts.filter(h => { const u = sim.hostUtil(h); return u > 0 && u < 1 }).sort((a, b) => sim.hostUtil(a) - sim.hostUtil(b) || a.id - b.id)
+    let cursor = 0
     while (exUnderCount < n) {
       let under: SimHost | null = null
-      let minU = 1
-      for (const h of sim.hosts) {
+      while (cursor < byUtil.length && exUnder[(byUtil[cursor] as SimHost).id] === 1) cursor++
+      for (let k = cursor; k < byUtil.length; k++) {
+        const h = byUtil[k] as SimHost
         if (exUnder[h.id] === 1) continue
-        const u = sim.hostUtil(h)
-        if (u > 0 && u < minU && !this.allMigratingOutOrAnyIn(h)) { minU = u; under = h }
+        if (!this.allMigratingOutOrAnyIn(h)) { under = h; break }
       }
       if (under === null) break
       exUnder[under.id] = 1; exUnderCount++
@@ -222,6 +264,8 @@ export class CloudsimController {
   /** Initial placement: PABFD over nominal sizes, as CloudSim's migration policies do at creation. */
   initialPlace (): void {
     const none = new Uint8Array(this.sim.hosts.length)
+    const sim = this.sim
+    this.powNow = Float64Array.from(sim.hosts, h => sim.power(h, sim.hostUtil(h)))
     this.sim.place(vm => this.findHost(vm, none))
   }
 }

@@ -20,35 +20,47 @@
 import { migrationTimeSec, specPower, type SimModel } from './model.js'
 import type { TraceDay } from './traces.js'
 
-/** CPU scheduler of one host (time-shared, over-subscribable, one PE per VM). */
+/**
+ * CPU scheduler of one host (time-shared, over-subscribable, one PE per VM). Entries are kept
+ * in small parallel arrays: a host runs a handful of VMs.
+ */
 export class CpuScheduler {
-  readonly req = new Map<number, number>()
-  readonly alloc = new Map<number, number>()
+  private ids: number[] = []
+  private reqs: number[] = []
+  private allocs: number[] = []
   avail: number
   readonly migIn = new Set<number>()
   readonly migOut = new Set<number>()
+  /** Sum of allocations (MIPS). */
+  allocSum = 0
   constructor (readonly totalMips: number, readonly peMips: number) { this.avail = totalMips }
 
   /** Allocate for a VM (knowing whether it is migrating): the entry point hosts use. */
   allocVm (vm: number, requested: number, inMigration: boolean): void {
     if (inMigration) {
       if (!this.migIn.has(vm) && !this.migOut.has(vm)) this.migOut.add(vm)
-    } else {
+    } else if (this.migOut.size > 0) {
       this.migOut.delete(vm)
     }
     this.allocRaw(vm, requested)
   }
 
+  private factorIn (vm: number): boolean { return this.migIn.size > 0 && this.migIn.has(vm) }
+  private factorOut (vm: number): boolean { return this.migOut.size > 0 && this.migOut.has(vm) }
+
   private allocRaw (vm: number, requested: number): void {
     const capped = requested > this.peMips ? this.peMips : requested
-    this.req.set(vm, requested)
+    let k = this.ids.indexOf(vm)
+    if (k < 0) { k = this.ids.length; this.ids.push(vm); this.reqs.push(requested); this.allocs.push(0) } else this.reqs[k] = requested
     let need = capped
-    if (this.migIn.has(vm)) need *= 0.1
+    const isIn = this.factorIn(vm)
+    if (isIn) need *= 0.1
     if (this.avail >= need) {
       let a = capped
-      if (this.migOut.has(vm)) a *= 0.9
-      else if (this.migIn.has(vm)) a *= 0.1
-      this.alloc.set(vm, a)
+      if (this.factorOut(vm)) a *= 0.9
+      else if (isIn) a *= 0.1
+      this.allocSum += a - (this.allocs[k] as number)
+      this.allocs[k] = a
       this.avail -= need
     } else {
       this.redistribute()
@@ -57,35 +69,51 @@ export class CpuScheduler {
 
   private redistribute (): void {
     let total = 0
-    for (const [vm, r] of this.req) {
+    const n = this.ids.length
+    for (let i = 0; i < n; i++) {
+      const r = this.reqs[i] as number
       let c = r > this.peMips ? this.peMips : r
-      if (this.migIn.has(vm)) c *= 0.1
+      if (this.factorIn(this.ids[i] as number)) c *= 0.1
       total += c
     }
     const f = this.totalMips / total
-    this.alloc.clear()
-    for (const [vm, r] of this.req) {
+    let sum = 0
+    for (let i = 0; i < n; i++) {
+      const vm = this.ids[i] as number
+      const r = this.reqs[i] as number
       let m = r > this.peMips ? this.peMips : r
-      if (this.migOut.has(vm)) { m *= f; m *= 0.9 } else if (this.migIn.has(vm)) { m *= 0.1; m *= f } else m *= f
-      this.alloc.set(vm, Math.floor(m))
+      if (this.factorOut(vm)) { m *= f; m *= 0.9 } else if (this.factorIn(vm)) { m *= 0.1; m *= f } else m *= f
+      const a = Math.floor(m)
+      this.allocs[i] = a
+      sum += a
     }
+    this.allocSum = sum
     this.avail = 0
   }
 
   dealloc (vm: number): void {
-    this.req.delete(vm)
-    this.alloc.clear()
-    this.avail = this.totalMips
-    const rest = [...this.req]
-    this.req.clear()
-    for (const [k, r] of rest) this.allocRaw(k, r)
+    const k = this.ids.indexOf(vm)
+    const ids = this.ids; const reqs = this.reqs
+    if (k >= 0) { ids.splice(k, 1); reqs.splice(k, 1) }
+    this.deallocAll()
+    for (let i = 0; i < ids.length; i++) this.allocRaw(ids[i] as number, reqs[i] as number)
+  }
+
+  /** Recompute every allocation from the requests (what a create-then-destroy leaves behind). */
+  rebuild (): void {
+    const ids = this.ids; const reqs = this.reqs
+    this.deallocAll()
+    for (let i = 0; i < ids.length; i++) this.allocRaw(ids[i] as number, reqs[i] as number)
   }
 
   deallocAll (): void {
-    this.req.clear(); this.alloc.clear(); this.avail = this.totalMips
+    this.ids = []; this.reqs = []; this.allocs = []; this.avail = this.totalMips; this.allocSum = 0
   }
 
-  allocated (vm: number): number { return this.alloc.get(vm) ?? 0 }
+  allocated (vm: number): number {
+    const k = this.ids.indexOf(vm)
+    return k < 0 ? 0 : this.allocs[k] as number
+  }
 }
 
 export interface SimVm {
@@ -107,6 +135,8 @@ export interface SimVm {
   // SLA accounting: last state entry
   eT: number; eAlloc: number; eReq: number; eMig: boolean
   lastMovedT: number
+  reqT: number
+  reqV: number
 }
 
 export interface SimHost {
@@ -124,6 +154,8 @@ export interface SimHost {
   prevUtilMips: number
   ramUsed: number
   bwUsed: number
+  /** Bumped whenever the VM list or the VMs' histories change (lets callers cache). */
+  ver: number
   // SLATAH accounting: last state entry
   eT: number; eAlloc: number; eReq: number; eActive: boolean
 }
@@ -171,7 +203,7 @@ export class TraceSim {
       const total = ty.pes * ty.peMips
       this.hosts.push({
         id: i, type: i % model.hostTypes.length, totalMips: total, peMips: ty.peMips, bw: ty.bw, ram: ty.ramMiB, power: ty.powerW,
-        sched: new CpuScheduler(total, ty.peMips), vms: [], migIn: [], utilMips: 0, prevUtilMips: 0, ramUsed: 0, bwUsed: 0,
+        sched: new CpuScheduler(total, ty.peMips), vms: [], migIn: [], utilMips: 0, prevUtilMips: 0, ramUsed: 0, bwUsed: 0, ver: 0,
         eT: -1, eAlloc: 0, eReq: 0, eActive: true
       })
     }
@@ -184,7 +216,7 @@ export class TraceSim {
       this.vms.push({
         id: i, name: trace.names[i] ?? String(i), type: ty, mips: vt.mips, ram: vt.ramMiB, bw: vt.bw, util: trace.util[i] as Float64Array,
         hist: [], lastHistT: 0, inMigration: false, host: -1, alive: true, beingInstantiated: true,
-        eT: -1, eAlloc: 0, eReq: 0, eMig: false, lastMovedT: -Infinity
+        eT: -1, eAlloc: 0, eReq: 0, eMig: false, lastMovedT: -Infinity, reqT: NaN, reqV: 0
       })
     }
   }
@@ -205,7 +237,9 @@ export class TraceSim {
   requested (vm: SimVm): number {
     if (vm.beingInstantiated) return vm.mips
     // before the workloads are submitted (initial placement) created VMs ask for nothing
-    return this.submitted ? this.utilAt(vm, this.now) * vm.mips : 0
+    if (!this.submitted) return 0
+    if (vm.reqT !== this.now) { vm.reqT = this.now; vm.reqV = this.utilAt(vm, this.now) * vm.mips }
+    return vm.reqV
   }
 
   /** False during initial placement, before the traces start driving the VMs. */
@@ -220,6 +254,7 @@ export class TraceSim {
   vmCreate (h: SimHost, vm: SimVm): void {
     h.sched.allocVm(vm.id, this.requested(vm), vm.inMigration)
     h.vms.push(vm.id)
+    h.ver++
     vm.host = h.id
   }
 
@@ -227,11 +262,13 @@ export class TraceSim {
     h.sched.dealloc(vm.id)
     const i = h.vms.indexOf(vm.id)
     if (i >= 0) h.vms.splice(i, 1)
+    h.ver++
     vm.host = -1
   }
 
   /** Recompute a host's allocations and utilisation at the current time (and record state). */
   updateHost (h: SimHost, t: number, stepTime: boolean): void {
+    h.ver++
     if (stepTime) {
       for (const id of h.vms) {
         const vm = this.vms[id] as SimVm
@@ -348,6 +385,7 @@ export class TraceSim {
       target.sched.allocVm(vmId, this.requested(vm), true)
       target.migIn.push(vmId)
       target.vms.push(vmId)
+      target.ver++
       this.updateHost(target, t, false)
       const src = this.hosts[vm.host]
       if (src !== undefined) this.updateHost(src, t, false)
@@ -368,6 +406,7 @@ export class TraceSim {
     target.migIn.splice(target.migIn.indexOf(vmId), 1)
     const i = target.vms.indexOf(vmId)
     if (i >= 0) target.vms.splice(i, 1)
+    target.ver++
     target.sched.migIn.delete(vmId)
     vm.inMigration = false
     this.vmCreate(target, vm)

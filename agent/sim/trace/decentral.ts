@@ -1,0 +1,161 @@
+/**
+ * Decentralised mode: every host decides for itself, every step, with the same planner the
+ * agent core calls (policies/plan.ts), from its own gossiped view of the other hosts.
+ *
+ * Gossip model (until the agent's membership core is plugged in): each host publishes a load
+ * report every step; a peer sees report ages of `viewAgeSteps` plus one more step for every
+ * consecutive loss (probability `lossP`, capped at `maxAgeSteps`), drawn from the seeded Prng.
+ * A host always sees itself fresh.
+ *
+ * Reservation step: a proposal reaches the target, which admits it against its authoritative
+ * state (residents' current demand + reservations already granted this step) and the VM's
+ * core size; a consolidation plan is all or nothing; a host that accepted incoming VMs does
+ * not evacuate itself in the same step, and an evacuating host accepts nothing. So concurrent
+ * decisions never overfill a host, whatever the views said.
+ *
+ * To plug in the real core: replace `viewFor()` by the agent core's ClusterView (membership +
+ * load reports from agent/core), and `admit()` by the migration reservation message exchange
+ * over agent/sim/sim-network.ts; the planner call stays the same.
+ */
+import { Prng } from '../../core/prng.js'
+import { detectOverload } from '../../../policies/overload.js'
+import { isUnderloaded } from '../../../policies/underload.js'
+import { nextStreak } from '../../../policies/antithrash.js'
+import { planHost, hostSample, type PolicyConfig } from '../../../policies/plan.js'
+import { validatePolicyConfig } from '../../../policies/config.js'
+import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
+import { CloudsimController } from './cloudsim.js'
+import type { Metrics, SimHost, SimVm, TraceSim } from './engine.js'
+
+export interface DecentralOptions {
+  seed: number
+  /** Age of a peer's report in steps when nothing is lost. @default 1 */
+  viewAgeSteps: number
+  /** Probability that a report round is lost (the view gets one step older). @default 0.1 */
+  lossP: number
+  maxAgeSteps: number
+  /** Highest CPU demand a target admits, fraction of its capacity. @default 0.85 */
+  admitCap: number
+  /** VM history samples in reports. @default 12 */
+  reportHistory: number
+  policy: PolicyConfig
+}
+
+/** The agents' policy for the traces: sustained overload with a forecast, careful consolidation. */
+export function defaultDecentralPolicy (): PolicyConfig {
+  return {
+    overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'lr', window: 6 } },
+    underload: { kind: 'threshold', threshold: 0.4 },
+    selection: { kind: 'mmt' },
+    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
+    guards: { holdTicks: 2, cooldownTicks: 12, minGain: 5 },
+    intervalSec: 300,
+    maxMovesPerTick: 4
+  }
+}
+
+export function defaultDecentralOptions (): DecentralOptions {
+  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, admitCap: 0.85, reportHistory: 12, policy: defaultDecentralPolicy() }
+}
+
+function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
+  const vms: VmView[] = []
+  let demand = 0
+  for (const id of h.vms) {
+    if (h.migIn.includes(id)) continue
+    const v = sim.vms[id] as SimVm
+    const d = sim.requested(v)
+    demand += d
+    vms.push({ id: String(id), host: String(h.id), cpuMips: v.mips, cpuDemandMips: d, memMiB: v.ram, history: v.hist.slice(0, histLen).reverse(), migrating: v.inMigration })
+  }
+  const hist = new Array<number>(histLen).fill(0)
+  for (const id of h.vms) {
+    const v = sim.vms[id] as SimVm
+    for (let i = 0; i < Math.min(histLen, v.hist.length); i++) hist[histLen - 1 - i] = (hist[histLen - 1 - i] as number) + (v.hist[i] as number) * v.mips / h.totalMips
+  }
+  let start = 0
+  while (start < hist.length && hist[start] === 0) start++
+  return {
+    id: String(h.id), cpuMips: h.totalMips, coreMips: h.peMips, memMiB: 1e12, netMbps: h.bw / 1000,
+    powerCurveW: h.power, sleepW: 0, vms, reservedMips: 0, reservedMemMiB: 0, history: hist.slice(start), active: demand > 0 || vms.length > 0
+  }
+}
+
+export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial<DecentralOptions>): Metrics {
+  const opt: DecentralOptions = { ...defaultDecentralOptions(), ...o }
+  const cfg = validatePolicyConfig(opt.policy)
+  const prng = new Prng(opt.seed)
+  // same initial placement as the centralised runs, for a like-for-like comparison
+  new CloudsimController(sim, { detector: 'thr', param: 0.8, selection: { kind: 'mmt' } }).initialPlace()
+  const n = sim.hosts.length
+  const past: HostView[][] = []
+  const over = new Int32Array(n)
+  const under = new Int32Array(n)
+  const lastMoved = new Map<string, number>()
+  let tick = 0
+  return sim.run((s, _t) => {
+    tick++
+    const now = s.hosts.map(h => report(s, h, opt.reportHistory))
+    past.unshift(now)
+    if (past.length > opt.maxAgeSteps + opt.viewAgeSteps + 1) past.length = opt.maxAgeSteps + opt.viewAgeSteps + 1
+    // which hosts have something to decide (from their own fresh state)
+    const deciders: number[] = []
+    for (let i = 0; i < n; i++) {
+      const me = now[i] as HostView
+      if (me.vms.length === 0) { over[i] = 0; under[i] = 0; continue }
+      const smp = hostSample(me, cfg.intervalSec)
+      const o1 = detectOverload(smp, cfg.overload).overloaded
+      over[i] = nextStreak(over[i] as number, o1)
+      under[i] = nextStreak(under[i] as number, !o1 && isUnderloaded(smp.util, me.history, cfg.underload))
+      if ((over[i] as number) > 0 || (under[i] as number) > 0) deciders.push(i)
+    }
+    prng.shuffle(deciders)
+    // authoritative state of every host for admission: demand incl. granted reservations
+    const demand = now.map(h => h.vms.reduce((a, v) => a + v.cpuDemandMips, 0))
+    const receiving = new Uint8Array(n)
+    const evacuating = new Uint8Array(n)
+    const moves: Array<[number, number]> = []
+    for (const i of deciders) {
+      if (receiving[i] === 1 && (over[i] as number) === 0) continue
+      const view = viewFor(i, now, past, opt, prng, tick)
+      const plan = planHost(view, String(i), cfg, { overStreak: over[i] as number, underStreak: under[i] as number, lastMoved })
+      if (plan.length === 0) continue
+      const consolidation = plan[0]?.reason === 'underload'
+      const granted: Array<[number, number, number]> = []
+      for (const m of plan) {
+        const vm = s.vms[Number(m.vm)] as SimVm
+        const tgt = Number(m.to)
+        const h = s.hosts[tgt] as SimHost
+        const d = s.requested(vm)
+        const ok = evacuating[tgt] !== 1 && d <= h.peMips && (demand[tgt] as number) + d <= h.totalMips * opt.admitCap
+        if (!ok) { if (consolidation) { granted.length = 0; break } else continue }
+        demand[tgt] = (demand[tgt] as number) + d
+        granted.push([vm.id, tgt, d])
+      }
+      if (consolidation && granted.length !== plan.length) {
+        for (const [, tgt, d] of granted) demand[tgt] = (demand[tgt] as number) - d
+        continue
+      }
+      for (const [vm, tgt, d] of granted) {
+        moves.push([vm, tgt])
+        receiving[tgt] = 1
+        demand[i] = (demand[i] as number) - d
+        lastMoved.set(String(vm), tick)
+      }
+      if (consolidation) evacuating[i] = 1
+    }
+    return moves
+  })
+}
+
+function viewFor (self: number, now: HostView[], past: HostView[][], opt: DecentralOptions, prng: Prng, tick: number): ClusterView {
+  const hosts: HostView[] = new Array(now.length)
+  for (let j = 0; j < now.length; j++) {
+    if (j === self) { hosts[j] = now[j] as HostView; continue }
+    let age = opt.viewAgeSteps
+    while (age < opt.viewAgeSteps + opt.maxAgeSteps && prng.chance(opt.lossP)) age++
+    const snap = past[Math.min(age, past.length - 1)] as HostView[]
+    hosts[j] = snap[j] as HostView
+  }
+  return { hosts, rules: NO_RULES, tick }
+}
