@@ -44,7 +44,7 @@ export interface WireLimits {
   maxGossipItems: number
   /** Member records in one push-pull. @default 4096 */
   maxMembers: number
-  /** Load reports in one push-pull. @default 4096 */
+  /** Load reports in one push-pull, and digests in one report pull. @default 4096 */
   maxReports: number
   /** VMs in one load report. @default 1024 */
   maxVmsPerReport: number
@@ -265,7 +265,10 @@ function encGossip (g: Gossip, where: string): Pb {
     case 'dead': return { dead: { node: encHost(g.node, where + '.node'), incarnation: encU64(g.incarnation, where + '.incarnation'), from: encHost(g.from, where + '.from') } }
     case 'left': return { left: { node: encHost(g.node, where + '.node'), incarnation: encU64(g.incarnation, where + '.incarnation') } }
     case 'report': return { report: encReport(g.report, where + '.report') }
-    default: throw new WireEncodeError(`${where}: unknown gossip type ${String((g as { type?: unknown }).type)}`)
+    default: {
+      const unknown: never = g // a new Gossip kind must be added here and to membership.proto
+      throw new WireEncodeError(`${where}: unknown gossip type ${String((unknown as { type?: unknown }).type)}`)
+    }
   }
 }
 
@@ -284,8 +287,14 @@ function encBody (b: Body): [string, Pb] {
       }]
     case 'gossip':
       return ['gossipOnly', {}]
-    default:
-      throw new WireEncodeError(`unknown body type ${String((b as { type?: unknown }).type)}`)
+    case 'reportPull':
+      return ['reportPull', {
+        want: b.want.map((d, i) => ({ host: encHost(d.host, `body.want[${i}].host`), seq: encU64(d.seq, `body.want[${i}].seq`) }))
+      }]
+    default: {
+      const unknown: never = b // a new Body kind must be added here and to envelope.proto
+      throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
+    }
   }
 }
 
@@ -491,6 +500,13 @@ class Decoder {
         reports: this.count(v['reports'], this.lim.maxReports, 'body.reports', (r, i) => this.report(r, `body.reports[${i}]`))
       }
       case 'gossipOnly': return { type: 'gossip' }
+      case 'reportPull': return {
+        type: 'reportPull',
+        want: this.count(v['want'], this.lim.maxReports, 'body.want', (x, i) => {
+          if (!isObj(x)) throw new Reject('malformed', `body.want[${i}]`)
+          return { host: this.host(x['host'], `body.want[${i}].host`), seq: this.u64(x['seq'], `body.want[${i}].seq`) }
+        })
+      }
       default: throw new Reject('unknown_body', name)
     }
   }

@@ -9,6 +9,7 @@ import protobuf from 'protobufjs'
 import { Prng } from '../../agent/core/prng.js'
 import { PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type Envelope, type Gossip, type Body } from '../../agent/core/messages.js'
 import type { LoadReport } from '../../agent/core/types.js'
+import { envelopeBytes } from '../../agent/core/wire-size.js'
 import {
   decodeCounters, decodeFrame, encodeEnvelope, envelopeByteSize, frameByteSize, resetDecodeCounters,
   FRAME_HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT, REJECT_REASONS, WireEncodeError, type DecodeResult
@@ -48,7 +49,9 @@ const ALL_BODIES: Body[] = [
   { type: 'pingReq', seq: 99, target: 'h3' },
   { type: 'pushPull', reply: false, members: [{ id: KEY_A, name: 'a', addr: '127.0.0.1:1', incarnation: 1, state: 'suspect' }], reports: [report(), report('h7', 0)] },
   { type: 'pushPull', reply: true, members: [], reports: [] },
-  { type: 'gossip' }
+  { type: 'gossip' },
+  { type: 'reportPull', want: [{ host: KEY_B, seq: 12 }, { host: 'h3', seq: 0 }] },
+  { type: 'reportPull', want: [] }
 ]
 
 function env (body: Body, gossip: Gossip[] = [], from = KEY_A): Envelope {
@@ -108,6 +111,33 @@ t.test('sizes: a load report is compact, and the size functions agree with the e
   const ping = encodeEnvelope(env({ type: 'ping', seq: 12, target: KEY_B })).byteLength
   t.comment(`ping between two real hosts: ${ping} bytes`)
   t.ok(ping < 90)
+})
+
+t.test("the core's size estimate (core/wire-size.ts) matches the real encoding", async t => {
+  const prng = new Prng(7)
+  const cases: Envelope[] = [
+    ...ALL_BODIES.map(b => env(b, ALL_GOSSIP)),
+    ...ALL_BODIES.map(b => env(b)),
+    ...ALL_GOSSIP.map(g => env({ type: 'gossip' }, [g], 'sim-1'))
+  ]
+  for (let i = 0; i < 200; i++) {
+    const r = report(prng.chance(0.5) ? KEY_B : `h${i}`, prng.int(8))
+    r.cpuUtil = prng.next()
+    r.memUtil = prng.int(3) === 0 ? 0 : prng.next()
+    r.seq = prng.int(1e9)
+    r.forecastCpu = Array.from({ length: prng.int(5) }, () => prng.next())
+    cases.push({ ...env({ type: 'ping', seq: prng.int(1e6), target: 'x' }, [{ type: 'report', report: r }]), lamport: prng.int(2 ** 40), incarnation: prng.int(3) })
+  }
+  let mismatches = 0
+  for (const e of cases) {
+    const real = envelopeByteSize(e)
+    const est = envelopeBytes(e)
+    if (real !== est) {
+      mismatches++
+      if (mismatches <= 5) t.fail(`estimate ${est} != encoded ${real} for ${e.body.type} with ${e.gossip.map(g => g.type).join(',')}`)
+    }
+  }
+  t.equal(mismatches, 0, `${cases.length} envelopes: estimate equals encoding`)
 })
 
 t.test('encode refuses values the wire cannot carry', async t => {
