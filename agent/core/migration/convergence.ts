@@ -49,6 +49,12 @@ export interface ConvergencePolicy {
   completionTimeoutMsPerGiB: number
   /** What to do on a stall, the cap, or the budget. */
   onStall: StallFallback
+  /**
+   * A planned post-copy switches at once instead of after the first full pass. Every dirty-bitmap
+   * sync taken while the guest runs risks losing a write under TCG; switching at once leaves only
+   * the setup sync (harmless: every page is dirty then) and the one taken with the guest stopped.
+   */
+  postcopyAtOnce: boolean
 }
 
 /**
@@ -62,7 +68,8 @@ export function defaultConvergencePolicy (accel: 'kvm' | 'tcg', onStall: StallFa
     minProgressFraction: 0.1,
     maxDirtySyncs: accel === 'tcg' ? 3 : 30,
     completionTimeoutMsPerGiB: 800_000,
-    onStall
+    onStall,
+    postcopyAtOnce: accel === 'tcg'
   }
 }
 
@@ -133,7 +140,11 @@ export type PlannedMode =
   | 'precopy'
   /** Pre-copy with post-copy enabled as the fallback. */
   | 'hybrid'
-  /** Post-copy from the end of the first full pass: pre-copy cannot finish within the limits. */
+  /**
+   * Post-copy, because pre-copy cannot finish within the limits: at once (start the driver in
+   * 'postcopy' mode) when policy.postcopyAtOnce, else after the first full pass (start it in
+   * 'hybrid' mode; the controller switches).
+   */
   | 'postcopy'
   /** Do not start: pre-copy cannot finish and post-copy is not allowed. */
   | 'reject'
@@ -178,7 +189,10 @@ export function planMigration (input: MigrationEstimateInput, policy: Convergenc
   const why = r >= 1
     ? `dirty rate is ${r.toFixed(2)}x the bandwidth: pre-copy never converges`
     : `pre-copy needs more than ${roundsMax} round(s) or more than ${ramp[ramp.length - 1] ?? first} ms downtime`
-  if (policy.onStall === 'postcopy') return { mode: 'postcopy', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy after the first pass` }
+  if (policy.onStall === 'postcopy') {
+    const when = policy.postcopyAtOnce ? 'at once' : 'after the first pass'
+    return { mode: 'postcopy', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy ${when}` }
+  }
   return { mode: 'reject', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy not allowed` }
 }
 
@@ -264,7 +278,10 @@ export function stepConvergence (
   // A round ended (one or more syncs since the last sample).
   const syncs = sample.dirtySyncCount
   s = { ...s, lastSyncCount: syncs }
-  if (s.mode === 'postcopy' && syncs >= 2) return fallback('first full pass done; switching to post-copy as planned')
+  if (s.mode === 'postcopy') {
+    if (policy.postcopyAtOnce || syncs < 2) return { state: s, action: none }
+    return fallback('first full pass done; switching to post-copy as planned')
+  }
   if (syncs >= 3) {
     const stalled = sample.remainingBytes > s.bestRemainingBytes * (1 - policy.minProgressFraction)
     if (stalled) s = { ...s, stalls: s.stalls + 1 }

@@ -47,7 +47,7 @@ t.test('planMigration chooses the mode up front', async t => {
     { name: 'idle, post-copy policy: hybrid keeps the fallback open', in: idle, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'hybrid', downMs: 100, reason: /converges/ },
     { name: 'moderate under kvm: 3 rounds at 100 ms', in: moderate, policy: defaultConvergencePolicy('kvm', 'abort'), mode: 'precopy', downMs: 100, reason: /3 round\(s\) at 100 ms/ },
     { name: 'moderate with a cap of 4 syncs: 2 rounds, starts at 150 ms', in: moderate, policy: tcg4('postcopy'), mode: 'hybrid', downMs: 150, reason: /2 round\(s\) at 150 ms/ },
-    { name: 'moderate under tcg (one pass): post-copy', in: moderate, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /more than 1 round\(s\) or more than 500 ms/ },
+    { name: 'moderate under tcg (one pass): post-copy', in: moderate, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /more than 1 round\(s\) or more than 500 ms.*post-copy at once/ },
     { name: 'working set rewritten flat out: only at the top of the ramp', in: heavy, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'precopy', downMs: 500, reason: /1 round\(s\) at 500 ms/ },
     { name: 'hot guest, post-copy allowed', in: hot, policy: defaultConvergencePolicy('kvm', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /never converges; post-copy after the first pass/ },
     { name: 'hot guest, post-copy not allowed', in: hot, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'reject', downMs: 100, reason: /never converges; post-copy not allowed/ },
@@ -192,6 +192,12 @@ t.test('stepConvergence drives a running migration', async t => {
       plan: plan('postcopy'), policy: kvmPost,
       samples: [sample(100, 1, msOf(5000)), sample(1000, 1, msOf(3000)), sample(2000, 2, msOf(3000)), sample(2100, 2, msOf(3000))],
       actions: ['-', '-', 'postcopy', '-']
+    },
+    {
+      name: 'planned post-copy at once (tcg): the driver already switched, nothing to do',
+      plan: plan('postcopy'), policy: defaultConvergencePolicy('tcg', 'postcopy'),
+      samples: [sample(100, 1, msOf(5000)), sample(1000, 2, msOf(3000)), sample(1100, 2, msOf(3000), 'postcopy-active')],
+      actions: ['-', '-', '-']
     },
     {
       name: 'the time budget triggers the fallback once',
