@@ -29,7 +29,8 @@ export interface RuntimeInit {
 
 export interface WireCodec {
   encode: (env: Envelope) => Uint8Array
-  decode: (frame: Uint8Array) => { ok: true, envelope: Envelope } | { ok: false, reason: string }
+  /** Never throws; rejects a frame whose sender is not `from` (the authenticated connection key). */
+  decode: (frame: Uint8Array, from: HostId) => { ok: true, envelope: Envelope } | { ok: false, reason: string }
 }
 
 export interface RuntimeComponents {
@@ -113,15 +114,10 @@ export class Runtime {
 
   private onFrame (from: HostId, frame: Uint8Array): void {
     this.stats.bytesReceived += frame.byteLength
-    const r = this.c.codec.decode(frame)
+    const r = this.c.codec.decode(frame, from)
     if (!r.ok) {
       this.stats.framesRejected++
       this.enqueue({ type: 'frameRejected', from, reason: r.reason })
-      return
-    }
-    if (r.envelope.from !== from) {
-      this.stats.framesRejected++
-      this.enqueue({ type: 'frameRejected', from, reason: 'envelope sender does not match the connection key' })
       return
     }
     this.enqueue({ type: 'receive', from, envelope: r.envelope })

@@ -1,0 +1,90 @@
+/**
+ * Helpers for tests and benchmarks that run real agent processes on loopback: write the
+ * configurations, start and kill processes, and poll their local APIs.
+ */
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { cliEntry, startAgent, writeLocalCluster, type DemoHost } from '../../agent/cli/demo.js'
+import { fetchStatus } from '../../agent/cli/client.js'
+import type { StatusPayload } from '../../agent/cli/render.js'
+
+export type { DemoHost }
+
+/** The compiled CLI; the test command builds it first. Fails loudly when missing. */
+export function compiledCli (): string {
+  // Tests import the .ts sources; the agent processes run the compiled program under dist/.
+  const here = cliEntry()
+  const compiled = here.includes(`${path.sep}dist${path.sep}`)
+    ? here
+    : path.join(path.resolve(path.dirname(here), '..', '..'), 'dist', 'agent', 'cli', 'starling.js')
+  if (!existsSync(compiled)) throw new Error(`compiled agent missing at ${compiled}: run \`npm run build\` (npm test does it)`)
+  return compiled
+}
+
+export class LocalCluster {
+  readonly procs = new Map<string, ChildProcess>()
+  private constructor (readonly dir: string, readonly hosts: DemoHost[]) {}
+
+  static async create (n: number, opts: { seed?: number, core?: Record<string, unknown> } = {}): Promise<LocalCluster> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-it-'))
+    const hosts = await writeLocalCluster(dir, n, opts)
+    return new LocalCluster(dir, hosts)
+  }
+
+  host (name: string): DemoHost {
+    const h = this.hosts.find(x => x.name === name)
+    if (h === undefined) throw new Error(`no host ${name}`)
+    return h
+  }
+
+  start (name: string): ChildProcess {
+    const p = startAgent(this.host(name), compiledCli())
+    this.procs.set(name, p)
+    return p
+  }
+
+  startAll (): void { for (const h of this.hosts) this.start(h.name) }
+
+  kill9 (name: string): void {
+    const p = this.procs.get(name)
+    if (p !== undefined && p.exitCode === null) p.kill('SIGKILL')
+  }
+
+  async status (name: string): Promise<StatusPayload | null> {
+    try { return await fetchStatus(this.host(name).apiListen, 1500) } catch { return null }
+  }
+
+  /** Poll until pred holds for every listed host's view; returns the elapsed ms, or null on timeout. */
+  async waitViews (names: string[], pred: (s: StatusPayload) => boolean, timeoutMs: number, pollMs = 100): Promise<number | null> {
+    const t0 = Date.now()
+    while (Date.now() - t0 < timeoutMs) {
+      const views = await Promise.all(names.map(async n => await this.status(n)))
+      if (views.every(v => v !== null && pred(v))) return Date.now() - t0
+      await new Promise(resolve => setTimeout(resolve, pollMs))
+    }
+    return null
+  }
+
+  async stop (): Promise<void> {
+    await Promise.all([...this.procs.values()].map(async p => {
+      if (p.exitCode !== null || p.signalCode !== null) return
+      const done = new Promise<void>(resolve => p.once('exit', () => resolve()))
+      p.kill('SIGTERM')
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000)
+      await done
+      clearTimeout(t)
+    }))
+    await rm(this.dir, { recursive: true, force: true })
+  }
+}
+
+export function aliveCount (s: StatusPayload): number {
+  return s.members.filter(m => m.state === 'alive').length
+}
+
+export function stateOf (s: StatusPayload, name: string): string | undefined {
+  return s.members.find(m => m.name === name)?.state
+}

@@ -1,0 +1,81 @@
+/**
+ * Goal: the runtime applies a Ready in order (persist before send), turns frames into inputs
+ * through the codec, and survives garbage from a peer. Method: the real AgentCore, the real
+ * codec and the in-memory store; a recording transport stands in for the network.
+ */
+import t from 'tap'
+import { AgentCore } from '../../agent/core/agent-core.js'
+import { localTestCoreConfig } from '../../agent/core/config.js'
+import { memoryStore } from '../../agent/adapters/memory-store.js'
+import { decodeFrame, encodeEnvelope } from '../../agent/adapters/wire-codec.js'
+import { silentLogger } from '../../agent/lib/logger.js'
+import { Runtime } from '../../agent/runtime/runtime.js'
+import type { Transport, TransportHandlers } from '../../agent/ports/transport.js'
+import type { PersistOp } from '../../agent/core/effects.js'
+
+function setup () {
+  const log: string[] = []
+  let handlers: TransportHandlers | null = null
+  const transport: Transport = {
+    self: 'aa',
+    start: async h => { handlers = h },
+    send: (to, frame) => { log.push(`send ${to} ${decodeFrame(frame).ok ? 'valid' : 'INVALID'}`); return true },
+    connected: () => [],
+    stop: async () => {}
+  }
+  const inner = memoryStore()({ logger: silentLogger() })
+  const store = {
+    ...inner,
+    open: async () => await inner.open(),
+    get: inner.get.bind(inner),
+    entries: inner.entries.bind(inner),
+    close: async () => await inner.close(),
+    batch: async (ops: PersistOp[]) => {
+      log.push(`persist ${ops.length}`)
+      await new Promise(resolve => setTimeout(resolve, 5)) // a slow disk must still come first
+      await inner.batch(ops)
+    }
+  }
+  const core = new AgentCore({
+    self: 'aa', name: 'a', addr: '127.0.0.1:1', config: localTestCoreConfig(), seed: 1,
+    seeds: [{ id: 'bb', name: 'b', addr: '127.0.0.1:2' }]
+  })
+  const runtime = new Runtime({ tickMs: 10, sampleIntervalMs: 1000 }, {
+    core, transport, store, logger: silentLogger(),
+    codec: { encode: encodeEnvelope, decode: (f, from) => decodeFrame(f, { expectFrom: from }) },
+    sample: async () => ({ cpuUtil: 0.5, memUsedMiB: 100, netMbps: 0, capacity: { cpuCores: 4, cpuMipsPerCore: 1000, memMiB: 1000, netMbps: 1000 }, vms: [] })
+  })
+  return { log, runtime, core, store: inner, handlers: () => handlers as TransportHandlers | null }
+}
+
+t.test('persist comes before send, and the incarnation is durable', async t => {
+  const { log, runtime, store } = setup()
+  await store.open()
+  await runtime.start()
+  await new Promise(resolve => setTimeout(resolve, 300))
+  await runtime.stop()
+  const firstPersist = log.findIndex(l => l.startsWith('persist'))
+  const firstSend = log.findIndex(l => l.startsWith('send'))
+  t.ok(firstPersist >= 0, 'something was persisted')
+  t.ok(firstSend >= 0, 'something was sent (join to the seed)')
+  t.ok(firstPersist < firstSend, `first persist (#${firstPersist}) precedes first send (#${firstSend})`)
+  t.notOk(log.some(l => l.endsWith('INVALID')), 'every frame sent decodes')
+  t.equal(await store.get('core/incarnation'), 1, 'incarnation 1 is in the store')
+})
+
+t.test('garbage frames are rejected and counted, never thrown', async t => {
+  const { runtime, core, store, handlers } = setup()
+  await store.open()
+  await runtime.start()
+  const h = handlers()
+  t.ok(h !== null, 'transport started')
+  const junk = [new Uint8Array(0), new Uint8Array([1, 2, 3]), new Uint8Array(70_000).fill(7), Uint8Array.from({ length: 300 }, (_, i) => (i * 37) & 255)]
+  for (const f of junk) h!.onFrame('bb', f)
+  // A valid frame from b that claims to come from c: sender mismatch.
+  const forged = encodeEnvelope({ protocolMin: 1, protocolMax: 1, protocolCur: 1, from: 'cc', incarnation: 1, lamport: 1, body: { type: 'gossip' }, gossip: [] })
+  h!.onFrame('bb', forged)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(runtime.stats.framesRejected, junk.length + 1, 'each bad frame counted at the edge')
+  t.equal(core.status().counters.framesRejected, junk.length + 1, 'and reported to the core')
+  await runtime.stop()
+})
