@@ -144,7 +144,7 @@ interface Options {
  * Splits a byte stream into length-prefixed frames. Never buffers more than maxFrameBytes: a
  * longer frame is skipped as it streams past.
  */
-class FrameParser {
+export class FrameParser {
   private readonly head = Buffer.alloc(FRAME_HEADER_BYTES)
   private headLen = 0
   private body: Buffer | null = null
@@ -158,8 +158,11 @@ class FrameParser {
     private readonly onOversized: (len: number) => void
   ) {}
 
-  /** Consumes a chunk; returns false on a broken length (the caller disconnects). */
+  private broken = false
+
+  /** Consumes a chunk; returns false on a broken length (the caller disconnects), and ever after. */
   push (chunk: Uint8Array): boolean {
+    if (this.broken) return false
     let off = 0
     while (off < chunk.byteLength) {
       if (this.skip > 0) {
@@ -174,12 +177,16 @@ class FrameParser {
         if (this.headLen < FRAME_HEADER_BYTES) break
         this.headLen = 0
         const len = this.head.readUInt32BE(0)
-        if (len === 0 || len > this.maxDiscardBytes) return false
+        if (len === 0 || len > this.maxDiscardBytes) {
+          this.broken = true
+          return false
+        }
         if (len > this.maxFrameBytes) {
           this.skip = len
           this.onOversized(len)
         } else if (chunk.byteLength - off >= len) {
-          this.onFrame(chunk.slice(off, off + len)) // a copy: the receiver owns it
+          // A copy (Buffer#slice would share memory): the receiver owns the frame.
+          this.onFrame(Uint8Array.prototype.slice.call(chunk, off, off + len))
           off += len
         } else {
           this.body = Buffer.allocUnsafe(len)
@@ -419,6 +426,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     conn.on('data', (chunk: Uint8Array) => {
       if (this.peers.get(id) !== peer) return // replaced or stopping
       if (!parser.push(chunk)) {
+        if (conn.destroying) return
         this.counters.badLengthDisconnects++
         this.log.warn('peer sent a broken frame length: disconnecting', { peer: short(id) })
         conn.destroy()
