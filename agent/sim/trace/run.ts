@@ -64,7 +64,7 @@ export interface ReferenceRow { variant: string, day: string, policy: string, en
 
 /** Rows of reference_runs.csv (next to the traces). */
 export function loadReference (tracesDir: string): ReferenceRow[] {
-  const lines = readFileSync(join(tracesDir, 'reference_runs.csv'), 'utf8').trim().split('\n')
+  const lines = readFileSync(join(tracesDir, 'reference_runs.csv'), 'utf8').trim().split(/\r?\n/)
   const head = (lines.shift() ?? '').split(',')
   const col = (name: string): number => head.indexOf(name)
   return lines.map(l => l.split(',')).map(c => ({
