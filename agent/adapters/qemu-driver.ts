@@ -184,7 +184,12 @@ export interface MigratingDriver extends HypervisorDriver {
    * picks a free one). Resolves with the URI to give the source's migrate().
    */
   prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
-  /** Starts migrating VM `id` to `uri`; resolves once QEMU accepted it (poll progress()). */
+  /**
+   * Starts migrating VM `id` to `uri`; resolves once QEMU accepted it (poll progress()). Once
+   * 'completed', the source QEMU stays paused (it must not run again: the target owns the VM);
+   * stop() it when the target is confirmed running. After 'cancelled' or 'failed' the VM runs
+   * on the source again and the target QEMU exits.
+   */
   migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
   /** Switches a running 'hybrid' (or 'postcopy') migration to post-copy. */
   startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
@@ -613,6 +618,8 @@ export class QemuDriver implements MigratingDriver {
     if (!(spec.vcpus >= 1) || !(spec.memMiB >= 16)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: needs vcpus >= 1 and memMiB >= 16`)
     if (this.vms.has(spec.id) && this.vms.get(spec.id)?.hasExited !== true) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running on this host`)
     const dir = path.join(this.init.runDir, spec.id)
+    // sun_path holds 108 bytes; QEMU would fail with a less helpful message.
+    if (Buffer.byteLength(path.join(dir, 'qmp.sock')) > 107) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: run directory path too long for a unix socket (${dir})`)
     const args = this.qemuArgs(spec, dir, incoming)
     await fsp.mkdir(dir, { recursive: true })
     await fsp.rm(path.join(dir, 'qmp.sock'), { force: true })

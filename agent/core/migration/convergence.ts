@@ -296,9 +296,9 @@ export function stepConvergence (
   // a stop-and-copy now ends with c + 1 syncs. So c = maxDirtySyncs - 1 is the last decision.
   const lastDecision = policy.maxDirtySyncs - 1
   if (syncs >= lastDecision) {
-    // Past the last decision: either QEMU is completing (the rest fits) or it began a round
-    // that would end beyond the cap.
-    if (syncs === lastDecision && needMs <= s.downtimeLimitMs) return { state: s, action: none }
+    // Past the last decision: either QEMU is completing (the rest fits; the stop-and-copy takes
+    // a sync of its own) or it began a round that would end beyond the cap.
+    if (needMs <= s.downtimeLimitMs) return { state: s, action: none }
     return fallback(`pre-copy reached ${syncs} dirty syncs with ~${Math.round(needMs)} ms of data left (cap ${policy.maxDirtySyncs})`)
   }
   if (syncs === lastDecision - 1 && syncs >= 2) {

@@ -160,6 +160,12 @@ t.test('stepConvergence drives a running migration', async t => {
       actions: ['-', 'postcopy']
     },
     {
+      name: 'tcg (cap 3): the stop-and-copy sync itself (nothing left) is not a reason to fall back',
+      plan: plan('hybrid'), policy: tcg3,
+      samples: [sample(100, 1, msOf(2000)), sample(900, 2, msOf(60)), sample(1000, 3, 0), sample(1010, 3, 0, 'completed')],
+      actions: ['-', '-', '-', '-']
+    },
+    {
       name: 'a plan that starts high on the ramp never lowers the limit on stalls',
       plan: { ...plan('precopy'), downtimeLimitMs: 300 }, policy: kvmAbort,
       samples: [sample(100, 1, msOf(5000)), sample(1000, 2, msOf(800)), sample(1500, 3, msOf(800)), sample(2000, 4, msOf(800)), sample(2500, 5, msOf(800)), sample(3000, 6, msOf(800))],
