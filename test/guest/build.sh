@@ -17,11 +17,21 @@ if [ "${1:-}" != "--force" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cp
   exit 0
 fi
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "guest build: missing $1 (Debian package $2)" >&2; exit 1; }; }
-need gcc gcc
-need busybox busybox-static
-need dpkg-deb dpkg
-need apt-get apt
+# Tools: gcc with a static libc (libc6-dev), busybox-static. Installed when missing and root.
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/libc.a ] || missing+=(libc6-dev)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "guest build: missing Debian packages ${missing[*]} (not root, cannot install)" >&2
+    exit 1
+  fi
+  echo "guest build: installing ${missing[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+command -v dpkg-deb >/dev/null 2>&1 || { echo "guest build: dpkg-deb missing: not a Debian system?" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/guest-build.XXXXXX")
 chmod 0755 "$tmp" # apt-get download drops to the _apt user
