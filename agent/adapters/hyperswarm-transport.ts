@@ -69,7 +69,7 @@ export interface HyperswarmTransportInit {
   maxPeers?: number
   /** Grace for unannouncing on stop before the swarm is torn down by force, ms. @default 2000 */
   stopGraceMs?: number
-  /** A DHT to use instead of creating a bootstrapper (tests); host, port and bootstrap are then ignored. */
+  /** A DHT to use instead of creating a bootstrapper (e.g. hyperdht/testnet); host, port and bootstrap are then ignored. stop() destroys it. */
   dht?: HyperDHT
 }
 
