@@ -36,7 +36,10 @@ export interface VipClusterInit {
   seed?: number
 }
 
-/** One applied address effect, with wall time. */
+/**
+ * One applied address effect, with wall time: when the address was added or removed, or when a
+ * burst (announce) started; a failed burst is recorded again, with ok false, when it ends.
+ */
 export interface AppliedEffect {
   t: number
   host: string
@@ -62,6 +65,8 @@ export class VipCluster {
   readonly hosts = new Map<string, HostRt>()
   readonly applied: AppliedEffect[] = []
   readonly events: Array<{ t: number, host: string, text: string }> = []
+  /** Link cuts and restores, with wall time. */
+  readonly links: Array<{ t: number, host: string, up: boolean }> = []
   private readonly cut = new Set<string>()
   private timer: NodeJS.Timeout | null = null
   private ticks = 0
@@ -111,11 +116,13 @@ export class VipCluster {
   async linkDown (host: string): Promise<void> {
     await this.init.bed.linkDown(this.h(host).node)
     this.cut.add(host)
+    this.links.push({ t: Date.now(), host, up: false })
   }
 
   async linkUp (host: string): Promise<void> {
     await this.init.bed.linkUp(this.h(host).node)
     this.cut.delete(host)
+    this.links.push({ t: Date.now(), host, up: true })
   }
 
   freezeView (host: string, frozen = true): void { this.h(host).frozen = frozen }
@@ -130,6 +137,38 @@ export class VipCluster {
   }
 
   private reachable (a: string, b: string): boolean { return !this.cut.has(a) && !this.cut.has(b) }
+
+  /**
+   * From the applied effects and the link events: how long two or more hosts that the client
+   * could reach carried the VIP at once, in [fromMs, toMs]. Total and longest episode, ms.
+   */
+  doubleCarriers (vip: VipId, fromMs: number, toMs: number): { totalMs: number, longestMs: number } {
+    type Ev = { t: number, host: string, kind: 'add' | 'remove' | 'down' | 'up' }
+    const evs: Ev[] = [
+      ...this.applied.filter(a => a.vip === vip && a.ok && a.type !== 'announce').map(a => ({ t: a.t, host: a.host, kind: a.type === 'remove' ? 'remove' as const : 'add' as const })),
+      ...this.links.map(l => ({ t: l.t, host: l.host, kind: l.up ? 'up' as const : 'down' as const }))
+    ].sort((a, b) => a.t - b.t)
+    const carrying = new Set<string>()
+    const down = new Set<string>()
+    let totalMs = 0; let longestMs = 0; let since: number | null = null
+    const close = (t: number): void => {
+      if (since === null) return
+      const a = Math.max(since, fromMs); const b = Math.min(t, toMs)
+      if (b > a) { totalMs += b - a; longestMs = Math.max(longestMs, b - a) }
+      since = null
+    }
+    for (const e of evs) {
+      if (e.kind === 'add') carrying.add(e.host)
+      if (e.kind === 'remove') carrying.delete(e.host)
+      if (e.kind === 'down') down.add(e.host)
+      if (e.kind === 'up') down.delete(e.host)
+      const n = [...carrying].filter(h => !down.has(h)).length
+      if (n >= 2 && since === null) since = e.t
+      if (n < 2) close(e.t)
+    }
+    close(toMs)
+    return { totalMs, longestMs }
+  }
 
   private tick (): void {
     if (this.stopped) return
@@ -210,6 +249,7 @@ export class VipCluster {
         if (e.type === 'add-and-announce') {
           try {
             await h.adapter.add(target)
+            this.record(name, e, true) // the address is on the interface from here
           } catch (err) {
             this.record(name, e, false, errorCode(err))
             this.step(name, { type: 'vipApplied', vip: e.vip, op: 'add', ok: false, code: errorCode(err) ?? 'UNKNOWN' })
@@ -220,14 +260,17 @@ export class VipCluster {
         let firstSent!: () => void
         const first = new Promise<void>(resolve => { firstSent = resolve })
         const burst = h.adapter.announce(target, { count: e.burst.count, intervalMs: e.burst.intervalMs, onFirstSent: firstSent })
+        if (e.type === 'announce') this.record(name, e, true)
         const tracked = burst.then(
-          () => { if (e.type === 'announce') this.record(name, e, true); this.step(name, { type: 'vipApplied', vip: e.vip, op: 'announce', ok: true }) },
-          (err: unknown) => { this.step(name, { type: 'vipApplied', vip: e.vip, op: 'announce', ok: false, code: errorCode(err) ?? 'UNKNOWN' }) }
+          () => { this.step(name, { type: 'vipApplied', vip: e.vip, op: 'announce', ok: true }) },
+          (err: unknown) => {
+            if (e.type === 'announce') this.record(name, e, false, errorCode(err))
+            this.step(name, { type: 'vipApplied', vip: e.vip, op: 'announce', ok: false, code: errorCode(err) ?? 'UNKNOWN' })
+          }
         ).finally(() => { firstSent(); this.background.delete(tracked) })
         this.background.add(tracked)
         if (e.type === 'add-and-announce') {
           await first
-          this.record(name, e, true)
           this.step(name, { type: 'vipApplied', vip: e.vip, op: 'add', ok: true })
         }
       }
