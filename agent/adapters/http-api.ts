@@ -39,6 +39,8 @@ export function renderMetrics (s: StatusPayload): string {
     }
   }
   emit('core', s.core)
+  const counters = s.core.counters
+  if (typeof counters === 'object' && counters !== null) emit('core', counters as Record<string, unknown>)
   emit('runtime', s.runtime)
   const byState = new Map<string, number>()
   for (const m of s.members) byState.set(m.state, (byState.get(m.state) ?? 0) + 1)

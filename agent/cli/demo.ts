@@ -103,7 +103,8 @@ export function cliEntry (): string {
 /** Start one agent process, its stdout and stderr appended to h.logFile. */
 export function startAgent (h: DemoHost, entry = cliEntry()): ChildProcess {
   const fd = openSync(h.logFile, 'a')
-  const child = spawn(process.execPath, [entry, 'agent', '--config', h.configFile], { stdio: ['ignore', fd, fd] })
+  const nodeArgs = (process.env.STARLING_NODE_ARGS ?? '').split(' ').filter(a => a !== '')
+  const child = spawn(process.execPath, [...nodeArgs, entry, 'agent', '--config', h.configFile], { stdio: ['ignore', fd, fd] })
   closeSync(fd)
   return child
 }

@@ -94,9 +94,9 @@ export class AgentCore {
     const s = this.s
     switch (input.type) {
       case 'receive': this.receive(input.from, input.envelope); break
-      case 'hostSample': this.reports.history.add(input.sample); break
+      case 'hostSample': this.reports.onSample(input.sample); break
       case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
-      case 'peerDisconnected': break
+      case 'peerDisconnected': this.prober.probeNow(input.peer); break
       case 'frameRejected': s.counters.framesRejected++; break
       case 'leave': this.leave(); break
     }

@@ -45,6 +45,15 @@ export class ReportGossip {
     }
   }
 
+  /** A new host sample; the very first one is reported at once so the view is never empty. */
+  onSample (sample: Parameters<LoadHistory['add']>[0]): void {
+    this.history.add(sample)
+    if (this.s.selfMember.report === null) {
+      this.makeReport()
+      this.nextReportTick = this.s.now + this.s.config.reportIntervalTicks
+    }
+  }
+
   private makeReport (): void {
     const s = this.s
     const c = s.config

@@ -61,9 +61,23 @@ export class Prober {
     return undefined
   }
 
-  private startProbe (): void {
+  /**
+   * Probe `target` now, out of turn: the transport lost its connection to it. This is only a
+   * hint: the probe follows the normal rules (direct, then indirect), so a flapping connection
+   * can at most cause one extra probe, never a suspicion of a host that still answers.
+   */
+  probeNow (target: HostId): void {
     const s = this.s
-    const target = this.pickTarget()
+    const m = s.members.get(target)
+    if (s.leaving || target === s.self || m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return
+    for (const p of this.probes.values()) if (p.target === target) return
+    s.counters.hintProbes++
+    this.startProbe(target)
+  }
+
+  private startProbe (chosen?: HostId): void {
+    const s = this.s
+    const target = chosen ?? this.pickTarget()
     if (target === undefined) return
     const seq = this.nextSeq()
     this.probes.set(seq, {

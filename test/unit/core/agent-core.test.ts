@@ -148,9 +148,10 @@ t.test('samples become a load report with a forecast, its seq leased and persist
   const core = newCore(['b', 'c'])
   drain(core)
   core.step({ type: 'hostSample', sample })
+  t.match(core.view().find(m => m.id === 'a')!.report, { host: 'a', seq: 1 }, 'the first sample is reported at once')
   const rd = ticks(core, localTestCoreConfig().reportIntervalTicks + 1)
   const me = core.view().find(m => m.id === 'a')!
-  t.match(me.report, { host: 'a', seq: 1, cpuUtil: 0.5, memUtil: 0.25, netUtil: 0.1, vms: [{ id: 'vm1' }] })
+  t.match(me.report, { host: 'a', seq: 2, cpuUtil: 0.5, memUtil: 0.25, netUtil: 0.1, vms: [{ id: 'vm1' }] })
   t.equal(me.report!.forecastCpu.length, localTestCoreConfig().forecastHorizon)
   t.ok(rd.persist.some(p => p.type === 'put' && p.key === 'core/reportSeqCeiling'), 'seq ceiling persisted')
   t.ok(rd.send.some(o => o.envelope.gossip.some(g => g.type === 'report')), 'report pushed')
