@@ -51,135 +51,17 @@
  *     owns anything); a claim persisted before a crash is released once the removal is done.
  */
 import { assert } from '../assert.js'
-import type { CoreEvent, PersistOp } from '../effects.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import { type VipConfig, type VipSpec, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip-config.js'
 import { type ClaimRef, type VipId, type VipMessage, claimText, compareClaims, sameClaim } from './vip-messages.js'
+import {
+  VIP_LAMPORT_KEY, vipStateKey,
+  type AddressState, type AnnounceReason, type Burst, type RemoveReason, type VipCounters, type VipDurable, type VipEffect,
+  type VipInput, type VipRestored, type VipRole, type VipStatus, type VipTarget
+} from './vip-types.js'
 
-/** This host's part in one VIP. */
-export type VipRole =
-  /** Neither owner nor claimant; the address is (being made) absent here. */
-  | 'standby'
-  /** Our claim request is out, waiting for a majority of grants; the address is absent here. */
-  | 'claiming'
-  /** A majority granted our claim: the address is (being) added here and announced. */
-  | 'owner'
-  /** Make-before-break: we released the VIP to a successor and keep the address only until it holds. Not an owner. */
-  | 'handingOff'
-  /** We are removing the address; the release of our claim is sent once the removal is confirmed. */
-  | 'releasing'
-  /** We hold a granted claim but see no majority alive: the address is removed (self-fencing, S4). */
-  | 'fenced'
-
-/** What this host knows about the address on its own interface. */
-export type AddressState = 'unknown' | 'absent' | 'adding' | 'present' | 'removing'
-
-/** One burst of gratuitous ARP. */
-export interface Burst {
-  count: number
-  /** Wall milliseconds between the packets of the burst (an edge parameter from the config). */
-  intervalMs: number
-}
-
-export type AnnounceReason = 'second-burst' | 'refresh' | 'heal' | 'conflict'
-export type RemoveReason = 'startup' | 'handoff-done' | 'handoff-timeout' | 'release' | 'fence' | 'step-down' | 'add-failed' | 'retry'
-
-/** Where to act: the address and interface of a VIP. */
-export interface VipTarget {
-  vip: VipId
-  /** Dotted IPv4 address. */
-  address: string
-  prefixLength: number
-  iface: string
-}
-
-/**
- * What the module asks the runtime to do, in order. Persist ops always come first in a batch
- * (persist before send). Address effects report back with a `vipApplied` input; the runtime
- * applies them in the order given, one at a time (an add overtaken by a later remove would
- * leave an address the core believes gone).
- */
-export type VipEffect =
-  | { type: 'persist', op: PersistOp }
-  /** Send a message to each listed member (direct frames; `from` on arrival must be this host). */
-  | { type: 'send', to: HostId[], message: VipMessage }
-  /**
-   * Add the address, then start a burst. Report `vipApplied {op:'add'}` once the address is
-   * added and the first gratuitous ARP has gone out (the rest of the burst may continue): the
-   * 'held' claim that makes an old owner remove the address is sent on that report.
-   */
-  | ({ type: 'add-and-announce', burst: Burst } & VipTarget)
-  /** A burst of gratuitous ARP for an address we hold. Report `vipApplied {op:'announce'}`. */
-  | ({ type: 'announce', burst: Burst, reason: AnnounceReason } & VipTarget)
-  /** Remove the address (absent already is success). Report `vipApplied {op:'remove'}`. */
-  | ({ type: 'remove', reason: RemoveReason } & VipTarget)
-  /** A transition or notable event, for the log (the core does not log). */
-  | { type: 'event', event: CoreEvent }
-
-export type VipInput =
-  /** A VIP message from a peer, decoded at the edge; `from` is the authenticated sender. */
-  | { type: 'vipMessage', from: HostId, message: VipMessage }
-  /** The membership view changed (or periodically): each configured member's state. Self may be absent (counted alive). */
-  | { type: 'members', members: ReadonlyArray<{ id: HostId, state: MemberState }> }
-  /** A VM now runs on this host (started, migrated in, restarted here by HA). */
-  | { type: 'vmPlaced', vm: VmId }
-  /** A VM no longer runs here: migrated to `to` (a planned move), or stopped/fenced (`to` null). */
-  | { type: 'vmMovedAway', vm: VmId, to: HostId | null }
-  /** The operator asked to move a group VIP to `to`; acted on by the current owner only. */
-  | { type: 'operatorMove', vip: VipId, to: HostId }
-  /** The runtime carried out an address effect. `code` is the adapter's error code on failure. */
-  | { type: 'vipApplied', vip: VipId, op: 'add' | 'remove' | 'announce', ok: boolean, code?: string }
-  /** The agent is leaving the cluster: give every VIP up. */
-  | { type: 'leave' }
-
-/** The durable part of one VIP (key `vip/state/<id>`). */
-export interface VipDurable {
-  /** The highest claim this member granted or learnt as held. */
-  granted: ClaimRef | null
-  /** True once `granted` has been released by its holder. */
-  released: boolean
-  releasedTo: HostId | null
-  /** Per host, the highest Lamport time of a claim of its that was released: older messages about it are stale. */
-  floor: Record<HostId, number>
-  /** Our own outstanding claim (claiming, owner, handing off, fenced), released after a restart. */
-  own: ClaimRef | null
-}
-
-export const VIP_KEY_PREFIX = 'vip/'
-export const VIP_LAMPORT_KEY = 'vip/lamport'
-export function vipStateKey (vip: VipId): string { return `vip/state/${vip}` }
-
-/** What `starling vips` shows for one VIP, as this host sees it. */
-export interface VipStatus {
-  vip: VipId
-  address: string
-  iface: string
-  binding: VipSpec['binding']
-  role: VipRole
-  /** The owner as this host knows it: the holder of the last granted claim not released; null if free or unknown. */
-  owner: HostId | null
-  ownerClaim: ClaimRef | null
-  addressHere: AddressState
-  /** Tick of the last burst this host sent for the VIP, and why; null if never. */
-  lastAnnounceTick: number | null
-  lastAnnounceReason: 'takeover' | AnnounceReason | null
-  counters: VipCounters
-}
-
-export interface VipCounters {
-  claims: number
-  claimsAbandoned: number
-  takeovers: number
-  ownerChanges: number
-  announcements: number
-  conflicts: number
-  addFailures: number
-  removeFailures: number
-  announceFailures: number
-  /** Messages dropped: unknown VIP, sender not a member, or sender not the claim's host. */
-  rejected: number
-}
+export * from './vip-types.js'
 
 export interface VipOwnershipInit {
   self: HostId
@@ -190,7 +72,7 @@ export interface VipOwnershipInit {
   /** Seeded randomness for backoff jitter. */
   prng: Prng
   /** State loaded from the store: the Lamport clock and each VIP's durable record. */
-  restored?: { lamport: number, vips: Record<VipId, VipDurable> }
+  restored?: VipRestored
 }
 
 interface Vip {
@@ -466,10 +348,10 @@ export class VipOwnership {
         assert(own !== null, 'vip: owner without a claim')
         v.counters.conflicts++
         if (compareClaims(claim, own) > 0) {
-          this.event(v, 'vip-conflict', `vip ${v.spec.id} held by ${claimText(claim)} above ours ${claimText(own)}: stepping down`)
+          this.event('vip-conflict', `vip ${v.spec.id} held by ${claimText(claim)} above ours ${claimText(own)}: stepping down`)
           this.becomeReleasing(v, null, 'step-down')
         } else {
-          this.event(v, 'vip-conflict', `vip ${v.spec.id} also held by ${claimText(claim)} below ours ${claimText(own)}: re-announcing`)
+          this.event('vip-conflict', `vip ${v.spec.id} also held by ${claimText(claim)} below ours ${claimText(own)}: re-announcing`)
           this.reannounce(v, 'conflict')
         }
         break
@@ -551,7 +433,7 @@ export class VipOwnership {
     const b = v.spec.binding
     if (b.kind !== 'group' || !b.hosts.includes(to) || to === this.self || v.role !== 'owner') {
       const why = b.kind !== 'group' ? 'it follows a VM' : !b.hosts.includes(to) ? `${to.slice(0, 8)} is not in its group` : to === this.self ? 'this host already holds it' : 'this host is not its owner'
-      this.event(v, 'vip-move-rejected', `vip ${v.spec.id} move to ${to.slice(0, 8)} rejected: ${why}`)
+      this.event('vip-move-rejected', `vip ${v.spec.id} move to ${to.slice(0, 8)} rejected: ${why}`)
       return
     }
     this.plannedMove(v, to)
@@ -563,7 +445,7 @@ export class VipOwnership {
     if (op === 'announce') {
       if (!ok) {
         v.counters.announceFailures++
-        this.event(v, 'vip-announce-failed', `vip ${v.spec.id} announcement failed (${code ?? 'unknown'})`)
+        this.event('vip-announce-failed', `vip ${v.spec.id} announcement failed (${code ?? 'unknown'})`)
       }
       return
     }
@@ -574,7 +456,7 @@ export class VipOwnership {
         this.onAddressAdded(v)
       } else {
         v.counters.addFailures++
-        this.event(v, 'vip-add-failed', `vip ${v.spec.id} add ${v.spec.address} on ${v.spec.iface} failed (${code ?? 'unknown'})`)
+        this.event('vip-add-failed', `vip ${v.spec.id} add ${v.spec.address} on ${v.spec.iface} failed (${code ?? 'unknown'})`)
         v.addr = 'unknown'
         v.backoffUntilTick = this.now + this.backoffTicks()
         if (v.role === 'owner') this.becomeReleasing(v, null, 'add-failed')
@@ -590,7 +472,7 @@ export class VipOwnership {
     } else {
       v.counters.removeFailures++
       v.removeRetryAtTick = this.now + this.config.removeRetryTicks
-      this.event(v, 'vip-remove-failed', `vip ${v.spec.id} remove ${v.spec.address} from ${v.spec.iface} failed (${code ?? 'unknown'}); retrying (${v.counters.removeFailures} failures)`)
+      this.event('vip-remove-failed', `vip ${v.spec.id} remove ${v.spec.address} from ${v.spec.iface} failed (${code ?? 'unknown'}); retrying (${v.counters.removeFailures} failures)`)
     }
   }
 
@@ -784,7 +666,7 @@ export class VipOwnership {
     const from = v.role
     v.role = to
     v.roleSinceTick = this.now
-    this.event(v, 'vip-role', `vip ${v.spec.id} became ${to} (from ${from}): ${why}`)
+    this.event('vip-role', `vip ${v.spec.id} became ${to} (from ${from}): ${why}`)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -903,9 +785,8 @@ export class VipOwnership {
     if (to.length > 0) this.out.push({ type: 'send', to, message })
   }
 
-  private event (v: Vip, kind: string, text: string): void {
+  private event (kind: string, text: string): void {
     this.out.push({ type: 'event', event: { kind, host: this.self, text } })
-    void v
   }
 
   /** A message about a claim its host has since released is stale. */
@@ -953,15 +834,4 @@ export class VipOwnership {
       own: v.own === null ? null : { ...v.own }
     }
   }
-}
-
-/** Rebuilds `VipOwnershipInit.restored` from the store entries under VIP_KEY_PREFIX. */
-export function restoreVipState (entries: ReadonlyArray<readonly [string, unknown]>): NonNullable<VipOwnershipInit['restored']> {
-  let lamport = 0
-  const vips: Record<VipId, VipDurable> = {}
-  for (const [key, value] of entries) {
-    if (key === VIP_LAMPORT_KEY && typeof value === 'number') lamport = value
-    else if (key.startsWith('vip/state/') && typeof value === 'object' && value !== null) vips[key.slice('vip/state/'.length)] = value as VipDurable
-  }
-  return { lamport, vips }
 }

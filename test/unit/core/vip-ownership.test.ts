@@ -407,6 +407,8 @@ t.test('restart: the address is removed first and a persisted claim is released 
   const durable: VipDurable = { granted: { host: 'a', lamport: 4 }, released: false, releasedTo: null, floor: {}, own: { host: 'a', lamport: 4 } }
   const restored = restoreVipState([['vip/lamport', 4], ['vip/state/web', durable]])
   t.same(restored, { lamport: 4, vips: { web: durable } })
+  t.throws(() => restoreVipState([['vip/state/web', { granted: 'a@4' }]]), /malformed/, 'a damaged record stops the agent')
+  t.throws(() => restoreVipState([['vip/lamport', 'x']]), /not an integer/)
   const c = cluster(['a', 'b', 'c'], { restored: { a: restored } })
   const effects = n(c, 'a').takeEffects()
   t.match(effects.filter(e => e.type === 'remove'), [{ reason: 'startup' }])
