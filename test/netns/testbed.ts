@@ -137,7 +137,10 @@ export interface Testbed {
   /** Unplugs a node from the bridge (its bridge port goes down: a cable cut). */
   linkDown (node: TestNode): Promise<void>
   linkUp (node: TestNode): Promise<void>
-  /** tc netem on the node's eth0 (egress). */
+  /**
+   * Shapes the node's eth0 (egress): a rate alone uses tbf; delay, jitter or loss need netem
+   * (sch_netem), which some kernels lack: then this rejects and says so.
+   */
   shape (node: TestNode, opts: ShapeOptions): Promise<void>
   unshape (node: TestNode): Promise<void>
   destroy (): Promise<void>
@@ -436,11 +439,21 @@ class TestbedImpl implements Testbed {
   async linkUp (node: TestNode): Promise<void> { await must(['ip', '-n', this.bridgeNetns, 'link', 'set', node.port, 'up']) }
 
   async shape (node: TestNode, o: ShapeOptions): Promise<void> {
-    const args = ['tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'netem']
-    if (o.delayMs !== undefined) args.push('delay', `${o.delayMs}ms`, ...(o.jitterMs !== undefined ? [`${o.jitterMs}ms`] : []))
+    const base = ['tc', 'qdisc', 'replace', 'dev', 'eth0', 'root']
+    if (o.delayMs === undefined && o.jitterMs === undefined && o.lossPct === undefined) {
+      if (o.rateMbit === undefined) return
+      // Token bucket: one full-size frame of burst, at most 200 ms of queue.
+      await this.run(node.netns, [...base, 'tbf', 'rate', `${o.rateMbit}mbit`, 'burst', '1600', 'latency', '200ms'])
+      return
+    }
+    const args = [...base, 'netem']
+    if (o.delayMs !== undefined || o.jitterMs !== undefined) args.push('delay', `${o.delayMs ?? 0}ms`, ...(o.jitterMs !== undefined ? [`${o.jitterMs}ms`] : []))
     if (o.lossPct !== undefined) args.push('loss', `${o.lossPct}%`)
     if (o.rateMbit !== undefined) args.push('rate', `${o.rateMbit}mbit`)
-    await this.run(node.netns, args)
+    const r = await this.exec(node.netns, args)
+    if (r.code === 0) return
+    if (/qdisc kind is unknown/i.test(r.stderr)) throw new Error('tc netem is not available in this kernel (sch_netem): delay, jitter and loss cannot be emulated here; rate alone works (tbf)')
+    throw new Error(`${args.join(' ')} failed: ${r.stderr.trim()}`)
   }
 
   async unshape (node: TestNode): Promise<void> {
