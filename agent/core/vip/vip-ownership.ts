@@ -32,14 +32,18 @@
  *     on 'held' the old owner removes the address (at the latest after handoffTimeoutTicks).
  *     For that short overlap two hosts carry the address, yet S5 holds where it matters:
  *       - only one host believes it owns the VIP at any time (the property test checks this);
- *       - the successor's gratuitous ARP has already moved every neighbour entry to its MAC, so
- *         neighbours send it their traffic; the old owner still answers what was already in
- *         flight to its MAC, which is why the move has no gap (0 ms measured, versus 12-40 ms
- *         for break-before-make);
- *       - the only way a neighbour can learn the old MAC in the overlap is an ARP request
- *         broadcast in that window and answered last by the old owner; the overlap lasts one
- *         message delay, and the successor's second burst (secondBurstTicks, validated to come
- *         after handoffTimeoutTicks) corrects such a neighbour after the old owner has removed.
+ *       - the old owner removes only when the successor's first gratuitous ARP is out (the
+ *         successor sends 'held' on that report), so every neighbour entry already points at
+ *         the successor; the old owner merely still answers what was in flight to its MAC,
+ *         which is why the move has no gap (0 ms on namespaces here, against 10-100 ms for
+ *         break-before-make; ANCHORS: 0 against 12-40 ms);
+ *       - a neighbour can learn the old MAC in the overlap only from the old owner: by its
+ *         answer to an ARP request broadcast in that window, or by an ARP request of its own
+ *         that carries the VIP as sender. The overlap lasts one message delay (tens of ms
+ *         measured), Linux ignores a second change of an entry within locktime (1 s) of the
+ *         announcement, and the successor's second burst (secondBurstTicks, validated to come
+ *         after handoffTimeoutTicks and set past locktime) corrects any such neighbour once
+ *         the old owner has removed.
  *     Sites that cannot accept even that choose plannedMove 'break-before-make': the owner
  *     removes first and releases only once the removal is confirmed.
  *  5. Announcements: a burst on taking over, a second burst secondBurstTicks later, an optional
