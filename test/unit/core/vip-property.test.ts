@@ -5,8 +5,9 @@
  * crashes, agent restarts, migrations, HA restarts, operator moves and adapter failures:
  *  - never two hosts that both believe they own a VIP (role 'owner');
  *  - break-before-make: never two interfaces carrying the address;
- *  - make-before-break: at most two, one of them handing off, for a bounded time, and a new
- *    owner's second burst never goes out while another reachable host still carries the address;
+ *  - make-before-break: besides the owner, only hosts handing off carry it, each for a bounded
+ *    time, and a new owner's second burst never goes out while another reachable host still
+ *    carries the address;
  *  - liveness: once the faults stop, every VIP has exactly one owner that all hosts agree on,
  *    which is the only interface carrying it (for a VM's VIP, the host running the VM).
  *
@@ -327,14 +328,16 @@ class Sim {
       const believers = [...this.hosts.values()].filter(h => h.node?.roleOf(spec.id) === 'owner')
       if (believers.length > 1) this.violations.push(`t=${this.now} ${where}: ${spec.id} has owners ${believers.map(b => b.id).join(',')}`)
       const carriers = [...this.hosts.values()].filter(h => h.iface.has(spec.id))
-      const max = this.mode === 'break-before-make' ? 1 : 2
-      if (carriers.length > max) this.violations.push(`t=${this.now} ${where}: ${spec.id} on ${carriers.map(c => c.id).join(',')}`)
-      if (carriers.length === 2) {
-        const since = this.overlapSince.get(spec.id) ?? this.now
-        this.overlapSince.set(spec.id, since)
+      if (this.mode === 'break-before-make' && carriers.length > 1) this.violations.push(`t=${this.now} ${where}: ${spec.id} on ${carriers.map(c => c.id).join(',')}`)
+      // Make-before-break: besides the owner, a host may carry the address only while it hands
+      // off (or removes after that), for a bounded time. Back-to-back moves can chain two.
+      for (const h of this.hosts.values()) {
+        const key = `${spec.id}/${h.id}`
+        const overlapping = carriers.length > 1 && h.iface.has(spec.id) && h.node?.roleOf(spec.id) !== 'owner'
+        if (!overlapping) { this.overlapSince.delete(key); continue }
+        const since = this.overlapSince.get(key) ?? this.now
+        this.overlapSince.set(key, since)
         this.maxOverlap = Math.max(this.maxOverlap, this.now - since)
-      } else {
-        this.overlapSince.delete(spec.id)
       }
     }
   }
