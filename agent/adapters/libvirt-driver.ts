@@ -1,0 +1,892 @@
+/**
+ * The libvirt driver: drives libvirtd through `virsh -c <uri>`, the path most operators already
+ * use, and implements the same MigratingDriver interface as the QEMU driver.
+ *
+ * Every call runs one `virsh` process (execFile, no shell) with LC_ALL=C, a deadline and the
+ * caller's AbortSignal; its failures become DriverErrors (classifyVirshError()). Outputs are read
+ * with small tolerant parsers (domstats --raw, domjobinfo --rawstats, domstate --reason, dominfo)
+ * that never throw on odd text: unknown lines are skipped, missing figures read as 0 or null.
+ *
+ * VMs are libvirt domains named after their VmId. start() creates a transient domain (or defines
+ * and starts a persistent one) from a small generated XML, or from `spec.extra.xml` verbatim.
+ *
+ * Migration is peer-to-peer (`virsh migrate --live --p2p`): the source libvirtd talks to the
+ * destination libvirtd itself, so the target side has nothing to start. prepareIncoming() on the
+ * target only works out where the data must go and returns it as a target string (see
+ * formatMigrationTarget()): the destination's libvirt URI as the source host reaches it, the
+ * migration URI and listen address (always given explicitly: libvirt refuses a loopback address
+ * it would pick itself), and the path of the serial console log on the destination (a file-backed
+ * console cannot keep the source's path when both hosts share a file system). The source's
+ * migrate() runs `virsh migrate` in the background, resolves once libvirt has an active job, and
+ * progress() reads `domjobinfo --rawstats` until the virsh process ends. After success libvirt has
+ * already stopped the source domain (that is its hand-over); stop() then only forgets the job.
+ * The completed job's figures (downtime included) are read from the destination.
+ *
+ * Contract (agent/ports/hypervisor-driver.ts): nothing throws synchronously; failures reject with
+ * DriverError (DRIVER_UNREACHABLE, DRIVER_TIMEOUT, VM_NOT_FOUND, DRIVER_FAILED).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { VmId, VmRunState, VmSummary } from '../core/types.js'
+import { DriverError, type DriverErrorCode } from '../lib/errors.js'
+import type { Logger } from '../ports/logger.js'
+import type { VmSpec } from '../ports/hypervisor-driver.js'
+import { probeAccel, type IncomingOptions, type MigratingDriver, type MigrationParams, type MigrationProgress, type MigrationStatus } from './qemu-driver.js'
+
+export interface LibvirtDriverInit {
+  /** libvirt connection URI of this host, e.g. 'qemu:///system'. */
+  uri: string
+  /**
+   * This host's libvirt URI as the other hosts' libvirtd reach it (p2p migration target), e.g.
+   * 'qemu+tcp://10.0.0.2/system' or 'qemu+tls://host-b/system'.
+   * @default 'qemu+tcp://<listen host of prepareIncoming>/system'
+   */
+  peerUri?: string
+  /**
+   * The virsh binary.
+   * @default 'virsh'
+   */
+  virsh?: string
+  /**
+   * Deadline of one virsh call, ms.
+   * @default 30000
+   */
+  callTimeoutMs?: number
+  /**
+   * How long migrate() waits for libvirt to report the migration job, ms.
+   * @default 60000
+   */
+  acceptTimeoutMs?: number
+  /**
+   * Domain type: 'kvm', 'qemu' (TCG), or 'auto' (the QEMU driver's probeAccel()).
+   * @default 'auto'
+   */
+  domainType?: 'kvm' | 'qemu' | 'auto'
+  /**
+   * Machine type; pin it so that hosts with different QEMU versions can migrate to each other.
+   * @default 'pc'
+   */
+  machine?: string
+  /** CPU model (custom mode); both ends of a migration must offer it. @default libvirt's default */
+  cpuModel?: string
+  /** QEMU binary given as <emulator>. @default libvirt's choice */
+  emulator?: string
+  /**
+   * Directory of the serial console logs, one `<id>.log` per VM. Without it VMs get no serial
+   * device (unless `extra.xml` has one).
+   */
+  serialDir?: string
+  /**
+   * Define domains persistently (define + start; migrate with --persistent --undefinesource)
+   * instead of creating transient ones.
+   * @default false
+   */
+  persistent?: boolean
+  /**
+   * CPU cores of this host, to express VM CPU use as a fraction of the host.
+   * @default os.availableParallelism()
+   */
+  hostCpuCores?: number
+}
+
+export interface LibvirtDriverComponents {
+  logger: Logger
+}
+
+/** Driver-specific part of a VmSpec (`spec.extra`) understood by this driver. */
+export interface LibvirtVmExtra {
+  /** A complete domain XML used as it is (its <name> must be the VM id). */
+  xml?: string
+  /** Direct kernel boot. */
+  kernel?: string
+  initrd?: string
+  append?: string
+  /** Disk images, attached as virtio disks vda, vdb... */
+  disks?: Array<{ file: string, format?: 'raw' | 'qcow2' }>
+  /**
+   * Add a virtio balloon device (needed by balloon()).
+   * @default true
+   */
+  balloon?: boolean
+}
+
+/** Where a p2p migration goes; what prepareIncoming() returns, encoded as a string. */
+export interface LibvirtMigrationTarget {
+  /** The destination libvirtd's URI, as the source's libvirtd reaches it. */
+  destUri: string
+  /** QEMU's migration stream: tcp://ADDR[:PORT] (no port: the destination picks one). */
+  migrateUri: string
+  /** Address the destination QEMU listens on. */
+  listenAddress: string
+  /** Serial console log path on the destination, if the VM has a file-backed console. */
+  serialPath?: string
+}
+
+const TARGET_PREFIX = 'libvirt-p2p:?'
+
+/** Encodes a migration target as the `uri` string handed from target to source. */
+export function formatMigrationTarget (t: LibvirtMigrationTarget): string {
+  const q = new URLSearchParams({ dest: t.destUri, migrateuri: t.migrateUri, listen: t.listenAddress })
+  if (t.serialPath !== undefined) q.set('serial', t.serialPath)
+  return TARGET_PREFIX + q.toString()
+}
+
+/** Decodes formatMigrationTarget()'s string; null when it is not one. */
+export function parseMigrationTarget (s: string): LibvirtMigrationTarget | null {
+  if (typeof s !== 'string' || !s.startsWith(TARGET_PREFIX)) return null
+  const q = new URLSearchParams(s.slice(TARGET_PREFIX.length))
+  const destUri = q.get('dest')
+  const migrateUri = q.get('migrateuri')
+  const listenAddress = q.get('listen')
+  if (destUri === null || destUri === '' || migrateUri === null || !/^tcp:\/\/\S+$/.test(migrateUri) || listenAddress === null || listenAddress === '') return null
+  const t: LibvirtMigrationTarget = { destUri, migrateUri, listenAddress }
+  const serial = q.get('serial')
+  if (serial !== null && serial !== '') t.serialPath = serial
+  return t
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsers. Each takes virsh's text and never throws.
+
+/**
+ * `virsh domstats --raw`: "Domain: 'name'" headers followed by indented key=value lines.
+ * Returns one record per domain, in output order.
+ */
+export function parseDomstats (text: string): Map<string, Record<string, string>> {
+  const out = new Map<string, Record<string, string>>()
+  let cur: Record<string, string> | null = null
+  for (const raw of String(text).split('\n')) {
+    const line = raw.replace(/\r$/, '')
+    const head = /^Domain:\s*'(.*)'\s*$/.exec(line)
+    if (head !== null) {
+      cur = Object.create(null) as Record<string, string>
+      out.set(head[1] ?? '', cur)
+      continue
+    }
+    if (cur === null) continue
+    const kv = /^\s+([A-Za-z0-9_.-]+)=(.*)$/.exec(line)
+    if (kv !== null && kv[1] !== undefined) cur[kv[1]] = (kv[2] ?? '').trim()
+  }
+  return out
+}
+
+/** libvirt's virDomainJobType, by number and by virsh's human name. */
+const JOB_TYPES = ['none', 'bounded', 'unbounded', 'completed', 'failed', 'cancelled'] as const
+export type JobType = typeof JOB_TYPES[number]
+
+/** libvirt's virDomainJobOperation numbers that matter here. */
+export const JOB_OPERATION = { migrationIn: 4, migrationOut: 5 } as const
+
+export interface JobInfo {
+  type: JobType
+  /** virDomainJobOperation (4 incoming, 5 outgoing migration); null when not reported. */
+  operation: number | null
+  /** The typed parameters, by libvirt's names (time_elapsed, downtime, memory_processed...). */
+  fields: Record<string, string>
+}
+
+/** `virsh domjobinfo --rawstats`: "Job type: N" then "name: value" lines. Unknown type: 'none'. */
+export function parseJobInfo (text: string): JobInfo {
+  const fields = Object.create(null) as Record<string, string>
+  let type: JobType = 'none'
+  for (const raw of String(text).split('\n')) {
+    const m = /^\s*([A-Za-z0-9_ .-]+?)\s*:\s*(.*?)\s*$/.exec(raw.replace(/\r$/, ''))
+    if (m === null || m[1] === undefined) continue
+    const key = m[1]
+    const value = m[2] ?? ''
+    if (/^job type$/i.test(key)) {
+      const n = Number(value)
+      if (value !== '' && Number.isInteger(n) && n >= 0 && n < JOB_TYPES.length) type = JOB_TYPES[n] ?? 'none'
+      else {
+        const named = JOB_TYPES.find(t => t === value.toLowerCase())
+        type = named ?? 'none'
+      }
+      continue
+    }
+    fields[key] = value
+  }
+  const op = Number(fields.operation)
+  return { type, operation: fields.operation !== undefined && Number.isInteger(op) ? op : null, fields }
+}
+
+/** A finite non-negative number from a field, else 0. */
+function fnum (v: string | undefined): number {
+  if (v === undefined || v === '') return 0
+  const n = Number(v)
+  return Number.isFinite(n) && n >= 0 ? n : 0
+}
+
+/** Turns job statistics into the MigrationProgress the agent reads from every driver. */
+export function jobToProgress (job: JobInfo, status: MigrationStatus): MigrationProgress {
+  const f = job.fields
+  const finished = job.type === 'completed'
+  const downtime = f.downtime !== undefined && Number.isFinite(Number(f.downtime)) && f.downtime !== '' ? Number(f.downtime) : null
+  return {
+    status,
+    totalTimeMs: fnum(f.time_elapsed),
+    downtimeMs: finished ? downtime : null,
+    expectedDowntimeMs: finished ? null : downtime,
+    transferredBytes: fnum(f.memory_processed ?? f.data_processed),
+    remainingBytes: fnum(f.memory_remaining ?? f.data_remaining),
+    totalBytes: fnum(f.memory_total ?? f.data_total),
+    dirtySyncCount: fnum(f.memory_iteration),
+    dirtyPagesRate: fnum(f.memory_dirty_rate),
+    pageSizeBytes: fnum(f.memory_page_size) || 4096,
+    mbps: fnum(f.memory_bps) * 8 / 1e6,
+    postcopyRequests: fnum(f.memory_postcopy_requests),
+    cpuThrottlePercent: fnum(f.auto_converge_throttle),
+    errorDesc: f.errmsg !== undefined && f.errmsg !== '' ? f.errmsg : null
+  }
+}
+
+/** An empty progress record. */
+export function emptyProgress (status: MigrationStatus, errorDesc: string | null = null): MigrationProgress {
+  return jobToProgress({ type: 'none', operation: null, fields: errorDesc === null ? {} : { errmsg: errorDesc } }, status)
+}
+
+/** `virsh domstate --reason`: "running (migrated)" → { state: 'running', reason: 'migrated' }. */
+export function parseDomstate (text: string): { state: string, reason: string } | null {
+  const line = String(text).split('\n').map(l => l.trim()).find(l => l !== '')
+  if (line === undefined) return null
+  const m = /^([a-z][a-z ]*?)(?:\s*\(([^)]*)\))?$/i.exec(line)
+  if (m === null || m[1] === undefined) return null
+  return { state: m[1].toLowerCase(), reason: (m[2] ?? '').toLowerCase() }
+}
+
+/** `virsh dominfo`: "Name:   value" lines into a record keyed by the label. */
+export function parseDominfo (text: string): Record<string, string> {
+  const out = Object.create(null) as Record<string, string>
+  for (const raw of String(text).split('\n')) {
+    const m = /^([A-Za-z][A-Za-z0-9 ()]*?):\s*(.*?)\s*$/.exec(raw)
+    if (m?.[1] !== undefined) out[m[1]] = m[2] ?? ''
+  }
+  return out
+}
+
+/** KiB from a dominfo memory field ("262144 KiB"), or null. */
+function kibField (v: string | undefined): number | null {
+  const m = /^(\d+)\s*KiB$/i.exec(v ?? '')
+  return m?.[1] !== undefined ? Number(m[1]) : null
+}
+
+// virDomainState and the reasons that matter (libvirt-domain.h).
+const ST_RUNNING = 1; const ST_BLOCKED = 2; const ST_PAUSED = 3; const ST_SHUTDOWN = 4
+const ST_SHUTOFF = 5; const ST_CRASHED = 6; const ST_PMSUSPENDED = 7
+const PAUSED_MIGRATION = 2; const PAUSED_POSTCOPY = 12; const PAUSED_POSTCOPY_FAILED = 13
+
+/** Maps domstats' state.state / state.reason to the agent's run state. */
+export function runStateOf (state: number, reason: number, incoming = false): VmRunState {
+  if (state === ST_RUNNING || state === ST_BLOCKED || state === ST_SHUTDOWN) return 'running'
+  if (state === ST_SHUTOFF || state === ST_CRASHED) return 'stopped'
+  if (state === ST_PAUSED && (incoming || reason === PAUSED_MIGRATION || reason === PAUSED_POSTCOPY || reason === PAUSED_POSTCOPY_FAILED)) return 'migrating'
+  if (state === ST_PAUSED || state === ST_PMSUSPENDED) return 'paused'
+  return incoming ? 'migrating' : 'paused'
+}
+
+/**
+ * Which DriverError code a virsh failure deserves, from its stderr (LC_ALL=C).
+ * Connection failures first: virsh then also says it could not get the domain.
+ */
+export function classifyVirshError (stderr: string): DriverErrorCode {
+  const s = String(stderr)
+  if (/failed to connect to the hypervisor|Failed to connect socket|unable to connect to server|Connection refused|Cannot recv data|End of file while reading data|client socket is closed|no connection driver available|Cannot write data/i.test(s)) return 'DRIVER_UNREACHABLE'
+  if (/Domain not found|failed to get domain|no domain with matching/i.test(s)) return 'VM_NOT_FOUND'
+  if (/Timed out during operation|cannot acquire state change lock/i.test(s)) return 'DRIVER_TIMEOUT'
+  return 'DRIVER_FAILED'
+}
+
+/** The useful part of virsh's stderr: its "error:" lines, joined, at most 500 characters. */
+export function virshErrorText (stderr: string): string {
+  const lines = String(stderr).split('\n').map(l => l.trim()).filter(l => l !== '')
+  const errs = lines.filter(l => l.startsWith('error:')).map(l => l.slice(6).trim())
+  const text = (errs.length > 0 ? errs : lines).join('; ')
+  return text.length > 500 ? `${text.slice(0, 497)}...` : text
+}
+
+function xmlEscape (s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;')
+}
+
+function xmlUnescape (s: string): string {
+  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, '&')
+}
+
+/** The source path of the first file-backed <serial> in a domain XML, or null. */
+export function serialPathOf (xml: string): string | null {
+  const m = /<serial\s+type=(['"])file\1[^>]*>([\s\S]*?)<\/serial>/.exec(String(xml))
+  if (m?.[2] === undefined) return null
+  const src = /<source\b[^>]*\bpath=(['"])(.*?)\1/.exec(m[2])
+  return src?.[2] !== undefined ? xmlUnescape(src[2]) : null
+}
+
+/**
+ * Points every file-backed <serial> and <console> at `newPath` (the same log, as libvirt writes
+ * it). Returns null when the XML has no file-backed serial.
+ */
+export function rewriteSerialPath (xml: string, newPath: string): string | null {
+  const old = serialPathOf(xml)
+  if (old === null) return null
+  let changed = false
+  const out = String(xml).replace(/<(serial|console)\s+type=(['"])file\2[^>]*>[\s\S]*?<\/\1>/g, block =>
+    block.replace(/(<source\b[^>]*\bpath=)(['"])(.*?)\2/, (_m, pre: string, q: string) => {
+      changed = true
+      return `${pre}${q}${xmlEscape(newPath)}${q}`
+    }))
+  return changed ? out : null
+}
+
+export interface DomainXmlOptions {
+  type: 'kvm' | 'qemu'
+  machine: string
+  cpuModel?: string
+  emulator?: string
+  serialPath?: string
+}
+
+/** A domain XML for `spec` (direct kernel boot or disks, serial log file, balloon). */
+export function buildDomainXml (spec: VmSpec, x: LibvirtVmExtra, o: DomainXmlOptions): string {
+  const e = xmlEscape
+  const os: string[] = [`    <type arch='x86_64' machine='${e(o.machine)}'>hvm</type>`]
+  if (x.kernel !== undefined) os.push(`    <kernel>${e(x.kernel)}</kernel>`)
+  if (x.initrd !== undefined) os.push(`    <initrd>${e(x.initrd)}</initrd>`)
+  if (x.append !== undefined) os.push(`    <cmdline>${e(x.append)}</cmdline>`)
+  if (x.kernel === undefined) os.push("    <boot dev='hd'/>")
+  const dev: string[] = []
+  if (o.emulator !== undefined) dev.push(`    <emulator>${e(o.emulator)}</emulator>`)
+  for (const [i, d] of (x.disks ?? []).entries()) {
+    dev.push(`    <disk type='file' device='disk'><driver name='qemu' type='${d.format ?? 'raw'}'/><source file='${e(d.file)}'/><target dev='vd${String.fromCharCode(97 + i)}' bus='virtio'/></disk>`)
+  }
+  if (o.serialPath !== undefined) {
+    dev.push(`    <serial type='file'><source path='${e(o.serialPath)}'/><target port='0'/></serial>`)
+    dev.push(`    <console type='file'><source path='${e(o.serialPath)}'/><target type='serial' port='0'/></console>`)
+  }
+  dev.push(x.balloon ?? true ? "    <memballoon model='virtio'/>" : "    <memballoon model='none'/>")
+  const cpu = o.cpuModel !== undefined ? `  <cpu mode='custom' match='exact'><model fallback='forbid'>${e(o.cpuModel)}</model></cpu>\n` : ''
+  return `<domain type='${o.type}'>
+  <name>${e(spec.id)}</name>
+  <memory unit='MiB'>${Math.round(spec.memMiB)}</memory>
+  <currentMemory unit='MiB'>${Math.round(spec.memMiB)}</currentMemory>
+  <vcpu>${Math.round(spec.vcpus)}</vcpu>
+  <os>
+${os.join('\n')}
+  </os>
+${cpu}  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+${dev.join('\n')}
+  </devices>
+</domain>
+`
+}
+
+/** A VM spec's `extra`, checked. */
+function libvirtExtra (spec: VmSpec): LibvirtVmExtra {
+  const x = spec.extra ?? {}
+  const out: LibvirtVmExtra = {}
+  for (const k of ['xml', 'kernel', 'initrd', 'append'] as const) {
+    const v = x[k]
+    if (v === undefined) continue
+    if (typeof v !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.${k} must be a string`)
+    out[k] = v
+  }
+  if (x.balloon !== undefined) out.balloon = x.balloon === true
+  if (x.disks !== undefined) {
+    if (!Array.isArray(x.disks) || x.disks.length > 26) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks must be an array of at most 26`)
+    out.disks = x.disks.map((d: unknown) => {
+      const o = (typeof d === 'object' && d !== null ? d : {}) as Record<string, unknown>
+      if (typeof o.file !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].file must be a string`)
+      return { file: o.file, format: o.format === 'qcow2' ? 'qcow2' : 'raw' }
+    })
+  }
+  return out
+}
+
+const VM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
+function checkId (id: VmId): void {
+  if (typeof id !== 'string' || !VM_ID_RE.test(id)) throw new DriverError('DRIVER_FAILED', `vm id "${String(id)}" must match ${String(VM_ID_RE)}`)
+}
+
+/** Splits "host:port" (IPv6 in brackets). */
+function splitHostPort (addr: string): { host: string, port: number } | null {
+  const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(addr)
+  if (m === null || m[1] === undefined || m[2] === undefined || m[1] === '') return null
+  const port = Number(m[2])
+  return port <= 65535 ? { host: m[1], port } : null
+}
+
+const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Promise((resolve, reject) => {
+  if (signal?.aborted === true) { reject(new DriverError('DRIVER_TIMEOUT', 'aborted')); return }
+  const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
+  const onAbort = (): void => { clearTimeout(t); reject(new DriverError('DRIVER_TIMEOUT', 'aborted')) }
+  signal?.addEventListener('abort', onAbort, { once: true })
+})
+
+/** One outgoing migration: the `virsh migrate` process and what we learnt of it. */
+interface OutgoingJob {
+  target: LibvirtMigrationTarget
+  proc: ChildProcess
+  /** Set when the virsh process has ended. */
+  exit: { code: number | null, stderr: string } | null
+  ended: Promise<void>
+  postcopy: boolean
+  cancelRequested: boolean
+  /** The last progress seen while active (kept for the moment the job vanishes). */
+  last: MigrationProgress | null
+  /** Final figures once known (read from the destination). */
+  final: MigrationProgress | null
+  tmpDir: string
+}
+
+interface CpuSample { ns: number, at: number }
+
+export class LibvirtDriver implements MigratingDriver {
+  readonly kind = 'libvirt'
+  readonly domainType: 'kvm' | 'qemu'
+  readonly domainTypeReason: string
+  private readonly log: Logger
+  private readonly virshBin: string
+  private readonly hostCpuCores: number
+  private readonly jobs = new Map<VmId, OutgoingJob>()
+  private readonly incoming = new Set<VmId>()
+  private readonly cpu = new Map<VmId, CpuSample>()
+  private closed = false
+
+  constructor (private readonly init: LibvirtDriverInit, components: LibvirtDriverComponents) {
+    this.log = components.logger.forComponent('agent:libvirt-driver')
+    this.virshBin = init.virsh ?? 'virsh'
+    this.hostCpuCores = init.hostCpuCores ?? os.availableParallelism()
+    const want = init.domainType ?? 'auto'
+    if (want === 'auto') {
+      const p = probeAccel()
+      this.domainType = p.accel === 'kvm' ? 'kvm' : 'qemu'
+      this.domainTypeReason = p.reason
+    } else {
+      this.domainType = want
+      this.domainTypeReason = 'configured'
+    }
+    this.log.info(`libvirt at ${init.uri}, domain type ${this.domainType} (${this.domainTypeReason})`)
+  }
+
+  /** The serial console log of VM `id` on this host, when serialDir is set. */
+  serialPath (id: VmId): string | undefined {
+    return this.init.serialDir === undefined ? undefined : path.join(this.init.serialDir, `${id}.log`)
+  }
+
+  /**
+   * Runs `virsh -c <uri> ...args` and resolves with its stdout; rejects with a DriverError.
+   * `uri` defaults to this host's.
+   */
+  async virsh (args: string[], opts: { signal?: AbortSignal | undefined, timeoutMs?: number, uri?: string } = {}): Promise<string> {
+    const timeoutMs = opts.timeoutMs ?? this.init.callTimeoutMs ?? 30_000
+    const signals = [AbortSignal.timeout(timeoutMs)]
+    if (opts.signal !== undefined) signals.push(opts.signal)
+    const signal = AbortSignal.any(signals)
+    const what = `virsh ${args[0] ?? ''}${args[1] !== undefined && !args[1].startsWith('-') ? ` ${args[1]}` : ''}`
+    if (signal.aborted) throw new DriverError('DRIVER_TIMEOUT', `${what}: aborted before it ran`)
+    return await new Promise<string>((resolve, reject) => {
+      execFile(this.virshBin, ['-c', opts.uri ?? this.init.uri, ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, LC_ALL: 'C', LANG: 'C' },
+        signal,
+        killSignal: 'SIGKILL',
+        maxBuffer: 32 * 1024 * 1024,
+        windowsHide: true
+      }, (err, stdout, stderr) => {
+        if (err === null) { resolve(stdout); return }
+        const e = err as NodeJS.ErrnoException & { code?: unknown }
+        if (e.name === 'AbortError' || signal.aborted) {
+          reject(new DriverError('DRIVER_TIMEOUT', `${what}: ${opts.signal?.aborted === true ? 'aborted' : `no answer within ${timeoutMs} ms`}`, { cause: err }))
+        } else if (e.code === 'ENOENT' || e.code === 'EACCES') {
+          reject(new DriverError('DRIVER_UNREACHABLE', `${what}: cannot run ${this.virshBin} (${String(e.code)})`, { cause: err }))
+        } else {
+          const text = virshErrorText(stderr) || e.message
+          reject(new DriverError(classifyVirshError(stderr), `${what}: ${text}`, { cause: err }))
+        }
+      })
+    })
+  }
+
+  async list (signal?: AbortSignal): Promise<VmSummary[]> {
+    const stats = parseDomstats(await this.virsh(['domstats', '--raw', '--state', '--cpu-total', '--balloon', '--vcpu'], { signal }))
+    const now = performance.now()
+    const out: VmSummary[] = []
+    for (const [id, s] of stats) {
+      let vcpus = fnum(s['vcpu.maximum'] ?? s['vcpu.current'])
+      let memKiB = fnum(s['balloon.maximum'])
+      let usedKiB = fnum(s['balloon.current'])
+      if (vcpus === 0 || memKiB === 0) {
+        // Drivers without those stats (the test driver): dominfo has the essentials.
+        try {
+          const info = parseDominfo(await this.virsh(['dominfo', id], { signal }))
+          vcpus = vcpus || fnum(info['CPU(s)'])
+          memKiB = memKiB || (kibField(info['Max memory']) ?? 0)
+          usedKiB = usedKiB || (kibField(info['Used memory']) ?? 0)
+        } catch (err) {
+          if (signal?.aborted === true) throw err
+          // The domain went away between the two calls; list it with what we have.
+        }
+      }
+      const state = runStateOf(fnum(s['state.state']), fnum(s['state.reason']), this.incoming.has(id))
+      if (state === 'running' && this.incoming.has(id)) this.incoming.delete(id)
+      out.push({
+        id,
+        vcpus,
+        memMiB: memKiB / 1024,
+        cpuUtil: this.cpuUtil(id, s['cpu.time'], now),
+        memUsedMiB: Math.min(usedKiB || memKiB, memKiB) / 1024,
+        state
+      })
+    }
+    for (const id of this.cpu.keys()) if (!stats.has(id)) this.cpu.delete(id)
+    return out
+  }
+
+  /** `virsh domstats --raw` of one VM (all groups), parsed. */
+  async domainStats (id: VmId, signal?: AbortSignal): Promise<Record<string, string>> {
+    checkId(id)
+    const s = parseDomstats(await this.virsh(['domstats', '--raw', id], { signal }))
+    const rec = s.get(id)
+    if (rec === undefined) throw new DriverError('VM_NOT_FOUND', `vm ${id}: no statistics returned`)
+    return rec
+  }
+
+  async start (spec: VmSpec, signal?: AbortSignal): Promise<void> {
+    if (this.closed) throw new DriverError('DRIVER_FAILED', 'driver is closed')
+    checkId(spec.id)
+    if (!(spec.vcpus >= 1) || !(spec.memMiB >= 16)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: needs vcpus >= 1 and memMiB >= 16`)
+    const x = libvirtExtra(spec)
+    let xml: string
+    if (x.xml !== undefined) {
+      if (!new RegExp(`<name>\\s*${spec.id.replace(/\./g, '\\.')}\\s*</name>`).test(x.xml)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.xml must name the domain "${spec.id}"`)
+      xml = x.xml
+    } else {
+      const serial = this.serialPath(spec.id)
+      if (serial !== undefined) await this.freshLog(serial)
+      const o: DomainXmlOptions = { type: this.domainType, machine: this.init.machine ?? 'pc' }
+      if (this.init.cpuModel !== undefined) o.cpuModel = this.init.cpuModel
+      if (this.init.emulator !== undefined) o.emulator = this.init.emulator
+      if (serial !== undefined) o.serialPath = serial
+      xml = buildDomainXml(spec, x, o)
+    }
+    this.jobs.delete(spec.id)
+    await this.withTempFile(`${spec.id}.xml`, xml, async file => {
+      if (this.init.persistent === true) {
+        await this.virsh(['define', file], { signal })
+        await this.virsh(['start', spec.id], { signal })
+      } else {
+        await this.virsh(['create', file], { signal })
+      }
+    })
+    this.log.info(`vm ${spec.id} started`, { vm: spec.id })
+  }
+
+  /**
+   * Stops VM `id` at once (virsh destroy). After a completed outgoing migration libvirt has
+   * already stopped it: then this only forgets the migration.
+   */
+  async stop (id: VmId, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    const job = this.jobs.get(id)
+    if (job !== undefined && job.exit !== null) {
+      this.jobs.delete(id)
+      if (job.exit.code === 0) {
+        if (this.init.persistent !== true) return
+        try { await this.virsh(['domstate', id], { signal }) } catch (err) {
+          if ((err as DriverError).code === 'VM_NOT_FOUND') return
+          throw err
+        }
+      }
+    }
+    try {
+      await this.virsh(['destroy', id], { signal })
+    } catch (err) {
+      if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED' || !/not running|domain is not running/i.test(err.message)) throw err
+    }
+    this.incoming.delete(id)
+    this.cpu.delete(id)
+    this.log.info(`vm ${id} stopped`, { vm: id })
+  }
+
+  async close (): Promise<void> {
+    // Running `virsh migrate` processes are left alone: the migration belongs to libvirtd.
+    this.closed = true
+  }
+
+  async prepareIncoming (spec: VmSpec, listenAddr: string, _opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string }> {
+    // Post-copy and parallel channels are negotiated by the two libvirtd themselves.
+    if (this.closed) throw new DriverError('DRIVER_FAILED', 'driver is closed')
+    checkId(spec.id)
+    const hp = splitHostPort(listenAddr)
+    if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
+    let exists = false
+    try {
+      const st = parseDomstate(await this.virsh(['domstate', spec.id], { signal }))
+      exists = st !== null && st.state !== 'shut off'
+    } catch (err) {
+      if (!(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err
+    }
+    if (exists) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already active on this host`)
+    const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
+    const t: LibvirtMigrationTarget = {
+      destUri: this.init.peerUri ?? `qemu+tcp://${host}/system`,
+      migrateUri: hp.port === 0 ? `tcp://${host}` : `tcp://${host}:${hp.port}`,
+      listenAddress: hp.host
+    }
+    const serial = this.serialPath(spec.id)
+    if (serial !== undefined) {
+      await this.freshLog(serial)
+      t.serialPath = serial
+    }
+    this.incoming.add(spec.id)
+    this.log.info(`vm ${spec.id} may migrate in on ${t.migrateUri}`, { vm: spec.id })
+    return { uri: formatMigrationTarget(t) }
+  }
+
+  async migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void> {
+    if (this.closed) throw new DriverError('DRIVER_FAILED', 'driver is closed')
+    checkId(id)
+    const t = parseMigrationTarget(uri)
+    if (t === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: "${uri}" is not a libvirt migration target (from prepareIncoming of a libvirt driver)`)
+    const running = this.jobs.get(id)
+    if (running !== undefined && running.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id} is already migrating`)
+    let xml = await this.virsh(['dumpxml', '--migratable', id], { signal })
+    if (t.serialPath !== undefined) xml = rewriteSerialPath(xml, t.serialPath) ?? xml
+    const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'starling-libvirt-'))
+    const xmlFile = path.join(tmpDir, `${id}.xml`)
+    await fsp.writeFile(xmlFile, xml, { mode: 0o600 })
+    const args = ['-c', this.init.uri, 'migrate', '--live', '--p2p', '--migrateuri', t.migrateUri, '--listen-address', t.listenAddress, '--xml', xmlFile]
+    if (params.mode !== 'precopy') args.push('--postcopy')
+    if (params.autoConverge) args.push('--auto-converge')
+    if (params.xbzrle) args.push('--compressed', '--comp-methods', 'xbzrle')
+    if (params.multifd > 1) args.push('--parallel', '--parallel-connections', String(Math.round(params.multifd)))
+    if (params.maxBandwidthBytes > 0) args.push('--bandwidth', String(Math.max(1, Math.ceil(params.maxBandwidthBytes / 1048576))))
+    if (this.init.persistent === true) args.push('--persistent', '--undefinesource')
+    args.push(id, t.destUri)
+
+    let proc: ChildProcess
+    try {
+      proc = spawn(this.virshBin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' } })
+    } catch (err) {
+      await fsp.rm(tmpDir, { recursive: true, force: true })
+      throw new DriverError('DRIVER_UNREACHABLE', `vm ${id}: cannot run ${this.virshBin}`, { cause: err })
+    }
+    let stderr = ''
+    proc.stderr?.setEncoding('utf8')
+    proc.stderr?.on('data', (d: string) => { if (stderr.length < 64 * 1024) stderr += d })
+    const job: OutgoingJob = {
+      target: t, proc, exit: null, ended: Promise.resolve(), postcopy: false, cancelRequested: false, last: null, final: null, tmpDir
+    }
+    job.ended = new Promise<void>(resolve => {
+      let done = false
+      const finish = (code: number | null): void => {
+        if (done) return
+        done = true
+        job.exit = { code, stderr }
+        void fsp.rm(tmpDir, { recursive: true, force: true }).catch(() => {})
+        this.log.info(`vm ${id} virsh migrate ended (${code === 0 ? 'ok' : virshErrorText(stderr) || `code ${String(code)}`})`, { vm: id })
+        resolve()
+      }
+      proc.once('error', err => { stderr += `error: ${err.message}\n`; finish(-1) })
+      proc.once('close', code => finish(code))
+    })
+    this.jobs.set(id, job)
+    this.log.info(`vm ${id} migration to ${t.destUri} via ${t.migrateUri} (${params.mode})`, { vm: id, params })
+
+    // Accepted once libvirt shows the outgoing job (or virsh already finished).
+    const deadline = performance.now() + (this.init.acceptTimeoutMs ?? 60_000)
+    for (;;) {
+      if (job.exit !== null) {
+        if (job.exit.code === 0) return
+        throw new DriverError(job.exit.code === -1 ? 'DRIVER_UNREACHABLE' : classifyVirshError(job.exit.stderr), `vm ${id}: migrate: ${virshErrorText(job.exit.stderr) || `virsh exited with ${String(job.exit.code)}`}`)
+      }
+      if (signal?.aborted === true || performance.now() > deadline) {
+        await this.virsh(['domjobabort', id], { timeoutMs: 10_000 }).catch(() => {})
+        throw new DriverError('DRIVER_TIMEOUT', `vm ${id}: migrate: libvirt did not start the job${signal?.aborted === true ? ' (aborted)' : ' in time'}`)
+      }
+      let info: JobInfo | null = null
+      try { info = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal })) } catch { /* retried */ }
+      if (info !== null && (info.type === 'unbounded' || info.type === 'bounded') && info.operation === JOB_OPERATION.migrationOut) break
+      await Promise.race([sleep(50), job.ended])
+    }
+    try {
+      await this.virsh(['migrate-setmaxdowntime', id, String(Math.max(1, Math.round(params.downtimeLimitMs)))], { signal })
+    } catch (err) {
+      if (job.exit === null) this.log.warn(`vm ${id}: cannot set the downtime limit`, { err })
+    }
+    if (params.mode === 'postcopy') {
+      // QEMU accepts the switch only once its migration has begun; libvirt may still be preparing.
+      for (let i = 0; ; i++) {
+        try {
+          await this.startPostcopy(id, signal)
+          break
+        } catch (err) {
+          if (job.exit !== null || i >= 100 || isAborted(signal)) throw err
+          await Promise.race([sleep(50), job.ended])
+        }
+      }
+    }
+  }
+
+  async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    const job = this.jobs.get(id)
+    if (job === undefined || job.exit !== null) throw new DriverError('DRIVER_FAILED', `vm ${id}: no outgoing migration to switch to post-copy`)
+    await this.virsh(['migrate-postcopy', id], { signal })
+    job.postcopy = true
+    this.log.info(`vm ${id} migration switched to post-copy`, { vm: id })
+  }
+
+  async progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress> {
+    checkId(id)
+    const job = this.jobs.get(id)
+    if (job !== undefined) return await this.outgoingProgress(id, job, signal)
+    return await this.localProgress(id, signal)
+  }
+
+  /** Progress of a migration run by virsh from this driver. */
+  private async outgoingProgress (id: VmId, job: OutgoingJob, signal?: AbortSignal): Promise<MigrationProgress> {
+    if (job.exit === null) {
+      let info: JobInfo | null = null
+      try {
+        info = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal }))
+      } catch (err) {
+        if (signal?.aborted === true || !(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err
+      }
+      if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
+        const p = jobToProgress(info, job.postcopy ? 'postcopy-active' : (info.fields.memory_total === undefined || fnum(info.fields.memory_total) === 0) ? 'setup' : 'active')
+        job.last = p
+        return p
+      }
+      // No job any more (or no domain: a transient source is gone): virsh is about to report.
+      await Promise.race([job.ended, sleep(2000, signal)])
+      if (job.exit === null) return job.last ?? emptyProgress('setup')
+    }
+    return await this.finishedProgress(id, job, signal)
+  }
+
+  private async finishedProgress (id: VmId, job: OutgoingJob, signal?: AbortSignal): Promise<MigrationProgress> {
+    if (job.final !== null) return job.final
+    const exit = job.exit ?? { code: null, stderr: '' }
+    if (exit.code !== 0) {
+      const text = virshErrorText(exit.stderr) || `virsh exited with ${String(exit.code)}`
+      const cancelled = job.cancelRequested || /canceled by client|cancelled by client|operation aborted/i.test(text)
+      const base = job.last ?? emptyProgress('none')
+      job.final = { ...base, status: cancelled ? 'cancelled' : 'failed', downtimeMs: null, errorDesc: text }
+      return job.final
+    }
+    // Completed: the destination keeps the job's final figures (downtime included).
+    let p: MigrationProgress | null = null
+    for (const [uri, where] of [[job.target.destUri, 'destination'], [this.init.uri, 'source']] as const) {
+      try {
+        const info = parseJobInfo(await this.virsh(['domjobinfo', '--completed', '--keep-completed', '--rawstats', id], { signal, uri }))
+        if (info.type === 'completed') { p = jobToProgress(info, 'completed'); break }
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+        this.log.debug(`vm ${id}: no completed job statistics on the ${where}`, { err })
+      }
+    }
+    job.final = p ?? { ...(job.last ?? emptyProgress('completed')), status: 'completed', expectedDowntimeMs: null, remainingBytes: 0 }
+    return job.final
+  }
+
+  /** Progress as this host's libvirtd sees it (an incoming migration, or the last finished job). */
+  private async localProgress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress> {
+    let info: JobInfo
+    try {
+      info = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal }))
+    } catch (err) {
+      if (err instanceof DriverError && err.code === 'VM_NOT_FOUND' && this.incoming.has(id)) return emptyProgress('none')
+      throw err
+    }
+    if (info.type === 'unbounded' || info.type === 'bounded') return jobToProgress(info, fnum(info.fields.memory_total) === 0 ? 'setup' : 'active')
+    const done = parseJobInfo(await this.virsh(['domjobinfo', '--completed', '--keep-completed', '--rawstats', id], { signal }))
+    if (done.type === 'completed') return jobToProgress(done, 'completed')
+    if (done.type === 'failed') return jobToProgress(done, 'failed')
+    if (done.type === 'cancelled') return jobToProgress(done, 'cancelled')
+    return emptyProgress('none')
+  }
+
+  async cancel (id: VmId, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    const job = this.jobs.get(id)
+    if (job?.postcopy === true && job.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel a migration in post-copy; the target holds the newest state`)
+    if (job !== undefined) job.cancelRequested = true
+    try {
+      await this.virsh(['domjobabort', id], { signal })
+    } catch (err) {
+      if (job !== undefined) job.cancelRequested = job.exit === null
+      throw err
+    }
+    this.log.info(`vm ${id} migration cancelled`, { vm: id })
+  }
+
+  async setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    if (!(ms > 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: downtime limit must be positive, got ${ms}`)
+    await this.virsh(['migrate-setmaxdowntime', id, String(Math.max(1, Math.round(ms)))], { signal })
+  }
+
+  /** Changes the bandwidth cap of a running migration, bytes/s (rounded up to MiB/s). */
+  async setBandwidth (id: VmId, bytesPerS: number, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    if (!(bytesPerS > 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: bandwidth must be positive, got ${bytesPerS}`)
+    await this.virsh(['migrate-setspeed', id, String(Math.max(1, Math.ceil(bytesPerS / 1048576)))], { signal })
+  }
+
+  /**
+   * Sets the memory the guest may use (virsh setmem --live, through the balloon), MiB. libvirt
+   * accepts it at once; the guest's balloon driver gives the memory back over the next moments
+   * (domainStats()'s balloon.current shows how far it got).
+   */
+  async balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    const s = await this.domainStats(id, signal)
+    const maxKiB = fnum(s['balloon.maximum'])
+    const kib = Math.round(mib * 1024)
+    if (!(kib > 0) || (maxKiB > 0 && kib > maxKiB)) throw new DriverError('DRIVER_FAILED', `vm ${id}: balloon target ${mib} MiB outside (0, ${maxKiB / 1024}]`)
+    await this.virsh(['setmem', id, String(kib), '--live'], { signal })
+  }
+
+  private cpuUtil (id: VmId, cpuTime: string | undefined, now: number): number {
+    const ns = Number(cpuTime)
+    if (cpuTime === undefined || !Number.isFinite(ns)) { this.cpu.delete(id); return 0 }
+    const prev = this.cpu.get(id)
+    this.cpu.set(id, { ns, at: now })
+    if (prev === undefined || !(now > prev.at) || ns < prev.ns) return 0
+    const used = (ns - prev.ns) / 1e9
+    return Math.max(0, Math.min(1, used / ((now - prev.at) / 1000) / this.hostCpuCores))
+  }
+
+  /** Empties (or creates) a serial log file and its directory. */
+  private async freshLog (file: string): Promise<void> {
+    try {
+      await fsp.mkdir(path.dirname(file), { recursive: true })
+      await fsp.writeFile(file, '')
+    } catch (err) {
+      throw new DriverError('DRIVER_FAILED', `cannot prepare serial log ${file}`, { cause: err })
+    }
+  }
+
+  private async withTempFile<T> (name: string, content: string, fn: (file: string) => Promise<T>): Promise<T> {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'starling-libvirt-'))
+    try {
+      const file = path.join(dir, name)
+      await fsp.writeFile(file, content, { mode: 0o600 })
+      return await fn(file)
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** Factory in the Init/Components shape. */
+export function libvirtDriver (init: LibvirtDriverInit): (components: LibvirtDriverComponents) => LibvirtDriver {
+  return components => new LibvirtDriver(init, components)
+}
