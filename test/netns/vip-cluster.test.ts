@@ -6,7 +6,9 @@
  * and the majority takes over, so that two reachable hosts never carry the address at once;
  * after the partition heals the owner announces again and the client ends on its MAC; and when
  * fencing is broken on purpose (split brain), the heal still converges on one owner and the
- * client on the winner's MAC.
+ * client on the winner's MAC. An owner whose agent is killed (kill -9) is taken over from; the
+ * address it leaves on the interface must be removed by the unit's stop hook, or two hosts
+ * answer until the agent restarts (measured here).
  *
  * Method: three host namespaces and a client on a bridge; one VipOwnership core and one ArpVip
  * adapter per host (vip-cluster.ts stands in for the runtime and the membership: 20 ms ticks,
@@ -126,6 +128,37 @@ if (why !== null) {
       t.equal((await bed.neighbour(client, vipAddr)).mac, h2.mac, 'the client ends on the winner\'s MAC')
       t.equal(pinger.lastReply()?.mac, h2.mac)
       t.ok(capture.gratuitous(vipAddr, h2.mac, healAt).length >= 1, 'the winner announced after the heal')
+    })
+
+    await t.test('owner\'s agent killed (kill -9): with the stop hook the majority takes over cleanly; without it, until the restart, two carry it', async t => {
+      await sleep(1300)
+      t.same(cluster.owners('web'), ['h2'])
+      const t0 = Date.now()
+      await cluster.killAgent('h2', { stopHook: true })
+      const reply = await pinger.waitReply(t0, 10_000, h1.mac)
+      t.comment(`agent killed, stop hook ran: the VIP answered from h1 ${(reply.t - t0).toFixed(0)} ms later (detection stand-in 500 ms)`)
+      t.equal(cluster.doubleCarriers('web', t0, Date.now()).totalMs, 0, 'never two reachable carriers')
+      cluster.restartAgent('h2')
+      await sleep(1500)
+      t.same(cluster.owners('web'), ['h1'], 'the restarted agent released its old claim and stayed out')
+      t.equal((await bed.neighbour(client, vipAddr)).mac, h1.mac, 'the client is on h1')
+
+      // Without the hook the killed agent's address stays and its kernel keeps answering ARP.
+      await sleep(1300)
+      const t1 = Date.now()
+      await cluster.killAgent('h1', { stopHook: false })
+      await pinger.waitReply(t1, 10_000, h2.mac)
+      await sleep(700)
+      const restartAt = Date.now()
+      cluster.restartAgent('h1')
+      await cluster.waitFor(() => cluster.applied.some(a => a.host === 'h1' && a.type === 'remove' && a.reason === 'startup' && a.t >= restartAt), 5000, 'the restarted agent to remove the address')
+      const both = cluster.doubleCarriers('web', t1, Date.now())
+      t.comment(`without the stop hook h1 and h2 both carried the VIP for ${both.totalMs} ms, until h1's agent restarted and removed it at start-up`)
+      t.ok(both.totalMs > 0, 'the hazard is real: the systemd unit must remove VIPs when the agent dies (ExecStopPost)')
+      t.equal(cluster.doubleCarriers('web', restartAt + 500, Date.now() + 1).totalMs, 0, 'the start-up removal ends it')
+      await sleep(1500)
+      t.same(cluster.owners('web'), ['h2'])
+      t.equal((await bed.neighbour(client, vipAddr)).mac, h2.mac, 'the client ends on h2')
     })
 
     await cluster.stop()

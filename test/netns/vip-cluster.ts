@@ -9,13 +9,17 @@
  * - A membership stand-in turns connectivity into each core's view as SWIM would: a peer cut off
  *   for suspectAfterTicks is suspect, for deadAfterTicks dead. freezeView(host) stops a host's
  *   view from changing (a host that fails to notice it is cut off: fencing broken on purpose).
+ * - killAgent(host) stands for kill -9 of a host's agent: its core stops (no ticks, no frames),
+ *   its address stays on the interface unless the stop hook is run (what systemd's
+ *   ExecStopPost would do), and the host counts as unreachable for the others. restartAgent
+ *   builds a new core from what the old one persisted (the persist effects are kept per host).
  * - Address effects are applied through the adapter one at a time per host, in order. A
  *   takeover's add is reported done when the first ARP of its burst is out (onFirstSent), and
  *   the rest of the burst continues in the background, as the effect's contract says.
  */
 import { Prng } from '../../agent/core/prng.js'
 import type { MemberState } from '../../agent/core/types.js'
-import { VipOwnership, type VipEffect, type VipRole } from '../../agent/core/vip/vip-ownership.js'
+import { VipOwnership, restoreVipState, type VipEffect, type VipRole } from '../../agent/core/vip/vip-ownership.js'
 import type { VipConfig, VipSpec } from '../../agent/core/vip/vip-config.js'
 import type { VipId, VipMessage } from '../../agent/core/vip/vip-messages.js'
 import { arpVip, type ArpVip } from '../../agent/adapters/arp-vip.js'
@@ -59,6 +63,10 @@ interface HostRt {
   cutSince: Map<string, number | null>
   lastView: string
   frozen: boolean
+  /** The agent was killed: its core does nothing until restartAgent. */
+  killed: boolean
+  /** What its core persisted. */
+  store: Map<string, unknown>
 }
 
 export class VipCluster {
@@ -73,14 +81,51 @@ export class VipCluster {
   private stopped = false
   private readonly background = new Set<Promise<unknown>>()
 
+  private readonly prng: Prng
+
   constructor (readonly init: VipClusterInit) {
-    const prng = new Prng(init.seed ?? 1)
-    const members = init.bed.hosts.map(h => h.name)
+    this.prng = new Prng(init.seed ?? 1)
     for (const node of init.bed.hosts) {
       const adapter = arpVip({ netns: node.netns, timeoutMs: 3000 })({ logger: silentLogger() })
-      const core = new VipOwnership({ self: node.name, members, vips: init.vips, config: init.config, prng: prng.fork(members.indexOf(node.name)) })
-      this.hosts.set(node.name, { node, core, adapter, queue: [], busy: false, cutSince: new Map(), lastView: '', frozen: false })
+      const store = new Map<string, unknown>()
+      this.hosts.set(node.name, { node, core: this.newCore(node.name, store), adapter, queue: [], busy: false, cutSince: new Map(), lastView: '', frozen: false, killed: false, store })
     }
+  }
+
+  private newCore (name: string, store: Map<string, unknown>): VipOwnership {
+    const members = this.init.bed.hosts.map(h => h.name)
+    return new VipOwnership({
+      self: name,
+      members,
+      vips: this.init.vips,
+      config: this.init.config,
+      prng: this.prng.fork(members.indexOf(name)),
+      restored: restoreVipState([...store.entries()])
+    })
+  }
+
+  /** kill -9 of the host's agent; with `stopHook`, the unit's stop hook then removes its VIPs. */
+  async killAgent (host: string, opts: { stopHook: boolean }): Promise<void> {
+    const h = this.h(host)
+    // Its link stays up: the kernel keeps answering ARP for whatever address is left.
+    h.killed = true
+    h.queue.length = 0
+    if (!opts.stopHook) return
+    for (const spec of this.init.vips) {
+      const [address = '', len = '32'] = spec.address.split('/')
+      await h.adapter.remove({ address, prefixLength: Number(len), iface: spec.iface })
+      this.applied.push({ t: Date.now(), host, type: 'remove', vip: spec.id, reason: 'stop-hook', ok: true })
+    }
+  }
+
+  /** A new agent process on the host, from the old one's persisted state. */
+  restartAgent (host: string): void {
+    const h = this.h(host)
+    h.core = this.newCore(host, h.store)
+    h.killed = false
+    h.lastView = ''
+    h.cutSince.clear()
+    this.drain(host)
   }
 
   private h (name: string): HostRt {
@@ -107,7 +152,7 @@ export class VipCluster {
   owners (vip: VipId): string[] { return [...this.hosts.keys()].filter(n => this.roleOf(n, vip) === 'owner') }
 
   step (host: string, input: Parameters<VipOwnership['step']>[0]): void {
-    if (this.stopped) return
+    if (this.stopped || this.h(host).killed) return
     this.h(host).core.step(input)
     this.drain(host)
   }
@@ -136,7 +181,9 @@ export class VipCluster {
     return Date.now() - t0
   }
 
-  private reachable (a: string, b: string): boolean { return !this.cut.has(a) && !this.cut.has(b) }
+  private reachable (a: string, b: string): boolean {
+    return !this.cut.has(a) && !this.cut.has(b) && this.hosts.get(a)?.killed !== true && this.hosts.get(b)?.killed !== true
+  }
 
   /**
    * From the applied effects and the link events: how long two or more hosts that the client
@@ -174,15 +221,16 @@ export class VipCluster {
     if (this.stopped) return
     this.ticks++
     this.views()
-    for (const name of this.hosts.keys()) {
-      this.h(name).core.tick()
+    for (const [name, h] of this.hosts) {
+      if (h.killed) continue
+      h.core.tick()
       this.drain(name)
     }
   }
 
   private views (): void {
     for (const [name, h] of this.hosts) {
-      if (h.frozen) continue
+      if (h.frozen || h.killed) continue
       const members: Array<{ id: string, state: MemberState }> = []
       for (const peer of this.hosts.keys()) {
         if (peer === name) continue
@@ -205,7 +253,11 @@ export class VipCluster {
   private drain (name: string): void {
     const h = this.h(name)
     for (const e of h.core.takeEffects()) {
-      if (e.type === 'persist') continue // nothing to restart from in this harness
+      if (e.type === 'persist') {
+        if (e.op.type === 'put') h.store.set(e.op.key, structuredClone(e.op.value))
+        else h.store.delete(e.op.key)
+        continue
+      }
       if (e.type === 'event') { this.events.push({ t: Date.now(), host: name, text: e.event.text }); continue }
       if (e.type === 'send') { for (const to of e.to) this.deliver(name, to, e.message); continue }
       h.queue.push(e)
@@ -231,7 +283,7 @@ export class VipCluster {
     if (h.busy) return
     h.busy = true
     try {
-      while (h.queue.length > 0 && !this.stopped) {
+      while (h.queue.length > 0 && !this.stopped && !h.killed) {
         const e = h.queue.shift()
         if (e === undefined || (e.type !== 'add-and-announce' && e.type !== 'announce' && e.type !== 'remove')) continue
         const target = { address: e.address, prefixLength: e.prefixLength, iface: e.iface }
