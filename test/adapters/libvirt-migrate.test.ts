@@ -1,0 +1,292 @@
+/**
+ * Goal: the libvirt driver runs and live-migrates a real guest between two real libvirtd
+ * daemons, and the guest neither stops nor loses memory; libvirt's figures are read back.
+ *
+ * Method: two libvirtd daemons on this machine, each in its own mount namespace with private
+ * libvirt directories (test/libvirt/daemons.ts), reached over TCP on 127.0.0.1. The test guest
+ * (test/guest/build.sh) prints a heartbeat every 10 ms on its serial console, which libvirt
+ * writes to a file, and checks a checksum of every page of its working set. Each driver has its
+ * own serial directory; the migration rewrites the console path for the destination (a shared
+ * file system would otherwise have both QEMUs write one file). A poller timestamps every console
+ * line as it appears, so the pause seen by the guest is the gap between the last heartbeat
+ * written on the source and the first on the destination; it is compared with libvirt's downtime.
+ *
+ * Cases: start and stats on A; pre-copy A→B (heartbeat continues, integrity holds, completed job
+ * statistics on both sides); setmem on B; a cancelled migration B→A (the guest stays on B);
+ * post-copy B→A; typed errors. Domains are type='qemu' (TCG) unless the host has a usable KVM.
+ * When libvirt cannot run here the file fails with the reason; it never skips.
+ * Run: npx tap test/adapters/libvirt-migrate.test.ts  (about 1-2 minutes)
+ */
+import t, { type Test } from 'tap'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { LibvirtDriver, parseMigrationTarget } from '../../agent/adapters/libvirt-driver.js'
+import type { MigrationParams, MigrationProgress } from '../../agent/adapters/qemu-driver.js'
+import { silentLogger } from '../../agent/lib/logger.js'
+import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+interface Beat { seq: number, atMs: number }
+
+/** Watches a serial log: heartbeats with the host time they appeared, integrity reports. */
+class Console {
+  beats: Beat[] = []
+  other: string[] = []
+  passes = 0
+  failures: string[] = []
+  private offset = 0
+  private rest = ''
+  private readonly timer = setInterval(() => this.read(), 2)
+
+  constructor (readonly file: string) {}
+
+  read (): void {
+    let fd: number
+    try { fd = fs.openSync(this.file, 'r') } catch { return }
+    try {
+      const buf = Buffer.alloc(1 << 16)
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, this.offset)
+        if (n <= 0) break
+        this.offset += n
+        const now = performance.now()
+        const lines = (this.rest + buf.toString('latin1', 0, n)).split('\n')
+        this.rest = lines.pop() ?? ''
+        for (const l of lines) this.line(l.trim(), now)
+      }
+    } finally { fs.closeSync(fd) }
+  }
+
+  private line (l: string, atMs: number): void {
+    const hb = /^hb (\d+) /.exec(l)
+    if (hb !== null) { this.beats.push({ seq: Number(hb[1]), atMs }); return }
+    if (l.startsWith('integrity ok')) this.passes++
+    else if (l.includes('INTEGRITY FAIL')) this.failures.push(l)
+    if (l !== '') this.other.push(l)
+  }
+
+  last (): Beat | undefined { return this.beats[this.beats.length - 1] }
+
+  async until (what: string, cond: () => boolean, ms: number): Promise<void> {
+    const end = performance.now() + ms
+    while (!cond()) {
+      if (performance.now() > end) throw new Error(`${this.file}: no ${what} within ${ms} ms (last lines: ${this.other.slice(-5).join(' | ')})`)
+      await sleep(20)
+    }
+  }
+
+  close (): void { clearInterval(this.timer) }
+}
+
+const why = libvirtUnavailable()
+if (why !== null) {
+  t.fail(`cannot run the libvirt driver tests: ${why}`)
+} else {
+  let guestDir = ''
+  try {
+    guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+  } catch (err) {
+    t.fail(`the test guest does not build: ${(err as Error).message}`)
+  }
+  if (guestDir !== '') await run(guestDir)
+}
+
+async function run (guestDir: string): Promise<void> {
+  let bed: LibvirtBed
+  try {
+    bed = await startLibvirtDaemons(['a', 'b'])
+  } catch (err) {
+    t.fail(`libvirt daemons do not start: ${(err as Error).message}`)
+    return
+  }
+  const consoles: Console[] = []
+  const [A, B] = bed.daemons as [typeof bed.daemons[0], typeof bed.daemons[0]]
+  const mk = (d: typeof A): LibvirtDriver => new LibvirtDriver({ uri: d.uri, peerUri: d.uri, serialDir: d.serialDir, domainType: 'auto', callTimeoutMs: 20_000 }, { logger: silentLogger() })
+  const a = mk(A)
+  const b = mk(B)
+  t.teardown(async () => {
+    for (const c of consoles) c.close()
+    await a.close()
+    await b.close()
+    await bed.stop()
+  })
+  t.comment(`domain type ${a.domainType} (${a.domainTypeReason}); daemons ${A.uri} and ${B.uri}`)
+
+  const id = 'lv1'
+  const spec: VmSpec = {
+    id,
+    vcpus: 1,
+    memMiB: 256,
+    extra: {
+      kernel: path.join(guestDir, 'vmlinuz'),
+      initrd: path.join(guestDir, 'initramfs.cpio'),
+      append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0'
+    }
+  }
+  const watch = (d: LibvirtDriver): Console => {
+    const c = new Console(d.serialPath(id) ?? '')
+    consoles.push(c)
+    return c
+  }
+  const waitEnd = async (d: LibvirtDriver, ms: number, seen: Set<string>): Promise<MigrationProgress> => {
+    const end = performance.now() + ms
+    for (;;) {
+      const p = await d.progress(id)
+      seen.add(p.status)
+      if (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') return p
+      if (performance.now() > end) throw new Error(`migration not finished after ${ms} ms: ${JSON.stringify(p)}`)
+      await sleep(100)
+    }
+  }
+  const precopy: MigrationParams = { mode: 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0 }
+  const dump = (tt: Test, d: typeof A): void => {
+    try { tt.comment(`${d.name} QEMU log tail:\n${fs.readFileSync(d.qemuLog(id), 'utf8').slice(-1500)}`) } catch { /* none */ }
+  }
+
+  /** The hand-over: heartbeats go on at the destination, memory is intact there. */
+  const handOver = async (tt: Test, from: Console, to: Console, p: MigrationProgress, label: string): Promise<void> => {
+    const last = from.last()
+    tt.ok(last !== undefined, 'the source printed heartbeats')
+    await to.until('heartbeats at the destination', () => to.beats.length >= 5, 30_000)
+    const first = to.beats[0]!
+    tt.ok(first.seq > last!.seq && first.seq <= last!.seq + 2, `the heartbeat continues at the destination (source last ${last!.seq}, destination first ${first.seq})`)
+    tt.notOk(to.other.some(l => l.startsWith('dirtier start')), 'the guest did not restart at the destination', { lines: to.other.slice(0, 20) })
+    const before = to.passes
+    await to.until('a full integrity pass at the destination', () => to.passes >= before + 1, 30_000)
+    tt.same(to.failures, [], 'no corrupted page at the destination')
+    tt.same(from.failures, [], 'no corrupted page at the source')
+    const gap = first.atMs - last!.atMs
+    tt.comment(`${label}: total ${p.totalTimeMs} ms, libvirt downtime ${String(p.downtimeMs)} ms, heartbeat gap ${gap.toFixed(1)} ms, ${p.dirtySyncCount} iterations, ${(p.transferredBytes / 1048576).toFixed(1)} MiB sent`)
+  }
+
+  let onA: Console | null = null
+  await t.test('start on A: the guest runs, list and domain stats read back', async tt => {
+    await a.start(spec)
+    onA = watch(a)
+    try {
+      await onA.until('"dirtier ready"', () => onA!.other.includes('dirtier ready'), 90_000)
+      await onA.until('an integrity pass and 20 heartbeats', () => onA!.passes >= 1 && onA!.beats.length >= 20, 30_000)
+    } catch (err) {
+      dump(tt, A)
+      throw err
+    }
+    const l1 = await a.list()
+    await sleep(500)
+    const l2 = await a.list()
+    const vm = l2.find(v => v.id === id)
+    tt.match(vm, { id, vcpus: 1, memMiB: 256, state: 'running' }, 'listed as running with its size')
+    tt.ok(l1.length === 1 && vm !== undefined && vm.cpuUtil > 0 && vm.cpuUtil <= 1, `CPU use measured between two lists (${vm?.cpuUtil.toFixed(3) ?? '?'})`)
+    tt.ok(vm !== undefined && vm.memUsedMiB > 0 && vm.memUsedMiB <= 256, `memory in use ${vm?.memUsedMiB ?? '?'} MiB`)
+    const s = await a.domainStats(id)
+    tt.equal(s['state.state'], '1', 'domstats: running')
+    tt.equal(s['balloon.maximum'], String(256 * 1024), 'domstats: balloon maximum in KiB')
+    tt.ok(Number(s['cpu.time']) > 0, 'domstats: cpu.time')
+    tt.equal(s['vcpu.current'], '1', 'domstats: one vCPU')
+    await tt.rejects(b.domainStats(id), { code: 'VM_NOT_FOUND' }, 'B does not have it')
+  })
+
+  let onB: Console | null = null
+  await t.test('pre-copy A→B: heartbeat goes on at B, memory intact, job statistics on both sides', async tt => {
+    tt.ok(onA !== null, 'the guest runs on A')
+    if (onA === null) return
+    const { uri } = await b.prepareIncoming(spec, '127.0.0.1:0')
+    const target = parseMigrationTarget(uri)
+    tt.match(target, { destUri: B.uri, migrateUri: 'tcp://127.0.0.1', listenAddress: '127.0.0.1', serialPath: b.serialPath(id) }, 'the target names B, a loopback stream and B\'s console file')
+    onB = watch(b)
+    const t0 = performance.now()
+    await a.migrate(id, uri, precopy)
+    const accepted = performance.now() - t0
+    const seen = new Set<string>()
+    let p: MigrationProgress
+    try {
+      p = await waitEnd(a, 120_000, seen)
+    } catch (err) {
+      dump(tt, A); dump(tt, B)
+      throw err
+    }
+    const wall = performance.now() - t0
+    tt.equal(p.status, 'completed', `completed ${p.errorDesc ?? ''}`)
+    tt.ok([...seen].some(s => s === 'active' || s === 'setup'), `progress was seen while running (${[...seen].join(', ')})`)
+    tt.ok(p.downtimeMs !== null && p.downtimeMs >= 0 && p.downtimeMs < 5000, `libvirt reports a downtime (${String(p.downtimeMs)} ms)`)
+    tt.ok(p.totalTimeMs > 0 && p.transferredBytes > 1048576 && p.totalBytes >= 256 * 1048576, 'time and bytes reported')
+    tt.ok(p.dirtySyncCount >= 1, `iterations reported (${p.dirtySyncCount})`)
+    tt.comment(`migrate() resolved after ${accepted.toFixed(0)} ms; done after ${wall.toFixed(0)} ms of wall time`)
+    await handOver(tt, onA, onB, p, 'pre-copy A→B')
+    const atB = await b.progress(id)
+    tt.match(atB, { status: 'completed', downtimeMs: p.downtimeMs, totalTimeMs: p.totalTimeMs }, 'B reports the same completed job (domjobinfo --completed)')
+    tt.equal((await b.list()).find(v => v.id === id)?.state, 'running', 'B lists it running')
+    tt.notOk((await a.list()).some(v => v.id === id), 'A no longer has it (libvirt stopped the source)')
+    await a.stop(id)
+    tt.pass('stop() on the source after the hand-over is harmless')
+    await tt.rejects(a.stop(id), { code: 'VM_NOT_FOUND' }, 'a second stop() says the VM is not here')
+  })
+
+  await t.test('setmem on B', async tt => {
+    tt.ok(onB !== null, 'the guest runs on B')
+    if (onB === null) return
+    await b.balloon(id, 192)
+    tt.pass('virsh setmem --live accepted 192 MiB')
+    await tt.rejects(b.balloon(id, 512), { code: 'DRIVER_FAILED' }, 'above the maximum is refused')
+    let cur = 0
+    const end = performance.now() + 8000
+    while (performance.now() < end) {
+      cur = Number((await b.domainStats(id))['balloon.current'])
+      if (cur <= 192 * 1024) break
+      await sleep(250)
+    }
+    if (cur <= 192 * 1024) tt.pass('the guest gave the memory back (balloon.current 192 MiB)')
+    else tt.comment(`balloon.current stays ${cur} KiB: the guest's balloon driver did not act on the request (libvirt and QEMU took it)`)
+    const beats = onB.beats.length
+    await onB.until('heartbeats after setmem', () => onB!.beats.length > beats + 20, 10_000)
+    await b.balloon(id, 256)
+  })
+
+  await t.test('B→A: a cancelled migration leaves the guest on B, then post-copy moves it', async tt => {
+    if (onB === null) { tt.fail('the guest is not on B'); return }
+    const from = onB
+    // Cancel: 1 MiB/s cannot finish 256 MiB before we cancel.
+    let { uri } = await a.prepareIncoming(spec, '127.0.0.1:0')
+    await b.migrate(id, uri, { ...precopy, maxBandwidthBytes: 1048576 })
+    await sleep(1500)
+    const mid = await b.progress(id)
+    tt.ok(mid.status === 'active' || mid.status === 'setup', `running before the cancel (${mid.status})`)
+    await b.cancel(id)
+    const seen = new Set<string>()
+    const c = await waitEnd(b, 30_000, seen)
+    tt.equal(c.status, 'cancelled', `cancelled (${c.errorDesc ?? ''})`)
+    const seq = from.last()?.seq ?? 0
+    await from.until('heartbeats after the cancel', () => (from.last()?.seq ?? 0) > seq + 20, 20_000)
+    tt.equal((await b.list()).find(v => v.id === id)?.state, 'running', 'still running on B')
+    tt.notOk((await a.list()).some(v => v.id === id), 'nothing left on A')
+
+    // Post-copy: switched as soon as QEMU accepts it.
+    ;({ uri } = await a.prepareIncoming(spec, '127.0.0.1:0'))
+    const back = watch(a)
+    await b.migrate(id, uri, { ...precopy, mode: 'postcopy' })
+    const seen2 = new Set<string>()
+    const p = await waitEnd(b, 120_000, seen2)
+    tt.equal(p.status, 'completed', `post-copy completed ${p.errorDesc ?? ''}`)
+    tt.ok(seen2.has('postcopy-active') || seen2.has('completed'), `statuses seen: ${[...seen2].join(', ')}`)
+    await handOver(tt, from, back, p, 'post-copy B→A')
+    await b.stop(id)
+    await a.stop(id)
+    tt.notOk((await a.list()).some(v => v.id === id), 'stopped on A')
+  })
+
+  await t.test('typed errors from a real daemon', async tt => {
+    await tt.rejects(a.progress('nope'), { code: 'VM_NOT_FOUND' })
+    await tt.rejects(a.stop('nope'), { code: 'VM_NOT_FOUND' })
+    await tt.rejects(a.migrate('nope', 'tcp:127.0.0.1:4444', precopy), { code: 'DRIVER_FAILED' }, 'a QEMU-style URI is not a libvirt target')
+    await tt.rejects(a.start({ id: 'bad name', vcpus: 1, memMiB: 64 }), { code: 'DRIVER_FAILED' })
+    const ac = new AbortController()
+    ac.abort()
+    await tt.rejects(a.list(ac.signal), { code: 'DRIVER_TIMEOUT' }, 'an aborted signal')
+    const closed = new LibvirtDriver({ uri: 'qemu+tcp://127.0.0.1:1/system', domainType: 'qemu' }, { logger: silentLogger() })
+    await tt.rejects(closed.list(), { code: 'DRIVER_UNREACHABLE' }, 'no daemon at that port')
+  })
+}
