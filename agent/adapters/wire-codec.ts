@@ -201,6 +201,15 @@ function encHost (id: HostId, where: string): Pb {
   return HEX_KEY.test(id) ? { key: Buffer.from(id, 'hex') } : { name: encStr(id, where, true) }
 }
 
+/** Longer texts (a VM's driver spec, a reason): up to LONG_STRING_BYTES. */
+export const LONG_STRING_BYTES = 8192
+
+function encLong (s: string, where: string): string {
+  if (typeof s !== 'string') throw new WireEncodeError(`${where}: not a string`)
+  if (Buffer.byteLength(s, 'utf8') > LONG_STRING_BYTES) throw new WireEncodeError(`${where}: longer than ${LONG_STRING_BYTES} bytes`)
+  return s
+}
+
 function encCount (v: number, where: string, max = 0xffff_ffff): number {
   if (!Number.isFinite(v) || v < 0) throw new WireEncodeError(`${where}: ${v} is not a non-negative number`)
   const r = Math.round(v)
@@ -254,7 +263,8 @@ function encReport (r: LoadReport, where: string): Pb {
     memUtilBp: encUtil(r.memUtil, where + '.memUtil'),
     netUtilBp: encUtil(r.netUtil, where + '.netUtil'),
     forecastCpuBp: r.forecastCpu.map((f, i) => encUtil(f, `${where}.forecastCpu[${i}]`)),
-    vms: r.vms.map((vm, i) => encVm(vm, `${where}.vms[${i}]`))
+    vms: r.vms.map((vm, i) => encVm(vm, `${where}.vms[${i}]`)),
+    ...(r.rulesHash !== undefined && r.rulesHash !== '' ? { rulesHash: encStr(r.rulesHash, where + '.rulesHash', false) } : {})
   }
 }
 
@@ -291,6 +301,26 @@ function encBody (b: Body): [string, Pb] {
       return ['reportPull', {
         want: b.want.map((d, i) => ({ host: encHost(d.host, `body.want[${i}].host`), seq: encU64(d.seq, `body.want[${i}].seq`) }))
       }]
+    case 'migrationIntent':
+      return ['migrationIntent', {
+        id: encStr(b.id, 'body.id', true), vm: encStr(b.vm, 'body.vm', true), vcpus: encCount(b.vcpus, 'body.vcpus'),
+        memMib: encCount(b.memMiB, 'body.memMiB'), extraJson: encLong(b.extraJson, 'body.extraJson'),
+        cpuDemandMips: encU64(b.cpuDemandMips, 'body.cpuDemandMips')
+      }]
+    case 'reservationGranted': return ['reservationGranted', { id: encStr(b.id, 'body.id', true), leaseTicks: encCount(b.leaseTicks, 'body.leaseTicks') }]
+    case 'reservationRefused': return ['reservationRefused', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason') }]
+    case 'incomingReady': return ['incomingReady', { id: encStr(b.id, 'body.id', true), uri: encStr(b.uri, 'body.uri', true) }]
+    case 'migrationProgress':
+      return ['migrationProgress', {
+        id: encStr(b.id, 'body.id', true), status: encStr(b.status, 'body.status', false),
+        transferredBytes: encU64(b.transferredBytes, 'body.transferredBytes'), remainingBytes: encU64(b.remainingBytes, 'body.remainingBytes')
+      }]
+    case 'transferCompleted': return ['transferCompleted', { id: encStr(b.id, 'body.id', true) }]
+    case 'migrationCommitted': return ['migrationCommitted', { id: encStr(b.id, 'body.id', true) }]
+    case 'migrationAborted': return ['migrationAborted', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason') }]
+    case 'migrationStatusQuery': return ['migrationStatusQuery', { id: encStr(b.id, 'body.id', true) }]
+    case 'migrationStatusAnswer': return ['migrationStatusAnswer', { id: encStr(b.id, 'body.id', true), state: encStr(b.state, 'body.state', true) }]
+    case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain }]
     default: {
       const unknown: never = b // a new Body kind must be added here and to envelope.proto
       throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
@@ -382,6 +412,12 @@ class Decoder {
     return s
   }
 
+  long (v: unknown, where: string): string {
+    const s = typeof v === 'string' ? v : ''
+    if (Buffer.byteLength(s, 'utf8') > LONG_STRING_BYTES) throw new Reject('absurd_value', `${where}: longer than ${LONG_STRING_BYTES} bytes`)
+    return s
+  }
+
   host (v: unknown, where: string): HostId {
     if (!isObj(v)) throw new Reject('missing_field', where)
     const key = v['key']
@@ -447,7 +483,8 @@ class Decoder {
 
   report (v: unknown, where: string): LoadReport {
     if (!isObj(v)) throw new Reject('missing_field', where)
-    return {
+    const rulesHash = this.str(v['rulesHash'], where + '.rulesHash', false)
+    const r: LoadReport = {
       host: this.host(v['host'], where + '.host'),
       seq: this.u64(v['seq'], where + '.seq'),
       capacity: this.capacity(v['capacity'], where + '.capacity'),
@@ -458,6 +495,8 @@ class Decoder {
         (f, i) => this.util(f, `${where}.forecastCpu[${i}]`)),
       vms: this.count(v['vms'], this.lim.maxVmsPerReport, where + '.vms', (x, i) => this.vm(x, `${where}.vms[${i}]`))
     }
+    if (rulesHash !== '') r.rulesHash = rulesHash
+    return r
   }
 
   /** One gossip item, or null for an item of an unknown kind (dropped and counted). */
@@ -507,6 +546,24 @@ class Decoder {
           return { host: this.host(x['host'], `body.want[${i}].host`), seq: this.u64(x['seq'], `body.want[${i}].seq`) }
         })
       }
+      case 'migrationIntent': return {
+        type: 'migrationIntent', id: this.str(v['id'], 'body.id', true), vm: this.str(v['vm'], 'body.vm', true),
+        vcpus: this.u32(v['vcpus'], 'body.vcpus'), memMiB: this.u32(v['memMib'], 'body.memMiB'),
+        extraJson: this.long(v['extraJson'], 'body.extraJson'), cpuDemandMips: this.u64(v['cpuDemandMips'], 'body.cpuDemandMips')
+      }
+      case 'reservationGranted': return { type: 'reservationGranted', id: this.str(v['id'], 'body.id', true), leaseTicks: this.u32(v['leaseTicks'], 'body.leaseTicks') }
+      case 'reservationRefused': return { type: 'reservationRefused', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason') }
+      case 'incomingReady': return { type: 'incomingReady', id: this.str(v['id'], 'body.id', true), uri: this.str(v['uri'], 'body.uri', true) }
+      case 'migrationProgress': return {
+        type: 'migrationProgress', id: this.str(v['id'], 'body.id', true), status: this.str(v['status'], 'body.status', false),
+        transferredBytes: this.u64(v['transferredBytes'], 'body.transferredBytes'), remainingBytes: this.u64(v['remainingBytes'], 'body.remainingBytes')
+      }
+      case 'transferCompleted': return { type: 'transferCompleted', id: this.str(v['id'], 'body.id', true) }
+      case 'migrationCommitted': return { type: 'migrationCommitted', id: this.str(v['id'], 'body.id', true) }
+      case 'migrationAborted': return { type: 'migrationAborted', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason') }
+      case 'migrationStatusQuery': return { type: 'migrationStatusQuery', id: this.str(v['id'], 'body.id', true) }
+      case 'migrationStatusAnswer': return { type: 'migrationStatusAnswer', id: this.str(v['id'], 'body.id', true), state: this.str(v['state'], 'body.state', true) }
+      case 'moveRequested': return { type: 'moveRequested', vm: this.str(v['vm'], 'body.vm', false), to: this.str(v['to'], 'body.to', false), drain: v['drain'] === true }
       default: throw new Reject('unknown_body', name)
     }
   }

@@ -23,6 +23,12 @@ import { KEY_INCARNATION, KEY_MEMBER_PREFIX } from './persisted.js'
 import type { PersistedCoreState } from './persisted.js'
 import { CoreState } from './state.js'
 import type { CoreCounters } from './state.js'
+import { MigrationMachine } from './migration/migration-machine.js'
+import { Scheduler } from './migration/scheduler.js'
+import { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
+import type { MigrationConfig, MigrationRecord } from './migration/migration-state.js'
+import { rulesHash } from './migration/reservation.js'
+import type { HostSample } from './types.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -35,6 +41,8 @@ export interface AgentCoreOptions {
   seed: number
   seeds: Seed[]
   restored?: PersistedCoreState
+  /** Migration limits, timeouts, rules and policy. @default defaultMigrationConfig() */
+  migration?: MigrationConfig
 }
 
 /** Snapshot for the runtime's metrics and the CLI. */
@@ -52,6 +60,7 @@ export interface CoreStatus {
   queueDepth: number
   suspicionsRunning: number
   counters: CoreCounters
+  migrations: MigrationMachine['counts'] & { live: number, draining: boolean, rulesHash: string, rulesAgreed: boolean }
 }
 
 export class AgentCore {
@@ -62,6 +71,8 @@ export class AgentCore {
   private handedOut: Ready | null = null
   private nextGossipTick = 1
   private nextSnapshotTick: number
+  private readonly mig: MigrationMachine
+  private readonly scheduler: Scheduler
 
   constructor (opts: AgentCoreOptions) {
     const config = validateCoreConfig(opts.config)
@@ -79,6 +90,10 @@ export class AgentCore {
     this.prober = new Prober(s)
     this.antiEntropy = new AntiEntropy(s, opts.seeds, this.reports)
     this.nextSnapshotTick = config.memberSnapshotIntervalTicks
+    const migCfg = validateMigrationConfig(opts.migration ?? defaultMigrationConfig())
+    if (migCfg.rules.vmVm.length + migCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(migCfg.rules)
+    this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
+    this.scheduler = new Scheduler(s, this.mig)
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }
 
@@ -94,7 +109,10 @@ export class AgentCore {
     const s = this.s
     switch (input.type) {
       case 'receive': this.receive(input.from, input.envelope); break
-      case 'hostSample': this.reports.onSample(input.sample); break
+      case 'hostSample': this.reports.onSample(this.onSample(input.sample)); break
+      case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
+      case 'operatorMigrate': this.operatorMigrate(input.vm, input.to); break
+      case 'operatorDrain': this.operatorDrain(input.host); break
       case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
       case 'peerDisconnected': this.prober.probeNow(input.peer); break
       case 'frameRejected': s.counters.framesRejected++; break
@@ -109,6 +127,8 @@ export class AgentCore {
     expireSuspicions(s)
     this.reports.tick()
     this.antiEntropy.tick()
+    this.mig.tick()
+    this.scheduler.tick()
     if (s.now >= this.nextGossipTick) {
       this.nextGossipTick = s.now + s.config.gossipIntervalTicks
       this.gossipRound()
@@ -146,8 +166,42 @@ export class AgentCore {
       members: { ...s.members.counts },
       queueDepth: s.queue.size,
       suspicionsRunning: s.suspicions.size,
-      counters: { ...s.counters }
+      counters: { ...s.counters },
+      migrations: { ...this.mig.counts, live: this.mig.live().length, draining: this.mig.draining, rulesHash: s.rulesHash, rulesAgreed: this.mig.rulesAgreed() }
     }
+  }
+
+  /** Migrations this host takes part in (in flight and recent), newest first. Copies. */
+  migrations (): MigrationRecord[] {
+    return [...this.mig.recs.values()].map(r => ({ ...r })).sort((a, b) => b.createdTick - a.createdTick)
+  }
+
+  /** The latest sample's VMs, with those in flight marked 'migrating' (what the report carries). */
+  private onSample (sample: HostSample): HostSample {
+    this.mig.localVms = sample.vms
+    this.mig.capacity = sample.capacity
+    const moving = new Set(this.mig.live().map(r => r.vm))
+    if (moving.size === 0) return sample
+    return { ...sample, vms: sample.vms.map(v => moving.has(v.id) ? { ...v, state: 'migrating' } : v) }
+  }
+
+  private operatorMigrate (vm: string, to: string | undefined): void {
+    const s = this.s
+    const r = this.scheduler.operatorMove(vm, to)
+    if ('forwardTo' in r) {
+      s.send(r.forwardTo, { type: 'moveRequested', vm, to: to ?? '', drain: false }, [], false)
+      s.emit({ kind: 'migration-request', host: r.forwardTo, text: `migrate ${vm}: forwarded to the host that runs it` })
+    } else if ('error' in r) {
+      s.emit({ kind: 'migration-request', host: s.self, text: `migrate ${vm}: refused: ${r.error}` })
+    }
+  }
+
+  private operatorDrain (host: string): void {
+    const s = this.s
+    const id = this.scheduler.resolveHost(host)
+    if (id === null) { s.emit({ kind: 'drain', host: s.self, text: `drain ${host}: no such member` }); return }
+    if (id === s.self) this.mig.setDraining(true)
+    else s.send(id, { type: 'moveRequested', vm: '', to: '', drain: true }, [], false)
   }
 
   /** This host's current incarnation (cheap; status() copies counters). */
@@ -190,6 +244,11 @@ export class AgentCore {
       case 'pushPull': this.antiEntropy.onPushPull(from, b, heldDead); break
       case 'reportPull': this.reports.onPull(from, b.want); break
       case 'gossip': break
+      case 'moveRequested':
+        if (b.drain) this.mig.setDraining(true)
+        else this.operatorMigrate(b.vm, b.to === '' ? undefined : b.to)
+        break
+      default: this.mig.onMessage(from, b); break
     }
   }
 

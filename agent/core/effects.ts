@@ -1,6 +1,7 @@
 /** What the core asks the runtime to do. Applied in order: persist, then send, then driver, then vip. */
 import type { Envelope } from './messages.js'
 import type { HostId } from './types.js'
+import type { DriverCommand } from './migration/migration-state.js'
 
 /** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
 export type PersistOp =
@@ -27,12 +28,14 @@ export interface Ready {
   persist: PersistOp[]
   send: Outbound[]
   events: CoreEvent[]
+  /** Hypervisor commands, carried out after persist and send, in order; results come back as driverResult inputs. */
+  driver: DriverCommand[]
 }
 
 export function emptyReady (): Ready {
-  return { persist: [], send: [], events: [] }
+  return { persist: [], send: [], events: [], driver: [] }
 }
 
 export function isEmptyReady (rd: Ready): boolean {
-  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0
+  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0
 }

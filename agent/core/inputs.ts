@@ -1,6 +1,7 @@
 /** Everything that can happen to the core, as data. The runtime queues inputs and steps them in order. */
 import type { Envelope } from './messages.js'
-import type { HostId, HostSample } from './types.js'
+import type { HostId, HostSample, VmId } from './types.js'
+import type { DriverCommand, DriverResult } from './migration/migration-state.js'
 
 export type Input =
   /** A decoded frame from a peer (authenticated by the transport). */
@@ -15,3 +16,9 @@ export type Input =
   | { type: 'frameRejected', from: HostId | null, reason: string }
   /** The operator asked this agent to leave the cluster gracefully (SIGTERM). */
   | { type: 'leave' }
+  /** The runtime carried out a driver command (or failed to: a DriverError becomes ok: false). */
+  | { type: 'driverResult', command: DriverCommand, result: DriverResult }
+  /** The operator asked to move a VM (to a named host, or where the cluster chooses). */
+  | { type: 'operatorMigrate', vm: VmId, to?: string }
+  /** The operator asked to drain a host (by name or id): spread its VMs over the cluster. */
+  | { type: 'operatorDrain', host: string }

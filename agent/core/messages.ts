@@ -3,7 +3,7 @@
  * into and encodes from. The core never sees bytes. Names say what a message asserts.
  * The schema of record is proto/mesh/v1/*.proto; keep both in step.
  */
-import type { HostId, LoadReport } from './types.js'
+import type { HostId, LoadReport, VmId } from './types.js'
 
 /** Wire protocol versions this build speaks. */
 export const PROTOCOL_MIN = 1
@@ -51,7 +51,37 @@ export interface ReportDigest { host: HostId, seq: number }
  */
 export interface ReportPull { type: 'reportPull', want: ReportDigest[] }
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull
+/** Migration negotiation (agent/core/migration/migration-machine.ts); one record id per migration. */
+export interface MigrationIntent {
+  type: 'migrationIntent', id: string, vm: VmId, vcpus: number, memMiB: number, extraJson: string, cpuDemandMips: number
+}
+/** The target admitted the VM and holds its capacity for `leaseTicks` of its own ticks. */
+export interface ReservationGranted { type: 'reservationGranted', id: string, leaseTicks: number }
+/** The target refused (capacity, a hard rule, a limit, draining...). */
+export interface ReservationRefused { type: 'reservationRefused', id: string, reason: string }
+/** The target's incoming VM listens at `uri`. */
+export interface IncomingReady { type: 'incomingReady', id: string, uri: string }
+/** The source's copy is under way (renews the target's lease). */
+export interface MigrationProgress { type: 'migrationProgress', id: string, status: string, transferredBytes: number, remainingBytes: number }
+/** The source's hypervisor finished the transfer; the source copy is paused. */
+export interface TransferCompleted { type: 'transferCompleted', id: string }
+/** The VM runs on the target (sent by the target; final). */
+export interface MigrationCommitted { type: 'migrationCommitted', id: string }
+/** The VM runs on the source; the other end must drop what it holds (final). */
+export interface MigrationAborted { type: 'migrationAborted', id: string, reason: string }
+/** What does the receiver hold for migration `id`? */
+export interface MigrationStatusQuery { type: 'migrationStatusQuery', id: string }
+/** The receiver's state for `id` ('unknown' when it holds no record). */
+export interface MigrationStatusAnswer { type: 'migrationStatusAnswer', id: string, state: string }
+/** An operator asked for a move or a drain through another host's API (vm, or drain = true). */
+export interface MoveRequested { type: 'moveRequested', vm: VmId, to: string, drain: boolean }
+
+export type MigrationBody =
+  | MigrationIntent | ReservationGranted | ReservationRefused | IncomingReady | MigrationProgress
+  | TransferCompleted | MigrationCommitted | MigrationAborted | MigrationStatusQuery | MigrationStatusAnswer
+  | MoveRequested
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody
 
 /** The envelope of every frame. */
 export interface Envelope {

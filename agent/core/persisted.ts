@@ -9,8 +9,15 @@
  *                           blocks of reportSeqLease; a restart starts above it).
  * - `core/member/<hostId>`  MemberRecord: last known record of each member, flushed every
  *                           memberSnapshotIntervalTicks for those that changed.
+ * - `mig/rec/<id>`          MigrationRecord: the migration journal, written at every transition
+ *                           before the sends and driver commands acting on it.
+ * - `mig/draining`          boolean: this host is draining.
  */
 import type { MemberRecord } from './messages.js'
+import type { MigrationRecord } from './migration/migration-state.js'
+import { KEY_DRAINING, KEY_MIGRATION_PREFIX } from './migration/migration-machine.js'
+
+export { KEY_DRAINING, KEY_MIGRATION_PREFIX }
 
 export const KEY_INCARNATION = 'core/incarnation'
 export const KEY_REPORT_SEQ_CEILING = 'core/reportSeqCeiling'
@@ -23,6 +30,10 @@ export interface PersistedCoreState {
   reportSeqCeiling: number
   /** Values under `core/member/`. */
   members: MemberRecord[]
+  /** Values under `mig/rec/` (the migration journal). */
+  migrations?: MigrationRecord[]
+  /** Value of `mig/draining`. */
+  draining?: boolean
 }
 
 function num (v: unknown): number {
@@ -42,10 +53,23 @@ function isRecord (v: unknown): v is MemberRecord {
  * store (first start). Malformed member values are skipped.
  */
 export function restoreCoreState (
-  incarnation: unknown, reportSeqCeiling: unknown, memberEntries: Array<[string, unknown]>
+  incarnation: unknown, reportSeqCeiling: unknown, memberEntries: Array<[string, unknown]>,
+  migrationEntries: Array<[string, unknown]> = [], draining: unknown = undefined
 ): PersistedCoreState | undefined {
-  if (incarnation === undefined && reportSeqCeiling === undefined && memberEntries.length === 0) return undefined
+  if (incarnation === undefined && reportSeqCeiling === undefined && memberEntries.length === 0 && migrationEntries.length === 0) return undefined
   const members: MemberRecord[] = []
   for (const [, v] of memberEntries) if (isRecord(v)) members.push(v)
-  return { incarnation: num(incarnation), reportSeqCeiling: num(reportSeqCeiling), members }
+  const migrations: MigrationRecord[] = []
+  for (const [, v] of migrationEntries) if (isMigration(v)) migrations.push(v)
+  return { incarnation: num(incarnation), reportSeqCeiling: num(reportSeqCeiling), members, migrations, draining: draining === true }
+}
+
+const MIGRATION_STATES = ['proposed', 'reserved', 'preparing', 'copying', 'switching', 'committed', 'aborted']
+
+function isMigration (v: unknown): v is MigrationRecord {
+  if (typeof v !== 'object' || v === null) return false
+  const r = v as Record<string, unknown>
+  return typeof r.id === 'string' && typeof r.vm === 'string' && (r.role === 'source' || r.role === 'target') &&
+    typeof r.source === 'string' && typeof r.target === 'string' && MIGRATION_STATES.includes(r.state as string) &&
+    typeof r.createdTick === 'number' && typeof r.updatedTick === 'number'
 }

@@ -69,6 +69,8 @@ export class CoreState {
   /** Members changed since the last snapshot flush. */
   readonly dirty = new Set<HostId>()
   pending: Ready = emptyReady()
+  /** Hash of the rule set in force here, gossiped in load reports ('' = none configured). */
+  rulesHash = ''
 
   constructor (
     readonly self: HostId,

@@ -60,6 +60,8 @@ export interface LoadReport {
   /** Predicted host CPU utilisation for the next report intervals, nearest first. */
   forecastCpu: number[]
   vms: VmSummary[]
+  /** Hash of the rule set this host acts on ('' or absent = none); a majority must share it. */
+  rulesHash?: string
 }
 
 /** SWIM member states. */

@@ -51,6 +51,7 @@ export function reportBytes (r: LoadReport): number {
   let n = hostField(r.host) + uintField(r.seq) + lenField(cap) + bp(r.cpuUtil) + bp(r.memUtil) + bp(r.netUtil) +
     (fc > 0 ? lenField(fc) : 0)
   for (const v of r.vms) n += lenField(vmBytes(v))
+  if (r.rulesHash !== undefined) n += strField(r.rulesHash)
   reportCache.set(r, n)
   return n
 }
@@ -87,6 +88,16 @@ function bodyBytes (b: Body): number {
       return n
     }
     case 'gossip': return 0
+    default: {
+      // Migration bodies: rare and small; every string and number field counted, with its tag.
+      let n = 0
+      for (const v of Object.values(b)) {
+        if (typeof v === 'string') n += strField(v)
+        else if (typeof v === 'number') n += uintField(Math.max(0, Math.round(v)))
+        else if (v === true) n += 2
+      }
+      return n
+    }
   }
 }
 

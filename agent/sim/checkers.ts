@@ -124,3 +124,79 @@ export function loadsConverged (sim: SimCluster, lagSeq = 2): boolean {
   }
   return true
 }
+
+/**
+ * Migration invariants over the simulated hypervisors and the hosts' journals, after every tick:
+ * - S1: no VM's guest runs on two hosts; a VM whose guest runs nowhere is in a migration that
+ *   some host (crashed or not) has journaled and not finished;
+ * - S2: no hard rule is broken by where the guests run, nor by the copies present (an incoming
+ *   or paused copy counts on its host for anti-affinity);
+ * - S3: no host holds more memory than its capacity, counting every copy present (running,
+ *   paused, incoming) and every live reservation that has no copy yet.
+ */
+export class MigrationCheckers {
+  constructor (
+    private readonly sim: SimCluster,
+    private readonly rules: import('../../policies/types.js').RuleSet,
+    private readonly capMemMiB: number
+  ) {
+    sim.onAfterTick(() => this.check())
+  }
+
+  private fail (msg: string): never {
+    throw new InvariantError(`${msg} at tick ${this.sim.now}; reproduce with SEED=${this.sim.seed}`)
+  }
+
+  private journaled (vm: string): boolean {
+    for (const id of this.sim.ids) {
+      for (const [k, v] of this.sim.store(id)) {
+        if (!k.startsWith('mig/rec/')) continue
+        const r = v as { vm: string, state: string }
+        if (r.vm === vm && r.state !== 'committed' && r.state !== 'aborted') return true
+      }
+    }
+    return false
+  }
+
+  check (): void {
+    const hv = this.sim.hv
+    if (hv === undefined) return
+    const running = hv.running()
+    for (const vm of hv.allVms()) {
+      const where = running.get(vm) ?? []
+      if (where.length > 1) this.fail(`S1: VM ${vm} runs on ${where.join(' and ')}`)
+      if (where.length === 0 && !this.journaled(vm)) this.fail(`S1: VM ${vm} runs nowhere and no migration is recorded`)
+    }
+    for (const [h, vms] of hv.hosts) {
+      for (const r of this.rules.vmVm) {
+        if (!r.hard || r.kind !== 'anti-affinity') continue
+        const here = r.vms.filter(v => vms.has(v))
+        if (here.length > 1) this.fail(`S2: anti-affine ${here.join(',')} together on ${h}`)
+      }
+      for (const r of this.rules.vmHost) {
+        if (!r.hard || !vms.has(r.vm) || vms.get(r.vm)?.state !== 'running') continue
+        const listed = r.hosts.includes(h)
+        if ((r.kind === 'affinity' && !listed) || (r.kind === 'anti-affinity' && listed)) this.fail(`S2: ${r.vm} on ${h} breaks a VM-host rule`)
+      }
+      let mem = 0
+      for (const v of vms.values()) mem += v.spec.memMiB
+      const core = this.sim.core(h)
+      if (core !== undefined) {
+        for (const r of core.migrations()) {
+          if (r.role === 'target' && r.state !== 'committed' && r.state !== 'aborted' && !vms.has(r.vm)) mem += r.spec?.memMiB ?? 0
+        }
+      }
+      if (mem > this.capMemMiB) this.fail(`S3: host ${h} holds ${mem} MiB > ${this.capMemMiB} MiB`)
+    }
+  }
+
+  /** Every VM runs on exactly one host and no live host has a migration in flight. */
+  settled (): boolean {
+    const hv = this.sim.hv
+    if (hv === undefined) return true
+    const running = hv.running()
+    for (const vm of hv.allVms()) if ((running.get(vm) ?? []).length !== 1) return false
+    for (const id of this.sim.liveIds) if (this.sim.core(id)!.migrations().some(r => r.state !== 'committed' && r.state !== 'aborted')) return false
+    return this.sim.crashed.size === 0
+  }
+}

@@ -10,7 +10,10 @@ import type { CoreConfig } from '../core/config.js'
 import { localTestCoreConfig } from '../core/config.js'
 import type { CoreEvent } from '../core/effects.js'
 import type { Envelope, MemberRecord } from '../core/messages.js'
-import { KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_REPORT_SEQ_CEILING, restoreCoreState } from '../core/persisted.js'
+import { KEY_DRAINING, KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_MIGRATION_PREFIX, KEY_REPORT_SEQ_CEILING, restoreCoreState } from '../core/persisted.js'
+import type { MigrationConfig } from '../core/migration/migration-state.js'
+import type { HostCapacity } from '../core/types.js'
+import type { SimHypervisor } from './sim-hypervisor.js'
 import type { PersistedCoreState } from '../core/persisted.js'
 import { Prng } from '../core/prng.js'
 import type { HostId } from '../core/types.js'
@@ -34,6 +37,12 @@ export interface SimClusterOptions {
   sampleIntervalTicks?: number
   /** VMs per host in the synthetic load. @default 4 */
   vmsPerHost?: number
+  /** Simulated hypervisors: samples list their VMs and the cores' driver commands act on them. */
+  hypervisor?: SimHypervisor
+  /** Capacity the hosts report when a hypervisor is given. */
+  capacity?: HostCapacity
+  /** Migration tunables of every core. */
+  migration?: MigrationConfig
 }
 
 export type EventListener = (viewer: HostId, ev: CoreEvent, tick: number) => void
@@ -55,6 +64,9 @@ export class SimCluster {
   private readonly seeds: Array<{ id: HostId, name: string, addr: string }>
   private readonly prng: Prng
   private restarts = 0
+  readonly hv: SimHypervisor | undefined
+  private readonly migration: MigrationConfig | undefined
+  private readonly capacity: HostCapacity
 
   constructor (o: SimClusterOptions) {
     this.seed = o.seed
@@ -62,6 +74,9 @@ export class SimCluster {
     this.config = o.config ?? localTestCoreConfig()
     this.network = new SimNetwork({ seed: this.prng.nextU32(), ...o.network })
     this.sampleEvery = o.sampleIntervalTicks ?? 10
+    this.hv = o.hypervisor
+    this.migration = o.migration
+    this.capacity = o.capacity ?? { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 4096, netMbps: 10000 }
     this.ids = []
     for (let i = 0; i < o.hosts; i++) this.ids.push(o.hexIds === true ? this.hexId() : `h${String(i).padStart(4, '0')}`)
     this.seeds = this.ids.slice(0, o.seedCount ?? 3).map(id => ({ id, name: id, addr: `${id}:49737` }))
@@ -82,7 +97,7 @@ export class SimCluster {
   }
 
   private newCore (id: HostId, restored: PersistedCoreState | undefined): AgentCore {
-    const opts = { self: id, name: id, addr: `${id}:49737`, config: this.config, seed: this.prng.nextU32(), seeds: this.seeds }
+    const opts = { self: id, name: id, addr: `${id}:49737`, config: this.config, seed: this.prng.nextU32(), seeds: this.seeds, ...(this.migration !== undefined ? { migration: this.migration } : {}) }
     return new AgentCore(restored === undefined ? opts : { ...opts, restored })
   }
 
@@ -99,6 +114,13 @@ export class SimCluster {
 
   tick (): void {
     this.now++
+    if (this.hv !== undefined) {
+      this.hv.tick(this.now)
+      for (const p of this.hv.due(this.now)) {
+        if (this.crashedSet.has(p.host)) continue
+        this.cores.get(p.host)?.step({ type: 'driverResult', command: p.command, result: p.result })
+      }
+    }
     for (const f of this.network.take(this.now)) {
       if (this.crashedSet.has(f.to)) continue
       this.cores.get(f.to)?.step({ type: 'receive', from: f.from, envelope: f.envelope })
@@ -108,11 +130,17 @@ export class SimCluster {
       const id = this.ids[i]!
       if (this.crashedSet.has(id)) continue
       const core = this.cores.get(id)!
-      if (sample && (this.now + i) % this.sampleEvery === 0) core.step({ type: 'hostSample', sample: this.loads.get(id)!.sample(this.now) })
+      if (sample && (this.now + i) % this.sampleEvery === 0) core.step({ type: 'hostSample', sample: this.sampleOf(id) })
       core.tick()
     }
     for (const id of this.ids) if (!this.crashedSet.has(id)) this.drain(id)
     for (const f of this.afterTick) f()
+  }
+
+  private sampleOf (id: HostId): import('../core/types.js').HostSample {
+    if (this.hv === undefined) return this.loads.get(id)!.sample(this.now)
+    const vms = this.hv.list(id)
+    return { cpuUtil: vms.reduce((a, v) => a + v.cpuUtil, 0), memUsedMiB: vms.reduce((a, v) => a + v.memUsedMiB, 0), netMbps: 0, capacity: this.capacity, vms }
   }
 
   private drain (id: HostId): void {
@@ -125,6 +153,7 @@ export class SimCluster {
       else store.delete(op.key)
     }
     for (const o of rd.send) this.network.send(this.now, id, o.to, o.envelope)
+    if (this.hv !== undefined) for (const c of rd.driver) this.hv.apply(id, c)
     if (this.listeners.length > 0) for (const ev of rd.events) for (const l of this.listeners) l(id, ev, this.now)
     core.advance(rd)
   }
@@ -145,14 +174,19 @@ export class SimCluster {
     if (this.crashedSet.has(id)) return
     for (const f of this.crashHooks) f(id)
     this.crashedSet.add(id)
+    this.hv?.dropResults(id)
   }
 
   /** Start the host again from its store. */
   restart (id: HostId): void {
     const st = this.stores.get(id)!
     const members: Array<[string, unknown]> = []
-    for (const [k, v] of st) if (k.startsWith(KEY_MEMBER_PREFIX)) members.push([k, v])
-    const restored = restoreCoreState(st.get(KEY_INCARNATION), st.get(KEY_REPORT_SEQ_CEILING), members)
+    const migrations: Array<[string, unknown]> = []
+    for (const [k, v] of st) {
+      if (k.startsWith(KEY_MEMBER_PREFIX)) members.push([k, v])
+      if (k.startsWith(KEY_MIGRATION_PREFIX)) migrations.push([k, v])
+    }
+    const restored = restoreCoreState(st.get(KEY_INCARNATION), st.get(KEY_REPORT_SEQ_CEILING), members, migrations, st.get(KEY_DRAINING))
     this.restarts++
     this.cores.set(id, this.newCore(id, restored))
     this.crashedSet.delete(id)

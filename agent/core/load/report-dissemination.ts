@@ -76,6 +76,7 @@ export class ReportGossip {
       forecastCpu: holtForecast(this.history.intervalMeans, c.forecastAlpha, c.forecastBeta, c.forecastHorizon),
       vms: x.vms
     }
+    if (s.rulesHash !== '') report.rulesHash = s.rulesHash
     const me = s.selfMember
     me.report = report
     me.reportTick = s.now

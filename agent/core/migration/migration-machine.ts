@@ -1,0 +1,655 @@
+/**
+ * The migration state machine, both ends (DESIGN: Migration; S1 "a crash mid-migration resolves
+ * to exactly one running copy"). Every transition is a becomeX() here; each journals the record
+ * (`mig/<id>`, in the same Ready as, and so before, the sends and driver commands that act on it)
+ * and emits one event "migration <id> became <state> (from <state>)".
+ *
+ *   source: proposed ─intent→ reserved ─IncomingReady→ copying ─completed→ switching ─Committed→ committed
+ *   target:            reserved → preparing ─prepared→ copying ─TransferCompleted→ switching → committed
+ *   either end, before the switch-over: → aborted (the VM runs on the source)
+ *
+ * Who owns the VM. The hypervisor is the arbiter: a pre-copy that fails or is cancelled leaves
+ * the guest running on the source and the target's incoming copy exits; once the transfer
+ * completes (or post-copy starts) the guest runs on the target and the source copy stays paused.
+ * The agents add two rules on top:
+ *   R1 the source stops its paused copy only after the target said MigrationCommitted, and the
+ *      target says so only after its own hypervisor reports the guest running there;
+ *   R2 the source resumes its paused copy only after the target said MigrationAborted, and the
+ *      target says so only after killing its incoming copy, which it does only when its guest
+ *      never ran there (killIncoming is refused for a running guest).
+ * So the paused source copy and the target copy never both run.
+ *
+ * Crash points (kill -9 of an agent; its QEMU processes live on, see qemu-driver re-attach). On
+ * restart every non-terminal record is re-read from the journal and the hypervisor is queried
+ * before anything else is done for it:
+ *   source proposed/reserved: migrate was never issued (it is issued only after `copying` is
+ *     journaled), so the guest runs here: abort and tell the target (whose lease would expire
+ *     anyway and whose incoming copy, never run, is killed).
+ *   source copying: ask the hypervisor. Pre-copy still running → cancel it (the cancel may lose
+ *     the race to completion: the next progress sample decides); completed → switching;
+ *     post-copy → keep polling until completed; failed/cancelled/none with the guest running
+ *     here → abort. Guest gone here → ask the target (its answer decides committed or lost).
+ *   source switching: the copy here is paused; ask the target again (TransferCompleted) and wait
+ *     for its verdict (R1/R2). With the target unreachable we wait: never resume unilaterally.
+ *   source committed/aborted: redo the cleanup (stop the paused copy / resume it) if needed.
+ *   target reserved/preparing/copying/switching: guest running here → committed (tell the
+ *     source); an incoming copy that never ran → kill it and abort (the source's migration then
+ *     fails and its guest keeps running there); nothing here → abort.
+ * A kill at any line between two journal writes leaves the older state in the journal; every
+ * resolution above only needs the older state and the hypervisor's answer, and every message is
+ * idempotent (the other end answers from its record, or resends), so a lost or repeated frame
+ * does no harm. A target whose source went silent acts at lease expiry as after a restart.
+ * Known window: a target that finds its incoming copy not yet running right after the source
+ * completed re-checks a few times before killing it; if it kills it, the source resumes its paused
+ * copy (R2): still exactly one running copy.
+ */
+import type { CoreState } from '../state.js'
+import type { Body } from '../messages.js'
+import type { HostId, VmId, VmSummary, HostCapacity } from '../types.js'
+import {
+  defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence,
+  type ConvergencePolicy, type ConvergenceState
+} from './convergence.js'
+import { TERMINAL_STATES } from './migration-state.js'
+import type {
+  DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, VmSpecWire
+} from './migration-state.js'
+import { admit, outgoingAllowed } from './reservation.js'
+import type { RuleSet } from '../../../policies/types.js'
+
+export const KEY_MIGRATION_PREFIX = 'mig/rec/'
+export const KEY_DRAINING = 'mig/draining'
+
+const SWITCH_CHECKS_MAX = 20
+
+interface Conv { state: ConvergenceState, policy: ConvergencePolicy }
+
+export class MigrationMachine {
+  readonly recs = new Map<string, MigrationRecord>()
+  private readonly conv = new Map<string, Conv>()
+  /** Tick at which a record needs attention (timeout, poll, resend). */
+  private readonly due = new Map<string, number>()
+  /** Records whose next driver query result resolves them (restart, lease expiry, lost VM). */
+  private readonly recovering = new Set<string>()
+  /** A driver command is outstanding for the record (one at a time). */
+  private readonly busy = new Set<string>()
+  private readonly switchChecks = new Map<string, number>()
+  private readonly abortWanted = new Set<string>()
+  private nextSeq = 1
+  localVms: VmSummary[] = []
+  capacity: HostCapacity | null = null
+  draining = false
+  /** Counters for status(). */
+  readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
+
+  constructor (private readonly s: CoreState, readonly cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
+    this.draining = draining
+    for (const r of restored) {
+      this.recs.set(r.id, { ...r })
+      if (!TERMINAL_STATES.has(r.state)) {
+        this.recovering.add(r.id)
+        this.counts.recovered++
+      } else if (r.role === 'source' || r.role === 'target') {
+        // Terminal: redo the cleanup if it may not have happened (checked by a query).
+        this.recovering.add(r.id)
+      }
+    }
+    for (const id of this.recovering) this.command({ kind: 'query', mig: id, vm: this.recs.get(id)!.vm })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Transitions: all here, each journals the record and emits one event.
+
+  private become (r: MigrationRecord, to: MigrationState, why = ''): void {
+    const from = r.state
+    r.state = to
+    r.updatedTick = this.s.now
+    if (why !== '') r.reason = why
+    this.journal(r)
+    this.s.emit({
+      kind: 'migration-state',
+      host: r.role === 'source' ? r.target : r.source,
+      text: `migration ${r.id} became ${to} (from ${from})${why !== '' ? `: ${why}` : ''}`,
+      transition: { from, to, incarnation: this.s.incarnation }
+    })
+  }
+
+  private becomeProposed (r: MigrationRecord): void { this.become(r, 'proposed') }
+  private becomeReserved (r: MigrationRecord): void { this.become(r, 'reserved') }
+  private becomePreparing (r: MigrationRecord): void { this.become(r, 'preparing') }
+  private becomeCopying (r: MigrationRecord): void { this.become(r, 'copying') }
+  private becomeSwitching (r: MigrationRecord): void { this.become(r, 'switching') }
+  private becomeCommitted (r: MigrationRecord): void {
+    if (r.durationTicks === 0) r.durationTicks = this.s.now - r.createdTick
+    this.counts.committed++
+    this.become(r, 'committed')
+    this.settle(r)
+  }
+
+  private becomeAborted (r: MigrationRecord, why: string): void {
+    this.counts.aborted++
+    this.become(r, 'aborted', why)
+    this.settle(r)
+  }
+
+  private settle (r: MigrationRecord): void {
+    this.conv.delete(r.id)
+    this.switchChecks.delete(r.id)
+    this.abortWanted.delete(r.id)
+    this.due.set(r.id, this.s.now + this.cfg.retainTicks)
+  }
+
+  private journal (r: MigrationRecord): void { this.s.persist(KEY_MIGRATION_PREFIX + r.id, { ...r }) }
+
+  private send (to: HostId, body: Body): void { this.s.send(to, body, [], false) }
+
+  private command (c: DriverCommand): void {
+    this.busy.add(c.mig)
+    this.s.pending.driver.push(c)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries for the scheduler and the API.
+
+  live (): MigrationRecord[] { return [...this.recs.values()].filter(r => !TERMINAL_STATES.has(r.state)) }
+  liveOut (): MigrationRecord[] { return this.live().filter(r => r.role === 'source') }
+  liveIn (): MigrationRecord[] { return this.live().filter(r => r.role === 'target') }
+  isMoving (vm: VmId): boolean { return this.live().some(r => r.vm === vm) }
+
+  /** Rules with this host's name replaced by its id (configuration names hosts). */
+  rules (): RuleSet {
+    const s = this.s
+    return {
+      vmVm: this.cfg.rules.vmVm,
+      vmHost: this.cfg.rules.vmHost.map(r => ({ ...r, hosts: r.hosts.map(h => h === s.name ? s.self : h) }))
+    }
+  }
+
+  /** Hosts (other than self) whose latest report carries our rules hash, plus self: a majority of members? */
+  rulesAgreed (): boolean {
+    const s = this.s
+    if (this.cfg.rules.vmVm.length + this.cfg.rules.vmHost.length === 0) return true
+    let same = 1
+    let total = 0
+    for (const m of s.members.byId.values()) {
+      if (m.state === 'left') continue
+      total++
+      if (m.id !== s.self && m.report?.rulesHash === s.rulesHash) same++
+    }
+    return same > Math.max(1, total) / 2
+  }
+
+  /** VMs in flight in the cluster, approximated from gossip (see MigrationConfig.clusterMax). */
+  clusterInFlight (): number {
+    const ids = new Set<string>()
+    for (const m of this.s.members.byId.values()) {
+      if (m.id === this.s.self || m.report === null || m.state === 'dead' || m.state === 'left') continue
+      for (const v of m.report.vms) if (v.state === 'migrating') ids.add(v.id)
+    }
+    for (const r of this.live()) ids.add(r.vm)
+    return ids.size
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Source: starting a migration.
+
+  /** Starts moving `vm` to `target`; returns the record (aborted at once with a reason when refused). */
+  start (vm: VmId, target: HostId, cause: string): MigrationRecord {
+    const s = this.s
+    const id = `${s.self.slice(0, 8)}-${s.incarnation}-${this.nextSeq++}`
+    const here = this.localVms.find(v => v.id === vm)
+    const capMips = this.capacity === null ? 0 : this.capacity.cpuCores * this.capacity.cpuMipsPerCore
+    const r: MigrationRecord = {
+      id, vm, role: 'source', source: s.self, target, state: 'proposed', cause, spec: null,
+      cpuDemandMips: here === undefined ? 0 : here.cpuUtil * capMips,
+      createdTick: s.now, updatedTick: s.now, leaseExpiresTick: 0, uri: null, mode: null,
+      downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
+    }
+    const refuse = this.refusal(vm, target, here)
+    this.recs.set(id, r)
+    this.counts.started++
+    if (refuse !== null) {
+      this.counts.refused++
+      this.becomeAborted(r, refuse)
+      return r
+    }
+    this.becomeProposed(r)
+    this.command({ kind: 'query', mig: id, vm })
+    this.due.set(id, s.now + this.cfg.intentTimeoutTicks)
+    return r
+  }
+
+  private refusal (vm: VmId, target: HostId, here: VmSummary | undefined): string | null {
+    if (here === undefined) return `VM ${vm} does not run on this host`
+    if (target === this.s.self) return 'target is this host'
+    const m = this.s.members.get(target)
+    if (m === undefined || m.state !== 'alive') return `target ${target.slice(0, 8)} is not an alive member`
+    if (this.isMoving(vm)) return `VM ${vm} is already migrating`
+    if (this.liveOut().length >= this.cfg.outMax) return `outgoing limit ${this.cfg.outMax} reached`
+    if (this.clusterInFlight() >= this.cfg.clusterMax) return `cluster limit ${this.cfg.clusterMax} reached`
+    if (!this.rulesAgreed()) return 'rule set not agreed by a majority'
+    const out = outgoingAllowed(this.cfg.rules, vm, this.liveIn().map(r => r.vm))
+    return out.ok ? null : out.reason
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Messages.
+
+  onMessage (from: HostId, b: Body): void {
+    switch (b.type) {
+      case 'migrationIntent': this.onIntent(from, b); break
+      case 'reservationGranted': this.onGranted(from, b.id, b.leaseTicks); break
+      case 'reservationRefused': this.onPeerAborted(from, b.id, `target refused: ${b.reason}`); break
+      case 'incomingReady': this.onIncomingReady(from, b.id, b.uri); break
+      case 'migrationProgress': this.onProgressNote(from, b.id, b.status, b.transferredBytes, b.remainingBytes); break
+      case 'transferCompleted': this.onTransferCompleted(from, b.id); break
+      case 'migrationCommitted': this.onCommitted(from, b.id); break
+      case 'migrationAborted': this.onPeerAborted(from, b.id, b.reason); break
+      case 'migrationStatusQuery': this.onStatusQuery(from, b.id); break
+      case 'migrationStatusAnswer': this.onStatusAnswer(from, b.id, b.state); break
+      default: break
+    }
+  }
+
+  private mine (from: HostId, id: string, role: 'source' | 'target'): MigrationRecord | undefined {
+    const r = this.recs.get(id)
+    if (r === undefined || r.role !== role) return undefined
+    if ((role === 'source' ? r.target : r.source) !== from) return undefined
+    return r
+  }
+
+  private onIntent (from: HostId, b: Extract<Body, { type: 'migrationIntent' }>): void {
+    const s = this.s
+    const known = this.recs.get(b.id)
+    if (known !== undefined) {
+      // A repeated intent: answer from the record.
+      if (known.role !== 'target' || known.source !== from) return
+      if (known.state === 'aborted') this.send(from, { type: 'reservationRefused', id: b.id, reason: known.reason })
+      else if (!TERMINAL_STATES.has(known.state)) this.send(from, { type: 'reservationGranted', id: b.id, leaseTicks: this.cfg.leaseTicks })
+      return
+    }
+    const live = this.liveIn()
+    const verdict = admit({
+      self: s.self,
+      capacity: this.capacity,
+      residents: this.localVms.filter(v => !live.some(r => r.vm === v.id)),
+      reservations: live.map(r => ({ vm: r.vm, memMiB: r.spec?.memMiB ?? 0, cpuDemandMips: r.cpuDemandMips })),
+      outgoing: this.liveOut().map(r => r.vm),
+      incomingCount: live.length,
+      inMax: this.cfg.inMax,
+      clusterInFlight: this.clusterInFlight(),
+      clusterMax: this.cfg.clusterMax + 1, // the intent's own VM is already counted by its source's report
+      draining: this.draining,
+      rules: this.rules(),
+      rulesAgreed: this.rulesAgreed()
+    }, { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips })
+    if (!verdict.ok) {
+      this.counts.refused++
+      this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })
+      return
+    }
+    const spec: VmSpecWire = { vcpus: b.vcpus, memMiB: b.memMiB, extraJson: b.extraJson }
+    const r: MigrationRecord = {
+      id: b.id, vm: b.vm, role: 'target', source: from, target: s.self, state: 'proposed', cause: 'peer', spec,
+      cpuDemandMips: b.cpuDemandMips, createdTick: s.now, updatedTick: s.now,
+      leaseExpiresTick: s.now + this.cfg.leaseTicks, uri: null, mode: null, downtimeLimitMs: 0, timeoutMs: 0,
+      progress: null, reason: '', durationTicks: 0
+    }
+    this.recs.set(r.id, r)
+    this.becomeReserved(r)
+    this.send(from, { type: 'reservationGranted', id: r.id, leaseTicks: this.cfg.leaseTicks })
+    this.becomePreparing(r)
+    this.command({ kind: 'prepareIncoming', mig: r.id, vm: r.vm, spec, postcopy: true })
+  }
+
+  private onGranted (from: HostId, id: string, leaseTicks: number): void {
+    const r = this.mine(from, id, 'source')
+    if (r === undefined) return
+    if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
+    if (r.state !== 'proposed') return
+    r.leaseExpiresTick = this.s.now + leaseTicks
+    this.becomeReserved(r)
+    this.due.set(id, this.s.now + this.cfg.prepareTimeoutTicks)
+  }
+
+  private onIncomingReady (from: HostId, id: string, uri: string): void {
+    const r = this.mine(from, id, 'source')
+    if (r === undefined) return
+    if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
+    if (r.state !== 'reserved' && r.state !== 'proposed') return
+    r.uri = uri
+    const plan = this.plan(r)
+    if (plan === null) return
+    this.becomeCopying(r)
+    this.command({ kind: 'migrate', mig: id, vm: r.vm, uri, params: { mode: plan, maxBandwidthBytes: this.cfg.maxBandwidthBytes, downtimeLimitMs: r.downtimeLimitMs } })
+    this.due.set(id, this.s.now + this.cfg.pollTicks)
+  }
+
+  /** Chooses the mode with convergence.ts; null (and aborted) when it must not start. */
+  private plan (r: MigrationRecord): 'precopy' | 'postcopy' | 'hybrid' | null {
+    const q = this.lastQuery.get(r.id)
+    const onStall = this.cfg.onStallByVm[r.vm] ?? this.cfg.onStall
+    const policy = defaultConvergencePolicy(q?.accel ?? 'kvm', onStall)
+    const memBytes = (r.spec?.memMiB ?? 0) * 1048576
+    const bw = this.cfg.bandwidthBytesPerS > 0
+      ? this.cfg.bandwidthBytesPerS
+      : Math.max(1, (this.capacity?.netMbps ?? 1000) * 1e6 / 8)
+    const plan = planMigration({ memBytes, dirtyRateBytesPerS: q?.dirtyRateBytesPerS ?? 0, bandwidthBytesPerS: bw }, policy)
+    r.downtimeLimitMs = plan.downtimeLimitMs
+    r.timeoutMs = plan.timeoutMs
+    r.mode = plan.mode
+    if (plan.mode === 'reject') {
+      this.becomeAborted(r, `convergence plan: ${plan.reason}`)
+      this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+      return null
+    }
+    this.conv.set(r.id, { state: initialConvergenceState(plan, policy), policy })
+    if (plan.mode === 'postcopy') return policy.postcopyAtOnce ? 'postcopy' : 'hybrid'
+    return plan.mode
+  }
+
+  private onProgressNote (from: HostId, id: string, status: string, transferredBytes: number, remainingBytes: number): void {
+    const r = this.mine(from, id, 'target')
+    if (r === undefined || TERMINAL_STATES.has(r.state)) return
+    r.leaseExpiresTick = this.s.now + this.cfg.leaseTicks
+    r.progress = { status, totalTimeMs: 0, transferredBytes, remainingBytes, dirtySyncCount: 0, downtimeMs: null }
+  }
+
+  private onTransferCompleted (from: HostId, id: string): void {
+    const r = this.recs.get(id)
+    if (r === undefined) { this.send(from, { type: 'migrationStatusAnswer', id, state: 'unknown' }); return }
+    if (r.role !== 'target' || r.source !== from) return
+    if (r.state === 'committed') { this.send(from, { type: 'migrationCommitted', id }); return }
+    if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
+    r.leaseExpiresTick = this.s.now + this.cfg.leaseTicks
+    if (r.state !== 'switching') this.becomeSwitching(r)
+    if (!this.busy.has(id)) this.command({ kind: 'query', mig: id, vm: r.vm })
+  }
+
+  private onCommitted (from: HostId, id: string): void {
+    const r = this.mine(from, id, 'source')
+    if (r === undefined || r.state !== 'switching') return // R1: only a paused, completed source stops
+    this.becomeCommitted(r)
+    this.command({ kind: 'stopSource', mig: id, vm: r.vm })
+  }
+
+  private onPeerAborted (from: HostId, id: string, why: string): void {
+    const r = this.recs.get(id)
+    if (r === undefined || TERMINAL_STATES.has(r.state)) return
+    if ((r.role === 'source' ? r.target : r.source) !== from) return
+    if (r.role === 'source') {
+      switch (r.state) {
+        case 'proposed': case 'reserved': this.becomeAborted(r, why); break
+        case 'copying':
+          // The guest still runs here (pre-copy); cancel and let the next sample settle it.
+          this.abortWanted.add(id)
+          this.command({ kind: 'cancel', mig: id, vm: r.vm })
+          break
+        case 'switching':
+          // R2: the target killed its copy, which never ran: resume ours.
+          this.becomeAborted(r, why)
+          this.command({ kind: 'resume', mig: id, vm: r.vm })
+          break
+        default: break
+      }
+    } else {
+      const hadCopy = r.state !== 'reserved' && r.state !== 'proposed'
+      this.becomeAborted(r, why)
+      if (hadCopy) this.command({ kind: 'killIncoming', mig: id, vm: r.vm })
+    }
+  }
+
+  private onStatusQuery (from: HostId, id: string): void {
+    const r = this.recs.get(id)
+    if (r === undefined || (r.source !== from && r.target !== from)) {
+      this.send(from, { type: 'migrationStatusAnswer', id, state: 'unknown' })
+      return
+    }
+    this.send(from, { type: 'migrationStatusAnswer', id, state: r.state })
+  }
+
+  private onStatusAnswer (from: HostId, id: string, state: string): void {
+    const r = this.recs.get(id)
+    if (r === undefined || r.role !== 'source' || r.target !== from || TERMINAL_STATES.has(r.state)) return
+    if (!this.lostHere.has(id)) return
+    // Our copy is gone: the target's word decides.
+    if (state === 'committed') { this.lostHere.delete(id); this.becomeCommitted(r) } else if (state === 'aborted' || state === 'unknown') {
+      this.lostHere.delete(id)
+      this.becomeAborted(r, 'the VM is gone from the source and the target does not run it')
+    }
+  }
+
+  private readonly lostHere = new Set<string>()
+  private readonly lastQuery = new Map<string, DriverQueryResult>()
+
+  // -------------------------------------------------------------------------------------------
+  // Driver results.
+
+  onDriverResult (c: DriverCommand, res: DriverResult): void {
+    this.busy.delete(c.mig)
+    const r = this.recs.get(c.mig)
+    if (r === undefined) return
+    if (c.kind === 'query') {
+      if (res.ok && res.kind === 'query') this.lastQuery.set(r.id, res.query)
+      if (this.recovering.delete(r.id)) { this.resolve(r, res.ok && res.kind === 'query' ? res.query : null); return }
+      if (r.role === 'source' && r.state === 'proposed') { this.afterSourceQuery(r, res.ok && res.kind === 'query' ? res.query : null); return }
+      if (r.role === 'target' && r.state === 'switching') { this.checkSwitch(r, res.ok && res.kind === 'query' ? res.query : null); return }
+      return
+    }
+    if (!res.ok) { this.onDriverFailure(r, c, res.code, res.message); return }
+    switch (res.kind) {
+      case 'prepareIncoming':
+        if (r.role !== 'target' || r.state !== 'preparing') {
+          if (r.state === 'aborted') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
+          return
+        }
+        r.uri = res.uri
+        r.leaseExpiresTick = this.s.now + this.cfg.leaseTicks
+        this.becomeCopying(r)
+        this.send(r.source, { type: 'incomingReady', id: r.id, uri: res.uri })
+        return
+      case 'progress': this.onSample(r, res.progress); return
+      default: return
+    }
+  }
+
+  private afterSourceQuery (r: MigrationRecord, q: DriverQueryResult | null): void {
+    if (q === null || q.presence !== 'running' || q.spec === null) {
+      this.becomeAborted(r, q === null ? 'cannot read the VM from the hypervisor' : `VM is ${q.presence} here`)
+      return
+    }
+    r.spec = q.spec
+    this.journal(r)
+    this.send(r.target, {
+      type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: q.spec.vcpus, memMiB: q.spec.memMiB,
+      extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips
+    })
+  }
+
+  private onDriverFailure (r: MigrationRecord, c: DriverCommand, code: string, message: string): void {
+    const s = this.s
+    s.emit({ kind: 'migration-driver', host: s.self, text: `migration ${r.id}: driver ${c.kind} failed (${code}): ${message}` })
+    switch (c.kind) {
+      case 'prepareIncoming':
+        if (r.state === 'preparing') {
+          this.becomeAborted(r, `prepare failed: ${code}`)
+          this.send(r.source, { type: 'migrationAborted', id: r.id, reason: r.reason })
+        }
+        return
+      case 'migrate': case 'progress': case 'cancel':
+        // Unsure what the hypervisor did: ask it, then resolve as after a restart.
+        if (!TERMINAL_STATES.has(r.state)) { this.recovering.add(r.id); this.command({ kind: 'query', mig: r.id, vm: r.vm }) }
+        return
+      case 'stopSource': case 'resume': case 'killIncoming':
+        if (code !== 'VM_NOT_FOUND' && code !== 'VM_RUNNING') this.due.set(r.id, s.now + this.cfg.resendTicks) // retried by tick
+        return
+      default: return
+    }
+  }
+
+  /** A progress sample of an outgoing migration. */
+  private onSample (r: MigrationRecord, p: MigrationRecord['progress'] & object): void {
+    if (r.role !== 'source' || r.state !== 'copying') return
+    r.progress = p
+    this.send(r.target, { type: 'migrationProgress', id: r.id, status: p.status, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes })
+    if (p.status === 'completed') {
+      r.durationTicks = this.s.now - r.createdTick
+      this.becomeSwitching(r)
+      this.send(r.target, { type: 'transferCompleted', id: r.id })
+      this.due.set(r.id, this.s.now + this.cfg.resendTicks)
+      return
+    }
+    if (p.status === 'failed' || p.status === 'cancelled') {
+      this.becomeAborted(r, this.abortWanted.has(r.id) ? 'cancelled' : `hypervisor: migration ${p.status}`)
+      this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+      return
+    }
+    this.due.set(r.id, this.s.now + this.cfg.pollTicks)
+    const cv = this.conv.get(r.id)
+    if (cv === undefined || this.abortWanted.has(r.id)) return
+    const step = stepConvergence(cv.state, { status: p.status, totalTimeMs: p.totalTimeMs, remainingBytes: p.remainingBytes, transferredBytes: p.transferredBytes, dirtySyncCount: p.dirtySyncCount }, cv.policy, r.timeoutMs)
+    cv.state = step.state
+    const a = step.action
+    if (a.kind === 'setDowntime') { r.downtimeLimitMs = a.downtimeLimitMs; this.command({ kind: 'setDowntime', mig: r.id, vm: r.vm, downtimeLimitMs: a.downtimeLimitMs }) }
+    if (a.kind === 'startPostcopy') this.command({ kind: 'startPostcopy', mig: r.id, vm: r.vm })
+    if (a.kind === 'abort') { r.reason = a.reason; this.abortWanted.add(r.id); this.command({ kind: 'cancel', mig: r.id, vm: r.vm }) }
+  }
+
+  /** Target in switching: does the guest run here? */
+  private checkSwitch (r: MigrationRecord, q: DriverQueryResult | null): void {
+    if (q?.presence === 'running') {
+      this.becomeCommitted(r)
+      this.send(r.source, { type: 'migrationCommitted', id: r.id })
+      return
+    }
+    const n = (this.switchChecks.get(r.id) ?? 0) + 1
+    this.switchChecks.set(r.id, n)
+    if (q?.presence === 'incoming' && n < SWITCH_CHECKS_MAX) {
+      this.due.set(r.id, this.s.now + 1)
+      return
+    }
+    this.abortTarget(r, q, 'the incoming copy did not start running')
+  }
+
+  private abortTarget (r: MigrationRecord, q: DriverQueryResult | null, why: string): void {
+    this.becomeAborted(r, why)
+    if (q === null || q.presence !== 'absent') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
+    this.send(r.source, { type: 'migrationAborted', id: r.id, reason: why })
+  }
+
+  /** Resolution after a restart, a lease expiry or a driver failure (see the module comment). */
+  private resolve (r: MigrationRecord, q: DriverQueryResult | null): void {
+    const s = this.s
+    if (q === null) { this.recovering.add(r.id); this.due.set(r.id, s.now + this.cfg.resendTicks); return }
+    if (r.role === 'target') {
+      if (r.state === 'committed') return
+      if (r.state === 'aborted') { if (q.presence === 'incoming') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm }); return }
+      if (q.presence === 'running') {
+        this.becomeCommitted(r)
+        this.send(r.source, { type: 'migrationCommitted', id: r.id })
+      } else {
+        this.abortTarget(r, q, q.presence === 'absent' ? 'no incoming copy here' : 'lease expired or restarted before the guest ran here')
+      }
+      return
+    }
+    switch (r.state) {
+      case 'committed': if (q.presence === 'paused') this.command({ kind: 'stopSource', mig: r.id, vm: r.vm }); return
+      case 'aborted': if (q.presence === 'paused' && q.migration === 'completed') this.command({ kind: 'resume', mig: r.id, vm: r.vm }); return
+      case 'proposed': case 'reserved':
+        this.becomeAborted(r, 'restarted before copying')
+        this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+        return
+      case 'switching':
+        if (q.presence === 'absent') { this.lostHere.add(r.id); this.send(r.target, { type: 'migrationStatusQuery', id: r.id }); this.due.set(r.id, s.now + this.cfg.resendTicks); return }
+        this.send(r.target, { type: 'transferCompleted', id: r.id })
+        this.due.set(r.id, s.now + this.cfg.resendTicks)
+        return
+      default: break
+    }
+    // copying
+    const m = q.migration
+    if (q.presence === 'absent') { this.lostHere.add(r.id); this.send(r.target, { type: 'migrationStatusQuery', id: r.id }); this.due.set(r.id, s.now + this.cfg.resendTicks); return }
+    if (m === 'completed') {
+      this.becomeSwitching(r)
+      this.send(r.target, { type: 'transferCompleted', id: r.id })
+      this.due.set(r.id, s.now + this.cfg.resendTicks)
+      return
+    }
+    if (m.startsWith('postcopy')) { this.due.set(r.id, s.now + this.cfg.pollTicks); return }
+    if (m === 'active' || m === 'setup' || m === 'pre-switchover' || m === 'device' || m === 'cancelling') {
+      this.abortWanted.add(r.id)
+      this.command({ kind: 'cancel', mig: r.id, vm: r.vm })
+      this.due.set(r.id, s.now + this.cfg.pollTicks)
+      return
+    }
+    // none, failed, cancelled: the guest runs here.
+    this.becomeAborted(r, q.presence === 'running' ? `migration ${m}; the VM runs on the source` : `migration ${m}; the VM is ${q.presence} on the source`)
+    this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+    if (q.presence === 'paused' && m !== 'none') this.command({ kind: 'resume', mig: r.id, vm: r.vm })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Time.
+
+  tick (): void {
+    const s = this.s
+    for (const r of this.recs.values()) {
+      if (r.role === 'target' && !TERMINAL_STATES.has(r.state) && r.state !== 'switching' && s.now > r.leaseExpiresTick && !this.busy.has(r.id) && !this.recovering.has(r.id)) {
+        s.emit({ kind: 'migration-lease', host: r.source, text: `migration ${r.id}: lease expired` })
+        this.recovering.add(r.id)
+        this.command({ kind: 'query', mig: r.id, vm: r.vm })
+        continue
+      }
+      const due = this.due.get(r.id)
+      if (due === undefined || s.now < due || this.busy.has(r.id)) continue
+      this.due.delete(r.id)
+      this.onDue(r)
+    }
+  }
+
+  private onDue (r: MigrationRecord): void {
+    const s = this.s
+    if (TERMINAL_STATES.has(r.state)) {
+      if (s.now - r.updatedTick >= this.cfg.retainTicks) this.forget(r)
+      else if (this.recovering.has(r.id) || this.lostHere.has(r.id)) this.command({ kind: 'query', mig: r.id, vm: r.vm })
+      else this.due.set(r.id, r.updatedTick + this.cfg.retainTicks)
+      return
+    }
+    if (this.recovering.has(r.id)) { this.command({ kind: 'query', mig: r.id, vm: r.vm }); return }
+    if (r.role === 'target') {
+      if (r.state === 'switching') this.command({ kind: 'query', mig: r.id, vm: r.vm })
+      return
+    }
+    switch (r.state) {
+      case 'proposed': case 'reserved':
+        this.becomeAborted(r, r.state === 'proposed' ? 'no answer from the target' : 'the target did not prepare in time')
+        this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+        return
+      case 'copying': this.command({ kind: 'progress', mig: r.id, vm: r.vm }); return
+      case 'switching':
+        this.send(r.target, this.lostHere.has(r.id) ? { type: 'migrationStatusQuery', id: r.id } : { type: 'transferCompleted', id: r.id })
+        this.due.set(r.id, s.now + this.cfg.resendTicks)
+        return
+      default: break
+    }
+  }
+
+  private forget (r: MigrationRecord): void {
+    this.recs.delete(r.id)
+    this.due.delete(r.id)
+    this.lastQuery.delete(r.id)
+    this.s.pending.persist.push({ type: 'del', key: KEY_MIGRATION_PREFIX + r.id })
+    const terminal = [...this.recs.values()].filter(x => TERMINAL_STATES.has(x.state))
+    if (terminal.length > this.cfg.retainMax) {
+      const oldest = terminal.sort((a, b) => a.updatedTick - b.updatedTick)[0]
+      if (oldest !== undefined) this.forget(oldest)
+    }
+  }
+
+  setDraining (on: boolean): void {
+    if (this.draining === on) return
+    this.draining = on
+    this.s.persist(KEY_DRAINING, on)
+    this.s.emit({ kind: 'drain', host: this.s.self, text: `host ${this.s.name} ${on ? 'is draining' : 'stopped draining'}` })
+  }
+}

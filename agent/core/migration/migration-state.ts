@@ -1,0 +1,196 @@
+/**
+ * Live migration negotiated peer to peer: the states, the journal record, the driver commands the
+ * core issues and the results the runtime reports back, and the tunables. Plain data only, so a
+ * record can be journaled (key prefix `mig/`), sent in a status answer and shown by the CLI.
+ *
+ * Both ends of a migration keep a record under the same id; `role` says which end this is.
+ * The source drives the copy; the target admits, reserves and prepares. See migration-machine.ts
+ * for the transitions and the crash-recovery argument.
+ */
+import type { HostId, VmId } from '../types.js'
+import type { RuleSet } from '../../../policies/types.js'
+import type { PolicyConfig } from '../../../policies/plan.js'
+import type { StallFallback } from './convergence.js'
+
+/** Where a migration stands, as one end sees it. */
+export type MigrationState =
+  /** Source: journaled; the VM's spec is being read, then the intent goes to the target. */
+  | 'proposed'
+  /**
+   * Source: the target granted a reservation and is preparing. Target: admitted and granted;
+   * capacity is held until the lease expires.
+   */
+  | 'reserved'
+  /** Target: the incoming VM is being opened (driver prepareIncoming issued). */
+  | 'preparing'
+  /**
+   * Source: the driver's migrate was issued (or may have been, after a crash); progress is
+   * polled. Target: the incoming VM listens and receives memory.
+   */
+  | 'copying'
+  /**
+   * Source: the hypervisor finished the transfer; the source copy is paused and never resumed
+   * unless the target says it did not take over. Target: it was told so and checks its copy.
+   */
+  | 'switching'
+  /** Terminal: the VM runs on the target; the source copy is stopped (or being stopped). */
+  | 'committed'
+  /** Terminal: the VM runs on the source; the target holds nothing for it. */
+  | 'aborted'
+
+export const TERMINAL_STATES: ReadonlySet<MigrationState> = new Set(['committed', 'aborted'])
+
+/** What it takes to open the VM on the target: the source driver's spec, carried in the intent. */
+export interface VmSpecWire {
+  vcpus: number
+  memMiB: number
+  /** Driver-specific details (kernel, disks...) as JSON text, opaque to the core. */
+  extraJson: string
+}
+
+/** The last progress the source's hypervisor reported. */
+export interface MigrationProgressView {
+  status: string
+  totalTimeMs: number
+  transferredBytes: number
+  remainingBytes: number
+  dirtySyncCount: number
+  /** The pause the hypervisor measured, ms, once completed (null before). */
+  downtimeMs: number | null
+}
+
+/** One migration as one end journals it (`mig/<id>`). JSON-able. */
+export interface MigrationRecord {
+  id: string
+  vm: VmId
+  role: 'source' | 'target'
+  source: HostId
+  target: HostId
+  state: MigrationState
+  /** Why it was started ('operator', 'drain', 'overload', ...). */
+  cause: string
+  spec: VmSpecWire | null
+  /** CPU demand the VM brings, MIPS (admission counts it). */
+  cpuDemandMips: number
+  /** Tick (of this host) the record was created and last changed. */
+  createdTick: number
+  updatedTick: number
+  /** Target: the reservation holds capacity until this tick of the target. */
+  leaseExpiresTick: number
+  /** Target's listening URI, once prepared. */
+  uri: string | null
+  /** Source: mode and budget from the convergence plan. */
+  mode: string | null
+  downtimeLimitMs: number
+  timeoutMs: number
+  progress: MigrationProgressView | null
+  /** Why it ended (aborted) or what it is waiting for. */
+  reason: string
+  /** Ticks from copying to committed, as measured by this end. */
+  durationTicks: number
+}
+
+/** The VM as a driver command names it. */
+export interface DriverTarget { mig: string, vm: VmId }
+
+/** Parameters of the driver's migrate, from convergence.ts planMigration. */
+export interface MigrateParams {
+  mode: 'precopy' | 'postcopy' | 'hybrid'
+  maxBandwidthBytes: number
+  downtimeLimitMs: number
+}
+
+/** What the core asks the hypervisor driver to do; applied after persist and send, in order. */
+export type DriverCommand =
+  /** Read the VM's spec, run state and migration status (recovery, and the source before the intent). */
+  | DriverTarget & { kind: 'query' }
+  /** Target: open an empty incoming VM listening for the migration. */
+  | DriverTarget & { kind: 'prepareIncoming', spec: VmSpecWire, postcopy: boolean }
+  | DriverTarget & { kind: 'migrate', uri: string, params: MigrateParams }
+  | DriverTarget & { kind: 'progress' }
+  | DriverTarget & { kind: 'setDowntime', downtimeLimitMs: number }
+  | DriverTarget & { kind: 'startPostcopy' }
+  /** Source: cancel the outgoing migration (the VM keeps running here). */
+  | DriverTarget & { kind: 'cancel' }
+  /** Source: stop the paused source copy after the target took over. */
+  | DriverTarget & { kind: 'stopSource' }
+  /** Source: resume the paused source copy (the target did not take over). */
+  | DriverTarget & { kind: 'resume' }
+  /** Target: kill an incoming VM whose guest never ran here. Refused (VM_RUNNING) if it runs. */
+  | DriverTarget & { kind: 'killIncoming' }
+
+export type DriverCommandKind = DriverCommand['kind']
+
+/** How the VM stands in this host's hypervisor. */
+export type VmPresence =
+  /** No such VM here. */
+  | 'absent'
+  /** The guest runs here. */
+  | 'running'
+  /** Paused here (a source after a completed transfer, or stopped by someone). */
+  | 'paused'
+  /** An incoming VM whose guest has not run here yet. */
+  | 'incoming'
+
+/** The answer to a query. */
+export interface DriverQueryResult {
+  presence: VmPresence
+  /** Migration status as the hypervisor reports it ('none', 'active', 'completed', 'failed', ...). */
+  migration: string
+  spec: VmSpecWire | null
+  /** Measured dirty rate, bytes/s (0 = unknown). */
+  dirtyRateBytesPerS: number
+  /** Accelerator of this host (shapes the convergence policy). */
+  accel: 'kvm' | 'tcg'
+}
+
+/** What the runtime reports back after carrying out a command. Never thrown: failures are data. */
+export type DriverResult =
+  | { ok: true, kind: 'query', query: DriverQueryResult }
+  | { ok: true, kind: 'prepareIncoming', uri: string }
+  | { ok: true, kind: 'progress', progress: MigrationProgressView }
+  | { ok: true, kind: Exclude<DriverCommandKind, 'query' | 'prepareIncoming' | 'progress'> }
+  | { ok: false, kind: DriverCommandKind, code: string, message: string }
+
+/** Tunables of the migration machine and the scheduler. Every interval is in ticks. */
+export interface MigrationConfig {
+  /** Outgoing migrations one host runs at once. Higher = faster drains, more load on the link. */
+  outMax: number
+  /** Incoming migrations one host admits at once. */
+  inMax: number
+  /**
+   * Migrations in flight in the whole cluster, approximated from gossip: VMs reported
+   * 'migrating' in the latest load reports plus this host's own not yet reported. Stale by up
+   * to a report interval, so hosts deciding in the same interval may together exceed it.
+   */
+  clusterMax: number
+  /** Ticks a reservation holds capacity without word from the source (renewed by progress). */
+  leaseTicks: number
+  /** Source: ticks to wait for a grant before giving up. */
+  intentTimeoutTicks: number
+  /** Source: ticks to wait for the target to prepare before giving up. */
+  prepareTimeoutTicks: number
+  /** Source: ticks between progress polls while copying. */
+  pollTicks: number
+  /** Ticks between resends of an unanswered message (switching, aborted notices). */
+  resendTicks: number
+  /** Terminal records are kept (journaled) this long, for `starling migrations` and late queries. */
+  retainTicks: number
+  /** Terminal records kept at most. */
+  retainMax: number
+  /** Bandwidth assumed for the migration link, bytes/s (0 = from the host's netMbps). */
+  bandwidthBytesPerS: number
+  /** Pre-copy cap on bandwidth, bytes/s; 0 = none. */
+  maxBandwidthBytes: number
+  /** What a stalled pre-copy does, by default and per VM. */
+  onStall: StallFallback
+  onStallByVm: Record<VmId, StallFallback>
+  /** Affinity and anti-affinity rules; the same set on every host (see rulesHash). */
+  rules: RuleSet
+  /** Stress-triggered moves (policies/plan.ts) on or off. */
+  autoBalance: boolean
+  /** Ticks between two decisions of the scheduler (stress and drain). */
+  decisionTicks: number
+  /** The placement policy (hold time, minimum gain, per-VM cool-down in decisions). */
+  policy: PolicyConfig
+}

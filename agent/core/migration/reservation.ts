@@ -1,0 +1,110 @@
+/**
+ * Target-side admission (DESIGN S2, S3): the target decides against its own authoritative state,
+ * never against a peer's view of it.
+ *
+ * - Capacity (S3): residents (from the latest host sample) plus every live reservation (incoming
+ *   migrations not yet committed or aborted) plus the candidate must fit in CPU and memory.
+ *   A reservation counts from the moment it is granted, before any copy starts.
+ * - Hard rules (S2): every hard VM-VM rule is a predicate over the VMs of one host, and each
+ *   host is the only one that changes its own set of VMs (it admits incoming VMs and starts
+ *   outgoing ones, one input at a time). A VM in flight counts on BOTH ends until the migration
+ *   ends. So two concurrent placements onto the same target are serialised by that target: the
+ *   first grant is a reservation the second one sees. A VM leaving a host is held by the same
+ *   host's check (`outgoingAllowed`), so an affinity partner cannot leave while its mate comes in.
+ * - Limits: incoming migrations per host, and the cluster-wide limit approximated from gossip.
+ * - Leases: a grant holds until `leaseExpiresTick` (target ticks), renewed by the source's
+ *   progress; an expired lease on a VM that never ran here is dropped (see the machine).
+ */
+import { brokenHardRules } from '../../../policies/rules.js'
+import type { RuleSet } from '../../../policies/types.js'
+import type { HostCapacity, HostId, VmId, VmSummary } from '../types.js'
+
+/** What the target knows of itself when an intent arrives. */
+export interface AdmissionInput {
+  self: HostId
+  capacity: HostCapacity | null
+  residents: readonly VmSummary[]
+  /** Live reservations for incoming VMs: id, memory and CPU demand. */
+  reservations: ReadonlyArray<{ vm: VmId, memMiB: number, cpuDemandMips: number }>
+  /** VMs leaving this host right now (still counted here). */
+  outgoing: readonly VmId[]
+  incomingCount: number
+  inMax: number
+  clusterInFlight: number
+  clusterMax: number
+  draining: boolean
+  rules: RuleSet
+  rulesAgreed: boolean
+}
+
+export interface Candidate { vm: VmId, memMiB: number, cpuDemandMips: number }
+
+export type Admission = { ok: true } | { ok: false, reason: string }
+
+export function admit (a: AdmissionInput, c: Candidate): Admission {
+  if (a.draining) return { ok: false, reason: 'target is draining' }
+  if (!a.rulesAgreed) return { ok: false, reason: 'rule set not agreed by a majority' }
+  if (a.capacity === null) return { ok: false, reason: 'target has no host sample yet' }
+  if (a.residents.some(v => v.id === c.vm) && !a.outgoing.includes(c.vm)) return { ok: false, reason: 'VM already runs on the target' }
+  if (a.reservations.some(r => r.vm === c.vm)) return { ok: false, reason: 'VM already reserved on the target' }
+  if (a.incomingCount >= a.inMax) return { ok: false, reason: `incoming limit ${a.inMax} reached` }
+  if (a.clusterInFlight >= a.clusterMax) return { ok: false, reason: `cluster limit ${a.clusterMax} reached` }
+  const capMips = a.capacity.cpuCores * a.capacity.cpuMipsPerCore
+  let mem = c.memMiB
+  let mips = c.cpuDemandMips
+  for (const v of a.residents) { mem += v.memMiB; mips += v.cpuUtil * capMips }
+  for (const r of a.reservations) { mem += r.memMiB; mips += r.cpuDemandMips }
+  if (mem > a.capacity.memMiB) return { ok: false, reason: `memory: ${Math.round(mem)} MiB > ${a.capacity.memMiB} MiB` }
+  if (mips > capMips + 1e-6) return { ok: false, reason: `cpu: ${Math.round(mips)} > ${capMips} MIPS` }
+  const placement = placementWith(a, c.vm)
+  const broken = brokenHardRules(onlyRulesOf(a.rules, c.vm), placement)
+  if (broken.length > 0) return { ok: false, reason: `hard rule: ${broken[0] ?? ''}` }
+  return { ok: true }
+}
+
+/** May `vm` leave this host? Not while a hard-affine partner is reserved to arrive here. */
+export function outgoingAllowed (rules: RuleSet, vm: VmId, incoming: readonly VmId[]): Admission {
+  for (const r of rules.vmVm) {
+    if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) continue
+    const mate = r.vms.find(v => v !== vm && incoming.includes(v))
+    if (mate !== undefined) return { ok: false, reason: `hard affinity: ${mate} is arriving here` }
+  }
+  return { ok: true }
+}
+
+/**
+ * The placement as this host can vouch for it: its residents and reservations on self, the
+ * candidate on self. Other hosts' VMs are unknown here (absent from the map), so only the rules
+ * over this host's VMs are judged, which is what S2 needs (see the module comment). For a hard
+ * affinity rule the candidate's partners must be here already.
+ */
+function placementWith (a: AdmissionInput, vm: VmId): Map<VmId, HostId> {
+  const p = new Map<VmId, HostId>()
+  for (const v of a.residents) p.set(v.id, a.self)
+  for (const r of a.reservations) p.set(r.vm, a.self)
+  p.set(vm, a.self)
+  for (const r of a.rules.vmVm) {
+    if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) continue
+    for (const o of r.vms) if (!p.has(o)) p.set(o, '(elsewhere)')
+  }
+  return p
+}
+
+/** The rules that mention `vm` (others may already be broken elsewhere; not ours to judge). */
+function onlyRulesOf (rules: RuleSet, vm: VmId): RuleSet {
+  return { vmVm: rules.vmVm.filter(r => r.vms.includes(vm)), vmHost: rules.vmHost.filter(r => r.vm === vm) }
+}
+
+/** A stable hash of a rule set (FNV-1a over its canonical JSON), gossiped to agree on it. */
+export function rulesHash (rules: RuleSet): string {
+  const canon = JSON.stringify({
+    vmVm: rules.vmVm.map(r => ({ k: r.kind, h: r.hard, v: [...r.vms].sort(), w: r.weight ?? 1 })),
+    vmHost: rules.vmHost.map(r => ({ k: r.kind, h: r.hard, vm: r.vm, hs: [...r.hosts].sort(), w: r.weight ?? 1 }))
+  })
+  let h = 0x811c9dc5
+  for (let i = 0; i < canon.length; i++) {
+    h ^= canon.charCodeAt(i)
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h.toString(16).padStart(8, '0')
+}

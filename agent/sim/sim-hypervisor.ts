@@ -1,0 +1,191 @@
+/**
+ * Simulated hypervisors of a SimCluster, one per host, sharing one world so that a migration
+ * moves a VM between them with QEMU's semantics (the ones the migration machine relies on):
+ *
+ * - migrate: the source's migration becomes 'active' and lasts `copyTicks`; then 'completed':
+ *   the source copy is paused (postmigrate) and the target's incoming copy runs.
+ * - cancel, or a failure injected with `failRate`: 'cancelled'/'failed'; the source copy runs,
+ *   the target's incoming copy exits.
+ * - killing the target's incoming copy during the copy fails the source's migration.
+ * - post-copy: the target runs at once; the source can no longer cancel.
+ * - results come back after `latencyTicks`, or after `hangTicks` with probability `hangRate`.
+ * VMs outlive agent crashes (they are processes of their own), as with QEMU.
+ */
+import { Prng } from '../core/prng.js'
+import type { DriverCommand, DriverResult, VmPresence, VmSpecWire } from '../core/migration/migration-state.js'
+import type { HostId, VmId, VmSummary } from '../core/types.js'
+
+export interface SimHypervisorOptions {
+  seed: number
+  /** Ticks a copy takes. @default 8 */
+  copyTicks?: number
+  /** Ticks before a command's result is reported. @default 1 */
+  latencyTicks?: number
+  /** Chance that a migration fails at some tick of its copy. @default 0 */
+  failRate?: number
+  /** Chance that a command's result is delayed by hangTicks. @default 0 */
+  hangRate?: number
+  /** @default 30 */
+  hangTicks?: number
+}
+
+interface SimVm {
+  id: VmId
+  spec: VmSpecWire
+  cpuUtil: number
+  state: 'running' | 'paused' | 'incoming'
+  /** Outgoing migration, on the source copy. */
+  out: { to: HostId, status: string, startTick: number, postcopy: boolean, failAt: number } | null
+}
+
+export interface PendingResult { host: HostId, dueTick: number, command: DriverCommand, result: DriverResult }
+
+export class SimHypervisor {
+  readonly hosts = new Map<HostId, Map<VmId, SimVm>>()
+  private readonly prng: Prng
+  private readonly copyTicks: number
+  private readonly latency: number
+  pending: PendingResult[] = []
+  now = 0
+
+  constructor (private readonly o: SimHypervisorOptions) {
+    this.prng = new Prng(o.seed)
+    this.copyTicks = o.copyTicks ?? 8
+    this.latency = o.latencyTicks ?? 1
+  }
+
+  vmsOf (host: HostId): Map<VmId, SimVm> {
+    let m = this.hosts.get(host)
+    if (m === undefined) { m = new Map(); this.hosts.set(host, m) }
+    return m
+  }
+
+  addVm (host: HostId, id: VmId, memMiB: number, cpuUtil = 0.05): void {
+    this.vmsOf(host).set(id, { id, spec: { vcpus: 1, memMiB, extraJson: '{}' }, cpuUtil, state: 'running', out: null })
+  }
+
+  /** What the host's sampler sees. */
+  list (host: HostId): VmSummary[] {
+    return [...this.vmsOf(host).values()].map(v => ({
+      id: v.id, vcpus: v.spec.vcpus, memMiB: v.spec.memMiB, cpuUtil: v.state === 'running' ? v.cpuUtil : 0,
+      memUsedMiB: v.spec.memMiB / 2, state: v.state === 'running' ? 'running' : v.state === 'paused' ? 'paused' : 'migrating'
+    }))
+  }
+
+  /** Hosts where each VM's guest runs (for the S1 checker). */
+  running (): Map<VmId, HostId[]> {
+    const out = new Map<VmId, HostId[]>()
+    for (const [h, vms] of this.hosts) for (const v of vms.values()) if (v.state === 'running') out.set(v.id, [...(out.get(v.id) ?? []), h])
+    return out
+  }
+
+  /** Every VM that exists anywhere (running, paused or incoming). */
+  allVms (): Set<VmId> {
+    const s = new Set<VmId>()
+    for (const vms of this.hosts.values()) for (const v of vms.keys()) s.add(v)
+    return s
+  }
+
+  /** Advance migrations by one tick. */
+  tick (now: number): void {
+    this.now = now
+    for (const [h, vms] of this.hosts) {
+      for (const v of vms.values()) {
+        const m = v.out
+        if (m === null || m.status !== 'active' && m.status !== 'postcopy-active') continue
+        const dst = this.vmsOf(m.to).get(v.id)
+        if (dst === undefined || (dst.state !== 'incoming' && !m.postcopy)) { m.status = 'failed'; v.state = 'running'; continue }
+        if (!m.postcopy && now >= m.failAt) {
+          m.status = 'failed'; v.state = 'running'; this.vmsOf(m.to).delete(v.id); continue
+        }
+        if (now - m.startTick >= this.copyTicks) {
+          m.status = 'completed'
+          v.state = 'paused'
+          dst.state = 'running'
+        }
+      }
+      void h
+    }
+  }
+
+  /** Carry out one command of `host`; its result is queued for later delivery. */
+  apply (host: HostId, c: DriverCommand): void {
+    const result = this.run(host, c)
+    const hang = (this.o.hangRate ?? 0) > 0 && this.prng.next() < (this.o.hangRate ?? 0)
+    this.pending.push({ host, dueTick: this.now + this.latency + (hang ? (this.o.hangTicks ?? 30) : 0), command: c, result })
+  }
+
+  /** Results due at `now`, removed from the queue. */
+  due (now: number): PendingResult[] {
+    const out = this.pending.filter(p => p.dueTick <= now)
+    this.pending = this.pending.filter(p => p.dueTick > now)
+    return out
+  }
+
+  /** The agent of `host` crashed: results it had not received are lost. */
+  dropResults (host: HostId): void { this.pending = this.pending.filter(p => p.host !== host) }
+
+  private presence (v: SimVm | undefined): VmPresence {
+    if (v === undefined) return 'absent'
+    return v.state
+  }
+
+  private run (host: HostId, c: DriverCommand): DriverResult {
+    const vms = this.vmsOf(host)
+    const v = vms.get(c.vm)
+    const fail = (code: string, message: string): DriverResult => ({ ok: false, kind: c.kind, code, message })
+    switch (c.kind) {
+      case 'query':
+        return { ok: true, kind: 'query', query: { presence: this.presence(v), migration: v?.out?.status ?? 'none', spec: v === undefined ? null : v.spec, dirtyRateBytesPerS: 0, accel: 'kvm' } }
+      case 'prepareIncoming':
+        if (v !== undefined) return fail('DRIVER_FAILED', 'already present')
+        vms.set(c.vm, { id: c.vm, spec: c.spec, cpuUtil: 0.05, state: 'incoming', out: null })
+        return { ok: true, kind: 'prepareIncoming', uri: `sim:${host}` }
+      case 'migrate': {
+        if (v === undefined || v.state !== 'running') return fail('VM_NOT_FOUND', 'not running here')
+        const to = c.uri.slice(4)
+        const failRate = this.o.failRate ?? 0
+        const failAt = failRate > 0 && this.prng.next() < failRate ? this.now + 1 + this.prng.int(this.copyTicks) : Infinity
+        const post = c.params.mode === 'postcopy'
+        v.out = { to, status: 'active', startTick: this.now, postcopy: post, failAt }
+        if (post) {
+          const dst = this.vmsOf(to).get(c.vm)
+          if (dst !== undefined && dst.state === 'incoming') { dst.state = 'running'; v.state = 'paused'; v.out.status = 'postcopy-active' }
+        }
+        return { ok: true, kind: 'migrate' }
+      }
+      case 'progress': {
+        if (v?.out == null) return fail('VM_NOT_FOUND', 'no migration')
+        const done = Math.min(1, (this.now - v.out.startTick) / this.copyTicks)
+        const total = v.spec.memMiB * 1048576
+        return { ok: true, kind: 'progress', progress: { status: v.out.status, totalTimeMs: (this.now - v.out.startTick) * 100, transferredBytes: total * done, remainingBytes: total * (1 - done), dirtySyncCount: done >= 1 ? 3 : 1, downtimeMs: v.out.status === 'completed' ? 5 : null } }
+      }
+      case 'setDowntime': return { ok: true, kind: 'setDowntime' }
+      case 'startPostcopy': return { ok: true, kind: 'startPostcopy' }
+      case 'cancel':
+        if (v?.out == null) return fail('VM_NOT_FOUND', 'no migration')
+        if (v.out.status === 'active') {
+          v.out.status = 'cancelled'
+          v.state = 'running'
+          this.vmsOf(v.out.to).delete(c.vm)
+          return { ok: true, kind: 'cancel' }
+        }
+        return fail('DRIVER_FAILED', `cannot cancel in ${v.out.status}`)
+      case 'stopSource':
+        if (v === undefined) return fail('VM_NOT_FOUND', 'gone')
+        if (v.state === 'running') return fail('VM_RUNNING', 'refusing to stop a running guest')
+        vms.delete(c.vm)
+        return { ok: true, kind: 'stopSource' }
+      case 'resume':
+        if (v === undefined) return fail('VM_NOT_FOUND', 'gone')
+        v.state = 'running'
+        if (v.out !== null) v.out.status = 'none'
+        return { ok: true, kind: 'resume' }
+      case 'killIncoming':
+        if (v === undefined) return fail('VM_NOT_FOUND', 'gone')
+        if (v.state !== 'incoming') return fail('VM_RUNNING', 'the guest has run here')
+        vms.delete(c.vm)
+        return { ok: true, kind: 'killIncoming' }
+    }
+  }
+}
