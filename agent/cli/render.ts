@@ -8,6 +8,7 @@ export interface StatusPayload {
   members: MemberView[]
   core: Record<string, unknown>
   runtime: Record<string, unknown>
+  process?: Record<string, number>
 }
 
 const pct = (x: number): string => `${Math.round(x * 100)}%`.padStart(4)
