@@ -594,20 +594,15 @@ export class LibvirtDriver implements MigratingDriver {
   async stop (id: VmId, signal?: AbortSignal): Promise<void> {
     checkId(id)
     const job = this.jobs.get(id)
-    if (job !== undefined && job.exit !== null) {
-      this.jobs.delete(id)
-      if (job.exit.code === 0) {
-        if (this.init.persistent !== true) return
-        try { await this.virsh(['domstate', id], { signal }) } catch (err) {
-          if ((err as DriverError).code === 'VM_NOT_FOUND') return
-          throw err
-        }
-      }
-    }
+    const handedOver = job?.exit?.code === 0
+    if (job !== undefined && job.exit !== null) this.jobs.delete(id)
     try {
       await this.virsh(['destroy', id], { signal })
     } catch (err) {
-      if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED' || !/not running|domain is not running/i.test(err.message)) throw err
+      if (!(err instanceof DriverError)) throw err
+      const gone = err.code === 'VM_NOT_FOUND' && handedOver
+      const notRunning = err.code === 'DRIVER_FAILED' && /not running/i.test(err.message)
+      if (!gone && !notRunning) throw err
     }
     this.incoming.delete(id)
     this.cpu.delete(id)
@@ -633,6 +628,8 @@ export class LibvirtDriver implements MigratingDriver {
       if (!(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err
     }
     if (exists) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already active on this host`)
+    // A finished outgoing migration of the same VM is history once it may come back.
+    if (this.jobs.get(spec.id)?.exit !== null) this.jobs.delete(spec.id)
     const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
     const t: LibvirtMigrationTarget = {
       destUri: this.init.peerUri ?? `qemu+tcp://${host}/system`,
@@ -754,10 +751,14 @@ export class LibvirtDriver implements MigratingDriver {
   private async outgoingProgress (id: VmId, job: OutgoingJob, signal?: AbortSignal): Promise<MigrationProgress> {
     if (job.exit === null) {
       let info: JobInfo | null = null
+      let failure: unknown = null
       try {
         info = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal }))
       } catch (err) {
-        if (signal?.aborted === true || !(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err
+        // At the end of a migration the source domain shuts down and goes away: libvirt then
+        // says "not running" or "not found" until virsh migrate returns.
+        if (isAborted(signal) || !(err instanceof DriverError) || err.code === 'DRIVER_UNREACHABLE') throw err
+        failure = err
       }
       if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
         const p = jobToProgress(info, job.postcopy ? 'postcopy-active' : (info.fields.memory_total === undefined || fnum(info.fields.memory_total) === 0) ? 'setup' : 'active')
@@ -766,7 +767,10 @@ export class LibvirtDriver implements MigratingDriver {
       }
       // No job any more (or no domain: a transient source is gone): virsh is about to report.
       await Promise.race([job.ended, sleep(2000, signal)])
-      if (job.exit === null) return job.last ?? emptyProgress('setup')
+      if (job.exit === null) {
+        if (failure !== null) throw failure
+        return job.last ?? emptyProgress('setup')
+      }
     }
     return await this.finishedProgress(id, job, signal)
   }
