@@ -46,6 +46,7 @@ const env = (k: string, d: number): number => {
 const MEM_MIB = env('MEM_MIB', 256)
 const LINK_MBIT = env('LINK_MBIT', 1000)
 const QUEUE_MS = env('QUEUE_MS', 5)
+const STARLING_MAX_BW_MIBPS = env('STARLING_MAX_BW_MIBPS', 0)
 const WS_MIB = env('WS_MIB', 64)
 const MODERATE_MIBPS = env('MODERATE_MIBPS', 16)
 const RUNS = Math.max(1, Math.round(env('RUNS', 3)))
@@ -74,6 +75,7 @@ function qemuVersion (): string {
 
 async function main (): Promise<void> {
   const started = performance.now()
+  const loadAtStart = os.loadavg().map(x => Math.round(x * 100) / 100)
   const why = await netnsUnavailable()
   if (why !== null) throw new Error(`bench:migration needs network namespaces: ${why}`)
   const qemu = qemuVersion()
@@ -107,6 +109,7 @@ async function main (): Promise<void> {
       memMiB: MEM_MIB,
       plannerBandwidthBytesPerS: goodput,
       defaultsCapMs: DEFAULTS_CAP_MS,
+      starlingMaxBandwidthBytes: STARLING_MAX_BW_MIBPS * MiB,
       txBytes: async () => await l.txBytes(l.source),
       say
     }
@@ -135,6 +138,9 @@ async function main (): Promise<void> {
         link: { rateMbit: LINK_MBIT, shaping: `tc tbf on each host's egress, burst 256 KiB, queue ${QUEUE_MS} ms`, tcpGoodputMBps: Math.round(goodput / 1e4) / 100 },
         physicalLimitMs: Math.round(physicalLimitMs),
         defaultsCapMs: DEFAULTS_CAP_MS,
+        hostCpus: os.availableParallelism(),
+        loadAverageAtStart: loadAtStart,
+        loadAverageAtEnd: os.loadavg().map(x => Math.round(x * 100) / 100),
         runsPerCase: RUNS,
         runsHeavyDefaults: Math.min(RUNS, RUNS_HEAVY_DEFAULTS),
         downtimeMeasure: 'host time between the last heartbeat line read from the source console and the first from the target (the guest prints one every 10 ms; the serial files are polled every 2 ms)'

@@ -44,6 +44,8 @@ export interface RunContext {
   memMiB: number
   /** Link bandwidth given to the planner, bytes/s. */
   plannerBandwidthBytesPerS: number
+  /** max-bandwidth given to QEMU under Starling's policy, bytes/s; 0 = none (the link is the cap). */
+  starlingMaxBandwidthBytes: number
   /** QEMU-defaults runs still active after this are cancelled and reported as not converged. */
   defaultsCapMs: number
   /** Bytes sent so far by the source host's link (tc counter). */
@@ -173,8 +175,7 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
         return res
       }
       const mode = plan.mode === 'postcopy' ? (policy.postcopyAtOnce ? 'postcopy' : 'hybrid') : plan.mode
-      // No bandwidth cap: the link is the limit, and it also paces the stop-and-copy.
-      params = { mode, maxBandwidthBytes: 0, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0 }
+      params = { mode, maxBandwidthBytes: ctx.starlingMaxBandwidthBytes, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0 }
     }
     res.mode = params.mode
 
