@@ -1,0 +1,631 @@
+/**
+ * HaManager: one host's part in high availability, deterministic (ticks, seeded Prng, effects
+ * out). It is at once an acceptor (grants claims on protected VMs, restart.ts), a claimant
+ * (restarts the VMs assigned to it), and the fence of its own VMs (fencing.ts, quorum.ts).
+ * index.ts has the design note and the timing argument.
+ */
+import { assert } from '../assert.js'
+import type { CoreEvent } from '../effects.js'
+import type { Prng } from '../prng.js'
+import type { HostId, MemberState, VmId } from '../types.js'
+import { NO_RULES, type RuleSet } from '../../../policies/types.js'
+import { type HaConfig, type HaMemberSpec, type HaVmSpec, validateHaConfig, validateHaInventory } from './ha-config.js'
+import { FenceClock, watchdogAllows } from './fencing.js'
+import { LeaseTable, evaluateQuorum, majority, type QuorumView } from './quorum.js'
+import { type HaClaim, assignRestarts, compareHaClaims, haClaimText, sameHaClaim, type RestartHost } from './restart.js'
+import {
+  HA_MAINT_KEY, HA_MODES_KEY, haVmKey,
+  type HaCommand, type HaCounters, type HaEffect, type HaInput, type HaMaintenance, type HaMessage, type HaMode,
+  type HaRestored, type HaRole, type HaStatus, type HaVmDurable
+} from './ha-types.js'
+
+export interface HaManagerInit {
+  self: HostId
+  /** Every configured member (self and tie-breakers included): majorities count these. */
+  members: HaMemberSpec[]
+  vms: HaVmSpec[]
+  rules?: RuleSet
+  config: HaConfig
+  prng: Prng
+  restored?: HaRestored
+  /** Protected VMs the driver finds running on this host at start-up. */
+  running?: VmId[]
+}
+
+interface Vm {
+  spec: HaVmSpec
+  // Acceptor (durable)
+  standing: HaClaim | null
+  released: boolean
+  // This host's part
+  own: HaClaim | null
+  role: HaRole
+  roleSince: number
+  grants: Set<HostId>
+  lastSend: number
+  backoffUntil: number
+  lastHeld: number
+  resume: boolean
+  stopMode: 'stop' | 'pause' | 'destroy'
+  dirty: boolean
+}
+
+function zero (): HaCounters {
+  return { claims: 0, claimsAbandoned: 0, restarts: 0, startFailures: 0, fences: 0, conflicts: 0, grants: 0, refusals: 0 }
+}
+
+export class HaManager {
+  readonly self: HostId
+  private readonly config: HaConfig
+  private readonly ids: HostId[]
+  private readonly specs = new Map<HostId, HaMemberSpec>()
+  private readonly quorumSize: number
+  private readonly rules: RuleSet
+  private readonly prng: Prng
+  private readonly vms = new Map<VmId, Vm>()
+  private readonly states = new Map<HostId, MemberState>()
+  private readonly leases: LeaseTable
+  private readonly fence: FenceClock
+  private readonly modes = new Map<HostId, HaMode>()
+  private readonly maint = new Map<HostId, HaMaintenance>()
+  private modesDirty = false
+  private maintDirty = false
+  private now = 0
+  private q: QuorumView
+  private out: HaEffect[] = []
+  private restartsDone = 0
+  readonly counters: HaCounters = zero()
+
+  constructor (init: HaManagerInit) {
+    this.config = validateHaConfig(init.config)
+    validateHaInventory(init.members, init.vms)
+    assert(init.members.some(m => m.id === init.self), `ha: self ${init.self} is not a configured member`)
+    this.self = init.self
+    this.ids = init.members.map(m => m.id)
+    for (const m of init.members) this.specs.set(m.id, m)
+    this.quorumSize = majority(this.ids.length)
+    this.rules = init.rules ?? NO_RULES
+    this.prng = init.prng
+    this.leases = new LeaseTable(0, this.ids)
+    this.fence = new FenceClock(0, this.config.fenceAfterTicks, this.config.fenceTicks)
+    const r = init.restored
+    for (const id of this.ids) this.modes.set(id, r?.modes[id] ?? { version: 0, armed: true })
+    for (const m of r?.maintenance ?? []) this.maint.set(m.host, { ...m })
+    const running = new Set(init.running ?? [])
+    for (const spec of init.vms) {
+      const d: HaVmDurable | undefined = r?.vms[spec.id]
+      const initial: HaClaim = { epoch: 0, host: spec.home, attempts: 0 }
+      const v: Vm = {
+        spec,
+        standing: d !== undefined ? d.standing : initial,
+        released: d?.released ?? false,
+        own: d !== undefined ? d.own : (spec.home === this.self ? initial : null),
+        role: 'idle',
+        roleSince: 0,
+        grants: new Set(),
+        lastSend: -Infinity,
+        backoffUntil: 0,
+        lastHeld: -Infinity,
+        resume: false,
+        stopMode: 'stop',
+        dirty: false
+      }
+      this.vms.set(spec.id, v)
+      if (running.has(spec.id)) {
+        // Running here: ours if we hold a claim no one has told us is superseded; else a stray copy.
+        if (v.own !== null && !(v.standing !== null && compareHaClaims(v.standing, v.own) > 0)) this.setRole(v, 'running', 'found running at start-up')
+        else this.stop(v, 'destroy', 'conflict')
+      }
+    }
+    this.q = this.quorum()
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Driving
+
+  step (input: HaInput): void {
+    switch (input.type) {
+      case 'members':
+        for (const m of input.members) if (this.specs.has(m.id) && m.id !== this.self) this.states.set(m.id, m.state)
+        break
+      case 'heard': if (this.specs.has(input.from)) this.leases.onFrame(input.from, this.now); break
+      case 'haMessage': this.onMessage(input.from, input.message); break
+      case 'haDriverResult': this.onDriverResult(input.command, input.ok); break
+      case 'haOperatorMode': this.setMode({ version: this.maxModeVersion() + 1, armed: input.armed }); break
+      case 'haOperatorMaintenance': {
+        const prev = this.maint.get(input.host)
+        if (this.specs.has(input.host)) this.adoptMaintenance({ host: input.host, version: (prev?.version ?? 0) + 1, on: input.on })
+        break
+      }
+    }
+    this.q = this.quorum()
+  }
+
+  tick (): void {
+    this.now++
+    const c = this.config
+    this.q = this.quorum()
+    this.fence.observe(this.now, this.q.quorate)
+    if (this.now % c.beatIntervalTicks === 0) this.beat()
+    const fencing = !this.fencingOff() && this.fence.mustFence(this.now)
+    for (const v of this.vms.values()) this.tickVm(v, fencing)
+    if (!fencing) this.claimRestarts()
+  }
+
+  /** Effects since the last call: persist first (grants and claims are durable before they are sent). */
+  takeEffects (): HaEffect[] {
+    const persist: HaEffect[] = []
+    for (const v of this.vms.values()) {
+      if (!v.dirty) continue
+      v.dirty = false
+      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own } }
+      persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
+    }
+    if (this.modesDirty) {
+      this.modesDirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: HA_MODES_KEY, value: Object.fromEntries([...this.modes].map(([k, m]) => [k, { ...m }])) } })
+    }
+    if (this.maintDirty) {
+      this.maintDirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: HA_MAINT_KEY, value: [...this.maint.values()].map(m => ({ ...m })) } })
+    }
+    const all = [...persist, ...this.out]
+    this.out = []
+    return all
+  }
+
+  /** May the runtime ping the watchdog now? (fencing.ts has the contract.) */
+  watchdogOk (): boolean {
+    let allFenced = true
+    for (const v of this.vms.values()) if (v.role === 'running' || v.role === 'starting' || v.role === 'stopping') allFenced = false
+    return watchdogAllows({ fencingOff: this.fencingOff(), quorate: this.q.quorate, inGrace: this.fence.inGrace(this.now), allFenced })
+  }
+
+  get quorate (): boolean { return this.q.quorate }
+  get tickNow (): number { return this.now }
+  roleOf (vm: VmId): HaRole | undefined { return this.vms.get(vm)?.role }
+  ownClaim (vm: VmId): HaClaim | null { const v = this.vms.get(vm); return v?.own == null ? null : { ...v.own } }
+
+  status (): HaStatus {
+    const fencingOff = this.fencingOff()
+    const pending: VmId[] = []
+    for (const v of this.vms.values()) if (this.isOrphan(v)) pending.push(v.spec.id)
+    return {
+      self: this.self,
+      tick: this.now,
+      quorum: { size: this.q.size, needed: this.q.needed, present: [...this.q.present], quorate: this.q.quorate, lastQuorateTick: Number.isFinite(this.fence.lastQuorateTick) ? this.fence.lastQuorateTick : null },
+      fence: { fencing: !fencingOff && this.fence.mustFence(this.now), deadlineTick: this.fence.deadline(this.now), watchdogOk: this.watchdogOk() },
+      mode: { ...this.myMode(), fencingOff },
+      maintenance: [...this.maint.values()].filter(m => m.on).map(m => m.host),
+      fencedHosts: this.ids.filter(h => this.takeoverOk(h)),
+      pending,
+      restartsDone: this.restartsDone,
+      vms: [...this.vms.values()].map(v => ({
+        vm: v.spec.id,
+        role: v.role,
+        standing: v.standing === null ? null : { ...v.standing },
+        released: v.released,
+        owner: v.standing !== null && !v.released ? v.standing.host : null,
+        attempts: v.standing?.attempts ?? 0,
+        failed: (v.standing?.attempts ?? 0) >= this.maxAttempts(v)
+      })),
+      counters: { ...this.counters }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Messages
+
+  private onMessage (from: HostId, m: HaMessage): void {
+    if (!this.specs.has(from) || from === this.self) return
+    if (m.type === 'haBeat') {
+      this.leases.onBeat(from, this.now, m.sent, m.echo)
+      this.noteMode(from, m.mode)
+      if (m.mode.version > this.myMode().version || (m.mode.version === this.myMode().version && !m.mode.armed && this.myMode().armed)) this.setMode(m.mode)
+      for (const x of m.maintenance) if (this.specs.has(x.host)) this.adoptMaintenance(x)
+      return
+    }
+    this.leases.onFrame(from, this.now)
+    const v = this.vms.get(m.vm)
+    if (v === undefined) return
+    switch (m.type) {
+      case 'haClaim':
+        if (m.claim.host !== from) return
+        if (m.phase === 'request') this.onRequest(v, from, m.claim)
+        else this.onHeld(v, m.claim)
+        break
+      case 'haGrant': this.onGrant(v, from, m.claim); break
+      case 'haRefuse': this.onRefuse(v, m.claim, m.standing, m.released); break
+      case 'haRelease': if (m.claim.host === from) this.onRelease(v, m.claim); break
+    }
+  }
+
+  private onRequest (v: Vm, from: HostId, c: HaClaim): void {
+    const s = v.standing
+    if (s !== null && compareHaClaims(c, s) <= 0) {
+      if (sameHaClaim(c, s) && !v.released) this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...s } })
+      else this.refuse(v, from, c)
+      return
+    }
+    // Only a member that sees a majority (S4) and is armed grants anything.
+    if (!this.q.quorate || !this.myMode().armed) return
+    if (c.attempts >= this.maxAttempts(v) || !this.isFree(v, c.host)) { this.refuse(v, from, c); return }
+    v.standing = { ...c }
+    v.released = false
+    v.dirty = true
+    this.counters.grants++
+    this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
+  }
+
+  private refuse (v: Vm, to: HostId, c: HaClaim): void {
+    this.counters.refusals++
+    this.send([to], { type: 'haRefuse', vm: v.spec.id, claim: { ...c }, standing: v.standing === null ? null : { ...v.standing }, released: v.released })
+  }
+
+  private onGrant (v: Vm, from: HostId, c: HaClaim): void {
+    if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
+    v.grants.add(from)
+    if (v.grants.size >= this.quorumSize) this.becomeStarting(v)
+  }
+
+  private onRefuse (v: Vm, c: HaClaim, standing: HaClaim | null, released: boolean): void {
+    if (standing !== null && (v.standing === null || compareHaClaims(standing, v.standing) > 0)) {
+      v.standing = { ...standing }
+      v.released = released
+      v.dirty = true
+    }
+    if (v.role === 'claiming' && sameHaClaim(v.own, c) && standing !== null && compareHaClaims(standing, c) > 0) this.abandon(v, `refused: ${haClaimText(standing)} stands`)
+  }
+
+  private onHeld (v: Vm, c: HaClaim): void {
+    // A held claim was granted by a majority: adopting it as standing is safe.
+    if (v.standing === null || compareHaClaims(c, v.standing) > 0) {
+      v.standing = { ...c }
+      v.released = false
+      v.dirty = true
+    } else if (sameHaClaim(c, v.standing) && v.standing.attempts !== c.attempts) {
+      v.standing = { ...c }
+      v.dirty = true
+    }
+    this.supersededBy(v, c)
+  }
+
+  private onRelease (v: Vm, c: HaClaim): void {
+    if (v.standing === null || compareHaClaims(c, v.standing) >= 0) {
+      v.standing = { ...c }
+      v.released = true
+      v.dirty = true
+    }
+  }
+
+  /** A higher claim exists: whatever we hold of this VM under a lower one must go. */
+  private supersededBy (v: Vm, c: HaClaim): void {
+    if (v.own === null || compareHaClaims(c, v.own) <= 0) return
+    switch (v.role) {
+      case 'claiming': this.abandon(v, `superseded by ${haClaimText(c)}`); break
+      case 'running': case 'starting':
+        // Two copies: the timing assumption was broken. Keep the higher claim's copy.
+        this.counters.conflicts++
+        this.event('ha-conflict', `vm ${v.spec.id}: ${haClaimText(c)} is held above ours ${haClaimText(v.own)}: destroying our copy`)
+        this.stop(v, 'destroy', 'conflict')
+        break
+      case 'paused': this.stop(v, 'destroy', 'superseded'); break
+      case 'idle': v.own = null; v.dirty = true; break
+      case 'stopping': break
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Driver results
+
+  private onDriverResult (cmd: HaCommand, ok: boolean): void {
+    const v = this.vms.get(cmd.vm)
+    if (v === undefined) return
+    if (cmd.kind === 'haStart') {
+      if (v.role !== 'starting' || v.own === null || v.own.epoch !== cmd.epoch) return
+      if (ok) {
+        v.own = { ...v.own, attempts: 0 }
+        if (v.standing === null || compareHaClaims(v.own, v.standing) >= 0) { v.standing = { ...v.own }; v.released = false }
+        v.dirty = true
+        if (v.own.epoch > 0 && cmd.mode === 'boot') { this.counters.restarts++; this.restartsDone++ }
+        this.setRole(v, 'running', `started under ${haClaimText(v.own)} (${cmd.mode})`)
+        this.out.push({ type: 'vip', hint: 'vmPlaced', vm: v.spec.id })
+        this.sendHeld(v)
+      } else {
+        this.counters.startFailures++
+        const failed = { ...v.own, attempts: v.own.attempts + 1 }
+        this.event('ha-start-failed', `vm ${v.spec.id}: start under ${haClaimText(v.own)} failed (attempt ${failed.attempts}/${this.maxAttempts(v)})`)
+        this.releaseOwn(v, failed)
+        this.setRole(v, 'idle', 'start failed')
+        v.backoffUntil = this.now + this.backoffTicks()
+      }
+      return
+    }
+    if (v.role !== 'stopping' || cmd.mode !== v.stopMode) return
+    if (!ok) { v.lastSend = this.now; return } // retried in tickVm; the watchdog bounds it
+    this.out.push({ type: 'vip', hint: 'vmMovedAway', vm: v.spec.id })
+    if (cmd.mode === 'pause') { this.setRole(v, 'paused', 'fenced (paused)'); return }
+    this.setRole(v, 'idle', cmd.reason === 'fence' ? 'fenced (stopped)' : `destroyed (${cmd.reason})`)
+    // A copy we stopped under our own standing claim is released so the majority need not wait.
+    if (v.own !== null && (v.standing === null || compareHaClaims(v.own, v.standing) >= 0)) this.releaseOwn(v, v.own)
+    else { v.own = null; v.dirty = true }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Time
+
+  private beat (): void {
+    const mode = this.myMode()
+    const maintenance = [...this.maint.values()].map(m => ({ ...m }))
+    for (const id of this.ids) {
+      if (id === this.self) continue
+      this.send([id], { type: 'haBeat', sent: this.now, echo: this.leases.echoFor(id), mode: { ...mode }, maintenance })
+    }
+  }
+
+  private tickVm (v: Vm, fencing: boolean): void {
+    const c = this.config
+    if (fencing) {
+      if (v.role === 'claiming') this.abandon(v, 'lost the majority')
+      if (v.role === 'running' || v.role === 'starting') {
+        this.counters.fences++
+        this.stop(v, v.spec.fencePolicy === 'pause' && v.role === 'running' ? 'pause' : 'stop', 'fence')
+      }
+    }
+    switch (v.role) {
+      case 'claiming':
+        if (this.now - v.roleSince >= c.claimTimeoutTicks) this.abandon(v, 'no majority of grants in time')
+        else if (this.now - v.lastSend >= c.claimRetryTicks) this.sendRequest(v)
+        break
+      case 'running':
+        if (this.now - v.lastHeld >= c.heldRefreshTicks) this.sendHeld(v)
+        break
+      case 'stopping':
+        if (this.now - v.lastSend >= c.claimRetryTicks && v.own !== null) {
+          v.lastSend = this.now
+          this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own.epoch, mode: v.stopMode, reason: v.stopMode === 'destroy' ? 'conflict' : 'fence' } })
+        }
+        break
+      case 'paused':
+        // Back in the majority: ask to resume (a claim above our own; refused if taken over).
+        if (this.q.quorate && this.myMode().armed && this.now >= v.backoffUntil) this.becomeClaiming(v, true)
+        break
+      case 'idle':
+        // We hold a standing claim but run nothing (fenced, reset, start-up): say so.
+        if (v.own !== null && this.q.quorate && sameHaClaim(v.own, v.standing) && !v.released) this.releaseOwn(v, v.own)
+        else if (v.own !== null && v.released && this.q.quorate && this.now - v.lastSend >= c.heldRefreshTicks) this.releaseOwn(v, v.own)
+        break
+      case 'starting':
+        break
+    }
+  }
+
+  /** Claim the orphans that the shared assignment gives to this host. */
+  private claimRestarts (): void {
+    if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true) return
+    const orphans: HaVmSpec[] = []
+    for (const v of this.vms.values()) if (this.isOrphan(v)) orphans.push(v.spec)
+    if (orphans.length === 0) return
+    const orphanSet = new Set(orphans.map(o => o.id))
+    const placement = new Map<VmId, HostId>()
+    const lastHost = new Map<VmId, HostId>()
+    const used = new Map<HostId, { cpu: number, mem: number }>()
+    for (const v of this.vms.values()) {
+      const s = v.standing
+      if (s === null) continue
+      if (orphanSet.has(v.spec.id)) { lastHost.set(v.spec.id, s.host); continue }
+      if (v.released) continue
+      placement.set(v.spec.id, s.host)
+      const u = used.get(s.host) ?? { cpu: 0, mem: 0 }
+      u.cpu += v.spec.cpuMips
+      u.mem += v.spec.memMiB
+      used.set(s.host, u)
+    }
+    const hosts: RestartHost[] = []
+    for (const id of this.ids) {
+      const m = this.specs.get(id)!
+      if (m.tieBreaker === true || this.isMaint(id) || !this.q.present.includes(id)) continue
+      const mode = this.modes.get(id)
+      if (id !== this.self && (mode === undefined || !mode.armed)) continue
+      const u = used.get(id) ?? { cpu: 0, mem: 0 }
+      hosts.push({ id, cpuMips: m.cpuMips, coreMips: m.coreMips ?? m.cpuMips, memMiB: m.memMiB, usedMips: u.cpu, usedMemMiB: u.mem })
+    }
+    const assigned = assignRestarts({ orphans, hosts, rules: this.rules, placement, lastHost })
+    let inFlight = 0
+    for (const v of this.vms.values()) if (v.role === 'claiming' || v.role === 'starting') inFlight++
+    for (const [vm, host] of assigned) {
+      if (host !== this.self || inFlight >= this.config.maxClaimsInFlight) continue
+      const v = this.vms.get(vm)!
+      if (v.role !== 'idle' || this.now < v.backoffUntil || !this.fitsHere(v)) continue
+      this.becomeClaiming(v, false)
+      inFlight++
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Transitions
+
+  private becomeClaiming (v: Vm, resume: boolean): void {
+    const s = v.standing
+    const claim: HaClaim = { epoch: (s?.epoch ?? 0) + 1, host: this.self, attempts: s?.attempts ?? 0 }
+    if (resume) {
+      // Resume only if nothing stands above our paused copy's claim.
+      if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
+    }
+    this.counters.claims++
+    v.own = claim
+    v.resume = resume
+    v.standing = { ...claim }
+    v.released = false
+    v.grants = new Set([this.self])
+    v.dirty = true
+    this.setRole(v, 'claiming', `claim ${haClaimText(claim)}${resume ? ' (resume)' : ''}`)
+    if (v.grants.size >= this.quorumSize) { this.becomeStarting(v); return }
+    this.sendRequest(v)
+  }
+
+  private becomeStarting (v: Vm): void {
+    assert(v.own !== null, 'ha: starting without a claim')
+    this.setRole(v, 'starting', `claim ${haClaimText(v.own)} granted by ${v.grants.size}/${this.ids.length}`)
+    this.out.push({ type: 'driver', command: { kind: 'haStart', vm: v.spec.id, epoch: v.own.epoch, source: v.spec.source, mode: v.resume ? 'resume' : 'boot' } })
+  }
+
+  private abandon (v: Vm, why: string): void {
+    assert(v.role === 'claiming' && v.own !== null, 'ha: abandoning without a claim')
+    this.counters.claimsAbandoned++
+    const own = v.own
+    const wasResume = v.resume
+    this.releaseOwn(v, own)
+    v.backoffUntil = this.now + this.backoffTicks()
+    this.setRole(v, 'idle', why)
+    // A paused copy whose resume failed is destroyed: someone may restart it from storage now.
+    if (wasResume) { v.own = own; this.stop(v, 'destroy', 'superseded') }
+  }
+
+  private stop (v: Vm, mode: 'stop' | 'pause' | 'destroy', reason: 'fence' | 'conflict' | 'superseded'): void {
+    v.stopMode = mode
+    v.lastSend = this.now
+    this.setRole(v, 'stopping', `${mode} (${reason})`)
+    this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own?.epoch ?? -1, mode, reason } })
+  }
+
+  private releaseOwn (v: Vm, c: HaClaim): void {
+    v.lastSend = this.now
+    this.onRelease(v, c)
+    v.own = { ...c }
+    v.dirty = true
+    this.send(this.others(), { type: 'haRelease', vm: v.spec.id, claim: { ...c } })
+  }
+
+  private setRole (v: Vm, role: HaRole, why: string): void {
+    const from = v.role
+    v.role = role
+    v.roleSince = this.now
+    if (from !== role) this.event('ha-role', `vm ${v.spec.id} became ${role} (from ${from}): ${why}`)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Predicates and helpers
+
+  private quorum (): QuorumView {
+    return evaluateQuorum({
+      self: this.self,
+      members: this.ids,
+      state: id => this.states.get(id),
+      fresh: id => this.leases.fresh(id, this.now, this.config.leaseTicks)
+    })
+  }
+
+  /** Free to restart now, by this host's records, and not given up on. */
+  private isOrphan (v: Vm): boolean {
+    if (v.role !== 'idle') return false
+    if ((v.standing?.attempts ?? 0) >= this.maxAttempts(v)) return false
+    const s = v.standing
+    return s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host))
+  }
+
+  /** Would this member grant `claimant` a claim on the VM now (apart from the order of claims)? */
+  private isFree (v: Vm, claimant: HostId): boolean {
+    const s = v.standing
+    return s === null || v.released || s.host === claimant || this.takeoverOk(s.host)
+  }
+
+  /** The owner may be taken over: dead here, silent past the fence delay, known to fence, not in maintenance. */
+  private takeoverOk (host: HostId): boolean {
+    if (host === this.self) return false
+    const st = this.states.get(host)
+    if (st !== 'dead' && st !== 'left') return false
+    if (this.now - this.leases.heardAt(host) < this.config.fenceDelayTicks) return false
+    if (this.isMaint(host)) return false
+    const theirs = this.modes.get(host)
+    const mine = this.myMode()
+    return theirs !== undefined && theirs.armed && mine.armed && theirs.version === mine.version
+  }
+
+  private fitsHere (v: Vm): boolean {
+    const me = this.specs.get(this.self)!
+    let cpu = v.spec.cpuMips
+    let mem = v.spec.memMiB
+    for (const o of this.vms.values()) {
+      if (o === v || o.role === 'idle') continue
+      cpu += o.spec.cpuMips
+      mem += o.spec.memMiB
+    }
+    return cpu <= me.cpuMips + 1e-9 && mem <= me.memMiB && v.spec.cpuMips <= (me.coreMips ?? me.cpuMips) + 1e-9
+  }
+
+  private isMaint (host: HostId): boolean { return this.maint.get(host)?.on === true }
+
+  private maxAttempts (v: Vm): number { return v.spec.maxAttempts ?? this.config.maxAttempts }
+
+  private myMode (): HaMode { return this.modes.get(this.self)! }
+
+  private maxModeVersion (): number {
+    let m = 0
+    for (const x of this.modes.values()) m = Math.max(m, x.version)
+    return m
+  }
+
+  private setMode (m: HaMode): void {
+    this.modes.set(this.self, { ...m })
+    this.modesDirty = true
+    this.event('ha-mode', `ha ${m.armed ? 'armed' : 'disarmed'} (version ${m.version})`)
+  }
+
+  private noteMode (from: HostId, m: HaMode): void {
+    const prev = this.modes.get(from)
+    if (prev !== undefined && prev.version === m.version && prev.armed === m.armed) return
+    if (prev !== undefined && m.version < prev.version) return
+    this.modes.set(from, { ...m })
+    this.modesDirty = true
+  }
+
+  /**
+   * Fencing is off only when this host is disarmed and knows that a majority is disarmed at the
+   * same version: from then on no claim can collect a majority of grants (restart.ts), so there
+   * is nothing to fence against. A re-arm (higher version) turns fencing on again at once, and
+   * no member grants the takeover of a host until that host has reported the new armed version.
+   */
+  private fencingOff (): boolean {
+    const mine = this.myMode()
+    if (mine.armed) return false
+    let n = 0
+    for (const id of this.ids) {
+      const m = this.modes.get(id)
+      if (m !== undefined && !m.armed && m.version === mine.version) n++
+    }
+    return n >= this.quorumSize
+  }
+
+  private adoptMaintenance (m: HaMaintenance): void {
+    const prev = this.maint.get(m.host)
+    if (prev !== undefined && (prev.version > m.version || (prev.version === m.version && (prev.on || !m.on)))) return
+    this.maint.set(m.host, { ...m })
+    this.maintDirty = true
+    this.event('ha-maintenance', `host ${m.host.slice(0, 8)} maintenance ${m.on ? 'on' : 'off'} (version ${m.version})`)
+  }
+
+  private sendRequest (v: Vm): void {
+    assert(v.own !== null, 'ha: request without a claim')
+    v.lastSend = this.now
+    const to = this.others().filter(h => !v.grants.has(h))
+    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'request' })
+  }
+
+  private sendHeld (v: Vm): void {
+    assert(v.own !== null, 'ha: held without a claim')
+    v.lastHeld = this.now
+    this.send(this.others(), { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'held' })
+  }
+
+  private send (to: HostId[], message: HaMessage): void { if (to.length > 0) this.out.push({ type: 'send', to, message }) }
+
+  private others (): HostId[] { return this.ids.filter(h => h !== this.self) }
+
+  private backoffTicks (): number { return this.config.claimBackoffTicks + this.prng.int(this.config.claimBackoffTicks + 1) }
+
+  private event (kind: string, text: string): void {
+    const ev: CoreEvent = { kind, host: this.self, text }
+    this.out.push({ type: 'event', event: ev })
+  }
+}
