@@ -24,6 +24,7 @@ import {
   type Body, type Envelope, type Gossip, type MemberRecord
 } from '../core/messages.js'
 import type { HostCapacity, HostId, LoadReport, VmRunState, VmSummary } from '../core/types.js'
+import type { ClaimRef } from '../core/vip/vip-messages.js'
 
 // ---------------------------------------------------------------------------------------------
 // Limits and options
@@ -282,6 +283,10 @@ function encGossip (g: Gossip, where: string): Pb {
   }
 }
 
+function encClaim (c: ClaimRef, where: string): Pb {
+  return { host: encHost(c.host, where + '.host'), lamport: encU64(c.lamport, where + '.lamport') }
+}
+
 function encBody (b: Body): [string, Pb] {
   switch (b.type) {
     case 'ping':
@@ -321,6 +326,11 @@ function encBody (b: Body): [string, Pb] {
     case 'migrationStatusQuery': return ['migrationStatusQuery', { id: encStr(b.id, 'body.id', true) }]
     case 'migrationStatusAnswer': return ['migrationStatusAnswer', { id: encStr(b.id, 'body.id', true), state: encStr(b.state, 'body.state', true) }]
     case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain }]
+    case 'vipClaim': return ['vipClaim', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2 }]
+    case 'vipGrant': return ['vipGrant', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), from: encHost(b.from, 'body.from') }]
+    case 'vipRelease': return ['vipRelease', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), ...(b.to !== null ? { to: encHost(b.to, 'body.to') } : {}) }]
+    case 'vipStanding': return ['vipStanding', { vip: encStr(b.vip, 'body.vip', true), standing: encClaim(b.standing, 'body.standing'), from: encHost(b.from, 'body.from') }]
+    case 'vipMoveRequested': return ['vipMoveRequested', { vip: encStr(b.vip, 'body.vip', true), to: encHost(b.to, 'body.to') }]
     default: {
       const unknown: never = b // a new Body kind must be added here and to envelope.proto
       throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
@@ -521,6 +531,11 @@ class Decoder {
     return null
   }
 
+  claim (v: unknown, where: string): ClaimRef {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    return { host: this.host(v['host'], where + '.host'), lamport: this.u64(v['lamport'], where + '.lamport') }
+  }
+
   probe<T extends 'ping' | 'ack' | 'nack' | 'pingReq'> (type: T, v: Record<string, unknown>): { type: T, seq: number, target: HostId } {
     return { type, seq: this.u32(v['seq'], 'body.seq'), target: this.host(v['target'], 'body.target') }
   }
@@ -564,6 +579,15 @@ class Decoder {
       case 'migrationStatusQuery': return { type: 'migrationStatusQuery', id: this.str(v['id'], 'body.id', true) }
       case 'migrationStatusAnswer': return { type: 'migrationStatusAnswer', id: this.str(v['id'], 'body.id', true), state: this.str(v['state'], 'body.state', true) }
       case 'moveRequested': return { type: 'moveRequested', vm: this.str(v['vm'], 'body.vm', false), to: this.str(v['to'], 'body.to', false), drain: v['drain'] === true }
+      case 'vipClaim': {
+        const phase = this.u32(v['phase'], 'body.phase')
+        if (phase !== 1 && phase !== 2) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
+        return { type: 'vipClaim', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : 'held' }
+      }
+      case 'vipGrant': return { type: 'vipGrant', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), from: this.host(v['from'], 'body.from') }
+      case 'vipRelease': return { type: 'vipRelease', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), to: isObj(v['to']) ? this.host(v['to'], 'body.to') : null }
+      case 'vipStanding': return { type: 'vipStanding', vip: this.str(v['vip'], 'body.vip', true), standing: this.claim(v['standing'], 'body.standing'), from: this.host(v['from'], 'body.from') }
+      case 'vipMoveRequested': return { type: 'vipMoveRequested', vip: this.str(v['vip'], 'body.vip', true), to: this.host(v['to'], 'body.to') }
       default: throw new Reject('unknown_body', name)
     }
   }

@@ -29,6 +29,8 @@ import { defaultMigrationConfig, validateMigrationConfig } from './migration/mig
 import type { MigrationConfig, MigrationRecord } from './migration/migration-state.js'
 import { rulesHash } from './migration/reservation.js'
 import type { HostSample } from './types.js'
+import { VipBridge, isVipBody } from './vip/vip-bridge.js'
+import type { VipCoreOptions, VipStatusReport } from './vip/vip-bridge.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -43,6 +45,8 @@ export interface AgentCoreOptions {
   restored?: PersistedCoreState
   /** Migration limits, timeouts, rules and policy. @default defaultMigrationConfig() */
   migration?: MigrationConfig
+  /** Virtual IPs (agent/core/vip): none when absent. */
+  vips?: VipCoreOptions
 }
 
 /** Snapshot for the runtime's metrics and the CLI. */
@@ -73,6 +77,7 @@ export class AgentCore {
   private nextSnapshotTick: number
   private readonly mig: MigrationMachine
   private readonly scheduler: Scheduler
+  private readonly vip: VipBridge | null
 
   constructor (opts: AgentCoreOptions) {
     const config = validateCoreConfig(opts.config)
@@ -94,6 +99,7 @@ export class AgentCore {
     if (migCfg.rules.vmVm.length + migCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(migCfg.rules)
     this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
     this.scheduler = new Scheduler(s, this.mig)
+    this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }
 
@@ -109,15 +115,17 @@ export class AgentCore {
     const s = this.s
     switch (input.type) {
       case 'receive': this.receive(input.from, input.envelope); break
-      case 'hostSample': this.reports.onSample(this.onSample(input.sample)); break
+      case 'hostSample': this.reports.onSample(this.onSample(input.sample)); this.vip?.onSample(input.sample.vms); break
       case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
       case 'operatorMigrate': this.operatorMigrate(input.vm, input.to); break
       case 'operatorDrain': this.operatorDrain(input.host); break
       case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
       case 'peerDisconnected': this.prober.probeNow(input.peer); break
       case 'frameRejected': s.counters.framesRejected++; break
-      case 'leave': this.leave(); break
+      case 'leave': this.leave(); this.vip?.leave(); break
+      case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
     }
+    this.vip?.flush()
   }
 
   tick (): void {
@@ -129,6 +137,7 @@ export class AgentCore {
     this.antiEntropy.tick()
     this.mig.tick()
     this.scheduler.tick()
+    if (this.vip !== null) { this.vip.tick(); this.vip.flush() }
     if (s.now >= this.nextGossipTick) {
       this.nextGossipTick = s.now + s.config.gossipIntervalTicks
       this.gossipRound()
@@ -170,6 +179,9 @@ export class AgentCore {
       migrations: { ...this.mig.counts, live: this.mig.live().length, draining: this.mig.draining, rulesHash: s.rulesHash, rulesAgreed: this.mig.rulesAgreed() }
     }
   }
+
+  /** Virtual IPs as this host sees them (null when none are configured). */
+  vips (): VipStatusReport | null { return this.vip?.status() ?? null }
 
   /** Migrations this host takes part in (in flight and recent), newest first. Copies. */
   migrations (): MigrationRecord[] {
@@ -248,7 +260,10 @@ export class AgentCore {
         if (b.drain) this.mig.setDraining(true)
         else this.operatorMigrate(b.vm, b.to === '' ? undefined : b.to)
         break
-      default: this.mig.onMessage(from, b); break
+      default:
+        if (isVipBody(b)) this.vip?.onMessage(from, b)
+        else this.mig.onMessage(from, b)
+        break
     }
   }
 

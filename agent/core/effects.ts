@@ -2,6 +2,7 @@
 import type { Envelope } from './messages.js'
 import type { HostId } from './types.js'
 import type { DriverCommand } from './migration/migration-state.js'
+import type { VipAddressEffect } from './vip/vip-bridge.js'
 
 /** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
 export type PersistOp =
@@ -30,12 +31,17 @@ export interface Ready {
   events: CoreEvent[]
   /** Hypervisor commands, carried out after persist and send, in order; results come back as driverResult inputs. */
   driver: DriverCommand[]
+  /**
+   * Virtual-IP address changes, applied after the driver commands, one at a time per VIP and in
+   * order; each reports back with a vipApplied input.
+   */
+  vip: VipAddressEffect[]
 }
 
 export function emptyReady (): Ready {
-  return { persist: [], send: [], events: [], driver: [] }
+  return { persist: [], send: [], events: [], driver: [], vip: [] }
 }
 
 export function isEmptyReady (rd: Ready): boolean {
-  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0
+  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0 && rd.vip.length === 0
 }

@@ -2,6 +2,7 @@
 import type { Envelope } from './messages.js'
 import type { HostId, HostSample, VmId } from './types.js'
 import type { DriverCommand, DriverResult } from './migration/migration-state.js'
+import type { VipCoreInput } from './vip/vip-bridge.js'
 
 export type Input =
   /** A decoded frame from a peer (authenticated by the transport). */
@@ -22,3 +23,5 @@ export type Input =
   | { type: 'operatorMigrate', vm: VmId, to?: string }
   /** The operator asked to drain a host (by name or id): spread its VMs over the cluster. */
   | { type: 'operatorDrain', host: string }
+  /** VIP: an address effect carried out (vipApplied), or an operator's move of a group VIP. */
+  | VipCoreInput

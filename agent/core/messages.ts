@@ -4,6 +4,7 @@
  * The schema of record is proto/mesh/v1/*.proto; keep both in step.
  */
 import type { HostId, LoadReport, VmId } from './types.js'
+import type { VipMessage, VipMoveRequested } from './vip/vip-messages.js'
 
 /** Wire protocol versions this build speaks. */
 export const PROTOCOL_MIN = 1
@@ -81,7 +82,10 @@ export type MigrationBody =
   | TransferCompleted | MigrationCommitted | MigrationAborted | MigrationStatusQuery | MigrationStatusAnswer
   | MoveRequested
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody
+/** Virtual-IP ownership (agent/core/vip/vip-messages.ts); direct frames, never relayed. */
+export type VipBody = VipMessage | VipMoveRequested
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody
 
 /** The envelope of every frame. */
 export interface Envelope {

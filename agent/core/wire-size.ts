@@ -72,6 +72,8 @@ export function gossipBytes (g: Gossip): number {
   return lenField(lenField(inner))
 }
 
+function claimBytes (c: { host: string, lamport: number }): number { return hostField(c.host) + uintField(c.lamport) }
+
 function bodyBytes (b: Body): number {
   switch (b.type) {
     case 'ping': case 'ack': case 'nack': case 'pingReq':
@@ -88,6 +90,11 @@ function bodyBytes (b: Body): number {
       return n
     }
     case 'gossip': return 0
+    case 'vipClaim': return strField(b.vip) + lenField(claimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : 2)
+    case 'vipGrant': return strField(b.vip) + lenField(claimBytes(b.claim)) + hostField(b.from)
+    case 'vipRelease': return strField(b.vip) + lenField(claimBytes(b.claim)) + (b.to !== null ? hostField(b.to) : 0)
+    case 'vipStanding': return strField(b.vip) + lenField(claimBytes(b.standing)) + hostField(b.from)
+    case 'vipMoveRequested': return strField(b.vip) + hostField(b.to)
     default: {
       // Migration bodies: rare and small; every string and number field counted, with its tag.
       let n = 0
@@ -104,7 +111,8 @@ function bodyBytes (b: Body): number {
 /** Estimated encoded size of an envelope (without the 4-byte length prefix of the transport). */
 export function envelopeBytes (e: Envelope): number {
   let n = uintField(e.protocolMin) + uintField(e.protocolMax) + uintField(e.protocolCur) +
-    hostField(e.from) + uintField(e.incarnation) + uintField(e.lamport) + lenField(bodyBytes(e.body))
+    hostField(e.from) + uintField(e.incarnation) + uintField(e.lamport) + lenField(bodyBytes(e.body)) +
+    (e.body.type.startsWith('vip') ? 1 : 0) // VIP bodies are envelope fields 16-19 and 31: two-byte tags
   for (const g of e.gossip) n += gossipBytes(g)
   return n
 }

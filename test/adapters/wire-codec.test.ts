@@ -43,6 +43,13 @@ const ALL_GOSSIP: Gossip[] = [
 ]
 
 const ALL_BODIES: Body[] = [
+  { type: 'vipClaim', vip: 'web', claim: { host: KEY_B, lamport: 42 }, phase: 'request' },
+  { type: 'vipClaim', vip: 'web', claim: { host: 'h2', lamport: 0 }, phase: 'held' },
+  { type: 'vipGrant', vip: 'web', claim: { host: KEY_B, lamport: 7 }, from: KEY_A },
+  { type: 'vipRelease', vip: 'web', claim: { host: KEY_B, lamport: 7 }, to: KEY_A },
+  { type: 'vipRelease', vip: 'web', claim: { host: KEY_B, lamport: 8 }, to: null },
+  { type: 'vipStanding', vip: 'web', standing: { host: KEY_A, lamport: 9 }, from: KEY_B },
+  { type: 'vipMoveRequested', vip: 'web', to: 'h3' },
   { type: 'ping', seq: 1, target: KEY_B },
   { type: 'ack', seq: 0, target: 'h2' },
   { type: 'nack', seq: 4294967295, target: KEY_B },

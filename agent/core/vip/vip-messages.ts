@@ -94,3 +94,14 @@ export function sameClaim (a: ClaimRef | null, b: ClaimRef | null): boolean {
 export function claimText (c: ClaimRef | null): string {
   return c === null ? 'none' : `${c.host.slice(0, 8)}@${c.lamport}`
 }
+
+/**
+ * An operator asked, through some host's API, to move group VIP `vip` to host `to`: "the sender
+ * forwards this move to the VIP's owner". Not a VipMessage: it carries no claim, and only the
+ * owner acts on it (VipInput operatorMove); any other receiver ignores it.
+ */
+export interface VipMoveRequested {
+  type: 'vipMoveRequested'
+  vip: VipId
+  to: HostId
+}
