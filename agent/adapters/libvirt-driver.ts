@@ -717,18 +717,28 @@ export class LibvirtDriver implements MigratingDriver {
     } catch (err) {
       if (job.exit === null) this.log.warn(`vm ${id}: cannot set the downtime limit`, { err })
     }
-    if (params.mode === 'postcopy') {
-      // QEMU accepts the switch only once its migration has begun; libvirt may still be preparing.
-      for (let i = 0; ; i++) {
-        try {
-          await this.startPostcopy(id, signal)
-          break
-        } catch (err) {
-          if (job.exit !== null || i >= 100 || isAborted(signal)) throw err
-          await Promise.race([sleep(50), job.ended])
-        }
+    if (params.mode === 'postcopy') void this.switchWhenPossible(id, job)
+  }
+
+  /**
+   * Post-copy at once: libvirt accepts the switch only once QEMU's migration has begun, which can
+   * take seconds (the destination QEMU starts first). Retried in the background until it is
+   * accepted or the migration ends; progress() says 'postcopy-active' once it runs.
+   */
+  private async switchWhenPossible (id: VmId, job: OutgoingJob): Promise<void> {
+    let lastErr: unknown = null
+    while (job.exit === null && !job.cancelRequested && !this.closed) {
+      try {
+        await this.virsh(['migrate-postcopy', id], { timeoutMs: 10_000 })
+        job.postcopy = true
+        this.log.info(`vm ${id} migration switched to post-copy`, { vm: id })
+        return
+      } catch (err) {
+        lastErr = err
+        await Promise.race([sleep(100), job.ended])
       }
     }
+    if (job.exit?.code !== 0) this.log.warn(`vm ${id}: the migration ended before it could switch to post-copy`, { vm: id, err: lastErr })
   }
 
   async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {
@@ -761,7 +771,10 @@ export class LibvirtDriver implements MigratingDriver {
         failure = err
       }
       if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
-        const p = jobToProgress(info, job.postcopy ? 'postcopy-active' : (info.fields.memory_total === undefined || fnum(info.fields.memory_total) === 0) ? 'setup' : 'active')
+        let status: MigrationStatus = fnum(info.fields.memory_total) === 0 ? 'setup' : 'active'
+        // Asked for post-copy: it runs once libvirt has paused the source for it.
+        if (job.postcopy && await this.pausedForPostcopy(id, signal)) status = 'postcopy-active'
+        const p = jobToProgress(info, status)
         job.last = p
         return p
       }
@@ -773,6 +786,16 @@ export class LibvirtDriver implements MigratingDriver {
       }
     }
     return await this.finishedProgress(id, job, signal)
+  }
+
+  private async pausedForPostcopy (id: VmId, signal?: AbortSignal): Promise<boolean> {
+    try {
+      const st = parseDomstats(await this.virsh(['domstats', '--raw', '--state', id], { signal })).get(id)
+      return st !== undefined && fnum(st['state.state']) === ST_PAUSED && fnum(st['state.reason']) === PAUSED_POSTCOPY
+    } catch (err) {
+      if (isAborted(signal)) throw err
+      return false
+    }
   }
 
   private async finishedProgress (id: VmId, job: OutgoingJob, signal?: AbortSignal): Promise<MigrationProgress> {

@@ -288,7 +288,7 @@ ${DUMPXML}EOF
     for a in "$@"; do case "$prev" in --xml) cp "$a" '${dir}/sent.xml' ;; esac; prev=$a; done
     case "$mode" in
       fail) echo "error: operation failed: migration out job: unexpectedly failed" >&2; exit 1 ;;
-      slow) sleep 1.5; exit 0 ;;
+      slow|pslow) sleep 1.5; exit 0 ;;
       *) exit 0 ;;
     esac ;;
   domjobinfo)
@@ -296,7 +296,7 @@ ${DUMPXML}EOF
       *--completed*) if [ "$uri" = dest:///x ]; then cat <<'EOF'
 ${JOB_COMPLETED}EOF
         else echo "Job type: 0"; fi ;;
-      *) if [ "$mode" = slow ]; then cat <<'EOF'
+      *) if [ "$mode" = slow ] || [ "$mode" = pslow ]; then cat <<'EOF'
 ${JOB_ACTIVE}EOF
          else echo "Job type: 0"; fi ;;
     esac ;;
@@ -304,6 +304,7 @@ ${JOB_ACTIVE}EOF
     case "$mode" in
       garbage) head -c 3000 /dev/urandom ;;
       hang) exec sleep 10 ;;
+      pslow) printf "Domain: '%s'\\n  state.state=3\\n  state.reason=12\\n" "$4" ;;
       *) printf "Domain: 'g1'\\n  state.state=1\\n  balloon.maximum=262144\\n  balloon.current=131072\\n  vcpu.maximum=1\\n  cpu.time=1\\n" ;;
     esac ;;
   crash) kill -SEGV $$ ;;
@@ -340,6 +341,17 @@ exit 0
   t.match(await d.progress('g1'), { status: 'active', transferredBytes: 52428800, expectedDowntimeMs: 300 })
   await d.setBandwidth('g1', 1)
   t.ok(args().some(l => l.endsWith('migrate-setspeed g1 1')), 'migrate-setspeed in MiB/s')
+  await new Promise(resolve => setTimeout(resolve, 1800))
+  t.match(await d.progress('g1'), { status: 'completed' })
+
+  fs.rmSync(argsLog, { force: true })
+  setMode('pslow')
+  await d.migrate('g1', target, { ...params, mode: 'postcopy' })
+  let ps = await d.progress('g1')
+  for (let i = 0; i < 20 && ps.status !== 'postcopy-active'; i++) { await new Promise(resolve => setTimeout(resolve, 50)); ps = await d.progress('g1') }
+  t.equal(ps.status, 'postcopy-active', 'post-copy at once: switched in the background, seen from the paused source')
+  t.ok(args().some(l => l.endsWith('migrate-postcopy g1')), 'virsh migrate-postcopy')
+  await t.rejects(d.cancel('g1'), { code: 'DRIVER_FAILED', message: /post-copy/ }, 'no cancel once in post-copy')
   await new Promise(resolve => setTimeout(resolve, 1800))
   t.match(await d.progress('g1'), { status: 'completed' })
 
