@@ -4,6 +4,11 @@
  * names the offending field; nothing downstream re-checks what it checked.
  */
 import { ConfigError, defaultCoreConfig, localTestCoreConfig, validateCoreConfig, type CoreConfig } from './core/config.js'
+import { defaultMigrationConfig, validateMigrationConfig } from './core/migration/migration-config.js'
+import type { MigrationConfig } from './core/migration/migration-state.js'
+import { validateRules } from '../policies/rules.js'
+import type { RuleSet } from '../policies/types.js'
+import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 
 export { ConfigError }
 
@@ -28,6 +33,20 @@ export interface SimVmConfig {
   cpuMean?: number
 }
 
+/** The QEMU driver's settings (driver.kind 'qemu'). */
+export interface QemuConfig {
+  /** One sub-directory per VM (QMP socket, serial log). @default "<stateDir>/vms" */
+  runDir: string
+  /** 'auto' probes /dev/kvm; both ends of a migration must agree. @default 'auto' */
+  accel: 'auto' | 'kvm' | 'tcg'
+  /** Address incoming migrations listen on (a port is chosen per migration). @default the host of node.listen */
+  migrationListen: string
+  /** @default 'qemu-system-x86_64' */
+  binary: string
+  /** VMs started when the agent starts on an empty state directory (first boot only). */
+  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string }>
+}
+
 export interface AgentConfig {
   cluster: {
     /** Cluster name, shown by `starling status`. */
@@ -46,11 +65,26 @@ export interface AgentConfig {
     /** "ip:port" of the local HTTP API (status, members, metrics). @default "127.0.0.1:7946" */
     apiListen: string
   }
-  driver: {
-    /** 'sim' is the embedded default; real drivers ('qemu', 'libvirt') come with migration. */
-    kind: 'sim'
-    vms: SimVmConfig[]
+  mesh: {
+    /**
+     * Keep-alive interval of an idle mesh connection, ms. The failure detector (SWIM probes) does
+     * not need it; it only lets the transport notice a dead connection, which then triggers an
+     * out-of-turn probe. Lower = that hint comes sooner, at about 0.04 % CPU per peer per second.
+     * @default 5000
+     */
+    keepAliveMs: number
+    /** A connection with nothing received for this long is closed, ms; > keepAliveMs. @default 15000 */
+    timeoutMs: number
   }
+  driver: {
+    /** 'sim' is the embedded default (simulated VMs, no migration); 'qemu' runs real VMs over QMP. */
+    kind: 'sim' | 'qemu'
+    vms: SimVmConfig[]
+    /** For kind 'qemu'. */
+    qemu: QemuConfig
+  }
+  /** Live migration: limits, timeouts (ticks), rules and placement policy. */
+  migration: MigrationConfig
   sampler: {
     /**
      * 'system' samples the real host with systeminformation; 'driver' derives host load from the
@@ -64,6 +98,8 @@ export interface AgentConfig {
   }
   /** Membership and scheduling tunables; every field has a default (agent/core/config.ts). */
   core: CoreConfig
+  /** Virtual IPs (`vips`) and their tunables (`vip`); see agent/runtime/vip-setup.ts. */
+  vips: VipSection
   log: {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
@@ -168,9 +204,16 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   parseAddress(listen, 'node.listen')
   const apiListen = str(node, 'apiListen', 'node', '127.0.0.1:7946')
   parseAddress(apiListen, 'node.apiListen')
+  const mesh = obj(raw, 'mesh', 'config', true)
+  const keepAliveMs = num(mesh, 'keepAliveMs', 'mesh', 5000, 100, 600_000)
+  const timeoutMs = num(mesh, 'timeoutMs', 'mesh', 3 * keepAliveMs, 200, 3_600_000)
+  if (timeoutMs <= keepAliveMs) fail('mesh.timeoutMs', `must be greater than mesh.keepAliveMs (${keepAliveMs})`)
   const driver = obj(raw, 'driver', 'config', true)
   const kind = driver.kind ?? 'sim'
-  if (kind !== 'sim') fail('driver.kind', `must be "sim" in this version (got ${JSON.stringify(kind)})`)
+  if (kind !== 'sim' && kind !== 'qemu') fail('driver.kind', `must be "sim" or "qemu" (got ${JSON.stringify(kind)})`)
+  const stateDir = str(node, 'stateDir', 'node', '/var/lib/starling')
+  const qemu = validateQemu(obj(driver, 'qemu', 'driver', true), stateDir, parseAddress(listen, 'node.listen').host)
+  const migration = validateMigration(obj(raw, 'migration', 'config', true))
   const sampler = obj(raw, 'sampler', 'config', true)
   const skind = sampler.kind ?? 'system'
   if (skind !== 'system' && skind !== 'driver') fail('sampler.kind', `must be "system" or "driver" (got ${JSON.stringify(skind)})`)
@@ -183,10 +226,14 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   for (const k of Object.keys(coreRaw)) {
     if (!(k in base)) fail(`core.${k}`, 'is not a known core setting')
   }
+  const core = validateCoreConfig({ ...base, ...coreRaw } as CoreConfig)
+  const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
-    node: { name, listen, stateDir: str(node, 'stateDir', 'node', '/var/lib/starling'), apiListen },
-    driver: { kind: 'sim', vms: validateVms(driver.vms) },
+    node: { name, listen, stateDir, apiListen },
+    mesh: { keepAliveMs, timeoutMs },
+    driver: { kind, vms: validateVms(driver.vms), qemu },
+    migration,
     sampler: {
       kind: skind,
       intervalMs: num(sampler, 'intervalMs', 'sampler', 1000, 100, 3_600_000),
@@ -197,7 +244,53 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
         netMbps: num(cap, 'netMbps', 'sampler.capacity', 10000, 1)
       }
     },
-    core: validateCoreConfig({ ...base, ...coreRaw } as CoreConfig),
+    core,
+    vips,
     log: { level: level as AgentConfig['log']['level'] }
   }
+}
+
+function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig {
+  const accel = q.accel ?? 'auto'
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') fail('driver.qemu.accel', `must be auto, kvm or tcg (got ${JSON.stringify(accel)})`)
+  const vmsRaw = q.vms ?? []
+  if (!Array.isArray(vmsRaw)) fail('driver.qemu.vms', 'must be an array')
+  const vms = vmsRaw.map((v: unknown, i): QemuConfig['vms'][number] => {
+    const p = `driver.qemu.vms[${i}]`
+    if (!isObj(v)) fail(p, 'must be an object')
+    const out: QemuConfig['vms'][number] = { id: str(v, 'id', p), vcpus: num(v, 'vcpus', p, 1, 1, 256), memMiB: num(v, 'memMiB', p, 256, 16) }
+    for (const k of ['kernel', 'initrd', 'append'] as const) if (v[k] !== undefined) out[k] = str(v, k, p)
+    return out
+  })
+  return {
+    runDir: str(q, 'runDir', 'driver.qemu', `${stateDir}/vms`),
+    accel,
+    migrationListen: str(q, 'migrationListen', 'driver.qemu', listenHost),
+    binary: str(q, 'binary', 'driver.qemu', 'qemu-system-x86_64'),
+    vms
+  }
+}
+
+function validateMigration (m: Obj): MigrationConfig {
+  const d = defaultMigrationConfig()
+  const known = new Set([...Object.keys(d)])
+  for (const k of Object.keys(m)) if (!known.has(k)) fail(`migration.${k}`, 'is not a known migration setting')
+  const out: MigrationConfig = { ...d }
+  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes'] as const) {
+    out[k] = num(m, k, 'migration', d[k], 0)
+  }
+  if (m.onStall !== undefined) out.onStall = m.onStall === 'postcopy' ? 'postcopy' : m.onStall === 'abort' ? 'abort' : fail('migration.onStall', 'must be abort or postcopy')
+  if (m.onStallByVm !== undefined) {
+    if (!isObj(m.onStallByVm)) fail('migration.onStallByVm', 'must be an object')
+    out.onStallByVm = Object.fromEntries(Object.entries(m.onStallByVm).map(([k, v]) => [k, v === 'postcopy' ? 'postcopy' : 'abort']))
+  }
+  if (m.autoBalance !== undefined) out.autoBalance = m.autoBalance === true
+  if (m.rules !== undefined) {
+    if (!isObj(m.rules)) fail('migration.rules', 'must be an object with vmVm and vmHost arrays')
+    const rules = { vmVm: Array.isArray(m.rules.vmVm) ? m.rules.vmVm : [], vmHost: Array.isArray(m.rules.vmHost) ? m.rules.vmHost : [] } as unknown as RuleSet
+    const errs = validateRules(rules)
+    if (errs.length > 0) fail('migration.rules', errs[0] ?? 'invalid')
+    out.rules = rules
+  }
+  try { return validateMigrationConfig(out) } catch (err) { throw new ConfigError(`config: ${(err as Error).message}`) }
 }

@@ -17,12 +17,17 @@ import { loadOrCreateKeyPair } from './adapters/identity.js'
 import { hyperswarmTransport } from './adapters/hyperswarm-transport.js'
 import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver } from './adapters/sim-driver.js'
-import { siSampler } from './adapters/si-sampler.js'
 import { cronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { httpApi } from './adapters/http-api.js'
 import { Runtime } from './runtime/runtime.js'
+import { driverExecutor } from './runtime/driver-commands.js'
+import { QemuDriver } from './adapters/qemu-driver.js'
 import type { StatusPayload } from './cli/render.js'
+import { arpVip } from './adapters/arp-vip.js'
+import { VipApplier } from './runtime/vip-applier.js'
+import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
+import { vipsPayload } from './cli/vips.js'
 
 /** Where the agent keeps its Noise key pair inside its state directory. */
 export function identityFile (stateDir: string): string {
@@ -61,6 +66,34 @@ function driverSampler (config: AgentConfig, driver: HypervisorDriver): HostSamp
   }
 }
 
+/** The agent process's own footprint, exported as agent_process_* metrics. */
+function processStats (): Record<string, number> {
+  const m = process.memoryUsage()
+  const c = process.cpuUsage()
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external, cpuUserSeconds: c.user / 1e6, cpuSystemSeconds: c.system / 1e6 }
+}
+
+/**
+ * The QEMU driver: re-attach to the VMs a previous run left running, then (first boot only, on an
+ * empty state directory) start the configured VMs. A VM that migrated away is never started
+ * again by a restart.
+ */
+async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logger): Promise<QemuDriver> {
+  const q = config.driver.qemu
+  const driver = new QemuDriver({ runDir: q.runDir, accel: q.accel, qemuBinary: q.binary, hostCpuCores: config.sampler.capacity.cpuCores }, { logger })
+  await driver.reattach()
+  if (firstBoot) {
+    for (const v of q.vms) {
+      const extra: Record<string, unknown> = {}
+      if (v.kernel !== undefined) extra.kernel = v.kernel
+      if (v.initrd !== undefined) extra.initrd = v.initrd
+      if (v.append !== undefined) extra.append = v.append
+      if (driver.pid(v.id) === undefined) await driver.start({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, extra })
+    }
+  }
+  return driver
+}
+
 export async function runAgent (configFile: string): Promise<number> {
   const config = await loadConfigFile(configFile)
   const logger: Logger = jsonLogger({ level: config.log.level, journaldPrefix: process.env.JOURNAL_STREAM !== undefined })
@@ -86,10 +119,21 @@ export async function runAgent (configFile: string): Promise<number> {
     port: listen.port,
     bootstrap: peers.map(m => m.address),
     allowedKeys: config.cluster.members.map(m => m.publicKey),
-    maxFrameBytes: config.core.frameBytesMax
+    maxFrameBytes: config.core.frameBytesMax,
+    keepAliveMs: config.mesh.keepAliveMs,
+    timeoutMs: config.mesh.timeoutMs
   })({ logger })
 
   const restored = await loadPersistedCoreState(store)
+  // Virtual IPs: an agent killed by SIGKILL left its addresses on the interface, and a restarted
+  // agent does not know whether it still owns them: remove them before the core claims anything.
+  const vipOptions = config.vips.list.length > 0
+    ? await vipCoreOptions(config.vips, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store)
+    : undefined
+  const vipApplier = new VipApplier(arpVip({})({ logger }), logger)
+  if (vipOptions !== undefined) {
+    for (const f of await removeLocalVips(config.vips, arpVip({})({ logger }), logger)) log.warn(`vip: could not remove ${f} at start-up`)
+  }
   const core = new AgentCore({
     self: selfId,
     name: self.name,
@@ -97,23 +141,33 @@ export async function runAgent (configFile: string): Promise<number> {
     config: config.core,
     seed: Number.parseInt(selfId.slice(0, 8), 16) ^ Date.now(),
     seeds: peers.map(m => ({ id: m.publicKey, name: m.name, addr: m.address })),
-    ...(restored !== null ? { restored } : {})
+    ...(restored !== null ? { restored } : {}),
+    migration: config.migration,
+    ...(vipOptions !== undefined ? { vips: vipOptions } : {})
   })
 
-  const driver = simDriver({
-    vms: config.driver.vms,
-    seed: Number.parseInt(selfId.slice(0, 8), 16),
-    hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
-    traceDir: path.dirname(path.resolve(configFile))
-  })({ logger })
-  const sampler = config.sampler.kind === 'system' ? siSampler({})({ logger }) : driverSampler(config, driver)
+  const driver: HypervisorDriver = config.driver.kind === 'qemu'
+    ? await startQemu(config, restored === null, logger)
+    : simDriver({
+      vms: config.driver.vms,
+      seed: Number.parseInt(selfId.slice(0, 8), 16),
+      hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
+      traceDir: path.dirname(path.resolve(configFile))
+    })({ logger })
+  // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
+  const sampler = config.sampler.kind === 'system'
+    ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
+    : driverSampler(config, driver)
   const sample = async (signal: AbortSignal): Promise<HostSample> => {
     const [host, vms] = await Promise.all([sampler.sample(signal), driver.list(signal)])
     return { ...host, vms }
   }
 
   const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs }, {
-    core, transport, store, logger, sample, codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) }
+    core, transport, store, logger, sample, codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
+    driver: driverExecutor(driver, { migrationListenHost: config.driver.qemu.migrationListen }),
+    vip: vipApplier,
+    ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
   })
 
   const status = (): StatusPayload => ({
@@ -121,10 +175,20 @@ export async function runAgent (configFile: string): Promise<number> {
     self: { id: selfId, name: self.name },
     members: core.view(),
     core: { ...core.status() },
-    runtime: { ...runtime.stats }
+    runtime: { ...runtime.stats },
+    process: processStats()
   })
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
-  const api = httpApi({ host: apiAddr.host, port: apiAddr.port })({ logger, status })
+  const api = httpApi({ host: apiAddr.host, port: apiAddr.port })({
+    logger,
+    status,
+    migrations: () => core.migrations(),
+    vips: () => {
+      const r = core.vips()
+      return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
+    },
+    request: input => { runtime.enqueue(input) }
+  })
   // The watchdog is pinged only while the loop makes progress: a hung agent gets fenced by systemd.
   let ticksAtLastPing = -1
   const healthy = (): boolean => {
@@ -162,6 +226,7 @@ export async function runAgent (configFile: string): Promise<number> {
   cron.stop()
   await api.stop()
   await runtime.stop({ leave: true })
+  await vipApplier.close()
   await notifier.close()
   await driver.close()
   await store.close()

@@ -5,10 +5,17 @@
  *   GET /v1/members  members only (JSON)
  *   GET /metrics     Prometheus text format
  *   GET /healthz     200 once the agent runs
+ *   GET /v1/migrations       migrations this host takes part in (in flight and recent)
+ *   POST /v1/migrate {vm, to?}   ask for a move (202: queued; the core decides)
+ *   POST /v1/drain {host}        ask a host to drain (202)
+ *   GET /v1/vips                 virtual IPs: owner, role here, last announcement
+ *   POST /v1/vips/move {vip, to} move a group VIP (forwarded to its owner; 202)
  */
 import http from 'node:http'
 import type { Logger } from '../ports/logger.js'
 import type { StatusPayload } from '../cli/render.js'
+import type { Input } from '../core/inputs.js'
+import { renderVipMetrics, type VipsPayload } from '../cli/vips.js'
 
 export interface HttpApiInit {
   host: string
@@ -19,6 +26,28 @@ export interface HttpApiComponents {
   logger: Logger
   /** Builds the status snapshot; must be cheap (called per request). */
   status: () => StatusPayload
+  /** Migration records for GET /v1/migrations. */
+  migrations?: () => unknown[]
+  /** Queues an operator input (migrate, drain) for the core. */
+  request?: (input: Input) => void
+  /** Virtual IPs for GET /v1/vips and the agent_vip_* metrics (null: none configured). */
+  vips?: () => VipsPayload | null
+}
+
+const BODY_BYTES_MAX = 4096
+
+async function readJson (req: http.IncomingMessage): Promise<Record<string, unknown> | null> {
+  let size = 0
+  const chunks: Buffer[] = []
+  for await (const c of req) {
+    size += (c as Buffer).length
+    if (size > BODY_BYTES_MAX) return null
+    chunks.push(c as Buffer)
+  }
+  try {
+    const v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : null
+  } catch { return null }
 }
 
 export interface HttpApi {
@@ -42,6 +71,7 @@ export function renderMetrics (s: StatusPayload): string {
   const counters = s.core.counters
   if (typeof counters === 'object' && counters !== null) emit('core', counters as Record<string, unknown>)
   emit('runtime', s.runtime)
+  if (s.process !== undefined) emit('process', s.process)
   const byState = new Map<string, number>()
   for (const m of s.members) byState.set(m.state, (byState.get(m.state) ?? 0) + 1)
   out.push('# TYPE agent_membership_members gauge')
@@ -62,7 +92,17 @@ export function httpApi (init: HttpApiInit) {
     const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
+        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move')) { void post(url, req, res); return }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
+        if (url === '/v1/migrations') {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
+          return
+        }
+        if (url === '/v1/vips') {
+          const v = c.vips?.() ?? null
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(v ?? { self: c.status().self, nowMs: Date.now(), tickMs: 0, vips: [] }))
+          return
+        }
         if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n'); return }
         if (url === '/v1/status' || url === '/v1/members') {
           const s = c.status()
@@ -71,7 +111,8 @@ export function httpApi (init: HttpApiInit) {
           return
         }
         if (url === '/metrics') {
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()))
+          const v = c.vips?.() ?? null
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : ''))
           return
         }
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
@@ -80,6 +121,24 @@ export function httpApi (init: HttpApiInit) {
         if (!res.headersSent) res.writeHead(500)
         res.end()
       }
+    }
+    const post = async (url: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+      const body = await readJson(req)
+      const bad = (msg: string): void => { res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: msg })) }
+      if (body === null) { bad('body must be a JSON object'); return }
+      if (c.request === undefined) { res.writeHead(501).end(); return }
+      if (url === '/v1/migrate') {
+        if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
+        if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }
+        c.request(typeof body.to === 'string' && body.to !== '' ? { type: 'operatorMigrate', vm: body.vm, to: body.to } : { type: 'operatorMigrate', vm: body.vm })
+      } else if (url === '/v1/vips/move') {
+        if (typeof body.vip !== 'string' || body.vip === '' || typeof body.to !== 'string' || body.to === '') { bad('vip and to must be non-empty strings'); return }
+        c.request({ type: 'operatorVipMove', vip: body.vip, to: body.to })
+      } else {
+        if (typeof body.host !== 'string' || body.host === '') { bad('host must be a non-empty string'); return }
+        c.request({ type: 'operatorDrain', host: body.host })
+      }
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ accepted: true }))
     }
     return {
       start: async () => {

@@ -15,7 +15,10 @@
  * Contract (agent/ports/hypervisor-driver.ts): every call may block on QEMU, takes an
  * AbortSignal, and rejects with DriverError (DRIVER_UNREACHABLE, DRIVER_TIMEOUT, VM_NOT_FOUND,
  * DRIVER_FAILED); nothing throws synchronously. QEMU processes outlive the driver unless
- * `dieWithAgent` or `killOnClose` says otherwise.
+ * `dieWithAgent` or `killOnClose` says otherwise: they are started detached, in a process group
+ * of their own, so that a kill -9 of the agent (or of its process group) leaves the VMs running.
+ * Each VM directory also holds `spec.json` and `qemu.pid`, so that a restarted agent re-attaches
+ * to its QEMU processes by their QMP sockets (reattach()).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
@@ -209,7 +212,8 @@ export interface MigratingDriver extends HypervisorDriver {
 interface VmHandle {
   spec: VmSpec
   dir: string
-  proc: ChildProcess
+  /** The child process when this driver started it; null when re-attached after a restart. */
+  proc: ChildProcess | null
   pid: number
   qmp: QmpClient
   exited: Promise<void>
@@ -380,6 +384,99 @@ export class QemuDriver implements MigratingDriver {
     this.log.info(`vm ${spec.id} started`, { vm: spec.id })
   }
 
+  /** SIGKILL a VM's QEMU, child or re-attached. */
+  private killProc (vm: VmHandle): void {
+    if (vm.proc !== null) { vm.proc.kill('SIGKILL'); return }
+    try { process.kill(vm.pid, 'SIGKILL') } catch { /* already gone */ }
+  }
+
+  /**
+   * Re-attaches to the QEMU processes a previous run of the agent left in runDir (by their QMP
+   * sockets). Directories whose QEMU is gone are removed. Returns the ids found running.
+   */
+  async reattach (signal?: AbortSignal): Promise<VmId[]> {
+    let names: string[] = []
+    try { names = await fsp.readdir(this.init.runDir) } catch { return [] }
+    const found: VmId[] = []
+    for (const id of names) {
+      if (this.vms.has(id) || !VM_ID_RE.test(id)) continue
+      const dir = path.join(this.init.runDir, id)
+      let spec: VmSpec
+      let pid: number
+      try {
+        spec = JSON.parse(await fsp.readFile(path.join(dir, 'spec.json'), 'utf8')) as VmSpec
+        pid = Number((await fsp.readFile(path.join(dir, 'qemu.pid'), 'utf8')).trim())
+        process.kill(pid, 0)
+      } catch {
+        continue
+      }
+      let qmp: QmpClient
+      try {
+        const o = { connectTimeoutMs: 3000, commandTimeoutMs: this.qmpTimeoutMs, ...(signal !== undefined ? { signal } : {}) }
+        qmp = await QmpClient.connect(path.join(dir, 'qmp.sock'), o)
+      } catch (err) {
+        this.log.warn(`vm ${id}: QEMU pid ${pid} does not answer on QMP; leaving it alone`, { err })
+        continue
+      }
+      let hasExited = false
+      const exited = new Promise<void>(resolve => qmp.onClose(() => {
+        // The QMP socket closes when QEMU exits; wait for the pid to disappear too.
+        const poll = (): void => {
+          try { process.kill(pid, 0); setTimeout(poll, 20).unref() } catch { hasExited = true; const h = this.vms.get(id); if (h !== undefined) h.hasExited = true; resolve() }
+        }
+        poll()
+      }))
+      let incoming = false
+      try {
+        const st = await qmp.execute<{ status?: string }>('query-status', undefined, this.opts(signal))
+        incoming = st.status === 'inmigrate'
+      } catch { /* treated as not incoming */ }
+      const vm: VmHandle = { spec, dir, proc: null, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now() }
+      this.vms.set(id, vm)
+      qmp.onEvent(e => { if (e.event === 'RESUME' && vm.incoming) vm.incoming = false })
+      this.log.info(`vm ${id} re-attached (pid ${pid})`, { vm: id, pid })
+      found.push(id)
+    }
+    return found
+  }
+
+  /** The VM's run state as QEMU says it ('running', 'inmigrate', 'postmigrate', ...), its migration status and spec; null when unknown here. */
+  async describe (id: VmId, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null> {
+    const vm = this.vms.get(id)
+    if (vm === undefined || vm.hasExited) return null
+    try {
+      const st = await vm.qmp.execute<{ status?: string }>('query-status', undefined, this.opts(signal))
+      const mig = await vm.qmp.execute<{ status?: string }>('query-migrate', undefined, this.opts(signal))
+      return { runStatus: st.status ?? 'unknown', migration: mig.status ?? 'none', spec: vm.spec }
+    } catch (err) {
+      if (vm.hasExited) return null
+      throw driverError(`vm ${id}: describe`, err)
+    }
+  }
+
+  /** Resumes a paused VM (a source whose completed migration the target did not take over). */
+  async resume (id: VmId, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    try {
+      await vm.qmp.execute('cont', undefined, this.opts(signal))
+      this.log.info(`vm ${id} resumed`, { vm: id })
+    } catch (err) {
+      throw driverError(`vm ${id}: resume`, err)
+    }
+  }
+
+  /**
+   * Kills VM `id` only if its guest is not running here (an incoming copy, or a paused source).
+   * Rejects with VM_RUNNING otherwise: a running guest is never killed by this call.
+   */
+  async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
+    const d = await this.describe(id, signal)
+    if (d === null) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    if (d.runStatus === 'running' || d.migration.startsWith('postcopy')) throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${d.runStatus} (${d.migration}); not killing it`)
+    await this.kill(id)
+    await fsp.rm(path.join(this.init.runDir, id), { recursive: true, force: true }).catch(() => {})
+  }
+
   async stop (id: VmId, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)
     if (!vm.hasExited) {
@@ -390,7 +487,7 @@ export class QemuDriver implements MigratingDriver {
       ])
       if (!waited) {
         this.log.warn(`vm ${id}: QEMU did not quit, killing it`, { vm: id })
-        vm.proc.kill('SIGKILL')
+        this.killProc(vm)
         await vm.exited
       }
     }
@@ -404,7 +501,7 @@ export class QemuDriver implements MigratingDriver {
     this.closed = true
     for (const [id, vm] of [...this.vms]) {
       if (this.init.killOnClose === true && !vm.hasExited) {
-        vm.proc.kill('SIGKILL')
+        this.killProc(vm)
         await vm.exited
       }
       vm.qmp.close()
@@ -550,7 +647,7 @@ export class QemuDriver implements MigratingDriver {
   async kill (id: VmId): Promise<void> {
     const vm = this.vms.get(id)
     if (vm === undefined) return
-    if (!vm.hasExited) vm.proc.kill('SIGKILL')
+    if (!vm.hasExited) this.killProc(vm)
     await vm.exited
     vm.qmp.close()
     this.vms.delete(id)
@@ -607,6 +704,7 @@ export class QemuDriver implements MigratingDriver {
     if (x.append !== undefined) a.push('-append', x.append)
     for (const [i, d] of (x.disks ?? []).entries()) a.push('-drive', `file=${d.file},if=virtio,format=${d.format ?? 'raw'},index=${i}`)
     if (x.balloon ?? true) a.push('-device', 'virtio-balloon-pci,id=balloon0')
+    a.push('-pidfile', path.join(dir, 'qemu.pid'))
     if (incoming) a.push('-incoming', 'defer')
     a.push(...(x.args ?? []))
     return a
@@ -624,6 +722,7 @@ export class QemuDriver implements MigratingDriver {
     await fsp.mkdir(dir, { recursive: true })
     await fsp.rm(path.join(dir, 'qmp.sock'), { force: true })
     await fsp.writeFile(path.join(dir, 'serial.log'), '')
+    await fsp.writeFile(path.join(dir, 'spec.json'), JSON.stringify(spec))
     const logFd = fs.openSync(path.join(dir, 'qemu.log'), 'w')
     let proc: ChildProcess
     try {

@@ -7,6 +7,10 @@
  *   starling keygen --state-dir DIR       create (or read) this host's key pair, print the public key
  *   starling demo [--hosts N]             a local cluster of agent processes on loopback, live
  *   starling sim [...]                    the trace-driven simulator (see `starling sim --help`)
+ *   starling migrate VM [--to HOST]       move a VM (the cluster picks the target without --to); waits for the outcome
+ *   starling migrations [--json]          migrations in flight and recent, with progress
+ *   starling drain HOST                   spread HOST's VMs over the cluster
+ *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
  * Reading commands find the agent from --api ip:port, or from --config FILE (node.apiListen),
  * or at 127.0.0.1:7946. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
  */
@@ -22,6 +26,12 @@ commands:
   keygen --state-dir DIR     create or read this host's key pair and print its public key
   demo [--hosts N] [--duration S]  start a local cluster on loopback with simulated VMs
   sim [--help]               run the trace-driven simulator
+  migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
+  migrations [--json]        migrations this host takes part in (in flight and recent)
+  drain HOST                 spread HOST's VMs over the cluster
+  vips [--json]              virtual IPs: each one's owner and last announcement
+  vips move VIP HOST         move a group VIP to HOST (its owner hands it over)
+  vips --release-local --config FILE  remove this host's VIP addresses (the unit's stop hook)
 options for status and members:
   --api IP:PORT              the agent's API address (default from --config, else 127.0.0.1:7946)
   --config FILE              read node.apiListen from this configuration
@@ -36,6 +46,70 @@ async function readCommand (cmd: 'status' | 'members', args: string[]): Promise<
     process.stdout.write((cmd === 'status' ? renderStatusTree(s) : renderMembers(s)) + '\n')
   }
   return 0
+}
+
+interface MigrationRow {
+  id: string, vm: string, role: string, source: string, target: string, state: string, cause: string, reason: string,
+  createdTick: number, durationTicks: number, mode: string | null,
+  progress: { status: string, transferredBytes: number, remainingBytes: number, totalTimeMs: number, downtimeMs: number | null } | null
+}
+
+async function api (addr: string, pathname: string, body?: unknown): Promise<unknown> {
+  let res: Response
+  try {
+    res = await fetch(`http://${addr}${pathname}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+      signal: AbortSignal.timeout(3000)
+    })
+  } catch (err) {
+    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
+  }
+  const text = await res.text()
+  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
+  return JSON.parse(text) as unknown
+}
+
+async function listMigrations (addr: string): Promise<MigrationRow[]> {
+  return ((await api(addr, '/v1/migrations')) as { migrations: MigrationRow[] }).migrations
+}
+
+function renderMigrations (rows: MigrationRow[]): string {
+  if (rows.length === 0) return 'no migrations'
+  const mib = (b: number): string => `${Math.round(b / 1048576)} MiB`
+  const lines = ['ID                 VM            ROLE    STATE       PEER      PROGRESS                    REASON']
+  for (const r of rows) {
+    const peer = (r.role === 'source' ? r.target : r.source).slice(0, 8)
+    const p = r.progress
+    const prog = p === null ? '-' : `${p.status} ${mib(p.transferredBytes)} sent, ${mib(p.remainingBytes)} left${p.downtimeMs !== null ? `, ${p.downtimeMs} ms down` : ''}`
+    lines.push(`${r.id.padEnd(18)} ${r.vm.padEnd(13)} ${r.role.padEnd(7)} ${r.state.padEnd(11)} ${peer.padEnd(9)} ${prog.padEnd(27)} ${r.reason}`)
+  }
+  return lines.join('\n')
+}
+
+async function migrateCommand (args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, to: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } } })
+  const vm = positionals[0]
+  if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
+  const addr = apiAddress(values)
+  const before = new Set((await listMigrations(addr)).map(r => r.id))
+  await api(addr, '/v1/migrate', values.to !== undefined ? { vm, to: values.to } : { vm })
+  if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
+  const deadline = Date.now() + 1000 * Number(values.timeout ?? 300)
+  let seen: MigrationRow | undefined
+  while (Date.now() < deadline) {
+    seen = (await listMigrations(addr)).find(r => r.vm === vm && !before.has(r.id))
+    if (seen !== undefined && (seen.state === 'committed' || seen.state === 'aborted')) break
+    if (seen === undefined && Date.now() > deadline - 1000 * Number(values.timeout ?? 300) + 5000) {
+      process.stdout.write(`migration of ${vm} requested (not started by this host: forwarded or refused; see the agents' logs)\n`)
+      return 0
+    }
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  if (seen === undefined) { process.stderr.write(`starling: no migration of ${vm} started\n`); return 1 }
+  if (values.json === true) process.stdout.write(JSON.stringify(seen) + '\n')
+  else process.stdout.write(`migration ${seen.id} of ${vm}: ${seen.state}${seen.reason !== '' ? ` (${seen.reason})` : ''}\n`)
+  return seen.state === 'committed' ? 0 : 1
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -69,6 +143,26 @@ export async function main (argv: string[]): Promise<number> {
       case 'sim': {
         const { runSimCli } = await import('./sim.js')
         return await runSimCli(rest)
+      }
+      case 'migrate':
+        return await migrateCommand(rest)
+      case 'migrations': {
+        const { values } = parseArgs({ args: rest, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+        const rows = await listMigrations(apiAddress(values))
+        process.stdout.write((values.json === true ? JSON.stringify(rows, null, 2) : renderMigrations(rows)) + '\n')
+        return 0
+      }
+      case 'vips': {
+        const { vipsCommand } = await import('./vips.js')
+        return await vipsCommand(rest)
+      }
+      case 'drain': {
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' } } })
+        const host = positionals[0]
+        if (host === undefined || positionals.length > 1) throw new UsageError('starling drain needs exactly one HOST')
+        await api(apiAddress(values), '/v1/drain', { host })
+        process.stdout.write(`drain of ${host} requested\n`)
+        return 0
       }
       case undefined:
       case 'help':

@@ -68,6 +68,8 @@ export type DriverErrorCode =
   | 'VM_NOT_FOUND'
   /** The hypervisor answered with a failure (or the driver itself was misused). */
   | 'DRIVER_FAILED'
+  /** Refused: the guest runs on this host and the call would have killed it. */
+  | 'VM_RUNNING'
 
 /** A failed hypervisor driver call; becomes a `DriverFailed` input for the core. */
 export class DriverError extends StarlingError {

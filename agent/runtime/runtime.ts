@@ -13,6 +13,8 @@ import type { HostId, HostSample } from '../core/types.js'
 import type { Transport } from '../ports/transport.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'
+import type { DriverExecutor } from './driver-commands.js'
+import type { VipEffectSink } from './vip-applier.js'
 
 export interface RuntimeInit {
   /** Wall milliseconds per core tick. */
@@ -41,6 +43,15 @@ export interface RuntimeComponents {
   /** Takes one sample of the host and its VMs. May be slow; failures are logged and counted. */
   sample: (signal: AbortSignal) => Promise<HostSample>
   logger: Logger
+  /** Carries out driver commands (never throws); without it every command fails as unsupported. */
+  driver?: DriverExecutor
+  /** Carries out VIP address effects (Ready.vip) and reports them back; required when VIPs are configured. */
+  vip?: VipEffectSink
+  /**
+   * Test hook: exit at once (as kill -9 would) right after persisting a migration record of this
+   * role and state, before its sends and driver commands ("source:copying").
+   */
+  exitAtStep?: string
 }
 
 export interface RuntimeStatus {
@@ -76,6 +87,8 @@ export class Runtime {
   private readonly inputsPerTurnMax: number
   private readonly inputQueueMax: number
   private readonly ticksCatchUpMax: number
+  /** Driver commands run one at a time, in the order the core issued them, off the loop. */
+  private driverChain: Promise<void> = Promise.resolve()
 
   constructor (private readonly init: RuntimeInit, private readonly c: RuntimeComponents) {
     this.log = c.logger.forComponent('agent:runtime')
@@ -179,6 +192,7 @@ export class Runtime {
     if (rd.persist.length > 0) {
       await this.c.store.batch(rd.persist)
       this.stats.persistBatches++
+      if (this.c.exitAtStep !== undefined) this.maybeExit(rd)
     }
     for (const out of rd.send) {
       const frame = this.c.codec.encode(out.envelope)
@@ -190,6 +204,28 @@ export class Runtime {
       }
     }
     for (const ev of rd.events) this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
+    for (const cmd of rd.driver) this.driverChain = this.driverChain.then(async () => { await this.runDriver(cmd) })
+    if (rd.vip.length > 0) this.c.vip?.apply(rd.vip, input => { if (this.running) this.enqueue(input) })
+  }
+
+  private async runDriver (cmd: Ready['driver'][number]): Promise<void> {
+    const exec = this.c.driver
+    const result = exec === undefined
+      ? { ok: false as const, kind: cmd.kind, code: 'DRIVER_FAILED', message: 'no driver executor' }
+      : await exec(cmd, this.ac.signal)
+    if (!result.ok) this.log.warn(`driver ${cmd.kind} for ${cmd.vm} failed (${result.code})`, { mig: cmd.mig, message: result.message })
+    if (this.running) this.enqueue({ type: 'driverResult', command: cmd, result })
+  }
+
+  private maybeExit (rd: Ready): void {
+    for (const op of rd.persist) {
+      if (op.type !== 'put' || !op.key.startsWith('mig/rec/')) continue
+      const r = op.value as { role?: string, state?: string }
+      if (`${r.role ?? ''}:${r.state ?? ''}` === this.c.exitAtStep) {
+        this.log.warn(`test hook: exiting at ${this.c.exitAtStep}`)
+        process.kill(process.pid, 'SIGKILL')
+      }
+    }
   }
 
   /** Stop timers, let the core say goodbye (leave), flush it, close the transport. Idempotent. */
@@ -205,6 +241,7 @@ export class Runtime {
           this.c.core.step({ type: 'leave' })
           let rd = this.c.core.ready()
           while (rd !== null) { await this.apply(rd); this.c.core.advance(rd); rd = this.c.core.ready() }
+          await this.c.vip?.idle() // addresses removed; their releases go out in the grace period
           await new Promise(resolve => setTimeout(resolve, opts.graceMs ?? 200))
         } catch (err) {
           this.log.warn('leave failed', { err })

@@ -1,0 +1,249 @@
+/**
+ * Goal: live migration negotiated by real agent processes over the mesh, with the QEMU driver
+ * (TCG) and the test guest: the guest's heartbeat goes on at the target with its memory intact
+ * and the source QEMU gone; a refused migration leaves the VM on the source; kill -9 of the
+ * source agent, then of the target agent, at each step of the protocol resolves to exactly one
+ * running copy after restart.
+ *
+ * Method: three agents on loopback (writeLocalCluster, configurations rewritten for driver.kind
+ * 'qemu'); host1 boots guest g1 (256 MiB). `starling migrate` moves it. The agents' QEMU
+ * processes are detached and survive their agent. Kill points use the STARLING_TEST_EXIT_AT hook
+ * (the agent SIGKILLs itself right after journaling the named role:state, before acting on it);
+ * the agent is then restarted without it and the test waits until no migration is in flight and
+ * counts the running copies over QMP. host3 is drained, so it refuses every incoming VM.
+ * Run: npm run build && npx tap test/integration/migration-qemu.test.ts  (about 3-4 minutes)
+ */
+import tap, { type Test } from 'tap'
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+interface Hb { seq: number, atMs: number }
+/** Heartbeats and integrity lines of a serial log, timestamped as they appear. */
+class Tail {
+  hbs: Hb[] = []
+  integrityOk = 0
+  fails: string[] = []
+  rebooted = false
+  private pos = 0
+  private part = ''
+  private readonly timer: NodeJS.Timeout
+  constructor (readonly file: string) { this.timer = setInterval(() => this.poll(), 3) }
+  poll (): void {
+    let fd: number
+    try { fd = fs.openSync(this.file, 'r') } catch { return }
+    try {
+      const buf = Buffer.alloc(1 << 16)
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, this.pos)
+        if (n <= 0) break
+        this.pos += n
+        const at = performance.now()
+        const lines = (this.part + buf.toString('latin1', 0, n)).split('\n')
+        this.part = lines.pop() ?? ''
+        for (const raw of lines) {
+          const l = raw.replace(/\r$/, '')
+          const m = /^hb (\d+) /.exec(l)
+          if (m !== null) this.hbs.push({ seq: Number(m[1]), atMs: at })
+          else if (l.startsWith('integrity ok')) this.integrityOk++
+          else if (l.includes('INTEGRITY FAIL')) this.fails.push(l)
+          else if (l.startsWith('dirtier start')) this.rebooted = true
+        }
+      }
+    } finally { fs.closeSync(fd) }
+  }
+  close (): void { clearInterval(this.timer) }
+}
+
+let logDump = (): string => ''
+
+async function until (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!(await pred())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${logDump()}`)
+    await sleep(100)
+  }
+}
+
+let guestDir = ''
+try {
+  execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
+  guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+} catch (err) {
+  tap.fail(`QEMU or the test guest is missing: ${(err as Error).message}`)
+}
+if (guestDir !== '') await tap.test('migration through the agents', run)
+
+async function run (t: Test): Promise<void> {
+  const cli = compiledCli()
+  const cluster = await LocalCluster.create(3, { core: { reportIntervalTicks: 10, reportPullIntervalTicks: 10, pushPullIntervalTicks: 50 } })
+  const procs = new Map<string, ChildProcess>()
+  logDump = () => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => !l.includes('member-state') && !l.includes('peer connected')).slice(-15).join('\n') : '')).join('\n').slice(-8000)
+  const tails: Tail[] = []
+  const runDir = (h: string): string => path.join(cluster.host(h).stateDir, 'vms')
+  for (const h of cluster.hosts) {
+    const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
+    cfg.driver = {
+      kind: 'qemu',
+      vms: [],
+      qemu: {
+        runDir: runDir(h.name),
+        accel: 'tcg',
+        migrationListen: '127.0.0.1',
+        vms: h.name === 'host1'
+          ? [{ id: 'g1', vcpus: 1, memMiB: 256, kernel: path.join(guestDir, 'vmlinuz'), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }]
+          : []
+      }
+    }
+    cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
+    cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * 1048576, bandwidthBytesPerS: 128 * 1048576, leaseTicks: 60, prepareTimeoutTicks: 150, intentTimeoutTicks: 50, resendTicks: 10 }
+    fs.writeFileSync(h.configFile, JSON.stringify(cfg, null, 2))
+  }
+  const start = (name: string, exitAt?: string): ChildProcess => {
+    const h = cluster.host(name)
+    const fd = fs.openSync(h.logFile, 'a')
+    const env = { ...process.env }
+    delete env.STARLING_TEST_EXIT_AT
+    if (exitAt !== undefined) env.STARLING_TEST_EXIT_AT = exitAt
+    const p = spawn(process.execPath, [cli, 'agent', '--config', h.configFile], { stdio: ['ignore', fd, fd], env })
+    fs.closeSync(fd)
+    procs.set(name, p)
+    return p
+  }
+  const starling = async (args: string[]): Promise<{ code: number, out: string }> => await new Promise(resolve => {
+    execFile(process.execPath, [cli, ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
+      resolve({ code, out: `${stdout}${stderr}` })
+    })
+  })
+  /**
+   * QEMU copies of g1: host -> 'running' when its guest prints heartbeats (the serial log grows
+   * over 600 ms), else 'stopped'. QMP takes one client at a time (the agent's), so the test
+   * judges by the process and the guest's own output.
+   */
+  const copies = async (): Promise<Map<string, string>> => {
+    const sizes = new Map<string, number>()
+    const alive = (h: string): boolean => {
+      try { process.kill(Number(fs.readFileSync(path.join(runDir(h), 'g1', 'qemu.pid'), 'utf8').trim()), 0); return true } catch { return false }
+    }
+    const size = (h: string): number => { try { return fs.statSync(path.join(runDir(h), 'g1', 'serial.log')).size } catch { return 0 } }
+    for (const h of cluster.hosts) if (alive(h.name)) sizes.set(h.name, size(h.name))
+    await sleep(600)
+    const out = new Map<string, string>()
+    for (const [h, n] of sizes) if (alive(h)) out.set(h, size(h) > n ? 'running' : 'stopped')
+    return out
+  }
+  const running = async (): Promise<string[]> => [...(await copies())].filter(([, s]) => s === 'running').map(([h]) => h)
+  const migrations = async (name: string): Promise<Array<{ id: string, state: string, vm: string, role: string, reason: string, durationTicks: number, progress: { totalTimeMs: number, downtimeMs: number | null } | null }>> => {
+    const r = await fetch(`http://${cluster.host(name).apiListen}/v1/migrations`, { signal: AbortSignal.timeout(2000) }).catch(() => null)
+    if (r === null || !r.ok) return []
+    return ((await r.json()) as { migrations: [] }).migrations
+  }
+  const settled = async (): Promise<boolean> => {
+    for (const h of ['host1', 'host2']) {
+      const p = procs.get(h)
+      if (p === undefined || p.exitCode !== null || p.signalCode !== null) return false
+      const ms = await migrations(h)
+      if (ms.some(m => m.state !== 'committed' && m.state !== 'aborted')) return false
+    }
+    const c = await copies()
+    return c.size === 1 && [...c.values()][0] === 'running'
+  }
+
+  t.teardown(async () => {
+    for (const tl of tails) tl.close()
+    for (const p of procs.values()) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
+    for (const h of cluster.hosts) {
+      for (const vm of fs.existsSync(runDir(h.name)) ? fs.readdirSync(runDir(h.name)) : []) {
+        try { process.kill(Number(fs.readFileSync(path.join(runDir(h.name), vm, 'qemu.pid'), 'utf8').trim()), 'SIGKILL') } catch { /* gone */ }
+      }
+    }
+    await sleep(300)
+    await cluster.stop()
+  })
+
+  for (const h of cluster.hosts) start(h.name)
+  await until('three agents alive in every view', async () => {
+    for (const h of cluster.hosts) { const s = await cluster.status(h.name); if (s === null || aliveCount(s) !== 3) return false }
+    return true
+  }, 60_000)
+  const srcTail = new Tail(path.join(runDir('host1'), 'g1', 'serial.log'))
+  tails.push(srcTail)
+  await until('guest heartbeats and an integrity pass on host1', () => srcTail.hbs.length > 20 && srcTail.integrityOk >= 1, 90_000)
+  // host3 drains (it has nothing) and so refuses every incoming VM from now on.
+  t.equal((await starling(['drain', 'host3', '--api', cluster.host('host1').apiListen])).code, 0, 'drain host3 requested')
+  await sleep(1500)
+
+  await t.test('a migration refused by the target leaves the VM running on the source', async tt => {
+    const r = await starling(['migrate', 'g1', '--to', 'host3', '--api', cluster.host('host1').apiListen])
+    tt.equal(r.code, 1, `aborted: ${r.out.trim()}`)
+    tt.match(r.out, /refused|draining/)
+    tt.same(await running(), ['host1'], 'still running on host1 only')
+    const n = srcTail.hbs.length
+    await sleep(500)
+    tt.ok(srcTail.hbs.length > n, 'heartbeat goes on at the source')
+  })
+
+  await t.test('migrate through the CLI: heartbeat goes on at the target, memory intact, source QEMU gone', async tt => {
+    const t0 = performance.now()
+    const r = await starling(['migrate', 'g1', '--to', 'host2', '--api', cluster.host('host1').apiListen])
+    const wallMs = performance.now() - t0
+    tt.equal(r.code, 0, r.out.trim())
+    const dstTail = new Tail(path.join(runDir('host2'), 'g1', 'serial.log'))
+    tails.push(dstTail)
+    try {
+      await until('heartbeats on host2', () => dstTail.hbs.length >= 5, 20_000)
+    } catch (err) {
+      const f = dstTail.file
+      tt.comment(`target serial ${f}: ${fs.existsSync(f) ? fs.readFileSync(f, 'latin1').slice(0, 600) : 'missing'}; dir: ${fs.existsSync(path.dirname(f)) ? fs.readdirSync(path.dirname(f)).join(',') : 'missing'}; qemu.log: ${fs.existsSync(path.join(path.dirname(f), 'qemu.log')) ? fs.readFileSync(path.join(path.dirname(f), 'qemu.log'), 'utf8').slice(0, 500) : ''}`)
+      throw err
+    }
+    const last = srcTail.hbs[srcTail.hbs.length - 1]!
+    const first = dstTail.hbs[0]!
+    tt.ok(first.seq > last.seq && first.seq <= last.seq + 3, `heartbeat continues (source last ${last.seq}, target first ${first.seq})`)
+    tt.notOk(dstTail.rebooted, 'no reboot on the target')
+    const passes = dstTail.integrityOk
+    await until('an integrity pass on host2', () => dstTail.integrityOk > passes, 30_000)
+    tt.same(dstTail.fails, [], 'no corrupted page')
+    await until('one copy, on host2', async () => { const c = await copies(); return c.size === 1 && c.get('host2') === 'running' }, 20_000)
+    const rec = (await migrations('host1')).find(m => m.vm === 'g1' && m.state === 'committed')
+    tt.comment(`CLI wall time ${wallMs.toFixed(0)} ms; QEMU total ${String(rec?.progress?.totalTimeMs)} ms, QEMU downtime ${String(rec?.progress?.downtimeMs)} ms; heartbeat gap ${(first.atMs - last.atMs).toFixed(0)} ms`)
+    const out = await starling(['migrations', '--api', cluster.host('host1').apiListen])
+    tt.match(out.out, /committed/, 'starling migrations lists it')
+  })
+
+  const steps: Array<[string, string]> = [
+    ['source', 'proposed'], ['source', 'reserved'], ['source', 'copying'], ['source', 'switching'], ['source', 'committed'],
+    ['target', 'preparing'], ['target', 'copying'], ['target', 'switching'], ['target', 'committed']
+  ]
+  for (const [role, state] of steps) {
+    await t.test(`kill -9 of the ${role} agent at ${state}: one running copy after restart`, async tt => {
+      const from = (await running())[0]
+      tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
+      const to = from === 'host1' ? 'host2' : 'host1'
+      const victim = role === 'source' ? from! : to
+      procs.get(victim)?.kill('SIGKILL')
+      await new Promise<void>(resolve => { const p = procs.get(victim); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
+      const p = start(victim, `${role}:${state}`)
+      await until(`${victim} back in the views`, async () => { const s = await cluster.status(from === victim ? to : from!); const s2 = await cluster.status(victim); return s !== null && s2 !== null && aliveCount(s) === 3 && aliveCount(s2) === 3 }, 30_000)
+      await sleep(800)
+      await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', cluster.host(from!).apiListen])
+      const died = await Promise.race([new Promise<boolean>(resolve => p.once('exit', () => resolve(true))), sleep(30_000).then(() => false)])
+      tt.ok(died, `${victim} killed itself at ${role}:${state}`)
+      start(victim)
+      try {
+        await until('no migration in flight and one running copy', settled, 60_000)
+      } catch (err) {
+        tt.comment(JSON.stringify({ copies: [...await copies()], h1: await migrations('host1'), h2: await migrations('host2') }))
+        throw err
+      }
+      const now = await running()
+      tt.equal(now.length, 1, `exactly one running copy, on ${now.join(',')}`)
+    })
+  }
+}
