@@ -20,7 +20,9 @@
  * migrate() runs `virsh migrate` in the background, resolves once libvirt has an active job, and
  * progress() reads `domjobinfo --rawstats` until the virsh process ends. After success libvirt has
  * already stopped the source domain (that is its hand-over); stop() then only forgets the job.
- * The completed job's figures (downtime included) are read from the destination.
+ * The completed job's figures (downtime included) are read from the destination; after a
+ * post-copy migration libvirt 9.0 keeps none there, so the last figures seen while it ran are
+ * reported, without a downtime (measure the pause from the guest instead).
  *
  * Contract (agent/ports/hypervisor-driver.ts): nothing throws synchronously; failures reject with
  * DriverError (DRIVER_UNREACHABLE, DRIVER_TIMEOUT, VM_NOT_FOUND, DRIVER_FAILED).
