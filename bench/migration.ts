@@ -125,7 +125,7 @@ async function main (): Promise<void> {
         }
       }
     }
-    const summary = summarize(runs, physicalLimitMs)
+    const summary = summarize(runs, physicalLimitMs, LINK_MBIT * 1e6)
     const out = {
       bench: 'migration',
       setup: {

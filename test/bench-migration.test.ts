@@ -1,7 +1,7 @@
 /**
  * Smoke test of the bench:migration harness (bench/lib): on two network namespaces joined by a
  * tbf-shaped 1 Gbit/s link, one idle guest migrated under Starling's policy, and one write-heavy
- * guest left to QEMU's defaults with a 3 s cap. The harness must measure something (a total
+ * guest (64 MiB rewritten flat out) left to QEMU's defaults with a 3 s cap. The harness must measure something (a total
  * time, a heartbeat gap, bytes on the link) and the guest must stay intact: on the target after
  * the completed migration, on the source after the cancelled one. Everything it creates
  * (namespaces, QEMU processes, files) is removed afterwards.
@@ -88,7 +88,7 @@ if (why !== null) {
     })
 
     await t.test('write-heavy guest under QEMU\'s defaults: cancelled at the cap, intact on the source', async tt => {
-      const r = await runMigration(ctx, { name: 'heavy', wsMiB: 16, rate: 'max' }, 'qemu-defaults', 1)
+      const r = await runMigration(ctx, { name: 'heavy', wsMiB: 64, rate: 'max' }, 'qemu-defaults', 1)
       tt.comment(JSON.stringify({ ...r, trace: undefined }))
       tt.equal(r.outcome, 'not-converged', `not converged ${r.error ?? ''}`)
       tt.ok(r.dirtyRateMiBps > 125, `the guest dirties faster than the link (${r.dirtyRateMiBps.toFixed(0)} MiB/s)`)

@@ -264,7 +264,12 @@ async function checkTarget (res: RunResult, srcMon: SerialMonitor, dstMon: Seria
   res.downtimeHeartbeatMs = first.atMs - last.atMs
   res.downtimeGuestClockMs = (first.guestS - last.guestS) * 1000
   res.maxStallAfterSwitchMs = dstMon.maxGapMs(first.atMs, Math.max(endAt, first.atMs))
-  if (first.seq !== last.seq + 1) problems.push(`heartbeat sequence jumps from ${last.seq} (source) to ${first.seq} (target)`)
+  // One beat may be missing: a line the source had begun printing when it stopped is finished by
+  // the target's serial port, so neither console holds it whole. More than that, or a sequence
+  // going back, means the guest lost state.
+  const notes: string[] = []
+  if (first.seq <= last.seq || first.seq > last.seq + 2) problems.push(`heartbeat sequence jumps from ${last.seq} (source) to ${first.seq} (target)`)
+  else if (first.seq === last.seq + 2) notes.push(`beat ${last.seq + 1} split across the hand-over`)
   try {
     // The first "ok" may close a pass begun on the source; the second is a pass made entirely on the target.
     await dstMon.until('two integrity passes on the target', () => dstMon.integrityOkAt.length >= 2, 30_000)
@@ -276,7 +281,7 @@ async function checkTarget (res: RunResult, srcMon: SerialMonitor, dstMon: Seria
   if (dstMon.broken.length > 0) problems.push(`target console: ${dstMon.broken.slice(0, 3).join(' | ')}`)
   if (srcMon.broken.length > 0) problems.push(`source console: ${srcMon.broken.slice(0, 3).join(' | ')}`)
   return problems.length === 0
-    ? { ok: true, detail: `heartbeat continues in sequence; ${dstMon.integrityOkAt.length} integrity passes on the target, no failure` }
+    ? { ok: true, detail: `heartbeat continues in sequence${notes.length > 0 ? ` (${notes.join('; ')})` : ''}; ${dstMon.integrityOkAt.length} integrity passes on the target, no failure` }
     : { ok: false, detail: problems.join('; ') }
 }
 
