@@ -49,6 +49,7 @@ const bad: Array<[string, (c: any) => void, RegExp]> = [
   ['vm cpuMean out of range', c => { c.driver = { vms: [{ id: 'v', cpuMean: 2 }] } }, /cpuMean must be between 0 and 1/],
   ['unknown core key', c => { c.core = { probeEveryMs: 5 } }, /core\.probeEveryMs is not a known core setting/],
   ['impossible core combination', c => { c.core = { probeTimeoutTicks: 20, probeDeadlineTicks: 10 } }, /probeTimeoutTicks must be < probeDeadlineTicks/],
+  ['timeout not above keep-alive', c => { c.mesh = { keepAliveMs: 5000, timeoutMs: 4000 } }, /mesh\.timeoutMs must be greater than mesh\.keepAliveMs/],
   ['bad log level', c => { c.log = { level: 'loud' } }, /log\.level must be one of/]
 ]
 
