@@ -775,7 +775,8 @@ export class LibvirtDriver implements MigratingDriver {
       if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
         let status: MigrationStatus = fnum(info.fields.memory_total) === 0 ? 'setup' : 'active'
         // Asked for post-copy: it runs once libvirt has paused the source for it.
-        if (job.postcopy && await this.pausedForPostcopy(id, signal)) status = 'postcopy-active'
+        // Once seen, it stays: a source shutting down at the end no longer looks paused.
+        if (job.postcopy && (job.last?.status === 'postcopy-active' || await this.pausedForPostcopy(id, signal))) status = 'postcopy-active'
         const p = jobToProgress(info, status)
         job.last = p
         return p
