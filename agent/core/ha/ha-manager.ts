@@ -46,6 +46,12 @@ interface Vm {
   backoffUntil: number
   lastHeld: number
   resume: boolean
+  /** The claim our paused copy runs under, while we ask to resume it. */
+  pausedClaim: HaClaim | null
+  /** Our own claim reached a majority (its release then supersedes lower claims). */
+  ownGranted: boolean
+  heldSeen: number
+  lastQuery: number
   stopMode: 'stop' | 'pause' | 'destroy'
   dirty: boolean
 }
@@ -107,6 +113,10 @@ export class HaManager {
         backoffUntil: 0,
         lastHeld: -Infinity,
         resume: false,
+        pausedClaim: null,
+        ownGranted: d !== undefined ? d.ownGranted === true : true,
+        heldSeen: 0,
+        lastQuery: -Infinity,
         stopMode: 'stop',
         dirty: false
       }
@@ -124,6 +134,7 @@ export class HaManager {
   // Driving
 
   step (input: HaInput): void {
+    this.q = this.quorum()
     switch (input.type) {
       case 'members':
         for (const m of input.members) if (this.specs.has(m.id) && m.id !== this.self) this.states.set(m.id, m.state)
@@ -158,7 +169,7 @@ export class HaManager {
     for (const v of this.vms.values()) {
       if (!v.dirty) continue
       v.dirty = false
-      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own } }
+      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted }
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
     }
     if (this.modesDirty) {
@@ -236,7 +247,8 @@ export class HaManager {
         break
       case 'haGrant': this.onGrant(v, from, m.claim); break
       case 'haRefuse': this.onRefuse(v, m.claim, m.standing, m.released); break
-      case 'haRelease': if (m.claim.host === from) this.onRelease(v, m.claim); break
+      case 'haRelease': if (m.claim.host === from) this.onRelease(v, m.claim, m.granted); break
+      case 'haQuery': this.onQuery(v, from, m.claim); break
     }
   }
 
@@ -252,6 +264,7 @@ export class HaManager {
     if (c.attempts >= this.maxAttempts(v) || !this.isFree(v, c.host)) { this.refuse(v, from, c); return }
     v.standing = { ...c }
     v.released = false
+    v.heldSeen = this.now
     v.dirty = true
     this.counters.grants++
     this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
@@ -265,20 +278,24 @@ export class HaManager {
   private onGrant (v: Vm, from: HostId, c: HaClaim): void {
     if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
     v.grants.add(from)
-    if (v.grants.size >= this.quorumSize) this.becomeStarting(v)
+    // S4: act only while this host itself sees a majority (the grants may predate a cut).
+    if (v.grants.size >= this.quorumSize && this.q.quorate) this.becomeStarting(v)
   }
 
   private onRefuse (v: Vm, c: HaClaim, standing: HaClaim | null, released: boolean): void {
+    if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
+    // Our standing record is our own claim (we found the VM free): a higher one may replace it.
     if (standing !== null && (v.standing === null || compareHaClaims(standing, v.standing) > 0)) {
       v.standing = { ...standing }
       v.released = released
       v.dirty = true
     }
-    if (v.role === 'claiming' && sameHaClaim(v.own, c) && standing !== null && compareHaClaims(standing, c) > 0) this.abandon(v, `refused: ${haClaimText(standing)} stands`)
+    if (standing !== null && compareHaClaims(standing, c) > 0) this.abandon(v, `refused: ${haClaimText(standing)} stands`)
   }
 
   private onHeld (v: Vm, c: HaClaim): void {
     // A held claim was granted by a majority: adopting it as standing is safe.
+    if (v.standing === null || compareHaClaims(c, v.standing) >= 0) v.heldSeen = this.now
     if (v.standing === null || compareHaClaims(c, v.standing) > 0) {
       v.standing = { ...c }
       v.released = false
@@ -290,12 +307,33 @@ export class HaManager {
     this.supersededBy(v, c)
   }
 
-  private onRelease (v: Vm, c: HaClaim): void {
-    if (v.standing === null || compareHaClaims(c, v.standing) >= 0) {
+  /**
+   * Only the standing claim is freed by its release. The release of a higher claim that this
+   * member never granted (an abandoned claim) must not erase the standing one: its owner may
+   * still run the VM. (The same rule as for VIP claims.)
+   */
+  private onRelease (v: Vm, c: HaClaim, granted: boolean): void {
+    // A released claim that a majority had granted supersedes every lower one: when it was
+    // granted, the lower claims were free at a member of every majority.
+    if (v.standing === null || sameHaClaim(c, v.standing) || (granted && compareHaClaims(c, v.standing) > 0)) {
       v.standing = { ...c }
       v.released = true
       v.dirty = true
     }
+  }
+
+  /** A member asks about our claim: assert what we run, or release what we do not. */
+  private onQuery (v: Vm, from: HostId, c: HaClaim): void {
+    if (c.host !== this.self) return
+    const own = v.own
+    if (own !== null && (v.role === 'running' || v.role === 'starting') && compareHaClaims(own, c) >= 0) {
+      if (v.role === 'running') this.send([from], { type: 'haClaim', vm: v.spec.id, claim: { ...own }, phase: 'held' })
+      return
+    }
+    if (v.role === 'stopping' || v.role === 'paused' || v.role === 'claiming') return
+    // We do not run it under c (nor under anything above it): c may be freed.
+    const granted = own !== null && sameHaClaim(own, c) && v.ownGranted
+    this.send([from], { type: 'haRelease', vm: v.spec.id, claim: { ...c }, granted })
   }
 
   /** A higher claim exists: whatever we hold of this VM under a lower one must go. */
@@ -372,9 +410,11 @@ export class HaManager {
         this.stop(v, v.spec.fencePolicy === 'pause' && v.role === 'running' ? 'pause' : 'stop', 'fence')
       }
     }
+    this.queryStanding(v)
     switch (v.role) {
       case 'claiming':
         if (this.now - v.roleSince >= c.claimTimeoutTicks) this.abandon(v, 'no majority of grants in time')
+        else if (v.grants.size >= this.quorumSize && this.q.quorate) this.becomeStarting(v)
         else if (this.now - v.lastSend >= c.claimRetryTicks) this.sendRequest(v)
         break
       case 'running':
@@ -398,6 +438,21 @@ export class HaManager {
       case 'starting':
         break
     }
+  }
+
+  /**
+   * A standing claim of a present member that has not been asserted for a while is asked about
+   * (as VIP standing queries): its owner answers 'held' or releases it. This repairs records
+   * that missed a release or a takeover, which would otherwise keep a VM from being claimed.
+   */
+  private queryStanding (v: Vm): void {
+    const s = v.standing
+    const c = this.config
+    if (s === null || v.released || s.host === this.self || !this.q.quorate || !this.q.present.includes(s.host)) return
+    if (this.now - v.heldSeen <= 2 * c.heldRefreshTicks + c.claimTimeoutTicks) return
+    if (this.now - v.lastQuery < c.claimTimeoutTicks) return
+    v.lastQuery = this.now
+    this.send([s.host], { type: 'haQuery', vm: v.spec.id, claim: { ...s } })
   }
 
   /** Claim the orphans that the shared assignment gives to this host. */
@@ -453,7 +508,9 @@ export class HaManager {
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
     }
     this.counters.claims++
+    v.pausedClaim = resume ? v.own : null
     v.own = claim
+    v.ownGranted = false
     v.resume = resume
     v.standing = { ...claim }
     v.released = false
@@ -466,6 +523,9 @@ export class HaManager {
 
   private becomeStarting (v: Vm): void {
     assert(v.own !== null, 'ha: starting without a claim')
+    v.ownGranted = true
+    v.dirty = true
+    v.pausedClaim = null
     this.setRole(v, 'starting', `claim ${haClaimText(v.own)} granted by ${v.grants.size}/${this.ids.length}`)
     this.out.push({ type: 'driver', command: { kind: 'haStart', vm: v.spec.id, epoch: v.own.epoch, source: v.spec.source, mode: v.resume ? 'resume' : 'boot' } })
   }
@@ -474,12 +534,13 @@ export class HaManager {
     assert(v.role === 'claiming' && v.own !== null, 'ha: abandoning without a claim')
     this.counters.claimsAbandoned++
     const own = v.own
-    const wasResume = v.resume
+    const paused = v.resume ? v.pausedClaim : null
     this.releaseOwn(v, own)
     v.backoffUntil = this.now + this.backoffTicks()
     this.setRole(v, 'idle', why)
-    // A paused copy whose resume failed is destroyed: someone may restart it from storage now.
-    if (wasResume) { v.own = own; this.stop(v, 'destroy', 'superseded') }
+    // A paused copy whose resume failed is destroyed (then its claim is released): someone may
+    // restart the VM from storage now.
+    if (paused !== null) { v.own = paused; v.ownGranted = true; v.resume = false; this.stop(v, 'destroy', 'superseded') }
   }
 
   private stop (v: Vm, mode: 'stop' | 'pause' | 'destroy', reason: 'fence' | 'conflict' | 'superseded'): void {
@@ -491,10 +552,10 @@ export class HaManager {
 
   private releaseOwn (v: Vm, c: HaClaim): void {
     v.lastSend = this.now
-    this.onRelease(v, c)
+    this.onRelease(v, c, v.ownGranted)
     v.own = { ...c }
     v.dirty = true
-    this.send(this.others(), { type: 'haRelease', vm: v.spec.id, claim: { ...c } })
+    this.send(this.others(), { type: 'haRelease', vm: v.spec.id, claim: { ...c }, granted: v.ownGranted })
   }
 
   private setRole (v: Vm, role: HaRole, why: string): void {

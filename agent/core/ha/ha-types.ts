@@ -17,8 +17,13 @@ export type HaMessage =
   | { type: 'haGrant', vm: VmId, claim: HaClaim }
   /** A request we will not grant, with the claim that stands in its way. */
   | { type: 'haRefuse', vm: VmId, claim: HaClaim, standing: HaClaim | null, released: boolean }
-  /** The claim's owner does not run the VM (fenced, failed to start, abandoned, lost in a reset). */
-  | { type: 'haRelease', vm: VmId, claim: HaClaim }
+  /**
+   * The claim's owner does not run the VM (fenced, failed to start, abandoned, lost in a reset).
+   * granted: the claim had been granted by a majority (then it supersedes any lower claim).
+   */
+  | { type: 'haRelease', vm: VmId, claim: HaClaim, granted: boolean }
+  /** "You stand for this VM with this claim, yet you are quiet": answered by 'held' or a release. */
+  | { type: 'haQuery', vm: VmId, claim: HaClaim }
 
 /** Driver commands. Results come back as `haDriverResult` inputs with the same command. */
 export type HaCommand =
@@ -50,7 +55,8 @@ export const HA_MODES_KEY = `${HA_KEY_PREFIX}modes`
 export const HA_MAINT_KEY = `${HA_KEY_PREFIX}maintenance`
 
 /** What survives a restart, per VM: the acceptor's standing claim and this host's own claim. */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null }
+/** ownGranted: our own claim had reached a majority (its release then supersedes lower claims). */
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>

@@ -1,0 +1,440 @@
+/**
+ * A simulation harness for the HA core alone: N HaManagers on a virtual clock, a small network
+ * of its own (seeded delay and loss, partitions, isolation, one-way cuts), simulated hypervisors
+ * whose state is the ground truth of "running", and simulated watchdogs. Membership views are
+ * modelled, not run: host A holds B alive while it has heard from B within suspectAfterTicks,
+ * suspect until deadAfterTicks, dead after (the timings of SWIM, not its protocol). Every HA
+ * decision is made by agent/core/ha from each host's own view.
+ *
+ * Faults: crash (power loss: the VMs stop at once, the host reboots later with its store and no
+ * VMs), hang (the agent stops, its VMs keep running; the watchdog resets the host if the hang
+ * outlasts it; a hang that ends sooner catches up its ticks first, as the runtime must),
+ * agent crash (the process dies and is restarted; VMs keep running; the watchdog keeps
+ * counting), stop commands that hang (the watchdog's case again), start failures.
+ *
+ * Checks after every tick: S1 (no VM runs on two hypervisors) and S4 (a restart is started only
+ * by a quorate host, after a majority granted it, and only once no other hypervisor runs the VM
+ * any longer: the old copy was fenced before the takeover).
+ */
+import { Prng } from '../core/prng.js'
+import type { HostId, VmId } from '../core/types.js'
+import { HaManager } from '../core/ha/ha-manager.js'
+import { simHaConfig, type HaConfig, type HaMemberSpec, type HaVmSpec } from '../core/ha/ha-config.js'
+import { HA_MAINT_KEY, HA_MODES_KEY, HA_KEY_PREFIX, type HaCommand, type HaMaintenance, type HaMessage, type HaMode, type HaRestored, type HaVmDurable } from '../core/ha/ha-types.js'
+
+export interface HaSimOptions {
+  seed: number
+  hosts: number
+  /** Add a tie-breaker member (no VMs). @default false */
+  tieBreaker?: boolean
+  vmsPerHost?: number
+  config?: HaConfig
+  /** @default 1 */ delayMax?: number
+  /** @default 0 */ loss?: number
+  /** Probability a start fails. @default 0 */
+  startFailure?: number
+  /** Probability a stop/pause hangs forever (until the host is reset). @default 0 */
+  stopHang?: number
+  /** Ticks a stop takes, 1..this. @default 3 */
+  stopTicksMax?: number
+  /** @default 3 */ suspectAfterTicks?: number
+  /** @default 10 */ deadAfterTicks?: number
+  /** Ticks from a reset or crash to the agent running again. @default 15 */
+  rebootTicks?: number
+}
+
+interface Agent {
+  mgr: HaManager | null
+  store: Map<string, unknown>
+  /** Host powered off / rebooting. */
+  down: boolean
+  hungUntil: number
+  /** Tick the agent process comes back after an agent crash or a reboot. */
+  upAt: number
+  life: number
+  lastTick: number
+  results: Array<{ command: HaCommand, ok: boolean }>
+}
+
+interface DriverOp { at: number, host: HostId, life: number, command: HaCommand, ok: boolean, hangs: boolean }
+interface Frame { at: number, from: HostId, to: HostId, message: HaMessage }
+
+export interface HaViolation { tick: number, kind: 'S1' | 'S4', text: string }
+
+export class HaSim {
+  readonly ids: HostId[]
+  readonly vms: HaVmSpec[]
+  readonly members: HaMemberSpec[]
+  readonly config: HaConfig
+  readonly prng: Prng
+  now = 0
+  readonly violations: HaViolation[] = []
+  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0 }
+  loss: number
+  startFailure: number
+  stopHang: number
+  private readonly o: Required<Omit<HaSimOptions, 'config' | 'tieBreaker' | 'seed' | 'hosts' | 'loss' | 'startFailure' | 'stopHang'>>
+  private readonly agents = new Map<HostId, Agent>()
+  readonly hv = new Map<HostId, Map<VmId, 'running' | 'paused'>>()
+  private readonly lastPing = new Map<HostId, number>()
+  private readonly heard = new Map<string, number>()
+  private frames: Frame[] = []
+  private ops: DriverOp[] = []
+  private groupOf: Map<HostId, number> | null = null
+  private readonly cuts = new Set<string>()
+  private readonly isolated = new Set<HostId>()
+  /** Debugging: every event, send and driver command, as text. */
+  trace: ((line: string) => void) | null = null
+
+  constructor (opts: HaSimOptions) {
+    this.prng = new Prng(opts.seed)
+    this.config = opts.config ?? simHaConfig()
+    this.loss = opts.loss ?? 0
+    this.startFailure = opts.startFailure ?? 0
+    this.stopHang = opts.stopHang ?? 0
+    this.o = {
+      vmsPerHost: opts.vmsPerHost ?? 3,
+      delayMax: opts.delayMax ?? 1,
+      stopTicksMax: opts.stopTicksMax ?? 3,
+      suspectAfterTicks: opts.suspectAfterTicks ?? 3,
+      deadAfterTicks: opts.deadAfterTicks ?? 10,
+      rebootTicks: opts.rebootTicks ?? 15
+    }
+    this.ids = []
+    for (let i = 0; i < opts.hosts; i++) this.ids.push(`h${i}`)
+    this.members = this.ids.map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
+    if (opts.tieBreaker === true) { this.ids.push('qdev'); this.members.push({ id: 'qdev', cpuMips: 0, memMiB: 0, tieBreaker: true }) }
+    this.vms = []
+    for (let i = 0; i < opts.hosts; i++) {
+      for (let k = 0; k < this.o.vmsPerHost; k++) {
+        const id = `vm${i}-${k}`
+        this.vms.push({ id, home: `h${i}`, priority: k % 3, cpuMips: 1000, memMiB: 2048, source: { kind: 'shared', definition: `${id}.xml` }, fencePolicy: k % 2 === 0 ? 'stop' : 'pause' })
+      }
+    }
+    for (const id of this.ids) {
+      this.hv.set(id, new Map(this.vms.filter(v => v.home === id).map(v => [v.id, 'running' as const])))
+      const a: Agent = { mgr: null, store: new Map(), down: false, hungUntil: 0, upAt: 0, life: 0, lastTick: 0, results: [] }
+      this.agents.set(id, a)
+      this.startAgent(id)
+      this.lastPing.set(id, 0)
+    }
+  }
+
+  manager (id: HostId): HaManager | null { const a = this.agents.get(id)!; return a.down || this.now < a.hungUntil ? null : a.mgr }
+  isDown (id: HostId): boolean { return this.agents.get(id)!.down }
+
+  // ---------------------------------------------------------------------------------------------
+  // Faults
+
+  crash (id: HostId): void {
+    const a = this.agents.get(id)!
+    if (a.down) return
+    this.stats.crashes++
+    this.powerOff(id, this.now + 1 + this.prng.int(this.o.rebootTicks))
+  }
+
+  hang (id: HostId, ticks: number): void {
+    const a = this.agents.get(id)!
+    if (a.down || a.mgr === null) return
+    this.stats.hangs++
+    a.hungUntil = Math.max(a.hungUntil, this.now + ticks)
+  }
+
+  agentCrash (id: HostId, restartAfter: number): void {
+    const a = this.agents.get(id)!
+    if (a.down || a.mgr === null) return
+    this.stats.agentCrashes++
+    a.mgr = null
+    a.life++
+    a.results = []
+    a.upAt = this.now + restartAfter
+  }
+
+  partition (groups: HostId[][]): void {
+    this.stats.partitions++
+    this.groupOf = new Map()
+    groups.forEach((g, i) => { for (const id of g) this.groupOf!.set(id, i) })
+  }
+
+  isolate (id: HostId): void { this.isolated.add(id) }
+  /** Drop frames from a to b only. */
+  cut (a: HostId, b: HostId): void { this.stats.cuts++; this.cuts.add(`${a}>${b}`) }
+
+  heal (): void { this.groupOf = null; this.cuts.clear(); this.isolated.clear() }
+
+  operator (id: HostId, input: { type: 'haOperatorMode', armed: boolean } | { type: 'haOperatorMaintenance', host: HostId, on: boolean }): void {
+    const m = this.manager(id)
+    if (m === null) return
+    m.step(input)
+    this.drain(id)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The clock
+
+  tick (): void {
+    this.now++
+    // Hypervisor operations due now, then their results.
+    const due = this.ops.filter(o => o.at <= this.now)
+    this.ops = this.ops.filter(o => o.at > this.now)
+    for (const op of due) this.applyOp(op)
+    // Frames due now.
+    const frames = this.frames.filter(f => f.at <= this.now)
+    this.frames = this.frames.filter(f => f.at > this.now)
+    for (const f of frames) {
+      const a = this.agents.get(f.to)!
+      if (!this.running(a)) continue
+      this.heard.set(`${f.to}<${f.from}`, this.now)
+      a.mgr!.step({ type: 'haMessage', from: f.from, message: f.message })
+      this.drain(f.to)
+    }
+    // Agents: reboot, resume, tick.
+    for (const id of this.ids) {
+      const a = this.agents.get(id)!
+      if (a.down && this.now >= a.upAt) { a.down = false; this.lastPing.set(id, this.now); this.startAgent(id) }
+      if (!a.down && a.mgr === null && this.now >= a.upAt) this.startAgent(id)
+      if (!this.running(a)) continue
+      const mgr = a.mgr!
+      for (const r of a.results) mgr.step({ type: 'haDriverResult', command: r.command, ok: r.ok })
+      a.results = []
+      this.drain(id)
+      // A stalled loop catches up its ticks before anything else (and before pinging).
+      while (a.lastTick < this.now) {
+        mgr.step({ type: 'members', members: this.viewOf(id) })
+        mgr.tick()
+        a.lastTick++
+        this.drain(id)
+      }
+      if (mgr.watchdogOk()) this.lastPing.set(id, this.now)
+    }
+    // Watchdogs.
+    for (const id of this.ids) {
+      const a = this.agents.get(id)!
+      if (a.down) continue
+      if (this.now - this.lastPing.get(id)! > this.config.watchdogTicks) {
+        this.stats.resets++
+        this.powerOff(id, this.now + this.o.rebootTicks)
+      }
+    }
+    this.checkS1()
+  }
+
+  run (ticks: number): void { for (let i = 0; i < ticks; i++) this.tick() }
+
+  runUntil (pred: () => boolean, maxTicks: number): boolean {
+    for (let i = 0; i < maxTicks; i++) { this.tick(); if (pred()) return true }
+    return pred()
+  }
+
+  /** Every VM that a majority does not consider failed runs on exactly one hypervisor. */
+  allRunning (): boolean {
+    for (const v of this.vms) {
+      if (this.failed(v.id)) continue
+      if (this.copies(v.id) !== 1) return false
+    }
+    return true
+  }
+
+  /** VMs given up after maxAttempts failed starts, in the eyes of some live agent. */
+  failed (vm: VmId): boolean {
+    for (const id of this.ids) {
+      const m = this.manager(id)
+      const s = m?.status().vms.find(x => x.vm === vm)
+      if (s?.failed === true) return true
+    }
+    return false
+  }
+
+  copies (vm: VmId): number {
+    let n = 0
+    for (const m of this.hv.values()) if (m.get(vm) === 'running') n++
+    return n
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals
+
+  private running (a: Agent): boolean { return !a.down && a.mgr !== null && this.now >= a.hungUntil }
+
+  private powerOff (id: HostId, upAt: number): void {
+    const a = this.agents.get(id)!
+    a.down = true
+    a.mgr = null
+    a.life++
+    a.results = []
+    a.hungUntil = 0
+    a.upAt = upAt
+    this.hv.get(id)!.clear()
+  }
+
+  private startAgent (id: HostId): void {
+    const a = this.agents.get(id)!
+    const restored = this.restore(a.store)
+    const running = [...this.hv.get(id)!].filter(([, s]) => s === 'running').map(([vm]) => vm)
+    // Paused copies are not known to a fresh agent: the runtime destroys them at start-up.
+    for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused') this.hv.get(id)!.delete(vm)
+    a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, ...(restored !== undefined ? { restored } : {}) })
+    a.lastTick = this.now
+    a.hungUntil = 0
+    this.drain(id)
+  }
+
+  private restore (store: Map<string, unknown>): HaRestored | undefined {
+    if (store.size === 0) return undefined
+    const vms: Record<VmId, HaVmDurable> = {}
+    for (const [k, v] of store) if (k.startsWith(`${HA_KEY_PREFIX}vm/`)) vms[k.slice(HA_KEY_PREFIX.length + 3)] = v as HaVmDurable
+    return { vms, modes: (store.get(HA_MODES_KEY) ?? {}) as Record<HostId, HaMode>, maintenance: (store.get(HA_MAINT_KEY) ?? []) as HaMaintenance[] }
+  }
+
+  private viewOf (id: HostId): Array<{ id: HostId, state: 'alive' | 'suspect' | 'dead' }> {
+    const out: Array<{ id: HostId, state: 'alive' | 'suspect' | 'dead' }> = []
+    for (const m of this.ids) {
+      if (m === id) continue
+      const h = this.heard.get(`${id}<${m}`) ?? 0
+      const age = this.now - h
+      out.push({ id: m, state: age >= this.o.deadAfterTicks ? 'dead' : age >= this.o.suspectAfterTicks ? 'suspect' : 'alive' })
+    }
+    return out
+  }
+
+  private drain (id: HostId): void {
+    const a = this.agents.get(id)!
+    const mgr = a.mgr!
+    for (const e of mgr.takeEffects()) {
+      switch (e.type) {
+        case 'persist': if (e.op.type === 'put') a.store.set(e.op.key, e.op.value); else a.store.delete(e.op.key); break
+        case 'send': for (const to of e.to) this.send(id, to, e.message); break
+        case 'driver': this.issue(id, a, mgr, e.command); break
+        case 'event': this.trace?.(`${this.now} ${id} ${e.event.text}`); break
+        case 'vip': break
+      }
+    }
+  }
+
+  private send (from: HostId, to: HostId, message: HaMessage): void {
+    this.stats.frames++
+    if (this.trace !== null && message.type !== 'haBeat') this.trace(`${this.now} ${from}->${to} ${JSON.stringify(message)}`)
+    if (this.isolated.has(from) || this.isolated.has(to)) return
+    if (this.groupOf !== null && (this.groupOf.get(from) ?? -1) !== (this.groupOf.get(to) ?? -1)) return
+    if (this.cuts.has(`${from}>${to}`)) return
+    if (this.loss > 0 && this.prng.chance(this.loss)) { this.stats.lost++; return }
+    this.frames.push({ at: this.now + 1 + this.prng.int(this.o.delayMax), from, to, message })
+  }
+
+  private issue (id: HostId, a: Agent, mgr: HaManager, c: HaCommand): void {
+    this.trace?.(`${this.now} ${id} driver ${JSON.stringify(c)}`)
+    if (c.kind === 'haStart' && c.mode === 'boot' && c.epoch > 0) {
+      // S4: the claimant sees a majority, and no other hypervisor still runs the VM.
+      if (!mgr.quorate) this.violation('S4', `${id} starts ${c.vm} (epoch ${c.epoch}) without a majority`)
+      for (const [h, m] of this.hv) {
+        if (h !== id && m.get(c.vm) === 'running') this.violation('S4', `${id} starts ${c.vm} (epoch ${c.epoch}) while ${h} still runs it`)
+      }
+    }
+    const hangs = c.kind === 'haStop' && this.stopHang > 0 && this.prng.chance(this.stopHang)
+    const ok = c.kind === 'haStart' ? !(this.startFailure > 0 && this.prng.chance(this.startFailure)) : true
+    const at = this.now + 1 + this.prng.int(c.kind === 'haStop' ? this.o.stopTicksMax : 3)
+    this.ops.push({ at, host: id, life: a.life, command: c, ok, hangs })
+  }
+
+  private applyOp (op: DriverOp): void {
+    const a = this.agents.get(op.host)!
+    if (a.down) return
+    const hv = this.hv.get(op.host)!
+    const c = op.command
+    if (op.hangs) return // never completes; the watchdog will reset the host
+    if (c.kind === 'haStart') {
+      if (c.mode === 'resume' && hv.get(c.vm) !== 'paused') op.ok = false
+      if (op.ok) {
+        if (c.mode === 'boot') this.stats.restarts += c.epoch > 0 ? 1 : 0
+        hv.set(c.vm, 'running')
+      }
+    } else if (c.mode === 'pause') {
+      if (hv.get(c.vm) === 'running') hv.set(c.vm, 'paused')
+      if (c.reason === 'fence') this.stats.fences++
+    } else {
+      hv.delete(c.vm)
+      if (c.reason === 'fence') this.stats.fences++
+    }
+    if (op.life === a.life) a.results.push({ command: c, ok: op.ok })
+  }
+
+  private checkS1 (): void {
+    for (const v of this.vms) {
+      const n = this.copies(v.id)
+      if (n > 1) this.violation('S1', `${v.id} runs on ${n} hosts: ${[...this.hv].filter(([, m]) => m.get(v.id) === 'running').map(([h]) => h).join(',')}`)
+    }
+  }
+
+  private violation (kind: 'S1' | 'S4', text: string): void {
+    if (this.violations.length < 20) this.violations.push({ tick: this.now, kind, text })
+  }
+}
+
+export interface RunResult { violations: string[], live: boolean, ticksToLive: number, stats: HaSim['stats'], failed: number }
+
+/** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM to run. */
+export function haRandomRun (seed: number, trace?: (line: string) => void): RunResult {
+  const p = new Prng(seed)
+  const hosts = 2 + p.int(4) // 2..5
+  const tie = hosts === 2 || (hosts % 2 === 0 && p.chance(0.5))
+  const sim = new HaSim({
+    seed,
+    hosts,
+    tieBreaker: tie,
+    vmsPerHost: 1 + p.int(3),
+    delayMax: 1 + p.int(2),
+    loss: p.chance(0.5) ? p.next() * 0.1 : 0,
+    startFailure: p.chance(0.3) ? 0.1 : 0,
+    stopHang: p.chance(0.2) ? 0.1 : 0
+  })
+  if (trace !== undefined) sim.trace = trace
+  const ids = sim.ids
+  const log = (s: string): void => trace?.(`${sim.now} FAULT ${s}`)
+  const safetyTicks = 250 + p.int(150)
+  for (let tick = 0; tick < safetyTicks; tick++) {
+    if (p.chance(0.06)) {
+      const h = ids[p.int(ids.length)]!
+      switch (p.int(9)) {
+        case 0: log(`crash ${h}`); sim.crash(h); break
+        case 1: { const d = 2 + p.int(20); log(`hang ${h} ${d}`); sim.hang(h, d); break }
+        case 2: { const d = 1 + p.int(12); log(`agent crash ${h} ${d}`); sim.agentCrash(h, d); break }
+        case 3: {
+          const shuffled = p.shuffle([...ids])
+          const cut = 1 + p.int(ids.length - 1)
+          log(`partition ${shuffled.slice(0, cut).join(',')} | ${shuffled.slice(cut).join(',')}`); sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
+          break
+        }
+        case 4: log(`isolate ${h}`); sim.isolate(h); break
+        case 5: { const o = ids[p.int(ids.length)]!; if (o !== h) { log(`cut ${h}>${o}`); sim.cut(h, o) }; break }
+        case 6: sim.loss = p.next() * 0.3; log(`loss ${sim.loss}`); break
+        case 7: log('heal'); sim.heal(); sim.loss = 0; break
+        case 8: { // three-way split: no side may have a majority
+          const s = p.shuffle([...ids])
+          const a = Math.max(1, Math.floor(s.length / 3))
+          log(`split3 ${s.join(',')}`); sim.partition([s.slice(0, a), s.slice(a, 2 * a), s.slice(2 * a)])
+          break
+        }
+      }
+    }
+    sim.tick()
+  }
+  log('final heal')
+  // Liveness: a healed, loss-free network; hangs end; crashed hosts reboot by themselves.
+  sim.heal()
+  sim.loss = 0
+  sim.startFailure = 0
+  sim.stopHang = 0
+  const healedAt = sim.now
+  const bound = 400
+  const live = sim.runUntil(() => sim.allRunning(), bound)
+  if (!live && trace !== undefined) {
+    for (const v of sim.vms) if (sim.copies(v.id) !== 1 && !sim.failed(v.id)) trace(`NOT RUNNING ${v.id}: ${sim.ids.map(h => `${h}:${sim.manager(h)?.roleOf(v.id) ?? 'down'}/${JSON.stringify(sim.manager(h)?.status().vms.find(x => x.vm === v.id)?.standing)}${sim.manager(h)?.status().vms.find(x => x.vm === v.id)?.released === true ? 'R' : ''}`).join(' ')}`)
+    for (const h of sim.ids) { const st = sim.manager(h)?.status(); trace(`${h} q=${JSON.stringify(st?.quorum)} mode=${JSON.stringify(st?.mode)} fence=${JSON.stringify(st?.fence)}`) }
+  }
+  const ticksToLive = sim.now - healedAt
+  sim.run(20) // and it stays so
+  const stillLive = sim.allRunning()
+  const failed = sim.vms.filter(v => sim.failed(v.id)).length
+  return { violations: sim.violations.map(v => `${v.kind} @${v.tick}: ${v.text}`), live: live && stillLive, ticksToLive, stats: sim.stats, failed }
+}
+
