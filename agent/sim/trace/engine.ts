@@ -12,7 +12,14 @@
  *   remembered, the target gives it 90 % instead of 10 %;
  * - Q4 energy is integrated between every pair of events (steps and migration ends) as a
  *   trapezoid, and a host whose utilisation was 0 at the start of a segment counts 0 W;
- * - Q5 when over-subscribed, every allocation is scaled by one factor and rounded down.
+ * - Q5 when over-subscribed, every allocation is scaled by one factor and rounded down;
+ * - Q6 RAM is checked only when a VM is first created (initial placement): the centralised
+ *   CloudSim-faithful mode migrates without a RAM check, so a host can end up holding more VM
+ *   RAM than it has. `ramOverHostSteps` counts it; the decentralised agents never do it.
+ *
+ * Q2 makes CloudSim's SLATAH count every migration target as violating for the whole copy, so
+ * `Metrics` carries that SLATAH (fidelity) and the paper's definition (`slatahPaper`) side by
+ * side, plus the service delivered (total shortfall, VM-time short by more than 10 %).
  *
  * Who decides migrations is pluggable (`Controller`): the CloudSim-faithful centralised
  * optimiser (cloudsim.ts) or the decentralised agents (decentral.ts).
@@ -33,7 +40,12 @@ export class CpuScheduler {
   readonly migOut = new Set<number>()
   /** Sum of allocations (MIPS). */
   allocSum = 0
-  constructor (readonly totalMips: number, readonly peMips: number) { this.avail = totalMips }
+  /**
+   * `srcShare`: share of its demand a VM gets on the source while it migrates out;
+   * `tgtShare`: share of its demand the target reserves while the VM copies in
+   * (model.migrationSourceShare / migrationTargetShare; CloudSim: 0.9 and 0.1).
+   */
+  constructor (readonly totalMips: number, readonly peMips: number, readonly srcShare = 0.9, readonly tgtShare = 0.1) { this.avail = totalMips }
 
   /** Allocate for a VM (knowing whether it is migrating): the entry point hosts use. */
   allocVm (vm: number, requested: number, inMigration: boolean): void {
@@ -54,11 +66,11 @@ export class CpuScheduler {
     if (k < 0) { k = this.ids.length; this.ids.push(vm); this.reqs.push(requested); this.allocs.push(0) } else this.reqs[k] = requested
     let need = capped
     const isIn = this.factorIn(vm)
-    if (isIn) need *= 0.1
+    if (isIn) need *= this.tgtShare
     if (this.avail >= need) {
       let a = capped
-      if (this.factorOut(vm)) a *= 0.9
-      else if (isIn) a *= 0.1
+      if (this.factorOut(vm)) a *= this.srcShare
+      else if (isIn) a *= this.tgtShare
       this.allocSum += a - (this.allocs[k] as number)
       this.allocs[k] = a
       this.avail -= need
@@ -73,7 +85,7 @@ export class CpuScheduler {
     for (let i = 0; i < n; i++) {
       const r = this.reqs[i] as number
       let c = r > this.peMips ? this.peMips : r
-      if (this.factorIn(this.ids[i] as number)) c *= 0.1
+      if (this.factorIn(this.ids[i] as number)) c *= this.tgtShare
       total += c
     }
     const f = this.totalMips / total
@@ -82,7 +94,7 @@ export class CpuScheduler {
       const vm = this.ids[i] as number
       const r = this.reqs[i] as number
       let m = r > this.peMips ? this.peMips : r
-      if (this.factorOut(vm)) { m *= f; m *= 0.9 } else if (this.factorIn(vm)) { m *= 0.1; m *= f } else m *= f
+      if (this.factorOut(vm)) { m *= f; m *= this.srcShare } else if (this.factorIn(vm)) { m *= this.tgtShare; m *= f } else m *= f
       const a = Math.floor(m)
       this.allocs[i] = a
       sum += a
@@ -156,22 +168,63 @@ export interface SimHost {
   bwUsed: number
   /** Bumped whenever the VM list or the VMs' histories change (lets callers cache). */
   ver: number
-  // SLATAH accounting: last state entry
-  eT: number; eAlloc: number; eReq: number; eActive: boolean
+  // SLATAH accounting: last state entry (eDemand: demand as the paper's SLATAH counts it)
+  eT: number; eAlloc: number; eReq: number; eActive: boolean; eDemand: number
 }
 
-export interface StepSample { t: number, activeHosts: number, energyKWh: number, migrations: number, slaShortfall: number }
+export interface StepSample {
+  t: number
+  activeHosts: number
+  energyKWh: number
+  migrations: number
+  /** Cumulative SLATAH, CloudSim's definition. */
+  slaShortfall: number
+  /** Cumulative SLATAH, the paper's definition (see Metrics.slatahPaper). */
+  slaPaper: number
+  /** Hosts whose VMs' RAM (incl. copies migrating in) exceeds the host's RAM at this step. */
+  ramOverHosts: number
+}
 
 export interface Metrics {
   energyKWh: number
   migrations: number
+  /**
+   * SLATAH as CloudSim 3.0.3 computes it: share of active-host time with allocated MIPS <
+   * "requested" MIPS, where a VM copying in counts in the target's requested MIPS in full but
+   * gets only the target share (10 %) allocated, so every migration target counts as violating
+   * for the whole copy (kept: the reference numbers need it).
+   */
   slatah: number
   pdm: number
+  /** CloudSim's SLAV = slatah x pdm. */
   slav: number
+  /** energyKWh x slav. */
   esv: number
+  /**
+   * SLATAH as the paper defines it ("time during which active hosts experienced 100 % CPU
+   * utilisation"): share of active-host time (same active hosts and segments as `slatah`)
+   * during which the host's CPU demand reaches its capacity, demand being the sum over the
+   * VMs it runs (including VMs migrating out, which still run there) of min(requested, core
+   * MIPS), plus migrationTargetShare x min(requested, core MIPS) for each VM copying in (the
+   * CPU the copy really reserves, not the full request).
+   */
+  slatahPaper: number
+  /** slatahPaper x pdm. */
+  slavPaper: number
+  /** energyKWh x slavPaper. */
+  esvPaper: number
+  /** Total shortfall: unserved MIPS / requested MIPS over all VMs and time (CloudSim's "overall SLA violation"). */
   overallSla: number
+  /** Share of VM-time (VMs requesting > 0 MIPS) during which a VM got less than 90 % of its request. */
+  vmTimeShortfallOver10: number
+  /** Host-steps at which a host's VMs (incl. copies in) need more RAM than the host has. */
+  ramOverHostSteps: number
+  /** Largest RAM use / host RAM seen at any step. */
+  maxRamFraction: number
   vmsDropped: number
   powerClamps: number
+  /** Decentralised mode only: admitted moves that broke a target's RAM or CPU admission limit (must be 0). */
+  admissionViolations?: number
 }
 
 /** What decides migrations at each step. Returns (vm, target host) pairs in order. */
@@ -193,6 +246,11 @@ export class TraceSim {
   private vmAlloc = 0
   private vmReq = 0
   private vmUnderMig = 0
+  private slaPaperViolTime = 0
+  private vmTime = 0
+  private vmTimeBad = 0
+  private ramOverHostSteps = 0
+  private maxRamFraction = 0
   readonly timeline: StepSample[] = []
   private migrationsThisStep = 0
 
@@ -203,8 +261,8 @@ export class TraceSim {
       const total = ty.pes * ty.peMips
       this.hosts.push({
         id: i, type: i % model.hostTypes.length, totalMips: total, peMips: ty.peMips, bw: ty.bw, ram: ty.ramMiB, power: ty.powerW,
-        sched: new CpuScheduler(total, ty.peMips), vms: [], migIn: [], utilMips: 0, prevUtilMips: 0, ramUsed: 0, bwUsed: 0, ver: 0,
-        eT: -1, eAlloc: 0, eReq: 0, eActive: true
+        sched: new CpuScheduler(total, ty.peMips, model.migrationSourceShare, model.migrationTargetShare), vms: [], migIn: [], utilMips: 0, prevUtilMips: 0, ramUsed: 0, bwUsed: 0, ver: 0,
+        eT: -1, eAlloc: 0, eReq: 0, eActive: true, eDemand: 0
       })
     }
     const n = trace.util.length
@@ -283,6 +341,8 @@ export class TraceSim {
     h.prevUtilMips = h.utilMips
     let util = 0
     let reqTot = 0
+    let demand = 0
+    const tgtShare = this.model.migrationTargetShare
     h.sched.deallocAll()
     for (const id of h.vms) {
       const vm = this.vms[id] as SimVm
@@ -292,15 +352,19 @@ export class TraceSim {
       const vm = this.vms[id] as SimVm
       const r = this.requested(vm)
       let a = h.sched.allocated(id)
+      const capped = r > h.peMips ? h.peMips : r
       if (!h.migIn.includes(id)) {
         this.vmEntry(vm, t, a, r, vm.inMigration)
-        if (vm.inMigration) a /= 0.9
+        if (vm.inMigration) a /= this.model.migrationSourceShare
+        demand += capped
+      } else {
+        demand += capped * tgtShare
       }
       util += a
       reqTot += r
     }
     h.utilMips = util
-    this.hostEntry(h, t, util, reqTot, util > 0)
+    this.hostEntry(h, t, util, reqTot, util > 0, demand)
   }
 
   private vmEntry (vm: SimVm, t: number, alloc: number, req: number, mig: boolean): void {
@@ -309,17 +373,22 @@ export class TraceSim {
       this.vmAlloc += vm.eAlloc * dt
       this.vmReq += vm.eReq * dt
       if (vm.eAlloc < vm.eReq && vm.eMig) this.vmUnderMig += (vm.eReq - vm.eAlloc) * dt
+      if (vm.eReq > 0) {
+        this.vmTime += dt
+        if (vm.eReq - vm.eAlloc > 0.1 * vm.eReq + 1e-9) this.vmTimeBad += dt
+      }
     }
     vm.eT = t; vm.eAlloc = alloc; vm.eReq = req; vm.eMig = mig
   }
 
-  private hostEntry (h: SimHost, t: number, alloc: number, req: number, active: boolean): void {
+  private hostEntry (h: SimHost, t: number, alloc: number, req: number, active: boolean, demand: number): void {
     if (h.eT >= 0 && h.eT !== t && h.eActive) {
       const dt = t - h.eT
       this.slaTotalTime += dt
       if (h.eAlloc < h.eReq) this.slaViolTime += dt
+      if (h.eDemand >= h.totalMips - 1e-9) this.slaPaperViolTime += dt
     }
-    h.eT = t; h.eAlloc = alloc; h.eReq = req; h.eActive = active
+    h.eT = t; h.eAlloc = alloc; h.eReq = req; h.eActive = active; h.eDemand = demand
   }
 
   hostUtil (h: SimHost): number {
@@ -467,10 +536,28 @@ export class TraceSim {
     return this.metrics()
   }
 
+  /** RAM held on a host: its VMs, including copies migrating in (the source still holds those too). */
+  ramHeld (h: SimHost): number {
+    let ram = 0
+    for (const id of h.vms) ram += (this.vms[id] as SimVm).ram
+    return ram
+  }
+
   private sample (t: number): void {
     let active = 0
-    for (const h of this.hosts) if (h.utilMips > 0) active++
-    this.timeline.push({ t, activeHosts: active, energyKWh: this.energyWs / 3.6e6, migrations: this.migrationsThisStep, slaShortfall: this.slaTotalTime > 0 ? this.slaViolTime / this.slaTotalTime : 0 })
+    let ramOver = 0
+    for (const h of this.hosts) {
+      if (h.utilMips > 0) active++
+      const f = this.ramHeld(h) / h.ram
+      if (f > 1) ramOver++
+      if (f > this.maxRamFraction) this.maxRamFraction = f
+    }
+    this.ramOverHostSteps += ramOver
+    const tt = this.slaTotalTime
+    this.timeline.push({
+      t, activeHosts: active, energyKWh: this.energyWs / 3.6e6, migrations: this.migrationsThisStep,
+      slaShortfall: tt > 0 ? this.slaViolTime / tt : 0, slaPaper: tt > 0 ? this.slaPaperViolTime / tt : 0, ramOverHosts: ramOver
+    })
   }
 
   metrics (): Metrics {
@@ -478,9 +565,14 @@ export class TraceSim {
     const slatah = this.slaTotalTime > 0 ? this.slaViolTime / this.slaTotalTime : 0
     const pdm = this.vmReq > 0 ? this.vmUnderMig / this.vmReq : 0
     const slav = slatah * pdm
+    const slatahPaper = this.slaTotalTime > 0 ? this.slaPaperViolTime / this.slaTotalTime : 0
+    const slavPaper = slatahPaper * pdm
     return {
       energyKWh, migrations: this.migrations, slatah, pdm, slav, esv: energyKWh * slav,
+      slatahPaper, slavPaper, esvPaper: energyKWh * slavPaper,
       overallSla: this.vmReq > 0 ? (this.vmReq - this.vmAlloc) / this.vmReq : 0,
+      vmTimeShortfallOver10: this.vmTime > 0 ? this.vmTimeBad / this.vmTime : 0,
+      ramOverHostSteps: this.ramOverHostSteps, maxRamFraction: this.maxRamFraction,
       vmsDropped: this.vmsDropped, powerClamps: this.powerClamps
     }
   }

@@ -39,7 +39,7 @@ export interface SimModel {
   phaseSec: number
   /** Share of the link a migration uses: time = RAM / (bw x share / 8000). @default 0.5 */
   migrationLinkShare: number
-  /** Share of a migrating VM's demand that it gets on the source. @default 0.9 */
+  /** Share of a migrating VM's demand that it gets on the source (the CPU scheduler applies it). @default 0.9 */
   migrationSourceShare: number
   /** Share of a migrating VM's demand reserved on the target while copying. @default 0.1 */
   migrationTargetShare: number

@@ -27,6 +27,8 @@ export interface RunResult {
   mode: Mode
   vms: number
   hosts: number
+  /** Seed of a decentralised run (undefined for centralised runs, which are deterministic). */
+  seed?: number
   metrics: Metrics
   wallMs: number
   timeline: StepSample[]
@@ -54,8 +56,10 @@ export function runOne (trace: TraceDay, spec: RunSpec): RunResult {
   } else {
     metrics = runDecentralised(sim, spec.policy, spec.decentral ?? {})
   }
+  const seed = spec.mode === 'decentral' && spec.policy.toUpperCase() !== 'DVFS' ? (spec.decentral?.seed ?? 1) : undefined
   return {
     day: trace.day, policy: spec.policy, mode: spec.mode, vms: trace.util.length, hosts: model.hosts,
+    ...(seed !== undefined ? { seed } : {}),
     metrics, wallMs: performance.now() - t0, timeline: sim.timeline
   }
 }
