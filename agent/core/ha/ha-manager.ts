@@ -52,6 +52,8 @@ interface Vm {
   ownGranted: boolean
   heldSeen: number
   lastQuery: number
+  /** Tick since which this host has seen the VM free and unclaimed (Infinity: not now). */
+  orphanSince: number
   stopMode: 'stop' | 'pause' | 'destroy'
   dirty: boolean
 }
@@ -117,6 +119,7 @@ export class HaManager {
         ownGranted: d !== undefined ? d.ownGranted === true : true,
         heldSeen: 0,
         lastQuery: -Infinity,
+        orphanSince: Infinity,
         stopMode: 'stop',
         dirty: false
       }
@@ -459,16 +462,17 @@ export class HaManager {
   private claimRestarts (): void {
     if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true) return
     const orphans: HaVmSpec[] = []
-    for (const v of this.vms.values()) if (this.isOrphan(v)) orphans.push(v.spec)
+    for (const v of this.vms.values()) {
+      if (this.isOrphan(v)) { orphans.push(v.spec); if (v.orphanSince === Infinity) v.orphanSince = this.now } else v.orphanSince = Infinity
+    }
     if (orphans.length === 0) return
     const orphanSet = new Set(orphans.map(o => o.id))
     const placement = new Map<VmId, HostId>()
-    const lastHost = new Map<VmId, HostId>()
     const used = new Map<HostId, { cpu: number, mem: number }>()
     for (const v of this.vms.values()) {
       const s = v.standing
       if (s === null) continue
-      if (orphanSet.has(v.spec.id)) { lastHost.set(v.spec.id, s.host); continue }
+      if (orphanSet.has(v.spec.id)) continue
       if (v.released) continue
       placement.set(v.spec.id, s.host)
       const u = used.get(s.host) ?? { cpu: 0, mem: 0 }
@@ -485,12 +489,15 @@ export class HaManager {
       const u = used.get(id) ?? { cpu: 0, mem: 0 }
       hosts.push({ id, cpuMips: m.cpuMips, coreMips: m.coreMips ?? m.cpuMips, memMiB: m.memMiB, usedMips: u.cpu, usedMemMiB: u.mem })
     }
-    const assigned = assignRestarts({ orphans, hosts, rules: this.rules, placement, lastHost })
+    const assigned = assignRestarts({ orphans, hosts, rules: this.rules, placement })
     let inFlight = 0
     for (const v of this.vms.values()) if (v.role === 'claiming' || v.role === 'starting') inFlight++
     for (const [vm, host] of assigned) {
-      if (host !== this.self || inFlight >= this.config.maxClaimsInFlight) continue
       const v = this.vms.get(vm)!
+      // Views that differ can leave a VM assigned to a host that does not see it free; after a
+      // while any eligible host tries (the majority grants at most one).
+      const stuck = this.now - v.orphanSince >= 3 * this.config.claimTimeoutTicks
+      if ((host !== this.self && !stuck) || inFlight >= this.config.maxClaimsInFlight) continue
       if (v.role !== 'idle' || this.now < v.backoffUntil || !this.fitsHere(v)) continue
       this.becomeClaiming(v, false)
       inFlight++

@@ -63,8 +63,6 @@ export interface AssignInput {
   rules: RuleSet
   /** Where every other protected VM is (standing owners), for the rules. */
   placement: ReadonlyMap<VmId, HostId>
-  /** The host each orphan last ran on (never a target for it, if it is still listed). */
-  lastHost: ReadonlyMap<VmId, HostId>
 }
 
 /** Restart order: priority high first, then order low first, then id. */
@@ -99,8 +97,9 @@ export function assignRestarts (input: AssignInput): Map<VmId, HostId | null> {
       history: [],
       active: true
     }))
-    const from = input.lastHost.get(vm.id) ?? ''
-    const view: VmView = { id: vm.id, host: from, cpuMips: vm.cpuMips, cpuDemandMips: vm.cpuMips, memMiB: vm.memMiB, history: [], migrating: false }
+    // The last host is a fine target when it is eligible (it fenced and came back); excluding
+    // it would make hosts whose records differ on it disagree on the whole assignment.
+    const view: VmView = { id: vm.id, host: '', cpuMips: vm.cpuMips, cpuDemandMips: vm.cpuMips, memMiB: vm.memMiB, history: [], migrating: false }
     const ranked = rankTargets(views, view, input.rules, placement as Placement, { kind: 'balance' })
     const best = ranked[0]?.host.id ?? null
     out.set(vm.id, best)
