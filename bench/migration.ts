@@ -21,7 +21,11 @@
  * guest under QEMU's defaults: RUNS_HEAVY_DEFAULTS (default 2), as each run waits for the cap.
  * Measured per run: QEMU's total time, the downtime from the guest's heartbeat gap (host clock),
  * QEMU's downtime, RAM bytes QEMU sent and bytes on the link (tc), and whether the guest's memory
- * held. The physical limit is guest RAM / link rate. Prints one JSON object on stdout; progress
+ * held. The physical limit is guest RAM / link rate (QEMU skips zero pages, so a guest can beat
+ * it; `wireAtLinkRateMs` is the floor for the bytes actually sent). Under TCG, pre-copy runs that
+ * take more dirty-bitmap syncs than the policy's cap, and some post-copy switches made after a
+ * pass, can leave the guest broken on the target: every run's integrity verdict is in the output,
+ * with the console lines that show it. Prints one JSON object on stdout; progress
  * on stderr. Cleans up every namespace and QEMU it started, also on failure or Ctrl-C.
  */
 import { execFileSync } from 'node:child_process'

@@ -1,10 +1,10 @@
 /**
  * Smoke test of the bench:migration harness (bench/lib): on two network namespaces joined by a
  * tbf-shaped 1 Gbit/s link, one idle guest migrated under Starling's policy, and one write-heavy
- * guest (64 MiB rewritten flat out) left to QEMU's defaults with a 3 s cap. The harness must measure something (a total
- * time, a heartbeat gap, bytes on the link) and the guest must stay intact: on the target after
- * the completed migration, on the source after the cancelled one. Everything it creates
- * (namespaces, QEMU processes, files) is removed afterwards.
+ * guest (64 MiB rewritten flat out) left to QEMU's defaults with a 3 s cap. The harness must
+ * measure something (a total time, a heartbeat gap, bytes on the link) and the guest must stay
+ * intact: on the target after the completed migration, on the source after the cancelled one.
+ * Everything it creates (namespaces, QEMU processes, files) is removed afterwards.
  *
  * Needs root, iproute2/tc, QEMU and the test guest (test/guest/build.sh); without them it FAILS
  * with the reason. About 1 minute.

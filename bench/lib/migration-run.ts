@@ -297,5 +297,5 @@ async function checkSourceAfterCancel (srcMon: SerialMonitor): Promise<{ ok: boo
   }
   if (srcMon.starts > 1) return { ok: false, detail: 'the guest rebooted on the source' }
   if (srcMon.broken.length > 0) return { ok: false, detail: `source console: ${srcMon.broken.slice(0, 3).join(' | ')}` }
-  return { ok: true, detail: 'guest runs on on the source; integrity passes continue without failure' }
+  return { ok: true, detail: 'the guest keeps running on the source; integrity passes continue without failure' }
 }
