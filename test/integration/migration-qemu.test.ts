@@ -230,10 +230,12 @@ async function run (t: Test): Promise<void> {
       procs.get(victim)?.kill('SIGKILL')
       await new Promise<void>(resolve => { const p = procs.get(victim); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
       const p = start(victim, `${role}:${state}`)
+      // Listen for the exit now: the hook may fire before the CLI call below returns.
+      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
       await until(`${victim} back in the views`, async () => { const s = await cluster.status(from === victim ? to : from!); const s2 = await cluster.status(victim); return s !== null && s2 !== null && aliveCount(s) === 3 && aliveCount(s2) === 3 }, 30_000)
       await sleep(800)
       await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', cluster.host(from!).apiListen])
-      const died = await Promise.race([new Promise<boolean>(resolve => p.once('exit', () => resolve(true))), sleep(30_000).then(() => false)])
+      const died = await Promise.race([exited, sleep(30_000).then(() => false)])
       tt.ok(died, `${victim} killed itself at ${role}:${state}`)
       start(victim)
       try {

@@ -43,6 +43,7 @@
  * completed re-checks a few times before killing it; if it kills it, the source resumes its paused
  * copy (R2): still exactly one running copy.
  */
+import { assert } from '../assert.js'
 import type { CoreState } from '../state.js'
 import type { Body } from '../messages.js'
 import type { HostId, VmId, VmSummary, HostCapacity } from '../types.js'
@@ -71,6 +72,8 @@ export class MigrationMachine {
   private readonly due = new Map<string, number>()
   /** Records whose next driver query result resolves them (restart, lease expiry, lost VM). */
   private readonly recovering = new Set<string>()
+  /** Finished records that a newer migration of the same VM replaced (see supersede()). */
+  private readonly superseded = new Set<string>()
   /** A driver command is outstanding for the record (one at a time). */
   private readonly busy = new Set<string>()
   private readonly switchChecks = new Map<string, number>()
@@ -84,9 +87,16 @@ export class MigrationMachine {
 
   constructor (private readonly s: CoreState, readonly cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
     this.draining = draining
+    // Only the newest record of a VM may act on it. A VM with an unfinished migration is that
+    // migration's alone: older, finished records of the same VM are history, and re-running
+    // their cleanup (a resume after an old abort) would start a second copy of a VM whose
+    // newer migration completed (S1).
+    const active = new Set(restored.filter(r => !TERMINAL_STATES.has(r.state)).map(r => r.vm))
     for (const r of restored) {
       this.recs.set(r.id, { ...r })
-      if (!TERMINAL_STATES.has(r.state)) {
+      if (TERMINAL_STATES.has(r.state) && active.has(r.vm)) {
+        this.supersede(r)
+      } else if (!TERMINAL_STATES.has(r.state)) {
         this.recovering.add(r.id)
         this.counts.recovered++
       } else if (r.role === 'source' || r.role === 'target') {
@@ -140,6 +150,24 @@ export class MigrationMachine {
   }
 
   private journal (r: MigrationRecord): void { this.s.persist(KEY_MIGRATION_PREFIX + r.id, { ...r }) }
+
+  /**
+   * `r` no longer speaks for its VM: a newer migration of the same VM exists here. It stays in
+   * memory for `starling migrations` but leaves the journal (in the same batch as the newer
+   * record), and no late driver result of it is acted on.
+   */
+  private supersede (r: MigrationRecord): void {
+    assert(TERMINAL_STATES.has(r.state), `migration ${r.id} superseded while ${r.state}`)
+    this.superseded.add(r.id)
+    this.recovering.delete(r.id)
+    this.due.delete(r.id)
+    this.s.pending.persist.push({ type: 'del', key: KEY_MIGRATION_PREFIX + r.id })
+  }
+
+  /** A new record of `vm` is about to be journaled: finished older ones of it are superseded. */
+  private supersedeOlder (vm: VmId): void {
+    for (const x of this.recs.values()) if (x.vm === vm && TERMINAL_STATES.has(x.state) && !this.superseded.has(x.id)) this.supersede(x)
+  }
 
   private send (to: HostId, body: Body): void { this.s.send(to, body, [], false) }
 
@@ -206,6 +234,7 @@ export class MigrationMachine {
       downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
     }
     const refuse = this.refusal(vm, target, here)
+    this.supersedeOlder(vm)
     this.recs.set(id, r)
     this.counts.started++
     if (refuse !== null) {
@@ -295,6 +324,7 @@ export class MigrationMachine {
       leaseExpiresTick: s.now + this.cfg.leaseTicks, uri: null, mode: null, downtimeLimitMs: 0, timeoutMs: 0,
       progress: null, reason: '', durationTicks: 0
     }
+    this.supersedeOlder(r.vm)
     this.recs.set(r.id, r)
     this.becomeReserved(r)
     this.send(from, { type: 'reservationGranted', id: r.id, leaseTicks: this.cfg.leaseTicks })
@@ -540,6 +570,7 @@ export class MigrationMachine {
   /** Resolution after a restart, a lease expiry or a driver failure (see the module comment). */
   private resolve (r: MigrationRecord, q: DriverQueryResult | null): void {
     const s = this.s
+    if (this.superseded.has(r.id)) return
     if (q === null) { this.recovering.add(r.id); this.due.set(r.id, s.now + this.cfg.resendTicks); return }
     if (r.role === 'target') {
       if (r.state === 'committed') return
