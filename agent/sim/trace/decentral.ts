@@ -8,10 +8,14 @@
  * A host always sees itself fresh.
  *
  * Reservation step: a proposal reaches the target, which admits it against its authoritative
- * state (residents' current demand + reservations already granted this step) and the VM's
- * core size; a consolidation plan is all or nothing; a host that accepted incoming VMs does
- * not evacuate itself in the same step, and an evacuating host accepts nothing. So concurrent
- * decisions never overfill a host, whatever the views said.
+ * state: CPU (residents' current demand + reservations already granted this step, up to
+ * `admitCap` of capacity, and the VM's core size) and RAM (every VM it holds, including copies
+ * still migrating in, + RAM granted this step, up to the host's RAM; a source keeps a leaving
+ * VM's RAM until the copy ends). A consolidation plan is all or nothing; a host that accepted
+ * incoming VMs does not evacuate itself in the same step, and an evacuating host accepts
+ * nothing. So concurrent decisions never overfill a host, whatever the views said (safety
+ * property S3). `checkAdmissions` re-derives this from the simulator's state after every step
+ * and counts any breach in `Metrics.admissionViolations`.
  *
  * To plug in the real core: replace `viewFor()` by the agent core's ClusterView (membership +
  * load reports from agent/core), and `admit()` by the migration reservation message exchange
@@ -75,9 +79,11 @@ function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
   }
   let start = 0
   while (start < hist.length && hist[start] === 0) start++
+  let inMem = 0
+  for (const id of h.migIn) inMem += (sim.vms[id] as SimVm).ram
   return {
-    id: String(h.id), cpuMips: h.totalMips, coreMips: h.peMips, memMiB: 1e12, netMbps: h.bw / 1000,
-    powerCurveW: h.power, sleepW: 0, vms, reservedMips: 0, reservedMemMiB: 0, history: hist.slice(start), active: demand > 0 || vms.length > 0
+    id: String(h.id), cpuMips: h.totalMips, coreMips: h.peMips, memMiB: h.ram, netMbps: h.bw / 1000,
+    powerCurveW: h.power, sleepW: 0, vms, reservedMips: 0, reservedMemMiB: inMem, history: hist.slice(start), active: demand > 0 || vms.length > 0
   }
 }
 
@@ -93,7 +99,8 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
   const under = new Int32Array(n)
   const lastMoved = new Map<string, number>()
   let tick = 0
-  return sim.run((s, _t) => {
+  let violations = 0
+  const metrics = sim.run((s, _t) => {
     tick++
     const now = s.hosts.map(h => report(s, h, opt.reportHistory))
     past.unshift(now)
@@ -112,6 +119,7 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
     prng.shuffle(deciders)
     // authoritative state of every host for admission: demand incl. granted reservations
     const demand = now.map(h => h.vms.reduce((a, v) => a + v.cpuDemandMips, 0))
+    const ram = s.hosts.map(h => s.ramHeld(h))
     const receiving = new Uint8Array(n)
     const evacuating = new Uint8Array(n)
     const moves: Array<[number, number]> = []
@@ -127,13 +135,15 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         const tgt = Number(m.to)
         const h = s.hosts[tgt] as SimHost
         const d = s.requested(vm)
-        const ok = evacuating[tgt] !== 1 && d <= h.peMips && (demand[tgt] as number) + d <= h.totalMips * opt.admitCap
-        if (!ok) { if (consolidation) { granted.length = 0; break } else continue }
+        const ok = evacuating[tgt] !== 1 && d <= h.peMips && (demand[tgt] as number) + d <= h.totalMips * opt.admitCap &&
+          (ram[tgt] as number) + vm.ram <= h.ram
+        if (!ok) { if (consolidation) break; else continue }
         demand[tgt] = (demand[tgt] as number) + d
+        ram[tgt] = (ram[tgt] as number) + vm.ram
         granted.push([vm.id, tgt, d])
       }
       if (consolidation && granted.length !== plan.length) {
-        for (const [, tgt, d] of granted) demand[tgt] = (demand[tgt] as number) - d
+        for (const [vm, tgt, d] of granted) { demand[tgt] = (demand[tgt] as number) - d; ram[tgt] = (ram[tgt] as number) - (s.vms[vm] as SimVm).ram }
         continue
       }
       for (const [vm, tgt, d] of granted) {
@@ -144,8 +154,38 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
       }
       if (consolidation) evacuating[i] = 1
     }
+    violations += checkAdmissions(s, moves, opt.admitCap)
     return moves
   })
+  return { ...metrics, admissionViolations: violations }
+}
+
+/**
+ * Independent check of one step's admitted moves against the simulator's own state (not the
+ * admission's bookkeeping): for every target, the RAM of all VMs it holds plus the RAM of the
+ * VMs admitted to it must fit its RAM, and the current demand of the VMs that stay plus that of
+ * the admitted VMs must fit `admitCap` of its CPU, each admitted VM within one core. Returns
+ * the number of targets that break either.
+ */
+export function checkAdmissions (sim: TraceSim, moves: ReadonlyArray<readonly [number, number]>, admitCap: number): number {
+  const leaving = new Set(moves.map(([vm]) => vm))
+  const inRam = new Map<number, number>()
+  const inCpu = new Map<number, number>()
+  let bad = 0
+  for (const [id, tgt] of moves) {
+    const vm = sim.vms[id] as SimVm
+    const d = sim.requested(vm)
+    if (d > (sim.hosts[tgt] as SimHost).peMips) bad++
+    inRam.set(tgt, (inRam.get(tgt) ?? 0) + vm.ram)
+    inCpu.set(tgt, (inCpu.get(tgt) ?? 0) + d)
+  }
+  for (const [tgt, r] of inRam) {
+    const h = sim.hosts[tgt] as SimHost
+    let stay = 0
+    for (const id of h.vms) if (!leaving.has(id) && !h.migIn.includes(id)) stay += sim.requested(sim.vms[id] as SimVm)
+    if (sim.ramHeld(h) + r > h.ram || stay + (inCpu.get(tgt) ?? 0) > h.totalMips * admitCap + 1e-6) bad++
+  }
+  return bad
 }
 
 function viewFor (self: number, now: HostView[], past: HostView[][], opt: DecentralOptions, prng: Prng, tick: number): ClusterView {
