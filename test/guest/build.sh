@@ -78,8 +78,9 @@ cat > "$ir/init" <<'INIT'
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-# The balloon driver, when the kernel has it as a module (order: dependencies first).
-for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
+# The balloon driver, when the kernel has it as a module (order: dependencies first; virtio
+# needs virtio_ring's symbols, so virtio_ring comes first).
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
   for f in /lib/modules/$m.ko*; do [ -e "$f" ] && insmod "$f" 2>/dev/null; done
 done
 exec /bin/dirtier
