@@ -277,6 +277,7 @@ function kibField (v: string | undefined): number | null {
 const ST_RUNNING = 1; const ST_BLOCKED = 2; const ST_PAUSED = 3; const ST_SHUTDOWN = 4
 const ST_SHUTOFF = 5; const ST_CRASHED = 6; const ST_PMSUSPENDED = 7
 const PAUSED_MIGRATION = 2; const PAUSED_POSTCOPY = 12; const PAUSED_POSTCOPY_FAILED = 13
+const RUNNING_POSTCOPY = 10; const RUNNING_POSTCOPY_FAILED = 11
 
 /** Maps domstats' state.state / state.reason to the agent's run state. */
 export function runStateOf (state: number, reason: number, incoming = false): VmRunState {
@@ -285,6 +286,24 @@ export function runStateOf (state: number, reason: number, incoming = false): Vm
   if (state === ST_PAUSED && (incoming || reason === PAUSED_MIGRATION || reason === PAUSED_POSTCOPY || reason === PAUSED_POSTCOPY_FAILED)) return 'migrating'
   if (state === ST_PAUSED || state === ST_PMSUSPENDED) return 'paused'
   return incoming ? 'migrating' : 'paused'
+}
+
+/**
+ * A domain's state (domstats state.state / state.reason) named as QEMU's query-status would name
+ * it, the vocabulary of the QEMU driver's describe(): 'running', 'inmigrate' (an incoming copy
+ * whose guest has not run here), 'postmigrate' (paused by a migration), 'paused', 'shutdown'...
+ */
+export function runStatusOf (state: number, reason: number, incoming: boolean): string {
+  if (state === ST_RUNNING || state === ST_BLOCKED || state === ST_SHUTDOWN) return 'running'
+  if (state === ST_PAUSED) {
+    if (incoming) return 'inmigrate'
+    if (reason === PAUSED_MIGRATION || reason === PAUSED_POSTCOPY || reason === PAUSED_POSTCOPY_FAILED) return 'postmigrate'
+    return 'paused'
+  }
+  if (state === ST_SHUTOFF) return 'shutdown'
+  if (state === ST_CRASHED) return 'guest-panicked'
+  if (state === ST_PMSUSPENDED) return 'suspended'
+  return incoming ? 'inmigrate' : 'unknown'
 }
 
 /**
@@ -476,6 +495,9 @@ export class LibvirtDriver implements MigratingDriver {
     this.log.info(`libvirt at ${init.uri}, domain type ${this.domainType} (${this.domainTypeReason})`)
   }
 
+  /** The accelerator in the agent's terms (shapes the convergence policy): kvm, or tcg for type 'qemu'. */
+  get accel (): 'kvm' | 'tcg' { return this.domainType === 'kvm' ? 'kvm' : 'tcg' }
+
   /** The serial console log of VM `id` on this host, when serialDir is set. */
   serialPath (id: VmId): string | undefined {
     return this.init.serialDir === undefined ? undefined : path.join(this.init.serialDir, `${id}.log`)
@@ -609,6 +631,124 @@ export class LibvirtDriver implements MigratingDriver {
     this.incoming.delete(id)
     this.cpu.delete(id)
     this.log.info(`vm ${id} stopped`, { vm: id })
+  }
+
+  /**
+   * VM `id` as this host's libvirtd has it, in the QEMU driver's terms: the run state as QEMU
+   * would name it ('running', 'inmigrate' for an incoming copy whose guest has not run here,
+   * 'postmigrate' for a source paused by a migration, 'paused', 'shutdown'...), the migration
+   * status (MigrationStatus: 'none', 'active', 'postcopy-active', 'completed', 'failed'...), and
+   * its size. Null when libvirt has no such domain here (after a completed p2p migration libvirt
+   * has already removed the source). The spec carries no `extra`: the domain XML travels with
+   * the migration itself.
+   */
+  async describe (id: VmId, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null> {
+    checkId(id)
+    let st: Record<string, string> | undefined
+    let info: Record<string, string>
+    try {
+      st = parseDomstats(await this.virsh(['domstats', '--raw', '--state', id], { signal })).get(id)
+      if (st === undefined) return null
+      info = parseDominfo(await this.virsh(['dominfo', id], { signal }))
+    } catch (err) {
+      if (err instanceof DriverError && err.code === 'VM_NOT_FOUND') return null
+      throw err
+    }
+    const state = fnum(st['state.state'])
+    const reason = fnum(st['state.reason'])
+    const active = await this.activeJob(id, signal)
+    if (active === 'gone') return null
+    const incoming = this.incoming.has(id) || active?.operation === JOB_OPERATION.migrationIn
+    const migration = await this.migrationStatus(id, state, reason, active, signal)
+    const spec: VmSpec = {
+      id,
+      vcpus: fnum(info['CPU(s)']),
+      memMiB: (kibField(info['Max memory']) ?? 0) / 1024,
+      extra: {}
+    }
+    return { runStatus: runStatusOf(state, reason, incoming), migration, spec }
+  }
+
+  /** The running job of VM `id` (null: none, or not supported by this libvirt driver; 'gone': no domain). */
+  private async activeJob (id: VmId, signal?: AbortSignal): Promise<JobInfo | null | 'gone'> {
+    try {
+      const j = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal }))
+      return j.type === 'unbounded' || j.type === 'bounded' ? j : null
+    } catch (err) {
+      if (err instanceof DriverError && err.code === 'VM_NOT_FOUND') return 'gone'
+      if (err instanceof DriverError && err.code === 'DRIVER_FAILED' && /not supported|no job/i.test(err.message)) return null
+      throw err
+    }
+  }
+
+  /** The migration status of a VM that exists here (see describe()). */
+  private async migrationStatus (id: VmId, state: number, reason: number, active: JobInfo | null, signal?: AbortSignal): Promise<MigrationStatus> {
+    // libvirt marks post-copy in the domain state: a paused source, a running destination.
+    if ((state === ST_PAUSED && reason === PAUSED_POSTCOPY) || (state === ST_RUNNING && reason === RUNNING_POSTCOPY)) return 'postcopy-active'
+    if ((state === ST_PAUSED && reason === PAUSED_POSTCOPY_FAILED) || (state === ST_RUNNING && reason === RUNNING_POSTCOPY_FAILED)) return 'postcopy-paused'
+    if (this.jobs.has(id)) {
+      // A migration run by this driver: its own bookkeeping knows best.
+      try {
+        return (await this.progress(id, signal)).status
+      } catch (err) {
+        if (isAborted(signal) || !(err instanceof DriverError) || err.code === 'DRIVER_UNREACHABLE') throw err
+      }
+    }
+    if (active !== null) return fnum(active.fields.memory_total) === 0 ? 'setup' : 'active'
+    // No job now: the last one this libvirtd finished, if it was an outgoing migration (an
+    // incoming one that completed is how the VM came here, not a migration away from here).
+    try {
+      const done = parseJobInfo(await this.virsh(['domjobinfo', '--completed', '--keep-completed', '--rawstats', id], { signal }))
+      if (done.operation === JOB_OPERATION.migrationOut && (done.type === 'completed' || done.type === 'failed' || done.type === 'cancelled')) return done.type
+    } catch (err) {
+      if (isAborted(signal) || !(err instanceof DriverError) || err.code === 'DRIVER_UNREACHABLE' || err.code === 'DRIVER_TIMEOUT') throw err
+    }
+    return 'none'
+  }
+
+  /**
+   * Resumes a paused VM (a source whose migration the target did not take over). A VM that
+   * already runs is left as it is, as QEMU's `cont` does.
+   */
+  async resume (id: VmId, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    try {
+      await this.virsh(['resume', id], { signal })
+    } catch (err) {
+      if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED') throw err
+      const st = parseDomstate(await this.virsh(['domstate', id], { signal }))
+      if (st?.state !== 'running') throw err
+    }
+    this.log.info(`vm ${id} resumed`, { vm: id })
+  }
+
+  /**
+   * Destroys VM `id` only if its guest is not running here (an incoming copy, or a paused
+   * source); a persistent domain of a persistent-mode driver is undefined as well. Rejects with
+   * VM_RUNNING when the guest runs here or a post-copy migration involves this copy (then it
+   * holds pages the other side needs), and with VM_NOT_FOUND when libvirt has no such domain.
+   */
+  async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
+    const d = await this.describe(id, signal)
+    if (d === null) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    if (d.runStatus === 'running' || d.migration.startsWith('postcopy')) throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${d.runStatus} (${d.migration}); not killing it`)
+    try {
+      await this.virsh(['destroy', id], { signal })
+    } catch (err) {
+      // A defined domain that is already shut off has nothing to destroy.
+      if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED' || !/not running/i.test(err.message)) throw err
+    }
+    if (this.init.persistent === true) {
+      try {
+        if (/^yes$/i.test(parseDominfo(await this.virsh(['dominfo', id], { signal })).Persistent ?? '')) await this.virsh(['undefine', id], { signal })
+      } catch (err) {
+        if (!(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err
+      }
+    }
+    if (this.jobs.get(id)?.exit !== null) this.jobs.delete(id)
+    this.incoming.delete(id)
+    this.cpu.delete(id)
+    this.log.info(`vm ${id} destroyed (${d.runStatus}, migration ${d.migration})`, { vm: id })
   }
 
   async close (): Promise<void> {

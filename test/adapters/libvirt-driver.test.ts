@@ -8,7 +8,10 @@
  * a fresh state per connection: lifecycle calls, stats, setmem, unsupported job calls); (3) the
  * driver against a scripted stand-in for virsh that records its arguments, to check the migrate
  * command line, the console path rewrite, the completed figures read from the destination, and
- * timeouts, garbage and crashes. The real migration is in libvirt-migrate.test.ts.
+ * timeouts, garbage and crashes; (4) describe, resume and killIfNotRunning (the migration
+ * wiring's calls) on test:///default and on a scripted virsh whose domain state is set per case
+ * (running, incoming, paused after a failed or completed migration, post-copy on either side,
+ * shut off, persistent, gone, virsh missing). The real migration is in libvirt-migrate.test.ts.
  * Run: npx tap test/adapters/libvirt-driver.test.ts  (a few seconds)
  */
 import t from 'tap'
@@ -383,4 +386,138 @@ exit 0
   await t.rejects(missing.list(), { code: 'DRIVER_UNREACHABLE' }, 'no virsh binary')
   await t.rejects(d.migrate('g1', 'tcp:10.0.0.2:4444', params), { code: 'DRIVER_FAILED' })
   await t.rejects(d.migrate('../x', target, params), { code: 'DRIVER_FAILED', message: /vm id/ })
+})
+
+// ---- describe, resume, killIfNotRunning (the migration wiring's calls) --------------------------
+
+t.test('describe, resume, killIfNotRunning against test:///default (real virsh)', async t => {
+  if (!haveVirsh) { t.fail('virsh cannot run: install the Debian package libvirt-clients'); return }
+  const d = new LibvirtDriver({ uri: 'test:///default', domainType: 'qemu' }, { logger: silentLogger() })
+  t.equal(d.accel, 'tcg', "domain type 'qemu' is tcg to the agent")
+  t.same(await d.describe('test'), { runStatus: 'running', migration: 'none', spec: { id: 'test', vcpus: 2, memMiB: 8192, extra: {} } }, 'the built-in domain (no job statistics in the test driver: no migration)')
+  t.equal(await d.describe('nope'), null, 'no such domain: null')
+  await d.resume('test')
+  t.pass('resume of a running domain is a no-op')
+  await t.rejects(d.resume('nope'), { code: 'VM_NOT_FOUND' })
+  await t.rejects(d.killIfNotRunning('test'), { code: 'VM_RUNNING' }, 'a running guest is never killed')
+  await t.rejects(d.killIfNotRunning('nope'), { code: 'VM_NOT_FOUND' })
+  await t.rejects(d.describe('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
+})
+
+t.test('describe, resume, killIfNotRunning against a scripted virsh', async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-fake-virsh-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const fake = path.join(dir, 'virsh')
+  const argsLog = path.join(dir, 'args')
+  // One domain g1. Files in the directory hold its state: exists, state ("<state> <reason>"),
+  // job (domjobinfo), completed (domjobinfo --completed), persistent (yes/no).
+  fs.writeFileSync(fake, `#!/bin/sh
+shift 2
+echo "$*" >> '${argsLog}'
+D='${dir}'
+st=$(cut -d' ' -f1 "$D/state" 2>/dev/null)
+case "$1" in
+  domstats|dominfo|domjobinfo|domstate|resume|destroy|undefine)
+    if [ ! -e "$D/exists" ]; then
+      echo "error: failed to get domain 'g1'" >&2
+      echo "error: Domain not found: no domain with matching name 'g1'" >&2
+      exit 1
+    fi ;;
+esac
+case "$1" in
+  domstats) printf "Domain: 'g1'\\n  state.state=%s\\n  state.reason=%s\\n" $(cat "$D/state") ;;
+  dominfo) printf "Id:             3\\nName:           g1\\nCPU(s):         2\\nMax memory:     262144 KiB\\nUsed memory:    262144 KiB\\nPersistent:     %s\\n" "$(cat "$D/persistent" 2>/dev/null || echo no)" ;;
+  domjobinfo) case "$*" in
+      *--completed*) cat "$D/completed" 2>/dev/null || echo "Job type: 0" ;;
+      *) cat "$D/job" 2>/dev/null || echo "Job type: 0" ;;
+    esac ;;
+  domstate) case "$st" in 1) echo running ;; 3) echo paused ;; *) echo "shut off" ;; esac ;;
+  resume) if [ "$st" != 3 ]; then echo "error: internal error: domain 'g1' not paused" >&2; exit 1; fi; echo "1 5" > "$D/state" ;;
+  destroy) if [ "$st" = 5 ]; then echo "error: Requested operation is not valid: domain is not running" >&2; exit 1; fi; echo "5 2" > "$D/state" ;;
+  undefine) rm -f "$D/exists" ;;
+esac
+exit 0
+`, { mode: 0o755 })
+  const put = (name: string, text: string | null): void => {
+    if (text === null) fs.rmSync(path.join(dir, name), { force: true })
+    else fs.writeFileSync(path.join(dir, name), text)
+  }
+  const domain = (state: string, o: { job?: string, completed?: string, persistent?: boolean } = {}): void => {
+    put('exists', '')
+    put('state', state)
+    put('job', o.job ?? null)
+    put('completed', o.completed ?? null)
+    put('persistent', o.persistent === true ? 'yes' : 'no')
+    fs.rmSync(argsLog, { force: true })
+  }
+  const args = (): string[] => { try { return fs.readFileSync(argsLog, 'utf8').trim().split('\n') } catch { return [] } }
+  const d = new LibvirtDriver({ uri: 'src:///x', virsh: fake, domainType: 'kvm', callTimeoutMs: 2000 }, { logger: silentLogger() })
+  t.equal(d.accel, 'kvm')
+  const spec = { id: 'g1', vcpus: 2, memMiB: 256, extra: {} }
+  const incomingJob = JOB_ACTIVE.replace('operation: 5', 'operation: 4')
+  const failedOut = 'Job type: 4\n\noperation: 5\nerrmsg: migration failed\n'
+
+  put('exists', null)
+  t.equal(await d.describe('g1'), null, 'no domain: null')
+  await t.rejects(d.resume('g1'), { code: 'VM_NOT_FOUND' })
+  await t.rejects(d.killIfNotRunning('g1'), { code: 'VM_NOT_FOUND' }, 'nothing to kill (after a p2p hand-over libvirt removed the source)')
+
+  domain('1 1')
+  t.same(await d.describe('g1'), { runStatus: 'running', migration: 'none', spec }, 'running, sized from dominfo')
+  await t.rejects(d.killIfNotRunning('g1'), { code: 'VM_RUNNING' })
+  t.notOk(args().some(l => l.startsWith('destroy')), 'no destroy of a running guest')
+  await d.resume('g1')
+  t.pass('resume of a running guest is a no-op')
+
+  domain('1 2', { completed: JOB_COMPLETED })
+  t.match(await d.describe('g1'), { runStatus: 'running', migration: 'none' }, 'the completed incoming job that brought the VM here is not a migration away')
+  t.ok(args().some(l => l === 'domjobinfo --completed --keep-completed --rawstats g1'), 'the completed record is kept for others')
+
+  domain('3 2', { job: incomingJob })
+  t.same(await d.describe('g1'), { runStatus: 'inmigrate', migration: 'active', spec }, 'an incoming copy (job operation 4)')
+  await d.killIfNotRunning('g1')
+  t.ok(args().includes('destroy g1'), 'the incoming copy is destroyed')
+  t.notOk(args().some(l => l.startsWith('undefine')), 'nothing undefined by a transient-mode driver')
+  t.match(await d.describe('g1'), { runStatus: 'shutdown' })
+
+  domain('3 2', { job: JOB_ACTIVE.replace('memory_total: 268828672', 'memory_total: 0') })
+  t.match(await d.describe('g1'), { runStatus: 'postmigrate', migration: 'setup' }, 'an outgoing job that has not sized the memory yet')
+
+  domain('3 2', { completed: failedOut })
+  t.match(await d.describe('g1'), { runStatus: 'postmigrate', migration: 'failed' }, 'a source left paused by a failed migration')
+  await d.resume('g1')
+  t.ok(args().includes('resume g1'), 'virsh resume')
+  t.match(await d.describe('g1'), { runStatus: 'running', migration: 'failed' })
+
+  domain('3 1', { completed: JOB_COMPLETED.replace('operation: 4', 'operation: 5') })
+  t.match(await d.describe('g1'), { runStatus: 'paused', migration: 'completed' }, 'paused, after a completed outgoing migration')
+  await d.killIfNotRunning('g1')
+  t.ok(args().includes('destroy g1'), 'a paused source is destroyed')
+
+  for (const [state, runStatus, migration] of [['3 12', 'postmigrate', 'postcopy-active'], ['1 10', 'running', 'postcopy-active'], ['3 13', 'postmigrate', 'postcopy-paused'], ['1 11', 'running', 'postcopy-paused']] as const) {
+    domain(state)
+    t.match(await d.describe('g1'), { runStatus, migration }, `state ${state}: ${runStatus}, ${migration}`)
+    await t.rejects(d.killIfNotRunning('g1'), { code: 'VM_RUNNING' }, `state ${state}: a copy in post-copy is never killed`)
+    t.notOk(args().some(l => l.startsWith('destroy')))
+  }
+
+  domain('5 2')
+  t.match(await d.describe('g1'), { runStatus: 'shutdown', migration: 'none' }, 'a defined domain that is shut off')
+  await t.rejects(d.resume('g1'), { code: 'DRIVER_FAILED', message: /not paused/ }, 'resume of a shut-off domain fails')
+  await d.killIfNotRunning('g1')
+  t.pass('killIfNotRunning of a shut-off domain: nothing to destroy')
+
+  const dp = new LibvirtDriver({ uri: 'src:///x', virsh: fake, domainType: 'qemu', persistent: true, callTimeoutMs: 2000 }, { logger: silentLogger() })
+  domain('3 1', { persistent: true })
+  await dp.killIfNotRunning('g1')
+  t.ok(args().includes('destroy g1') && args().includes('undefine g1'), 'a persistent-mode driver also undefines the domain')
+  t.equal(await dp.describe('g1'), null, 'gone')
+  domain('5 2', { persistent: true })
+  await dp.killIfNotRunning('g1')
+  t.ok(args().includes('undefine g1'), 'a shut-off persistent domain is undefined')
+
+  const missing = new LibvirtDriver({ uri: 'x:///', virsh: path.join(dir, 'no-such-virsh'), domainType: 'qemu' }, { logger: silentLogger() })
+  await t.rejects(missing.describe('g1'), { code: 'DRIVER_UNREACHABLE' }, 'an unreachable libvirt is not an absent VM')
+  await t.rejects(missing.killIfNotRunning('g1'), { code: 'DRIVER_UNREACHABLE' })
+  await t.rejects(missing.resume('g1'), { code: 'DRIVER_UNREACHABLE' })
 })
