@@ -274,7 +274,7 @@ export class HaSim {
     const running = [...this.hv.get(id)!].filter(([, s]) => s === 'running').map(([vm]) => vm)
     // Paused copies are not known to a fresh agent: the runtime destroys them at start-up.
     for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused') this.hv.get(id)!.delete(vm)
-    a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, ...(restored !== undefined ? { restored } : {}) })
+    a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, life: a.life, ...(restored !== undefined ? { restored } : {}) })
     a.lastTick = this.now
     a.hungUntil = 0
     this.drain(id)

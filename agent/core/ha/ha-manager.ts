@@ -30,6 +30,8 @@ export interface HaManagerInit {
   restored?: HaRestored
   /** Protected VMs the driver finds running on this host at start-up. */
   running?: VmId[]
+  /** This agent's life: strictly greater at every start (the membership incarnation does). */
+  life: number
 }
 
 interface Vm {
@@ -82,6 +84,7 @@ export class HaManager {
   private q: QuorumView
   private out: HaEffect[] = []
   private restartsDone = 0
+  private readonly life: number
   readonly counters: HaCounters = zero()
 
   constructor (init: HaManagerInit) {
@@ -94,7 +97,8 @@ export class HaManager {
     this.quorumSize = majority(this.ids.length)
     this.rules = init.rules ?? NO_RULES
     this.prng = init.prng
-    this.leases = new LeaseTable(0, this.ids)
+    this.life = init.life
+    this.leases = new LeaseTable(0, this.ids, init.life)
     this.fence = new FenceClock(0, this.config.fenceAfterTicks, this.config.fenceTicks)
     const r = init.restored
     for (const id of this.ids) this.modes.set(id, r?.modes[id] ?? { version: 0, armed: true })
@@ -233,7 +237,7 @@ export class HaManager {
   private onMessage (from: HostId, m: HaMessage): void {
     if (!this.specs.has(from) || from === this.self) return
     if (m.type === 'haBeat') {
-      this.leases.onBeat(from, this.now, m.sent, m.echo)
+      this.leases.onBeat(from, this.now, m.life, m.sent, m.echo)
       this.noteMode(from, m.mode)
       if (m.mode.version > this.myMode().version || (m.mode.version === this.myMode().version && !m.mode.armed && this.myMode().armed)) this.setMode(m.mode)
       for (const x of m.maintenance) if (this.specs.has(x.host)) this.adoptMaintenance(x)
@@ -400,7 +404,7 @@ export class HaManager {
     const maintenance = [...this.maint.values()].map(m => ({ ...m }))
     for (const id of this.ids) {
       if (id === this.self) continue
-      this.send([id], { type: 'haBeat', sent: this.now, echo: this.leases.echoFor(id), mode: { ...mode }, maintenance })
+      this.send([id], { type: 'haBeat', life: this.life, sent: this.now, echo: this.leases.echoFor(id), mode: { ...mode }, maintenance })
     }
   }
 

@@ -10,8 +10,8 @@ export interface HaMode { version: number, armed: boolean }
 export interface HaMaintenance { host: HostId, version: number, on: boolean }
 
 export type HaMessage =
-  /** Heartbeat to one member: our tick, the latest tick of theirs we saw (renews their lease), our mode and maintenance registers. */
-  | { type: 'haBeat', sent: number, echo: number | null, mode: HaMode, maintenance: HaMaintenance[] }
+  /** Heartbeat to one member: our life and tick, the latest (life, tick) of theirs we saw (renews their lease), our mode and maintenance registers. */
+  | { type: 'haBeat', life: number, sent: number, echo: { life: number, sent: number } | null, mode: HaMode, maintenance: HaMaintenance[] }
   /** Ask for grants ('request'), or assert a granted claim ('held', by its running owner). */
   | { type: 'haClaim', vm: VmId, claim: HaClaim, phase: 'request' | 'held' }
   | { type: 'haGrant', vm: VmId, claim: HaClaim }

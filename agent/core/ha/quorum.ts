@@ -25,10 +25,15 @@ export class LeaseTable {
   private readonly echoed = new Map<HostId, number>()
   /** Tick we last received any HA frame from each member (grantors measure silence with it). */
   private readonly heard = new Map<HostId, number>()
-  /** Highest send tick of theirs we have seen, per member: echoed back in our next beat. */
-  private readonly theirs = new Map<HostId, number>()
+  /** Highest send tick of theirs we have seen, per member, with the life it came from: echoed back. */
+  private readonly theirs = new Map<HostId, { life: number, sent: number }>()
 
-  constructor (startTick: number, members: readonly HostId[]) {
+  /**
+   * life: this agent's incarnation (it grows with every start). Ticks restart at 0 with each
+   * life, so an echo is only believed if it names the current life: an echo of a beat sent by
+   * a previous life would otherwise look fresh (or from the future).
+   */
+  constructor (startTick: number, members: readonly HostId[], readonly life: number) {
     // A (re)started agent does not know when it last heard anyone: it assumes "just now", which
     // only makes it wait longer before granting a takeover.
     for (const m of members) this.heard.set(m, startTick)
@@ -36,13 +41,14 @@ export class LeaseTable {
 
   onFrame (from: HostId, now: number): void { this.heard.set(from, now) }
 
-  onBeat (from: HostId, now: number, sent: number, echo: number | null): void {
+  onBeat (from: HostId, now: number, life: number, sent: number, echo: { life: number, sent: number } | null): void {
     this.heard.set(from, now)
-    if (sent > (this.theirs.get(from) ?? -1)) this.theirs.set(from, sent)
-    if (echo !== null && echo > (this.echoed.get(from) ?? -Infinity)) this.echoed.set(from, echo)
+    const t = this.theirs.get(from)
+    if (t === undefined || life > t.life || (life === t.life && sent > t.sent)) this.theirs.set(from, { life, sent })
+    if (echo !== null && echo.life === this.life && echo.sent <= now && echo.sent > (this.echoed.get(from) ?? -Infinity)) this.echoed.set(from, echo.sent)
   }
 
-  echoFor (member: HostId): number | null { return this.theirs.get(member) ?? null }
+  echoFor (member: HostId): { life: number, sent: number } | null { const t = this.theirs.get(member); return t === undefined ? null : { ...t } }
   heardAt (member: HostId): number { return this.heard.get(member) ?? -Infinity }
   fresh (member: HostId, now: number, leaseTicks: number): boolean {
     return now - (this.echoed.get(member) ?? -Infinity) <= leaseTicks
