@@ -47,6 +47,28 @@ export interface QemuConfig {
   vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string }>
 }
 
+/** The libvirt driver's settings (driver.kind 'libvirt'). libvirtd keeps the VMs; the agent only lists and migrates them. */
+export interface LibvirtConfig {
+  /** This host's libvirt connection URI. @default 'qemu:///system' */
+  uri: string
+  /**
+   * This host's libvirt URI as the other hosts' libvirtd reach it (the p2p migration target):
+   * `peerUris[node.name]` when given, else the `peerUri` template with `{host}` replaced by
+   * migrationListen and `{name}` by node.name. @default 'qemu+tcp://{host}/system'
+   */
+  peerUri: string
+  /** Every member's libvirt URI as its peers reach it, by member name (the same map on every host). @default {} */
+  peerUris: Record<string, string>
+  /** Address the destination QEMU listens on for incoming migrations (libvirt picks the port). @default the host of node.listen */
+  migrationListen: string
+  /** Domain type of the domains the agent creates: 'auto' probes /dev/kvm. @default 'auto' */
+  domainType: 'auto' | 'kvm' | 'qemu'
+  /** Directory of the VMs' serial console logs (`<id>.log`); an incoming VM's console is moved here. @default none */
+  serialDir?: string
+  /** Domains are persistent: migrate with --persistent --undefinesource. @default false */
+  persistent: boolean
+}
+
 export interface AgentConfig {
   cluster: {
     /** Cluster name, shown by `starling status`. */
@@ -77,11 +99,13 @@ export interface AgentConfig {
     timeoutMs: number
   }
   driver: {
-    /** 'sim' is the embedded default (simulated VMs, no migration); 'qemu' runs real VMs over QMP. */
-    kind: 'sim' | 'qemu'
+    /** 'sim' is the embedded default (simulated VMs, no migration); 'qemu' runs real VMs over QMP; 'libvirt' drives libvirtd's domains through virsh. */
+    kind: 'sim' | 'qemu' | 'libvirt'
     vms: SimVmConfig[]
     /** For kind 'qemu'. */
     qemu: QemuConfig
+    /** For kind 'libvirt'. */
+    libvirt: LibvirtConfig
   }
   /** Live migration: limits, timeouts (ticks), rules and placement policy. */
   migration: MigrationConfig
@@ -210,9 +234,10 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   if (timeoutMs <= keepAliveMs) fail('mesh.timeoutMs', `must be greater than mesh.keepAliveMs (${keepAliveMs})`)
   const driver = obj(raw, 'driver', 'config', true)
   const kind = driver.kind ?? 'sim'
-  if (kind !== 'sim' && kind !== 'qemu') fail('driver.kind', `must be "sim" or "qemu" (got ${JSON.stringify(kind)})`)
+  if (kind !== 'sim' && kind !== 'qemu' && kind !== 'libvirt') fail('driver.kind', `must be "sim", "qemu" or "libvirt" (got ${JSON.stringify(kind)})`)
   const stateDir = str(node, 'stateDir', 'node', '/var/lib/starling')
   const qemu = validateQemu(obj(driver, 'qemu', 'driver', true), stateDir, parseAddress(listen, 'node.listen').host)
+  const libvirt = validateLibvirt(obj(driver, 'libvirt', 'driver', true), name, members.map(m => m.name), parseAddress(listen, 'node.listen').host)
   const migration = validateMigration(obj(raw, 'migration', 'config', true))
   const sampler = obj(raw, 'sampler', 'config', true)
   const skind = sampler.kind ?? 'system'
@@ -232,7 +257,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen },
     mesh: { keepAliveMs, timeoutMs },
-    driver: { kind, vms: validateVms(driver.vms), qemu },
+    driver: { kind, vms: validateVms(driver.vms), qemu, libvirt },
     migration,
     sampler: {
       kind: skind,
@@ -269,6 +294,50 @@ function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig
     binary: str(q, 'binary', 'driver.qemu', 'qemu-system-x86_64'),
     vms
   }
+}
+
+const LIBVIRT_URI_RE = /^[a-z][a-z0-9+.-]*:\/\/[^\s]*$/i
+
+function libvirtUri (o: Obj, key: string, path: string, def?: string): string {
+  const v = str(o, key, path, def)
+  if (!LIBVIRT_URI_RE.test(v)) fail(`${path}.${key}`, `must be a libvirt URI such as qemu+tcp://host/system (got ${JSON.stringify(v)})`)
+  return v
+}
+
+function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHost: string): LibvirtConfig {
+  const known = new Set(['uri', 'peerUri', 'peerUris', 'migrationListen', 'domainType', 'serialDir', 'persistent'])
+  for (const k of Object.keys(l)) if (!known.has(k)) fail(`driver.libvirt.${k}`, 'is not a known libvirt setting')
+  const domainType = l.domainType ?? 'auto'
+  if (domainType !== 'auto' && domainType !== 'kvm' && domainType !== 'qemu') fail('driver.libvirt.domainType', `must be auto, kvm or qemu (got ${JSON.stringify(domainType)})`)
+  const migrationListen = str(l, 'migrationListen', 'driver.libvirt', listenHost)
+  if (/[\s/]/.test(migrationListen)) fail('driver.libvirt.migrationListen', `must be a host address (got ${JSON.stringify(migrationListen)})`)
+  const peerUris: Record<string, string> = {}
+  if (l.peerUris !== undefined) {
+    if (!isObj(l.peerUris)) fail('driver.libvirt.peerUris', 'must be an object of member name to libvirt URI')
+    for (const k of Object.keys(l.peerUris)) {
+      if (!memberNames.includes(k)) fail(`driver.libvirt.peerUris.${k}`, 'is not one of cluster.members')
+      peerUris[k] = libvirtUri(l.peerUris, k, 'driver.libvirt.peerUris')
+    }
+  }
+  const template = str(l, 'peerUri', 'driver.libvirt', 'qemu+tcp://{host}/system')
+  const host = migrationListen.includes(':') ? `[${migrationListen}]` : migrationListen
+  const peerUri = peerUris[self] ?? template.replace(/\{host\}/g, host).replace(/\{name\}/g, self)
+  if (!LIBVIRT_URI_RE.test(peerUri)) fail('driver.libvirt.peerUri', `must be a libvirt URI such as qemu+tcp://{host}/system (got ${JSON.stringify(template)})`)
+  if (l.persistent !== undefined && typeof l.persistent !== 'boolean') fail('driver.libvirt.persistent', 'must be true or false')
+  const out: LibvirtConfig = {
+    uri: libvirtUri(l, 'uri', 'driver.libvirt', 'qemu:///system'),
+    peerUri,
+    peerUris,
+    migrationListen,
+    domainType,
+    persistent: l.persistent === true
+  }
+  if (l.serialDir !== undefined) {
+    const dir = str(l, 'serialDir', 'driver.libvirt')
+    if (!dir.startsWith('/')) fail('driver.libvirt.serialDir', `must be an absolute path (got ${JSON.stringify(dir)})`)
+    out.serialDir = dir
+  }
+  return out
 }
 
 function validateMigration (m: Obj): MigrationConfig {

@@ -23,6 +23,7 @@ import { httpApi } from './adapters/http-api.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
 import { QemuDriver } from './adapters/qemu-driver.js'
+import { LibvirtDriver } from './adapters/libvirt-driver.js'
 import type { StatusPayload } from './cli/render.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
@@ -94,6 +95,26 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
   return driver
 }
 
+/**
+ * The libvirt driver: libvirtd keeps the VMs across agent restarts, so there is nothing to
+ * re-attach; the first list() (checked here, so that an unreachable libvirtd stops the start-up
+ * with its reason) shows the domains this host has.
+ */
+async function startLibvirt (config: AgentConfig, logger: Logger): Promise<LibvirtDriver> {
+  const l = config.driver.libvirt
+  const driver = new LibvirtDriver({
+    uri: l.uri,
+    peerUri: l.peerUri,
+    domainType: l.domainType,
+    persistent: l.persistent,
+    ...(config.sampler.kind === 'driver' ? { hostCpuCores: config.sampler.capacity.cpuCores } : {}),
+    ...(l.serialDir !== undefined ? { serialDir: l.serialDir } : {})
+  }, { logger })
+  const vms = await driver.list(AbortSignal.timeout(60_000))
+  logger.forComponent('agent:main').info(`libvirt at ${l.uri}: ${vms.length} domain(s) (${vms.map(v => `${v.id} ${v.state}`).join(', ')}); migrations arrive at ${l.peerUri}`)
+  return driver
+}
+
 export async function runAgent (configFile: string): Promise<number> {
   const config = await loadConfigFile(configFile)
   const logger: Logger = jsonLogger({ level: config.log.level, journaldPrefix: process.env.JOURNAL_STREAM !== undefined })
@@ -148,12 +169,14 @@ export async function runAgent (configFile: string): Promise<number> {
 
   const driver: HypervisorDriver = config.driver.kind === 'qemu'
     ? await startQemu(config, restored === null, logger)
-    : simDriver({
-      vms: config.driver.vms,
-      seed: Number.parseInt(selfId.slice(0, 8), 16),
-      hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
-      traceDir: path.dirname(path.resolve(configFile))
-    })({ logger })
+    : config.driver.kind === 'libvirt'
+      ? await startLibvirt(config, logger)
+      : simDriver({
+        vms: config.driver.vms,
+        seed: Number.parseInt(selfId.slice(0, 8), 16),
+        hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
+        traceDir: path.dirname(path.resolve(configFile))
+      })({ logger })
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
@@ -165,7 +188,7 @@ export async function runAgent (configFile: string): Promise<number> {
 
   const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs }, {
     core, transport, store, logger, sample, codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
-    driver: driverExecutor(driver, { migrationListenHost: config.driver.qemu.migrationListen }),
+    driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vipApplier,
     ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
   })

@@ -3,8 +3,8 @@
  * DriverResult. Never throws: a DriverError (or anything else) becomes `{ ok: false, code }`.
  */
 import type { DriverCommand, DriverResult, VmPresence } from '../core/migration/migration-state.js'
-import { QemuDriver } from '../adapters/qemu-driver.js'
-import type { HypervisorDriver } from '../ports/hypervisor-driver.js'
+import type { MigratingDriver } from '../adapters/qemu-driver.js'
+import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { errorCode } from '../lib/errors.js'
 
 export interface DriverExecutorInit {
@@ -13,6 +13,26 @@ export interface DriverExecutorInit {
 }
 
 export type DriverExecutor = (c: DriverCommand, signal: AbortSignal) => Promise<DriverResult>
+
+/**
+ * A driver the migration machine can use: the migration calls, plus what recovery needs (the QEMU
+ * and libvirt drivers). describe() names run states as QEMU's query-status does ('running',
+ * 'inmigrate', ...) and resolves with null when the VM is not on this host; killIfNotRunning()
+ * rejects with VM_RUNNING rather than kill a guest that runs here.
+ */
+export interface RecoverableMigratingDriver extends MigratingDriver {
+  readonly accel: 'kvm' | 'tcg'
+  describe (id: string, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null>
+  resume (id: string, signal?: AbortSignal): Promise<void>
+  killIfNotRunning (id: string, signal?: AbortSignal): Promise<void>
+}
+
+/** Whether `driver` can take part in migrations (see RecoverableMigratingDriver). */
+export function canMigrate (driver: HypervisorDriver): driver is RecoverableMigratingDriver {
+  const d = driver as Partial<RecoverableMigratingDriver>
+  return typeof d.describe === 'function' && typeof d.resume === 'function' && typeof d.killIfNotRunning === 'function' &&
+    typeof d.prepareIncoming === 'function' && typeof d.migrate === 'function' && typeof d.progress === 'function' && (d.accel === 'kvm' || d.accel === 'tcg')
+}
 
 function presenceOf (runStatus: string): VmPresence {
   if (runStatus === 'running') return 'running'
@@ -32,7 +52,7 @@ export function driverExecutor (driver: HypervisorDriver, init: DriverExecutorIn
 }
 
 async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: DriverCommand, signal: AbortSignal): Promise<DriverResult> {
-  if (!(driver instanceof QemuDriver)) {
+  if (!canMigrate(driver)) {
     // The simulated driver cannot migrate: report what it has, refuse the rest.
     if (c.kind === 'query') {
       const vms = await driver.list(signal)

@@ -25,6 +25,7 @@ import {
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/adapters/qemu-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { canMigrate, driverExecutor } from '../../agent/runtime/driver-commands.js'
 
 // ---- Outputs captured from libvirt 9.0 (Debian 12) ----------------------------------------------
 
@@ -402,6 +403,21 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   await t.rejects(d.killIfNotRunning('test'), { code: 'VM_RUNNING' }, 'a running guest is never killed')
   await t.rejects(d.killIfNotRunning('nope'), { code: 'VM_NOT_FOUND' })
   await t.rejects(d.describe('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
+
+  // The runtime's executor drives it like the QEMU driver.
+  t.ok(canMigrate(d), 'the migration wiring accepts the libvirt driver')
+  const run = driverExecutor(d, { migrationListenHost: '127.0.0.1' })
+  const signal = AbortSignal.timeout(30_000)
+  t.same(await run({ kind: 'query', mig: 'm1', vm: 'test' }, signal), {
+    ok: true, kind: 'query', query: { presence: 'running', migration: 'none', spec: { vcpus: 2, memMiB: 8192, extraJson: '{}' }, dirtyRateBytesPerS: 0, accel: 'tcg' }
+  }, 'query: a running VM with its size')
+  t.match(await run({ kind: 'query', mig: 'm1', vm: 'nope' }, signal), { ok: true, query: { presence: 'absent', spec: null } }, 'query: absent')
+  t.match(await run({ kind: 'stopSource', mig: 'm1', vm: 'test' }, signal), { ok: false, code: 'VM_RUNNING' }, 'stopSource refuses a running guest')
+  t.match(await run({ kind: 'killIncoming', mig: 'm1', vm: 'nope' }, signal), { ok: false, code: 'VM_NOT_FOUND' })
+  t.same(await run({ kind: 'resume', mig: 'm1', vm: 'test' }, signal), { ok: true, kind: 'resume' })
+  const prep = await run({ kind: 'prepareIncoming', mig: 'm1', vm: 'new', spec: { vcpus: 1, memMiB: 64, extraJson: '{}' }, postcopy: true }, signal)
+  t.match(prep, { ok: true, kind: 'prepareIncoming', uri: /^libvirt-p2p:/ }, 'prepareIncoming: a p2p target on the listen host')
+  t.match(parseMigrationTarget(prep.ok && prep.kind === 'prepareIncoming' ? prep.uri : ''), { listenAddress: '127.0.0.1', migrateUri: 'tcp://127.0.0.1' })
 })
 
 t.test('describe, resume, killIfNotRunning against a scripted virsh', async t => {

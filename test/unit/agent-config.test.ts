@@ -60,3 +60,67 @@ for (const [name, mutate, re] of bad) {
     t.throws(() => validateConfig(c), { name: 'ConfigError', message: re })
   })
 }
+
+t.test('driver.kind libvirt: defaults', async t => {
+  const c = validateConfig({ ...good(), driver: { kind: 'libvirt' } })
+  t.equal(c.driver.kind, 'libvirt')
+  t.same(c.driver.libvirt, { uri: 'qemu:///system', peerUri: 'qemu+tcp://10.0.0.1/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', persistent: false },
+    'local libvirtd; peers reach it over TCP at the host of node.listen, where migrations also listen')
+})
+
+t.test('driver.kind libvirt: every setting', async t => {
+  const c = validateConfig({
+    ...good(),
+    driver: {
+      kind: 'libvirt',
+      libvirt: { uri: 'qemu+tcp://127.0.0.1:16509/system', peerUri: 'qemu+tls://{name}.lab/system?x={host}', migrationListen: '192.168.1.1', domainType: 'qemu', serialDir: '/var/log/starling/serial', persistent: true }
+    }
+  })
+  t.same(c.driver.libvirt, {
+    uri: 'qemu+tcp://127.0.0.1:16509/system',
+    peerUri: 'qemu+tls://hv1.lab/system?x=192.168.1.1',
+    peerUris: {},
+    migrationListen: '192.168.1.1',
+    domainType: 'qemu',
+    serialDir: '/var/log/starling/serial',
+    persistent: true
+  }, '{name} and {host} filled in')
+  const v6 = validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { migrationListen: 'fd00::1' } } })
+  t.equal(v6.driver.libvirt.peerUri, 'qemu+tcp://[fd00::1]/system', 'an IPv6 listen address in brackets')
+})
+
+t.test('driver.kind libvirt: per-member URIs, the same map on every host', async t => {
+  const peerUris = { hv1: 'qemu+tcp://10.1.0.1:16509/system', hv2: 'qemu+ssh://root@hv2/system' }
+  const c1 = validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { peerUris } } })
+  t.equal(c1.driver.libvirt.peerUri, 'qemu+tcp://10.1.0.1:16509/system', 'this host takes its own entry')
+  t.same(c1.driver.libvirt.peerUris, peerUris)
+  const g2 = good()
+  g2.node.name = 'hv2'
+  t.equal(validateConfig({ ...g2, driver: { kind: 'libvirt', libvirt: { peerUris, peerUri: 'qemu+tcp://{host}:1/system' } } }).driver.libvirt.peerUri, 'qemu+ssh://root@hv2/system', 'the entry wins over the template')
+  t.equal(validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { peerUris: { hv2: peerUris.hv2 } } } }).driver.libvirt.peerUri, 'qemu+tcp://10.0.0.1/system', 'a host without an entry uses the template')
+})
+
+const badLibvirt: Array<[string, any, RegExp]> = [
+  ['libvirt: unknown setting', { uri: 'qemu:///system', listen: 'x' }, /driver\.libvirt\.listen is not a known libvirt setting/],
+  ['libvirt: bad domain type', { domainType: 'tcg' }, /driver\.libvirt\.domainType must be auto, kvm or qemu/],
+  ['libvirt: uri not a URI', { uri: '/var/run/libvirt/libvirt-sock' }, /driver\.libvirt\.uri must be a libvirt URI/],
+  ['libvirt: empty uri', { uri: '' }, /driver\.libvirt\.uri must be a non-empty string/],
+  ['libvirt: peer URI template not a URI', { peerUri: '{host}:16509' }, /driver\.libvirt\.peerUri must be a libvirt URI/],
+  ['libvirt: peerUris not an object', { peerUris: ['qemu:///system'] }, /driver\.libvirt\.peerUris must be an object/],
+  ['libvirt: peerUris names a stranger', { peerUris: { hv9: 'qemu+tcp://x/system' } }, /driver\.libvirt\.peerUris\.hv9 is not one of cluster\.members/],
+  ['libvirt: peerUris entry not a URI', { peerUris: { hv2: 'hv2' } }, /driver\.libvirt\.peerUris\.hv2 must be a libvirt URI/],
+  ['libvirt: migrationListen with a prefix length', { migrationListen: '10.0.0.1/24' }, /driver\.libvirt\.migrationListen must be a host address/],
+  ['libvirt: relative serialDir', { serialDir: 'serial' }, /driver\.libvirt\.serialDir must be an absolute path/],
+  ['libvirt: persistent not a boolean', { persistent: 'yes' }, /driver\.libvirt\.persistent must be true or false/],
+  ['libvirt: section not an object', 'qemu:///system', /driver\.libvirt must be an object/]
+]
+
+for (const [name, section, re] of badLibvirt) {
+  t.test(`rejects: ${name}`, async t => {
+    t.throws(() => validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: section } }), { name: 'ConfigError', message: re })
+  })
+}
+
+t.test('rejects: unknown driver names libvirt among the kinds', async t => {
+  t.throws(() => validateConfig({ ...good(), driver: { kind: 'xen' } }), { name: 'ConfigError', message: /driver\.kind must be "sim", "qemu" or "libvirt" \(got "xen"\)/ })
+})
