@@ -132,6 +132,11 @@ export class HaManager {
         // Running here: ours if we hold a claim no one has told us is superseded; else a stray copy.
         if (v.own !== null && !(v.standing !== null && compareHaClaims(v.standing, v.own) > 0)) this.setRole(v, 'running', 'found running at start-up')
         else this.stop(v, 'destroy', 'conflict')
+      } else if (v.own !== null && v.ownGranted && !(v.released && sameHaClaim(v.own, v.standing))) {
+        // We held a granted claim but the driver lists no copy: a start may still be in flight
+        // from our previous life. Destroy first (the driver orders it after that start), then
+        // release; releasing at once would let the majority restart it beside a late copy.
+        this.stop(v, 'destroy', 'superseded')
       }
     }
     this.q = this.quorum()
