@@ -15,16 +15,30 @@ export class PolicyConfigError extends Error {
   constructor (message: string) { super(message); this.name = 'PolicyConfigError' }
 }
 
-/** Defaults: the agent's production policy (sustained-overload detection with a forecast, MMT, PABFD). */
+/**
+ * Defaults: the agent's production policy, and the one `starling sim --mode decentral`
+ * simulates (one source of truth: agent/sim/trace/decentral.ts takes this function).
+ *
+ * - overload: demand above 90 % of capacity now (k = n = 1) and by the LR forecast over the
+ *   last 6 samples at the end of a migration; the 10 % below capacity is room for demand to
+ *   grow while a migration copies (at most 28 s for the VMs of the PlanetLab model).
+ * - guards: a condition must hold 2 ticks (10 min at 300 s, i.e. well beyond the longest
+ *   migration) before it triggers a move; a moved VM stays 12 ticks (1 h); a consolidation
+ *   must save at least 5 W. These cap migrations: the PlanetLab runs make 3-5 % of
+ *   LR-MMT-1.2's migrations.
+ * - placement: targets are filled up to 85 % of CPU by current demand (the same cap the
+ *   target's admission applies), leaving 15 % for demand growth until the next decision.
+ * - underload: hosts below 40 % consolidate onto busier hosts, all VMs or none.
+ */
 export function defaultPolicyConfig (): PolicyConfig {
   return {
-    overload: { kind: 'kOfN', threshold: 0.9, k: 2, n: 3, forecast: { kind: 'lr', window: 6 } },
-    underload: { kind: 'threshold', threshold: 0.3 },
+    overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'lr', window: 6 } },
+    underload: { kind: 'threshold', threshold: 0.4 },
     selection: { kind: 'mmt' },
-    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 1 },
-    guards: { holdTicks: 1, cooldownTicks: 6, minGain: 0 },
+    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
+    guards: { holdTicks: 2, cooldownTicks: 12, minGain: 5 },
     intervalSec: 300,
-    maxMovesPerTick: 8
+    maxMovesPerTick: 4
   }
 }
 

@@ -172,7 +172,9 @@ t.test('property: plans never exceed capacity or break a hard rule', t => {
     const view: ClusterView = Object.freeze({ hosts, rules, tick: iter })
     const cfg = cfgs[iter % cfgs.length] as PolicyConfig
     const self = hosts[prng.int(nh)] as HostView
-    const plan = planHost(view, self.id, cfg, { overStreak: 1, underStreak: 1, lastMoved: new Map() })
+    // conditions have held long enough for the guards: the property is about capacity and rules
+    const held = cfg.guards.holdTicks
+    const plan = planHost(view, self.id, cfg, { overStreak: held, underStreak: held, lastMoved: new Map() })
     plans++; moves += plan.length
     // replay against capacities
     const demand = new Map(hosts.map(h => [h.id, h.reservedMips + h.vms.reduce((s, v) => s + v.cpuDemandMips, 0)]))

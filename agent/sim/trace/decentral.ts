@@ -26,7 +26,7 @@ import { detectOverload } from '../../../policies/overload.js'
 import { isUnderloaded } from '../../../policies/underload.js'
 import { nextStreak } from '../../../policies/antithrash.js'
 import { planHost, hostSample, type PolicyConfig } from '../../../policies/plan.js'
-import { validatePolicyConfig } from '../../../policies/config.js'
+import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import { CloudsimController } from './cloudsim.js'
 import type { Metrics, SimHost, SimVm, TraceSim } from './engine.js'
@@ -38,28 +38,21 @@ export interface DecentralOptions {
   /** Probability that a report round is lost (the view gets one step older). @default 0.1 */
   lossP: number
   maxAgeSteps: number
-  /** Highest CPU demand a target admits, fraction of its capacity. @default 0.85 */
+  /** Highest CPU demand a target admits, fraction of its capacity. @default the policy's placement.cpuCapFraction (0.85) */
   admitCap: number
   /** VM history samples in reports. @default 12 */
   reportHistory: number
   policy: PolicyConfig
 }
 
-/** The agents' policy for the traces: sustained overload with a forecast, careful consolidation. */
+/** The agents' policy: the production default (policies/config.ts), so the simulator measures what ships. */
 export function defaultDecentralPolicy (): PolicyConfig {
-  return {
-    overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'lr', window: 6 } },
-    underload: { kind: 'threshold', threshold: 0.4 },
-    selection: { kind: 'mmt' },
-    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
-    guards: { holdTicks: 2, cooldownTicks: 12, minGain: 5 },
-    intervalSec: 300,
-    maxMovesPerTick: 4
-  }
+  return defaultPolicyConfig()
 }
 
 export function defaultDecentralOptions (): DecentralOptions {
-  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, admitCap: 0.85, reportHistory: 12, policy: defaultDecentralPolicy() }
+  const policy = defaultDecentralPolicy()
+  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, admitCap: policy.placement.cpuCapFraction ?? 1, reportHistory: 12, policy }
 }
 
 function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
