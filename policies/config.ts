@@ -24,8 +24,8 @@ export class PolicyConfigError extends Error {
  *   grow while a migration copies (at most 28 s for the VMs of the PlanetLab model).
  * - guards: a condition must hold 2 ticks (10 min at 300 s, i.e. well beyond the longest
  *   migration) before it triggers a move; a moved VM stays 12 ticks (1 h); a consolidation
- *   must save at least 5 W. These cap migrations: the PlanetLab runs make 3-5 % of
- *   LR-MMT-1.2's migrations.
+ *   must save at least 5 W. These cap migrations: on the five PlanetLab days (seeds 1-5) the
+ *   agents make 2.7-4.0 % of LR-MMT-1.2's migrations.
  * - placement: targets are filled up to 85 % of CPU by current demand (the same cap the
  *   target's admission applies), leaving 15 % for demand growth until the next decision.
  * - underload: hosts below 40 % consolidate onto busier hosts, all VMs or none.
