@@ -39,6 +39,18 @@ interface Vm {
   // Acceptor (durable)
   standing: HaClaim | null
   released: boolean
+  /**
+   * Claims below the standing one that may still run (durable): claims this member granted a
+   * higher claim over (takeovers), and claims whose owner said it runs them ('held') or that a
+   * refuser reported standing, when a higher claim that was never known to reach a majority
+   * hides them. The standing record alone forgets them: the release of an abandoned claim, or a
+   * higher claim granted while a partition hid the lower one, makes the VM look free while the
+   * owner of the lower claim still runs it. Each one keeps the VM from being free here until its
+   * host has been silent for the fence delay, releases it, or a majority-granted higher claim
+   * supersedes it.
+   */
+  priors: HaClaim[]
+  lastPriorQuery: number
   // This host's part
   own: HaClaim | null
   role: HaRole
@@ -111,6 +123,8 @@ export class HaManager {
         spec,
         standing: d !== undefined ? d.standing : initial,
         released: d?.released ?? false,
+        priors: (d?.priors ?? []).map(c => ({ ...c })),
+        lastPriorQuery: -Infinity,
         own: d !== undefined ? d.own : (spec.home === this.self ? initial : null),
         role: 'idle',
         roleSince: 0,
@@ -181,7 +195,7 @@ export class HaManager {
     for (const v of this.vms.values()) {
       if (!v.dirty) continue
       v.dirty = false
-      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted }
+      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted, priors: v.priors.map(c => ({ ...c })) }
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
     }
     if (this.modesDirty) {
@@ -274,6 +288,7 @@ export class HaManager {
     // Only a member that sees a majority (S4) and is armed grants anything.
     if (!this.q.quorate || !this.myMode().armed) return
     if (c.attempts >= this.maxAttempts(v) || !this.isFree(v, c.host)) { this.refuse(v, from, c); return }
+    this.keepTakenOver(v, c.host)
     v.standing = { ...c }
     v.released = false
     v.heldSeen = this.now
@@ -302,10 +317,18 @@ export class HaManager {
       v.released = released
       v.dirty = true
     }
+    // A lower claim that the refuser holds standing (not released) may still run, although our
+    // own records, built on claims above it that no majority granted, say the VM is free.
+    if (standing !== null && !released && compareHaClaims(standing, c) < 0) this.notePrior(v, standing)
     if (standing !== null && compareHaClaims(standing, c) > 0) this.abandon(v, `refused: ${haClaimText(standing)} stands`)
   }
 
   private onHeld (v: Vm, c: HaClaim): void {
+    // A held claim was granted by a majority: it supersedes the lower claims we keep.
+    this.dropPriors(v, p => compareHaClaims(p, c) < 0)
+    // Its owner runs it: below a standing claim that may never have reached a majority (an
+    // abandoned claim, released or not), it is kept as a claim that may still run.
+    if (v.standing !== null && compareHaClaims(c, v.standing) < 0 && c.host !== v.standing.host) this.notePrior(v, c)
     // A held claim was granted by a majority: adopting it as standing is safe.
     if (v.standing === null || compareHaClaims(c, v.standing) >= 0) v.heldSeen = this.now
     if (v.standing === null || compareHaClaims(c, v.standing) > 0) {
@@ -325,6 +348,8 @@ export class HaManager {
    * still run the VM. (The same rule as for VIP claims.)
    */
   private onRelease (v: Vm, c: HaClaim, granted: boolean): void {
+    // Its owner no longer runs it; a released claim that a majority granted supersedes lower ones.
+    this.dropPriors(v, p => sameHaClaim(p, c) || (granted && compareHaClaims(p, c) < 0))
     // A released claim that a majority had granted supersedes every lower one: when it was
     // granted, the lower claims were free at a member of every majority.
     if (v.standing === null || sameHaClaim(c, v.standing) || (granted && compareHaClaims(c, v.standing) > 0)) {
@@ -376,6 +401,8 @@ export class HaManager {
       if (ok) {
         v.own = { ...v.own, attempts: 0 }
         if (v.standing === null || compareHaClaims(v.own, v.standing) >= 0) { v.standing = { ...v.own }; v.released = false }
+        const own = v.own
+        this.dropPriors(v, p => compareHaClaims(p, own) < 0)
         v.dirty = true
         if (v.own.epoch > 0 && cmd.mode === 'boot') { this.counters.restarts++; this.restartsDone++ }
         this.setRole(v, 'running', `started under ${haClaimText(v.own)} (${cmd.mode})`)
@@ -458,6 +485,7 @@ export class HaManager {
    * that missed a release or a takeover, which would otherwise keep a VM from being claimed.
    */
   private queryStanding (v: Vm): void {
+    this.queryPriors(v)
     const s = v.standing
     const c = this.config
     if (s === null || v.released || s.host === this.self || !this.q.quorate || !this.q.present.includes(s.host)) return
@@ -465,6 +493,21 @@ export class HaManager {
     if (this.now - v.lastQuery < c.claimTimeoutTicks) return
     v.lastQuery = this.now
     this.send([s.host], { type: 'haQuery', vm: v.spec.id, claim: { ...s } })
+  }
+
+  /**
+   * Claims kept as possibly running are asked about too (their owner answers 'held' or releases),
+   * so a lost release does not keep the VM from being restarted.
+   */
+  private queryPriors (v: Vm): void {
+    if (v.priors.length === 0 || !this.q.quorate || this.now - v.lastPriorQuery < this.config.claimTimeoutTicks) return
+    let sent = false
+    for (const p of v.priors) {
+      if (p.host === this.self || !this.q.present.includes(p.host)) continue
+      this.send([p.host], { type: 'haQuery', vm: v.spec.id, claim: { ...p } })
+      sent = true
+    }
+    if (sent) v.lastPriorQuery = this.now
   }
 
   /** Claim the orphans that the shared assignment gives to this host. */
@@ -523,6 +566,9 @@ export class HaManager {
       // Resume only if nothing stands above our paused copy's claim.
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
     }
+    // Our own acceptor record: the claim we take over (if it is not released) may still run.
+    if (!resume && v.standing !== null && !v.released && v.standing.host !== this.self) this.keepTakenOver(v, this.self)
+    else if (resume && !this.priorsFree(v, this.self)) return
     this.counters.claims++
     v.pausedClaim = resume ? v.own : null
     v.own = claim
@@ -598,13 +644,38 @@ export class HaManager {
     if (v.role !== 'idle') return false
     if ((v.standing?.attempts ?? 0) >= this.maxAttempts(v)) return false
     const s = v.standing
-    return s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host))
+    return (s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host))) && this.priorsFree(v, this.self)
   }
 
   /** Would this member grant `claimant` a claim on the VM now (apart from the order of claims)? */
   private isFree (v: Vm, claimant: HostId): boolean {
     const s = v.standing
-    return s === null || v.released || s.host === claimant || this.takeoverOk(s.host)
+    return (s === null || v.released || s.host === claimant || this.takeoverOk(s.host)) && this.priorsFree(v, claimant)
+  }
+
+  /** Every claim kept as possibly running is the claimant's own or its host may be taken over. */
+  private priorsFree (v: Vm, claimant: HostId): boolean {
+    return v.priors.every(p => p.host === claimant || this.takeoverOk(p.host))
+  }
+
+  /** A claim is granted over the standing one: if that was not released, keep it (it may still run). */
+  private keepTakenOver (v: Vm, claimant: HostId): void {
+    const s = v.standing
+    if (s !== null && !v.released && s.host !== claimant) this.notePrior(v, s)
+  }
+
+  private notePrior (v: Vm, c: HaClaim): void {
+    if (v.priors.some(p => sameHaClaim(p, c))) return
+    // A host runs a VM under one claim at most: its higher claim replaces its lower one.
+    if (v.priors.some(p => p.host === c.host && compareHaClaims(p, c) > 0)) return
+    v.priors = v.priors.filter(p => p.host !== c.host)
+    v.priors.push({ ...c })
+    v.dirty = true
+  }
+
+  private dropPriors (v: Vm, gone: (p: HaClaim) => boolean): void {
+    const keep = v.priors.filter(p => !gone(p))
+    if (keep.length !== v.priors.length) { v.priors = keep; v.dirty = true }
   }
 
   /** The owner may be taken over: dead here, silent past the fence delay, known to fence, not in maintenance. */

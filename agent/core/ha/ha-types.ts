@@ -56,7 +56,8 @@ export const HA_MAINT_KEY = `${HA_KEY_PREFIX}maintenance`
 
 /** What survives a restart, per VM: the acceptor's standing claim and this host's own claim. */
 /** ownGranted: our own claim had reached a majority (its release then supersedes lower claims). */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean }
+/** priors: claims below the standing one that may still run (ha-manager.ts); absent = none. */
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[] }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>

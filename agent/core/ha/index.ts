@@ -22,7 +22,16 @@
  *    s - L: the echo proves it, and echoes name H's own send tick, so delays only make it older.
  * 3. A takeover claim C (by host c, started at t0) is acted on only if a majority G granted it,
  *    each g at some tg in [t0, t0 + W] (c abandons a claim at W and never starts v under it),
- *    and g grants only if it has heard nothing at all from H during [tg - D, tg].
+ *    and g grants only if it has heard nothing at all from H during [tg - D, tg]. That needs g
+ *    to know H's claim: a member's standing claim alone may hide it (a higher claim granted
+ *    while a partition hid H's claim, then abandoned and released; or the release of a claim
+ *    it granted over H's). So each member also keeps, durably, the claims below its standing
+ *    one that may still run (priors): claims it granted a higher claim over, and claims whose
+ *    owner says it runs them ('held', repeated every heldRefreshTicks < D) or that a refuser
+ *    reports standing; a prior goes only when its owner releases it or a majority-granted
+ *    higher claim supersedes it, and the VM is free only once every prior's host may be taken
+ *    over. (A member that hears H's beats but none of its 'held' frames for D ticks would still
+ *    miss it: the frames travel the same connection, so this assumes they are not lost apart.)
  * 4. The old copy started at t_v <= t0 + 2W - D: its claim was granted by a majority that
  *    intersects G, and that member g' received H's request before it last heard H, i.e. before
  *    tg' - D <= t0 + W - D; H starts at most W after it sent the request. (The epoch-0 claim of

@@ -101,3 +101,59 @@ t.test('three managers: a dead host is taken over only after the fence delay, by
   t.ok(starts[0]!.tick - lastHeard >= cfg.fenceDelayTicks, `not before the fence delay after the last frame (${starts[0]!.tick - lastHeard} >= ${cfg.fenceDelayTicks})`)
   t.end()
 })
+
+// A one-way cut (h2 -> h1) lets h1 alone find h2 silent past the fence delay, while h2 keeps its
+// majority through h0, h3 and h4. h0 and h4 hold a higher abandoned claim (8@h4, released), made
+// while a partition hid h2's claim 1@h2 from them, so by their standing records alone the VM is
+// free, and they would grant a takeover with h1 without any of them checking h2's silence. They
+// hear h2's 'held 1@h2' and must keep it as a claim that may still run.
+t.test('five managers: a lower held claim hidden by a released abandoned claim still blocks the takeover', t => {
+  const cfg = simHaConfig()
+  const ids = ['h0', 'h1', 'h2', 'h3', 'h4']
+  const members = ids.map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
+  const vms: HaVmSpec[] = [{ ...vm('v'), home: 'h4' }]
+  const live = { standing: { epoch: 1, host: 'h2', attempts: 0 }, released: false, own: null }
+  const stale = { standing: { epoch: 8, host: 'h4', attempts: 0 }, released: true, own: null }
+  const restored = (d: object) => ({ vms: { v: d } as never, modes: {}, maintenance: [] })
+  const mk = (id: string, d: object): HaManager => new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(1)), life: 1, restored: restored(d) })
+  const m = new Map([
+    ['h0', mk('h0', stale)], ['h1', mk('h1', live)], ['h3', mk('h3', live)],
+    ['h4', mk('h4', { ...stale, own: { epoch: 8, host: 'h4', attempts: 0 }, ownGranted: false })]
+  ])
+  const starts: Array<{ host: string, tick: number, epoch: number }> = []
+  const h2Stops = 150
+  const queue: Array<{ to: string, from: string, message: HaEffect & { type: 'send' } }> = []
+  const drain = (id: string, h: HaManager, tick: number): void => {
+    for (const e of h.takeEffects()) {
+      if (e.type === 'send') for (const to of e.to) queue.push({ to, from: id, message: e })
+      if (e.type === 'driver' && e.command.kind === 'haStart') {
+        starts.push({ host: id, tick, epoch: e.command.epoch })
+        h.step({ type: 'haDriverResult', command: e.command, ok: true })
+      }
+    }
+  }
+  for (let tick = 1; tick <= 260; tick++) {
+    for (const [id, h] of m) {
+      // h1 no longer hears h2 (one-way cut); the others do, and h2's beats keep its lease there.
+      const h2 = id === 'h1' ? (tick < 3 ? 'alive' : tick < 10 ? 'suspect' : 'dead') : 'alive'
+      h.step({ type: 'members', members: ids.filter(x => x !== id).map(x => ({ id: x, state: x === 'h2' ? h2 : 'alive' as const })) })
+      if (id !== 'h1') {
+        h.step({ type: 'heard', from: 'h2' })
+        if (tick < h2Stops && tick % cfg.heldRefreshTicks === 1) h.step({ type: 'haMessage', from: 'h2', message: { type: 'haClaim', vm: 'v', claim: { epoch: 1, host: 'h2', attempts: 0 }, phase: 'held' } })
+        if (tick === h2Stops) h.step({ type: 'haMessage', from: 'h2', message: { type: 'haRelease', vm: 'v', claim: { epoch: 1, host: 'h2', attempts: 0 }, granted: true } })
+      }
+      h.tick()
+      drain(id, h, tick)
+    }
+    while (queue.length > 0) {
+      const x = queue.shift()!
+      const r = m.get(x.to)
+      if (r === undefined) continue
+      r.step({ type: 'haMessage', from: x.from, message: x.message.message })
+      drain(x.to, r, tick)
+    }
+  }
+  t.same(starts.filter(s => s.tick < h2Stops), [], 'no restart while h2 runs the VM and keeps its majority')
+  t.equal(starts.length, 1, `once h2 releases its claim, exactly one restart (${JSON.stringify(starts)})`)
+  t.end()
+})
