@@ -9,6 +9,7 @@ import type { MigrationConfig } from './core/migration/migration-state.js'
 import { validateRules } from '../policies/rules.js'
 import type { RuleSet } from '../policies/types.js'
 import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
+import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
 
 export { ConfigError }
 
@@ -124,6 +125,8 @@ export interface AgentConfig {
   core: CoreConfig
   /** Virtual IPs (`vips`) and their tunables (`vip`); see agent/runtime/vip-setup.ts. */
   vips: VipSection
+  /** High availability: protected VMs, tie-breaker, arming and timing (ticks); see agent/runtime/ha-setup.ts. */
+  ha: HaSection
   log: {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
@@ -253,6 +256,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   }
   const core = validateCoreConfig({ ...base, ...coreRaw } as CoreConfig)
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
+  const ha = validateHaSection(raw.ha, members.map(m => m.name))
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen },
@@ -271,6 +275,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     },
     core,
     vips,
+    ha,
     log: { level: level as AgentConfig['log']['level'] }
   }
 }

@@ -29,6 +29,9 @@ import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
 import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
 import { vipsPayload } from './cli/vips.js'
+import { haBootSpec, haCoreOptions } from './runtime/ha-setup.js'
+import { haDriverExecutor } from './runtime/driver-commands.js'
+import { haPayload } from './cli/ha.js'
 
 /** Where the agent keeps its Noise key pair inside its state directory. */
 export function identityFile (stateDir: string): string {
@@ -155,18 +158,6 @@ export async function runAgent (configFile: string): Promise<number> {
   if (vipOptions !== undefined) {
     for (const f of await removeLocalVips(config.vips, arpVip({})({ logger }), logger)) log.warn(`vip: could not remove ${f} at start-up`)
   }
-  const core = new AgentCore({
-    self: selfId,
-    name: self.name,
-    addr: config.node.listen,
-    config: config.core,
-    seed: Number.parseInt(selfId.slice(0, 8), 16) ^ Date.now(),
-    seeds: peers.map(m => ({ id: m.publicKey, name: m.name, addr: m.address })),
-    ...(restored !== null ? { restored } : {}),
-    migration: config.migration,
-    ...(vipOptions !== undefined ? { vips: vipOptions } : {})
-  })
-
   const driver: HypervisorDriver = config.driver.kind === 'qemu'
     ? await startQemu(config, restored === null, logger)
     : config.driver.kind === 'libvirt'
@@ -177,6 +168,35 @@ export async function runAgent (configFile: string): Promise<number> {
         hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
         traceDir: path.dirname(path.resolve(configFile))
       })({ logger })
+  // High availability: the protected VMs this host runs now (a paused leftover is destroyed: a
+  // fresh agent does not know under which claim it was paused).
+  const haExec = haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) })
+  let haOptions: Awaited<ReturnType<typeof haCoreOptions>> | undefined
+  if (config.ha.enabled) {
+    const here = await driver.list(AbortSignal.timeout(60_000))
+    const running: string[] = []
+    for (const v of here) {
+      if (!config.ha.vms.some(e => e.id === v.id)) continue
+      if (v.state === 'running') { running.push(v.id); continue }
+      const r = await haExec({ kind: 'haStop', vm: v.id, epoch: -1, mode: 'destroy', reason: 'superseded' }, AbortSignal.timeout(60_000))
+      log.warn(`ha: destroyed the ${v.state} leftover copy of ${v.id} at start-up${r.ok ? '' : ` (failed: ${r.code})`}`)
+    }
+    haOptions = await haCoreOptions(config.ha, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store, running)
+    log.info(`ha: ${config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
+  }
+  const core = new AgentCore({
+    self: selfId,
+    name: self.name,
+    addr: config.node.listen,
+    config: config.core,
+    seed: Number.parseInt(selfId.slice(0, 8), 16) ^ Date.now(),
+    seeds: peers.map(m => ({ id: m.publicKey, name: m.name, addr: m.address })),
+    ...(restored !== null ? { restored } : {}),
+    migration: config.migration,
+    ...(vipOptions !== undefined ? { vips: vipOptions } : {}),
+    ...(haOptions !== undefined ? { ha: haOptions } : {})
+  })
+
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
@@ -190,6 +210,7 @@ export async function runAgent (configFile: string): Promise<number> {
     core, transport, store, logger, sample, codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vipApplier,
+    ha: haExec,
     ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
   })
 
@@ -210,14 +231,19 @@ export async function runAgent (configFile: string): Promise<number> {
       const r = core.vips()
       return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
     },
+    ha: () => {
+      const r = core.haStatus()
+      return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs)
+    },
     request: input => { runtime.enqueue(input) }
   })
-  // The watchdog is pinged only while the loop makes progress: a hung agent gets fenced by systemd.
+  // The watchdog is pinged only while the loop makes progress (a hung agent gets fenced by
+  // systemd) and HA allows it (a host cut off from the majority past its fence grace is reset).
   let ticksAtLastPing = -1
   const healthy = (): boolean => {
     const progressed = runtime.stats.ticks > ticksAtLastPing
     ticksAtLastPing = runtime.stats.ticks
-    return progressed
+    return progressed && core.haWatchdogOk()
   }
   const notifier = systemdNotifier({})({ logger, healthy })
   const cron = cronJobs({

@@ -10,12 +10,16 @@
  *   POST /v1/drain {host}        ask a host to drain (202)
  *   GET /v1/vips                 virtual IPs: owner, role here, last announcement
  *   POST /v1/vips/move {vip, to} move a group VIP (forwarded to its owner; 202)
+ *   GET /v1/ha                   high availability: quorum, fence, mode, restarts (404: not configured)
+ *   POST /v1/ha/mode {armed}     arm or disarm HA cluster-wide (202)
+ *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
  */
 import http from 'node:http'
 import type { Logger } from '../ports/logger.js'
 import type { StatusPayload } from '../cli/render.js'
 import type { Input } from '../core/inputs.js'
 import { renderVipMetrics, type VipsPayload } from '../cli/vips.js'
+import type { HaPayload } from '../cli/ha.js'
 
 export interface HttpApiInit {
   host: string
@@ -32,6 +36,8 @@ export interface HttpApiComponents {
   request?: (input: Input) => void
   /** Virtual IPs for GET /v1/vips and the agent_vip_* metrics (null: none configured). */
   vips?: () => VipsPayload | null
+  /** High availability for GET /v1/ha (null: not configured). */
+  ha?: () => HaPayload | null
 }
 
 const BODY_BYTES_MAX = 4096
@@ -92,7 +98,7 @@ export function httpApi (init: HttpApiInit) {
     const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
-        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move')) { void post(url, req, res); return }
+        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance')) { void post(url, req, res); return }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
         if (url === '/v1/migrations') {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
@@ -101,6 +107,12 @@ export function httpApi (init: HttpApiInit) {
         if (url === '/v1/vips') {
           const v = c.vips?.() ?? null
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(v ?? { self: c.status().self, nowMs: Date.now(), tickMs: 0, vips: [] }))
+          return
+        }
+        if (url === '/v1/ha') {
+          const h = c.ha?.() ?? null
+          if (h === null) { res.writeHead(404, { 'content-type': 'text/plain' }).end('no HA configured\n'); return }
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(h))
           return
         }
         if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n'); return }
@@ -134,6 +146,12 @@ export function httpApi (init: HttpApiInit) {
       } else if (url === '/v1/vips/move') {
         if (typeof body.vip !== 'string' || body.vip === '' || typeof body.to !== 'string' || body.to === '') { bad('vip and to must be non-empty strings'); return }
         c.request({ type: 'operatorVipMove', vip: body.vip, to: body.to })
+      } else if (url === '/v1/ha/mode') {
+        if (typeof body.armed !== 'boolean') { bad('armed must be true or false'); return }
+        c.request({ type: 'haOperatorMode', armed: body.armed })
+      } else if (url === '/v1/ha/maintenance') {
+        if (typeof body.host !== 'string' || body.host === '' || typeof body.on !== 'boolean') { bad('host must be a non-empty string and on a boolean'); return }
+        c.request({ type: 'haOperatorMaintenance', host: body.host, on: body.on })
       } else {
         if (typeof body.host !== 'string' || body.host === '') { bad('host must be a non-empty string'); return }
         c.request({ type: 'operatorDrain', host: body.host })

@@ -465,6 +465,17 @@ export class QemuDriver implements MigratingDriver {
     }
   }
 
+  /** Pauses a running VM (QMP stop): its guest stops writing; resume() continues it. */
+  async pause (id: VmId, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    try {
+      await vm.qmp.execute('stop', undefined, this.opts(signal))
+      this.log.info(`vm ${id} paused`, { vm: id })
+    } catch (err) {
+      throw driverError(`vm ${id}: pause`, err)
+    }
+  }
+
   /**
    * Kills VM `id` only if its guest is not running here (an incoming copy, or a paused source).
    * Rejects with VM_RUNNING otherwise: a running guest is never killed by this call.

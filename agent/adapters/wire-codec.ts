@@ -25,6 +25,8 @@ import {
 } from '../core/messages.js'
 import type { HostCapacity, HostId, LoadReport, VmRunState, VmSummary } from '../core/types.js'
 import type { ClaimRef } from '../core/vip/vip-messages.js'
+import type { HaClaim } from '../core/ha/restart.js'
+import type { HaMaintenance, HaMode } from '../core/ha/ha-types.js'
 
 // ---------------------------------------------------------------------------------------------
 // Limits and options
@@ -287,6 +289,18 @@ function encClaim (c: ClaimRef, where: string): Pb {
   return { host: encHost(c.host, where + '.host'), lamport: encU64(c.lamport, where + '.lamport') }
 }
 
+function encHaClaim (c: HaClaim, where: string): Pb {
+  return { epoch: encU64(c.epoch, where + '.epoch'), host: encHost(c.host, where + '.host'), attempts: encCount(c.attempts, where + '.attempts') }
+}
+
+function encHaMode (m: HaMode, where: string): Pb {
+  return { version: encU64(m.version, where + '.version'), armed: m.armed }
+}
+
+function encHaMaintenance (m: HaMaintenance, where: string): Pb {
+  return { host: encHost(m.host, where + '.host'), version: encU64(m.version, where + '.version'), on: m.on }
+}
+
 function encBody (b: Body): [string, Pb] {
   switch (b.type) {
     case 'ping':
@@ -331,6 +345,19 @@ function encBody (b: Body): [string, Pb] {
     case 'vipRelease': return ['vipRelease', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), ...(b.to !== null ? { to: encHost(b.to, 'body.to') } : {}) }]
     case 'vipStanding': return ['vipStanding', { vip: encStr(b.vip, 'body.vip', true), standing: encClaim(b.standing, 'body.standing'), from: encHost(b.from, 'body.from') }]
     case 'vipMoveRequested': return ['vipMoveRequested', { vip: encStr(b.vip, 'body.vip', true), to: encHost(b.to, 'body.to') }]
+    case 'haBeat':
+      return ['haBeat', {
+        life: encU64(b.life, 'body.life'), sent: encU64(b.sent, 'body.sent'),
+        ...(b.echo !== null ? { echo: { life: encU64(b.echo.life, 'body.echo.life'), sent: encU64(b.echo.sent, 'body.echo.sent') } } : {}),
+        mode: encHaMode(b.mode, 'body.mode'),
+        maintenance: b.maintenance.map((m, i) => encHaMaintenance(m, `body.maintenance[${i}]`))
+      }]
+    case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2 }]
+    case 'haGrant': return ['haGrant', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
+    case 'haRefuse':
+      return ['haRefuse', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), ...(b.standing !== null ? { standing: encHaClaim(b.standing, 'body.standing') } : {}), released: b.released }]
+    case 'haRelease': return ['haRelease', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), granted: b.granted }]
+    case 'haQuery': return ['haQuery', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
     default: {
       const unknown: never = b // a new Body kind must be added here and to envelope.proto
       throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
@@ -536,6 +563,31 @@ class Decoder {
     return { host: this.host(v['host'], where + '.host'), lamport: this.u64(v['lamport'], where + '.lamport') }
   }
 
+  haClaim (v: unknown, where: string): HaClaim {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    return { epoch: this.u64(v['epoch'], where + '.epoch'), host: this.host(v['host'], where + '.host'), attempts: this.u32(v['attempts'], where + '.attempts') }
+  }
+
+  haMode (v: unknown, where: string): HaMode {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    return { version: this.u64(v['version'], where + '.version'), armed: v['armed'] === true }
+  }
+
+  haBeat (v: Record<string, unknown>): Body {
+    const e = v['echo']
+    return {
+      type: 'haBeat',
+      life: this.u64(v['life'], 'body.life'),
+      sent: this.u64(v['sent'], 'body.sent'),
+      echo: isObj(e) ? { life: this.u64(e['life'], 'body.echo.life'), sent: this.u64(e['sent'], 'body.echo.sent') } : null,
+      mode: this.haMode(v['mode'], 'body.mode'),
+      maintenance: this.count(v['maintenance'], this.lim.maxMembers, 'body.maintenance', (x, i) => {
+        if (!isObj(x)) throw new Reject('malformed', `body.maintenance[${i}]`)
+        return { host: this.host(x['host'], `body.maintenance[${i}].host`), version: this.u64(x['version'], `body.maintenance[${i}].version`), on: x['on'] === true }
+      })
+    }
+  }
+
   probe<T extends 'ping' | 'ack' | 'nack' | 'pingReq'> (type: T, v: Record<string, unknown>): { type: T, seq: number, target: HostId } {
     return { type, seq: this.u32(v['seq'], 'body.seq'), target: this.host(v['target'], 'body.target') }
   }
@@ -588,6 +640,19 @@ class Decoder {
       case 'vipRelease': return { type: 'vipRelease', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), to: isObj(v['to']) ? this.host(v['to'], 'body.to') : null }
       case 'vipStanding': return { type: 'vipStanding', vip: this.str(v['vip'], 'body.vip', true), standing: this.claim(v['standing'], 'body.standing'), from: this.host(v['from'], 'body.from') }
       case 'vipMoveRequested': return { type: 'vipMoveRequested', vip: this.str(v['vip'], 'body.vip', true), to: this.host(v['to'], 'body.to') }
+      case 'haBeat': return this.haBeat(v)
+      case 'haClaim': {
+        const phase = this.u32(v['phase'], 'body.phase')
+        if (phase !== 1 && phase !== 2) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
+        return { type: 'haClaim', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : 'held' }
+      }
+      case 'haGrant': return { type: 'haGrant', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim') }
+      case 'haRefuse': return {
+        type: 'haRefuse', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'),
+        standing: isObj(v['standing']) ? this.haClaim(v['standing'], 'body.standing') : null, released: v['released'] === true
+      }
+      case 'haRelease': return { type: 'haRelease', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), granted: v['granted'] === true }
+      case 'haQuery': return { type: 'haQuery', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim') }
       default: throw new Reject('unknown_body', name)
     }
   }

@@ -11,6 +11,7 @@
  *   starling migrations [--json]          migrations in flight and recent, with progress
  *   starling drain HOST                   spread HOST's VMs over the cluster
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
+ *   starling ha status|arm|disarm|maintenance  high availability (agent/cli/ha.ts)
  * Reading commands find the agent from --api ip:port, or from --config FILE (node.apiListen),
  * or at 127.0.0.1:7946. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
  */
@@ -32,6 +33,9 @@ commands:
   vips [--json]              virtual IPs: each one's owner and last announcement
   vips move VIP HOST         move a group VIP to HOST (its owner hands it over)
   vips --release-local --config FILE  remove this host's VIP addresses (the unit's stop hook)
+  ha status [--json]         high availability: quorum, fence, fenced hosts, restarts pending and done
+  ha disarm | ha arm         stop / resume failing over (network maintenance), cluster-wide
+  ha maintenance HOST on|off keep HOST out of failover (not restarted elsewhere, not a target)
 options for status and members:
   --api IP:PORT              the agent's API address (default from --config, else 127.0.0.1:7946)
   --config FILE              read node.apiListen from this configuration
@@ -155,6 +159,10 @@ export async function main (argv: string[]): Promise<number> {
       case 'vips': {
         const { vipsCommand } = await import('./vips.js')
         return await vipsCommand(rest)
+      }
+      case 'ha': {
+        const { haCommand } = await import('./ha.js')
+        return await haCommand(rest)
       }
       case 'drain': {
         const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' } } })

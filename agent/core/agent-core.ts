@@ -31,6 +31,9 @@ import { rulesHash } from './migration/reservation.js'
 import type { HostSample } from './types.js'
 import { VipBridge, isVipBody } from './vip/vip-bridge.js'
 import type { VipCoreOptions, VipStatusReport } from './vip/vip-bridge.js'
+import { HaBridge, isHaBody } from './ha/ha-bridge.js'
+import type { HaCoreOptions } from './ha/ha-bridge.js'
+import type { HaStatus } from './ha/ha-types.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -47,6 +50,8 @@ export interface AgentCoreOptions {
   migration?: MigrationConfig
   /** Virtual IPs (agent/core/vip): none when absent. */
   vips?: VipCoreOptions
+  /** High availability (agent/core/ha): none when absent. */
+  ha?: HaCoreOptions
 }
 
 /** Snapshot for the runtime's metrics and the CLI. */
@@ -78,6 +83,7 @@ export class AgentCore {
   private readonly mig: MigrationMachine
   private readonly scheduler: Scheduler
   private readonly vip: VipBridge | null
+  private readonly ha: HaBridge | null
 
   constructor (opts: AgentCoreOptions) {
     const config = validateCoreConfig(opts.config)
@@ -100,6 +106,7 @@ export class AgentCore {
     this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
     this.scheduler = new Scheduler(s, this.mig)
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
+    this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip)
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }
 
@@ -124,7 +131,9 @@ export class AgentCore {
       case 'frameRejected': s.counters.framesRejected++; break
       case 'leave': this.leave(); this.vip?.leave(); break
       case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
+      case 'haDriverResult': case 'haOperatorMode': case 'haOperatorMaintenance': this.ha?.onInput(input); break
     }
+    this.ha?.flush() // before the VIP bridge: it passes placement hints to it
     this.vip?.flush()
   }
 
@@ -137,6 +146,7 @@ export class AgentCore {
     this.antiEntropy.tick()
     this.mig.tick()
     this.scheduler.tick()
+    if (this.ha !== null) { this.ha.tick(); this.ha.flush() }
     if (this.vip !== null) { this.vip.tick(); this.vip.flush() }
     if (s.now >= this.nextGossipTick) {
       this.nextGossipTick = s.now + s.config.gossipIntervalTicks
@@ -182,6 +192,12 @@ export class AgentCore {
 
   /** Virtual IPs as this host sees them (null when none are configured). */
   vips (): VipStatusReport | null { return this.vip?.status() ?? null }
+
+  /** High availability as this host sees it (null when not configured). */
+  haStatus (): HaStatus | null { return this.ha?.status() ?? null }
+
+  /** May the runtime ping the watchdog? False only while HA says this host must fence (fencing.ts). */
+  haWatchdogOk (): boolean { return this.ha?.watchdogOk() ?? true }
 
   /** Migrations this host takes part in (in flight and recent), newest first. Copies. */
   migrations (): MigrationRecord[] {
@@ -245,6 +261,7 @@ export class AgentCore {
     s.lamport = Math.max(s.lamport, e.lamport)
     const heldDead = this.antiEntropy.witness(from, e.incarnation)
     const pushed = e.body.type === 'gossip'
+    if (this.ha !== null && !isHaBody(e.body)) this.ha.heard(from)
     if (!heldDead) for (const g of e.gossip) this.applyGossip(g, pushed)
     if (s.leaving) return
     const b = e.body
@@ -262,6 +279,7 @@ export class AgentCore {
         break
       default:
         if (isVipBody(b)) this.vip?.onMessage(from, b)
+        else if (isHaBody(b)) this.ha?.onMessage(from, b)
         else this.mig.onMessage(from, b)
         break
     }

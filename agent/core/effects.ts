@@ -3,6 +3,7 @@ import type { Envelope } from './messages.js'
 import type { HostId } from './types.js'
 import type { DriverCommand } from './migration/migration-state.js'
 import type { VipAddressEffect } from './vip/vip-bridge.js'
+import type { HaCommand } from './ha/ha-types.js'
 
 /** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
 export type PersistOp =
@@ -36,12 +37,17 @@ export interface Ready {
    * order; each reports back with a vipApplied input.
    */
   vip: VipAddressEffect[]
+  /**
+   * HA hypervisor commands (start, resume, stop, pause, destroy of protected VMs), carried out
+   * after persist and send, one at a time in order; each reports back with an haDriverResult input.
+   */
+  ha: HaCommand[]
 }
 
 export function emptyReady (): Ready {
-  return { persist: [], send: [], events: [], driver: [], vip: [] }
+  return { persist: [], send: [], events: [], driver: [], vip: [], ha: [] }
 }
 
 export function isEmptyReady (rd: Ready): boolean {
-  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0 && rd.vip.length === 0
+  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0 && rd.vip.length === 0 && rd.ha.length === 0
 }

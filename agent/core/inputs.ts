@@ -3,6 +3,7 @@ import type { Envelope } from './messages.js'
 import type { HostId, HostSample, VmId } from './types.js'
 import type { DriverCommand, DriverResult } from './migration/migration-state.js'
 import type { VipCoreInput } from './vip/vip-bridge.js'
+import type { HaCoreInput } from './ha/ha-bridge.js'
 
 export type Input =
   /** A decoded frame from a peer (authenticated by the transport). */
@@ -25,3 +26,5 @@ export type Input =
   | { type: 'operatorDrain', host: string }
   /** VIP: an address effect carried out (vipApplied), or an operator's move of a group VIP. */
   | VipCoreInput
+  /** HA: a driver result for haStart/haStop, or an operator's arm, disarm or maintenance. */
+  | HaCoreInput

@@ -5,6 +5,7 @@
  */
 import type { HostId, LoadReport, VmId } from './types.js'
 import type { VipMessage, VipMoveRequested } from './vip/vip-messages.js'
+import type { HaMessage } from './ha/ha-types.js'
 
 /** Wire protocol versions this build speaks. */
 export const PROTOCOL_MIN = 1
@@ -85,7 +86,10 @@ export type MigrationBody =
 /** Virtual-IP ownership (agent/core/vip/vip-messages.ts); direct frames, never relayed. */
 export type VipBody = VipMessage | VipMoveRequested
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody
+/** High availability (agent/core/ha/ha-types.ts): beats, claims and grants; direct frames, never relayed. */
+export type HaBody = HaMessage
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody | HaBody
 
 /** The envelope of every frame. */
 export interface Envelope {

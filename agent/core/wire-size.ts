@@ -74,6 +74,15 @@ export function gossipBytes (g: Gossip): number {
 
 function claimBytes (c: { host: string, lamport: number }): number { return hostField(c.host) + uintField(c.lamport) }
 
+function haClaimBytes (c: { epoch: number, host: string, attempts: number }): number { return uintField(c.epoch) + hostField(c.host) + uintField(c.attempts) }
+
+function haBeatBytes (b: Extract<Body, { type: 'haBeat' }>): number {
+  let n = uintField(b.life) + uintField(b.sent) + lenField(uintField(b.mode.version) + (b.mode.armed ? 2 : 0))
+  if (b.echo !== null) n += lenField(uintField(b.echo.life) + uintField(b.echo.sent))
+  for (const m of b.maintenance) n += lenField(hostField(m.host) + uintField(m.version) + (m.on ? 2 : 0))
+  return n
+}
+
 function bodyBytes (b: Body): number {
   switch (b.type) {
     case 'ping': case 'ack': case 'nack': case 'pingReq':
@@ -95,6 +104,11 @@ function bodyBytes (b: Body): number {
     case 'vipRelease': return strField(b.vip) + lenField(claimBytes(b.claim)) + (b.to !== null ? hostField(b.to) : 0)
     case 'vipStanding': return strField(b.vip) + lenField(claimBytes(b.standing)) + hostField(b.from)
     case 'vipMoveRequested': return strField(b.vip) + hostField(b.to)
+    case 'haBeat': return haBeatBytes(b)
+    case 'haClaim': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : 2)
+    case 'haGrant': case 'haQuery': return strField(b.vm) + lenField(haClaimBytes(b.claim))
+    case 'haRefuse': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + (b.standing !== null ? lenField(haClaimBytes(b.standing)) : 0) + (b.released ? 2 : 0)
+    case 'haRelease': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + (b.granted ? 2 : 0)
     default: {
       // Migration bodies: rare and small; every string and number field counted, with its tag.
       let n = 0
@@ -112,7 +126,7 @@ function bodyBytes (b: Body): number {
 export function envelopeBytes (e: Envelope): number {
   let n = uintField(e.protocolMin) + uintField(e.protocolMax) + uintField(e.protocolCur) +
     hostField(e.from) + uintField(e.incarnation) + uintField(e.lamport) + lenField(bodyBytes(e.body)) +
-    (e.body.type.startsWith('vip') ? 1 : 0) // VIP bodies are envelope fields 16-19 and 31: two-byte tags
+    (e.body.type.startsWith('vip') || e.body.type.startsWith('ha') ? 1 : 0) // VIP bodies (fields 16-19, 31) and HA bodies (41-46): two-byte tags
   for (const g of e.gossip) n += gossipBytes(g)
   return n
 }

@@ -6,6 +6,9 @@ import type { DriverCommand, DriverResult, VmPresence } from '../core/migration/
 import type { MigratingDriver } from '../adapters/qemu-driver.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { errorCode } from '../lib/errors.js'
+import type { HaCommand } from '../core/ha/ha-types.js'
+import type { HaSource } from '../core/ha/ha-config.js'
+import type { VmId } from '../core/types.js'
 
 export interface DriverExecutorInit {
   /** Address (host) the incoming migrations listen on; the port is chosen per migration. */
@@ -93,5 +96,76 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
     case 'stopSource': await q.killIfNotRunning(c.vm, signal); return { ok: true, kind: 'stopSource' }
     case 'resume': await q.resume(c.vm, signal); return { ok: true, kind: 'resume' }
     case 'killIncoming': await q.killIfNotRunning(c.vm, signal); return { ok: true, kind: 'killIncoming' }
+  }
+}
+
+/** The outcome of an HA command, as the core's haDriverResult input carries it. */
+export type HaDriverOutcome = { ok: true } | { ok: false, code: string, message: string }
+
+export type HaDriverExecutor = (c: HaCommand, signal: AbortSignal) => Promise<HaDriverOutcome>
+
+export interface HaDriverInit {
+  /** The spec a protected VM boots from: its configured definition, or the image (null: unknown VM). */
+  spec: (vm: VmId, source: HaSource) => VmSpec | null
+}
+
+/** Optional driver calls HA uses when a driver has them (the QEMU driver has all three). */
+interface HaCapableDriver extends HypervisorDriver {
+  describe?: (id: string, signal?: AbortSignal) => Promise<{ runStatus: string } | null>
+  resume?: (id: string, signal?: AbortSignal) => Promise<void>
+  pause?: (id: string, signal?: AbortSignal) => Promise<void>
+  /** Immediate hard stop (SIGKILL of the VM process). */
+  kill?: (id: string) => Promise<void>
+}
+
+/**
+ * Carries out HA commands on the hypervisor driver; never throws.
+ *   haStart boot    start from the configured spec; a stopped or paused leftover copy of this
+ *                   host is destroyed first; a copy that already runs here counts as started.
+ *   haStart resume  continue the paused copy.
+ *   haStop stop, destroy  kill the VM at once (a fence must not wait for a guest shutdown);
+ *                   a VM that is not here is stopped already.
+ *   haStop pause    pause it; a driver that cannot pause kills it (stronger, and safe).
+ */
+export function haDriverExecutor (driver: HypervisorDriver, init: HaDriverInit): HaDriverExecutor {
+  const d = driver as HaCapableDriver
+  const present = async (vm: VmId, signal: AbortSignal): Promise<string | null> => {
+    if (typeof d.describe === 'function') return (await d.describe(vm, signal))?.runStatus ?? null
+    const v = (await driver.list(signal)).find(x => x.id === vm)
+    return v === undefined ? null : v.state
+  }
+  const kill = async (vm: VmId, signal: AbortSignal): Promise<void> => {
+    if (typeof d.kill === 'function') { await d.kill(vm); return }
+    try { await driver.stop(vm, signal) } catch (err) { if (errorCode(err) !== 'VM_NOT_FOUND') throw err }
+  }
+  const run = async (c: HaCommand, signal: AbortSignal): Promise<void> => {
+    if (c.kind === 'haStart') {
+      if (c.mode === 'resume') {
+        if (typeof d.resume !== 'function') throw Object.assign(new Error(`the ${driver.kind} driver cannot resume`), { code: 'DRIVER_FAILED' })
+        await d.resume(c.vm, signal)
+        return
+      }
+      const spec = init.spec(c.vm, c.source)
+      if (spec === null) throw Object.assign(new Error(`vm ${c.vm}: no HA definition on this host`), { code: 'DRIVER_FAILED' })
+      const st = await present(c.vm, signal)
+      if (st === 'running') return
+      if (st !== null) await kill(c.vm, signal)
+      await driver.start(spec, signal)
+      return
+    }
+    if (c.mode === 'pause' && typeof d.pause === 'function') {
+      if ((await present(c.vm, signal)) === null) return
+      await d.pause(c.vm, signal)
+      return
+    }
+    await kill(c.vm, signal)
+  }
+  return async (c, signal) => {
+    try {
+      await run(c, signal)
+      return { ok: true }
+    } catch (err) {
+      return { ok: false, code: errorCode(err) ?? 'DRIVER_FAILED', message: err instanceof Error ? err.message : String(err) }
+    }
   }
 }

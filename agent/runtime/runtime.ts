@@ -13,7 +13,7 @@ import type { HostId, HostSample } from '../core/types.js'
 import type { Transport } from '../ports/transport.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'
-import type { DriverExecutor } from './driver-commands.js'
+import type { DriverExecutor, HaDriverExecutor } from './driver-commands.js'
 import type { VipEffectSink } from './vip-applier.js'
 
 export interface RuntimeInit {
@@ -47,6 +47,8 @@ export interface RuntimeComponents {
   driver?: DriverExecutor
   /** Carries out VIP address effects (Ready.vip) and reports them back; required when VIPs are configured. */
   vip?: VipEffectSink
+  /** Carries out HA commands (Ready.ha; never throws); without it every one fails as unsupported. */
+  ha?: HaDriverExecutor
   /**
    * Test hook: exit at once (as kill -9 would) right after persisting a migration record of this
    * role and state, before its sends and driver commands ("source:copying").
@@ -205,6 +207,7 @@ export class Runtime {
     }
     for (const ev of rd.events) this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
     for (const cmd of rd.driver) this.driverChain = this.driverChain.then(async () => { await this.runDriver(cmd) })
+    for (const cmd of rd.ha) this.driverChain = this.driverChain.then(async () => { await this.runHa(cmd) })
     if (rd.vip.length > 0) this.c.vip?.apply(rd.vip, input => { if (this.running) this.enqueue(input) })
   }
 
@@ -215,6 +218,14 @@ export class Runtime {
       : await exec(cmd, this.ac.signal)
     if (!result.ok) this.log.warn(`driver ${cmd.kind} for ${cmd.vm} failed (${result.code})`, { mig: cmd.mig, message: result.message })
     if (this.running) this.enqueue({ type: 'driverResult', command: cmd, result })
+  }
+
+  private async runHa (cmd: Ready['ha'][number]): Promise<void> {
+    const exec = this.c.ha
+    const r = exec === undefined ? { ok: false as const, code: 'DRIVER_FAILED', message: 'no HA executor' } : await exec(cmd, this.ac.signal)
+    if (r.ok) this.log.info(`ha ${cmd.kind === 'haStart' ? `start (${cmd.mode})` : `${cmd.mode} (${cmd.reason})`} of ${cmd.vm} done`, { epoch: cmd.epoch })
+    else this.log.warn(`ha ${cmd.kind} ${cmd.mode} of ${cmd.vm} failed (${r.code})`, { epoch: cmd.epoch, message: r.message })
+    if (this.running) this.enqueue(r.ok ? { type: 'haDriverResult', command: cmd, ok: true } : { type: 'haDriverResult', command: cmd, ok: false, code: r.code })
   }
 
   private maybeExit (rd: Ready): void {

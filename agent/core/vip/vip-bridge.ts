@@ -119,6 +119,17 @@ export class VipBridge {
     }
   }
 
+  /** HA started a protected VM here (vmPlaced) or stopped it (vmMovedAway): the VIPs that follow it follow. */
+  onHaHint (hint: 'vmPlaced' | 'vmMovedAway', vm: VmId): void {
+    if (hint === 'vmPlaced') {
+      if (this.placed.has(vm)) return
+      this.placed.add(vm)
+      this.own.step({ type: 'vmPlaced', vm })
+    } else if (this.placed.delete(vm)) {
+      this.own.step({ type: 'vmMovedAway', vm, to: null })
+    }
+  }
+
   tick (): void { this.own.tick() }
 
   leave (): void { this.own.step({ type: 'leave' }) }

@@ -1,0 +1,102 @@
+/**
+ * `starling ha status [--json]`: high availability as the local agent sees it (GET /v1/ha):
+ * quorum (present / needed), the fence and the watchdog, the mode, hosts in maintenance, hosts
+ * that may be taken over (fenced), restarts pending and done, and each protected VM's owner.
+ * `starling ha disarm|arm` (network maintenance: nothing is failed over while disarmed) and
+ * `starling ha maintenance HOST on|off` send the operator inputs. Also the API payload.
+ */
+import { parseArgs } from 'node:util'
+import type { HaStatus } from '../core/ha/ha-types.js'
+import { apiAddress, UsageError } from './client.js'
+
+/** GET /v1/ha: HaManager.status() with member names beside the ids. */
+export interface HaPayload extends HaStatus {
+  selfName: string
+  tickMs: number
+  /** Member names by id, for every id the status mentions. */
+  names: Record<string, string>
+}
+
+export function haPayload (s: HaStatus, self: { id: string, name: string }, nameOf: (id: string) => string, tickMs: number): HaPayload {
+  const ids = new Set<string>([self.id, ...s.quorum.present, ...s.fencedHosts, ...s.maintenance])
+  for (const v of s.vms) if (v.standing !== null) ids.add(v.standing.host)
+  const names: Record<string, string> = {}
+  for (const id of ids) names[id] = id === self.id ? self.name : nameOf(id)
+  return { ...s, selfName: self.name, tickMs, names }
+}
+
+export function renderHa (p: HaPayload): string {
+  const n = (id: string): string => p.names[id] ?? id.slice(0, 8)
+  const list = (ids: string[]): string => ids.length === 0 ? '-' : ids.map(n).join(', ')
+  const q = p.quorum
+  const lines = [
+    `as seen by ${p.selfName}`,
+    `quorum       ${q.quorate ? 'yes' : 'NO'}: ${q.present.length}/${q.size} present, ${q.needed} needed (${list(q.present)})`,
+    `fence        ${p.fence.fencing ? `FENCING (deadline tick ${String(p.fence.deadlineTick)})` : 'no'}; watchdog ${p.fence.watchdogOk ? 'pinged' : 'WITHHELD'}`,
+    `mode         ${p.mode.armed ? 'armed' : 'disarmed'} (version ${p.mode.version})${p.mode.fencingOff ? ', fencing off (a majority is disarmed)' : ''}`,
+    `maintenance  ${list(p.maintenance)}`,
+    `fenced hosts ${list(p.fencedHosts)}`,
+    `restarts     ${p.pending.length} pending (${p.pending.join(', ') || '-'}), ${p.restartsDone} done by this host`,
+    `counters     ${Object.entries(p.counters).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    '',
+    'VM            OWNER            CLAIM (epoch)  HERE        ATTEMPTS  STATE'
+  ]
+  for (const v of p.vms) {
+    const owner = v.owner === null ? '-' : `${n(v.owner)}${v.owner === p.self ? ' (self)' : ''}`
+    const claim = v.standing === null ? '-' : `${v.standing.epoch}${v.released ? ' released' : ''}`
+    lines.push(`${v.vm.padEnd(13)} ${owner.padEnd(16)} ${claim.padEnd(14)} ${v.role.padEnd(11)} ${String(v.attempts).padEnd(9)} ${v.failed ? 'FAILED (left alone)' : 'ok'}`)
+  }
+  if (p.vms.length === 0) lines.push('(no protected VMs)')
+  return lines.join('\n')
+}
+
+async function call (addr: string, pathname: string, body?: unknown): Promise<unknown> {
+  let res: Response
+  try {
+    res = await fetch(`http://${addr}${pathname}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+      signal: AbortSignal.timeout(3000)
+    })
+  } catch (err) {
+    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
+  }
+  const text = await res.text()
+  if (res.status === 404 && pathname === '/v1/ha') throw new Error(`agent at ${addr} has no HA configured`)
+  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
+  return JSON.parse(text) as unknown
+}
+
+export async function fetchHa (addr: string): Promise<HaPayload> {
+  return await call(addr, '/v1/ha') as HaPayload
+}
+
+export async function haCommand (args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+  const addr = apiAddress(values)
+  const [sub, ...rest] = positionals
+  switch (sub) {
+    case undefined:
+    case 'status': {
+      if (rest.length > 0) throw new UsageError('starling ha status takes no arguments')
+      const p = await fetchHa(addr)
+      process.stdout.write((values.json === true ? JSON.stringify(p, null, 2) : renderHa(p)) + '\n')
+      return 0
+    }
+    case 'arm':
+    case 'disarm':
+      if (rest.length > 0) throw new UsageError(`starling ha ${sub} takes no arguments`)
+      await call(addr, '/v1/ha/mode', { armed: sub === 'arm' })
+      process.stdout.write(`ha ${sub} requested (spread to the cluster by the HA beats)\n`)
+      return 0
+    case 'maintenance': {
+      const [host, on] = rest
+      if (host === undefined || (on !== 'on' && on !== 'off') || rest.length > 2) throw new UsageError('starling ha maintenance needs HOST and on|off')
+      await call(addr, '/v1/ha/maintenance', { host, on: on === 'on' })
+      process.stdout.write(`maintenance of ${host} ${on} requested\n`)
+      return 0
+    }
+    default:
+      throw new UsageError(`unknown ha subcommand "${sub}"`)
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * HaBridge: runs one HaManager (ha-manager.ts) inside the agent core, as VipBridge runs VIP
+ * ownership. It feeds the manager what the core learns (member states on every change, every
+ * frame as `heard`, the HA frames, driver results, operator inputs, ticks) and turns the
+ * manager's effects into the core's Ready: persist ops into the persist batch (a grant is durable
+ * before it is sent), one direct frame per recipient (never relayed), haStart/haStop into
+ * Ready.ha (the runtime carries them out after the sends, in order, and reports back with
+ * haDriverResult), VM placement hints to the VIP bridge, events into the log.
+ *
+ * Same rules as the rest of the core: synchronous, no clock, no IO; the manager's own Prng fork.
+ */
+import type { CoreState } from '../state.js'
+import type { HostId, MemberState, VmId } from '../types.js'
+import type { Prng } from '../prng.js'
+import type { HaBody } from '../messages.js'
+import type { RuleSet } from '../../../policies/types.js'
+import type { HaConfig, HaMemberSpec, HaVmSpec } from './ha-config.js'
+import type { HaCommand, HaRestored, HaStatus } from './ha-types.js'
+import { HaManager } from './ha-manager.js'
+
+/** What the core needs to run HA: the inventory with host ids, the tunables (ticks), the restored state. */
+export interface HaCoreOptions {
+  /** Every configured member (self and tie-breakers included): majorities count these. */
+  members: HaMemberSpec[]
+  vms: HaVmSpec[]
+  config: HaConfig
+  rules?: RuleSet
+  /** What the store held under 'ha/' (absent on a first start). */
+  restored?: HaRestored
+  /** Protected VMs the driver found running on this host at start-up. */
+  running?: VmId[]
+  /**
+   * The mode a new cluster starts in. false: a member that has never heard of a mode change
+   * disarms (the register's version 1); run-time changes (`starling ha arm`) win over it.
+   * @default true
+   */
+  armed?: boolean
+}
+
+/** Inputs of the core that concern HA only. */
+export type HaCoreInput =
+  /** The runtime carried out (or failed) an haStart/haStop. */
+  | { type: 'haDriverResult', command: HaCommand, ok: boolean, code?: string }
+  /** Operator: disarm (network maintenance) or re-arm the whole cluster. */
+  | { type: 'haOperatorMode', armed: boolean }
+  /** Operator: put a host (name, id or id prefix) in maintenance, or take it out. */
+  | { type: 'haOperatorMaintenance', host: string, on: boolean }
+
+const HA_BODIES = new Set(['haBeat', 'haClaim', 'haGrant', 'haRefuse', 'haRelease', 'haQuery'])
+
+export function isHaBody (b: { type: string }): b is HaBody { return HA_BODIES.has(b.type) }
+
+/** Receives the manager's VM placement hints (the VIP bridge). */
+export interface HaVipHints { onHaHint: (hint: 'vmPlaced' | 'vmMovedAway', vm: VmId) => void }
+
+export class HaBridge {
+  private readonly mgr: HaManager
+  private readonly memberIds: HostId[]
+  private lastMembers = ''
+
+  constructor (private readonly s: CoreState, opts: HaCoreOptions, prng: Prng, private readonly vip: HaVipHints | null) {
+    this.memberIds = opts.members.map(m => m.id)
+    this.mgr = new HaManager({
+      self: s.self,
+      members: opts.members,
+      vms: opts.vms,
+      config: opts.config,
+      prng,
+      life: s.incarnation,
+      ...(opts.rules !== undefined ? { rules: opts.rules } : {}),
+      ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
+      ...(opts.running !== undefined ? { running: opts.running } : {})
+    })
+    const mode = opts.restored?.modes[s.self]
+    if (opts.armed === false && (mode === undefined || mode.version === 0)) this.mgr.step({ type: 'haOperatorMode', armed: false })
+  }
+
+  /** An HA frame from `from` (the authenticated sender). */
+  onMessage (from: HostId, b: HaBody): void { this.mgr.step({ type: 'haMessage', from, message: b }) }
+
+  /** Any other frame from a member: grantors measure silence over all traffic. */
+  heard (from: HostId): void { this.mgr.step({ type: 'heard', from }) }
+
+  onInput (input: HaCoreInput): void {
+    if (input.type === 'haOperatorMaintenance') {
+      const host = this.resolveHost(input.host)
+      if (host === null) { this.s.emit({ kind: 'ha-maintenance', host: this.s.self, text: `ha maintenance of ${input.host}: no such member` }); return }
+      this.mgr.step({ type: 'haOperatorMaintenance', host, on: input.on })
+      return
+    }
+    this.mgr.step(input)
+  }
+
+  tick (): void { this.mgr.tick() }
+
+  /** May the runtime ping the watchdog now? */
+  watchdogOk (): boolean { return this.mgr.watchdogOk() }
+
+  status (): HaStatus { return this.mgr.status() }
+
+  /** Brings member states in, then moves the manager's effects into the Ready (persist first). */
+  flush (): void {
+    this.syncMembers()
+    const s = this.s
+    for (const e of this.mgr.takeEffects()) {
+      switch (e.type) {
+        case 'persist': s.pending.persist.push(e.op); break
+        case 'send': for (const to of e.to) s.send(to, e.message, [], false); break
+        case 'driver': s.pending.ha.push(e.command); break
+        case 'vip': this.vip?.onHaHint(e.hint, e.vm); break
+        case 'event': s.emit(e.event); break
+      }
+    }
+  }
+
+  private syncMembers (): void {
+    const list: Array<{ id: HostId, state: MemberState }> = []
+    for (const id of this.memberIds) {
+      if (id === this.s.self) continue
+      const m = this.s.members.get(id)
+      if (m !== undefined) list.push({ id, state: m.state })
+    }
+    const key = list.map(m => `${m.id}:${m.state}`).join(',')
+    if (key === this.lastMembers) return
+    this.lastMembers = key
+    this.mgr.step({ type: 'members', members: list })
+  }
+
+  /** A configured member by id, id prefix (8+ hex) or name. */
+  private resolveHost (h: string): HostId | null {
+    if (this.memberIds.includes(h)) return h
+    for (const m of this.s.members.byId.values()) if (m.name === h && this.memberIds.includes(m.id)) return m.id
+    if (h.length >= 8) {
+      const hits = this.memberIds.filter(id => id.startsWith(h))
+      if (hits.length === 1) return hits[0]!
+    }
+    return null
+  }
+}

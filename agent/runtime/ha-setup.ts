@@ -1,0 +1,196 @@
+/**
+ * High availability in the agent: the configuration section, and what the composition root
+ * needs (the inventory with host ids, the tunables in ticks, the restored state, the boot spec of
+ * each protected VM, the start-up clean-up of paused leftovers).
+ *
+ * Configuration (JSON), intervals in core ticks (core.tickMs, 100 ms by default):
+ *   "ha": {
+ *     "armed": true,
+ *     "tieBreaker": "host3",
+ *     "hosts": { "host1": { "cpuMips": 16000, "memMiB": 65536 } },
+ *     "vms": [
+ *       { "id": "db", "home": "host1", "priority": 10, "order": 0, "maxAttempts": 3, "fencePolicy": "stop",
+ *         "vcpus": 2, "memMiB": 2048, "kernel": "/srv/vm/vmlinuz", "initrd": "/srv/vm/initrd", "append": "console=ttyS0" }
+ *     ],
+ *     "timing": { "leaseTicks": 30, "fenceTicks": 50, "watchdogTicks": 100, "fenceDelayTicks": 250 }
+ *   }
+ * Every cluster member takes part (majorities count all of them); `tieBreaker` names a member
+ * that votes but never runs protected VMs (needed with two hosts). A VM boots from its
+ * definition here (kernel/initrd/append, or `image`: a disk image on shared storage) on
+ * whichever host restarts it; the definition must be the same in every member's file.
+ * `timing` overrides agent/core/ha/ha-config.ts defaultHaConfig(); fenceDelayTicks defaults to
+ * the larger of 250 and the safe minimum, and a value below the minimum is refused at start-up.
+ */
+import { ConfigError } from '../core/config.js'
+import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, validateHaInventory, type HaConfig, type HaMemberSpec, type HaSource, type HaVmSpec } from '../core/ha/ha-config.js'
+import { HA_KEY_PREFIX, HA_MAINT_KEY, HA_MODES_KEY, type HaMaintenance, type HaMode, type HaRestored, type HaVmDurable } from '../core/ha/ha-types.js'
+import type { HaCoreOptions } from '../core/ha/ha-bridge.js'
+import type { HostId, VmId } from '../core/types.js'
+import type { Store } from '../ports/store.js'
+import type { VmSpec } from '../ports/hypervisor-driver.js'
+
+/** One protected VM as written in the file (home by member name). */
+export interface HaVmEntry {
+  id: string
+  home: string
+  priority: number
+  order: number
+  maxAttempts?: number
+  fencePolicy: 'stop' | 'pause'
+  vcpus: number
+  memMiB: number
+  /** CPU demand for the restart placement. @default vcpus x 1000 */
+  cpuMips: number
+  kernel?: string
+  initrd?: string
+  append?: string
+  /** Boot from this disk image (shared storage) rather than a kernel. */
+  image?: string
+}
+
+export interface HaSection {
+  /** True when at least one VM is protected. */
+  enabled: boolean
+  /** The mode a new cluster starts in (run-time arm/disarm wins). @default true */
+  armed: boolean
+  /** Member name of the tie-breaker (votes, never runs HA VMs), or null. */
+  tieBreaker: string | null
+  /** Capacity of each member for the restart placement. @default unbounded */
+  hosts: Record<string, { cpuMips: number, memMiB: number }>
+  vms: HaVmEntry[]
+  config: HaConfig
+}
+
+type Obj = Record<string, unknown>
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
+const UNBOUNDED = { cpuMips: 1e9, memMiB: 1e9 }
+
+/** Validates `ha` of the configuration. Throws ConfigError naming the field. */
+export function validateHaSection (raw: unknown, memberNames: readonly string[]): HaSection {
+  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
+  const r: Obj = raw === undefined ? {} : isObj(raw) ? raw : fail('ha', 'must be an object')
+  for (const k of Object.keys(r)) if (!['armed', 'tieBreaker', 'hosts', 'vms', 'timing'].includes(k)) fail(`ha.${k}`, 'is not a known HA setting')
+  const int = (o: Obj, k: string, p: string, def: number | undefined, min: number): number => {
+    const v = o[k]
+    if (v === undefined && def !== undefined) return def
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) fail(`${p}.${k}`, `must be an integer >= ${min}`)
+    return v as number
+  }
+  const str = (o: Obj, k: string, p: string): string => {
+    if (typeof o[k] !== 'string' || o[k] === '') fail(`${p}.${k}`, 'must be a non-empty string')
+    return o[k] as string
+  }
+  if (r.armed !== undefined && typeof r.armed !== 'boolean') fail('ha.armed', 'must be true or false')
+  let tieBreaker: string | null = null
+  if (r.tieBreaker !== undefined) {
+    tieBreaker = str(r, 'tieBreaker', 'ha')
+    if (!memberNames.includes(tieBreaker)) fail('ha.tieBreaker', `"${tieBreaker}" is not one of cluster.members`)
+  }
+  const hosts: HaSection['hosts'] = {}
+  if (r.hosts !== undefined) {
+    if (!isObj(r.hosts)) fail('ha.hosts', 'must be an object of member name to { cpuMips, memMiB }')
+    for (const [name, h] of Object.entries(r.hosts as Obj)) {
+      if (!memberNames.includes(name)) fail(`ha.hosts.${name}`, 'is not one of cluster.members')
+      if (!isObj(h)) fail(`ha.hosts.${name}`, 'must be an object')
+      hosts[name] = { cpuMips: int(h as Obj, 'cpuMips', `ha.hosts.${name}`, undefined, 1), memMiB: int(h as Obj, 'memMiB', `ha.hosts.${name}`, undefined, 1) }
+    }
+  }
+  const vms: HaVmEntry[] = []
+  if (r.vms !== undefined) {
+    if (!Array.isArray(r.vms)) fail('ha.vms', 'must be an array')
+    for (const [i, v] of (r.vms as unknown[]).entries()) {
+      const p = `ha.vms[${i}]`
+      if (!isObj(v)) fail(p, 'must be an object')
+      const o = v as Obj
+      const id = str(o, 'id', p)
+      if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(id)) fail(`${p}.id`, 'must be letters, digits, _ . - (up to 64)')
+      const home = str(o, 'home', p)
+      if (!memberNames.includes(home)) fail(`${p}.home`, `"${home}" is not one of cluster.members`)
+      const fencePolicy = o.fencePolicy ?? 'stop'
+      if (fencePolicy !== 'stop' && fencePolicy !== 'pause') fail(`${p}.fencePolicy`, 'must be "stop" or "pause"')
+      const vcpus = int(o, 'vcpus', p, 1, 1)
+      const e: HaVmEntry = {
+        id, home, priority: int(o, 'priority', p, 0, -1_000_000), order: int(o, 'order', p, 0, -1_000_000),
+        fencePolicy: fencePolicy as 'stop' | 'pause', vcpus, memMiB: int(o, 'memMiB', p, 256, 16), cpuMips: int(o, 'cpuMips', p, vcpus * 1000, 0)
+      }
+      if (o.maxAttempts !== undefined) e.maxAttempts = int(o, 'maxAttempts', p, undefined, 1)
+      for (const k of ['kernel', 'initrd', 'append', 'image'] as const) if (o[k] !== undefined) e[k] = str(o, k, p)
+      if (e.kernel === undefined && e.image === undefined) fail(p, 'needs "kernel" or "image" (what a restart boots)')
+      vms.push(e)
+    }
+  }
+  const base = defaultHaConfig()
+  let timing: Obj = {}
+  if (r.timing !== undefined) {
+    if (!isObj(r.timing)) fail('ha.timing', 'must be an object')
+    timing = r.timing as Obj
+    for (const k of Object.keys(timing)) if (!(k in base)) fail(`ha.timing.${k}`, 'is not a known HA timing setting')
+  }
+  const merged = { ...base, ...timing } as HaConfig
+  if (timing.fenceDelayTicks === undefined) merged.fenceDelayTicks = Math.max(base.fenceDelayTicks, requiredFenceDelayTicks(merged))
+  try {
+    validateHaConfig(merged)
+    if (vms.length > 0) validateHaInventory(haMembers(memberNames, { tieBreaker, hosts }, n => n), vms.map(e => haVmSpec(e, n => n)))
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(err.message.startsWith('config:') ? err.message : `config: ${err.message}`)
+    throw err
+  }
+  return { enabled: vms.length > 0, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged }
+}
+
+function haMembers (names: readonly string[], s: Pick<HaSection, 'tieBreaker' | 'hosts'>, idOf: (name: string) => HostId): HaMemberSpec[] {
+  return names.map(n => ({ id: idOf(n), ...(s.hosts[n] ?? UNBOUNDED), ...(s.tieBreaker === n ? { tieBreaker: true } : {}) }))
+}
+
+function haSource (e: HaVmEntry): HaSource {
+  return e.image !== undefined ? { kind: 'image', image: e.image } : { kind: 'shared', definition: e.id }
+}
+
+function haVmSpec (e: HaVmEntry, idOf: (name: string) => HostId): HaVmSpec {
+  return {
+    id: e.id, home: idOf(e.home), priority: e.priority, order: e.order, cpuMips: e.cpuMips, memMiB: e.memMiB,
+    source: haSource(e), fencePolicy: e.fencePolicy, ...(e.maxAttempts !== undefined ? { maxAttempts: e.maxAttempts } : {})
+  }
+}
+
+/** What the driver boots for a protected VM (null: not a protected VM of this configuration). */
+export function haBootSpec (section: HaSection, vm: VmId): VmSpec | null {
+  const e = section.vms.find(x => x.id === vm)
+  if (e === undefined) return null
+  const extra: Record<string, unknown> = {}
+  if (e.kernel !== undefined) extra.kernel = e.kernel
+  if (e.initrd !== undefined) extra.initrd = e.initrd
+  if (e.append !== undefined) extra.append = e.append
+  if (e.image !== undefined) extra.disks = [{ file: e.image }]
+  return { id: e.id, vcpus: e.vcpus, memMiB: e.memMiB, extra }
+}
+
+/** Reads what the core persisted under 'ha/' (undefined on a first start). */
+export async function loadHaState (store: Store): Promise<HaRestored | undefined> {
+  const entries = await store.entries(HA_KEY_PREFIX)
+  if (entries.length === 0) return undefined
+  const vms: Record<VmId, HaVmDurable> = {}
+  let modes: Record<HostId, HaMode> = {}
+  let maintenance: HaMaintenance[] = []
+  const vmPrefix = `${HA_KEY_PREFIX}vm/`
+  for (const [k, v] of entries) {
+    if (k.startsWith(vmPrefix)) vms[k.slice(vmPrefix.length)] = v as HaVmDurable
+    else if (k === HA_MODES_KEY) modes = v as Record<HostId, HaMode>
+    else if (k === HA_MAINT_KEY) maintenance = v as HaMaintenance[]
+  }
+  return { vms, modes, maintenance }
+}
+
+/** What AgentCoreOptions.ha takes. `running`: protected VMs the driver runs here now. */
+export async function haCoreOptions (section: HaSection, idByName: ReadonlyMap<string, string>, store: Store, running: VmId[]): Promise<HaCoreOptions> {
+  const idOf = (n: string): HostId => idByName.get(n) ?? n
+  const restored = await loadHaState(store)
+  return {
+    members: haMembers([...idByName.keys()], section, idOf),
+    vms: section.vms.map(e => haVmSpec(e, idOf)),
+    config: section.config,
+    armed: section.armed,
+    running,
+    ...(restored !== undefined ? { restored } : {})
+  }
+}
