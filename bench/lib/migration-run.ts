@@ -91,6 +91,12 @@ export interface RunResult {
 }
 
 const POLL_MS = 50
+/**
+ * Guest memory written besides the working set, MiB: the decompressed kernel, the initramfs and
+ * its unpacked copy, firmware (the idle guest with a 64 MiB working set sends about 128 MiB of
+ * non-zero pages). The rest of the guest's RAM stays zero pages, which the plan counts as almost free.
+ */
+const GUEST_BASE_MIB = 64
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
 const round1 = (x: number): number => Math.round(x * 10) / 10
@@ -161,7 +167,13 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
     let params: MigrationParams = QEMU_DEFAULT_PARAMS
     let plan: MigrationPlan | null = null
     if (starling) {
-      plan = planMigration({ memBytes: ctx.memMiB * MiB, dirtyRateBytesPerS: dirtyRate, bandwidthBytesPerS: ctx.plannerBandwidthBytesPerS }, policy)
+      plan = planMigration({
+        memBytes: ctx.memMiB * MiB,
+        workingSetBytes: g.wsMiB * MiB,
+        residentBytes: Math.min(ctx.memMiB, g.wsMiB + GUEST_BASE_MIB) * MiB,
+        dirtyRateBytesPerS: dirtyRate,
+        bandwidthBytesPerS: ctx.plannerBandwidthBytesPerS
+      }, policy)
       res.plan = {
         mode: plan.mode,
         downtimeLimitMs: plan.downtimeLimitMs,

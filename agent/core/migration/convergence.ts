@@ -7,7 +7,9 @@
  * was dirtied during round i-1, so round i leaves M·r^i to send with r = D/B; the migration can
  * stop the guest and copy the rest once that is below B × the allowed downtime. The total is about
  * (M/B)(1 - r^(n+1))/(1 - r), and it converges only if D < B. We refine it with the working set:
- * a guest cannot dirty more than it touches, so what is left after a round is min(W, D·t).
+ * a guest cannot dirty more than it touches, so what is left after a round is min(W, D·t). And QEMU
+ * sends a page that is all zeros as a few header bytes, so the first pass costs only the guest's
+ * resident (ever written) memory: an idle-ish guest sends much less than its RAM.
  *
  * While it runs, each dirty-bitmap sync ends a round. A round that does not cut the smallest
  * amount left so far by `minProgressFraction` is a stall. As in oVirt's convergence schedule, the
@@ -19,9 +21,20 @@
  * dirty-bitmap syncs left the guest panicking on the target (ANCHORS §4), and our own runs saw a
  * panic after a 4-sync run too (none after 3): under TCG at most 3 syncs are allowed, that is
  * a single pass and the stop-and-copy. QEMU counts a sync at setup, one at the end of every
- * round, and one in the stop-and-copy, so a migration of k rounds makes k + 2 syncs. With so
- * little room to climb a ramp, the plan starts at the lowest ramp step at which the model
- * converges within the cap.
+ * round, and one in the stop-and-copy, so a migration of k rounds makes k + 2 syncs.
+ *
+ * Polling cannot enforce such a cap: QEMU decides on its own, right after a sync, whether to stop
+ * and copy or to begin another round, long before the next progress sample. It ends the pass once
+ * the unsent tail fits the threshold (its measured rate × the downtime limit) and then completes
+ * at once only if that tail plus what the guest dirtied during the pass still fits. So under a
+ * binding cap the plan enforces it up front: pre-copy only when the model's leftover, times
+ * `capDowntimeMargin`, fits a ramp step, with the downtime limit set to that step from the start;
+ * otherwise post-copy at once (which takes only the setup sync and one with the guest stopped),
+ * or no migration when post-copy is not allowed.
+ *
+ * The controller's transfer rate is taken over a sliding window of at least `rateWindowMs`: QEMU
+ * sends in bursts (zero pages cost almost nothing, a bitmap sync sends nothing), so the delta
+ * between two samples a few tens of ms apart can be far off and would fake a stall.
  */
 
 /** What to do when pre-copy stalls. */
@@ -43,8 +56,16 @@ export interface ConvergencePolicy {
   fallbackAfterStalls: number
   /** A round must cut the smallest remaining amount seen so far by this fraction not to stall. */
   minProgressFraction: number
-  /** Largest dirty-bitmap sync count a pre-copy may reach (4 under TCG, see the module comment). */
+  /** Largest dirty-bitmap sync count a pre-copy may reach (3 under TCG, see the module comment). */
   maxDirtySyncs: number
+  /**
+   * When the sync cap leaves no room for a second round (maxDirtySyncs 3), pre-copy is planned
+   * only if the model's leftover × this margin fits the downtime limit (see the module comment);
+   * 1 = no margin. It covers the pass's unsent tail and the model's optimism.
+   */
+  capDowntimeMargin: number
+  /** The transfer rate is measured over at least this span of samples, ms. */
+  rateWindowMs: number
   /** Time budget of a migration per GiB of guest memory, ms (Nova: 800 s per GiB). */
   completionTimeoutMsPerGiB: number
   /** What to do on a stall, the cap, or the budget. */
@@ -67,6 +88,8 @@ export function defaultConvergencePolicy (accel: 'kvm' | 'tcg', onStall: StallFa
     fallbackAfterStalls: 7,
     minProgressFraction: 0.1,
     maxDirtySyncs: accel === 'tcg' ? 3 : 30,
+    capDowntimeMargin: accel === 'tcg' ? 4 : 1,
+    rateWindowMs: 1000,
     completionTimeoutMsPerGiB: 800_000,
     onStall,
     postcopyAtOnce: accel === 'tcg'
@@ -83,6 +106,8 @@ export function checkConvergencePolicy (p: ConvergencePolicy): string[] {
   if (!(p.fallbackAfterStalls >= 1)) errs.push('fallbackAfterStalls must be >= 1')
   if (!(p.minProgressFraction >= 0 && p.minProgressFraction < 1)) errs.push('minProgressFraction must be in [0, 1)')
   if (!(p.maxDirtySyncs >= 3)) errs.push('maxDirtySyncs must be >= 3 (setup, one round, stop-and-copy)')
+  if (!(p.capDowntimeMargin >= 1)) errs.push('capDowntimeMargin must be >= 1')
+  if (!(p.rateWindowMs >= 500)) errs.push('rateWindowMs must be >= 500 (a shorter window follows QEMU\'s bursts)')
   if (!(p.completionTimeoutMsPerGiB > 0)) errs.push('completionTimeoutMsPerGiB must be > 0')
   return errs
 }
@@ -93,6 +118,11 @@ export interface MigrationEstimateInput {
   memBytes: number
   /** Memory the guest rewrites, bytes (caps what a round can leave); memBytes when unknown. */
   workingSetBytes?: number
+  /**
+   * Memory the guest has written at all, bytes; the rest is zero pages, which QEMU sends as a few
+   * header bytes each, so the first pass costs about this much. memBytes when unknown.
+   */
+  residentBytes?: number
   /** Rate at which the guest dirties memory, bytes/s. */
   dirtyRateBytesPerS: number
   /** Usable bandwidth of the migration link, bytes/s. */
@@ -118,9 +148,10 @@ const MAX_MODEL_ROUNDS = 60
 export function estimatePrecopy (input: MigrationEstimateInput, downtimeLimitMs: number, maxRounds = MAX_MODEL_ROUNDS): PrecopyEstimate {
   const B = input.bandwidthBytesPerS
   const D = Math.max(0, input.dirtyRateBytesPerS)
-  const W = Math.min(input.workingSetBytes ?? input.memBytes, input.memBytes)
+  const resident = Math.max(0, Math.min(input.residentBytes ?? input.memBytes, input.memBytes))
+  const W = Math.min(input.workingSetBytes ?? input.memBytes, resident)
   if (!(B > 0) || !(input.memBytes >= 0)) return { converges: false, rounds: 0, dirtySyncs: 0, downtimeMs: Infinity, totalMs: Infinity }
-  let remaining = input.memBytes
+  let remaining = resident
   let totalS = 0
   for (let k = 1; k <= maxRounds; k++) {
     const t = remaining / B
@@ -153,7 +184,8 @@ export interface MigrationPlan {
   mode: PlannedMode
   /**
    * Downtime limit to start with, ms: the lowest ramp step at which the model converges within
-   * the round cap (the first step when it does not converge at all).
+   * the round cap, with the cap margin when the cap allows a single round (the first step when
+   * it does not converge at all).
    */
   downtimeLimitMs: number
   /** The model's prediction at the smallest ramp step that converges (or the last step). */
@@ -167,28 +199,37 @@ export interface MigrationPlan {
 
 /**
  * Chooses the mode before the migration starts. Pre-copy (or hybrid, when post-copy is the
- * fallback) when the model converges within the ramp's largest downtime and the sync cap;
- * otherwise post-copy if allowed, else reject.
+ * fallback) when the model converges within the ramp's largest downtime and the sync cap (with
+ * the cap margin when the cap allows a single round); otherwise post-copy if allowed, else reject.
  */
 export function planMigration (input: MigrationEstimateInput, policy: ConvergencePolicy): MigrationPlan {
   const ramp = policy.downtimeRampMs
   const first = ramp[0] ?? 300
   const roundsMax = Math.max(1, policy.maxDirtySyncs - 2)
+  // With a single round allowed, QEMU must complete right after the pass by itself (module comment).
+  const margin = roundsMax === 1 ? Math.max(1, policy.capDowntimeMargin) : 1
   const timeoutMs = Math.max(1, input.memBytes / 2 ** 30) * policy.completionTimeoutMsPerGiB
   const precopyMode: PlannedMode = policy.onStall === 'postcopy' ? 'hybrid' : 'precopy'
-  let last: PrecopyEstimate = estimatePrecopy(input, first, roundsMax)
+  let last: PrecopyEstimate = estimatePrecopy(input, first / margin, roundsMax)
   for (const step of ramp) {
-    const e = estimatePrecopy(input, step, roundsMax)
+    const e = estimatePrecopy(input, step / margin, roundsMax)
     last = e
     if (e.converges) {
-      const why = `pre-copy converges in ${e.rounds} round(s) at ${step} ms downtime`
+      const m = margin > 1 ? ` (predicted pause ${Math.round(e.downtimeMs)} ms x margin ${margin})` : ''
+      const why = `pre-copy converges in ${e.rounds} round(s) at ${step} ms downtime${m}`
       return { mode: precopyMode, downtimeLimitMs: step, estimate: e, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: why }
     }
   }
   const r = input.bandwidthBytesPerS > 0 ? input.dirtyRateBytesPerS / input.bandwidthBytesPerS : Infinity
-  const why = r >= 1
+  const maxStep = ramp[ramp.length - 1] ?? first
+  const predicted = Number.isFinite(last.downtimeMs) ? `${Math.round(last.downtimeMs)} ms` : 'unbounded'
+  // A working set smaller than memory bounds the leftover even when D >= B.
+  const wsBound = (input.workingSetBytes ?? input.memBytes) < input.memBytes
+  const why = r >= 1 && !wsBound
     ? `dirty rate is ${r.toFixed(2)}x the bandwidth: pre-copy never converges`
-    : `pre-copy needs more than ${roundsMax} round(s) or more than ${ramp[ramp.length - 1] ?? first} ms downtime`
+    : margin > 1
+      ? `pre-copy needs more than ${roundsMax} round(s) or more than ${maxStep} ms downtime with margin ${margin} (predicted pause ${predicted})`
+      : `pre-copy needs more than ${roundsMax} round(s) or more than ${maxStep} ms downtime`
   if (policy.onStall === 'postcopy') {
     const when = policy.postcopyAtOnce ? 'at once' : 'after the first pass'
     return { mode: 'postcopy', downtimeLimitMs: first, estimate: last, timeoutMs, bandwidthBytesPerS: input.bandwidthBytesPerS, reason: `${why}; post-copy ${when}` }
@@ -216,8 +257,13 @@ export interface ConvergenceState {
   readonly lastSyncCount: number
   /** Smallest amount left after a round so far, bytes. */
   readonly bestRemainingBytes: number
-  /** Transfer rate measured between the last two samples, bytes/s (the plan's until known). */
+  /**
+   * Transfer rate over the last rateWindowMs or more of samples, bytes/s (the plan's until a
+   * window has been seen).
+   */
   readonly rateBytesPerS: number
+  /** Samples (time, bytes sent) of the rate window: back to the newest one at least a window old. */
+  readonly rateWindow: ReadonlyArray<{ readonly atMs: number, readonly bytes: number }>
   readonly lastSample: ConvergenceSample | null
   /** A fallback or post-copy switch was ordered; the controller has nothing more to do. */
   readonly settled: boolean
@@ -240,6 +286,7 @@ export function initialConvergenceState (plan: MigrationPlan, policy: Convergenc
     lastSyncCount: 0,
     bestRemainingBytes: Infinity,
     rateBytesPerS: plan.bandwidthBytesPerS,
+    rateWindow: [],
     lastSample: null,
     settled: plan.mode === 'reject'
   }
@@ -249,6 +296,23 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'cancelling'])
 const POSTCOPY = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover'])
 
 /**
+ * Adds a sample to the rate window; returns the window (the samples back to the newest one at
+ * least `windowMs` older than this one) and the rate across it, or `rate` unchanged while the
+ * window is shorter than `windowMs` or nothing was sent across it.
+ */
+export function windowRate (
+  window: ConvergenceState['rateWindow'], sample: ConvergenceSample, windowMs: number, rate: number
+): { window: ConvergenceState['rateWindow'], rate: number } {
+  const newest = window[window.length - 1]
+  if (newest !== undefined && sample.totalTimeMs <= newest.atMs) return { window, rate }
+  const w = [...window, { atMs: sample.totalTimeMs, bytes: sample.transferredBytes }]
+  while (w.length > 2 && sample.totalTimeMs - (w[1]?.atMs ?? 0) >= windowMs) w.shift()
+  const oldest = w[0]
+  if (oldest === undefined || sample.totalTimeMs - oldest.atMs < windowMs || sample.transferredBytes <= oldest.bytes) return { window: w, rate }
+  return { window: w, rate: (sample.transferredBytes - oldest.bytes) / ((sample.totalTimeMs - oldest.atMs) / 1000) }
+}
+
+/**
  * Feeds one progress sample; returns the new state and at most one action for the driver.
  * `timeoutMs` is the plan's budget.
  */
@@ -256,12 +320,9 @@ export function stepConvergence (
   state: ConvergenceState, sample: ConvergenceSample, policy: ConvergencePolicy, timeoutMs: number
 ): { state: ConvergenceState, action: ConvergenceAction } {
   const none: ConvergenceAction = { kind: 'none' }
-  let rate = state.rateBytesPerS
-  const prev = state.lastSample
-  if (prev !== null && sample.totalTimeMs > prev.totalTimeMs && sample.transferredBytes > prev.transferredBytes) {
-    rate = (sample.transferredBytes - prev.transferredBytes) / ((sample.totalTimeMs - prev.totalTimeMs) / 1000)
-  }
-  let s: ConvergenceState = { ...state, rateBytesPerS: rate, lastSample: sample }
+  const measured = windowRate(state.rateWindow, sample, policy.rateWindowMs, state.rateBytesPerS)
+  const rate = measured.rate
+  let s: ConvergenceState = { ...state, rateBytesPerS: rate, rateWindow: measured.window, lastSample: sample }
   if (s.settled || TERMINAL.has(sample.status) || POSTCOPY.has(sample.status)) {
     return { state: POSTCOPY.has(sample.status) ? { ...s, settled: true } : s, action: none }
   }

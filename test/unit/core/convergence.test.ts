@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import {
-  checkConvergencePolicy, defaultConvergencePolicy, estimatePrecopy, initialConvergenceState, planMigration, stepConvergence,
+  checkConvergencePolicy, defaultConvergencePolicy, estimatePrecopy, initialConvergenceState, planMigration, stepConvergence, windowRate,
   type ConvergenceAction, type ConvergencePolicy, type ConvergenceSample, type MigrationEstimateInput, type MigrationPlan
 } from '../../../agent/core/migration/convergence.js'
 
@@ -22,7 +22,14 @@ t.test('estimatePrecopy follows the pre-copy model', async t => {
     { name: 'D >= B never converges', in: { memBytes: GiB, dirtyRateBytesPerS: 200 * MiB, bandwidthBytesPerS: 128 * MiB }, downMs: 500, converges: false },
     { name: 'a 64 MiB working set rewritten flat out fits in 500 ms', in: { memBytes: 256 * MiB, workingSetBytes: 64 * MiB, dirtyRateBytesPerS: GiB, bandwidthBytesPerS: 128 * MiB }, downMs: 500, converges: true, rounds: 1, downtimeMs: 500 },
     { name: '...but not in 300 ms', in: { memBytes: 256 * MiB, workingSetBytes: 64 * MiB, dirtyRateBytesPerS: GiB, bandwidthBytesPerS: 128 * MiB }, downMs: 300, converges: false },
-    { name: 'no bandwidth', in: { memBytes: GiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 0 }, downMs: 300, converges: false }
+    { name: 'no bandwidth', in: { memBytes: GiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 0 }, downMs: 300, converges: false },
+    // Zero pages cost (almost) nothing: the first pass carries the resident memory only.
+    { name: 'idle guest with 128 MiB resident: the pass takes 1 s, not 8', in: { memBytes: GiB, residentBytes: 128 * MiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 128 * MiB }, downMs: 100, converges: true, rounds: 1, totalMs: 1000, downtimeMs: 0 },
+    // 112 MiB resident at 112 MiB/s: a 1 s pass leaves 16 MiB = 142.9 ms
+    { name: 'moderate guest, 112 MiB resident: one round at 150 ms', in: { memBytes: 256 * MiB, residentBytes: 112 * MiB, workingSetBytes: 64 * MiB, dirtyRateBytesPerS: 16 * MiB, bandwidthBytesPerS: 112 * MiB }, downMs: 150, converges: true, rounds: 1, totalMs: 1000 + 1000 / 7, downtimeMs: 1000 / 7 },
+    { name: '...the same counting every page as sent: a 2.3 s pass leaves 36.6 MiB', in: { memBytes: 256 * MiB, workingSetBytes: 64 * MiB, dirtyRateBytesPerS: 16 * MiB, bandwidthBytesPerS: 112 * MiB }, downMs: 150, converges: true, rounds: 2 },
+    { name: 'the working set cannot exceed the resident memory', in: { memBytes: 256 * MiB, residentBytes: 32 * MiB, workingSetBytes: 64 * MiB, dirtyRateBytesPerS: GiB, bandwidthBytesPerS: 128 * MiB }, downMs: 250, converges: true, rounds: 1, downtimeMs: 250 },
+    { name: 'resident above memory is memory', in: { memBytes: 128 * MiB, residentBytes: GiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 128 * MiB }, downMs: 100, converges: true, rounds: 1, totalMs: 1000 }
   ]
   for (const c of cases) {
     const e = estimatePrecopy(c.in, c.downMs)
@@ -41,6 +48,7 @@ t.test('planMigration chooses the mode up front', async t => {
   const moderate = { memBytes: GiB, dirtyRateBytesPerS: 16 * MiB, bandwidthBytesPerS: 128 * MiB }
   const hot = { memBytes: GiB, dirtyRateBytesPerS: 200 * MiB, bandwidthBytesPerS: 128 * MiB }
   const idle = { memBytes: 256 * MiB, dirtyRateBytesPerS: 0, bandwidthBytesPerS: 128 * MiB }
+  const benchModerate = { memBytes: 256 * MiB, workingSetBytes: 64 * MiB, residentBytes: 112 * MiB, dirtyRateBytesPerS: 16 * MiB, bandwidthBytesPerS: 112 * MiB }
   const tcg4 = (onStall: 'abort' | 'postcopy'): ConvergencePolicy => ({ ...defaultConvergencePolicy('tcg', onStall), maxDirtySyncs: 4 })
   const cases: Array<{ name: string, in: MigrationEstimateInput, policy: ConvergencePolicy, mode: string, downMs: number, reason: RegExp }> = [
     { name: 'idle, abort policy', in: idle, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'precopy', downMs: 100, reason: /1 round\(s\) at 100 ms/ },
@@ -48,7 +56,17 @@ t.test('planMigration chooses the mode up front', async t => {
     { name: 'moderate under kvm: 3 rounds at 100 ms', in: moderate, policy: defaultConvergencePolicy('kvm', 'abort'), mode: 'precopy', downMs: 100, reason: /3 round\(s\) at 100 ms/ },
     { name: 'moderate with a cap of 4 syncs: 2 rounds, starts at 150 ms', in: moderate, policy: tcg4('postcopy'), mode: 'hybrid', downMs: 150, reason: /2 round\(s\) at 150 ms/ },
     { name: 'moderate under tcg (one pass): post-copy', in: moderate, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /more than 1 round\(s\) or more than 500 ms.*post-copy at once/ },
-    { name: 'working set rewritten flat out: only at the top of the ramp', in: heavy, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'precopy', downMs: 500, reason: /1 round\(s\) at 500 ms/ },
+    { name: 'working set rewritten flat out, kvm: pre-copy at the top of the ramp', in: heavy, policy: defaultConvergencePolicy('kvm', 'abort'), mode: 'precopy', downMs: 500, reason: /1 round\(s\) at 500 ms downtime$/ },
+    { name: 'the same under tcg: 500 ms predicted leaves no margin under the cap, rejected', in: heavy, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'reject', downMs: 100, reason: /more than 1 round\(s\) or more than 500 ms downtime with margin 4 \(predicted pause 500 ms\); post-copy not allowed/ },
+    { name: 'the same with post-copy allowed: post-copy at once', in: heavy, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /margin 4.*post-copy at once/ },
+    // The bench's moderate guest: 256 MiB, 64 MiB working set at 16 MiB/s, 112 MiB resident, 112 MiB/s.
+    { name: 'bench moderate under tcg: 143 ms x 4 fits no step, post-copy at once', in: benchModerate, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /margin 4 \(predicted pause 143 ms\); post-copy at once/ },
+    { name: 'bench moderate under kvm: no cap, no margin, 2 rounds at 100 ms', in: benchModerate, policy: defaultConvergencePolicy('kvm', 'postcopy'), mode: 'hybrid', downMs: 100, reason: /^pre-copy converges in 2 round\(s\) at 100 ms downtime$/ },
+    { name: 'light writer under tcg: 18 ms x 4 fits the first step', in: { ...benchModerate, dirtyRateBytesPerS: 2 * MiB }, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'hybrid', downMs: 100, reason: /1 round\(s\) at 100 ms downtime \(predicted pause 18 ms x margin 4\)/ },
+    { name: 'a 4 MiB/s writer under tcg: 36 ms x 4 starts at 150 ms', in: { ...benchModerate, dirtyRateBytesPerS: 4 * MiB }, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'hybrid', downMs: 150, reason: /at 150 ms downtime \(predicted pause 36 ms/ },
+    { name: '...counting every page as sent it would start at 400 ms', in: { ...benchModerate, residentBytes: undefined, dirtyRateBytesPerS: 4 * MiB }, policy: defaultConvergencePolicy('tcg', 'postcopy'), mode: 'hybrid', downMs: 400, reason: /at 400 ms downtime \(predicted pause 82 ms/ },
+    { name: 'kvm has no tcg cap: 7 rounds at 100 ms', in: { memBytes: GiB, dirtyRateBytesPerS: 64 * MiB, bandwidthBytesPerS: 128 * MiB }, policy: defaultConvergencePolicy('kvm', 'abort'), mode: 'precopy', downMs: 100, reason: /^pre-copy converges in 7 round\(s\) at 100 ms downtime$/ },
+    { name: '...which tcg rejects', in: { memBytes: GiB, dirtyRateBytesPerS: 64 * MiB, bandwidthBytesPerS: 128 * MiB }, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'reject', downMs: 100, reason: /more than 1 round/ },
     { name: 'hot guest, post-copy allowed', in: hot, policy: defaultConvergencePolicy('kvm', 'postcopy'), mode: 'postcopy', downMs: 100, reason: /never converges; post-copy after the first pass/ },
     { name: 'hot guest, post-copy not allowed', in: hot, policy: defaultConvergencePolicy('tcg', 'abort'), mode: 'reject', downMs: 100, reason: /never converges; post-copy not allowed/ },
     { name: 'converges but only beyond the cap', in: { memBytes: 4 * GiB, dirtyRateBytesPerS: 64 * MiB, bandwidthBytesPerS: 128 * MiB }, policy: tcg4('abort'), mode: 'reject', downMs: 100, reason: /more than 2 round/ }
@@ -65,9 +83,41 @@ t.test('planMigration chooses the mode up front', async t => {
 
 t.test('policy checks', async t => {
   t.same(checkConvergencePolicy(defaultConvergencePolicy('tcg', 'abort')), [])
+  t.same(checkConvergencePolicy(defaultConvergencePolicy('kvm', 'postcopy')), [])
   t.equal(defaultConvergencePolicy('tcg', 'abort').maxDirtySyncs, 3, 'TCG cap of 3 syncs: one pass, then stop-and-copy')
-  const bad: ConvergencePolicy = { ...defaultConvergencePolicy('kvm', 'abort'), downtimeRampMs: [300, 100], rampAtStalls: [], maxDirtySyncs: 2 }
-  t.match(checkConvergencePolicy(bad), [/ascending/, /one shorter/, /maxDirtySyncs/])
+  t.equal(defaultConvergencePolicy('tcg', 'abort').capDowntimeMargin, 4, 'TCG: margin 4 on the single round')
+  t.equal(defaultConvergencePolicy('kvm', 'abort').maxDirtySyncs, 30, 'KVM: no TCG cap')
+  t.equal(defaultConvergencePolicy('kvm', 'abort').capDowntimeMargin, 1, 'KVM: no margin')
+  t.ok(defaultConvergencePolicy('kvm', 'abort').rateWindowMs >= 500, 'rate window of at least 500 ms')
+  const bad: ConvergencePolicy = { ...defaultConvergencePolicy('kvm', 'abort'), downtimeRampMs: [300, 100], rampAtStalls: [], maxDirtySyncs: 2, capDowntimeMargin: 0.5, rateWindowMs: 50 }
+  t.match(checkConvergencePolicy(bad), [/ascending/, /one shorter/, /maxDirtySyncs/, /capDowntimeMargin/, /rateWindowMs/])
+})
+
+t.test('windowRate measures over at least the window, never a single short delta', async t => {
+  type W = Parameters<typeof windowRate>[0]
+  const at = (ms: number, bytes: number): ConvergenceSample => ({ status: 'active', totalTimeMs: ms, transferredBytes: bytes, remainingBytes: 0, dirtySyncCount: 1 })
+  const feed = (pts: Array<[number, number]>, windowMs = 1000, rate0 = 5e7): { window: W, rate: number } => {
+    let r: { window: W, rate: number } = { window: [], rate: rate0 }
+    for (const [ms, b] of pts) r = windowRate(r.window, at(ms, b), windowMs, r.rate)
+    return r
+  }
+  const cases: Array<{ name: string, pts: Array<[number, number]>, rate: number, windowFrom: number }> = [
+    { name: 'shorter than the window: the previous rate stays', pts: [[0, 0], [50, 5e6], [900, 9e7]], rate: 5e7, windowFrom: 0 },
+    { name: 'one full window: bytes over time', pts: [[0, 0], [500, 1e7], [1000, 1e8]], rate: 1e8, windowFrom: 0 },
+    // 50 ms samples, 1e8 B/s on average, but the last 50 ms carried 1 MB (20 MB/s)
+    { name: 'a slow last 50 ms does not drag the rate down', pts: [...Array.from({ length: 40 }, (_, i): [number, number] => [i * 50, i * 50 * 1e5]), [2000, 1950 * 1e5 + 1e6]], rate: (1950 * 1e5 + 1e6 - 1000 * 1e5) / 1.0, windowFrom: 1000 },
+    // 50 MB in the last 50 ms read as 1 GB/s on its own; over the window, 1e8 B in 1.05 s
+    { name: 'a burst in the last 50 ms does not blow it up', pts: [[0, 0], [1000, 5e7], [1050, 1e8]], rate: 1e8 / 1.05, windowFrom: 0 },
+    { name: 'old samples leave the window', pts: [[0, 0], [1000, 1e8], [2000, 1.5e8], [3000, 2e8]], rate: 5e7, windowFrom: 2000 },
+    { name: 'nothing sent across the window: the previous rate stays (no fake stall)', pts: [[0, 1e8], [600, 1e8], [1200, 1e8]], rate: 5e7, windowFrom: 0 },
+    { name: 'a sample that does not advance the clock is ignored', pts: [[0, 0], [1000, 1e8], [1000, 9e8]], rate: 1e8, windowFrom: 0 }
+  ]
+  for (const c of cases) {
+    const r = feed(c.pts)
+    t.ok(Math.abs(r.rate - c.rate) < 1, `${c.name}: rate ${r.rate} ~ ${c.rate}`)
+    t.equal(r.window[0]?.atMs, c.windowFrom, `${c.name}: window starts at ${c.windowFrom}`)
+  }
+  t.equal(feed([[0, 0], [1000, 1e8], [1050, 1.05e8]], 1000).rate, 1.05e8 / 1.05, 'the window is the newest sample at least a window old: 1.05 s here')
 })
 
 /** Samples on a 100 MB/s link: transferred grows with time, so the measured rate is 1e8 B/s. */
@@ -76,6 +126,9 @@ const sample = (ms: number, syncs: number, remainingBytes: number, status = 'act
   ({ status, totalTimeMs: ms, transferredBytes: ms * RATE / 1000, remainingBytes, dirtySyncCount: syncs })
 /** Bytes that take `ms` to send at RATE. */
 const msOf = (ms: number): number => ms * RATE / 1000
+/** Samples every 50 ms from 0 to `untilMs` at `share` of RATE, `syncs` syncs, a pass of 2 s. */
+const smooth = (untilMs: number, syncs: number, share = 1): ConvergenceSample[] =>
+  Array.from({ length: untilMs / 50 + 1 }, (_, i) => ({ ...sample(i * 50, syncs, msOf(2000 - i * 50)), transferredBytes: msOf(i * 50) * share }))
 
 function plan (mode: MigrationPlan['mode']): MigrationPlan {
   return { mode, downtimeLimitMs: 100, estimate: { converges: true, rounds: 1, dirtySyncs: 3, downtimeMs: 0, totalMs: 0 }, timeoutMs: 60_000, bandwidthBytesPerS: RATE, reason: 'test' }
@@ -210,6 +263,20 @@ t.test('stepConvergence drives a running migration', async t => {
       plan: { ...plan('hybrid'), timeoutMs: 5000 }, policy: kvmPost,
       samples: [sample(100, 1, msOf(5000)), sample(4000, 1, msOf(3000)), sample(5001, 1, msOf(3000)), sample(5100, 1, msOf(3000))],
       actions: ['-', '-', 'postcopy', '-']
+    },
+    {
+      // The report's case: 50 ms samples, the last 50 ms slow; a 50 ms delta read 20 MB/s and
+      // "~1500 ms left", the window reads ~96 MB/s and ~312 ms, which fits the 500 ms limit.
+      name: 'tcg (cap 3): the rate over a window does not fake a stall at the end of the pass',
+      plan: { ...plan('hybrid'), downtimeLimitMs: 500 }, policy: tcg3,
+      samples: [...smooth(1950, 1), { ...sample(2000, 2, msOf(300)), transferredBytes: msOf(1950) + 1e6 }],
+      actions: [...smooth(1950, 1).map(() => '-'), '-']
+    },
+    {
+      name: 'tcg (cap 3): a link that is slow over the whole window still falls back',
+      plan: { ...plan('hybrid'), downtimeLimitMs: 500 }, policy: tcg3,
+      samples: [...smooth(1950, 1, 0.2), { ...sample(2000, 2, msOf(300)), transferredBytes: msOf(2000) * 0.2 }],
+      actions: [...smooth(1950, 1).map(() => '-'), 'postcopy']
     },
     {
       name: 'a rejected plan does nothing',
