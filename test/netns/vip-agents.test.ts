@@ -49,8 +49,15 @@ if (why !== null) {
     const capture = await bed.startArpCapture()
     t.teardown(async () => { await capture.stop() })
 
-    c.startAll()
+    // Group VIPs are not preempted, so whoever claims first keeps the VIP, and a host claims only
+    // when it sees a majority and no earlier group member alive. Start h1 and h2 alone: h2 can
+    // only see a majority with h1 alive, so h1 claims. (All three at once let h2 win on a loaded
+    // machine when h1 started last.)
+    c.start('h1')
+    c.start('h2')
     const formed = await waitOwner(c, web, 'h1', 30_000)
+    c.start('h3')
+    await waitFor(async () => { try { await c.vips('h3'); return true } catch { return false } }, 30_000, 'h3 to answer')
     await waitOwner(c, app, 'h2', 10_000)
     t.pass(`web on h1 (first of its group), app on h2 (runs vm-app), ${formed} ms after start`)
 
