@@ -20,6 +20,10 @@
  *     (suspect counts as absent) it removes the address, well before the majority declares it
  *     dead (SWIM declares death a full suspicion timeout after suspicion). This timing is the
  *     one assumption S5 rests on during partitions, as for every quorum-plus-fencing HA system.
+ *     Survivors declare the death at slightly different times: a member that refuses a takeover
+ *     request only because it has not declared the owner dead yet holds the highest such request
+ *     back and grants it the moment it does (after takeoverGraceTicks), under the same rules as
+ *     a grant on request, so the claimant does not wait for its retry (claimRetryTicks).
  *  3. Competing claimants: the lower claim yields to the higher one (releases its own, so its
  *     grantors are freed); a claimant that hears a 'held' claim gives up. A lost race is
  *     retried after a seeded backoff. Frames may be lost: claim requests and handoff releases
@@ -88,7 +92,11 @@ interface Vip {
   releasedTo: HostId | null
   releasedAtTick: number
   floor: Map<HostId, number>
-  /** Highest request refused because the VIP was not free; granted at once if a release frees it. */
+  /**
+   * Highest request refused because the VIP was not free (held back). Granted at once, under the
+   * rules of any grant, when the VIP becomes free: the standing claim is released, or its host
+   * is declared dead (after takeoverGraceTicks). The claimant need not wait for its retry.
+   */
   refused: ClaimRef | null
   /** Tick when the owner last asserted `granted` as held (null: not since it was granted). */
   heldSeenTick: number | null
@@ -390,9 +398,7 @@ export class VipOwnership {
       v.dirty = true
     }
     // A request we refused only because of that claim can be granted now.
-    const r = v.refused
-    v.refused = null
-    if (r !== null && !this.isStale(v, r) && compareClaims(r, v.granted) > 0 && this.isFreeFor(v, r.host)) this.grant(v, r)
+    this.grantHeldBack(v)
     if (v.role === 'claiming') this.sendRequest(v)
   }
 
@@ -551,6 +557,9 @@ export class VipOwnership {
 
   /** Decisions that depend on standing conditions (quorum, eligibility, freedom), after every input and tick. */
   private evaluate (v: Vip): void {
+    // A death declared (or its grace run out) frees the VIP: grant the held-back request first,
+    // so that this host does not start a claim of its own against it.
+    this.grantHeldBack(v)
     const quorate = this.quorate()
     switch (v.role) {
       case 'owner':
@@ -745,6 +754,20 @@ export class VipOwnership {
     v.refreshAtTick = null
     v.heldAtTick = null
     this.out.push({ type: 'remove', ...v.target, reason })
+  }
+
+  /**
+   * Grants the held-back request if the VIP is now free for its host, under the rules of a grant
+   * on request: not stale (its host has not released it since) and above the claim we count as
+   * standing. One that can never be granted any more is forgotten; one still blocked is kept.
+   */
+  private grantHeldBack (v: Vip): void {
+    const r = v.refused
+    if (r === null) return
+    if (this.isStale(v, r) || (v.granted !== null && compareClaims(r, v.granted) <= 0)) { v.refused = null; return }
+    if (!this.isFreeFor(v, r.host)) return
+    this.event('vip-grant-held-back', `vip ${v.spec.id} grants held-back ${claimText(r)}: ${v.granted === null || v.released ? 'released' : `${claimText(v.granted)} dead`}`)
+    this.grant(v, r)
   }
 
   private grant (v: Vip, claim: ClaimRef): void {

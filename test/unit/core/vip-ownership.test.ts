@@ -267,6 +267,94 @@ t.test('takeoverGraceTicks delays grants and claims after a death', async t => {
   t.equal(role(c, 'b'), 'owner', 'after the grace')
 })
 
+t.test('a request held back until this member declares the owner dead is granted at once', async t => {
+  // b declares a dead first and claims; c still counts a alive and holds b's request back. The
+  // moment c declares a dead (the members input), c grants it: no wait for b's retry.
+  const table: Array<{ name: string, grace: number, cView: MemberState, ticksAfter: number, want: VipRole }> = [
+    { name: 'c declares a dead: granted with no tick', grace: 0, cView: 'dead', ticksAfter: 0, want: 'owner' },
+    { name: 'c sees a left: granted with no tick', grace: 0, cView: 'left', ticksAfter: 0, want: 'owner' },
+    { name: 'c only suspects a: still held back', grace: 0, cView: 'suspect', ticksAfter: 0, want: 'claiming' },
+    { name: 'grace 3: not within the grace', grace: 3, cView: 'dead', ticksAfter: 2, want: 'claiming' },
+    { name: 'grace 3: on the tick the grace runs out', grace: 3, cView: 'dead', ticksAfter: 3, want: 'owner' }
+  ]
+  for (const row of table) {
+    const c = cluster(['a', 'b', 'c'], { config: { takeoverGraceTicks: row.grace, claimRetryTicks: 8, claimTimeoutTicks: 20 } })
+    allAlive(c); pump(c)
+    t.equal(role(c, 'a'), 'owner', `${row.name}: a owns`)
+    c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+    view(c, 'b', { a: 'dead', b: 'alive', c: 'alive' })
+    pump(c)
+    for (let i = 0; i < row.grace; i++) { n(c, 'b').tick(); pump(c) }
+    t.equal(role(c, 'b'), 'claiming', `${row.name}: b claims`)
+    t.equal(owner(c, 'c'), 'a', `${row.name}: c refused, a's claim stands for it`)
+    t.equal(n(c, 'b').status()[0]?.counters.claims, 1, `${row.name}: b's first claim`)
+    view(c, 'c', { a: row.cView, b: 'alive', c: 'alive' })
+    pump(c)
+    // Ticks on c only: b's retry (claimRetryTicks 8) does not come into it.
+    for (let i = 0; i < row.ticksAfter; i++) { n(c, 'c').tick(); pump(c) }
+    t.equal(role(c, 'b'), row.want, row.name)
+    if (row.want === 'owner') {
+      t.same(holders(c), ['b'], `${row.name}: b alone carries it`)
+      t.equal(owner(c, 'c'), 'b', `${row.name}: c counts b as the owner`)
+    }
+  }
+})
+
+t.test('a held-back request is granted only under the rules of a grant', async t => {
+  // Five members, two claimants that cannot hear each other: b (a dead) and d (a and b dead, so
+  // d is first of the group in its view). c and e count a alive, refuse both and hold back the
+  // higher one (d's: same Lamport time, higher host); when they declare a dead, they grant that one.
+  const vips = [{ ...GROUP, binding: { kind: 'group' as const, hosts: ['a', 'b', 'd', 'c', 'e'] } }]
+  {
+    const c = cluster(['a', 'b', 'c', 'd', 'e'], { vips, config: { claimRetryTicks: 8, claimTimeoutTicks: 20 } })
+    allAlive(c); pump(c)
+    t.equal(role(c, 'a'), 'owner')
+    c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+    c.hold = (from, to) => (from === 'b' && to === 'd') || (from === 'd' && to === 'b')
+    view(c, 'b', { a: 'dead', b: 'alive', c: 'alive', d: 'alive', e: 'alive' })
+    pump(c)
+    view(c, 'd', { a: 'dead', b: 'dead', c: 'alive', d: 'alive', e: 'alive' })
+    pump(c)
+    t.equal(role(c, 'b'), 'claiming')
+    t.equal(role(c, 'd'), 'claiming')
+    t.equal(owner(c, 'c'), 'a', 'c refused both')
+    for (const id of ['c', 'e']) view(c, id, { a: 'dead', b: 'alive', c: 'alive', d: 'alive', e: 'alive' })
+    pump(c)
+    t.equal(owner(c, 'c'), 'd', 'c granted the highest held-back claim (d\'s), not b\'s')
+    t.equal(owner(c, 'e'), 'd', 'e too')
+    t.equal(role(c, 'd'), 'owner', 'd has a majority (d, c, e)')
+    t.not(role(c, 'b'), 'owner', 'b never gets a majority')
+  }
+  {
+    // A held-back request whose claimant has released it since is not granted.
+    const c = cluster(['a', 'b', 'c'], { config: { claimRetryTicks: 8, claimTimeoutTicks: 20 } })
+    allAlive(c); pump(c)
+    c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+    view(c, 'b', { a: 'dead', b: 'alive', c: 'alive' })
+    pump(c)
+    t.equal(role(c, 'b'), 'claiming')
+    n(c, 'b').step({ type: 'leave' }) // b gives its claim up; c hears the release (a's claim still stands for c)
+    pump(c)
+    t.equal(role(c, 'b'), 'standby')
+    view(c, 'c', { a: 'dead', b: 'alive', c: 'alive' })
+    const effects = n(c, 'c').takeEffects()
+    t.notOk(effects.some(e => e.type === 'send' && e.message.type === 'vipGrant'), 'no grant for a released claim')
+    t.not(owner(c, 'c'), 'b')
+  }
+  {
+    // An owner that is alive in this member's eyes keeps blocking: nothing is granted on a tick.
+    const c = cluster(['a', 'b', 'c'], { config: { claimRetryTicks: 8, claimTimeoutTicks: 20 } })
+    allAlive(c); pump(c)
+    c.hold = (from, to) => (from === 'b' && to === 'a') || (from === 'a' && to === 'b')
+    view(c, 'b', { a: 'dead', b: 'alive', c: 'alive' })
+    pump(c)
+    ticks(c, 5, ['c'])
+    t.equal(role(c, 'b'), 'claiming', 'c keeps holding it back while a is alive')
+    t.equal(owner(c, 'c'), 'a')
+    t.same(holders(c), ['a'])
+  }
+})
+
 t.test('an alive owner refuses a takeover claim and tells the claimant', async t => {
   const c = cluster(['a', 'b', 'c'])
   allAlive(c); pump(c)
