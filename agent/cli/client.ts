@@ -33,3 +33,24 @@ export async function fetchStatus (api: string, timeoutMs = 3000): Promise<Statu
   return await res.json() as StatusPayload
 }
 
+/**
+ * One call to the local agent's API: GET without a body, POST with a JSON body. Throws an Error
+ * that says what to check when no agent answers, and the agent's own text on an HTTP error
+ * (`notFound` replaces it for a 404, for endpoints that exist only when a feature is configured).
+ */
+export async function callApi (addr: string, pathname: string, body?: unknown, opts: { notFound?: string, timeoutMs?: number } = {}): Promise<unknown> {
+  let res: Response
+  try {
+    res = await fetch(`http://${addr}${pathname}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 3000)
+    })
+  } catch (err) {
+    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
+  }
+  const text = await res.text()
+  if (res.status === 404 && opts.notFound !== undefined) throw new Error(opts.notFound)
+  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
+  return JSON.parse(text) as unknown
+}

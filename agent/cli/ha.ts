@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util'
 import type { HaStatus } from '../core/ha/ha-types.js'
-import { apiAddress, UsageError } from './client.js'
+import { apiAddress, callApi, UsageError } from './client.js'
 
 /** GET /v1/ha: HaManager.status() with member names beside the ids. */
 export interface HaPayload extends HaStatus {
@@ -50,25 +50,8 @@ export function renderHa (p: HaPayload): string {
   return lines.join('\n')
 }
 
-async function call (addr: string, pathname: string, body?: unknown): Promise<unknown> {
-  let res: Response
-  try {
-    res = await fetch(`http://${addr}${pathname}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
-      signal: AbortSignal.timeout(3000)
-    })
-  } catch (err) {
-    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
-  }
-  const text = await res.text()
-  if (res.status === 404 && pathname === '/v1/ha') throw new Error(`agent at ${addr} has no HA configured`)
-  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
-  return JSON.parse(text) as unknown
-}
-
 export async function fetchHa (addr: string): Promise<HaPayload> {
-  return await call(addr, '/v1/ha') as HaPayload
+  return await callApi(addr, '/v1/ha', undefined, { notFound: `agent at ${addr} has no HA configured` }) as HaPayload
 }
 
 export async function haCommand (args: string[]): Promise<number> {
@@ -86,13 +69,13 @@ export async function haCommand (args: string[]): Promise<number> {
     case 'arm':
     case 'disarm':
       if (rest.length > 0) throw new UsageError(`starling ha ${sub} takes no arguments`)
-      await call(addr, '/v1/ha/mode', { armed: sub === 'arm' })
+      await callApi(addr, '/v1/ha/mode', { armed: sub === 'arm' })
       process.stdout.write(`ha ${sub} requested (spread to the cluster by the HA beats)\n`)
       return 0
     case 'maintenance': {
       const [host, on] = rest
       if (host === undefined || (on !== 'on' && on !== 'off') || rest.length > 2) throw new UsageError('starling ha maintenance needs HOST and on|off')
-      await call(addr, '/v1/ha/maintenance', { host, on: on === 'on' })
+      await callApi(addr, '/v1/ha/maintenance', { host, on: on === 'on' })
       process.stdout.write(`maintenance of ${host} ${on} requested\n`)
       return 0
     }

@@ -17,7 +17,7 @@
  */
 import { parseArgs } from 'node:util'
 import { renderMembers, renderStatusTree } from './render.js'
-import { apiAddress, fetchStatus, UsageError } from './client.js'
+import { apiAddress, callApi, fetchStatus, UsageError } from './client.js'
 
 const USAGE = `usage: starling <command> [options]
 commands:
@@ -58,24 +58,8 @@ interface MigrationRow {
   progress: { status: string, transferredBytes: number, remainingBytes: number, totalTimeMs: number, downtimeMs: number | null } | null
 }
 
-async function api (addr: string, pathname: string, body?: unknown): Promise<unknown> {
-  let res: Response
-  try {
-    res = await fetch(`http://${addr}${pathname}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
-      signal: AbortSignal.timeout(3000)
-    })
-  } catch (err) {
-    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
-  }
-  const text = await res.text()
-  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
-  return JSON.parse(text) as unknown
-}
-
 async function listMigrations (addr: string): Promise<MigrationRow[]> {
-  return ((await api(addr, '/v1/migrations')) as { migrations: MigrationRow[] }).migrations
+  return ((await callApi(addr, '/v1/migrations')) as { migrations: MigrationRow[] }).migrations
 }
 
 function renderMigrations (rows: MigrationRow[]): string {
@@ -97,7 +81,7 @@ async function migrateCommand (args: string[]): Promise<number> {
   if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
   const addr = apiAddress(values)
   const before = new Set((await listMigrations(addr)).map(r => r.id))
-  await api(addr, '/v1/migrate', values.to !== undefined ? { vm, to: values.to } : { vm })
+  await callApi(addr, '/v1/migrate', values.to !== undefined ? { vm, to: values.to } : { vm })
   if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
   const deadline = Date.now() + 1000 * Number(values.timeout ?? 300)
   let seen: MigrationRow | undefined
@@ -168,7 +152,7 @@ export async function main (argv: string[]): Promise<number> {
         const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' } } })
         const host = positionals[0]
         if (host === undefined || positionals.length > 1) throw new UsageError('starling drain needs exactly one HOST')
-        await api(apiAddress(values), '/v1/drain', { host })
+        await callApi(apiAddress(values), '/v1/drain', { host })
         process.stdout.write(`drain of ${host} requested\n`)
         return 0
       }

@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util'
 import type { VipStatusReport } from '../core/vip/vip-bridge.js'
 import type { VipStatus } from '../core/vip/vip-types.js'
-import { apiAddress, UsageError } from './client.js'
+import { apiAddress, callApi, UsageError } from './client.js'
 
 /** One VIP as GET /v1/vips returns it. */
 export interface VipRow extends VipStatus {
@@ -77,24 +77,8 @@ export function renderVips (p: VipsPayload): string {
   return lines.join('\n')
 }
 
-async function call (addr: string, pathname: string, body?: unknown): Promise<unknown> {
-  let res: Response
-  try {
-    res = await fetch(`http://${addr}${pathname}`, {
-      method: body === undefined ? 'GET' : 'POST',
-      ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
-      signal: AbortSignal.timeout(3000)
-    })
-  } catch (err) {
-    throw new Error(`no starling agent answers at ${addr} (${(err as Error).message})`, { cause: err })
-  }
-  const text = await res.text()
-  if (!res.ok) throw new Error(`agent at ${addr} answered HTTP ${res.status}: ${text.trim()}`)
-  return JSON.parse(text) as unknown
-}
-
 export async function fetchVips (addr: string): Promise<VipsPayload> {
-  return await call(addr, '/v1/vips') as VipsPayload
+  return await callApi(addr, '/v1/vips') as VipsPayload
 }
 
 /** Removes the configured VIP addresses of this host (no agent needed). Exit 1 if one failed. */
@@ -129,7 +113,7 @@ export async function vipsCommand (args: string[]): Promise<number> {
   if (positionals[0] === 'move') {
     const [, vip, to] = positionals
     if (vip === undefined || to === undefined || positionals.length > 3) throw new UsageError('starling vips move needs VIP and HOST')
-    await call(addr, '/v1/vips/move', { vip, to })
+    await callApi(addr, '/v1/vips/move', { vip, to })
     process.stdout.write(`move of ${vip} to ${to} requested\n`)
     return 0
   }
