@@ -20,6 +20,7 @@ import { silentLogger } from '../agent/lib/logger.js'
 import { createMigrationLink, netnsUnavailable } from '../bench/lib/netbed.js'
 import { MiB, runMigration, type RunContext } from '../bench/lib/migration-run.js'
 import { namespacesWithPrefix } from './netns/testbed.js'
+import { buildTestGuest } from './guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -40,7 +41,7 @@ if (why !== null) {
 } else {
   let guestDir = ''
   try {
-    guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+    guestDir = buildTestGuest()
   } catch (err) {
     t.fail(`the test guest does not build: ${(err as Error).message}`)
   }

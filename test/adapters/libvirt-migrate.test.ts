@@ -28,6 +28,7 @@ import type { MigrationParams, MigrationProgress } from '../../agent/adapters/qe
 import { silentLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+import { buildTestGuest } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -90,7 +91,7 @@ if (why !== null) {
 } else {
   let guestDir = ''
   try {
-    guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+    guestDir = buildTestGuest()
   } catch (err) {
     t.fail(`the test guest does not build: ${(err as Error).message}`)
   }

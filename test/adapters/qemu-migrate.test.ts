@@ -29,6 +29,7 @@ import { QemuDriver, type MigrationParams, type MigrationProgress } from '../../
 import { defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence } from '../../agent/core/migration/convergence.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
+import { buildTestGuest } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -107,7 +108,7 @@ if (missing !== null) {
 } else {
   let guestDir = ''
   try {
-    guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+    guestDir = buildTestGuest()
   } catch (err) {
     t.fail(`the test guest does not build: ${(err as Error).message}`)
   }

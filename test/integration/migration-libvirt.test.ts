@@ -22,6 +22,7 @@ import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
+import { buildTestGuest } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -80,7 +81,7 @@ if (why !== null) {
 } else {
   let guestDir = ''
   try {
-    guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+    guestDir = buildTestGuest()
   } catch (err) {
     tap.fail(`the test guest does not build: ${(err as Error).message}`)
   }

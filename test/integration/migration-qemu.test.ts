@@ -19,6 +19,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
+import { buildTestGuest } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -73,7 +74,7 @@ async function until (what: string, pred: () => boolean | Promise<boolean>, time
 let guestDir = ''
 try {
   execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
-  guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+  guestDir = buildTestGuest()
 } catch (err) {
   tap.fail(`QEMU or the test guest is missing: ${(err as Error).message}`)
 }
