@@ -1,0 +1,108 @@
+// HA inside AgentCore (agent/core/ha/ha-bridge.ts): three cores on an in-memory network. The
+// home of a protected VM is cut off: it fences (haStop), the other two declare it dead and, after
+// the fence delay, exactly one of them boots the VM (haStart) under a higher claim. Grants are in
+// the persist batch of the Ready that sends them. Also the `ha` configuration section.
+import t from 'tap'
+import { AgentCore } from '../../../agent/core/agent-core.js'
+import { localTestCoreConfig } from '../../../agent/core/config.js'
+import type { Envelope } from '../../../agent/core/messages.js'
+import type { HaCommand } from '../../../agent/core/ha/ha-types.js'
+import { simHaConfig, requiredFenceDelayTicks } from '../../../agent/core/ha/ha-config.js'
+import { validateHaSection } from '../../../agent/runtime/ha-setup.js'
+
+const IDS = ['a', 'b', 'c']
+
+function cluster (): { cores: Map<string, AgentCore>, run: (n: number, cut: Set<string>) => void, cmds: Map<string, HaCommand[]>, sentBeforePersist: number } {
+  const cores = new Map<string, AgentCore>()
+  const cmds = new Map<string, HaCommand[]>()
+  for (const id of IDS) {
+    cores.set(id, new AgentCore({
+      self: id, name: id, addr: `${id}:1`, config: localTestCoreConfig(), seed: IDS.indexOf(id) + 1, seeds: [],
+      restored: { incarnation: 0, reportSeqCeiling: 0, members: IDS.map(m => ({ id: m, name: m, addr: `${m}:1`, incarnation: 1, state: 'alive' as const })) },
+      ha: {
+        members: IDS.map(m => ({ id: m, cpuMips: 10_000, memMiB: 8192 })),
+        vms: [{ id: 'v', home: 'a', cpuMips: 1000, memMiB: 512, source: { kind: 'shared', definition: 'v' } }],
+        config: simHaConfig(),
+        running: id === 'a' ? ['v'] : []
+      }
+    }))
+    cmds.set(id, [])
+  }
+  const state = { sentBeforePersist: 0 }
+  const run = (n: number, cut: Set<string>): void => {
+    for (let i = 0; i < n; i++) {
+      const inflight: Array<{ to: string, env: Envelope }> = []
+      for (const [id, core] of cores) {
+        core.tick()
+        for (let rd = core.ready(); rd !== null; rd = core.ready()) {
+          // A grant or claim that goes out must be durable in the same Ready.
+          if (rd.send.some(s => s.envelope.body.type === 'haGrant') && !rd.persist.some(p => p.type === 'put' && p.key.startsWith('ha/vm/'))) state.sentBeforePersist++
+          for (const s of rd.send) if (!cut.has(id) && !cut.has(s.to)) inflight.push({ to: s.to, env: s.envelope })
+          for (const c of rd.ha) {
+            cmds.get(id)!.push(c)
+            core.step({ type: 'haDriverResult', command: c, ok: true })
+          }
+          core.advance(rd)
+        }
+      }
+      for (const m of inflight) cores.get(m.to)!.step({ type: 'receive', from: m.env.from, envelope: m.env })
+    }
+  }
+  return { cores, run, cmds, get sentBeforePersist () { return state.sentBeforePersist } }
+}
+
+t.test('a cut-off home fences; exactly one other member restarts the VM after the fence delay', t => {
+  const c = cluster()
+  c.run(60, new Set())
+  for (const id of IDS) {
+    const s = c.cores.get(id)!.haStatus()!
+    t.ok(s.quorum.quorate, `${id} quorate`)
+    t.equal(s.vms[0]!.owner, 'a', `${id}: a owns v`)
+    t.ok(c.cores.get(id)!.haWatchdogOk(), `${id}: watchdog pinged`)
+  }
+  t.same(c.cmds.get('b'), [])
+  c.run(400, new Set(['a']))
+  t.match(c.cmds.get('a'), [{ kind: 'haStop', vm: 'v', mode: 'stop', reason: 'fence' }], 'a fences v')
+  const starts = ['b', 'c'].flatMap(id => c.cmds.get(id)!.filter(x => x.kind === 'haStart').map(x => ({ id, x })))
+  t.equal(starts.length, 1, 'one restart')
+  t.match(starts[0]?.x, { kind: 'haStart', vm: 'v', mode: 'boot', epoch: 1 })
+  const by = starts[0]!.id
+  const s = c.cores.get(by)!.haStatus()!
+  t.equal(s.restartsDone, 1)
+  t.same(s.fencedHosts, ['a'])
+  t.equal(c.sentBeforePersist, 0, 'every grant persisted in the Ready that sends it')
+  t.end()
+})
+
+t.test('operator inputs: disarm spreads, maintenance by name', t => {
+  const c = cluster()
+  c.run(40, new Set())
+  c.cores.get('b')!.step({ type: 'haOperatorMode', armed: false })
+  c.cores.get('c')!.step({ type: 'haOperatorMaintenance', host: 'a', on: true })
+  c.run(20, new Set())
+  for (const id of IDS) {
+    const s = c.cores.get(id)!.haStatus()!
+    t.equal(s.mode.armed, false, `${id} disarmed`)
+    t.same(s.maintenance, ['a'], `${id}: a in maintenance`)
+  }
+  t.end()
+})
+
+t.test('the ha section: defaults, a safe fence delay, refusals', t => {
+  const names = ['h1', 'h2', 'h3']
+  const vm = { id: 'db', home: 'h1', kernel: '/k' }
+  const s = validateHaSection({ vms: [vm] }, names)
+  t.equal(s.enabled, true)
+  t.equal(s.armed, true)
+  t.ok(s.config.fenceDelayTicks >= requiredFenceDelayTicks(s.config))
+  const fast = validateHaSection({ vms: [vm], timing: { beatIntervalTicks: 2, leaseTicks: 10, fenceTicks: 15, watchdogTicks: 15, fenceAfterTicks: 8, claimTimeoutTicks: 10 } }, names)
+  t.equal(fast.config.fenceDelayTicks, 250, 'left out: the larger of 250 and the minimum')
+  t.throws(() => validateHaSection({ vms: [vm], timing: { fenceDelayTicks: 10 } }, names), /fenceDelayTicks must be >=/)
+  t.throws(() => validateHaSection({ vms: [{ ...vm, home: 'nope' }] }, names), /not one of cluster.members/)
+  t.throws(() => validateHaSection({ vms: [{ id: 'x', home: 'h1' }] }, names), /kernel.*image/)
+  t.throws(() => validateHaSection({ vms: [vm] }, ['h1', 'h2']), /tie-breaker/)
+  t.doesNotThrow(() => validateHaSection({ vms: [vm], tieBreaker: 'h3' }, names))
+  t.equal(validateHaSection(undefined, ['h1', 'h2']).enabled, false, 'no HA: a two-host cluster is fine')
+  t.throws(() => validateHaSection({ bogus: 1 }, names), /ha.bogus/)
+  t.end()
+})
