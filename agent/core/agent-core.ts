@@ -107,6 +107,11 @@ export class AgentCore {
     this.scheduler = new Scheduler(s, this.mig)
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
     this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip)
+    if (this.ha !== null) {
+      // A migration would leave the VM's HA claim behind (a later failover could then run it twice).
+      const ha = this.ha
+      this.mig.pinned = vm => ha.protects(vm) ? `VM ${vm} is HA-protected (its claim does not move with a migration)` : null
+    }
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }
 

@@ -19,12 +19,11 @@ import tap, { type Test } from 'tap'
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
+import { buildTestGuest } from '../guest/guest.js'
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
 
@@ -57,8 +56,7 @@ async function until (what: string, pred: () => boolean | Promise<boolean>, time
 
 let guestDir = ''
 try {
-  execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
-  guestDir = execFileSync('bash', [path.join(repo, 'test/guest/build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? ''
+  guestDir = buildTestGuest()
 } catch (err) {
   tap.fail(`QEMU or the test guest is missing: ${(err as Error).message}`)
 }

@@ -56,10 +56,12 @@ export interface HaVipHints { onHaHint: (hint: 'vmPlaced' | 'vmMovedAway', vm: V
 export class HaBridge {
   private readonly mgr: HaManager
   private readonly memberIds: HostId[]
+  private readonly protectedVms: Set<VmId>
   private lastMembers = ''
 
   constructor (private readonly s: CoreState, opts: HaCoreOptions, prng: Prng, private readonly vip: HaVipHints | null) {
     this.memberIds = opts.members.map(m => m.id)
+    this.protectedVms = new Set(opts.vms.map(v => v.id))
     this.mgr = new HaManager({
       self: s.self,
       members: opts.members,
@@ -92,6 +94,9 @@ export class HaBridge {
   }
 
   tick (): void { this.mgr.tick() }
+
+  /** Is `vm` a protected VM? */
+  protects (vm: VmId): boolean { return this.protectedVms.has(vm) }
 
   /** May the runtime ping the watchdog now? */
   watchdogOk (): boolean { return this.mgr.watchdogOk() }

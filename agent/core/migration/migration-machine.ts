@@ -81,6 +81,8 @@ export class MigrationMachine {
   private nextSeq = 1
   localVms: VmSummary[] = []
   capacity: HostCapacity | null = null
+  /** Why a VM must not migrate (HA-protected: its claim does not move with it), or null. */
+  pinned: (vm: VmId) => string | null = () => null
   draining = false
   /** Counters for status(). */
   readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
@@ -251,6 +253,8 @@ export class MigrationMachine {
   private refusal (vm: VmId, target: HostId, here: VmSummary | undefined): string | null {
     if (here === undefined) return `VM ${vm} does not run on this host`
     if (target === this.s.self) return 'target is this host'
+    const pin = this.pinned(vm)
+    if (pin !== null) return pin
     const m = this.s.members.get(target)
     if (m === undefined || m.state !== 'alive') return `target ${target.slice(0, 8)} is not an alive member`
     if (this.isMoving(vm)) return `VM ${vm} is already migrating`

@@ -106,3 +106,13 @@ t.test('the ha section: defaults, a safe fence delay, refusals', t => {
   t.throws(() => validateHaSection({ bogus: 1 }, names), /ha.bogus/)
   t.end()
 })
+
+t.test('a protected VM is not migrated (its claim would stay behind)', t => {
+  const c = cluster()
+  c.run(40, new Set())
+  const a = c.cores.get('a')!
+  a.step({ type: 'hostSample', sample: { cpuUtil: 0.1, memUsedMiB: 512, netMbps: 0, capacity: { cpuCores: 4, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 1000 }, vms: [{ id: 'v', vcpus: 1, memMiB: 512, cpuUtil: 0.1, memUsedMiB: 512, state: 'running' }] } })
+  a.step({ type: 'operatorMigrate', vm: 'v', to: 'b' })
+  t.match(a.migrations(), [{ vm: 'v', state: 'aborted', reason: /HA-protected/ }])
+  t.end()
+})
