@@ -19,7 +19,7 @@ import type { Logger } from '../ports/logger.js'
 import type { StatusPayload } from '../cli/render.js'
 import type { Input } from '../core/inputs.js'
 import { renderVipMetrics, type VipsPayload } from '../cli/vips.js'
-import type { HaPayload } from '../cli/ha.js'
+import { renderHaMetrics, type HaPayload } from '../cli/ha.js'
 
 export interface HttpApiInit {
   host: string
@@ -124,7 +124,8 @@ export function httpApi (init: HttpApiInit) {
         }
         if (url === '/metrics') {
           const v = c.vips?.() ?? null
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : ''))
+          const h = c.ha?.() ?? null
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : '') + (h !== null ? renderHaMetrics(h) : ''))
           return
         }
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')

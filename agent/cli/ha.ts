@@ -25,6 +25,24 @@ export function haPayload (s: HaStatus, self: { id: string, name: string }, name
   return { ...s, selfName: self.name, tickMs, names }
 }
 
+/** agent_ha_* gauges: quorum, fence, watchdog, restarts, and the HA counters. */
+export function renderHaMetrics (p: HaPayload): string {
+  const out: string[] = []
+  const g = (name: string, v: number, type = 'gauge'): void => { out.push(`# TYPE agent_ha_${name} ${type}`, `agent_ha_${name} ${v}`) }
+  g('quorate', p.quorum.quorate ? 1 : 0)
+  g('quorum_present', p.quorum.present.length)
+  g('quorum_needed', p.quorum.needed)
+  g('fencing', p.fence.fencing ? 1 : 0)
+  g('watchdog_ok', p.fence.watchdogOk ? 1 : 0)
+  g('armed', p.mode.armed ? 1 : 0)
+  g('fenced_hosts', p.fencedHosts.length)
+  g('restarts_pending', p.pending.length)
+  g('restarts_done', p.restartsDone, 'counter')
+  g('vms_running_here', p.vms.filter(v => v.role === 'running').length)
+  for (const [k, n] of Object.entries(p.counters)) g(k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase(), n, 'counter')
+  return out.join('\n') + '\n'
+}
+
 export function renderHa (p: HaPayload): string {
   const n = (id: string): string => p.names[id] ?? id.slice(0, 8)
   const list = (ids: string[]): string => ids.length === 0 ? '-' : ids.map(n).join(', ')

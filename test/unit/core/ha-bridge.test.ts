@@ -116,3 +116,18 @@ t.test('a protected VM is not migrated (its claim would stay behind)', t => {
   t.match(a.migrations(), [{ vm: 'v', state: 'aborted', reason: /HA-protected/ }])
   t.end()
 })
+
+t.test('starling ha status and the agent_ha_* metrics render the status', async t => {
+  const { haPayload, renderHa, renderHaMetrics } = await import('../../../agent/cli/ha.js')
+  const c = cluster()
+  c.run(40, new Set())
+  const p = haPayload(c.cores.get('b')!.haStatus()!, { id: 'b', name: 'hv-b' }, id => `hv-${id}`, 100)
+  const text = renderHa(p)
+  t.match(text, /quorum\s+yes: 3\/3 present, 2 needed/)
+  t.match(text, /v\s+hv-a\s+0\s+idle/)
+  const m = renderHaMetrics(p)
+  t.match(m, /^agent_ha_quorate 1$/m)
+  t.match(m, /^agent_ha_watchdog_ok 1$/m)
+  t.match(m, /^agent_ha_restarts_done 0$/m)
+  t.match(m, /^agent_ha_grants \d+$/m)
+})
