@@ -678,11 +678,17 @@ export class HaManager {
     if (keep.length !== v.priors.length) { v.priors = keep; v.dirty = true }
   }
 
-  /** The owner may be taken over: dead here, silent past the fence delay, known to fence, not in maintenance. */
+  /**
+   * The owner may be taken over: dead here, silent past the fence delay, known to fence, not in
+   * maintenance. A host that LEFT is not taken over: its agent stopped on purpose (an upgrade, a
+   * restart) and its VMs keep running without it (the unit's KillMode=process), with no agent to
+   * fence them; restarting them elsewhere would run them twice (S1). They are failed over only if
+   * the host comes back and then fails, or by an operator.
+   */
   private takeoverOk (host: HostId): boolean {
     if (host === this.self) return false
     const st = this.states.get(host)
-    if (st !== 'dead' && st !== 'left') return false
+    if (st !== 'dead') return false
     if (this.now - this.leases.heardAt(host) < this.config.fenceDelayTicks) return false
     if (this.isMaint(host)) return false
     const theirs = this.modes.get(host)

@@ -65,7 +65,8 @@ t.test('assignment: deterministic, spread, priority first, capacity and hard rul
   t.end()
 })
 
-t.test('three managers: a dead host is taken over only after the fence delay, by one host', t => {
+/** Three managers; host c (home of v1) goes silent at tick 20 and ends in `gone` at tick 30. */
+function silentHomeRun (gone: 'dead' | 'left'): { starts: Array<{ host: string, tick: number }>, cSilentSince: number, cfg: ReturnType<typeof simHaConfig> } {
   const cfg = simHaConfig()
   const members = ['a', 'b', 'c'].map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
   const vms: HaVmSpec[] = [{ ...vm('v1'), home: 'c' }]
@@ -77,7 +78,7 @@ t.test('three managers: a dead host is taken over only after the fence delay, by
   for (let tick = 1; tick <= 120; tick++) {
     const inbox: Array<{ to: string, from: string, e: HaEffect }> = []
     for (const [id, h] of m) {
-      h.step({ type: 'members', members: [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: cAlive(tick) ? 'alive' : tick < 30 ? 'suspect' : 'dead' }] })
+      h.step({ type: 'members', members: [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: cAlive(tick) ? 'alive' : tick < 30 ? 'suspect' : gone }] })
       h.tick()
       for (const e of h.takeEffects()) {
         if (e.type === 'send') for (const to of e.to) inbox.push({ to, from: id, e })
@@ -96,9 +97,20 @@ t.test('three managers: a dead host is taken over only after the fence delay, by
       }
     }
   }
+  return { starts, cSilentSince, cfg }
+}
+
+t.test('three managers: a dead host is taken over only after the fence delay, by one host', t => {
+  const { starts, cSilentSince, cfg } = silentHomeRun('dead')
   t.equal(starts.length, 1, `exactly one restart (${JSON.stringify(starts)})`)
   const lastHeard = cSilentSince - 1
   t.ok(starts[0]!.tick - lastHeard >= cfg.fenceDelayTicks, `not before the fence delay after the last frame (${starts[0]!.tick - lastHeard} >= ${cfg.fenceDelayTicks})`)
+  t.end()
+})
+
+t.test('three managers: a host that left gracefully is not taken over (its VMs run on without its agent)', t => {
+  const { starts } = silentHomeRun('left')
+  t.equal(starts.length, 0, `no restart (${JSON.stringify(starts)})`)
   t.end()
 })
 
