@@ -267,7 +267,11 @@ export class AgentCore {
     const heldDead = this.antiEntropy.witness(from, e.incarnation)
     const pushed = e.body.type === 'gossip'
     if (this.ha !== null && !isHaBody(e.body)) this.ha.heard(from)
-    if (!heldDead) for (const g of e.gossip) this.applyGossip(g, pushed)
+    // A sender held dead is not believed about others until it refutes, but what it says about
+    // us is always heard: a Suspect or Dead about ourselves only makes us refute (raise our
+    // incarnation), which is safe, and without it two sides that each hold the other dead after
+    // a partition or a long local stall would never merge (each ignores the other's death notice).
+    for (const g of e.gossip) if (!heldDead || aboutSelf(g, s.self)) this.applyGossip(g, pushed)
     if (s.leaving) return
     const b = e.body
     switch (b.type) {
@@ -339,5 +343,14 @@ export class AgentCore {
     const g: Gossip = { type: 'left', node: s.self, incarnation: s.incarnation }
     s.broadcast(s.self, g)
     for (const p of s.members.randomReachable(s.prng, 2 * s.config.gossipNodes)) s.send(p, { type: 'gossip' }, [g], false)
+  }
+}
+
+/** Gossip that speaks about this host itself (a suspicion, a death, or a newer Alive of ours). */
+function aboutSelf (g: Gossip, self: HostId): boolean {
+  switch (g.type) {
+    case 'suspect': case 'dead': case 'left': return g.node === self
+    case 'alive': return g.member.id === self
+    default: return false
   }
 }

@@ -80,6 +80,21 @@ t.test('five agent processes on loopback', async t => {
     t.ok(incAfter > incBefore, `incarnation rose (${incBefore} -> ${incAfter})`)
   })
 
+  await t.test('an agent stalled long enough to be declared dead rejoins when it resumes', async t => {
+    // SIGSTOP stands for a long GC pause, a frozen VM or a suspended host: when it resumes, each
+    // side holds the other dead, and only the death notices about oneself can merge them again.
+    const p = cluster.procs.get('host4')
+    p?.kill('SIGSTOP')
+    const others = names.filter(n => n !== 'host4')
+    const deadMs = await cluster.waitViews(others, s => stateOf(s, 'host4') === 'dead', 40_000, 200)
+    t.not(deadMs, null, 'the others declare the stalled agent dead')
+    await new Promise(resolve => setTimeout(resolve, 5000))
+    p?.kill('SIGCONT')
+    const backMs = await cluster.waitViews(names, s => aliveCount(s) === N, 60_000, 200)
+    t.not(backMs, null, 'every view has all five alive again')
+    t.comment(`rejoined ${backMs} ms after SIGCONT`)
+  })
+
   await t.test('a second agent on the same state directory is refused', async t => {
     const r = await cli(['agent', '--config', cluster.host('host1').configFile])
     t.not(r.code, 0, 'the second agent exits with an error')

@@ -125,6 +125,20 @@ t.test('a frame from a host held dead is answered with its death notice', t => {
   t.end()
 })
 
+t.test('a death notice about us from a host we hold dead is still heard: we refute (both sides of a split merge)', t => {
+  const core = newCore(['b', 'c'])
+  drain(core)
+  core.step({ type: 'receive', from: 'c', envelope: env('c', { type: 'gossip' }, [{ type: 'dead', node: 'b', incarnation: 1, from: 'c' }]) })
+  drain(core)
+  const before = core.status().incarnation
+  // b holds us dead too and tells us so; it is not believed about c, but about us it is.
+  core.step({ type: 'receive', from: 'b', envelope: env('b', { type: 'gossip' }, [{ type: 'dead', node: 'a', incarnation: before, from: 'b' }, { type: 'dead', node: 'c', incarnation: 1, from: 'b' }]) })
+  t.ok(core.status().incarnation > before, 'we refuted with a higher incarnation')
+  t.match(core.view().find(m => m.id === 'c'), { state: 'alive' }, 'the held-dead sender is not believed about others')
+  t.ok(drain(core).persist.some(p => p.type === 'put' && p.key === 'core/incarnation'), 'the new incarnation is persisted')
+  t.end()
+})
+
 t.test('push-pull: a join request gets the whole table back, and its sender is learned', t => {
   const core = newCore(['b', 'c'])
   drain(core)
