@@ -93,7 +93,7 @@ if (why !== null) {
       tt.comment(JSON.stringify({ ...r, trace: undefined }))
       tt.equal(r.outcome, 'not-converged', `not converged ${r.error ?? ''}`)
       tt.ok(r.dirtyRateMiBps > 125, `the guest dirties faster than the link (${r.dirtyRateMiBps.toFixed(0)} MiB/s)`)
-      tt.ok(r.ramTransferredBytes > 0 && r.dirtySyncs > 3, `it was copying (${(r.ramTransferredBytes / MiB).toFixed(1)} MiB, ${r.dirtySyncs} syncs)`)
+      tt.ok(r.ramTransferredBytes > 0 && r.dirtySyncs >= 2, `it was copying, past its first pass (${(r.ramTransferredBytes / MiB).toFixed(1)} MiB, ${r.dirtySyncs} syncs)`)
       tt.ok(r.integrity.ok, `guest intact on the source: ${r.integrity.detail}`)
     })
 
