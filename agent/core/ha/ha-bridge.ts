@@ -10,7 +10,7 @@
  * Same rules as the rest of the core: synchronous, no clock, no IO; the manager's own Prng fork.
  */
 import type { CoreState } from '../state.js'
-import type { HostId, MemberState, VmId } from '../types.js'
+import type { HostId, VmId } from '../types.js'
 import type { Prng } from '../prng.js'
 import type { HaBody } from '../messages.js'
 import type { RuleSet } from '../../../policies/types.js'
@@ -119,12 +119,7 @@ export class HaBridge {
   }
 
   private syncMembers (): void {
-    const list: Array<{ id: HostId, state: MemberState }> = []
-    for (const id of this.memberIds) {
-      if (id === this.s.self) continue
-      const m = this.s.members.get(id)
-      if (m !== undefined) list.push({ id, state: m.state })
-    }
+    const list = this.s.members.statesOf(this.memberIds)
     const key = list.map(m => `${m.id}:${m.state}`).join(',')
     if (key === this.lastMembers) return
     this.lastMembers = key
@@ -132,13 +127,6 @@ export class HaBridge {
   }
 
   /** A configured member by id, id prefix (8+ hex) or name. */
-  private resolveHost (h: string): HostId | null {
-    if (this.memberIds.includes(h)) return h
-    for (const m of this.s.members.byId.values()) if (m.name === h && this.memberIds.includes(m.id)) return m.id
-    if (h.length >= 8) {
-      const hits = this.memberIds.filter(id => id.startsWith(h))
-      if (hits.length === 1) return hits[0]!
-    }
-    return null
-  }
+  private resolveHost (h: string): HostId | null { return this.s.members.resolve(h, this.memberIds) }
+
 }

@@ -40,6 +40,28 @@ export class MemberTable {
 
   get (id: HostId): Member | undefined { return this.byId.get(id) }
 
+  /** A member of `among` named by id, id prefix (8+ hex) or name; null when none or ambiguous. */
+  resolve (h: string, among: readonly HostId[]): HostId | null {
+    if (among.includes(h)) return h
+    for (const m of this.byId.values()) if (m.name === h && among.includes(m.id)) return m.id
+    if (h.length >= 8) {
+      const hits = among.filter(id => id.startsWith(h))
+      if (hits.length === 1) return hits[0]!
+    }
+    return null
+  }
+
+  /** The known states of `ids` other than ourselves, in `ids` order (what VIP and HA decide on). */
+  statesOf (ids: readonly HostId[]): Array<{ id: HostId, state: MemberState }> {
+    const out: Array<{ id: HostId, state: MemberState }> = []
+    for (const id of ids) {
+      if (id === this.self) continue
+      const m = this.byId.get(id)
+      if (m !== undefined) out.push({ id, state: m.state })
+    }
+    return out
+  }
+
   /** Members not known dead or left, self included: the n of every formula. */
   get liveCount (): number { return this.counts.alive + this.counts.suspect }
 

@@ -10,7 +10,7 @@
  * Same rules as the rest of the core: synchronous, no clock, no IO; the module's own Prng fork.
  */
 import type { CoreState } from '../state.js'
-import type { HostId, MemberState, VmId, VmSummary } from '../types.js'
+import type { HostId, VmId, VmSummary } from '../types.js'
 import type { MigrationRecord } from '../migration/migration-state.js'
 import type { Prng } from '../prng.js'
 import type { VipConfig, VipSpec } from './vip-config.js'
@@ -170,25 +170,10 @@ export class VipBridge {
   }
 
   /** A configured member by id, id prefix (8+ hex) or name. */
-  private resolveHost (h: string): HostId | null {
-    if (this.members.includes(h)) return h
-    for (const m of this.s.members.byId.values()) {
-      if (m.name === h && this.members.includes(m.id)) return m.id
-    }
-    if (h.length >= 8) {
-      const hits = this.members.filter(id => id.startsWith(h))
-      if (hits.length === 1) return hits[0]!
-    }
-    return null
-  }
+  private resolveHost (h: string): HostId | null { return this.s.members.resolve(h, this.members) }
 
   private syncMembers (): void {
-    const list: Array<{ id: HostId, state: MemberState }> = []
-    for (const id of this.members) {
-      if (id === this.s.self) continue
-      const m = this.s.members.get(id)
-      if (m !== undefined) list.push({ id, state: m.state })
-    }
+    const list = this.s.members.statesOf(this.members)
     const key = list.map(m => `${m.id}:${m.state}`).join(',')
     if (key === this.lastMembers) return
     this.lastMembers = key
