@@ -112,15 +112,24 @@ t.test('five agent processes on loopback', async t => {
     cfg.cluster.members = [...real.cluster.members, { name: 'intruder', publicKey: intruder!.publicKey, address: intruder!.address }]
     cfg.node.name = 'intruder'
     await writeFile(intruder!.configFile, JSON.stringify(cfg))
+    const rejectedCount = async (): Promise<number[]> => await Promise.all(names.map(async n => Number((await cluster.status(n))?.runtime.framesRejected ?? 0)))
+    const before = await rejectedCount()
     const p = startAgent(intruder!, compiledCli())
     t.teardown(() => { p.kill('SIGKILL') })
-    await new Promise(resolve => setTimeout(resolve, 6000))
+    // Wait until the intruder has tried (its start-up can take seconds on a loaded machine).
+    let refusedMs: number | null = null
+    for (const t0 = Date.now(); refusedMs === null && Date.now() - t0 < 40_000;) {
+      const counts = await rejectedCount()
+      if (counts.some((x, i) => x > (before[i] ?? 0))) refusedMs = Date.now() - t0
+      else await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    await new Promise(resolve => setTimeout(resolve, 2000))
     for (const n of names) {
       const s = await cluster.status(n)
       t.notOk(s?.members.some(m => m.id === intruder!.publicKey), `${n} does not list the intruder`)
     }
-    const rejected = await Promise.all(names.map(async n => Number((await cluster.status(n))?.runtime.framesRejected ?? 0)))
-    t.ok(rejected.some(x => x > 0), `at least one agent counted the refused connection (${rejected.join(',')})`)
+    const rejected = await rejectedCount()
+    t.ok(refusedMs !== null, `at least one agent counted the refused connection (${before.join(',')} -> ${rejected.join(',')})`)
   })
 })
 
