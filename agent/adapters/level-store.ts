@@ -17,6 +17,7 @@ import type { PersistOp } from '../core/effects.js'
 import type { Logger } from '../ports/logger.js'
 import type { Store } from '../ports/store.js'
 import { StateLockedError, StoreError, errorCode } from '../lib/errors.js'
+import { encodeBatch } from './store-encoding.js'
 
 export interface LevelStoreInit {
   /** Directory of the database (created if missing). Under systemd: /var/lib/starling/db. */
@@ -169,32 +170,6 @@ class LevelStoreImpl implements LevelStore {
     }
     this.log.info('store closed', { location: this.location })
   }
-}
-
-type EncodedOp = { type: 'put', key: string, value: string } | { type: 'del', key: string }
-
-/**
- * Check and serialise a whole batch before any of it is written, so a bad op writes nothing.
- * (memory-store.ts applies the same rules; the contract suite in test/contract/store.ts holds
- * both to them.)
- */
-function encodeBatch (ops: PersistOp[], batchOpsMax: number, log: Logger): EncodedOp[] {
-  if (ops.length > batchOpsMax) {
-    log.error('batch limit reached', { ops: ops.length, batchOpsMax })
-    throw new StoreError('STORE_BATCH_TOO_LARGE', `batch of ${ops.length} ops exceeds batchOpsMax ${batchOpsMax}`)
-  }
-  return ops.map((op, i): EncodedOp => {
-    if (typeof op.key !== 'string') throw new StoreError('STORE_INVALID_VALUE', `op ${i}: key is not a string`)
-    if (op.type === 'del') return { type: 'del', key: op.key }
-    let value: string | undefined
-    try {
-      value = JSON.stringify(op.value)
-    } catch (err) {
-      throw new StoreError('STORE_INVALID_VALUE', `op ${i}: value of ${JSON.stringify(op.key)} is not JSON-able`, { cause: err })
-    }
-    if (value === undefined) throw new StoreError('STORE_INVALID_VALUE', `op ${i}: value of ${JSON.stringify(op.key)} is not JSON-able (${typeof op.value})`)
-    return { type: 'put', key: op.key, value }
-  })
 }
 
 function parse<T> (key: string, raw: string): T {

@@ -14,6 +14,7 @@ import type { PersistOp } from '../core/effects.js'
 import type { Logger } from '../ports/logger.js'
 import type { Store } from '../ports/store.js'
 import { StateLockedError, StoreError } from '../lib/errors.js'
+import { encodeBatch } from './store-encoding.js'
 
 /** The durable part of a memory store: what survives a simulated crash. */
 export class MemoryStoreData {
@@ -53,7 +54,6 @@ export function compareKeys (a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'))
 }
 
-type EncodedOp = { type: 'put', key: string, value: string } | { type: 'del', key: string }
 
 class MemoryStoreImpl implements MemoryStore {
   readonly data: MemoryStoreData
@@ -87,22 +87,7 @@ class MemoryStoreImpl implements MemoryStore {
   async batch (ops: PersistOp[]): Promise<void> {
     this.check('batch')
     if (ops.length === 0) return
-    if (ops.length > this.batchOpsMax) {
-      this.log.error('batch limit reached', { ops: ops.length, batchOpsMax: this.batchOpsMax })
-      throw new StoreError('STORE_BATCH_TOO_LARGE', `batch of ${ops.length} ops exceeds batchOpsMax ${this.batchOpsMax}`)
-    }
-    const encoded = ops.map((op, i): EncodedOp => {
-      if (typeof op.key !== 'string') throw new StoreError('STORE_INVALID_VALUE', `op ${i}: key is not a string`)
-      if (op.type === 'del') return { type: 'del', key: op.key }
-      let value: string | undefined
-      try {
-        value = JSON.stringify(op.value)
-      } catch (err) {
-        throw new StoreError('STORE_INVALID_VALUE', `op ${i}: value of ${JSON.stringify(op.key)} is not JSON-able`, { cause: err })
-      }
-      if (value === undefined) throw new StoreError('STORE_INVALID_VALUE', `op ${i}: value of ${JSON.stringify(op.key)} is not JSON-able (${typeof op.value})`)
-      return { type: 'put', key: op.key, value }
-    })
+    const encoded = encodeBatch(ops, this.batchOpsMax, this.log)
     for (const op of encoded) {
       if (op.type === 'put') this.data.entries.set(op.key, op.value)
       else this.data.entries.delete(op.key)
