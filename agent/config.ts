@@ -45,7 +45,7 @@ export interface QemuConfig {
   /** @default 'qemu-system-x86_64' */
   binary: string
   /** VMs started when the agent starts on an empty state directory (first boot only). */
-  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string }>
+  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, args?: string[] }>
 }
 
 /** The libvirt driver's settings (driver.kind 'libvirt'). libvirtd keeps the VMs; the agent only lists and migrates them. */
@@ -280,6 +280,12 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   }
 }
 
+/** Extra QEMU arguments of a VM (devices such as a NIC), passed as they are. */
+export function qemuArgs (v: unknown, path: string): string[] {
+  if (!Array.isArray(v) || !v.every(a => typeof a === 'string')) fail(path, 'must be an array of strings')
+  return v as string[]
+}
+
 function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig {
   const accel = q.accel ?? 'auto'
   if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') fail('driver.qemu.accel', `must be auto, kvm or tcg (got ${JSON.stringify(accel)})`)
@@ -290,6 +296,7 @@ function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig
     if (!isObj(v)) fail(p, 'must be an object')
     const out: QemuConfig['vms'][number] = { id: str(v, 'id', p), vcpus: num(v, 'vcpus', p, 1, 1, 256), memMiB: num(v, 'memMiB', p, 256, 16) }
     for (const k of ['kernel', 'initrd', 'append'] as const) if (v[k] !== undefined) out[k] = str(v, k, p)
+    if (v.args !== undefined) out.args = qemuArgs(v.args, `${p}.args`)
     return out
   })
   return {

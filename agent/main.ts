@@ -19,6 +19,7 @@ import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver } from './adapters/sim-driver.js'
 import { cronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
+import { openWatchdogDevice, progressGate, type WatchdogDevice } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
@@ -92,6 +93,7 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
       if (v.kernel !== undefined) extra.kernel = v.kernel
       if (v.initrd !== undefined) extra.initrd = v.initrd
       if (v.append !== undefined) extra.append = v.append
+      if (v.args !== undefined) extra.args = v.args
       if (driver.pid(v.id) === undefined) await driver.start({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, extra })
     }
   }
@@ -239,13 +241,8 @@ export async function runAgent (configFile: string): Promise<number> {
   })
   // The watchdog is pinged only while the loop makes progress (a hung agent gets fenced by
   // systemd) and HA allows it (a host cut off from the majority past its fence grace is reset).
-  let ticksAtLastPing = -1
-  const healthy = (): boolean => {
-    const progressed = runtime.stats.ticks > ticksAtLastPing
-    ticksAtLastPing = runtime.stats.ticks
-    return progressed && core.haWatchdogOk()
-  }
-  const notifier = systemdNotifier({})({ logger, healthy })
+  // Each pinger has its own progress gate (one must not consume the progress the other checks).
+  const notifier = systemdNotifier({})({ logger, healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()) })
   const cron = cronJobs({
     jobs: [
       { name: 'compact-store', schedule: '17 * * * *', run: async () => { await store.compact() } },
@@ -263,6 +260,7 @@ export async function runAgent (configFile: string): Promise<number> {
   await runtime.start()
   await api.start()
   cron.start()
+  const watchdog = openHaWatchdog(config, logger, runtime, core)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
   log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, incarnation: core.status().incarnation })
 
@@ -275,10 +273,44 @@ export async function runAgent (configFile: string): Promise<number> {
   cron.stop()
   await api.stop()
   await runtime.stop({ leave: true })
+  watchdog?.close(true)
   await vipApplier.close()
   await notifier.close()
   await driver.close()
   await store.close()
   log.info('agent stopped')
   return 0
+}
+
+/**
+ * The watchdog device of `ha.watchdog` (agent/adapters/watchdog-device.ts), opened once the tick
+ * loop runs (opening starts the timer). Absent or not openable: logged at error, systemd's
+ * watchdog stays the only one. Present but with a timeout the HA timing does not allow: a
+ * start-up error (exit 2), never a silent weaker fence.
+ */
+function openHaWatchdog (config: AgentConfig, logger: Logger, runtime: Runtime, core: AgentCore): WatchdogDevice | null {
+  const log = logger.forComponent('agent:watchdog')
+  const w = config.ha.watchdog
+  if (w.device === null) {
+    if (config.ha.enabled) log.warn('no ha.watchdog.device: a hung agent is fenced only by systemd\'s watchdog, which restarts the agent but not the host (use FailureAction=reboot-force, or a watchdog device)')
+    return null
+  }
+  const r = openWatchdogDevice({
+    device: w.device,
+    maxTimeoutMs: config.ha.config.watchdogTicks * config.core.tickMs,
+    tickMs: config.core.tickMs,
+    ...(w.timeoutSec !== null ? { timeoutSec: w.timeoutSec } : {})
+  }, {
+    logger,
+    healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()),
+    mayDisarm: () => core.haWatchdogOk()
+  })
+  if (!r.ok) {
+    if (r.fatal) throw new ConfigError(`config: ha.watchdog: ${r.reason}`)
+    log.error(`WATCHDOG DEVICE UNAVAILABLE, falling back to systemd's watchdog only: ${r.reason}`, { device: w.device })
+    return null
+  }
+  r.watchdog.start()
+  log.info('watchdog device armed', { device: w.device, ...r.watchdog.stats() })
+  return r.watchdog
 }

@@ -10,7 +10,8 @@
  *     "hosts": { "host1": { "cpuMips": 16000, "memMiB": 65536 } },
  *     "vms": [
  *       { "id": "db", "home": "host1", "priority": 10, "order": 0, "maxAttempts": 3, "fencePolicy": "stop",
- *         "vcpus": 2, "memMiB": 2048, "kernel": "/srv/vm/vmlinuz", "initrd": "/srv/vm/initrd", "append": "console=ttyS0" }
+ *         "vcpus": 2, "memMiB": 2048, "kernel": "/srv/vm/vmlinuz", "initrd": "/srv/vm/initrd", "append": "console=ttyS0",
+ *         "args": ["-netdev", "bridge,id=n0,br=br0", "-device", "virtio-net-pci,netdev=n0"] }
  *     ],
  *     "timing": { "leaseTicks": 30, "fenceTicks": 50, "watchdogTicks": 100, "fenceDelayTicks": 250 }
  *   }
@@ -46,6 +47,8 @@ export interface HaVmEntry {
   append?: string
   /** Boot from this disk image (shared storage) rather than a kernel. */
   image?: string
+  /** Extra QEMU arguments (devices such as a NIC), as driver.qemu.vms[].args. */
+  args?: string[]
 }
 
 export interface HaSection {
@@ -59,6 +62,12 @@ export interface HaSection {
   hosts: Record<string, { cpuMips: number, memMiB: number }>
   vms: HaVmEntry[]
   config: HaConfig
+  /**
+   * The watchdog device that fences a hung agent (agent/adapters/watchdog-device.ts): `device`
+   * (e.g. /dev/watchdog) or null for systemd's watchdog only; `timeoutSec`, the device's
+   * timeout when sysfs does not report it. Its timeout must be <= timing.watchdogTicks x tickMs.
+   */
+  watchdog: { device: string | null, timeoutSec: number | null }
 }
 
 type Obj = Record<string, unknown>
@@ -69,7 +78,7 @@ const UNBOUNDED = { cpuMips: 1e9, memMiB: 1e9 }
 export function validateHaSection (raw: unknown, memberNames: readonly string[]): HaSection {
   const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
   const r: Obj = raw === undefined ? {} : isObj(raw) ? raw : fail('ha', 'must be an object')
-  for (const k of Object.keys(r)) if (!['armed', 'tieBreaker', 'hosts', 'vms', 'timing'].includes(k)) fail(`ha.${k}`, 'is not a known HA setting')
+  for (const k of Object.keys(r)) if (!['armed', 'tieBreaker', 'hosts', 'vms', 'timing', 'watchdog'].includes(k)) fail(`ha.${k}`, 'is not a known HA setting')
   const int = (o: Obj, k: string, p: string, def: number | undefined, min: number): number => {
     const v = o[k]
     if (v === undefined && def !== undefined) return def
@@ -115,9 +124,21 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
       }
       if (o.maxAttempts !== undefined) e.maxAttempts = int(o, 'maxAttempts', p, undefined, 1)
       for (const k of ['kernel', 'initrd', 'append', 'image'] as const) if (o[k] !== undefined) e[k] = str(o, k, p)
+      if (o.args !== undefined) {
+        if (!Array.isArray(o.args) || !o.args.every(a => typeof a === 'string')) fail(`${p}.args`, 'must be an array of strings')
+        e.args = o.args as string[]
+      }
       if (e.kernel === undefined && e.image === undefined) fail(p, 'needs "kernel" or "image" (what a restart boots)')
       vms.push(e)
     }
+  }
+  const watchdog: HaSection['watchdog'] = { device: null, timeoutSec: null }
+  if (r.watchdog !== undefined) {
+    if (!isObj(r.watchdog)) fail('ha.watchdog', 'must be an object { device, timeoutSec? }')
+    const w = r.watchdog as Obj
+    for (const k of Object.keys(w)) if (!['device', 'timeoutSec'].includes(k)) fail(`ha.watchdog.${k}`, 'is not a known watchdog setting')
+    watchdog.device = str(w, 'device', 'ha.watchdog')
+    if (w.timeoutSec !== undefined) watchdog.timeoutSec = int(w, 'timeoutSec', 'ha.watchdog', undefined, 1)
   }
   const base = defaultHaConfig()
   let timing: Obj = {}
@@ -135,7 +156,7 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
     if (err instanceof ConfigError) throw new ConfigError(err.message.startsWith('config:') ? err.message : `config: ${err.message}`)
     throw err
   }
-  return { enabled: vms.length > 0, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged }
+  return { enabled: vms.length > 0, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged, watchdog }
 }
 
 function haMembers (names: readonly string[], s: Pick<HaSection, 'tieBreaker' | 'hosts'>, idOf: (name: string) => HostId): HaMemberSpec[] {
@@ -162,6 +183,7 @@ export function haBootSpec (section: HaSection, vm: VmId): VmSpec | null {
   if (e.initrd !== undefined) extra.initrd = e.initrd
   if (e.append !== undefined) extra.append = e.append
   if (e.image !== undefined) extra.disks = [{ file: e.image }]
+  if (e.args !== undefined) extra.args = e.args
   return { id: e.id, vcpus: e.vcpus, memMiB: e.memMiB, extra }
 }
 

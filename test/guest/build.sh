@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guest into test/.cache/guest/: a Debian kernel (vmlinuz) and an initramfs
-# (initramfs.cpio) holding busybox and the dirtier program. Idempotent: does nothing when the
+# (initramfs.cpio) holding busybox and the dirtier program, and a small web server when the
+# guest has a NIC (virtio-net; eth0 at 10.0.2.15/24, QEMU user networking's default guest
+# address, serving / on port 80 with a token made at boot). Idempotent: does nothing when the
 # cache is up to date (the stamp covers this script and dirtier.c). Needs Debian packages only:
 # apt (for the kernel package), gcc with a static libc, busybox-static. Prints the cache dir.
 #   --force   rebuild the initramfs even when the stamp matches
@@ -38,8 +40,9 @@ chmod 0755 "$tmp" # apt-get download drops to the _apt user
 trap 'rm -rf "$tmp"' EXIT
 
 # 1. The kernel: the versioned package that linux-image-amd64 depends on, unpacked without
-#    installing it. Only /boot and the virtio modules are taken from it.
-if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ]; then
+#    installing it. Only /boot, the virtio modules and virtio-net (with failover and
+#    net_failover, which it needs) are taken from it.
+if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ] || ! ls "$out"/modules/virtio_net.ko* >/dev/null 2>&1; then
   kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'; }
   pkg=$(kpkg || true)
   if [ -z "$pkg" ]; then
@@ -57,7 +60,8 @@ if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ]; then
   deb=$(ls "$tmp"/dl/*.deb | head -n1)
   mkdir -p "$tmp/k"
   # dpkg-deb -x would write the whole package (hundreds of MiB of modules); take what we use.
-  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*'
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*' \
+    './lib/modules/*/kernel/drivers/net/virtio_net.ko*' './lib/modules/*/kernel/drivers/net/net_failover.ko*' './lib/modules/*/kernel/net/core/failover.ko*'
   rm -rf "$out/modules"
   mkdir -p "$out/modules"
   find "$tmp/k/lib/modules" -name '*.ko*' -exec cp {} "$out/modules/" \;
@@ -66,7 +70,8 @@ if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ]; then
   echo "$pkg" > "$out/kernel-package"
 fi
 
-# 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon.
+# 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon and
+#    the NIC.
 ir="$tmp/initramfs"
 mkdir -p "$ir"/{bin,dev,proc,sys,lib/modules}
 cp "$(command -v busybox)" "$ir/bin/busybox"
@@ -83,6 +88,21 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
   for f in /lib/modules/$m.ko*; do [ -e "$f" ] && insmod "$f" 2>/dev/null; done
 done
+# A NIC, when QEMU gave the guest one: virtio-net needs failover and net_failover first. The
+# address is QEMU user networking's default for its guest; httpd serves a token made at this
+# boot, so that a client can tell the guest answered (and which boot of it).
+for m in failover net_failover virtio_net; do
+  for f in /lib/modules/$m.ko*; do [ -e "$f" ] && insmod "$f" 2>/dev/null; done
+done
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set lo up
+  ip link set eth0 up
+  ip addr add 10.0.2.15/24 dev eth0
+  ip route add default via 10.0.2.2
+  mkdir -p /www
+  echo "starling-test-guest boot $(cat /proc/sys/kernel/random/uuid)" > /www/index.html
+  httpd -p 80 -h /www
+fi
 exec /bin/dirtier
 INIT
 chmod 0755 "$ir/init"
