@@ -2,12 +2,16 @@
  * Real agent processes in the test bed's host namespaces: one `starling agent` per namespace,
  * its mesh address the namespace's address on the bridge, its API on the namespace's loopback
  * (read through `ip netns exec ... starling vips --json`). Simulated VMs (driver 'sim'), so a
- * VM-bound VIP follows the VM the configuration starts on a host.
+ * VM-bound VIP follows the VM the configuration starts on a host; or, with `qemu`, real QEMU
+ * guests under TCG (driver 'qemu'), started by the agents inside their namespaces (so a guest's
+ * user-networking port forward listens on its host's addresses, the VIP included) and outliving
+ * their agent as in production.
  *
- * destroy() kills every agent it started (the bed kills them too) and removes the state
- * directories; the bed removes the namespaces.
+ * destroy() kills every agent it started (the bed kills them too) and every QEMU the agents
+ * started (by their pid files; also at process exit), and removes the state directories; the
+ * bed removes the namespaces.
  */
-import { createWriteStream, type WriteStream } from 'node:fs'
+import { createWriteStream, readFileSync, readdirSync, type WriteStream } from 'node:fs'
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -26,6 +30,18 @@ export interface AgentVip {
   hosts?: string[]
 }
 
+/** A real guest a host boots on its first start (driver.qemu.vms[]). */
+export interface QemuGuest {
+  id: string
+  vcpus: number
+  memMiB: number
+  kernel: string
+  initrd: string
+  append: string
+  /** Extra QEMU arguments (a NIC). */
+  args?: string[]
+}
+
 export interface AgentClusterInit {
   bed: Testbed
   /** The compiled CLI (dist/agent/cli/starling.js). */
@@ -33,8 +49,16 @@ export interface AgentClusterInit {
   vips: AgentVip[]
   /** Simulated VMs started on a host (by bed host name). */
   vmsOn?: Record<string, string[]>
-  /** Core settings (ticks); merged over the test profile. */
+  /** Core settings (ticks); merged over the test profile (FAST_CORE), or over the production defaults with `productionCore`. */
   core?: Record<string, unknown>
+  /** Use the production core profile (100 ms ticks) instead of FAST_CORE. @default false */
+  productionCore?: boolean
+  /** Real QEMU guests (TCG) instead of simulated VMs: what each host (bed name) boots on its first start. */
+  qemu?: { vmsOn: Record<string, QemuGuest[]> }
+  /** The `ha` section of every host's configuration (member names are the bed's host names). */
+  ha?: Record<string, unknown>
+  /** The `migration` section. */
+  migration?: Record<string, unknown>
   /** VIP tunables (ticks). */
   vip?: Record<string, unknown>
   meshPort?: number
@@ -80,6 +104,7 @@ export class AgentCluster {
   static async create (init: AgentClusterInit): Promise<AgentCluster> {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-vip-agents-'))
     const c = new AgentCluster(dir, init)
+    if (init.qemu !== undefined) process.once('exit', c.onExit)
     try {
       await c.write()
     } catch (err) {
@@ -106,11 +131,15 @@ export class AgentCluster {
       const config = {
         cluster: { name: 'vip-test', secret: 'vip-namespace-test-secret', members },
         node: { name: h.name, listen: `${h.node.ip}:${port}`, stateDir: h.stateDir, apiListen: '127.0.0.1:7946' },
-        driver: { kind: 'sim', vms: (this.init.vmsOn?.[h.name] ?? []).map(id => ({ id, vcpus: 1, memMiB: 256, pattern: 'constant', cpuMean: 0.1 })) },
-        sampler: { kind: 'driver', intervalMs: 200, capacity: { cpuCores: 4, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 1000 } },
-        core: { ...FAST_CORE, ...(this.init.core ?? {}) },
+        driver: this.init.qemu !== undefined
+          ? { kind: 'qemu', vms: [], qemu: { runDir: this.runDir(h.name), accel: 'tcg', vms: this.init.qemu.vmsOn[h.name] ?? [] } }
+          : { kind: 'sim', vms: (this.init.vmsOn?.[h.name] ?? []).map(id => ({ id, vcpus: 1, memMiB: 256, pattern: 'constant', cpuMean: 0.1 })) },
+        sampler: { kind: 'driver', intervalMs: this.init.qemu !== undefined ? 500 : 200, capacity: { cpuCores: 4, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 1000 } },
+        core: this.init.productionCore === true ? { ...(this.init.core ?? {}) } : { ...FAST_CORE, ...(this.init.core ?? {}) },
         vips: this.init.vips,
         ...(this.init.vip !== undefined ? { vip: this.init.vip } : {}),
+        ...(this.init.ha !== undefined ? { ha: this.init.ha } : {}),
+        ...(this.init.migration !== undefined ? { migration: this.init.migration } : {}),
         log: { level: 'info' }
       }
       await writeFile(h.configFile, JSON.stringify(config, null, 2))
@@ -124,6 +153,40 @@ export class AgentCluster {
   }
 
   byMac (mac: string): AgentHost | undefined { return this.hosts.find(h => h.node.mac === mac) }
+
+  /** The QEMU driver's run directory of a host (one sub-directory per VM). */
+  runDir (name: string): string { return path.join(this.dir, name, 'vms') }
+
+  /** The serial console log of a host's copy of `vm` (the driver truncates it at each start). */
+  serialLog (name: string, vm: string): string { return path.join(this.runDir(name), vm, 'serial.log') }
+
+  /** The pid of a host's QEMU for `vm` while it is alive (a zombie counts as dead), else null. */
+  qemuPid (name: string, vm: string): number | null {
+    try {
+      const pid = Number(readFileSync(path.join(this.runDir(name), vm, 'qemu.pid'), 'utf8').trim())
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      return /^\S+ \(.*\) [^Z]/s.test(stat) && stat.includes('qemu') ? pid : null
+    } catch { return null }
+  }
+
+  /** SIGKILL a host's QEMU for `vm`; true when there was one. */
+  killQemu (name: string, vm: string): boolean {
+    const pid = this.qemuPid(name, vm)
+    if (pid === null) return false
+    try { process.kill(pid, 'SIGKILL'); return true } catch { return false }
+  }
+
+  /** Every VM a host's QEMU driver has a directory for. */
+  qemuVms (name: string): string[] {
+    try { return readdirSync(this.runDir(name)) } catch { return [] }
+  }
+
+  private killAllQemu (): void {
+    if (this.init.qemu === undefined) return
+    for (const h of this.hosts) for (const vm of this.qemuVms(h.name)) this.killQemu(h.name, vm)
+  }
+
+  private readonly onExit = (): void => { this.killAllQemu() }
 
   start (name: string): ChildProcess {
     const h = this.host(name)
@@ -222,6 +285,8 @@ export class AgentCluster {
 
   async destroy (): Promise<void> {
     await Promise.all(this.hosts.map(async h => { await this.kill9(h.name) }))
+    this.killAllQemu()
+    process.removeListener('exit', this.onExit)
     for (const l of this.logs.values()) l.end()
     if (process.env.STARLING_KEEP_LOGS === undefined) await rm(this.dir, { recursive: true, force: true })
   }

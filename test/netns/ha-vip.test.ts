@@ -1,0 +1,80 @@
+/**
+ * HA failover that a client sees: a host dies and its protected VM answers again at its VIP
+ * (needs root, QEMU and a built dist/; fails with the reason otherwise).
+ *
+ * Goal: kill -9 of the agent AND the QEMU of the host that runs the HA-protected guest g1: g1
+ * runs again on another host (its serial heartbeat), the VIP bound to it moves with it, and the
+ * guest itself answers HTTP at VIP:8080 from a client namespace (a new boot token, so it is the
+ * restarted copy); never two copies of g1 at once, never two hosts carrying the VIP; the killed
+ * host's agent comes back without starting a second copy; a second failover (of the new owner)
+ * works the same way.
+ *
+ * Method: ha-vip.ts: three host namespaces and a client on a bridge, one agent per host (100 ms
+ * ticks, the QEMU driver, TCG), the test guest with a NIC (QEMU user networking forwards the
+ * host's port 8080 to the guest's httpd). HA timing: FAILOVER_TIMING (fence delay 9.8 s, checked
+ * by validateHaConfig). Copies are judged from outside the agents: live QEMU processes (pid
+ * files), growing serial logs, `ip -n` for the VIP's carriers, and the client's HTTP answers.
+ * Run: npm run build && npx tap test/netns/ha-vip.test.ts  (about 2-3 minutes)
+ */
+import t from 'tap'
+import { netnsUnavailable } from './testbed.js'
+import { compiledCli } from '../integration/cluster-harness.js'
+import { buildTestGuest } from '../guest/guest.js'
+import { requiredFenceDelayTicks } from '../../agent/core/ha/ha-config.js'
+import { sleep } from './vip-agents.js'
+import { FAILOVER_TIMING, TICK_MS, createHaVipBed, haStatus, killOwner, rejoin, runningCopies, waitSteady } from './ha-vip.js'
+
+const why = await netnsUnavailable()
+let cli: string | null = null
+let guestDir: string | null = null
+try { cli = compiledCli() } catch (err) { t.fail((err as Error).message) }
+try { guestDir = buildTestGuest() } catch (err) { t.fail(`QEMU or the test guest is missing: ${(err as Error).message}`) }
+if (why !== null) {
+  t.fail(`network namespace tests cannot run: ${why}`)
+} else if (cli !== null && guestDir !== null) {
+  const cliPath = cli
+  const dir = guestDir
+  t.test('HA VM with a VIP: a host dies, the guest answers at its VIP from another host', async t => {
+    t.equal(FAILOVER_TIMING.fenceDelayTicks, requiredFenceDelayTicks(FAILOVER_TIMING), `fence delay ${FAILOVER_TIMING.fenceDelayTicks * TICK_MS} ms, the safe minimum`)
+    const hb = await createHaVipBed(cliPath, dir)
+    t.teardown(async () => { await hb.destroy() })
+    const { c } = hb
+    c.startAll()
+    const s0 = await waitSteady(hb, 120_000)
+    t.pass(`g1 runs on ${s0.owner} and answers at ${hb.address}:8080 (${s0.token}), steady ${s0.ms} ms after the waits began`)
+    t.same(await runningCopies(c), [s0.owner], `one running copy, on ${s0.owner}`)
+    t.same(await c.holders(hb.address), [s0.owner], `${s0.owner} alone carries the VIP`)
+
+    const fo = await killOwner(hb, s0.owner, s0.token, 90_000)
+    t.comment(`failover 1: ${JSON.stringify(fo)}`)
+    t.not(fo.newOwner, s0.owner, `g1 runs again on ${fo.newOwner}`)
+    t.not(fo.token, s0.token, 'the answer comes from a new boot of the guest')
+    t.ok(fo.bootedMs > FAILOVER_TIMING.fenceDelayTicks * TICK_MS, `not before the fence delay (booted ${fo.bootedMs} ms after the kill)`)
+    t.ok(fo.answeringMs < 60_000, `the guest answers at the VIP ${fo.answeringMs} ms after the kill`)
+    t.equal(fo.neighbourMac, fo.newOwnerMac, 'the client sends to the new owner\'s MAC')
+    t.same(await c.holders(hb.address), [fo.newOwner], `${fo.newOwner} alone carries the VIP`)
+    t.same(await runningCopies(c), [fo.newOwner], `one running copy, on ${fo.newOwner}`)
+    const st = await haStatus(hb, fo.newOwner)
+    t.equal(st?.restartsDone, 1, `${fo.newOwner} counts the restart`)
+
+    // The killed host's agent comes back (its QEMU is gone): it must not start a second copy.
+    const s1 = await rejoin(hb, fo.killed, 90_000)
+    t.equal(s1.owner, fo.newOwner, `after ${fo.killed} rejoins, g1 stays on ${fo.newOwner}`)
+    await sleep(2000)
+    t.same(await runningCopies(c), [fo.newOwner], 'still one running copy')
+
+    // Again, from the new owner: the guest moves on to a third place or back.
+    const fo2 = await killOwner(hb, fo.newOwner, s1.token, 90_000)
+    t.comment(`failover 2: ${JSON.stringify(fo2)}`)
+    t.not(fo2.newOwner, fo.newOwner, `g1 runs again on ${fo2.newOwner}`)
+    t.not(fo2.token, s1.token, 'a new boot answers')
+    t.ok(fo2.answeringMs < 60_000, `the guest answers at the VIP ${fo2.answeringMs} ms after the kill`)
+    t.same(await c.holders(hb.address), [fo2.newOwner], `${fo2.newOwner} alone carries the VIP`)
+    t.same(await runningCopies(c), [fo2.newOwner], `one running copy, on ${fo2.newOwner}`)
+
+    await hb.watch.stop()
+    t.equal(hb.watch.maxCopies, 1, `never two g1 QEMU processes at once (${hb.watch.copySamples} samples)`)
+    t.equal(hb.watch.maxCarriers, 1, `never two hosts carrying the VIP (${hb.watch.carrierSamples} samples)`)
+    t.ok(hb.watch.copySamples > 100 && hb.watch.carrierSamples > 20, 'the watch sampled')
+  })
+}
