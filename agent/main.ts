@@ -19,7 +19,7 @@ import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver } from './adapters/sim-driver.js'
 import { cronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
-import { openWatchdogDevice, progressGate, type WatchdogDevice } from './adapters/watchdog-device.js'
+import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
@@ -126,6 +126,7 @@ export async function runAgent (configFile: string): Promise<number> {
   const log = logger.forComponent('agent:main')
   const self = config.cluster.members.find(m => m.name === config.node.name)
   if (self === undefined) throw new ConfigError(`config: node.name "${config.node.name}" is not one of cluster.members`)
+  checkHaWatchdog(config, logger)
 
   const store = levelStore({ location: path.join(config.node.stateDir, 'db') })({ logger })
   await store.open() // rejects with StateLockedError when another agent holds this directory
@@ -288,29 +289,43 @@ export async function runAgent (configFile: string): Promise<number> {
  * watchdog stays the only one. Present but with a timeout the HA timing does not allow: a
  * start-up error (exit 2), never a silent weaker fence.
  */
-function openHaWatchdog (config: AgentConfig, logger: Logger, runtime: Runtime, core: AgentCore): WatchdogDevice | null {
-  const log = logger.forComponent('agent:watchdog')
+function haWatchdogInit (config: AgentConfig): WatchdogDeviceInit | null {
   const w = config.ha.watchdog
-  if (w.device === null) {
-    if (config.ha.enabled) log.warn('no ha.watchdog.device: a hung agent is fenced only by systemd\'s watchdog, which restarts the agent but not the host (use FailureAction=reboot-force, or a watchdog device)')
-    return null
-  }
-  const r = openWatchdogDevice({
+  if (w.device === null) return null
+  return {
     device: w.device,
     maxTimeoutMs: config.ha.config.watchdogTicks * config.core.tickMs,
     tickMs: config.core.tickMs,
     ...(w.timeoutSec !== null ? { timeoutSec: w.timeoutSec } : {})
-  }, {
+  }
+}
+
+/** Before anything starts: a device that is there but unsafe to use is a configuration error. */
+function checkHaWatchdog (config: AgentConfig, logger: Logger): void {
+  const init = haWatchdogInit(config)
+  if (init === null) return
+  const r = checkWatchdogDevice(init, logger)
+  if (!r.ok && r.fatal) throw new ConfigError(`config: ha.watchdog: ${r.reason}`)
+}
+
+function openHaWatchdog (config: AgentConfig, logger: Logger, runtime: Runtime, core: AgentCore): WatchdogDevice | null {
+  const log = logger.forComponent('agent:watchdog')
+  const init = haWatchdogInit(config)
+  if (init === null) {
+    if (config.ha.enabled) log.warn('no ha.watchdog.device: a hung agent is fenced only by systemd\'s watchdog, which restarts the agent but not the host (use FailureAction=reboot-force, or a watchdog device)')
+    return null
+  }
+  const r = openWatchdogDevice(init, {
     logger,
     healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()),
     mayDisarm: () => core.haWatchdogOk()
   })
   if (!r.ok) {
     if (r.fatal) throw new ConfigError(`config: ha.watchdog: ${r.reason}`)
-    log.error(`WATCHDOG DEVICE UNAVAILABLE, falling back to systemd's watchdog only: ${r.reason}`, { device: w.device })
+    log.error(`WATCHDOG DEVICE UNAVAILABLE, falling back to systemd's watchdog only: ${r.reason}`, { device: init.device })
     return null
   }
   r.watchdog.start()
-  log.info('watchdog device armed', { device: w.device, ...r.watchdog.stats() })
+  log.info('watchdog device armed', { device: init.device, ...r.watchdog.stats() })
   return r.watchdog
 }

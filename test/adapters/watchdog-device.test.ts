@@ -1,0 +1,226 @@
+/**
+ * The watchdog device adapter. A real /dev/watchdog (hardware or softdog) is used when this
+ * machine has one; otherwise the adapter is tested against stand-ins (a FIFO read by the test,
+ * a regular file) and the test says so loudly. Also a real agent process with `ha.watchdog`
+ * pointing at a FIFO: it pets while its ticks advance, stops when it is hung (SIGSTOP), resumes,
+ * and writes the magic 'V' on SIGTERM.
+ */
+import t from 'tap'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { constants, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, writeFileSync } from 'node:fs'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { openWatchdogDevice, progressGate, sysfsTimeoutSec } from '../../agent/adapters/watchdog-device.js'
+import { jsonLogger } from '../../agent/lib/logger.js'
+import { startAgent, writeLocalCluster } from '../../agent/cli/demo.js'
+import { compiledCli } from '../integration/cluster-harness.js'
+
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+const logger = jsonLogger({ level: 'error', write: () => {} })
+
+/** Why this machine has no usable watchdog device (null: it has one). */
+function realDeviceMissing (): string | null {
+  if (existsSync('/dev/watchdog')) return null
+  const why: string[] = ['/dev/watchdog does not exist']
+  try {
+    const cfg = execFileSync('sh', ['-c', 'zcat /proc/config.gz 2>/dev/null | grep -E "^(# )?CONFIG_SOFT_WATCHDOG[ =]"'], { encoding: 'utf8' }).trim()
+    if (cfg !== '') why.push(`kernel: ${cfg}`)
+  } catch {}
+  const mp = spawnSync('modprobe', ['softdog'], { encoding: 'utf8' })
+  if (mp.error !== undefined) why.push(`modprobe softdog: ${(mp.error as NodeJS.ErrnoException).code ?? mp.error.message}`)
+  else if (mp.status !== 0) why.push(`modprobe softdog failed: ${mp.stderr.trim()}`)
+  else if (existsSync('/dev/watchdog')) return null
+  return why.join('; ')
+}
+
+const missing = realDeviceMissing()
+if (missing !== null) {
+  const line = '!'.repeat(100)
+  t.comment(line)
+  t.comment(`REAL WATCHDOG DEVICE NOT TESTED ON THIS MACHINE: ${missing}.`)
+  t.comment('The adapter is tested below against a FIFO and a regular file standing in for /dev/watchdog; the kernel side')
+  t.comment('(timer start on open, reset on timeout, magic-close disarm) is NOT exercised here.')
+  t.comment(line)
+  process.stderr.write(`\n${line}\nREAL WATCHDOG DEVICE NOT TESTED: ${missing}\n${line}\n`)
+} else {
+  t.test('real /dev/watchdog: open, pet, magic close', async t => {
+    const sec = sysfsTimeoutSec('/dev/watchdog')
+    t.ok(sec !== undefined && sec > 0, `sysfs reports the timeout (${String(sec)} s)`)
+    const r = openWatchdogDevice({ device: '/dev/watchdog', maxTimeoutMs: 3_600_000, tickMs: 100, petIntervalMs: 200 }, { logger, healthy: () => true, mayDisarm: () => true })
+    if (!r.ok) { t.fail(`cannot open the real device: ${r.reason}`); return }
+    t.ok(r.watchdog.pet(), 'petted')
+    t.ok(r.watchdog.close(true), 'magic close written: the timer is disarmed (a reset here would end the test run)')
+  })
+}
+
+/** A FIFO the test reads without blocking (the test holds the read end, so the adapter's open succeeds). */
+function fifo (dir: string): { path: string, read: () => string, close: () => void } {
+  const p = path.join(dir, `wd-${Math.random().toString(36).slice(2)}`)
+  execFileSync('mkfifo', [p])
+  const fd = openSync(p, constants.O_RDONLY | constants.O_NONBLOCK)
+  const buf = Buffer.alloc(65536)
+  return {
+    path: p,
+    read: () => {
+      let s = ''
+      for (;;) {
+        let n = 0
+        try { n = readSync(fd, buf, 0, buf.length, null) } catch (err) { if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break; throw err }
+        if (n === 0) break
+        s += buf.subarray(0, n).toString('latin1')
+      }
+      return s
+    },
+    close: () => { closeSync(fd) }
+  }
+}
+
+t.test('stand-in FIFO: pets only while ticks advance; magic close only when HA allows it', async t => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  let ticks = 0
+  let haOk = true
+  const dev = fifo(dir)
+  t.teardown(() => { dev.close() })
+  const r = openWatchdogDevice({ device: dev.path, maxTimeoutMs: 10_000, timeoutSec: 2, tickMs: 10, petIntervalMs: 50 },
+    { logger, healthy: progressGate(() => ticks, () => haOk), mayDisarm: () => haOk })
+  if (!r.ok) { t.fail(r.reason); return }
+  const wd = r.watchdog
+  t.equal(wd.stats().timeoutMs, 2000)
+  const ticker = setInterval(() => { ticks++ }, 10)
+  wd.start()
+  await sleep(400)
+  const a = dev.read()
+  t.ok(a.length >= 4, `pets while ticks advance (${a.length} in 400 ms at 50 ms)`)
+  t.notOk(a.includes('V'), 'no magic character while petting')
+  clearInterval(ticker) // the loop is hung: no tick progress
+  await sleep(60); dev.read()
+  await sleep(400)
+  t.equal(dev.read(), '', 'no pet while ticks stand still')
+  const ticker2 = setInterval(() => { ticks++ }, 10)
+  await sleep(300)
+  t.ok(dev.read().length >= 2, 'pets again once ticks advance')
+  haOk = false // cut off past the fence grace: HA withholds the watchdog
+  await sleep(60); dev.read()
+  await sleep(300)
+  t.equal(dev.read(), '', 'no pet while HA withholds the watchdog')
+  t.notOk(wd.close(true), 'clean stop while HA withholds: no magic close (the timer must fire)')
+  clearInterval(ticker2)
+  t.notOk(dev.read().includes('V'))
+  t.notOk(wd.pet(), 'closed: no more pets')
+
+  const dev2 = fifo(dir)
+  t.teardown(() => { dev2.close() })
+  const r2 = openWatchdogDevice({ device: dev2.path, maxTimeoutMs: 10_000, timeoutSec: 2, tickMs: 10 }, { logger, healthy: () => true, mayDisarm: () => true })
+  if (!r2.ok) { t.fail(r2.reason); return }
+  t.ok(r2.watchdog.pet())
+  t.notOk(r2.watchdog.close(false), 'an unclean close never disarms')
+  t.equal(dev2.read(), '.')
+  const dev3 = fifo(dir)
+  t.teardown(() => { dev3.close() })
+  const r3 = openWatchdogDevice({ device: dev3.path, maxTimeoutMs: 10_000, timeoutSec: 2, tickMs: 10 }, { logger, healthy: () => true, mayDisarm: () => true })
+  if (!r3.ok) { t.fail(r3.reason); return }
+  t.ok(r3.watchdog.pet())
+  t.ok(r3.watchdog.close(true), 'clean stop while HA allows: disarmed')
+  t.equal(dev3.read(), '.V', 'the last byte written is the magic V')
+})
+
+t.test('stand-in file: the device timeout is checked against the HA bound', async t => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = path.join(dir, 'watchdog0')
+  writeFileSync(file, '')
+  const c = { logger, healthy: () => true, mayDisarm: () => true }
+  const absent = openWatchdogDevice({ device: path.join(dir, 'nope'), maxTimeoutMs: 10_000, tickMs: 100, timeoutSec: 5 }, c)
+  t.match(absent, { ok: false, fatal: false, reason: /not there/ }, 'absent: fall back (not fatal)')
+  const unknown = openWatchdogDevice({ device: file, maxTimeoutMs: 10_000, tickMs: 100, sysfsDir: dir }, c)
+  t.match(unknown, { ok: false, fatal: true, reason: /timeoutSec/ }, 'unknown timeout: refused')
+  const tooLong = openWatchdogDevice({ device: file, maxTimeoutMs: 10_000, tickMs: 100, timeoutSec: 11, sysfsDir: dir }, c)
+  t.match(tooLong, { ok: false, fatal: true, reason: /longer than ha.timing.watchdogTicks/ }, 'timeout above watchdogTicks x tickMs: refused')
+  // a sysfs that reports the timeout wins over the configured one
+  const sys = path.join(dir, 'sys'); mkdirSync(path.join(sys, 'watchdog0'), { recursive: true })
+  writeFileSync(path.join(sys, 'watchdog0', 'timeout'), '30\n')
+  t.equal(sysfsTimeoutSec(file, sys), 30)
+  const sysTooLong = openWatchdogDevice({ device: file, maxTimeoutMs: 10_000, tickMs: 100, timeoutSec: 5, sysfsDir: sys }, c)
+  t.match(sysTooLong, { ok: false, fatal: true, reason: /30 s/ }, 'sysfs says 30 s: refused even though the configuration says 5')
+  writeFileSync(path.join(sys, 'watchdog0', 'timeout'), '8\n')
+  const ok = openWatchdogDevice({ device: file, maxTimeoutMs: 10_000, tickMs: 100, sysfsDir: sys }, c)
+  if (!ok.ok) { t.fail(ok.reason); return }
+  t.equal(ok.watchdog.stats().timeoutMs, 8000)
+  t.equal(ok.watchdog.stats().petIntervalMs, 1000, 'pets every min(timeout / 4, 1 s)')
+  t.ok(ok.watchdog.pet())
+  t.ok(ok.watchdog.close(true))
+  t.equal(readFileSync(file, 'latin1'), '.V')
+})
+
+t.test('real agent process with ha.watchdog on a FIFO stand-in: hung agent stops petting, SIGTERM writes V', async t => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-agent-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const [h] = await writeLocalCluster(dir, 1, { vmsPerHost: 1 })
+  if (h === undefined) { t.fail('no host'); return }
+  const dev = fifo(dir)
+  t.teardown(() => { dev.close() })
+  const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
+  cfg.ha = { watchdog: { device: dev.path, timeoutSec: 2 } }
+  await writeFile(h.configFile, JSON.stringify(cfg))
+  const p = startAgent(h, compiledCli())
+  t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
+  let seen = ''
+  for (let i = 0; i < 150 && seen.length < 3; i++) { await sleep(100); seen += dev.read() }
+  t.ok(seen.length >= 3, `the agent pets the device (${seen.length} pets)`)
+  t.notOk(seen.includes('V'))
+  p.kill('SIGSTOP')
+  await sleep(100); dev.read()
+  await sleep(1500)
+  t.equal(dev.read(), '', 'a hung (SIGSTOPped) agent pets nothing: a real device would reset the host after its timeout')
+  p.kill('SIGCONT')
+  let again = ''
+  for (let i = 0; i < 30 && again.length < 2; i++) { await sleep(100); again += dev.read() }
+  t.ok(again.length >= 2, 'pets again after SIGCONT')
+  const exited = new Promise<number | null>(resolve => p.once('exit', code => resolve(code)))
+  p.kill('SIGTERM')
+  const code = await exited
+  t.equal(code, 0, 'clean exit')
+  const tail = dev.read()
+  t.equal(tail.slice(-1), 'V', 'magic close written on the clean stop')
+  const log = await readFile(h.logFile, 'utf8')
+  t.match(log, /watchdog device armed/)
+  t.match(log, /disarmed \(magic close\)/)
+})
+
+t.test('real agent process: a configured but absent device falls back to systemd loudly', async t => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-agent-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const [h] = await writeLocalCluster(dir, 1, { vmsPerHost: 1 })
+  if (h === undefined) { t.fail('no host'); return }
+  const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
+  cfg.ha = { watchdog: { device: path.join(dir, 'no-such-watchdog'), timeoutSec: 2 } }
+  await writeFile(h.configFile, JSON.stringify(cfg))
+  const p = startAgent(h, compiledCli())
+  t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
+  let log = ''
+  for (let i = 0; i < 150 && !/agent started/.test(log); i++) { await sleep(100); log = await readFile(h.logFile, 'utf8').catch(() => '') }
+  t.match(log, /WATCHDOG DEVICE UNAVAILABLE, falling back to systemd/, 'logged at error')
+  t.match(log, /agent started/, 'and the agent runs')
+  const exited = new Promise<number | null>(resolve => p.once('exit', code => resolve(code)))
+  p.kill('SIGTERM')
+  t.equal(await exited, 0)
+})
+
+t.test('real agent process: a device whose timeout exceeds the HA bound is a start-up error', async t => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-agent-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const [h] = await writeLocalCluster(dir, 1, { vmsPerHost: 1 })
+  if (h === undefined) { t.fail('no host'); return }
+  const file = path.join(dir, 'fake-watchdog')
+  writeFileSync(file, '')
+  const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
+  cfg.ha = { watchdog: { device: file, timeoutSec: 60 } }
+  await writeFile(h.configFile, JSON.stringify(cfg))
+  const p = startAgent(h, compiledCli())
+  t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
+  const code = await new Promise<number | null>(resolve => p.once('exit', c => resolve(c)))
+  t.equal(code, 2, 'exit code 2 (configuration error)')
+  t.match(await readFile(h.logFile, 'utf8'), /ha\.watchdog: .*60 s, longer than ha\.timing\.watchdogTicks/)
+})
