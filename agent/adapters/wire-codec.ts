@@ -352,7 +352,7 @@ function encBody (b: Body): [string, Pb] {
         mode: encHaMode(b.mode, 'body.mode'),
         maintenance: b.maintenance.map((m, i) => encHaMaintenance(m, `body.maintenance[${i}]`))
       }]
-    case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2 }]
+    case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3 }]
     case 'haGrant': return ['haGrant', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
     case 'haRefuse':
       return ['haRefuse', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), ...(b.standing !== null ? { standing: encHaClaim(b.standing, 'body.standing') } : {}), released: b.released }]
@@ -643,8 +643,8 @@ class Decoder {
       case 'haBeat': return this.haBeat(v)
       case 'haClaim': {
         const phase = this.u32(v['phase'], 'body.phase')
-        if (phase !== 1 && phase !== 2) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
-        return { type: 'haClaim', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : 'held' }
+        if (phase !== 1 && phase !== 2 && phase !== 3) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
+        return { type: 'haClaim', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : phase === 2 ? 'held' : 'handover' }
       }
       case 'haGrant': return { type: 'haGrant', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim') }
       case 'haRefuse': return {

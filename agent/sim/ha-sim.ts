@@ -15,6 +15,17 @@
  * Checks after every tick: S1 (no VM runs on two hypervisors) and S4 (a restart is started only
  * by a quorate host, after a majority granted it, and only once no other hypervisor runs the VM
  * any longer: the old copy was fenced before the takeover).
+ *
+ * Live migrations of protected VMs (migrate()): a model of the migration machine's rules around
+ * the real HA handover (HaManager.incomingStart / handoverStart / handoverGranted / handoverEnd):
+ * the target registers its incoming copy, the source waits for the handover grant (or aborts
+ * after handoverTimeoutTicks), the hypervisor switches over some ticks after the copy starts
+ * (the source's copy pauses, the target's runs) if both copies are still there, the target
+ * commits when its copy runs, the source stops its paused copy on the target's commit and
+ * resumes it on the target's abort (R1/R2). Verdicts travel over the simulated network (an
+ * unreachable peer is waited for); agent restarts resolve from the journal and the hypervisor
+ * as the machine does. Also counted: resumes of a source copy after the target's copy ran
+ * (stale state; a target power loss right after the switch-over can cause one).
  */
 import { Prng } from '../core/prng.js'
 import type { HostId, VmId } from '../core/types.js'
@@ -57,6 +68,25 @@ interface Agent {
 }
 
 interface DriverOp { at: number, host: HostId, life: number, command: HaCommand, ok: boolean, hangs: boolean }
+type HvState = 'running' | 'paused' | 'incoming'
+/** A live migration of a protected VM (the journal of both ends, as the migration machine keeps it). */
+interface SimMigration {
+  vm: VmId
+  src: HostId
+  dst: HostId
+  state: 'handover' | 'copying' | 'switched' | 'done'
+  startedAt: number
+  switchAt: number
+  srcLife: number
+  dstLife: number
+  /** Target's verdict once known to it, and whether the source has learnt it. */
+  verdict: 'committed' | 'aborted' | null
+  ranOnTarget: boolean
+  srcEnded: boolean
+  dstEnded: boolean
+  /** The target's copy was destroyed by an HA fence after it may have run (answer: committed, lost). */
+  fencedAfterSwitch: boolean
+}
 interface Frame { at: number, from: HostId, to: HostId, message: HaMessage }
 
 export interface HaViolation { tick: number, kind: 'S1' | 'S4', text: string }
@@ -69,13 +99,16 @@ export class HaSim {
   readonly prng: Prng
   now = 0
   readonly violations: HaViolation[] = []
-  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0 }
+  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0 }
+  readonly migs: SimMigration[] = []
+  /** Ticks the source waits for the handover grant before it aborts. */
+  handoverTimeoutTicks: number
   loss: number
   startFailure: number
   stopHang: number
   private readonly o: Required<Omit<HaSimOptions, 'config' | 'tieBreaker' | 'seed' | 'hosts' | 'loss' | 'startFailure' | 'stopHang'>>
   private readonly agents = new Map<HostId, Agent>()
-  readonly hv = new Map<HostId, Map<VmId, 'running' | 'paused'>>()
+  readonly hv = new Map<HostId, Map<VmId, HvState>>()
   private readonly lastPing = new Map<HostId, number>()
   private readonly heard = new Map<string, number>()
   private frames: Frame[] = []
@@ -93,6 +126,7 @@ export class HaSim {
     this.loss = opts.loss ?? 0
     this.startFailure = opts.startFailure ?? 0
     this.stopHang = opts.stopHang ?? 0
+    this.handoverTimeoutTicks = 3 * this.config.claimTimeoutTicks
     this.o = {
       vmsPerHost: opts.vmsPerHost ?? 3,
       delayMax: opts.delayMax ?? 1,
@@ -113,7 +147,7 @@ export class HaSim {
       }
     }
     for (const id of this.ids) {
-      this.hv.set(id, new Map(this.vms.filter(v => v.home === id).map(v => [v.id, 'running' as const])))
+      this.hv.set(id, new Map(this.vms.filter(v => v.home === id).map(v => [v.id, 'running' as HvState])))
       const a: Agent = { mgr: null, store: new Map(), down: false, hungUntil: 0, upAt: 0, life: 0, lastTick: 0, results: [] }
       this.agents.set(id, a)
       this.startAgent(id)
@@ -208,6 +242,7 @@ export class HaSim {
       }
       if (mgr.watchdogOk()) this.lastPing.set(id, this.now)
     }
+    this.stepMigrations()
     // Watchdogs.
     for (const id of this.ids) {
       const a = this.agents.get(id)!
@@ -252,6 +287,126 @@ export class HaSim {
     return n
   }
 
+
+  // ---------------------------------------------------------------------------------------------
+  // Live migrations of protected VMs
+
+  /** Starts a live migration of `vm` from the host that runs it to `dst`; false when not started. */
+  migrate (vm: VmId, dst: HostId): boolean {
+    const src = this.ids.find(h => this.hv.get(h)!.get(vm) === 'running')
+    if (src === undefined || src === dst || this.migs.some(m => m.vm === vm && m.state !== 'done')) return false
+    if (this.members.find(m => m.id === dst)?.tieBreaker === true || this.hv.get(dst)!.has(vm)) return false
+    const sm = this.manager(src)
+    const dm = this.manager(dst)
+    // The intent and the reservation travel between the two agents.
+    if (sm === null || dm === null || !this.reachable(src, dst) || !this.reachable(dst, src)) return false
+    if (sm.roleOf(vm) !== 'running') return false
+    // Target: admits, registers its incoming copy with HA (fenced from now on), prepares it.
+    if (dm.incomingStart(vm, src) !== null) { this.drain(dst); return false }
+    this.drain(dst)
+    this.hv.get(dst)!.set(vm, 'incoming')
+    const m: SimMigration = {
+      vm, src, dst, state: 'handover', startedAt: this.now, switchAt: 0, srcLife: this.agents.get(src)!.life, dstLife: this.agents.get(dst)!.life,
+      verdict: null, ranOnTarget: false, srcEnded: false, dstEnded: false, fencedAfterSwitch: false
+    }
+    this.migs.push(m)
+    this.stats.migrations++
+    this.trace?.(`${this.now} MIGRATE ${vm} ${src}->${dst}`)
+    // Source: on IncomingReady, asks for the handover claim before it may start the copy.
+    const why = sm.handoverStart(vm, dst)
+    this.drain(src)
+    if (why !== null) this.failBeforeSwitch(m, `handover refused: ${why}`)
+    return true
+  }
+
+  /** In flight (not done). */
+  migrating (): number { return this.migs.filter(m => m.state !== 'done').length }
+
+  private reachable (a: HostId, b: HostId): boolean {
+    if (this.isolated.has(a) || this.isolated.has(b)) return false
+    if (this.groupOf !== null && (this.groupOf.get(a) ?? -1) !== (this.groupOf.get(b) ?? -1)) return false
+    if (this.cuts.has(`${a}>${b}`)) return false
+    return !(this.loss > 0 && this.prng.chance(this.loss))
+  }
+
+  /** Before the switch-over: the target's copy never ran; both ends abort (each when it learns). */
+  private failBeforeSwitch (m: SimMigration, why: string): void {
+    this.trace?.(`${this.now} MIGRATION ${m.vm} ${m.src}->${m.dst} fails: ${why}`)
+    if (this.hv.get(m.dst)!.get(m.vm) === 'incoming') this.hv.get(m.dst)!.delete(m.vm)
+    m.verdict = 'aborted'
+    m.state = 'switched' // resolution below: both ends learn "aborted"
+    m.switchAt = -1
+  }
+
+  private endOn (h: HostId, m: SimMigration, outcome: 'committed' | 'aborted'): boolean {
+    const mgr = this.manager(h)
+    if (mgr === null) return false
+    mgr.handoverEnd(m.vm, outcome)
+    this.drain(h)
+    return true
+  }
+
+  private stepMigrations (): void {
+    for (const m of this.migs) {
+      if (m.state === 'done') continue
+      const src = this.agents.get(m.src)!
+      const dst = this.agents.get(m.dst)!
+      const shv = this.hv.get(m.src)!
+      const dhv = this.hv.get(m.dst)!
+      if (m.state === 'handover') {
+        // A restarted end resolves a migration that had not started copying by aborting it.
+        if (src.life !== m.srcLife || dst.life !== m.dstLife) { this.failBeforeSwitch(m, 'an end restarted'); continue }
+        const sm = this.manager(m.src)
+        if (sm !== null && sm.handoverGranted(m.vm) && shv.get(m.vm) === 'running' && dhv.get(m.vm) === 'incoming') {
+          m.state = 'copying'
+          m.switchAt = this.now + 1 + this.prng.int(8)
+          continue
+        }
+        if (this.now - m.startedAt >= this.handoverTimeoutTicks) { this.stats.handoverTimeouts++; this.failBeforeSwitch(m, 'no handover grant in time'); continue }
+        continue
+      }
+      if (m.state === 'copying') {
+        if (this.now < m.switchAt) continue
+        // The hypervisor decides: both copies there -> switch-over; else the migration fails and
+        // the source's copy (if any) runs on.
+        if (shv.get(m.vm) === 'running' && dhv.get(m.vm) === 'incoming') {
+          shv.set(m.vm, 'paused')
+          dhv.set(m.vm, 'running')
+          m.ranOnTarget = true
+          m.state = 'switched'
+          this.trace?.(`${this.now} SWITCH ${m.vm} ${m.src}->${m.dst}`)
+        } else this.failBeforeSwitch(m, 'a copy vanished during the transfer')
+        continue
+      }
+      // switched: the target decides (commit when its copy runs; abort when its copy never ran).
+      if (m.verdict === null) {
+        const dm = this.manager(m.dst)
+        if (dm !== null) {
+          if (dhv.get(m.vm) === 'running') m.verdict = 'committed'
+          else if (m.fencedAfterSwitch) m.verdict = 'committed' // lost after it ran: never resume the source
+          else m.verdict = 'aborted' // e.g. a power loss: the target restarts without the copy
+        }
+      }
+      if (m.verdict === null) continue
+      if (!m.dstEnded) m.dstEnded = this.endOn(m.dst, m, m.verdict)
+      if (!m.srcEnded && (m.switchAt === -1 || this.reachable(m.dst, m.src))) {
+        const sm = this.manager(m.src)
+        if (sm !== null) {
+          if (m.verdict === 'committed') { if (shv.get(m.vm) === 'paused') shv.delete(m.vm) } else if (shv.get(m.vm) === 'paused') {
+            shv.set(m.vm, 'running')
+            if (m.ranOnTarget) this.stats.staleResumes++
+          }
+          m.srcEnded = this.endOn(m.src, m, m.verdict)
+        }
+      }
+      if (m.srcEnded && m.dstEnded) {
+        m.state = 'done'
+        if (m.verdict === 'committed') this.stats.migrationsCommitted++; else this.stats.migrationsAborted++
+        this.trace?.(`${this.now} MIGRATION ${m.vm} ${m.src}->${m.dst} ${m.verdict}`)
+      }
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Internals
 
@@ -272,8 +427,9 @@ export class HaSim {
     const a = this.agents.get(id)!
     const restored = this.restore(a.store)
     const running = [...this.hv.get(id)!].filter(([, s]) => s === 'running').map(([vm]) => vm)
-    // Paused copies are not known to a fresh agent: the runtime destroys them at start-up.
-    for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused') this.hv.get(id)!.delete(vm)
+    // Paused copies are not known to a fresh agent: the runtime destroys them at start-up, except
+    // the source copy of a migration in flight, which the migration machine resolves.
+    for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused' && !this.migs.some(m => m.vm === vm && m.src === id && m.state === 'switched' && m.switchAt !== -1)) this.hv.get(id)!.delete(vm)
     a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, life: a.life, ...(restored !== undefined ? { restored } : {}) })
     a.lastTick = this.now
     a.hungUntil = 0
@@ -308,6 +464,9 @@ export class HaSim {
         case 'driver': this.issue(id, a, mgr, e.command); break
         case 'event': this.trace?.(`${this.now} ${id} ${e.event.text}`); break
         case 'vip': break
+        case 'handover':
+          for (const m of this.migs) if (m.vm === e.vm && m.dst === id && m.state === 'switched' && m.switchAt !== -1 && m.verdict === null) m.fencedAfterSwitch = true
+          break
       }
     }
   }
@@ -376,7 +535,7 @@ export class HaSim {
 export interface RunResult { violations: string[], live: boolean, ticksToLive: number, stats: HaSim['stats'], failed: number }
 
 /** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM to run. */
-export function haRandomRun (seed: number, trace?: (line: string) => void): RunResult {
+export function haRandomRun (seed: number, trace?: (line: string) => void, opts: { migrations?: number } = {}): RunResult {
   const p = new Prng(seed)
   const hosts = 2 + p.int(4) // 2..5
   const tie = hosts === 2 || (hosts % 2 === 0 && p.chance(0.5))
@@ -394,7 +553,15 @@ export function haRandomRun (seed: number, trace?: (line: string) => void): RunR
   const ids = sim.ids
   const log = (s: string): void => trace?.(`${sim.now} FAULT ${s}`)
   const safetyTicks = 250 + p.int(150)
+  // Live migrations of protected VMs (operator moves, drains): probability per tick of a start.
+  const migP = opts.migrations ?? 0
+  const mp = new Prng(seed * 7 + 3) // its own stream: the fault schedule stays that of the seed
   for (let tick = 0; tick < safetyTicks; tick++) {
+    if (migP > 0 && mp.chance(migP)) {
+      const vm = sim.vms[mp.int(sim.vms.length)]!.id
+      const dst = ids[mp.int(ids.length)]!
+      sim.migrate(vm, dst)
+    }
     if (p.chance(0.06)) {
       const h = ids[p.int(ids.length)]!
       switch (p.int(9)) {

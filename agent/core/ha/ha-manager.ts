@@ -70,6 +70,14 @@ interface Vm {
   orphanSince: number
   stopMode: 'stop' | 'pause' | 'destroy'
   dirty: boolean
+  /**
+   * Source of a live migration: the claim asked for the target (durable), the members that
+   * granted it (the target's own grant among them), when the last requests went out.
+   */
+  handover: HaClaim | null
+  handoverGrants: Set<HostId>
+  /** Target of a live migration: the source it comes from (durable); role 'incoming' meanwhile. */
+  incomingFrom: HostId | null
 }
 
 function zero (): HaCounters {
@@ -139,10 +147,21 @@ export class HaManager {
         lastQuery: -Infinity,
         orphanSince: Infinity,
         stopMode: 'stop',
-        dirty: false
+        dirty: false,
+        handover: d?.handover !== undefined ? { ...d.handover } : null,
+        handoverGrants: new Set(),
+        incomingFrom: d?.incomingFrom ?? null
       }
       this.vms.set(spec.id, v)
-      if (running.has(spec.id)) {
+      if (v.incomingFrom !== null) {
+        // A migration was bringing the VM here: fenced like a running copy until the migration
+        // machine, which resolves its record at start-up, says committed or aborted.
+        this.setRole(v, 'incoming', `receiving from ${v.incomingFrom.slice(0, 8)} at start-up`)
+      } else if (running.has(spec.id) && v.own !== null && v.priors.some(p => sameHaClaim(p, v.own))) {
+        // Our copy, handed over or being handed over: a handover claim stands above ours with our
+        // consent, and ours stays a prior until we release it.
+        this.setRole(v, 'running', 'found running at start-up (claim below a handover)')
+      } else if (running.has(spec.id)) {
         // Running here: ours if we hold a claim no one has told us is superseded; else a stray copy.
         if (v.own !== null && !(v.standing !== null && compareHaClaims(v.standing, v.own) > 0)) this.setRole(v, 'running', 'found running at start-up')
         else this.stop(v, 'destroy', 'conflict')
@@ -196,6 +215,8 @@ export class HaManager {
       if (!v.dirty) continue
       v.dirty = false
       const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted, priors: v.priors.map(c => ({ ...c })) }
+      if (v.handover !== null) d.handover = { ...v.handover }
+      if (v.incomingFrom !== null) d.incomingFrom = v.incomingFrom
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
     }
     if (this.modesDirty) {
@@ -214,7 +235,7 @@ export class HaManager {
   /** May the runtime ping the watchdog now? (fencing.ts has the contract.) */
   watchdogOk (): boolean {
     let allFenced = true
-    for (const v of this.vms.values()) if (v.role === 'running' || v.role === 'starting' || v.role === 'stopping') allFenced = false
+    for (const v of this.vms.values()) if (v.role === 'running' || v.role === 'starting' || v.role === 'stopping' || v.role === 'incoming') allFenced = false
     return watchdogAllows({ fencingOff: this.fencingOff(), quorate: this.q.quorate, inGrace: this.fence.inGrace(this.now), allFenced })
   }
 
@@ -250,6 +271,145 @@ export class HaManager {
     }
   }
 
+
+  // ---------------------------------------------------------------------------------------------
+  // Live migration of a protected VM: the claim is handed over (index.ts, handover argument).
+
+  /**
+   * Source: ask a majority to grant `target` a claim above ours, with our consent. Null when
+   * asked (or already asking for that target), else why not. The migration must not let the VM
+   * run on the target before handoverGranted() is true; it ends with handoverEnd().
+   */
+  handoverStart (vm: VmId, target: HostId): string | null {
+    const v = this.vms.get(vm)
+    if (v === undefined) return null // not protected: nothing to hand over
+    if (v.handover !== null) return v.handover.host === target ? null : `VM ${vm} is already handed over to ${v.handover.host.slice(0, 8)}`
+    const m = this.specs.get(target)
+    if (m === undefined || m.tieBreaker === true || target === this.self) return `${target.slice(0, 8)} is not an HA member that can run VMs`
+    if (v.role !== 'running' || v.own === null || !v.ownGranted) return `VM ${vm} does not run here under a granted HA claim (${v.role})`
+    if (!this.q.quorate || !this.myMode().armed || this.fence.mustFence(this.now)) return 'HA: this host is not quorate and armed'
+    const top = v.standing === null || compareHaClaims(v.standing, v.own) < 0 ? v.own : v.standing
+    v.handover = { epoch: top.epoch + 1, host: target, attempts: 0 }
+    v.handoverGrants = new Set()
+    v.dirty = true
+    this.event('ha-handover', `vm ${vm}: asking a majority to grant ${haClaimText(v.handover)} to the migration target`)
+    this.onHandoverRequest(v, this.self, v.handover)
+    this.sendHandover(v)
+    return null
+  }
+
+  /** Source: a majority (the target among it) granted the handover claim, and we still see a majority. */
+  handoverGranted (vm: VmId): boolean {
+    const v = this.vms.get(vm)
+    if (v === undefined) return true
+    return v.handover !== null && v.role === 'running' && v.handoverGrants.has(v.handover.host) && v.handoverGrants.size >= this.quorumSize && this.q.quorate
+  }
+
+  /**
+   * Target: a migration of `vm` from `source` is about to prepare an incoming copy here. From
+   * now on this host fences it like a running copy. Null when accepted, else why not.
+   */
+  incomingStart (vm: VmId, source: HostId): string | null {
+    const v = this.vms.get(vm)
+    if (v === undefined) return null
+    if (v.incomingFrom === source && v.role === 'incoming') return null
+    if (v.role !== 'idle') return `HA: VM ${vm} is ${v.role} here`
+    if (!this.q.quorate || !this.myMode().armed || this.fence.mustFence(this.now)) return 'HA: this host is not quorate and armed'
+    v.incomingFrom = source
+    v.dirty = true
+    this.setRole(v, 'incoming', `receiving by migration from ${source.slice(0, 8)}`)
+    return null
+  }
+
+  /**
+   * Either end: the migration committed (the VM runs on the target, the source's copy is paused
+   * for good) or aborted (it runs on the source; the target's copy never ran, or is gone).
+   */
+  handoverEnd (vm: VmId, outcome: 'committed' | 'aborted'): void {
+    const v = this.vms.get(vm)
+    if (v === undefined) return
+    if (v.handover !== null) {
+      // Source.
+      v.handover = null
+      v.handoverGrants = new Set()
+      v.dirty = true
+      if (outcome === 'committed' && v.role === 'running' && v.own !== null) {
+        this.setRole(v, 'idle', 'handed over (migration committed)')
+        this.out.push({ type: 'vip', hint: 'vmMovedAway', vm })
+        this.releaseOwn(v, v.own)
+      }
+      return
+    }
+    if (v.incomingFrom === null && v.role !== 'incoming') return
+    // Target.
+    v.incomingFrom = null
+    v.dirty = true
+    if (v.role !== 'incoming') return // fenced meanwhile (stopping): its result releases our claim
+    const own = v.own
+    if (outcome === 'committed') {
+      if (own === null || v.standing === null || !sameHaClaim(own, v.standing)) {
+        // No handover claim here (cannot happen when the source waited for our grant): the
+        // copy must not run unclaimed.
+        this.stop(v, 'destroy', 'conflict')
+        return
+      }
+      v.ownGranted = true
+      v.released = false
+      this.dropPriors(v, p => compareHaClaims(p, own) < 0)
+      this.setRole(v, 'running', `migration committed under ${haClaimText(own)}`)
+      this.out.push({ type: 'vip', hint: 'vmPlaced', vm })
+      this.sendHeld(v)
+      return
+    }
+    this.setRole(v, 'idle', 'migration aborted')
+    // Our handover claim is released as never granted: it supersedes nothing (the source runs on).
+    if (own !== null && v.standing !== null && sameHaClaim(own, v.standing)) { v.ownGranted = false; this.releaseOwn(v, own) } else if (own !== null) { v.own = null }
+  }
+
+  /**
+   * Acceptor: `from` asks, as the VM's owner, a claim for its migration target c.host. Granted
+   * when `from` holds the VM here (its standing claim or a prior), every other claim that may
+   * run is takeover-able, and c is above the standing one. The owner's claim is kept as a prior
+   * (it runs on until it releases it): a takeover then needs both hosts to be takeover-able.
+   */
+  private onHandoverRequest (v: Vm, from: HostId, c: HaClaim): void {
+    const s = v.standing
+    const me = from === this.self
+    const reply = (g: boolean): void => {
+      if (!g) { if (!me) this.refuse(v, from, c); return }
+      this.counters.grants++
+      if (me) v.handoverGrants.add(this.self); else this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
+    }
+    if (s !== null && compareHaClaims(c, s) <= 0) {
+      reply(sameHaClaim(c, s) && !v.released && v.priors.some(p => p.host === from))
+      return
+    }
+    if (!this.q.quorate || !this.myMode().armed) return
+    const spec = this.specs.get(c.host)
+    if (spec === undefined || spec.tieBreaker === true) { reply(false); return }
+    // The target grants only what it expects (its incoming copy is fenced from now on).
+    if (c.host === this.self && (v.role !== 'incoming' || v.incomingFrom !== from)) { reply(false); return }
+    // Both ends must be present here (alive, lease fresh): this member heard each within leaseTicks.
+    if ((c.host !== this.self && !this.q.present.includes(c.host)) || (!me && !this.q.present.includes(from))) { reply(false); return }
+    const holds = (s !== null && s.host === from && !v.released) || v.priors.some(p => p.host === from)
+    const othersFree = (s === null || v.released || s.host === from || this.takeoverOk(s.host)) && v.priors.every(p => p.host === from || this.takeoverOk(p.host))
+    if (!holds || !othersFree) { reply(false); return }
+    this.keepTakenOver(v, c.host)
+    v.standing = { ...c }
+    v.released = false
+    v.heldSeen = this.now
+    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false }
+    v.dirty = true
+    reply(true)
+  }
+
+  private sendHandover (v: Vm): void {
+    assert(v.handover !== null, 'ha: handover request without a claim')
+    v.lastSend = this.now
+    const to = this.others().filter(h => !v.handoverGrants.has(h))
+    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.handover }, phase: 'handover' })
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Messages
 
@@ -267,6 +427,7 @@ export class HaManager {
     if (v === undefined) return
     switch (m.type) {
       case 'haClaim':
+        if (m.phase === 'handover') { if (m.claim.host !== from) this.onHandoverRequest(v, from, m.claim); return }
         if (m.claim.host !== from) return
         if (m.phase === 'request') this.onRequest(v, from, m.claim)
         else this.onHeld(v, m.claim)
@@ -303,6 +464,7 @@ export class HaManager {
   }
 
   private onGrant (v: Vm, from: HostId, c: HaClaim): void {
+    if (v.handover !== null && sameHaClaim(v.handover, c)) { v.handoverGrants.add(from); return }
     if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
     v.grants.add(from)
     // S4: act only while this host itself sees a majority (the grants may predate a cut).
@@ -367,7 +529,8 @@ export class HaManager {
       if (v.role === 'running') this.send([from], { type: 'haClaim', vm: v.spec.id, claim: { ...own }, phase: 'held' })
       return
     }
-    if (v.role === 'stopping' || v.role === 'paused' || v.role === 'claiming') return
+    // An incoming copy (a migration's target) holds its handover claim until the migration ends.
+    if (v.role === 'stopping' || v.role === 'paused' || v.role === 'claiming' || v.role === 'incoming') return
     // We do not run it under c (nor under anything above it): c may be freed.
     const granted = own !== null && sameHaClaim(own, c) && v.ownGranted
     this.send([from], { type: 'haRelease', vm: v.spec.id, claim: { ...c }, granted })
@@ -376,6 +539,9 @@ export class HaManager {
   /** A higher claim exists: whatever we hold of this VM under a lower one must go. */
   private supersededBy (v: Vm, c: HaClaim): void {
     if (v.own === null || compareHaClaims(c, v.own) <= 0) return
+    // The target of our handover holds it: the migration committed there (the target asserts it
+    // only then); the migration machine stops our paused copy and ends the handover.
+    if (v.handover !== null && sameHaClaim(v.handover, c)) return
     switch (v.role) {
       case 'claiming': this.abandon(v, `superseded by ${haClaimText(c)}`); break
       case 'running': case 'starting':
@@ -423,8 +589,16 @@ export class HaManager {
     this.out.push({ type: 'vip', hint: 'vmMovedAway', vm: v.spec.id })
     if (cmd.mode === 'pause') { this.setRole(v, 'paused', 'fenced (paused)'); return }
     this.setRole(v, 'idle', cmd.reason === 'fence' ? 'fenced (stopped)' : `destroyed (${cmd.reason})`)
-    // A copy we stopped under our own standing claim is released so the majority need not wait.
-    if (v.own !== null && (v.standing === null || compareHaClaims(v.own, v.standing) >= 0)) this.releaseOwn(v, v.own)
+    if (v.incomingFrom !== null) {
+      // The incoming copy of a migration was destroyed: the migration machine must not let the
+      // source resume a copy older than what may have run here (ha-bridge tells it).
+      v.incomingFrom = null
+      v.dirty = true
+      this.out.push({ type: 'handover', vm: v.spec.id, what: 'incomingFenced' })
+    }
+    // A copy we stopped under our own standing claim (or, handing over, under the claim below
+    // the target's) is released so the majority need not wait.
+    if (v.own !== null && (v.standing === null || compareHaClaims(v.own, v.standing) >= 0 || v.priors.some(p => sameHaClaim(p, v.own)))) this.releaseOwn(v, v.own)
     else { v.own = null; v.dirty = true }
   }
 
@@ -446,7 +620,12 @@ export class HaManager {
       if (v.role === 'claiming') this.abandon(v, 'lost the majority')
       if (v.role === 'running' || v.role === 'starting') {
         this.counters.fences++
-        this.stop(v, v.spec.fencePolicy === 'pause' && v.role === 'running' ? 'pause' : 'stop', 'fence')
+        // A copy being handed over is stopped, never paused: after a switch-over its memory is
+        // older than the target's, and resuming it later would run stale state.
+        this.stop(v, v.spec.fencePolicy === 'pause' && v.role === 'running' && v.handover === null ? 'pause' : 'stop', 'fence')
+      } else if (v.role === 'incoming') {
+        this.counters.fences++
+        this.stop(v, 'destroy', 'fence')
       }
     }
     this.queryStanding(v)
@@ -474,9 +653,10 @@ export class HaManager {
         if (v.own !== null && this.q.quorate && sameHaClaim(v.own, v.standing) && !v.released) this.releaseOwn(v, v.own)
         else if (v.own !== null && v.released && this.q.quorate && this.now - v.lastSend >= c.heldRefreshTicks) this.releaseOwn(v, v.own)
         break
-      case 'starting':
+      case 'starting': case 'incoming':
         break
     }
+    if (v.handover !== null && v.role === 'running' && !this.handoverGranted(v.spec.id) && this.now - v.lastSend >= c.claimRetryTicks) this.sendHandover(v)
   }
 
   /**
@@ -606,6 +786,9 @@ export class HaManager {
   }
 
   private stop (v: Vm, mode: 'stop' | 'pause' | 'destroy', reason: 'fence' | 'conflict' | 'superseded'): void {
+    // Our copy stops: a handover we asked for ends with it (the migration cannot switch over a
+    // stopped source; its later verdict must not touch a copy started under a newer claim).
+    if (v.handover !== null) { v.handover = null; v.handoverGrants = new Set(); v.dirty = true }
     v.stopMode = mode
     v.lastSend = this.now
     this.setRole(v, 'stopping', `${mode} (${reason})`)

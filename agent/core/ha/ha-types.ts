@@ -12,8 +12,12 @@ export interface HaMaintenance { host: HostId, version: number, on: boolean }
 export type HaMessage =
   /** Heartbeat to one member: our life and tick, the latest (life, tick) of theirs we saw (renews their lease), our mode and maintenance registers. */
   | { type: 'haBeat', life: number, sent: number, echo: { life: number, sent: number } | null, mode: HaMode, maintenance: HaMaintenance[] }
-  /** Ask for grants ('request'), or assert a granted claim ('held', by its running owner). */
-  | { type: 'haClaim', vm: VmId, claim: HaClaim, phase: 'request' | 'held' }
+  /**
+   * Ask for grants ('request'), or assert a granted claim ('held', by its running owner).
+   * 'handover': sent by the owner of the VM's claim, asking for a claim of a migration's target
+   * (claim.host): the owner's consent to a live migration (index.ts, handover argument).
+   */
+  | { type: 'haClaim', vm: VmId, claim: HaClaim, phase: 'request' | 'held' | 'handover' }
   | { type: 'haGrant', vm: VmId, claim: HaClaim }
   /** A request we will not grant, with the claim that stands in its way. */
   | { type: 'haRefuse', vm: VmId, claim: HaClaim, standing: HaClaim | null, released: boolean }
@@ -47,6 +51,8 @@ export type HaEffect =
   | { type: 'driver', command: HaCommand }
   /** Hints for the VIP module: a VM now runs here / no longer runs here. */
   | { type: 'vip', hint: 'vmPlaced' | 'vmMovedAway', vm: VmId }
+  /** For the migration machine: the incoming copy of a migration here was destroyed by a fence. */
+  | { type: 'handover', vm: VmId, what: 'incomingFenced' }
   | { type: 'event', event: CoreEvent }
 
 export const HA_KEY_PREFIX = 'ha/'
@@ -57,7 +63,9 @@ export const HA_MAINT_KEY = `${HA_KEY_PREFIX}maintenance`
 /** What survives a restart, per VM: the acceptor's standing claim and this host's own claim. */
 /** ownGranted: our own claim had reached a majority (its release then supersedes lower claims). */
 /** priors: claims below the standing one that may still run (ha-manager.ts); absent = none. */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[] }
+/** handover: the claim this host (a migration's source) asked for its target (absent = none). */
+/** incomingFrom: this host receives the VM by a migration from that host (absent = none). */
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>
@@ -74,6 +82,7 @@ export type HaRole =
   | 'running'
   | 'stopping' /** haStop issued (fence or conflict) */
   | 'paused' /** fenced with the pause policy; resumed only by a new granted claim */
+  | 'incoming' /** a live migration brings the VM here: fenced like a running copy until it commits or aborts */
 
 export interface HaVmStatus {
   vm: VmId
