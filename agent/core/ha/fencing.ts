@@ -15,14 +15,16 @@
  *
  * Runtime contract (the edge implements it, the core never touches a device):
  *
- *   interface WatchdogPort {
- *     // Open /dev/watchdog (a hardware driver, else the softdog module) with a timeout of
- *     // watchdogTicks * tickMs; where neither exists, use systemd's WatchdogSec= with
- *     // sd_notify("WATCHDOG=1") and FailureAction=reboot-force. Never the magic close 'V':
- *     // an agent that exits must leave the timer running.
- *     open (timeoutMs: number): void
- *     ping (): void
- *   }
+ *   Open /dev/watchdog (a hardware driver, else the softdog module) whose timeout is at most
+ *   watchdogTicks * tickMs (agent/adapters/watchdog-device.ts refuses a longer or unknown one:
+ *   the fence delay is computed from watchdogTicks); where neither exists, systemd's
+ *   WatchdogSec= with sd_notify("WATCHDOG=1") and FailureAction=reboot-force. The magic close
+ *   'V' only on a clean stop (the agent left the cluster, which then does not take its VMs
+ *   over) and only while watchdogOk() holds; an agent that crashes, hangs, or stops while it
+ *   withholds the ping leaves the timer running. (Residual case: a leave lost in a partition
+ *   that starts at the same moment; the majority then treats the host as dead, and this host
+ *   must have stopped its HA VMs itself: a graceful stop with HA VMs running is an operator
+ *   action to take only on a connected cluster, after draining.)
  *
  * After each loop turn, and only when the turn has processed every tick that wall time calls
  * for (a stalled loop must not ping before it has caught up), the runtime pings iff
