@@ -421,10 +421,16 @@ export class HaSim {
     a.hungUntil = 0
     a.upAt = upAt
     this.hv.get(id)!.clear()
+    this.ops = this.ops.filter(o => o.host !== id) // the hypervisor's pending work dies with it
   }
 
   private startAgent (id: HostId): void {
     const a = this.agents.get(id)!
+    // Commands the previous agent life handed to the hypervisor complete before the new agent
+    // lists the VMs (else it would find running a copy that a pause in flight then pauses).
+    const mine = this.ops.filter(o => o.host === id && !o.hangs)
+    this.ops = this.ops.filter(o => !(o.host === id && !o.hangs))
+    for (const op of mine) this.applyOp(op)
     const restored = this.restore(a.store)
     const running = [...this.hv.get(id)!].filter(([, s]) => s === 'running').map(([vm]) => vm)
     // Paused copies are not known to a fresh agent: the runtime destroys them at start-up, except
