@@ -239,7 +239,7 @@ export class TraceSim {
   migrations = 0
   powerClamps = 0
   vmsDropped = 0
-  private events: Array<{ t: number, vm: number, target: number }> = []
+  private events: Array<{ t: number, vm: number, target: number, fn?: () => void }> = []
   // SLA accumulators
   private slaTotalTime = 0
   private slaViolTime = 0
@@ -465,6 +465,11 @@ export class TraceSim {
     this.events.push({ t: t + this.migrationTime(vm, target), vm: vmId, target: targetId })
   }
 
+  /** Run `fn` at time `t` (> now), between steps, with the hosts updated before and after (as a migration end). */
+  schedule (t: number, fn: () => void): void {
+    this.events.push({ t, vm: -1, target: -1, fn })
+  }
+
   private finishMigration (vmId: number, targetId: number): void {
     const vm = this.vms[vmId] as SimVm
     const target = this.hosts[targetId] as SimHost
@@ -485,10 +490,11 @@ export class TraceSim {
   private drainEvents (until: number): void {
     this.events.sort((a, b) => a.t - b.t)
     while (this.events.length > 0 && (this.events[0] as { t: number }).t < until) {
-      const ev = this.events.shift() as { t: number, vm: number, target: number }
+      const ev = this.events.shift() as { t: number, vm: number, target: number, fn?: () => void }
       if (ev.t > this.lastProcess) this.fullUpdate(ev.t)
       this.now = ev.t
-      this.finishMigration(ev.vm, ev.target)
+      if (ev.fn !== undefined) ev.fn()
+      else this.finishMigration(ev.vm, ev.target)
       const next = this.events[0]
       if (next === undefined || next.t > ev.t) this.fullUpdate(ev.t)
     }
