@@ -4,13 +4,22 @@
  * Throws with build.sh's reason when it cannot be built (no QEMU, not root on a fresh machine...).
  */
 import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
+/** build.sh next to this file, or (compiled under dist/) in the repository's test/guest. */
+function buildScript (): string {
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    for (const p of [path.join(dir, 'build.sh'), path.join(dir, 'test', 'guest', 'build.sh')]) if (existsSync(p)) return p
+    if (path.dirname(dir) === dir) throw new Error(`test/guest/build.sh not found above ${here}`)
+  }
+}
+
 export function buildTestGuest (): string {
   execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
-  const out = execFileSync('bash', [path.join(here, 'build.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  const out = execFileSync('bash', [buildScript()], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
   return out.trim().split('\n').pop() ?? ''
 }

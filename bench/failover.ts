@@ -1,0 +1,44 @@
+/**
+ * bench:failover — how long a dead host's HA VM takes to answer again at its VIP, and double
+ * starts across simulated runs. Prints one JSON object.
+ *
+ * (a) Real: FAILOVERS (default 3) times, kill -9 of the agent and the QEMU of the host running an
+ *     HA-protected TCG guest with a VIP bound to it, in network namespaces (needs root and QEMU);
+ *     median, min and max of the time to the guest's first HTTP answer at the VIP from a client,
+ *     with milestones (detection, claim, grants, QEMU start, VIP, guest boot) and a baseline
+ *     measured in the same run: the guest booted by QEMU alone, BOOTS times (default 2). Target:
+ *     <= 20 s. HA timing: test/netns/ha-vip.ts FAILOVER_TIMING (why: the JSON's timing.why).
+ * (b) Simulated: SIM_RUNS (default 1000) seeded HA simulator runs from SIM_SEED with crashes,
+ *     hangs, partitions and loss: runs, restarts, double starts and S1/S4 violations (target 0).
+ * Details: bench/lib/failover-run.ts. Takes about 4 minutes.
+ */
+import { netnsUnavailable } from '../test/netns/testbed.js'
+import { compiledCli } from '../test/integration/cluster-harness.js'
+import { buildTestGuest } from '../test/guest/guest.js'
+import { realFailovers, simulatedRuns } from './lib/failover-run.js'
+
+const FAILOVERS = Number(process.env.FAILOVERS ?? 3)
+const BOOTS = Number(process.env.BOOTS ?? 2)
+const SIM_RUNS = Number(process.env.SIM_RUNS ?? 1000)
+const SIM_SEED = Number(process.env.SIM_SEED ?? 7_000_000)
+
+async function main (): Promise<void> {
+  const t0 = performance.now()
+  const why = await netnsUnavailable()
+  if (why !== null) {
+    process.stderr.write(`bench:failover cannot run its real part: ${why}\n`)
+    process.exitCode = 1
+    return
+  }
+  const guestDir = buildTestGuest()
+  const log = (s: string): void => { process.stderr.write(`${s}\n`) }
+  const real = await realFailovers({ cli: compiledCli(), guestDir, failovers: FAILOVERS, boots: BOOTS, log })
+  log(`simulating ${SIM_RUNS} runs`)
+  const simulated = simulatedRuns({ runs: SIM_RUNS, seed: SIM_SEED })
+  process.stdout.write(JSON.stringify({ bench: 'failover', real, simulated, wallS: Math.round((performance.now() - t0) / 1000) }, null, 2) + '\n')
+}
+
+main().catch(err => {
+  process.stderr.write(`bench:failover failed: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 1
+})
