@@ -17,6 +17,9 @@
  *   qemu-defaults  nothing set beyond QEMU's defaults (128 MiB/s cap, 300 ms downtime limit, no
  *                  capabilities); cancelled and reported not converged after DEFAULTS_CAP_S
  *                  (default 20) seconds
+ * Experiments: GUESTS (default idle,moderate,heavy) and POLICIES (default starling,qemu-defaults)
+ * pick the cases; POLICY (JSON) replaces fields of the default convergence policy, e.g.
+ * POLICY='{"maxDirtySyncs":30}'; PREEMPT=0 turns postcopy-preempt off (default: on where QEMU has it).
  * Each run boots a fresh guest. RUNS (default 3) runs per guest and policy, except the heavy
  * guest under QEMU's defaults: RUNS_HEAVY_DEFAULTS (default 2), as each run waits for the cap.
  * Measured per run: QEMU's total time, the downtime from the guest's heartbeat gap (host clock),
@@ -38,6 +41,7 @@ import { silentLogger } from '../agent/lib/logger.js'
 import { createMigrationLink, netnsUnavailable, type MigrationLink } from './lib/netbed.js'
 import { MiB, runMigration, type GuestCase, type PolicyName, type RunContext, type RunResult } from './lib/migration-run.js'
 import { summarize, judgeTargets } from './lib/migration-report.js'
+import type { ConvergencePolicy } from '../agent/core/migration/convergence.js'
 
 const env = (k: string, d: number): number => {
   const v = process.env[k]
@@ -56,6 +60,9 @@ const MODERATE_MIBPS = env('MODERATE_MIBPS', 16)
 const RUNS = Math.max(1, Math.round(env('RUNS', 3)))
 const RUNS_HEAVY_DEFAULTS = Math.round(env('RUNS_HEAVY_DEFAULTS', 2))
 const DEFAULTS_CAP_MS = env('DEFAULTS_CAP_S', 20) * 1000
+const POLICY_OVERRIDE = JSON.parse(process.env.POLICY ?? '{}') as Partial<ConvergencePolicy>
+const PREEMPT: boolean | 'auto' = process.env.PREEMPT === '0' ? false : process.env.PREEMPT === '1' ? true : 'auto'
+const POLICIES = (process.env.POLICIES ?? 'starling,qemu-defaults').split(',').map(s => s.trim()).filter(s => s !== '') as PolicyName[]
 const ONLY = (process.env.GUESTS ?? 'idle,moderate,heavy').split(',').map(s => s.trim()).filter(s => s !== '')
 
 const say = (msg: string): void => { process.stderr.write(`[bench:migration] ${msg}\n`) }
@@ -101,7 +108,7 @@ async function main (): Promise<void> {
     const l = link
     const goodput = await l.probeGoodput(2000)
     say(`link shaped to ${LINK_MBIT} Mbit/s; TCP goodput ${(goodput / 1e6).toFixed(1)} MB/s`)
-    const common = { accel: 'auto' as const, dieWithAgent: true, killOnClose: true, startTimeoutMs: 30_000 }
+    const common = { accel: 'auto' as const, dieWithAgent: true, killOnClose: true, startTimeoutMs: 30_000, postcopyPreempt: PREEMPT }
     src = new QemuDriver({ ...common, runDir: path.join(tmp, 'src'), qemuBinary: l.qemuLauncher(l.source) }, { logger: silentLogger() })
     dst = new QemuDriver({ ...common, runDir: path.join(tmp, 'dst'), qemuBinary: l.qemuLauncher(l.destination) }, { logger: silentLogger() })
     const ctx: RunContext = {
@@ -115,17 +122,18 @@ async function main (): Promise<void> {
       defaultsCapMs: DEFAULTS_CAP_MS,
       starlingMaxBandwidthBytes: STARLING_MAX_BW_MIBPS * MiB,
       txBytes: async () => await l.txBytes(l.source),
-      say
+      say,
+      policyOverride: POLICY_OVERRIDE
     }
     const physicalLimitMs = (MEM_MIB * MiB * 8) / (LINK_MBIT * 1e6) * 1000
     const runs: RunResult[] = []
     for (let i = 0; i < RUNS; i++) {
       for (const g of guests) {
-        for (const policy of ['starling', 'qemu-defaults'] as PolicyName[]) {
+        for (const policy of POLICIES) {
           if (g.name === 'heavy' && policy === 'qemu-defaults' && i >= RUNS_HEAVY_DEFAULTS) continue
           const r = await runMigration(ctx, g, policy, i + 1)
           runs.push(r)
-          say(`${g.name}/${policy} #${i + 1}: ${r.outcome} ${r.mode}, total ${String(r.totalMs)} ms, heartbeat gap ${r.downtimeHeartbeatMs?.toFixed(1) ?? '-'} ms, QEMU downtime ${String(r.downtimeQemuMs)} ms, ${(r.ramTransferredBytes / MiB).toFixed(1)} MiB, ${r.dirtySyncs} syncs, integrity ${r.integrity.ok ? 'ok' : 'BROKEN: ' + r.integrity.detail}${r.error !== undefined ? `, error: ${r.error}` : ''}`)
+          say(`${g.name}/${policy} #${i + 1}: dirty ${r.dirtyRateMiBps.toFixed(1)} MiB/s (guest) ${r.dirtyRateQemuMiBps.toFixed(1)} (QEMU), ${r.outcome} ${r.mode}, total ${String(r.totalMs)} ms, heartbeat gap ${r.downtimeHeartbeatMs?.toFixed(1) ?? '-'} ms, QEMU downtime ${String(r.downtimeQemuMs)} ms, ${(r.ramTransferredBytes / MiB).toFixed(1)} MiB, ${r.dirtySyncs} syncs, integrity ${r.integrity.ok ? 'ok' : 'BROKEN: ' + r.integrity.detail}${r.error !== undefined ? `, error: ${r.error}` : ''}`)
         }
       }
     }
@@ -142,6 +150,8 @@ async function main (): Promise<void> {
         link: { rateMbit: LINK_MBIT, shaping: `tc tbf on each host's egress, burst 256 KiB, queue ${QUEUE_MS} ms`, tcpGoodputMBps: Math.round(goodput / 1e4) / 100 },
         physicalLimitMs: Math.round(physicalLimitMs),
         defaultsCapMs: DEFAULTS_CAP_MS,
+        postcopyPreempt: PREEMPT,
+        policyOverride: POLICY_OVERRIDE,
         hostCpus: os.availableParallelism(),
         loadAverageAtStart: loadAtStart,
         loadAverageAtEnd: os.loadavg().map(x => Math.round(x * 100) / 100),

@@ -88,6 +88,15 @@ export interface QemuDriverInit {
    * @default false
    */
   killOnClose?: boolean
+  /**
+   * Use QEMU's postcopy-preempt capability (a separate channel for the pages a post-copy target
+   * faults on, so they do not queue behind the background stream) whenever post-copy is enabled,
+   * on both the source and the target. 'auto' enables it when this QEMU lists the capability in
+   * query-migrate-capabilities (QEMU 7.1 and later). Both ends of a migration must agree: set it
+   * to false on every host when some run a QEMU without it.
+   * @default 'auto'
+   */
+  postcopyPreempt?: boolean | 'auto'
 }
 
 export interface QemuDriverComponents {
@@ -223,6 +232,23 @@ interface VmHandle {
   balloonMiB: number
   cpuTicks: number
   cpuSampledAt: number
+  /** Migration capabilities this QEMU knows (query-migrate-capabilities), read once. */
+  caps?: Set<string>
+}
+
+/** Options of measureDirtyRate(). */
+export interface DirtyRateOptions {
+  /**
+   * Measuring time, s (QEMU counts the sampled pages that changed across it, so a shorter time
+   * under-counts pages written twice less, a longer one saturates at the working set).
+   * @default 1
+   */
+  calcTimeS?: number
+  /**
+   * Pages sampled per GiB of guest memory (QEMU accepts 128-4096).
+   * @default about 1024 pages in all, within QEMU's range
+   */
+  samplePagesPerGiB?: number
 }
 
 /** Result of the accelerator probe, with the reason for the log. */
@@ -526,9 +552,11 @@ export class QemuDriver implements MigratingDriver {
     const vm = await this.launch(spec, true, signal)
     try {
       const caps: Array<{ capability: string, state: boolean }> = [{ capability: 'events', state: true }]
-      if (opts.postcopy ?? true) caps.push({ capability: 'postcopy-ram', state: true })
+      const post = opts.postcopy ?? true
+      if (post) caps.push({ capability: 'postcopy-ram', state: true })
       const multifd = opts.multifd ?? 0
       if (multifd > 1) caps.push({ capability: 'multifd', state: true })
+      if (post && multifd <= 1 && await this.usePreempt(vm, signal)) caps.push({ capability: 'postcopy-preempt', state: true })
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
       if (multifd > 1) await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': multifd }, this.opts(signal))
       const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
@@ -554,15 +582,16 @@ export class QemuDriver implements MigratingDriver {
     const post = params.mode !== 'precopy'
     const multifd = params.multifd > 1
     try {
-      await vm.qmp.execute('migrate-set-capabilities', {
-        capabilities: [
-          { capability: 'events', state: true },
-          { capability: 'xbzrle', state: params.xbzrle },
-          { capability: 'auto-converge', state: params.autoConverge },
-          { capability: 'postcopy-ram', state: post },
-          { capability: 'multifd', state: multifd }
-        ]
-      }, this.opts(signal))
+      const caps = [
+        { capability: 'events', state: true },
+        { capability: 'xbzrle', state: params.xbzrle },
+        { capability: 'auto-converge', state: params.autoConverge },
+        { capability: 'postcopy-ram', state: post },
+        { capability: 'multifd', state: multifd }
+      ]
+      // The target enables preempt whenever it accepts post-copy; the source must match it.
+      if (await this.usePreempt(vm, signal)) caps.push({ capability: 'postcopy-preempt', state: post && !multifd })
+      await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
       const p: Record<string, unknown> = {
         'max-bandwidth': Math.max(0, Math.round(params.maxBandwidthBytes)),
         'downtime-limit': Math.max(1, Math.round(params.downtimeLimitMs))
@@ -575,6 +604,100 @@ export class QemuDriver implements MigratingDriver {
     } catch (err) {
       throw driverError(`vm ${id}: migrate`, err)
     }
+  }
+
+  /** The migration capabilities VM `id`'s QEMU knows (query-migrate-capabilities). */
+  async migrationCapabilities (id: VmId, signal?: AbortSignal): Promise<Set<string>> {
+    return await this.capsOf(this.get(id), signal)
+  }
+
+  /** Whether this driver enables postcopy-preempt with post-copy (init.postcopyPreempt). */
+  async postcopyPreempt (id: VmId, signal?: AbortSignal): Promise<boolean> {
+    return await this.usePreempt(this.get(id), signal)
+  }
+
+  private async capsOf (vm: VmHandle, signal?: AbortSignal): Promise<Set<string>> {
+    if (vm.caps !== undefined) return vm.caps
+    const list = await vm.qmp.execute<Array<{ capability?: string }>>('query-migrate-capabilities', undefined, this.opts(signal))
+    vm.caps = new Set(list.map(c => c.capability ?? '').filter(c => c !== ''))
+    return vm.caps
+  }
+
+  private async usePreempt (vm: VmHandle, signal?: AbortSignal): Promise<boolean> {
+    const want = this.init.postcopyPreempt ?? 'auto'
+    if (want === false) return false
+    const has = (await this.capsOf(vm, signal)).has('postcopy-preempt')
+    if (!has && want === true) throw new DriverError('DRIVER_FAILED', `vm ${vm.spec.id}: this QEMU has no postcopy-preempt capability (postcopyPreempt is true)`)
+    return has
+  }
+
+  /**
+   * Measures how fast VM `id`'s guest dirties its memory, bytes/s, with QEMU's page sampling
+   * (calc-dirty-rate, then query-dirty-rate until measured): QEMU hashes a sample of pages at the
+   * start and at the end of `calcTimeS` and scales the share that changed to the guest's memory.
+   * It counts distinct pages, so it saturates at the working set over the measuring time, and it
+   * reads no dirty log (it works under KVM and TCG and while nothing else measures). Resolves
+   * after about `calcTimeS`.
+   */
+  async measureDirtyRate (id: VmId, opts: DirtyRateOptions = {}, signal?: AbortSignal): Promise<number> {
+    const vm = this.get(id)
+    const calcTimeS = Math.max(1, Math.round(opts.calcTimeS ?? 1))
+    const gib = Math.max(1 / 1024, vm.spec.memMiB / 1024)
+    const perGiB = Math.max(128, Math.min(4096, Math.round(opts.samplePagesPerGiB ?? 1024 / gib)))
+    const query = async (): Promise<{ status?: string, 'dirty-rate'?: number }> =>
+      await vm.qmp.execute('query-dirty-rate', undefined, this.opts(signal))
+    const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+    try {
+      // Only one measurement runs at a time in a QEMU: wait out one already under way.
+      for (let i = 0; i < 100 && (await query()).status === 'measuring'; i++) await sleep(100)
+      const started = performance.now()
+      await vm.qmp.execute('calc-dirty-rate', { 'calc-time': calcTimeS, 'sample-pages': perGiB, mode: 'page-sampling' }, this.opts(signal))
+      const deadline = started + calcTimeS * 1000 + 10_000
+      for (;;) {
+        await sleep(100)
+        if (signal?.aborted === true) throw new DriverError('DRIVER_FAILED', `vm ${id}: dirty-rate measurement aborted`)
+        const q = await query()
+        // QEMU sets 'measuring' before calc-dirty-rate returns; the elapsed time guards anyway.
+        if (q.status === 'measured' && performance.now() - started >= calcTimeS * 1000 - 50) {
+          const mibps = q['dirty-rate'] ?? -1
+          if (!(mibps >= 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: QEMU reported no dirty rate`)
+          // QEMU reports MiB/s (sampled share x the RAM block's size in MiB / time).
+          return mibps * 1024 * 1024
+        }
+        if (performance.now() > deadline) throw new DriverError('DRIVER_TIMEOUT', `vm ${id}: dirty-rate measurement still ${q.status ?? 'unknown'} after ${calcTimeS + 10} s`)
+      }
+    } catch (err) {
+      throw driverError(`vm ${id}: measure dirty rate`, err)
+    }
+  }
+
+  /**
+   * Guest memory the VM's QEMU holds resident, bytes: the resident size of the anonymous mapping
+   * of exactly the guest's RAM size in /proc/<pid>/smaps (pages the guest never touched are not
+   * resident, and a migration sends them as zero pages for a few bytes each). Null when no such
+   * mapping is found (a file- or hugepage-backed RAM, or another OS).
+   */
+  residentGuestBytes (id: VmId): number | null {
+    const vm = this.get(id)
+    let smaps: string
+    try { smaps = fs.readFileSync(`/proc/${vm.pid}/smaps`, 'utf8') } catch { return null }
+    const wantKiB = vm.spec.memMiB * 1024
+    let inRam = false
+    let sizeKiB = 0
+    let best: number | null = null
+    for (const line of smaps.split('\n')) {
+      if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+        const f = line.trim().split(/\s+/)
+        inRam = (f[1] ?? '').startsWith('rw') && f.length === 5 // anonymous: no path
+        sizeKiB = 0
+      } else if (inRam && line.startsWith('Size:')) {
+        sizeKiB = Number(line.split(/\s+/)[1])
+      } else if (inRam && line.startsWith('Rss:') && sizeKiB === wantKiB) {
+        const rss = Number(line.split(/\s+/)[1]) * 1024
+        if (Number.isFinite(rss)) best = Math.max(best ?? 0, rss)
+      }
+    }
+    return best
   }
 
   async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {

@@ -2,7 +2,7 @@
  * Carries out the core's driver commands on a hypervisor driver and turns the outcome into a
  * DriverResult. Never throws: a DriverError (or anything else) becomes `{ ok: false, code }`.
  */
-import type { DriverCommand, DriverResult, VmPresence } from '../core/migration/migration-state.js'
+import type { DriverCommand, DriverQueryResult, DriverResult, VmPresence } from '../core/migration/migration-state.js'
 import type { MigratingDriver } from '../adapters/qemu-driver.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { errorCode } from '../lib/errors.js'
@@ -35,6 +35,31 @@ export function canMigrate (driver: HypervisorDriver): driver is RecoverableMigr
   const d = driver as Partial<RecoverableMigratingDriver>
   return typeof d.describe === 'function' && typeof d.resume === 'function' && typeof d.killIfNotRunning === 'function' &&
     typeof d.prepareIncoming === 'function' && typeof d.migrate === 'function' && typeof d.progress === 'function' && (d.accel === 'kvm' || d.accel === 'tcg')
+}
+
+/** Drivers that can measure a guest for the convergence plan (the QEMU driver). */
+interface MeasuringDriver {
+  measureDirtyRate?: (id: string, opts?: { calcTimeS?: number }, signal?: AbortSignal) => Promise<number>
+  residentGuestBytes?: (id: string) => number | null
+}
+
+/**
+ * The guest's dirty rate and resident memory, where the driver can measure them. A failed
+ * measurement leaves the rate unmeasured (the plan then says so) rather than failing the query.
+ */
+async function measureGuest (driver: MeasuringDriver, vm: string, signal: AbortSignal): Promise<Partial<DriverQueryResult>> {
+  const out: Partial<DriverQueryResult> = {}
+  if (typeof driver.residentGuestBytes === 'function') {
+    const r = driver.residentGuestBytes(vm)
+    if (r !== null && r > 0) out.residentBytes = r
+  }
+  if (typeof driver.measureDirtyRate === 'function') {
+    try {
+      out.dirtyRateBytesPerS = await driver.measureDirtyRate(vm, { calcTimeS: 1 }, signal)
+      out.dirtyRateMeasured = true
+    } catch { /* unmeasured */ }
+  }
+  return out
 }
 
 function presenceOf (runStatus: string): VmPresence {
@@ -71,11 +96,10 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
       if (d === null) return { ok: true, kind: 'query', query: { presence: 'absent', migration: 'none', spec: null, dirtyRateBytesPerS: 0, accel: q.accel } }
       const { id: _id, vcpus, memMiB, extra } = d.spec
       void _id
-      return {
-        ok: true,
-        kind: 'query',
-        query: { presence: presenceOf(d.runStatus), migration: d.migration, spec: { vcpus, memMiB, extraJson: JSON.stringify(extra ?? {}) }, dirtyRateBytesPerS: 0, accel: q.accel }
-      }
+      const presence = presenceOf(d.runStatus)
+      const query: DriverQueryResult = { presence, migration: d.migration, spec: { vcpus, memMiB, extraJson: JSON.stringify(extra ?? {}) }, dirtyRateBytesPerS: 0, accel: q.accel }
+      if (c.measure === true && presence === 'running') Object.assign(query, await measureGuest(q as MeasuringDriver, c.vm, signal))
+      return { ok: true, kind: 'query', query }
     }
     case 'prepareIncoming': {
       let extra: Record<string, unknown> = {}

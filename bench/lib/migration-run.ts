@@ -52,6 +52,8 @@ export interface RunContext {
   txBytes: () => Promise<number>
   /** Progress lines for stderr. */
   say: (msg: string) => void
+  /** Fields replacing those of the default convergence policy (experiments; empty = the default). */
+  policyOverride?: Partial<ConvergencePolicy>
 }
 
 export interface RunResult {
@@ -66,6 +68,10 @@ export interface RunResult {
   actions: string[]
   /** Dirty rate the guest reported just before the migration, MiB/s. */
   dirtyRateMiBps: number
+  /** Dirty rate QEMU measured (page sampling, 1 s) just before, MiB/s; the plan's input, as in the agent. */
+  dirtyRateQemuMiBps: number
+  /** Guest memory resident in the source QEMU before the migration (the plan's first pass), MiB. */
+  residentMiB: number | null
   /** QEMU's total-time, ms. */
   totalMs: number | null
   /** Host time from the migrate command to the terminal state being seen, ms. */
@@ -136,6 +142,8 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
     plan: null,
     actions: [],
     dirtyRateMiBps: NaN,
+    dirtyRateQemuMiBps: NaN,
+    residentMiB: null,
     totalMs: null,
     wallMs: NaN,
     downtimeHeartbeatMs: null,
@@ -159,18 +167,23 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
     await srcMon.until('a full integrity pass on the source', () => srcMon.integrityOkAt.length >= 1 && srcMon.beats.length >= 50, 60_000)
     const rateFrom = performance.now()
     await srcMon.until('one second of heartbeats', () => (srcMon.lastBeat()?.atMs ?? 0) >= rateFrom + 1000, 20_000)
-    const dirtyRate = guestDirtyRate(srcMon.beats, 1000)
-    res.dirtyRateMiBps = dirtyRate / MiB
+    res.dirtyRateMiBps = guestDirtyRate(srcMon.beats, 1000) / MiB
+    // The agent plans from QEMU's own measurement (the guest's figure is the cross-check).
+    const dirtyRate = await ctx.src.measureDirtyRate(id)
+    res.dirtyRateQemuMiBps = dirtyRate / MiB
 
     const starling = policyName === 'starling'
-    const policy: ConvergencePolicy = defaultConvergencePolicy(ctx.src.accel, 'postcopy')
+    const policy: ConvergencePolicy = { ...defaultConvergencePolicy(ctx.src.accel, 'postcopy'), ...ctx.policyOverride }
     let params: MigrationParams = QEMU_DEFAULT_PARAMS
     let plan: MigrationPlan | null = null
     if (starling) {
+      // The same inputs as the agent's plan: QEMU's dirty rate, the resident guest memory the
+      // driver reads, the link; the guest's working set is not known to an agent.
+      const resident = ctx.src.residentGuestBytes(id)
+      res.residentMiB = resident === null ? null : round1(resident / MiB)
       plan = planMigration({
         memBytes: ctx.memMiB * MiB,
-        workingSetBytes: g.wsMiB * MiB,
-        residentBytes: Math.min(ctx.memMiB, g.wsMiB + GUEST_BASE_MIB) * MiB,
+        residentBytes: resident ?? Math.min(ctx.memMiB, g.wsMiB + GUEST_BASE_MIB) * MiB,
         dirtyRateBytesPerS: dirtyRate,
         bandwidthBytesPerS: ctx.plannerBandwidthBytesPerS
       }, policy)

@@ -245,7 +245,7 @@ export class MigrationMachine {
       return r
     }
     this.becomeProposed(r)
-    this.command({ kind: 'query', mig: id, vm })
+    this.command({ kind: 'query', mig: id, vm, measure: true })
     this.due.set(id, s.now + this.cfg.intentTimeoutTicks)
     return r
   }
@@ -368,7 +368,13 @@ export class MigrationMachine {
     const bw = this.cfg.bandwidthBytesPerS > 0
       ? this.cfg.bandwidthBytesPerS
       : Math.max(1, (this.capacity?.netMbps ?? 1000) * 1e6 / 8)
-    const plan = planMigration({ memBytes, dirtyRateBytesPerS: q?.dirtyRateBytesPerS ?? 0, bandwidthBytesPerS: bw }, policy)
+    const plan = planMigration({
+      memBytes,
+      dirtyRateBytesPerS: q?.dirtyRateBytesPerS ?? 0,
+      dirtyRateMeasured: q?.dirtyRateMeasured === true,
+      ...(q?.residentBytes !== undefined ? { residentBytes: q.residentBytes } : {}),
+      bandwidthBytesPerS: bw
+    }, policy)
     r.downtimeLimitMs = plan.downtimeLimitMs
     r.timeoutMs = plan.timeoutMs
     r.mode = plan.mode

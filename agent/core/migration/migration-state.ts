@@ -102,8 +102,12 @@ export interface MigrateParams {
 
 /** What the core asks the hypervisor driver to do; applied after persist and send, in order. */
 export type DriverCommand =
-  /** Read the VM's spec, run state and migration status (recovery, and the source before the intent). */
-  | DriverTarget & { kind: 'query' }
+  /**
+   * Read the VM's spec, run state and migration status (recovery, and the source before the
+   * intent). With `measure`, also measure the guest's dirty rate and resident memory, for the
+   * convergence plan (this takes about a second).
+   */
+  | DriverTarget & { kind: 'query', measure?: boolean }
   /** Target: open an empty incoming VM listening for the migration. */
   | DriverTarget & { kind: 'prepareIncoming', spec: VmSpecWire, postcopy: boolean }
   | DriverTarget & { kind: 'migrate', uri: string, params: MigrateParams }
@@ -138,8 +142,12 @@ export interface DriverQueryResult {
   /** Migration status as the hypervisor reports it ('none', 'active', 'completed', 'failed', ...). */
   migration: string
   spec: VmSpecWire | null
-  /** Measured dirty rate, bytes/s (0 = unknown). */
+  /** Measured dirty rate, bytes/s (0 when not measured: see dirtyRateMeasured). */
   dirtyRateBytesPerS: number
+  /** The hypervisor measured the dirty rate (a query with `measure`, on a driver that can). */
+  dirtyRateMeasured?: boolean
+  /** Guest memory resident in the hypervisor, bytes (what a first pass sends); absent when unknown. */
+  residentBytes?: number
   /** Accelerator of this host (shapes the convergence policy). */
   accel: 'kvm' | 'tcg'
 }
