@@ -313,9 +313,11 @@ export class MigrationMachine {
       clusterInFlight: this.clusterInFlight(),
       clusterMax: this.cfg.clusterMax + 1, // the intent's own VM is already counted by its source's report
       draining: this.draining,
+      evacuating: this.liveOut().some(r => r.cause === 'underload'),
+      cpuCapFraction: this.cfg.policy.placement.cpuCapFraction ?? 1,
       rules: this.rules(),
       rulesAgreed: this.rulesAgreed()
-    }, { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips })
+    }, { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips, vcpus: b.vcpus })
     if (!verdict.ok) {
       this.counts.refused++
       this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })

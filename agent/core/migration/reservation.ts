@@ -2,9 +2,18 @@
  * Target-side admission (DESIGN S2, S3): the target decides against its own authoritative state,
  * never against a peer's view of it.
  *
- * - Capacity (S3): residents (from the latest host sample) plus every live reservation (incoming
- *   migrations not yet committed or aborted) plus the candidate must fit in CPU and memory.
- *   A reservation counts from the moment it is granted, before any copy starts.
+ * - Capacity (S3): residents (from the latest host sample, VMs leaving included until they have
+ *   left) plus every live reservation (incoming migrations not yet committed or aborted, their
+ *   memory included while they copy) plus the candidate must fit in memory, and in CPU up to
+ *   `cpuCapFraction` of the host (the policy's placement.cpuCapFraction: the headroom the planner
+ *   keeps on targets, kept by the target too). A VM's demand must also fit the cores it has
+ *   (`vcpus` x this host's core speed). A reservation counts from the moment it is granted,
+ *   before any copy starts.
+ * - A host emptying itself (consolidation moves out under way) admits nothing: it would have to
+ *   send the newcomer on at once.
+ *
+ * The decentralised trace simulator admits with this same function, against its own
+ * authoritative state of the target (agent/sim/trace/decentral.ts).
  * - Hard rules (S2): every hard VM-VM rule is a predicate over the VMs of one host, and each
  *   host is the only one that changes its own set of VMs (it admits incoming VMs and starts
  *   outgoing ones, one input at a time). A VM in flight counts on BOTH ends until the migration
@@ -33,16 +42,27 @@ export interface AdmissionInput {
   clusterInFlight: number
   clusterMax: number
   draining: boolean
+  /** This host is emptying itself (consolidation moves out under way). @default false */
+  evacuating?: boolean
+  /** Highest CPU demand admitted, fraction of capacity (the policy's placement.cpuCapFraction). @default 1 */
+  cpuCapFraction?: number
   rules: RuleSet
   rulesAgreed: boolean
 }
 
-export interface Candidate { vm: VmId, memMiB: number, cpuDemandMips: number }
+export interface Candidate {
+  vm: VmId
+  memMiB: number
+  cpuDemandMips: number
+  /** Virtual CPUs: the demand must fit in that many of this host's cores. Unchecked when absent. */
+  vcpus?: number
+}
 
 export type Admission = { ok: true } | { ok: false, reason: string }
 
 export function admit (a: AdmissionInput, c: Candidate): Admission {
   if (a.draining) return { ok: false, reason: 'target is draining' }
+  if (a.evacuating === true) return { ok: false, reason: 'target is emptying itself' }
   if (!a.rulesAgreed) return { ok: false, reason: 'rule set not agreed by a majority' }
   if (a.capacity === null) return { ok: false, reason: 'target has no host sample yet' }
   if (a.residents.some(v => v.id === c.vm) && !a.outgoing.includes(c.vm)) return { ok: false, reason: 'VM already runs on the target' }
@@ -50,12 +70,16 @@ export function admit (a: AdmissionInput, c: Candidate): Admission {
   if (a.incomingCount >= a.inMax) return { ok: false, reason: `incoming limit ${a.inMax} reached` }
   if (a.clusterInFlight >= a.clusterMax) return { ok: false, reason: `cluster limit ${a.clusterMax} reached` }
   const capMips = a.capacity.cpuCores * a.capacity.cpuMipsPerCore
+  if (c.vcpus !== undefined && c.cpuDemandMips > c.vcpus * a.capacity.cpuMipsPerCore + 1e-6) {
+    return { ok: false, reason: `cpu: VM demand ${Math.round(c.cpuDemandMips)} > its ${c.vcpus} core(s) here (${c.vcpus * a.capacity.cpuMipsPerCore} MIPS)` }
+  }
+  const capFrac = a.cpuCapFraction ?? 1
   let mem = c.memMiB
   let mips = c.cpuDemandMips
   for (const v of a.residents) { mem += v.memMiB; mips += v.cpuUtil * capMips }
   for (const r of a.reservations) { mem += r.memMiB; mips += r.cpuDemandMips }
   if (mem > a.capacity.memMiB) return { ok: false, reason: `memory: ${Math.round(mem)} MiB > ${a.capacity.memMiB} MiB` }
-  if (mips > capMips + 1e-6) return { ok: false, reason: `cpu: ${Math.round(mips)} > ${capMips} MIPS` }
+  if (mips > capMips * capFrac + 1e-6) return { ok: false, reason: `cpu: ${Math.round(mips)} > ${capFrac === 1 ? '' : `${capFrac} x `}${capMips} MIPS` }
   const placement = placementWith(a, c.vm)
   const broken = brokenHardRules(onlyRulesOf(a.rules, c.vm), placement)
   if (broken.length > 0) return { ok: false, reason: `hard rule: ${broken[0] ?? ''}` }

@@ -2,10 +2,13 @@
  * Which VMs move where, decided by each host for its own VMs from its gossiped view (DESIGN:
  * Target election; L1, L2). The same policies/ functions as the simulator:
  *
- * - Stress: every decision, the host's view goes to policies/plan.ts planHost, whose detector
- *   (k of the last n samples over a threshold, and the forecast over it too), hold time,
- *   minimum gain and per-VM cool-down (counted in decisions) choose the moves; each move becomes
- *   a migration whose target still admits or refuses it against its own state.
+ * - Stress: every decision goes to this host's policies/decider.ts HostDecider, the same state
+ *   machine every host of the trace simulator's decentralised mode runs (streaks of decisions
+ *   that found a relief or consolidation plan, hold time, minimum gain, per-VM cool-down
+ *   counted in decisions, the planner policies/plan.ts planHost); each move becomes a migration whose target still admits
+ *   or refuses it against its own state (reservation.ts admit(), also the simulator's). The
+ *   decider hears which VMs arrived here (their cool-down starts) and which proposals ended
+ *   without the VM moving (they get their old clock back).
  * - Drain: the host refuses incoming VMs and moves its own, each to the best-ranked target
  *   (policies/placement.ts rankTargets), ranking again after each reservation with the
  *   reservations this host already placed counted on their targets, so the VMs spread instead of
@@ -16,7 +19,7 @@
  */
 import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
-import { planHost, type HostDecisionState } from '../../../policies/plan.js'
+import { HostDecider } from '../../../policies/decider.js'
 import { rankTargets } from '../../../policies/placement.js'
 import type { ClusterView, HostView, VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
@@ -26,26 +29,42 @@ const HISTORY_MAX = 60
 
 export class Scheduler {
   private nextDecision: number
-  private decisions = 0
-  private overStreak = 0
-  private underStreak = 0
-  private readonly lastMoved = new Map<VmId, number>()
+  private readonly decider: HostDecider
+  /** Migration records already reported to the decider (arrivals, ended proposals). */
+  private readonly noted = new Set<string>()
   private readonly history = new Map<HostId, { seq: number, utils: number[] }>()
 
   constructor (private readonly s: CoreState, private readonly m: MigrationMachine) {
     this.nextDecision = m.cfg.decisionTicks
+    this.decider = new HostDecider(m.cfg.policy)
   }
 
   tick (): void {
     const s = this.s
     if (s.now < this.nextDecision) return
     this.nextDecision = s.now + this.m.cfg.decisionTicks
-    this.decisions++
     this.recordHistory()
-    for (const r of this.m.recs.values()) if (r.role === 'source' && r.state === 'committed') this.lastMoved.set(r.vm, this.decisions)
+    this.noteRecords()
     if (s.leaving) return
     if (this.m.draining) { this.drainStep(); return }
     if (this.m.cfg.autoBalance) this.stressStep()
+  }
+
+  /** Tell the decider which VMs this host admitted and which of its proposals ended with the VM still here. */
+  private noteRecords (): void {
+    for (const id of this.noted) if (!this.m.recs.has(id)) this.noted.delete(id)
+    for (const r of this.m.recs.values()) {
+      if (this.noted.has(r.id)) continue
+      if (r.role === 'target') {
+        if (r.state !== 'aborted') this.decider.arrived(r.vm)
+        this.noted.add(r.id)
+      } else if (r.state === 'aborted') {
+        this.decider.cancelled(r.vm)
+        this.noted.add(r.id)
+      } else if (r.state === 'committed') {
+        this.noted.add(r.id)
+      }
+    }
   }
 
   private recordHistory (): void {
@@ -103,7 +122,7 @@ export class Scheduler {
         active: true
       })
     }
-    return { hosts, rules: this.m.rules(), tick: this.decisions }
+    return { hosts, rules: this.m.rules(), tick: this.decider.decisionCount }
   }
 
   private vmMem (vm: VmId): number {
@@ -114,21 +133,16 @@ export class Scheduler {
     const view = this.view()
     const me = view.hosts.find(h => h.id === this.s.self)
     if (me === undefined) return
-    const cfg = this.m.cfg.policy
-    const st: HostDecisionState = { overStreak: 0, underStreak: 0, lastMoved: this.lastMoved }
-    // Streaks: the detector's own verdict on the current view, counted per decision.
-    const moves0 = planHost(view, this.s.self, cfg, { ...st, overStreak: Number.MAX_SAFE_INTEGER, underStreak: Number.MAX_SAFE_INTEGER })
-    const over = moves0.some(mv => mv.reason === 'overload')
-    const under = moves0.some(mv => mv.reason === 'underload')
-    this.overStreak = over ? this.overStreak + 1 : 0
-    this.underStreak = under ? this.underStreak + 1 : 0
-    if (!over && !under) return
-    const moves = planHost(view, this.s.self, cfg, { overStreak: this.overStreak, underStreak: this.underStreak, lastMoved: this.lastMoved })
+    const moves = this.decider.decide({
+      self: me,
+      view: () => view,
+      receiving: this.m.liveIn().length > 0,
+      outSlots: this.m.cfg.outMax - this.m.liveOut().length,
+      moving: vm => this.m.isMoving(vm)
+    })
     for (const mv of moves) {
-      if (this.m.liveOut().length >= this.m.cfg.outMax) break
-      if (this.m.isMoving(mv.vm)) continue
-      this.m.start(mv.vm, mv.to, mv.reason)
-      this.lastMoved.set(mv.vm, this.decisions)
+      const r = this.m.start(mv.vm, mv.to, mv.reason)
+      if (r.state === 'aborted') { this.decider.cancelled(mv.vm); this.noted.add(r.id) }
     }
   }
 

@@ -1,31 +1,35 @@
 /**
- * Decentralised mode: every host decides for itself, every step, with the same planner the
- * agent core calls (policies/plan.ts), from its own gossiped view of the other hosts.
+ * Decentralised mode: every host decides for itself, every step, with the agent's own decision
+ * code: a policies/decider.ts HostDecider per host (the object the agent core's scheduler holds),
+ * fed its own fresh sample and its gossiped view of the other hosts; every move it proposes goes
+ * to the target, which admits or refuses it with the agent core's admit()
+ * (agent/core/migration/reservation.ts) against the simulator's authoritative state of that
+ * target. Nothing here decides or admits on its own.
  *
  * Gossip model (until the agent's membership core is plugged in): each host publishes a load
  * report every step; a peer sees report ages of `viewAgeSteps` plus one more step for every
  * consecutive loss (probability `lossP`, capped at `maxAgeSteps`), drawn from the seeded Prng.
- * A host always sees itself fresh.
+ * A host always sees itself fresh. Hosts decide in a random order (same Prng) each step.
  *
- * Reservation step: a proposal reaches the target, which admits it against its authoritative
- * state: CPU (residents' current demand + reservations already granted this step, up to
- * `admitCap` of capacity, and the VM's core size) and RAM (every VM it holds, including copies
- * still migrating in, + RAM granted this step, up to the host's RAM; a source keeps a leaving
- * VM's RAM until the copy ends). A consolidation plan is all or nothing; a host that accepted
- * incoming VMs does not evacuate itself in the same step, and an evacuating host accepts
- * nothing. So concurrent decisions never overfill a host, whatever the views said (safety
- * property S3). `checkAdmissions` re-derives this from the simulator's state after every step
- * and counts any breach in `Metrics.admissionViolations`.
+ * Admission input, per target: capacity from the host type; residents = every VM it holds that
+ * is not copying in (VMs leaving it count until they have left); reservations = copies migrating
+ * in plus moves granted to it this step (all of this step's moves start together);
+ * cpuCapFraction = the policy's placement.cpuCapFraction; evacuating = it started consolidation
+ * moves out this step. Each move is admitted on its own, as the agent's targets do (one intent
+ * each); a consolidation whose later moves are refused is left partial, and the host tries again
+ * at its next decision. The source does not empty itself while VMs are on their way to it.
+ *
+ * `checkAdmissions` re-derives capacity from the simulator's state after every step (not from
+ * the admission's bookkeeping) and counts any breach in `Metrics.admissionViolations` (S3).
  *
  * To plug in the real core: replace `viewFor()` by the agent core's ClusterView (membership +
- * load reports from agent/core), and `admit()` by the migration reservation message exchange
- * over agent/sim/sim-network.ts; the planner call stays the same.
+ * load reports from agent/core), and the direct admit() call by the migration reservation
+ * message exchange over agent/sim/sim-network.ts; the decider and admit() stay the same.
  */
 import { Prng } from '../../core/prng.js'
-import { detectOverload } from '../../../policies/overload.js'
-import { isUnderloaded } from '../../../policies/underload.js'
-import { nextStreak } from '../../../policies/antithrash.js'
-import { planHost, hostSample, type PolicyConfig } from '../../../policies/plan.js'
+import { admit, type AdmissionInput } from '../../core/migration/reservation.js'
+import { HostDecider } from '../../../policies/decider.js'
+import type { PolicyConfig } from '../../../policies/plan.js'
 import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import { CloudsimController } from './cloudsim.js'
@@ -38,11 +42,19 @@ export interface DecentralOptions {
   /** Probability that a report round is lost (the view gets one step older). @default 0.1 */
   lossP: number
   maxAgeSteps: number
-  /** Highest CPU demand a target admits, fraction of its capacity. @default the policy's placement.cpuCapFraction (0.85) */
-  admitCap: number
   /** VM history samples in reports. @default 12 */
   reportHistory: number
   policy: PolicyConfig
+  /**
+   * Migration limits the targets admit against: incoming per target and cluster-wide, counted
+   * over the moves of one step. @default unlimited. The agent's limits (migration.inMax 2,
+   * clusterMax 8) bound *concurrent* migrations; the agent decides every few seconds and runs
+   * the moves of a 300 s step one after the other, which a step model cannot express: applied
+   * per step they would throttle the agents far below what they do (clusterMax 8 per step:
+   * +15 % energy on 20110303).
+   */
+  inMax: number
+  clusterMax: number
 }
 
 /** The agents' policy: the production default (policies/config.ts), so the simulator measures what ships. */
@@ -51,8 +63,7 @@ export function defaultDecentralPolicy (): PolicyConfig {
 }
 
 export function defaultDecentralOptions (): DecentralOptions {
-  const policy = defaultDecentralPolicy()
-  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, admitCap: policy.placement.cpuCapFraction ?? 1, reportHistory: 12, policy }
+  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, reportHistory: 12, policy: defaultDecentralPolicy(), inMax: Infinity, clusterMax: Infinity }
 }
 
 function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
@@ -80,17 +91,23 @@ function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
   }
 }
 
-export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial<DecentralOptions>): Metrics {
+export interface DecentralStats {
+  /** Moves the deciders proposed, and those the targets refused, by reason (first words). */
+  proposed: number
+  refused: Record<string, number>
+}
+
+export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial<DecentralOptions>, stats?: DecentralStats): Metrics {
   const opt: DecentralOptions = { ...defaultDecentralOptions(), ...o }
   const cfg = validatePolicyConfig(opt.policy)
+  const capFrac = cfg.placement.cpuCapFraction ?? 1
   const prng = new Prng(opt.seed)
   // same initial placement as the centralised runs, for a like-for-like comparison
   new CloudsimController(sim, { detector: 'thr', param: 0.8, selection: { kind: 'mmt' } }).initialPlace()
   const n = sim.hosts.length
   const past: HostView[][] = []
-  const over = new Int32Array(n)
-  const under = new Int32Array(n)
-  const lastMoved = new Map<string, number>()
+  const deciders = sim.hosts.map(() => new HostDecider(cfg))
+  const order = sim.hosts.map((_h, i) => i)
   let tick = 0
   let violations = 0
   const metrics = sim.run((s, _t) => {
@@ -98,69 +115,97 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
     const now = s.hosts.map(h => report(s, h, opt.reportHistory))
     past.unshift(now)
     if (past.length > opt.maxAgeSteps + opt.viewAgeSteps + 1) past.length = opt.maxAgeSteps + opt.viewAgeSteps + 1
-    // which hosts have something to decide (from their own fresh state)
-    const deciders: number[] = []
-    for (let i = 0; i < n; i++) {
-      const me = now[i] as HostView
-      if (me.vms.length === 0) { over[i] = 0; under[i] = 0; continue }
-      const smp = hostSample(me, cfg.intervalSec)
-      const o1 = detectOverload(smp, cfg.overload).overloaded
-      over[i] = nextStreak(over[i] as number, o1)
-      under[i] = nextStreak(under[i] as number, !o1 && isUnderloaded(smp.util, me.history, cfg.underload))
-      if ((over[i] as number) > 0 || (under[i] as number) > 0) deciders.push(i)
-    }
-    prng.shuffle(deciders)
-    // authoritative state of every host for admission: demand incl. granted reservations
-    const demand = now.map(h => h.vms.reduce((a, v) => a + v.cpuDemandMips, 0))
-    const ram = s.hosts.map(h => s.ramHeld(h))
-    const receiving = new Uint8Array(n)
+    prng.shuffle(order)
+    // this step's grants per target (all start together: concurrent reservations)
+    const granted: Array<Array<{ vm: string, memMiB: number, cpuDemandMips: number }>> = s.hosts.map(h => h.migIn.map(id => {
+      const v = s.vms[id] as SimVm
+      return { vm: String(id), memMiB: v.ram, cpuDemandMips: s.requested(v) }
+    }))
+    const leaving: string[][] = s.hosts.map(() => [])
     const evacuating = new Uint8Array(n)
+    const moving = new Set<string>()
+    for (const h of s.hosts) for (const id of h.migIn) moving.add(String(id))
+    let inFlight = moving.size
     const moves: Array<[number, number]> = []
-    for (const i of deciders) {
-      if (receiving[i] === 1 && (over[i] as number) === 0) continue
-      const view = viewFor(i, now, past, opt, prng, tick)
-      const plan = planHost(view, String(i), cfg, { overStreak: over[i] as number, underStreak: under[i] as number, lastMoved })
+    const arrivals: Array<[number, string]> = []
+    for (const i of order) {
+      let view: ClusterView | null = null
+      const plan = (deciders[i] as HostDecider).decide({
+        self: now[i] as HostView,
+        view: () => (view ??= viewFor(i, now, past, opt, prng, tick)),
+        receiving: (granted[i] as unknown[]).length > 0,
+        outSlots: cfg.maxMovesPerTick,
+        moving: vm => moving.has(vm)
+      })
       if (plan.length === 0) continue
+      if (stats !== undefined) stats.proposed += plan.length
       const consolidation = plan[0]?.reason === 'underload'
-      const granted: Array<[number, number, number]> = []
+      const ok: Array<[number, number]> = []
       for (const m of plan) {
         const vm = s.vms[Number(m.vm)] as SimVm
         const tgt = Number(m.to)
-        const h = s.hosts[tgt] as SimHost
-        const d = s.requested(vm)
-        const ok = evacuating[tgt] !== 1 && d <= h.peMips && (demand[tgt] as number) + d <= h.totalMips * opt.admitCap &&
-          (ram[tgt] as number) + vm.ram <= h.ram
-        if (!ok) { if (consolidation) break; else continue }
-        demand[tgt] = (demand[tgt] as number) + d
-        ram[tgt] = (ram[tgt] as number) + vm.ram
-        granted.push([vm.id, tgt, d])
+        const v = admit(admissionInput(s, s.hosts[tgt] as SimHost, granted[tgt] as [], leaving[tgt] as string[], evacuating[tgt] === 1, inFlight, opt, capFrac),
+          { vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm), vcpus: 1 })
+        if (!v.ok) {
+          if (stats !== undefined) { const k = v.reason.split(/[:(0-9]/)[0]?.trim() ?? v.reason; stats.refused[k] = (stats.refused[k] ?? 0) + 1 }
+          continue
+        }
+        ok.push([vm.id, tgt])
+        ;(granted[tgt] as unknown[]).push({ vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm) })
+        inFlight++
       }
-      if (consolidation && granted.length !== plan.length) {
-        for (const [vm, tgt, d] of granted) { demand[tgt] = (demand[tgt] as number) - d; ram[tgt] = (ram[tgt] as number) - (s.vms[vm] as SimVm).ram }
-        continue
-      }
-      for (const [vm, tgt, d] of granted) {
+      const okIds = new Set(ok.map(([vm]) => String(vm)))
+      for (const m of plan) if (!okIds.has(m.vm)) (deciders[i] as HostDecider).cancelled(m.vm)
+      for (const [vm, tgt] of ok) {
         moves.push([vm, tgt])
-        receiving[tgt] = 1
-        demand[i] = (demand[i] as number) - d
-        lastMoved.set(String(vm), tick)
+        moving.add(String(vm))
+        ;(leaving[i] as string[]).push(String(vm))
+        arrivals.push([tgt, String(vm)])
       }
-      if (consolidation) evacuating[i] = 1
+      if (consolidation && ok.length > 0) evacuating[i] = 1
     }
-    violations += checkAdmissions(s, moves, opt.admitCap)
+    for (const [tgt, vm] of arrivals) (deciders[tgt] as HostDecider).arrived(vm)
+    violations += checkAdmissions(s, moves, capFrac)
     return moves
   })
   return { ...metrics, admissionViolations: violations }
+}
+
+/** What target `h` knows of itself, from the simulator's state, in the agent core's AdmissionInput. */
+function admissionInput (s: TraceSim, h: SimHost, granted: ReadonlyArray<{ vm: string, memMiB: number, cpuDemandMips: number }>,
+  leaving: readonly string[], evacuating: boolean, inFlight: number, opt: DecentralOptions, capFrac: number): AdmissionInput {
+  const residents = []
+  for (const id of h.vms) {
+    if (h.migIn.includes(id)) continue
+    const v = s.vms[id] as SimVm
+    residents.push({ id: String(id), vcpus: 1, memMiB: v.ram, cpuUtil: s.requested(v) / h.totalMips, memUsedMiB: v.ram, state: 'running' as const })
+  }
+  return {
+    self: String(h.id),
+    capacity: { cpuCores: Math.round(h.totalMips / h.peMips), cpuMipsPerCore: h.peMips, memMiB: h.ram, netMbps: h.bw / 1000 },
+    residents,
+    reservations: granted,
+    outgoing: leaving,
+    incomingCount: granted.length,
+    inMax: opt.inMax,
+    clusterInFlight: inFlight,
+    clusterMax: opt.clusterMax,
+    draining: false,
+    evacuating,
+    cpuCapFraction: capFrac,
+    rules: NO_RULES,
+    rulesAgreed: true
+  }
 }
 
 /**
  * Independent check of one step's admitted moves against the simulator's own state (not the
  * admission's bookkeeping): for every target, the RAM of all VMs it holds plus the RAM of the
  * VMs admitted to it must fit its RAM, and the current demand of the VMs that stay plus that of
- * the admitted VMs must fit `admitCap` of its CPU, each admitted VM within one core. Returns
+ * the admitted VMs must fit `cpuCapFraction` of its CPU, each admitted VM within one core. Returns
  * the number of targets that break either.
  */
-export function checkAdmissions (sim: TraceSim, moves: ReadonlyArray<readonly [number, number]>, admitCap: number): number {
+export function checkAdmissions (sim: TraceSim, moves: ReadonlyArray<readonly [number, number]>, cpuCapFraction: number): number {
   const leaving = new Set(moves.map(([vm]) => vm))
   const inRam = new Map<number, number>()
   const inCpu = new Map<number, number>()
@@ -176,7 +221,7 @@ export function checkAdmissions (sim: TraceSim, moves: ReadonlyArray<readonly [n
     const h = sim.hosts[tgt] as SimHost
     let stay = 0
     for (const id of h.vms) if (!leaving.has(id) && !h.migIn.includes(id)) stay += sim.requested(sim.vms[id] as SimVm)
-    if (sim.ramHeld(h) + r > h.ram || stay + (inCpu.get(tgt) ?? 0) > h.totalMips * admitCap + 1e-6) bad++
+    if (sim.ramHeld(h) + r > h.ram || stay + (inCpu.get(tgt) ?? 0) > h.totalMips * cpuCapFraction + 1e-6) bad++
   }
   return bad
 }

@@ -1,0 +1,145 @@
+// Table tests for the per-host decision state machine (policies/decider.ts) that the agent's
+// scheduler and the trace simulator's decentralised hosts both run, and for the target-side
+// admission they both call (agent/core/migration/reservation.ts admit()): the CPU cap fraction,
+// a VM's demand within its cores, a host emptying itself, memory of copies still coming in.
+import t from 'tap'
+import { HostDecider } from '../../policies/decider.js'
+import { validatePolicyConfig } from '../../policies/config.js'
+import type { PolicyConfig } from '../../policies/plan.js'
+import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../policies/types.js'
+import { admit, type AdmissionInput } from '../../agent/core/migration/reservation.js'
+
+const G5 = [93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135]
+
+function vm (id: string, host: string, demand: number, mem = 1000): VmView {
+  return { id, host, cpuMips: 2500, cpuDemandMips: demand, memMiB: mem, history: [], migrating: false }
+}
+function host (id: string, vms: VmView[], o: Partial<HostView> = {}): HostView {
+  return { id, cpuMips: 5320, coreMips: 2660, memMiB: 8192, netMbps: 1000, powerCurveW: G5, vms, reservedMips: 0, reservedMemMiB: 0, history: [], active: vms.length > 0, ...o }
+}
+function cfg (o: Partial<PolicyConfig> = {}): PolicyConfig {
+  return validatePolicyConfig({
+    overload: { kind: 'thr', threshold: 0.8 },
+    underload: { kind: 'threshold', threshold: 0.2 },
+    selection: { kind: 'mmt' },
+    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
+    guards: { holdTicks: 2, cooldownTicks: 3, minGain: 0 },
+    intervalSec: 300,
+    maxMovesPerTick: 4,
+    ...o
+  })
+}
+const view = (hosts: HostView[]): ClusterView => ({ hosts, rules: NO_RULES, tick: 0 })
+const step = (d: HostDecider, hosts: HostView[], self = 'a', o: { receiving?: boolean, outSlots?: number, moving?: (vm: string) => boolean } = {}) => {
+  let built = 0
+  const moves = d.decide({ self: hosts.find(h => h.id === self) as HostView, view: () => { built++; return view(hosts) }, receiving: o.receiving ?? false, outSlots: o.outSlots ?? 4, ...(o.moving !== undefined ? { moving: o.moving } : {}) })
+  return { moves, built }
+}
+
+// a: 4800 of 5320 MIPS (0.90 > 0.8); moving one 1200-MIPS VM clears it.
+const hot = (): HostView => host('a', [vm('x', 'a', 1200, 900), vm('y', 'a', 1200, 1000), vm('z', 'a', 1200, 1100), vm('w', 'a', 1200, 1200)])
+const roomy = (): HostView => host('b', [vm('q', 'b', 2000)])
+const full = (): HostView => host('b', [vm('q', 'b', 4300)])
+
+t.test('a calm host builds no view and keeps no streak', t => {
+  const d = new HostDecider(cfg())
+  const r = step(d, [host('a', [vm('x', 'a', 2500)]), roomy()])
+  t.same(r.moves, [])
+  t.equal(r.built, 0, 'the gossiped view is not built')
+  t.equal(d.overStreak, 0)
+  t.equal(d.underStreak, 0)
+  t.equal(d.decisionCount, 1)
+  t.end()
+})
+
+t.test('overload relief waits for holdTicks decisions with a plan, then moves', t => {
+  const d = new HostDecider(cfg())
+  const r1 = step(d, [hot(), roomy()])
+  t.same(r1.moves, [], 'first decision: the plan has held once')
+  t.equal(d.overStreak, 1)
+  const r2 = step(d, [hot(), roomy()])
+  t.same(r2.moves, [{ vm: 'x', from: 'a', to: 'b', reason: 'overload' }], 'second decision: smallest memory first (MMT) to the only target')
+  t.end()
+})
+
+t.test('the streak counts decisions that found a plan, not the condition alone', t => {
+  const d = new HostDecider(cfg())
+  step(d, [hot(), full()])
+  t.equal(d.overStreak, 0, 'overloaded, but no target fits: no streak')
+  step(d, [hot(), full()])
+  const r = step(d, [hot(), roomy()])
+  t.same(r.moves, [], 'a target appears: the plan has held once only')
+  t.equal(d.overStreak, 1)
+  t.equal(step(d, [hot(), roomy()]).moves.length, 1, 'held twice: moves')
+  t.end()
+})
+
+t.test('cool-down: proposed VMs rest, a cancelled proposal gets its clock back, arrivals rest', t => {
+  const d = new HostDecider(cfg())
+  step(d, [hot(), roomy()])
+  t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'x')
+  t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'y', 'x was just proposed: the next one is chosen')
+  d.cancelled('y')
+  t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'y', 'y was refused: it may be proposed again at once')
+  const d2 = new HostDecider(cfg())
+  d2.arrived('x')
+  step(d2, [hot(), roomy()])
+  t.equal(step(d2, [hot(), roomy()]).moves[0]?.vm, 'y', 'x just arrived here: it is not sent on')
+  const d3 = new HostDecider(cfg())
+  step(d3, [hot(), roomy()])
+  const late = step(d3, [hot(), roomy()], 'a', { moving: v => v === 'x' })
+  t.equal(late.moves[0]?.vm, undefined, 'the planned VM is moving already: nothing else is invented')
+  t.end()
+})
+
+t.test('consolidation: held, not while VMs come in, within outSlots', t => {
+  // a: 600 of 5320 (0.11 < 0.2); b: 3000 of 5320, room for both
+  const idle = (): HostView => host('a', [vm('x', 'a', 300, 900), vm('y', 'a', 300, 900)])
+  const busy = (): HostView => host('b', [vm('q', 'b', 3000)])
+  const d = new HostDecider(cfg())
+  t.same(step(d, [idle(), busy()]).moves, [])
+  t.equal(d.underStreak, 1)
+  t.same(step(d, [idle(), busy()], 'a', { receiving: true }).moves, [], 'VMs are on their way here: it does not empty itself')
+  t.equal(d.underStreak, 2, 'the streak still counts')
+  const m = step(d, [idle(), busy()], 'a', { outSlots: 1 }).moves
+  t.same(m, [{ vm: 'x', from: 'a', to: 'b', reason: 'underload' }], 'at most outSlots moves')
+  t.end()
+})
+
+t.test('deterministic: two deciders fed the same inputs decide the same', t => {
+  const a = new HostDecider(cfg()); const b = new HostDecider(cfg())
+  const seq = [[hot(), roomy()], [hot(), full()], [hot(), roomy()], [hot(), roomy()], [hot(), roomy()]]
+  for (const hs of seq) t.same(step(a, hs).moves, step(b, hs).moves)
+  t.end()
+})
+
+const target = (o: Partial<AdmissionInput> = {}): AdmissionInput => ({
+  self: 't',
+  capacity: { cpuCores: 2, cpuMipsPerCore: 2660, memMiB: 4096, netMbps: 1000 },
+  residents: [{ id: 'r', vcpus: 1, memMiB: 1000, cpuUtil: 0.5, memUsedMiB: 1000, state: 'running' }],
+  reservations: [],
+  outgoing: [],
+  incomingCount: 0,
+  inMax: 2,
+  clusterInFlight: 0,
+  clusterMax: 8,
+  draining: false,
+  rules: NO_RULES,
+  rulesAgreed: true,
+  ...o
+})
+
+t.test('admission: CPU cap fraction, cores, emptying, copies coming in', t => {
+  // residents: 2660 of 5320 MIPS
+  t.ok(admit(target(), { vm: 'c', memMiB: 500, cpuDemandMips: 2000 }).ok, 'without a cap: 4660 <= 5320')
+  const capped = admit(target({ cpuCapFraction: 0.85 }), { vm: 'c', memMiB: 500, cpuDemandMips: 2000 })
+  t.notOk(capped.ok, '4660 > 0.85 x 5320 = 4522')
+  t.match(capped, { reason: /cpu/ })
+  t.ok(admit(target({ cpuCapFraction: 0.85 }), { vm: 'c', memMiB: 500, cpuDemandMips: 1800 }).ok, '4460 <= 4522')
+  t.notOk(admit(target(), { vm: 'c', memMiB: 500, cpuDemandMips: 2700, vcpus: 1 }).ok, 'one vCPU demanding 2700 MIPS does not fit a 2660-MIPS core')
+  t.ok(admit(target(), { vm: 'c', memMiB: 500, cpuDemandMips: 2500, vcpus: 1 }).ok, 'within one 2660-MIPS core')
+  t.match(admit(target({ evacuating: true }), { vm: 'c', memMiB: 10, cpuDemandMips: 10 }), { ok: false, reason: /emptying/ })
+  const coming = target({ reservations: [{ vm: 'm', memMiB: 3000, cpuDemandMips: 0 }], incomingCount: 1 })
+  t.match(admit(coming, { vm: 'c', memMiB: 500, cpuDemandMips: 10 }), { ok: false, reason: /memory/ }, 'a copy still coming in holds its memory: 1000 + 3000 + 500 > 4096')
+  t.end()
+})
