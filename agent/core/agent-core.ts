@@ -108,9 +108,17 @@ export class AgentCore {
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
     this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip)
     if (this.ha !== null) {
-      // A migration would leave the VM's HA claim behind (a later failover could then run it twice).
+      // A protected VM's claim moves with its migration: the handover (agent/core/ha/index.ts).
       const ha = this.ha
-      this.mig.pinned = vm => ha.protects(vm) ? `VM ${vm} is HA-protected (its claim does not move with a migration)` : null
+      this.mig.ha = {
+        protects: vm => ha.protects(vm),
+        incomingStart: (vm, from) => ha.incomingStart(vm, from),
+        handoverStart: (vm, to) => ha.handoverStart(vm, to),
+        handoverGranted: vm => ha.handoverGranted(vm),
+        handoverEnd: (vm, outcome) => ha.handoverEnd(vm, outcome),
+        timeoutTicks: 3 * (opts.ha?.config.claimTimeoutTicks ?? 0)
+      }
+      ha.onIncomingFenced = vm => this.mig.onIncomingFenced(vm)
     }
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }

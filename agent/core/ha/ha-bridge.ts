@@ -101,6 +101,14 @@ export class HaBridge {
   /** May the runtime ping the watchdog now? */
   watchdogOk (): boolean { return this.mgr.watchdogOk() }
 
+  /** Live migration of a protected VM: the claim's handover (HaManager; index.ts has the argument). */
+  incomingStart (vm: VmId, source: HostId): string | null { return this.mgr.incomingStart(vm, source) }
+  handoverStart (vm: VmId, target: HostId): string | null { return this.mgr.handoverStart(vm, target) }
+  handoverGranted (vm: VmId): boolean { return this.mgr.handoverGranted(vm) }
+  handoverEnd (vm: VmId, outcome: 'committed' | 'aborted'): void { this.mgr.handoverEnd(vm, outcome) }
+  /** Told when HA destroys the incoming copy of a migration with a fence (the migration machine). */
+  onIncomingFenced: (vm: VmId) => void = () => {}
+
   status (): HaStatus { return this.mgr.status() }
 
   /** Brings member states in, then moves the manager's effects into the Ready (persist first). */
@@ -113,6 +121,7 @@ export class HaBridge {
         case 'send': for (const to of e.to) s.send(to, e.message, [], false); break
         case 'driver': s.pending.ha.push(e.command); break
         case 'vip': this.vip?.onHaHint(e.hint, e.vm); break
+        case 'handover': this.onIncomingFenced(e.vm); break
         case 'event': s.emit(e.event); break
       }
     }

@@ -49,6 +49,55 @@
  * so it is a weaker fallback: use FailureAction=reboot-force with it). A 2-host cluster needs
  * a tie-breaker member (validateHaInventory enforces it), like Proxmox's QDevice.
  *
+ * Live migration: the handover of a claim (S1, S4)
+ * -------------------------------------------------
+ * A protected VM v runs on source S under claim cS (granted). A live migration to T hands the
+ * claim over before the VM may run on T:
+ *   a. T's migration machine, admitting the intent, calls incomingStart: from then on (durably)
+ *      T's HA role for v is 'incoming', fenced like a running copy (stopped when T loses its
+ *      majority; the watchdog is withheld until it is stopped). T must be quorate to accept.
+ *   b. When T's incoming copy is ready, S (role running, quorate, armed) sends a 'handover'
+ *      request for cT = (top epoch + 1, T): the sender being the owner is its consent. A member g
+ *      grants it when S holds v at g (standing claim or prior), every other claim that may run
+ *      is takeover-able, cT is above the standing claim, g is quorate and armed, and both S and
+ *      T are present at g (alive, lease fresh: g heard each within L). The target grants only
+ *      the handover it expects (step a). g keeps cS as a prior below cT (it still runs).
+ *   c. S issues the migrate command only once a majority H, T among it, granted cT while S
+ *      sees a majority; otherwise it aborts after 3 x claimTimeoutTicks, v staying on S.
+ *   d. Commit (T's copy runs; the source's copy stays paused for good, R1/R2 of the migration
+ *      machine): T becomes 'running' under cT and asserts it ('held' drops priors below it); S
+ *      goes idle and releases cS. Abort (T's copy never ran, or is gone): T releases cT as never
+ *      granted (it supersedes nothing), S runs on under cS, which members keep as a prior.
+ *   Before the commit T never asserts cT ('held') and does not release it on a query, so no
+ *   member drops cS or sees cT released while T may run v. S's copy stops (fence, conflict)
+ *   only by a stop, never a pause, while handing over: a paused source copy may be older than
+ *   what ran on T. If HA fences T's copy after the switch-over, T's migration machine answers
+ *   committed (the VM is lost and restarted from its disk) so S never resumes its older copy.
+ * Why no third host X runs v while S or T may (S1): X's claim cX needs a majority G; G and H
+ * intersect in some g.
+ *   - g granted cT before cX: g then holds cT and cS (standing or priors) until they are
+ *     released (by a host that no longer runs v and will not, d) or superseded by a
+ *     majority-granted higher claim that itself had to find them free. So g grants cX only
+ *     if S and T are both takeover-able at g (dead, silent for D, armed, not in maintenance).
+ *     For S the argument of 1-5 holds unchanged. For T: g heard T at some r >= t_h - L when it
+ *     granted cT at t_h, and was silent on T during [tg - D, tg], so t_h < tg - D + L <=
+ *     t0 + W - D + L, hence T's fence duty (from a, before t_h) began before t0 - F (D >=
+ *     L + F + 2W + 2). Step 1 then holds for T (it pings only while quorate or in grace, or
+ *     once nothing is left to fence; before a, T was quorate when it accepted), and 2-5 give
+ *     the contradiction exactly as for a restarted copy.
+ *   - g granted cX before cT: g grants cT only if X is takeover-able (or cX released), and the
+ *     same argument with X as the old owner and cT as the new claim shows X's copy stopped
+ *     before T's could run (T's copy runs only after H's grants).
+ *   The members outside H that never heard of cT still hold cS (or higher) for S, so they
+ *   too wait for S. Hence at every time at most one of S, T, X runs v; and while the handover
+ *   is pending both S and T fence, so a cut-off end stops itself before the majority could
+ *   act (S4). The VM is never left unclaimed for long: until the migration ends, cS stays
+ *   a prior and cT standing; each end that stops running releases its claim; a lost release
+ *   is repaired by the members' queries (answered once the migration has ended).
+ * The simulator (agent/sim/ha-sim.ts, test/sim/ha-random-faults-migration.test.ts) runs the
+ * HA core with migrations under crashes, hangs, partitions and loss, checking S1 and S4
+ * after every tick.
+ *
  * Mode and maintenance. Disarm (network maintenance) is a versioned register spread by the
  * beats: a disarmed member grants and claims nothing, and stops fencing only once it knows a
  * majority is disarmed at its version (then no claim can be granted). Re-arm takes a higher
@@ -64,8 +113,9 @@
  *     watchdogOk(); haStart/haStop carried out by the hypervisor driver (start from the shared
  *     definition or the image; stop = destroy, pause = suspend); `vip` hints passed to the VIP
  *     module (vmPlaced / vmMovedAway), which then claims the VM's addresses.
- *   - Migration: a committed migration of a protected VM must move its claim (the target claims
- *     with the source's release in hand); until then HA VMs should not be migrated.
+ *   - Migration: the migration machine calls the handover (MigrationMachine.ha, wired by
+ *     AgentCore): incomingStart on the target, handoverStart / handoverGranted on the source
+ *     before the copy starts, handoverEnd at both ends when the record commits or aborts.
  *   - CLI: `starling ha status` prints HaManager.status() of the local agent (quorum present /
  *     needed, fencing and deadline, watchdog, mode, maintenance, fencedHosts, pending restarts,
  *     restartsDone, each VM's owner, attempts and failed flag); `starling ha disarm|arm` and
