@@ -58,6 +58,18 @@ import type {
 import { admit, outgoingAllowed } from './reservation.js'
 import type { RuleSet } from '../../../policies/types.js'
 
+/** See MigrationMachine.ha. */
+export interface MigrationHaHooks {
+  protects: (vm: VmId) => boolean
+  incomingStart: (vm: VmId, source: HostId) => string | null
+  handoverStart: (vm: VmId, target: HostId) => string | null
+  handoverGranted: (vm: VmId) => boolean
+  handoverEnd: (vm: VmId, outcome: 'committed' | 'aborted') => void
+  /** Ticks the source waits for the handover grant. */
+  timeoutTicks: number
+}
+const NO_HA: MigrationHaHooks = { protects: () => false, incomingStart: () => null, handoverStart: () => null, handoverGranted: () => true, handoverEnd: () => {}, timeoutTicks: 0 }
+
 export const KEY_MIGRATION_PREFIX = 'mig/rec/'
 export const KEY_DRAINING = 'mig/draining'
 
@@ -81,8 +93,23 @@ export class MigrationMachine {
   private nextSeq = 1
   localVms: VmSummary[] = []
   capacity: HostCapacity | null = null
-  /** Why a VM must not migrate (HA-protected: its claim does not move with it), or null. */
+  /** Why a VM must not migrate, or null. */
   pinned: (vm: VmId) => string | null = () => null
+  /**
+   * HA handover of a protected VM's claim (agent/core/ha, the handover argument in its index.ts).
+   * The target registers its incoming copy before it admits it; the source asks for the handover
+   * once the target is ready and starts the copy only when a majority granted it (else it aborts
+   * after handoverTimeoutTicks: the VM stays on the source with its claim); both ends report the
+   * outcome. Defaults: no VM is protected.
+   */
+  ha: MigrationHaHooks = NO_HA
+  /** Records that took part in a handover (their outcome is reported to HA). */
+  private readonly handing = new Set<string>()
+  /** Source records waiting for the handover grant: tick they started waiting. */
+  private readonly awaitingGrant = new Map<string, number>()
+  /** Target records whose incoming copy HA destroyed with a fence. */
+  private readonly fencedIn = new Set<string>()
+
   draining = false
   /** Counters for status(). */
   readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
@@ -99,6 +126,7 @@ export class MigrationMachine {
       if (TERMINAL_STATES.has(r.state) && active.has(r.vm)) {
         this.supersede(r)
       } else if (!TERMINAL_STATES.has(r.state)) {
+        this.handing.add(r.id) // its outcome is reported to HA (a no-op for unprotected VMs)
         this.recovering.add(r.id)
         this.counts.recovered++
       } else if (r.role === 'source' || r.role === 'target') {
@@ -145,6 +173,9 @@ export class MigrationMachine {
   }
 
   private settle (r: MigrationRecord): void {
+    this.awaitingGrant.delete(r.id)
+    this.fencedIn.delete(r.id)
+    if (this.handing.delete(r.id)) this.ha.handoverEnd(r.vm, r.state === 'committed' ? 'committed' : 'aborted')
     this.conv.delete(r.id)
     this.switchChecks.delete(r.id)
     this.abortWanted.delete(r.id)
@@ -323,6 +354,12 @@ export class MigrationMachine {
       this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })
       return
     }
+    const haWhy = this.ha.protects(b.vm) ? this.ha.incomingStart(b.vm, from) : null
+    if (haWhy !== null) {
+      this.counts.refused++
+      this.send(from, { type: 'reservationRefused', id: b.id, reason: haWhy })
+      return
+    }
     const spec: VmSpecWire = { vcpus: b.vcpus, memMiB: b.memMiB, extraJson: b.extraJson }
     const r: MigrationRecord = {
       id: b.id, vm: b.vm, role: 'target', source: from, target: s.self, state: 'proposed', cause: 'peer', spec,
@@ -332,6 +369,7 @@ export class MigrationMachine {
     }
     this.supersedeOlder(r.vm)
     this.recs.set(r.id, r)
+    if (this.ha.protects(r.vm)) this.handing.add(r.id)
     this.becomeReserved(r)
     this.send(from, { type: 'reservationGranted', id: r.id, leaseTicks: this.cfg.leaseTicks })
     this.becomePreparing(r)
@@ -354,6 +392,27 @@ export class MigrationMachine {
     if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
     if (r.state !== 'reserved' && r.state !== 'proposed') return
     r.uri = uri
+    if (this.ha.protects(r.vm) && !this.awaitingGrant.has(id)) {
+      // The VM may run on the target only once a majority granted it the VM's claim.
+      this.handing.add(id)
+      const why = this.ha.handoverStart(r.vm, r.target)
+      if (why !== null) {
+        this.becomeAborted(r, why)
+        this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+        return
+      }
+      this.awaitingGrant.set(id, this.s.now)
+      if (r.state === 'proposed') this.becomeReserved(r)
+      this.due.set(id, this.s.now + 1)
+      return
+    }
+    this.startCopy(r)
+  }
+
+  private startCopy (r: MigrationRecord): void {
+    const id = r.id
+    const uri = r.uri ?? ''
+    this.awaitingGrant.delete(id)
     const plan = this.plan(r)
     if (plan === null) return
     this.becomeCopying(r)
@@ -558,7 +617,27 @@ export class MigrationMachine {
   }
 
   /** Target in switching: does the guest run here? */
+  /** HA destroyed the incoming copy of `vm` here with a fence (ha-bridge calls it). */
+  onIncomingFenced (vm: VmId): void {
+    for (const r of this.liveIn()) if (r.vm === vm) this.fencedIn.add(r.id)
+  }
+
+  /**
+   * Target: HA fenced our copy after it may have run (the transfer completed or post-copy began):
+   * the VM's state lived here, so the source must not resume its older paused copy (R2 would
+   * let it): we answer committed, the VM is lost, and HA restarts it from its disk.
+   */
+  private fencedAfterSwitch (r: MigrationRecord): boolean {
+    if (!this.fencedIn.has(r.id)) return false
+    if (r.state !== 'switching' && !(r.progress?.status ?? '').startsWith('postcopy')) return false
+    r.reason = 'the incoming copy was fenced by HA after the switch-over; the VM is lost and HA restarts it'
+    this.becomeCommitted(r)
+    this.send(r.source, { type: 'migrationCommitted', id: r.id })
+    return true
+  }
+
   private checkSwitch (r: MigrationRecord, q: DriverQueryResult | null): void {
+    if (q?.presence !== 'running' && this.fencedAfterSwitch(r)) return
     if (q?.presence === 'running') {
       this.becomeCommitted(r)
       this.send(r.source, { type: 'migrationCommitted', id: r.id })
@@ -590,7 +669,7 @@ export class MigrationMachine {
       if (q.presence === 'running') {
         this.becomeCommitted(r)
         this.send(r.source, { type: 'migrationCommitted', id: r.id })
-      } else {
+      } else if (!this.fencedAfterSwitch(r)) {
         this.abortTarget(r, q, q.presence === 'absent' ? 'no incoming copy here' : 'lease expired or restarted before the guest ran here')
       }
       return
@@ -664,7 +743,16 @@ export class MigrationMachine {
       return
     }
     switch (r.state) {
-      case 'proposed': case 'reserved':
+      case 'reserved':
+        if (this.awaitingGrant.has(r.id)) {
+          if (this.ha.handoverGranted(r.vm)) { this.startCopy(r); return }
+          if (s.now - this.awaitingGrant.get(r.id)! < this.ha.timeoutTicks) { this.due.set(r.id, s.now + 1); return }
+          this.becomeAborted(r, 'no majority granted the HA handover in time')
+          this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+          return
+        }
+        // falls through
+      case 'proposed':
         this.becomeAborted(r, r.state === 'proposed' ? 'no answer from the target' : 'the target did not prepare in time')
         this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
         return
