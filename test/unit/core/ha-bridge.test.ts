@@ -9,7 +9,7 @@ import type { Envelope } from '../../../agent/core/messages.js'
 import type { HaCommand } from '../../../agent/core/ha/ha-types.js'
 import type { DriverCommand } from '../../../agent/core/migration/migration-state.js'
 import { simHaConfig, requiredFenceDelayTicks } from '../../../agent/core/ha/ha-config.js'
-import { validateHaSection } from '../../../agent/runtime/ha-setup.js'
+import { haBootSpec, validateHaSection } from '../../../agent/runtime/ha-setup.js'
 
 const IDS = ['a', 'b', 'c']
 
@@ -106,6 +106,12 @@ t.test('the ha section: defaults, a safe fence delay, refusals', t => {
   t.doesNotThrow(() => validateHaSection({ vms: [vm], tieBreaker: 'h3' }, names))
   t.equal(validateHaSection(undefined, ['h1', 'h2']).enabled, false, 'no HA: a two-host cluster is fine')
   t.throws(() => validateHaSection({ bogus: 1 }, names), /ha.bogus/)
+  // Extra QEMU arguments (a NIC) go to the boot spec a restart uses.
+  const nic = ['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0']
+  const withNic = validateHaSection({ vms: [{ ...vm, args: nic }] }, names)
+  t.same(haBootSpec(withNic, 'db')?.extra?.args, nic, 'args reach the boot spec')
+  t.equal(haBootSpec(s, 'db')?.extra?.args, undefined, 'no args, none passed')
+  t.throws(() => validateHaSection({ vms: [{ ...vm, args: ['-m', 1] }] }, names), /ha\.vms\[0\]\.args must be an array of strings/)
   t.end()
 })
 
