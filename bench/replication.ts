@@ -6,7 +6,11 @@
  * object: per arm the medians over the seeds of energy, SLAV and ESV (CloudSim's and the paper's
  * SLATAH), migrations, replicas, and the ratios to the migration arm of the same seed.
  *
- *   node dist/bench/replication.js [--day 20110303] [--seeds 1-3] [--stateless 0.5] [--hosts 800]
+ *   node dist/bench/replication.js [--day 20110303] [--seeds 1-3] [--stateless 0.5] [--hosts 800] [--scale 1]
+ *
+ * --scale multiplies every VM's trace utilisation (capped at 1): the PlanetLab days are lightly
+ * loaded, so almost every migration is a consolidation and stress (where replication applies)
+ * is rare; --scale 3 is a stressed variant of the same day.
  */
 import { parseArgs } from 'node:util'
 import { findPlanetlabDir, loadDay } from '../agent/sim/trace/traces.js'
@@ -16,17 +20,19 @@ import { defaultReplicationParams, type ReplicationParams } from '../policies/re
 import { parseSeeds } from '../agent/cli/sim.js'
 
 const { values: a } = parseArgs({
-  options: { day: { type: 'string', default: '20110303' }, seeds: { type: 'string', default: '1-3' }, stateless: { type: 'string', default: '0.5' }, hosts: { type: 'string' }, traces: { type: 'string' } }
+  options: { day: { type: 'string', default: '20110303' }, seeds: { type: 'string', default: '1-3' }, stateless: { type: 'string', default: '0.5' }, hosts: { type: 'string' }, scale: { type: 'string', default: '1' }, traces: { type: 'string' } }
 })
 const dir = a.traces ?? findPlanetlabDir()
 if (dir === null) { process.stderr.write('cannot find shared/traces/planetlab; pass --traces DIR\n'); process.exit(2) }
 const seeds = parseSeeds(a.seeds) ?? [1]
 const model = defaultModel()
 if (a.hosts !== undefined) model.hosts = Number(a.hosts)
-const trace = loadDay(dir, a.day)
+const day = loadDay(dir, a.day)
+const scale = Number(a.scale)
+const trace = scale === 1 ? day : { ...day, util: day.util.map(u => u.map(x => Math.min(1, x * scale))) }
 const statelessFraction = Number(a.stateless)
 const arms: Array<[string, ReplicationParams['mode']]> = [['migrate', 'off'], ['replicateIfCheaper', 'cost'], ['replicatePreferred', 'prefer']]
-const keys = ['energyKWh', 'slav', 'esv', 'slavPaper', 'esvPaper', 'slatah', 'slatahPaper', 'pdm', 'overallSla', 'migrations', 'replicasStarted', 'replicasRetired', 'replicasPeak', 'replicasRefused', 'violations', 'ramOverHostSteps'] as const
+const keys = ['energyKWh', 'slav', 'esv', 'slavPaper', 'esvPaper', 'slatah', 'slatahPaper', 'pdm', 'overallSla', 'migrations', 'replicasStarted', 'replicasRetired', 'replicasPeak', 'replicasRefused', 'violations', 'statelessOverloadMoves', 'ramOverHostSteps'] as const
 const median = (xs: number[]): number => { const s = xs.slice().sort((x, y) => x - y); const k = s.length >> 1; return s.length % 2 === 1 ? s[k] as number : ((s[k - 1] as number) + (s[k] as number)) / 2 }
 const runs: Record<string, ReplicationMetrics[]> = {}
 const wall: Record<string, number[]> = {}
@@ -39,7 +45,7 @@ for (const seed of seeds) {
   }
 }
 const out: Record<string, unknown> = {
-  day: a.day, hosts: model.hosts, vms: trace.util.length, seeds, statelessFraction, statelessVms: runs.migrate?.[0]?.statelessVms,
+  day: a.day, scale, hosts: model.hosts, vms: trace.util.length, seeds, statelessFraction, statelessVms: runs.migrate?.[0]?.statelessVms,
   model: { ...defaultReplicationParams(), mode: undefined, note: 'a replica halves the original\'s demand (requests split evenly), costs the VM\'s full RAM on its target and overheadFraction x nominal MIPS; boots in bootSec from its image (no memory copy, no degradation); a migration copies RAM over half the link with 10 % degradation (CloudSim)' },
   arms: {}
 }

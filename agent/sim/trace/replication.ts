@@ -55,6 +55,8 @@ export interface ReplicationMetrics extends Metrics {
   replicasRefused: number
   /** Capacity or hard-rule breaches found by the independent check after each step (must be 0). */
   violations: number
+  /** Overload moves planned for stateless VMs (the candidates for a replica). */
+  statelessOverloadMoves: number
 }
 
 export function defaultReplicationRunOptions (): ReplicationRunOptions {
@@ -184,7 +186,7 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
   const lastMoved = new Map<string, number>()
   let past: HostView[] | null = null
   let tick = 0
-  const m = { replicasStarted: 0, replicasRetired: 0, replicasPeak: 0, replicasRefused: 0, violations: 0 }
+  const m = { replicasStarted: 0, replicasRetired: 0, replicasPeak: 0, replicasRefused: 0, violations: 0, statelessOverloadMoves: 0 }
   const metrics = sim.run((s0, _t) => {
     const s = s0 as ReplicaSim
     tick++
@@ -230,6 +232,7 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
       const view: ClusterView = { hosts, rules: opt.rules, tick }
       const plan = planHost(view, String(i), cfg, { overStreak: over[i] as number, underStreak: under[i] as number, lastMoved })
       if (plan.length === 0) continue
+      for (const mv of plan) if (mv.reason === 'overload' && stateless.has(mv.vm)) m.statelessOverloadMoves++
       const reliefs = chooseRelief(view, String(i), plan, vm => stateless.has(vm), cfg, rp, copies)
       const consolidation = plan[0]?.reason === 'underload'
       const granted: Array<{ vm: number, tgt: number, d: number, mem: number, replica: boolean }> = []
