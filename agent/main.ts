@@ -23,8 +23,10 @@ import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDev
 import { httpApi } from './adapters/http-api.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
-import { QemuDriver } from './adapters/qemu-driver.js'
-import { LibvirtDriver } from './adapters/libvirt-driver.js'
+// The QEMU and libvirt drivers are loaded only when configured (startQemu, startLibvirt): the
+// embedded simulated driver's agent does not pay for their code.
+import type { QemuDriver } from './adapters/qemu-driver.js'
+import type { LibvirtDriver } from './adapters/libvirt-driver.js'
 import type { StatusPayload } from './cli/render.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
@@ -85,6 +87,7 @@ function processStats (): Record<string, number> {
  */
 async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logger): Promise<QemuDriver> {
   const q = config.driver.qemu
+  const { QemuDriver } = await import('./adapters/qemu-driver.js')
   const driver = new QemuDriver({ runDir: q.runDir, accel: q.accel, qemuBinary: q.binary, hostCpuCores: config.sampler.capacity.cpuCores }, { logger })
   await driver.reattach()
   if (firstBoot) {
@@ -107,6 +110,7 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
  */
 async function startLibvirt (config: AgentConfig, logger: Logger): Promise<LibvirtDriver> {
   const l = config.driver.libvirt
+  const { LibvirtDriver } = await import('./adapters/libvirt-driver.js')
   const driver = new LibvirtDriver({
     uri: l.uri,
     peerUri: l.peerUri,

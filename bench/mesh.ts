@@ -4,14 +4,20 @@
  * every survivor stops considering the victim alive, and until all declare it dead) over several
  * victims, and each agent's RSS and idle CPU over a quiet window. Prints one JSON object.
  * Serf's figures on this kind of machine (ANCHORS.md): 14.4 MiB RSS, 0.085 % CPU idle.
+ * The agents run with the daemon's Node flags (agent/cli/agent-node-args.ts). Env: HOSTS (10),
+ * KILLS (3), SETTLE_S (20: seconds after the full mesh before the idle window), IDLE_S (20).
  */
 import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
+import { availableParallelism } from 'node:os'
+import { AGENT_NODE_ARGS } from '../agent/cli/agent-node-args.js'
 import { LocalCluster, aliveCount, stateOf } from '../test/integration/cluster-harness.js'
 
 const N = Number(process.env.HOSTS ?? 10)
 const KILLS = Number(process.env.KILLS ?? 3)
 const IDLE_S = Number(process.env.IDLE_S ?? 20)
+/** Seconds between the full mesh and the idle window: V8 shrinks the heap left by start-up (a few full GCs) during the first 20 s or so. */
+const SETTLE_S = Number(process.env.SETTLE_S ?? 20)
 const CLK_TCK = 100
 
 function median (xs: number[]): number {
@@ -20,14 +26,23 @@ function median (xs: number[]): number {
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
-function procStat (pid: number): { cpuTicks: number, rssKiB: number } {
+interface ProcStat { cpuTicks: number, rssKiB: number, anonKiB: number, fileKiB: number, pssKiB: number }
+
+function procStat (pid: number): ProcStat {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const cpuTicks = Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15)
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
-  return { cpuTicks, rssKiB }
+  const kib = (text: string, key: string): number => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(text)?.[1] ?? NaN)
+  // RSS = anonymous (heap, stacks, malloc) + file-backed (mostly the node binary's pages, shared
+  // by every Node process); PSS divides shared pages among the processes that map them.
+  let pssKiB = NaN
+  try { pssKiB = kib(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss') } catch {}
+  return { cpuTicks, rssKiB: kib(status, 'VmRSS'), anonKiB: kib(status, 'RssAnon'), fileKiB: kib(status, 'RssFile'), pssKiB }
 }
+
+const r1 = (x: number): number => Math.round(x * 10) / 10
+const r3 = (x: number): number => Math.round(x * 1000) / 1000
 
 async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
@@ -50,9 +65,11 @@ async function main (): Promise<void> {
     const lastReady = Math.max(...firstAnswer.values())
     const readyToMeshMs = meshAt === null ? null : meshAt - lastReady
     const spawnToLastReadyMs = lastReady - t0
+    // CPU each agent used from its spawn to the full mesh (Node start-up, module loading, joining).
+    const startupCpuS = names.map(n => procStat(cluster.procs.get(n)?.pid as number).cpuTicks / CLK_TCK)
 
     // Idle footprint: let the cluster settle, then measure CPU over a quiet window.
-    await new Promise(resolve => setTimeout(resolve, 5000))
+    await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
     // Same-run baseline: a bare Node process whose event loop stays alive, measured over the same
     // window, so the machine's noise shows in both figures.
     const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 60000)'], { stdio: 'ignore' })
@@ -67,6 +84,7 @@ async function main (): Promise<void> {
     const bareCpuPct = 100 * (bareB.cpuTicks - bareA.cpuTicks) / CLK_TCK / IDLE_S
     const cpuPct = b.map((x, i) => 100 * (x.cpuTicks - (a[i] as { cpuTicks: number }).cpuTicks) / CLK_TCK / IDLE_S)
     const rssMiB = b.map(x => x.rssKiB / 1024)
+    const mib = (f: (x: ProcStat) => number): number => r1(median(b.map(f)) / 1024)
 
     const noticedMs: number[] = []
     const deadMs: number[] = []
@@ -83,10 +101,15 @@ async function main (): Promise<void> {
     const out = {
       bench: 'mesh',
       hosts: N,
+      nodeArgs: AGENT_NODE_ARGS.join(' '),
+      // All N agents are spawned at once: on a machine with few cores their start-up (CPU-bound)
+      // dominates the first clock; the second starts when the last agent's API answered.
       spawnToFullMeshMs: startToMeshMs,
       spawnToLastAgentReadyMs: spawnToLastReadyMs,
       lastAgentReadyToFullMeshMs: readyToMeshMs,
       fullMeshTargetMs: 3000,
+      startupCpuSMedian: r3(median(startupCpuS)),
+      cores: availableParallelism(),
       kill9: {
         victims: Math.min(KILLS, N - 3),
         noticedByAllMsMedian: median(noticedMs),
@@ -96,14 +119,20 @@ async function main (): Promise<void> {
         targetMedianMs: 3000
       },
       footprint: {
+        settleS: SETTLE_S,
         idleWindowS: IDLE_S,
-        rssMiBMedian: Math.round(median(rssMiB) * 10) / 10,
-        rssMiBMax: Math.round(Math.max(...rssMiB) * 10) / 10,
-        idleCpuPctMedian: Math.round(median(cpuPct) * 1000) / 1000,
-        idleCpuPctMax: Math.round(Math.max(...cpuPct) * 1000) / 1000,
+        rssMiBMedian: r1(median(rssMiB)),
+        rssMiBMax: r1(Math.max(...rssMiB)),
+        anonMiBMedian: mib(x => x.anonKiB),
+        fileMiBMedian: mib(x => x.fileKiB),
+        pssMiBMedian: mib(x => x.pssKiB),
+        idleCpuPctMedian: r3(median(cpuPct)),
+        idleCpuPctMax: r3(Math.max(...cpuPct)),
         targets: { rssMiB: 64, idleCpuPct: 0.2 },
         serf: { rssMiB: 14.4, idleCpuPct: 0.085 },
-        bareNodeBaseline: { rssMiB: Math.round(bareB.rssKiB / 1024 * 10) / 10, idleCpuPct: Math.round(bareCpuPct * 1000) / 1000 },
+        bareNodeBaseline: { rssMiB: r1(bareB.rssKiB / 1024), anonMiB: r1(bareB.anonKiB / 1024), fileMiB: r1(bareB.fileKiB / 1024), idleCpuPct: r3(bareCpuPct) },
+        // The bare process idles at ~0 CPU (a tick of 10 ms per window at most): the CPU ratio is null then.
+        ratioToBareNode: { rss: Math.round(median(rssMiB) / (bareB.rssKiB / 1024) * 100) / 100, cpu: bareCpuPct > 0 ? Math.round(median(cpuPct) / bareCpuPct * 100) / 100 : null },
         ratioToSerf: { rss: Math.round(median(rssMiB) / 14.4 * 100) / 100, cpu: Math.round(median(cpuPct) / 0.085 * 100) / 100 }
       }
     }

@@ -17,6 +17,7 @@ import { Prng } from '../core/prng.js'
 import { loadOrCreateKeyPair } from '../adapters/identity.js'
 import { identityFile } from '../main.js'
 import { fetchStatus, UsageError } from './client.js'
+import { agentSpawnArgs } from './agent-node-args.js'
 import { renderStatusTree, type StatusPayload } from './render.js'
 
 const PATTERNS = ['sine', 'walk', 'spiky', 'constant'] as const
@@ -100,11 +101,10 @@ export function cliEntry (): string {
   return path.join(path.dirname(fileURLToPath(import.meta.url)), 'starling.js')
 }
 
-/** Start one agent process, its stdout and stderr appended to h.logFile. */
+/** Start one agent process (with the daemon's Node flags, agent-node-args.ts), its stdout and stderr appended to h.logFile. */
 export function startAgent (h: DemoHost, entry = cliEntry()): ChildProcess {
   const fd = openSync(h.logFile, 'a')
-  const nodeArgs = (process.env.STARLING_NODE_ARGS ?? '').split(' ').filter(a => a !== '')
-  const child = spawn(process.execPath, [...nodeArgs, entry, 'agent', '--config', h.configFile], { stdio: ['ignore', fd, fd] })
+  const child = spawn(process.execPath, agentSpawnArgs(entry, ['agent', '--config', h.configFile]), { stdio: ['ignore', fd, fd] })
   closeSync(fd)
   return child
 }

@@ -13,6 +13,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { AGENT_NODE_ARGS } from '../../agent/cli/agent-node-args.js'
 import { validateConfig } from '../../agent/config.js'
 
 const root = resolve(fileURLToPath(new URL('../..', import.meta.url)))
@@ -74,7 +75,7 @@ t.test('the unit has the settings the agent relies on', async t => {
   const one = (key: string): string | undefined => service?.get(key)?.at(-1)
   t.equal(one('Type'), 'notify', 'the agent sends READY=1')
   t.equal(one('NotifyAccess'), 'all', 'notifications come from the systemd-notify child process')
-  t.equal(one('ExecStart'), '/usr/bin/node /opt/starling/dist/agent/cli/starling.js agent --config /etc/starling/starling.json')
+  t.equal(one('ExecStart'), ['/usr/bin/node', ...AGENT_NODE_ARGS, '/opt/starling/dist/agent/cli/starling.js agent --config /etc/starling/starling.json'].join(' '), 'the Node flags of agent-node-args.ts, which the demo and the tests use too')
   t.equal(one('Restart'), 'on-failure', 'assertion crashes restart the agent')
   t.ok(one('RestartSec'), 'RestartSec')
   t.match(one('WatchdogSec'), /^\d+s?$/, 'WatchdogSec')
