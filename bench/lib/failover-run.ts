@@ -165,7 +165,7 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
     /** answering minus the baseline boot (medians): the failover of a guest that would boot at once. */
     answeringMinusBaselineBootMs: answering.median === null || boot.median === null ? null : round(answering.median - boot.median),
     /** answering / (fence delay + baseline boot): what HA adds beyond the wait it must make and the boot. */
-    ratioToFloor: floor === null || answering.median === null ? null : round(answering.median / floor * 100) / 100,
+    ratioToFloor: floor === null || answering.median === null ? null : Math.round(answering.median / floor * 100) / 100,
     clientOnNewOwnerMac: runs.every(r => r.neighbourMac === r.newOwnerMac),
     newBootTokenEachTime: new Set(runs.map(r => r.token)).size === runs.length,
     maxConcurrentCopies: hb.watch.maxCopies,
