@@ -142,6 +142,13 @@ export interface MigrationParams {
   xbzrle: boolean
   /** Number of parallel channels; 0 or 1 = off. The target must be prepared with the same. */
   multifd: number
+  /**
+   * Whether the target was prepared to accept post-copy (prepareIncoming's `postcopy`, true by
+   * default and always true for the agent's targets). With postcopy-preempt the two ends must
+   * agree on the capability even when this migration never switches to post-copy: a target
+   * that expects the preempt channel waits for it forever. @default true
+   */
+  targetPostcopy?: boolean
 }
 
 /** QEMU's migration states (query-migrate `status`). */
@@ -582,15 +589,19 @@ export class QemuDriver implements MigratingDriver {
     const post = params.mode !== 'precopy'
     const multifd = params.multifd > 1
     try {
+      // The target enables preempt (with postcopy-ram) whenever it accepts post-copy, whatever
+      // this migration's mode: the source must match it, or the target waits for a preempt
+      // channel that never comes and the copy stalls after its first pages.
+      const havePreempt = await this.usePreempt(vm, signal)
+      const preempt = havePreempt && !multifd && (post || (params.targetPostcopy ?? true))
       const caps = [
         { capability: 'events', state: true },
         { capability: 'xbzrle', state: params.xbzrle },
         { capability: 'auto-converge', state: params.autoConverge },
-        { capability: 'postcopy-ram', state: post },
+        { capability: 'postcopy-ram', state: post || preempt },
         { capability: 'multifd', state: multifd }
       ]
-      // The target enables preempt whenever it accepts post-copy; the source must match it.
-      if (await this.usePreempt(vm, signal)) caps.push({ capability: 'postcopy-preempt', state: post && !multifd })
+      if (havePreempt) caps.push({ capability: 'postcopy-preempt', state: preempt })
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
       const p: Record<string, unknown> = {
         'max-bandwidth': Math.max(0, Math.round(params.maxBandwidthBytes)),

@@ -209,7 +209,7 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
     monitors.push(dstMon)
     const tx0 = await ctx.txBytes()
     const t0 = performance.now()
-    await ctx.src.migrate(id, uri, params)
+    await ctx.src.migrate(id, uri, { ...params, targetPostcopy: params.mode !== 'precopy' })
     let state = plan !== null ? initialConvergenceState(plan, policy) : null
     let p: MigrationProgress
     let cancelled = false
