@@ -42,6 +42,7 @@ import { createMigrationLink, netnsUnavailable, type MigrationLink } from './lib
 import { MiB, runMigration, type GuestCase, type PolicyName, type RunContext, type RunResult } from './lib/migration-run.js'
 import { summarize, judgeTargets } from './lib/migration-report.js'
 import type { ConvergencePolicy } from '../agent/core/migration/convergence.js'
+import { guestKernel } from '../test/guest/guest.js'
 
 const env = (k: string, d: number): number => {
   const v = process.env[k]
@@ -115,7 +116,7 @@ async function main (): Promise<void> {
       src,
       dst,
       listenIp: l.destination.ip,
-      kernel: path.join(guestDir, 'vmlinuz'),
+      kernel: guestKernel(guestDir),
       initrd: path.join(guestDir, 'initramfs.cpio'),
       memMiB: MEM_MIB,
       plannerBandwidthBytesPerS: goodput,

@@ -20,7 +20,7 @@ import { silentLogger } from '../agent/lib/logger.js'
 import { createMigrationLink, netnsUnavailable } from '../bench/lib/netbed.js'
 import { MiB, runMigration, type RunContext } from '../bench/lib/migration-run.js'
 import { namespacesWithPrefix } from './netns/testbed.js'
-import { buildTestGuest } from './guest/guest.js'
+import { buildTestGuest, guestKernel } from './guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -66,7 +66,7 @@ if (why !== null) {
       src,
       dst,
       listenIp: link.destination.ip,
-      kernel: path.join(guestDir, 'vmlinuz'),
+      kernel: guestKernel(guestDir),
       initrd: path.join(guestDir, 'initramfs.cpio'),
       memMiB: 256,
       plannerBandwidthBytesPerS: goodput,

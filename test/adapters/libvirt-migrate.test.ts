@@ -28,7 +28,7 @@ import type { MigrationParams, MigrationProgress } from '../../agent/adapters/qe
 import { silentLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
-import { buildTestGuest } from '../guest/guest.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -125,7 +125,7 @@ async function run (guestDir: string): Promise<void> {
     vcpus: 1,
     memMiB: 256,
     extra: {
-      kernel: path.join(guestDir, 'vmlinuz'),
+      kernel: guestKernel(guestDir),
       initrd: path.join(guestDir, 'initramfs.cpio'),
       // loglevel=5 lets the kernel's module loading warnings through (setmem needs virtio_balloon).
       append: 'console=ttyS0 loglevel=5 panic=-1 dirtier_ws=32 dirtier_rate=0'

@@ -29,7 +29,7 @@ import { QemuDriver, type MigrationParams, type MigrationProgress } from '../../
 import { defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence } from '../../agent/core/migration/convergence.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
-import { buildTestGuest } from '../guest/guest.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -133,7 +133,7 @@ async function run (guestDir: string): Promise<void> {
     vcpus: 1,
     memMiB: 256,
     extra: {
-      kernel: path.join(guestDir, 'vmlinuz'),
+      kernel: guestKernel(guestDir),
       initrd: path.join(guestDir, 'initramfs.cpio'),
       append: `console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=${wsMiB} dirtier_rate=${rate}`
     }

@@ -70,6 +70,28 @@ if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ] || ! ls "$out"/modules/vir
   echo "$pkg" > "$out/kernel-package"
 fi
 
+# 1b. The same kernel uncompressed (vmlinux, an ELF with a PVH entry note), when it can be had:
+#    QEMU then enters the kernel directly (PVH boot), with no firmware real-mode setup and no
+#    decompression, which under TCG is most of a boot (measured here: 9.5 s to the guest's first
+#    HTTP answer from vmlinuz, 5.5 s from vmlinux). guest.ts picks vmlinux when it exists.
+if [ ! -s "$out/vmlinux" ] || [ "$out/vmlinux" -ot "$out/vmlinuz" ]; then
+  rm -f "$out/vmlinux"
+  # bzImage = setup code + a compressed ELF; find the payload by its magic and unpack it.
+  for fmt in 'xz:\xfd7zXZ\x00:xz -dc' 'zstd:\x28\xb5\x2f\xfd:zstd -dcq' 'gzip:\x1f\x8b\x08:gzip -dc'; do
+    name=${fmt%%:*}; rest=${fmt#*:}; magic=${rest%%:*}; cmd=${rest#*:}
+    command -v "${cmd%% *}" >/dev/null 2>&1 || continue
+    off=$(LC_ALL=C grep -obUaP "$magic" "$out/vmlinuz" 2>/dev/null | head -n1 | cut -d: -f1 || true)
+    [ -n "$off" ] || continue
+    if tail -c +$((off + 1)) "$out/vmlinuz" | $cmd > "$out/vmlinux.new" 2>/dev/null || [ -s "$out/vmlinux.new" ]; then
+      if head -c 4 "$out/vmlinux.new" | grep -q 'ELF' && readelf -n "$out/vmlinux.new" 2>/dev/null | grep -q '0x00000012'; then
+        mv "$out/vmlinux.new" "$out/vmlinux"; echo "guest build: PVH kernel unpacked ($name)" >&2; break
+      fi
+    fi
+    rm -f "$out/vmlinux.new"
+  done
+  [ -s "$out/vmlinux" ] || echo "guest build: no PVH-bootable vmlinux could be unpacked; guests boot the slower bzImage" >&2
+fi
+
 # 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon and
 #    the NIC.
 ir="$tmp/initramfs"

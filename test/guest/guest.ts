@@ -23,3 +23,13 @@ export function buildTestGuest (): string {
   const out = execFileSync('bash', [buildScript()], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
   return out.trim().split('\n').pop() ?? ''
 }
+
+/**
+ * The kernel to boot from a guest directory: the uncompressed PVH-bootable vmlinux when the
+ * build could unpack one (QEMU enters it directly: a TCG boot takes about half the time), the
+ * bzImage otherwise.
+ */
+export function guestKernel (guestDir: string): string {
+  const pvh = path.join(guestDir, 'vmlinux')
+  return existsSync(pvh) ? pvh : path.join(guestDir, 'vmlinuz')
+}

@@ -22,7 +22,7 @@ import path from 'node:path'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
-import { buildTestGuest } from '../guest/guest.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
@@ -74,7 +74,7 @@ async function run (t: Test): Promise<void> {
   const serial = (h: string): string => path.join(runDir(h), VM, 'serial.log')
   logDump = () => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => /\bha\b|ha-|fence|vm g1/.test(l)).slice(-25).join('\n') : '')).join('\n').slice(-12000)
   const members = cluster.hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: `${ip(h.name)}:${h.address.split(':')[1]!}` }))
-  const guest = { vcpus: 1, memMiB: 256, kernel: path.join(guestDir, 'vmlinuz'), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=8 dirtier_rate=0' }
+  const guest = { vcpus: 1, memMiB: 256, kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=8 dirtier_rate=0' }
   for (const h of cluster.hosts) {
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
     cfg.cluster.members = members

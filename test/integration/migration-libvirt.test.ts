@@ -22,7 +22,7 @@ import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
-import { buildTestGuest } from '../guest/guest.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -135,7 +135,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
     id: 'g1',
     vcpus: 1,
     memMiB: 256,
-    extra: { kernel: path.join(guestDir, 'vmlinuz'), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }
+    extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }
   })
   t.comment(`g1 created on ${A.uri} as a ${creator.domainType} domain (${creator.domainTypeReason})`)
   const src = new SerialLog(path.join(A.serialDir, 'g1.log'))

@@ -19,7 +19,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
-import { buildTestGuest } from '../guest/guest.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
@@ -97,7 +97,7 @@ async function run (t: Test): Promise<void> {
         accel: 'tcg',
         migrationListen: '127.0.0.1',
         vms: h.name === 'host1'
-          ? [{ id: 'g1', vcpus: 1, memMiB: 256, kernel: path.join(guestDir, 'vmlinuz'), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }]
+          ? [{ id: 'g1', vcpus: 1, memMiB: 256, kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }]
           : []
       }
     }

@@ -21,6 +21,7 @@ import { AgentCluster, type QemuGuest } from './agent-cluster.js'
 import { sleep, waitFor } from './vip-agents.js'
 import { requiredFenceDelayTicks, validateHaConfig, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
+import { guestKernel } from '../guest/guest.js'
 
 export const HA_VM = 'g1'
 export const VIP_ID = 'app'
@@ -58,7 +59,7 @@ export function netGuest (guestDir: string): Omit<QemuGuest, 'id'> {
   return {
     vcpus: 1,
     memMiB: 256,
-    kernel: path.join(guestDir, 'vmlinuz'),
+    kernel: guestKernel(guestDir),
     initrd: path.join(guestDir, 'initramfs.cpio'),
     append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=8 dirtier_rate=0',
     // romfile= : no option ROM (direct kernel boot needs no PXE).
