@@ -7,6 +7,8 @@ import { ConfigError, defaultCoreConfig, localTestCoreConfig, validateCoreConfig
 import { defaultMigrationConfig, validateMigrationConfig } from './core/migration/migration-config.js'
 import type { MigrationConfig } from './core/migration/migration-state.js'
 import { validateRules } from '../policies/rules.js'
+import { validatePolicyConfig } from '../policies/config.js'
+import type { PolicyConfig } from '../policies/plan.js'
 import type { RuleSet } from '../policies/types.js'
 import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
@@ -241,7 +243,6 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const stateDir = str(node, 'stateDir', 'node', '/var/lib/starling')
   const qemu = validateQemu(obj(driver, 'qemu', 'driver', true), stateDir, parseAddress(listen, 'node.listen').host)
   const libvirt = validateLibvirt(obj(driver, 'libvirt', 'driver', true), name, members.map(m => m.name), parseAddress(listen, 'node.listen').host)
-  const migration = validateMigration(obj(raw, 'migration', 'config', true))
   const sampler = obj(raw, 'sampler', 'config', true)
   const skind = sampler.kind ?? 'system'
   if (skind !== 'system' && skind !== 'driver') fail('sampler.kind', `must be "system" or "driver" (got ${JSON.stringify(skind)})`)
@@ -255,6 +256,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     if (!(k in base)) fail(`core.${k}`, 'is not a known core setting')
   }
   const core = validateCoreConfig({ ...base, ...coreRaw } as CoreConfig)
+  const migration = validateMigration(obj(raw, 'migration', 'config', true), core.tickMs)
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
   const ha = validateHaSection(raw.ha, members.map(m => m.name))
   return {
@@ -352,13 +354,35 @@ function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHos
   return out
 }
 
-function validateMigration (m: Obj): MigrationConfig {
+/**
+ * The placement policy (policies/config.ts): each section given (overload, underload,
+ * selection, placement) replaces the default section whole, since its fields depend on its kind;
+ * guards merge field by field; intervalSec and maxMovesPerTick replace. The result must pass
+ * validatePolicyConfig, whose message names the field.
+ */
+function validatePolicySection (raw: unknown, d: PolicyConfig): PolicyConfig {
+  if (raw === undefined) return d
+  if (!isObj(raw)) fail('migration.policy', 'must be an object')
+  const known = new Set(Object.keys(d))
+  for (const k of Object.keys(raw)) if (!known.has(k)) fail(`migration.policy.${k}`, `is not a policy setting (one of ${[...known].join(', ')})`)
+  for (const k of ['overload', 'underload', 'selection', 'placement', 'guards'] as const) {
+    if (raw[k] !== undefined && !isObj(raw[k])) fail(`migration.policy.${k}`, 'must be an object')
+  }
+  const p = { ...d, ...raw, guards: { ...d.guards, ...(raw.guards as object | undefined) } } as PolicyConfig
+  try { return validatePolicyConfig(p) } catch (err) { return fail('migration.policy', (err as Error).message) }
+}
+
+function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   const d = defaultMigrationConfig()
   const known = new Set([...Object.keys(d)])
   for (const k of Object.keys(m)) if (!known.has(k)) fail(`migration.${k}`, 'is not a known migration setting')
   const out: MigrationConfig = { ...d }
-  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes'] as const) {
-    out[k] = num(m, k, 'migration', d[k], 0)
+  out.policy = validatePolicySection(m.policy, d.policy)
+  // The policy's guards (hold time, cool-down) and its forecast horizon count decisions of
+  // policy.intervalSec, as the trace simulator measured them: decide that often unless told.
+  const balanceDefault = Math.max(1, Math.round(out.policy.intervalSec * 1000 / tickMs))
+  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes'] as const) {
+    out[k] = num(m, k, 'migration', k === 'balanceTicks' ? balanceDefault : d[k], 0)
   }
   if (m.onStall !== undefined) out.onStall = m.onStall === 'postcopy' ? 'postcopy' : m.onStall === 'abort' ? 'abort' : fail('migration.onStall', 'must be abort or postcopy')
   if (m.onStallByVm !== undefined) {

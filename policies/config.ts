@@ -51,7 +51,13 @@ function unit (name: string, x: number | undefined, lo: number, hi: number, open
   }
 }
 
+/** A required number: present and finite (a section given in a configuration replaces the default whole). */
+function need (name: string, x: unknown): void {
+  if (typeof x !== 'number' || !Number.isFinite(x)) throw new PolicyConfigError(`${name} is required and must be a number (got ${x === undefined ? 'nothing' : JSON.stringify(x)})`)
+}
+
 function validateForecast (where: string, f: ForecastParams): void {
+  if (typeof f !== 'object' || f === null) throw new PolicyConfigError(`${where} is required: an object with a kind`)
   const kinds = ['last', 'ewma', 'lr', 'lrr', 'ar', 'holt']
   if (!kinds.includes(f.kind)) throw new PolicyConfigError(`${where}.kind must be one of ${kinds.join('|')} (got ${String(f.kind)})`)
   unit(`${where}.alpha`, f.alpha, 0, 1, true)
@@ -65,19 +71,22 @@ function validateForecast (where: string, f: ForecastParams): void {
 
 export function validateOverload (o: OverloadParams): void {
   switch (o.kind) {
-    case 'thr': unit('overload.threshold', o.threshold, 0, 1.5, true); return
+    case 'thr': need('overload.threshold', o.threshold); unit('overload.threshold', o.threshold, 0, 1.5, true); return
     case 'kOfN':
+      need('overload.threshold', o.threshold)
       unit('overload.threshold', o.threshold, 0, 1.5, true)
       if (!Number.isInteger(o.n) || o.n < 1) throw new PolicyConfigError(`overload.n must be an integer >= 1 (got ${o.n})`)
       if (!Number.isInteger(o.k) || o.k < 1 || o.k > o.n) throw new PolicyConfigError(`overload.k must be an integer in 1..n (got k=${o.k}, n=${o.n})`)
       validateForecast('overload.forecast', o.forecast)
       return
     case 'iqr': case 'mad':
+      need('overload.safety', o.safety)
       unit('overload.safety', o.safety, 0, 10)
       if (o.minSamples !== undefined && (!Number.isInteger(o.minSamples) || o.minSamples < 4)) throw new PolicyConfigError(`overload.minSamples must be an integer >= 4 (got ${o.minSamples})`)
       unit('overload.fallback', o.fallback, 0, 1.5, true)
       return
     case 'lr': case 'lrr':
+      need('overload.safety', o.safety)
       unit('overload.safety', o.safety, 0, 10, true)
       if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 3)) throw new PolicyConfigError(`overload.window must be an integer >= 3 (got ${o.window})`)
       unit('overload.fallback', o.fallback, 0, 1.5, true)
@@ -93,6 +102,7 @@ export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
   const u: UnderloadParams = c.underload
   if (!['none', 'threshold', 'lowest'].includes(u.kind)) throw new PolicyConfigError(`underload.kind must be one of none|threshold|lowest (got ${String(u.kind)})`)
   if (u.kind === 'threshold') {
+    need('underload.threshold', u.threshold)
     unit('underload.threshold', u.threshold, 0, 1, true)
     if (u.forecast !== undefined) validateForecast('underload.forecast', u.forecast)
     const over = c.overload

@@ -124,3 +124,37 @@ for (const [name, section, re] of badLibvirt) {
 t.test('rejects: unknown driver names libvirt among the kinds', async t => {
   t.throws(() => validateConfig({ ...good(), driver: { kind: 'xen' } }), { name: 'ConfigError', message: /driver\.kind must be "sim", "qemu" or "libvirt" \(got "xen"\)/ })
 })
+
+t.test('migration.policy: chosen and tuned in the configuration; balancing decisions every policy interval', async t => {
+  const d = validateConfig(good())
+  t.equal(d.migration.policy.intervalSec, 300, 'the default policy decides every 300 s')
+  t.equal(d.migration.balanceTicks, 3000, 'so the agent balances every 3000 ticks of 100 ms')
+  t.equal(d.migration.decisionTicks, 50, 'drain steps keep their own, shorter interval')
+  const c = validateConfig({
+    ...good(),
+    core: { tickMs: 50 },
+    migration: { policy: { intervalSec: 30, overload: { kind: 'mad', safety: 2.5 }, guards: { holdTicks: 3 } } }
+  })
+  t.equal(c.migration.policy.overload.kind, 'mad', 'a section given replaces the default one')
+  t.equal(c.migration.policy.guards.holdTicks, 3, 'guards merge field by field')
+  t.equal(c.migration.policy.guards.cooldownTicks, 12, 'the other guards keep their defaults')
+  t.equal(c.migration.balanceTicks, 600, '30 s at 50 ms ticks')
+  t.equal(validateConfig({ ...good(), migration: { balanceTicks: 7 } }).migration.balanceTicks, 7, 'an explicit balanceTicks wins')
+})
+
+const badPolicy: Array<[string, any, RegExp]> = [
+  ['unknown policy setting', { detector: 'thr' }, /migration\.policy\.detector is not a policy setting/],
+  ['policy not an object', 'lr-mmt', /migration\.policy must be an object/],
+  ['section not an object', { overload: 'thr' }, /migration\.policy\.overload must be an object/],
+  ['unknown overload kind', { overload: { kind: 'magic' } }, /migration\.policy.*overload\.kind must be one of/],
+  ['underload above overload', { underload: { kind: 'threshold', threshold: 0.95 } }, /migration\.policy.*underload\.threshold \(0\.95\) must be < overload\.threshold/],
+  ['bad hold time', { guards: { holdTicks: 0 } }, /migration\.policy.*guards\.holdTicks must be an integer >= 1/],
+  ['a detector without its parameter', { overload: { kind: 'mad' } }, /migration\.policy.*overload\.safety is required/],
+  ['k-of-n without a forecast', { overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1 } }, /migration\.policy.*overload\.forecast is required/]
+]
+
+for (const [name, policy, re] of badPolicy) {
+  t.test(`rejects: ${name}`, async t => {
+    t.throws(() => validateConfig({ ...good(), migration: { policy } }), { name: 'ConfigError', message: re })
+  })
+}

@@ -25,13 +25,15 @@ export function defaultMigrationConfig (): MigrationConfig {
     rules: { vmVm: [], vmHost: [] },
     autoBalance: true,
     decisionTicks: 50,
+    // policy.intervalSec (300 s) at the production tick of 100 ms
+    balanceTicks: 3000,
     policy: defaultPolicyConfig()
   }
 }
 
 /** Returns the config when it can work; throws ConfigError naming the first broken rule. */
 export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
-  const ints: Array<keyof MigrationConfig> = ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks']
+  const ints: Array<keyof MigrationConfig> = ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks']
   for (const k of ints) {
     const v = c[k]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`)

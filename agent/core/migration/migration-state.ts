@@ -197,8 +197,15 @@ export interface MigrationConfig {
   rules: RuleSet
   /** Stress-triggered moves (policies/plan.ts) on or off. */
   autoBalance: boolean
-  /** Ticks between two decisions of the scheduler (stress and drain). */
+  /** Ticks between two drain steps (a draining host starts its next moves then). */
   decisionTicks: number
+  /**
+   * Ticks between two balancing decisions (stress and consolidation). The policy's hold time,
+   * per-VM cool-down and forecast horizon count these decisions, and the k-of-n detector sees one
+   * sample per decision, as the trace simulator measured them at policy.intervalSec: the agent's
+   * configuration derives it from policy.intervalSec unless set.
+   */
+  balanceTicks: number
   /** The placement policy (hold time, minimum gain, per-VM cool-down in decisions). */
   policy: PolicyConfig
 }

@@ -29,6 +29,7 @@ const HISTORY_MAX = 60
 
 export class Scheduler {
   private nextDecision: number
+  private nextBalance: number
   private readonly decider: HostDecider
   /** Migration records already reported to the decider (arrivals, ended proposals). */
   private readonly noted = new Set<string>()
@@ -36,18 +37,26 @@ export class Scheduler {
 
   constructor (private readonly s: CoreState, private readonly m: MigrationMachine) {
     this.nextDecision = m.cfg.decisionTicks
+    this.nextBalance = m.cfg.balanceTicks
     this.decider = new HostDecider(m.cfg.policy)
   }
 
   tick (): void {
     const s = this.s
-    if (s.now < this.nextDecision) return
-    this.nextDecision = s.now + this.m.cfg.decisionTicks
-    this.recordHistory()
+    // Balancing decisions every balanceTicks (the policy's interval: its guards and detector
+    // count these); drain steps every decisionTicks (a drain should not wait for the policy).
+    const balance = s.now >= this.nextBalance
+    const step = s.now >= this.nextDecision
+    if (!balance && !step) return
+    if (step) this.nextDecision = s.now + this.m.cfg.decisionTicks
+    if (balance) {
+      this.nextBalance = s.now + this.m.cfg.balanceTicks
+      this.recordHistory()
+    }
     this.noteRecords()
     if (s.leaving) return
-    if (this.m.draining) { this.drainStep(); return }
-    if (this.m.cfg.autoBalance) this.stressStep()
+    if (this.m.draining) { if (step) this.drainStep(); return }
+    if (balance && this.m.cfg.autoBalance) this.stressStep()
   }
 
   /** Tell the decider which VMs this host admitted and which of its proposals ended with the VM still here. */
