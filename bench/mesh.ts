@@ -110,6 +110,8 @@ async function main (): Promise<void> {
       fullMeshTargetMs: 3000,
       startupCpuSMedian: r3(median(startupCpuS)),
       cores: availableParallelism(),
+      // The agents' start-up CPU spread over every core: no spawn-to-mesh time can be shorter.
+      startupCpuFloorMs: Math.round(1000 * startupCpuS.reduce((a, x) => a + x, 0) / availableParallelism()),
       kill9: {
         victims: Math.min(KILLS, N - 3),
         noticedByAllMsMedian: median(noticedMs),
