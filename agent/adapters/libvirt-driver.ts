@@ -723,6 +723,23 @@ export class LibvirtDriver implements MigratingDriver {
   }
 
   /**
+   * Pauses VM `id` (`virsh suspend`): HA's fence by pause, when the configuration asks for it
+   * rather than a stop. A VM already paused is left as it is; the guest's memory stays, so a
+   * quorate host may resume it later.
+   */
+  async pause (id: VmId, signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    try {
+      await this.virsh(['suspend', id], { signal })
+    } catch (err) {
+      if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED') throw err
+      const st = parseDomstate(await this.virsh(['domstate', id], { signal }))
+      if (st?.state !== 'paused') throw err
+    }
+    this.log.info(`vm ${id} paused`, { vm: id })
+  }
+
+  /**
    * Destroys VM `id` only if its guest is not running here (an incoming copy, or a paused
    * source); a persistent domain of a persistent-mode driver is undefined as well. Rejects with
    * VM_RUNNING when the guest runs here or a post-copy migration involves this copy (then it

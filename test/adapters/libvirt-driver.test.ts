@@ -400,6 +400,12 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   await d.resume('test')
   t.pass('resume of a running domain is a no-op')
   await t.rejects(d.resume('nope'), { code: 'VM_NOT_FOUND' })
+  // HA's fence by pause (fencePolicy "pause"). test:///default keeps state per connection, so
+  // each call sees the built-in domain running: the pause is checked by its own answer.
+  await d.pause('test')
+  t.pass('pause of a running domain succeeds (virsh suspend)')
+  await t.rejects(d.pause('nope'), { code: 'VM_NOT_FOUND' })
+  await t.rejects(d.pause('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
   await t.rejects(d.killIfNotRunning('test'), { code: 'VM_RUNNING' }, 'a running guest is never killed')
   await t.rejects(d.killIfNotRunning('nope'), { code: 'VM_NOT_FOUND' })
   await t.rejects(d.describe('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
