@@ -5,6 +5,11 @@
  *   starling sim [--traces DIR] [--day 20110303|all]... [--policy LR-MMT-1.2,...] [--mode central|decentral|both]
  *                [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S]
  *                [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B,...] [--loss P] [--view-age N]
+ *                [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P]
+ *
+ * --gossip core builds the decentralised views from the agents' own cores gossiping over the
+ * simulated network (K core ticks per step, links losing and duplicating frames with the given
+ * probabilities) instead of the age model (--loss, --view-age); see agent/sim/trace/decentral.ts.
  *
  * --seed takes one seed, a range (1-5) or a list; the decentralised agents run once per seed.
  *
@@ -40,7 +45,7 @@ export function parseSeeds (v: string): number[] | null {
   return out
 }
 
-const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N]'
+const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N] [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P]'
 
 export async function runSimCli (argv: string[]): Promise<number> {
   let a
@@ -52,7 +57,9 @@ export async function runSimCli (argv: string[]): Promise<number> {
         mode: { type: 'string', default: 'central' }, json: { type: 'boolean', default: false }, report: { type: 'string' },
         compare: { type: 'boolean', default: false }, order: { type: 'string' }, hosts: { type: 'string' }, interval: { type: 'string' },
         limit: { type: 'string' }, 'link-share': { type: 'string' }, 'keep-idle-vms': { type: 'boolean', default: false },
-        seed: { type: 'string' }, loss: { type: 'string' }, 'view-age': { type: 'string' }, help: { type: 'boolean', default: false }
+        seed: { type: 'string' }, loss: { type: 'string' }, 'view-age': { type: 'string' },
+        gossip: { type: 'string', default: 'model' }, 'gossip-view': { type: 'string', default: 'snapshot' }, 'gossip-ticks': { type: 'string' },
+        'link-loss': { type: 'string' }, 'link-dup': { type: 'string' }, help: { type: 'boolean', default: false }
       }
     }).values
   } catch (err) {
@@ -79,6 +86,32 @@ export async function runSimCli (argv: string[]): Promise<number> {
   const seeds = parseSeeds(a.seed ?? '1')
   if (seeds === null || seeds.length === 0) { process.stderr.write(`--seed must be N, A-B or a comma list (got ${a.seed ?? ''})\n`); return 2 }
   const dec = { ...(a.loss !== undefined ? { lossP: Number(a.loss) } : {}), ...(a['view-age'] !== undefined ? { viewAgeSteps: Number(a['view-age']) } : {}) }
+  if (a.gossip !== 'model' && a.gossip !== 'core') { process.stderr.write(`--gossip must be model or core (got ${a.gossip})\n`); return 2 }
+  if (a['gossip-view'] !== 'snapshot' && a['gossip-view'] !== 'agent') { process.stderr.write(`--gossip-view must be snapshot or agent (got ${a['gossip-view']})\n`); return 2 }
+  const prob = (name: string, v: string | undefined): number | null | undefined => {
+    if (v === undefined) return undefined
+    const x = Number(v)
+    if (!Number.isFinite(x) || x < 0 || x >= 1) { process.stderr.write(`--${name} must be a probability in [0, 1) (got ${v})\n`); return null }
+    return x
+  }
+  const linkLoss = prob('link-loss', a['link-loss'])
+  const linkDup = prob('link-dup', a['link-dup'])
+  if (linkLoss === null || linkDup === null) return 2
+  let ticks: number | undefined
+  if (a['gossip-ticks'] !== undefined) {
+    ticks = Number(a['gossip-ticks'])
+    if (!Number.isInteger(ticks) || ticks < 2) { process.stderr.write(`--gossip-ticks must be an integer >= 2 (got ${a['gossip-ticks']})\n`); return 2 }
+  }
+  if (a.gossip === 'core') {
+    Object.assign(dec, {
+      gossip: 'core',
+      coreView: a['gossip-view'],
+      coreGossip: {
+        ...(ticks !== undefined ? { ticksPerStep: ticks } : {}),
+        network: { delayTicksMin: 1, delayTicksMax: 1, loss: linkLoss ?? 0, duplicate: linkDup ?? 0 }
+      }
+    })
+  }
   const rows: RunResult[] = []
   try {
     for (const day of days) {

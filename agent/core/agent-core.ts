@@ -34,6 +34,7 @@ import type { VipCoreOptions, VipStatusReport } from './vip/vip-bridge.js'
 import { HaBridge, isHaBody } from './ha/ha-bridge.js'
 import type { HaCoreOptions } from './ha/ha-bridge.js'
 import type { HaStatus } from './ha/ha-types.js'
+import type { ClusterView } from '../../policies/types.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -256,6 +257,9 @@ export class AgentCore {
     }
     return out
   }
+
+  /** The frozen cluster view this host's policies decide over (the scheduler's; simulators read it). */
+  clusterView (): ClusterView { return this.scheduler.view() }
 
   /** One member's row without building the whole view (cheap for simulators and checkers). */
   member (id: HostId): MemberView | undefined {

@@ -6,9 +6,20 @@
  * (agent/core/migration/reservation.ts) against the simulator's authoritative state of that
  * target. Nothing here decides or admits on its own.
  *
- * Gossip model (until the agent's membership core is plugged in): each host publishes a load
- * report every step; a peer sees report ages of `viewAgeSteps` plus one more step for every
- * consecutive loss (probability `lossP`, capped at `maxAgeSteps`), drawn from the seeded Prng.
+ * Views, `gossip`:
+ * - 'model' (default, fast): each host publishes a load report every step; a peer sees report
+ *   ages of `viewAgeSteps` plus one more step for every consecutive loss (probability `lossP`,
+ *   capped at `maxAgeSteps`), drawn from the seeded Prng.
+ * - 'core': the agents' own dissemination (core-gossip.ts): one AgentCore per host over a
+ *   SimNetwork with seeded delay, loss and duplication, `coreGossip.ticksPerStep` core ticks per
+ *   step. What host i knows of host j is what i's core holds: j is in the view only if i's core
+ *   holds j alive with a report (as the agent's scheduler builds it), and the report's seq says
+ *   which step it was made in. `coreView` says what the view is made of:
+ *   - 'snapshot': the simulator's report of j at that step (the same content as the model's:
+ *     power curve, VM histories), so 'core' and 'model' differ only in what delay, loss and
+ *     suspicion do to the view (the validation of the model);
+ *   - 'agent': AgentCore.clusterView(), exactly what the agent's scheduler decides over (its
+ *     reports carry no power curve and no VM history).
  * A host always sees itself fresh. Hosts decide in a random order (same Prng) each step.
  *
  * Admission input, per target: capacity from the host type; residents = every VM it holds that
@@ -33,6 +44,8 @@ import type { PolicyConfig } from '../../../policies/plan.js'
 import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import { CloudsimController } from './cloudsim.js'
+import { CoreGossip, defaultCoreGossipOptions, type CoreGossipOptions } from './core-gossip.js'
+import type { HostSample } from '../../core/types.js'
 import type { Metrics, SimHost, SimVm, TraceSim } from './engine.js'
 
 export interface DecentralOptions {
@@ -55,6 +68,12 @@ export interface DecentralOptions {
    */
   inMax: number
   clusterMax: number
+  /** Where the views come from: the age model, or the agents' cores over the simulated network. @default 'model' */
+  gossip: 'model' | 'core'
+  /** With gossip 'core': the simulator's reports at the held report's step, or the agent's own view. @default 'snapshot' */
+  coreView: 'snapshot' | 'agent'
+  /** With gossip 'core': clock, link model, seed (the seed defaults to `seed`). */
+  coreGossip: Partial<CoreGossipOptions>
 }
 
 /** The agents' policy: the production default (policies/config.ts), so the simulator measures what ships. */
@@ -63,7 +82,7 @@ export function defaultDecentralPolicy (): PolicyConfig {
 }
 
 export function defaultDecentralOptions (): DecentralOptions {
-  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, reportHistory: 12, policy: defaultDecentralPolicy(), inMax: Infinity, clusterMax: Infinity }
+  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, reportHistory: 12, policy: defaultDecentralPolicy(), inMax: Infinity, clusterMax: Infinity, gossip: 'model', coreView: 'snapshot', coreGossip: {} }
 }
 
 function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
@@ -95,7 +114,20 @@ export interface DecentralStats {
   /** Moves the deciders proposed, and those the targets refused, by reason (first words). */
   proposed: number
   refused: Record<string, number>
+  /**
+   * Staleness of the views the deciders asked for: viewAges[a] counts (viewer, peer) pairs whose
+   * report was made `a` steps before the decision; the last slot counts peers missing from the
+   * view (no report, or not held alive). Filled for 'model' and for 'core' with 'snapshot'.
+   */
+  viewAges?: number[]
+  /** With gossip 'core': the network's counters at the end. */
+  network?: { sent: number, bytes: number, lost: number, duplicated: number, delivered: number }
+  /** Views built (decisions that needed the gossiped view). */
+  views?: number
 }
+
+/** Slots of DecentralStats.viewAges: ages 0..AGE_SLOTS-2 (older ones in the one before last), missing last. */
+export const AGE_SLOTS = 12
 
 export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial<DecentralOptions>, stats?: DecentralStats): Metrics {
   const opt: DecentralOptions = { ...defaultDecentralOptions(), ...o }
@@ -110,11 +142,28 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
   const order = sim.hosts.map((_h, i) => i)
   let tick = 0
   let violations = 0
+  const ages = stats !== undefined ? (stats.viewAges ??= new Array<number>(AGE_SLOTS).fill(0)) : null
+  const cg = opt.gossip === 'core'
+    ? new CoreGossip(sim.hosts.map(h => String(h.id)), { ...defaultCoreGossipOptions(), seed: opt.seed, ...opt.coreGossip }, cfg)
+    : null
+  /** seqAt[j][s]: host j's own report seq at the end of step s's ticks (core gossip). */
+  const seqAt: number[][] = sim.hosts.map(() => [])
+  const keep = opt.gossip === 'core' ? AGE_SLOTS : opt.maxAgeSteps + opt.viewAgeSteps + 1
   const metrics = sim.run((s, _t) => {
     tick++
     const now = s.hosts.map(h => report(s, h, opt.reportHistory))
     past.unshift(now)
-    if (past.length > opt.maxAgeSteps + opt.viewAgeSteps + 1) past.length = opt.maxAgeSteps + opt.viewAgeSteps + 1
+    if (past.length > keep) past.length = keep
+    if (cg !== null) {
+      cg.step(s.hosts.map(h => sampleOf(s, h)))
+      for (let j = 0; j < n; j++) (seqAt[j] as number[])[tick] = cg.ownSeq(j)
+    }
+    const viewOf = (i: number): ClusterView => {
+      if (stats !== undefined) stats.views = (stats.views ?? 0) + 1
+      if (cg === null) return viewFor(i, now, past, opt, prng, tick, ages)
+      if (opt.coreView === 'agent') return agentView(cg, i, tick)
+      return coreSnapshotView(cg, i, now, past, seqAt, tick, ages)
+    }
     prng.shuffle(order)
     // this step's grants per target (all start together: concurrent reservations)
     const granted: Array<Array<{ vm: string, memMiB: number, cpuDemandMips: number }>> = s.hosts.map(h => h.migIn.map(id => {
@@ -130,9 +179,15 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
     const arrivals: Array<[number, string]> = []
     for (const i of order) {
       let view: ClusterView | null = null
+      let self = now[i] as HostView
+      if (cg !== null && opt.coreView === 'agent') {
+        // the agent's scheduler decides over its whole view, itself as its own report shows it
+        view = viewOf(i)
+        self = view.hosts.find(h => h.id === self.id) ?? self
+      }
       const plan = (deciders[i] as HostDecider).decide({
-        self: now[i] as HostView,
-        view: () => (view ??= viewFor(i, now, past, opt, prng, tick)),
+        self,
+        view: () => (view ??= viewOf(i)),
         receiving: (granted[i] as unknown[]).length > 0,
         outSlots: cfg.maxMovesPerTick,
         moving: vm => moving.has(vm)
@@ -168,7 +223,59 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
     violations += checkAdmissions(s, moves, capFrac)
     return moves
   })
+  if (cg !== null && stats !== undefined) {
+    const st = cg.network.stats
+    stats.network = { sent: st.sent, bytes: st.bytes, lost: st.lost, duplicated: st.duplicated, delivered: st.delivered }
+  }
   return { ...metrics, admissionViolations: violations }
+}
+
+/** Host h's sample as its agent's sampler would give it: capacity and the VMs it runs (copies in excluded). */
+function sampleOf (s: TraceSim, h: SimHost): HostSample {
+  const vms: HostSample['vms'] = []
+  let util = 0
+  let mem = 0
+  for (const id of h.vms) {
+    if (h.migIn.includes(id)) continue
+    const v = s.vms[id] as SimVm
+    const u = s.requested(v) / h.totalMips
+    util += u
+    mem += v.ram
+    vms.push({ id: String(id), vcpus: 1, memMiB: v.ram, cpuUtil: u, memUsedMiB: v.ram, state: v.inMigration ? 'migrating' : 'running' })
+  }
+  return {
+    cpuUtil: util, memUsedMiB: mem, netMbps: 0,
+    capacity: { cpuCores: Math.round(h.totalMips / h.peMips), cpuMipsPerCore: h.peMips, memMiB: h.ram, netMbps: h.bw / 1000 },
+    vms
+  }
+}
+
+/**
+ * Host i's view from what its core holds: peer j is in it when i's core holds j alive with a
+ * report; the content is the simulator's report of j at the step that report was made in.
+ */
+function coreSnapshotView (cg: CoreGossip, self: number, now: HostView[], past: HostView[][], seqAt: number[][], tick: number, ages: number[] | null): ClusterView {
+  const hosts: HostView[] = []
+  for (let j = 0; j < now.length; j++) {
+    if (j === self) { hosts.push(now[j] as HostView); continue }
+    const held = cg.held(self, j)
+    if (held === null || held.state !== 'alive') { if (ages !== null) (ages[AGE_SLOTS - 1] as number)++; continue }
+    // the step the held report was made in: the first step whose end saw j's seq reach it
+    const sj = seqAt[j] as number[]
+    let step = tick
+    while (step > 1 && (sj[step - 1] ?? 0) >= held.seq) step--
+    const age = tick - step
+    if (ages !== null) (ages[Math.min(age, AGE_SLOTS - 2)] as number)++
+    const snap = past[Math.min(age, past.length - 1)] as HostView[]
+    hosts.push(snap[j] as HostView)
+  }
+  return { hosts, rules: NO_RULES, tick }
+}
+
+/** Host i's view as its agent's scheduler builds it (member ids are the simulator's host ids, VM ids its VM ids). */
+function agentView (cg: CoreGossip, self: number, tick: number): ClusterView {
+  const v = cg.agentView(self)
+  return { hosts: v.hosts, rules: v.rules, tick }
 }
 
 /** What target `h` knows of itself, from the simulator's state, in the agent core's AdmissionInput. */
@@ -226,12 +333,13 @@ export function checkAdmissions (sim: TraceSim, moves: ReadonlyArray<readonly [n
   return bad
 }
 
-function viewFor (self: number, now: HostView[], past: HostView[][], opt: DecentralOptions, prng: Prng, tick: number): ClusterView {
+function viewFor (self: number, now: HostView[], past: HostView[][], opt: DecentralOptions, prng: Prng, tick: number, ages: number[] | null): ClusterView {
   const hosts: HostView[] = new Array(now.length)
   for (let j = 0; j < now.length; j++) {
     if (j === self) { hosts[j] = now[j] as HostView; continue }
     let age = opt.viewAgeSteps
     while (age < opt.viewAgeSteps + opt.maxAgeSteps && prng.chance(opt.lossP)) age++
+    if (ages !== null) (ages[Math.min(age, AGE_SLOTS - 2)] as number)++
     const snap = past[Math.min(age, past.length - 1)] as HostView[]
     hosts[j] = snap[j] as HostView
   }
