@@ -242,19 +242,34 @@ export interface Steady { owner: string, token: string, ms: number }
 export async function waitSteady (hb: HaVipBed, timeoutMs: number, up: string[] = hb.c.hosts.map(h => h.name)): Promise<Steady> {
   const t0 = Date.now()
   let owner = ''
-  await waitFor(async () => {
-    const owners = new Set<string>()
+  // What each agent said last, for the failure message.
+  const last = new Map<string, string>()
+  try {
+    await waitFor(async () => {
+      const owners = new Set<string>()
+      let ok = true
+      for (const h of up) {
+        const s = await haStatus(hb, h)
+        const v = s?.vms.find(x => x.vm === HA_VM)
+        last.set(h, s == null
+          ? 'no answer from its API'
+          : `quorate ${String(s.quorum.quorate)}, owner ${v?.owner == null ? 'none' : (s.names[v.owner] ?? v.owner)}, role ${String(v?.role)}`)
+        if (s == null || !s.quorum.quorate || v?.owner == null) { ok = false; continue }
+        owners.add(s.names[v.owner] ?? v.owner)
+      }
+      if (!ok || owners.size !== 1) return false
+      owner = [...owners][0]!
+      const s = await haStatus(hb, owner)
+      return s?.vms.find(x => x.vm === HA_VM)?.role === 'running'
+    }, timeoutMs, 'every agent quorate and agreeing on the VM\'s running owner', 500)
+  } catch (err) {
+    const tails: string[] = []
     for (const h of up) {
-      const s = await haStatus(hb, h)
-      const v = s?.vms.find(x => x.vm === HA_VM)
-      if (s == null || !s.quorum.quorate || v?.owner == null) return false
-      owners.add(s.names[v.owner] ?? v.owner)
+      const lines = (await hb.c.logLines(h)).slice(-12).map(l => `    ${JSON.stringify(l)}`)
+      tails.push(`  ${h}: ${last.get(h) ?? '?'}\n${lines.join('\n')}`)
     }
-    if (owners.size !== 1) return false
-    owner = [...owners][0]!
-    const s = await haStatus(hb, owner)
-    return s?.vms.find(x => x.vm === HA_VM)?.role === 'running'
-  }, timeoutMs, 'every agent quorate and agreeing on the VM\'s running owner', 500)
+    throw new Error(`${(err as Error).message}; last seen:\n${tails.join('\n')}`)
+  }
   await waitFor(() => heartbeats(hb.c, owner) > 20, Math.max(1000, timeoutMs - (Date.now() - t0)), `heartbeats on ${owner}`, 100)
   await waitFor(async () => (await hb.c.holders(hb.address)).join() === owner, Math.max(1000, timeoutMs - (Date.now() - t0)), `${owner} alone to carry the VIP`, 200)
   const a = await hb.prober.waitGuest(Date.now(), Math.max(1000, timeoutMs - (Date.now() - t0)))
