@@ -693,6 +693,11 @@ export class HaManager {
   /** Claim the orphans that the shared assignment gives to this host. */
   private claimRestarts (): void {
     if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true) return
+    // A restarted agent first listens: the claims that now stand (granted while it was away) reach
+    // it by their owners' 'held' frames (every heldRefreshTicks) and the answers to its queries.
+    // Claiming before that, from the records of its last life, picks an epoch that may equal a
+    // standing claim's (a refused claim, and a view that showed no owner after it). Only waits.
+    if (this.now < 2 * this.config.heldRefreshTicks + this.config.claimTimeoutTicks) return
     const orphans: HaVmSpec[] = []
     for (const v of this.vms.values()) {
       if (this.isOrphan(v)) { orphans.push(v.spec); if (v.orphanSince === Infinity) v.orphanSince = this.now } else v.orphanSince = Infinity
