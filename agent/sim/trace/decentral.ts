@@ -33,9 +33,10 @@
  * `checkAdmissions` re-derives capacity from the simulator's state after every step (not from
  * the admission's bookkeeping) and counts any breach in `Metrics.admissionViolations` (S3).
  *
- * The age model stays the default because the cores cost about 1.7 s per step at 800 hosts
- * (every host forwards every new report once: ~2 n^2 report receptions per step), far from a
- * 60 s day; bench/sim-gossip.ts compares the two. Still a model: the admit() call is direct,
+ * The age model stays the default because the cores cost 1.7 s per step at 800 hosts for the
+ * gossip alone (every host forwards every new report once: ~2 n^2 report receptions per step;
+ * a whole day took 22 min on a loaded machine), far from a 60 s day; bench/sim-gossip.ts
+ * compares the two and bench/sim-gossip.md has the figures. Still a model: the admit() call is direct,
  * not the migration reservation exchange over the simulated network.
  */
 import { Prng } from '../../core/prng.js'
