@@ -40,6 +40,20 @@ export function powerAt (curve: readonly number[], u: number): number {
   return a + (b - a) * (x - i)
 }
 
+/**
+ * The power curve assumed for a host that declares none (11 points, W at 0 %, 10 %, ..., 100 %
+ * CPU): linear from idle to peak, peak 60 W plus 10 W per core, idle 60 % of peak (the share
+ * SPECpower results of two-socket servers typically show, e.g. the HP ProLiant curves of the
+ * PlanetLab model: 86 of 117 W and 93.7 of 135 W). Only differences between hosts and between
+ * states matter to the policies: with no curve at all every placement scores 0 W and no
+ * consolidation ever saves the minimum gain, so hosts would never be emptied.
+ */
+export function defaultPowerCurveW (cpuCores: number): number[] {
+  const peak = 60 + 10 * Math.max(1, cpuCores)
+  const idle = 0.6 * peak
+  return Array.from({ length: 11 }, (_, i) => Math.round((idle + (peak - idle) * i / 10) * 10) / 10)
+}
+
 /** True if `vm` fits on `host` by capacity alone (CPU incl. reservations, memory, core size). */
 export function fits (host: HostView, vm: VmView, cpuCapFraction = 1): boolean {
   if (vm.cpuDemandMips > host.coreMips) return false

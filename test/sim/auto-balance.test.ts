@@ -16,6 +16,33 @@ t.comment(`reproduce with SEED=${seed}`)
 const MEM = 8192
 const BALANCE = 20
 
+function world (s: number) {
+  const hyper = new SimHypervisor({ seed: s * 31 + 7 })
+  const migration = { ...defaultMigrationConfig(), leaseTicks: 30, intentTimeoutTicks: 20, prepareTimeoutTicks: 40, pollTicks: 2, resendTicks: 5, decisionTicks: 5, balanceTicks: BALANCE, retainTicks: 5000 }
+  const sim = new SimCluster({
+    seed: s, hosts: 3, hypervisor: hyper, migration, sampleIntervalTicks: 2,
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: MEM, netMbps: 10000 },
+    config: { ...localTestCoreConfig(), reportIntervalTicks: 5, reportStaleGraceTicks: 5, reportPullIntervalTicks: 5 },
+    network: { delayTicksMin: 1, delayTicksMax: 3 }
+  })
+  return { hyper, sim, checkers: new MigrationCheckers(sim, { vmVm: [], vmHost: [] }, MEM) }
+}
+
+t.test('lightly loaded hosts consolidate: the least loaded hosts are emptied onto a busier one', t => {
+  const { hyper, sim, checkers } = world(seed + 1)
+  const [h0, h1, h2] = sim.ids as [string, string, string]
+  // 6 %, 20 % and 24 % of each host: all under the 40 % underload threshold; the least loaded one
+  // empties onto the busier ones (consolidation packs; it does not spread).
+  for (const [h, u] of [[h0, 0.03], [h1, 0.1], [h2, 0.12]] as const) for (let i = 0; i < 2; i++) hyper.addVm(h, `${h.slice(0, 6)}-${i}`, 512, u)
+  const empty = (): string[] => [h0, h1, h2].filter(h => hyper.list(h).length === 0)
+  t.ok(sim.runUntil(() => empty().length >= 1 && checkers.settled(), 40 * BALANCE, 1), `a host was emptied (${empty().map(h => h.slice(0, 6)).join(',')})`)
+  const recs = [h0, h1, h2].flatMap(h => sim.core(h)!.migrations().filter(r => r.role === 'source'))
+  t.ok(recs.length >= 2 && recs.every(r => r.cause === 'underload'), `moves caused by underload: ${recs.map(r => `${r.vm} ${r.cause} ${r.state}`).join(', ')}`)
+  const copies = [...hyper.running().values()].filter(hs => hs.length !== 1)
+  t.equal(copies.length, 0, 'every VM runs exactly once')
+  t.end()
+})
+
 t.test('an overloaded host moves VMs away after the hold time, through reservations', t => {
   const hyper = new SimHypervisor({ seed: seed * 31 + 7 })
   const migration = { ...defaultMigrationConfig(), leaseTicks: 30, intentTimeoutTicks: 20, prepareTimeoutTicks: 40, pollTicks: 2, resendTicks: 5, decisionTicks: 5, balanceTicks: BALANCE, retainTicks: 5000 }

@@ -20,7 +20,7 @@
 import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
 import { HostDecider } from '../../../policies/decider.js'
-import { rankTargets } from '../../../policies/placement.js'
+import { defaultPowerCurveW, rankTargets } from '../../../policies/placement.js'
 import type { ClusterView, HostView, VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
 import type { MigrationRecord } from './migration-state.js'
@@ -123,7 +123,8 @@ export class Scheduler {
         coreMips: cap.cpuMipsPerCore,
         memMiB: cap.memMiB,
         netMbps: cap.netMbps,
-        powerCurveW: [],
+        // Hosts do not report a power curve yet: the same typical curve for all, scaled by cores.
+        powerCurveW: defaultPowerCurveW(cap.cpuCores),
         vms,
         reservedMips: e?.mips ?? 0,
         reservedMemMiB: e?.mem ?? 0,
