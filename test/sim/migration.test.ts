@@ -163,3 +163,17 @@ t.test('drain spreads the host\'s VMs over the cluster', t => {
   t.ok(counts.every(c => c >= 1), `spread: ${counts.join(',')}`)
   t.end()
 })
+
+t.test('a VM measured above its vCPUs (emulator and I/O threads) still migrates, reserving its vCPUs\' worth', t => {
+  const { sim, hyper, checkers } = world(baseSeed + 77, 2)
+  const [h0, h1] = sim.ids as [string, string]
+  // 1 vCPU on an 8-core host, measured at half the host: the QEMU process, not the guest's demand.
+  hyper.addVm(h0, 'hot', 1024, 0.5)
+  sim.run(20)
+  sim.core(h0)!.step({ type: 'operatorMigrate', vm: 'hot', to: h1 })
+  t.ok(sim.runUntil(() => checkers.settled() && where(hyper, 'hot')[0] === h1, 300, 1), 'hot runs on h1 only')
+  const rec = sim.core(h0)!.migrations()[0]
+  t.equal(rec?.state, 'committed', `committed (${rec?.reason ?? ''})`)
+  t.equal(rec?.cpuDemandMips, 1000, 'the reservation counts one core (1000 MIPS), not the 4000 measured')
+  t.end()
+})

@@ -262,7 +262,9 @@ export class MigrationMachine {
     const capMips = this.capacity === null ? 0 : this.capacity.cpuCores * this.capacity.cpuMipsPerCore
     const r: MigrationRecord = {
       id, vm, role: 'source', source: s.self, target, state: 'proposed', cause, spec: null,
-      cpuDemandMips: here === undefined ? 0 : here.cpuUtil * capMips,
+      // What the VM can ask of a host: its measured use, at most its vCPUs' worth (a QEMU
+      // process also burns CPU in emulator and I/O threads, which do not follow it as demand).
+      cpuDemandMips: here === undefined || this.capacity === null ? 0 : Math.min(here.cpuUtil * capMips, here.vcpus * this.capacity.cpuMipsPerCore),
       createdTick: s.now, updatedTick: s.now, leaseExpiresTick: 0, uri: null, mode: null,
       downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
     }
