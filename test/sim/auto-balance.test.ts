@@ -44,18 +44,10 @@ t.test('lightly loaded hosts consolidate: the least loaded hosts are emptied ont
 })
 
 t.test('an overloaded host moves VMs away after the hold time, through reservations', t => {
-  const hyper = new SimHypervisor({ seed: seed * 31 + 7 })
-  const migration = { ...defaultMigrationConfig(), leaseTicks: 30, intentTimeoutTicks: 20, prepareTimeoutTicks: 40, pollTicks: 2, resendTicks: 5, decisionTicks: 5, balanceTicks: BALANCE, retainTicks: 5000 }
-  const sim = new SimCluster({
-    seed, hosts: 3, hypervisor: hyper, migration, sampleIntervalTicks: 2,
-    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: MEM, netMbps: 10000 },
-    config: { ...localTestCoreConfig(), reportIntervalTicks: 5, reportStaleGraceTicks: 5, reportPullIntervalTicks: 5 },
-    network: { delayTicksMin: 1, delayTicksMax: 3 }
-  })
-  const checkers = new MigrationCheckers(sim, { vmVm: [], vmHost: [] }, MEM)
+  const { hyper, sim, checkers } = world(seed)
   const [h0, h1, h2] = sim.ids as [string, string, string]
   // h0: 8 busy single-vCPU VMs at 0.12 of the host each (0.96 > the 0.9 threshold);
-  // h1, h2: one busy VM each (0.45, above the 0.4 underload threshold: nothing to consolidate).
+  // h1, h2: four VMs each (0.45, above the 0.4 underload threshold: nothing to consolidate).
   for (let i = 0; i < 8; i++) hyper.addVm(h0, `busy${i}`, 512, 0.12)
   for (const [h, n] of [[h1, 'a'], [h2, 'b']] as const) for (let i = 0; i < 4; i++) hyper.addVm(h, `${n}${i}`, 512, 0.1125)
   const util = (h: string): number => hyper.list(h).reduce((a, v) => a + v.cpuUtil, 0)

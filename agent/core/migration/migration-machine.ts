@@ -55,7 +55,7 @@ import { TERMINAL_STATES } from './migration-state.js'
 import type {
   DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, VmSpecWire
 } from './migration-state.js'
-import { admit, outgoingAllowed } from './reservation.js'
+import { admit, outgoingAllowed, vmDemandMips } from './reservation.js'
 import type { RuleSet } from '../../../policies/types.js'
 
 /** See MigrationMachine.ha. */
@@ -259,12 +259,9 @@ export class MigrationMachine {
     const s = this.s
     const id = `${s.self.slice(0, 8)}-${s.incarnation}-${this.nextSeq++}`
     const here = this.localVms.find(v => v.id === vm)
-    const capMips = this.capacity === null ? 0 : this.capacity.cpuCores * this.capacity.cpuMipsPerCore
     const r: MigrationRecord = {
       id, vm, role: 'source', source: s.self, target, state: 'proposed', cause, spec: null,
-      // What the VM can ask of a host: its measured use, at most its vCPUs' worth (a QEMU
-      // process also burns CPU in emulator and I/O threads, which do not follow it as demand).
-      cpuDemandMips: here === undefined || this.capacity === null ? 0 : Math.min(here.cpuUtil * capMips, here.vcpus * this.capacity.cpuMipsPerCore),
+      cpuDemandMips: here === undefined || this.capacity === null ? 0 : vmDemandMips(here, this.capacity),
       createdTick: s.now, updatedTick: s.now, leaseExpiresTick: 0, uri: null, mode: null,
       downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
     }

@@ -50,6 +50,15 @@ export interface AdmissionInput {
   rulesAgreed: boolean
 }
 
+/**
+ * What a VM asks of its host's CPU, MIPS: its measured use, at most its vCPUs' worth. A QEMU
+ * process also burns CPU in emulator and I/O threads (much of it under TCG), which is not demand
+ * that follows the VM to another host.
+ */
+export function vmDemandMips (v: Pick<VmSummary, 'cpuUtil' | 'vcpus'>, cap: HostCapacity): number {
+  return Math.min(v.cpuUtil * cap.cpuCores * cap.cpuMipsPerCore, v.vcpus * cap.cpuMipsPerCore)
+}
+
 export interface Candidate {
   vm: VmId
   memMiB: number

@@ -101,12 +101,12 @@ export class Scheduler {
       e.mem += r.spec?.memMiB ?? this.vmMem(r.vm)
       extra.set(r.target, e)
     }
+    const moving = new Set(this.m.live().map(r => r.vm))
     for (const mb of s.members.byId.values()) {
       if (mb.state !== 'alive' || mb.report === null) continue
       const rep = mb.report
       const cap = rep.capacity
       const cpuMips = cap.cpuCores * cap.cpuMipsPerCore
-      const moving = new Set(this.m.live().map(r => r.vm))
       const vms: VmView[] = rep.vms.filter(v => mb.id === s.self || v.state !== 'migrating').map(v => ({
         id: v.id,
         host: mb.id,
