@@ -44,6 +44,14 @@ function procStat (pid: number): ProcStat {
 const r1 = (x: number): number => Math.round(x * 10) / 10
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
 
+interface RuntimeRates { ticks: number, tickWakeups: number, framesSent: number }
+
+async function runtimeStats (cluster: LocalCluster, name: string): Promise<RuntimeRates | null> {
+  const s = await cluster.status(name) as { runtime?: Partial<RuntimeRates> } | null
+  const r = s?.runtime
+  return r === undefined ? null : { ticks: r.ticks ?? NaN, tickWakeups: r.tickWakeups ?? NaN, framesSent: r.framesSent ?? NaN }
+}
+
 async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
   const cluster = await LocalCluster.create(N, { seed: 11, core: {} })
@@ -77,8 +85,12 @@ async function main (): Promise<void> {
     const pids = names.map(n => cluster.procs.get(n)?.pid as number)
     const a = pids.map(procStat)
     const bareA = procStat(bare.pid as number)
+    const statsA = await Promise.all(names.map(async n => await runtimeStats(cluster, n)))
     await new Promise(resolve => setTimeout(resolve, IDLE_S * 1000))
     const b = pids.map(procStat)
+    const statsB = await Promise.all(names.map(async n => await runtimeStats(cluster, n)))
+    // What wakes an idle agent, per second: its own timer (a core tick is due) and frames.
+    const perS = (k: keyof RuntimeRates): number => r1(median(statsB.map((x, i) => ((x?.[k] ?? NaN) - (statsA[i]?.[k] ?? NaN)) / IDLE_S)))
     const bareB = procStat(bare.pid as number)
     bare.kill('SIGKILL')
     const bareCpuPct = 100 * (bareB.cpuTicks - bareA.cpuTicks) / CLK_TCK / IDLE_S
@@ -129,6 +141,7 @@ async function main (): Promise<void> {
         fileMiBMedian: mib(x => x.fileKiB),
         pssMiBMedian: mib(x => x.pssKiB),
         idleCpuPctMedian: r3(median(cpuPct)),
+        perSecondMedian: { tickWakeups: perS('tickWakeups'), ticks: perS('ticks'), framesSent: perS('framesSent') },
         idleCpuPctMax: r3(Math.max(...cpuPct)),
         targets: { rssMiB: 64, idleCpuPct: 0.2 },
         serf: { rssMiB: 14.4, idleCpuPct: 0.085 },

@@ -57,7 +57,10 @@ export interface HyperswarmTransportInit {
   refreshFastWindowMs?: number
   /** Refresh interval when a peer has been missing longer than the fast window (a host that is down), ms. @default 5000 */
   refreshMissingMs?: number
-  /** Refresh interval once every allowed peer is connected, ms. @default 60000 */
+  /**
+   * Refresh interval once every allowed peer is connected, ms: only to keep our announcement
+   * alive on the DHT (Hyperswarm's own interval); members are found by their keys. @default 600000
+   */
   refreshIdleMs?: number
   /** Largest frame sent or delivered, bytes (without the length prefix). @default 65536 */
   maxFrameBytes?: number
@@ -290,7 +293,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       refreshFastMsMax: init.refreshFastMsMax ?? 1000,
       refreshFastWindowMs: init.refreshFastWindowMs ?? 30_000,
       refreshMissingMs: init.refreshMissingMs ?? 5000,
-      refreshIdleMs: init.refreshIdleMs ?? 60_000,
+      refreshIdleMs: init.refreshIdleMs ?? 600_000,
       maxFrameBytes: init.maxFrameBytes ?? MAX_FRAME_BYTES_DEFAULT,
       maxDiscardBytes: init.maxDiscardBytes ?? 1024 * 1024,
       maxQueuedBytes: init.maxQueuedBytes ?? 1024 * 1024,

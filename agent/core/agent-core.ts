@@ -14,7 +14,7 @@ import { PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
 import type { Envelope, Gossip } from './messages.js'
 import { Prng } from './prng.js'
 import type { HostId, MemberState, MemberView } from './types.js'
-import { applyAlive, applyDead, applyLeft, applySuspect, expireSuspicions, selfRecord } from './membership/gossip-merge.js'
+import { applyAlive, applyDead, applyLeft, applySuspect, expireSuspicions, nextSuspicionDue, selfRecord } from './membership/gossip-merge.js'
 import { Prober } from './membership/probe.js'
 import { AntiEntropy } from './membership/push-pull.js'
 import type { Seed } from './membership/push-pull.js'
@@ -171,6 +171,35 @@ export class AgentCore {
       this.flushSnapshot()
     }
   }
+
+  /**
+   * The earliest tick after now at which tick() may do anything: produce an effect or change
+   * what status() shows. Ticks before it are no-ops apart from counting, so a runtime may sleep
+   * until then (it still calls tick() for every tick, in order, before the next input: the core
+   * stays a pure function of its inputs). Exact for membership, reports, gossip, migration and
+   * scheduling; HA and VIPs, whose timers guard safety, ask for every tick. Recompute after every
+   * step() and tick().
+   */
+  nextDueTick (): number {
+    const s = this.s
+    if (this.ha !== null || this.vip !== null) return s.now + 1
+    let due = Math.min(
+      this.prober.nextDue(), nextSuspicionDue(s), this.reports.nextDue(), this.antiEntropy.nextDue(),
+      this.mig.nextDue(), this.scheduler.nextDue()
+    )
+    if (s.queue.size > 0 || this.reports.pending > 0) due = Math.min(due, this.nextGossipTick)
+    if (s.dirty.size > 0) due = Math.min(due, this.nextSnapshotTick)
+    return Math.max(due, s.now + 1)
+  }
+
+  /** Effects produced and not yet handed out by ready() (for the simulator's deadline check). */
+  pendingEffects (): number {
+    const p = this.s.pending
+    return p.persist.length + p.send.length + p.events.length + p.driver.length + p.vip.length + p.ha.length
+  }
+
+  /** The current tick (the number of tick() calls so far). */
+  get now (): number { return this.s.now }
 
   /** The effects to carry out, in order (persist, then send), or null when there are none. */
   ready (): Ready | null {

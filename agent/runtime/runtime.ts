@@ -4,6 +4,12 @@
  *
  * External events never call the core directly: they are queued and fed on the loop, so the core
  * sees one input at a time and the work per turn is bounded (inputsPerTurnMax).
+ *
+ * The loop does not wake every tick. After each turn it asks the core for the next tick at which
+ * anything is due (AgentCore.nextDueTick) and sleeps until then, or until an input arrives. On
+ * waking it first hands the core every tick the wall clock has passed, in order, then the inputs:
+ * the core sees the same sequence as with a wake-up per tick, so it stays deterministic, and an
+ * idle agent wakes a few times a second instead of ten (bench/mesh.md).
  */
 import type { AgentCore } from '../core/agent-core.js'
 import type { Envelope } from '../core/messages.js'
@@ -27,6 +33,8 @@ export interface RuntimeInit {
   inputQueueMax?: number
   /** Ticks replayed at most after a stall (a GC pause, a slow disk); older ones are skipped. @default 10 */
   ticksCatchUpMax?: number
+  /** Longest sleep between two turns when nothing is due, in ticks (a backstop). @default 50 */
+  sleepTicksMax?: number
 }
 
 export interface WireCodec {
@@ -59,6 +67,8 @@ export interface RuntimeComponents {
 export interface RuntimeStatus {
   ticks: number
   ticksSkipped: number
+  /** Times the loop woke up for a due tick (not for an input). */
+  tickWakeups: number
   inputsDropped: number
   framesRejected: number
   framesSent: number
@@ -73,22 +83,26 @@ export interface RuntimeStatus {
 export class Runtime {
   private readonly queue: Input[] = []
   private readonly ac = new AbortController()
-  private tickTimer: NodeJS.Timeout | null = null
+  private wakeTimer: NodeJS.Timeout | null = null
   private sampleTimer: NodeJS.Timeout | null = null
   private running = false
   private turning = false
-  private ticksDue = 0
+  /** Wall time (performance.now()) of tick 0; moves forward by the ticks skipped after a stall. */
+  private clockStart = 0
+  /** Ticks handed to the core so far. */
+  private ticksRun = 0
   private sampling = false
   private stopped: Promise<void> | null = null
   private readonly log: Logger
   readonly stats: RuntimeStatus = {
-    ticks: 0, ticksSkipped: 0, inputsDropped: 0, framesRejected: 0, framesSent: 0, framesSendFailed: 0,
+    ticks: 0, ticksSkipped: 0, tickWakeups: 0, inputsDropped: 0, framesRejected: 0, framesSent: 0, framesSendFailed: 0,
     bytesSent: 0, bytesReceived: 0, samplesFailed: 0, persistBatches: 0, lastTurnMs: 0
   }
 
   private readonly inputsPerTurnMax: number
   private readonly inputQueueMax: number
   private readonly ticksCatchUpMax: number
+  private readonly sleepTicksMax: number
   /** Driver commands run one at a time, in the order the core issued them, off the loop. */
   private driverChain: Promise<void> = Promise.resolve()
 
@@ -97,6 +111,7 @@ export class Runtime {
     this.inputsPerTurnMax = init.inputsPerTurnMax ?? 2000
     this.inputQueueMax = init.inputQueueMax ?? 20000
     this.ticksCatchUpMax = init.ticksCatchUpMax ?? 10
+    this.sleepTicksMax = init.sleepTicksMax ?? 50
   }
 
   /** Queue an input for the core. Never throws; drops and counts beyond the queue bound. */
@@ -122,7 +137,8 @@ export class Runtime {
         this.enqueue({ type: 'frameRejected', from: remote, reason })
       }
     })
-    this.tickTimer = setInterval(() => { this.ticksDue++; this.kick() }, this.init.tickMs)
+    this.clockStart = performance.now()
+    this.scheduleWake()
     this.sampleTimer = setInterval(() => { void this.takeSample() }, this.init.sampleIntervalMs)
     void this.takeSample()
   }
@@ -158,17 +174,36 @@ export class Runtime {
     setImmediate(() => { void this.turn() })
   }
 
-  /** One loop turn: inputs, due ticks, then effects. Re-arms itself while work remains. */
+  /** Ticks the wall clock has passed that the core has not had yet. */
+  private ticksBehind (): number {
+    return Math.floor((performance.now() - this.clockStart) / this.init.tickMs) - this.ticksRun
+  }
+
+  /** Sleep until the core's next due tick (at most sleepTicksMax ahead); an input wakes us sooner. */
+  private scheduleWake (): void {
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer)
+    this.wakeTimer = null
+    if (!this.running) return
+    const core = this.c.core
+    const ahead = Math.max(1, Math.min(core.nextDueTick() - core.now, this.sleepTicksMax))
+    const at = this.clockStart + (this.ticksRun + ahead) * this.init.tickMs
+    this.wakeTimer = setTimeout(() => { this.wakeTimer = null; this.stats.tickWakeups++; this.kick() }, Math.max(0, Math.ceil(at - performance.now())))
+  }
+
+  /** One loop turn: the ticks the clock has passed, then inputs, then effects. Re-arms itself while work remains. */
   private async turn (): Promise<void> {
     const t0 = performance.now()
     try {
+      let behind = this.ticksBehind()
+      if (behind > this.ticksCatchUpMax) {
+        const skip = behind - this.ticksCatchUpMax
+        this.stats.ticksSkipped += skip
+        this.clockStart += skip * this.init.tickMs
+        behind = this.ticksCatchUpMax
+      }
+      for (; behind > 0; behind--) { this.ticksRun++; this.stats.ticks++; this.c.core.tick() }
       const n = Math.min(this.queue.length, this.inputsPerTurnMax)
       for (const input of this.queue.splice(0, n)) this.c.core.step(input)
-      if (this.ticksDue > this.ticksCatchUpMax) {
-        this.stats.ticksSkipped += this.ticksDue - this.ticksCatchUpMax
-        this.ticksDue = this.ticksCatchUpMax
-      }
-      while (this.ticksDue > 0) { this.ticksDue--; this.stats.ticks++; this.c.core.tick() }
       let rd = this.c.core.ready()
       while (rd !== null) {
         await this.apply(rd)
@@ -186,7 +221,9 @@ export class Runtime {
       this.stats.lastTurnMs = performance.now() - t0
       this.turning = false
     }
-    if (this.running && (this.queue.length > 0 || this.ticksDue > 0)) this.kick()
+    if (!this.running) return
+    if (this.queue.length > 0 || this.ticksBehind() > 0) this.kick()
+    else this.scheduleWake()
   }
 
   /** Persist before send: a claim that is gossiped is never forgotten by a crash. */
@@ -243,7 +280,8 @@ export class Runtime {
   async stop (opts: { leave?: boolean, graceMs?: number } = {}): Promise<void> {
     if (this.stopped !== null) return await this.stopped
     this.stopped = (async () => {
-      if (this.tickTimer !== null) clearInterval(this.tickTimer)
+      if (this.wakeTimer !== null) clearTimeout(this.wakeTimer)
+      this.wakeTimer = null
       if (this.sampleTimer !== null) clearInterval(this.sampleTimer)
       this.ac.abort()
       while (this.turning) await new Promise(resolve => setTimeout(resolve, 5))
@@ -259,6 +297,8 @@ export class Runtime {
         }
       }
       this.running = false
+      if (this.wakeTimer !== null) clearTimeout(this.wakeTimer) // a turn that ended meanwhile re-armed it
+      this.wakeTimer = null
       await this.c.transport.stop()
     })()
     return await this.stopped

@@ -43,6 +43,18 @@ export interface SimClusterOptions {
   capacity?: HostCapacity
   /** Migration tunables of every core. */
   migration?: MigrationConfig
+  /**
+   * Check every tick that a core acts no earlier than the tick nextDueTick() announced (what the
+   * runtime sleeps until). Costs a scan of the members per core per tick. @default hosts <= 256
+   */
+  checkDeadlines?: boolean
+}
+
+/** A core acted at a tick before the one its nextDueTick() announced: a sleeping runtime would have acted late. */
+export class DeadlineError extends Error {
+  static override name = 'DeadlineError'
+  readonly code = 'DEADLINE_MISSED'
+  constructor (message: string) { super(message); this.name = 'DeadlineError' }
 }
 
 export type EventListener = (viewer: HostId, ev: CoreEvent, tick: number) => void
@@ -64,6 +76,9 @@ export class SimCluster {
   private readonly seeds: Array<{ id: HostId, name: string, addr: string }>
   private readonly prng: Prng
   private restarts = 0
+  private readonly checkDeadlines: boolean
+  /** Ticks at which the deadline check ran (so a test can see that it did). */
+  deadlineChecks = 0
   readonly hv: SimHypervisor | undefined
   private readonly migration: MigrationConfig | undefined
   private readonly capacity: HostCapacity
@@ -77,6 +92,7 @@ export class SimCluster {
     this.hv = o.hypervisor
     this.migration = o.migration
     this.capacity = o.capacity ?? { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 4096, netMbps: 10000 }
+    this.checkDeadlines = o.checkDeadlines ?? o.hosts <= 256
     this.ids = []
     for (let i = 0; i < o.hosts; i++) this.ids.push(o.hexIds === true ? this.hexId() : `h${String(i).padStart(4, '0')}`)
     this.seeds = this.ids.slice(0, o.seedCount ?? 3).map(id => ({ id, name: id, addr: `${id}:49737` }))
@@ -131,10 +147,21 @@ export class SimCluster {
       if (this.crashedSet.has(id)) continue
       const core = this.cores.get(id)!
       if (sample && (this.now + i) % this.sampleEvery === 0) core.step({ type: 'hostSample', sample: this.sampleOf(id) })
-      core.tick()
+      if (this.checkDeadlines) this.tickChecked(id, core)
+      else core.tick()
     }
     for (const id of this.ids) if (!this.crashedSet.has(id)) this.drain(id)
     for (const f of this.afterTick) f()
+  }
+
+  private tickChecked (id: HostId, core: AgentCore): void {
+    const due = core.nextDueTick()
+    const before = core.pendingEffects()
+    core.tick()
+    this.deadlineChecks++
+    if (core.pendingEffects() > before && core.now < due) {
+      throw new DeadlineError(`host ${id} acted at its tick ${core.now}, before the tick ${due} its nextDueTick() announced, at tick ${this.now}; reproduce with SEED=${this.seed}`)
+    }
   }
 
   private sampleOf (id: HostId): import('../core/types.js').HostSample {

@@ -3,6 +3,8 @@
 // (tick 100 ms) on a seeded lossy network; the checkers run after every tick (incarnations never
 // decrease, no host holds itself dead, no live host is declared dead by a majority while the
 // network has no partition); convergence is then asserted within tick budgets. SEED picks the run.
+// SimCluster also checks, every tick of every core, that the core acts no earlier than the tick
+// its nextDueTick() announced (what the agent's loop sleeps until); a miss throws DeadlineError.
 import t from 'tap'
 import { defaultCoreConfig } from '../../agent/core/config.js'
 import { Checkers, loadsConverged, membershipConverged } from '../../agent/sim/checkers.js'
@@ -28,6 +30,7 @@ t.test('crashed hosts are declared dead by every live host within 20 s; no false
   t.equal(checkers.falseDeaths, 0, `no live host declared dead (${checkers.falseDeathLog.join('; ')})`)
   t.ok(membershipConverged(sim), 'views still agree')
   t.ok(sim.runUntil(() => loadsConverged(sim, 2), 200, 10), 'loads still agree')
+  t.ok(sim.deadlineChecks >= 197 * 1200, `every core's announced next due tick was checked every tick (${sim.deadlineChecks} checks, none early)`)
   t.end()
 })
 

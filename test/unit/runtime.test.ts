@@ -79,3 +79,21 @@ t.test('garbage frames are rejected and counted, never thrown', async t => {
   t.equal(core.status().counters.framesRejected, junk.length + 1, 'and reported to the core')
   await runtime.stop()
 })
+
+t.test('an idle loop sleeps until the core has something due, and still hands it every tick', async t => {
+  const { log, runtime, core, store } = setup()
+  await store.open()
+  await runtime.start()
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  const ticks = runtime.stats.ticks
+  const wakeups = runtime.stats.tickWakeups
+  const coreTicks = core.now
+  await runtime.stop()
+  // 1 s of 10 ms ticks. Alone with an unreachable seed, the core's only timers are the join
+  // retry (10 ticks), reports (20), push-pull and scheduling (50): a few dozen wake-ups, not 100.
+  t.ok(ticks >= 80 && ticks <= 101, `the core had a tick per 10 ms of wall time (${ticks})`)
+  t.equal(coreTicks, ticks, 'every tick reached the core')
+  t.ok(wakeups < ticks / 3, `the loop woke ${wakeups} times for ${ticks} ticks`)
+  const joins = log.filter(l => l.startsWith('send bb')).length
+  t.ok(joins >= 6 && joins <= 11, `join retries to the seed kept their 100 ms cadence (${joins} in 1 s)`)
+})

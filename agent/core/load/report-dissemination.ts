@@ -45,6 +45,23 @@ export class ReportGossip {
     }
   }
 
+  /**
+   * The earliest tick at which tick() may act: the next report, or the first pull round at which
+   * some alive member's report has gone stale (pull() sends nothing before that).
+   */
+  nextDue (): number {
+    const s = this.s
+    const c = s.config
+    let oldest = Infinity
+    for (const m of s.members.byId.values()) if (m.id !== s.self && m.state === 'alive' && m.reportTick < oldest) oldest = m.reportTick
+    let pull = Infinity
+    if (oldest !== Infinity) {
+      const staleAt = oldest + c.reportIntervalTicks + c.reportStaleGraceTicks
+      pull = staleAt <= this.nextPullTick ? this.nextPullTick : this.nextPullTick + Math.ceil((staleAt - this.nextPullTick) / c.reportPullIntervalTicks) * c.reportPullIntervalTicks
+    }
+    return Math.min(this.nextReportTick, pull)
+  }
+
   /** A new host sample; the very first one is reported at once so the view is never empty. */
   onSample (sample: Parameters<LoadHistory['add']>[0]): void {
     this.history.add(sample)

@@ -100,6 +100,13 @@ export function applyLeft (s: CoreState, node: HostId, incarnation: number): voi
 }
 
 /** Fire suspicions whose deadline passed: the suspect is declared dead by this host. */
+/** The earliest tick at which a running suspicion expires (expireSuspicions acts then). */
+export function nextSuspicionDue (s: CoreState): number {
+  let due = Infinity
+  for (const sus of s.suspicions.values()) due = Math.min(due, sus.deadlineTick)
+  return due
+}
+
 export function expireSuspicions (s: CoreState): void {
   if (s.suspicions.size === 0) return
   for (const sus of [...s.suspicions.values()]) {

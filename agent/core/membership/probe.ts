@@ -47,6 +47,18 @@ export class Prober {
     if (this.relays.size > 0) for (const [seq, r] of [...this.relays]) this.checkRelay(seq, r)
   }
 
+  /**
+   * The earliest tick at which tick() may act: the next probe round, an unanswered probe's
+   * timeout or deadline, a relay's nack or expiry. Acks arrive as inputs, after which the caller
+   * asks again.
+   */
+  nextDue (): number {
+    let due = this.s.leaving || this.s.members.reachableCount === 0 ? Infinity : this.nextProbeTick
+    for (const p of this.probes.values()) due = Math.min(due, p.indirectSent ? p.deadlineTick : p.timeoutTick)
+    for (const r of this.relays.values()) due = Math.min(due, r.nacked ? r.expireTick : r.nackTick)
+    return due
+  }
+
   private pickTarget (): HostId | undefined {
     const s = this.s
     for (let tries = 0; tries < 2; tries++) {

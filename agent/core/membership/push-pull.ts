@@ -46,6 +46,19 @@ export class AntiEntropy {
     }
   }
 
+  /** The earliest tick at which tick() may send: a join retry while a seed is not alive, or the next push-pull. */
+  nextDue (): number {
+    const s = this.s
+    if (s.leaving) return Infinity
+    let due = this.nextPushPullTick
+    for (const seed of this.seeds) {
+      if (seed.id === s.self || s.members.get(seed.id)?.state === 'alive') continue
+      due = Math.min(due, this.nextJoinTick)
+      break
+    }
+    return due
+  }
+
   private joinSeeds (): void {
     const s = this.s
     for (const seed of this.seeds) {

@@ -712,6 +712,17 @@ export class MigrationMachine {
   // -------------------------------------------------------------------------------------------
   // Time.
 
+  /** The earliest tick at which tick() may act: a record's due tick, or the tick after a target's lease runs out. */
+  nextDue (): number {
+    let due = Infinity
+    for (const r of this.recs.values()) {
+      if (r.role === 'target' && !TERMINAL_STATES.has(r.state) && r.state !== 'switching') due = Math.min(due, r.leaseExpiresTick + 1)
+      const d = this.due.get(r.id)
+      if (d !== undefined) due = Math.min(due, d)
+    }
+    return due
+  }
+
   tick (): void {
     const s = this.s
     for (const r of this.recs.values()) {

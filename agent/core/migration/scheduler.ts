@@ -41,6 +41,9 @@ export class Scheduler {
     this.decider = new HostDecider(m.cfg.policy)
   }
 
+  /** The earliest tick at which tick() may act: the next balancing decision or drain step. */
+  nextDue (): number { return Math.min(this.nextBalance, this.nextDecision) }
+
   tick (): void {
     const s = this.s
     // Balancing decisions every balanceTicks (the policy's interval: its guards and detector
