@@ -5,7 +5,8 @@
  * victims, and each agent's RSS and idle CPU over a quiet window. Prints one JSON object.
  * Serf's figures on this kind of machine (ANCHORS.md): 14.4 MiB RSS, 0.085 % CPU idle.
  * The agents run with the daemon's Node flags (agent/cli/agent-node-args.ts). Env: HOSTS (10),
- * KILLS (3), SETTLE_S (20: seconds after the full mesh before the idle window), IDLE_S (20).
+ * KILLS (3), SETTLE_S (20: seconds after the full mesh before the idle window), IDLE_S (20), CORE
+ * (JSON of core settings over the production defaults).
  */
 import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
@@ -19,6 +20,8 @@ const IDLE_S = Number(process.env.IDLE_S ?? 20)
 /** Seconds between the full mesh and the idle window: V8 shrinks the heap left by start-up (a few full GCs) during the first 20 s or so. */
 const SETTLE_S = Number(process.env.SETTLE_S ?? 20)
 const CLK_TCK = 100
+/** Core settings over the production defaults, as JSON (CORE='{"probeIntervalTicks":10}'), to measure a trade-off. */
+const CORE = JSON.parse(process.env.CORE ?? '{}') as Record<string, number>
 
 function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
@@ -54,7 +57,7 @@ async function runtimeStats (cluster: LocalCluster, name: string): Promise<Runti
 
 async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
-  const cluster = await LocalCluster.create(N, { seed: 11, core: {} })
+  const cluster = await LocalCluster.create(N, { seed: 11, core: CORE })
   const names = cluster.hosts.map(h => h.name)
   try {
     // Two clocks: from spawning the processes (includes Node start-up and module loading, which
@@ -114,6 +117,7 @@ async function main (): Promise<void> {
       bench: 'mesh',
       hosts: N,
       nodeArgs: AGENT_NODE_ARGS.join(' '),
+      core: CORE,
       // All N agents are spawned at once: on a machine with few cores their start-up (CPU-bound)
       // dominates the first clock; the second starts when the last agent's API answered.
       spawnToFullMeshMs: startToMeshMs,
