@@ -37,7 +37,7 @@ export function canMigrate (driver: HypervisorDriver): driver is RecoverableMigr
     typeof d.prepareIncoming === 'function' && typeof d.migrate === 'function' && typeof d.progress === 'function' && (d.accel === 'kvm' || d.accel === 'tcg')
 }
 
-/** Drivers that can measure a guest for the convergence plan (the QEMU driver). */
+/** Drivers that can measure a guest for the convergence plan (dirty rate: QEMU and libvirt; resident memory: QEMU). */
 interface MeasuringDriver {
   measureDirtyRate?: (id: string, opts?: { calcTimeS?: number }, signal?: AbortSignal) => Promise<number>
   residentGuestBytes?: (id: string) => number | null

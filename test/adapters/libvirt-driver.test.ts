@@ -2,17 +2,20 @@
  * Goal: the libvirt driver reads virsh's outputs right, survives odd ones, and maps failures to
  * the port's error codes; its migration bookkeeping passes the right arguments to virsh.
  *
- * Method: (1) the parsers on outputs captured from libvirt 9.0 (domstats --raw, domjobinfo
- * --rawstats while running and completed, domstate --reason, dominfo, virsh errors) and on
- * garbage; (2) the driver against libvirt's built-in test driver (`test:///default`, real virsh,
+ * Method: (1) the parsers on outputs captured from libvirt 9.0 (domstats --raw, also its
+ * dirtyrate fields, domjobinfo --rawstats while running and completed, domstate --reason,
+ * dominfo, virsh errors) and on garbage; (2) the driver against libvirt's built-in test driver (`test:///default`, real virsh,
  * a fresh state per connection: lifecycle calls, stats, setmem, unsupported job calls); (3) the
  * driver against a scripted stand-in for virsh that records its arguments, to check the migrate
  * command line, the console path rewrite, the completed figures read from the destination, and
  * timeouts, garbage and crashes; (4) describe, resume and killIfNotRunning (the migration
  * wiring's calls) on test:///default and on a scripted virsh whose domain state is set per case
  * (running, incoming, paused after a failed or completed migration, post-copy on either side,
- * shut off, persistent, gone, virsh missing). The real migration is in libvirt-migrate.test.ts.
- * Run: npx tap test/adapters/libvirt-driver.test.ts  (a few seconds)
+ * shut off, persistent, gone, virsh missing); (5) measureDirtyRate on a scripted virsh (the
+ * command line, an old virsh without --mode, a measurement of someone else's under way or started
+ * in between, one that never ends, one libvirt forgets, one without a rate). The real migration and a real dirty rate are in libvirt-migrate.test.ts.
+ * Run: npx tap test/adapters/libvirt-driver.test.ts  (about 20 s: the scripted measurements wait
+ * out their measuring time)
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -21,7 +24,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, parseDomstate, parseDominfo,
-  parseDomstats, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
+  parseDirtyRate, parseDomstats, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/adapters/qemu-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
@@ -48,6 +51,32 @@ const DOMSTATS = `Domain: 'g1'
 Domain: 'g2'
   state.state=3
   state.reason=2
+
+`
+
+// domstats --raw --dirtyrate of a TCG guest: never measured, while measuring, measured.
+const DIRTY_UNSTARTED = `Domain: 'g1'
+  dirtyrate.calc_status=0
+  dirtyrate.calc_start_time=0
+  dirtyrate.calc_period=0
+  dirtyrate.calc_mode=page-sampling
+
+`
+
+const DIRTY_MEASURING = `Domain: 'g1'
+  dirtyrate.calc_status=1
+  dirtyrate.calc_start_time=21954
+  dirtyrate.calc_period=1
+  dirtyrate.calc_mode=page-sampling
+
+`
+
+const DIRTY_MEASURED = `Domain: 'g1'
+  dirtyrate.calc_status=2
+  dirtyrate.calc_start_time=22117
+  dirtyrate.calc_period=2
+  dirtyrate.calc_mode=page-sampling
+  dirtyrate.megabytes_per_second=60
 
 `
 
@@ -143,6 +172,20 @@ t.test('domstats --raw', async t => {
   t.equal(parseDomstats("  stray=1\nDomain: 'a'\nnot a pair\n  k=v=w\n").get('a')?.k, 'v=w', 'stray lines skipped, = in values kept')
   t.equal(parseDomstats("Domain: 'a'\n  __proto__=1\n").get('a')?.__proto__, '1', 'no prototype pollution')
   for (const g of GARBAGE) t.doesNotThrow(() => parseDomstats(g))
+})
+
+t.test('domstats --dirtyrate', async t => {
+  const of = (text: string): ReturnType<typeof parseDirtyRate> => parseDirtyRate(parseDomstats(text).get('g1'))
+  t.same(of(DIRTY_UNSTARTED), { status: 'unstarted', startTimeS: 0, periodS: 0, mode: 'page-sampling', mibPerS: null }, 'never measured')
+  t.same(of(DIRTY_MEASURING), { status: 'measuring', startTimeS: 21954, periodS: 1, mode: 'page-sampling', mibPerS: null }, 'measuring: no rate yet')
+  t.same(of(DIRTY_MEASURED), { status: 'measured', startTimeS: 22117, periodS: 2, mode: 'page-sampling', mibPerS: 60 }, 'measured')
+  t.equal(of(DIRTY_MEASURED.replace('calc_status=2', 'calc_status=measured')).status, 'measured', 'a status by name')
+  t.same(parseDirtyRate(parseDomstats(DOMSTATS).get('g2')), { status: 'unknown', startTimeS: null, periodS: null, mode: null, mibPerS: null }, 'no dirtyrate fields (libvirt skipped the group)')
+  t.same(parseDirtyRate(undefined), { status: 'unknown', startTimeS: null, periodS: null, mode: null, mibPerS: null }, 'no record')
+  const odd = of(DIRTY_MEASURED.replace('calc_status=2', 'calc_status=7').replace('=60', '=-3').replace('=22117', '=soon'))
+  t.same(odd, { status: 'unknown', startTimeS: null, periodS: 2, mode: 'page-sampling', mibPerS: null }, 'odd status and figures read as unknown and null')
+  t.equal(of(DIRTY_MEASURED.replace('=60', '=')).mibPerS, null, 'an empty rate is no rate (not 0)')
+  for (const g of GARBAGE) t.doesNotThrow(() => parseDirtyRate(parseDomstats(g).get('g1')))
 })
 
 t.test('domjobinfo --rawstats', async t => {
@@ -409,6 +452,7 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   await t.rejects(d.killIfNotRunning('test'), { code: 'VM_RUNNING' }, 'a running guest is never killed')
   await t.rejects(d.killIfNotRunning('nope'), { code: 'VM_NOT_FOUND' })
   await t.rejects(d.describe('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
+  await t.rejects(d.measureDirtyRate('test'), { code: 'DRIVER_FAILED', message: /not supported/ }, 'the test driver cannot measure a dirty rate')
 
   // The runtime's executor drives it like the QEMU driver.
   t.ok(canMigrate(d), 'the migration wiring accepts the libvirt driver')
@@ -417,6 +461,9 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   t.same(await run({ kind: 'query', mig: 'm1', vm: 'test' }, signal), {
     ok: true, kind: 'query', query: { presence: 'running', migration: 'none', spec: { vcpus: 2, memMiB: 8192, extraJson: '{}' }, dirtyRateBytesPerS: 0, accel: 'tcg' }
   }, 'query: a running VM with its size')
+  const measured = await run({ kind: 'query', mig: 'm1', vm: 'test', measure: true }, signal)
+  t.ok(measured.ok && measured.kind === 'query' && measured.query.dirtyRateMeasured === undefined && measured.query.dirtyRateBytesPerS === 0,
+    'query with measure: a driver that cannot measure leaves the rate unmeasured rather than failing the query')
   t.match(await run({ kind: 'query', mig: 'm1', vm: 'nope' }, signal), { ok: true, query: { presence: 'absent', spec: null } }, 'query: absent')
   t.match(await run({ kind: 'stopSource', mig: 'm1', vm: 'test' }, signal), { ok: false, code: 'VM_RUNNING' }, 'stopSource refuses a running guest')
   t.match(await run({ kind: 'killIncoming', mig: 'm1', vm: 'nope' }, signal), { ok: false, code: 'VM_NOT_FOUND' })
@@ -542,4 +589,94 @@ exit 0
   await t.rejects(missing.describe('g1'), { code: 'DRIVER_UNREACHABLE' }, 'an unreachable libvirt is not an absent VM')
   await t.rejects(missing.killIfNotRunning('g1'), { code: 'DRIVER_UNREACHABLE' })
   await t.rejects(missing.resume('g1'), { code: 'DRIVER_UNREACHABLE' })
+})
+
+// ---- measureDirtyRate against a scripted virsh ----------------------------------------------------
+
+t.test('measureDirtyRate against a scripted virsh', async t => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-fake-virsh-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const fake = path.join(dir, 'virsh')
+  const argsLog = path.join(dir, 'args')
+  // MODE picks the variant: ok; old (a virsh without --mode); race (the first start finds one
+  // under way); other (one under way when asked); stuck (never done); lost (libvirt forgets it);
+  // norate (done without a rate). A measurement is "started" once the file 'started' exists.
+  fs.writeFileSync(fake, `#!/bin/sh
+shift 2
+echo "$*" >> '${argsLog}'
+mode=$(cat '${dir}/mode' 2>/dev/null)
+st='${dir}/started'
+n=$(cat '${dir}/n' 2>/dev/null || echo 0); echo $((n + 1)) > '${dir}/n'
+case "$1" in
+  domdirtyrate-calc)
+    [ "$2" = nope ] && { echo "error: failed to get domain 'nope'" >&2; exit 1; }
+    case "$mode:$*" in
+      old:*--mode*) echo "error: command 'domdirtyrate-calc' doesn't support option --mode" >&2; exit 1 ;;
+    esac
+    if [ "$mode" = race ] && [ ! -e '${dir}/raced' ]; then
+      touch '${dir}/raced'
+      echo "error: internal error: unable to execute QEMU command 'calc-dirty-rate': the dirty rate is already being measured." >&2; exit 1
+    fi
+    touch "$st"; echo "Start to calculate domain's memory dirty rate successfully." ;;
+  domstats)
+    [ "$4" = nope ] && { echo "error: failed to get domain 'nope'" >&2; exit 1; }
+    echo "Domain: '$4'"
+    if [ "$mode" = other ] && [ "$n" -lt 4 ]; then
+      printf '  dirtyrate.calc_status=1\\n  dirtyrate.calc_start_time=499\\n  dirtyrate.calc_period=1\\n'
+    elif [ ! -e "$st" ]; then
+      printf '  dirtyrate.calc_status=2\\n  dirtyrate.calc_start_time=500\\n  dirtyrate.calc_period=1\\n  dirtyrate.megabytes_per_second=99\\n'
+    else case "$mode" in
+      stuck) printf '  dirtyrate.calc_status=1\\n  dirtyrate.calc_start_time=501\\n  dirtyrate.calc_period=1\\n' ;;
+      lost) printf '  dirtyrate.calc_status=0\\n  dirtyrate.calc_start_time=0\\n  dirtyrate.calc_period=0\\n' ;;
+      norate) printf '  dirtyrate.calc_status=2\\n  dirtyrate.calc_start_time=501\\n  dirtyrate.calc_period=1\\n' ;;
+      *) printf '  dirtyrate.calc_status=2\\n  dirtyrate.calc_start_time=501\\n  dirtyrate.calc_period=1\\n  dirtyrate.calc_mode=page-sampling\\n  dirtyrate.megabytes_per_second=5\\n' ;;
+    esac fi ;;
+esac
+exit 0
+`, { mode: 0o755 })
+  const setMode = (m: string): void => {
+    for (const f of ['args', 'started', 'raced', 'n']) fs.rmSync(path.join(dir, f), { force: true })
+    fs.writeFileSync(path.join(dir, 'mode'), m)
+  }
+  const args = (): string[] => { try { return fs.readFileSync(argsLog, 'utf8').trim().split('\n') } catch { return [] } }
+  const d = new LibvirtDriver({ uri: 'src:///x', virsh: fake, domainType: 'qemu', callTimeoutMs: 2000 }, { logger: silentLogger() })
+
+  setMode('ok')
+  let t0 = performance.now()
+  t.equal(await d.measureDirtyRate('g1'), 5 * 1048576, 'MiB/s from libvirt in bytes/s; the earlier measurement (99 MiB/s, start 500) is not taken for ours')
+  t.ok(performance.now() - t0 >= 940, 'it waits out the measuring time before reading')
+  t.same(args().filter(l => l.startsWith('domdirtyrate-calc')), ['domdirtyrate-calc g1 --seconds 1 --mode page-sampling'], 'started once, in page-sampling mode')
+  t.ok(args().every(l => l.startsWith('domdirtyrate-calc') || l === 'domstats --raw --dirtyrate g1'), 'read with domstats --raw --dirtyrate')
+
+  for (const [given, seconds] of [[0.2, '1'], [Number.NaN, '1'], [2.4, '2']] as const) {
+    setMode('ok')
+    await d.measureDirtyRate('g1', { calcTimeS: given })
+    t.ok(args().includes(`domdirtyrate-calc g1 --seconds ${seconds} --mode page-sampling`), `calcTimeS ${given}: --seconds ${seconds}`)
+  }
+
+  setMode('old')
+  t.equal(await d.measureDirtyRate('g1'), 5 * 1048576, 'a virsh without --mode')
+  t.same(args().filter(l => l.startsWith('domdirtyrate-calc')), ['domdirtyrate-calc g1 --seconds 1 --mode page-sampling', 'domdirtyrate-calc g1 --seconds 1'], 'is asked again without it (page sampling is its only mode)')
+
+  setMode('race')
+  t.equal(await d.measureDirtyRate('g1'), 5 * 1048576, 'a start that finds another measurement under way is retried')
+
+  setMode('other')
+  t.equal(await d.measureDirtyRate('g1'), 5 * 1048576, 'a measurement already under way is waited out first')
+  t.equal(args().findIndex(l => l.startsWith('domdirtyrate-calc')), 5, 'started only once the other one had finished (four reads saw it measuring, the fifth measured)')
+
+  setMode('stuck')
+  const ac = new AbortController()
+  setTimeout(() => ac.abort(), 1500)
+  t0 = performance.now()
+  await t.rejects(d.measureDirtyRate('g1', {}, ac.signal), { code: 'DRIVER_TIMEOUT' }, 'a measurement that never ends: the caller\'s signal ends the wait')
+  t.ok(performance.now() - t0 < 2500, 'at once')
+
+  setMode('lost')
+  await t.rejects(d.measureDirtyRate('g1'), { code: 'DRIVER_FAILED', message: /no dirty-rate measurement/ }, 'libvirt forgot the measurement')
+  setMode('norate')
+  await t.rejects(d.measureDirtyRate('g1'), { code: 'DRIVER_FAILED', message: /without a rate/ }, 'measured without a rate is not 0')
+  setMode('ok')
+  await t.rejects(d.measureDirtyRate('nope'), { code: 'VM_NOT_FOUND' })
+  await t.rejects(d.measureDirtyRate('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
 })

@@ -11,7 +11,9 @@
  * line as it appears, so the pause seen by the guest is the gap between the last heartbeat
  * written on the source and the first on the destination; it is compared with libvirt's downtime.
  *
- * Cases: start and stats on A; pre-copy A→B (heartbeat continues, integrity holds, completed job
+ * Cases: start and stats on A; the dirty rate (libvirt's page sampling) of the idle guest and of
+ * a second guest writing 48 MiB/s, checked against what that guest reports it wrote, also through
+ * the migration's query command; pre-copy A→B (heartbeat continues, integrity holds, completed job
  * statistics on both sides); setmem on B (balloon.current follows: the guest loads virtio_balloon);
  * a cancelled migration B→A (the guest stays on B); post-copy B→A; typed errors. Domains are
  * type='qemu' (TCG) unless the host has a usable KVM.
@@ -23,9 +25,10 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LibvirtDriver, parseMigrationTarget } from '../../agent/adapters/libvirt-driver.js'
+import { LibvirtDriver, parseDirtyRate, parseMigrationTarget } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams, MigrationProgress } from '../../agent/adapters/qemu-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { driverExecutor } from '../../agent/runtime/driver-commands.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
@@ -33,7 +36,8 @@ import { buildTestGuest, guestKernel } from '../guest/guest.js'
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
-interface Beat { seq: number, atMs: number }
+/** A heartbeat: its number, when it appeared (host ms), the guest's clock (s) and pages written so far. */
+interface Beat { seq: number, atMs: number, guestS: number, written: number }
 
 /** Watches a serial log: heartbeats with the host time they appeared, integrity reports. */
 class Console {
@@ -65,8 +69,8 @@ class Console {
   }
 
   private line (l: string, atMs: number): void {
-    const hb = /^hb (\d+) /.exec(l)
-    if (hb !== null) { this.beats.push({ seq: Number(hb[1]), atMs }); return }
+    const hb = /^hb (\d+) (?:(\d+\.\d+) (\d+))?/.exec(l)
+    if (hb !== null) { this.beats.push({ seq: Number(hb[1]), atMs, guestS: Number(hb[2] ?? NaN), written: Number(hb[3] ?? NaN) }); return }
     if (l.startsWith('integrity ok')) this.passes++
     else if (l.includes('INTEGRITY FAIL')) this.failures.push(l)
     if (l !== '') this.other.push(l)
@@ -192,6 +196,67 @@ async function run (guestDir: string): Promise<void> {
     tt.ok(Number(s['cpu.time']) > 0, 'domstats: cpu.time')
     tt.equal(s['vcpu.current'], '1', 'domstats: one vCPU')
     await tt.rejects(b.domainStats(id), { code: 'VM_NOT_FOUND' }, 'B does not have it')
+  })
+
+  await t.test('dirty rate: the idle guest against a guest writing 48 MiB/s, through the driver and the query command', async tt => {
+    tt.ok(onA !== null, 'the guest runs on A')
+    if (onA === null) return
+    const MiB = 1048576
+    await tt.rejects(a.measureDirtyRate('nope'), { code: 'VM_NOT_FOUND' }, 'no such domain')
+
+    // Idle: the guest only reads its working set (dirtier_rate=0).
+    let t0 = performance.now()
+    const idle = await a.measureDirtyRate(id)
+    const idleMs = performance.now() - t0
+    tt.ok(Number.isFinite(idle) && idle >= 0 && idle % MiB === 0, `idle guest: ${idle / MiB} MiB/s (whole MiB/s from libvirt)`)
+    tt.ok(idleMs >= 950 && idleMs < 11_000, `a 1 s measurement took ${idleMs.toFixed(0)} ms`)
+    const st = parseDirtyRate(await a.domainStats(id))
+    tt.match(st, { status: 'measured', periodS: 1, mode: 'page-sampling', mibPerS: idle / MiB }, 'domstats --dirtyrate holds the same measurement, in page-sampling mode')
+
+    // An abandoned measurement keeps running in QEMU; the next one waits it out.
+    const ac = new AbortController()
+    const abandoned = a.measureDirtyRate(id, { calcTimeS: 2 }, ac.signal)
+    abandoned.catch(() => {})
+    for (let i = 0; i < 250 && parseDirtyRate(await a.domainStats(id)).status !== 'measuring'; i++) await sleep(20)
+    ac.abort()
+    t0 = performance.now()
+    await tt.rejects(abandoned, { code: 'DRIVER_TIMEOUT' }, 'the caller\'s signal ends the wait while QEMU measures')
+    tt.ok(performance.now() - t0 < 500, 'at once')
+    t0 = performance.now()
+    const again = await a.measureDirtyRate(id)
+    const againMs = performance.now() - t0
+    tt.ok(again >= 0 && againMs >= 1900, `the next measurement waited out the abandoned one (${againMs.toFixed(0)} ms, ${again / MiB} MiB/s)`)
+
+    // Busy: a second guest rewrites 48 MiB/s of a 128 MiB working set, so a 2 s measurement
+    // sees 96 MiB of distinct pages change (QEMU's 512 samples per GiB: about 48 sampled pages hit).
+    const busyId = 'lv2'
+    const busy = new Console(a.serialPath(busyId) ?? '')
+    consoles.push(busy)
+    await a.start({ ...spec, id: busyId, extra: { ...spec.extra, append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=128 dirtier_rate=48' } })
+    try {
+      await busy.until('"dirtier ready" on the busy guest', () => busy.other.includes('dirtier ready'), 90_000)
+      await busy.until('50 heartbeats on the busy guest', () => busy.beats.length >= 50, 30_000)
+      busy.read()
+      const b0 = busy.last()!
+      const rate = await a.measureDirtyRate(busyId, { calcTimeS: 2 })
+      busy.read()
+      const b1 = busy.last()!
+      // What the guest really wrote across the measurement (it skips ticks when starved of CPU).
+      const wroteMiBps = (b1.written - b0.written) * 4096 / MiB / (b1.guestS - b0.guestS)
+      tt.comment(`dirty rate: idle ${idle / MiB} and ${again / MiB} MiB/s; busy ${rate / MiB} MiB/s measured, ${wroteMiBps.toFixed(1)} MiB/s written by the guest (48 configured)`)
+      tt.ok(wroteMiBps > 24, `the busy guest kept up its writing (${wroteMiBps.toFixed(1)} MiB/s)`)
+      tt.ok(rate >= 0.4 * wroteMiBps * MiB && rate <= 2 * wroteMiBps * MiB, `the busy rate ${rate / MiB} MiB/s is within 0.4-2x of what the guest wrote (${wroteMiBps.toFixed(1)} MiB/s)`)
+      tt.ok(rate >= 0.4 * 48 * MiB && rate <= 2 * 48 * MiB, 'and of the configured 48 MiB/s')
+      tt.ok(rate > Math.max(idle, again) + 10 * MiB, `clearly above the idle guest's (${Math.max(idle, again) / MiB} MiB/s)`)
+
+      // The migration's query command measures through the same call.
+      const exec = driverExecutor(a, { migrationListenHost: '127.0.0.1' })
+      const q = await exec({ kind: 'query', mig: 'dr-1', vm: busyId, measure: true }, AbortSignal.timeout(30_000))
+      tt.ok(q.ok && q.kind === 'query' && q.query.dirtyRateMeasured === true && q.query.dirtyRateBytesPerS > 10 * MiB,
+        `the query command reports the rate as measured (${q.ok && q.kind === 'query' ? `${q.query.dirtyRateBytesPerS / MiB} MiB/s, measured ${String(q.query.dirtyRateMeasured)}` : JSON.stringify(q)})`)
+    } finally {
+      await a.stop(busyId).catch(() => {})
+    }
   })
 
   let onB: Console | null = null
