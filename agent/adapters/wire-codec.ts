@@ -336,7 +336,7 @@ function encBody (b: Body): [string, Pb] {
       }]
     case 'transferCompleted': return ['transferCompleted', { id: encStr(b.id, 'body.id', true) }]
     case 'migrationCommitted': return ['migrationCommitted', { id: encStr(b.id, 'body.id', true) }]
-    case 'migrationAborted': return ['migrationAborted', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason') }]
+    case 'migrationAborted': return ['migrationAborted', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason'), ...(b.mayHaveRun === true ? { mayHaveRun: true } : {}) }]
     case 'migrationStatusQuery': return ['migrationStatusQuery', { id: encStr(b.id, 'body.id', true) }]
     case 'migrationStatusAnswer': return ['migrationStatusAnswer', { id: encStr(b.id, 'body.id', true), state: encStr(b.state, 'body.state', true) }]
     case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain }]
@@ -627,7 +627,7 @@ class Decoder {
       }
       case 'transferCompleted': return { type: 'transferCompleted', id: this.str(v['id'], 'body.id', true) }
       case 'migrationCommitted': return { type: 'migrationCommitted', id: this.str(v['id'], 'body.id', true) }
-      case 'migrationAborted': return { type: 'migrationAborted', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason') }
+      case 'migrationAborted': return { type: 'migrationAborted', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason'), ...(v['mayHaveRun'] === true ? { mayHaveRun: true } : {}) }
       case 'migrationStatusQuery': return { type: 'migrationStatusQuery', id: this.str(v['id'], 'body.id', true) }
       case 'migrationStatusAnswer': return { type: 'migrationStatusAnswer', id: this.str(v['id'], 'body.id', true), state: this.str(v['state'], 'body.state', true) }
       case 'moveRequested': return { type: 'moveRequested', vm: this.str(v['vm'], 'body.vm', false), to: this.str(v['to'], 'body.to', false), drain: v['drain'] === true }

@@ -117,6 +117,7 @@ export class AgentCore {
         handoverStart: (vm, to) => ha.handoverStart(vm, to),
         handoverGranted: vm => ha.handoverGranted(vm),
         handoverEnd: (vm, outcome) => ha.handoverEnd(vm, outcome),
+        staleCopy: vm => ha.staleCopy(vm),
         timeoutTicks: 3 * (opts.ha?.config.claimTimeoutTicks ?? 0)
       }
       ha.onIncomingFenced = vm => this.mig.onIncomingFenced(vm)

@@ -70,7 +70,12 @@ export interface TransferCompleted { type: 'transferCompleted', id: string }
 /** The VM runs on the target (sent by the target; final). */
 export interface MigrationCommitted { type: 'migrationCommitted', id: string }
 /** The VM runs on the source; the other end must drop what it holds (final). */
-export interface MigrationAborted { type: 'migrationAborted', id: string, reason: string }
+/**
+ * `mayHaveRun` (target to source): the target aborted without seeing its incoming copy (it was
+ * gone, e.g. after a power loss), so it cannot say the guest never ran there; a source whose copy
+ * completed must then not resume its older paused copy. Absent means false.
+ */
+export interface MigrationAborted { type: 'migrationAborted', id: string, reason: string, mayHaveRun?: boolean }
 /** What does the receiver hold for migration `id`? */
 export interface MigrationStatusQuery { type: 'migrationStatusQuery', id: string }
 /** The receiver's state for `id` ('unknown' when it holds no record). */

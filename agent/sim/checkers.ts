@@ -165,8 +165,9 @@ export class MigrationCheckers {
     for (const vm of hv.allVms()) {
       const where = running.get(vm) ?? []
       if (where.length > 1) this.fail(`S1: VM ${vm} runs on ${where.join(' and ')}`)
-      if (where.length === 0 && !this.journaled(vm)) this.fail(`S1: VM ${vm} runs nowhere and no migration is recorded`)
+      if (where.length === 0 && !this.journaled(vm) && !hv.lostToPowerLoss.has(vm)) this.fail(`S1: VM ${vm} runs nowhere and no migration is recorded`)
     }
+    if (hv.staleResumes.length > 0) this.fail(`S1: a copy older than what ran elsewhere was resumed: ${hv.staleResumes.join('; ')}`)
     for (const [h, vms] of hv.hosts) {
       for (const r of this.rules.vmVm) {
         if (!r.hard || r.kind !== 'anti-affinity') continue

@@ -22,10 +22,12 @@
  * after handoverTimeoutTicks), the hypervisor switches over some ticks after the copy starts
  * (the source's copy pauses, the target's runs) if both copies are still there, the target
  * commits when its copy runs, the source stops its paused copy on the target's commit and
- * resumes it on the target's abort (R1/R2). Verdicts travel over the simulated network (an
- * unreachable peer is waited for); agent restarts resolve from the journal and the hypervisor
- * as the machine does. Also counted: resumes of a source copy after the target's copy ran
- * (stale state; a target power loss right after the switch-over can cause one).
+ * resumes it on the target's abort (R1/R2), unless the target's copy vanished after the
+ * switch-over (a power loss): then the target's abort says the guest may have run there and the
+ * source hands its stale copy to HA (HaManager.staleCopy) instead of resuming it (R3). Verdicts
+ * travel over the simulated network (an unreachable peer is waited for); agent restarts resolve
+ * from the journal and the hypervisor as the machine does. Also counted: resumes of a source
+ * copy after the target's copy ran (stale state; R3 exists to keep this at 0).
  */
 import { Prng } from '../core/prng.js'
 import type { HostId, VmId } from '../core/types.js'
@@ -81,6 +83,8 @@ interface SimMigration {
   dstLife: number
   /** Target's verdict once known to it, and whether the source has learnt it. */
   verdict: 'committed' | 'aborted' | null
+  /** The target's abort says its copy vanished after the switch-over (R3): the source must not resume. */
+  mayHaveRun: boolean
   ranOnTarget: boolean
   srcEnded: boolean
   dstEnded: boolean
@@ -99,7 +103,7 @@ export class HaSim {
   readonly prng: Prng
   now = 0
   readonly violations: HaViolation[] = []
-  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0 }
+  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0 }
   readonly migs: SimMigration[] = []
   /** Ticks the source waits for the handover grant before it aborts. */
   handoverTimeoutTicks: number
@@ -307,7 +311,7 @@ export class HaSim {
     this.hv.get(dst)!.set(vm, 'incoming')
     const m: SimMigration = {
       vm, src, dst, state: 'handover', startedAt: this.now, switchAt: 0, srcLife: this.agents.get(src)!.life, dstLife: this.agents.get(dst)!.life,
-      verdict: null, ranOnTarget: false, srcEnded: false, dstEnded: false, fencedAfterSwitch: false
+      verdict: null, mayHaveRun: false, ranOnTarget: false, srcEnded: false, dstEnded: false, fencedAfterSwitch: false
     }
     this.migs.push(m)
     this.stats.migrations++
@@ -384,7 +388,7 @@ export class HaSim {
         if (dm !== null) {
           if (dhv.get(m.vm) === 'running') m.verdict = 'committed'
           else if (m.fencedAfterSwitch) m.verdict = 'committed' // lost after it ran: never resume the source
-          else m.verdict = 'aborted' // e.g. a power loss: the target restarts without the copy
+          else { m.verdict = 'aborted'; m.mayHaveRun = true } // a power loss: the copy that ran is gone (R3)
         }
       }
       if (m.verdict === null) continue
@@ -392,11 +396,13 @@ export class HaSim {
       if (!m.srcEnded && (m.switchAt === -1 || this.reachable(m.dst, m.src))) {
         const sm = this.manager(m.src)
         if (sm !== null) {
-          if (m.verdict === 'committed') { if (shv.get(m.vm) === 'paused') shv.delete(m.vm) } else if (shv.get(m.vm) === 'paused') {
+          const stale = m.verdict === 'aborted' && m.mayHaveRun
+          if (m.verdict === 'committed') { if (shv.get(m.vm) === 'paused') shv.delete(m.vm) } else if (shv.get(m.vm) === 'paused' && !stale) {
             shv.set(m.vm, 'running')
             if (m.ranOnTarget) this.stats.staleResumes++
           }
           m.srcEnded = this.endOn(m.src, m, m.verdict)
+          if (stale && m.srcEnded) { this.stats.staleCopies++; sm.staleCopy(m.vm); this.drain(m.src) }
         }
       }
       if (m.srcEnded && m.dstEnded) {

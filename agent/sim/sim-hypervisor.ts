@@ -9,7 +9,13 @@
  * - killing the target's incoming copy during the copy fails the source's migration.
  * - post-copy: the target runs at once; the source can no longer cancel.
  * - results come back after `latencyTicks`, or after `hangTicks` with probability `hangRate`.
+ * - powerLoss(host): every copy on the host is gone (a pre-copy to it fails, the source runs on;
+ *   a post-copy to it leaves the source paused, as QEMU's postcopy-paused).
  * VMs outlive agent crashes (they are processes of their own), as with QEMU.
+ *
+ * Each copy carries the generation of the VM's state it holds: a target's copy that starts
+ * running is one generation newer than its source. Resuming a copy older than the newest that
+ * ever ran (stale memory over a disk that moved on) is recorded in `staleResumes`.
  */
 import { Prng } from '../core/prng.js'
 import type { DriverCommand, DriverResult, VmPresence, VmSpecWire } from '../core/migration/migration-state.js'
@@ -34,6 +40,8 @@ interface SimVm {
   spec: VmSpecWire
   cpuUtil: number
   state: 'running' | 'paused' | 'incoming'
+  /** Generation of the VM's state this copy holds (see the module comment). */
+  gen: number
   /** Outgoing migration, on the source copy. */
   out: { to: HostId, status: string, startTick: number, postcopy: boolean, failAt: number } | null
 }
@@ -47,6 +55,12 @@ export class SimHypervisor {
   private readonly latency: number
   pending: PendingResult[] = []
   now = 0
+  /** Newest generation of each VM that ever ran. */
+  private readonly newestRan = new Map<VmId, number>()
+  /** Resumes of a copy older than the newest that ran: each is a VM run from stale state. */
+  readonly staleResumes: string[] = []
+  /** VMs whose newest copy was destroyed by a power loss (lost, as physics says). */
+  readonly lostToPowerLoss = new Set<VmId>()
 
   constructor (private readonly o: SimHypervisorOptions) {
     this.prng = new Prng(o.seed)
@@ -61,7 +75,8 @@ export class SimHypervisor {
   }
 
   addVm (host: HostId, id: VmId, memMiB: number, cpuUtil = 0.05): void {
-    this.vmsOf(host).set(id, { id, spec: { vcpus: 1, memMiB, extraJson: '{}' }, cpuUtil, state: 'running', out: null })
+    this.vmsOf(host).set(id, { id, spec: { vcpus: 1, memMiB, extraJson: '{}' }, cpuUtil, state: 'running', out: null, gen: 0 })
+    this.newestRan.set(id, 0)
   }
 
   /** What the host's sampler sees. */
@@ -94,6 +109,7 @@ export class SimHypervisor {
         const m = v.out
         if (m === null || m.status !== 'active' && m.status !== 'postcopy-active') continue
         const dst = this.vmsOf(m.to).get(v.id)
+        if (dst === undefined && m.postcopy) { m.status = 'postcopy-paused'; continue } // the guest's state is split: it stays paused here
         if (dst === undefined || (dst.state !== 'incoming' && !m.postcopy)) { m.status = 'failed'; v.state = 'running'; continue }
         if (!m.postcopy && now >= m.failAt) {
           m.status = 'failed'; v.state = 'running'; this.vmsOf(m.to).delete(v.id); continue
@@ -101,11 +117,28 @@ export class SimHypervisor {
         if (now - m.startTick >= this.copyTicks) {
           m.status = 'completed'
           v.state = 'paused'
-          dst.state = 'running'
+          if (dst.state === 'incoming') this.startCopy(dst, v)
         }
       }
       void h
     }
+  }
+
+  /** The target's copy starts running: it holds the state one generation after its source's. */
+  private startCopy (dst: SimVm, src: SimVm): void {
+    dst.state = 'running'
+    dst.gen = src.gen + 1
+    this.newestRan.set(dst.id, Math.max(this.newestRan.get(dst.id) ?? 0, dst.gen))
+    this.lostToPowerLoss.delete(dst.id)
+  }
+
+  /** The host loses power: every copy on it is gone, and results for its agent with them. */
+  powerLoss (host: HostId): void {
+    for (const v of this.vmsOf(host).values()) {
+      if (v.state === 'running' && v.gen >= (this.newestRan.get(v.id) ?? 0)) this.lostToPowerLoss.add(v.id)
+    }
+    this.vmsOf(host).clear()
+    this.dropResults(host)
   }
 
   /** Carry out one command of `host`; its result is queued for later delivery. */
@@ -139,7 +172,7 @@ export class SimHypervisor {
         return { ok: true, kind: 'query', query: { presence: this.presence(v), migration: v?.out?.status ?? 'none', spec: v === undefined ? null : v.spec, dirtyRateBytesPerS: 0, accel: 'kvm' } }
       case 'prepareIncoming':
         if (v !== undefined) return fail('DRIVER_FAILED', 'already present')
-        vms.set(c.vm, { id: c.vm, spec: c.spec, cpuUtil: 0.05, state: 'incoming', out: null })
+        vms.set(c.vm, { id: c.vm, spec: c.spec, cpuUtil: 0.05, state: 'incoming', out: null, gen: -1 })
         return { ok: true, kind: 'prepareIncoming', uri: `sim:${host}` }
       case 'migrate': {
         if (v === undefined || v.state !== 'running') return fail('VM_NOT_FOUND', 'not running here')
@@ -150,7 +183,7 @@ export class SimHypervisor {
         v.out = { to, status: 'active', startTick: this.now, postcopy: post, failAt }
         if (post) {
           const dst = this.vmsOf(to).get(c.vm)
-          if (dst !== undefined && dst.state === 'incoming') { dst.state = 'running'; v.state = 'paused'; v.out.status = 'postcopy-active' }
+          if (dst !== undefined && dst.state === 'incoming') { this.startCopy(dst, v); v.state = 'paused'; v.out.status = 'postcopy-active' }
         }
         return { ok: true, kind: 'migrate' }
       }
@@ -178,6 +211,7 @@ export class SimHypervisor {
         return { ok: true, kind: 'stopSource' }
       case 'resume':
         if (v === undefined) return fail('VM_NOT_FOUND', 'gone')
+        if (v.gen < (this.newestRan.get(v.id) ?? 0)) this.staleResumes.push(`${v.id} on ${host} (generation ${v.gen}, newer ${this.newestRan.get(v.id) ?? 0} ran) at tick ${this.now}`)
         v.state = 'running'
         if (v.out !== null) v.out.status = 'none'
         return { ok: true, kind: 'resume' }

@@ -17,7 +17,7 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
   let bad = 0
   let dead = 0
   let worst = 0
-  const totals = { migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0 }
+  const totals = { migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0, restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0 }
   for (const seed of seeds) {
     const r = haRandomRun(seed, undefined, { migrations: 0.12 })
     for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += r.stats[k]
@@ -33,6 +33,7 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
   t.comment(`runs ${seeds.length}; ${JSON.stringify(totals)}`)
   t.ok(totals.migrationsCommitted > seeds.length, `protected VMs were migrated (${totals.migrationsCommitted} committed)`)
   t.equal(bad, 0, 'no run broke S1 or S4')
+  t.equal(totals.staleResumes, 0, `no source resumed a copy older than what ran on its target (${totals.staleCopies} stale copies handed to HA after a target's power loss)`)
   t.equal(dead, 0, `every run recovered after heal (slowest ${worst} ticks)`)
   t.end()
 })

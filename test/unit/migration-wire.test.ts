@@ -16,6 +16,7 @@ const bodies: MigrationBody[] = [
   { type: 'transferCompleted', id: 'abcd-1-1' },
   { type: 'migrationCommitted', id: 'abcd-1-1' },
   { type: 'migrationAborted', id: 'abcd-1-1', reason: 'cancelled' },
+  { type: 'migrationAborted', id: 'abcd-1-1', reason: 'no incoming copy here; the incoming copy is gone, so the guest may have run here', mayHaveRun: true },
   { type: 'migrationStatusQuery', id: 'abcd-1-1' },
   { type: 'migrationStatusAnswer', id: 'abcd-1-1', state: 'switching' },
   { type: 'moveRequested', vm: 'vm1', to: 'host2', drain: false },

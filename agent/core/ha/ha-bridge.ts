@@ -106,6 +106,7 @@ export class HaBridge {
   handoverStart (vm: VmId, target: HostId): string | null { return this.mgr.handoverStart(vm, target) }
   handoverGranted (vm: VmId): boolean { return this.mgr.handoverGranted(vm) }
   handoverEnd (vm: VmId, outcome: 'committed' | 'aborted'): void { this.mgr.handoverEnd(vm, outcome) }
+  staleCopy (vm: VmId): void { this.mgr.staleCopy(vm) }
   /** Told when HA destroys the incoming copy of a migration with a fence (the migration machine). */
   onIncomingFenced: (vm: VmId) => void = () => {}
 

@@ -298,6 +298,19 @@ export class HaManager {
     return null
   }
 
+  /**
+   * Source: the migration's target lost the VM after it may have run there (a power loss after the
+   * switch-over), so our paused copy is older than the VM's last state and must never run again.
+   * It is destroyed and our claim released, as after a fence: the majority restarts the VM from
+   * its disk (crash-consistent) instead of resuming stale memory over a disk that moved on.
+   */
+  staleCopy (vm: VmId): void {
+    const v = this.vms.get(vm)
+    if (v === undefined || v.role !== 'running') return
+    this.event('ha-stale', `vm ${vm}: the migration target lost the VM after the switch-over; destroying the older paused copy here so that it is restarted from its disk`)
+    this.stop(v, 'destroy', 'superseded')
+  }
+
   /** Source: a majority (the target among it) granted the handover claim, and we still see a majority. */
   handoverGranted (vm: VmId): boolean {
     const v = this.vms.get(vm)

@@ -17,7 +17,13 @@
  *   R2 the source resumes its paused copy only after the target said MigrationAborted, and the
  *      target says so only after killing its incoming copy, which it does only when its guest
  *      never ran there (killIncoming is refused for a running guest).
- * So the paused source copy and the target copy never both run.
+ *   R3 a target that aborts once the copy may have completed (copying, switching) without seeing
+ *      its incoming copy (gone: the host lost power after the guest may have run there) says
+ *      mayHaveRun, and a source in switching then never resumes: its paused copy is older than
+ *      the VM's last state, and resuming it would run stale memory over a disk the target may have
+ *      written. HA destroys it and restarts a protected VM from its disk; an unprotected one stays
+ *      paused and an event asks for an operator.
+ * So the paused source copy and the target copy never both run, and a stale copy never runs.
  *
  * Crash points (kill -9 of an agent; its QEMU processes live on, see qemu-driver re-attach). On
  * restart every non-terminal record is re-read from the journal and the hypervisor is queried
@@ -65,10 +71,12 @@ export interface MigrationHaHooks {
   handoverStart: (vm: VmId, target: HostId) => string | null
   handoverGranted: (vm: VmId) => boolean
   handoverEnd: (vm: VmId, outcome: 'committed' | 'aborted') => void
+  /** Source: the paused copy of a protected VM is stale (the target lost it after it may have run): HA destroys it and restarts the VM from disk. */
+  staleCopy: (vm: VmId) => void
   /** Ticks the source waits for the handover grant. */
   timeoutTicks: number
 }
-const NO_HA: MigrationHaHooks = { protects: () => false, incomingStart: () => null, handoverStart: () => null, handoverGranted: () => true, handoverEnd: () => {}, timeoutTicks: 0 }
+const NO_HA: MigrationHaHooks = { protects: () => false, incomingStart: () => null, handoverStart: () => null, handoverGranted: () => true, handoverEnd: () => {}, staleCopy: () => {}, timeoutTicks: 0 }
 
 export const KEY_MIGRATION_PREFIX = 'mig/rec/'
 export const KEY_DRAINING = 'mig/draining'
@@ -307,7 +315,7 @@ export class MigrationMachine {
       case 'migrationProgress': this.onProgressNote(from, b.id, b.status, b.transferredBytes, b.remainingBytes); break
       case 'transferCompleted': this.onTransferCompleted(from, b.id); break
       case 'migrationCommitted': this.onCommitted(from, b.id); break
-      case 'migrationAborted': this.onPeerAborted(from, b.id, b.reason); break
+      case 'migrationAborted': this.onPeerAborted(from, b.id, b.reason, b.mayHaveRun === true); break
       case 'migrationStatusQuery': this.onStatusQuery(from, b.id); break
       case 'migrationStatusAnswer': this.onStatusAnswer(from, b.id, b.state); break
       default: break
@@ -460,7 +468,7 @@ export class MigrationMachine {
     if (r === undefined) { this.send(from, { type: 'migrationStatusAnswer', id, state: 'unknown' }); return }
     if (r.role !== 'target' || r.source !== from) return
     if (r.state === 'committed') { this.send(from, { type: 'migrationCommitted', id }); return }
-    if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
+    if (r.state === 'aborted') { this.send(from, abortedBody(r)); return }
     r.leaseExpiresTick = this.s.now + this.cfg.leaseTicks
     if (r.state !== 'switching') this.becomeSwitching(r)
     if (!this.busy.has(id)) this.command({ kind: 'query', mig: id, vm: r.vm })
@@ -473,7 +481,26 @@ export class MigrationMachine {
     this.command({ kind: 'stopSource', mig: id, vm: r.vm })
   }
 
-  private onPeerAborted (from: HostId, id: string, why: string): void {
+  /**
+   * Source in switching, told by the target that its copy is gone and may have run: our paused
+   * copy is older than the VM's last state. Resuming it would run stale memory over a disk the
+   * target may have written to, so it is never resumed: HA destroys it and restarts the VM from
+   * its disk; an unprotected VM stays paused here for an operator to decide.
+   */
+  private staleSource (r: MigrationRecord, why: string): void {
+    const s = this.s
+    r.mayHaveRun = true
+    const protectedVm = this.ha.protects(r.vm)
+    this.becomeAborted(r, `${why}; the paused copy here is older than what may have run there: not resumed`)
+    if (protectedVm) { this.ha.staleCopy(r.vm); return }
+    s.emit({
+      kind: 'migration-lost',
+      host: r.target,
+      text: `VM ${r.vm} NEEDS AN OPERATOR: migration ${r.id} completed, then the target lost the VM; the copy paused here is older than what may have run there. Start the VM from its disk, or resume this copy only if the target never ran it`
+    })
+  }
+
+  private onPeerAborted (from: HostId, id: string, why: string, mayHaveRun = false): void {
     const r = this.recs.get(id)
     if (r === undefined || TERMINAL_STATES.has(r.state)) return
     if ((r.role === 'source' ? r.target : r.source) !== from) return
@@ -486,6 +513,7 @@ export class MigrationMachine {
           this.command({ kind: 'cancel', mig: id, vm: r.vm })
           break
         case 'switching':
+          if (mayHaveRun) { this.staleSource(r, why); break }
           // R2: the target killed its copy, which never ran: resume ours.
           this.becomeAborted(r, why)
           this.command({ kind: 'resume', mig: id, vm: r.vm })
@@ -652,9 +680,16 @@ export class MigrationMachine {
   }
 
   private abortTarget (r: MigrationRecord, q: DriverQueryResult | null, why: string): void {
+    // Once the copy may have completed (copying, switching), only an incoming copy seen not
+    // running proves that the guest never ran here; a copy that is gone (a power loss) proves
+    // nothing, and the source must not resume its older one (R2 needs the proof).
+    if ((r.state === 'copying' || r.state === 'switching') && q?.presence !== 'incoming') {
+      r.mayHaveRun = true
+      why += '; the incoming copy is gone, so the guest may have run here'
+    }
     this.becomeAborted(r, why)
     if (q === null || q.presence !== 'absent') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
-    this.send(r.source, { type: 'migrationAborted', id: r.id, reason: why })
+    this.send(r.source, abortedBody(r))
   }
 
   /** Resolution after a restart, a lease expiry or a driver failure (see the module comment). */
@@ -675,7 +710,7 @@ export class MigrationMachine {
     }
     switch (r.state) {
       case 'committed': if (q.presence === 'paused') this.command({ kind: 'stopSource', mig: r.id, vm: r.vm }); return
-      case 'aborted': if (q.presence === 'paused' && q.migration === 'completed') this.command({ kind: 'resume', mig: r.id, vm: r.vm }); return
+      case 'aborted': if (q.presence === 'paused' && q.migration === 'completed' && r.mayHaveRun !== true) this.command({ kind: 'resume', mig: r.id, vm: r.vm }); return
       case 'proposed': case 'reserved':
         this.becomeAborted(r, 'restarted before copying')
         this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
@@ -793,4 +828,9 @@ export class MigrationMachine {
     this.s.persist(KEY_DRAINING, on)
     this.s.emit({ kind: 'drain', host: this.s.self, text: `host ${this.s.name} ${on ? 'is draining' : 'stopped draining'}` })
   }
+}
+
+/** The MigrationAborted a target sends from its record (it says when the guest may have run here). */
+function abortedBody (r: MigrationRecord): Body {
+  return r.mayHaveRun === true ? { type: 'migrationAborted', id: r.id, reason: r.reason, mayHaveRun: true } : { type: 'migrationAborted', id: r.id, reason: r.reason }
 }

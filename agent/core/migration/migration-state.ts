@@ -88,6 +88,12 @@ export interface MigrationRecord {
   reason: string
   /** Ticks from copying to committed, as measured by this end. */
   durationTicks: number
+  /**
+   * Target, aborted: it never saw its incoming copy (gone, e.g. after a power loss), so the guest
+   * may have run here; every MigrationAborted it sends says so.
+   * Source, aborted: its paused copy is older than what may have run on the target: never resumed.
+   */
+  mayHaveRun?: boolean
 }
 
 /** The VM as a driver command names it. */
