@@ -3,7 +3,8 @@
  * (TCG) and the test guest: the guest's heartbeat goes on at the target with its memory intact
  * and the source QEMU gone; a refused migration leaves the VM on the source; kill -9 of the
  * source agent, then of the target agent, at each step of the protocol resolves to exactly one
- * running copy after restart.
+ * running copy after restart; a target that loses power after the switch-over never gets the
+ * source to resume its older copy.
  *
  * Method: three agents on loopback (writeLocalCluster, configurations rewritten for driver.kind
  * 'qemu'); host1 boots guest g1 (256 MiB). `starling migrate` moves it. The agents' QEMU
@@ -249,4 +250,39 @@ async function run (t: Test): Promise<void> {
       tt.equal(now.length, 1, `exactly one running copy, on ${now.join(',')}`)
     })
   }
+
+  // Last, as it loses the VM: the target host "loses power" right after the switch-over (its agent
+  // exits at target:switching and the test kills its QEMU, which ran the guest). The target cannot
+  // prove that the guest never ran there, so the source must not resume its older paused copy
+  // (R3 in migration-machine.ts); the VM is left for HA or an operator.
+  await t.test('power loss of the target after the switch-over: the source never resumes its older copy', async tt => {
+    const from = (await running())[0]
+    tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
+    const to = from === 'host1' ? 'host2' : 'host1'
+    procs.get(to)?.kill('SIGKILL')
+    await new Promise<void>(resolve => { const p = procs.get(to); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
+    const p = start(to, 'target:switching')
+    const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
+    await until(`${to} back in the views`, async () => { const s1 = await cluster.status(from!); const s2 = await cluster.status(to); return s1 !== null && s2 !== null && aliveCount(s1) === 3 && aliveCount(s2) === 3 }, 30_000)
+    await sleep(800)
+    await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', cluster.host(from!).apiListen])
+    tt.ok(await Promise.race([exited, sleep(30_000).then(() => false)]), `${to} killed itself at target:switching`)
+    const pidFile = path.join(runDir(to), 'g1', 'qemu.pid')
+    try { process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 'SIGKILL') } catch (err) { tt.fail(`no target QEMU to cut: ${(err as Error).message}`) }
+    start(to)
+    await until('no migration in flight on either end', async () => {
+      for (const h of [from!, to]) {
+        const ms = await migrations(h)
+        if (ms.length === 0 || ms.some(m => m.state !== 'committed' && m.state !== 'aborted')) return false
+      }
+      return true
+    }, 60_000)
+    await sleep(1500) // a wrong resume would show as a growing serial log
+    const c = await copies()
+    tt.same([...c], [[from, 'stopped']], 'only the source copy exists, and it stays paused')
+    const src = (await migrations(from!)).find(m => m.vm === 'g1')
+    tt.equal(src?.state, 'aborted', 'the source record is aborted')
+    tt.match(src?.reason ?? '', /not resumed/, 'because its copy is older than what may have run on the target')
+    tt.match(fs.readFileSync(cluster.host(from!).logFile, 'utf8'), /NEEDS AN OPERATOR/, 'and the source says so in its log')
+  })
 }
