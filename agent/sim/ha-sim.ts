@@ -34,6 +34,9 @@ import type { HostId, VmId } from '../core/types.js'
 import { HaManager } from '../core/ha/ha-manager.js'
 import { simHaConfig, type HaConfig, type HaMemberSpec, type HaVmSpec } from '../core/ha/ha-config.js'
 import { HA_MAINT_KEY, HA_MODES_KEY, HA_KEY_PREFIX, type HaCommand, type HaMaintenance, type HaMessage, type HaMode, type HaRestored, type HaVmDurable } from '../core/ha/ha-types.js'
+import { VipOwnership, restoreVipState, VIP_KEY_PREFIX, type VipEffect } from '../core/vip/vip-ownership.js'
+import { localTestVipConfig, type VipSpec } from '../core/vip/vip-config.js'
+import type { VipMessage } from '../core/vip/vip-messages.js'
 
 export interface HaSimOptions {
   seed: number
@@ -54,6 +57,12 @@ export interface HaSimOptions {
   /** @default 10 */ deadAfterTicks?: number
   /** Ticks from a reset or crash to the agent running again. @default 15 */
   rebootTicks?: number
+  /**
+   * Give every VM a virtual IP that follows it (the real VIP ownership module on every host, fed
+   * as the agent's VIP bridge feeds it: member views, VMs seen running or gone, HA's hints), and
+   * check S5 after every tick. @default false
+   */
+  vips?: boolean
 }
 
 interface Agent {
@@ -67,7 +76,14 @@ interface Agent {
   life: number
   lastTick: number
   results: Array<{ command: HaCommand, ok: boolean }>
+  /** VIP ownership of this agent life (with vips). */
+  vip: VipOwnership | null
+  /** VMs the VIP module was told run here. */
+  placed: Set<VmId>
+  vipResults: Array<{ vip: string, op: 'add' | 'remove' | 'announce', ok: boolean }>
 }
+
+interface VipOp { at: number, host: HostId, life: number, effect: Extract<VipEffect, { type: 'add-and-announce' | 'announce' | 'remove' }> }
 
 interface DriverOp { at: number, host: HostId, life: number, command: HaCommand, ok: boolean, hangs: boolean }
 type HvState = 'running' | 'paused' | 'incoming'
@@ -91,9 +107,9 @@ interface SimMigration {
   /** The target's copy was destroyed by an HA fence after it may have run (answer: committed, lost). */
   fencedAfterSwitch: boolean
 }
-interface Frame { at: number, from: HostId, to: HostId, message: HaMessage }
+interface Frame { at: number, from: HostId, to: HostId, message: HaMessage | null, vip?: VipMessage }
 
-export interface HaViolation { tick: number, kind: 'S1' | 'S4', text: string }
+export interface HaViolation { tick: number, kind: 'S1' | 'S4' | 'S5', text: string }
 
 export class HaSim {
   readonly ids: HostId[]
@@ -105,12 +121,20 @@ export class HaSim {
   readonly violations: HaViolation[] = []
   readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0 }
   readonly migs: SimMigration[] = []
+  /** One VIP per VM (with vips), and the hosts whose interface carries each address. */
+  readonly vipSpecs: VipSpec[] = []
+  readonly carriers = new Map<string, Set<HostId>>()
+  private vipOps: VipOp[] = []
+  private readonly lastVipOpAt = new Map<string, number>()
+  /** Longest time two hosts carried one address at once (a make-before-break handoff), ticks. */
+  maxVipOverlap = 0
+  private readonly overlapSince = new Map<string, number>()
   /** Ticks the source waits for the handover grant before it aborts. */
   handoverTimeoutTicks: number
   loss: number
   startFailure: number
   stopHang: number
-  private readonly o: Required<Omit<HaSimOptions, 'config' | 'tieBreaker' | 'seed' | 'hosts' | 'loss' | 'startFailure' | 'stopHang'>>
+  private readonly o: Required<Omit<HaSimOptions, 'config' | 'tieBreaker' | 'seed' | 'hosts' | 'loss' | 'startFailure' | 'stopHang' | 'vips'>>
   private readonly agents = new Map<HostId, Agent>()
   readonly hv = new Map<HostId, Map<VmId, HvState>>()
   private readonly lastPing = new Map<HostId, number>()
@@ -150,9 +174,15 @@ export class HaSim {
         this.vms.push({ id, home: `h${i}`, priority: k % 3, cpuMips: 1000, memMiB: 2048, source: { kind: 'shared', definition: `${id}.xml` }, fencePolicy: k % 2 === 0 ? 'stop' : 'pause' })
       }
     }
+    if (opts.vips === true) {
+      this.vms.forEach((v, i) => {
+        this.vipSpecs.push({ id: `ip-${v.id}`, address: `192.0.2.${10 + i}/24`, iface: 'eth0', binding: { kind: 'vm', vm: v.id } })
+        this.carriers.set(`ip-${v.id}`, new Set())
+      })
+    }
     for (const id of this.ids) {
       this.hv.set(id, new Map(this.vms.filter(v => v.home === id).map(v => [v.id, 'running' as HvState])))
-      const a: Agent = { mgr: null, store: new Map(), down: false, hungUntil: 0, upAt: 0, life: 0, lastTick: 0, results: [] }
+      const a: Agent = { mgr: null, store: new Map(), down: false, hungUntil: 0, upAt: 0, life: 0, lastTick: 0, results: [], vip: null, placed: new Set(), vipResults: [] }
       this.agents.set(id, a)
       this.startAgent(id)
       this.lastPing.set(id, 0)
@@ -184,6 +214,8 @@ export class HaSim {
     if (a.down || a.mgr === null) return
     this.stats.agentCrashes++
     a.mgr = null
+    a.vip = null
+    a.vipResults = []
     a.life++
     a.results = []
     a.upAt = this.now + restartAfter
@@ -224,7 +256,8 @@ export class HaSim {
       const a = this.agents.get(f.to)!
       if (!this.running(a)) continue
       this.heard.set(`${f.to}<${f.from}`, this.now)
-      a.mgr!.step({ type: 'haMessage', from: f.from, message: f.message })
+      if (f.message !== null) a.mgr!.step({ type: 'haMessage', from: f.from, message: f.message })
+      if (f.vip !== undefined) a.vip?.step({ type: 'vipMessage', from: f.from, message: f.vip })
       this.drain(f.to)
     }
     // Agents: reboot, resume, tick.
@@ -236,11 +269,19 @@ export class HaSim {
       const mgr = a.mgr!
       for (const r of a.results) mgr.step({ type: 'haDriverResult', command: r.command, ok: r.ok })
       a.results = []
+      for (const r of a.vipResults) a.vip?.step({ type: 'vipApplied', vip: r.vip, op: r.op, ok: r.ok })
+      a.vipResults = []
       this.drain(id)
       // A stalled loop catches up its ticks before anything else (and before pinging).
       while (a.lastTick < this.now) {
-        mgr.step({ type: 'members', members: this.viewOf(id) })
+        const view = this.viewOf(id)
+        mgr.step({ type: 'members', members: view })
         mgr.tick()
+        if (a.vip !== null) {
+          a.vip.step({ type: 'members', members: view })
+          this.sampleVms(id, a)
+          a.vip.tick()
+        }
         a.lastTick++
         this.drain(id)
       }
@@ -256,7 +297,9 @@ export class HaSim {
         this.powerOff(id, this.now + this.o.rebootTicks)
       }
     }
+    this.applyVipOps()
     this.checkS1()
+    if (this.vipSpecs.length > 0) this.checkS5()
   }
 
   run (ticks: number): void { for (let i = 0; i < ticks; i++) this.tick() }
@@ -392,7 +435,10 @@ export class HaSim {
         }
       }
       if (m.verdict === null) continue
-      if (!m.dstEnded) m.dstEnded = this.endOn(m.dst, m, m.verdict)
+      if (!m.dstEnded) {
+        m.dstEnded = this.endOn(m.dst, m, m.verdict)
+        if (m.dstEnded && m.verdict === 'committed') this.vipMigrationCommitted(m.dst, m)
+      }
       if (!m.srcEnded && (m.switchAt === -1 || this.reachable(m.dst, m.src))) {
         const sm = this.manager(m.src)
         if (sm !== null) {
@@ -402,6 +448,7 @@ export class HaSim {
             if (m.ranOnTarget) this.stats.staleResumes++
           }
           m.srcEnded = this.endOn(m.src, m, m.verdict)
+          if (m.srcEnded && m.verdict === 'committed') this.vipMigrationCommitted(m.src, m)
           if (stale && m.srcEnded) { this.stats.staleCopies++; sm.staleCopy(m.vm); this.drain(m.src) }
         }
       }
@@ -428,6 +475,10 @@ export class HaSim {
     a.upAt = upAt
     this.hv.get(id)!.clear()
     this.ops = this.ops.filter(o => o.host !== id) // the hypervisor's pending work dies with it
+    a.vip = null
+    a.vipResults = []
+    for (const c of this.carriers.values()) c.delete(id) // its interfaces go down with it
+    this.vipOps = this.vipOps.filter(o => o.host !== id)
   }
 
   private startAgent (id: HostId): void {
@@ -443,9 +494,101 @@ export class HaSim {
     // the source copy of a migration in flight, which the migration machine resolves.
     for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused' && !this.migs.some(m => m.vm === vm && m.src === id && m.state === 'switched' && m.switchAt !== -1)) this.hv.get(id)!.delete(vm)
     a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, life: a.life, ...(restored !== undefined ? { restored } : {}) })
+    if (this.vipSpecs.length > 0) {
+      // The runtime removes every configured address at start-up, then the module decides.
+      for (const c of this.carriers.values()) c.delete(id)
+      a.vip = new VipOwnership({
+        self: id,
+        members: this.ids,
+        vips: this.vipSpecs,
+        config: localTestVipConfig(),
+        prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life + 50_000),
+        restored: restoreVipState([...a.store].filter(([k]) => k.startsWith(VIP_KEY_PREFIX)))
+      })
+      a.placed = new Set()
+      a.vipResults = []
+    }
     a.lastTick = this.now
     a.hungUntil = 0
     this.drain(id)
+  }
+
+  /** What the agent's host sample tells its VIP bridge: VMs running here are placed, gone ones moved away. */
+  private sampleVms (id: HostId, a: Agent): void {
+    const vip = a.vip
+    if (vip === null) return
+    const here = new Set<VmId>()
+    for (const [vm, st] of this.hv.get(id)!) {
+      here.add(vm)
+      if (st === 'running' && !a.placed.has(vm)) { a.placed.add(vm); vip.step({ type: 'vmPlaced', vm }) }
+    }
+    for (const vm of [...a.placed]) if (!here.has(vm)) { a.placed.delete(vm); vip.step({ type: 'vmMovedAway', vm, to: null }) }
+  }
+
+  /** A migration committed at this end (the VIP bridge's syncMigrations). */
+  private vipMigrationCommitted (id: HostId, m: SimMigration): void {
+    const a = this.agents.get(id)!
+    if (a.vip === null) return
+    if (id === m.src) { a.placed.delete(m.vm); a.vip.step({ type: 'vmMovedAway', vm: m.vm, to: m.dst }) } else { a.placed.add(m.vm); a.vip.step({ type: 'vmPlaced', vm: m.vm }) }
+    this.drain(id)
+  }
+
+  /** Address effects carried out by each host's runtime, in order; a hung agent's wait. */
+  private applyVipOps (): void {
+    const later: VipOp[] = [] // in their original order: one VIP's effects never overtake each other
+    for (const op of this.vipOps) {
+      if (op.at > this.now) { later.push(op); continue }
+      const a = this.agents.get(op.host)!
+      if (a.down || op.life !== a.life) continue
+      if (this.now < a.hungUntil || later.some(o => o.host === op.host && o.effect.vip === op.effect.vip)) { later.push(op); continue }
+      const e = op.effect
+      const c = this.carriers.get(e.vip)!
+      if (e.type === 'add-and-announce') { c.add(op.host); a.vipResults.push({ vip: e.vip, op: 'add', ok: true }) }
+      else if (e.type === 'remove') { c.delete(op.host); a.vipResults.push({ vip: e.vip, op: 'remove', ok: true }) }
+      else a.vipResults.push({ vip: e.vip, op: 'announce', ok: true })
+    }
+    this.vipOps = later
+  }
+
+  /**
+   * S5: at most one host believes it owns a VIP, and besides it only a host handing the address
+   * off (make-before-break) or removing it carries it; maxVipOverlap says for how long at most.
+   */
+  private checkS5 (): void {
+    for (const spec of this.vipSpecs) {
+      const owners: HostId[] = []
+      for (const id of this.ids) {
+        const a = this.agents.get(id)!
+        if (!a.down && a.vip?.roleOf(spec.id) === 'owner') owners.push(id)
+      }
+      if (owners.length > 1) this.violation('S5', `${spec.id}: ${owners.join(' and ')} both own it`)
+      const carriers = [...this.carriers.get(spec.id)!]
+      // Besides the owner, a carrier must be handing the address off or removing it (its remove
+      // in flight): an address that no module accounts for answers ARP beside the owner.
+      const removing = (h: HostId): boolean => this.vipOps.some(o => o.host === h && o.effect.vip === spec.id && o.effect.type === 'remove')
+      const stray = carriers.filter(h => { const r = this.agents.get(h)!.vip?.roleOf(spec.id); return r !== 'owner' && r !== 'handingOff' && !removing(h) })
+      if (stray.length > 0 && carriers.length > 1) this.violation('S5', `${spec.id}: carried by ${carriers.join(' and ')}; ${stray.join(', ')} neither owns it, hands it off nor removes it (roles ${stray.map(h => this.agents.get(h)!.vip?.roleOf(spec.id) ?? 'no agent').join(', ')})`)
+      if (carriers.length > 1) {
+        const since = this.overlapSince.get(spec.id) ?? this.now
+        this.overlapSince.set(spec.id, since)
+        this.maxVipOverlap = Math.max(this.maxVipOverlap, this.now - since + 1)
+      } else this.overlapSince.delete(spec.id)
+    }
+  }
+
+  /** Once quiet: every VIP is carried by exactly the host that runs its VM, and that host owns it. */
+  vipsSettled (): boolean {
+    for (const spec of this.vipSpecs) {
+      const vm = spec.binding.kind === 'vm' ? spec.binding.vm : ''
+      const runs = this.ids.filter(h => this.hv.get(h)!.get(vm) === 'running')
+      const carriers = [...this.carriers.get(spec.id)!]
+      if (runs.length !== 1 || carriers.length !== 1 || carriers[0] !== runs[0]) {
+        if (runs.length === 0 && carriers.length === 0) continue // a VM given up: no address
+        return false
+      }
+      if (this.agents.get(runs[0]!)!.vip?.roleOf(spec.id) !== 'owner') return false
+    }
+    return true
   }
 
   private restore (store: Map<string, unknown>): HaRestored | undefined {
@@ -475,22 +618,45 @@ export class HaSim {
         case 'send': for (const to of e.to) this.send(id, to, e.message); break
         case 'driver': this.issue(id, a, mgr, e.command); break
         case 'event': this.trace?.(`${this.now} ${id} ${e.event.text}`); break
-        case 'vip': break
+        case 'vip':
+          if (a.vip !== null) {
+            if (e.hint === 'vmPlaced') { if (!a.placed.has(e.vm)) { a.placed.add(e.vm); a.vip.step({ type: 'vmPlaced', vm: e.vm }) } } else if (a.placed.delete(e.vm)) a.vip.step({ type: 'vmMovedAway', vm: e.vm, to: null })
+          }
+          break
         case 'handover':
           for (const m of this.migs) if (m.vm === e.vm && m.dst === id && m.state === 'switched' && m.switchAt !== -1 && m.verdict === null) m.fencedAfterSwitch = true
           break
       }
+    }  this.drainVip(id, a)
+  }
+
+  private drainVip (id: HostId, a: Agent): void {
+    if (a.vip === null) return
+    for (const e of a.vip.takeEffects()) {
+      switch (e.type) {
+        case 'persist': if (e.op.type === 'put') a.store.set(e.op.key, e.op.value); else a.store.delete(e.op.key); break
+        case 'send': for (const to of e.to) this.send(id, to, null, e.message); break
+        case 'event': this.trace?.(`${this.now} ${id} ${e.event.text}`); break
+        default: {
+          // The runtime applies one VIP's address effects one at a time, in order.
+          const key = `${id}/${e.vip}`
+          const at = Math.max(this.now + 1 + this.prng.int(2), this.lastVipOpAt.get(key) ?? 0)
+          this.lastVipOpAt.set(key, at)
+          this.vipOps.push({ at, host: id, life: a.life, effect: e })
+          break
+        }
+      }
     }
   }
 
-  private send (from: HostId, to: HostId, message: HaMessage): void {
+  private send (from: HostId, to: HostId, message: HaMessage | null, vip?: VipMessage): void {
     this.stats.frames++
-    if (this.trace !== null && message.type !== 'haBeat') this.trace(`${this.now} ${from}->${to} ${JSON.stringify(message)}`)
+    if (this.trace !== null && message?.type !== 'haBeat') this.trace(`${this.now} ${from}->${to} ${JSON.stringify(message ?? vip)}`)
     if (this.isolated.has(from) || this.isolated.has(to)) return
     if (this.groupOf !== null && (this.groupOf.get(from) ?? -1) !== (this.groupOf.get(to) ?? -1)) return
     if (this.cuts.has(`${from}>${to}`)) return
     if (this.loss > 0 && this.prng.chance(this.loss)) { this.stats.lost++; return }
-    this.frames.push({ at: this.now + 1 + this.prng.int(this.o.delayMax), from, to, message })
+    this.frames.push({ at: this.now + 1 + this.prng.int(this.o.delayMax), from, to, message, ...(vip !== undefined ? { vip } : {}) })
   }
 
   private issue (id: HostId, a: Agent, mgr: HaManager, c: HaCommand): void {
@@ -539,15 +705,15 @@ export class HaSim {
     }
   }
 
-  private violation (kind: 'S1' | 'S4', text: string): void {
+  private violation (kind: 'S1' | 'S4' | 'S5', text: string): void {
     if (this.violations.length < 20) this.violations.push({ tick: this.now, kind, text })
   }
 }
 
-export interface RunResult { violations: string[], live: boolean, ticksToLive: number, stats: HaSim['stats'], failed: number }
+export interface RunResult { violations: string[], live: boolean, ticksToLive: number, stats: HaSim['stats'], failed: number, maxVipOverlap: number }
 
 /** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM to run. */
-export function haRandomRun (seed: number, trace?: (line: string) => void, opts: { migrations?: number } = {}): RunResult {
+export function haRandomRun (seed: number, trace?: (line: string) => void, opts: { migrations?: number, vips?: boolean } = {}): RunResult {
   const p = new Prng(seed)
   const hosts = 2 + p.int(4) // 2..5
   const tie = hosts === 2 || (hosts % 2 === 0 && p.chance(0.5))
@@ -559,7 +725,8 @@ export function haRandomRun (seed: number, trace?: (line: string) => void, opts:
     delayMax: 1 + p.int(2),
     loss: p.chance(0.5) ? p.next() * 0.1 : 0,
     startFailure: p.chance(0.3) ? 0.1 : 0,
-    stopHang: p.chance(0.2) ? 0.1 : 0
+    stopHang: p.chance(0.2) ? 0.1 : 0,
+    vips: opts.vips === true
   })
   if (trace !== undefined) sim.trace = trace
   const ids = sim.ids
@@ -613,15 +780,16 @@ export function haRandomRun (seed: number, trace?: (line: string) => void, opts:
   let settledAt = -1
   for (let i = 0; i < bound && streak < 30; i++) {
     sim.tick()
-    if (sim.allRunning()) { if (streak++ === 0) settledAt = sim.now } else streak = 0
+    if (sim.allRunning() && sim.vipsSettled()) { if (streak++ === 0) settledAt = sim.now } else streak = 0
   }
   const live = streak >= 30
   const ticksToLive = live ? settledAt - healedAt : bound
   if (!live && trace !== undefined) {
     for (const v of sim.vms) if (sim.copies(v.id) !== 1 && !sim.failed(v.id)) trace(`NOT RUNNING ${v.id}: ${sim.ids.map(h => `${h}:${sim.manager(h)?.roleOf(v.id) ?? 'down'}/${JSON.stringify(sim.manager(h)?.status().vms.find(x => x.vm === v.id)?.standing)}${sim.manager(h)?.status().vms.find(x => x.vm === v.id)?.released === true ? 'R' : ''}`).join(' ')}`)
     for (const h of sim.ids) { const st = sim.manager(h)?.status(); trace(`${h} q=${JSON.stringify(st?.quorum)} mode=${JSON.stringify(st?.mode)} fence=${JSON.stringify(st?.fence)}`) }
+    for (const spec of sim.vipSpecs) trace(`VIP ${spec.id}: carried by ${[...sim.carriers.get(spec.id)!].join(',') || 'nobody'}`)
   }
   const failed = sim.vms.filter(v => sim.failed(v.id)).length
-  return { violations: sim.violations.map(v => `${v.kind} @${v.tick}: ${v.text}`), live, ticksToLive, stats: sim.stats, failed }
+  return { violations: sim.violations.map(v => `${v.kind} @${v.tick}: ${v.text}`), live, ticksToLive, stats: sim.stats, failed, maxVipOverlap: sim.maxVipOverlap }
 }
 

@@ -53,6 +53,14 @@ interface Vm {
   lastPriorQuery: number
   // This host's part
   own: HaClaim | null
+  /**
+   * The highest epoch of any claim naming this host (its own claims, and handover claims granted
+   * to it as a migration's target), durable. A new claim of ours goes above it: `own` is dropped
+   * when a handover aborts or a higher claim wins, while an acceptor may still stand on that
+   * claim unreleased, and a new claim reusing its epoch would be the same claim there and a
+   * released one elsewhere (two majorities for one VM).
+   */
+  ownEpochMax: number
   role: HaRole
   roleSince: number
   grants: Set<HostId>
@@ -134,6 +142,7 @@ export class HaManager {
         priors: (d?.priors ?? []).map(c => ({ ...c })),
         lastPriorQuery: -Infinity,
         own: d !== undefined ? d.own : (spec.home === this.self ? initial : null),
+        ownEpochMax: Math.max(d?.ownEpochMax ?? 0, d?.own?.host === this.self ? d.own.epoch : 0, d?.standing?.host === this.self ? d.standing.epoch : 0, d?.handover?.host === this.self ? d.handover.epoch : 0),
         role: 'idle',
         roleSince: 0,
         grants: new Set(),
@@ -214,7 +223,7 @@ export class HaManager {
     for (const v of this.vms.values()) {
       if (!v.dirty) continue
       v.dirty = false
-      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted, priors: v.priors.map(c => ({ ...c })) }
+      const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted, priors: v.priors.map(c => ({ ...c })), ownEpochMax: v.ownEpochMax }
       if (v.handover !== null) d.handover = { ...v.handover }
       if (v.incomingFrom !== null) d.incomingFrom = v.incomingFrom
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
@@ -411,7 +420,7 @@ export class HaManager {
     v.standing = { ...c }
     v.released = false
     v.heldSeen = this.now
-    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false }
+    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch) }
     v.dirty = true
     reply(true)
   }
@@ -537,6 +546,9 @@ export class HaManager {
   /** A member asks about our claim: assert what we run, or release what we do not. */
   private onQuery (v: Vm, from: HostId, c: HaClaim): void {
     if (c.host !== this.self) return
+    // A claim naming us exists out there (a handover granted to us that never reached us): ours
+    // must never reuse its epoch, or this answer's release would also release our new claim.
+    if (c.epoch > v.ownEpochMax) { v.ownEpochMax = c.epoch; v.dirty = true }
     const own = v.own
     if (own !== null && (v.role === 'running' || v.role === 'starting') && compareHaClaims(own, c) >= 0) {
       if (v.role === 'running') this.send([from], { type: 'haClaim', vm: v.spec.id, claim: { ...own }, phase: 'held' })
@@ -759,7 +771,7 @@ export class HaManager {
 
   private becomeClaiming (v: Vm, resume: boolean): void {
     const s = v.standing
-    const claim: HaClaim = { epoch: (s?.epoch ?? 0) + 1, host: this.self, attempts: s?.attempts ?? 0 }
+    const claim: HaClaim = { epoch: Math.max(s?.epoch ?? 0, v.own?.epoch ?? 0, v.ownEpochMax) + 1, host: this.self, attempts: s?.attempts ?? 0 }
     if (resume) {
       // Resume only if nothing stands above our paused copy's claim.
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
@@ -770,6 +782,7 @@ export class HaManager {
     this.counters.claims++
     v.pausedClaim = resume ? v.own : null
     v.own = claim
+    v.ownEpochMax = claim.epoch
     v.ownGranted = false
     v.resume = resume
     v.standing = { ...claim }

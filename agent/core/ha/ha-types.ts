@@ -65,7 +65,7 @@ export const HA_MAINT_KEY = `${HA_KEY_PREFIX}maintenance`
 /** priors: claims below the standing one that may still run (ha-manager.ts); absent = none. */
 /** handover: the claim this host (a migration's source) asked for its target (absent = none). */
 /** incomingFrom: this host receives the VM by a migration from that host (absent = none). */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId }
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId, ownEpochMax?: number }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>
