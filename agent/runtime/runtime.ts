@@ -31,7 +31,7 @@ export interface RuntimeInit {
   inputsPerTurnMax?: number
   /** Queued inputs beyond this are dropped and counted (a flood from a peer). @default 20000 */
   inputQueueMax?: number
-  /** Ticks replayed at most after a stall (a GC pause, a slow disk); older ones are skipped. @default 10 */
+  /** Ticks replayed at most after a stall past the planned wake-up (a GC pause, a slow disk); older ones are skipped. @default 10 */
   ticksCatchUpMax?: number
   /** Longest sleep between two turns when nothing is due, in ticks (a backstop). @default 50 */
   sleepTicksMax?: number
@@ -91,6 +91,8 @@ export class Runtime {
   private clockStart = 0
   /** Ticks handed to the core so far. */
   private ticksRun = 0
+  /** The tick the loop last planned to wake at: ticks up to it are a sleep, not a stall. */
+  private plannedWakeTick = 0
   private sampling = false
   private stopped: Promise<void> | null = null
   private readonly log: Logger
@@ -186,7 +188,8 @@ export class Runtime {
     if (!this.running) return
     const core = this.c.core
     const ahead = Math.max(1, Math.min(core.nextDueTick() - core.now, this.sleepTicksMax))
-    const at = this.clockStart + (this.ticksRun + ahead) * this.init.tickMs
+    this.plannedWakeTick = this.ticksRun + ahead
+    const at = this.clockStart + this.plannedWakeTick * this.init.tickMs
     this.wakeTimer = setTimeout(() => { this.wakeTimer = null; this.stats.tickWakeups++; this.kick() }, Math.max(0, Math.ceil(at - performance.now())))
   }
 
@@ -195,11 +198,13 @@ export class Runtime {
     const t0 = performance.now()
     try {
       let behind = this.ticksBehind()
-      if (behind > this.ticksCatchUpMax) {
-        const skip = behind - this.ticksCatchUpMax
+      // A stall (a GC pause, a slow disk, a stopped process) is time past the planned wake-up.
+      const allowed = Math.max(0, this.plannedWakeTick - this.ticksRun) + this.ticksCatchUpMax
+      if (behind > allowed) {
+        const skip = behind - allowed
         this.stats.ticksSkipped += skip
         this.clockStart += skip * this.init.tickMs
-        behind = this.ticksCatchUpMax
+        behind = allowed
       }
       for (; behind > 0; behind--) { this.ticksRun++; this.stats.ticks++; this.c.core.tick() }
       const n = Math.min(this.queue.length, this.inputsPerTurnMax)

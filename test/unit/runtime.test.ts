@@ -97,3 +97,31 @@ t.test('an idle loop sleeps until the core has something due, and still hands it
   const joins = log.filter(l => l.startsWith('send bb')).length
   t.ok(joins >= 6 && joins <= 11, `join retries to the seed kept their 100 ms cadence (${joins} in 1 s)`)
 })
+
+t.test('a long planned sleep is not a stall: every tick is handed over, none skipped', async t => {
+  // The runtime's clock alone: a core that has something due only every 40 ticks (4x the
+  // catch-up bound), so each wake-up hands over 40 ticks at once.
+  let now = 0
+  let ticked = 0
+  const core = {
+    get now () { return now },
+    nextDueTick: () => now + 40 - (now % 40),
+    tick: () => { now++; ticked++ },
+    step: () => {},
+    ready: () => null,
+    advance: () => {}
+  }
+  const transport: Transport = { self: 'aa', start: async () => {}, send: () => true, connected: () => [], stop: async () => {} }
+  const runtime = new Runtime({ tickMs: 10, sampleIntervalMs: 60_000, ticksCatchUpMax: 10 }, {
+    core: core as unknown as AgentCore, transport, store: memoryStore()({ logger: silentLogger() }), logger: silentLogger(),
+    codec: { encode: encodeEnvelope, decode: (f, from) => decodeFrame(f, { expectFrom: from }) },
+    sample: async () => await new Promise(() => {}) // never: no sample inputs
+  })
+  await runtime.start()
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  const { ticks, ticksSkipped, tickWakeups } = runtime.stats
+  await runtime.stop()
+  t.equal(ticksSkipped, 0, 'no tick skipped')
+  t.ok(ticks >= 40 && ticks <= 101 && ticked === ticks, `${ticks} ticks in 1 s (handed over at each wake-up), all to the core`)
+  t.ok(tickWakeups <= 4, `woken ${tickWakeups} times (every 40 ticks)`)
+})
