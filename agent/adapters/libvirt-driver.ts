@@ -590,8 +590,14 @@ export class LibvirtDriver implements MigratingDriver {
     })
   }
 
+  /**
+   * The domains of this libvirtd. `--nowait`: a domain receiving a migration holds libvirt's job
+   * until the migration ends, and without it domstats waits for that job (libvirt 9.0: no answer
+   * within 30 s), which stopped an agent restarted mid-migration at its first list(); with it the
+   * figures that need the job are left out for that domain (dominfo below fills them in).
+   */
   async list (signal?: AbortSignal): Promise<VmSummary[]> {
-    const stats = parseDomstats(await this.virsh(['domstats', '--raw', '--state', '--cpu-total', '--balloon', '--vcpu'], { signal }))
+    const stats = parseDomstats(await this.virsh(['domstats', '--raw', '--state', '--cpu-total', '--balloon', '--vcpu', '--nowait'], { signal }))
     const now = performance.now()
     const out: VmSummary[] = []
     for (const [id, s] of stats) {

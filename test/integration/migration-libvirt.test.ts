@@ -11,14 +11,25 @@
  * host1's daemon before the agents start; the agent only lists it. The guest's console is a file
  * that libvirt writes; the migration moves it into host2's serial directory, where the test reads
  * the heartbeats. When libvirt cannot run here the file fails with the reason; it never skips.
- * Run: npm run build && npx tap test/integration/migration-libvirt.test.ts  (about 1-2 minutes)
+ *
+ * Then crash recovery, as migration-qemu.test.ts does it for the QEMU driver: for each step of the
+ * protocol one agent is restarted with STARLING_TEST_EXIT_AT="role:state" (it SIGKILLs itself
+ * right after journaling that state, before acting on it), a migration of g1 to the other host is
+ * asked for, the agent is restarted without the hook, and once neither agent has a migration in
+ * flight exactly one copy of g1 must exist across the two daemons, running (virsh domstate; a
+ * paused copy does not count), with the guest's heartbeat going on from where it was (no reboot)
+ * in the console file of the host that runs it. libvirtd keeps the domains (and the source
+ * libvirtd runs a p2p migration itself), so they outlive an agent's death.
+ * Run: npm run build && npx tap test/integration/migration-libvirt.test.ts  (about 2.5-3 minutes:
+ * 45 s for the migration through the CLI, the rest for the kill steps)
  */
 import tap, { type Test } from 'tap'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
+import { LibvirtDriver, parseJobInfo, type JobInfo } from '../../agent/adapters/libvirt-driver.js'
+import { agentSpawnArgs } from '../../agent/cli/agent-node-args.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
@@ -75,6 +86,15 @@ async function domstate (d: LibvirtDaemon, dom: string): Promise<string | null> 
   })
 }
 
+/** The number of the last heartbeat in a console file, or -1 when it has none. */
+function lastHeartbeat (file: string): number {
+  let text: string
+  try { text = fs.readFileSync(file, 'latin1') } catch { return -1 }
+  let last = -1
+  for (const m of text.matchAll(/(?:^|\n)\s*hb (\d+) /g)) last = Number(m[1])
+  return last
+}
+
 const why = libvirtUnavailable()
 if (why !== null) {
   tap.fail(`cannot run the libvirt migration test: ${why}`)
@@ -123,11 +143,14 @@ async function run (t: Test, guestDir: string): Promise<void> {
       resolve({ code, out: `${stdout}${stderr}` })
     })
   })
-  const migrations = async (name: string): Promise<Array<{ id: string, vm: string, role: string, state: string, reason: string, progress: { totalTimeMs: number, downtimeMs: number | null } | null }>> => {
+  type Rec = { id: string, vm: string, role: string, state: string, reason: string, progress: { totalTimeMs: number, downtimeMs: number | null } | null }
+  /** An agent's migration records, or null when its API does not answer. */
+  const answer = async (name: string): Promise<Rec[] | null> => {
     const r = await fetch(`http://${c.host(name).apiListen}/v1/migrations`, { signal: AbortSignal.timeout(2000) }).catch(() => null)
-    if (r === null || !r.ok) return []
-    return ((await r.json()) as { migrations: [] }).migrations
+    if (r === null || !r.ok) return null
+    return ((await r.json()) as { migrations: Rec[] }).migrations
   }
+  const migrations = async (name: string): Promise<Rec[]> => (await answer(name)) ?? []
 
   // libvirtd keeps the VMs: g1 exists on host1's daemon before any agent runs.
   const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
@@ -188,4 +211,191 @@ async function run (t: Test, guestDir: string): Promise<void> {
   t.pass("the cluster view places g1 on host2 (host2's samples list libvirt's domain)")
   const out = await starling(['migrations', '--api', c.host('host1').apiListen])
   t.match(out.out, /committed/, 'starling migrations lists it')
+
+  // --- Crash recovery: kill -9 of one agent at each step of the protocol.
+  /** Starts (or restarts) an agent, with the exit hook when `exitAt` is given. */
+  const start = (name: string, exitAt?: string): ChildProcess => {
+    const h = c.host(name)
+    const fd = fs.openSync(h.logFile, 'a')
+    const env = { ...process.env }
+    delete env.STARLING_TEST_EXIT_AT
+    if (exitAt !== undefined) env.STARLING_TEST_EXIT_AT = exitAt
+    const p = spawn(process.execPath, agentSpawnArgs(cli, ['agent', '--config', h.configFile]), { stdio: ['ignore', fd, fd], env })
+    fs.closeSync(fd)
+    c.procs.set(name, p) // cluster.stop() ends it
+    return p
+  }
+  const up = (name: string): boolean => { const p = c.procs.get(name); return p !== undefined && p.exitCode === null && p.signalCode === null }
+  /** g1 in each daemon: host -> 'running', 'paused', 'shut off'... (hosts whose daemon has no g1 are left out). */
+  const copies = async (): Promise<Map<string, string>> => {
+    const out = new Map<string, string>()
+    for (const [h, d] of daemonOf) { const st = await domstate(d, 'g1'); if (st !== null) out.set(h, st) }
+    return out
+  }
+  const running = async (): Promise<string[]> => [...(await copies())].filter(([, st]) => st === 'running').map(([h]) => h)
+  const terminal = (m: Rec): boolean => m.state === 'committed' || m.state === 'aborted'
+  /** What each agent's migrations list and each daemon's g1 say, for a failure message. */
+  const report = async (): Promise<string> => {
+    const recs = async (h: string): Promise<unknown> => !up(h)
+      ? 'agent not running'
+      : (await answer(h))?.map(m => `${m.id} ${m.role} ${m.state}${m.reason !== '' ? ` (${m.reason})` : ''}`) ?? 'API does not answer'
+    return JSON.stringify({ host1: await recs('host1'), host2: await recs('host2'), domains: Object.fromEntries(await copies()) }, null, 1)
+  }
+  /**
+   * Asks for the migration until the agent with the exit hook dies. Right after a restart the
+   * source may refuse or abort it (its view of the target still filling in): the answer is
+   * printed and the request repeated, up to 3 times, as migration-qemu.test.ts does.
+   */
+  const migrateUntilExit = async (tt: Test, from: string, to: string, exited: Promise<boolean>): Promise<boolean> => {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', c.host(from).apiListen])
+      if (await Promise.race([exited, sleep(15_000).then(() => false)])) return true
+      const last = (await migrations(from)).find(m => m.vm === 'g1')
+      tt.comment(`attempt ${attempt}: no exit yet; migrate said ${JSON.stringify(r.out.trim())}; newest record on ${from}: ${JSON.stringify(last === undefined ? null : { id: last.id, role: last.role, state: last.state, reason: last.reason })}`)
+      if (last !== undefined && last.state !== 'aborted') break // in flight: waiting longer is all we can do
+    }
+    return await Promise.race([exited, sleep(15_000).then(() => false)])
+  }
+  /**
+   * Both agents answer, neither has a migration in flight, the source lists the step's migration
+   * (journaled before any kill point; `seen` holds the ids from before the step), and g1 has one
+   * copy, running. An agent whose API is not up yet has not restored its journal: it does not
+   * count as having nothing in flight.
+   */
+  const settled = async (source: string, seen: Set<string>): Promise<boolean> => {
+    for (const h of ['host1', 'host2']) {
+      const ms = up(h) ? await answer(h) : null
+      if (ms === null || !ms.every(terminal)) return false
+      if (h === source && !ms.some(m => m.role === 'source' && !seen.has(m.id))) return false
+    }
+    const now = await copies()
+    return now.size === 1 && [...now.values()][0] === 'running'
+  }
+
+  const killed = async (name: string): Promise<void> => {
+    const old = c.procs.get(name)
+    if (old === undefined || old.exitCode !== null || old.signalCode !== null) return
+    const gone = new Promise<void>(resolve => old.once('exit', () => resolve()))
+    old.kill('SIGKILL')
+    await gone
+  }
+  const bothViews = async (): Promise<boolean> => {
+    for (const h of ['host1', 'host2']) { const s = await c.status(h); if (s === null || aliveCount(s) !== 2) return false }
+    return true
+  }
+
+  /**
+   * One crash: g1 is asked to move to the other host and the `role` agent dies, either through the
+   * exit hook at `at` ('role:state') or, with at = 'mid-copy', by kill -9 from the test once the
+   * source reports the copy under way (libvirtd is then migrating: the source's `virsh migrate`
+   * outlives its agent and the restarted agent has no record of that process). The agent is
+   * restarted without the hook; then exactly one running copy, and the heartbeat goes on.
+   */
+  const crashStep = async (tt: Test, role: 'source' | 'target', at: string): Promise<void> => {
+    const t0 = performance.now()
+    const where = await running()
+    const from = where[0]
+    if (where.length !== 1 || from === undefined) {
+      tt.fail(`g1 must run on exactly one host before the step, runs on [${where.join(',')}]: ${await report()}`)
+      return
+    }
+    const to = from === 'host1' ? 'host2' : 'host1'
+    const hbBefore = lastHeartbeat(path.join(daemonOf.get(from)!.serialDir, 'g1.log'))
+    const victim = role === 'source' ? from : to
+    const seen = new Set([...await migrations('host1'), ...await migrations('host2')].map(m => m.id))
+    if (at === 'mid-copy') {
+      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', c.host(from).apiListen])
+      try {
+        await until('the source copying', async () => (await migrations(from)).some(m => !seen.has(m.id) && m.role === 'source' && m.state === 'copying'), 20_000)
+      } catch (err) {
+        tt.fail(`no copy under way (migrate said ${JSON.stringify(r.out.trim())}): ${(err as Error).message}\n${await report()}`)
+        return
+      }
+      // Slow the copy down to 1 MiB/s, so that the restarted agent finds libvirtd still copying
+      // (at full speed it ends before the agent is back). Only once QEMU's transfer has begun:
+      // libvirt sets the migration's own bandwidth when it starts it. Zero pages cost almost
+      // nothing on the wire, so a milder cap would hardly slow it.
+      const src = daemonOf.get(from)!
+      const virsh = async (args: string[]): Promise<string | null> => await new Promise(resolve => {
+        execFile('virsh', ['-c', src.uri, ...args], { encoding: 'utf8', timeout: 5000, env: { ...process.env, LC_ALL: 'C' } }, (err, o) => resolve(err === null ? o : null))
+      })
+      let job: JobInfo | null = null
+      try {
+        await until('the copy under way in libvirt, then slowed', async () => {
+          const o = await virsh(['domjobinfo', '--rawstats', 'g1'])
+          job = o === null ? null : parseJobInfo(o)
+          if (job === null || Number(job.fields.memory_total ?? 0) === 0) return false
+          return (await virsh(['migrate-setspeed', 'g1', '1'])) !== null
+        }, 10_000)
+      } catch (err) {
+        tt.fail(`cannot slow the copy: ${(err as Error).message}\n${await report()}`)
+        return
+      }
+      const f = (job as JobInfo | null)?.fields ?? {}
+      tt.comment(`copy slowed to 1 MiB/s after ${String(f.time_elapsed)} ms, ${(Number(f.memory_processed ?? 0) / 1048576).toFixed(0)} of ${(Number(f.memory_total ?? 0) / 1048576).toFixed(0)} MiB processed`)
+      await killed(victim)
+      tt.comment(`${victim} killed ${((performance.now() - t0) / 1000).toFixed(1)} s into the step; g1 then: ${JSON.stringify(Object.fromEntries(await copies()))}`)
+    } else {
+      await killed(victim)
+      const p = start(victim, at)
+      // Listen for the exit now: the hook may fire before the CLI call below returns.
+      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
+      await until(`${victim} back in both views`, bothViews, 30_000)
+      await sleep(800)
+      const died = await migrateUntilExit(tt, from, to, exited)
+      tt.ok(died, `${victim} killed itself at ${at}`)
+      if (!died) tt.comment(await report())
+    }
+    start(victim)
+    try {
+      await until('no migration in flight and one running copy of g1', async () => await settled(from, seen), 60_000)
+    } catch (err) {
+      tt.comment(`not settled after 60 s: ${await report()}`)
+      tt.fail((err as Error).message)
+      return
+    }
+    const now = await copies()
+    const on = await running()
+    tt.equal(on.length, 1, `exactly one running copy, on ${on.join(',')}`)
+    tt.equal(now.size, 1, `no other copy of g1 in either daemon (${JSON.stringify(Object.fromEntries(now))})`)
+    const host = on[0]!
+    const file = path.join(daemonOf.get(host)!.serialDir, 'g1.log')
+    const hb1 = lastHeartbeat(file)
+    await sleep(1000)
+    const hb2 = lastHeartbeat(file)
+    tt.ok(hb2 > hb1 && hb1 > hbBefore, `the heartbeat goes on on ${host} without a reboot (${hbBefore} on ${from} before the step; ${hb1}, then ${hb2} a second later)`)
+    if (at === 'mid-copy') {
+      // Slowed down, the copy cannot have completed before the restart, and pre-copy (onStall
+      // 'abort') never hands the guest over early: a commit here would mean the case did not test
+      // what it says.
+      const rec = (await migrations(from)).find(m => !seen.has(m.id) && m.role === 'source')
+      tt.equal(rec?.state, 'aborted', `the copy was under way at the restart: the migration aborted (${rec?.reason ?? 'no record'})`)
+      tt.equal(host, from, `g1 stays on ${from}`)
+    }
+    const step = async (h: string): Promise<string> => (await migrations(h)).filter(m => !seen.has(m.id)).map(m => `${m.id} ${m.role} ${m.state}${m.reason !== '' ? ` (${m.reason})` : ''}`).join(', ') || 'none'
+    tt.comment(`${((performance.now() - t0) / 1000).toFixed(1)} s; g1 on ${host}; this step's records: ${from} ${await step(from)}; ${to} ${await step(to)}`)
+    if (!tt.passing()) tt.comment(await report())
+    await until('both agents in both views', bothViews, 30_000) // the next step starts from a whole cluster
+  }
+
+  // Every step the QEMU test covers. target:reserved is journaled in the same batch as
+  // target:preparing (the hook fires on the first), so it is the same crash.
+  const steps: Array<['source' | 'target', string]> = [
+    ['source', 'proposed'], ['source', 'reserved'], ['source', 'copying'], ['source', 'switching'], ['source', 'committed'],
+    ['target', 'preparing'], ['target', 'copying'], ['target', 'switching'], ['target', 'committed']
+  ]
+  for (const [role, state] of steps) {
+    await t.test(`kill -9 of the ${role} agent at ${state}: one running copy after restart, heartbeat goes on`, async tt => { await crashStep(tt, role, `${role}:${state}`) })
+  }
+  // The hook never fires while libvirtd migrates (copying is journaled before virsh runs): these
+  // two kill the agent in the middle of a copy slowed down to outlast the restart. The restarted
+  // source finds libvirt's job and cancels it (libvirt then keeps no record of the job: the
+  // source's progress reads 'none', which the migration machine resolves by a query; before that
+  // it polled for ever and both records stayed 'copying'). The restarted target finds its incoming
+  // domain paused and destroys it, which fails the source's migration (its first list() of the
+  // domains used to wait for the incoming migration's job and stop the start-up: domstats
+  // --nowait). Either way g1 stays on the source.
+  for (const role of ['source', 'target'] as const) {
+    await t.test(`kill -9 of the ${role} agent while libvirtd copies: one running copy after restart, heartbeat goes on`, async tt => { await crashStep(tt, role, 'mid-copy') })
+  }
 }

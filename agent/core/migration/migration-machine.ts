@@ -32,7 +32,8 @@
  *     journaled), so the guest runs here: abort and tell the target (whose lease would expire
  *     anyway and whose incoming copy, never run, is killed).
  *   source copying: ask the hypervisor. Pre-copy still running → cancel it (the cancel may lose
- *     the race to completion: the next progress sample decides); completed → switching;
+ *     the race to completion: the next progress sample decides; a sample that shows no migration
+ *     at all, as libvirt gives after the cancel, is resolved by a query); completed → switching;
  *     post-copy → keep polling until completed; failed/cancelled/none with the guest running
  *     here → abort. Guest gone here → ask the target (its answer decides committed or lost).
  *   source switching: the copy here is paused; ask the target again (TransferCompleted) and wait
@@ -618,6 +619,15 @@ export class MigrationMachine {
   /** A progress sample of an outgoing migration. */
   private onSample (r: MigrationRecord, p: MigrationRecord['progress'] & object): void {
     if (r.role !== 'source' || r.state !== 'copying') return
+    if (p.status === 'none') {
+      // The hypervisor knows no migration of the VM: it ended and left no record (libvirt keeps
+      // none of a job cancelled after an agent restart, when the driver no longer has its own).
+      // Polling on would wait forever and renew the target's lease; resolve from a query, as
+      // after a restart (the guest running here: aborted; gone: the target decides).
+      this.recovering.add(r.id)
+      this.command({ kind: 'query', mig: r.id, vm: r.vm })
+      return
+    }
     r.progress = p
     this.send(r.target, { type: 'migrationProgress', id: r.id, status: p.status, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes })
     if (p.status === 'completed') {
