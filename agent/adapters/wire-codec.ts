@@ -173,6 +173,9 @@ function loadSchema (): protobuf.Root {
 const schema = loadSchema()
 const EnvelopeType = schema.lookupType('starling.mesh.v1.Envelope')
 
+/** ReplicaMsg.Op values 1..5, in order (replica.proto). */
+const REPLICA_OPS = ['request', 'started', 'refused', 'retire', 'retired'] as const
+
 /** Envelope field numbers of the body oneof that this build knows, and the range kept for bodies. */
 const BODY_FIELDS: ReadonlyMap<number, string> = new Map(
   (EnvelopeType.oneofs['body']?.fieldsArray ?? []).map(f => [f.id, f.name])
@@ -358,6 +361,12 @@ function encBody (b: Body): [string, Pb] {
       return ['haRefuse', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), ...(b.standing !== null ? { standing: encHaClaim(b.standing, 'body.standing') } : {}), released: b.released }]
     case 'haRelease': return ['haRelease', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), granted: b.granted }]
     case 'haQuery': return ['haQuery', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
+    case 'replica':
+      return ['replica', {
+        op: REPLICA_OPS.indexOf(b.op) + 1, id: encStr(b.id, 'body.id', true), vm: encStr(b.vm, 'body.vm', true),
+        cpuDemandMips: encU64(Math.round(b.cpuDemandMips), 'body.cpuDemandMips'), memMib: encCount(b.memMiB, 'body.memMiB'),
+        vcpus: encCount(b.vcpus, 'body.vcpus'), reason: encLong(b.reason, 'body.reason')
+      }]
     default: {
       const unknown: never = b // a new Body kind must be added here and to envelope.proto
       throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
@@ -653,6 +662,15 @@ class Decoder {
       }
       case 'haRelease': return { type: 'haRelease', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), granted: v['granted'] === true }
       case 'haQuery': return { type: 'haQuery', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim') }
+      case 'replica': {
+        const op = REPLICA_OPS[this.u32(v['op'], 'body.op') - 1]
+        if (op === undefined) throw new Reject(v['op'] === undefined || v['op'] === 0 ? 'missing_field' : 'absurd_value', `body.op: ${String(v['op'])}`)
+        return {
+          type: 'replica', op, id: this.str(v['id'], 'body.id', true), vm: this.str(v['vm'], 'body.vm', true),
+          cpuDemandMips: this.u64(v['cpuDemandMips'], 'body.cpuDemandMips'), memMiB: this.u32(v['memMib'], 'body.memMiB'),
+          vcpus: this.u32(v['vcpus'], 'body.vcpus'), reason: this.long(v['reason'], 'body.reason')
+        }
+      }
       default: throw new Reject('unknown_body', name)
     }
   }

@@ -35,6 +35,8 @@ import { HaBridge, isHaBody } from './ha/ha-bridge.js'
 import type { HaCoreOptions } from './ha/ha-bridge.js'
 import type { HaStatus } from './ha/ha-types.js'
 import type { ClusterView } from '../../policies/types.js'
+import { ReplicaManager, type ReplicaCoreOptions } from './replica/replica-manager.js'
+import type { ReplicaRecord } from './replica/replica-types.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -53,6 +55,8 @@ export interface AgentCoreOptions {
   vips?: VipCoreOptions
   /** High availability (agent/core/ha): none when absent. */
   ha?: HaCoreOptions
+  /** Replicas of stateless VMs (agent/core/replica): none when absent. */
+  replicas?: ReplicaCoreOptions
 }
 
 /** Snapshot for the runtime's metrics and the CLI. */
@@ -85,6 +89,7 @@ export class AgentCore {
   private readonly scheduler: Scheduler
   private readonly vip: VipBridge | null
   private readonly ha: HaBridge | null
+  private readonly replicas: ReplicaManager | null
 
   constructor (opts: AgentCoreOptions) {
     const config = validateCoreConfig(opts.config)
@@ -105,7 +110,10 @@ export class AgentCore {
     const migCfg = validateMigrationConfig(opts.migration ?? defaultMigrationConfig())
     if (migCfg.rules.vmVm.length + migCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(migCfg.rules)
     this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
-    this.scheduler = new Scheduler(s, this.mig)
+    this.replicas = opts.replicas === undefined || opts.replicas.params.mode === 'off' && opts.replicas.restored.length === 0 && opts.replicas.stateless.length === 0
+      ? null
+      : new ReplicaManager(s, this.mig, opts.replicas)
+    this.scheduler = new Scheduler(s, this.mig, this.replicas)
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
     this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip)
     if (this.ha !== null) {
@@ -147,6 +155,8 @@ export class AgentCore {
       case 'leave': this.leave(); this.vip?.leave(); break
       case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
       case 'haDriverResult': case 'haOperatorMode': case 'haOperatorMaintenance': this.ha?.onInput(input); break
+      case 'replicaDriverResult': this.replicas?.onDriverResult(input.command, input.ok, input.code); break
+      case 'operatorReplicate': this.operatorReplicate(input.vm, input.to, input.retire); break
     }
     this.ha?.flush() // before the VIP bridge: it passes placement hints to it
     this.vip?.flush()
@@ -160,6 +170,7 @@ export class AgentCore {
     this.reports.tick()
     this.antiEntropy.tick()
     this.mig.tick()
+    this.replicas?.tick()
     this.scheduler.tick()
     if (this.ha !== null) { this.ha.tick(); this.ha.flush() }
     if (this.vip !== null) { this.vip.tick(); this.vip.flush() }
@@ -186,7 +197,7 @@ export class AgentCore {
     if (this.ha !== null || this.vip !== null) return s.now + 1
     let due = Math.min(
       this.prober.nextDue(), nextSuspicionDue(s), this.reports.nextDue(), this.antiEntropy.nextDue(),
-      this.mig.nextDue(), this.scheduler.nextDue()
+      this.mig.nextDue(), this.scheduler.nextDue(), this.replicas?.nextDue() ?? Infinity
     )
     if (s.queue.size > 0 || this.reports.pending > 0) due = Math.min(due, this.nextGossipTick)
     if (s.dirty.size > 0) due = Math.min(due, this.nextSnapshotTick)
@@ -196,7 +207,7 @@ export class AgentCore {
   /** Effects produced and not yet handed out by ready() (for the simulator's deadline check). */
   pendingEffects (): number {
     const p = this.s.pending
-    return p.persist.length + p.send.length + p.events.length + p.driver.length + p.vip.length + p.ha.length
+    return p.persist.length + p.send.length + p.events.length + p.driver.length + p.vip.length + p.ha.length + p.replica.length + p.split.length
   }
 
   /** The current tick (the number of tick() calls so far). */
@@ -243,6 +254,9 @@ export class AgentCore {
   /** May the runtime ping the watchdog? False only while HA says this host must fence (fencing.ts). */
   haWatchdogOk (): boolean { return this.ha?.watchdogOk() ?? true }
 
+  /** Replicas this host runs or hosts (null when replication is not configured). */
+  replicaRecords (): ReplicaRecord[] | null { return this.replicas?.records() ?? null }
+
   /** Migrations this host takes part in (in flight and recent), newest first. Copies. */
   migrations (): MigrationRecord[] {
     return [...this.mig.recs.values()].map(r => ({ ...r })).sort((a, b) => b.createdTick - a.createdTick)
@@ -266,6 +280,15 @@ export class AgentCore {
     } else if ('error' in r) {
       s.emit({ kind: 'migration-request', host: s.self, text: `migrate ${vm}: refused: ${r.error}` })
     }
+  }
+
+  private operatorReplicate (vm: string, to: string | undefined, retire: boolean): void {
+    const s = this.s
+    const fail = (why: string): void => { s.emit({ kind: 'replica', host: s.self, text: `replicate ${vm}: refused: ${why}` }) }
+    if (this.replicas === null) { fail('replication is not configured (replication.vms)'); return }
+    if (retire) { if (!this.replicas.retire(vm, 'operator')) fail('no replica of it starts or runs from here'); return }
+    const r = this.scheduler.operatorReplicate(vm, to)
+    if ('error' in r) fail(r.error)
   }
 
   private operatorDrain (host: string): void {
@@ -331,6 +354,7 @@ export class AgentCore {
       default:
         if (isVipBody(b)) this.vip?.onMessage(from, b)
         else if (isHaBody(b)) this.ha?.onMessage(from, b)
+        else if (b.type === 'replica') this.replicas?.onMessage(from, b)
         else this.mig.onMessage(from, b)
         break
     }

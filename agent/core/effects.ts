@@ -4,6 +4,7 @@ import type { HostId } from './types.js'
 import type { DriverCommand } from './migration/migration-state.js'
 import type { VipAddressEffect } from './vip/vip-bridge.js'
 import type { HaCommand } from './ha/ha-types.js'
+import type { ReplicaCommand, SplitEffect } from './replica/replica-types.js'
 
 /** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
 export type PersistOp =
@@ -42,12 +43,16 @@ export interface Ready {
    * after persist and send, one at a time in order; each reports back with an haDriverResult input.
    */
   ha: HaCommand[]
+  /** Replica hypervisor commands (start, stop), carried out like `ha`; each reports back with a replicaDriverResult input. */
+  replica: ReplicaCommand[]
+  /** Connection splitting of replicated VMs' VIPs (agent/core/replica): the new full host list of each VM that changed. */
+  split: SplitEffect[]
 }
 
 export function emptyReady (): Ready {
-  return { persist: [], send: [], events: [], driver: [], vip: [], ha: [] }
+  return { persist: [], send: [], events: [], driver: [], vip: [], ha: [], replica: [], split: [] }
 }
 
 export function isEmptyReady (rd: Ready): boolean {
-  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0 && rd.vip.length === 0 && rd.ha.length === 0
+  return rd.persist.length === 0 && rd.send.length === 0 && rd.events.length === 0 && rd.driver.length === 0 && rd.vip.length === 0 && rd.ha.length === 0 && rd.replica.length === 0 && rd.split.length === 0
 }

@@ -4,6 +4,7 @@ import type { HostId, HostSample, VmId } from './types.js'
 import type { DriverCommand, DriverResult } from './migration/migration-state.js'
 import type { VipCoreInput } from './vip/vip-bridge.js'
 import type { HaCoreInput } from './ha/ha-bridge.js'
+import type { ReplicaCoreInput } from './replica/replica-types.js'
 
 export type Input =
   /** A decoded frame from a peer (authenticated by the transport). */
@@ -28,3 +29,5 @@ export type Input =
   | VipCoreInput
   /** HA: a driver result for haStart/haStop, or an operator's arm, disarm or maintenance. */
   | HaCoreInput
+  /** Replicas: a driver result for replicaStart/replicaStop, or an operator's replicate/retire. */
+  | ReplicaCoreInput

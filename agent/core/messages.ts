@@ -6,6 +6,7 @@
 import type { HostId, LoadReport, VmId } from './types.js'
 import type { VipMessage, VipMoveRequested } from './vip/vip-messages.js'
 import type { HaMessage } from './ha/ha-types.js'
+import type { ReplicaMessage } from './replica/replica-types.js'
 
 /** Wire protocol versions this build speaks. */
 export const PROTOCOL_MIN = 1
@@ -94,7 +95,10 @@ export type VipBody = VipMessage | VipMoveRequested
 /** High availability (agent/core/ha/ha-types.ts): beats, claims and grants; direct frames, never relayed. */
 export type HaBody = HaMessage
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody | HaBody
+/** Replicas of stateless VMs (agent/core/replica): direct frames, never relayed. */
+export type ReplicaBody = ReplicaMessage
+
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody | HaBody | ReplicaBody
 
 /** The envelope of every frame. */
 export interface Envelope {

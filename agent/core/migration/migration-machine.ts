@@ -62,7 +62,7 @@ import { TERMINAL_STATES } from './migration-state.js'
 import type {
   DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, VmSpecWire
 } from './migration-state.js'
-import { admit, outgoingAllowed, vmDemandMips } from './reservation.js'
+import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
 import type { RuleSet } from '../../../policies/types.js'
 
 /** See MigrationMachine.ha. */
@@ -120,6 +120,8 @@ export class MigrationMachine {
   private readonly fencedIn = new Set<string>()
 
   draining = false
+  /** Set by the replica manager (agent/core/replica): starting replicas reserve, hosted ones stand for their VM. */
+  replicaHooks: { reservations: () => Array<{ vm: VmId, memMiB: number, cpuDemandMips: number }>, alias: (id: VmId) => VmId } = { reservations: () => [], alias: id => id }
   /** Counters for status(). */
   readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
 
@@ -330,22 +332,18 @@ export class MigrationMachine {
     return r
   }
 
-  private onIntent (from: HostId, b: Extract<Body, { type: 'migrationIntent' }>): void {
-    const s = this.s
-    const known = this.recs.get(b.id)
-    if (known !== undefined) {
-      // A repeated intent: answer from the record.
-      if (known.role !== 'target' || known.source !== from) return
-      if (known.state === 'aborted') this.send(from, { type: 'reservationRefused', id: b.id, reason: known.reason })
-      else if (!TERMINAL_STATES.has(known.state)) this.send(from, { type: 'reservationGranted', id: b.id, leaseTicks: this.cfg.leaseTicks })
-      return
-    }
+  /**
+   * What this host admits against (reservation.ts): residents (a replica hosted here counted as
+   * its VM, so the hard rules see it), live incoming reservations and starting replicas.
+   */
+  admissionInput (): AdmissionInput {
     const live = this.liveIn()
-    const verdict = admit({
-      self: s.self,
+    const h = this.replicaHooks
+    return {
+      self: this.s.self,
       capacity: this.capacity,
-      residents: this.localVms.filter(v => !live.some(r => r.vm === v.id)),
-      reservations: live.map(r => ({ vm: r.vm, memMiB: r.spec?.memMiB ?? 0, cpuDemandMips: r.cpuDemandMips })),
+      residents: this.localVms.filter(v => !live.some(r => r.vm === v.id)).map(v => { const a = h.alias(v.id); return a === v.id ? v : { ...v, id: a } }),
+      reservations: live.map(r => ({ vm: r.vm, memMiB: r.spec?.memMiB ?? 0, cpuDemandMips: r.cpuDemandMips })).concat(h.reservations()),
       outgoing: this.liveOut().map(r => r.vm),
       incomingCount: live.length,
       inMax: this.cfg.inMax,
@@ -356,7 +354,20 @@ export class MigrationMachine {
       cpuCapFraction: this.cfg.policy.placement.cpuCapFraction ?? 1,
       rules: this.rules(),
       rulesAgreed: this.rulesAgreed()
-    }, { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips, vcpus: b.vcpus })
+    }
+  }
+
+  private onIntent (from: HostId, b: Extract<Body, { type: 'migrationIntent' }>): void {
+    const s = this.s
+    const known = this.recs.get(b.id)
+    if (known !== undefined) {
+      // A repeated intent: answer from the record.
+      if (known.role !== 'target' || known.source !== from) return
+      if (known.state === 'aborted') this.send(from, { type: 'reservationRefused', id: b.id, reason: known.reason })
+      else if (!TERMINAL_STATES.has(known.state)) this.send(from, { type: 'reservationGranted', id: b.id, leaseTicks: this.cfg.leaseTicks })
+      return
+    }
+    const verdict = admit(this.admissionInput(), { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips, vcpus: b.vcpus })
     if (!verdict.ok) {
       this.counts.refused++
       this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })

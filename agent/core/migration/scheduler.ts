@@ -24,6 +24,8 @@ import { defaultPowerCurveW, rankTargets } from '../../../policies/placement.js'
 import type { ClusterView, HostView, VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
 import type { MigrationRecord } from './migration-state.js'
+import type { ReplicaManager } from '../replica/replica-manager.js'
+import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
 
 const HISTORY_MAX = 60
 
@@ -34,8 +36,10 @@ export class Scheduler {
   /** Migration records already reported to the decider (arrivals, ended proposals). */
   private readonly noted = new Set<string>()
   private readonly history = new Map<HostId, { seq: number, utils: number[] }>()
+  /** This host's VMs: utilisation of their own vCPUs at each recorded report (the policies' VmView.history). */
+  private readonly vmHistory = new Map<VmId, number[]>()
 
-  constructor (private readonly s: CoreState, private readonly m: MigrationMachine) {
+  constructor (private readonly s: CoreState, private readonly m: MigrationMachine, private readonly replicas: ReplicaManager | null = null) {
     this.nextDecision = m.cfg.decisionTicks
     this.nextBalance = m.cfg.balanceTicks
     this.decider = new HostDecider(m.cfg.policy)
@@ -60,6 +64,7 @@ export class Scheduler {
     if (s.leaving) return
     if (this.m.draining) { if (step) this.drainStep(); return }
     if (balance && this.m.cfg.autoBalance) this.stressStep()
+    if (balance && this.m.cfg.autoBalance) this.retireStep()
   }
 
   /** Tell the decider which VMs this host admitted and which of its proposals ended with the VM still here. */
@@ -88,6 +93,16 @@ export class Scheduler {
         h.seq = r.seq
         h.utils.push(r.cpuUtil)
         if (h.utils.length > HISTORY_MAX) h.utils.shift()
+        if (mb.id === this.s.self) {
+          const cores = Math.max(1, r.capacity.cpuCores)
+          for (const v of r.vms) {
+            const hv = this.vmHistory.get(v.id) ?? []
+            hv.push(Math.min(1, v.cpuUtil * cores / Math.max(1, v.vcpus)))
+            if (hv.length > HISTORY_MAX) hv.shift()
+            this.vmHistory.set(v.id, hv)
+          }
+          for (const id of [...this.vmHistory.keys()]) if (!r.vms.some(v => v.id === id)) this.vmHistory.delete(id)
+        }
       }
       this.history.set(mb.id, h)
     }
@@ -116,7 +131,7 @@ export class Scheduler {
         cpuMips: v.vcpus * cap.cpuMipsPerCore,
         cpuDemandMips: v.cpuUtil * cpuMips,
         memMiB: v.memMiB,
-        history: [],
+        history: mb.id === s.self ? (this.vmHistory.get(v.id) ?? []) : [],
         migrating: v.state === 'migrating' || (mb.id === s.self && moving.has(v.id))
       }))
       const e = extra.get(mb.id)
@@ -151,19 +166,75 @@ export class Scheduler {
       view: () => view,
       receiving: this.m.liveIn().length > 0,
       outSlots: this.m.cfg.outMax - this.m.liveOut().length,
-      moving: vm => this.m.isMoving(vm)
+      moving: vm => this.m.isMoving(vm) || this.replicas?.hosted(vm) === true
     })
-    for (const mv of moves) {
+    const rp = this.replicas
+    const reliefs = rp === null
+      ? moves.map(move => ({ kind: 'migrate' as const, move }))
+      : chooseRelief(view, this.s.self, moves, vm => rp.replicable(vm), this.m.cfg.policy, rp.opts.params, rp.copies())
+    for (const rl of reliefs) {
+      if (rl.kind === 'replicate') {
+        // The VM stays here: the decider gets its clock back, the replica takes half its requests.
+        this.decider.cancelled(rl.vm)
+        rp?.start(rl.vm, rl.to, `overload: replica costs ${Math.round(rl.costReplicate)} MIPS-s against ${Math.round(rl.costMigrate)} to migrate`)
+        continue
+      }
+      const mv = rl.move
       const r = this.m.start(mv.vm, mv.to, mv.reason)
       if (r.state === 'aborted') { this.decider.cancelled(mv.vm); this.noted.add(r.id) }
     }
+  }
+
+  /** Retire the replicas of VMs whose host can carry their whole demand again (policies/replication.ts). */
+  private retireStep (): void {
+    const rp = this.replicas
+    if (rp === null) return
+    const running = [...rp.out.values()].filter(r => r.state === 'running' && r.reason !== 'operator')
+    if (running.length === 0) return
+    const view = this.view()
+    const me = view.hosts.find(h => h.id === this.s.self)
+    if (me === undefined) return
+    for (const r of running) {
+      const v = me.vms.find(x => x.id === r.vm)
+      if (v === undefined) continue
+      if (shouldRetire(view, this.s.self, v, this.m.cfg.policy, rp.opts.params)) rp.retire(r.vm, 'this host can carry the whole demand again')
+    }
+  }
+
+  /** Operator: start a replica of `vm` (here) on `to`, or on the best target for a replica. */
+  operatorReplicate (vm: VmId, to: string | undefined): { ok: true } | { error: string } {
+    const rp = this.replicas
+    if (rp === null) return { error: 'replication is not configured' }
+    if (!this.m.localVms.some(v => v.id === vm)) {
+      for (const mb of this.s.members.byId.values()) {
+        if (mb.id !== this.s.self && mb.state === 'alive' && mb.report?.vms.some(v => v.id === vm) === true) return { error: `VM ${vm} runs on ${mb.name}: ask that host's agent` }
+      }
+      return { error: `no alive host reports VM ${vm}` }
+    }
+    let target: HostId | null
+    if (to === undefined || to === '') {
+      const view = this.view()
+      const placement = new Map<VmId, HostId>()
+      for (const h of view.hosts) for (const x of h.vms) placement.set(rp.hosted(x.id) ? vm : x.id, h.id)
+      const v = view.hosts.find(h => h.id === this.s.self)?.vms.find(x => x.id === vm) ?? this.fallbackVm(vm)
+      if (v === undefined) return { error: `no sample of VM ${vm} yet` }
+      const hosts = view.hosts.filter(h => h.id !== this.s.self)
+      const ranked = rankTargets(hosts, { ...v, migrating: false }, view.rules, placement, { ...this.m.cfg.policy.placement, kind: 'leastLoaded' })
+      target = ranked[0]?.host.id ?? null
+      if (target === null) return { error: `no feasible host for a replica of ${vm}` }
+    } else {
+      target = this.resolveHost(to)
+      if (target === null) return { error: `no member named ${to}` }
+    }
+    const r = rp.start(vm, target, 'operator')
+    return 'error' in r ? r : { ok: true }
   }
 
   private drainStep (): void {
     const s = this.s
     for (const v of this.m.localVms) {
       if (this.m.liveOut().length >= this.m.cfg.outMax) return
-      if (this.m.isMoving(v.id)) continue
+      if (this.m.isMoving(v.id) || this.replicas?.hosted(v.id) === true) continue
       const recent = [...this.m.recs.values()].find(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && s.now - r.updatedTick < this.m.cfg.decisionTicks * 3)
       if (recent !== undefined) continue
       const to = this.bestTarget(v.id)

@@ -21,7 +21,7 @@ function env (from: string, body: Body, gossip: Gossip[] = [], incarnation = 1):
 }
 
 function drain (core: AgentCore): Ready {
-  const all: Ready = { persist: [], send: [], events: [], driver: [], vip: [], ha: [] }
+  const all: Ready = { persist: [], send: [], events: [], driver: [], vip: [], ha: [], replica: [], split: [] }
   for (let rd = core.ready(); rd !== null; rd = core.ready()) {
     all.persist.push(...rd.persist); all.send.push(...rd.send); all.events.push(...rd.events)
     core.advance(rd)
@@ -30,7 +30,7 @@ function drain (core: AgentCore): Ready {
 }
 
 function ticks (core: AgentCore, n: number): Ready {
-  const all: Ready = { persist: [], send: [], events: [], driver: [], vip: [], ha: [] }
+  const all: Ready = { persist: [], send: [], events: [], driver: [], vip: [], ha: [], replica: [], split: [] }
   for (let i = 0; i < n; i++) {
     core.tick()
     const rd = drain(core)
