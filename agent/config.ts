@@ -12,6 +12,7 @@ import type { PolicyConfig } from '../policies/plan.js'
 import type { RuleSet } from '../policies/types.js'
 import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
+import { validateReplicationSection, type ReplicationSection } from './runtime/replica-setup.js'
 
 export { ConfigError }
 
@@ -129,6 +130,8 @@ export interface AgentConfig {
   vips: VipSection
   /** High availability: protected VMs, tie-breaker, arming and timing (ticks); see agent/runtime/ha-setup.ts. */
   ha: HaSection
+  /** Replicas of stateless VMs instead of migrations, and the split of their VIPs; see agent/runtime/replica-setup.ts. */
+  replication: ReplicationSection
   log: {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
@@ -259,6 +262,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const migration = validateMigration(obj(raw, 'migration', 'config', true), core.tickMs)
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
   const ha = validateHaSection(raw.ha, members.map(m => m.name))
+  const replication = validateReplicationSection(raw.replication, members.map(m => m.name))
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen },
@@ -278,6 +282,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     core,
     vips,
     ha,
+    replication,
     log: { level: level as AgentConfig['log']['level'] }
   }
 }

@@ -35,6 +35,9 @@ import { vipsPayload } from './cli/vips.js'
 import { haBootSpec, haCoreOptions } from './runtime/ha-setup.js'
 import { haDriverExecutor } from './runtime/driver-commands.js'
 import { haPayload } from './cli/ha.js'
+import { replicaCoreOptions, replicaExecutor, resolveReplicaVms, SplitState, type ReplicaVmDef } from './runtime/replica-setup.js'
+import { IptablesSplitter } from './adapters/iptables-splitter.js'
+import type { SplitEffect } from './core/replica/replica-types.js'
 
 /** Where the agent keeps its Noise key pair inside its state directory. */
 export function identityFile (stateDir: string): string {
@@ -191,6 +194,21 @@ export async function runAgent (configFile: string): Promise<number> {
     haOptions = await haCoreOptions(config.ha, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store, running)
     log.info(`ha: ${config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
   }
+  // Replicas of stateless VMs: their boot definitions, the journal, and the split of their VIPs
+  // (emptied at start: the core says again what to split once it runs).
+  let replicaOptions: Awaited<ReturnType<typeof replicaCoreOptions>> | undefined
+  let replicaDefs: ReplicaVmDef[] = []
+  let splitter: IptablesSplitter | null = null
+  if (config.replication.enabled) {
+    replicaDefs = resolveReplicaVms(config.replication, [
+      ...config.ha.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, image: v.image, args: v.args })),
+      ...config.driver.qemu.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, args: v.args }))
+    ].map(d => Object.fromEntries(Object.entries(d).filter(([, x]) => x !== undefined)) as unknown as ReplicaVmDef))
+    replicaOptions = await replicaCoreOptions(config.replication, replicaDefs, store)
+    splitter = new IptablesSplitter({}, logger)
+    if (!(await splitter.clear())) log.warn('replication: could not reset the connection split at start-up (iptables); replicas will get no connections from this host')
+    log.info(`replication: ${replicaDefs.length} stateless VM(s) (${replicaDefs.map(d => d.id).join(', ')}), mode ${config.replication.params.mode}`)
+  }
   const core = new AgentCore({
     self: selfId,
     name: self.name,
@@ -201,8 +219,18 @@ export async function runAgent (configFile: string): Promise<number> {
     ...(restored !== null ? { restored } : {}),
     migration: config.migration,
     ...(vipOptions !== undefined ? { vips: vipOptions } : {}),
-    ...(haOptions !== undefined ? { ha: haOptions } : {})
+    ...(haOptions !== undefined ? { ha: haOptions } : {}),
+    ...(replicaOptions !== undefined ? { replicas: replicaOptions } : {})
   })
+  const splitState = new SplitState(
+    vm => config.vips.list.filter(e => e.binding.kind === 'vm' && e.binding.vm === vm).map(e => e.address.split('/')[0] as string),
+    host => {
+      const m = config.cluster.members.find(x => x.publicKey === host)
+      if (m === undefined) return null
+      return config.replication.serviceAddresses[m.name] ?? parseAddress(m.address, 'member').host
+    },
+    logger.forComponent('agent:split')
+  )
 
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler = config.sampler.kind === 'system'
@@ -218,6 +246,8 @@ export async function runAgent (configFile: string): Promise<number> {
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vipApplier,
     ha: haExec,
+    ...(config.replication.enabled ? { replica: replicaExecutor(driver, replicaDefs) } : {}),
+    ...(splitter !== null ? { split: (effects: SplitEffect[]) => { const s = splitter; if (s !== null) void s.apply(splitState.update(effects)) } } : {}),
     ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
   })
 
@@ -234,6 +264,7 @@ export async function runAgent (configFile: string): Promise<number> {
     logger,
     status,
     migrations: () => core.migrations(),
+    replicas: () => core.replicaRecords(),
     vips: () => {
       const r = core.vips()
       return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
@@ -280,6 +311,7 @@ export async function runAgent (configFile: string): Promise<number> {
   await runtime.stop({ leave: true })
   watchdog?.close(true)
   await vipApplier.close()
+  if (splitter !== null) await splitter.clear()
   await notifier.close()
   await driver.close()
   await store.close()

@@ -7,6 +7,8 @@
  *   GET /healthz     200 once the agent runs
  *   GET /v1/migrations       migrations this host takes part in (in flight and recent)
  *   POST /v1/migrate {vm, to?}   ask for a move (202: queued; the core decides)
+ *   GET /v1/replicas         replicas this host runs VMs of or hosts (404 when not configured)
+ *   POST /v1/replicate {vm, to?, retire?}   start (or retire) a replica of a VM that runs here
  *   POST /v1/drain {host}        ask a host to drain (202)
  *   GET /v1/vips                 virtual IPs: owner, role here, last announcement
  *   POST /v1/vips/move {vip, to} move a group VIP (forwarded to its owner; 202)
@@ -38,6 +40,8 @@ export interface HttpApiComponents {
   vips?: () => VipsPayload | null
   /** High availability for GET /v1/ha (null: not configured). */
   ha?: () => HaPayload | null
+  /** Replica records for GET /v1/replicas (null: replication not configured). */
+  replicas?: () => unknown[] | null
 }
 
 const BODY_BYTES_MAX = 4096
@@ -98,10 +102,16 @@ export function httpApi (init: HttpApiInit) {
     const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
-        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance')) { void post(url, req, res); return }
+        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/replicate')) { void post(url, req, res); return }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
         if (url === '/v1/migrations') {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
+          return
+        }
+        if (url === '/v1/replicas') {
+          const r = c.replicas?.() ?? null
+          if (r === null) res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'replication is not configured on this host' }))
+          else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ replicas: r }))
           return
         }
         if (url === '/v1/vips') {
@@ -144,6 +154,11 @@ export function httpApi (init: HttpApiInit) {
         if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
         if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }
         c.request(typeof body.to === 'string' && body.to !== '' ? { type: 'operatorMigrate', vm: body.vm, to: body.to } : { type: 'operatorMigrate', vm: body.vm })
+      } else if (url === '/v1/replicate') {
+        if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
+        if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }
+        if (body.retire !== undefined && typeof body.retire !== 'boolean') { bad('retire must be true or false'); return }
+        c.request({ type: 'operatorReplicate', vm: body.vm, ...(typeof body.to === 'string' && body.to !== '' ? { to: body.to } : {}), retire: body.retire === true })
       } else if (url === '/v1/vips/move') {
         if (typeof body.vip !== 'string' || body.vip === '' || typeof body.to !== 'string' || body.to === '') { bad('vip and to must be non-empty strings'); return }
         c.request({ type: 'operatorVipMove', vip: body.vip, to: body.to })

@@ -10,6 +10,7 @@
  *   starling migrate VM [--to HOST]       move a VM (the cluster picks the target without --to); waits for the outcome
  *   starling migrations [--json]          migrations in flight and recent, with progress
  *   starling drain HOST                   spread HOST's VMs over the cluster
+ *   starling replicate VM [--to HOST] | --retire VM   a replica of a stateless VM; starling replicas
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
  *   starling ha status|arm|disarm|maintenance  high availability (agent/cli/ha.ts)
  * Reading commands find the agent from --api ip:port, or from --config FILE (node.apiListen),
@@ -30,6 +31,9 @@ commands:
   migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
   migrations [--json]        migrations this host takes part in (in flight and recent)
   drain HOST                 spread HOST's VMs over the cluster
+  replicate VM [--to HOST]   start a replica of a stateless VM that runs on this host (its VIP's connections are split)
+  replicate --retire VM      stop splitting and stop the replica
+  replicas [--json]          replicas of this host's VMs, and those it hosts
   vips [--json]              virtual IPs: each one's owner and last announcement
   vips move VIP HOST         move a group VIP to HOST (its owner hands it over)
   vips --release-local --config FILE  remove this host's VIP addresses (the unit's stop hook)
@@ -147,6 +151,47 @@ export async function main (argv: string[]): Promise<number> {
       case 'ha': {
         const { haCommand } = await import('./ha.js')
         return await haCommand(rest)
+      }
+      case 'replicate': {
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, to: { type: 'string' }, retire: { type: 'boolean' }, timeout: { type: 'string' } } })
+        const vm = positionals[0]
+        if (vm === undefined || positionals.length > 1) throw new UsageError('starling replicate needs exactly one VM')
+        if (values.retire === true && values.to !== undefined) throw new UsageError('--retire takes no --to')
+        const addr = apiAddress(values)
+        const mine = async (): Promise<{ state: string, host: string } | undefined> =>
+          ((await callApi(addr, '/v1/replicas')) as { replicas: Array<{ vm: string, role: string, state: string, host: string }> }).replicas.find(r => r.vm === vm && r.role === 'origin')
+        await callApi(addr, '/v1/replicate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), retire: values.retire === true })
+        // Wait for the outcome: running (or gone, for a retirement); a request the core refused
+        // leaves no record (the reason is in the agent's log).
+        const deadline = Date.now() + 1000 * Number(values.timeout ?? 60)
+        let seen = false
+        while (Date.now() < deadline) {
+          const r = await mine()
+          if (values.retire === true) {
+            if (r === undefined) { process.stdout.write(`replica of ${vm} retired\n`); return 0 }
+          } else if (r !== undefined) {
+            seen = true
+            if (r.state === 'running') { process.stdout.write(`replica of ${vm} runs on ${r.host.slice(0, 8)}\n`); return 0 }
+          } else if (seen || Date.now() > deadline - 1000 * Number(values.timeout ?? 60) + 3000) {
+            process.stderr.write(`starling: no replica of ${vm} ${seen ? 'runs (refused by its host or failed to boot)' : 'was started (refused: see the agent\'s log)'}\n`)
+            return 1
+          }
+          await new Promise(resolve => setTimeout(resolve, 200))
+        }
+        process.stderr.write(`starling: the ${values.retire === true ? 'retirement' : 'replica'} of ${vm} did not complete in time\n`)
+        return 1
+      }
+      case 'replicas': {
+        const { values } = parseArgs({ args: rest, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+        const rows = ((await callApi(apiAddress(values), '/v1/replicas')) as { replicas: Array<{ id: string, vm: string, role: string, origin: string, host: string, state: string, reason: string }> }).replicas
+        if (values.json === true) process.stdout.write(JSON.stringify(rows, null, 2) + '\n')
+        else if (rows.length === 0) process.stdout.write('no replicas\n')
+        else {
+          const lines = ['REPLICA              VM           ROLE     ORIGIN    HOST      STATE      REASON']
+          for (const r of rows) lines.push(`${r.id.padEnd(20)} ${r.vm.padEnd(12)} ${r.role.padEnd(8)} ${r.origin.slice(0, 8).padEnd(9)} ${r.host.slice(0, 8).padEnd(9)} ${r.state.padEnd(10)} ${r.reason}`)
+          process.stdout.write(lines.join('\n') + '\n')
+        }
+        return 0
       }
       case 'drain': {
         const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' } } })

@@ -11,6 +11,8 @@
  * the core sees the same sequence as with a wake-up per tick, so it stays deterministic, and an
  * idle agent wakes a few times a second instead of ten (bench/mesh.md).
  */
+import type { ReplicaExecutor } from './replica-setup.js'
+import type { SplitEffect } from '../core/replica/replica-types.js'
 import type { AgentCore } from '../core/agent-core.js'
 import type { Envelope } from '../core/messages.js'
 import type { Input } from '../core/inputs.js'
@@ -57,6 +59,10 @@ export interface RuntimeComponents {
   vip?: VipEffectSink
   /** Carries out HA commands (Ready.ha; never throws); without it every one fails as unsupported. */
   ha?: HaDriverExecutor
+  /** Carries out replica commands (Ready.replica; never throws); without it every one fails as unsupported. */
+  replica?: ReplicaExecutor
+  /** Applies connection splits (Ready.split), in order; without it splits are logged and dropped. */
+  split?: (effects: SplitEffect[]) => void
   /**
    * Test hook: exit at once (as kill -9 would) right after persisting a migration record of this
    * role and state, before its sends and driver commands ("source:copying").
@@ -250,6 +256,11 @@ export class Runtime {
     for (const ev of rd.events) this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
     for (const cmd of rd.driver) this.driverChain = this.driverChain.then(async () => { await this.runDriver(cmd) })
     for (const cmd of rd.ha) this.driverChain = this.driverChain.then(async () => { await this.runHa(cmd) })
+    for (const cmd of rd.replica) this.driverChain = this.driverChain.then(async () => { await this.runReplica(cmd) })
+    if (rd.split.length > 0) {
+      if (this.c.split !== undefined) this.c.split(rd.split)
+      else this.log.warn('connection split asked for, but this agent has no splitter', { split: rd.split })
+    }
     if (rd.vip.length > 0) this.c.vip?.apply(rd.vip, input => { if (this.running) this.enqueue(input) })
   }
 
@@ -268,6 +279,14 @@ export class Runtime {
     if (r.ok) this.log.info(`ha ${cmd.kind === 'haStart' ? `start (${cmd.mode})` : `${cmd.mode} (${cmd.reason})`} of ${cmd.vm} done`, { epoch: cmd.epoch })
     else this.log.warn(`ha ${cmd.kind} ${cmd.mode} of ${cmd.vm} failed (${r.code})`, { epoch: cmd.epoch, message: r.message })
     if (this.running) this.enqueue(r.ok ? { type: 'haDriverResult', command: cmd, ok: true } : { type: 'haDriverResult', command: cmd, ok: false, code: r.code })
+  }
+
+  private async runReplica (cmd: Ready['replica'][number]): Promise<void> {
+    const exec = this.c.replica
+    const r = exec === undefined ? { ok: false as const, code: 'DRIVER_FAILED', message: 'no replica executor' } : await exec(cmd, this.ac.signal)
+    if (r.ok) this.log.info(`replica ${cmd.kind === 'replicaStart' ? 'start' : 'stop'} of ${cmd.id} done`)
+    else this.log.warn(`replica ${cmd.kind === 'replicaStart' ? 'start' : 'stop'} of ${cmd.id} failed (${r.code})`, { message: r.message })
+    if (this.running) this.enqueue(r.ok ? { type: 'replicaDriverResult', command: cmd, ok: true } : { type: 'replicaDriverResult', command: cmd, ok: false, code: r.code })
   }
 
   private maybeExit (rd: Ready): void {

@@ -59,6 +59,8 @@ export interface AgentClusterInit {
   ha?: Record<string, unknown>
   /** The `migration` section. */
   migration?: Record<string, unknown>
+  /** The `replication` section. */
+  replication?: Record<string, unknown>
   /** VIP tunables (ticks). */
   vip?: Record<string, unknown>
   meshPort?: number
@@ -140,6 +142,7 @@ export class AgentCluster {
         ...(this.init.vip !== undefined ? { vip: this.init.vip } : {}),
         ...(this.init.ha !== undefined ? { ha: this.init.ha } : {}),
         ...(this.init.migration !== undefined ? { migration: this.init.migration } : {}),
+        ...(this.init.replication !== undefined ? { replication: this.init.replication } : {}),
         log: { level: 'info' }
       }
       await writeFile(h.configFile, JSON.stringify(config, null, 2))

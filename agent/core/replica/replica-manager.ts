@@ -13,7 +13,8 @@
  *             whole demand again (policies/replication.ts shouldRetire), or by the operator:
  *             the split stops FIRST (new connections stay here), then `retire` is sent until
  *             `retired` comes back.
- *   A host declared dead or gone takes its replica with it: the record is dropped.
+ *   A host declared dead or gone takes its replica with it: the record is dropped (a host not
+ *   known yet, as after a restart, is waited for).
  * Host (the host that runs the replica):
  *   request   admitted against this host's own state exactly as a migration's intent
  *             (reservation.ts admit(): capacity with every live reservation, the hard rules with
@@ -231,11 +232,13 @@ export class ReplicaManager {
     const s = this.s
     for (const r of [...this.out.values()]) {
       const st = s.members.get(r.host)?.state
-      if (st !== 'alive' && st !== 'suspect') {
+      if (st === 'dead' || st === 'left') {
         this.counts.lost++
-        this.drop(r, `its host ${this.name(r.host)} is ${st ?? 'unknown'}`)
+        this.drop(r, `its host ${this.name(r.host)} is ${st}`)
         continue
       }
+      // Not known yet (a restarted agent whose member list is still filling in): wait for it.
+      if (st === undefined) continue
       if (r.state !== 'retiring' && !this.m.localVms.some(v => v.id === r.vm) && this.m.capacity !== null) {
         this.retire(r.vm, 'the VM no longer runs here')
         continue
