@@ -101,6 +101,12 @@ export interface AgentConfig {
     keepAliveMs: number
     /** A connection with nothing received for this long is closed, ms; > keepAliveMs. @default 15000 */
     timeoutMs: number
+    /**
+     * Send SWIM probes (ping, ack, nack, ping-req) as encrypted datagrams on the mesh connection
+     * instead of stream frames, as memberlist sends its probes over UDP: a lost probe is a
+     * lost probe (no retransmission delaying the verdict). @default true
+     */
+    probeDatagrams: boolean
   }
   driver: {
     /** 'sim' is the embedded default (simulated VMs, no migration); 'qemu' runs real VMs over QMP; 'libvirt' drives libvirtd's domains through virsh. */
@@ -240,6 +246,8 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const keepAliveMs = num(mesh, 'keepAliveMs', 'mesh', 5000, 100, 600_000)
   const timeoutMs = num(mesh, 'timeoutMs', 'mesh', 3 * keepAliveMs, 200, 3_600_000)
   if (timeoutMs <= keepAliveMs) fail('mesh.timeoutMs', `must be greater than mesh.keepAliveMs (${keepAliveMs})`)
+  const probeDatagrams = mesh.probeDatagrams ?? true
+  if (typeof probeDatagrams !== 'boolean') fail('mesh.probeDatagrams', `must be true or false (got ${JSON.stringify(probeDatagrams)})`)
   const driver = obj(raw, 'driver', 'config', true)
   const kind = driver.kind ?? 'sim'
   if (kind !== 'sim' && kind !== 'qemu' && kind !== 'libvirt') fail('driver.kind', `must be "sim", "qemu" or "libvirt" (got ${JSON.stringify(kind)})`)
@@ -266,7 +274,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen },
-    mesh: { keepAliveMs, timeoutMs },
+    mesh: { keepAliveMs, timeoutMs, probeDatagrams: probeDatagrams as boolean },
     driver: { kind, vms: validateVms(driver.vms), qemu, libvirt },
     migration,
     sampler: {

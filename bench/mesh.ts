@@ -6,7 +6,8 @@
  * Serf's figures on this kind of machine (ANCHORS.md): 14.4 MiB RSS, 0.085 % CPU idle.
  * The agents run with the daemon's Node flags (agent/cli/agent-node-args.ts). Env: HOSTS (10),
  * KILLS (3), SETTLE_S (20: seconds after the full mesh before the idle window), IDLE_S (20), CORE
- * (JSON of core settings over the production defaults).
+ * (JSON of core settings over the production defaults), MESH (JSON of mesh settings, e.g.
+ * MESH='{"probeDatagrams":false}').
  */
 import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
@@ -22,6 +23,8 @@ const SETTLE_S = Number(process.env.SETTLE_S ?? 20)
 const CLK_TCK = 100
 /** Core settings over the production defaults, as JSON (CORE='{"probeIntervalTicks":10}'), to measure a trade-off. */
 const CORE = JSON.parse(process.env.CORE ?? '{}') as Record<string, number>
+/** Mesh settings over the defaults, as JSON (MESH='{"probeDatagrams":false}'). */
+const MESH = JSON.parse(process.env.MESH ?? '{}') as Record<string, unknown>
 
 function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
@@ -57,7 +60,7 @@ async function runtimeStats (cluster: LocalCluster, name: string): Promise<Runti
 
 async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
-  const cluster = await LocalCluster.create(N, { seed: 11, core: CORE })
+  const cluster = await LocalCluster.create(N, { seed: 11, core: CORE, mesh: MESH })
   const names = cluster.hosts.map(h => h.name)
   try {
     // Two clocks: from spawning the processes (includes Node start-up and module loading, which
@@ -118,6 +121,7 @@ async function main (): Promise<void> {
       hosts: N,
       nodeArgs: AGENT_NODE_ARGS.join(' '),
       core: CORE,
+      mesh: MESH,
       // All N agents are spawned at once: on a machine with few cores their start-up (CPU-bound)
       // dominates the first clock; the second starts when the last agent's API answered.
       spawnToFullMeshMs: startToMeshMs,

@@ -59,6 +59,8 @@ declare module 'hyperswarm' {
     /** Destroy the stream when nothing arrives for ms. */
     setTimeout (ms: number): void
     sendKeepAlive (): void
+    /** Unreliable, unordered encrypted datagram over the same UDX stream (dropped when it does not fit a packet). */
+    trySend (data: Uint8Array): void
   }
 
   export interface PeerInfo {

@@ -86,6 +86,9 @@ export interface HyperswarmTransportStats {
   bytesSent: number
   framesReceived: number
   bytesReceived: number
+  /** Frames sent and received as datagrams (sendDatagram; counted in framesSent/Received too). */
+  datagramsSent: number
+  datagramsReceived: number
   /** send() refusals, by cause. */
   sendDropped: { notStarted: number, noPeer: number, oversized: number, congested: number }
   /** Incoming frames over maxFrameBytes, skipped. */
@@ -212,6 +215,12 @@ export class FrameParser {
 }
 
 /** One live connection to a member. */
+/**
+ * Largest frame sent as a datagram: UDX packets carry about 1180 bytes of payload on a 1280-byte
+ * path MTU, and the secretbox adds 8 + 16; larger frames go on the stream.
+ */
+export const DATAGRAM_MAX_BYTES = 1100
+
 class PeerConnection {
   private waitingDrain = false
   private queuedBytes = 0
@@ -244,6 +253,8 @@ function freshStats (): HyperswarmTransportStats {
     bytesSent: 0,
     framesReceived: 0,
     bytesReceived: 0,
+    datagramsSent: 0,
+    datagramsReceived: 0,
     sendDropped: { notStarted: 0, noPeer: 0, oversized: 0, congested: 0 },
     oversizedFramesSkipped: 0,
     badLengthDisconnects: 0,
@@ -435,6 +446,12 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
         conn.destroy()
       }
     })
+    // Datagrams (sendDatagram): one whole frame each, authenticated and decrypted by the stream.
+    conn.on('message', (m: Uint8Array) => {
+      if (this.peers.get(id) !== peer || m.byteLength === 0 || m.byteLength > this.opts.maxFrameBytes) return
+      this.counters.datagramsReceived++
+      this.deliver(id, Uint8Array.prototype.slice.call(m))
+    })
     conn.on('close', () => this.onClose(peer))
 
     this.counters.connectionsOpened++
@@ -495,6 +512,26 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     else c.sendDropped.noPeer++
     return false
   }
+
+  /**
+   * One datagram on the peer's UDX stream (secret-stream's trySend: secretbox with a counter
+   * nonce, so it is authenticated and private; it may be lost, duplicated or reordered, and a
+   * replay is not detected, which SWIM probes tolerate: acks match pending sequence numbers and
+   * piggybacked gossip is ordered by incarnation). No ack packet comes back, unlike a stream write.
+   */
+  sendDatagram (to: HostId, frame: Uint8Array): boolean {
+    if (this.swarm === null || this.stopping !== null) return false
+    if (frame.byteLength === 0 || frame.byteLength > DATAGRAM_MAX_BYTES) return false
+    const peer = this.peers.get(to)
+    if (peer === undefined || peer.conn.destroying || peer.conn.destroyed || typeof peer.conn.trySend !== 'function') return false
+    try { peer.conn.trySend(frame) } catch { return false }
+    this.counters.framesSent++
+    this.counters.datagramsSent++
+    this.counters.bytesSent += frame.byteLength
+    return true
+  }
+
+  get datagramMaxBytes (): number { return DATAGRAM_MAX_BYTES }
 
   // -- discovery refresh ------------------------------------------------------------------------
 

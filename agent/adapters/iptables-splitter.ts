@@ -9,10 +9,11 @@
  *
  * With k replicas, rule i (0-based) takes 1/(k+1-i) of what reaches it, so each of the k+1 copies
  * gets 1/(k+1) of the connections; what no rule takes goes to the VM here. Only the first packet
- * of a connection passes the nat table (conntrack keeps the choice), so established connections
- * are never moved: a replica that is retired loses no connection the split already sent it
- * while it is being stopped... except those still open when it stops (stateless services only).
- * The SNAT makes a replica answer through this host (the client talks to the VIP, not to R_i).
+ * of a connection passes the nat table (conntrack keeps the choice), so a connection stays with
+ * the copy it started on: when the split ends, new connections go to the VM here while those
+ * already on the replica go on until the replica stops (which is why replication is for
+ * stateless services). The SNAT makes a replica answer through this host (the client talks to
+ * the VIP, not to R_i).
  * Forwarding must be on (net.ipv4.ip_forward=1) on the hosts that carry such VIPs: the splitter
  * does not change a host-wide setting behind the operator's back; it says so loudly instead.
  *

@@ -57,7 +57,7 @@ export interface DemoHost {
  * Writes the configurations of an n-host local cluster under `dir` (used by the demo, the
  * integration tests and the mesh benchmark).
  */
-export async function writeLocalCluster (dir: string, n: number, opts: { seed?: number, vmsPerHost?: number, core?: Record<string, unknown>, sampleIntervalMs?: number } = {}): Promise<DemoHost[]> {
+export async function writeLocalCluster (dir: string, n: number, opts: { seed?: number, vmsPerHost?: number, core?: Record<string, unknown>, mesh?: Record<string, unknown>, sampleIntervalMs?: number } = {}): Promise<DemoHost[]> {
   const prng = new Prng(opts.seed ?? 1)
   const hosts: DemoHost[] = []
   for (let i = 1; i <= n; i++) {
@@ -89,6 +89,7 @@ export async function writeLocalCluster (dir: string, n: number, opts: { seed?: 
       driver: { kind: 'sim', vms },
       sampler: { kind: 'driver', intervalMs: opts.sampleIntervalMs ?? 1000, capacity: { cpuCores: 8 * (1 + (i % 3)), cpuMipsPerCore: 1000, memMiB: 32768 * (1 + (i % 2)), netMbps: 10000 } },
       core: opts.core ?? { reportIntervalTicks: 10, reportPullIntervalTicks: 10, pushPullIntervalTicks: 50 },
+      ...(opts.mesh !== undefined ? { mesh: opts.mesh } : {}),
       log: { level: 'info' }
     }
     await writeFile(h.configFile, JSON.stringify(config, null, 2))

@@ -26,6 +26,15 @@ export interface Transport {
    * lets the failure detector decide. The transport takes ownership of `frame`.
    */
   send (to: HostId, frame: Uint8Array): boolean
+  /**
+   * Optional: best-effort send as one unreliable, unordered datagram on the connection (no
+   * retransmission, no acknowledgement packet), for small frames the protocol already tolerates
+   * losing, duplicating and reordering (SWIM probes). Returns false when it cannot (no peer,
+   * frame larger than `datagramMaxBytes`); the caller then uses send().
+   */
+  sendDatagram?: (to: HostId, frame: Uint8Array) => boolean
+  /** Largest frame sendDatagram takes, bytes. */
+  readonly datagramMaxBytes?: number
   /** Members with an open connection now. */
   connected (): HostId[]
   /** Close every connection and stop listening; idempotent. */

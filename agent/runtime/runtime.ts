@@ -37,6 +37,11 @@ export interface RuntimeInit {
   ticksCatchUpMax?: number
   /** Longest sleep between two turns when nothing is due, in ticks (a backstop). @default 50 */
   sleepTicksMax?: number
+  /**
+   * Send SWIM probe frames (ping, ack, nack, ping-req) as datagrams when the transport can and
+   * they fit (Transport.sendDatagram): no retransmission and no acknowledgement packet. @default false
+   */
+  probeDatagrams?: boolean
 }
 
 export interface WireCodec {
@@ -246,7 +251,13 @@ export class Runtime {
     }
     for (const out of rd.send) {
       const frame = this.c.codec.encode(out.envelope)
-      if (this.c.transport.send(out.to, frame)) {
+      const t = out.envelope.body.type
+      const dgram = this.init.probeDatagrams === true && (t === 'ping' || t === 'ack' || t === 'nack' || t === 'pingReq') &&
+        this.c.transport.sendDatagram?.(out.to, frame) === true
+      if (dgram) {
+        this.stats.framesSent++
+        this.stats.bytesSent += frame.byteLength
+      } else if (this.c.transport.send(out.to, frame)) {
         this.stats.framesSent++
         this.stats.bytesSent += frame.byteLength
       } else {

@@ -107,8 +107,21 @@ t.test('four agents form a full mesh by themselves and exchange frames both ways
     t.same(b.connects.slice().sort(), agents.filter(a => a !== b).map(a => a.id).sort(), 'one connect event per peer')
   }
 
-  // Round trip latency over the mesh, for the record.
+  // Datagrams: whole frames up to datagramMaxBytes, from the authenticated sender; larger ones are refused.
   const [a, b] = [agents[0]!, agents[1]!]
+  const before = b.frames.length
+  const dg = new Uint8Array(a.transport.datagramMaxBytes ?? 0).fill(9)
+  dg[0] = 42
+  let sent = 0
+  for (let i = 0; i < 5; i++) if (a.transport.sendDatagram?.(b.id, dg) === true) sent++
+  t.equal(sent, 5, `sendDatagram accepts a ${dg.byteLength}-byte frame`)
+  await until('a datagram', () => b.frames.length > before, 10_000)
+  const got = b.frames.slice(before)
+  t.ok(got.every(f => f.from === a.id && f.frame.byteLength === dg.byteLength && f.frame[0] === 42 && f.frame[dg.byteLength - 1] === 9), `${got.length} of 5 datagrams arrived whole, from their sender (loopback may drop some)`)
+  t.equal(a.transport.sendDatagram?.(b.id, new Uint8Array(dg.byteLength + 1)), false, 'a frame over datagramMaxBytes is refused (it goes on the stream)')
+  t.equal(a.transport.sendDatagram?.('ff'.repeat(32), Uint8Array.of(1)), false, 'no datagram to an unknown peer')
+
+  // Round trip latency over the mesh, for the record.
   const rtts: number[] = []
   b.hook = (from, frame) => { b.transport.send(from, frame) } // echo
   for (let i = 0; i < 200; i++) {

@@ -28,7 +28,7 @@ export class LocalCluster {
   readonly procs = new Map<string, ChildProcess>()
   private constructor (readonly dir: string, readonly hosts: DemoHost[]) {}
 
-  static async create (n: number, opts: { seed?: number, core?: Record<string, unknown>, sampleIntervalMs?: number } = {}): Promise<LocalCluster> {
+  static async create (n: number, opts: { seed?: number, core?: Record<string, unknown>, mesh?: Record<string, unknown>, sampleIntervalMs?: number } = {}): Promise<LocalCluster> {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-it-'))
     const hosts = await writeLocalCluster(dir, n, opts)
     return new LocalCluster(dir, hosts)

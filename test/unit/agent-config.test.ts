@@ -50,6 +50,7 @@ const bad: Array<[string, (c: any) => void, RegExp]> = [
   ['unknown core key', c => { c.core = { probeEveryMs: 5 } }, /core\.probeEveryMs is not a known core setting/],
   ['impossible core combination', c => { c.core = { probeTimeoutTicks: 20, probeDeadlineTicks: 10 } }, /probeTimeoutTicks must be < probeDeadlineTicks/],
   ['timeout not above keep-alive', c => { c.mesh = { keepAliveMs: 5000, timeoutMs: 4000 } }, /mesh\.timeoutMs must be greater than mesh\.keepAliveMs/],
+  ['probe datagrams not a boolean', c => { c.mesh = { probeDatagrams: 'yes' } }, /mesh\.probeDatagrams must be true or false/],
   ['bad log level', c => { c.log = { level: 'loud' } }, /log\.level must be one of/]
 ]
 

@@ -23,6 +23,9 @@
  *             the record.
  *   retire    stops it; `retired` when gone. Also on its own when the origin is declared dead or
  *             gone (the original will run elsewhere, or not at all), and when this host drains.
+ *   confirm   every confirmTicks it repeats `started` for a running replica; an origin that holds
+ *             no record of it (it gave this host up as dead during a partition and dropped the
+ *             record) answers `retire`, so no replica outlives its record after a heal.
  * After a restart each side carries on from its journal: commands in flight are issued again
  * (start and stop are idempotent in the executor), and the origin resends what is unanswered.
  */
@@ -43,6 +46,8 @@ export interface ReplicaCoreOptions {
   resendTicks?: number
   /** Give up a request unanswered this long (then retire it). @default 300 */
   requestTimeoutTicks?: number
+  /** The host repeats `started` for a running replica this often, so an origin that forgot it (it gave the host up as dead during a partition) has it stopped. @default 50 */
+  confirmTicks?: number
 }
 
 export class ReplicaManager {
@@ -52,6 +57,7 @@ export class ReplicaManager {
   private readonly stateless: Map<VmId, { vcpus: number, memMiB: number }>
   private readonly resendTicks: number
   private readonly requestTimeoutTicks: number
+  private readonly confirmTicks: number
   private readonly lastSent = new Map<string, number>()
   private readonly split = new Map<VmId, string>()
   counts = { started: 0, refused: 0, retired: 0, lost: 0 }
@@ -60,6 +66,7 @@ export class ReplicaManager {
     this.stateless = new Map(opts.stateless.map(v => [v.vm, { vcpus: v.vcpus, memMiB: v.memMiB }]))
     this.resendTicks = opts.resendTicks ?? 10
     this.requestTimeoutTicks = opts.requestTimeoutTicks ?? 300
+    this.confirmTicks = opts.confirmTicks ?? 50
     for (const r of opts.restored) {
       if (r.role === 'origin') this.out.set(r.vm, { ...r })
       else this.in.set(r.id, { ...r })
@@ -261,6 +268,10 @@ export class ReplicaManager {
       const st = s.members.get(r.origin)?.state
       if (st === 'dead' || st === 'left') this.stopHosted(r, `its origin ${this.name(r.origin)} is ${st}`)
       else if (this.m.draining) this.stopHosted(r, 'this host is draining')
+      else if (st === 'alive' && s.now - (this.lastSent.get(`in:${r.id}`) ?? r.updatedTick) >= this.confirmTicks) {
+        this.lastSent.set(`in:${r.id}`, s.now)
+        this.sendOp(r.origin, r, 'started', '')
+      }
     }
   }
 
@@ -268,8 +279,11 @@ export class ReplicaManager {
   nextDue (): number {
     for (const r of this.out.values()) if (r.state !== 'running') return this.s.now + 1
     for (const r of this.in.values()) if (r.state !== 'running') return this.s.now + 1
-    // Running records watch member states and the VM's presence, which change only on inputs.
-    return this.out.size + this.in.size > 0 ? this.s.now + this.resendTicks : Infinity
+    // Running records watch member states and the VM's presence (which change only on inputs),
+    // and the host confirms each running replica every confirmTicks.
+    let due = this.out.size > 0 ? this.s.now + this.resendTicks : Infinity
+    for (const r of this.in.values()) due = Math.min(due, (this.lastSent.get(`in:${r.id}`) ?? r.updatedTick) + this.confirmTicks)
+    return Math.max(due, this.s.now + 1)
   }
 
   private stopHosted (r: ReplicaRecord, why: string): void {

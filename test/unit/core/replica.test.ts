@@ -325,3 +325,23 @@ t.test('every replica frame survives the wire codec; a bad op is rejected, not t
   t.equal(r.ok, false, `an unknown op is rejected (${r.ok ? '' : r.reason})`)
   t.end()
 })
+
+t.test('after a partition in which the origin gave the host up, the replica is stopped at the heal', t => {
+  const w = new World()
+  w.addVm('a', 'web')
+  w.step(30)
+  w.operator('a', 'web', 'b')
+  w.step(3)
+  t.equal(w.replicas('b')[0]?.state, 'running', 'b runs web-replica')
+  // a believes b is dead (a partition seen from a's side only) and drops the record.
+  const aNode = w.node('a')
+  const sched = aNode.core as unknown as { replicas: { out: Map<string, ReplicaRecord> } }
+  const rec = sched.replicas.out.get('web')!
+  sched.replicas.out.delete('web')
+  t.ok(rec !== undefined, 'a forgot its record (as when it declares b dead)')
+  let ticks = 0
+  while (w.node('b').vms.has('web-replica') && ticks < 500) { w.step(1); ticks++ }
+  t.equal(w.node('b').vms.has('web-replica'), false, `b's confirmation is answered with a retire: stopped ${ticks} ticks later`)
+  t.same(w.replicas('b'), [], 'b forgets it')
+  t.end()
+})
