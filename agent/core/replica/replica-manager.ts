@@ -32,7 +32,7 @@
 import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
 import type { MigrationMachine } from '../migration/migration-machine.js'
-import { admit } from '../migration/reservation.js'
+import { admit, vmDemandMips } from '../migration/reservation.js'
 import { replicaDemandMips, type ReplicationParams } from '../../../policies/replication.js'
 import { replicaId, replicaKey, type ReplicaCommand, type ReplicaMessage, type ReplicaRecord, type SplitEffect } from './replica-types.js'
 
@@ -115,7 +115,9 @@ export class ReplicaManager {
     const cap = this.m.capacity
     const mipsPerCore = cap?.cpuMipsPerCore ?? 0
     const cpuMips = v.vcpus * mipsPerCore
-    const demand = v.cpuUtil * (cap === null ? 0 : cap.cpuCores * cap.cpuMipsPerCore)
+    // What the VM asks of a host, at most its vCPUs' worth: a QEMU process also burns CPU in its
+    // emulator and I/O threads (much of it under TCG), which a copy elsewhere does not inherit.
+    const demand = cap === null ? 0 : vmDemandMips(v, cap)
     const r: ReplicaRecord = {
       id: replicaId(vm), vm, role: 'origin', origin: s.self, host: to, state: 'requested',
       cpuDemandMips: replicaDemandMips({ id: vm, host: s.self, cpuMips, cpuDemandMips: demand, memMiB: v.memMiB, history: [], migrating: false }, this.opts.params),

@@ -345,3 +345,16 @@ t.test('after a partition in which the origin gave the host up, the replica is s
   t.same(w.replicas('b'), [], 'b forgets it')
   t.end()
 })
+
+t.test('a VM whose QEMU burns more than its vCPUs (TCG) asks at most half its vCPUs of the replica host', t => {
+  const w = new World()
+  // web has 1 vCPU of 1000 MIPS but its process uses 2.7 of the host's 4 cores (emulator threads).
+  w.addVm('a', 'web', 0.67)
+  w.step(30)
+  w.operator('a', 'web', 'b')
+  w.step(3)
+  const r = w.replicas('a')[0]
+  t.equal(r?.state, 'running', `admitted and running (${w.node('a').events.filter(e => e.kind === 'replica').map(e => e.text).join(' | ')})`)
+  t.ok(r !== undefined && r.cpuDemandMips <= 520, `the replica asks ${r?.cpuDemandMips ?? NaN} MIPS: half of one vCPU plus the overhead`)
+  t.end()
+})
