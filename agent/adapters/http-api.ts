@@ -95,6 +95,21 @@ export function renderMetrics (s: StatusPayload): string {
   return out.join('\n') + '\n'
 }
 
+/** agent_replicas{role,state}: replicas of this host's VMs (origin) and those it runs (host). */
+export function renderReplicaMetrics (records: unknown[]): string {
+  const n = new Map<string, number>()
+  for (const r of records) {
+    const x = r as { role?: unknown, state?: unknown }
+    if (typeof x.role !== 'string' || typeof x.state !== 'string') continue
+    n.set(`${x.role}/${x.state}`, (n.get(`${x.role}/${x.state}`) ?? 0) + 1)
+  }
+  const out = ['# TYPE agent_replicas gauge']
+  for (const role of ['origin', 'host']) {
+    for (const st of ['requested', 'starting', 'running', 'retiring']) out.push(`agent_replicas{role="${role}",state="${st}"} ${n.get(`${role}/${st}`) ?? 0}`)
+  }
+  return out.join('\n') + '\n'
+}
+
 export function httpApi (init: HttpApiInit) {
   return (c: HttpApiComponents): HttpApi => {
     const log = c.logger.forComponent('agent:api')
@@ -135,7 +150,8 @@ export function httpApi (init: HttpApiInit) {
         if (url === '/metrics') {
           const v = c.vips?.() ?? null
           const h = c.ha?.() ?? null
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : '') + (h !== null ? renderHaMetrics(h) : ''))
+          const r = c.replicas?.() ?? null
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : '') + (h !== null ? renderHaMetrics(h) : '') + (r !== null ? renderReplicaMetrics(r) : ''))
           return
         }
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')

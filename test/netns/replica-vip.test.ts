@@ -98,6 +98,8 @@ if (why !== null) {
     t.ok(rules.length === 1 && rules[0]!.includes(`--to-destination ${h2}`) && rules[0]!.includes(`${address}/32`), `h1 splits ${address} to ${h2}: ${rules.join(' | ')}`)
     const hostRec = (await replicas('h2')).find(r => r.role === 'host')
     t.equal(hostRec?.state, 'running', 'h2 journals it as a replica it hosts')
+    const metrics = (await bed.exec(cl.host('h2').node.netns, [process.execPath, '-e', "fetch('http://127.0.0.1:7946/metrics').then(r => r.text()).then(t => process.stdout.write(t))"], { timeoutMs: 10_000 })).stdout
+    t.match(metrics, /agent_replicas\{role="host",state="running"\} 1/, 'h2\'s /metrics counts it')
 
     // The replica boots (TCG: seconds), then answers with its own token.
     const second = await prober.waitGuest(Date.now(), 120_000, t1)
