@@ -9,7 +9,8 @@
  *     measured in the same run: the guest booted by QEMU alone, BOOTS times (default 2). Target:
  *     <= 20 s. HA timing: test/netns/ha-vip.ts FAILOVER_TIMING (why: the JSON's timing.why).
  * (b) Simulated: SIM_RUNS (default 1000) seeded HA simulator runs from SIM_SEED with crashes,
- *     hangs, partitions and loss: runs, restarts, double starts and S1/S4 violations (target 0).
+ *     hangs, partitions and loss, with a VIP per VM: runs, restarts, double starts and S1/S4/S5
+ *     violations (target 0).
  * Details: bench/lib/failover-run.ts. Takes about 4 minutes.
  */
 import { netnsUnavailable } from '../test/netns/testbed.js'
