@@ -177,14 +177,18 @@ function haVmSpec (e: HaVmEntry, idOf: (name: string) => HostId): HaVmSpec {
 /** What the driver boots for a protected VM (null: not a protected VM of this configuration). */
 export function haBootSpec (section: HaSection, vm: VmId): VmSpec | null {
   const e = section.vms.find(x => x.id === vm)
-  if (e === undefined) return null
+  return e === undefined ? null : bootSpec(e, e.id)
+}
+
+/** The driver's spec of a VM definition (kernel, initrd, append, or a disk image; extra QEMU args), booted as `id`. */
+export function bootSpec (e: { vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, image?: string, args?: string[] }, id: VmId): VmSpec {
   const extra: Record<string, unknown> = {}
   if (e.kernel !== undefined) extra.kernel = e.kernel
   if (e.initrd !== undefined) extra.initrd = e.initrd
   if (e.append !== undefined) extra.append = e.append
   if (e.image !== undefined) extra.disks = [{ file: e.image }]
   if (e.args !== undefined) extra.args = e.args
-  return { id: e.id, vcpus: e.vcpus, memMiB: e.memMiB, extra }
+  return { id, vcpus: e.vcpus, memMiB: e.memMiB, extra }
 }
 
 /** Reads what the core persisted under 'ha/' (undefined on a first start). */

@@ -27,6 +27,7 @@ import type { Store } from '../ports/store.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import type { Logger } from '../ports/logger.js'
 import { isIpv4, type SplitTarget } from '../adapters/iptables-splitter.js'
+import { bootSpec } from './ha-setup.js'
 
 export interface ReplicaVmDef {
   id: string
@@ -122,14 +123,7 @@ export function resolveReplicaVms (section: ReplicationSection, known: ReadonlyA
 /** The boot spec of the replica of `vm` (null: not configured). */
 export function replicaSpec (defs: readonly ReplicaVmDef[], vm: VmId, id: VmId): VmSpec | null {
   const e = defs.find(x => x.id === vm)
-  if (e === undefined) return null
-  const extra: Record<string, unknown> = {}
-  if (e.kernel !== undefined) extra.kernel = e.kernel
-  if (e.initrd !== undefined) extra.initrd = e.initrd
-  if (e.append !== undefined) extra.append = e.append
-  if (e.image !== undefined) extra.disks = [{ file: e.image }]
-  if (e.args !== undefined) extra.args = e.args
-  return { id, vcpus: e.vcpus, memMiB: e.memMiB, extra }
+  return e === undefined ? null : bootSpec(e, id)
 }
 
 /** The core's options: the stateless VMs, the policy and the journal found in the store. */
