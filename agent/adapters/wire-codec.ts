@@ -1,7 +1,8 @@
 /**
  * Wire codec: typed protocol messages (agent/core/messages.ts) to and from protobuf frames
- * (proto/mesh/v1/*.proto), with protobufjs reflection over the .proto files loaded once when
- * this module is imported.
+ * (proto/mesh/v1/*.proto), with protobufjs reflection built once when this module is imported
+ * from the descriptor generated from those files (wire-schema.ts; parsing the .proto text and
+ * loading protobufjs's parser cost each agent about 10-15 ms of CPU at start-up).
  *
  * Decoding is the trust boundary. `decodeFrame` never throws: every frame that is too big,
  * malformed, of a protocol version we do not share, missing a required field or carrying an
@@ -15,10 +16,8 @@
  * Fixed point: utilisations travel in basis points (1/10000), capacities and sizes in whole
  * units (see proto/mesh/v1/load.proto). A decoded utilisation is the sent one rounded to 1e-4.
  */
-import { existsSync } from 'node:fs'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import protobuf from 'protobufjs'
+import protobuf from 'protobufjs/light.js'
+import { WIRE_SCHEMA } from './wire-schema.js'
 import {
   PROTOCOL_MAX, PROTOCOL_MIN,
   type Body, type Envelope, type Gossip, type MemberRecord
@@ -148,24 +147,8 @@ export class WireEncodeError extends Error {
 // ---------------------------------------------------------------------------------------------
 // Schema
 
-/** Finds <repo>/proto from this file, whether it runs as agent/adapters/*.ts or dist/agent/adapters/*.js. */
-function findProtoDir (): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 8; i++) {
-    const candidate = path.join(dir, 'proto')
-    if (existsSync(path.join(candidate, 'mesh', 'v1', 'envelope.proto'))) return candidate
-    const up = path.dirname(dir)
-    if (up === dir) break
-    dir = up
-  }
-  throw new Error('wire-codec: proto/mesh/v1/envelope.proto not found above ' + path.dirname(fileURLToPath(import.meta.url)))
-}
-
 function loadSchema (): protobuf.Root {
-  const protoDir = findProtoDir()
-  const root = new protobuf.Root()
-  root.resolvePath = (_origin: string, target: string) => path.isAbsolute(target) ? target : path.join(protoDir, target)
-  root.loadSync(['mesh/v1/envelope.proto'], { keepCase: false })
+  const root = protobuf.Root.fromJSON(WIRE_SCHEMA)
   root.resolveAll()
   return root
 }
