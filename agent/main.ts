@@ -17,7 +17,7 @@ import { loadOrCreateKeyPair } from './adapters/identity.js'
 import { hyperswarmTransport } from './adapters/hyperswarm-transport.js'
 import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver } from './adapters/sim-driver.js'
-import { cronJobs } from './adapters/cron-jobs.js'
+import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
@@ -38,6 +38,11 @@ import { haPayload } from './cli/ha.js'
 import { replicaCoreOptions, replicaExecutor, resolveReplicaVms, SplitState, type ReplicaVmDef } from './runtime/replica-setup.js'
 import { IptablesSplitter } from './adapters/iptables-splitter.js'
 import type { SplitEffect } from './core/replica/replica-types.js'
+
+/** Latest start of the calendar jobs after the agent's start, ms (sooner once every member is alive). */
+const CRON_START_LATEST_MS = 30_000
+/** How often the agent checks whether the calendar jobs may start, ms. */
+const CRON_GATE_POLL_MS = 1000
 
 /** Where the agent keeps its Noise key pair inside its state directory. */
 export function identityFile (stateDir: string): string {
@@ -279,23 +284,41 @@ export async function runAgent (configFile: string): Promise<number> {
   // systemd) and HA allows it (a host cut off from the majority past its fence grace is reset).
   // Each pinger has its own progress gate (one must not consume the progress the other checks).
   const notifier = systemdNotifier({})({ logger, healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()) })
-  const cron = cronJobs({
-    jobs: [
-      { name: 'compact-store', schedule: '17 * * * *', run: async () => { await store.compact() } },
-      {
-        name: 'report',
-        schedule: '*/5 * * * *',
-        run: async () => {
-          const s = status()
-          log.info('cluster report', { alive: s.members.filter(m => m.state === 'alive').length, members: s.members.length })
-        }
+  const cronList: CronJob[] = [
+    { name: 'compact-store', schedule: '17 * * * *', run: async () => { await store.compact() } },
+    {
+      name: 'report',
+      schedule: '*/5 * * * *',
+      run: async () => {
+        const s = status()
+        log.info('cluster report', { alive: s.members.filter(m => m.state === 'alive').length, members: s.members.length })
       }
-    ]
-  })({ logger })
+    }
+  ]
+  // The calendar jobs start once every configured member is alive, or CRON_START_LATEST_MS after
+  // the start: loading node-cron and the time-zone data its first schedule reads costs about
+  // 30-40 ms of CPU, which would otherwise compete with the joining of the mesh (bench/mesh.md).
+  // A slot that falls before then is skipped; the next one runs (hourly and 5-minute jobs).
+  const cron: { jobs: CronJobs | null } = { jobs: null }
+  let cronStopped = false
+  const startedAt = Date.now()
+  const startCron = async (): Promise<void> => {
+    const { cronJobs } = await import('./adapters/cron-jobs.js')
+    if (cronStopped) return
+    const jobs = cronJobs({ jobs: cronList })({ logger })
+    jobs.start()
+    cron.jobs = jobs
+  }
+  const cronGate = setInterval(() => {
+    const alive = core.view().filter(m => m.state === 'alive').length
+    if (alive < config.cluster.members.length && Date.now() - startedAt < CRON_START_LATEST_MS) return
+    clearInterval(cronGate)
+    startCron().catch((err: unknown) => { log.error('cron jobs could not start', { err }) })
+  }, CRON_GATE_POLL_MS)
+  cronGate.unref()
 
   await runtime.start()
   await api.start()
-  cron.start()
   const watchdog = openHaWatchdog(config, logger, runtime, core)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
   log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, incarnation: core.status().incarnation })
@@ -306,7 +329,9 @@ export async function runAgent (configFile: string): Promise<number> {
   })
   log.info('agent stopping', { signal })
   await notifier.stopping()
-  cron.stop()
+  cronStopped = true
+  clearInterval(cronGate)
+  cron.jobs?.stop()
   await api.stop()
   await runtime.stop({ leave: true })
   watchdog?.close(true)
