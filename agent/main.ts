@@ -81,11 +81,28 @@ function driverSampler (config: AgentConfig, driver: HypervisorDriver): HostSamp
   }
 }
 
+/** CPU (user + system) this process has used since it started, seconds. */
+function cpuSeconds (): number {
+  const c = process.cpuUsage()
+  return (c.user + c.system) / 1e6
+}
+
+/**
+ * CPU the process had used at two points of its start-up, seconds: when the agent's modules were
+ * loaded (Node's own start-up included) and when the agent was ready (API answering, systemd
+ * notified). bench:mesh reports them (bench/mesh.md).
+ */
+interface StartupCpu { loadedS: number, readyS: number | null }
+
 /** The agent process's own footprint, exported as agent_process_* metrics. */
-function processStats (): Record<string, number> {
+function processStats (startup: StartupCpu): Record<string, number> {
   const m = process.memoryUsage()
   const c = process.cpuUsage()
-  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external, cpuUserSeconds: c.user / 1e6, cpuSystemSeconds: c.system / 1e6 }
+  return {
+    rssBytes: m.rss, heapUsedBytes: m.heapUsed, heapTotalBytes: m.heapTotal, externalBytes: m.external, cpuUserSeconds: c.user / 1e6, cpuSystemSeconds: c.system / 1e6,
+    startupLoadedCpuSeconds: startup.loadedS,
+    ...(startup.readyS !== null ? { startupReadyCpuSeconds: startup.readyS } : {})
+  }
 }
 
 /**
@@ -133,6 +150,7 @@ async function startLibvirt (config: AgentConfig, logger: Logger): Promise<Libvi
 }
 
 export async function runAgent (configFile: string): Promise<number> {
+  const startupCpu: StartupCpu = { loadedS: cpuSeconds(), readyS: null }
   const config = await loadConfigFile(configFile)
   const logger: Logger = jsonLogger({ level: config.log.level, journaldPrefix: process.env.JOURNAL_STREAM !== undefined })
   const log = logger.forComponent('agent:main')
@@ -262,7 +280,7 @@ export async function runAgent (configFile: string): Promise<number> {
     members: core.view(),
     core: { ...core.status() },
     runtime: { ...runtime.stats },
-    process: processStats()
+    process: processStats(startupCpu)
   })
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   const api = httpApi({ host: apiAddr.host, port: apiAddr.port })({
@@ -321,7 +339,8 @@ export async function runAgent (configFile: string): Promise<number> {
   await api.start()
   const watchdog = openHaWatchdog(config, logger, runtime, core)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
-  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, incarnation: core.status().incarnation })
+  startupCpu.readyS = cpuSeconds()
+  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(startupCpu.loadedS * 1000), ready: Math.round(startupCpu.readyS * 1000) } })
 
   const signal = await new Promise<string>(resolve => {
     process.once('SIGTERM', () => resolve('SIGTERM'))

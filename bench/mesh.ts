@@ -1,6 +1,7 @@
 /**
  * bench:mesh — ten real agent processes on loopback.
- * Measures: start to full mesh (every agent sees all ten alive), kill -9 detection (time until
+ * Measures: start to full mesh (every agent sees all ten alive) and the CPU each agent used until
+ * then, by phase (modules loaded, ready, joined), kill -9 detection (time until
  * every survivor stops considering the victim alive, and until all declare it dead) over several
  * victims, and each agent's RSS and idle CPU over a quiet window. Prints one JSON object.
  * Serf's figures on this kind of machine (ANCHORS.md): 14.4 MiB RSS, 0.085 % CPU idle.
@@ -69,10 +70,11 @@ async function main (): Promise<void> {
     cluster.startAll()
     const firstAnswer = new Map<string, number>()
     let meshAt: number | null = null
+    let meshViews: Array<Awaited<ReturnType<typeof cluster.status>>> = []
     while (Date.now() - t0 < 60_000 && meshAt === null) {
       const views = await Promise.all(names.map(async n => await cluster.status(n)))
       views.forEach((v, i) => { if (v !== null && !firstAnswer.has(names[i] as string)) firstAnswer.set(names[i] as string, Date.now()) })
-      if (views.every(v => v !== null && aliveCount(v) === N)) meshAt = Date.now()
+      if (views.every(v => v !== null && aliveCount(v) === N)) { meshAt = Date.now(); meshViews = views }
       else await new Promise(resolve => setTimeout(resolve, 50))
     }
     const startToMeshMs = meshAt === null ? null : meshAt - t0
@@ -81,6 +83,16 @@ async function main (): Promise<void> {
     const spawnToLastReadyMs = lastReady - t0
     // CPU each agent used from its spawn to the full mesh (Node start-up, module loading, joining).
     const startupCpuS = names.map(n => procStat(cluster.procs.get(n)?.pid as number).cpuTicks / CLK_TCK)
+    // Where it went, from each agent's own marks (agent/main.ts): Node's start-up and the agent's
+    // modules (loaded), then everything up to ready (store, DHT node, runtime, API), then joining.
+    const mark = (k: string): number[] => meshViews.map(v => v?.process?.[k] ?? NaN)
+    const loadedS = mark('startupLoadedCpuSeconds')
+    const readyS = mark('startupReadyCpuSeconds')
+    const startupCpuPhasesS = {
+      loaded: r3(median(loadedS)),
+      loadedToReady: r3(median(readyS.map((r, i) => r - (loadedS[i] as number)))),
+      readyToFullMesh: r3(median(startupCpuS.map((x, i) => x - (readyS[i] as number))))
+    }
 
     // Idle footprint: let the cluster settle, then measure CPU over a quiet window.
     await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
@@ -129,6 +141,8 @@ async function main (): Promise<void> {
       lastAgentReadyToFullMeshMs: readyToMeshMs,
       fullMeshTargetMs: 3000,
       startupCpuSMedian: r3(median(startupCpuS)),
+      // Medians per phase (null for a build without the marks); /proc counts 10 ms ticks.
+      startupCpuPhasesS: Number.isNaN(startupCpuPhasesS.loaded) ? null : startupCpuPhasesS,
       cores: availableParallelism(),
       // The agents' start-up CPU spread over every core: no spawn-to-mesh time can be shorter.
       startupCpuFloorMs: Math.round(1000 * startupCpuS.reduce((a, x) => a + x, 0) / availableParallelism()),
