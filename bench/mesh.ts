@@ -8,12 +8,22 @@
  * The agents run with the daemon's Node flags (agent/cli/agent-node-args.ts). Env: HOSTS (10),
  * KILLS (3), SETTLE_S (20: seconds after the full mesh before the idle window), IDLE_S (20), CORE
  * (JSON of core settings over the production defaults), MESH (JSON of mesh settings, e.g.
- * MESH='{"probeDatagrams":false}').
+ * MESH='{"probeDatagrams":false}'), FLOOR (1: also measure the stack's floor, 0: skip it).
+ *
+ * The floor, measured in the same run after the agents stop: HOSTS processes that run only Node,
+ * Hyperswarm and the agent's transport with the same flags and mesh settings, and send only SWIM
+ * pings (one per probe interval, answered) as datagrams (bench/lib/mesh-floor.ts). No agent can do
+ * less on this stack and still detect a failure at this probe rate, so its spawn-to-connected time
+ * and idle CPU are what the agent's figures are divided by (`ratioToFloor`).
  */
 import { readFileSync } from 'node:fs'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import dgram from 'node:dgram'
 import { availableParallelism } from 'node:os'
-import { AGENT_NODE_ARGS } from '../agent/cli/agent-node-args.js'
+import { fileURLToPath } from 'node:url'
+import { AGENT_NODE_ARGS, agentSpawnArgs } from '../agent/cli/agent-node-args.js'
+import { defaultCoreConfig } from '../agent/core/config.js'
 import { LocalCluster, aliveCount, stateOf } from '../test/integration/cluster-harness.js'
 
 const N = Number(process.env.HOSTS ?? 10)
@@ -26,6 +36,7 @@ const CLK_TCK = 100
 const CORE = JSON.parse(process.env.CORE ?? '{}') as Record<string, number>
 /** Mesh settings over the defaults, as JSON (MESH='{"probeDatagrams":false}'). */
 const MESH = JSON.parse(process.env.MESH ?? '{}') as Record<string, unknown>
+const FLOOR = process.env.FLOOR !== '0'
 
 function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
@@ -59,10 +70,74 @@ async function runtimeStats (cluster: LocalCluster, name: string): Promise<Runti
   return r === undefined ? null : { ticks: r.ticks ?? NaN, tickWakeups: r.tickWakeups ?? NaN, framesSent: r.framesSent ?? NaN }
 }
 
+/** UDP ports free on loopback now (bound to port 0, then released). */
+async function freeUdpPorts (n: number): Promise<number[]> {
+  const socks = await Promise.all(Array.from({ length: n }, async () => await new Promise<dgram.Socket>((resolve, reject) => {
+    const s = dgram.createSocket('udp4')
+    s.once('error', reject)
+    s.bind(0, '127.0.0.1', () => resolve(s))
+  })))
+  const ports = socks.map(s => s.address().port)
+  for (const s of socks) s.close()
+  return ports
+}
+
+interface Floor { spawnToAllConnectedMs: number | null, idleCpuPctMedian: number, rssMiBMedian: number, probeIntervalMs: number }
+
+/** The stack's floor (see the header): spawn to every connection open, then idle CPU and RSS. */
+async function measureFloor (): Promise<Floor> {
+  const core = { ...defaultCoreConfig(), ...CORE }
+  const probeIntervalMs = core.tickMs * core.probeIntervalTicks
+  const keepAliveMs = typeof MESH.keepAliveMs === 'number' ? MESH.keepAliveMs : 5000
+  const ports = await freeUdpPorts(N)
+  const env = {
+    ...process.env,
+    FLOOR_SEEDS: Array.from({ length: N }, () => randomBytes(32).toString('hex')).join(','),
+    FLOOR_PORTS: ports.join(','),
+    FLOOR_PROBE_MS: String(probeIntervalMs),
+    FLOOR_KEEPALIVE_MS: String(keepAliveMs),
+    FLOOR_TIMEOUT_MS: String(typeof MESH.timeoutMs === 'number' ? MESH.timeoutMs : 3 * keepAliveMs)
+  }
+  const entry = fileURLToPath(new URL('./lib/mesh-floor.js', import.meta.url))
+  const t0 = Date.now()
+  let connected = 0
+  let allAt: number | null = null
+  const procs: ChildProcess[] = []
+  try {
+    for (let i = 0; i < N; i++) {
+      const p = spawn(process.execPath, agentSpawnArgs(entry, [String(i)]), { env, stdio: ['ignore', 'pipe', 'inherit'] })
+      procs.push(p)
+      let seen = false
+      p.stdout?.setEncoding('utf8')
+      p.stdout?.on('data', (d: string) => {
+        if (!seen && d.includes('connected')) {
+          seen = true
+          if (++connected === N) allAt = Date.now()
+        }
+      })
+    }
+    while (allAt === null && Date.now() - t0 < 60_000) await new Promise(resolve => setTimeout(resolve, 20))
+    await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
+    const pids = procs.map(p => p.pid as number)
+    const a = pids.map(procStat)
+    await new Promise(resolve => setTimeout(resolve, IDLE_S * 1000))
+    const b = pids.map(procStat)
+    return {
+      spawnToAllConnectedMs: allAt === null ? null : allAt - t0,
+      idleCpuPctMedian: r3(median(b.map((x, i) => 100 * (x.cpuTicks - (a[i] as ProcStat).cpuTicks) / CLK_TCK / IDLE_S))),
+      rssMiBMedian: r1(median(b.map(x => x.rssKiB / 1024))),
+      probeIntervalMs
+    }
+  } finally {
+    for (const p of procs) p.kill('SIGKILL')
+  }
+}
+
 async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
   const cluster = await LocalCluster.create(N, { seed: 11, core: CORE, mesh: MESH })
   const names = cluster.hosts.map(h => h.name)
+  let result: { spawnToFullMeshMs: number | null, footprint: { idleCpuPctMedian: number, rssMiBMedian: number } } | null = null
   try {
     // Two clocks: from spawning the processes (includes Node start-up and module loading, which
     // on 2 shared cores is most of it), and from the moment the last agent's API answered.
@@ -173,10 +248,24 @@ async function main (): Promise<void> {
         ratioToSerf: { rss: Math.round(median(rssMiB) / 14.4 * 100) / 100, cpu: Math.round(median(cpuPct) / 0.085 * 100) / 100 }
       }
     }
-    process.stdout.write(JSON.stringify(out) + '\n')
+    result = out
   } finally {
     await cluster.stop()
   }
+  if (result === null) throw new Error('bench:mesh: no result')
+  if (FLOOR) {
+    const floor = await measureFloor()
+    const ratio = (x: number | null, y: number | null): number | null => x === null || y === null || y === 0 ? null : Math.round(x / y * 100) / 100
+    Object.assign(result, {
+      stackFloor: floor,
+      ratioToFloor: {
+        spawnToFullMesh: ratio(result.spawnToFullMeshMs, floor.spawnToAllConnectedMs),
+        idleCpu: ratio(result.footprint.idleCpuPctMedian, floor.idleCpuPctMedian),
+        rss: ratio(result.footprint.rssMiBMedian, floor.rssMiBMedian)
+      }
+    })
+  }
+  process.stdout.write(JSON.stringify(result) + '\n')
 }
 
 await main()
