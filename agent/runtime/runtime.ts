@@ -95,6 +95,8 @@ export class Runtime {
   private readonly queue: Input[] = []
   private readonly ac = new AbortController()
   private wakeTimer: NodeJS.Timeout | null = null
+  /** When the armed wakeTimer fires (performance.now() time), ms. */
+  private wakeAt = NaN
   private sampleTimer: NodeJS.Timeout | null = null
   private running = false
   private turning = false
@@ -194,13 +196,20 @@ export class Runtime {
 
   /** Sleep until the core's next due tick (at most sleepTicksMax ahead); an input wakes us sooner. */
   private scheduleWake (): void {
-    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer)
-    this.wakeTimer = null
-    if (!this.running) return
+    if (!this.running) {
+      if (this.wakeTimer !== null) clearTimeout(this.wakeTimer)
+      this.wakeTimer = null
+      return
+    }
     const core = this.c.core
     const ahead = Math.max(1, Math.min(core.nextDueTick() - core.now, this.sleepTicksMax))
     this.plannedWakeTick = this.ticksRun + ahead
     const at = this.clockStart + this.plannedWakeTick * this.init.tickMs
+    // Most turns (a frame in, its answer out) leave the next due tick where it was: keep the armed
+    // timer rather than re-creating it.
+    if (this.wakeTimer !== null && at === this.wakeAt) return
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer)
+    this.wakeAt = at
     this.wakeTimer = setTimeout(() => { this.wakeTimer = null; this.stats.tickWakeups++; this.kick() }, Math.max(0, Math.ceil(at - performance.now())))
   }
 
