@@ -16,11 +16,12 @@
  * less on this stack and still detect a failure at this probe rate, so its spawn-to-connected time
  * and idle CPU are what the agent's figures are divided by (`ratioToFloor`).
  */
-import { readFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import path from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
-import { availableParallelism } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { AGENT_NODE_ARGS, agentSpawnArgs } from '../agent/cli/agent-node-args.js'
 import { defaultCoreConfig } from '../agent/core/config.js'
@@ -68,6 +69,13 @@ async function runtimeStats (cluster: LocalCluster, name: string): Promise<Runti
   const s = await cluster.status(name) as { runtime?: Partial<RuntimeRates> } | null
   const r = s?.runtime
   return r === undefined ? null : { ticks: r.ticks ?? NaN, tickWakeups: r.tickWakeups ?? NaN, framesSent: r.framesSent ?? NaN }
+}
+
+/** Copies the agents' logs out of the cluster's directory (removed at stop), for a run to explain. */
+function keepLogs (cluster: LocalCluster): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'starling-bench-mesh-logs-'))
+  for (const h of cluster.hosts) if (existsSync(h.logFile)) cpSync(h.logFile, path.join(dir, path.basename(h.logFile)))
+  return dir
 }
 
 /** UDP ports free on loopback now (bound to port 0, then released). */
@@ -193,6 +201,7 @@ async function main (): Promise<void> {
 
     const noticedMs: number[] = []
     const deadMs: number[] = []
+    const missed: unknown[] = []
     for (let k = 0; k < Math.min(KILLS, N - 3); k++) {
       const victim = names[N - 1 - k] as string
       const survivors = names.slice(0, N - 1 - k)
@@ -200,6 +209,19 @@ async function main (): Promise<void> {
       cluster.kill9(victim)
       const n1 = await cluster.waitViews(survivors, s => stateOf(s, victim) !== 'alive', 30_000, 20)
       if (n1 !== null) noticedMs.push(Date.now() - tk)
+      else {
+        // Which survivors kept it alive, or did not answer, and whether their process still runs.
+        const views = await Promise.all(survivors.map(async n => await cluster.status(n)))
+        missed.push({
+          victim,
+          survivors: survivors.map((n, i) => {
+            const v = views[i]
+            const p = cluster.procs.get(n)
+            return { name: n, answered: v !== null && v !== undefined, victimState: v === null || v === undefined ? null : stateOf(v, victim) ?? null, alive: v === null || v === undefined ? null : aliveCount(v), exit: p?.exitCode ?? p?.signalCode ?? null }
+          }).filter(x => !x.answered || x.victimState === 'alive' || x.exit !== null),
+          logsKeptIn: keepLogs(cluster)
+        })
+      }
       const n2 = await cluster.waitViews(survivors, s => stateOf(s, victim) === 'dead', 60_000, 50)
       if (n2 !== null) deadMs.push(Date.now() - tk)
     }
@@ -227,6 +249,8 @@ async function main (): Promise<void> {
         noticedByAllMs: noticedMs,
         declaredDeadByAllMsMedian: median(deadMs),
         declaredDeadByAllMs: deadMs,
+        // Victims some survivor still saw alive after 30 s: who, and in what state.
+        missed,
         targetMedianMs: 3000
       },
       footprint: {
