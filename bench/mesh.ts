@@ -90,7 +90,7 @@ async function freeUdpPorts (n: number): Promise<number[]> {
   return ports
 }
 
-interface Floor { spawnToAllConnectedMs: number | null, idleCpuPctMedian: number, rssMiBMedian: number, probeIntervalMs: number }
+interface Floor { spawnToAllConnectedMs: number | null, startupCpuSMedian: number, idleCpuPctMedian: number, rssMiBMedian: number, probeIntervalMs: number }
 
 /** The stack's floor (see the header): spawn to every connection open, then idle CPU and RSS. */
 async function measureFloor (): Promise<Floor> {
@@ -125,6 +125,7 @@ async function measureFloor (): Promise<Floor> {
       })
     }
     while (allAt === null && Date.now() - t0 < 60_000) await new Promise(resolve => setTimeout(resolve, 20))
+    const startupCpuS = procs.map(p => procStat(p.pid as number).cpuTicks / CLK_TCK)
     await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
     const pids = procs.map(p => p.pid as number)
     const a = pids.map(procStat)
@@ -132,6 +133,7 @@ async function measureFloor (): Promise<Floor> {
     const b = pids.map(procStat)
     return {
       spawnToAllConnectedMs: allAt === null ? null : allAt - t0,
+      startupCpuSMedian: r3(median(startupCpuS)),
       idleCpuPctMedian: r3(median(b.map((x, i) => 100 * (x.cpuTicks - (a[i] as ProcStat).cpuTicks) / CLK_TCK / IDLE_S))),
       rssMiBMedian: r1(median(b.map(x => x.rssKiB / 1024))),
       probeIntervalMs
@@ -145,7 +147,7 @@ async function main (): Promise<void> {
   // Production defaults (core: {}), not the demo's faster report interval.
   const cluster = await LocalCluster.create(N, { seed: 11, core: CORE, mesh: MESH })
   const names = cluster.hosts.map(h => h.name)
-  let result: { spawnToFullMeshMs: number | null, footprint: { idleCpuPctMedian: number, rssMiBMedian: number } } | null = null
+  let result: { spawnToFullMeshMs: number | null, startupCpuSMedian: number, footprint: { idleCpuPctMedian: number, rssMiBMedian: number } } | null = null
   try {
     // Two clocks: from spawning the processes (includes Node start-up and module loading, which
     // on 2 shared cores is most of it), and from the moment the last agent's API answered.
@@ -284,6 +286,7 @@ async function main (): Promise<void> {
       stackFloor: floor,
       ratioToFloor: {
         spawnToFullMesh: ratio(result.spawnToFullMeshMs, floor.spawnToAllConnectedMs),
+        startupCpu: ratio(result.startupCpuSMedian, floor.startupCpuSMedian),
         idleCpu: ratio(result.footprint.idleCpuPctMedian, floor.idleCpuPctMedian),
         rss: ratio(result.footprint.rssMiBMedian, floor.rssMiBMedian)
       }
