@@ -7,7 +7,8 @@
  * host and incarnation declared dead while not crashed), scaled to one simulated hour, and the
  * bytes sent per host per second (protobuf size estimate) beside the lower bound
  * hosts * mean report size / report interval. Prints one JSON object.
- * Env: HOSTS (1000), CRASHES (8), SEED (1).
+ * Env: HOSTS (1000), CRASHES (8), SEED (1), CORE (JSON of core settings over the production
+ * defaults, e.g. CORE='{"suspicionMult":2}', to measure a trade-off).
  */
 import { defaultCoreConfig } from '../agent/core/config.js'
 import { reportBytes } from '../agent/core/wire-size.js'
@@ -53,7 +54,7 @@ function main (): void {
   const hosts = Number(process.env.HOSTS ?? 1000)
   const crashes = Number(process.env.CRASHES ?? 8)
   const seed = Number(process.env.SEED ?? 1)
-  const config = defaultCoreConfig()
+  const config = { ...defaultCoreConfig(), ...JSON.parse(process.env.CORE ?? '{}') as Record<string, number> }
   const sim = new SimCluster({ seed, hosts, config, network: { loss: 0.05 }, hexIds: true })
   const checkers = new Checkers(sim)
   checkers.noFalseDeath = false // counted below instead of failing the run
