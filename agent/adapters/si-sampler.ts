@@ -1,9 +1,9 @@
 /**
  * The HostSampler port on systeminformation.
  *
- * - CPU: systeminformation's currentLoad, which is the busy share of all logical CPUs since its
- *   previous call (it measures a fresh window only when 200 ms or more have passed). The very first
- *   call has no previous window, so systeminformation waits about 0.5 s to make one: the first
+ * - CPU: the busy share of all logical CPUs since the previous sample (user, nice, system, irq,
+ *   softirq and steal over those plus idle and iowait). The very first call has no previous
+ *   reading, so it makes a window of 250 ms (systeminformation's own: about 0.5 s): the first
  *   sample is slow, later ones are immediate.
  * - Memory used: `active` (what processes use, without page cache and buffers), not `used`.
  * - Network: rx + tx bytes of the chosen interfaces, as a delta against the previous sample over
@@ -15,9 +15,19 @@
  *   total memory; sum of the chosen interfaces' link speeds, or a configured default when the
  *   kernel does not know it (virtual NICs report -1). Re-read every `capacityRefreshMs`.
  *
+ * - On Linux the three figures taken at every sample (CPU, memory, network counters) are read from
+ *   the kernel's files directly (`procSystemInfo`: /proc/stat, /proc/meminfo,
+ *   /sys/class/net/IFACE/statistics), with the same definitions as systeminformation's. On Linux,
+ *   systeminformation starts child processes for them (`cat /proc/stat | grep cpu`, a `cat` per
+ *   counter and interface): about a dozen per sample, every second, on every hypervisor.
+ *   systeminformation still describes the host (cores, clock, link speeds, the default route).
+ *
  * sample() never throws: any failure is a rejected promise with a SamplerError (or AbortError when
- * its signal fires), whose cause is the systeminformation error. The runtime decides what to do.
+ * its signal fires), whose cause is the underlying error. The runtime decides what to do.
  */
+import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import si from 'systeminformation'
 import type { Logger } from '../ports/logger.js'
 import type { HostLoad, HostSampler } from '../ports/host-sampler.js'
@@ -95,7 +105,7 @@ class SiSampler implements HostSampler {
   constructor (private readonly init: SiSamplerInit, components: SiSamplerComponents) {
     this.log = components.logger.forComponent('agent:sampler')
     this.now = components.now ?? (() => performance.now())
-    this.si = components.systemInfo ?? (si as unknown as SystemInfoApi)
+    this.si = components.systemInfo ?? defaultSystemInfo(this.log)
     this.linkMbpsDefault = init.linkMbpsDefault ?? 1000
     this.capacityRefreshMs = init.capacityRefreshMs ?? 300_000
     this.sampleTimeoutMs = init.sampleTimeoutMs ?? 5000
@@ -209,7 +219,104 @@ async function withDeadline<T> (p: Promise<T>, ms: number, signal: AbortSignal |
   }
 }
 
-/** Factory (STYLE §1.4): `siSampler({})({ logger })`. Nothing is read before the first sample(). */
+/** Where procSystemInfo reads; tests point it at files of their own. */
+export interface ProcRoots {
+  /** @default '/proc' */
+  proc?: string
+  /** @default '/sys/class/net' */
+  sysClassNet?: string
+  /** Window of the very first CPU reading, which has no previous one, ms. @default 250 */
+  firstWindowMs?: number
+}
+
+interface CpuTimes { busy: number, total: number }
+
+/** The aggregate `cpu` line of /proc/stat: busy and total jiffies (idle and iowait are not busy). */
+export function parseProcStat (text: string): CpuTimes {
+  const line = text.split('\n').find(l => l.startsWith('cpu '))
+  if (line === undefined) throw new Error('no aggregate cpu line in /proc/stat')
+  const f = line.trim().split(/\s+/).slice(1).map(Number)
+  if (f.length < 4 || f.some(x => !Number.isFinite(x) || x < 0)) throw new Error(`malformed cpu line in /proc/stat: ${line.slice(0, 120)}`)
+  // user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f
+  const busy = user + nice + system + irq + softirq + steal
+  return { busy, total: busy + idle + iowait }
+}
+
+/** /proc/meminfo: total, and active as systeminformation defines it (total - MemAvailable), bytes. */
+export function parseMeminfo (text: string): { total: number, active: number } {
+  const kib = (key: string): number | undefined => {
+    const m = new RegExp(`^${key}:\\s+(\\d+)\\s*kB`, 'm').exec(text)
+    return m === null ? undefined : Number(m[1]) * 1024
+  }
+  const total = kib('MemTotal')
+  if (total === undefined || total <= 0) throw new Error('no MemTotal in /proc/meminfo')
+  let available = kib('MemAvailable')
+  if (available === undefined) {
+    // Kernels before 3.14: what systeminformation falls back to.
+    const free = kib('MemFree')
+    if (free === undefined) throw new Error('neither MemAvailable nor MemFree in /proc/meminfo')
+    available = free + (kib('Buffers') ?? 0) + (kib('Cached') ?? 0) + (kib('Slab') ?? 0)
+  }
+  return { total, active: Math.max(0, total - available) }
+}
+
+/**
+ * The per-sample part of SystemInfoApi read from the kernel's files, without child processes;
+ * the host's description (cpu, interfaces, default route) stays with systeminformation.
+ * currentLoad is the busy share of all CPUs since the previous call, as systeminformation's.
+ */
+export function procSystemInfo (roots: ProcRoots = {}, base: SystemInfoApi = si as unknown as SystemInfoApi): SystemInfoApi {
+  const proc = roots.proc ?? '/proc'
+  const net = roots.sysClassNet ?? '/sys/class/net'
+  const firstWindowMs = roots.firstWindowMs ?? 250
+  let previous: CpuTimes | null = null
+  const readCpu = async (): Promise<CpuTimes> => parseProcStat(await readFile(path.join(proc, 'stat'), 'utf8'))
+  const counter = async (iface: string, name: string): Promise<number> => {
+    const text = await readFile(path.join(net, iface, 'statistics', name), 'utf8')
+    const v = Number(text.trim())
+    if (!Number.isFinite(v) || v < 0 || text.trim() === '') throw new Error(`malformed ${name} of ${iface}: ${JSON.stringify(text.slice(0, 40))}`)
+    return v
+  }
+  return {
+    async currentLoad () {
+      let before = previous
+      if (before === null) {
+        before = await readCpu()
+        await new Promise(resolve => setTimeout(resolve, firstWindowMs))
+      }
+      const now = await readCpu()
+      previous = now
+      const dTotal = now.total - before.total
+      const dBusy = now.busy - before.busy
+      return { currentLoad: dTotal > 0 && dBusy >= 0 ? (100 * dBusy) / dTotal : 0 }
+    },
+    async mem () { return parseMeminfo(await readFile(path.join(proc, 'meminfo'), 'utf8')) },
+    async networkStats (ifaces?: string) {
+      const names = (ifaces ?? '').split(',').map(x => x.trim()).filter(x => x !== '')
+      return await Promise.all(names.map(async iface => {
+        const [rx, tx] = await Promise.all([counter(iface, 'rx_bytes'), counter(iface, 'tx_bytes')])
+        return { iface, rx_bytes: rx, tx_bytes: tx }
+      }))
+    },
+    cpu: async () => await base.cpu(),
+    networkInterfaces: async () => await base.networkInterfaces(),
+    networkInterfaceDefault: async () => await base.networkInterfaceDefault()
+  }
+}
+
+/** procSystemInfo where the kernel's files are there (Linux), systeminformation alone elsewhere. */
+function defaultSystemInfo (log: Logger): SystemInfoApi {
+  try {
+    parseProcStat(readFileSync('/proc/stat', 'utf8'))
+    return procSystemInfo()
+  } catch (err) {
+    log.info('no readable /proc/stat: every sample goes through systeminformation', { err: err instanceof Error ? err.message : String(err) })
+    return si as unknown as SystemInfoApi
+  }
+}
+
+/** Factory (STYLE §1.4): `siSampler({})({ logger })`. Only /proc/stat is read (to choose the reader) before the first sample(). */
 export function siSampler (init: SiSamplerInit = {}): (components: SiSamplerComponents) => HostSampler {
   return components => new SiSampler(init, components)
 }

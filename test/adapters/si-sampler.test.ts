@@ -152,3 +152,71 @@ t.test('concurrent callers share one sample', async t => {
   t.same(a, b)
   t.equal(state.calls.stats.length, 1)
 })
+
+t.test('kernel files: the same figures as systeminformation', async t => {
+  const { procSystemInfo, parseMeminfo, parseProcStat } = await import('../../agent/adapters/si-sampler.js')
+  const si = (await import('systeminformation')).default
+  const direct = procSystemInfo()
+  const [ours, theirs] = await Promise.all([direct.mem(), si.mem()])
+  t.equal(ours.total, theirs.total, 'MemTotal is the total systeminformation reports')
+  t.ok(Math.abs(ours.active - theirs.active) < 0.05 * ours.total, `active memory within 5 % of the total (${Math.round(ours.active / MIB)} against ${Math.round(theirs.active / MIB)} MiB)`)
+  const [n1] = await si.networkStats('lo')
+  const [d1] = await direct.networkStats('lo')
+  t.ok(d1 !== undefined && n1 !== undefined && d1.rx_bytes >= n1.rx_bytes && d1.tx_bytes >= n1.tx_bytes, 'loopback counters read after systeminformation are not behind its')
+  // Traffic on loopback moves the counters by at least what was sent.
+  const dgram = await import('node:dgram')
+  const sock = dgram.createSocket('udp4')
+  await new Promise<void>(resolve => sock.bind(0, '127.0.0.1', () => resolve()))
+  const payload = Buffer.alloc(1000)
+  for (let i = 0; i < 20; i++) await new Promise<void>((resolve, reject) => sock.send(payload, sock.address().port, '127.0.0.1', err => err ? reject(err) : resolve()))
+  sock.close()
+  const [d2] = await direct.networkStats('lo')
+  t.ok(d2 !== undefined && d1 !== undefined && d2.tx_bytes - d1.tx_bytes >= 20_000, `20 kB sent on loopback counted (${(d2?.tx_bytes ?? 0) - (d1?.tx_bytes ?? 0)} bytes)`)
+  // CPU: a child spinning on one core of the machine shows in the next window.
+  await direct.currentLoad()
+  const { spawn } = await import('node:child_process')
+  const spin = spawn(process.execPath, ['-e', 'const e = Date.now() + 1500; while (Date.now() < e);'], { stdio: 'ignore' })
+  await new Promise(resolve => spin.once('exit', resolve))
+  const busy = (await direct.currentLoad()).currentLoad
+  const cores = (await si.cpu()).cores
+  t.ok(busy >= 0 && busy <= 100, 'a percentage')
+  t.ok(busy >= 100 / cores / 2, `a spinning core shows: ${busy.toFixed(1)} % busy of ${cores} cores over the window`)
+  // Definitions, on known text.
+  t.same(parseProcStat('cpu  100 5 50 800 30 2 3 10 7 0\ncpu0 1 1 1 1\n'), { busy: 170, total: 1000 }, 'busy = user+nice+system+irq+softirq+steal; total adds idle and iowait')
+  t.same(parseMeminfo('MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n'), { total: 1024000, active: 614400 }, 'active = total - MemAvailable')
+  t.same(parseMeminfo('MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\nSlab: 50 kB\n'), { total: 1024000, active: 614400 }, 'without MemAvailable: free + buffers + cached + slab')
+})
+
+t.test('kernel files that cannot be read or parsed reject with a SamplerError', async t => {
+  const { procSystemInfo } = await import('../../agent/adapters/si-sampler.js')
+  const { SamplerError } = await import('../../agent/lib/errors.js')
+  const { mkdtemp, writeFile, mkdir, rm } = await import('node:fs/promises')
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-proc-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  await mkdir(path.join(dir, 'proc'))
+  await mkdir(path.join(dir, 'net', 'eth9', 'statistics'), { recursive: true })
+  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  1 2 3 4\n')
+  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: 2048 kB\nMemAvailable: 1024 kB\n')
+  await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), '10\n')
+  await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'tx_bytes'), '20\n')
+  const real = procSystemInfo({ proc: path.join(dir, 'proc'), sysClassNet: path.join(dir, 'net'), firstWindowMs: 1 })
+  const api = { ...real, cpu: async () => ({ cores: 2, speed: 2.0 }), networkInterfaces: async () => [{ iface: 'eth9', speed: 1000, internal: false }], networkInterfaceDefault: async () => 'eth9' }
+  const sampler = siSampler({})({ logger, systemInfo: api })
+  const ok = await sampler.sample()
+  t.equal(ok.memUsedMiB, 1, 'memory from the given meminfo (2048 - 1024 kB = 1 MiB)')
+  t.equal(ok.capacity.memMiB, 2, 'capacity from its MemTotal')
+  for (const [file, text, what] of [
+    [path.join(dir, 'proc', 'stat'), 'intr 1 2 3\n', 'a /proc/stat without the cpu line'],
+    [path.join(dir, 'proc', 'stat'), 'cpu  1 x 3 4\n', 'a cpu line with a non-number'],
+    [path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), 'garbage\n', 'a counter that is not a number']
+  ] as const) {
+    await writeFile(file, text)
+    await t.rejects(sampler.sample(), SamplerError, `${what}: SamplerError`)
+    await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  1 2 3 4\n')
+    await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), '10\n')
+  }
+  await rm(path.join(dir, 'proc', 'meminfo'))
+  await t.rejects(sampler.sample(), SamplerError, 'a missing /proc/meminfo: SamplerError')
+})
