@@ -181,6 +181,17 @@ t.test('kernel files: the same figures as systeminformation', async t => {
   const cores = (await si.cpu()).cores
   t.ok(busy >= 0 && busy <= 100, 'a percentage')
   t.ok(busy >= 100 / cores / 2, `a spinning core shows: ${busy.toFixed(1)} % busy of ${cores} cores over the window`)
+  // The same busy window measured by both: systeminformation's currentLoad and ours, each called
+  // right before and right after a child spins on one core.
+  await si.currentLoad()
+  await direct.currentLoad()
+  const spin2 = spawn(process.execPath, ['-e', 'const e = Date.now() + 2000; while (Date.now() < e);'], { stdio: 'ignore' })
+  await new Promise(resolve => spin2.once('exit', resolve))
+  const theirsBusy = (await si.currentLoad()).currentLoad
+  const oursBusy = (await direct.currentLoad()).currentLoad
+  t.ok(theirsBusy >= 0 && theirsBusy <= 100 && oursBusy >= 0 && oursBusy <= 100, `both percentages (ours ${oursBusy.toFixed(1)}, systeminformation ${theirsBusy.toFixed(1)})`)
+  t.ok(Math.abs(oursBusy - theirsBusy) <= 15, `within 15 points of systeminformation over the same window (${oursBusy.toFixed(1)} against ${theirsBusy.toFixed(1)} %)`)
+  t.ok(oursBusy >= 100 / cores / 2, 'and both see the spinning core')
   // Definitions, on known text.
   t.same(parseProcStat('cpu  100 5 50 800 30 2 3 10 7 0\ncpu0 1 1 1 1\n'), { busy: 170, total: 1000 }, 'busy = user+nice+system+irq+softirq+steal; total adds idle and iowait')
   t.same(parseMeminfo('MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    400 kB\n'), { total: 1024000, active: 614400 }, 'active = total - MemAvailable')
@@ -219,4 +230,52 @@ t.test('kernel files that cannot be read or parsed reject with a SamplerError', 
   }
   await rm(path.join(dir, 'proc', 'meminfo'))
   await t.rejects(sampler.sample(), SamplerError, 'a missing /proc/meminfo: SamplerError')
+})
+
+t.test('without a readable /proc/stat every figure comes from systeminformation, and the log says so', async t => {
+  const { mkdtemp, rm } = await import('node:fs/promises')
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-noproc-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const log = memoryLogger()
+  const sampler = siSampler({})({ logger: log, procRoots: { proc: dir } })
+  t.equal(log.find('no readable /proc/stat').length, 1, 'the fallback is logged when the sampler is made')
+  const s = await sampler.sample()
+  t.ok(s.cpuUtil >= 0 && s.cpuUtil <= 1 && s.memUsedMiB > 0 && s.memUsedMiB <= s.capacity.memMiB, `systeminformation's figures: ${JSON.stringify(s)}`)
+
+  const log2 = memoryLogger()
+  siSampler({})({ logger: log2 })
+  t.equal(log2.find('no readable /proc/stat').length, 0, 'no fallback where /proc/stat is readable')
+})
+
+t.test('the default sampler reads the kernel files it is pointed at, and a malformed one is a SamplerError', async t => {
+  const { SamplerError } = await import('../../agent/lib/errors.js')
+  const { mkdtemp, writeFile, mkdir, rm } = await import('node:fs/promises')
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-proc-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  await mkdir(path.join(dir, 'proc'))
+  await mkdir(path.join(dir, 'net', 'lo', 'statistics'), { recursive: true })
+  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  100 0 100 800 0 0 0 0\n')
+  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: 4096 kB\nMemAvailable: 1024 kB\n')
+  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'rx_bytes'), '0\n')
+  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'tx_bytes'), '0\n')
+  let nowMs = 0
+  const sampler = siSampler({ interfaces: ['lo'] })({ logger, now: () => nowMs, procRoots: { proc: path.join(dir, 'proc'), sysClassNet: path.join(dir, 'net'), firstWindowMs: 1 } })
+  const a = await sampler.sample()
+  t.equal(a.memUsedMiB, 3, 'memory used from the given meminfo: 4096 - 1024 kB')
+  t.equal(a.cpuUtil, 0, 'no jiffies moved during the first window')
+  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  160 0 120 820 0 0 0 0\n')
+  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'rx_bytes'), '500000\n')
+  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'tx_bytes'), '750000\n')
+  nowMs += 1000
+  const b = await sampler.sample()
+  t.equal(b.cpuUtil, 0.8, '80 busy of 100 jiffies')
+  t.equal(b.netMbps, 10, '1.25 MB in 1 s on the given counters')
+  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: lots\n')
+  const err = await sampler.sample().then(() => null, (e: unknown) => e)
+  t.ok(err instanceof SamplerError, 'a malformed /proc/meminfo rejects with a SamplerError')
+  t.match(err, { code: 'SAMPLER_FAILED', message: /MemTotal/ })
 })
