@@ -341,14 +341,34 @@ async function run (guestDir: string): Promise<void> {
     // (about 8 s for the guest's 256 MiB) so that the switch, polled through virsh, comes before
     // an idle guest's first pass could complete on its own (seen on a loaded machine: completed
     // in pre-copy after 961 ms, before any switch).
-    ;({ uri } = await a.prepareIncoming(spec, '127.0.0.1:0'))
-    const back = watch(a)
-    await b.migrate(id, uri, { ...precopy, mode: 'postcopy', maxBandwidthBytes: 32 * 1048576 })
-    const seen2 = new Set<string>()
-    const p = await waitEnd(b, 120_000, seen2)
+    // The cap holds only until the switch; after it an idle guest's remaining pages go unthrottled
+    // in a fraction of a second, which the 100 ms polls through virsh can miss (seen in a
+    // clean-clone run: setup, active, completed, 87.5 MiB in 1175 ms). Then the guest is moved
+    // back to B by pre-copy and the post-copy tried again, 3 times at most.
+    let source = from
+    let back: Console
+    let p: MigrationProgress
+    let seen2: Set<string>
+    for (let attempt = 1; ; attempt++) {
+      ;({ uri } = await a.prepareIncoming(spec, '127.0.0.1:0'))
+      back = watch(a)
+      await b.migrate(id, uri, { ...precopy, mode: 'postcopy', maxBandwidthBytes: 32 * 1048576 })
+      seen2 = new Set<string>()
+      p = await waitEnd(b, 120_000, seen2)
+      if (p.status !== 'completed' || seen2.has('postcopy-active') || attempt === 3) break
+      tt.comment(`attempt ${attempt}: completed (${p.totalTimeMs} ms) before a poll saw post-copy (${[...seen2].join(', ')}); back to B and again`)
+      await back.until('heartbeats on A', () => back.beats.length > 5, 20_000)
+      const { uri: toB } = await b.prepareIncoming(spec, '127.0.0.1:0')
+      source = watch(b)
+      await a.migrate(id, toB, precopy)
+      const r = await waitEnd(a, 120_000, new Set<string>())
+      if (r.status !== 'completed') { tt.fail(`could not move the guest back to B: ${r.status} ${r.errorDesc ?? ''}`); return }
+      await a.stop(id).catch(() => {})
+      await source.until('heartbeats on B again', () => source.beats.length > 5, 20_000)
+    }
     tt.equal(p.status, 'completed', `post-copy completed ${p.errorDesc ?? ''}`)
     tt.ok(seen2.has('postcopy-active'), `ran in post-copy (statuses seen: ${[...seen2].join(', ')})`)
-    const gap = await handOver(tt, from, back, p, 'post-copy B→A')
+    const gap = await handOver(tt, source, back, p, 'post-copy B→A')
     tt.ok(gap < 5000, 'post-copy pause under 5 s (libvirt reports no downtime for post-copy: the heartbeat is the measure)')
     await b.stop(id)
     await a.stop(id)
