@@ -20,10 +20,10 @@ import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import dgram from 'node:dgram'
 import { availableParallelism, tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { AGENT_NODE_ARGS, agentSpawnArgs } from '../agent/cli/agent-node-args.js'
+import { freePort } from '../agent/cli/demo.js'
 import { defaultCoreConfig } from '../agent/core/config.js'
 import { LocalCluster, aliveCount, stateOf } from '../test/integration/cluster-harness.js'
 
@@ -78,18 +78,6 @@ function keepLogs (cluster: LocalCluster): string {
   return dir
 }
 
-/** UDP ports free on loopback now (bound to port 0, then released). */
-async function freeUdpPorts (n: number): Promise<number[]> {
-  const socks = await Promise.all(Array.from({ length: n }, async () => await new Promise<dgram.Socket>((resolve, reject) => {
-    const s = dgram.createSocket('udp4')
-    s.once('error', reject)
-    s.bind(0, '127.0.0.1', () => resolve(s))
-  })))
-  const ports = socks.map(s => s.address().port)
-  for (const s of socks) s.close()
-  return ports
-}
-
 interface Floor { spawnToAllConnectedMs: number | null, startupCpuSMedian: number, idleCpuPctMedian: number, rssMiBMedian: number, probeIntervalMs: number }
 
 /** The stack's floor (see the header): spawn to every connection open, then idle CPU and RSS. */
@@ -97,7 +85,11 @@ async function measureFloor (): Promise<Floor> {
   const core = { ...defaultCoreConfig(), ...CORE }
   const probeIntervalMs = core.tickMs * core.probeIntervalTicks
   const keepAliveMs = typeof MESH.keepAliveMs === 'number' ? MESH.keepAliveMs : 5000
-  const ports = await freeUdpPorts(N)
+  const ports: number[] = []
+  while (ports.length < N) {
+    const p = await freePort()
+    if (!ports.includes(p)) ports.push(p)
+  }
   const env = {
     ...process.env,
     FLOOR_SEEDS: Array.from({ length: N }, () => randomBytes(32).toString('hex')).join(','),

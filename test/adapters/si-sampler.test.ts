@@ -6,8 +6,15 @@
  * Method: one smoke test on the real module; the rest with a fake whose counters and clock the
  * test sets.
  */
-import t from 'tap'
-import { siSampler, type SystemInfoApi } from '../../agent/adapters/si-sampler.js'
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import dgram from 'node:dgram'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import si from 'systeminformation'
+import { parseMeminfo, parseProcStat, procSystemInfo, siSampler, type SystemInfoApi } from '../../agent/adapters/si-sampler.js'
+import { SamplerError } from '../../agent/lib/errors.js'
 import { memoryLogger, silentLogger } from '../../agent/lib/logger.js'
 
 const logger = silentLogger()
@@ -154,8 +161,6 @@ t.test('concurrent callers share one sample', async t => {
 })
 
 t.test('kernel files: the same figures as systeminformation', async t => {
-  const { procSystemInfo, parseMeminfo, parseProcStat } = await import('../../agent/adapters/si-sampler.js')
-  const si = (await import('systeminformation')).default
   const direct = procSystemInfo()
   const [ours, theirs] = await Promise.all([direct.mem(), si.mem()])
   t.equal(ours.total, theirs.total, 'MemTotal is the total systeminformation reports')
@@ -164,7 +169,6 @@ t.test('kernel files: the same figures as systeminformation', async t => {
   const [d1] = await direct.networkStats('lo')
   t.ok(d1 !== undefined && n1 !== undefined && d1.rx_bytes >= n1.rx_bytes && d1.tx_bytes >= n1.tx_bytes, 'loopback counters read after systeminformation are not behind its')
   // Traffic on loopback moves the counters by at least what was sent.
-  const dgram = await import('node:dgram')
   const sock = dgram.createSocket('udp4')
   await new Promise<void>(resolve => sock.bind(0, '127.0.0.1', () => resolve()))
   const payload = Buffer.alloc(1000)
@@ -172,25 +176,19 @@ t.test('kernel files: the same figures as systeminformation', async t => {
   sock.close()
   const [d2] = await direct.networkStats('lo')
   t.ok(d2 !== undefined && d1 !== undefined && d2.tx_bytes - d1.tx_bytes >= 20_000, `20 kB sent on loopback counted (${(d2?.tx_bytes ?? 0) - (d1?.tx_bytes ?? 0)} bytes)`)
-  // CPU: a child spinning on one core of the machine shows in the next window.
-  await direct.currentLoad()
-  const { spawn } = await import('node:child_process')
-  const spin = spawn(process.execPath, ['-e', 'const e = Date.now() + 1500; while (Date.now() < e);'], { stdio: 'ignore' })
-  await new Promise(resolve => spin.once('exit', resolve))
-  const busy = (await direct.currentLoad()).currentLoad
-  const cores = (await si.cpu()).cores
-  t.ok(busy >= 0 && busy <= 100, 'a percentage')
-  t.ok(busy >= 100 / cores / 2, `a spinning core shows: ${busy.toFixed(1)} % busy of ${cores} cores over the window`)
   // The same busy window measured by both: systeminformation's currentLoad and ours, each called
   // right before and right after a child spins on one core.
   await si.currentLoad()
   await direct.currentLoad()
-  const spin2 = spawn(process.execPath, ['-e', 'const e = Date.now() + 2000; while (Date.now() < e);'], { stdio: 'ignore' })
-  await new Promise(resolve => spin2.once('exit', resolve))
+  const spin = spawn(process.execPath, ['-e', 'const e = Date.now() + 2000; while (Date.now() < e);'], { stdio: 'ignore' })
+  await new Promise(resolve => spin.once('exit', resolve))
   const theirsBusy = (await si.currentLoad()).currentLoad
   const oursBusy = (await direct.currentLoad()).currentLoad
   t.ok(theirsBusy >= 0 && theirsBusy <= 100 && oursBusy >= 0 && oursBusy <= 100, `both percentages (ours ${oursBusy.toFixed(1)}, systeminformation ${theirsBusy.toFixed(1)})`)
   t.ok(Math.abs(oursBusy - theirsBusy) <= 15, `within 15 points of systeminformation over the same window (${oursBusy.toFixed(1)} against ${theirsBusy.toFixed(1)} %)`)
+  const cores = (await si.cpu()).cores
+  t.ok(oursBusy >= 0 && oursBusy <= 100, 'a percentage')
+  t.ok(oursBusy >= 100 / cores / 2, `a spinning core shows: ${oursBusy.toFixed(1)} % busy of ${cores} cores over the window`)
   t.ok(oursBusy >= 100 / cores / 2, 'and both see the spinning core')
   // Definitions, on known text.
   t.same(parseProcStat('cpu  100 5 50 800 30 2 3 10 7 0\ncpu0 1 1 1 1\n'), { busy: 170, total: 1000 }, 'busy = user+nice+system+irq+softirq+steal; total adds idle and iowait')
@@ -198,44 +196,44 @@ t.test('kernel files: the same figures as systeminformation', async t => {
   t.same(parseMeminfo('MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\nSlab: 50 kB\n'), { total: 1024000, active: 614400 }, 'without MemAvailable: free + buffers + cached + slab')
 })
 
-t.test('kernel files that cannot be read or parsed reject with a SamplerError', async t => {
-  const { procSystemInfo } = await import('../../agent/adapters/si-sampler.js')
-  const { SamplerError } = await import('../../agent/lib/errors.js')
-  const { mkdtemp, writeFile, mkdir, rm } = await import('node:fs/promises')
-  const os = await import('node:os')
-  const path = await import('node:path')
+/** A directory laid out as /proc and /sys/class/net with one interface, removed at teardown. */
+async function fakeKernel (t: Test, iface: string, stat: string, meminfo: string): Promise<{ proc: string, net: string, counter: (name: string) => string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-proc-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
-  await mkdir(path.join(dir, 'proc'))
-  await mkdir(path.join(dir, 'net', 'eth9', 'statistics'), { recursive: true })
-  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  1 2 3 4\n')
-  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: 2048 kB\nMemAvailable: 1024 kB\n')
-  await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), '10\n')
-  await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'tx_bytes'), '20\n')
-  const real = procSystemInfo({ proc: path.join(dir, 'proc'), sysClassNet: path.join(dir, 'net'), firstWindowMs: 1 })
+  const proc = path.join(dir, 'proc')
+  const net = path.join(dir, 'net')
+  await mkdir(proc)
+  await mkdir(path.join(net, iface, 'statistics'), { recursive: true })
+  await writeFile(path.join(proc, 'stat'), stat)
+  await writeFile(path.join(proc, 'meminfo'), meminfo)
+  return { proc, net, counter: name => path.join(net, iface, 'statistics', name) }
+}
+
+t.test('kernel files that cannot be read or parsed reject with a SamplerError', async t => {
+  const k = await fakeKernel(t, 'eth9', 'cpu  1 2 3 4\n', 'MemTotal: 2048 kB\nMemAvailable: 1024 kB\n')
+  await writeFile(k.counter('rx_bytes'), '10\n')
+  await writeFile(k.counter('tx_bytes'), '20\n')
+  const real = procSystemInfo({ proc: k.proc, sysClassNet: k.net, firstWindowMs: 1 })
   const api = { ...real, cpu: async () => ({ cores: 2, speed: 2.0 }), networkInterfaces: async () => [{ iface: 'eth9', speed: 1000, internal: false }], networkInterfaceDefault: async () => 'eth9' }
   const sampler = siSampler({})({ logger, systemInfo: api })
   const ok = await sampler.sample()
   t.equal(ok.memUsedMiB, 1, 'memory from the given meminfo (2048 - 1024 kB = 1 MiB)')
   t.equal(ok.capacity.memMiB, 2, 'capacity from its MemTotal')
   for (const [file, text, what] of [
-    [path.join(dir, 'proc', 'stat'), 'intr 1 2 3\n', 'a /proc/stat without the cpu line'],
-    [path.join(dir, 'proc', 'stat'), 'cpu  1 x 3 4\n', 'a cpu line with a non-number'],
-    [path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), 'garbage\n', 'a counter that is not a number']
+    [path.join(k.proc, 'stat'), 'intr 1 2 3\n', 'a /proc/stat without the cpu line'],
+    [path.join(k.proc, 'stat'), 'cpu  1 x 3 4\n', 'a cpu line with a non-number'],
+    [k.counter('rx_bytes'), 'garbage\n', 'a counter that is not a number']
   ] as const) {
     await writeFile(file, text)
     await t.rejects(sampler.sample(), SamplerError, `${what}: SamplerError`)
-    await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  1 2 3 4\n')
-    await writeFile(path.join(dir, 'net', 'eth9', 'statistics', 'rx_bytes'), '10\n')
+    await writeFile(path.join(k.proc, 'stat'), 'cpu  1 2 3 4\n')
+    await writeFile(k.counter('rx_bytes'), '10\n')
   }
-  await rm(path.join(dir, 'proc', 'meminfo'))
+  await rm(path.join(k.proc, 'meminfo'))
   await t.rejects(sampler.sample(), SamplerError, 'a missing /proc/meminfo: SamplerError')
 })
 
 t.test('without a readable /proc/stat every figure comes from systeminformation, and the log says so', async t => {
-  const { mkdtemp, rm } = await import('node:fs/promises')
-  const os = await import('node:os')
-  const path = await import('node:path')
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-noproc-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const log = memoryLogger()
@@ -250,31 +248,22 @@ t.test('without a readable /proc/stat every figure comes from systeminformation,
 })
 
 t.test('the default sampler reads the kernel files it is pointed at, and a malformed one is a SamplerError', async t => {
-  const { SamplerError } = await import('../../agent/lib/errors.js')
-  const { mkdtemp, writeFile, mkdir, rm } = await import('node:fs/promises')
-  const os = await import('node:os')
-  const path = await import('node:path')
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-proc-'))
-  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
-  await mkdir(path.join(dir, 'proc'))
-  await mkdir(path.join(dir, 'net', 'lo', 'statistics'), { recursive: true })
-  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  100 0 100 800 0 0 0 0\n')
-  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: 4096 kB\nMemAvailable: 1024 kB\n')
-  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'rx_bytes'), '0\n')
-  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'tx_bytes'), '0\n')
+  const k = await fakeKernel(t, 'lo', 'cpu  100 0 100 800 0 0 0 0\n', 'MemTotal: 4096 kB\nMemAvailable: 1024 kB\n')
+  await writeFile(k.counter('rx_bytes'), '0\n')
+  await writeFile(k.counter('tx_bytes'), '0\n')
   let nowMs = 0
-  const sampler = siSampler({ interfaces: ['lo'] })({ logger, now: () => nowMs, procRoots: { proc: path.join(dir, 'proc'), sysClassNet: path.join(dir, 'net'), firstWindowMs: 1 } })
+  const sampler = siSampler({ interfaces: ['lo'] })({ logger, now: () => nowMs, procRoots: { proc: k.proc, sysClassNet: k.net, firstWindowMs: 1 } })
   const a = await sampler.sample()
   t.equal(a.memUsedMiB, 3, 'memory used from the given meminfo: 4096 - 1024 kB')
   t.equal(a.cpuUtil, 0, 'no jiffies moved during the first window')
-  await writeFile(path.join(dir, 'proc', 'stat'), 'cpu  160 0 120 820 0 0 0 0\n')
-  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'rx_bytes'), '500000\n')
-  await writeFile(path.join(dir, 'net', 'lo', 'statistics', 'tx_bytes'), '750000\n')
+  await writeFile(path.join(k.proc, 'stat'), 'cpu  160 0 120 820 0 0 0 0\n')
+  await writeFile(k.counter('rx_bytes'), '500000\n')
+  await writeFile(k.counter('tx_bytes'), '750000\n')
   nowMs += 1000
   const b = await sampler.sample()
   t.equal(b.cpuUtil, 0.8, '80 busy of 100 jiffies')
   t.equal(b.netMbps, 10, '1.25 MB in 1 s on the given counters')
-  await writeFile(path.join(dir, 'proc', 'meminfo'), 'MemTotal: lots\n')
+  await writeFile(path.join(k.proc, 'meminfo'), 'MemTotal: lots\n')
   const err = await sampler.sample().then(() => null, (e: unknown) => e)
   t.ok(err instanceof SamplerError, 'a malformed /proc/meminfo rejects with a SamplerError')
   t.match(err, { code: 'SAMPLER_FAILED', message: /MemTotal/ })
