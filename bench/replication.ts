@@ -23,7 +23,7 @@ const { values: a } = parseArgs({
   options: { day: { type: 'string', default: '20110303' }, seeds: { type: 'string', default: '1-3' }, stateless: { type: 'string', default: '0.5' }, hosts: { type: 'string' }, scale: { type: 'string', default: '1' }, traces: { type: 'string' } }
 })
 const dir = a.traces ?? findPlanetlabDir()
-if (dir === null) { process.stderr.write('cannot find shared/traces/planetlab; pass --traces DIR\n'); process.exit(2) }
+if (dir === null) { process.stderr.write('cannot find data/planetlab in the repository; pass --traces DIR\n'); process.exit(2) }
 const seeds = parseSeeds(a.seeds) ?? [1]
 const model = defaultModel()
 if (a.hosts !== undefined) model.hosts = Number(a.hosts)

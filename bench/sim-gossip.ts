@@ -18,7 +18,7 @@ import { AGE_SLOTS, runDecentralised, type DecentralOptions, type DecentralStats
 import { parseSeeds } from '../agent/cli/sim.js'
 
 const dir = process.env.TRACES ?? findPlanetlabDir()
-if (dir == null) throw new Error('PlanetLab traces not found (set TRACES or run inside the checkout)')
+if (dir == null) throw new Error('PlanetLab traces not found: expected data/planetlab in the repository (or set TRACES=DIR)')
 const day = process.env.DAY ?? '20110303'
 const full = loadDay(dir, day)
 const vms = process.env.VMS !== undefined ? Number(process.env.VMS) : full.util.length

@@ -8,7 +8,7 @@ import { findPlanetlabDir, loadDay } from '../agent/sim/trace/traces.js'
 import { loadReference, runOne } from '../agent/sim/trace/run.js'
 
 const dir = process.env.TRACES ?? findPlanetlabDir()
-if (dir == null) throw new Error('PlanetLab traces not found (set TRACES or run inside the checkout)')
+if (dir == null) throw new Error('PlanetLab traces not found: expected data/planetlab in the repository (or set TRACES=DIR)')
 const day = process.env.DAY ?? '20110303'
 const ref = loadReference(dir).filter(r => r.variant === 'v303-sorted' && r.day === day)
 const trace = loadDay(dir, day)

@@ -68,7 +68,7 @@ export async function runSimCli (argv: string[]): Promise<number> {
   }
   if (a.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
   const dir = a.traces ?? findPlanetlabDir()
-  if (dir == null) { process.stderr.write('cannot find shared/traces/planetlab from the current directory; pass --traces DIR\n'); return 2 }
+  if (dir == null) { process.stderr.write('cannot find data/planetlab in the repository; pass --traces DIR\n'); return 2 }
   const modes: Mode[] = a.mode === 'both' ? ['central', 'decentral'] : a.mode === 'central' || a.mode === 'decentral' ? [a.mode] : []
   if (modes.length === 0) { process.stderr.write(`--mode must be central, decentral or both (got ${a.mode})\n`); return 2 }
   const days = (a.day ?? ['20110303']).flatMap(d => d === 'all' ? listDays(dir) : d.split(','))

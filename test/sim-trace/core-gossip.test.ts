@@ -68,7 +68,7 @@ t.test('views are what the cores received', t => {
 
 t.test('decentralised slice with core gossip', t => {
   const dir = findPlanetlabDir()
-  if (dir === null) { t.fail('PlanetLab traces not found: expected shared/traces/planetlab above the working directory'); t.end(); return }
+  if (dir === null) { t.fail('PlanetLab traces not found: expected data/planetlab in the repository'); t.end(); return }
   const full = loadDay(dir, '20110303')
   const trace = { ...full, names: full.names.slice(0, 52), util: full.util.slice(0, 52) }
   const model = { ...defaultModel(), hosts: 40, limitSec: 6 * 3600 }

@@ -15,7 +15,7 @@ import { findPlanetlabDir, loadDay } from '../../agent/sim/trace/traces.js'
 import { loadReference, runOne } from '../../agent/sim/trace/run.js'
 
 const dir = findPlanetlabDir()
-if (dir === null) throw new Error('PlanetLab traces not found: expected shared/traces/planetlab above the working directory (or ../shared/traces/planetlab next to the repo)')
+if (dir === null) throw new Error('PlanetLab traces not found: expected data/planetlab in the repository')
 const day = '20110303'
 const ref = loadReference(dir).filter(r => r.variant === 'v303-sorted' && r.day === day)
 const lr = ref.find(r => r.policy === 'LR-MMT-1.2')

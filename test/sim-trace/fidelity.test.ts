@@ -6,7 +6,7 @@ import { findPlanetlabDir, loadDay } from '../../agent/sim/trace/traces.js'
 import { loadReference, runOne } from '../../agent/sim/trace/run.js'
 
 const dir = findPlanetlabDir()
-if (dir === null) throw new Error('PlanetLab traces not found: expected shared/traces/planetlab above the working directory (or ../shared/traces/planetlab next to the repo)')
+if (dir === null) throw new Error('PlanetLab traces not found: expected data/planetlab in the repository')
 const ref = loadReference(dir)
 const trace = loadDay(dir, '20110303')
 

@@ -16,7 +16,7 @@ import type { RuleSet, VmHostRule, VmVmRule } from '../../policies/types.js'
 
 const dir = findPlanetlabDir()
 if (dir === null) {
-  t.fail('cannot find shared/traces/planetlab: the replication comparison cannot run')
+  t.fail('cannot find data/planetlab in the repository: the replication comparison cannot run')
 } else {
   const day = loadDay(dir, '20110303')
   const trace = { ...day, util: day.util.slice(0, 300).map(u => u.map(x => Math.min(1, x * 3))), names: day.names.slice(0, 300) }

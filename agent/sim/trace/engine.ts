@@ -1,7 +1,7 @@
 /**
  * The physical side of the trace simulator: hosts, VMs, a time-shared CPU scheduler with
  * over-subscription, live migrations, energy and SLA accounting. It follows the behaviour of
- * CloudSim 3.0.3's power package as described in shared/traces/planetlab (README.md and
+ * CloudSim 3.0.3's power package as described in data/planetlab (README.md and
  * REFERENCE.md), re-implemented from that description; the quirks that change the numbers are
  * kept on purpose and named where they happen:
  *

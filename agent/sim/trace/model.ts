@@ -2,7 +2,7 @@
  * The data-centre model of the PlanetLab experiments (Beloglazov & Buyya 2012, as the
  * CloudSim 3.0.3 power examples run it), with every parameter exposed so that other traces
  * and other data centres can be simulated. Defaults reproduce the reference setup exactly:
- * see shared/traces/planetlab/README.md.
+ * see data/planetlab/README.md.
  */
 
 export interface HostType {
