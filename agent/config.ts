@@ -88,8 +88,24 @@ export interface AgentConfig {
     listen: string
     /** Directory of the agent's LevelDB state and key pair. @default "/var/lib/starling" */
     stateDir: string
-    /** "ip:port" of the local HTTP API (status, members, metrics). @default "127.0.0.1:7946" */
+    /**
+     * "ip:port" of the HTTP API's TCP listener: read-only views (status, members, migrations,
+     * metrics, health); changes only with the bearer token of apiTokenFile. @default "127.0.0.1:7946"
+     */
     apiListen: string
+    /**
+     * The control socket: the whole API, changes included, for root and the members of the
+     * socket's group (mode 0660, the libvirt and Docker model). @default "/run/starling/control.sock"
+     */
+    apiSocket: string
+    /** Group of the control socket (name or gid). @default the agent's own group (starling under the unit) */
+    apiSocketGroup: string | null
+    /**
+     * File holding the bearer token that lets a TCP client make changes (readable by the agent, by
+     * no one else: mode 0640 root:starling or stricter). Absent file: the TCP listener is read-only.
+     * @default "/etc/starling/api-token"
+     */
+    apiTokenFile: string
   }
   mesh: {
     /**
@@ -242,6 +258,12 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   parseAddress(listen, 'node.listen')
   const apiListen = str(node, 'apiListen', 'node', '127.0.0.1:7946')
   parseAddress(apiListen, 'node.apiListen')
+  const apiSocket = str(node, 'apiSocket', 'node', '/run/starling/control.sock')
+  if (!apiSocket.startsWith('/')) fail('node.apiSocket', `must be an absolute path (got ${JSON.stringify(apiSocket)})`)
+  if (Buffer.byteLength(apiSocket) > 107) fail('node.apiSocket', `is longer than a unix socket path may be (107 bytes; got ${Buffer.byteLength(apiSocket)})`)
+  const apiSocketGroup = node.apiSocketGroup === undefined ? null : String(str(node, 'apiSocketGroup', 'node'))
+  const apiTokenFile = str(node, 'apiTokenFile', 'node', '/etc/starling/api-token')
+  if (!apiTokenFile.startsWith('/')) fail('node.apiTokenFile', `must be an absolute path (got ${JSON.stringify(apiTokenFile)})`)
   const mesh = obj(raw, 'mesh', 'config', true)
   const keepAliveMs = num(mesh, 'keepAliveMs', 'mesh', 5000, 100, 600_000)
   const timeoutMs = num(mesh, 'timeoutMs', 'mesh', 3 * keepAliveMs, 200, 3_600_000)
@@ -273,7 +295,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const replication = validateReplicationSection(raw.replication, members.map(m => m.name))
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
-    node: { name, listen, stateDir, apiListen },
+    node: { name, listen, stateDir, apiListen, apiSocket, apiSocketGroup, apiTokenFile },
     mesh: { keepAliveMs, timeoutMs, probeDatagrams: probeDatagrams as boolean },
     driver: { kind, vms: validateVms(driver.vms), qemu, libvirt },
     migration,

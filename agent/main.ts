@@ -3,6 +3,7 @@
  * `runAgent(configFile)` resolves with the exit code once the agent has stopped (SIGTERM/SIGINT).
  */
 import { readFile } from 'node:fs/promises'
+import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
 import { AgentCore } from './core/agent-core.js'
@@ -21,6 +22,7 @@ import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
+import { readApiToken, resolveGroup } from './adapters/api-credentials.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
 // The QEMU and libvirt drivers are loaded only when configured (startQemu, startLibvirt): the
@@ -157,6 +159,9 @@ export async function runAgent (configFile: string): Promise<number> {
   const self = config.cluster.members.find(m => m.name === config.node.name)
   if (self === undefined) throw new ConfigError(`config: node.name "${config.node.name}" is not one of cluster.members`)
   checkHaWatchdog(config, logger)
+  // Control API credentials: a bad token file or group stops the start-up here, with its reason.
+  const apiToken = readApiToken(config.node.apiTokenFile)
+  const apiGid = config.node.apiSocketGroup !== null ? resolveGroup(config.node.apiSocketGroup) : null
 
   const store = levelStore({ location: path.join(config.node.stateDir, 'db') })({ logger })
   await store.open() // rejects with StateLockedError when another agent holds this directory
@@ -283,7 +288,14 @@ export async function runAgent (configFile: string): Promise<number> {
     process: processStats(startupCpu)
   })
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
-  const api = httpApi({ host: apiAddr.host, port: apiAddr.port })({
+  mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
+  const api = httpApi({
+    host: apiAddr.host,
+    port: apiAddr.port,
+    socketPath: config.node.apiSocket,
+    token: apiToken,
+    ...(apiGid !== null ? { socketGid: apiGid } : {})
+  })({
     logger,
     status,
     migrations: () => core.migrations(),
@@ -340,7 +352,7 @@ export async function runAgent (configFile: string): Promise<number> {
   const watchdog = openHaWatchdog(config, logger, runtime, core)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
   startupCpu.readyS = cpuSeconds()
-  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(startupCpu.loadedS * 1000), ready: Math.round(startupCpu.readyS * 1000) } })
+  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, control: config.node.apiSocket, tcpChanges: apiToken !== null ? 'with the bearer token' : 'refused (read-only)', incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(startupCpu.loadedS * 1000), ready: Math.round(startupCpu.readyS * 1000) } })
 
   const signal = await new Promise<string>(resolve => {
     process.once('SIGTERM', () => resolve('SIGTERM'))

@@ -1,6 +1,14 @@
 /**
- * The local HTTP API: what `starling status`, `starling members` and Prometheus read.
- * Binds to the configured loopback address only; read-only in this version.
+ * The agent's HTTP API, on two listeners:
+ *   - the control socket (a unix socket, mode 0660, group starling by default: the libvirt and
+ *     Docker model): the whole API. The kernel checks the socket's permissions at connect(), so
+ *     only root and the members of its group reach it; each change is logged with the caller
+ *     the client names (uid, user) beside the listener it came through.
+ *   - the TCP listener (node.apiListen, for Prometheus and remote views): the read-only views;
+ *     a change is accepted only with `Authorization: Bearer <token>` of node.apiTokenFile
+ *     (401 without one, 403 with a wrong one, 403 when no token is configured).
+ * A change (POST) must carry `content-type: application/json` (415 otherwise): a web page can
+ * make a browser POST text/plain to any address without a preflight, never application/json.
  *   GET /v1/status   the whole cluster view as this agent sees it (JSON)
  *   GET /v1/members  members only (JSON)
  *   GET /metrics     Prometheus text format
@@ -17,6 +25,9 @@
  *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
  */
 import http from 'node:http'
+import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs'
+import net from 'node:net'
+import { timingSafeEqual, createHash } from 'node:crypto'
 import type { Logger } from '../ports/logger.js'
 import type { StatusPayload } from '../cli/render.js'
 import type { Input } from '../core/inputs.js'
@@ -26,6 +37,12 @@ import { renderHaMetrics, type HaPayload } from '../cli/ha.js'
 export interface HttpApiInit {
   host: string
   port: number
+  /** The control socket's path (null: no socket; the TCP listener is then the only one). */
+  socketPath?: string | null
+  /** gid the control socket is given (undefined: the process's own group). */
+  socketGid?: number
+  /** Bearer token that allows changes over TCP (null: TCP is read-only). */
+  token?: string | null
 }
 
 export interface HttpApiComponents {
@@ -110,14 +127,58 @@ export function renderReplicaMetrics (records: unknown[]): string {
   return out.join('\n') + '\n'
 }
 
+/**
+ * A socket file left by an agent that died: removed when nothing answers on it. One that answers
+ * belongs to a running agent: refusing to start beats stealing its socket.
+ */
+async function removeStaleSocket (path: string): Promise<void> {
+  const answers = await new Promise<boolean>(resolve => {
+    const c = net.connect(path)
+    c.once('connect', () => { c.destroy(); resolve(true) })
+    c.once('error', () => resolve(false))
+  })
+  if (answers) throw new Error(`another process listens on the control socket ${path} (another agent with the same node.apiSocket?)`)
+  let st
+  try { st = lstatSync(path) } catch { return }
+  if (!st.isSocket()) throw new Error(`node.apiSocket ${path} exists and is not a socket: not removing it`)
+  unlinkSync(path)
+}
+
 export function httpApi (init: HttpApiInit) {
   return (c: HttpApiComponents): HttpApi => {
     const log = c.logger.forComponent('agent:api')
     let server: http.Server | null = null
-    const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    let control: http.Server | null = null
+    const tokenDigest = init.token != null && init.token !== '' ? createHash('sha256').update(init.token).digest() : null
+    const json = (res: http.ServerResponse, code: number, body: unknown): void => { res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body)) }
+    /** Who may change the cluster through this request: null = allowed, else the refusal. */
+    const refuse = (via: 'unix' | 'tcp', req: http.IncomingMessage): { code: number, error: string } | null => {
+      if (via === 'unix') return null
+      const auth = req.headers.authorization
+      if (tokenDigest === null) return { code: 403, error: `changes are not accepted over TCP on this host (no token in the API token file): use the control socket ${init.socketPath ?? ''} as root or a member of its group` }
+      if (auth === undefined) return { code: 401, error: 'changes over TCP need "Authorization: Bearer <token>" (the API token file), or the control socket' }
+      const m = /^Bearer (\S+)$/.exec(auth)
+      // Compare digests so that the comparison takes the same time whatever the length.
+      if (m === null || !timingSafeEqual(createHash('sha256').update(m[1] as string).digest(), tokenDigest)) return { code: 403, error: 'wrong API token' }
+      return null
+    }
+    const handle = (via: 'unix' | 'tcp') => (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
-        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/replicate')) { void post(url, req, res); return }
+        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/replicate')) {
+          const no = refuse(via, req)
+          const caller = { via, uid: req.headers['x-starling-uid'] ?? null, user: req.headers['x-starling-user'] ?? null, remote: via === 'tcp' ? `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}` : null }
+          if (no !== null) {
+            log.warn(`control request ${url} refused: ${no.error}`, caller)
+            req.resume()
+            json(res, no.code, { error: no.error })
+            return
+          }
+          const ct = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
+          if (ct !== 'application/json') { req.resume(); json(res, 415, { error: 'a change must be sent with content-type: application/json' }); return }
+          void post(url, req, res, caller)
+          return
+        }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
         if (url === '/v1/migrations') {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
@@ -161,11 +222,12 @@ export function httpApi (init: HttpApiInit) {
         res.end()
       }
     }
-    const post = async (url: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const post = async (url: string, req: http.IncomingMessage, res: http.ServerResponse, caller: Record<string, unknown>): Promise<void> => {
       const body = await readJson(req)
       const bad = (msg: string): void => { res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: msg })) }
       if (body === null) { bad('body must be a JSON object'); return }
       if (c.request === undefined) { res.writeHead(501).end(); return }
+      log.info(`control request ${url}`, { ...caller, body })
       if (url === '/v1/migrate') {
         if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
         if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }
@@ -193,19 +255,35 @@ export function httpApi (init: HttpApiInit) {
     return {
       start: async () => {
         if (server !== null) return
-        const s = http.createServer(handle)
+        const s = http.createServer(handle('tcp'))
         server = s
         await new Promise<void>((resolve, reject) => {
           s.once('error', reject)
           s.listen(init.port, init.host, () => { s.off('error', reject); resolve() })
         })
+        const sp = init.socketPath ?? null
+        if (sp !== null) {
+          await removeStaleSocket(sp)
+          const u = http.createServer(handle('unix'))
+          control = u
+          await new Promise<void>((resolve, reject) => {
+            u.once('error', reject)
+            u.listen(sp, () => { u.off('error', reject); resolve() })
+          })
+          // Created under the process's umask (0077 under the unit): narrow first, then open to
+          // the group, never wider than 0660 at any moment.
+          if (init.socketGid !== undefined) chownSync(sp, -1, init.socketGid)
+          chmodSync(sp, 0o660)
+        }
       },
       stop: async () => {
-        const s = server
-        if (s === null) return
+        for (const s of [server, control]) {
+          if (s === null) continue
+          s.closeAllConnections()
+          await new Promise<void>(resolve => s.close(() => resolve()))
+        }
         server = null
-        s.closeAllConnections()
-        await new Promise<void>(resolve => s.close(() => resolve()))
+        control = null
       },
       port: () => {
         const a = server?.address()

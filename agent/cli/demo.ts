@@ -48,6 +48,8 @@ export interface DemoHost {
   configFile: string
   stateDir: string
   apiListen: string
+  /** The control socket (changes: migrate, drain, ...), in the host's state directory. */
+  apiSocket: string
   address: string
   publicKey: string
   logFile: string
@@ -69,7 +71,7 @@ export async function writeLocalCluster (dir: string, n: number, opts: { seed?: 
     const apiPort = await freePort()
     hosts.push({
       name, stateDir, configFile: path.join(dir, `${name}.json`), logFile: path.join(dir, `${name}.log`),
-      apiListen: `127.0.0.1:${apiPort}`, address: `127.0.0.1:${port}`, publicKey: Buffer.from(kp.publicKey).toString('hex')
+      apiListen: `127.0.0.1:${apiPort}`, apiSocket: path.join(stateDir, 'control.sock'), address: `127.0.0.1:${port}`, publicKey: Buffer.from(kp.publicKey).toString('hex')
     })
   }
   const members = hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: h.address }))
@@ -85,7 +87,7 @@ export async function writeLocalCluster (dir: string, n: number, opts: { seed?: 
     }))
     const config = {
       cluster: { name: 'demo', secret, members },
-      node: { name: h.name, listen: h.address, stateDir: h.stateDir, apiListen: h.apiListen },
+      node: { name: h.name, listen: h.address, stateDir: h.stateDir, apiListen: h.apiListen, apiSocket: h.apiSocket },
       driver: { kind: 'sim', vms },
       sampler: { kind: 'driver', intervalMs: opts.sampleIntervalMs ?? 1000, capacity: { cpuCores: 8 * (1 + (i % 3)), cpuMipsPerCore: 1000, memMiB: 32768 * (1 + (i % 2)), netMbps: 10000 } },
       core: opts.core ?? { reportIntervalTicks: 10, reportPullIntervalTicks: 10, pushPullIntervalTicks: 50 },

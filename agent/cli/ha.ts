@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util'
 import type { HaStatus } from '../core/ha/ha-types.js'
-import { apiAddress, callApi, UsageError } from './client.js'
+import { apiTarget, callApi, TARGET_OPTIONS, UsageError } from './client.js'
 
 /** GET /v1/ha: HaManager.status() with member names beside the ids. */
 export interface HaPayload extends HaStatus {
@@ -73,14 +73,14 @@ export async function fetchHa (addr: string): Promise<HaPayload> {
 }
 
 export async function haCommand (args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
-  const addr = apiAddress(values)
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
+  const addr = apiTarget(values)
   const [sub, ...rest] = positionals
   switch (sub) {
     case undefined:
     case 'status': {
       if (rest.length > 0) throw new UsageError('starling ha status takes no arguments')
-      const p = await fetchHa(addr)
+      const p = await fetchHa(addr.addr)
       process.stdout.write((values.json === true ? JSON.stringify(p, null, 2) : renderHa(p)) + '\n')
       return 0
     }

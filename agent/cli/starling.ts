@@ -14,11 +14,14 @@
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
  *   starling ha status|arm|disarm|maintenance  high availability (agent/cli/ha.ts)
  * Reading commands find the agent from --api ip:port, or from --config FILE (node.apiListen),
- * or at 127.0.0.1:7946. Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
+ * or at 127.0.0.1:7946. Commands that change anything go through the control socket (--socket,
+ * --config's node.apiSocket, or /run/starling/control.sock: root or group starling), or over
+ * TCP with --api and a bearer token (--token-file, STARLING_API_TOKEN).
+ * Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
  */
 import { parseArgs } from 'node:util'
 import { renderMembers, renderStatusTree } from './render.js'
-import { apiAddress, callApi, fetchStatus, UsageError } from './client.js'
+import { apiAddress, apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError, type ApiTarget } from './client.js'
 
 const USAGE = `usage: starling <command> [options]
 commands:
@@ -40,9 +43,12 @@ commands:
   ha status [--json]         high availability: quorum, fence, fenced hosts, restarts pending and done
   ha disarm | ha arm         stop / resume failing over (network maintenance), cluster-wide
   ha maintenance HOST on|off keep HOST out of failover (not restarted elsewhere, not a target)
-options for status and members:
-  --api IP:PORT              the agent's API address (default from --config, else 127.0.0.1:7946)
-  --config FILE              read node.apiListen from this configuration
+options:
+  --api IP:PORT              the agent's TCP API address (default from --config, else 127.0.0.1:7946)
+  --config FILE              read node.apiListen, node.apiSocket and node.apiTokenFile from this configuration
+  --socket PATH              the control socket for changes (default from --config, else /run/starling/control.sock;
+                             root or the socket's group, starling)
+  --token-file FILE          with --api: the bearer token that allows changes over TCP (or STARLING_API_TOKEN)
   --json                     machine-readable output`
 
 async function readCommand (cmd: 'status' | 'members', args: string[]): Promise<number> {
@@ -62,7 +68,7 @@ interface MigrationRow {
   progress: { status: string, transferredBytes: number, remainingBytes: number, totalTimeMs: number, downtimeMs: number | null } | null
 }
 
-async function listMigrations (addr: string): Promise<MigrationRow[]> {
+async function listMigrations (addr: ApiTarget | string): Promise<MigrationRow[]> {
   return ((await callApi(addr, '/v1/migrations')) as { migrations: MigrationRow[] }).migrations
 }
 
@@ -80,10 +86,10 @@ function renderMigrations (rows: MigrationRow[]): string {
 }
 
 async function migrateCommand (args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, to: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } } })
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...TARGET_OPTIONS, to: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } } })
   const vm = positionals[0]
   if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
-  const addr = apiAddress(values)
+  const addr = apiTarget(values)
   const before = new Set((await listMigrations(addr)).map(r => r.id))
   await callApi(addr, '/v1/migrate', values.to !== undefined ? { vm, to: values.to } : { vm })
   if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
@@ -153,11 +159,11 @@ export async function main (argv: string[]): Promise<number> {
         return await haCommand(rest)
       }
       case 'replicate': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' }, to: { type: 'string' }, retire: { type: 'boolean' }, timeout: { type: 'string' } } })
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...TARGET_OPTIONS, to: { type: 'string' }, retire: { type: 'boolean' }, timeout: { type: 'string' } } })
         const vm = positionals[0]
         if (vm === undefined || positionals.length > 1) throw new UsageError('starling replicate needs exactly one VM')
         if (values.retire === true && values.to !== undefined) throw new UsageError('--retire takes no --to')
-        const addr = apiAddress(values)
+        const addr = apiTarget(values)
         const mine = async (): Promise<{ state: string, host: string } | undefined> =>
           ((await callApi(addr, '/v1/replicas')) as { replicas: Array<{ vm: string, role: string, state: string, host: string }> }).replicas.find(r => r.vm === vm && r.role === 'origin')
         await callApi(addr, '/v1/replicate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), retire: values.retire === true })
@@ -194,10 +200,10 @@ export async function main (argv: string[]): Promise<number> {
         return 0
       }
       case 'drain': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { api: { type: 'string' }, config: { type: 'string' } } })
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...TARGET_OPTIONS } })
         const host = positionals[0]
         if (host === undefined || positionals.length > 1) throw new UsageError('starling drain needs exactly one HOST')
-        await callApi(apiAddress(values), '/v1/drain', { host })
+        await callApi(apiTarget(values), '/v1/drain', { host })
         process.stdout.write(`drain of ${host} requested\n`)
         return 0
       }

@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util'
 import type { VipStatusReport } from '../core/vip/vip-bridge.js'
 import type { VipStatus } from '../core/vip/vip-types.js'
-import { apiAddress, callApi, UsageError } from './client.js'
+import { apiTarget, callApi, TARGET_OPTIONS, UsageError } from './client.js'
 
 /** One VIP as GET /v1/vips returns it. */
 export interface VipRow extends VipStatus {
@@ -103,13 +103,13 @@ export async function vipsCommand (args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' }, 'release-local': { type: 'boolean' } }
+    options: { ...TARGET_OPTIONS, json: { type: 'boolean' }, 'release-local': { type: 'boolean' } }
   })
   if (values['release-local'] === true) {
     if (values.config === undefined) throw new UsageError('starling vips --release-local needs --config FILE')
     return await releaseLocal(values.config)
   }
-  const addr = apiAddress(values)
+  const addr = apiTarget(values)
   if (positionals[0] === 'move') {
     const [, vip, to] = positionals
     if (vip === undefined || to === undefined || positionals.length > 3) throw new UsageError('starling vips move needs VIP and HOST')
@@ -118,7 +118,7 @@ export async function vipsCommand (args: string[]): Promise<number> {
     return 0
   }
   if (positionals.length > 0) throw new UsageError(`unknown vips subcommand "${positionals[0] ?? ''}"`)
-  const p = await fetchVips(addr)
+  const p = await fetchVips(addr.addr)
   process.stdout.write((values.json === true ? JSON.stringify(p, null, 2) : renderVips(p)) + '\n')
   return 0
 }

@@ -177,7 +177,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const dst = new SerialLog(path.join(B.serialDir, 'g1.log'))
   logs.push(dst)
   const t0 = performance.now()
-  const r = await starling(['migrate', 'g1', '--to', 'host2', '--api', c.host('host1').apiListen])
+  const r = await starling(['migrate', 'g1', '--to', 'host2', '--config', c.host('host1').configFile])
   const wallMs = performance.now() - t0
   t.equal(r.code, 0, `starling migrate: ${r.out.trim()}`)
   await until('heartbeats on host2', () => dst.seqs.length >= 5, 30_000)
@@ -248,7 +248,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
    */
   const migrateUntilExit = async (tt: Test, from: string, to: string, exited: Promise<boolean>): Promise<boolean> => {
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', c.host(from).apiListen])
+      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--config', c.host(from).configFile])
       if (await Promise.race([exited, sleep(15_000).then(() => false)])) return true
       const last = (await migrations(from)).find(m => m.vm === 'g1')
       tt.comment(`attempt ${attempt}: no exit yet; migrate said ${JSON.stringify(r.out.trim())}; newest record on ${from}: ${JSON.stringify(last === undefined ? null : { id: last.id, role: last.role, state: last.state, reason: last.reason })}`)
@@ -316,7 +316,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
         execFile('virsh', ['-c', src.uri, ...args], { encoding: 'utf8', timeout: 5000, env: { ...process.env, LC_ALL: 'C' } }, (err, o) => resolve(err === null ? o : null))
       })
       for (let attempt = 1; ; attempt++) {
-        const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', c.host(from).apiListen])
+        const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--config', c.host(from).configFile])
         try {
           await until('the source copying', async () => (await migrations(from)).some(m => !seen.has(m.id) && m.role === 'source' && m.state === 'copying'), 20_000)
         } catch (err) {
@@ -349,7 +349,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
         if (attempt === 3) { tt.fail(`the copy completed before it could be slowed, ${attempt} times: the case could not be set up\n${await report()}`); return }
         try {
           await until('the migration to end', async () => await settled(from, seen), 60_000)
-          const back = await starling(['migrate', 'g1', '--to', from, '--api', c.host(to).apiListen])
+          const back = await starling(['migrate', 'g1', '--to', from, '--config', c.host(to).configFile])
           await until(`g1 back on ${from}`, async () => { const on = await running(); return on.length === 1 && on[0] === from }, 60_000)
           tt.comment(`g1 moved back to ${from} (${back.out.trim()})`)
         } catch (err) {

@@ -153,7 +153,7 @@ async function run (t: Test): Promise<void> {
    */
   const migrateUntilExit = async (tt: Test, from: string, to: string, exited: Promise<boolean>): Promise<boolean> => {
     for (let attempt = 1; attempt <= 3; attempt++) {
-      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--api', cluster.host(from).apiListen])
+      const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--config', cluster.host(from).configFile])
       if (await Promise.race([exited, sleep(15_000).then(() => false)])) return true
       const last = (await migrations(from)).find(m => m.vm === 'g1')
       tt.comment(`attempt ${attempt}: no exit yet; migrate said ${JSON.stringify(r.out.trim())}; newest record on ${from}: ${JSON.stringify(last === undefined ? null : { id: last.id, role: last.role, state: last.state, reason: last.reason })}`)
@@ -193,11 +193,11 @@ async function run (t: Test): Promise<void> {
   tails.push(srcTail)
   await until('guest heartbeats and an integrity pass on host1', () => srcTail.hbs.length > 20 && srcTail.integrityOk >= 1, 90_000)
   // host3 drains (it has nothing) and so refuses every incoming VM from now on.
-  t.equal((await starling(['drain', 'host3', '--api', cluster.host('host1').apiListen])).code, 0, 'drain host3 requested')
+  t.equal((await starling(['drain', 'host3', '--config', cluster.host('host1').configFile])).code, 0, 'drain host3 requested')
   await sleep(1500)
 
   await t.test('a migration refused by the target leaves the VM running on the source', async tt => {
-    const r = await starling(['migrate', 'g1', '--to', 'host3', '--api', cluster.host('host1').apiListen])
+    const r = await starling(['migrate', 'g1', '--to', 'host3', '--config', cluster.host('host1').configFile])
     tt.equal(r.code, 1, `aborted: ${r.out.trim()}`)
     tt.match(r.out, /refused|draining/)
     tt.same(await running(), ['host1'], 'still running on host1 only')
@@ -208,7 +208,7 @@ async function run (t: Test): Promise<void> {
 
   await t.test('migrate through the CLI: heartbeat goes on at the target, memory intact, source QEMU gone', async tt => {
     const t0 = performance.now()
-    const r = await starling(['migrate', 'g1', '--to', 'host2', '--api', cluster.host('host1').apiListen])
+    const r = await starling(['migrate', 'g1', '--to', 'host2', '--config', cluster.host('host1').configFile])
     const wallMs = performance.now() - t0
     tt.equal(r.code, 0, r.out.trim())
     const dstTail = new Tail(path.join(runDir('host2'), 'g1', 'serial.log'))

@@ -101,8 +101,8 @@ if (guestDir !== '') {
     await sleep(1500) // a few load reports, so every host knows where a and b run
 
     const [ra, rb] = await Promise.all([
-      starling(['migrate', 'a', '--to', 'host3', '--api', cluster.host('host1').apiListen]),
-      starling(['migrate', 'b', '--to', 'host3', '--api', cluster.host('host2').apiListen])
+      starling(['migrate', 'a', '--to', 'host3', '--config', cluster.host('host1').configFile]),
+      starling(['migrate', 'b', '--to', 'host3', '--config', cluster.host('host2').configFile])
     ])
     t.comment(`a: exit ${ra.code}: ${ra.out}`)
     t.comment(`b: exit ${rb.code}: ${rb.out}`)

@@ -132,7 +132,7 @@ export class AgentCluster {
     for (const h of this.hosts) {
       const config = {
         cluster: { name: 'vip-test', secret: 'vip-namespace-test-secret', members },
-        node: { name: h.name, listen: `${h.node.ip}:${port}`, stateDir: h.stateDir, apiListen: '127.0.0.1:7946' },
+        node: { name: h.name, listen: `${h.node.ip}:${port}`, stateDir: h.stateDir, apiListen: '127.0.0.1:7946', apiSocket: path.join(h.stateDir, 'control.sock') },
         driver: this.init.qemu !== undefined
           ? { kind: 'qemu', vms: [], qemu: { runDir: this.runDir(h.name), accel: 'tcg', vms: this.init.qemu.vmsOn[h.name] ?? [] } }
           : { kind: 'sim', vms: (this.init.vmsOn?.[h.name] ?? []).map(id => ({ id, vcpus: 1, memMiB: 256, pattern: 'constant', cpuMean: 0.1 })) },
@@ -248,7 +248,7 @@ export class AgentCluster {
 
   async moveVip (via: string, vip: string, to: string): Promise<void> {
     const h = this.host(via)
-    await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'vips', 'move', vip, to, '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })
+    await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'vips', 'move', vip, to, '--api', '127.0.0.1:7946', '--socket', path.join(h.stateDir, 'control.sock')], { timeoutMs: 10_000 })
   }
 
   /** Hosts whose eth0 carries `address` now. */

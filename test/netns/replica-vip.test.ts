@@ -20,6 +20,7 @@
  */
 import t from 'tap'
 import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { createTestbed, netnsUnavailable } from './testbed.js'
 import { AgentCluster } from './agent-cluster.js'
 import { sleep, waitFor } from './vip-agents.js'
@@ -66,7 +67,7 @@ if (why !== null) {
     const cl = c
     for (const h of bed.hosts) await bed.run(h.netns, ['sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     const api = async (host: string, args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> =>
-      await bed.exec(cl.host(host).node.netns, [process.execPath, cliPath, ...args, '--api', '127.0.0.1:7946'], { timeoutMs: 15_000 })
+      await bed.exec(cl.host(host).node.netns, [process.execPath, cliPath, ...args, '--api', '127.0.0.1:7946', '--socket', path.join(cl.host(host).stateDir, 'control.sock')], { timeoutMs: 15_000 })
     const replicas = async (host: string): Promise<Array<{ id: string, role: string, state: string, host: string }>> => {
       const r = await api(host, ['replicas', '--json'])
       if (r.code !== 0) return []
