@@ -17,7 +17,7 @@ import { levelStore } from './adapters/level-store.js'
 import { loadOrCreateKeyPair } from './adapters/identity.js'
 import { hyperswarmTransport } from './adapters/hyperswarm-transport.js'
 import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
-import { simDriver } from './adapters/sim-driver.js'
+import { simDriver, type SimDriverInit } from './adapters/sim-driver.js'
 import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
@@ -204,7 +204,11 @@ export async function runAgent (configFile: string): Promise<number> {
         vms: config.driver.vms,
         seed: Number.parseInt(selfId.slice(0, 8), 16),
         hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
-        traceDir: path.dirname(path.resolve(configFile))
+        traceDir: path.dirname(path.resolve(configFile)),
+        // The migration link runs at the simulated host's declared network speed (the core plans with it too).
+        linkMbps: config.sampler.kind === 'driver' ? config.sampler.capacity.netMbps : undefined,
+        // Tests inject driver faults into an agent process through its environment (JSON of SimDriverInit.faults).
+        ...(process.env.STARLING_TEST_SIM_FAULTS !== undefined ? { faults: JSON.parse(process.env.STARLING_TEST_SIM_FAULTS) as SimDriverInit['faults'] } : {})
       })({ logger })
   // High availability: the protected VMs this host runs now (a paused leftover is destroyed: a
   // fresh agent does not know under which claim it was paused).

@@ -18,15 +18,37 @@
  * `cpuUtil` as a fraction of the host (value · vcpus / hostCpuCores), as VmSummary requires.
  * Memory used follows CPU a little: memMiB · memMean · (0.85 + 0.15 · cpu).
  *
- * Faults can be injected per operation (setFault) for tests of the runtime's error paths.
+ * Live migration (the MigratingDriver calls the migration machine drives, as the QEMU driver
+ * does). The VM's definition (vcpus, memory, the resolved load pattern, cpuMean, memMean, dirty
+ * rate) goes in the spec that describe() returns, which the protocol carries to the target in
+ * its intent; prepareIncoming() opens an incoming copy that listens on a TCP port, as QEMU's
+ * `-incoming` does. migrate() connects to it and runs the pre-copy model of
+ * sim-migration-model.ts on timers (passes at the link speed, the guest dirtying memory as its
+ * load says, a stop-and-copy once the rest fits the downtime limit); no page contents cross the
+ * link, only small JSON lines. At the switch-over the source pauses and sends the VM's running
+ * state (its definition, its pattern's seed and its age, so that the load continues where it
+ * was); the target starts the guest and acknowledges. A connection that breaks before the state
+ * was sent fails the migration: the guest runs on the source and the target's incoming copy
+ * goes away. After the state was sent the source stays paused whatever happens (the migration
+ * machine then asks the target whether its copy runs, R1/R2 of migration-machine.ts).
+ * Run states are QEMU's names ('running', 'inmigrate', 'finish-migrate', 'postmigrate',
+ * 'paused', 'shutdown') and migration states QEMU's query-migrate states.
+ *
+ * Faults can be injected per operation (setFault) and on the migration link (setLinkFault) for
+ * tests of the runtime's error paths; `faults` at construction sets them in an agent process.
  */
 import { readFileSync } from 'node:fs'
+import net from 'node:net'
 import { availableParallelism } from 'node:os'
 import { isAbsolute, resolve } from 'node:path'
 import type { VmId, VmSummary } from '../core/types.js'
 import type { Logger } from '../ports/logger.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { DriverError, TraceFileError, type DriverErrorCode } from '../lib/errors.js'
+import type { IncomingOptions, MigrationParams, MigrationProgress, MigrationStatus } from './qemu-driver.js'
+import {
+  DEFAULT_DIRTY_MIBPS, canStop, dirtiedDuring, dirtyRateBytesPerS, precopyBandwidth, sendMs
+} from './sim-migration-model.js'
 
 /** A load pattern with every parameter spelled out. Levels are fractions of the VM's vcpus. */
 export type PatternSpec =
@@ -53,6 +75,8 @@ export interface SimVmConfig {
   cpuMean?: number
   /** Mean share of memMiB in use. @default 0.6 */
   memMean?: number
+  /** MiB/s a fully busy vCPU of this VM dirties (sim-migration-model.ts). @default 16 */
+  dirtyMiBps?: number
 }
 
 export interface SimDriverInit {
@@ -69,6 +93,14 @@ export interface SimDriverInit {
   traceDir?: string
   /** Sample period of trace files, ms (PlanetLab: 5 minutes). Lower it to replay a day faster. @default 300000 */
   traceIntervalMs?: number
+  /**
+   * Speed of the migration link, Mbit/s (sim-migration-model.ts): the pre-copy passes run at it
+   * (or at the migration's bandwidth cap when lower), the stop-and-copy at it.
+   * @default 1000
+   */
+  linkMbps?: number
+  /** Faults set from the start (an agent process takes them from its environment in tests). */
+  faults?: { ops?: Partial<Record<SimDriverOp, SimFault>>, link?: SimLinkFault }
 }
 
 export interface SimDriverComponents {
@@ -77,7 +109,14 @@ export interface SimDriverComponents {
   now?: () => number
 }
 
-export type SimDriverOp = 'list' | 'start' | 'stop'
+export type SimDriverOp =
+  | 'list' | 'start' | 'stop' | 'describe' | 'resume' | 'pause' | 'killIfNotRunning'
+  | 'prepareIncoming' | 'migrate' | 'progress' | 'cancel' | 'startPostcopy' | 'setDowntimeLimit' | 'balloon'
+
+export const SIM_DRIVER_OPS: readonly SimDriverOp[] = [
+  'list', 'start', 'stop', 'describe', 'resume', 'pause', 'killIfNotRunning',
+  'prepareIncoming', 'migrate', 'progress', 'cancel', 'startPostcopy', 'setDowntimeLimit', 'balloon'
+]
 
 /** An injected failure: the next `times` calls of that operation reject with `code`. */
 export interface SimFault {
@@ -86,12 +125,42 @@ export interface SimFault {
   times?: number
 }
 
+/**
+ * An injected break of the migration link: the next `times` outgoing migrations lose their
+ * connection once `atFraction` of the first pass was sent (before the switch-over), as when the
+ * network between the hosts fails mid-copy.
+ */
+export interface SimLinkFault {
+  /** Share of the first pass sent when the link breaks, [0, 1). @default 0.5 */
+  atFraction?: number
+  /** @default 1 */
+  times?: number
+}
+
 export interface SimDriver extends HypervisorDriver {
   readonly kind: 'sim'
+  readonly accel: 'kvm'
   /** The VMs at `nowMs`, computed from the caller's time alone (synchronous, for the simulator). */
   listAt (nowMs: number): VmSummary[]
   /** Make an operation fail (or stop failing, with null). */
   setFault (op: SimDriverOp, fault: SimFault | null): void
+  /** Break the link of the next outgoing migrations (or stop, with null). */
+  setLinkFault (fault: SimLinkFault | null): void
+  describe (id: VmId, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null>
+  resume (id: VmId, signal?: AbortSignal): Promise<void>
+  pause (id: VmId, signal?: AbortSignal): Promise<void>
+  killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void>
+  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
+  migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
+  startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
+  progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress>
+  cancel (id: VmId, signal?: AbortSignal): Promise<void>
+  setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void>
+  balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void>
+  /** The model's dirty rate of VM `id` now, bytes/s (what a QEMU measurement would report). */
+  measureDirtyRate (id: VmId, opts?: unknown, signal?: AbortSignal): Promise<number>
+  /** The memory VM `id` uses now, bytes (what a first pass sends); null when unknown. */
+  residentGuestBytes (id: VmId): number | null
 }
 
 /** Defaults of the shorthand names. */
@@ -241,26 +310,133 @@ export function compilePattern (spec: PatternSpec, seed: number): PatternFn {
 
 function clamp (x: number, lo: number, hi: number): number { return x < lo ? lo : x > hi ? hi : x }
 
+/** QEMU's names of a VM's run states, as describe() reports them. */
+type RunStatus = 'running' | 'paused' | 'shutdown' | 'inmigrate' | 'finish-migrate' | 'postmigrate'
+
+/** What crosses the migration link at the switch-over: the definition and where the load stands. */
+interface SimVmState {
+  config: SimVmConfig
+  /** The pattern's seed (each host seeds its own VMs differently: the seed must travel). */
+  seed: number
+  /** Milliseconds since the VM started, at the switch-over. */
+  ageMs: number
+}
+
+/** Frames of the migration link, one JSON object per line. */
+type LinkFrame =
+  | { t: 'hello', vm: VmId }
+  | { t: 'ready' }
+  | { t: 'state', state: SimVmState }
+  | { t: 'ack' }
+  | { t: 'cancel' }
+  | { t: 'error', message: string }
+
+/** A phase of an outgoing migration: a pre-copy pass, the stop-and-copy, or the post-copy flush. */
+interface Phase { kind: 'pass' | 'stop' | 'postcopy', bytes: number, startAt: number, ms: number }
+
+interface OutMigration {
+  status: MigrationStatus
+  startedAt: number
+  endedAt: number | null
+  sock: net.Socket
+  linkBps: number
+  bandwidthBps: number
+  downtimeLimitMs: number
+  /** The pause as measured (from pausing here to the target's acknowledgement), ms. */
+  downtimeMs: number | null
+  pausedAt: number | null
+  /** Completed pre-copy passes (QEMU's dirty-sync-count). */
+  passes: number
+  /** Bytes of the finished phases. */
+  sentBytes: number
+  residentBytes: number
+  dirtyRate: number
+  phase: Phase | null
+  timer: NodeJS.Timeout | null
+  stateSent: boolean
+  acked: boolean
+  flushed: boolean
+  /** Link fault: the connection breaks once this many bytes were sent. */
+  breakAtBytes: number | null
+  errorDesc: string | null
+}
+
+interface InMigration {
+  status: MigrationStatus
+  server: net.Server
+  sock: net.Socket | null
+}
+
 interface SimVm {
   config: SimVmConfig
   id: VmId
   vcpus: number
   memMiB: number
   memMean: number
+  dirtyMiBps: number
+  /** The resolved pattern (what travels) and its seed. */
+  pattern: PatternSpec
+  seed: number
   cpu: PatternFn
   /** Clock reading at start; null until the first clock reading (configured VMs). */
   startedAtMs: number | null
-  running: boolean
+  runStatus: RunStatus
+  balloonMiB: number
+  out: OutMigration | null
+  inc: InMigration | null
+}
+
+/** Largest extra JSON the wire carries (wire-codec LONG_STRING_BYTES), with room for the rest of the spec. */
+const EXTRA_JSON_MAX = 7000
+
+/** Splits "host:port" (IPv6 in brackets), or a tcp: URI. */
+function hostPort (addr: string): { host: string, port: number } | null {
+  const m = /^(?:tcp:)?\[?([^\]]*?)\]?:(\d{1,5})$/.exec(addr)
+  if (m === null || m[1] === undefined || m[2] === undefined || m[1] === '') return null
+  const port = Number(m[2])
+  return port <= 65535 ? { host: m[1], port } : null
+}
+
+/** Reads newline-delimited JSON frames from a socket. */
+function onFrames (sock: net.Socket, fn: (f: LinkFrame) => void): void {
+  let buf = ''
+  sock.setEncoding('utf8')
+  sock.on('data', (chunk: string) => {
+    buf += chunk
+    if (buf.length > 1 << 20) { sock.destroy(new Error('migration link: frame too long')); return }
+    let i: number
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      let f: LinkFrame
+      try { f = JSON.parse(line) as LinkFrame } catch { sock.destroy(new Error('migration link: bad frame')); return }
+      fn(f)
+    }
+  })
+}
+
+function sendFrame (sock: net.Socket, f: LinkFrame): void {
+  if (!sock.destroyed && sock.writable) sock.write(JSON.stringify(f) + '\n')
+}
+
+/** setTimeout for a model duration (ms, possibly fractional or huge). */
+function after (ms: number, fn: () => void): NodeJS.Timeout {
+  const t = setTimeout(fn, Math.max(0, Math.min(2 ** 31 - 1, Math.round(ms))))
+  t.unref()
+  return t
 }
 
 class SimDriverImpl implements SimDriver {
   readonly kind = 'sim' as const
+  readonly accel = 'kvm' as const
   private readonly log: Logger
   private readonly now: () => number
   private readonly seed: number
   private readonly hostCpuCores: number
+  private readonly linkBps: number
   private readonly vms = new Map<VmId, SimVm>()
   private readonly faults = new Map<SimDriverOp, { code: DriverErrorCode, left: number }>()
+  private linkFault: { atFraction: number, left: number } | null = null
   private closed = false
 
   constructor (private readonly init: SimDriverInit, components: SimDriverComponents) {
@@ -269,44 +445,67 @@ class SimDriverImpl implements SimDriver {
     this.seed = (init.seed ?? 1) >>> 0
     this.hostCpuCores = init.hostCpuCores ?? availableParallelism()
     if (!(this.hostCpuCores >= 1)) throw new DriverError('DRIVER_FAILED', `hostCpuCores must be >= 1 (got ${this.hostCpuCores})`)
+    const mbps = init.linkMbps ?? 1000
+    if (!(Number.isFinite(mbps) && mbps > 0)) throw new DriverError('DRIVER_FAILED', `linkMbps must be > 0 (got ${mbps})`)
+    this.linkBps = (mbps * 1e6) / 8
     for (const vm of init.vms ?? []) {
       if (this.vms.has(vm.id)) throw new DriverError('DRIVER_FAILED', `vm ${vm.id} is configured twice`)
       this.vms.set(vm.id, this.makeVm(vm, null))
     }
+    for (const [op, f] of Object.entries(init.faults?.ops ?? {})) {
+      if (!(SIM_DRIVER_OPS as readonly string[]).includes(op)) throw new DriverError('DRIVER_FAILED', `fault on unknown operation "${op}" (${SIM_DRIVER_OPS.join(', ')})`)
+      if (f !== undefined) this.setFault(op as SimDriverOp, f)
+    }
+    if (init.faults?.link !== undefined) this.setLinkFault(init.faults.link)
   }
 
-  private makeVm (vm: SimVmConfig, startedAtMs: number | null): SimVm {
+  private makeVm (vm: SimVmConfig, startedAtMs: number | null, seed?: number): SimVm {
     if (!(Number.isInteger(vm.vcpus) && vm.vcpus >= 1)) throw new DriverError('DRIVER_FAILED', `vm ${vm.id}: vcpus must be a positive integer (got ${vm.vcpus})`)
     checkPositive(vm.id, 'memMiB', vm.memMiB)
     const memMean = vm.memMean ?? 0.6
     checkFraction(vm.id, 'memMean', memMean)
+    const dirtyMiBps = vm.dirtyMiBps ?? DEFAULT_DIRTY_MIBPS
+    if (!(Number.isFinite(dirtyMiBps) && dirtyMiBps >= 0)) throw new DriverError('DRIVER_FAILED', `vm ${vm.id}: dirtyMiBps must be >= 0 (got ${dirtyMiBps})`)
     const spec = resolvePattern(vm, {
       ...(this.init.traceDir !== undefined ? { traceDir: this.init.traceDir } : {}),
       ...(this.init.traceIntervalMs !== undefined ? { traceIntervalMs: this.init.traceIntervalMs } : {})
     })
+    const s = seed ?? (this.seed ^ hashString(vm.id)) >>> 0
     return {
       config: vm,
-      id: vm.id, vcpus: vm.vcpus, memMiB: vm.memMiB, memMean,
-      cpu: compilePattern(spec, (this.seed ^ hashString(vm.id)) >>> 0),
-      startedAtMs, running: true
+      id: vm.id, vcpus: vm.vcpus, memMiB: vm.memMiB, memMean, dirtyMiBps,
+      pattern: spec, seed: s,
+      cpu: compilePattern(spec, s),
+      startedAtMs, runStatus: 'running', balloonMiB: vm.memMiB, out: null, inc: null
     }
+  }
+
+  /** The VM's load (fraction of its vcpus) at `nowMs`; its clock starts at the first reading. */
+  private loadAt (vm: SimVm, nowMs: number): number {
+    if (vm.startedAtMs === null) vm.startedAtMs = nowMs
+    return vm.cpu(nowMs - vm.startedAtMs)
+  }
+
+  private memUsedMiB (vm: SimVm, load: number): number {
+    return Math.min(vm.balloonMiB, Math.round(vm.memMiB * vm.memMean * (0.85 + 0.15 * load)))
   }
 
   listAt (nowMs: number): VmSummary[] {
     const out: VmSummary[] = []
     for (const vm of this.vms.values()) {
-      if (vm.startedAtMs === null) vm.startedAtMs = nowMs
-      if (!vm.running) {
-        out.push({ id: vm.id, vcpus: vm.vcpus, memMiB: vm.memMiB, cpuUtil: 0, memUsedMiB: 0, state: 'stopped' })
+      if (vm.startedAtMs === null && vm.runStatus === 'running') vm.startedAtMs = nowMs
+      if (vm.runStatus !== 'running') {
+        const state = vm.runStatus === 'shutdown' ? 'stopped' : vm.runStatus === 'paused' ? 'paused' : 'migrating'
+        out.push({ id: vm.id, vcpus: vm.vcpus, memMiB: vm.memMiB, cpuUtil: 0, memUsedMiB: state === 'stopped' ? 0 : this.memUsedMiB(vm, 0), state })
         continue
       }
-      const load = vm.cpu(nowMs - vm.startedAtMs)
+      const load = this.loadAt(vm, nowMs)
       out.push({
         id: vm.id,
         vcpus: vm.vcpus,
         memMiB: vm.memMiB,
         cpuUtil: Math.min(1, (load * vm.vcpus) / this.hostCpuCores),
-        memUsedMiB: Math.round(vm.memMiB * vm.memMean * (0.85 + 0.15 * load)),
+        memUsedMiB: this.memUsedMiB(vm, load),
         state: 'running'
       })
     }
@@ -324,6 +523,12 @@ class SimDriverImpl implements SimDriver {
     }
   }
 
+  private get (id: VmId): SimVm {
+    const vm = this.vms.get(id)
+    if (vm === undefined) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    return vm
+  }
+
   async list (signal?: AbortSignal): Promise<VmSummary[]> {
     this.enter('list', signal)
     return this.listAt(this.now())
@@ -333,29 +538,426 @@ class SimDriverImpl implements SimDriver {
     this.enter('start', signal)
     const nowMs = this.now()
     const existing = this.vms.get(spec.id)
-    if (existing?.running === true) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running`)
-    const extra = spec.extra ?? {}
+    if (existing !== undefined && existing.runStatus !== 'shutdown') throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already ${existing.runStatus === 'running' ? 'running' : `here (${existing.runStatus})`}`)
     // A VM restarted here keeps the pattern it was configured with unless the spec names one.
-    const vm = this.makeVm({
-      ...existing?.config,
+    const vm = this.makeVm({ ...existing?.config, ...this.definitionOf(spec) }, nowMs)
+    this.vms.set(spec.id, vm)
+    this.log.info(`vm ${spec.id} became running (from ${existing === undefined ? 'undefined' : 'stopped'})`, { vm: spec.id, vcpus: spec.vcpus, memMiB: spec.memMiB })
+  }
+
+  /** A VM definition from a spec: vcpus and memory, and what `extra` says of the load. */
+  private definitionOf (spec: VmSpec): SimVmConfig {
+    const extra = spec.extra ?? {}
+    return {
       id: spec.id,
       vcpus: spec.vcpus,
       memMiB: spec.memMiB,
       ...(typeof extra['pattern'] === 'string' || isPatternSpec(extra['pattern']) ? { pattern: extra['pattern'] as string | PatternSpec } : {}),
       ...(typeof extra['cpuMean'] === 'number' ? { cpuMean: extra['cpuMean'] } : {}),
-      ...(typeof extra['memMean'] === 'number' ? { memMean: extra['memMean'] } : {})
-    }, nowMs)
-    this.vms.set(spec.id, vm)
-    this.log.info(`vm ${spec.id} became running (from ${existing === undefined ? 'undefined' : 'stopped'})`, { vm: spec.id, vcpus: spec.vcpus, memMiB: spec.memMiB })
+      ...(typeof extra['memMean'] === 'number' ? { memMean: extra['memMean'] } : {}),
+      ...(typeof extra['dirtyMiBps'] === 'number' ? { dirtyMiBps: extra['dirtyMiBps'] } : {})
+    }
   }
 
   async stop (id: VmId, signal?: AbortSignal): Promise<void> {
     this.enter('stop', signal)
+    const vm = this.get(id)
+    if (vm.runStatus === 'shutdown') return
+    this.endMigrations(vm)
+    const from = vm.runStatus
+    vm.runStatus = 'shutdown'
+    this.log.info(`vm ${id} became stopped (from ${from})`, { vm: id })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // What recovery and HA ask.
+
+  async describe (id: VmId, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null> {
+    this.enter('describe', signal)
     const vm = this.vms.get(id)
-    if (vm === undefined) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
-    if (!vm.running) return
-    vm.running = false
-    this.log.info(`vm ${id} became stopped (from running)`, { vm: id })
+    if (vm === undefined) return null
+    return { runStatus: vm.runStatus, migration: vm.out?.status ?? vm.inc?.status ?? 'none', spec: this.specOf(vm) }
+  }
+
+  /**
+   * The spec the migration protocol carries to the target: vcpus, memory and the definition of
+   * the load, with the pattern resolved (a trace travels as its samples, so that the target
+   * needs no copy of the file; a trace too long for the wire travels by name).
+   */
+  private specOf (vm: SimVm): VmSpec {
+    const extra: Record<string, unknown> = { pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }
+    if (vm.config.cpuMean !== undefined) extra.cpuMean = vm.config.cpuMean
+    if (JSON.stringify(extra).length > EXTRA_JSON_MAX && vm.config.pattern !== undefined) extra.pattern = vm.config.pattern
+    return { id: vm.id, vcpus: vm.vcpus, memMiB: vm.memMiB, extra }
+  }
+
+  async resume (id: VmId, signal?: AbortSignal): Promise<void> {
+    this.enter('resume', signal)
+    const vm = this.get(id)
+    if (vm.runStatus === 'running') return
+    if (vm.runStatus === 'inmigrate' || vm.runStatus === 'shutdown') throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot resume a VM that is ${vm.runStatus}`)
+    const from = vm.runStatus
+    vm.runStatus = 'running'
+    this.log.info(`vm ${id} resumed (from ${from})`, { vm: id })
+  }
+
+  async pause (id: VmId, signal?: AbortSignal): Promise<void> {
+    this.enter('pause', signal)
+    const vm = this.get(id)
+    if (vm.runStatus !== 'running') throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot pause a VM that is ${vm.runStatus}`)
+    vm.runStatus = 'paused'
+    this.log.info(`vm ${id} paused`, { vm: id })
+  }
+
+  /** Removes VM `id` unless its guest runs here (an incoming copy, or a paused source); VM_RUNNING otherwise. */
+  async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
+    this.enter('killIfNotRunning', signal)
+    const vm = this.get(id)
+    if (vm.runStatus === 'running' || vm.out?.status === 'postcopy-active') throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${vm.runStatus} (${vm.out?.status ?? 'none'}); not killing it`)
+    this.endMigrations(vm)
+    this.vms.delete(id)
+    this.log.info(`vm ${id} removed (was ${vm.runStatus})`, { vm: id })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Target side.
+
+  async prepareIncoming (spec: VmSpec, listenAddr: string, _opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string }> {
+    this.enter('prepareIncoming', signal)
+    const hp = hostPort(listenAddr)
+    if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
+    const existing = this.vms.get(spec.id)
+    if (existing !== undefined && existing.runStatus !== 'shutdown') throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already here (${existing.runStatus})`)
+    const vm = this.makeVm(this.definitionOf(spec), null)
+    vm.runStatus = 'inmigrate'
+    const server = net.createServer()
+    const inc: InMigration = { status: 'setup', server, sock: null }
+    vm.inc = inc
+    server.on('connection', sock => this.onIncoming(vm, inc, sock))
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(hp.port, hp.host, () => { server.off('error', reject); resolve() })
+      })
+    } catch (err) {
+      server.close()
+      throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot listen on ${listenAddr}`, { cause: err })
+    }
+    server.unref()
+    this.vms.set(spec.id, vm)
+    const a = server.address()
+    const port = typeof a === 'object' && a !== null ? a.port : hp.port
+    const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
+    this.log.info(`vm ${spec.id} waiting for an incoming migration on ${host}:${port}`, { vm: spec.id })
+    return { uri: `tcp:${host}:${port}` }
+  }
+
+  private onIncoming (vm: SimVm, inc: InMigration, sock: net.Socket): void {
+    if (inc.sock !== null || this.vms.get(vm.id) !== vm || vm.runStatus !== 'inmigrate') { sock.destroy(); return }
+    inc.sock = sock
+    inc.server.close()
+    sock.on('error', () => {})
+    onFrames(sock, f => {
+      if (f.t === 'hello') {
+        if (f.vm !== vm.id) { sendFrame(sock, { t: 'error', message: `this incoming copy is ${vm.id}, not ${f.vm}` }); sock.destroy(); return }
+        inc.status = 'active'
+        sendFrame(sock, { t: 'ready' })
+      } else if (f.t === 'state' && inc.status === 'active') {
+        let arrived: SimVm
+        try {
+          arrived = this.makeVm(f.state.config, this.now() - f.state.ageMs, f.state.seed)
+        } catch (err) {
+          sendFrame(sock, { t: 'error', message: err instanceof Error ? err.message : String(err) })
+          sock.destroy()
+          return
+        }
+        // The guest runs here from now on, with its load where it was on the source.
+        vm.config = arrived.config; vm.pattern = arrived.pattern; vm.seed = arrived.seed; vm.cpu = arrived.cpu
+        vm.memMean = arrived.memMean; vm.dirtyMiBps = arrived.dirtyMiBps; vm.startedAtMs = arrived.startedAtMs
+        vm.runStatus = 'running'
+        inc.status = 'completed'
+        sendFrame(sock, { t: 'ack' })
+        this.log.info(`vm ${vm.id} became running (incoming migration completed)`, { vm: vm.id })
+      } else if (f.t === 'cancel') {
+        sock.destroy()
+      }
+    })
+    sock.on('close', () => {
+      if (inc.status === 'completed') return
+      // As QEMU's incoming side: a stream that ends before the switch-over fails the incoming
+      // migration; the copy never ran and stays until killIfNotRunning removes it.
+      inc.status = 'failed'
+      this.log.info(`vm ${vm.id}: incoming migration failed (the link closed before the switch-over)`, { vm: vm.id })
+    })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Source side.
+
+  async migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void> {
+    this.enter('migrate', signal)
+    const vm = this.get(id)
+    if (vm.runStatus !== 'running') throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot migrate a VM that is ${vm.runStatus}`)
+    if (vm.out !== null && (vm.out.status === 'active' || vm.out.status === 'setup' || vm.out.status === 'postcopy-active')) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration is already ${vm.out.status}`)
+    const hp = hostPort(uri)
+    if (hp === null || !uri.startsWith('tcp:')) throw new DriverError('DRIVER_FAILED', `vm ${id}: migration URI must be tcp:host:port, got "${uri}"`)
+    const now = this.now()
+    const load = this.loadAt(vm, now)
+    const sock = net.connect({ host: hp.host, port: hp.port })
+    const m: OutMigration = {
+      status: 'setup', startedAt: now, endedAt: null, sock,
+      linkBps: this.linkBps, bandwidthBps: precopyBandwidth(this.linkBps, params.maxBandwidthBytes),
+      downtimeLimitMs: Math.max(1, params.downtimeLimitMs), downtimeMs: null, pausedAt: null,
+      passes: 0, sentBytes: 0, residentBytes: this.memUsedMiB(vm, load) * 1048576,
+      dirtyRate: dirtyRateBytesPerS(vm.dirtyMiBps, vm.vcpus, load),
+      phase: null, timer: null, stateSent: false, acked: false, flushed: false, breakAtBytes: null, errorDesc: null
+    }
+    if (this.linkFault !== null) {
+      m.breakAtBytes = this.linkFault.atFraction * m.residentBytes
+      if (--this.linkFault.left <= 0) this.linkFault = null
+    }
+    vm.out = m
+    sock.on('error', err => { m.errorDesc ??= err.message })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const fail = (why: string): void => { reject(new Error(why)) }
+        sock.once('close', () => fail(m.errorDesc ?? 'the target closed the link'))
+        onFrames(sock, f => {
+          if (f.t === 'ready' && m.status === 'setup') { resolve(); return }
+          if (f.t === 'error') { m.errorDesc = `target: ${f.message}`; sock.destroy(); return }
+          if (f.t === 'ack' && m.stateSent) { m.acked = true; this.maybeComplete(vm, m) }
+        })
+        sock.once('connect', () => sendFrame(sock, { t: 'hello', vm: id }))
+      })
+    } catch (err) {
+      this.failOut(vm, m, err instanceof Error ? err.message : String(err))
+      throw new DriverError('DRIVER_FAILED', `vm ${id}: migrate to ${uri}: ${m.errorDesc ?? 'failed'}`, { cause: err })
+    }
+    sock.removeAllListeners('close')
+    sock.on('close', () => this.onLinkClosed(vm, m))
+    m.status = 'active'
+    this.log.info(`vm ${id} migration started to ${uri} (${params.mode}; link ${Math.round(this.linkBps * 8 / 1e6)} Mbit/s)`, { vm: id, params })
+    this.startPass(vm, m, m.residentBytes)
+    if (params.mode === 'postcopy') this.switchToPostcopy(vm, m)
+  }
+
+  private startPass (vm: SimVm, m: OutMigration, bytes: number): void {
+    const now = this.now()
+    const ms = sendMs(bytes, m.bandwidthBps)
+    m.phase = { kind: 'pass', bytes, startAt: now, ms }
+    const brk = m.breakAtBytes
+    if (brk !== null && brk >= m.sentBytes && brk < m.sentBytes + bytes) {
+      m.timer = after(sendMs(brk - m.sentBytes, m.bandwidthBps), () => {
+        m.errorDesc = 'the migration link broke (injected fault)'
+        m.sock.destroy()
+      })
+      return
+    }
+    m.timer = after(ms, () => this.endPass(vm, m))
+  }
+
+  private endPass (vm: SimVm, m: OutMigration): void {
+    const p = m.phase
+    if (p === null || m.status !== 'active') return
+    m.timer = null
+    m.sentBytes += p.bytes
+    m.passes++
+    // The guest dirtied memory while the pass ran, at the rate its load gives now.
+    m.dirtyRate = vm.runStatus === 'running' ? dirtyRateBytesPerS(vm.dirtyMiBps, vm.vcpus, this.loadAt(vm, this.now())) : 0
+    const pending = dirtiedDuring(p.ms, m.dirtyRate, m.residentBytes)
+    if (canStop(pending, m.linkBps, m.downtimeLimitMs)) this.stopAndCopy(vm, m, pending)
+    else this.startPass(vm, m, pending)
+  }
+
+  /** Pauses the guest and sends the rest at the link speed, then its state. */
+  private stopAndCopy (vm: SimVm, m: OutMigration, pending: number): void {
+    const now = this.now()
+    vm.runStatus = 'finish-migrate'
+    m.pausedAt = now
+    const ms = sendMs(pending, m.linkBps)
+    m.phase = { kind: 'stop', bytes: pending, startAt: now, ms }
+    m.timer = after(ms, () => {
+      m.timer = null
+      m.sentBytes += pending
+      m.phase = null
+      m.flushed = true
+      vm.runStatus = 'postmigrate'
+      this.sendState(vm, m)
+    })
+  }
+
+  private sendState (vm: SimVm, m: OutMigration): void {
+    const now = this.now()
+    const ageMs = vm.startedAtMs === null ? 0 : now - vm.startedAtMs
+    m.stateSent = true
+    sendFrame(m.sock, { t: 'state', state: { config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, ageMs } })
+  }
+
+  private maybeComplete (vm: SimVm, m: OutMigration): void {
+    if (!m.stateSent || !m.acked || !m.flushed || m.status === 'completed') return
+    const now = this.now()
+    this.settlePhase(m)
+    m.status = 'completed'
+    m.endedAt = now
+    if (m.pausedAt !== null) m.downtimeMs = Math.max(0, now - m.pausedAt)
+    m.sock.end()
+    this.log.info(`vm ${vm.id} migration completed in ${now - m.startedAt} ms (${m.passes} passes, ${Math.round(m.sentBytes / 1048576)} MiB, downtime ${m.downtimeMs ?? 0} ms)`, { vm: vm.id })
+  }
+
+  /**
+   * The link closed: before the state was sent the migration failed; after it, the target may
+   * run the guest, so this copy stays paused (it runs again only when the migration machine says
+   * so, R1/R2) and the migration completes when its modelled time is up.
+   */
+  private onLinkClosed (vm: SimVm, m: OutMigration): void {
+    if (m.status === 'completed' || m.status === 'cancelled' || m.status === 'failed') return
+    if (!m.stateSent) { this.failOut(vm, m, m.errorDesc ?? 'the target closed the link'); return }
+    m.acked = true
+    this.maybeComplete(vm, m)
+  }
+
+  /** Counts what the current phase sent until now and ends it. */
+  private settlePhase (m: OutMigration): void {
+    if (m.timer !== null) clearTimeout(m.timer)
+    m.timer = null
+    const p = m.phase
+    if (p !== null) m.sentBytes += p.ms > 0 ? Math.min(p.bytes, (p.bytes * (this.now() - p.startAt)) / p.ms) : p.bytes
+    m.phase = null
+  }
+
+  private failOut (vm: SimVm, m: OutMigration, why: string): void {
+    this.settlePhase(m)
+    m.status = 'failed'
+    m.errorDesc = why
+    m.endedAt = this.now()
+    m.sock.destroy()
+    if (vm.runStatus === 'finish-migrate') vm.runStatus = 'running'
+    this.log.warn(`vm ${vm.id} migration failed: ${why}; the guest runs here`, { vm: vm.id })
+  }
+
+  /** Post-copy: the guest moves to the target now; what the passes had not sent follows at the link speed. */
+  private switchToPostcopy (vm: SimVm, m: OutMigration): void {
+    const now = this.now()
+    const p = m.phase
+    if (m.timer !== null) clearTimeout(m.timer)
+    m.timer = null
+    let pending = 0
+    if (p !== null && p.kind === 'pass') {
+      const sent = p.ms > 0 ? Math.min(p.bytes, (p.bytes * (now - p.startAt)) / p.ms) : p.bytes
+      m.sentBytes += sent
+      pending = Math.min(m.residentBytes, p.bytes - sent + dirtiedDuring(now - p.startAt, m.dirtyRate, m.residentBytes))
+    }
+    vm.runStatus = 'postmigrate'
+    m.pausedAt = now
+    m.status = 'postcopy-active'
+    this.sendState(vm, m)
+    const ms = sendMs(pending, m.linkBps)
+    m.phase = { kind: 'postcopy', bytes: pending, startAt: now, ms }
+    m.timer = after(ms, () => {
+      m.timer = null
+      m.sentBytes += pending
+      m.phase = null
+      m.flushed = true
+      this.maybeComplete(vm, m)
+    })
+    this.log.info(`vm ${vm.id} migration switched to post-copy (${Math.round(pending / 1048576)} MiB left)`, { vm: vm.id })
+  }
+
+  async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {
+    this.enter('startPostcopy', signal)
+    const vm = this.get(id)
+    const m = vm.out
+    if (m === null || (m.status !== 'active' && m.status !== 'postcopy-active')) throw new DriverError('DRIVER_FAILED', `vm ${id}: no migration to switch to post-copy (${m?.status ?? 'none'})`)
+    if (m.status === 'postcopy-active' || m.stateSent || m.phase?.kind === 'stop') return // already switching over
+    this.switchToPostcopy(vm, m)
+  }
+
+  async progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress> {
+    this.enter('progress', signal)
+    const vm = this.get(id)
+    const now = this.now()
+    const m = vm.out
+    const base: MigrationProgress = {
+      status: 'none', totalTimeMs: 0, downtimeMs: null, expectedDowntimeMs: null, transferredBytes: 0, remainingBytes: 0,
+      totalBytes: vm.memMiB * 1048576, dirtySyncCount: 0, dirtyPagesRate: 0, pageSizeBytes: 4096, mbps: 0,
+      postcopyRequests: 0, cpuThrottlePercent: 0, errorDesc: null
+    }
+    if (m === null) return vm.inc === null ? base : { ...base, status: vm.inc.status }
+    const p = m.phase
+    const inPhase = p === null ? 0 : p.ms > 0 ? Math.min(p.bytes, (p.bytes * (now - p.startAt)) / p.ms) : p.bytes
+    const remaining = p === null ? 0 : p.bytes - inPhase
+    const rate = p === null ? 0 : p.kind === 'pass' ? m.bandwidthBps : m.linkBps
+    return {
+      ...base,
+      status: m.status,
+      totalTimeMs: (m.endedAt ?? now) - m.startedAt,
+      downtimeMs: m.status === 'completed' ? m.downtimeMs ?? 0 : null,
+      expectedDowntimeMs: m.status === 'active' ? sendMs(remaining, m.linkBps) : null,
+      transferredBytes: Math.round(m.sentBytes + inPhase),
+      remainingBytes: Math.round(remaining),
+      dirtySyncCount: m.passes,
+      dirtyPagesRate: m.dirtyRate / 4096,
+      mbps: m.status === 'completed' || m.status === 'failed' || m.status === 'cancelled' ? 0 : (rate * 8) / 1e6,
+      errorDesc: m.errorDesc
+    }
+  }
+
+  async cancel (id: VmId, signal?: AbortSignal): Promise<void> {
+    this.enter('cancel', signal)
+    const vm = this.get(id)
+    const m = vm.out
+    if (m === null) return
+    if (m.status === 'postcopy-active') throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel a migration in post-copy; the target holds the newest state`)
+    if (m.status !== 'active' && m.status !== 'setup') return
+    if (m.stateSent) return // the state is on its way: the switch-over wins the race, as a cancel during QEMU's last phase
+    this.settlePhase(m)
+    m.status = 'cancelled'
+    m.endedAt = this.now()
+    sendFrame(m.sock, { t: 'cancel' })
+    m.sock.end()
+    if (vm.runStatus === 'finish-migrate') vm.runStatus = 'running'
+    this.log.info(`vm ${id} migration cancelled`, { vm: id })
+  }
+
+  async setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void> {
+    this.enter('setDowntimeLimit', signal)
+    const m = this.get(id).out
+    if (m !== null) m.downtimeLimitMs = Math.max(1, ms)
+  }
+
+  async balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void> {
+    this.enter('balloon', signal)
+    const vm = this.get(id)
+    if (!(mib > 0) || mib > vm.memMiB) throw new DriverError('DRIVER_FAILED', `vm ${id}: balloon target ${mib} MiB outside (0, ${vm.memMiB}]`)
+    vm.balloonMiB = mib
+  }
+
+  async measureDirtyRate (id: VmId, _opts?: unknown, signal?: AbortSignal): Promise<number> {
+    this.enter('describe', signal)
+    const vm = this.get(id)
+    return vm.runStatus === 'running' ? dirtyRateBytesPerS(vm.dirtyMiBps, vm.vcpus, this.loadAt(vm, this.now())) : 0
+  }
+
+  residentGuestBytes (id: VmId): number | null {
+    const vm = this.vms.get(id)
+    if (vm === undefined) return null
+    return this.memUsedMiB(vm, vm.runStatus === 'running' ? this.loadAt(vm, this.now()) : 0) * 1048576
+  }
+
+  /** Closes the links and listeners of a VM's migrations. */
+  private endMigrations (vm: SimVm): void {
+    const m = vm.out
+    if (m !== null) {
+      if (m.timer !== null) clearTimeout(m.timer)
+      m.timer = null
+      if (m.status === 'active' || m.status === 'setup') { m.status = 'cancelled'; m.endedAt = this.now() }
+      m.sock.destroy()
+    }
+    const inc = vm.inc
+    if (inc !== null) {
+      inc.server.close()
+      inc.sock?.destroy()
+    }
   }
 
   setFault (op: SimDriverOp, fault: SimFault | null): void {
@@ -363,8 +965,16 @@ class SimDriverImpl implements SimDriver {
     else this.faults.set(op, { code: fault.code, left: fault.times ?? Infinity })
   }
 
+  setLinkFault (fault: SimLinkFault | null): void {
+    if (fault === null) { this.linkFault = null; return }
+    const atFraction = fault.atFraction ?? 0.5
+    if (!(atFraction >= 0 && atFraction < 1)) throw new DriverError('DRIVER_FAILED', `link fault atFraction must be in [0, 1) (got ${atFraction})`)
+    this.linkFault = { atFraction, left: fault.times ?? 1 }
+  }
+
   async close (): Promise<void> {
     this.closed = true
+    for (const vm of this.vms.values()) this.endMigrations(vm)
   }
 }
 

@@ -18,8 +18,8 @@ export interface DriverExecutorInit {
 export type DriverExecutor = (c: DriverCommand, signal: AbortSignal) => Promise<DriverResult>
 
 /**
- * A driver the migration machine can use: the migration calls, plus what recovery needs (the QEMU
- * and libvirt drivers). describe() names run states as QEMU's query-status does ('running',
+ * A driver the migration machine can use: the migration calls, plus what recovery needs (the QEMU,
+ * libvirt and simulated drivers). describe() names run states as QEMU's query-status does ('running',
  * 'inmigrate', ...) and resolves with null when the VM is not on this host; killIfNotRunning()
  * rejects with VM_RUNNING rather than kill a guest that runs here.
  */
@@ -81,7 +81,7 @@ export function driverExecutor (driver: HypervisorDriver, init: DriverExecutorIn
 
 async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: DriverCommand, signal: AbortSignal): Promise<DriverResult> {
   if (!canMigrate(driver)) {
-    // The simulated driver cannot migrate: report what it has, refuse the rest.
+    // A driver without the migration calls: report what it has, refuse the rest.
     if (c.kind === 'query') {
       const vms = await driver.list(signal)
       const v = vms.find(x => x.id === c.vm)
