@@ -13,6 +13,8 @@ import type { RuleSet } from '../policies/types.js'
 import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
 import { validateReplicationSection, type ReplicationSection } from './runtime/replica-setup.js'
+import { checkKeys } from './lib/known-keys.js'
+import { CONFIG_KEYS } from './config-keys.js'
 
 export { ConfigError }
 
@@ -246,6 +248,8 @@ function validateVms (raw: unknown): SimVmConfig[] {
 /** Validate untrusted JSON. Throws ConfigError with the field path on the first problem. */
 export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = {}): AgentConfig {
   if (!isObj(raw)) fail('(root)', 'must be a JSON object')
+  // Unknown keys first (agent/config-keys.ts): a typo often explains the error a value would give.
+  checkKeys(raw, CONFIG_KEYS)
   const cluster = obj(raw, 'cluster', 'config')
   const secret = str(cluster, 'secret', 'cluster')
   if (secret.length < 16) fail('cluster.secret', 'must be at least 16 characters')
@@ -285,9 +289,6 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   if (!(LOG_LEVELS as readonly unknown[]).includes(level)) fail('log.level', `must be one of ${LOG_LEVELS.join(', ')}`)
   const coreRaw = obj(raw, 'core', 'config', true)
   const base = opts.testProfile === true ? localTestCoreConfig() : defaultCoreConfig()
-  for (const k of Object.keys(coreRaw)) {
-    if (!(k in base)) fail(`core.${k}`, 'is not a known core setting')
-  }
   const core = validateCoreConfig({ ...base, ...coreRaw } as CoreConfig)
   const migration = validateMigration(obj(raw, 'migration', 'config', true), core.tickMs)
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
@@ -354,8 +355,6 @@ function libvirtUri (o: Obj, key: string, path: string, def?: string): string {
 }
 
 function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHost: string): LibvirtConfig {
-  const known = new Set(['uri', 'peerUri', 'peerUris', 'migrationListen', 'domainType', 'serialDir', 'persistent'])
-  for (const k of Object.keys(l)) if (!known.has(k)) fail(`driver.libvirt.${k}`, 'is not a known libvirt setting')
   const domainType = l.domainType ?? 'auto'
   if (domainType !== 'auto' && domainType !== 'kvm' && domainType !== 'qemu') fail('driver.libvirt.domainType', `must be auto, kvm or qemu (got ${JSON.stringify(domainType)})`)
   const migrationListen = str(l, 'migrationListen', 'driver.libvirt', listenHost)
@@ -398,8 +397,6 @@ function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHos
 function validatePolicySection (raw: unknown, d: PolicyConfig): PolicyConfig {
   if (raw === undefined) return d
   if (!isObj(raw)) fail('migration.policy', 'must be an object')
-  const known = new Set(Object.keys(d))
-  for (const k of Object.keys(raw)) if (!known.has(k)) fail(`migration.policy.${k}`, `is not a policy setting (one of ${[...known].join(', ')})`)
   for (const k of ['overload', 'underload', 'selection', 'placement', 'guards'] as const) {
     if (raw[k] !== undefined && !isObj(raw[k])) fail(`migration.policy.${k}`, 'must be an object')
   }
@@ -409,8 +406,6 @@ function validatePolicySection (raw: unknown, d: PolicyConfig): PolicyConfig {
 
 function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   const d = defaultMigrationConfig()
-  const known = new Set([...Object.keys(d)])
-  for (const k of Object.keys(m)) if (!known.has(k)) fail(`migration.${k}`, 'is not a known migration setting')
   const out: MigrationConfig = { ...d }
   out.policy = validatePolicySection(m.policy, d.policy)
   // The policy's guards (hold time, cool-down) and its forecast horizon count decisions of

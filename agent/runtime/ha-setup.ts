@@ -29,6 +29,8 @@ import type { HaCoreOptions } from '../core/ha/ha-bridge.js'
 import type { HostId, VmId } from '../core/types.js'
 import type { Store } from '../ports/store.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
+import { checkKeys } from '../lib/known-keys.js'
+import { CONFIG_KEYS } from '../config-keys.js'
 
 /** One protected VM as written in the file (home by member name). */
 export interface HaVmEntry {
@@ -78,7 +80,7 @@ const UNBOUNDED = { cpuMips: 1e9, memMiB: 1e9 }
 export function validateHaSection (raw: unknown, memberNames: readonly string[]): HaSection {
   const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
   const r: Obj = raw === undefined ? {} : isObj(raw) ? raw : fail('ha', 'must be an object')
-  for (const k of Object.keys(r)) if (!['armed', 'tieBreaker', 'hosts', 'vms', 'timing', 'watchdog'].includes(k)) fail(`ha.${k}`, 'is not a known HA setting')
+  checkKeys(r, CONFIG_KEYS.ha, 'ha') // the section's keys: agent/config-keys.ts
   const int = (o: Obj, k: string, p: string, def: number | undefined, min: number): number => {
     const v = o[k]
     if (v === undefined && def !== undefined) return def
@@ -136,7 +138,6 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
   if (r.watchdog !== undefined) {
     if (!isObj(r.watchdog)) fail('ha.watchdog', 'must be an object { device, timeoutSec? }')
     const w = r.watchdog as Obj
-    for (const k of Object.keys(w)) if (!['device', 'timeoutSec'].includes(k)) fail(`ha.watchdog.${k}`, 'is not a known watchdog setting')
     watchdog.device = str(w, 'device', 'ha.watchdog')
     if (w.timeoutSec !== undefined) watchdog.timeoutSec = int(w, 'timeoutSec', 'ha.watchdog', undefined, 1)
   }
@@ -145,7 +146,6 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
   if (r.timing !== undefined) {
     if (!isObj(r.timing)) fail('ha.timing', 'must be an object')
     timing = r.timing as Obj
-    for (const k of Object.keys(timing)) if (!(k in base)) fail(`ha.timing.${k}`, 'is not a known HA timing setting')
   }
   const merged = { ...base, ...timing } as HaConfig
   if (timing.fenceDelayTicks === undefined) merged.fenceDelayTicks = Math.max(base.fenceDelayTicks, requiredFenceDelayTicks(merged))

@@ -28,6 +28,8 @@ import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import type { Logger } from '../ports/logger.js'
 import { isIpv4, type SplitTarget } from '../adapters/iptables-splitter.js'
 import { bootSpec } from './ha-setup.js'
+import { checkKeys } from '../lib/known-keys.js'
+import { CONFIG_KEYS } from '../config-keys.js'
 
 export interface ReplicaVmDef {
   id: string
@@ -59,9 +61,7 @@ export function validateReplicationSection (raw: unknown, memberNames: readonly 
   if (raw === undefined) return { enabled: false, params: { ...d, mode: 'off' }, vms: [], serviceAddresses: {} }
   if (!isObj(raw)) fail('replication', 'must be an object')
   const r = raw as Obj
-  for (const k of Object.keys(r)) {
-    if (!['mode', 'vms', 'serviceAddresses', 'bootSec', 'overheadFraction', 'migrationDegradation', 'horizonSec', 'retireBelow'].includes(k)) fail(`replication.${k}`, 'is not a known setting')
-  }
+  checkKeys(r, CONFIG_KEYS.replication, 'replication') // the section's keys: agent/config-keys.ts
   const mode = r.mode ?? d.mode
   if (mode !== 'off' && mode !== 'cost' && mode !== 'prefer') fail('replication.mode', `must be "off", "cost" or "prefer" (got ${JSON.stringify(mode)})`)
   const num = (k: keyof ReplicationParams, min: number, max: number): number => {

@@ -20,6 +20,8 @@ import type { VipCoreOptions } from '../core/vip/vip-bridge.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'
 import type { VipAdapter } from '../ports/vip-adapter.js'
+import { checkKeys } from '../lib/known-keys.js'
+import { CONFIG_KEYS } from '../config-keys.js'
 
 /** One configured VIP as written in the file (hosts by member name). */
 export interface VipEntry {
@@ -42,6 +44,8 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 export function validateVipSection (rawList: unknown, rawTuning: unknown, memberNames: readonly string[], tickMs: number): VipSection {
   const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
   const list: VipEntry[] = []
+  checkKeys(rawList, CONFIG_KEYS.vips, 'vips') // the sections' keys: agent/config-keys.ts
+  checkKeys(rawTuning, CONFIG_KEYS.vip, 'vip')
   if (rawList !== undefined) {
     if (!Array.isArray(rawList)) fail('vips', 'must be an array')
     for (const [i, v] of (rawList as unknown[]).entries()) {
@@ -69,7 +73,6 @@ export function validateVipSection (rawList: unknown, rawTuning: unknown, member
   let config: VipConfig = base
   if (rawTuning !== undefined) {
     if (!isObj(rawTuning)) fail('vip', 'must be an object')
-    for (const k of Object.keys(rawTuning as Obj)) if (!(k in base)) fail(`vip.${k}`, 'is not a known VIP setting')
     config = { ...base, ...(rawTuning as Partial<VipConfig>) }
   }
   try {

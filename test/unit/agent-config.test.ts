@@ -47,7 +47,7 @@ const bad: Array<[string, (c: any) => void, RegExp]> = [
   ['bad vm pattern', c => { c.driver = { vms: [{ id: 'v', pattern: 'chaos' }] } }, /driver\.vms\[0\]\.pattern/],
   ['duplicate vm', c => { c.driver = { vms: [{ id: 'v' }, { id: 'v' }] } }, /duplicates VM id "v"/],
   ['vm cpuMean out of range', c => { c.driver = { vms: [{ id: 'v', cpuMean: 2 }] } }, /cpuMean must be between 0 and 1/],
-  ['unknown core key', c => { c.core = { probeEveryMs: 5 } }, /core\.probeEveryMs is not a known core setting/],
+  ['unknown core key', c => { c.core = { probeEveryMs: 5 } }, /core\.probeEveryMs: unknown key/],
   ['impossible core combination', c => { c.core = { probeTimeoutTicks: 20, probeDeadlineTicks: 10 } }, /probeTimeoutTicks must be < probeDeadlineTicks/],
   ['timeout not above keep-alive', c => { c.mesh = { keepAliveMs: 5000, timeoutMs: 4000 } }, /mesh\.timeoutMs must be greater than mesh\.keepAliveMs/],
   ['probe datagrams not a boolean', c => { c.mesh = { probeDatagrams: 'yes' } }, /mesh\.probeDatagrams must be true or false/],
@@ -102,7 +102,7 @@ t.test('driver.kind libvirt: per-member URIs, the same map on every host', async
 })
 
 const badLibvirt: Array<[string, any, RegExp]> = [
-  ['libvirt: unknown setting', { uri: 'qemu:///system', listen: 'x' }, /driver\.libvirt\.listen is not a known libvirt setting/],
+  ['libvirt: unknown setting', { uri: 'qemu:///system', listen: 'x' }, /driver\.libvirt\.listen: unknown key/],
   ['libvirt: bad domain type', { domainType: 'tcg' }, /driver\.libvirt\.domainType must be auto, kvm or qemu/],
   ['libvirt: uri not a URI', { uri: '/var/run/libvirt/libvirt-sock' }, /driver\.libvirt\.uri must be a libvirt URI/],
   ['libvirt: empty uri', { uri: '' }, /driver\.libvirt\.uri must be a non-empty string/],
@@ -144,7 +144,7 @@ t.test('migration.policy: chosen and tuned in the configuration; balancing decis
 })
 
 const badPolicy: Array<[string, any, RegExp]> = [
-  ['unknown policy setting', { detector: 'thr' }, /migration\.policy\.detector is not a policy setting/],
+  ['unknown policy setting', { detector: 'thr' }, /migration\.policy\.detector: unknown key/],
   ['policy not an object', 'lr-mmt', /migration\.policy must be an object/],
   ['section not an object', { overload: 'thr' }, /migration\.policy\.overload must be an object/],
   ['unknown overload kind', { overload: { kind: 'magic' } }, /migration\.policy.*overload\.kind must be one of/],
@@ -159,3 +159,120 @@ for (const [name, policy, re] of badPolicy) {
     t.throws(() => validateConfig({ ...good(), migration: { policy } }), { name: 'ConfigError', message: re })
   })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Unknown keys: every object at every level (agent/config-keys.ts), with the nearest known key.
+
+const typos: Array<[string, (c: any) => void, string]> = [
+  ['a typo under node', c => { c.node.apiListn = '127.0.0.1:7946' }, 'config: node.apiListn: unknown key; did you mean apiListen?'],
+  ['a typo at the top level', c => { c.samplr = { kind: 'driver' } }, 'config: samplr: unknown key; did you mean sampler?'],
+  ['a setting in the wrong section', c => { c.apiListen = '127.0.0.1:7946' }, 'config: apiListen: unknown key; did you mean node.apiListen?'],
+  ['a member (array item)', c => { c.cluster.members[1].adress = '10.0.0.2:1' }, 'config: cluster.members[1].adress: unknown key; did you mean address?'],
+  ['a secret misspelt, before the value check that would follow', c => { c.cluster.secrte = c.cluster.secret; delete c.cluster.secret }, 'config: cluster.secrte: unknown key; did you mean secret?'],
+  ['case only', c => { c.mesh = { keepaliveMs: 1000 } }, 'config: mesh.keepaliveMs: unknown key; did you mean keepAliveMs?'],
+  ['a transposition', c => { c.log = { levle: 'info' } }, 'config: log.levle: unknown key; did you mean level?'],
+  ['a simulated VM', c => { c.driver = { vms: [{ id: 'v', cpumean: 0.2, patern: 'sine' }] } }, 'config: driver.vms[0].cpumean: unknown key; did you mean cpuMean?'],
+  ['a QEMU VM', c => { c.driver = { kind: 'qemu', qemu: { vms: [{ id: 'v', kernal: '/k' }] } } }, 'config: driver.qemu.vms[0].kernal: unknown key; did you mean kernel?'],
+  ['the QEMU section', c => { c.driver = { kind: 'qemu', qemu: { acel: 'tcg' } } }, 'config: driver.qemu.acel: unknown key; did you mean accel?'],
+  ['the sampler capacity', c => { c.sampler = { kind: 'driver', capacity: { memMib: 1024 } } }, 'config: sampler.capacity.memMib: unknown key; did you mean memMiB?'],
+  ['a core tunable', c => { c.core = { probeIntervalTick: 5 } }, 'config: core.probeIntervalTick: unknown key; did you mean probeIntervalTicks?'],
+  ['a migration setting', c => { c.migration = { outmax: 1 } }, 'config: migration.outmax: unknown key; did you mean outMax?'],
+  ['a VM-VM rule', c => { c.migration = { rules: { vmVm: [{ kind: 'anti-affinity', vms: ['a', 'b'], hrad: true }] } } }, 'config: migration.rules.vmVm[0].hrad: unknown key; did you mean hard?'],
+  ['a VM-host rule', c => { c.migration = { rules: { vmHost: [{ kind: 'affinity', vm: 'a', host: ['hv1'], hard: true }] } } }, 'config: migration.rules.vmHost[0].host: unknown key; did you mean hosts?'],
+  ['the rules section', c => { c.migration = { rules: { vmvm: [] } } }, 'config: migration.rules.vmvm: unknown key; did you mean vmVm?'],
+  ['a policy guard', c => { c.migration = { policy: { guards: { holdTick: 2 } } } }, 'config: migration.policy.guards.holdTick: unknown key; did you mean holdTicks?'],
+  ['a forecast inside a detector', c => { c.migration = { policy: { overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'lr', windw: 6 } } } } }, 'config: migration.policy.overload.forecast.windw: unknown key; did you mean window?'],
+  ['an HA VM', c => { c.ha = { vms: [{ id: 'db', home: 'hv1', kernel: '/k', fencepolicy: 'stop' }] } }, 'config: ha.vms[0].fencepolicy: unknown key; did you mean fencePolicy?'],
+  ['HA timing', c => { c.ha = { timing: { leaseTick: 30 } } }, 'config: ha.timing.leaseTick: unknown key; did you mean leaseTicks?'],
+  ['the HA watchdog', c => { c.ha = { watchdog: { devcie: '/dev/watchdog' } } }, 'config: ha.watchdog.devcie: unknown key; did you mean device?'],
+  ['an HA host capacity (free member names, fixed keys inside)', c => { c.ha = { hosts: { hv1: { cpuMip: 1, memMiB: 1 } } } }, 'config: ha.hosts.hv1.cpuMip: unknown key; did you mean cpuMips?'],
+  ['the HA section', c => { c.ha = { tiebreaker: 'hv2' } }, 'config: ha.tiebreaker: unknown key; did you mean tieBreaker?'],
+  ['a VIP', c => { c.vips = [{ id: 'w', address: '192.0.2.1/24', ifac: 'eth0', vm: 'x' }] }, 'config: vips[0].ifac: unknown key; did you mean iface?'],
+  ['a VIP tunable', c => { c.vip = { burstCont: 3 } }, 'config: vip.burstCont: unknown key; did you mean burstCount?'],
+  ['replication', c => { c.replication = { mod: 'cost' } }, 'config: replication.mod: unknown key; did you mean mode?'],
+  ['a replica definition (strings are VM ids)', c => { c.replication = { vms: ['web', { id: 'api', vcpus: 1, memMiB: 64, kernel: '/k', initrdd: '/i' }] } }, 'config: replication.vms[1].initrdd: unknown key; did you mean initrd?'],
+  ['the libvirt section', c => { c.driver = { kind: 'libvirt', libvirt: { peerUrl: 'qemu+tcp://{host}/system' } } }, 'config: driver.libvirt.peerUrl: unknown key; did you mean peerUri?']
+]
+
+for (const [name, mutate, message] of typos) {
+  t.test(`unknown key: ${name}`, async t => {
+    const c = good()
+    mutate(c)
+    t.throws(() => validateConfig(c), { name: 'ConfigError', code: 'CONFIG_INVALID', message })
+  })
+}
+
+t.test('unknown key: no near key lists what the object takes', async t => {
+  const c = good()
+  c.node.colour = 'blue'
+  t.throws(() => validateConfig(c), { message: /^config: node\.colour: unknown key \(node takes name, listen, stateDir, apiListen, / })
+  const d = good()
+  d.migration = { policy: { overload: { kind: 'thr', threshold: 0.9, safety: 2 } } }
+  t.throws(() => validateConfig(d), { message: 'config: migration.policy.overload.safety: unknown key (migration.policy.overload with kind "thr" takes kind, threshold)' },
+    'a key of another detector kind is refused for this kind')
+})
+
+t.test('free keys stay free: VM ids and member names as keys are not checked against a list', async t => {
+  const c = good()
+  c.migration = { onStallByVm: { 'any-vm': 'postcopy' } }
+  c.driver = { kind: 'libvirt', libvirt: { peerUris: { hv2: 'qemu+tcp://10.0.0.2/system' } } }
+  t.doesNotThrow(() => validateConfig(c))
+})
+
+t.test('every section with every key passes (the key list knows what the validators read)', async t => {
+  const { defaultCoreConfig } = await import('../../agent/core/config.js')
+  const { defaultHaConfig } = await import('../../agent/core/ha/ha-config.js')
+  const { defaultVipConfig } = await import('../../agent/core/vip/vip-config.js')
+  const { defaultMigrationConfig } = await import('../../agent/core/migration/migration-config.js')
+  const { defaultPolicyConfig } = await import('../../policies/config.js')
+  const c = good()
+  c.cluster.members.push({ name: 'hv3', publicKey: 'c'.repeat(64), address: '10.0.0.3:49737' })
+  c.node = { name: 'hv1', listen: '10.0.0.1:49737', stateDir: '/var/lib/starling', apiListen: '127.0.0.1:7946' }
+  c.mesh = { keepAliveMs: 5000, timeoutMs: 15000, probeDatagrams: true }
+  c.driver = {
+    kind: 'qemu',
+    vms: [{ id: 's', vcpus: 1, memMiB: 512, pattern: 'sine', cpuMean: 0.3 }],
+    qemu: { runDir: '/var/lib/starling/vms', accel: 'tcg', migrationListen: '10.0.0.1', binary: 'qemu-system-x86_64', vms: [{ id: 'q', vcpus: 1, memMiB: 256, kernel: '/k', initrd: '/i', append: 'console=ttyS0', args: ['-nic', 'none'] }] },
+    libvirt: { uri: 'qemu:///system', peerUri: 'qemu+tcp://{host}/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', serialDir: '/var/log/s', persistent: false }
+  }
+  const { policy, rules, ...migration } = defaultMigrationConfig()
+  c.migration = {
+    ...migration,
+    policy: { ...policy, placement: { kind: 'pabfd', cpuCapFraction: 0.85, countWake: true, overload: null, allowInactive: true }, selection: { kind: 'rs', seed: 1 } },
+    rules: { vmVm: [{ kind: 'anti-affinity', vms: ['a', 'b'], hard: false, weight: 2 }], vmHost: [{ kind: 'affinity', vm: 'a', hosts: ['hv1'], hard: true }] }
+  }
+  c.sampler = { kind: 'driver', intervalMs: 1000, capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 4096, netMbps: 1000 } }
+  c.core = defaultCoreConfig()
+  c.vips = [{ id: 'web', address: '192.0.2.10/24', iface: 'eth0', vm: 'db' }, { id: 'api', address: '192.0.2.11/24', iface: 'eth0', hosts: ['hv1', 'hv2'] }]
+  c.vip = defaultVipConfig()
+  c.ha = {
+    armed: true,
+    tieBreaker: 'hv3',
+    hosts: { hv1: { cpuMips: 16000, memMiB: 65536 } },
+    vms: [{ id: 'db', home: 'hv1', priority: 1, order: 0, maxAttempts: 3, fencePolicy: 'stop', vcpus: 1, memMiB: 256, cpuMips: 1000, kernel: '/k', initrd: '/i', append: 'x', args: [] }],
+    timing: defaultHaConfig(),
+    watchdog: { device: '/dev/watchdog', timeoutSec: 5 }
+  }
+  c.replication = { mode: 'cost', vms: ['db', { id: 'r', vcpus: 1, memMiB: 64, image: '/srv/r.img', args: [] }], serviceAddresses: { hv2: '10.0.0.2' }, bootSec: 30, overheadFraction: 0.02, migrationDegradation: 0.1, horizonSec: 300, retireBelow: 0.7 }
+  c.log = { level: 'debug' }
+  t.doesNotThrow(() => validateConfig(c))
+  t.equal(validateConfig(c).ha.vms.length, 1)
+  t.same(policy, defaultPolicyConfig())
+})
+
+t.test('the shipped example configuration passes', async t => {
+  const { readFileSync } = await import('node:fs')
+  const text = readFileSync(new URL('../../systemd/starling.example.json', import.meta.url), 'utf8')
+  t.doesNotThrow(() => validateConfig(JSON.parse(text)))
+})
+
+t.test('closestKey: near keys only, the nearest first', async t => {
+  const { closestKey, editDistance } = await import('../../agent/lib/known-keys.js')
+  t.equal(editDistance('samplr', 'sampler'), 1)
+  t.equal(editDistance('levle', 'level'), 1, 'a transposition is one edit')
+  t.equal(editDistance('APILISTEN', 'apiListen'), 0, 'case does not count')
+  t.equal(closestKey('apiListn', ['name', 'listen', 'apiListen']), 'apiListen')
+  t.equal(closestKey('lsten', ['name', 'listen', 'apiListen']), 'listen')
+  t.equal(closestKey('colour', ['name', 'listen', 'apiListen']), null, 'nothing within a third of the key')
+  t.equal(closestKey('vn', ['vm', 'id']), 'vm')
+})
