@@ -9,7 +9,7 @@
  *   starling sim [...]                    the trace-driven simulator (see `starling sim --help`)
  *   starling migrate VM [--to HOST]       move a VM (the cluster picks the target without --to); waits for the outcome
  *   starling migrations [--json]          migrations in flight and recent, with progress
- *   starling drain HOST                   spread HOST's VMs over the cluster
+ *   starling drain HOST                   spread HOST's VMs over the cluster; waits and prints each VM's outcome
  *   starling replicate VM [--to HOST] | --retire VM   a replica of a stateless VM; starling replicas
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
  *   starling ha status|arm|disarm|maintenance  high availability (agent/cli/ha.ts)
@@ -33,7 +33,8 @@ commands:
   sim [--help]               run the trace-driven simulator
   migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
   migrations [--json]        migrations this host takes part in (in flight and recent)
-  drain HOST                 spread HOST's VMs over the cluster
+  drain HOST [--no-wait] [--timeout S]  spread HOST's VMs over the cluster; follows it and prints, per VM, what
+                             moved and why a VM found no target
   replicate VM [--to HOST]   start a replica of a stateless VM that runs on this host (its VIP's connections are split)
   replicate --retire VM      stop splitting and stop the replica
   replicas [--json]          replicas of this host's VMs, and those it hosts
@@ -200,12 +201,8 @@ export async function main (argv: string[]): Promise<number> {
         return 0
       }
       case 'drain': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...TARGET_OPTIONS } })
-        const host = positionals[0]
-        if (host === undefined || positionals.length > 1) throw new UsageError('starling drain needs exactly one HOST')
-        await callApi(apiTarget(values), '/v1/drain', { host })
-        process.stdout.write(`drain of ${host} requested\n`)
-        return 0
+        const { drainCommand } = await import('./drain.js')
+        return await drainCommand(rest)
       }
       case undefined:
       case 'help':

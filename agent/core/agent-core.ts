@@ -24,7 +24,7 @@ import type { PersistedCoreState } from './persisted.js'
 import { CoreState } from './state.js'
 import type { CoreCounters } from './state.js'
 import { MigrationMachine } from './migration/migration-machine.js'
-import { Scheduler } from './migration/scheduler.js'
+import { Scheduler, type DrainReport } from './migration/scheduler.js'
 import { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
 import type { MigrationConfig, MigrationRecord } from './migration/migration-state.js'
 import { rulesHash } from './migration/reservation.js'
@@ -75,6 +75,8 @@ export interface CoreStatus {
   suspicionsRunning: number
   counters: CoreCounters
   migrations: MigrationMachine['counts'] & { live: number, draining: boolean, rulesHash: string, rulesAgreed: boolean }
+  /** Drains this host runs or asked another host for, VM by VM (`starling drain` waits on these). */
+  drains: DrainReport[]
 }
 
 export class AgentCore {
@@ -241,7 +243,8 @@ export class AgentCore {
       queueDepth: s.queue.size,
       suspicionsRunning: s.suspicions.size,
       counters: { ...s.counters },
-      migrations: { ...this.mig.counts, live: this.mig.live().length, draining: this.mig.draining, rulesHash: s.rulesHash, rulesAgreed: this.mig.rulesAgreed() }
+      migrations: { ...this.mig.counts, live: this.mig.live().length, draining: this.mig.draining, rulesHash: s.rulesHash, rulesAgreed: this.mig.rulesAgreed() },
+      drains: this.scheduler.drainReports()
     }
   }
 
@@ -295,8 +298,9 @@ export class AgentCore {
     const s = this.s
     const id = this.scheduler.resolveHost(host)
     if (id === null) { s.emit({ kind: 'drain', host: s.self, text: `drain ${host}: no such member` }); return }
-    if (id === s.self) this.mig.setDraining(true)
-    else s.send(id, { type: 'moveRequested', vm: '', to: '', drain: true }, [], false)
+    if (id === s.self) { this.mig.setDraining(true); return }
+    s.send(id, { type: 'moveRequested', vm: '', to: '', drain: true }, [], false)
+    this.scheduler.noteDrainAsked(id)
   }
 
   /** This host's current incarnation (cheap; status() copies counters). */

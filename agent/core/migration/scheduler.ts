@@ -20,14 +20,43 @@
 import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
 import { HostDecider } from '../../../policies/decider.js'
-import { defaultPowerCurveW, rankTargets } from '../../../policies/placement.js'
-import type { ClusterView, HostView, VmView } from '../../../policies/types.js'
+import { defaultPowerCurveW, fits, rankTargets } from '../../../policies/placement.js'
+import { hardAllows } from '../../../policies/rules.js'
+import { hostDemandMips, hostMemUsedMiB, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
 import type { MigrationRecord } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
 import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
 
 const HISTORY_MAX = 60
+/** Drain steps a target that refused a VM is left out of that VM's choices. */
+const REFUSAL_MEMORY_STEPS = 10
+
+/** Where one VM of a draining host stands (`starling drain` prints these). */
+export interface DrainVmOutcome {
+  vm: VmId
+  /**
+   * moving: a migration of it is in flight; retrying: its last drain migration aborted (the
+   * reason says why) and it is tried again; waiting: a target exists, the move starts at a later
+   * drain step (outgoing limit); no target: no host can take it (the reason names each host's).
+   */
+  state: 'moving' | 'retrying' | 'waiting' | 'no target'
+  /** Target's name, when there is one. */
+  target: string | null
+  reason: string
+}
+
+/** A drain as this host sees it: its own (exact), or one it asked another host for (from gossip). */
+export interface DrainReport {
+  host: HostId
+  name: string
+  /** True when this is this host's own drain (outcomes from its own records). */
+  own: boolean
+  /** VMs the drained host still runs, as its latest report (or, for its own drain, its sample) says. */
+  vms: DrainVmOutcome[]
+  /** Drain migrations that committed (own drain only). */
+  moved: number
+}
 
 export class Scheduler {
   private nextDecision: number
@@ -230,12 +259,106 @@ export class Scheduler {
     return 'error' in r ? r : { ok: true }
   }
 
+  /** Hosts this agent asked to drain on an operator's behalf (their outcome is reported from gossip). */
+  private readonly drainsAsked = new Set<HostId>()
+
+  noteDrainAsked (host: HostId): void { this.drainsAsked.add(host) }
+
+  /** The drains this host runs or asked for, per VM (DrainReport). */
+  drainReports (): DrainReport[] {
+    const s = this.s
+    const out: DrainReport[] = []
+    const nameOf = (id: HostId): string => s.members.get(id)?.name ?? id.slice(0, 8)
+    if (this.m.draining) {
+      const vms: DrainVmOutcome[] = []
+      for (const v of this.m.localVms) {
+        if (this.replicas?.hosted(v.id) === true) continue
+        const live = this.m.liveOut().find(r => r.vm === v.id)
+        if (live !== undefined) {
+          const p = live.progress
+          const pct = p !== null && p.transferredBytes + p.remainingBytes > 0 ? ` ${Math.round(100 * p.transferredBytes / (p.transferredBytes + p.remainingBytes))} %` : ''
+          vms.push({ vm: v.id, state: 'moving', target: nameOf(live.target), reason: `migration ${live.id} ${live.state}${pct}` })
+          continue
+        }
+        const recent = [...this.m.recs.values()].filter(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && r.cause === 'drain').sort((a, b) => b.updatedTick - a.updatedTick)[0]
+        const retrying = recent !== undefined && s.now - recent.updatedTick < this.m.cfg.decisionTicks * 3
+        const to = this.bestTarget(v.id)
+        if (to === null) {
+          vms.push({ vm: v.id, state: 'no target', target: null, reason: this.whyNoTarget(v.id, s.self) })
+        } else if (retrying) {
+          vms.push({ vm: v.id, state: 'retrying', target: nameOf(recent.target), reason: recent.reason })
+        } else {
+          const full = this.m.liveOut().length >= this.m.cfg.outMax
+          vms.push({ vm: v.id, state: 'waiting', target: nameOf(to), reason: full ? `outgoing limit ${this.m.cfg.outMax} reached` : 'starts at the next drain step' })
+        }
+      }
+      const moved = [...this.m.recs.values()].filter(r => r.role === 'source' && r.cause === 'drain' && r.state === 'committed').length
+      out.push({ host: s.self, name: s.name, own: true, vms, moved })
+    }
+    for (const id of this.drainsAsked) {
+      const mb = s.members.get(id)
+      if (mb === undefined || id === s.self) continue
+      const vms: DrainVmOutcome[] = []
+      for (const v of mb.report?.vms ?? []) {
+        if (v.state === 'migrating') { vms.push({ vm: v.id, state: 'moving', target: null, reason: `${mb.name} reports it migrating` }); continue }
+        const to = this.bestTargetFor(v.id, id)
+        vms.push(to === null
+          ? { vm: v.id, state: 'no target', target: null, reason: this.whyNoTarget(v.id, id) }
+          : { vm: v.id, state: 'waiting', target: nameOf(to), reason: `${nameOf(to)} can take it as ${s.name} sees the cluster; ${mb.name} moves it at its next drain step` })
+      }
+      out.push({ host: id, name: mb.name, own: false, vms, moved: 0 })
+    }
+    return out
+  }
+
+  /** Best target for a VM that `host` runs (another host's, for a drain this host asked for). */
+  private bestTargetFor (vm: VmId, host: HostId): HostId | null {
+    if (host === this.s.self) return this.bestTarget(vm)
+    const view = this.view()
+    const v = view.hosts.find(h => h.id === host)?.vms.find(x => x.id === vm)
+    if (v === undefined) return null
+    const placement = new Map<VmId, HostId>()
+    for (const h of view.hosts) for (const x of h.vms) placement.set(x.id, h.id)
+    const ranked = rankTargets(view.hosts.filter(h => h.id !== host), { ...v, migrating: false }, view.rules, placement, { ...this.m.cfg.policy.placement, kind: 'leastLoaded' })
+    return ranked[0]?.host.id ?? null
+  }
+
+  /** Why no host takes `vm` of `host`: each candidate with the first check it fails. */
+  whyNoTarget (vm: VmId, host: HostId): string {
+    const view = this.view()
+    const v = view.hosts.find(h => h.id === host)?.vms.find(x => x.id === vm) ?? (host === this.s.self ? this.fallbackVm(vm) : undefined)
+    if (v === undefined) return `no load report of ${vm} yet`
+    const others = view.hosts.filter(h => h.id !== host)
+    const down = [...this.s.members.byId.values()].filter(m => m.id !== host && m.state !== 'alive' && m.state !== 'left').map(m => `${m.name} is ${m.state}`)
+    if (others.length === 0) return ['no other alive host with a load report', ...down].join('; ')
+    const placement = new Map<VmId, HostId>()
+    for (const h of view.hosts) for (const x of h.vms) placement.set(x.id, h.id)
+    const cap = this.m.cfg.policy.placement.cpuCapFraction ?? 1
+    const refused = host === this.s.self ? this.refusedBy(vm) : new Map<HostId, string>()
+    const why = others.map(h => {
+      const name = this.s.members.get(h.id)?.name ?? h.id.slice(0, 8)
+      const no = refused.get(h.id)
+      if (no !== undefined) return `${name}: ${no}`
+      if (!fits(h, v, cap)) {
+        if (v.cpuDemandMips > h.coreMips) return `${name}: needs ${Math.round(v.cpuDemandMips)} MIPS, more than one of its cores (${h.coreMips})`
+        const freeMem = h.memMiB - hostMemUsedMiB(h)
+        if (freeMem < v.memMiB) return `${name}: memory (${Math.round(freeMem)} MiB free, needs ${v.memMiB})`
+        return `${name}: CPU (${Math.round(h.cpuMips * cap - hostDemandMips(h))} MIPS free, needs ${Math.round(v.cpuDemandMips)})`
+      }
+      if (!hardAllows(view.rules, placement, vm, h.id)) return `${name}: a hard placement rule forbids it`
+      return `${name}: it would be overloaded (load forecast over the threshold)`
+    })
+    return [...why, ...down].join('; ')
+  }
+
   private drainStep (): void {
     const s = this.s
     for (const v of this.m.localVms) {
       if (this.m.liveOut().length >= this.m.cfg.outMax) return
       if (this.m.isMoving(v.id) || this.replicas?.hosted(v.id) === true) continue
-      const recent = [...this.m.recs.values()].find(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && s.now - r.updatedTick < this.m.cfg.decisionTicks * 3)
+      // After an abort the VM waits a few steps, unless the target refused it: the next target
+      // is tried at once (refusing targets are avoided for a while, see refusedBy).
+      const recent = [...this.m.recs.values()].find(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && s.now - r.updatedTick < this.m.cfg.decisionTicks * 3 && !r.reason.startsWith('target refused'))
       if (recent !== undefined) continue
       const to = this.bestTarget(v.id)
       if (to === null) continue
@@ -243,8 +366,22 @@ export class Scheduler {
     }
   }
 
-  /** Best-ranked target for one of this host's VMs, counting this host's live reservations. */
+  /**
+   * Targets that refused `vm` recently (a draining host, no room by its own count, a rule), with
+   * their reason: the drain avoids them for REFUSAL_MEMORY_STEPS drain steps.
+   */
+  refusedBy (vm: VmId): Map<HostId, string> {
+    const out = new Map<HostId, string>()
+    for (const r of this.m.recs.values()) {
+      if (r.vm !== vm || r.role !== 'source' || r.state !== 'aborted' || !r.reason.startsWith('target refused')) continue
+      if (this.s.now - r.updatedTick < this.m.cfg.decisionTicks * REFUSAL_MEMORY_STEPS) out.set(r.target, r.reason)
+    }
+    return out
+  }
+
+  /** Best-ranked target for one of this host's VMs, counting this host's live reservations (targets that just refused it left out). */
   bestTarget (vm: VmId): HostId | null {
+    const refused = this.refusedBy(vm)
     const view = this.view()
     const me = view.hosts.find(h => h.id === this.s.self)
     const v = me?.vms.find(x => x.id === vm) ?? this.fallbackVm(vm)
@@ -252,7 +389,7 @@ export class Scheduler {
     const placement = new Map<VmId, HostId>()
     for (const h of view.hosts) for (const x of h.vms) placement.set(x.id, h.id)
     for (const r of this.m.liveOut()) placement.set(r.vm, r.target)
-    const hosts = view.hosts.filter(h => h.id !== this.s.self)
+    const hosts = view.hosts.filter(h => h.id !== this.s.self && !refused.has(h.id))
     const ranked = rankTargets(hosts, { ...v, migrating: false }, view.rules, placement, { ...this.m.cfg.policy.placement, kind: 'leastLoaded' })
     return ranked[0]?.host.id ?? null
   }
