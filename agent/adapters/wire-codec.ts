@@ -336,7 +336,9 @@ function encBody (b: Body): [string, Pb] {
         life: encU64(b.life, 'body.life'), sent: encU64(b.sent, 'body.sent'),
         ...(b.echo !== null ? { echo: { life: encU64(b.echo.life, 'body.echo.life'), sent: encU64(b.echo.sent, 'body.echo.sent') } } : {}),
         mode: encHaMode(b.mode, 'body.mode'),
-        maintenance: b.maintenance.map((m, i) => encHaMaintenance(m, `body.maintenance[${i}]`))
+        maintenance: b.maintenance.map((m, i) => encHaMaintenance(m, `body.maintenance[${i}]`)),
+        ...(b.fenced ? { fenced: true } : {}),
+        confirmed: b.confirmed.map((c, i) => ({ host: encHost(c.host, `body.confirmed[${i}].host`), life: encU64(c.life, `body.confirmed[${i}].life`) }))
       }]
     case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3 }]
     case 'haGrant': return ['haGrant', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
@@ -576,6 +578,11 @@ class Decoder {
       maintenance: this.count(v['maintenance'], this.lim.maxMembers, 'body.maintenance', (x, i) => {
         if (!isObj(x)) throw new Reject('malformed', `body.maintenance[${i}]`)
         return { host: this.host(x['host'], `body.maintenance[${i}].host`), version: this.u64(x['version'], `body.maintenance[${i}].version`), on: x['on'] === true }
+      }),
+      fenced: v['fenced'] === true,
+      confirmed: v['confirmed'] === undefined ? [] : this.count(v['confirmed'], this.lim.maxMembers, 'body.confirmed', (x, i) => {
+        if (!isObj(x)) throw new Reject('malformed', `body.confirmed[${i}]`)
+        return { host: this.host(x['host'], `body.confirmed[${i}].host`), life: this.u64(x['life'], `body.confirmed[${i}].life`) }
       })
     }
   }

@@ -872,6 +872,18 @@ const schema = {
                     }
                   }
                 },
+                "HaConfirmDown": {
+                  "fields": {
+                    "host": {
+                      "type": "HostRef",
+                      "id": 1
+                    },
+                    "life": {
+                      "type": "uint64",
+                      "id": 2
+                    }
+                  }
+                },
                 "HaBeat": {
                   "fields": {
                     "life": {
@@ -894,6 +906,15 @@ const schema = {
                       "rule": "repeated",
                       "type": "HaMaintenance",
                       "id": 5
+                    },
+                    "fenced": {
+                      "type": "bool",
+                      "id": 6
+                    },
+                    "confirmed": {
+                      "rule": "repeated",
+                      "type": "HaConfirmDown",
+                      "id": 7
                     }
                   }
                 },

@@ -156,7 +156,7 @@ export class AgentCore {
       case 'frameRejected': s.counters.framesRejected++; break
       case 'leave': this.leave(); this.vip?.leave(); break
       case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
-      case 'haDriverResult': case 'haOperatorMode': case 'haOperatorMaintenance': this.ha?.onInput(input); break
+      case 'haDriverResult': case 'haOperatorMode': case 'haOperatorMaintenance': case 'haOperatorConfirmDown': case 'haLocalFence': this.ha?.onInput(input); break
       case 'replicaDriverResult': this.replicas?.onDriverResult(input.command, input.ok, input.code); break
       case 'operatorReplicate': this.operatorReplicate(input.vm, input.to, input.retire); break
     }

@@ -80,6 +80,8 @@ function haBeatBytes (b: Extract<Body, { type: 'haBeat' }>): number {
   let n = uintField(b.life) + uintField(b.sent) + lenField(uintField(b.mode.version) + (b.mode.armed ? 2 : 0))
   if (b.echo !== null) n += lenField(uintField(b.echo.life) + uintField(b.echo.sent))
   for (const m of b.maintenance) n += lenField(hostField(m.host) + uintField(m.version) + (m.on ? 2 : 0))
+  if (b.fenced) n += 2
+  for (const c of b.confirmed) n += lenField(hostField(c.host) + uintField(c.life))
   return n
 }
 

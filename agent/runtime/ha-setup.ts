@@ -24,7 +24,7 @@
  */
 import { ConfigError } from '../core/config.js'
 import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, validateHaInventory, type HaConfig, type HaMemberSpec, type HaSource, type HaVmSpec } from '../core/ha/ha-config.js'
-import { HA_KEY_PREFIX, HA_MAINT_KEY, HA_MODES_KEY, type HaMaintenance, type HaMode, type HaRestored, type HaVmDurable } from '../core/ha/ha-types.js'
+import { HA_KEY_PREFIX, haRestoredFrom, type HaRestored } from '../core/ha/ha-types.js'
 import type { HaCoreOptions } from '../core/ha/ha-bridge.js'
 import type { HostId, VmId } from '../core/types.js'
 import type { Store } from '../ports/store.js'
@@ -193,18 +193,7 @@ export function bootSpec (e: { vcpus: number, memMiB: number, kernel?: string, i
 
 /** Reads what the core persisted under 'ha/' (undefined on a first start). */
 export async function loadHaState (store: Store): Promise<HaRestored | undefined> {
-  const entries = await store.entries(HA_KEY_PREFIX)
-  if (entries.length === 0) return undefined
-  const vms: Record<VmId, HaVmDurable> = {}
-  let modes: Record<HostId, HaMode> = {}
-  let maintenance: HaMaintenance[] = []
-  const vmPrefix = `${HA_KEY_PREFIX}vm/`
-  for (const [k, v] of entries) {
-    if (k.startsWith(vmPrefix)) vms[k.slice(vmPrefix.length)] = v as HaVmDurable
-    else if (k === HA_MODES_KEY) modes = v as Record<HostId, HaMode>
-    else if (k === HA_MAINT_KEY) maintenance = v as HaMaintenance[]
-  }
-  return { vms, modes, maintenance }
+  return haRestoredFrom(await store.entries(HA_KEY_PREFIX))
 }
 
 /** What AgentCoreOptions.ha takes. `running`: protected VMs the driver runs here now. */

@@ -33,7 +33,7 @@ import { Prng } from '../core/prng.js'
 import type { HostId, VmId } from '../core/types.js'
 import { HaManager } from '../core/ha/ha-manager.js'
 import { simHaConfig, type HaConfig, type HaMemberSpec, type HaVmSpec } from '../core/ha/ha-config.js'
-import { HA_MAINT_KEY, HA_MODES_KEY, HA_KEY_PREFIX, type HaCommand, type HaMaintenance, type HaMessage, type HaMode, type HaRestored, type HaVmDurable } from '../core/ha/ha-types.js'
+import { haRestoredFrom, type HaCommand, type HaMessage, type HaRestored } from '../core/ha/ha-types.js'
 import { VipOwnership, restoreVipState, VIP_KEY_PREFIX, type VipEffect } from '../core/vip/vip-ownership.js'
 import { localTestVipConfig, type VipSpec } from '../core/vip/vip-config.js'
 import type { VipMessage } from '../core/vip/vip-messages.js'
@@ -494,6 +494,8 @@ export class HaSim {
     // the source copy of a migration in flight, which the migration machine resolves.
     for (const [vm, s] of [...this.hv.get(id)!]) if (s === 'paused' && !this.migs.some(m => m.vm === vm && m.src === id && m.state === 'switched' && m.switchAt !== -1)) this.hv.get(id)!.delete(vm)
     a.mgr = new HaManager({ self: id, members: this.members, vms: this.vms, config: this.config, prng: this.prng.fork(this.ids.indexOf(id) + 100 * a.life), running, life: a.life, ...(restored !== undefined ? { restored } : {}) })
+    // Every simulated host has a watchdog that resets it (a hang is modelled as the reset it causes).
+    a.mgr.step({ type: 'haLocalFence', fenced: true })
     if (this.vipSpecs.length > 0) {
       // The runtime removes every configured address at start-up, then the module decides.
       for (const c of this.carriers.values()) c.delete(id)
@@ -592,10 +594,7 @@ export class HaSim {
   }
 
   private restore (store: Map<string, unknown>): HaRestored | undefined {
-    if (store.size === 0) return undefined
-    const vms: Record<VmId, HaVmDurable> = {}
-    for (const [k, v] of store) if (k.startsWith(`${HA_KEY_PREFIX}vm/`)) vms[k.slice(HA_KEY_PREFIX.length + 3)] = v as HaVmDurable
-    return { vms, modes: (store.get(HA_MODES_KEY) ?? {}) as Record<HostId, HaMode>, maintenance: (store.get(HA_MAINT_KEY) ?? []) as HaMaintenance[] }
+    return haRestoredFrom(store)
   }
 
   private viewOf (id: HostId): Array<{ id: HostId, state: 'alive' | 'suspect' | 'dead' }> {

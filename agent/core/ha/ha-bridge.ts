@@ -45,6 +45,10 @@ export type HaCoreInput =
   | { type: 'haOperatorMode', armed: boolean }
   /** Operator: put a host (name, id or id prefix) in maintenance, or take it out. */
   | { type: 'haOperatorMaintenance', host: string, on: boolean }
+  /** Operator: a host (name, id or id prefix) with no fence is down for good; its HA VMs may restart elsewhere. */
+  | { type: 'haOperatorConfirmDown', host: string }
+  /** The runtime: this host holds (or lost) a watchdog that resets it. */
+  | { type: 'haLocalFence', fenced: boolean }
 
 const HA_BODIES = new Set(['haBeat', 'haClaim', 'haGrant', 'haRefuse', 'haRelease', 'haQuery'])
 
@@ -88,6 +92,12 @@ export class HaBridge {
       const host = this.resolveHost(input.host)
       if (host === null) { this.s.emit({ kind: 'ha-maintenance', host: this.s.self, text: `ha maintenance of ${input.host}: no such member` }); return }
       this.mgr.step({ type: 'haOperatorMaintenance', host, on: input.on })
+      return
+    }
+    if (input.type === 'haOperatorConfirmDown') {
+      const host = this.resolveHost(input.host)
+      if (host === null) { this.s.emit({ kind: 'ha-confirm-down', host: this.s.self, text: `ha confirm-down of ${input.host}: no such member` }); return }
+      this.mgr.step({ type: 'haOperatorConfirmDown', host })
       return
     }
     this.mgr.step(input)

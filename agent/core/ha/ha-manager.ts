@@ -14,8 +14,8 @@ import { FenceClock, watchdogAllows } from './fencing.js'
 import { LeaseTable, evaluateQuorum, majority, type QuorumView } from './quorum.js'
 import { type HaClaim, assignRestarts, compareHaClaims, haClaimText, sameHaClaim, type RestartHost } from './restart.js'
 import {
-  HA_MAINT_KEY, HA_MODES_KEY, haVmKey,
-  type HaCommand, type HaCounters, type HaEffect, type HaInput, type HaMaintenance, type HaMessage, type HaMode,
+  HA_CONFIRMS_KEY, HA_FENCES_KEY, HA_MAINT_KEY, HA_MODES_KEY, haVmKey,
+  type HaCommand, type HaConfirmDown, type HaCounters, type HaEffect, type HaFenceReport, type HaInput, type HaMaintenance, type HaMessage, type HaMode,
   type HaRestored, type HaRole, type HaStatus, type HaVmDurable
 } from './ha-types.js'
 
@@ -108,6 +108,15 @@ export class HaManager {
   private readonly maint = new Map<HostId, HaMaintenance>()
   private modesDirty = false
   private maintDirty = false
+  /** Does this host hold a watchdog that resets it? Off until the runtime says so (haLocalFence). */
+  private localFence = false
+  /** What each member last reported of its own fence, with the life it reported it in. */
+  private readonly fences = new Map<HostId, HaFenceReport>()
+  /** The highest life of each member this host has heard in its HA beats. */
+  private readonly lives = new Map<HostId, number>()
+  private readonly confirms = new Map<HostId, HaConfirmDown>()
+  private fencesDirty = false
+  private confirmsDirty = false
   private now = 0
   private q: QuorumView
   private out: HaEffect[] = []
@@ -131,6 +140,8 @@ export class HaManager {
     const r = init.restored
     for (const id of this.ids) this.modes.set(id, r?.modes[id] ?? { version: 0, armed: true })
     for (const m of r?.maintenance ?? []) this.maint.set(m.host, { ...m })
+    for (const [h, f] of Object.entries(r?.fences ?? {})) if (this.specs.has(h)) { this.fences.set(h, { ...f }); this.lives.set(h, f.life) }
+    for (const c of r?.confirms ?? []) if (this.specs.has(c.host)) this.confirms.set(c.host, { ...c })
     const running = new Set(init.running ?? [])
     for (const spec of init.vms) {
       const d: HaVmDurable | undefined = r?.vms[spec.id]
@@ -193,6 +204,18 @@ export class HaManager {
       case 'members':
         for (const m of input.members) if (this.specs.has(m.id) && m.id !== this.self) this.states.set(m.id, m.state)
         break
+      case 'haLocalFence':
+        if (input.fenced !== this.localFence) {
+          this.localFence = input.fenced
+          this.event('ha-fence', input.fenced ? 'this host holds a watchdog that resets it: its HA VMs are protected' : 'this host has NO fence: its HA VMs are not protected and it restarts none')
+        }
+        break
+      case 'haOperatorConfirmDown': {
+        if (!this.specs.has(input.host) || input.host === this.self) break
+        const life = this.lives.get(input.host) ?? 0
+        this.adoptConfirm({ host: input.host, life })
+        break
+      }
       case 'heard': if (this.specs.has(input.from)) this.leases.onFrame(input.from, this.now); break
       case 'haMessage': this.onMessage(input.from, input.message); break
       case 'haDriverResult': this.onDriverResult(input.command, input.ok); break
@@ -236,6 +259,14 @@ export class HaManager {
       this.maintDirty = false
       persist.push({ type: 'persist', op: { type: 'put', key: HA_MAINT_KEY, value: [...this.maint.values()].map(m => ({ ...m })) } })
     }
+    if (this.fencesDirty) {
+      this.fencesDirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: HA_FENCES_KEY, value: Object.fromEntries([...this.fences].map(([k, f]) => [k, { ...f }])) } })
+    }
+    if (this.confirmsDirty) {
+      this.confirmsDirty = false
+      persist.push({ type: 'persist', op: { type: 'put', key: HA_CONFIRMS_KEY, value: [...this.confirms.values()].map(c => ({ ...c })) } })
+    }
     const all = [...persist, ...this.out]
     this.out = []
     return all
@@ -265,6 +296,10 @@ export class HaManager {
       mode: { ...this.myMode(), fencingOff },
       maintenance: [...this.maint.values()].filter(m => m.on).map(m => m.host),
       fencedHosts: this.ids.filter(h => this.takeoverOk(h)),
+      selfFenced: this.localFence,
+      unfenced: this.ids.filter(h => h !== this.self && this.specs.get(h)!.tieBreaker !== true && !this.fenceReported(h)),
+      awaitingConfirmation: this.ids.filter(h => h !== this.self && this.silentDead(h) && !this.fenceReported(h) && !this.confirmedDown(h)),
+      confirmedDown: [...this.confirms.values()].filter(c => this.confirmedDown(c.host)).map(c => ({ ...c })),
       pending,
       restartsDone: this.restartsDone,
       vms: [...this.vms.values()].map(v => ({
@@ -439,6 +474,12 @@ export class HaManager {
     if (!this.specs.has(from) || from === this.self) return
     if (m.type === 'haBeat') {
       this.leases.onBeat(from, this.now, m.life, m.sent, m.echo)
+      this.noteLife(from, m.life)
+      const f = this.fences.get(from)
+      if (f === undefined || f.life !== m.life || f.fenced !== m.fenced) {
+        if (f === undefined || m.life >= f.life) { this.fences.set(from, { life: m.life, fenced: m.fenced }); this.fencesDirty = true }
+      }
+      for (const c of m.confirmed) if (this.specs.has(c.host) && c.host !== this.self) this.adoptConfirm(c)
       this.noteMode(from, m.mode)
       if (m.mode.version > this.myMode().version || (m.mode.version === this.myMode().version && !m.mode.armed && this.myMode().armed)) this.setMode(m.mode)
       for (const x of m.maintenance) if (this.specs.has(x.host)) this.adoptMaintenance(x)
@@ -633,9 +674,10 @@ export class HaManager {
   private beat (): void {
     const mode = this.myMode()
     const maintenance = [...this.maint.values()].map(m => ({ ...m }))
+    const confirmed = [...this.confirms.values()].filter(c => this.confirmedDown(c.host)).map(c => ({ ...c }))
     for (const id of this.ids) {
       if (id === this.self) continue
-      this.send([id], { type: 'haBeat', life: this.life, sent: this.now, echo: this.leases.echoFor(id), mode: { ...mode }, maintenance })
+      this.send([id], { type: 'haBeat', life: this.life, sent: this.now, echo: this.leases.echoFor(id), mode: { ...mode }, maintenance, fenced: this.localFence, confirmed })
     }
   }
 
@@ -717,7 +759,7 @@ export class HaManager {
 
   /** Claim the orphans that the shared assignment gives to this host. */
   private claimRestarts (): void {
-    if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true) return
+    if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true || !this.localFence) return
     // A restarted agent first listens: the claims that now stand (granted while it was away) reach
     // it by their owners' 'held' frames (every heldRefreshTicks) and the answers to its queries.
     // Claiming before that, from the records of its last life, picks an epoch that may equal a
@@ -745,7 +787,8 @@ export class HaManager {
     const hosts: RestartHost[] = []
     for (const id of this.ids) {
       const m = this.specs.get(id)!
-      if (m.tieBreaker === true || this.isMaint(id) || !this.q.present.includes(id)) continue
+      // Every member leaves out the hosts with no fence, so the shared assignment stays shared.
+      if (m.tieBreaker === true || this.isMaint(id) || !this.q.present.includes(id) || !this.fenceReported(id)) continue
       const mode = this.modes.get(id)
       if (id !== this.self && (mode === undefined || !mode.armed)) continue
       const u = used.get(id) ?? { cpu: 0, mem: 0 }
@@ -900,14 +943,48 @@ export class HaManager {
    * the host comes back and then fails, or by an operator.
    */
   private takeoverOk (host: HostId): boolean {
-    if (host === this.self) return false
-    const st = this.states.get(host)
-    if (st !== 'dead') return false
-    if (this.now - this.leases.heardAt(host) < this.config.fenceDelayTicks) return false
+    if (!this.silentDead(host)) return false
+    if (!this.fenceReported(host) && !this.confirmedDown(host)) return false
     if (this.isMaint(host)) return false
     const theirs = this.modes.get(host)
     const mine = this.myMode()
     return theirs !== undefined && theirs.armed && mine.armed && theirs.version === mine.version
+  }
+
+  /** Dead here and silent past the fence delay (the timing part of takeoverOk). */
+  private silentDead (host: HostId): boolean {
+    if (host === this.self) return false
+    if (this.states.get(host) !== 'dead') return false
+    return this.now - this.leases.heardAt(host) >= this.config.fenceDelayTicks
+  }
+
+  /**
+   * The fence gate: `host` said, in the latest life this host heard from it, that it holds a
+   * watchdog that resets it. The timing argument (index.ts) assumes that watchdog; without it a
+   * hung agent's VMs run on, and a takeover would run them twice.
+   */
+  private fenceReported (host: HostId): boolean {
+    if (host === this.self) return this.localFence
+    const f = this.fences.get(host)
+    return f !== undefined && f.fenced && f.life >= (this.lives.get(host) ?? 0)
+  }
+
+  /** An operator confirmed `host` down in the latest life this host knows of it. */
+  private confirmedDown (host: HostId): boolean {
+    const c = this.confirms.get(host)
+    return c !== undefined && c.life >= (this.lives.get(host) ?? 0)
+  }
+
+  private noteLife (host: HostId, life: number): void {
+    if (life > (this.lives.get(host) ?? 0)) this.lives.set(host, life)
+  }
+
+  private adoptConfirm (c: HaConfirmDown): void {
+    const prev = this.confirms.get(c.host)
+    if (prev !== undefined && prev.life >= c.life) return
+    this.confirms.set(c.host, { ...c })
+    this.confirmsDirty = true
+    this.event('ha-confirm-down', `host ${c.host.slice(0, 8)} confirmed down by an operator (life ${c.life}): its HA VMs may be restarted without a fence`)
   }
 
   private fitsHere (v: Vm): boolean {

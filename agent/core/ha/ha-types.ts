@@ -8,10 +8,24 @@ import type { HaClaim } from './restart.js'
 export interface HaMode { version: number, armed: boolean }
 /** Maintenance of one host, a versioned register per host. */
 export interface HaMaintenance { host: HostId, version: number, on: boolean }
+/**
+ * An operator's word that `host` is down for good in its life `life` (powered off, its VMs
+ * stopped): lets the cluster take over a host that reported no fence. A later life of the host
+ * voids it. Spread by the beats; the highest life wins.
+ */
+export interface HaConfirmDown { host: HostId, life: number }
+/** What a member last said of its own fence: in which life, and whether a watchdog would reset it. */
+export interface HaFenceReport { life: number, fenced: boolean }
 
 export type HaMessage =
   /** Heartbeat to one member: our life and tick, the latest (life, tick) of theirs we saw (renews their lease), our mode and maintenance registers. */
-  | { type: 'haBeat', life: number, sent: number, echo: { life: number, sent: number } | null, mode: HaMode, maintenance: HaMaintenance[] }
+  | {
+    type: 'haBeat', life: number, sent: number, echo: { life: number, sent: number } | null, mode: HaMode, maintenance: HaMaintenance[],
+    /** The sender holds a watchdog that resets it (index.ts, fence gate); absent from an older peer = false. */
+    fenced: boolean
+    /** Operators' confirmations that a host is down (HaConfirmDown). */
+    confirmed: HaConfirmDown[]
+  }
   /**
    * Ask for grants ('request'), or assert a granted claim ('held', by its running owner).
    * 'handover': sent by the owner of the VM's claim, asking for a claim of a migration's target
@@ -36,6 +50,10 @@ export type HaCommand =
 
 export type HaInput =
   | { type: 'members', members: ReadonlyArray<{ id: HostId, state: MemberState }> }
+  /** The runtime: this host now holds (true) or lost (false) a watchdog that resets it. */
+  | { type: 'haLocalFence', fenced: boolean }
+  /** Operator: `host` is down for good (powered off, VMs stopped): it may be taken over without a fence. */
+  | { type: 'haOperatorConfirmDown', host: HostId }
   | { type: 'haMessage', from: HostId, message: HaMessage }
   /** Any other frame from a member (lets grantors measure silence over all traffic). */
   | { type: 'heard', from: HostId }
@@ -59,6 +77,8 @@ export const HA_KEY_PREFIX = 'ha/'
 export function haVmKey (vm: VmId): string { return `${HA_KEY_PREFIX}vm/${vm}` }
 export const HA_MODES_KEY = `${HA_KEY_PREFIX}modes`
 export const HA_MAINT_KEY = `${HA_KEY_PREFIX}maintenance`
+export const HA_FENCES_KEY = `${HA_KEY_PREFIX}fences`
+export const HA_CONFIRMS_KEY = `${HA_KEY_PREFIX}confirms`
 
 /** What survives a restart, per VM: the acceptor's standing claim and this host's own claim. */
 /** ownGranted: our own claim had reached a majority (its release then supersedes lower claims). */
@@ -72,6 +92,10 @@ export interface HaRestored {
   /** Mode register of every member as last heard (self included). */
   modes: Record<HostId, HaMode>
   maintenance: HaMaintenance[]
+  /** What each member last reported of its fence (absent: nothing heard). */
+  fences?: Record<HostId, HaFenceReport>
+  /** Operators' confirmations that a host is down. */
+  confirms?: HaConfirmDown[]
 }
 
 /** This host's part in one VM. */
@@ -113,12 +137,41 @@ export interface HaStatus {
   fence: { fencing: boolean, deadlineTick: number | null, watchdogOk: boolean }
   mode: HaMode & { fencingOff: boolean }
   maintenance: HostId[]
-  /** Members this host would let be taken over now (dead, silent past the fence delay, armed). */
+  /** Members this host would let be taken over now (dead, silent past the fence delay, armed, fenced or confirmed down). */
   fencedHosts: HostId[]
+  /** This host holds a watchdog that resets it; false: its VMs are not protected and it restarts none. */
+  selfFenced: boolean
+  /** Members (other than this one) that reported no fence, or were never heard: never taken over without an operator's confirmation. */
+  unfenced: HostId[]
+  /** Members that are dead, silent past the fence delay, with no fence, and not confirmed down: their HA VMs wait for `starling ha confirm-down`. */
+  awaitingConfirmation: HostId[]
+  /** Hosts an operator confirmed down (in the life named). */
+  confirmedDown: HaConfirmDown[]
   /** VMs free to restart and not failed, by this host's records. */
   pending: VmId[]
   /** Restarts this host has done (successful starts under a claim of epoch > 0). */
   restartsDone: number
   vms: HaVmStatus[]
   counters: HaCounters
+}
+
+/** The durable HA state from the store's entries under HA_KEY_PREFIX (undefined when there are none: a first start). */
+export function haRestoredFrom (entries: Iterable<readonly [string, unknown]>): HaRestored | undefined {
+  const vms: Record<VmId, HaVmDurable> = {}
+  let modes: Record<HostId, HaMode> = {}
+  let maintenance: HaMaintenance[] = []
+  let fences: Record<HostId, HaFenceReport> = {}
+  let confirms: HaConfirmDown[] = []
+  let any = false
+  const vmPrefix = `${HA_KEY_PREFIX}vm/`
+  for (const [k, v] of entries) {
+    if (!k.startsWith(HA_KEY_PREFIX)) continue
+    any = true
+    if (k.startsWith(vmPrefix)) vms[k.slice(vmPrefix.length)] = v as HaVmDurable
+    else if (k === HA_MODES_KEY) modes = v as Record<HostId, HaMode>
+    else if (k === HA_MAINT_KEY) maintenance = v as HaMaintenance[]
+    else if (k === HA_FENCES_KEY) fences = v as Record<HostId, HaFenceReport>
+    else if (k === HA_CONFIRMS_KEY) confirms = v as HaConfirmDown[]
+  }
+  return any ? { vms, modes, maintenance, fences, confirms } : undefined
 }

@@ -27,6 +27,8 @@ function cluster (driver?: (id: string, core: AgentCore, c: DriverCommand) => vo
         running: id === 'a' ? ['v'] : []
       }
     }))
+    // Each host holds a watchdog (the runtime says so once its device is open).
+    cores.get(id)!.step({ type: 'haLocalFence', fenced: true })
     cmds.set(id, [])
   }
   const state = { sentBeforePersist: 0 }
@@ -152,7 +154,7 @@ t.test('a protected VM migrates with its claim: the copy starts only after the h
   t.match(a.migrations(), [{ vm: 'v', state: 'committed' }])
   t.same([...where], [['b', 'running']], 'v runs on b only')
   c.run(40, new Set())
-  for (const id of IDS) t.equal(c.cores.get(id)!.haStatus()!.vms[0]!.owner, 'b', `${id}: b owns v`)
+  for (const id of IDS) t.equal(c.cores.get(id)!.haStatus()!.vms[0]!.owner, 'b', `${id}: b owns v ${JSON.stringify(c.cores.get(id)!.haStatus()!.vms[0])}`)
   t.equal(c.cores.get('b')!.haStatus()!.vms[0]!.role, 'running', 'b runs v under its claim (it fences it)')
   t.equal(a.haStatus()!.vms[0]!.role, 'idle', 'a no longer holds v')
   t.end()

@@ -5,7 +5,7 @@ import { ConfigError } from '../../../agent/core/config.js'
 import { Prng } from '../../../agent/core/prng.js'
 import {
   FenceClock, HaManager, assignRestarts, compareHaClaims, evaluateQuorum, majority, requiredFenceDelayTicks,
-  simHaConfig, defaultHaConfig, validateHaConfig, validateHaInventory, watchdogAllows, type HaEffect, type HaVmSpec
+  simHaConfig, defaultHaConfig, validateHaConfig, validateHaInventory, watchdogAllows, type HaEffect, type HaMessage, type HaVmSpec
 } from '../../../agent/core/ha/index.js'
 
 t.test('majority of the configured members, tie-breaker included', t => {
@@ -65,26 +65,48 @@ t.test('assignment: deterministic, spread, priority first, capacity and hard rul
   t.end()
 })
 
+/** A manager that holds a watchdog (the runtime says so once the device is open). */
+function fenced (h: HaManager): HaManager {
+  h.step({ type: 'haLocalFence', fenced: true })
+  return h
+}
+
+/** A beat of c's (life `life`), saying whether c holds a fence. */
+const cBeat = (tick: number, fence: boolean, life = 1): HaMessage => ({ type: 'haBeat', life, sent: tick, echo: null, mode: { version: 0, armed: true }, maintenance: [], fenced: fence, confirmed: [] })
+
+interface SilentOpts {
+  /** What c's beats say of its fence. @default true */
+  cFenced?: boolean
+  /** An operator confirms c down through a, at this tick. */
+  confirmAt?: number
+  /** c restarts at this tick as life 2 with no watchdog (its beats say so), then goes silent again. */
+  cRestartAt?: number
+  ticks?: number
+}
+
 /** Three managers; host c (home of v1) goes silent at tick 20 and ends in `gone` at tick 30. */
-function silentHomeRun (gone: 'dead' | 'left'): { starts: Array<{ host: string, tick: number }>, cSilentSince: number, cfg: ReturnType<typeof simHaConfig> } {
+function silentHomeRun (gone: 'dead' | 'left', o: SilentOpts = {}): { starts: Array<{ host: string, tick: number }>, cSilentSince: number, cfg: ReturnType<typeof simHaConfig>, m: Map<string, HaManager> } {
   const cfg = simHaConfig()
   const members = ['a', 'b', 'c'].map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
   const vms: HaVmSpec[] = [{ ...vm('v1'), home: 'c' }]
-  const mk = (id: string): HaManager => new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(0)), life: 1, running: id === 'c' ? ['v1'] : [] })
+  const mk = (id: string): HaManager => fenced(new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(0)), life: 1, running: id === 'c' ? ['v1'] : [] }))
   const m = new Map([['a', mk('a')], ['b', mk('b')]])
   const starts: Array<{ host: string, tick: number }> = []
   let cSilentSince = 0
-  const cAlive = (tick: number): boolean => tick < 20
-  for (let tick = 1; tick <= 120; tick++) {
+  const cAlive = (tick: number): boolean => tick < 20 || (o.cRestartAt !== undefined && tick >= o.cRestartAt && tick < o.cRestartAt + 2)
+  for (let tick = 1; tick <= (o.ticks ?? 120); tick++) {
     const inbox: Array<{ to: string, from: string, e: HaEffect }> = []
     for (const [id, h] of m) {
-      h.step({ type: 'members', members: [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: cAlive(tick) ? 'alive' : tick < 30 ? 'suspect' : gone }] })
+      h.step({ type: 'members', members: [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: cAlive(tick) ? 'alive' : tick < 30 || (o.cRestartAt !== undefined && tick < o.cRestartAt + 12) ? 'suspect' : gone }] })
+      if (tick < 20 && tick % cfg.beatIntervalTicks === 0) h.step({ type: 'haMessage', from: 'c', message: cBeat(tick, o.cFenced ?? true) })
+      if (o.cRestartAt === tick) h.step({ type: 'haMessage', from: 'c', message: cBeat(tick, false, 2) })
+      if (o.confirmAt === tick && id === 'a') h.step({ type: 'haOperatorConfirmDown', host: 'c' })
       h.tick()
       for (const e of h.takeEffects()) {
         if (e.type === 'send') for (const to of e.to) inbox.push({ to, from: id, e })
         if (e.type === 'driver' && e.command.kind === 'haStart') starts.push({ host: id, tick })
       }
-      if (cAlive(tick)) h.step({ type: 'heard', from: 'c' }); else if (cSilentSince === 0) cSilentSince = tick
+      if (cAlive(tick)) { h.step({ type: 'heard', from: 'c' }); cSilentSince = 0 } else if (cSilentSince === 0) cSilentSince = tick
     }
     for (const x of inbox) {
       if (x.e.type !== 'send') continue
@@ -97,7 +119,7 @@ function silentHomeRun (gone: 'dead' | 'left'): { starts: Array<{ host: string, 
       }
     }
   }
-  return { starts, cSilentSince, cfg }
+  return { starts, cSilentSince, cfg, m }
 }
 
 t.test('three managers: a dead host is taken over only after the fence delay, by one host', t => {
@@ -105,6 +127,41 @@ t.test('three managers: a dead host is taken over only after the fence delay, by
   t.equal(starts.length, 1, `exactly one restart (${JSON.stringify(starts)})`)
   const lastHeard = cSilentSince - 1
   t.ok(starts[0]!.tick - lastHeard >= cfg.fenceDelayTicks, `not before the fence delay after the last frame (${starts[0]!.tick - lastHeard} >= ${cfg.fenceDelayTicks})`)
+  t.end()
+})
+
+t.test('fence gate: a dead host that reported no watchdog is never taken over, until an operator confirms it down', t => {
+  const none = silentHomeRun('dead', { cFenced: false, ticks: 200 })
+  t.equal(none.starts.length, 0, `no restart of a host with no fence, however long (${JSON.stringify(none.starts)})`)
+  const st = none.m.get('a')!.status()
+  t.same(st.awaitingConfirmation, ['c'], 'a lists c as waiting for an operator\'s confirmation')
+  t.same(st.unfenced, ['c'], 'and as unfenced')
+  t.same(st.fencedHosts, [], 'c is not listed as one that may be taken over')
+  t.equal(st.selfFenced, true, 'a holds its own fence')
+  const confirmed = silentHomeRun('dead', { cFenced: false, confirmAt: 100, ticks: 200 })
+  t.equal(confirmed.starts.length, 1, `after confirm-down, exactly one restart (${JSON.stringify(confirmed.starts)})`)
+  t.ok(confirmed.starts[0]!.tick >= 100, 'not before the confirmation')
+  t.same(confirmed.m.get('b')!.status().confirmedDown.map(c => c.host), ['c'], 'the confirmation reached b through the beats')
+  t.end()
+})
+
+t.test('fence gate: a fence reported in an earlier life does not cover a later one', t => {
+  // c reported a fence in life 1, restarts as life 2 without one (its beat says so), then dies.
+  const r = silentHomeRun('dead', { cRestartAt: 40, ticks: 220 })
+  t.equal(r.starts.length, 0, `no restart: the latest life said it holds no fence (${JSON.stringify(r.starts)})`)
+  t.same(r.m.get('a')!.status().awaitingConfirmation, ['c'], 'c waits for an operator')
+  t.end()
+})
+
+t.test('fence gate: a host without a fence restarts nothing and is left out of the shared assignment', t => {
+  const cfg = simHaConfig()
+  const members = ['a', 'b', 'c'].map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
+  const h = new HaManager({ self: 'a', members, vms: [{ ...vm('v1'), home: 'c' }], config: cfg, prng: new Prng(1), life: 1 })
+  t.equal(h.status().selfFenced, false, 'a manager starts unfenced until the runtime says otherwise')
+  h.step({ type: 'haLocalFence', fenced: true })
+  t.equal(h.status().selfFenced, true, 'haLocalFence sets it')
+  const ev = h.takeEffects().filter(e => e.type === 'event')
+  t.ok(ev.some(e => e.type === 'event' && e.event.kind === 'ha-fence'), 'and says so as an event')
   t.end()
 })
 
@@ -127,7 +184,7 @@ t.test('five managers: a lower held claim hidden by a released abandoned claim s
   const live = { standing: { epoch: 1, host: 'h2', attempts: 0 }, released: false, own: null }
   const stale = { standing: { epoch: 8, host: 'h4', attempts: 0 }, released: true, own: null }
   const restored = (d: object) => ({ vms: { v: d } as never, modes: {}, maintenance: [] })
-  const mk = (id: string, d: object): HaManager => new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(1)), life: 1, restored: restored(d) })
+  const mk = (id: string, d: object): HaManager => fenced(new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(1)), life: 1, restored: restored(d) }))
   const m = new Map([
     ['h0', mk('h0', stale)], ['h1', mk('h1', live)], ['h3', mk('h3', live)],
     ['h4', mk('h4', { ...stale, own: { epoch: 8, host: 'h4', attempts: 0 }, ownGranted: false })]
