@@ -280,6 +280,12 @@ export class Scheduler {
           vms.push({ vm: v.id, state: 'moving', target: nameOf(live.target), reason: `migration ${live.id} ${live.state}${pct}` })
           continue
         }
+        const latest = [...this.m.recs.values()].filter(r => r.vm === v.id && r.role === 'source').sort((a, b) => b.updatedTick - a.updatedTick)[0]
+        if (latest?.state === 'committed') {
+          // Moved; the paused copy here is being stopped and leaves the next sample.
+          vms.push({ vm: v.id, state: 'moving', target: nameOf(latest.target), reason: `migration ${latest.id} committed` })
+          continue
+        }
         const recent = [...this.m.recs.values()].filter(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && r.cause === 'drain').sort((a, b) => b.updatedTick - a.updatedTick)[0]
         const retrying = recent !== undefined && s.now - recent.updatedTick < this.m.cfg.decisionTicks * 3
         const to = this.bestTarget(v.id)
