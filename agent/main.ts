@@ -16,6 +16,7 @@ import { jsonLogger } from './lib/logger.js'
 import { levelStore } from './adapters/level-store.js'
 import { loadOrCreateKeyPair } from './adapters/identity.js'
 import { hyperswarmTransport } from './adapters/hyperswarm-transport.js'
+import { clusterSettings } from './cluster-settings.js'
 import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver, type SimDriverInit } from './adapters/sim-driver.js'
 import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
@@ -183,7 +184,10 @@ export async function runAgent (configFile: string): Promise<number> {
     allowedKeys: config.cluster.members.map(m => m.publicKey),
     maxFrameBytes: config.core.frameBytesMax,
     keepAliveMs: config.mesh.keepAliveMs,
-    timeoutMs: config.mesh.timeoutMs
+    timeoutMs: config.mesh.timeoutMs,
+    // Proven and compared at every connection: agent/cluster-settings.ts
+    settings: clusterSettings(config),
+    names: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.name]))
   })({ logger })
 
   const restored = await loadPersistedCoreState(store)
@@ -289,7 +293,8 @@ export async function runAgent (configFile: string): Promise<number> {
     members: core.view(),
     core: { ...core.status() },
     runtime: { ...runtime.stats },
-    process: processStats(startupCpu)
+    process: processStats(startupCpu),
+    settingsMismatches: transport.peerChecks().map(c => ({ ...c, name: config.cluster.members.find(m => m.publicKey === c.peer)?.name ?? c.peer.slice(0, 8) }))
   })
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })

@@ -47,6 +47,10 @@ declare module 'hyperswarm' {
     readonly remotePublicKey: Buffer
     readonly publicKey: Buffer
     readonly isInitiator: boolean
+    /** Hash of the Noise handshake (32 bytes, the same at both ends), once the stream is open; null before. */
+    readonly handshakeHash: Buffer | null
+    /** Resolves true once the handshake is done and the stream open, false if it closed first. */
+    readonly opened: Promise<boolean>
     readonly destroyed: boolean
     readonly destroying: boolean
     rawBytesRead: number

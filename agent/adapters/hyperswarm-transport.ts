@@ -19,18 +19,56 @@
  *   and counted.
  * - One connection per peer: Hyperswarm deduplicates; when it replaces a connection, frames go
  *   to the newest and no disconnect/connect pair is reported if the new one arrives first.
+ * - Hello: the first frame each side sends (proto/mesh/v1/hello.proto) proves the cluster secret,
+ *   bound to the connection's Noise handshake hash, and carries digests of the settings that must
+ *   agree cluster-wide. The firewall admits any member's key, and the DHT bootstrap addresses of
+ *   the member list reach a member whatever its topic, so the topic alone never kept a member
+ *   with another secret out: without the proof it joined the mesh in about 2-12 s. Nothing of a
+ *   connection reaches the agent before its hello is verified; a peer that fails the proof, sends
+ *   something else first, says nothing within helloTimeoutMs or differs in a setting marked
+ *   `refuse` is disconnected, logged at error with the reason and the fields, and not called
+ *   again for refusedRetryMs. Other differing settings are logged and listed (peerChecks()).
  */
-import { createHash } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import dgram from 'node:dgram'
 import Hyperswarm, { type NoiseSecretStream, type PeerDiscoverySession } from 'hyperswarm'
 import HyperDHT from 'hyperdht'
 import type { HostId } from '../core/types.js'
 import type { Logger } from '../ports/logger.js'
 import type { Transport, TransportHandlers } from '../ports/transport.js'
-import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT } from './wire-codec.js'
+import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT, decodeHello, encodeHello } from './wire-codec.js'
 
 /** Prefix hashed before the cluster secret, so the topic is useless for anything else. */
 export const TOPIC_DOMAIN = 'starling/mesh/v1/topic\n'
+/** Prefix hashed before the cluster secret into the key of the hello's proof. */
+export const PROOF_KEY_DOMAIN = 'starling/mesh/v1/proof-key\n'
+/** Prefix of the message the hello's proof authenticates. */
+export const PROOF_DOMAIN = 'starling/mesh/v1/hello\n'
+
+/** A cluster-wide setting as the hello carries it (agent/cluster-settings.ts computes them). */
+export interface SettingDigest {
+  field: string
+  digest: Uint8Array
+  /** A peer whose digest differs is refused; otherwise it is only flagged. */
+  refuse: boolean
+}
+
+/** Why a peer was refused or flagged at its hello. */
+export type PeerCheckReason = 'secret_mismatch' | 'settings_mismatch' | 'settings_differ' | 'no_hello' | 'bad_hello' | 'hello_timeout'
+
+/** The outcome of a peer's last hello that was not a plain match. */
+export interface PeerCheck {
+  peer: HostId
+  /** True: disconnected; false: connected, with settings that differ (flagged). */
+  refused: boolean
+  reason: PeerCheckReason
+  /** Configuration paths that differ ("cluster.secret" when the proof fails). */
+  fields: string[]
+  detail: string
+  /** Wall ms of the first time this outcome was seen, and how many times since. */
+  since: number
+  times: number
+}
 
 export interface HyperswarmTransportInit {
   /** This agent's Noise key pair (see identity.ts); the hex public key is its host id. */
@@ -74,6 +112,14 @@ export interface HyperswarmTransportInit {
   stopGraceMs?: number
   /** A DHT to use instead of creating a bootstrapper (e.g. hyperdht/testnet); host, port and bootstrap are then ignored. stop() destroys it. */
   dht?: HyperDHT
+  /** Member names by hex key, for log lines. @default {} */
+  names?: Record<string, string>
+  /** Cluster-wide settings sent in the hello and compared with each peer's. @default [] */
+  settings?: SettingDigest[]
+  /** A new connection whose hello has not arrived after this long is closed, ms. @default max(5000, timeoutMs) */
+  helloTimeoutMs?: number
+  /** After refusing a peer, do not call it again for this long, ms (it may still call us). @default 30000 */
+  refusedRetryMs?: number
 }
 
 export interface HyperswarmTransportComponents {
@@ -95,8 +141,10 @@ export interface HyperswarmTransportStats {
   oversizedFramesSkipped: number
   /** Connections closed because the peer sent a length of 0 or beyond maxDiscardBytes. */
   badLengthDisconnects: number
-  /** Keys refused by the firewall (or a connection of an unlisted key). */
+  /** Keys refused by the firewall (or a connection of an unlisted key), and members refused at their hello. */
   rejectedPeers: number
+  /** Connections of members closed at their hello (wrong secret, refused settings, no or bad hello). */
+  helloRefusals: number
   connectionsOpened: number
   connectionsClosed: number
   /** Connections replaced by a newer one to the same peer. */
@@ -108,12 +156,24 @@ export interface HyperswarmTransport extends Transport {
   stats (): HyperswarmTransportStats
   /** The DHT address this agent's node listens on, once started. */
   address (): { host: string, port: number } | null
+  /** Peers refused at their hello, or connected with differing settings (flagged). */
+  peerChecks (): PeerCheck[]
 }
 
 export class TransportStoppedError extends Error {
   static override name = 'TransportStoppedError'
   readonly code = 'TRANSPORT_STOPPED'
   constructor (message = 'transport was stopped and cannot start again') { super(message); this.name = 'TransportStoppedError' }
+}
+
+/** The hello's proof: HMAC-SHA256 over the connection's handshake hash and the sender's key (hello.proto). */
+export function helloProof (proofKey: Uint8Array, handshakeHash: Uint8Array, senderPublicKey: Uint8Array): Buffer {
+  return createHmac('sha256', proofKey).update(PROOF_DOMAIN).update(handshakeHash).update(senderPublicKey).digest()
+}
+
+/** The key of the hello's proof: SHA-256 of its domain prefix and the secret. */
+export function proofKey (clusterSecret: string | Uint8Array): Buffer {
+  return createHash('sha256').update(PROOF_KEY_DOMAIN).update(clusterSecret).digest()
 }
 
 /** SHA-256 of the domain prefix and the secret: the 32-byte Hyperswarm topic of a cluster. */
@@ -144,6 +204,8 @@ interface Options {
   maxDiscardBytes: number
   maxQueuedBytes: number
   stopGraceMs: number
+  helloTimeoutMs: number
+  refusedRetryMs: number
 }
 
 /**
@@ -259,6 +321,7 @@ function freshStats (): HyperswarmTransportStats {
     oversizedFramesSkipped: 0,
     badLengthDisconnects: 0,
     rejectedPeers: 0,
+    helloRefusals: 0,
     connectionsOpened: 0,
     connectionsClosed: 0,
     connectionsReplaced: 0,
@@ -283,6 +346,12 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private refreshTimer: NodeJS.Timeout | null = null
   private refreshing = false
   private lastPeerChangeAt = 0
+  private readonly proofKey: Buffer
+  private readonly settings: SettingDigest[]
+  /** Peers refused or flagged at their last hello (a plain match removes the entry). */
+  private readonly checks = new Map<HostId, PeerCheck & { loggedAt: number }>()
+  /** Refused peers we do not call until this wall time (ms). */
+  private readonly refusedUntil = new Map<HostId, number>()
 
   constructor (private readonly init: HyperswarmTransportInit, components: HyperswarmTransportComponents) {
     this.log = components.logger.forComponent('agent:transport')
@@ -295,6 +364,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     }
     this.allowed = allowed
     this.topic = clusterTopic(init.clusterSecret)
+    this.proofKey = proofKey(init.clusterSecret)
+    this.settings = init.settings ?? []
     const selfAddr = `${init.host}:${init.port}`
     this.bootstrap = (init.bootstrap ?? []).filter(s => s.trim() !== selfAddr).map(parseHostPort)
     this.opts = {
@@ -308,7 +379,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       maxFrameBytes: init.maxFrameBytes ?? MAX_FRAME_BYTES_DEFAULT,
       maxDiscardBytes: init.maxDiscardBytes ?? 1024 * 1024,
       maxQueuedBytes: init.maxQueuedBytes ?? 1024 * 1024,
-      stopGraceMs: init.stopGraceMs ?? 2000
+      stopGraceMs: init.stopGraceMs ?? 2000,
+      helloTimeoutMs: init.helloTimeoutMs ?? Math.max(5000, init.timeoutMs ?? 3000),
+      refusedRetryMs: init.refusedRetryMs ?? 30_000
     }
     const o = this.opts
     if (o.timeoutMs > 0 && o.keepAliveMs >= o.timeoutMs) throw new Error('hyperswarm transport: keepAliveMs must be < timeoutMs')
@@ -328,6 +401,10 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   connected (): HostId[] {
     return [...this.peers.keys()]
+  }
+
+  peerChecks (): PeerCheck[] {
+    return [...this.checks.values()].map(({ loggedAt: _, ...c }) => ({ ...c, fields: [...c.fields] }))
   }
 
   start (handlers: TransportHandlers): Promise<void> {
@@ -391,8 +468,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private joinMissingPeers (): void {
     const swarm = this.swarm
     if (swarm === null || this.stopping !== null) return
+    const now = Date.now()
     for (const k of this.allowed) {
-      if (k === this.self || this.peers.has(k)) continue
+      if (k === this.self || this.peers.has(k) || (this.refusedUntil.get(k) ?? 0) > now) continue
       const key = Buffer.from(k, 'hex')
       try {
         swarm.leavePeer(key)
@@ -428,17 +506,33 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     conn.setKeepAlive(this.opts.keepAliveMs)
     conn.setTimeout(this.opts.timeoutMs)
     const peer = new PeerConnection(id, conn, this.opts.maxQueuedBytes)
+    // Until the peer's hello is verified (state 'hello'), its frames go to checkHello and nothing
+    // reaches the agent; then the connection is admitted ('open') or closed.
+    let state: 'hello' | 'open' | 'closed' = 'hello'
+    this.counters.connectionsOpened++
+    const helloTimer = setTimeout(() => {
+      if (state === 'hello') { state = 'closed'; this.refusePeer(id, conn, 'hello_timeout', [], `no hello within ${this.opts.helloTimeoutMs} ms`) }
+    }, this.opts.helloTimeoutMs)
+    helloTimer.unref()
+    this.sendHello(conn)
     const parser = new FrameParser(
       this.opts.maxFrameBytes,
       this.opts.maxDiscardBytes,
-      frame => this.deliver(id, frame),
+      frame => {
+        if (state === 'open') { this.deliver(id, frame); return }
+        if (state === 'closed') return
+        clearTimeout(helloTimer)
+        if (!this.checkHello(id, conn, frame)) { state = 'closed'; return }
+        state = 'open'
+        this.admit(peer)
+      },
       len => {
         this.counters.oversizedFramesSkipped++
         this.log.warn('skipped an oversized frame', { peer: short(id), bytes: len, maxFrameBytes: this.opts.maxFrameBytes })
       }
     )
     conn.on('data', (chunk: Uint8Array) => {
-      if (this.peers.get(id) !== peer) return // replaced or stopping
+      if (state === 'closed' || (state === 'open' && this.peers.get(id) !== peer)) return // refused, replaced or stopping
       if (!parser.push(chunk)) {
         if (conn.destroying) return
         this.counters.badLengthDisconnects++
@@ -448,13 +542,112 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     })
     // Datagrams (sendDatagram): one whole frame each, authenticated and decrypted by the stream.
     conn.on('message', (m: Uint8Array) => {
-      if (this.peers.get(id) !== peer || m.byteLength === 0 || m.byteLength > this.opts.maxFrameBytes) return
+      if (state !== 'open' || this.peers.get(id) !== peer || m.byteLength === 0 || m.byteLength > this.opts.maxFrameBytes) return
       this.counters.datagramsReceived++
       this.deliver(id, Uint8Array.prototype.slice.call(m))
     })
-    conn.on('close', () => this.onClose(peer))
+    conn.on('close', () => {
+      clearTimeout(helloTimer)
+      if (state === 'open') this.onClose(peer)
+      else this.counters.connectionsClosed++
+      state = 'closed'
+    })
+  }
 
-    this.counters.connectionsOpened++
+  /** Writes our hello: the proof needs the handshake hash, which a stream may get only once open. */
+  private sendHello (conn: NoiseSecretStream): void {
+    const send = (): void => {
+      const hash = conn.handshakeHash
+      if (hash === null || conn.destroying || conn.destroyed) return
+      const frame = encodeHello({
+        from: this.self,
+        proof: helloProof(this.proofKey, hash, Buffer.from(this.init.keyPair.publicKey)),
+        settings: this.settings.map(s => ({ field: s.field, digest: s.digest }))
+      })
+      const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + frame.byteLength)
+      buf.writeUInt32BE(frame.byteLength, 0)
+      buf.set(frame, FRAME_HEADER_BYTES)
+      try { conn.write(buf) } catch { /* closed: its close event cleans up */ }
+    }
+    if (conn.handshakeHash !== null) send()
+    else conn.opened.then(ok => { if (ok) send() }, () => {})
+  }
+
+  /**
+   * Checks a peer's first frame: a hello that proves our secret for this connection and whose
+   * settings agree (a field we do not send is not compared). Returns false after closing the
+   * connection; flags differing settings that do not refuse.
+   */
+  private checkHello (id: HostId, conn: NoiseSecretStream, frame: Uint8Array): boolean {
+    const r = decodeHello(frame, id)
+    if (!r.ok) {
+      const reason: PeerCheckReason = r.reason === 'not_hello' ? 'no_hello' : 'bad_hello'
+      this.refusePeer(id, conn, reason, [], reason === 'no_hello'
+        ? `${r.detail} (an agent without the secret check, or not a Starling agent)`
+        : `malformed hello: ${r.reason} (${r.detail})`)
+      return false
+    }
+    const hash = conn.handshakeHash
+    const expected = hash === null ? null : helloProof(this.proofKey, hash, conn.remotePublicKey)
+    if (expected === null || !timingSafeEqual(expected, Buffer.from(r.hello.proof))) {
+      this.refusePeer(id, conn, 'secret_mismatch', ['cluster.secret'], 'it does not prove our cluster secret: its cluster.secret differs')
+      return false
+    }
+    const theirs = new Map(r.hello.settings.map(s => [s.field, s.digest]))
+    const differ = this.settings.filter(s => {
+      const d = theirs.get(s.field)
+      return d !== undefined && !Buffer.from(d).equals(Buffer.from(s.digest))
+    })
+    const refusing = differ.filter(s => s.refuse).map(s => s.field)
+    const fields = differ.map(s => s.field)
+    if (refusing.length > 0) {
+      this.refusePeer(id, conn, 'settings_mismatch', fields, `${refusing.join(', ')} must be the same on every member and ${refusing.length === 1 ? 'differs' : 'differ'}${fields.length > refusing.length ? ` (also differing: ${fields.filter(f => !refusing.includes(f)).join(', ')})` : ''}`)
+      return false
+    }
+    this.refusedUntil.delete(id)
+    if (fields.length === 0) {
+      if (this.checks.delete(id)) this.log.info('peer settings now agree with ours', { peer: short(id) })
+      return true
+    }
+    this.record(id, false, 'settings_differ', fields, `connected, but ${fields.join(', ')} ${fields.length === 1 ? 'differs' : 'differ'} from ours (flagged, not refused)`)
+    return true
+  }
+
+  /** Closes a member's connection at its hello, records why, and stops calling it for a while. */
+  private refusePeer (id: HostId, conn: NoiseSecretStream, reason: PeerCheckReason, fields: string[], detail: string): void {
+    this.counters.rejectedPeers++
+    this.counters.helloRefusals++
+    this.record(id, true, reason, fields, detail)
+    this.refusedUntil.set(id, Date.now() + this.opts.refusedRetryMs)
+    try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
+    this.call(h => h.onRejected(id, reason))
+    conn.destroy()
+  }
+
+  /** Keeps the outcome for peerChecks() and logs it at error: when it changes, else once a minute. */
+  private record (id: HostId, refused: boolean, reason: PeerCheckReason, fields: string[], detail: string): void {
+    const now = Date.now()
+    const prev = this.checks.get(id)
+    const same = prev !== undefined && prev.refused === refused && prev.reason === reason && prev.fields.join() === fields.join()
+    const entry = same
+      ? { ...prev, detail, times: prev.times + 1 }
+      : { peer: id, refused, reason, fields, detail, since: now, times: 1, loggedAt: 0 }
+    if (now - entry.loggedAt >= 60_000) {
+      entry.loggedAt = now
+      const who = `${this.init.names?.[id] ?? 'member'} (${short(id)})`
+      this.log.error(refused ? `refused ${who} at its hello: ${detail}` : `${who}: ${detail}`, {
+        peer: short(id), reason, fields, times: entry.times
+      })
+    } else {
+      this.log.debug(refused ? 'refused cluster member again' : 'member settings still differ', { peer: short(id), reason, times: entry.times })
+    }
+    this.checks.set(id, entry)
+  }
+
+  /** A connection whose hello passed: it becomes the peer's connection. */
+  private admit (peer: PeerConnection): void {
+    const id = peer.id
+    if (this.stopping !== null) { peer.conn.destroy(); return }
     const existing = this.peers.get(id)
     this.peers.set(id, peer)
     if (existing !== undefined) {
@@ -464,7 +657,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       return
     }
     this.lastPeerChangeAt = Date.now()
-    this.log.info('peer connected', { peer: short(id), initiator: conn.isInitiator, peers: this.peers.size })
+    this.log.info('peer connected', { peer: short(id), initiator: peer.conn.isInitiator, peers: this.peers.size })
     this.call(h => h.onPeerConnected(id))
     if (this.missingPeers() === 0) this.scheduleRefresh(this.nextRefreshDelay())
   }
@@ -535,9 +728,11 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   // -- discovery refresh ------------------------------------------------------------------------
 
+  /** Members with no connection, not counting those refused a moment ago (they are not called). */
   private missingPeers (): number {
     let n = 0
-    for (const k of this.allowed) if (k !== this.self && !this.peers.has(k)) n++
+    const now = Date.now()
+    for (const k of this.allowed) if (k !== this.self && !this.peers.has(k) && (this.refusedUntil.get(k) ?? 0) <= now) n++
     return n
   }
 

@@ -768,3 +768,70 @@ export function decodeFrame (frame: Uint8Array, opts?: DecodeOptions): DecodeRes
     return { ok: false, reason: rej.reason, detail: rej.detail }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hello (hello.proto): the first frame of each mesh connection, read by the transport itself.
+
+/** What a hello carries (the transport computes and checks the proof). */
+export interface Hello {
+  /** The sender's host id. */
+  from: HostId
+  /** HMAC-SHA256 proving the cluster secret for this connection (32 bytes). */
+  proof: Uint8Array
+  /** Digests of the cluster-wide settings, by configuration path. */
+  settings: Array<{ field: string, digest: Uint8Array }>
+}
+
+export type HelloResult =
+  | { ok: true, hello: Hello }
+  | { ok: false, reason: RejectReason | 'not_hello', detail: string }
+
+/** Most settings digests in one hello. */
+const HELLO_MAX_SETTINGS = 64
+
+/** Encodes a hello as an Envelope whose body is Hello (incarnation and lamport 0, no gossip). */
+export function encodeHello (h: Hello): Uint8Array {
+  if (h.proof.byteLength !== 32) throw new WireEncodeError(`hello.proof: ${h.proof.byteLength} bytes, not 32`)
+  if (h.settings.length > HELLO_MAX_SETTINGS) throw new WireEncodeError(`hello.settings: more than ${HELLO_MAX_SETTINGS}`)
+  return EnvelopeType.encode({
+    protocolMin: PROTOCOL_MIN,
+    protocolMax: PROTOCOL_MAX,
+    protocolCur: PROTOCOL_MAX,
+    from: encHost(h.from, 'from'),
+    hello: {
+      proof: h.proof,
+      settings: h.settings.map((s, i) => ({ field: encStr(s.field, `hello.settings[${i}].field`, true), digest: s.digest }))
+    }
+  }).finish()
+}
+
+/**
+ * Decodes the first frame of a connection, which must be a hello from `expectFrom` in a protocol
+ * version we speak. Never throws. Not counted in decodeCounters (the transport counts refusals).
+ */
+export function decodeHello (frame: Uint8Array, expectFrom: HostId): HelloResult {
+  try {
+    if (frame.byteLength === 0) throw new Reject('empty', 'zero-length frame')
+    if (frame.byteLength > 16 * 1024) throw new Reject('oversized', `hello of ${frame.byteLength} bytes`)
+    const bodyName = scanBody(frame)
+    if (bodyName !== 'hello') return { ok: false, reason: 'not_hello', detail: `the first frame is a ${bodyName}, not a hello` }
+    const raw = EnvelopeType.decode(frame) as unknown as Record<string, unknown>
+    const d = new Decoder(DEFAULT_WIRE_LIMITS)
+    checkProtocol(d.u32(raw['protocolMin'], 'protocolMin'), d.u32(raw['protocolMax'], 'protocolMax'), d.u32(raw['protocolCur'], 'protocolCur'))
+    const from = d.host(raw['from'], 'from')
+    if (from !== expectFrom) throw new Reject('sender_mismatch', `from ${from.slice(0, 12)} on a connection of ${expectFrom.slice(0, 12)}`)
+    const body = raw['hello'] as Record<string, unknown>
+    const proof = body['proof']
+    if (!(proof instanceof Uint8Array) || proof.byteLength !== 32) throw new Reject(proof === undefined ? 'missing_field' : 'absurd_value', 'hello.proof')
+    const settings = d.count(body['settings'], HELLO_MAX_SETTINGS, 'hello.settings', (x, i) => {
+      const s = isObj(x) ? x : {}
+      const digest = s['digest']
+      if (!(digest instanceof Uint8Array) || digest.byteLength === 0 || digest.byteLength > 64) throw new Reject('absurd_value', `hello.settings[${i}].digest`)
+      return { field: d.str(s['field'], `hello.settings[${i}].field`, true), digest: Uint8Array.prototype.slice.call(digest) }
+    })
+    return { ok: true, hello: { from, proof: Uint8Array.prototype.slice.call(proof), settings } }
+  } catch (err) {
+    const rej = err instanceof Reject ? err : new Reject('malformed', err instanceof Error ? err.message : String(err))
+    return { ok: false, reason: rej.reason, detail: rej.detail }
+  }
+}

@@ -38,6 +38,7 @@ const schema = {
                         "migrationStatusAnswer",
                         "moveRequested",
                         "vipMoveRequested",
+                        "hello",
                         "haBeat",
                         "haClaim",
                         "haGrant",
@@ -192,6 +193,10 @@ const schema = {
                       "type": "VipMoveRequested",
                       "id": 31,
                       "protoName": "vip_move_requested"
+                    },
+                    "hello": {
+                      "type": "Hello",
+                      "id": 32
                     },
                     "haBeat": {
                       "type": "HaBeat",
@@ -1045,6 +1050,31 @@ const schema = {
                         "RETIRE": 4,
                         "RETIRED": 5
                       }
+                    }
+                  }
+                },
+                "Hello": {
+                  "fields": {
+                    "proof": {
+                      "type": "bytes",
+                      "id": 1
+                    },
+                    "settings": {
+                      "rule": "repeated",
+                      "type": "SettingDigest",
+                      "id": 2
+                    }
+                  }
+                },
+                "SettingDigest": {
+                  "fields": {
+                    "field": {
+                      "type": "string",
+                      "id": 1
+                    },
+                    "digest": {
+                      "type": "bytes",
+                      "id": 2
                     }
                   }
                 }

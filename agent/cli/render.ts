@@ -9,6 +9,31 @@ export interface StatusPayload {
   core: Record<string, unknown>
   runtime: Record<string, unknown>
   process?: Record<string, number>
+  /**
+   * Members refused at their hello (another cluster secret, HA timing that differs, no hello) or
+   * connected with cluster-wide settings that differ from ours (flagged): agent/cluster-settings.ts.
+   */
+  settingsMismatches?: SettingsMismatch[]
+}
+
+export interface SettingsMismatch {
+  peer: string
+  /** The member's name in our cluster.members. */
+  name: string
+  refused: boolean
+  reason: string
+  /** Configuration paths that differ ("cluster.secret" when it does not prove our secret). */
+  fields: string[]
+  detail: string
+  /** Wall ms of the first time seen, and how many times since. */
+  since: number
+  times: number
+}
+
+/** One line per member refused or flagged at its hello (none when every member agrees). */
+export function renderMismatches (s: StatusPayload): string[] {
+  return (s.settingsMismatches ?? []).map(m =>
+    `${m.refused ? 'REFUSED' : 'DIFFERS'} ${m.name} ${m.peer.slice(0, 8)}: ${m.fields.length > 0 ? m.fields.join(', ') : m.reason}: ${m.detail}`)
 }
 
 const pct = (x: number): string => `${Math.round(x * 100)}%`.padStart(4)
@@ -43,12 +68,12 @@ export function renderStatusTree (s: StatusPayload): string {
       lines.push(`${stem}${branch} ${vm.id.padEnd(12)} ${String(vm.vcpus).padStart(2)} vcpu ${String(vm.memMiB).padStart(6)} MiB  cpu ${pct(vm.cpuUtil)}  mem ${String(Math.round(vm.memUsedMiB)).padStart(6)} MiB  ${vm.state}`)
     })
   })
-  return lines.join('\n')
+  return [...lines, ...renderMismatches(s)].join('\n')
 }
 
 /** One line per member. */
 export function renderMembers (s: StatusPayload): string {
   const rows = sortMembers(s.members).map(m =>
     `${m.name.padEnd(12)} ${m.id.slice(0, 16)}  ${m.state.padEnd(7)} inc ${String(m.incarnation).padEnd(4)} ${m.addr}`)
-  return ['NAME         ID                STATE   INC      ADDRESS', ...rows].join('\n')
+  return ['NAME         ID                STATE   INC      ADDRESS', ...rows, ...renderMismatches(s)].join('\n')
 }

@@ -1,0 +1,71 @@
+/**
+ * The settings that must agree on every member of a cluster, as digests that agents compare when
+ * they connect (agent/adapters/hyperswarm-transport.ts, the hello frame) and that
+ * `starling config check` prints, so that two hosts' files can be compared without starting them.
+ *
+ * The cluster secret is not among them: each agent proves it holds the secret instead of showing
+ * a digest of it (a digest of a low-entropy secret could be guessed offline).
+ *
+ * What a differing field does (decided by the receiving agent, for its own fields):
+ * - `ha.timing` (the HA timers and the tick length they count; compared only when both agents
+ *   protect VMs): the peer is refused. The no-double-run argument (agent/core/ha/index.ts)
+ *   compares one host's fence and watchdog with the others' fence delay, so a host with other
+ *   timers must not vote or claim with them. A refused host is alone, without a majority, and
+ *   fences its own VMs as in any partition. Change HA timing with HA disarmed (`starling ha
+ *   disarm`, roll the files, `starling ha arm`): a disarmed cluster neither claims nor fences.
+ * - `cluster.members`, `migration.rules`, `ha.vms`: flagged (logged at error, listed in
+ *   /v1/status `settingsMismatches` and by `starling members`), not refused: adding a host, a
+ *   rule or a protected VM is rolled out one file at a time, and refusing would split the cluster
+ *   for the length of every such roll-out.
+ */
+import { createHash } from 'node:crypto'
+import type { AgentConfig } from './config.js'
+
+export interface ClusterSetting {
+  /** Configuration path, e.g. "ha.timing". */
+  field: string
+  /** SHA-256 of the field's canonical JSON (domain-separated). */
+  digest: Uint8Array
+  /** A peer whose digest of this field differs is refused (else flagged). */
+  refuse: boolean
+}
+
+const DOMAIN = 'starling/settings/v1\n'
+
+/** JSON with object keys sorted at every level (arrays keep their order). */
+export function canonicalJson (v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>
+    return `{${Object.keys(o).filter(k => o[k] !== undefined).sort().map(k => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`
+  }
+  return JSON.stringify(v) ?? 'null'
+}
+
+function digest (field: string, value: unknown): Uint8Array {
+  return createHash('sha256').update(DOMAIN).update(field).update('\n').update(canonicalJson(value)).digest()
+}
+
+/** The digests of this configuration's cluster-wide settings, in a fixed order. */
+export function clusterSettings (c: AgentConfig): ClusterSetting[] {
+  const byName = <T extends { name: string }>(xs: readonly T[]): T[] => [...xs].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+  const out: ClusterSetting[] = [
+    { field: 'cluster.members', digest: digest('cluster.members', byName(c.cluster.members).map(m => ({ name: m.name, publicKey: m.publicKey, address: m.address }))), refuse: false },
+    { field: 'migration.rules', digest: digest('migration.rules', c.migration.rules), refuse: false },
+    {
+      field: 'ha.vms',
+      digest: digest('ha.vms', { tieBreaker: c.ha.tieBreaker, hosts: c.ha.hosts, vms: [...c.ha.vms].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0) }),
+      refuse: false
+    }
+  ]
+  // Only where VMs are protected: a cluster without HA has no timing to agree on.
+  if (c.ha.enabled) out.push({ field: 'ha.timing', digest: digest('ha.timing', { tickMs: c.core.tickMs, ...c.ha.config }), refuse: true })
+  return out
+}
+
+/** One digest of every cluster-wide setting (for display: equal on every member of a healthy cluster). */
+export function settingsFingerprint (settings: readonly ClusterSetting[]): string {
+  const h = createHash('sha256').update(DOMAIN)
+  for (const s of settings) h.update(s.field).update('\n').update(s.digest)
+  return h.digest('hex')
+}
