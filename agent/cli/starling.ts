@@ -2,6 +2,7 @@
 /**
  * The `starling` command.
  *   starling agent --config FILE          the daemon (systemd runs this)
+ *   starling config check FILE            validate a configuration without starting anything (agent/cli/config-check.ts)
  *   starling status [--json]              the whole cluster as a tree, as the local agent sees it
  *   starling members [--json]             the member list
  *   starling keygen --state-dir DIR       create (or read) this host's key pair, print the public key
@@ -26,6 +27,7 @@ import { apiAddress, apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError
 const USAGE = `usage: starling <command> [options]
 commands:
   agent --config FILE        run the agent daemon
+  config check FILE          validate a configuration without starting anything; prints ok and a summary
   status [--json]            show the cluster as a tree (hosts, load now and forecast, VMs)
   members [--json]           show the members
   keygen --state-dir DIR     create or read this host's key pair and print its public key
@@ -138,6 +140,10 @@ export async function main (argv: string[]): Promise<number> {
       case 'demo': {
         const { runDemo } = await import('./demo.js')
         return await runDemo(rest)
+      }
+      case 'config': {
+        const { configCommand } = await import('./config-check.js')
+        return await configCommand(rest)
       }
       case 'sim': {
         const { runSimCli } = await import('./sim.js')
