@@ -51,8 +51,9 @@ cp "$root/package.json" "$root/package-lock.json" "$app/"   # package.json: "typ
 npm_flags=(--omit=dev --offline --ignore-scripts --no-audit --no-fund --loglevel=error)
 if [ "${STARLING_DEB_MODULES:-ci}" = copy ] || ! (cd "$app" && npm ci "${npm_flags[@]}" >/dev/null 2>&1); then
   [ "${STARLING_DEB_MODULES:-ci}" = copy ] || echo "build.sh: npm ci --offline failed (npm cache incomplete?): copying node_modules and pruning it" >&2
-  rm -rf "$app/node_modules"
-  cp -a "$root/node_modules" "$app/node_modules"
+  rm -rf "$app/node_modules" && mkdir "$app/node_modules"
+  cp -a "$root/node_modules/." "$app/node_modules/"   # the contents, also when node_modules is a symlink
+  [ ! -L "$app/node_modules" ] || { echo "build.sh: staging node_modules is a symlink" >&2; exit 1; }
   (cd "$app" && npm prune "${npm_flags[@]}" >/dev/null)
   find "$app/node_modules" -mindepth 1 -maxdepth 1 -type d -name '@*' -empty -delete   # scopes prune emptied
 fi
