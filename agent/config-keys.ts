@@ -101,7 +101,8 @@ const ha = {
   timing: leavesOf(defaultHaConfig()),
   watchdog: {
     device: V,
-    timeoutSec: V
+    timeoutSec: V,
+    loadSoftdog: V
   }
 }
 

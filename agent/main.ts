@@ -21,7 +21,7 @@ import { encodeEnvelope, decodeFrame } from './adapters/wire-codec.js'
 import { simDriver, type SimDriverInit } from './adapters/sim-driver.js'
 import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
-import { checkWatchdogDevice, openWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
+import { checkWatchdogDevice, openWatchdogDevice, prepareWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
 import { readApiToken, resolveGroup } from './adapters/api-credentials.js'
 import { Runtime } from './runtime/runtime.js'
@@ -159,7 +159,7 @@ export async function runAgent (configFile: string): Promise<number> {
   const log = logger.forComponent('agent:main')
   const self = config.cluster.members.find(m => m.name === config.node.name)
   if (self === undefined) throw new ConfigError(`config: node.name "${config.node.name}" is not one of cluster.members`)
-  checkHaWatchdog(config, logger)
+  const haWatchdog = checkHaWatchdog(config, logger)
   // Control API credentials: a bad token file or group stops the start-up here, with its reason.
   const apiToken = readApiToken(config.node.apiTokenFile)
   const apiGid = config.node.apiSocketGroup !== null ? resolveGroup(config.node.apiSocketGroup) : null
@@ -315,7 +315,7 @@ export async function runAgent (configFile: string): Promise<number> {
     },
     ha: () => {
       const r = core.haStatus()
-      return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs)
+      return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, { ...haWatchdog })
     },
     request: input => { runtime.enqueue(input) }
   })
@@ -358,7 +358,7 @@ export async function runAgent (configFile: string): Promise<number> {
 
   await runtime.start()
   await api.start()
-  const watchdog = openHaWatchdog(config, logger, runtime, core)
+  const watchdog = openHaWatchdog(config, logger, runtime, core, haWatchdog)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
   startupCpu.readyS = cpuSeconds()
   log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, control: config.node.apiSocket, tcpChanges: apiToken !== null ? 'with the bearer token' : 'refused (read-only)', incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(startupCpu.loadedS * 1000), ready: Math.round(startupCpu.readyS * 1000) } })
@@ -385,14 +385,16 @@ export async function runAgent (configFile: string): Promise<number> {
 }
 
 /**
- * The watchdog device of `ha.watchdog` (agent/adapters/watchdog-device.ts), opened once the tick
- * loop runs (opening starts the timer). Absent or not openable: logged at error, systemd's
- * watchdog stays the only one. Present but with a timeout the HA timing does not allow: a
- * start-up error (exit 2), never a silent weaker fence.
+ * The watchdog device of `ha.watchdog` (agent/adapters/watchdog-device.ts), only when this host
+ * protects VMs. Before anything starts it is prepared (softdog loaded when missing, as root) and
+ * checked without being opened; it is opened once the tick loop runs (opening starts the timer),
+ * and only then does the core hear that this host holds a fence (haLocalFence). Any problem
+ * (missing, not openable, a timeout the HA timing does not allow) leaves the host unfenced: it
+ * protects no VM and restarts none, and says so at error level and in `starling ha status`.
  */
 function haWatchdogInit (config: AgentConfig): WatchdogDeviceInit | null {
+  if (!config.ha.enabled) return null
   const w = config.ha.watchdog
-  if (w.device === null) return null
   return {
     device: w.device,
     maxTimeoutMs: config.ha.config.watchdogTicks * config.core.tickMs,
@@ -401,32 +403,39 @@ function haWatchdogInit (config: AgentConfig): WatchdogDeviceInit | null {
   }
 }
 
-/** Before anything starts: a device that is there but unsafe to use is a configuration error. */
-function checkHaWatchdog (config: AgentConfig, logger: Logger): void {
+/** The HA fence's state, for `starling ha status` and the log. */
+interface HaWatchdogState { device: string | null, problem: string | null }
+
+/** Before anything starts: prepare and check the device (never throws; a problem is recorded). */
+function checkHaWatchdog (config: AgentConfig, logger: Logger): HaWatchdogState {
   const init = haWatchdogInit(config)
-  if (init === null) return
+  if (init === null) return { device: null, problem: null }
+  const log = logger.forComponent('agent:watchdog')
+  const prep = prepareWatchdogDevice({ device: init.device, loadSoftdog: config.ha.watchdog.loadSoftdog, softMarginSec: Math.floor(init.maxTimeoutMs / 1000) })
+  for (const d of prep.did) log.info(`watchdog: ${d}`)
+  if (!prep.ok) return { device: init.device, problem: prep.problem }
   const r = checkWatchdogDevice(init, logger)
-  if (!r.ok && r.fatal) throw new ConfigError(`config: ha.watchdog: ${r.reason}`)
+  return { device: init.device, problem: r.ok ? null : r.reason }
 }
 
-function openHaWatchdog (config: AgentConfig, logger: Logger, runtime: Runtime, core: AgentCore): WatchdogDevice | null {
+function openHaWatchdog (config: AgentConfig, logger: Logger, runtime: Runtime, core: AgentCore, state: HaWatchdogState): WatchdogDevice | null {
   const log = logger.forComponent('agent:watchdog')
   const init = haWatchdogInit(config)
-  if (init === null) {
-    if (config.ha.enabled) log.warn('no ha.watchdog.device: a hung agent is fenced only by systemd\'s watchdog, which restarts the agent but not the host (use FailureAction=reboot-force, or a watchdog device)')
+  if (init === null) return null
+  const refuse = (why: string): null => {
+    state.problem = why
+    log.error(`HA REFUSED ON THIS HOST: no watchdog that resets it (${why}). Its protected VMs are NOT protected and it restarts none; the cluster restarts a VM of this host only after \`starling ha confirm-down ${config.node.name}\`. The systemd watchdog only restarts the agent, so it is never taken for a fence.`, { device: init.device })
     return null
   }
+  if (state.problem !== null) return refuse(state.problem)
   const r = openWatchdogDevice(init, {
     logger,
     healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()),
     mayDisarm: () => core.haWatchdogOk()
   })
-  if (!r.ok) {
-    if (r.fatal) throw new ConfigError(`config: ha.watchdog: ${r.reason}`)
-    log.error(`WATCHDOG DEVICE UNAVAILABLE, falling back to systemd's watchdog only: ${r.reason}`, { device: init.device })
-    return null
-  }
+  if (!r.ok) return refuse(r.reason)
   r.watchdog.start()
-  log.info('watchdog device armed', { device: init.device, ...r.watchdog.stats() })
+  runtime.enqueue({ type: 'haLocalFence', fenced: true })
+  log.info('watchdog device armed: this host is reset if its agent hangs; its HA VMs are protected', { device: init.device, ...r.watchdog.stats() })
   return r.watchdog
 }

@@ -23,6 +23,7 @@
  *   GET /v1/ha                   high availability: quorum, fence, mode, restarts (404: not configured)
  *   POST /v1/ha/mode {armed}     arm or disarm HA cluster-wide (202)
  *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
+ *   POST /v1/ha/confirm-down {host}     an operator's word that a host with no fence is down (202)
  */
 import http from 'node:http'
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs'
@@ -165,7 +166,7 @@ export function httpApi (init: HttpApiInit) {
     const handle = (via: 'unix' | 'tcp') => (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
-        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/replicate')) {
+        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/ha/confirm-down' || url === '/v1/replicate')) {
           const no = refuse(via, req)
           const caller = { via, uid: req.headers['x-starling-uid'] ?? null, user: req.headers['x-starling-user'] ?? null, remote: via === 'tcp' ? `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}` : null }
           if (no !== null) {
@@ -246,6 +247,9 @@ export function httpApi (init: HttpApiInit) {
       } else if (url === '/v1/ha/maintenance') {
         if (typeof body.host !== 'string' || body.host === '' || typeof body.on !== 'boolean') { bad('host must be a non-empty string and on a boolean'); return }
         c.request({ type: 'haOperatorMaintenance', host: body.host, on: body.on })
+      } else if (url === '/v1/ha/confirm-down') {
+        if (typeof body.host !== 'string' || body.host === '') { bad('host must be a non-empty string'); return }
+        c.request({ type: 'haOperatorConfirmDown', host: body.host })
       } else {
         if (typeof body.host !== 'string' || body.host === '') { bad('host must be a non-empty string'); return }
         c.request({ type: 'operatorDrain', host: body.host })

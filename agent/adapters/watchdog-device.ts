@@ -9,10 +9,15 @@
  * nowayout): only then does a close disarm it. Only one process may hold the device open.
  *
  * This adapter:
+ * - when the device is missing, loads the softdog module (`prepareWatchdogDevice`, as root: the
+ *   unit's `starling fence-setup`, or an agent run as root) with soft_margin set to the HA bound,
+ *   and gives the device to the agent's group;
  * - opens the device once at start-up; if it is absent or cannot be opened (no driver, no
- *   softdog, permissions, already held), `openWatchdogDevice` says why and the composition root
- *   logs it at error and keeps only systemd's watchdog (WatchdogSec=, which restarts the agent
- *   but does not reset the host: a weaker fence, see agent/core/ha/index.ts);
+ *   softdog, permissions, already held, a timeout the HA timing does not allow),
+ *   `openWatchdogDevice` says why and the composition root logs it at error: the host then
+ *   protects no VM (the HA core's fence gate, agent/core/ha/index.ts). systemd's watchdog
+ *   (WatchdogSec=) restarts a hung agent but does not reset the host, so it never counts as a
+ *   fence;
  * - pets it every `petIntervalMs` only while `healthy()` holds: the runtime's ticks advanced
  *   since the previous pet AND the HA core allows it (HaManager.watchdogOk: quorate, within the
  *   fence grace, every local HA VM fenced, or fencing off). A hung event loop runs no timer and
@@ -34,7 +39,8 @@
  * used silently. Node cannot issue the WDIOC_SETTIMEOUT ioctl without a native addon, so the
  * timeout is the driver's (set softdog's with `options softdog soft_margin=10`).
  */
-import { closeSync, openSync, readFileSync, realpathSync, statSync, writeSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, chownSync, closeSync, constants, openSync, readFileSync, realpathSync, statSync, writeSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from '../ports/logger.js'
 
@@ -203,7 +209,9 @@ export function openWatchdogDevice (init: WatchdogDeviceInit, c: WatchdogDeviceC
   if (!chk.ok) return chk
   let fd: number
   try {
-    fd = openSync(init.device, 'w')
+    // Non-blocking: a character device opens at once either way, and a FIFO (a test's emulated
+    // device) with no reader fails with ENXIO instead of blocking the agent.
+    fd = openSync(init.device, constants.O_WRONLY | constants.O_NONBLOCK)
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     return { ok: false, fatal: false, reason: `cannot open ${init.device}: ${e.code ?? e.message}` }
@@ -224,4 +232,50 @@ export function progressGate (ticks: () => number, allow: () => boolean): () => 
     last = now
     return progressed && allow()
   }
+}
+
+export interface PrepareWatchdogOptions {
+  device: string
+  /** Load softdog when the device is missing. */
+  loadSoftdog: boolean
+  /** softdog's soft_margin, seconds (the HA bound: watchdogTicks x tickMs). */
+  softMarginSec: number
+  /** Give the device to this gid, mode 0660 (the unit's agent runs as group starling). */
+  gid?: number
+  /** @default 'modprobe' */
+  modprobe?: string
+}
+
+/**
+ * Makes the watchdog device usable before the agent opens it: loads softdog when the device is
+ * missing (root only), and hands it to the agent's group. Returns what it did, or why it could
+ * not; never throws. Opening the device is left to the agent: it starts the timer.
+ */
+export function prepareWatchdogDevice (o: PrepareWatchdogOptions): { ok: boolean, did: string[], problem: string | null } {
+  const did: string[] = []
+  const exists = (): boolean => { try { statSync(o.device); return true } catch { return false } }
+  if (!exists()) {
+    if (!o.loadSoftdog) return { ok: false, did, problem: `${o.device} is missing and ha.watchdog.loadSoftdog is false` }
+    if (process.getuid?.() !== 0) return { ok: false, did, problem: `${o.device} is missing and loading softdog needs root (the unit's ExecStartPre runs \`starling fence-setup\`)` }
+    try {
+      execFileSync(o.modprobe ?? 'modprobe', ['softdog', `soft_margin=${o.softMarginSec}`], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 20_000 })
+      did.push(`loaded softdog (soft_margin=${o.softMarginSec})`)
+    } catch (err) {
+      const e = err as Error & { stderr?: Buffer }
+      return { ok: false, did, problem: `${o.device} is missing and \`modprobe softdog\` failed: ${(e.stderr?.toString() ?? e.message).trim()}` }
+    }
+    // udev creates the node shortly after the module registers the device.
+    for (let i = 0; i < 50 && !exists(); i++) execFileSync('sleep', ['0.1'])
+    if (!exists()) return { ok: false, did, problem: `softdog loaded but ${o.device} did not appear` }
+  }
+  if (o.gid !== undefined && process.getuid?.() === 0) {
+    try {
+      chownSync(o.device, 0, o.gid)
+      chmodSync(o.device, 0o660)
+      did.push(`${o.device} given to gid ${o.gid}, mode 0660`)
+    } catch (err) {
+      return { ok: false, did, problem: `cannot give ${o.device} to the agent's group: ${(err as Error).message}` }
+    }
+  }
+  return { ok: true, did, problem: null }
 }

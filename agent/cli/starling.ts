@@ -27,6 +27,7 @@ import { apiAddress, apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError
 const USAGE = `usage: starling <command> [options]
 commands:
   agent --config FILE        run the agent daemon
+  fence-setup --config FILE  as root, before the agent: load softdog when there is no watchdog device, give it to the agent
   config check FILE          validate a configuration without starting anything; prints ok and a summary
   status [--json]            show the cluster as a tree (hosts, load now and forecast, VMs)
   members [--json]           show the members
@@ -46,6 +47,7 @@ commands:
   ha status [--json]         high availability: quorum, fence, fenced hosts, restarts pending and done
   ha disarm | ha arm         stop / resume failing over (network maintenance), cluster-wide
   ha maintenance HOST on|off keep HOST out of failover (not restarted elsewhere, not a target)
+  ha confirm-down HOST       HOST (which had no fence) is powered off: restart its HA VMs elsewhere
 options:
   --api IP:PORT              the agent's TCP API address (default from --config, else 127.0.0.1:7946)
   --config FILE              read node.apiListen, node.apiSocket and node.apiTokenFile from this configuration
@@ -126,6 +128,29 @@ export async function main (argv: string[]): Promise<number> {
       case 'status':
       case 'members':
         return await readCommand(cmd, rest)
+      case 'fence-setup': {
+        // Run as root before the agent (the unit's ExecStartPre=+): the agent, a system user,
+        // can neither load modules nor chown the device.
+        const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } } })
+        if (values.config === undefined) throw new UsageError('starling fence-setup needs --config FILE')
+        const { loadConfigFile } = await import('../main.js')
+        const config = await loadConfigFile(values.config)
+        if (!config.ha.enabled) { process.stdout.write('fence-setup: no protected VMs in ha.vms: no watchdog needed\n'); return 0 }
+        const { prepareWatchdogDevice } = await import('../adapters/watchdog-device.js')
+        const { resolveGroup } = await import('../adapters/api-credentials.js')
+        let gid: number | undefined
+        try { gid = resolveGroup(config.node.apiSocketGroup ?? 'starling') } catch { gid = undefined }
+        const r = prepareWatchdogDevice({
+          device: config.ha.watchdog.device,
+          loadSoftdog: config.ha.watchdog.loadSoftdog,
+          softMarginSec: Math.floor(config.ha.config.watchdogTicks * config.core.tickMs / 1000),
+          ...(gid !== undefined ? { gid } : {})
+        })
+        for (const d of r.did) process.stdout.write(`fence-setup: ${d}\n`)
+        // Never stops the start: the agent then runs unfenced, protects no VM and says why.
+        if (!r.ok) process.stderr.write(`fence-setup: NO FENCE: ${r.problem ?? ''}\n`)
+        return 0
+      }
       case 'keygen': {
         const { values } = parseArgs({ args: rest, options: { 'state-dir': { type: 'string' }, json: { type: 'boolean' } } })
         const dir = values['state-dir']

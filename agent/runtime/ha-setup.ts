@@ -65,11 +65,15 @@ export interface HaSection {
   vms: HaVmEntry[]
   config: HaConfig
   /**
-   * The watchdog device that fences a hung agent (agent/adapters/watchdog-device.ts): `device`
-   * (e.g. /dev/watchdog) or null for systemd's watchdog only; `timeoutSec`, the device's
-   * timeout when sysfs does not report it. Its timeout must be <= timing.watchdogTicks x tickMs.
+   * The watchdog device that resets this host when its agent hangs (agent/adapters/watchdog-device.ts):
+   * `device` (@default "/dev/watchdog"); `timeoutSec`, the device's timeout when sysfs does not
+   * report it; `loadSoftdog` (@default true): when the device is missing, load the softdog module
+   * with soft_margin = timing.watchdogTicks x tickMs (as Proxmox does; needs root: the unit's
+   * `starling fence-setup`). The device's timeout must be <= timing.watchdogTicks x tickMs. A host
+   * that cannot hold the device protects no VM (HA refuses there, and says why); the systemd
+   * watchdog is never taken for a fence.
    */
-  watchdog: { device: string | null, timeoutSec: number | null }
+  watchdog: { device: string, timeoutSec: number | null, loadSoftdog: boolean }
 }
 
 type Obj = Record<string, unknown>
@@ -134,12 +138,15 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
       vms.push(e)
     }
   }
-  const watchdog: HaSection['watchdog'] = { device: null, timeoutSec: null }
+  const watchdog: HaSection['watchdog'] = { device: '/dev/watchdog', timeoutSec: null, loadSoftdog: true }
   if (r.watchdog !== undefined) {
-    if (!isObj(r.watchdog)) fail('ha.watchdog', 'must be an object { device, timeoutSec? }')
+    if (!isObj(r.watchdog)) fail('ha.watchdog', 'must be an object { device?, timeoutSec?, loadSoftdog? }')
     const w = r.watchdog as Obj
-    watchdog.device = str(w, 'device', 'ha.watchdog')
+    if (w.device !== undefined) watchdog.device = str(w, 'device', 'ha.watchdog')
+    if (!watchdog.device.startsWith('/')) fail('ha.watchdog.device', `must be an absolute path (got ${JSON.stringify(watchdog.device)})`)
     if (w.timeoutSec !== undefined) watchdog.timeoutSec = int(w, 'timeoutSec', 'ha.watchdog', undefined, 1)
+    if (w.loadSoftdog !== undefined && typeof w.loadSoftdog !== 'boolean') fail('ha.watchdog.loadSoftdog', 'must be true or false')
+    if (w.loadSoftdog === false) watchdog.loadSoftdog = false
   }
   const base = defaultHaConfig()
   let timing: Obj = {}

@@ -1,9 +1,10 @@
 /**
  * The watchdog device adapter. A real /dev/watchdog (hardware or softdog) is used when this
  * machine has one; otherwise the adapter is tested against stand-ins (a FIFO read by the test,
- * a regular file) and the test says so loudly. Also a real agent process with `ha.watchdog`
- * pointing at a FIFO: it pets while its ticks advance, stops when it is hung (SIGSTOP), resumes,
- * and writes the magic 'V' on SIGTERM.
+ * a regular file) and the test says so loudly. Also a real agent process protecting a VM with
+ * `ha.watchdog` pointing at a FIFO: it pets while its ticks advance, stops when it is hung
+ * (SIGSTOP), resumes, and writes the magic 'V' on SIGTERM; with the device absent or unsafe, the
+ * agent runs but refuses to protect its VMs, and says why.
  */
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -17,6 +18,12 @@ import { startAgent, writeLocalCluster } from '../../agent/cli/demo.js'
 import { compiledCli } from '../integration/cluster-harness.js'
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+/** One protected VM (the sim driver's vm-1-1, running on host1): the watchdog is opened only where HA protects something. */
+const HA_VMS = [{ id: 'vm-1-1', home: 'host1', kernel: '/boot/none' }]
+async function haStatus (api: string): Promise<Record<string, any> | null> {
+  const r = await fetch(`http://${api}/v1/ha`, { signal: AbortSignal.timeout(2000) }).catch(() => null)
+  return r === null || !r.ok ? null : await r.json() as Record<string, any>
+}
 const logger = jsonLogger({ level: 'error', write: () => {} })
 
 /** Why this machine has no usable watchdog device (null: it has one). */
@@ -162,13 +169,16 @@ t.test('real agent process with ha.watchdog on a FIFO stand-in: hung agent stops
   const dev = fifo(dir)
   t.teardown(() => { dev.close() })
   const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
-  cfg.ha = { watchdog: { device: dev.path, timeoutSec: 2 } }
+  cfg.ha = { vms: HA_VMS, watchdog: { device: dev.path, timeoutSec: 2 } }
   await writeFile(h.configFile, JSON.stringify(cfg))
   const p = startAgent(h, compiledCli())
   t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
   let seen = ''
   for (let i = 0; i < 150 && seen.length < 3; i++) { await sleep(100); seen += dev.read() }
   t.ok(seen.length >= 3, `the agent pets the device (${seen.length} pets)`)
+  const st = await haStatus(h.apiListen)
+  t.equal(st?.selfFenced, true, 'the core knows this host holds a fence')
+  t.equal(st?.watchdog?.device, dev.path, 'and shows which device')
   t.notOk(seen.includes('V'))
   p.kill('SIGSTOP')
   await sleep(100); dev.read()
@@ -189,26 +199,34 @@ t.test('real agent process with ha.watchdog on a FIFO stand-in: hung agent stops
   t.match(log, /disarmed \(magic close\)/)
 })
 
-t.test('real agent process: a configured but absent device falls back to systemd loudly', async t => {
+t.test('real agent process: an absent device leaves the host unfenced: it runs, protects nothing, and says so', async t => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-agent-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const [h] = await writeLocalCluster(dir, 1, { vmsPerHost: 1 })
   if (h === undefined) { t.fail('no host'); return }
   const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
-  cfg.ha = { watchdog: { device: path.join(dir, 'no-such-watchdog'), timeoutSec: 2 } }
+  cfg.ha = { vms: HA_VMS, watchdog: { device: path.join(dir, 'no-such-watchdog'), timeoutSec: 2, loadSoftdog: false } }
   await writeFile(h.configFile, JSON.stringify(cfg))
   const p = startAgent(h, compiledCli())
   t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
   let log = ''
   for (let i = 0; i < 150 && !/agent started/.test(log); i++) { await sleep(100); log = await readFile(h.logFile, 'utf8').catch(() => '') }
-  t.match(log, /WATCHDOG DEVICE UNAVAILABLE, falling back to systemd/, 'logged at error')
+  const refusal = log.split('\n').find(l => l.includes('HA REFUSED ON THIS HOST'))
+  t.ok(refusal !== undefined, 'the refusal is logged')
+  t.equal(refusal === undefined ? null : (JSON.parse(refusal) as { level: string }).level, 'error', 'at error level')
+  t.match(refusal ?? '', /no-such-watchdog is missing and ha\.watchdog\.loadSoftdog is false/, 'with the reason')
   t.match(log, /agent started/, 'and the agent runs')
+  const st = await haStatus(h.apiListen)
+  t.equal(st?.selfFenced, false, 'the core holds this host unfenced')
+  t.match(st?.watchdog?.problem ?? '', /missing/, '/v1/ha says why')
+  const shown = spawnSync(process.execPath, [compiledCli(), 'ha', 'status', '--api', h.apiListen], { encoding: 'utf8' })
+  t.match(shown.stdout, /watchdog\s+NONE: this host's HA VMs are NOT protected/, '`starling ha status` says this host protects nothing')
   const exited = new Promise<number | null>(resolve => p.once('exit', code => resolve(code)))
   p.kill('SIGTERM')
   t.equal(await exited, 0)
 })
 
-t.test('real agent process: a device whose timeout exceeds the HA bound is a start-up error', async t => {
+t.test('real agent process: a device whose timeout exceeds the HA bound is never opened; the host stays unfenced', async t => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-agent-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const [h] = await writeLocalCluster(dir, 1, { vmsPerHost: 1 })
@@ -216,11 +234,57 @@ t.test('real agent process: a device whose timeout exceeds the HA bound is a sta
   const file = path.join(dir, 'fake-watchdog')
   writeFileSync(file, '')
   const cfg = JSON.parse(await readFile(h.configFile, 'utf8')) as Record<string, unknown>
-  cfg.ha = { watchdog: { device: file, timeoutSec: 60 } }
+  cfg.ha = { vms: HA_VMS, watchdog: { device: file, timeoutSec: 60 } }
   await writeFile(h.configFile, JSON.stringify(cfg))
   const p = startAgent(h, compiledCli())
   t.teardown(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
-  const code = await new Promise<number | null>(resolve => p.once('exit', c => resolve(c)))
-  t.equal(code, 2, 'exit code 2 (configuration error)')
-  t.match(await readFile(h.logFile, 'utf8'), /ha\.watchdog: .*60 s, longer than ha\.timing\.watchdogTicks/)
+  let log = ''
+  for (let i = 0; i < 150 && !/agent started/.test(log); i++) { await sleep(100); log = await readFile(h.logFile, 'utf8').catch(() => '') }
+  t.match(log, /HA REFUSED ON THIS HOST.*60 s, longer than ha\.timing\.watchdogTicks/, 'the refusal names the timeout and the bound')
+  await sleep(500)
+  t.equal(readFileSync(file, 'utf8'), '', 'the device was never written to (never opened: opening starts the timer)')
+  t.equal((await haStatus(h.apiListen))?.selfFenced, false, 'unfenced')
+  const exited = new Promise<number | null>(resolve => p.once('exit', code => resolve(code)))
+  p.kill('SIGTERM')
+  t.equal(await exited, 0)
+})
+
+t.test('the tests\' emulated device (test/lib/watchdog-emulator.ts) has the kernel\'s semantics with the real adapter', async t => {
+  const { WatchdogEmulator } = await import('../lib/watchdog-emulator.js')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-emu-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  let resets = 0
+  const emu = new WatchdogEmulator(path.join(dir, 'wd'), 1000, () => { resets++ })
+  emu.start()
+  t.teardown(() => { emu.stop() })
+  let ticks = 0
+  let allow = true
+  const open = (): ReturnType<typeof openWatchdogDevice> => openWatchdogDevice({ device: emu.path, maxTimeoutMs: 2000, timeoutSec: 1, tickMs: 10, petIntervalMs: 100 },
+    { logger, healthy: () => { ticks++; return allow }, mayDisarm: () => allow })
+  const r1 = open()
+  if (!r1.ok) { t.fail(`open failed: ${r1.reason}`); return }
+  r1.watchdog.start()
+  await sleep(600)
+  t.ok(emu.isArmed && emu.pets >= 3, `armed and petted (${emu.pets} pets)`)
+  t.equal(r1.watchdog.close(true), true, 'a clean stop while HA allows it disarms')
+  await sleep(1500)
+  t.equal(resets, 0, 'no reset after a magic close')
+  const r2 = open()
+  if (!r2.ok) { t.fail(`reopen failed: ${r2.reason}`); return }
+  r2.watchdog.start()
+  await sleep(400)
+  allow = false // the core withholds the watchdog: no more pets
+  const t0 = Date.now()
+  while (resets === 0 && Date.now() - t0 < 5000) await sleep(20)
+  t.equal(resets, 1, `the withheld watchdog "resets the host" (${Date.now() - t0} ms after pets stopped, timeout 1000 ms)`)
+  allow = true
+  r2.watchdog.close(false)
+  const r3 = open()
+  if (!r3.ok) { t.fail(`third open failed: ${r3.reason}`); return }
+  r3.watchdog.start()
+  await sleep(300)
+  r3.watchdog.close(false) // a crash: closed without the magic character
+  const t1 = Date.now()
+  while (resets === 1 && Date.now() - t1 < 5000) await sleep(20)
+  t.equal(resets, 2, 'a close without the magic character leaves the timer running: reset')
 })
