@@ -13,14 +13,15 @@
  *         "vcpus": 2, "memMiB": 2048, "kernel": "/srv/vm/vmlinuz", "initrd": "/srv/vm/initrd", "append": "console=ttyS0",
  *         "args": ["-netdev", "bridge,id=n0,br=br0", "-device", "virtio-net-pci,netdev=n0"] }
  *     ],
- *     "timing": { "leaseTicks": 30, "fenceTicks": 50, "watchdogTicks": 100, "fenceDelayTicks": 250 }
+ *     "timing": { "leaseTicks": 15, "fenceTicks": 25, "watchdogTicks": 80 },
+ *     "watchdog": { "device": "/dev/watchdog", "loadSoftdog": true }
  *   }
  * Every cluster member takes part (majorities count all of them); `tieBreaker` names a member
  * that votes but never runs protected VMs (needed with two hosts). A VM boots from its
  * definition here (kernel/initrd/append, or `image`: a disk image on shared storage) on
  * whichever host restarts it; the definition must be the same in every member's file.
  * `timing` overrides agent/core/ha/ha-config.ts defaultHaConfig(); fenceDelayTicks defaults to
- * the larger of 250 and the safe minimum, and a value below the minimum is refused at start-up.
+ * the safe minimum for the timing in force, and a value below it is refused at start-up.
  */
 import { ConfigError } from '../core/config.js'
 import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, validateHaInventory, type HaConfig, type HaMemberSpec, type HaSource, type HaVmSpec } from '../core/ha/ha-config.js'
@@ -155,7 +156,9 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
     timing = r.timing as Obj
   }
   const merged = { ...base, ...timing } as HaConfig
-  if (timing.fenceDelayTicks === undefined) merged.fenceDelayTicks = Math.max(base.fenceDelayTicks, requiredFenceDelayTicks(merged))
+  // Unless given, the fence delay is the smallest the timing argument allows for the timing in
+  // force (agent/core/ha/index.ts): the fastest safe failover.
+  if (timing.fenceDelayTicks === undefined) merged.fenceDelayTicks = requiredFenceDelayTicks(merged)
   try {
     validateHaConfig(merged)
     if (vms.length > 0) validateHaInventory(haMembers(memberNames, { tieBreaker, hosts }, n => n), vms.map(e => haVmSpec(e, n => n)))

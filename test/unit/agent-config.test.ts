@@ -30,6 +30,24 @@ t.test('a minimal configuration gets every default', async t => {
   t.ok(c.core.tickMs > 0, 'core defaults are filled in')
 })
 
+t.test('defaults of the control API and the HA fence; the fence delay follows the timing in force', async t => {
+  const c = validateConfig(good())
+  t.equal(c.node.apiSocket, '/run/starling/control.sock')
+  t.equal(c.node.apiTokenFile, '/etc/starling/api-token')
+  t.equal(c.node.apiSocketGroup, null)
+  t.same(c.ha.watchdog, { device: '/dev/watchdog', timeoutSec: null, loadSoftdog: true }, 'HA needs /dev/watchdog by default and loads softdog when it is missing')
+  t.equal(c.ha.config.fenceDelayTicks, 153, 'default timing: the minimum fence delay, 15.3 s')
+  const slow = good()
+  slow.ha = { timing: { watchdogTicks: 100 } }
+  t.equal(validateConfig(slow).ha.config.fenceDelayTicks, Math.ceil((15 + 25 + 100 + 30 + 2) * 1.002), 'a 10 s watchdog: derived again (173 ticks)')
+  const low = good()
+  low.ha = { timing: { fenceDelayTicks: 100 } }
+  t.throws(() => validateConfig(low), /fenceDelayTicks must be >= 153/, 'a fence delay below the minimum is refused')
+  const bad = good()
+  bad.node.apiSocket = 'relative.sock'
+  t.throws(() => validateConfig(bad), /node\.apiSocket must be an absolute path/)
+})
+
 const bad: Array<[string, (c: any) => void, RegExp]> = [
   ['root not an object', c => { c.cluster = 'x' }, /cluster must be an object/],
   ['missing secret', c => { delete c.cluster.secret }, /cluster\.secret must be a non-empty string/],
@@ -251,7 +269,7 @@ t.test('every section with every key passes (the key list knows what the validat
     hosts: { hv1: { cpuMips: 16000, memMiB: 65536 } },
     vms: [{ id: 'db', home: 'hv1', priority: 1, order: 0, maxAttempts: 3, fencePolicy: 'stop', vcpus: 1, memMiB: 256, cpuMips: 1000, kernel: '/k', initrd: '/i', append: 'x', args: [] }],
     timing: defaultHaConfig(),
-    watchdog: { device: '/dev/watchdog', timeoutSec: 5 }
+    watchdog: { device: '/dev/watchdog', timeoutSec: 5, loadSoftdog: true }
   }
   c.replication = { mode: 'cost', vms: ['db', { id: 'r', vcpus: 1, memMiB: 64, image: '/srv/r.img', args: [] }], serviceAddresses: { hv2: '10.0.0.2' }, bootSec: 30, overheadFraction: 0.02, migrationDegradation: 0.1, horizonSec: 300, retireBelow: 0.7 }
   c.log = { level: 'debug' }

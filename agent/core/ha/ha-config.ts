@@ -44,26 +44,31 @@ export interface HaConfig {
 }
 
 /**
- * Production profile, tick 100 ms: lease 3 s, fence 5 s (stop after 1 s), watchdog 10 s (as the
- * Proxmox hardware watchdog), claims 3 s, fence delay 25 s. A dead host's VMs restart about
- * 25 s after its last frame, against about 2 min for Proxmox HA.
+ * Production profile, tick 100 ms: beats every 0.5 s, lease 1.5 s, fence 2.5 s (stop after 1 s
+ * without a majority), watchdog 8 s (softdog is loaded with soft_margin=8; a hardware watchdog
+ * must time out within 8 s), claims 1.5 s. The fence delay is the smallest the timing argument
+ * allows for these (requiredFenceDelayTicks: 153 ticks, 15.3 s): a dead host's VMs restart about
+ * 15 s after its last frame, against about 2 min for Proxmox HA. Every host must use the same
+ * timing (the mesh hello refuses a host whose ha.timing differs).
  */
 export function defaultHaConfig (): HaConfig {
-  return {
+  const c: HaConfig = {
     beatIntervalTicks: 5,
-    leaseTicks: 30,
+    leaseTicks: 15,
     fenceAfterTicks: 10,
-    fenceTicks: 50,
-    watchdogTicks: 100,
-    claimTimeoutTicks: 30,
-    claimRetryTicks: 5,
+    fenceTicks: 25,
+    watchdogTicks: 80,
+    claimTimeoutTicks: 15,
+    claimRetryTicks: 3,
     claimBackoffTicks: 10,
-    heldRefreshTicks: 50,
-    fenceDelayTicks: 250,
+    heldRefreshTicks: 30,
+    fenceDelayTicks: 0,
     clockDriftPpm: 1000,
     maxAttempts: 3,
     maxClaimsInFlight: 4
   }
+  c.fenceDelayTicks = requiredFenceDelayTicks(c)
+  return c
 }
 
 /** Short timers for the simulator (one tick of delay per hop, exact clocks). */
