@@ -1,19 +1,27 @@
 /**
- * Goal: high availability through real agent processes and real QEMU guests. (1) kill -9 of a
- * host's agent AND its guest: the protected VM runs again on another host (its heartbeat on the
- * serial console) within a bound, and only one copy runs; the time from the kill to the first
- * heartbeat elsewhere is reported. (2) A network cut of the host that runs the VM: the cut-off
- * host fences itself (its agent kills the guest) before the majority restarts it elsewhere, no
- * two copies ever run at once, and after the heal nothing runs twice.
+ * Goal: high availability through real agent processes and real QEMU guests, never two copies.
+ * Cluster A, every host with a watchdog that resets it: (1) kill -9 of a host's agent AND its
+ * guest: the protected VM runs again on another host (its heartbeat on the serial console) within
+ * a bound, and only one copy runs; the time from the kill to the first heartbeat elsewhere is
+ * reported. (2) SIGSTOP of the owner's agent alone (a hung agent; its QEMU runs on): its watchdog
+ * resets the host before the majority restarts the VM elsewhere; no overlap. (3) A network cut of
+ * the host that runs the VM: the cut-off host fences itself (its agent kills the guest) before
+ * the majority restarts it elsewhere, and after the heal nothing runs twice.
+ * Cluster B, the VM's host without a watchdog (the others with one): (4) SIGSTOP of its agent:
+ * the cluster refuses to restart the VM (a second copy would run beside the first, which goes on),
+ * and says it waits for an operator; once the host is really off, `starling ha confirm-down`
+ * lets the VM restart elsewhere, once.
  *
  * Method: three agents on loopback, each on its own 127.0.0.x address (so that iptables can cut
  * one off by address), QEMU under TCG with the test guest (test/guest, heartbeat about every
  * 10 ms). Protected VM g1 (home host1) is booted by host1 on its first start. HA timing is short
- * for a test but checked safe by validateHaConfig (tick 100 ms: fence delay 6.3 s). The agents'
+ * for a test but checked safe by validateHaConfig (tick 100 ms). The watchdog is emulated
+ * (test/lib/watchdog-emulator.ts: a FIFO with the kernel's semantics; a reset kills the host's
+ * agent and its QEMU), since a real one would reset the machine running the tests. The agents'
  * QEMU processes outlive their agent (detached), as in production. Copies are judged from
  * outside: a QEMU process whose serial log grows.
- * Run: npm run build && npx tap test/integration/ha-qemu.test.ts  (about 2 minutes; the cut
- * needs root for iptables and is skipped without it)
+ * Run: npm run build && npx tap test/integration/ha-qemu.test.ts  (about 4 minutes; the cut
+ * needs root for iptables)
  */
 import tap, { type Test } from 'tap'
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
@@ -23,26 +31,34 @@ import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
 
-/** Short but safe: fence delay = (lease 10 + fence 15 + watchdog 15 + 2 x claim 10 + 2) x 1.002, rounded up. */
+/**
+ * Short but safe: fence delay = (lease 10 + fence 15 + watchdog 40 + 2 x claim 10 + 2) x 1.002,
+ * rounded up. The emulated watchdog times out after 4 s (= watchdogTicks): long enough that a
+ * loaded machine's pauses do not reset a healthy agent.
+ */
 const TIMING: HaConfig = {
   beatIntervalTicks: 2,
   leaseTicks: 10,
   fenceAfterTicks: 8,
   fenceTicks: 15,
-  watchdogTicks: 15,
+  watchdogTicks: 40,
   claimTimeoutTicks: 10,
   claimRetryTicks: 3,
   claimBackoffTicks: 5,
   heldRefreshTicks: 20,
-  fenceDelayTicks: 63,
+  fenceDelayTicks: 88,
   clockDriftPpm: 1000,
   maxAttempts: 3,
   maxClaimsInFlight: 4
 }
+const WATCHDOG_SEC = 4
+/** Cluster B: a longer grace at start (5 s), so that host1, started last, keeps the VM it boots. */
+const TIMING_B: HaConfig = { ...TIMING, fenceAfterTicks: 40, fenceTicks: 50, fenceDelayTicks: requiredFenceDelayTicks({ ...TIMING, fenceTicks: 50 }) }
 
 let logDump = (): string => ''
 
@@ -60,10 +76,14 @@ try {
 } catch (err) {
   tap.fail(`QEMU or the test guest is missing: ${(err as Error).message}`)
 }
-if (guestDir !== '') await tap.test('HA failover through the agents', run)
+if (guestDir !== '') {
+  await tap.test('HA failover through the agents, every host fenced', async t => { await run(t, 'A') })
+  await tap.test('HA on a host with no fence: refused, then restarted on an operator\'s confirmation', async t => { await run(t, 'B') })
+}
 
-async function run (t: Test): Promise<void> {
-  t.doesNotThrow(() => validateHaConfig({ ...TIMING }), `test timing is safe (fence delay ${TIMING.fenceDelayTicks} >= ${requiredFenceDelayTicks(TIMING)} ticks)`)
+async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
+  const timing = kind === 'A' ? TIMING : TIMING_B
+  t.doesNotThrow(() => validateHaConfig({ ...timing }), `test timing is safe (fence delay ${timing.fenceDelayTicks} >= ${requiredFenceDelayTicks(timing)} ticks)`)
   const cli = compiledCli()
   const cluster = await LocalCluster.create(3, { core: { reportIntervalTicks: 10, reportPullIntervalTicks: 10, pushPullIntervalTicks: 50 } })
   const procs = new Map<string, ChildProcess>()
@@ -74,6 +94,10 @@ async function run (t: Test): Promise<void> {
   const serial = (h: string): string => path.join(runDir(h), VM, 'serial.log')
   logDump = () => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => /\bha\b|ha-|fence|vm g1/.test(l)).slice(-25).join('\n') : '')).join('\n').slice(-12000)
   const members = cluster.hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: `${ip(h.name)}:${h.address.split(':')[1]!}` }))
+  const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
+  /** The emulated watchdogs; a reset kills the host's agent and its QEMU, as a real reset would. */
+  const watchdogs = new Map<string, WatchdogEmulator>()
+  const resetAt = new Map<string, number>()
   const guest = { vcpus: 1, memMiB: 256, kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=8 dirtier_rate=0' }
   for (const h of cluster.hosts) {
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
@@ -82,7 +106,9 @@ async function run (t: Test): Promise<void> {
     cfg.driver = { kind: 'qemu', vms: [], qemu: { runDir: runDir(h.name), accel: 'tcg', migrationListen: ip(h.name), vms: h.name === 'host1' ? [{ id: VM, ...guest }] : [] } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
     cfg.migration = { autoBalance: false }
-    cfg.ha = { vms: [{ id: VM, home: 'host1', priority: 10, ...guest }], timing: TIMING }
+    // Cluster B: host1 (the VM's home) has no watchdog device.
+    const device = kind === 'B' && h.name === 'host1' ? path.join(cluster.dir, 'no-watchdog-here') : wdPath(h.name)
+    cfg.ha = { vms: [{ id: VM, home: 'host1', priority: 10, ...guest }], timing, watchdog: { device, timeoutSec: WATCHDOG_SEC, loadSoftdog: false } }
     fs.writeFileSync(h.configFile, JSON.stringify(cfg, null, 2))
   }
   const start = (name: string): ChildProcess => {
@@ -123,6 +149,18 @@ async function run (t: Test): Promise<void> {
   /** Samples every 20 ms how many g1 QEMU processes are alive at once (a restart overlapping the old copy shows as 2). */
   let maxConcurrent = 0
   const sampler = setInterval(() => { maxConcurrent = Math.max(maxConcurrent, names.filter(h => qemuPid(h) !== null).length) }, 20)
+  for (const h of names) {
+    if (kind === 'B' && h === 'host1') continue
+    const w = new WatchdogEmulator(wdPath(h), WATCHDOG_SEC * 1000, () => {
+      resetAt.set(h, performance.now())
+      const p = procs.get(h)
+      if (p !== undefined && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
+      const q = qemuPid(h)
+      if (q !== null) try { process.kill(q, 'SIGKILL') } catch { /* gone */ }
+    })
+    w.start()
+    watchdogs.set(h, w)
+  }
   const rules: string[][] = []
   const cut = (name: string): void => {
     for (const dir of ['-s', '-d']) {
@@ -135,6 +173,7 @@ async function run (t: Test): Promise<void> {
 
   t.teardown(async () => {
     clearInterval(sampler)
+    for (const w of watchdogs.values()) w.stop()
     heal()
     for (const p of procs.values()) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
     for (const h of names) { const pid = qemuPid(h); if (pid !== null) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } }
@@ -142,7 +181,17 @@ async function run (t: Test): Promise<void> {
     await cluster.stop()
   })
 
-  for (const h of names) start(h)
+  if (kind === 'B') {
+    // host1 starts last, into a running majority, so that it keeps the VM it boots.
+    start('host2'); start('host3')
+    await until('host2 and host3 see each other', async () => {
+      for (const h of ['host2', 'host3']) { const s = await cluster.status(h); if (s === null || aliveCount(s) !== 2) return false }
+      return true
+    }, 60_000)
+    start('host1')
+  } else {
+    for (const h of names) start(h)
+  }
   await until('three agents alive in every view', async () => {
     for (const h of names) { const s = await cluster.status(h); if (s === null || aliveCount(s) !== 3) return false }
     return true
@@ -163,6 +212,7 @@ async function run (t: Test): Promise<void> {
     return (await ha(first))?.vms.find(x => x.vm === VM)?.role === 'running'
   }, 60_000)
   t.comment(`g1 runs on ${first}${first === 'host1' ? ' (its home)' : ' (host1 fenced it at start-up, before it saw a majority)'}`)
+  if (kind === 'B') { await unfencedHost(t, first); return }
   const other0 = names.find(h => h !== first)!
   const st = await starling(['ha', 'status', '--api', cluster.host(other0).apiListen])
   t.equal(st.code, 0, 'starling ha status answers')
@@ -170,6 +220,47 @@ async function run (t: Test): Promise<void> {
   t.match(st.out, new RegExp(`g1\\s+${first}`), 'owner shown by name')
   await until(`g1 heartbeats on ${first}`, () => hbCount(first) > 20, 60_000)
   t.same(await running(), [first], `one copy, on ${first}`)
+
+  /** Cluster B: host1 has no fence. */
+  async function unfencedHost (tt: Test, owner: string): Promise<void> {
+    if (owner !== 'host1') { tt.fail(`g1 should run on host1, the host with no fence (runs on ${owner}): nothing to check`); return }
+    const self = await starling(['ha', 'status', '--api', cluster.host('host1').apiListen])
+    tt.match(self.out, /watchdog\s+NONE: this host's HA VMs are NOT protected/, 'host1 says it protects nothing')
+    const other = await starling(['ha', 'status', '--api', cluster.host('host2').apiListen])
+    tt.match(other.out, /no fence\s+host1 \(never taken over without `starling ha confirm-down`\)/, 'host2 knows host1 has no fence')
+    tt.match(fs.readFileSync(cluster.host('host1').logFile, 'utf8'), /HA REFUSED ON THIS HOST/, 'host1 logged the refusal')
+    const t0 = performance.now()
+    procs.get('host1')!.kill('SIGSTOP')
+    const waitMs = timing.fenceDelayTicks * 100 + 12_000
+    tt.comment(`host1's agent stopped; watching for ${(waitMs / 1000).toFixed(0)} s (fence delay ${(timing.fenceDelayTicks / 10).toFixed(1)} s)`)
+    let awaiting = false
+    while (performance.now() - t0 < waitMs) {
+      const p = await ha('host2')
+      if (p !== null && p.awaitingConfirmation.some(id => p.names[id] === 'host1')) awaiting = true
+      await sleep(500)
+    }
+    tt.ok(awaiting, 'host2 reports host1 as waiting for an operator\'s confirmation')
+    tt.equal(maxConcurrent, 1, 'no second copy of g1 while host1\'s agent is hung')
+    tt.same(await running(), ['host1'], 'g1 still runs on host1, whose QEMU goes on without its agent')
+    const st = await starling(['ha', 'status', '--api', cluster.host('host3').apiListen])
+    tt.match(st.out, /WAITING\s+host1: dead with no fence/, '`starling ha status` says what it waits for')
+    // The operator makes sure host1 is off (here: its agent and its QEMU are killed), then confirms.
+    procs.get('host1')!.kill('SIGKILL')
+    const pid = qemuPid('host1')
+    if (pid !== null) process.kill(pid, 'SIGKILL')
+    await until('host1\'s QEMU gone', () => qemuPid('host1') === null, 10_000)
+    const c0 = performance.now()
+    const conf = await starling(['ha', 'confirm-down', 'host1', '--config', cluster.host('host2').configFile])
+    tt.equal(conf.code, 0, `confirm-down accepted: ${conf.out.trim()}`)
+    let where = ''
+    await until('g1 heartbeats on host2 or host3', () => {
+      for (const h of ['host2', 'host3']) if (qemuPid(h) !== null && hbCount(h) > 0) { where = h; return true }
+      return false
+    }, 60_000, 20)
+    tt.comment(`g1 restarted on ${where} ${((performance.now() - c0) / 1000).toFixed(2)} s after the confirmation`)
+    tt.same(await running(), [where], `one running copy, on ${where}`)
+    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+  }
 
   await t.test('kill -9 of the owner\'s agent and its guest: g1 runs again elsewhere, once', async tt => {
     const victim = first
@@ -197,6 +288,7 @@ async function run (t: Test): Promise<void> {
     tt.comment(`after the kill: ${victim} declared dead ${at(/became dead/)}, claim ${at(/g1 became claiming/)}, granted ${at(/g1 became starting/)}, QEMU started ${at(/ha start \(boot\) of g1 done/)}`)
     tt.ok(failoverMs < 45_000, `within 45 s (${(failoverMs / 1000).toFixed(1)} s)`)
     tt.ok(failoverMs > TIMING.fenceDelayTicks * 100, 'not before the fence delay')
+    tt.ok(watchdogs.get(victim)!.resets >= 1, `${victim}'s watchdog, closed without the magic character by the kill, reset it`)
     tt.same(await running(), [where], `one running copy, on ${where}`)
     const s = await ha(where)
     tt.equal(s?.restartsDone, 1, `${where} counts the restart`)
@@ -218,8 +310,38 @@ async function run (t: Test): Promise<void> {
     tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
   })
 
+  await t.test('SIGSTOP of the owner\'s agent alone (hung; its QEMU runs on): the watchdog resets the host before the restart', async tt => {
+    const victim = (await running())[0]
+    tt.ok(victim !== undefined, `g1 runs on ${String(victim)}`)
+    if (victim === undefined) return
+    const resetsBefore = watchdogs.get(victim)!.resets
+    const t0 = performance.now()
+    procs.get(victim)!.kill('SIGSTOP')
+    await until(`${victim}'s watchdog resets it`, () => watchdogs.get(victim)!.resets > resetsBefore, 30_000, 20)
+    const resetMs = resetAt.get(victim)! - t0
+    tt.comment(`reset ${(resetMs / 1000).toFixed(2)} s after the SIGSTOP (watchdog ${WATCHDOG_SEC} s)`)
+    tt.ok(resetMs >= WATCHDOG_SEC * 1000 - 2000, 'not long before the watchdog timeout (the agent pets about every second)')
+    let where = ''
+    await until('g1 heartbeats on another host', () => {
+      for (const h of names) if (h !== victim && qemuPid(h) !== null && hbCount(h) > 0) { where = h; return true }
+      return false
+    }, 90_000, 10)
+    const restartMs = performance.now() - t0
+    tt.comment(`restart: first heartbeat on ${where} ${(restartMs / 1000).toFixed(2)} s after the SIGSTOP (fence delay ${(TIMING.fenceDelayTicks / 10).toFixed(1)} s)`)
+    tt.ok(resetMs < restartMs, 'the hung host was reset before the new copy ran')
+    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+    tt.same(await running(), [where], `one running copy, on ${where}`)
+    start(victim)
+    await until(`${victim} back in every view`, async () => {
+      for (const h of names) { const v = await cluster.status(h); if (v === null || aliveCount(v) !== 3) return false }
+      return true
+    }, 60_000)
+    await until(`${victim} quorate again`, async () => (await ha(victim))?.quorum.quorate === true, 30_000)
+  })
+
   const root = process.getuid?.() === 0 && (() => { try { execFileSync('iptables', ['-L', '-n'], { stdio: 'ignore' }); return true } catch { return false } })()
-  await t.test('a cut: the cut-off host fences itself before the restart; after the heal nothing runs twice', { skip: root ? false : 'needs root and iptables' }, async tt => {
+  if (!root) t.fail('the cut test needs root and iptables')
+  else await t.test('a cut: the cut-off host fences itself before the restart; after the heal nothing runs twice', async tt => {
     const owner = (await running())[0]
     tt.ok(owner !== undefined, `g1 runs on ${String(owner)}`)
     const oldPid = qemuPid(owner!)

@@ -45,9 +45,27 @@
  * Assumptions: clock rates differ by at most clockDriftPpm (no synchronisation needed: only
  * durations are compared); the agent's scheduling delay is bounded by the watchdog (a stalled
  * loop must catch up its ticks before it pings); stop and pause really stop the guest's writes;
- * the watchdog resets the host (hardware or softdog; systemd's watchdog only restarts the agent,
- * so it is a weaker fallback: use FailureAction=reboot-force with it). A 2-host cluster needs
- * a tie-breaker member (validateHaInventory enforces it), like Proxmox's QDevice.
+ * the watchdog resets the host (hardware or softdog). A 2-host cluster needs a tie-breaker
+ * member (validateHaInventory enforces it), like Proxmox's QDevice.
+ *
+ * The fence gate (step 1 needs a watchdog that resets H)
+ * -------------------------------------------------------
+ * Step 1 holds only on a host whose watchdog resets it. Without one, a hung agent (SIGSTOP, a
+ * stalled process) pings nothing and fences nothing while its QEMU runs on: after D the majority
+ * would start a second copy. systemd's watchdog is no substitute: it restarts the agent (after
+ * its own timeout, and KillMode=process leaves the VMs running), it does not stop the guests. So:
+ *   - the runtime tells the core `haLocalFence` only once it holds the watchdog device open (the
+ *     device's timeout checked <= watchdogTicks, so F bounds it); until then the host is unfenced;
+ *   - every beat carries the sender's fence; a member grants the takeover of H only if H's latest
+ *     life it heard of said `fenced` (takeoverOk), or an operator confirmed H down in that life
+ *     (`starling ha confirm-down`: the operator's word replaces the reset, as Proxmox's manual
+ *     fencing and oVirt's "host has been rebooted" do; a later life of H voids it);
+ *   - an unfenced host claims no restart and is left out of the shared assignment, so no VM is
+ *     placed where it would be unprotected.
+ * Residual case, not covered: H stops cleanly (magic close: its watchdog is disarmed), restarts
+ * with no device, and dies before its first beat of the new life reaches g: g still holds the
+ * earlier life's report. The window is one beat interval after a restart that also lost the
+ * device; the unit's fence-setup makes a missing device at restart unlikely.
  *
  * Live migration: the handover of a claim (S1, S4)
  * -------------------------------------------------
