@@ -2,8 +2,9 @@
  * bench:failover's measurements, also run with small sizes by its smoke test.
  *
  * (a) Real failovers (needs root, QEMU, the test guest, a built dist/): test/netns/ha-vip.ts's bed
- *     (three host namespaces and a client, one agent per host with 100 ms ticks and the QEMU
- *     driver, an HA-protected TCG guest with a NIC and a VIP bound to it). Each repetition kills
+ *     (three host namespaces and a client, one agent per host with 100 ms ticks, the production
+ *     default HA timing unless another is given, an emulated 8 s watchdog device per host, and the
+ *     QEMU driver; an HA-protected TCG guest with a NIC and a VIP bound to it). Each repetition kills
  *     -9 the agent and the QEMU of the host that runs the guest (then runs its unit's stop hook)
  *     and times, from the kill: the survivors declaring it dead, the new owner's claim (after the
  *     fence delay), the grants, QEMU started, the VIP taken, the guest's first heartbeat, and the
@@ -19,8 +20,8 @@ import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import http from 'node:http'
 import { haRandomRun } from '../../agent/sim/ha-sim.js'
-import { FAILOVER_TIMING, TICK_MS, createHaVipBed, killOwner, netGuest, rejoin, runningCopies, waitSteady, type FailoverResult } from '../../test/netns/ha-vip.js'
-import { defaultHaConfig, requiredFenceDelayTicks } from '../../agent/core/ha/ha-config.js'
+import { DEFAULT_TIMING, TICK_MS, createHaVipBed, killOwner, netGuest, rejoin, runningCopies, waitSteady, watchdogSec, type FailoverResult } from '../../test/netns/ha-vip.js'
+import { requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 
 const round = (x: number): number => Math.round(x * 10) / 10
 
@@ -93,7 +94,15 @@ export async function baselineBoot (guestDir: string, timeoutMs = 120_000): Prom
   }
 }
 
-export interface RealOptions { cli: string, guestDir: string, failovers: number, boots: number, log?: (s: string) => void }
+export interface RealOptions {
+  cli: string
+  guestDir: string
+  failovers: number
+  boots: number
+  log?: (s: string) => void
+  /** Another HA timing than the production default (reported with its label). */
+  timing?: { ha: HaConfig, label: string }
+}
 
 export async function realFailovers (o: RealOptions): Promise<Record<string, unknown>> {
   const log = o.log ?? (() => {})
@@ -102,7 +111,8 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
     boots.push(await baselineBoot(o.guestDir))
     log(`baseline boot ${i + 1}/${o.boots}: ${Math.round(boots[i]!)} ms`)
   }
-  const hb = await createHaVipBed(o.cli, o.guestDir)
+  const hb = await createHaVipBed(o.cli, o.guestDir, o.timing !== undefined ? { timing: o.timing.ha } : {})
+  const timing = hb.timing
   const runs: FailoverResult[] = []
   const copiesAfter: number[] = []
   try {
@@ -121,19 +131,21 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
     await hb.destroy()
   }
   const pick = (f: (r: FailoverResult) => number | null): number[] => runs.map(f).filter((x): x is number => x !== null)
-  const fenceDelayMs = FAILOVER_TIMING.fenceDelayTicks * TICK_MS
+  const fenceDelayMs = timing.fenceDelayTicks * TICK_MS
   const answering = summary(pick(r => r.answeringMs))
   const boot = summary(boots)
   const floor = boot.median === null ? null : fenceDelayMs + boot.median
   const result = {
     repetitions: runs.length,
     timing: {
-      profile: 'FAILOVER_TIMING (test/netns/ha-vip.ts), 100 ms ticks',
-      ha: FAILOVER_TIMING,
+      profile: o.timing?.label ?? 'production default (no ha.timing in the configurations: defaultHaConfig), 100 ms ticks',
+      productionDefault: o.timing === undefined,
+      ha: timing,
       fenceDelayMs,
-      safeMinimumFenceDelayTicks: requiredFenceDelayTicks(FAILOVER_TIMING),
-      productionDefaultFenceDelayMs: defaultHaConfig().fenceDelayTicks * TICK_MS,
-      why: 'the production default waits 25 s after the last frame before any restart, over the 20 s target alone; this profile passes validateHaConfig with the minimum fence delay (lease 1.5 s + fence 2 s + watchdog 3 s + 2 x claim 1.5 s + 2 ticks, x 1.002 for clock drift)'
+      safeMinimumFenceDelayTicks: requiredFenceDelayTicks(timing),
+      productionDefaultFenceDelayMs: DEFAULT_TIMING.fenceDelayTicks * TICK_MS,
+      /** Every host's emulated watchdog device (a FIFO; its reset kills the host's agent and QEMU). */
+      watchdogSec: watchdogSec(timing)
     },
     /** Kill to the new guest's first HTTP answer at the VIP, from the client. Target <= 20000 ms. */
     answeringMs: answering,
@@ -168,6 +180,8 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
     ratioToFloor: floor === null || answering.median === null ? null : Math.round(answering.median / floor * 100) / 100,
     clientOnNewOwnerMac: runs.every(r => r.neighbourMac === r.newOwnerMac),
     newBootTokenEachTime: new Set(runs.map(r => r.token)).size === runs.length,
+    /** Kill to the killed host's emulated watchdog reset (its device left open without 'V' by the kill -9). */
+    watchdogResetMs: summary(pick(r => r.watchdogResetMs)),
     maxConcurrentCopies: hb.watch.maxCopies,
     maxVipCarriers: hb.watch.maxCarriers,
     runningCopiesAfterRejoin: copiesAfter,

@@ -7,6 +7,12 @@
  * user-networking port forward listens on its host's addresses, the VIP included) and outliving
  * their agent as in production.
  *
+ * With `watchdog`, every host gets an emulated watchdog device (test/lib/watchdog-emulator.ts: a
+ * FIFO in the cluster's directory, read by this process; the agents inside their namespaces open
+ * it by its path as `ha.watchdog.device`). Its reset models a host reset: kill -9 of that host's
+ * agent and of every QEMU it started, and the VIP addresses dropped (a rebooted host comes back
+ * without them). Never a real /dev/watchdog: its reset would reset the machine running the tests.
+ *
  * destroy() kills every agent it started (the bed kills them too) and every QEMU the agents
  * started (by their pid files; also at process exit), and removes the state directories; the
  * bed removes the namespaces.
@@ -21,6 +27,7 @@ import { loadOrCreateKeyPair } from '../../agent/adapters/identity.js'
 import { identityFile } from '../../agent/main.js'
 import type { VipsPayload } from '../../agent/cli/vips.js'
 import type { Testbed, TestNode } from './testbed.js'
+import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
 
 export interface AgentVip {
   id: string
@@ -57,6 +64,11 @@ export interface AgentClusterInit {
   qemu?: { vmsOn: Record<string, QemuGuest[]> }
   /** The `ha` section of every host's configuration (member names are the bed's host names). */
   ha?: Record<string, unknown>
+  /**
+   * An emulated watchdog device on every host (needs `ha`): its timeout, seconds, which must be
+   * <= ha.timing.watchdogTicks x tickMs (the agent refuses a longer one).
+   */
+  watchdog?: { timeoutSec: number }
   /** The `migration` section. */
   migration?: Record<string, unknown>
   /** The `replication` section. */
@@ -101,6 +113,11 @@ export class AgentCluster {
   readonly hosts: AgentHost[] = []
   private readonly procs = new Map<string, ChildProcess>()
   private readonly logs = new Map<string, WriteStream>()
+  /** The emulated watchdog of each host (with `watchdog`). */
+  readonly watchdogs = new Map<string, WatchdogEmulator>()
+  /** Emulated host resets: host and time (ms since the epoch). */
+  readonly resets: Array<{ host: string, at: number }> = []
+  private readonly pendingResets: Array<Promise<void>> = []
   private constructor (readonly dir: string, private readonly init: AgentClusterInit) {}
 
   static async create (init: AgentClusterInit): Promise<AgentCluster> {
@@ -109,11 +126,41 @@ export class AgentCluster {
     if (init.qemu !== undefined) process.once('exit', c.onExit)
     try {
       await c.write()
+      c.startWatchdogs()
     } catch (err) {
+      c.stopWatchdogs()
       await rm(dir, { recursive: true, force: true })
       throw err
     }
     return c
+  }
+
+  /** The FIFO a host's agent opens as its watchdog device. */
+  watchdogPath (name: string): string { return path.join(this.dir, `${name}.watchdog`) }
+
+  private startWatchdogs (): void {
+    const w = this.init.watchdog
+    if (w === undefined) return
+    if (this.init.ha === undefined) throw new Error('AgentCluster: watchdog needs ha')
+    for (const h of this.hosts) {
+      const dog = new WatchdogEmulator(this.watchdogPath(h.name), w.timeoutSec * 1000, () => { this.resetHost(h.name) })
+      dog.start()
+      this.watchdogs.set(h.name, dog)
+    }
+  }
+
+  private stopWatchdogs (): void {
+    for (const dog of this.watchdogs.values()) dog.stop()
+    this.watchdogs.clear()
+  }
+
+  /** What a watchdog reset does to a host here: its agent and its QEMU die at once, its addresses go. */
+  private resetHost (name: string): void {
+    this.resets.push({ host: name, at: Date.now() })
+    const p = this.procs.get(name)
+    if (p !== undefined && this.running(name)) p.kill('SIGKILL')
+    for (const vm of this.qemuVms(name)) this.killQemu(name, vm)
+    this.pendingResets.push(this.releaseLocal(name).catch(() => {}))
   }
 
   private async write (): Promise<void> {
@@ -140,7 +187,9 @@ export class AgentCluster {
         core: this.init.productionCore === true ? { ...(this.init.core ?? {}) } : { ...FAST_CORE, ...(this.init.core ?? {}) },
         vips: this.init.vips,
         ...(this.init.vip !== undefined ? { vip: this.init.vip } : {}),
-        ...(this.init.ha !== undefined ? { ha: this.init.ha } : {}),
+        ...(this.init.ha !== undefined
+          ? { ha: this.init.watchdog !== undefined ? { ...this.init.ha, watchdog: { device: this.watchdogPath(h.name), timeoutSec: this.init.watchdog.timeoutSec, loadSoftdog: false } } : this.init.ha }
+          : {}),
         ...(this.init.migration !== undefined ? { migration: this.init.migration } : {}),
         ...(this.init.replication !== undefined ? { replication: this.init.replication } : {}),
         log: { level: 'info' }
@@ -287,6 +336,8 @@ export class AgentCluster {
   }
 
   async destroy (): Promise<void> {
+    this.stopWatchdogs()
+    await Promise.all(this.pendingResets)
     await Promise.all(this.hosts.map(async h => { await this.kill9(h.name) }))
     this.killAllQemu()
     process.removeListener('exit', this.onExit)

@@ -11,8 +11,11 @@
  *
  * Method: ha-vip.ts: three host namespaces and a client on a bridge, one agent per host (100 ms
  * ticks, the QEMU driver, TCG), the test guest with a NIC (QEMU user networking forwards the
- * host's port 8080 to the guest's httpd). HA timing: FAILOVER_TIMING (fence delay 9.8 s, checked
- * by validateHaConfig). Copies are judged from outside the agents: live QEMU processes (pid
+ * host's port 8080 to the guest's httpd). HA timing: the production default (no ha.timing in the
+ * configurations: fence delay 15.3 s, the minimum requiredFenceDelayTicks allows). Every host
+ * holds an emulated watchdog device (8 s; its reset kills the host's agent and QEMU): each
+ * agent must report itself fenced, and the killed host's watchdog, left open without the magic
+ * character by the kill -9, must fire. Copies are judged from outside the agents: live QEMU processes (pid
  * files), growing serial logs, `ip -n` for the VIP's carriers, and the client's HTTP answers.
  * Run: npm run build && npx tap test/netns/ha-vip.test.ts  (2-3 minutes; the guest's boot under
  * TCG dominates and grows with the machine's load)
@@ -23,7 +26,7 @@ import { compiledCli } from '../integration/cluster-harness.js'
 import { buildTestGuest } from '../guest/guest.js'
 import { requiredFenceDelayTicks } from '../../agent/core/ha/ha-config.js'
 import { sleep } from './vip-agents.js'
-import { FAILOVER_TIMING, TICK_MS, createHaVipBed, haStatus, killOwner, rejoin, runningCopies, waitSteady } from './ha-vip.js'
+import { DEFAULT_TIMING, TICK_MS, watchdogSec, createHaVipBed, haStatus, killOwner, rejoin, runningCopies, waitSteady } from './ha-vip.js'
 
 const why = await netnsUnavailable()
 let cli: string | null = null
@@ -36,8 +39,10 @@ if (why !== null) {
   const cliPath = cli
   const dir = guestDir
   t.test('HA VM with a VIP: a host dies, the guest answers at its VIP from another host', async t => {
-    t.equal(FAILOVER_TIMING.fenceDelayTicks, requiredFenceDelayTicks(FAILOVER_TIMING), `fence delay ${FAILOVER_TIMING.fenceDelayTicks * TICK_MS} ms, the safe minimum`)
+    t.equal(DEFAULT_TIMING.fenceDelayTicks, requiredFenceDelayTicks(DEFAULT_TIMING), `fence delay ${DEFAULT_TIMING.fenceDelayTicks * TICK_MS} ms, the safe minimum`)
     const hb = await createHaVipBed(cliPath, dir)
+    t.equal(hb.timing, DEFAULT_TIMING, 'the bed runs the production default timing')
+    t.equal(watchdogSec(hb.timing), 8, 'emulated watchdogs of 8 s')
     t.teardown(async () => { await hb.destroy() })
     const { c } = hb
     c.startAll()
@@ -45,12 +50,19 @@ if (why !== null) {
     t.pass(`g1 runs on ${s0.owner} and answers at ${hb.address}:8080 (${s0.token}), steady ${s0.ms} ms after the waits began`)
     t.same(await runningCopies(c), [s0.owner], `one running copy, on ${s0.owner}`)
     t.same(await c.holders(hb.address), [s0.owner], `${s0.owner} alone carries the VIP`)
+    for (const h of c.hosts) {
+      const st = await haStatus(hb, h.name)
+      t.equal(st?.selfFenced, true, `${h.name} holds its watchdog and says it is fenced`)
+      t.ok(c.watchdogs.get(h.name)!.isArmed, `${h.name}'s emulated watchdog is armed (pets ${c.watchdogs.get(h.name)!.pets})`)
+    }
+    t.equal(c.resets.length, 0, 'no watchdog reset while steady')
 
     const fo = await killOwner(hb, s0.owner, s0.token, 150_000)
     t.comment(`failover 1: ${JSON.stringify(fo)}`)
     t.not(fo.newOwner, s0.owner, `g1 runs again on ${fo.newOwner}`)
     t.not(fo.token, s0.token, 'the answer comes from a new boot of the guest')
-    t.ok(fo.bootedMs > FAILOVER_TIMING.fenceDelayTicks * TICK_MS, `not before the fence delay (booted ${fo.bootedMs} ms after the kill)`)
+    t.ok(fo.watchdogResetMs !== null && fo.watchdogResetMs >= watchdogSec(hb.timing) * 1000 - 1100, `${fo.killed}'s watchdog reset it ${String(fo.watchdogResetMs)} ms after the kill (timeout ${watchdogSec(hb.timing)} s, pets every second)`)
+    t.ok(fo.bootedMs > DEFAULT_TIMING.fenceDelayTicks * TICK_MS, `not before the fence delay (booted ${fo.bootedMs} ms after the kill)`)
     // HA's own part is bounded; the guest's boot under TCG on a loaded machine is not (30-40 s seen).
     t.ok(fo.qemuStartedMs !== null && fo.qemuStartedMs < 30_000, `restarted ${String(fo.qemuStartedMs)} ms after the kill`)
     t.ok(fo.vipOwnerMs !== null && fo.vipOwnerMs < 30_000, `VIP taken ${String(fo.vipOwnerMs)} ms after the kill`)
@@ -72,6 +84,7 @@ if (why !== null) {
     t.comment(`failover 2: ${JSON.stringify(fo2)}`)
     t.not(fo2.newOwner, fo.newOwner, `g1 runs again on ${fo2.newOwner}`)
     t.not(fo2.token, s1.token, 'a new boot answers')
+    t.ok(fo2.bootedMs > DEFAULT_TIMING.fenceDelayTicks * TICK_MS, `not before the fence delay (booted ${fo2.bootedMs} ms after the kill)`)
     t.ok(fo2.qemuStartedMs !== null && fo2.qemuStartedMs < 30_000, `restarted ${String(fo2.qemuStartedMs)} ms after the kill`)
     t.ok(fo2.answeringMs > (fo2.qemuStartedMs ?? 0), `the guest answers at the VIP ${fo2.answeringMs} ms after the kill`)
     t.equal(fo2.neighbourMac, fo2.newOwnerMac, 'the client sends to the new owner\'s MAC')
@@ -82,5 +95,6 @@ if (why !== null) {
     t.equal(hb.watch.maxCopies, 1, `never two g1 QEMU processes at once (${hb.watch.copySamples} samples)`)
     t.equal(hb.watch.maxCarriers, 1, `never two hosts carrying the VIP (${hb.watch.carrierSamples} samples)`)
     t.ok(hb.watch.copySamples > 100 && hb.watch.carrierSamples > 20, 'the watch sampled')
+    t.same(c.resets.map(r => r.host).sort(), [fo.killed, fo2.killed].sort(), 'a watchdog reset for each killed host, and none for a survivor')
   })
 }

@@ -12,6 +12,10 @@
  *
  * A host's death is kill -9 of its agent AND its QEMU, then the unit's ExecStopPost (`starling
  * vips --release-local`, which systemd runs after any stop of the agent) on that host.
+ *
+ * Every host holds an emulated watchdog device (agent-cluster.ts `watchdog`, a FIFO read by this
+ * process; its reset kills the host's agent and QEMU): without a fence an agent protects no VM and
+ * the others never take over its VMs. Its timeout is watchdogTicks x tick, 8 s by default.
  */
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
@@ -19,7 +23,7 @@ import type { ChildProcess } from 'node:child_process'
 import { createTestbed, type Testbed, type TestNode } from './testbed.js'
 import { AgentCluster, type QemuGuest } from './agent-cluster.js'
 import { sleep, waitFor } from './vip-agents.js'
-import { requiredFenceDelayTicks, validateHaConfig, type HaConfig } from '../../agent/core/ha/ha-config.js'
+import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
 import { guestKernel } from '../guest/guest.js'
 
@@ -30,15 +34,20 @@ export const GUEST_PORT = 8080
 export const TICK_MS = 100
 
 /**
- * HA timing used here, in 100 ms ticks: the production default (agent/core/ha/ha-config.ts
- * defaultHaConfig) waits a fence delay of 25 s after a host's last frame, more than the whole
- * 20 s failover target. This profile keeps every safety term of validateHaConfig and shortens
- * them: lease 1.5 s (3 beats of 0.5 s), fence after 0.5 s without a majority (done by 2 s),
- * watchdog 3 s (softdog's granularity is 1 s; a loop stalled longer than 3 s gets its host
- * reset, which costs availability, never safety), claims 1.5 s; the fence delay is the minimum
- * validateHaConfig accepts: (15 + 20 + 30 + 2 x 15 + 2) x (1 + 2 x 1000 ppm) = 98 ticks, 9.8 s.
+ * HA timing of the bed by default: the production default (agent/core/ha/ha-config.ts
+ * defaultHaConfig, 100 ms ticks). The agents' configurations leave `ha.timing` out, so they run
+ * exactly what a host with no timing configured runs: lease 1.5 s, fence 2.5 s, watchdog 8 s,
+ * claims 1.5 s, and the fence delay derived from them, requiredFenceDelayTicks = 153 ticks (15.3 s).
  */
-export const FAILOVER_TIMING: HaConfig = validateHaConfig({
+export const DEFAULT_TIMING: HaConfig = validateHaConfig(defaultHaConfig())
+
+/**
+ * A shorter profile, NOT the default: every safety term of validateHaConfig kept and shortened
+ * (fence after 0.5 s without a majority, done by 2 s; watchdog 3 s), fence delay the minimum
+ * validateHaConfig accepts: (15 + 20 + 30 + 2 x 15 + 2) x (1 + 2 x 1000 ppm) = 98 ticks, 9.8 s.
+ * Only for a comparison beside the default (bench:failover with TUNED=1).
+ */
+export const TUNED_TIMING: HaConfig = validateHaConfig({
   beatIntervalTicks: 5,
   leaseTicks: 15,
   fenceAfterTicks: 5,
@@ -53,6 +62,9 @@ export const FAILOVER_TIMING: HaConfig = validateHaConfig({
   maxAttempts: 3,
   maxClaimsInFlight: 4
 })
+
+/** The emulated watchdog's timeout for a timing: the longest the agent accepts, watchdogTicks x tick (8 s by default). */
+export function watchdogSec (timing: HaConfig): number { return timing.watchdogTicks * TICK_MS / 1000 }
 
 /** The test guest with a NIC: user networking, host port GUEST_PORT to the guest's httpd on 80. */
 export function netGuest (guestDir: string): Omit<QemuGuest, 'id'> {
@@ -168,11 +180,15 @@ export interface HaVipBed {
   address: string
   prober: HttpProber
   watch: CopyWatch
+  /** The HA timing the agents run. */
+  timing: HaConfig
   destroy: () => Promise<void>
 }
 
 /** Creates the bed and the agents (not started). On failure, removes what it made. */
-export async function createHaVipBed (cli: string, guestDir: string, opts: { subnet?: string } = {}): Promise<HaVipBed> {
+export async function createHaVipBed (cli: string, guestDir: string, opts: { subnet?: string, timing?: HaConfig } = {}): Promise<HaVipBed> {
+  // No timing given: the configuration leaves ha.timing out and the agents run their defaults.
+  const timing = opts.timing ?? DEFAULT_TIMING
   const bed = await createTestbed({ hosts: 3, clients: 1, ...(opts.subnet !== undefined ? { subnet: opts.subnet } : {}) })
   let c: AgentCluster | null = null
   try {
@@ -184,7 +200,8 @@ export async function createHaVipBed (cli: string, guestDir: string, opts: { sub
       productionCore: true,
       vips: [{ id: VIP_ID, address: `${address}/24`, iface: 'eth0', vm: HA_VM }],
       qemu: { vmsOn: { h1: [{ id: HA_VM, ...guest }] } },
-      ha: { vms: [{ id: HA_VM, home: 'h1', priority: 10, ...guest }], timing: FAILOVER_TIMING },
+      ha: { vms: [{ id: HA_VM, home: 'h1', priority: 10, ...guest }], ...(opts.timing !== undefined ? { timing: opts.timing } : {}) },
+      watchdog: { timeoutSec: watchdogSec(timing) },
       migration: { autoBalance: false }
     })
     const cluster = c
@@ -199,6 +216,7 @@ export async function createHaVipBed (cli: string, guestDir: string, opts: { sub
       address,
       prober,
       watch,
+      timing,
       destroy: async () => {
         prober.stop()
         await watch.stop()
@@ -296,6 +314,8 @@ export interface FailoverResult {
   answeringMs: number
   /** The token of the guest's new boot (differs from the one before). */
   token: string
+  /** Kill to the killed host's emulated watchdog reset (its device was closed without the magic 'V'), or null. */
+  watchdogResetMs: number | null
   /** The MAC the client sends to for the VIP afterwards, and the new owner's. */
   neighbourMac: string | null
   newOwnerMac: string
@@ -332,6 +352,7 @@ export async function killOwner (hb: HaVipBed, owner: string, oldToken: string, 
     vipOwnerMs: await at([newOwner], new RegExp(`vip ${VIP_ID} became owner`)),
     answeringMs: answer.sentMs - killAt,
     token: answer.body,
+    watchdogResetMs: ((r) => r === undefined ? null : r.at - killAt)(c.resets.find(r => r.host === owner && r.at >= killAt)),
     neighbourMac: (await hb.bed.neighbour(hb.client, hb.address)).mac,
     newOwnerMac: c.host(newOwner).node.mac
   }
