@@ -221,6 +221,16 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   await until(`g1 heartbeats on ${first}`, () => hbCount(first) > 20, 60_000)
   t.same(await running(), [first], `one copy, on ${first}`)
 
+  /** Restarts a host's agent and waits until every view has it alive and it is quorate. */
+  const rejoin = async (name: string): Promise<void> => {
+    start(name)
+    await until(`${name} back in every view`, async () => {
+      for (const h of names) { const v = await cluster.status(h); if (v === null || aliveCount(v) !== 3) return false }
+      return true
+    }, 60_000)
+    await until(`${name} quorate again`, async () => (await ha(name))?.quorum.quorate === true, 30_000)
+  }
+
   /** Cluster B: host1 has no fence. */
   async function unfencedHost (tt: Test, owner: string): Promise<void> {
     if (owner !== 'host1') { tt.fail(`g1 should run on host1, the host with no fence (runs on ${owner}): nothing to check`); return }
@@ -299,12 +309,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     tt.same(p.fencedHosts.map(id => p.names[id]), [victim], `${victim} is listed as fenced (may be taken over)`)
     tt.equal(p.names[p.vms[0]!.owner ?? ''], where, `${other} sees ${where} as the owner`)
 
-    start(victim)
-    await until(`${victim} back in every view`, async () => {
-      for (const h of names) { const v = await cluster.status(h); if (v === null || aliveCount(v) !== 3) return false }
-      return true
-    }, 60_000)
-    await until(`${victim} quorate again`, async () => (await ha(victim))?.quorum.quorate === true, 30_000)
+    await rejoin(victim)
     await sleep(2000)
     tt.same(await running(), [where], `after ${victim} restarts, still one copy`)
     tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
@@ -331,12 +336,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     tt.ok(resetMs < restartMs, 'the hung host was reset before the new copy ran')
     tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
     tt.same(await running(), [where], `one running copy, on ${where}`)
-    start(victim)
-    await until(`${victim} back in every view`, async () => {
-      for (const h of names) { const v = await cluster.status(h); if (v === null || aliveCount(v) !== 3) return false }
-      return true
-    }, 60_000)
-    await until(`${victim} quorate again`, async () => (await ha(victim))?.quorum.quorate === true, 30_000)
+    await rejoin(victim)
   })
 
   const root = process.getuid?.() === 0 && (() => { try { execFileSync('iptables', ['-L', '-n'], { stdio: 'ignore' }); return true } catch { return false } })()
