@@ -2,29 +2,15 @@
 import type { Envelope } from './messages.js'
 import type { HostId } from './types.js'
 import type { DriverCommand } from './migration/migration-state.js'
-import type { VipAddressEffect } from './vip/vip-bridge.js'
+import type { VipAddressEffect } from './vip/vip-types.js'
 import type { HaCommand } from './ha/ha-types.js'
 import type { ReplicaCommand, SplitEffect } from './replica/replica-types.js'
+import type { CoreEvent, PersistOp } from './events.js'
 
-/** A write to the local store; all writes of one Ready form one atomic batch. Values are JSON-able. */
-export type PersistOp =
-  | { type: 'put', key: string, value: unknown }
-  | { type: 'del', key: string }
+export type { CoreEvent, PersistOp } from './events.js'
 
 /** A frame to a peer. Best-effort: the transport may drop it. */
 export interface Outbound { to: HostId, envelope: Envelope }
-
-/** A logged transition or notable event. The core does not log; the runtime writes these at info. */
-export interface CoreEvent {
-  /** Stable machine name, e.g. 'member-state', 'report-limit'. */
-  kind: string
-  /** Host the event is about (for the log line's short id). */
-  host: HostId
-  /** One-line text in the fixed transition format, e.g. "member ab12cd34 became suspect (from alive)". */
-  text: string
-  /** For state transitions: the states and the incarnation, so checkers need not parse text. */
-  transition?: { from: string, to: string, incarnation: number }
-}
 
 /** One batch of effects. */
 export interface Ready {

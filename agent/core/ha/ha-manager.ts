@@ -5,7 +5,7 @@
  * index.ts has the design note and the timing argument.
  */
 import { assert } from '../assert.js'
-import type { CoreEvent } from '../effects.js'
+import type { CoreEvent } from '../events.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import { NO_RULES, type RuleSet } from '../../../policies/types.js'

@@ -1,5 +1,5 @@
 /** Messages, inputs, effects, durable state and status of the HA module (plain data). */
-import type { CoreEvent, PersistOp } from '../effects.js'
+import type { CoreEvent, PersistOp } from '../events.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import type { HaSource } from './ha-config.js'
 import type { HaClaim } from './restart.js'

@@ -5,7 +5,7 @@
  * an array so random peers are picked in O(k).
  */
 import { assert } from '../assert.js'
-import type { CoreEvent } from '../effects.js'
+import type { CoreEvent } from '../events.js'
 import type { Prng } from '../prng.js'
 import type { HostId, LoadReport, MemberState } from '../types.js'
 

@@ -29,8 +29,8 @@ export interface VipCoreOptions {
   restored?: VipRestored
 }
 
-/** An address change for the runtime (an effect of type add-and-announce, announce or remove). */
-export type VipAddressEffect = Extract<VipEffect, { type: 'add-and-announce' | 'announce' | 'remove' }>
+/** An address change for the runtime (defined with the other VIP shapes). */
+export type { VipAddressEffect } from './vip-types.js'
 
 /** Inputs of the core that concern VIPs only. */
 export type VipCoreInput =

@@ -3,7 +3,7 @@
  * it persists, and the status it reports. Plain data.
  */
 import { assert } from '../assert.js'
-import type { CoreEvent, PersistOp } from '../effects.js'
+import type { CoreEvent, PersistOp } from '../events.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import type { VipSpec } from './vip-config.js'
 import type { ClaimRef, VipId, VipMessage } from './vip-messages.js'
@@ -67,6 +67,9 @@ export type VipEffect =
   | ({ type: 'remove', reason: RemoveReason } & VipTarget)
   /** A transition or notable event, for the log (the core does not log). */
   | { type: 'event', event: CoreEvent }
+
+/** An address change for the runtime (an effect of type add-and-announce, announce or remove). */
+export type VipAddressEffect = Extract<VipEffect, { type: 'add-and-announce' | 'announce' | 'remove' }>
 
 export type VipInput =
   /** A VIP message from a peer, decoded at the edge; `from` is the authenticated sender. */
