@@ -90,7 +90,7 @@ const migration: KeyObject = { ...leavesOf(defaultMigrationConfig()), policy, ru
 
 const haVm: KeysOf<HaVmEntry> = {
   id: V, home: V, priority: V, order: V, maxAttempts: V, fencePolicy: V, vcpus: V, memMiB: V, cpuMips: V,
-  kernel: V, initrd: V, append: V, image: V, args: V
+  kernel: V, initrd: V, append: V, image: V, args: V, pattern: V, cpuMean: V
 }
 
 const ha = {

@@ -36,8 +36,17 @@
  *
  * Faults can be injected per operation (setFault) and on the migration link (setLinkFault) for
  * tests of the runtime's error paths; `faults` at construction sets them in an agent process.
+ *
+ * Agent restarts (`stateFile`). A real hypervisor's guests outlive the agent (QEMU processes,
+ * libvirt domains); simulated ones live in the agent's process. With a state file the driver
+ * writes its VM set (definition, seed, start time, run state) whenever it changes, and a driver
+ * that finds the file at construction takes the VMs from it instead of the configured ones: an
+ * agent that is restarted finds its guests where it left them, with their load where it was.
+ * Without the file, `startConfigured` says whether the configured VMs start (the first boot) or
+ * none (a host that was reset: its guests died with it, as QEMU's do; the cluster may have
+ * restarted or moved them meanwhile). Removing the file while the agent is down models that reset.
  */
-import { readFileSync } from 'node:fs'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { availableParallelism } from 'node:os'
 import { isAbsolute, resolve } from 'node:path'
@@ -101,7 +110,14 @@ export interface SimDriverInit {
   linkMbps?: number
   /** Faults set from the start (an agent process takes them from its environment in tests). */
   faults?: { ops?: Partial<Record<SimDriverOp, SimFault>>, link?: SimLinkFault }
+  /** Where the VM set is kept across agent restarts (see the file's comment). @default none */
+  stateFile?: string
+  /** With no state file found: start the configured VMs (true: a first boot) or none (a host reset). @default true */
+  startConfigured?: boolean
 }
+
+/** One VM in the state file. */
+interface PersistedSimVm { config: SimVmConfig, seed: number, startedAtMs: number | null, runStatus: 'running' | 'paused' | 'shutdown' | 'postmigrate' }
 
 export interface SimDriverComponents {
   logger: Logger
@@ -452,6 +468,20 @@ class SimDriverImpl implements SimDriver {
       if (this.vms.has(vm.id)) throw new DriverError('DRIVER_FAILED', `vm ${vm.id} is configured twice`)
       this.vms.set(vm.id, this.makeVm(vm, null))
     }
+    const kept = this.readStateFile()
+    if (kept !== null) {
+      this.vms.clear()
+      for (const p of kept) {
+        const vm = this.makeVm(p.config, p.startedAtMs, p.seed)
+        vm.runStatus = p.runStatus
+        this.vms.set(vm.id, vm)
+      }
+      this.log.info(`sim driver: ${kept.length} VM(s) kept from before the restart (${kept.map(p => `${p.config.id} ${p.runStatus}`).join(', ') || 'none'})`, { stateFile: init.stateFile })
+    } else if (init.startConfigured === false) {
+      if (this.vms.size > 0) this.log.info(`sim driver: not the first boot and no VMs kept (the host was reset): the configured VMs (${[...this.vms.keys()].join(', ')}) are not started`)
+      this.vms.clear()
+    }
+    this.persist()
     for (const [op, f] of Object.entries(init.faults?.ops ?? {})) {
       if (!(SIM_DRIVER_OPS as readonly string[]).includes(op)) throw new DriverError('DRIVER_FAILED', `fault on unknown operation "${op}" (${SIM_DRIVER_OPS.join(', ')})`)
       if (f !== undefined) this.setFault(op as SimDriverOp, f)
@@ -488,6 +518,46 @@ class SimDriverImpl implements SimDriver {
 
   private memUsedMiB (vm: SimVm, load: number): number {
     return Math.min(vm.balloonMiB, Math.round(vm.memMiB * vm.memMean * (0.85 + 0.15 * load)))
+  }
+
+  private readStateFile (): PersistedSimVm[] | null {
+    const f = this.init.stateFile
+    if (f === undefined) return null
+    let text: string
+    try { text = readFileSync(f, 'utf8') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw new DriverError('DRIVER_FAILED', `sim driver state file ${f} cannot be read`, { cause: err })
+    }
+    try {
+      const v = JSON.parse(text) as { vms?: unknown }
+      if (!Array.isArray(v.vms)) throw new Error('no vms array')
+      return v.vms as PersistedSimVm[]
+    } catch (err) {
+      throw new DriverError('DRIVER_FAILED', `sim driver state file ${f} is not valid (remove it to start the configured VMs)`, { cause: err })
+    }
+  }
+
+  private persisted = ''
+
+  /** Writes the VM set to the state file when it changed (incoming copies are not guests yet). */
+  private persist (): void {
+    const f = this.init.stateFile
+    if (f === undefined || this.closed) return
+    const vms: PersistedSimVm[] = []
+    for (const vm of this.vms.values()) {
+      if (vm.runStatus === 'inmigrate') continue
+      const runStatus = vm.runStatus === 'finish-migrate' ? 'paused' : vm.runStatus
+      vms.push({ config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, startedAtMs: vm.startedAtMs, runStatus })
+    }
+    const text = JSON.stringify({ vms })
+    if (text === this.persisted) return
+    try {
+      writeFileSync(`${f}.tmp`, text)
+      renameSync(`${f}.tmp`, f)
+      this.persisted = text
+    } catch (err) {
+      this.log.warn('sim driver: cannot write its state file', { stateFile: f, err })
+    }
   }
 
   listAt (nowMs: number): VmSummary[] {
@@ -531,7 +601,9 @@ class SimDriverImpl implements SimDriver {
 
   async list (signal?: AbortSignal): Promise<VmSummary[]> {
     this.enter('list', signal)
-    return this.listAt(this.now())
+    const out = this.listAt(this.now())
+    this.persist()
+    return out
   }
 
   async start (spec: VmSpec, signal?: AbortSignal): Promise<void> {
@@ -542,6 +614,7 @@ class SimDriverImpl implements SimDriver {
     // A VM restarted here keeps the pattern it was configured with unless the spec names one.
     const vm = this.makeVm({ ...existing?.config, ...this.definitionOf(spec) }, nowMs)
     this.vms.set(spec.id, vm)
+    this.persist()
     this.log.info(`vm ${spec.id} became running (from ${existing === undefined ? 'undefined' : 'stopped'})`, { vm: spec.id, vcpus: spec.vcpus, memMiB: spec.memMiB })
   }
 
@@ -566,6 +639,7 @@ class SimDriverImpl implements SimDriver {
     this.endMigrations(vm)
     const from = vm.runStatus
     vm.runStatus = 'shutdown'
+    this.persist()
     this.log.info(`vm ${id} became stopped (from ${from})`, { vm: id })
   }
 
@@ -616,6 +690,7 @@ class SimDriverImpl implements SimDriver {
     if (vm.runStatus === 'running' || vm.out?.status === 'postcopy-active') throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${vm.runStatus} (${vm.out?.status ?? 'none'}); not killing it`)
     this.endMigrations(vm)
     this.vms.delete(id)
+    this.persist()
     this.log.info(`vm ${id} removed (was ${vm.runStatus})`, { vm: id })
   }
 
@@ -676,6 +751,7 @@ class SimDriverImpl implements SimDriver {
         vm.memMean = arrived.memMean; vm.dirtyMiBps = arrived.dirtyMiBps; vm.startedAtMs = arrived.startedAtMs
         vm.runStatus = 'running'
         inc.status = 'completed'
+        this.persist()
         sendFrame(sock, { t: 'ack' })
         this.log.info(`vm ${vm.id} became running (incoming migration completed)`, { vm: vm.id })
       } else if (f.t === 'cancel') {

@@ -52,6 +52,10 @@ export interface HaVmEntry {
   image?: string
   /** Extra QEMU arguments (devices such as a NIC), as driver.qemu.vms[].args. */
   args?: string[]
+  /** The simulated driver: the load pattern a restart runs (as driver.vms[].pattern). */
+  pattern?: string
+  /** The simulated driver: mean CPU use as a fraction of the VM's vcpus (as driver.vms[].cpuMean). */
+  cpuMean?: number
 }
 
 export interface HaSection {
@@ -135,6 +139,14 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
         if (!Array.isArray(o.args) || !o.args.every(a => typeof a === 'string')) fail(`${p}.args`, 'must be an array of strings')
         e.args = o.args as string[]
       }
+      if (o.pattern !== undefined) {
+        e.pattern = str(o, 'pattern', p)
+        if (!/^(constant|sine|walk|spiky|trace:.+)$/.test(e.pattern)) fail(`${p}.pattern`, `must be constant, sine, walk, spiky or trace:<file> (got "${e.pattern}")`)
+      }
+      if (o.cpuMean !== undefined) {
+        if (typeof o.cpuMean !== 'number' || !(o.cpuMean >= 0 && o.cpuMean <= 1)) fail(`${p}.cpuMean`, 'must be a number in [0, 1]')
+        e.cpuMean = o.cpuMean as number
+      }
       if (e.kernel === undefined && e.image === undefined) fail(p, 'needs "kernel" or "image" (what a restart boots)')
       vms.push(e)
     }
@@ -187,7 +199,12 @@ function haVmSpec (e: HaVmEntry, idOf: (name: string) => HostId): HaVmSpec {
 /** What the driver boots for a protected VM (null: not a protected VM of this configuration). */
 export function haBootSpec (section: HaSection, vm: VmId): VmSpec | null {
   const e = section.vms.find(x => x.id === vm)
-  return e === undefined ? null : bootSpec(e, e.id)
+  if (e === undefined) return null
+  const spec = bootSpec(e, e.id)
+  // The simulated driver reads the load it runs from the spec's extra (QEMU ignores these keys).
+  if (e.pattern !== undefined) spec.extra = { ...spec.extra, pattern: e.pattern }
+  if (e.cpuMean !== undefined) spec.extra = { ...spec.extra, cpuMean: e.cpuMean }
+  return spec
 }
 
 /** The driver's spec of a VM definition (kernel, initrd, append, or a disk image; extra QEMU args), booted as `id`. */
