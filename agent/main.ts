@@ -211,6 +211,10 @@ export async function runAgent (configFile: string): Promise<number> {
         traceDir: path.dirname(path.resolve(configFile)),
         // The migration link runs at the simulated host's declared network speed (the core plans with it too).
         linkMbps: config.sampler.kind === 'driver' ? config.sampler.capacity.netMbps : undefined,
+        // The VM set outlives an agent restart (as QEMU guests do); with no such file the
+        // configured VMs start only on a first boot (no core state yet), as the QEMU driver's.
+        stateFile: path.join(config.node.stateDir, 'sim-vms.json'),
+        startConfigured: restored === null,
         // Tests inject driver faults into an agent process through its environment (JSON of SimDriverInit.faults).
         ...(process.env.STARLING_TEST_SIM_FAULTS !== undefined ? { faults: JSON.parse(process.env.STARLING_TEST_SIM_FAULTS) as SimDriverInit['faults'] } : {})
       })({ logger })
