@@ -29,7 +29,7 @@ import { conditionHeld } from './antithrash.js'
 import { detectOverload } from './overload.js'
 import { hostSample, planHost, type PolicyConfig } from './plan.js'
 import { isUnderloaded } from './underload.js'
-import type { ClusterView, HostView, Move, VmId } from './types.js'
+import type { ClusterView, HostView, Move, SeededRandom, VmId } from './types.js'
 
 export interface DecideInput {
   /** This host as it is now (its own sample, never stale). */
@@ -54,7 +54,8 @@ export class HostDecider {
   /** Clock a VM had before its current proposal (undefined: never moved). */
   private readonly before = new Map<VmId, number | undefined>()
 
-  constructor (readonly cfg: PolicyConfig) {}
+  /** `random`: the random source for the random selection (the caller's seeded generator). */
+  constructor (readonly cfg: PolicyConfig, private readonly random: SeededRandom) {}
 
   /** Decisions made so far (the tick the cool-down counts in). */
   get decisionCount (): number { return this.decisions }
@@ -72,7 +73,7 @@ export class HostDecider {
     if (!overloaded && !underloaded) { this.over = 0; this.under = 0; return [] }
     // With the streaks taken as held, planHost returns what this host would do: its reason is
     // the streak that runs on; the same plan is carried out once that streak has held.
-    const plan = planHost({ ...inp.view(), tick: this.decisions }, me.id, cfg, { overStreak: HELD, underStreak: HELD, lastMoved: this.lastMoved })
+    const plan = planHost({ ...inp.view(), tick: this.decisions }, me.id, cfg, { overStreak: HELD, underStreak: HELD, lastMoved: this.lastMoved, random: this.random })
     const reason = plan[0]?.reason
     this.over = reason === 'overload' ? this.over + 1 : 0
     this.under = reason === 'underload' ? this.under + 1 : 0

@@ -22,7 +22,7 @@ import { hardAllows, softPenalty } from './rules.js'
 import { selectVm, type SelectionParams } from './selection.js'
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
-import { migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type VmId, type VmView } from './types.js'
+import { migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type SeededRandom, type VmId, type VmView } from './types.js'
 
 export interface PolicyConfig {
   overload: OverloadParams
@@ -43,6 +43,8 @@ export interface HostDecisionState {
   underStreak: number
   /** Tick of each VM's last move. */
   lastMoved: ReadonlyMap<VmId, number>
+  /** Random source for the random selection (kind 'rs'); the agent core passes its Prng. */
+  random: SeededRandom
 }
 
 /** Working load of a host during planning: what the plan has added or removed. */
@@ -109,7 +111,7 @@ function relieve (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDe
   const chosen: VmView[] = []
   while (chosen.length < cfg.maxMovesPerTick) {
     const movable = mine.vms.filter(v => vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))
-    const v = selectVm(me, movable, cfg.selection)
+    const v = selectVm(me, movable, cfg.selection, st.random)
     if (v === null) break
     chosen.push(v)
     apply(mine, me, v, -1)

@@ -4,29 +4,29 @@
  * - mmt: minimum migration time = smallest memory (Beloglazov); ties: first in the host's list.
  * - mc: maximum correlation: the VM whose history is best explained by the others' (largest
  *   R^2 of a multiple regression); falls back to mmt when no fit is possible.
- * - rs: random, from a seed (deterministic: same seed, same choice).
+ * - rs: random, from a seed (deterministic: same seed, same choice); the caller passes the
+ *   random source in.
  * - hl: highest current load.
  * - vsr: Sandpiper's volume-to-size ratio, volume = 1 / ((1-cpu)(1-mem)), size = memory.
  *
  * Migrating VMs are never chosen. Returns null when there is nothing to choose.
  */
-import { Prng } from '../agent/core/prng.js'
 import { rSquared } from './stats.js'
-import type { HostView, VmView } from './types.js'
+import type { HostView, SeededRandom, VmView } from './types.js'
 
 export type SelectionKind = 'mmt' | 'mc' | 'rs' | 'hl' | 'vsr'
 
 export interface SelectionParams { kind: SelectionKind, seed?: number }
 
-export function selectVm (host: HostView, vms: readonly VmView[], p: SelectionParams): VmView | null {
+export function selectVm (host: HostView, vms: readonly VmView[], p: SelectionParams, random: SeededRandom): VmView | null {
   const cands = vms.filter(v => !v.migrating)
   if (cands.length === 0) return null
   switch (p.kind) {
     case 'mmt': return argBest(cands, v => -v.memMiB)
     case 'hl': return argBest(cands, v => v.cpuDemandMips)
     case 'rs': {
-      const prng = new Prng((p.seed ?? 0) ^ hashStr(host.id) ^ cands.length)
-      return cands[prng.int(cands.length)] ?? null
+      const rng = random((p.seed ?? 0) ^ hashStr(host.id) ^ cands.length)
+      return cands[rng.int(cands.length)] ?? null
     }
     case 'vsr': {
       return argBest(cands, v => {

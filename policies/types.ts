@@ -6,9 +6,20 @@
  * CPU is measured in MIPS-like units (HostCapacity.cpuMipsPerCore x cores), so heterogeneous
  * hosts compare. Utilisation fractions are demand / capacity and may exceed 1 (over-subscribed).
  */
-import type { HostId, VmId } from '../agent/core/types.js'
+/** Opaque host identity (the agent's hex Noise public key; in the simulators any string). */
+export type HostId = string
+export type VmId = string
 
-export type { HostId, VmId }
+/**
+ * A deterministic source of random numbers, which the caller passes in (policies own no
+ * generator): the same seed gives the same sequence.
+ */
+export interface RandomSource {
+  /** Uniform integer in [0, n). */
+  int: (n: number) => number
+}
+/** Makes a random source from a seed. */
+export type SeededRandom = (seed: number) => RandomSource
 
 export interface VmView {
   id: VmId

@@ -39,3 +39,6 @@ export class Prng {
   /** Derive an independent stream (for one host of a simulation, say). */
   fork (salt: number): Prng { return new Prng((this.nextU32() ^ Math.imul(salt + 1, 0x85ebca6b)) >>> 0) }
 }
+
+/** A seeded Prng as a function of its seed: the random source the policies take as an argument. */
+export function seededPrng (seed: number): Prng { return new Prng(seed) }

@@ -4,9 +4,9 @@
  * persisted, gossiped and snapshotted in tests.
  */
 
-/** Opaque host identity. On the real mesh it is the hex Noise public key; in the simulator any string. */
-export type HostId = string
-export type VmId = string
+/** Host and VM identities: defined with the policies (the lower layer), which decide over them too. */
+import type { HostId, VmId } from '../../policies/types.js'
+export type { HostId, VmId }
 
 /** Lifecycle of a VM as the hypervisor reports it. */
 export type VmRunState = 'running' | 'paused' | 'stopped' | 'migrating'

@@ -4,6 +4,7 @@
 // a VM's demand within its cores, a host emptying itself, memory of copies still coming in.
 import t from 'tap'
 import { HostDecider } from '../../policies/decider.js'
+import { seededPrng } from '../../agent/core/prng.js'
 import { validatePolicyConfig } from '../../policies/config.js'
 import type { PolicyConfig } from '../../policies/plan.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../policies/types.js'
@@ -42,7 +43,7 @@ const roomy = (): HostView => host('b', [vm('q', 'b', 2000)])
 const full = (): HostView => host('b', [vm('q', 'b', 4300)])
 
 t.test('a calm host builds no view and keeps no streak', t => {
-  const d = new HostDecider(cfg())
+  const d = new HostDecider(cfg(), seededPrng)
   const r = step(d, [host('a', [vm('x', 'a', 2500)]), roomy()])
   t.same(r.moves, [])
   t.equal(r.built, 0, 'the gossiped view is not built')
@@ -53,7 +54,7 @@ t.test('a calm host builds no view and keeps no streak', t => {
 })
 
 t.test('overload relief waits for holdTicks decisions with a plan, then moves', t => {
-  const d = new HostDecider(cfg())
+  const d = new HostDecider(cfg(), seededPrng)
   const r1 = step(d, [hot(), roomy()])
   t.same(r1.moves, [], 'first decision: the plan has held once')
   t.equal(d.overStreak, 1)
@@ -63,7 +64,7 @@ t.test('overload relief waits for holdTicks decisions with a plan, then moves', 
 })
 
 t.test('the streak counts decisions that found a plan, not the condition alone', t => {
-  const d = new HostDecider(cfg())
+  const d = new HostDecider(cfg(), seededPrng)
   step(d, [hot(), full()])
   t.equal(d.overStreak, 0, 'overloaded, but no target fits: no streak')
   step(d, [hot(), full()])
@@ -75,17 +76,17 @@ t.test('the streak counts decisions that found a plan, not the condition alone',
 })
 
 t.test('cool-down: proposed VMs rest, a cancelled proposal gets its clock back, arrivals rest', t => {
-  const d = new HostDecider(cfg())
+  const d = new HostDecider(cfg(), seededPrng)
   step(d, [hot(), roomy()])
   t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'x')
   t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'y', 'x was just proposed: the next one is chosen')
   d.cancelled('y')
   t.equal(step(d, [hot(), roomy()]).moves[0]?.vm, 'y', 'y was refused: it may be proposed again at once')
-  const d2 = new HostDecider(cfg())
+  const d2 = new HostDecider(cfg(), seededPrng)
   d2.arrived('x')
   step(d2, [hot(), roomy()])
   t.equal(step(d2, [hot(), roomy()]).moves[0]?.vm, 'y', 'x just arrived here: it is not sent on')
-  const d3 = new HostDecider(cfg())
+  const d3 = new HostDecider(cfg(), seededPrng)
   step(d3, [hot(), roomy()])
   const late = step(d3, [hot(), roomy()], 'a', { moving: v => v === 'x' })
   t.equal(late.moves[0]?.vm, undefined, 'the planned VM is moving already: nothing else is invented')
@@ -96,7 +97,7 @@ t.test('consolidation: held, not while VMs come in, within outSlots', t => {
   // a: 600 of 5320 (0.11 < 0.2); b: 3000 of 5320, room for both
   const idle = (): HostView => host('a', [vm('x', 'a', 300, 900), vm('y', 'a', 300, 900)])
   const busy = (): HostView => host('b', [vm('q', 'b', 3000)])
-  const d = new HostDecider(cfg())
+  const d = new HostDecider(cfg(), seededPrng)
   t.same(step(d, [idle(), busy()]).moves, [])
   t.equal(d.underStreak, 1)
   t.same(step(d, [idle(), busy()], 'a', { receiving: true }).moves, [], 'VMs are on their way here: it does not empty itself')
@@ -107,7 +108,7 @@ t.test('consolidation: held, not while VMs come in, within outSlots', t => {
 })
 
 t.test('deterministic: two deciders fed the same inputs decide the same', t => {
-  const a = new HostDecider(cfg()); const b = new HostDecider(cfg())
+  const a = new HostDecider(cfg(), seededPrng); const b = new HostDecider(cfg(), seededPrng)
   const seq = [[hot(), roomy()], [hot(), full()], [hot(), roomy()], [hot(), roomy()], [hot(), roomy()]]
   for (const hs of seq) t.same(step(a, hs).moves, step(b, hs).moves)
   t.end()

@@ -19,6 +19,7 @@
  */
 import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
+import { seededPrng } from '../prng.js'
 import { HostDecider } from '../../../policies/decider.js'
 import { defaultPowerCurveW, fits, rankTargets } from '../../../policies/placement.js'
 import { hardAllows } from '../../../policies/rules.js'
@@ -71,7 +72,7 @@ export class Scheduler {
   constructor (private readonly s: CoreState, private readonly m: MigrationMachine, private readonly replicas: ReplicaManager | null = null) {
     this.nextDecision = m.cfg.decisionTicks
     this.nextBalance = m.cfg.balanceTicks
-    this.decider = new HostDecider(m.cfg.policy)
+    this.decider = new HostDecider(m.cfg.policy, seededPrng)
   }
 
   /** The earliest tick at which tick() may act: the next balancing decision or drain step. */

@@ -22,6 +22,7 @@ import { detectOverload, type OverloadParams } from '../../../policies/overload.
 import { selectVm, type SelectionParams } from '../../../policies/selection.js'
 import type { VmView, HostView } from '../../../policies/types.js'
 import type { Controller, SimHost, SimVm, TraceSim } from './engine.js'
+import { seededPrng } from '../../core/prng.js'
 
 export interface CloudsimPolicy {
   detector: 'thr' | 'iqr' | 'mad' | 'lr' | 'lrr'
@@ -169,7 +170,7 @@ export class CloudsimController {
     const sim = this.sim
     const hv: HostView = { id: String(h.id), cpuMips: h.totalMips, coreMips: h.peMips, memMiB: h.ram, netMbps: h.bw / 1000, powerCurveW: h.power, vms: [], reservedMips: 0, reservedMemMiB: 0, history: [], active: true }
     const views: VmView[] = vms.map(v => ({ id: String(v.id), host: String(h.id), cpuMips: v.mips, cpuDemandMips: sim.requested(v), memMiB: v.ram, history: v.hist.slice().reverse(), migrating: v.inMigration }))
-    const s = selectVm(hv, views, { ...this.sel, seed: (this.sel.seed ?? 0) ^ Math.round(sim.now) })
+    const s = selectVm(hv, views, { ...this.sel, seed: (this.sel.seed ?? 0) ^ Math.round(sim.now) }, seededPrng)
     return s === null ? null : sim.vms[Number(s.id)] as SimVm
   }
 

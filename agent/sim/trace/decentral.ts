@@ -39,7 +39,7 @@
  * compares the two and bench/sim-gossip.md has the figures. Still a model: the admit() call is direct,
  * not the migration reservation exchange over the simulated network.
  */
-import { Prng } from '../../core/prng.js'
+import { Prng, seededPrng } from '../../core/prng.js'
 import { admit, type AdmissionInput } from '../../core/migration/reservation.js'
 import { HostDecider } from '../../../policies/decider.js'
 import type { PolicyConfig } from '../../../policies/plan.js'
@@ -140,7 +140,7 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
   new CloudsimController(sim, { detector: 'thr', param: 0.8, selection: { kind: 'mmt' } }).initialPlace()
   const n = sim.hosts.length
   const past: HostView[][] = []
-  const deciders = sim.hosts.map(() => new HostDecider(cfg))
+  const deciders = sim.hosts.map(() => new HostDecider(cfg, seededPrng))
   const order = sim.hosts.map((_h, i) => i)
   let tick = 0
   let violations = 0

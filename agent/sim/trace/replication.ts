@@ -20,7 +20,7 @@
  * with it. Stateless VMs are a seeded random fraction of the day's VMs (PlanetLab says nothing
  * about state). Energy, SLATAH, PDM and the rest are the engine's own accounting.
  */
-import { Prng } from '../../core/prng.js'
+import { Prng, seededPrng } from '../../core/prng.js'
 import { detectOverload } from '../../../policies/overload.js'
 import { isUnderloaded } from '../../../policies/underload.js'
 import { nextStreak } from '../../../policies/antithrash.js'
@@ -230,7 +230,7 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
       if (receiving[i] === 1 && (over[i] as number) === 0) continue
       const hosts = seen.slice(); hosts[i] = fresh[i] as HostView
       const view: ClusterView = { hosts, rules: opt.rules, tick }
-      const plan = planHost(view, String(i), cfg, { overStreak: over[i] as number, underStreak: under[i] as number, lastMoved })
+      const plan = planHost(view, String(i), cfg, { overStreak: over[i] as number, underStreak: under[i] as number, lastMoved, random: seededPrng })
       if (plan.length === 0) continue
       for (const mv of plan) if (mv.reason === 'overload' && stateless.has(mv.vm)) m.statelessOverloadMoves++
       const reliefs = chooseRelief(view, String(i), plan, vm => stateless.has(vm), cfg, rp, copies)
