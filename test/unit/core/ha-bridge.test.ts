@@ -100,7 +100,9 @@ t.test('the ha section: defaults, a safe fence delay, refusals', t => {
   t.equal(s.armed, true)
   t.ok(s.config.fenceDelayTicks >= requiredFenceDelayTicks(s.config))
   const fast = validateHaSection({ vms: [vm], timing: { beatIntervalTicks: 2, leaseTicks: 10, fenceTicks: 15, watchdogTicks: 15, fenceAfterTicks: 8, claimTimeoutTicks: 10 } }, names)
-  t.equal(fast.config.fenceDelayTicks, 250, 'left out: the larger of 250 and the minimum')
+  // 10 + 15 + 15 + 2 x 10 + 2 = 62 ticks, stretched by the default clock drift to 63.
+  t.equal(fast.config.fenceDelayTicks, requiredFenceDelayTicks(fast.config), 'left out: exactly the minimum for the timing in force')
+  t.equal(fast.config.fenceDelayTicks, 63)
   t.throws(() => validateHaSection({ vms: [vm], timing: { fenceDelayTicks: 10 } }, names), /fenceDelayTicks must be >=/)
   t.throws(() => validateHaSection({ vms: [{ ...vm, home: 'nope' }] }, names), /not one of cluster.members/)
   t.throws(() => validateHaSection({ vms: [{ id: 'x', home: 'h1' }] }, names), /kernel.*image/)
