@@ -21,6 +21,7 @@
  *   GET /v1/vips                 virtual IPs: owner, role here, last announcement
  *   POST /v1/vips/move {vip, to} move a group VIP (forwarded to its owner; 202)
  *   GET /v1/ha                   high availability: quorum, fence, mode, restarts (404: not configured)
+ *   GET /, /v1/view, /v1/events  the read-only web page and its live view (TCP only: web-view.ts)
  *   POST /v1/ha/mode {armed}     arm or disarm HA cluster-wide (202)
  *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
  *   POST /v1/ha/confirm-down {host}     an operator's word that a host with no fence is down (202)
@@ -30,10 +31,8 @@ import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs'
 import net from 'node:net'
 import { timingSafeEqual, createHash } from 'node:crypto'
 import type { Logger } from '../ports/logger.js'
-import type { StatusPayload } from '../cli/render.js'
 import type { Input } from '../core/inputs.js'
-import { renderVipMetrics, type VipsPayload } from '../cli/vips.js'
-import { renderHaMetrics, type HaPayload } from '../cli/ha.js'
+import { renderHaMetrics, renderVipMetrics, type HaPayload, type StatusPayload, type VipsPayload } from '../api/payloads.js'
 
 export interface HttpApiInit {
   host: string
@@ -60,6 +59,11 @@ export interface HttpApiComponents {
   ha?: () => HaPayload | null
   /** Replica records for GET /v1/replicas (null: replication not configured). */
   replicas?: () => unknown[] | null
+  /**
+   * The read-only web page (GET /, its files, /v1/view, /v1/events: agent/adapters/web-view.ts),
+   * served on the TCP listener only. Returns false for a URL it does not serve.
+   */
+  web?: (req: http.IncomingMessage, res: http.ServerResponse, url: string) => boolean
 }
 
 const BODY_BYTES_MAX = 4096
@@ -203,6 +207,7 @@ export function httpApi (init: HttpApiInit) {
           return
         }
         if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n'); return }
+        if (via === 'tcp' && c.web !== undefined && c.web(req, res, url ?? '/')) return
         if (url === '/v1/status' || url === '/v1/members') {
           const s = c.status()
           const body = url === '/v1/status' ? s : { cluster: s.cluster, self: s.self, members: s.members }

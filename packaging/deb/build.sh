@@ -5,7 +5,7 @@
 #   bash packaging/deb/build.sh [--version V] [--out DIR]
 # --version defaults to package.json's version, --out to the repository's root.
 # Installed layout:
-#   /opt/starling/{package.json,dist/agent,dist/policies,node_modules,data/planetlab,systemd/}
+#   /opt/starling/{package.json,dist/agent (with agent/web),dist/policies,node_modules,data/planetlab,systemd/}
 #   /usr/bin/starling                        wrapper: node /opt/starling/dist/agent/cli/starling.js
 #   /usr/lib/systemd/system/starling.service the unit (its ExecStart runs /opt/starling/dist/...)
 #   /usr/lib/sysusers.d/starling.conf        the user and its groups
@@ -43,6 +43,9 @@ mkdir -p "$app/dist" "$pkg/DEBIAN"
 (cd "$root/dist" && find agent policies -name '*.js' -type f) | while read -r f; do
   if [ -f "$root/${f%.js}.ts" ]; then install -D -m 0644 "$root/dist/$f" "$app/dist/$f"; fi
 done
+# The web page every agent serves (plain files; web-view.ts finds them in dist/agent/web).
+install -d "$app/dist/agent/web"
+install -m 0644 "$root"/agent/web/index.html "$root"/agent/web/app.js "$root"/agent/web/style.css "$app/dist/agent/web/"
 cp "$root/package.json" "$root/package-lock.json" "$app/"   # package.json: "type": "module" for dist/
 # Production node_modules, never from the network: `npm ci --omit=dev --offline` from npm's
 # cache (which `npm ci` filled), or, when the cache lacks a package (or STARLING_DEB_MODULES=copy),

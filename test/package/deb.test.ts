@@ -127,7 +127,8 @@ t.test('build, install, upgrade, remove and purge the .deb in a throwaway root',
     t.ok(existsSync(join(R, 'usr/lib/sysusers.d/starling.conf')) && existsSync(join(R, 'usr/lib/tmpfiles.d/starling.conf')), 'sysusers and tmpfiles entries')
     const nm = join(R, 'opt/starling/node_modules')
     for (const p of ['hyperswarm', 'hyperdht', 'level', 'protobufjs', 'systeminformation', 'node-cron']) t.ok(existsSync(join(nm, p, 'package.json')), `dependency ${p}`)
-    for (const p of ['tap', 'typescript', '@types']) t.notOk(existsSync(join(nm, p)), `no devDependency ${p}`)
+    for (const p of ['tap', 'typescript', '@types', 'playwright-core']) t.notOk(existsSync(join(nm, p)), `no devDependency ${p}`)
+    for (const f of ['index.html', 'app.js', 'style.css']) t.ok(existsSync(join(R, 'opt/starling/dist/agent/web', f)), `the web page's ${f} is installed where web-view.js finds it`)
     const platforms = new Set(run('find', [nm, '-type', 'd', '-path', '*/prebuilds/*', '!', '-path', '*/prebuilds/*/*', '-printf', '%f\n']).stdout.split('\n').filter(Boolean))
     t.same([...platforms], [`linux-${process.arch}`], 'prebuilt addons for this platform only')
 
