@@ -23,6 +23,7 @@ import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, prepareWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi } from './adapters/http-api.js'
+import { webView } from './adapters/web-view.js'
 import { readApiToken, resolveGroup } from './adapters/api-credentials.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
@@ -30,14 +31,12 @@ import { driverExecutor } from './runtime/driver-commands.js'
 // embedded simulated driver's agent does not pay for their code.
 import type { QemuDriver } from './adapters/qemu-driver.js'
 import type { LibvirtDriver } from './adapters/libvirt-driver.js'
-import type { StatusPayload } from './cli/render.js'
+import { haPayload, vipsPayload, type StatusPayload } from './api/payloads.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
 import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
-import { vipsPayload } from './cli/vips.js'
 import { haBootSpec, haCoreOptions } from './runtime/ha-setup.js'
 import { haDriverExecutor } from './runtime/driver-commands.js'
-import { haPayload } from './cli/ha.js'
 import { replicaCoreOptions, replicaExecutor, resolveReplicaVms, SplitState, type ReplicaVmDef } from './runtime/replica-setup.js'
 import { IptablesSplitter } from './adapters/iptables-splitter.js'
 import type { SplitEffect } from './core/replica/replica-types.js'
@@ -302,6 +301,24 @@ export async function runAgent (configFile: string): Promise<number> {
   })
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
+  const vipsNow = () => {
+    const r = core.vips()
+    return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
+  }
+  const haNow = () => {
+    const r = core.haStatus()
+    return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, { ...haWatchdog })
+  }
+  // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
+  const overload = config.migration.policy.overload
+  const web = webView({})({
+    status,
+    migrations: () => core.migrations(),
+    ha: haNow,
+    vips: vipsNow,
+    tickMs: config.core.tickMs,
+    ...(overload.kind === 'thr' || overload.kind === 'kOfN' ? { overloadThreshold: overload.threshold } : {})
+  })
   const api = httpApi({
     host: apiAddr.host,
     port: apiAddr.port,
@@ -313,14 +330,9 @@ export async function runAgent (configFile: string): Promise<number> {
     status,
     migrations: () => core.migrations(),
     replicas: () => core.replicaRecords(),
-    vips: () => {
-      const r = core.vips()
-      return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
-    },
-    ha: () => {
-      const r = core.haStatus()
-      return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, { ...haWatchdog })
-    },
+    vips: vipsNow,
+    ha: haNow,
+    web: web.handle,
     request: input => { runtime.enqueue(input) }
   })
   // The watchdog is pinged only while the loop makes progress (a hung agent gets fenced by
@@ -362,6 +374,7 @@ export async function runAgent (configFile: string): Promise<number> {
 
   await runtime.start()
   await api.start()
+  web.start()
   const watchdog = openHaWatchdog(config, logger, runtime, core, haWatchdog)
   await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
   startupCpu.readyS = cpuSeconds()
@@ -376,6 +389,7 @@ export async function runAgent (configFile: string): Promise<number> {
   cronStopped = true
   clearInterval(cronGate)
   cron.jobs?.stop()
+  web.stop()
   await api.stop()
   await runtime.stop({ leave: true })
   watchdog?.close(true)
