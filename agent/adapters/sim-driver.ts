@@ -12,7 +12,9 @@
  *   spiky      cpuMean most of the time, with seeded bursts to `peak` lasting spikeSteps steps
  *   trace      a CPU trace file, one sample per line in percent of the VM's own capacity (the
  *              PlanetLab/CoMon format: 288 lines, one per 5 minutes), interpolated linearly
- *              between samples as CloudSim's PlanetLab model does, looped at the end
+ *              between samples as CloudSim's PlanetLab model does, looped at the end; a line
+ *              `# interval-ms N` sets the file's own sample period (a scripted load, such as the
+ *              demo's surge), other lines starting with # are comments
  *
  * A pattern's value is the VM's CPU use as a fraction of its own vcpus. The driver reports
  * `cpuUtil` as a fraction of the host (value · vcpus / hostCpuCores), as VmSummary requires.
@@ -206,7 +208,8 @@ export function resolvePattern (vm: Pick<SimVmConfig, 'id' | 'pattern' | 'cpuMea
   } else if (p.startsWith('trace:')) {
     const name = p.slice('trace:'.length)
     const file = isAbsolute(name) ? name : resolve(opts.traceDir ?? process.cwd(), name)
-    spec = { kind: 'trace', samples: loadTrace(file), intervalMs: opts.traceIntervalMs ?? 300_000, offsetMs: 0 }
+    const tr = loadTraceFile(file)
+    spec = { kind: 'trace', samples: tr.samples, intervalMs: tr.intervalMs ?? opts.traceIntervalMs ?? 300_000, offsetMs: 0 }
   } else {
     throw new DriverError('DRIVER_FAILED', `vm ${vm.id}: unknown load pattern "${p}" (constant, sine, walk, spiky or trace:<file>)`)
   }
@@ -243,7 +246,10 @@ function checkSpec (id: string, s: PatternSpec): void {
 }
 
 /** Read a trace: one number per line, percent in [0, 100]; blank lines are ignored. */
-export function loadTrace (file: string): number[] {
+export function loadTrace (file: string): number[] { return loadTraceFile(file).samples }
+
+/** A trace and the sample period its `# interval-ms N` line names, if any. */
+export function loadTraceFile (file: string): { samples: number[], intervalMs?: number } {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
@@ -251,16 +257,26 @@ export function loadTrace (file: string): number[] {
     throw new TraceFileError(file, 'cannot be read', { cause: err })
   }
   const samples: number[] = []
+  let intervalMs: number | undefined
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {
     const line = (lines[i] as string).trim()
     if (line === '') continue
+    if (line.startsWith('#')) {
+      const m = /^#\s*interval-ms\s+(\S+)$/.exec(line)
+      if (m !== null) {
+        const ms = Number(m[1])
+        if (!(Number.isFinite(ms) && ms > 0)) throw new TraceFileError(file, `line ${i + 1}: interval-ms must be a positive number of milliseconds`)
+        intervalMs = ms
+      }
+      continue
+    }
     const v = Number(line)
     if (!Number.isFinite(v) || v < 0 || v > 100) throw new TraceFileError(file, `line ${i + 1}: "${line.slice(0, 40)}" is not a percentage in [0, 100]`)
     samples.push(v)
   }
   if (samples.length === 0) throw new TraceFileError(file, 'has no samples')
-  return samples
+  return intervalMs === undefined ? { samples } : { samples, intervalMs }
 }
 
 /** 32-bit hash of (seed, i): stateless noise, so a pattern's value depends on t alone. */

@@ -4,7 +4,7 @@
  * a first boot starts the configured VMs and a later boot (a host that was reset) starts none.
  */
 import t from 'tap'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { simDriver, type SimVmConfig } from '../../agent/adapters/sim-driver.js'
@@ -48,4 +48,18 @@ t.test('the VM set survives a restart; a reset host starts none of its configure
   const d4 = simDriver({ vms: VMS, hostCpuCores: 8, stateFile, startConfigured: true })({ logger, now: () => now })
   t.same((await d4.list()).map(v => v.id), ['a', 'b'], 'a first boot with no file starts the configured VMs')
   await d4.close()
+})
+
+t.test('a trace file may name its own sample period (a scripted surge)', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'starling-simtrace-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  writeFileSync(join(dir, 'surge'), '# a scripted surge\n# interval-ms 1000\n20\n20\n90\n90\n')
+  let now = 0
+  const d = simDriver({ vms: [{ id: 's', vcpus: 4, memMiB: 512, pattern: 'trace:surge' }], hostCpuCores: 4, traceDir: dir })({ logger, now: () => now })
+  t.equal((await d.list())[0]?.cpuUtil, 0.2, 'before the surge')
+  now = 2500
+  t.equal((await d.list())[0]?.cpuUtil, 0.9, '2.5 s later (1 s per sample): the surge')
+  writeFileSync(join(dir, 'bad'), '# interval-ms soon\n20\n')
+  t.throws(() => simDriver({ vms: [{ id: 'b', vcpus: 1, memMiB: 512, pattern: 'trace:bad' }], traceDir: dir })({ logger }), { code: 'TRACE_INVALID', message: /interval-ms/ })
+  await d.close()
 })
