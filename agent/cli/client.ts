@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
-import type { StatusPayload } from './render.js'
+import type { StatusPayload } from '../api/payloads.js'
 
 export class UsageError extends Error {
   readonly code = 'USAGE'

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from 'node:util'
 import { apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError } from './client.js'
-import type { StatusPayload } from './render.js'
+import type { StatusPayload } from '../api/payloads.js'
 
 interface DrainVm { vm: string, state: string, target: string | null, reason: string }
 interface DrainReport { host: string, name: string, own: boolean, vms: DrainVm[], moved: number }

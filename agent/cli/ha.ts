@@ -4,50 +4,14 @@
  * that may be taken over (fenced), restarts pending and done, and each protected VM's owner.
  * `starling ha disarm|arm` (network maintenance: nothing is failed over while disarmed),
  * `starling ha maintenance HOST on|off` and `starling ha confirm-down HOST` (a host with no fence
- * is down for good: its VMs may restart elsewhere) send the operator inputs. Also the API payload.
+ * is down for good: its VMs may restart elsewhere) send the operator inputs. (The API payload and
+ * the agent_ha_* metrics: agent/api/payloads.ts.)
  */
 import { parseArgs } from 'node:util'
-import type { HaStatus } from '../core/ha/ha-types.js'
+import type { HaPayload } from '../api/payloads.js'
 import { apiTarget, callApi, TARGET_OPTIONS, UsageError } from './client.js'
 
-/** GET /v1/ha: HaManager.status() with member names beside the ids. */
-export interface HaPayload extends HaStatus {
-  selfName: string
-  tickMs: number
-  /** Member names by id, for every id the status mentions. */
-  names: Record<string, string>
-  /** This host's watchdog device: which, and why there is none when selfFenced is false. */
-  watchdog: { device: string | null, problem: string | null }
-}
-
-export function haPayload (s: HaStatus, self: { id: string, name: string }, nameOf: (id: string) => string, tickMs: number, watchdog: HaPayload['watchdog'] = { device: null, problem: null }): HaPayload {
-  const ids = new Set<string>([self.id, ...s.quorum.present, ...s.fencedHosts, ...s.maintenance, ...s.unfenced, ...s.awaitingConfirmation, ...s.confirmedDown.map(c => c.host)])
-  for (const v of s.vms) if (v.standing !== null) ids.add(v.standing.host)
-  const names: Record<string, string> = {}
-  for (const id of ids) names[id] = id === self.id ? self.name : nameOf(id)
-  return { ...s, selfName: self.name, tickMs, names, watchdog }
-}
-
-/** agent_ha_* gauges: quorum, fence, watchdog, restarts, and the HA counters. */
-export function renderHaMetrics (p: HaPayload): string {
-  const out: string[] = []
-  const g = (name: string, v: number, type = 'gauge'): void => { out.push(`# TYPE agent_ha_${name} ${type}`, `agent_ha_${name} ${v}`) }
-  g('quorate', p.quorum.quorate ? 1 : 0)
-  g('quorum_present', p.quorum.present.length)
-  g('quorum_needed', p.quorum.needed)
-  g('fencing', p.fence.fencing ? 1 : 0)
-  g('watchdog_ok', p.fence.watchdogOk ? 1 : 0)
-  g('armed', p.mode.armed ? 1 : 0)
-  g('fenced_hosts', p.fencedHosts.length)
-  g('self_fenced', p.selfFenced ? 1 : 0)
-  g('unfenced_hosts', p.unfenced.length)
-  g('awaiting_confirmation', p.awaitingConfirmation.length)
-  g('restarts_pending', p.pending.length)
-  g('restarts_done', p.restartsDone, 'counter')
-  g('vms_running_here', p.vms.filter(v => v.role === 'running').length)
-  for (const [k, n] of Object.entries(p.counters)) g(k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase(), n, 'counter')
-  return out.join('\n') + '\n'
-}
+export type { HaPayload } from '../api/payloads.js'
 
 export function renderHa (p: HaPayload): string {
   const n = (id: string): string => p.names[id] ?? id.slice(0, 8)

@@ -1,34 +1,8 @@
 /** Text rendering of the cluster view for `starling status` and `starling members`. Pure functions. */
 import type { MemberView } from '../core/types.js'
+import type { StatusPayload } from '../api/payloads.js'
 
-/** What the local API returns on GET /v1/status. */
-export interface StatusPayload {
-  cluster: string
-  self: { id: string, name: string }
-  members: MemberView[]
-  core: Record<string, unknown>
-  runtime: Record<string, unknown>
-  process?: Record<string, number>
-  /**
-   * Members refused at their hello (another cluster secret, HA timing that differs, no hello) or
-   * connected with cluster-wide settings that differ from ours (flagged): agent/cluster-settings.ts.
-   */
-  settingsMismatches?: SettingsMismatch[]
-}
-
-export interface SettingsMismatch {
-  peer: string
-  /** The member's name in our cluster.members. */
-  name: string
-  refused: boolean
-  reason: string
-  /** Configuration paths that differ ("cluster.secret" when it does not prove our secret). */
-  fields: string[]
-  detail: string
-  /** Wall ms of the first time seen, and how many times since. */
-  since: number
-  times: number
-}
+export type { StatusPayload, SettingsMismatch } from '../api/payloads.js'
 
 /** One line per member refused or flagged at its hello (none when every member agrees). */
 export function renderMismatches (s: StatusPayload): string[] {

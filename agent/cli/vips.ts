@@ -3,61 +3,13 @@
  * them (GET /v1/vips); `starling vips move VIP HOST` moves a group VIP (forwarded to its owner);
  * `starling vips --release-local --config FILE` removes this host's configured VIP addresses
  * without an agent (the unit's ExecStopPost: an agent killed by SIGKILL leaves them behind).
- * Also the payload the API serves and the agent_vip_* metrics.
+ * (The payload the API serves and the agent_vip_* metrics: agent/api/payloads.ts.)
  */
 import { parseArgs } from 'node:util'
-import type { VipStatusReport } from '../core/vip/vip-bridge.js'
-import type { VipStatus } from '../core/vip/vip-types.js'
+import type { VipsPayload } from '../api/payloads.js'
 import { apiTarget, callApi, TARGET_OPTIONS, UsageError } from './client.js'
 
-/** One VIP as GET /v1/vips returns it. */
-export interface VipRow extends VipStatus {
-  /** Owner's member name ('' when no owner is known). */
-  ownerName: string
-  /** Wall time of this host's last burst for the VIP (ms since the epoch), or null. */
-  lastAnnounceAtMs: number | null
-}
-
-export interface VipsPayload {
-  self: { id: string, name: string }
-  /** Wall time the snapshot was taken (ms since the epoch). */
-  nowMs: number
-  tickMs: number
-  vips: VipRow[]
-}
-
-/**
- * Builds the API payload. The last announcement's wall time comes from ticks:
- * now − (ticks() − lastAnnounceTick) × tickMs.
- */
-export function vipsPayload (r: VipStatusReport, self: { id: string, name: string }, nameOf: (id: string) => string, tickMs: number, nowMs: number): VipsPayload {
-  return {
-    self,
-    nowMs,
-    tickMs,
-    vips: r.vips.map(v => ({
-      ...v,
-      ownerName: v.owner === null ? '' : nameOf(v.owner),
-      lastAnnounceAtMs: v.lastAnnounceTick === null ? null : nowMs - (r.ticks - v.lastAnnounceTick) * tickMs
-    }))
-  }
-}
-
-/** agent_vip_* gauges: counters summed over the VIPs, and per VIP whether this host owns it. */
-export function renderVipMetrics (p: VipsPayload): string {
-  const out: string[] = []
-  const sum: Record<string, number> = {}
-  for (const v of p.vips) for (const [k, n] of Object.entries(v.counters as unknown as Record<string, number>)) sum[k] = (sum[k] ?? 0) + n
-  for (const [k, n] of Object.entries(sum)) {
-    const name = `agent_vip_${k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase()}`
-    out.push(`# TYPE ${name} counter`, `${name} ${n}`)
-  }
-  out.push('# TYPE agent_vip_owned gauge')
-  for (const v of p.vips) out.push(`agent_vip_owned{vip="${v.vip}"} ${v.role === 'owner' ? 1 : 0}`)
-  out.push('# TYPE agent_vip_last_announce_age_seconds gauge')
-  for (const v of p.vips) if (v.lastAnnounceAtMs !== null) out.push(`agent_vip_last_announce_age_seconds{vip="${v.vip}"} ${((p.nowMs - v.lastAnnounceAtMs) / 1000).toFixed(3)}`)
-  return out.join('\n') + '\n'
-}
+export type { VipRow, VipsPayload } from '../api/payloads.js'
 
 function ago (ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms ago`

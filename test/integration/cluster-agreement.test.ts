@@ -10,7 +10,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { LocalCluster, compiledCli, stateOf } from './cluster-harness.js'
-import type { StatusPayload } from '../../agent/cli/render.js'
+import type { StatusPayload } from '../../agent/api/payloads.js'
 
 async function edit (file: string, f: (c: any) => void): Promise<void> {
   const c = JSON.parse(await readFile(file, 'utf8'))

@@ -9,7 +9,7 @@ import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { cliEntry, startAgent, writeLocalCluster, type DemoHost } from '../../agent/cli/demo.js'
 import { fetchStatus } from '../../agent/cli/client.js'
-import type { StatusPayload } from '../../agent/cli/render.js'
+import type { StatusPayload } from '../../agent/api/payloads.js'
 
 export type { DemoHost }
 

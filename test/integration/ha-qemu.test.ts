@@ -29,7 +29,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
-import type { HaPayload } from '../../agent/cli/ha.js'
+import type { HaPayload } from '../../agent/api/payloads.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
 

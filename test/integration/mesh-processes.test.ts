@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { LocalCluster, aliveCount, compiledCli, stateOf } from './cluster-harness.js'
 import { writeLocalCluster, startAgent } from '../../agent/cli/demo.js'
-import type { StatusPayload } from '../../agent/cli/render.js'
+import type { StatusPayload } from '../../agent/api/payloads.js'
 
 const N = 5
 

@@ -15,7 +15,7 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
-import type { StatusPayload } from '../../agent/cli/render.js'
+import type { StatusPayload } from '../../agent/api/payloads.js'
 
 const VMS: Record<string, Array<Record<string, unknown>>> = {
   host1: [

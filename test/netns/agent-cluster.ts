@@ -25,7 +25,7 @@ import { execFile, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
 import { loadOrCreateKeyPair } from '../../agent/adapters/identity.js'
 import { identityFile } from '../../agent/main.js'
-import type { VipsPayload } from '../../agent/cli/vips.js'
+import type { VipsPayload } from '../../agent/api/payloads.js'
 import type { Testbed, TestNode } from './testbed.js'
 import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
 

@@ -189,7 +189,8 @@ t.test('without a majority for the handover the migration aborts and the VM stay
 })
 
 t.test('starling ha status and the agent_ha_* metrics render the status', async t => {
-  const { haPayload, renderHa, renderHaMetrics } = await import('../../../agent/cli/ha.js')
+  const { renderHa } = await import('../../../agent/cli/ha.js')
+  const { haPayload, renderHaMetrics } = await import('../../../agent/api/payloads.js')
   const c = cluster()
   c.run(40, new Set())
   const p = haPayload(c.cores.get('b')!.haStatus()!, { id: 'b', name: 'hv-b' }, id => `hv-${id}`, 100)
