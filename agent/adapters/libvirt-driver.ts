@@ -38,7 +38,8 @@ import type { VmId, VmRunState, VmSummary } from '../core/types.js'
 import { DriverError, type DriverErrorCode } from '../lib/errors.js'
 import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
-import { probeAccel, type IncomingOptions, type MigratingDriver, type MigrationParams, type MigrationProgress, type MigrationStatus } from './qemu-driver.js'
+import { probeAccel } from './qemu-driver.js'
+import type { IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 
 export interface LibvirtDriverInit {
   /** libvirt connection URI of this host, e.g. 'qemu:///system'. */

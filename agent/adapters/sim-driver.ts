@@ -56,7 +56,7 @@ import type { VmId, VmSummary } from '../core/types.js'
 import type { Logger } from '../ports/logger.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { DriverError, TraceFileError, type DriverErrorCode } from '../lib/errors.js'
-import type { IncomingOptions, MigrationParams, MigrationProgress, MigrationStatus } from './qemu-driver.js'
+import type { IncomingOptions, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 import {
   DEFAULT_DIRTY_MIBPS, canStop, dirtiedDuring, dirtyRateBytesPerS, precopyBandwidth, sendMs
 } from './sim-migration-model.js'

@@ -3,7 +3,7 @@
  * DriverResult. Never throws: a DriverError (or anything else) becomes `{ ok: false, code }`.
  */
 import type { DriverCommand, DriverQueryResult, DriverResult, VmPresence } from '../core/migration/migration-state.js'
-import type { MigratingDriver } from '../adapters/qemu-driver.js'
+import type { MigratingDriver } from '../ports/migrating-driver.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { errorCode } from '../lib/errors.js'
 import type { HaCommand } from '../core/ha/ha-types.js'

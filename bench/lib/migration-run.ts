@@ -13,7 +13,8 @@
  * about 10 ms of the gap is the heartbeat period itself), cross-checked with the guest's own
  * clock across the same two lines and with QEMU's `downtime`.
  */
-import type { MigrationParams, MigrationProgress, QemuDriver } from '../../agent/adapters/qemu-driver.js'
+import type { QemuDriver } from '../../agent/adapters/qemu-driver.js'
+import type { MigrationParams, MigrationProgress } from '../../agent/ports/migrating-driver.js'
 import {
   defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence,
   type ConvergencePolicy, type MigrationPlan

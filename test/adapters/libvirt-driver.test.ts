@@ -26,7 +26,7 @@ import {
   LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, parseDomstate, parseDominfo,
   parseDirtyRate, parseDomstats, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
-import type { MigrationParams } from '../../agent/adapters/qemu-driver.js'
+import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { canMigrate, driverExecutor } from '../../agent/runtime/driver-commands.js'
 

@@ -1,0 +1,111 @@
+/**
+ * The migration operations of a hypervisor driver, on top of the base port (hypervisor-driver.ts):
+ * what the migration machine's driver commands need. The QEMU (QMP), libvirt and simulated
+ * drivers implement it.
+ */
+import type { VmId } from '../core/types.js'
+import type { HypervisorDriver, VmSpec } from './hypervisor-driver.js'
+
+/** Migration mode. */
+export type MigrationMode =
+  /** Pre-copy only: rounds of dirty pages, then a stop-and-copy within the downtime limit. */
+  | 'precopy'
+  /** Post-copy at once: the guest runs on the target right away and faults pages in. */
+  | 'postcopy'
+  /** Pre-copy first, with post-copy enabled so that startPostcopy() can switch later. */
+  | 'hybrid'
+
+export interface MigrationParams {
+  mode: MigrationMode
+  /** Bandwidth cap of the pre-copy phase, bytes/s (not of the final stop-and-copy). 0 = no cap. */
+  maxBandwidthBytes: number
+  /** Largest acceptable stop-and-copy pause, ms. */
+  downtimeLimitMs: number
+  /** Throttle the guest's vCPUs when it dirties memory faster than it can be sent. */
+  autoConverge: boolean
+  /** Send deltas of re-dirtied pages (cache in the source). */
+  xbzrle: boolean
+  /** Number of parallel channels; 0 or 1 = off. The target must be prepared with the same. */
+  multifd: number
+  /**
+   * Whether the target was prepared to accept post-copy (prepareIncoming's `postcopy`, true by
+   * default and always true for the agent's targets). With postcopy-preempt the two ends must
+   * agree on the capability even when this migration never switches to post-copy: a target
+   * that expects the preempt channel waits for it forever. @default true
+   */
+  targetPostcopy?: boolean
+}
+
+/** QEMU's migration states (query-migrate `status`). */
+export type MigrationStatus =
+  | 'none' | 'setup' | 'cancelling' | 'cancelled' | 'active' | 'postcopy-active' | 'postcopy-paused'
+  | 'postcopy-recover' | 'completed' | 'failed' | 'colo' | 'pre-switchover' | 'device' | 'wait-unplug'
+
+export interface MigrationProgress {
+  status: MigrationStatus
+  /** Time since the migration started (or its whole duration once finished), ms. */
+  totalTimeMs: number
+  /** The pause QEMU measured, ms; null until completed. Unreliable after post-copy. */
+  downtimeMs: number | null
+  /** QEMU's estimate of the pause if it switched over now, ms; null when not reported. */
+  expectedDowntimeMs: number | null
+  transferredBytes: number
+  remainingBytes: number
+  totalBytes: number
+  /** Completed dirty-bitmap syncs: 1 after the first full pass, +1 per later round. */
+  dirtySyncCount: number
+  /** Pages dirtied per second in the last round; 0 until a round has been measured. */
+  dirtyPagesRate: number
+  /** Page size the rates are counted in, bytes. */
+  pageSizeBytes: number
+  /** Current transfer rate, Mbit/s. */
+  mbps: number
+  /** Pages the target asked for during post-copy. */
+  postcopyRequests: number
+  /** vCPU throttle of auto-converge, percent; 0 when off. */
+  cpuThrottlePercent: number
+  /** QEMU's error description when status is 'failed'. */
+  errorDesc: string | null
+}
+
+export interface IncomingOptions {
+  /**
+   * Accept a post-copy migration (sets postcopy-ram on the target; needs userfaultfd).
+   * @default true
+   */
+  postcopy?: boolean
+  /**
+   * Parallel channels, matching the source's `multifd`. 0 or 1 = off.
+   * @default 0
+   */
+  multifd?: number
+}
+
+/** The migration operations of a driver, on top of the base port. */
+export interface MigratingDriver extends HypervisorDriver {
+  /**
+   * Starts `spec` as an empty migration target listening on `listenAddr` ("host:port"; port 0
+   * picks a free one). Resolves with the URI to give the source's migrate().
+   */
+  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
+  /**
+   * Starts migrating VM `id` to `uri`; resolves once QEMU accepted it (poll progress()). Once
+   * 'completed', the source QEMU stays paused (it must not run again: the target owns the VM);
+   * stop() it when the target is confirmed running. After 'cancelled' or 'failed' the VM runs
+   * on the source again and the target QEMU exits.
+   */
+  migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
+  /** Switches a running 'hybrid' (or 'postcopy') migration to post-copy. */
+  startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
+  /** The migration state of VM `id`, on the source or the target. */
+  progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress>
+  /**
+   * Cancels an outgoing migration; the VM keeps running on the source. Rejects (DRIVER_FAILED)
+   * once post-copy has started: from then on the target holds the newest state.
+   */
+  cancel (id: VmId, signal?: AbortSignal): Promise<void>
+  /** Changes the allowed downtime of a running migration, ms. */
+  setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void>
+  /** Sets the balloon target: the memory the guest may use, MiB. */
+  balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void>
+}
