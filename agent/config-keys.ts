@@ -11,10 +11,7 @@
  * defaults: a tunable with a default is known without a line here.
  */
 import { V, byKind, leavesOf, listOf, mapOf, type KeyObject, type KeysOf } from './lib/known-keys.js'
-import { defaultCoreConfig } from './core/config.js'
-import { defaultHaConfig } from './core/ha/ha-config.js'
-import { defaultVipConfig } from './core/vip/vip-config.js'
-import { defaultMigrationConfig } from './core/migration/migration-config.js'
+import { defaultCoreConfig, defaultHaConfig, defaultMigrationConfig, defaultVipConfig } from './core/index.js'
 import type { AgentConfig, MemberConfig, QemuConfig, LibvirtConfig, SimVmConfig } from './config.js'
 import type { HaVmEntry } from './runtime/ha-setup.js'
 import type { ReplicaVmDef } from './runtime/replica-setup.js'

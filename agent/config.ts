@@ -3,9 +3,10 @@
  * `validateConfig()` turns untrusted JSON into an AgentConfig or throws a ConfigError whose message
  * names the offending field; nothing downstream re-checks what it checked.
  */
-import { ConfigError, defaultCoreConfig, localTestCoreConfig, validateCoreConfig, type CoreConfig } from './core/config.js'
-import { defaultMigrationConfig, validateMigrationConfig } from './core/migration/migration-config.js'
-import type { MigrationConfig } from './core/migration/migration-state.js'
+import {
+  ConfigError, defaultCoreConfig, defaultMigrationConfig, localTestCoreConfig, validateCoreConfig,
+  validateMigrationConfig, type CoreConfig, type MigrationConfig
+} from './core/index.js'
 import { validateRules } from '../policies/rules.js'
 import { validatePolicyConfig } from '../policies/config.js'
 import type { PolicyConfig } from '../policies/plan.js'

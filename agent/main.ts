@@ -6,9 +6,8 @@ import { readFile } from 'node:fs/promises'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
-import { AgentCore } from './core/agent-core.js'
+import { AgentCore, type HostSample, type SplitEffect } from './core/index.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
-import type { HostSample } from './core/types.js'
 import type { Logger } from './ports/logger.js'
 import type { HostSampler } from './ports/host-sampler.js'
 import type { HypervisorDriver } from './ports/hypervisor-driver.js'
@@ -39,7 +38,6 @@ import { haBootSpec, haCoreOptions } from './runtime/ha-setup.js'
 import { haDriverExecutor } from './runtime/driver-commands.js'
 import { replicaCoreOptions, replicaExecutor, resolveReplicaVms, SplitState, type ReplicaVmDef } from './runtime/replica-setup.js'
 import { IptablesSplitter } from './adapters/iptables-splitter.js'
-import type { SplitEffect } from './core/replica/replica-types.js'
 
 /** Latest start of the calendar jobs after the agent's start, ms (sooner once every member is alive). */
 const CRON_START_LATEST_MS = 30_000

@@ -3,7 +3,7 @@
  * over TCP (node.apiTokenFile) and the group the control socket is given (node.apiSocketGroup).
  */
 import { readFileSync, statSync } from 'node:fs'
-import { ConfigError } from '../core/config.js'
+import { ConfigError } from '../core/index.js'
 
 /**
  * The token in `file` (first line, trimmed), or null when the file does not exist (TCP stays

@@ -31,7 +31,7 @@ import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs'
 import net from 'node:net'
 import { timingSafeEqual, createHash } from 'node:crypto'
 import type { Logger } from '../ports/logger.js'
-import type { Input } from '../core/inputs.js'
+import type { Input } from '../core/index.js'
 import { renderHaMetrics, renderVipMetrics, type HaPayload, type StatusPayload, type VipsPayload } from '../api/payloads.js'
 
 export interface HttpApiInit {

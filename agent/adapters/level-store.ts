@@ -13,7 +13,7 @@
  */
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
-import type { PersistOp } from '../core/effects.js'
+import type { PersistOp } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import type { Store } from '../ports/store.js'
 import { StateLockedError, StoreError, errorCode } from '../lib/errors.js'

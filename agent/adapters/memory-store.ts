@@ -10,7 +10,7 @@
  * The data lives outside the store object, so a simulated crash is `store` dropped without
  * close() (call `data.release()`) and a restart is a new store on the same data.
  */
-import type { PersistOp } from '../core/effects.js'
+import type { PersistOp } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import type { Store } from '../ports/store.js'
 import { StateLockedError, StoreError } from '../lib/errors.js'

@@ -32,7 +32,7 @@ import path from 'node:path'
 import si from 'systeminformation'
 import type { Logger } from '../ports/logger.js'
 import type { HostLoad, HostSampler } from '../ports/host-sampler.js'
-import type { HostCapacity } from '../core/types.js'
+import type { HostCapacity } from '../core/index.js'
 import { AbortError, SamplerError } from '../lib/errors.js'
 
 /** The part of systeminformation the sampler uses (tests substitute a fake). */

@@ -1,5 +1,5 @@
 /** The encoding every Store shares: one batch of ops checked and turned into JSON strings, whole or not at all. */
-import type { PersistOp } from '../core/effects.js'
+import type { PersistOp } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import { StoreError } from '../lib/errors.js'
 

@@ -25,7 +25,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type http from 'node:http'
-import type { MemberView } from '../core/types.js'
+import type { MemberView } from '../core/index.js'
 
 /** The parts of the status payload the view reads. */
 export interface WebStatus { cluster: string, self: { id: string, name: string }, members: MemberView[] }

@@ -19,13 +19,10 @@
 import protobuf from 'protobufjs/light.js'
 import { WIRE_SCHEMA } from './wire-schema.js'
 import {
-  PROTOCOL_MAX, PROTOCOL_MIN,
-  type Body, type Envelope, type Gossip, type MemberRecord
-} from '../core/messages.js'
-import type { HostCapacity, HostId, LoadReport, VmRunState, VmSummary } from '../core/types.js'
-import type { ClaimRef } from '../core/vip/vip-messages.js'
-import type { HaClaim } from '../core/ha/restart.js'
-import type { HaMaintenance, HaMode } from '../core/ha/ha-types.js'
+  PROTOCOL_MAX, PROTOCOL_MIN, type Body, type ClaimRef, type Envelope, type Gossip, type HaClaim,
+  type HaMaintenance, type HaMode, type HostCapacity, type HostId, type LoadReport,
+  type MemberRecord, type VmRunState, type VmSummary
+} from '../core/index.js'
 
 // ---------------------------------------------------------------------------------------------
 // Limits and options

@@ -4,10 +4,7 @@
  * payload (GET /v1/status), the VIP payload (GET /v1/vips) and the HA payload (GET /v1/ha), with
  * their builders and the agent_vip_* and agent_ha_* metrics.
  */
-import type { MemberView } from '../core/types.js'
-import type { VipStatusReport } from '../core/vip/vip-bridge.js'
-import type { VipStatus } from '../core/vip/vip-types.js'
-import type { HaStatus } from '../core/ha/ha-types.js'
+import type { HaStatus, MemberView, VipStatus, VipStatusReport } from '../core/index.js'
 
 /** What the local API returns on GET /v1/status. */
 export interface StatusPayload {

@@ -1,5 +1,5 @@
 /** Text rendering of the cluster view for `starling status` and `starling members`. Pure functions. */
-import type { MemberView } from '../core/types.js'
+import type { MemberView } from '../core/index.js'
 import type { StatusPayload } from '../api/payloads.js'
 
 export type { StatusPayload, SettingsMismatch } from '../api/payloads.js'

@@ -9,7 +9,7 @@
  * Only keys are checked here; values (types, ranges) are the validators' business. The shape of
  * the agent's configuration is agent/config-keys.ts.
  */
-import { ConfigError } from '../core/config.js'
+import { ConfigError } from '../core/index.js'
 
 /** A value whose inside is not checked here (a number, a string, an array of strings...). */
 export const V = 'value' as const

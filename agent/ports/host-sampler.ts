@@ -1,4 +1,4 @@
-import type { HostCapacity } from '../core/types.js'
+import type { HostCapacity } from '../core/index.js'
 
 /** Host-level load, without VMs (the hypervisor driver reports those). */
 export interface HostLoad {

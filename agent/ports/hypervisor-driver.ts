@@ -1,4 +1,4 @@
-import type { VmId, VmSummary } from '../core/types.js'
+import type { VmId, VmSummary } from '../core/index.js'
 
 /** What it takes to define and start a VM on a host. */
 export interface VmSpec {

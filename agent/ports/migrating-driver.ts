@@ -3,7 +3,7 @@
  * what the migration machine's driver commands need. The QEMU (QMP), libvirt and simulated
  * drivers implement it.
  */
-import type { VmId } from '../core/types.js'
+import type { VmId } from '../core/index.js'
 import type { HypervisorDriver, VmSpec } from './hypervisor-driver.js'
 
 /** Migration mode. */

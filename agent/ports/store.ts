@@ -1,4 +1,4 @@
-import type { PersistOp } from '../core/effects.js'
+import type { PersistOp } from '../core/index.js'
 
 /**
  * Durable key-value state of one agent (identity, membership snapshot, history, journal).

@@ -1,4 +1,4 @@
-import type { HostId } from '../core/types.js'
+import type { HostId } from '../core/index.js'
 
 /** Frames and connection events delivered by a transport. */
 export interface TransportHandlers {

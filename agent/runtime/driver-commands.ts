@@ -2,13 +2,12 @@
  * Carries out the core's driver commands on a hypervisor driver and turns the outcome into a
  * DriverResult. Never throws: a DriverError (or anything else) becomes `{ ok: false, code }`.
  */
-import type { DriverCommand, DriverQueryResult, DriverResult, VmPresence } from '../core/migration/migration-state.js'
+import type {
+  DriverCommand, DriverQueryResult, DriverResult, HaCommand, HaSource, VmId, VmPresence
+} from '../core/index.js'
 import type { MigratingDriver } from '../ports/migrating-driver.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import { errorCode } from '../lib/errors.js'
-import type { HaCommand } from '../core/ha/ha-types.js'
-import type { HaSource } from '../core/ha/ha-config.js'
-import type { VmId } from '../core/types.js'
 
 export interface DriverExecutorInit {
   /** Address (host) the incoming migrations listen on; the port is chosen per migration. */

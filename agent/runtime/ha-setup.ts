@@ -23,11 +23,11 @@
  * `timing` overrides agent/core/ha/ha-config.ts defaultHaConfig(); fenceDelayTicks defaults to
  * the safe minimum for the timing in force, and a value below it is refused at start-up.
  */
-import { ConfigError } from '../core/config.js'
-import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, validateHaInventory, type HaConfig, type HaMemberSpec, type HaSource, type HaVmSpec } from '../core/ha/ha-config.js'
-import { HA_KEY_PREFIX, haRestoredFrom, type HaRestored } from '../core/ha/ha-types.js'
-import type { HaCoreOptions } from '../core/ha/ha-bridge.js'
-import type { HostId, VmId } from '../core/types.js'
+import {
+  ConfigError, defaultHaConfig, HA_KEY_PREFIX, haRestoredFrom, requiredFenceDelayTicks,
+  validateHaConfig, validateHaInventory, type HaConfig, type HaCoreOptions, type HaMemberSpec,
+  type HaRestored, type HaSource, type HaVmSpec, type HostId, type VmId
+} from '../core/index.js'
 import type { Store } from '../ports/store.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import { checkKeys } from '../lib/known-keys.js'

@@ -18,11 +18,11 @@
  * Connections are split only for VIPs bound to the VM (`vips[].vm`), on TCP, by iptables NAT on
  * the carrying host (agent/adapters/iptables-splitter.ts), which needs net.ipv4.ip_forward=1.
  */
-import { ConfigError } from '../core/config.js'
+import {
+  ConfigError, isReplicaRecord, KEY_REPLICA_PREFIX, type HostId, type ReplicaCommand,
+  type ReplicaCoreOptions, type ReplicaRecord, type SplitEffect, type VmId
+} from '../core/index.js'
 import { defaultReplicationParams, type ReplicationParams } from '../../policies/replication.js'
-import { KEY_REPLICA_PREFIX, isReplicaRecord, type ReplicaCommand, type ReplicaRecord, type SplitEffect } from '../core/replica/replica-types.js'
-import type { ReplicaCoreOptions } from '../core/replica/replica-manager.js'
-import type { HostId, VmId } from '../core/types.js'
 import type { Store } from '../ports/store.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
 import type { Logger } from '../ports/logger.js'

@@ -1,5 +1,8 @@
 /** Reads back what the core persisted (keys documented in agent/core/persisted.ts). */
-import { KEY_DRAINING, KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_MIGRATION_PREFIX, KEY_REPORT_SEQ_CEILING, restoreCoreState, type PersistedCoreState } from '../core/persisted.js'
+import {
+  KEY_DRAINING, KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_MIGRATION_PREFIX, KEY_REPORT_SEQ_CEILING,
+  restoreCoreState, type PersistedCoreState
+} from '../core/index.js'
 import type { Store } from '../ports/store.js'
 
 export async function loadPersistedCoreState (store: Store): Promise<PersistedCoreState | null> {

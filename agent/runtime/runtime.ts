@@ -12,12 +12,7 @@
  * idle agent wakes a few times a second instead of ten (bench/mesh.md).
  */
 import type { ReplicaExecutor } from './replica-setup.js'
-import type { SplitEffect } from '../core/replica/replica-types.js'
-import type { AgentCore } from '../core/agent-core.js'
-import type { Envelope } from '../core/messages.js'
-import type { Input } from '../core/inputs.js'
-import type { Ready } from '../core/effects.js'
-import type { HostId, HostSample } from '../core/types.js'
+import type { AgentCore, Envelope, HostId, HostSample, Input, Ready, SplitEffect } from '../core/index.js'
 import type { Transport } from '../ports/transport.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'

@@ -11,7 +11,7 @@
  * A remove (or a newer burst) cuts short a burst still running for the same VIP: removing must
  * not wait a second for announcements of an address that is about to go.
  */
-import type { VipAddressEffect, VipCoreInput } from '../core/vip/vip-bridge.js'
+import type { VipAddressEffect, VipCoreInput } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import { VipError, type VipAdapter, type VipAddress } from '../ports/vip-adapter.js'
 

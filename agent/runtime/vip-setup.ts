@@ -13,10 +13,11 @@
  * preference ("hosts", member names). "vip" overrides tunables of agent/core/vip/vip-config.ts
  * (intervals in ticks; the defaults are the documented wall times at core.tickMs).
  */
-import { ConfigError } from '../core/config.js'
-import { VipConfigError, defaultVipConfig, validateVipConfig, validateVipSpecs, parseVipAddress, type VipConfig, type VipSpec } from '../core/vip/vip-config.js'
-import { VIP_KEY_PREFIX, restoreVipState, type VipRestored } from '../core/vip/vip-types.js'
-import type { VipCoreOptions } from '../core/vip/vip-bridge.js'
+import {
+  ConfigError, defaultVipConfig, parseVipAddress, restoreVipState, validateVipConfig,
+  validateVipSpecs, VIP_KEY_PREFIX, VipConfigError, type VipConfig, type VipCoreOptions,
+  type VipRestored, type VipSpec
+} from '../core/index.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'
 import type { VipAdapter } from '../ports/vip-adapter.js'

@@ -8,8 +8,7 @@
  * Views converge (hosts and loads) is a predicate for runUntil, not a per-tick check: it is O(n^2).
  * A failure throws with "reproduce with SEED=<n>".
  */
-import type { CoreEvent } from '../core/effects.js'
-import type { HostId } from '../core/types.js'
+import type { CoreEvent, HostId } from '../core/index.js'
 import type { SimCluster } from './sim-cluster.js'
 
 export class InvariantError extends Error {

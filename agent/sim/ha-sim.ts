@@ -29,14 +29,12 @@
  * from the journal and the hypervisor as the machine does. Also counted: resumes of a source
  * copy after the target's copy ran (stale state; R3 exists to keep this at 0).
  */
-import { Prng } from '../core/prng.js'
-import type { HostId, VmId } from '../core/types.js'
-import { HaManager } from '../core/ha/ha-manager.js'
-import { simHaConfig, type HaConfig, type HaMemberSpec, type HaVmSpec } from '../core/ha/ha-config.js'
-import { haRestoredFrom, type HaCommand, type HaMessage, type HaRestored } from '../core/ha/ha-types.js'
-import { VipOwnership, restoreVipState, VIP_KEY_PREFIX, type VipEffect } from '../core/vip/vip-ownership.js'
-import { localTestVipConfig, type VipSpec } from '../core/vip/vip-config.js'
-import type { VipMessage } from '../core/vip/vip-messages.js'
+import {
+  HaManager, haRestoredFrom, localTestVipConfig, Prng, restoreVipState, simHaConfig,
+  VIP_KEY_PREFIX, VipOwnership, type HaCommand, type HaConfig, type HaMemberSpec, type HaMessage,
+  type HaRestored, type HaVmSpec, type HostId, type VipEffect, type VipMessage, type VipSpec,
+  type VmId
+} from '../core/index.js'
 
 export interface HaSimOptions {
   seed: number

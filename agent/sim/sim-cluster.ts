@@ -5,18 +5,13 @@
  * listeners (checkers, benchmarks); advance(). crash(id) drops a core and its in-flight frames;
  * restart(id) builds a new core from what its store holds.
  */
-import { AgentCore } from '../core/agent-core.js'
-import type { CoreConfig } from '../core/config.js'
-import { localTestCoreConfig } from '../core/config.js'
-import type { CoreEvent } from '../core/effects.js'
-import type { Envelope, MemberRecord } from '../core/messages.js'
-import { KEY_DRAINING, KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_MIGRATION_PREFIX, KEY_REPORT_SEQ_CEILING, restoreCoreState } from '../core/persisted.js'
-import type { MigrationConfig } from '../core/migration/migration-state.js'
-import type { HostCapacity } from '../core/types.js'
+import {
+  AgentCore, KEY_DRAINING, KEY_INCARNATION, KEY_MEMBER_PREFIX, KEY_MIGRATION_PREFIX,
+  KEY_REPORT_SEQ_CEILING, localTestCoreConfig, Prng, restoreCoreState, type CoreConfig,
+  type CoreEvent, type Envelope, type HostCapacity, type HostId, type HostSample, type MemberRecord,
+  type MigrationConfig, type PersistedCoreState
+} from '../core/index.js'
 import type { SimHypervisor } from './sim-hypervisor.js'
-import type { PersistedCoreState } from '../core/persisted.js'
-import { Prng } from '../core/prng.js'
-import type { HostId } from '../core/types.js'
 import { SimNetwork } from './sim-network.js'
 import type { SimNetworkOptions } from './sim-network.js'
 import { SyntheticLoad } from './synthetic-load.js'
@@ -164,7 +159,7 @@ export class SimCluster {
     }
   }
 
-  private sampleOf (id: HostId): import('../core/types.js').HostSample {
+  private sampleOf (id: HostId): HostSample {
     if (this.hv === undefined) return this.loads.get(id)!.sample(this.now)
     const vms = this.hv.list(id)
     return { cpuUtil: vms.reduce((a, v) => a + v.cpuUtil, 0), memUsedMiB: vms.reduce((a, v) => a + v.memUsedMiB, 0), netMbps: 0, capacity: this.capacity, vms }

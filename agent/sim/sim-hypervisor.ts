@@ -17,9 +17,10 @@
  * running is one generation newer than its source. Resuming a copy older than the newest that
  * ever ran (stale memory over a disk that moved on) is recorded in `staleResumes`.
  */
-import { Prng } from '../core/prng.js'
-import type { DriverCommand, DriverResult, VmPresence, VmSpecWire } from '../core/migration/migration-state.js'
-import type { HostId, VmId, VmSummary } from '../core/types.js'
+import {
+  Prng, type DriverCommand, type DriverResult, type HostId, type VmId, type VmPresence,
+  type VmSpecWire, type VmSummary
+} from '../core/index.js'
 
 export interface SimHypervisorOptions {
   seed: number

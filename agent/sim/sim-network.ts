@@ -4,11 +4,7 @@
  * passed by reference (never cloned: receivers must not mutate them); bytes are counted with the
  * protobuf size estimator. Frames wait in a timing wheel, so sending and delivering are O(1).
  */
-import { assert } from '../core/assert.js'
-import type { Envelope } from '../core/messages.js'
-import { Prng } from '../core/prng.js'
-import type { HostId } from '../core/types.js'
-import { envelopeBytes } from '../core/wire-size.js'
+import { assert, envelopeBytes, Prng, type Envelope, type HostId } from '../core/index.js'
 
 export interface SimNetworkOptions {
   seed: number

@@ -2,8 +2,7 @@
  * Synthetic host samples for the simulator: each host gets a seeded profile (base CPU, a slow
  * daily-like wave, noise, a handful of VMs) so reports carry realistic sizes and moving values.
  */
-import { Prng } from '../core/prng.js'
-import type { HostCapacity, HostSample, VmSummary } from '../core/types.js'
+import { Prng, type HostCapacity, type HostSample, type VmSummary } from '../core/index.js'
 
 export class SyntheticLoad {
   private readonly prng: Prng

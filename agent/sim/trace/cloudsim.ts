@@ -22,7 +22,7 @@ import { detectOverload, type OverloadParams } from '../../../policies/overload.
 import { selectVm, type SelectionParams } from '../../../policies/selection.js'
 import type { VmView, HostView } from '../../../policies/types.js'
 import type { Controller, SimHost, SimVm, TraceSim } from './engine.js'
-import { seededPrng } from '../../core/prng.js'
+import { seededPrng } from '../../core/index.js'
 
 export interface CloudsimPolicy {
   detector: 'thr' | 'iqr' | 'mad' | 'lr' | 'lrr'

@@ -11,13 +11,10 @@
  * scaled with it (compressedCoreConfig). Failure detection runs too: a peer whose probes are
  * lost is suspected, and the agent's view leaves suspects out.
  */
-import { AgentCore } from '../../core/agent-core.js'
-import { defaultCoreConfig, validateCoreConfig, type CoreConfig } from '../../core/config.js'
-import type { MemberRecord } from '../../core/messages.js'
-import { defaultMigrationConfig } from '../../core/migration/migration-config.js'
-import type { MigrationConfig } from '../../core/migration/migration-state.js'
-import { Prng } from '../../core/prng.js'
-import type { HostSample, MemberState } from '../../core/types.js'
+import {
+  AgentCore, defaultCoreConfig, defaultMigrationConfig, Prng, validateCoreConfig, type CoreConfig,
+  type HostSample, type MemberRecord, type MemberState, type MigrationConfig
+} from '../../core/index.js'
 import type { ClusterView } from '../../../policies/types.js'
 import type { PolicyConfig } from '../../../policies/plan.js'
 import { SimNetwork, type SimNetworkOptions } from '../sim-network.js'

@@ -39,15 +39,13 @@
  * compares the two and bench/sim-gossip.md has the figures. Still a model: the admit() call is direct,
  * not the migration reservation exchange over the simulated network.
  */
-import { Prng, seededPrng } from '../../core/prng.js'
-import { admit, type AdmissionInput } from '../../core/migration/reservation.js'
+import { admit, Prng, seededPrng, type AdmissionInput, type HostSample } from '../../core/index.js'
 import { HostDecider } from '../../../policies/decider.js'
 import type { PolicyConfig } from '../../../policies/plan.js'
 import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import { CloudsimController } from './cloudsim.js'
 import { CoreGossip, defaultCoreGossipOptions, type CoreGossipOptions } from './core-gossip.js'
-import type { HostSample } from '../../core/types.js'
 import type { Metrics, SimHost, SimVm, TraceSim } from './engine.js'
 
 export interface DecentralOptions {

@@ -20,7 +20,7 @@
  * with it. Stateless VMs are a seeded random fraction of the day's VMs (PlanetLab says nothing
  * about state). Energy, SLATAH, PDM and the rest are the engine's own accounting.
  */
-import { Prng, seededPrng } from '../../core/prng.js'
+import { Prng, seededPrng } from '../../core/index.js'
 import { detectOverload } from '../../../policies/overload.js'
 import { isUnderloaded } from '../../../policies/underload.js'
 import { nextStreak } from '../../../policies/antithrash.js'
