@@ -1,8 +1,13 @@
 /**
  * `starling demo`: a local cluster on this machine. It writes a configuration per host (keys,
- * loopback addresses, simulated VMs with varied load patterns), starts one real agent process per
- * host, and shows the cluster forming and its loads live until stopped (Ctrl-C) or --duration.
- * The agents are the same program systemd runs; only the driver and sampler are simulated.
+ * loopback addresses, simulated VMs), starts one real agent process per host and plays a
+ * scenario (demo-scenario.ts: a load surge and the migrations that relieve it, quiet hours and
+ * consolidation, kill -9 of a host and the HA restarts, the host rejoining), narrated as a
+ * timeline of events beside the cluster tree; it ends by printing what happened and how long
+ * each step took (exit 1 when a step was not seen: a smoke test). On a TTY the view redraws in
+ * place; otherwise only events are printed. Every agent serves the web page; the demo prints its
+ * address. The agents are the same program systemd runs; only the driver, the sampler and the
+ * watchdog devices are simulated.
  */
 import { parseArgs } from 'node:util'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -16,9 +21,11 @@ import { fileURLToPath } from 'node:url'
 import { Prng } from '../core/index.js'
 import { loadOrCreateKeyPair } from '../adapters/identity.js'
 import { identityFile } from '../main.js'
-import { fetchStatus, UsageError } from './client.js'
+import { UsageError } from './client.js'
 import { agentSpawnArgs } from './agent-node-args.js'
 import { renderStatusTree, type StatusPayload } from './render.js'
+import { FifoWatchdog } from '../sim/fifo-watchdog.js'
+import { DEMO_WATCHDOG_SEC, SCENARIOS, Watcher, prepareScenario, renderSummary, resetSimHost, runScenario, type DemoEvent, type ScenarioName, type ScenarioResult } from './demo-scenario.js'
 
 const PATTERNS = ['sine', 'walk', 'spiky', 'constant'] as const
 
@@ -129,6 +136,9 @@ export async function runDemo (args: string[]): Promise<number> {
     options: {
       hosts: { type: 'string', default: '5' },
       duration: { type: 'string' },
+      scenario: { type: 'string', default: 'all' },
+      'surge-at': { type: 'string' },
+      'quiet-at': { type: 'string' },
       seed: { type: 'string', default: '1' },
       keep: { type: 'boolean' },
       json: { type: 'boolean' }
@@ -138,38 +148,112 @@ export async function runDemo (args: string[]): Promise<number> {
   if (!Number.isInteger(n) || n < 1 || n > 50) throw new UsageError('--hosts must be an integer from 1 to 50')
   const durationS = values.duration === undefined ? Infinity : Number(values.duration)
   if (!(durationS > 0)) throw new UsageError('--duration must be a positive number of seconds')
+  const scenario = values.scenario as ScenarioName
+  if (!SCENARIOS.includes(scenario)) throw new UsageError(`--scenario must be one of ${SCENARIOS.join(', ')}`)
+  const at = (k: 'surge-at' | 'quiet-at'): number | undefined => {
+    const v = values[k]
+    if (v === undefined) return undefined
+    const x = Number(v)
+    if (!(x >= 0)) throw new UsageError(`--${k} must be a number of seconds >= 0`)
+    return x
+  }
+  const surgeAtS = at('surge-at')
+  const quietAtS = at('quiet-at')
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-demo-'))
   const hosts = await writeLocalCluster(dir, n, { seed: Number(values.seed) })
-  const t0 = Date.now()
-  const children = hosts.map(h => startAgent(h))
+  const plan = scenario === 'none' ? null : await prepareScenario(dir, hosts, scenario, { ...(surgeAtS !== undefined ? { surgeAtS } : {}), ...(quietAtS !== undefined ? { quietAtS } : {}) })
   const tty = process.stdout.isTTY === true && values.json !== true
+  const children = new Map<string, ChildProcess>()
+  // The emulated watchdog of each host: a reset kills the host's agent (if it still runs).
+  const watchdogs: FifoWatchdog[] = []
+  for (const [name, file] of Object.entries(plan?.watchdogs ?? {})) {
+    const w = new FifoWatchdog(file, DEMO_WATCHDOG_SEC * 1000, () => {
+      const c = children.get(name)
+      if (c !== undefined && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    })
+    w.start()
+    watchdogs.push(w)
+  }
+  const t0 = Date.now()
+  for (const h of hosts) children.set(h.name, startAgent(h))
   let stopping = false
   const stop = (): void => { stopping = true }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
-  process.stderr.write(`demo: ${n} agents started in ${dir} (logs: <host>.log); Ctrl-C stops them\n`)
-  let formedAtMs: number | null = null
-  let turn = 0
-  while (!stopping && Date.now() - t0 < durationS * 1000) {
-    await new Promise(resolve => setTimeout(resolve, 1000))
-    const h = hosts[turn++ % hosts.length] as DemoHost
-    let s: StatusPayload | null = null
-    try { s = await fetchStatus(h.apiListen, 900) } catch { s = null }
-    const elapsed = ((Date.now() - t0) / 1000).toFixed(1)
-    const alive = s?.members.filter(m => m.state === 'alive').length ?? 0
-    if (formedAtMs === null && alive === n) formedAtMs = Date.now() - t0
-    const exited = children.filter(c => c.exitCode !== null).length
-    const header = `t=${elapsed}s  agents ${n - exited}/${n} running  ` +
-      (formedAtMs === null ? `forming: ${alive}/${n} alive in ${h.name}'s view` : `cluster formed in ${(formedAtMs / 1000).toFixed(1)} s`)
-    if (values.json === true) {
-      process.stdout.write(JSON.stringify({ t: Number(elapsed), view: h.name, alive, formedAtMs, status: s }) + '\n')
-    } else {
-      const body = s === null ? `(${h.name} not answering yet)` : renderStatusTree(s)
-      process.stdout.write((tty ? '\x1b[2J\x1b[H' : '\n') + header + '\n' + body + '\n')
-    }
+  const going = (): boolean => !stopping && Date.now() - t0 < durationS * 1000
+  const say = (line: string): void => { process.stderr.write(`demo: ${line}\n`) }
+  say(`${n} agents started in ${dir} (logs: <host>.log); Ctrl-C stops them`)
+  say(`web view: http://${hosts[0]?.apiListen ?? '?'}/ (every agent serves it: ${hosts.map(h => `http://${h.apiListen}/`).join(' ')})`)
+  say(`scenario: ${scenario}${plan?.surgeAtS != null ? `; surge at ${plan.surgeAtS} s` : ''}${plan?.quietAtS != null ? `; quiet hours at ${plan.quietAtS} s` : ''}`)
+  if (plan?.haNote != null) say(plan.haNote)
+  if (plan !== null) say('virtual IPs are not part of the demo: they need network namespaces and root (npm run bench:vip, bench:failover)')
+
+  const timeline: string[] = []
+  const fmt = (e: DemoEvent): string => `${(e.tMs / 1000).toFixed(1).padStart(6)} s  ${e.text}`
+  const onEvent = (e: DemoEvent): void => {
+    if (values.json === true) { process.stdout.write(JSON.stringify({ event: e }) + '\n'); return }
+    timeline.push(fmt(e))
+    if (!tty) process.stdout.write(fmt(e) + '\n')
   }
-  process.stderr.write('demo: stopping agents\n')
-  await stopAll(children)
+  const running = (name: string): boolean => { const c = children.get(name); return c !== undefined && c.exitCode === null && c.signalCode === null }
+  const watcher = new Watcher(hosts, t0, running, onEvent, plan?.threshold)
+  // On a TTY: the cluster tree (the observer's view) beside the timeline, redrawn in place.
+  const draw = (): void => {
+    const s = watcher.status() as StatusPayload | null
+    const elapsed = ((Date.now() - t0) / 1000).toFixed(1)
+    const left = [`t=${elapsed}s  scenario ${scenario}  web http://${hosts[0]?.apiListen ?? '?'}/`, ...(s === null ? ['(no agent answering yet)'] : renderStatusTree(s).split('\n'))]
+    const cols = process.stdout.columns ?? 160
+    const rows = process.stdout.rows ?? 40
+    const lw = Math.min(112, Math.max(40, cols - 60))
+    const right = ['timeline', ...timeline.slice(-(rows - 3))]
+    const out: string[] = []
+    for (let i = 0; i < Math.min(rows - 1, Math.max(left.length, right.length)); i++) {
+      const l = (left[i] ?? '').slice(0, lw).padEnd(lw)
+      out.push(`${l} │ ${(right[i] ?? '').slice(0, Math.max(0, cols - lw - 3))}`)
+    }
+    process.stdout.write('\x1b[H\x1b[2J' + out.join('\n') + '\n')
+  }
+  const redraw = tty ? setInterval(draw, 1000) : null
+  let result: ScenarioResult | null = null
+  if (plan !== null) {
+    result = await runScenario(plan, watcher, hosts, {
+      t0,
+      going,
+      kill: async name => {
+        const c = children.get(name)
+        if (c !== undefined && c.exitCode === null) {
+          const gone = new Promise<void>(resolve => c.once('exit', () => resolve()))
+          c.kill('SIGKILL')
+          await gone
+        }
+        const h = hosts.find(x => x.name === name)
+        if (h !== undefined) await resetSimHost(h)
+      },
+      start: name => {
+        const h = hosts.find(x => x.name === name)
+        if (h !== undefined) children.set(name, startAgent(h))
+      }
+    })
+  }
+  // With no scenario, or after it on a TTY without --duration: the live view until Ctrl-C.
+  while (going() && (plan === null || (tty && durationS === Infinity) || durationS !== Infinity)) {
+    await watcher.poll()
+    if (plan === null && !tty && values.json !== true) {
+      const s = watcher.status() as StatusPayload | null
+      if (s !== null) process.stdout.write('\n' + renderStatusTree(s) + '\n')
+    }
+    await new Promise(resolve => setTimeout(resolve, 1000))
+  }
+  if (redraw !== null) { clearInterval(redraw); draw() }
+  watcher.stop()
+  if (result !== null) {
+    if (values.json === true) process.stdout.write(JSON.stringify({ result }) + '\n')
+    else process.stdout.write(renderSummary(result) + '\n')
+  }
+  say('stopping agents')
+  await stopAll([...children.values()])
+  for (const w of watchdogs) w.stop()
   if (values.keep !== true) await rm(dir, { recursive: true, force: true })
-  return 0
+  else say(`kept ${dir}`)
+  return result === null || result.ok ? 0 : 1
 }
