@@ -12,7 +12,7 @@ if [ "${1:-}" != "--npm-only" ]; then
   # command:package pairs; add a pair when a test needs a new tool.
   for pair in ip:iproute2 tc:iproute2 arping:iputils-arping ping:iputils-ping tcpdump:tcpdump \
               qemu-system-x86_64:qemu-system-x86 busybox:busybox-static virsh:libvirt-clients libvirtd:libvirt-daemon-system \
-              dpkg-deb:dpkg unshare:util-linux systemd-analyze:systemd systemd-sysusers:systemd systemd-tmpfiles:systemd \
+              dpkg-deb:dpkg unshare:util-linux setpriv:util-linux systemd-analyze:systemd systemd-sysusers:systemd systemd-tmpfiles:systemd \
               chromium:chromium; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || case " ${need[*]-} " in *" $pkg "*) ;; *) need+=("$pkg") ;; esac
