@@ -25,6 +25,12 @@ t.test('simulated part', async t => {
   t.ok((s.restarts as number) > 0, `restarts happened (${String(s.restarts)})`)
   t.equal(s.doubleStarts, 0, 'no double start')
   t.same(s.violations, { S1: 0, S4: 0, S5: 0 }, 'no S1, S4 or S5 violation (VIPs modelled)')
+  const nr = s.vmsNotRunning as { total: number, byReason: Record<string, number> }
+  t.equal((s.vmsRunningAtEnd as number) + nr.total, s.vms, 'every VM is running at the end or has a reason')
+  t.equal(nr.byReason.unexplained, 0, 'no VM left not running without a reason')
+  t.equal(nr.byReason['gave up after other start failures'], 0, 'no VM given up after a failure the simulator did not inject')
+  t.equal(nr.total, nr.byReason['gave up after injected start failures'], `the only reason: given up after injected start failures (${nr.total})`)
+  t.equal(s.vmsLeftFailed, nr.total, 'each VM left failed is counted with its reason')
 })
 
 if (why !== null) {

@@ -83,7 +83,7 @@ interface Agent {
 
 interface VipOp { at: number, host: HostId, life: number, effect: Extract<VipEffect, { type: 'add-and-announce' | 'announce' | 'remove' }> }
 
-interface DriverOp { at: number, host: HostId, life: number, command: HaCommand, ok: boolean, hangs: boolean }
+interface DriverOp { at: number, host: HostId, life: number, command: HaCommand, ok: boolean, hangs: boolean, injected: boolean }
 type HvState = 'running' | 'paused' | 'incoming'
 /** A live migration of a protected VM (the journal of both ends, as the migration machine keeps it). */
 interface SimMigration {
@@ -145,6 +145,11 @@ export class HaSim {
   private readonly isolated = new Set<HostId>()
   /** Debugging: every event, send and driver command, as text. */
   trace: ((line: string) => void) | null = null
+  /**
+   * Failed starts of each VM since it last started, by cause: injected (the startFailure
+   * probability) or other (a resume whose paused copy is gone).
+   */
+  readonly startFailures = new Map<VmId, { injected: number, other: number }>()
 
   constructor (opts: HaSimOptions) {
     this.prng = new Prng(opts.seed)
@@ -324,6 +329,21 @@ export class HaSim {
       if (s?.failed === true) return true
     }
     return false
+  }
+
+  /**
+   * Why a VM does not run exactly once now, or null when it does. 'gave up after injected start
+   * failures': some agent holds it failed (maxAttempts failed starts in a row, by design left to
+   * the operator) and every failed start since it last ran was one the simulator injected, at
+   * least as many as the attempts allowed. 'gave up after other start failures': held failed with
+   * a failure the simulator did not inject among them. 'unexplained': neither running once nor
+   * given up (a liveness bug).
+   */
+  notRunningReason (vm: VmId): NotRunningReason | null {
+    if (!this.failed(vm)) return this.copies(vm) === 1 ? null : 'unexplained'
+    const spec = this.vms.find(v => v.id === vm)!
+    const f = this.startFailures.get(vm) ?? { injected: 0, other: 0 }
+    return f.other === 0 && f.injected >= (spec.maxAttempts ?? this.config.maxAttempts) ? 'gave up after injected start failures' : 'gave up after other start failures'
   }
 
   copies (vm: VmId): number {
@@ -670,7 +690,7 @@ export class HaSim {
     // The driver carries out one host's commands in order (the runtime must too).
     const at = Math.max(this.now + 1 + this.prng.int(c.kind === 'haStop' ? this.o.stopTicksMax : 3), this.lastOpAt.get(id) ?? 0)
     this.lastOpAt.set(id, at)
-    this.ops.push({ at, host: id, life: a.life, command: c, ok, hangs })
+    this.ops.push({ at, host: id, life: a.life, command: c, ok, hangs, injected: !ok })
   }
 
   private applyOp (op: DriverOp): void {
@@ -681,6 +701,9 @@ export class HaSim {
     if (op.hangs) return // never completes; the watchdog will reset the host
     if (c.kind === 'haStart') {
       if (c.mode === 'resume' && hv.get(c.vm) !== 'paused') op.ok = false
+      const streak = this.startFailures.get(c.vm) ?? { injected: 0, other: 0 }
+      if (op.ok) this.startFailures.delete(c.vm)
+      else { if (op.injected) streak.injected++; else streak.other++; this.startFailures.set(c.vm, streak) }
       if (op.ok) {
         if (c.mode === 'boot') this.stats.restarts += c.epoch > 0 ? 1 : 0
         hv.set(c.vm, 'running')
@@ -707,7 +730,22 @@ export class HaSim {
   }
 }
 
-export interface RunResult { violations: string[], live: boolean, ticksToLive: number, stats: HaSim['stats'], failed: number, maxVipOverlap: number }
+/** Why a VM does not run at the end of a run (HaSim.notRunningReason). */
+export type NotRunningReason = 'gave up after injected start failures' | 'gave up after other start failures' | 'unexplained'
+
+export interface RunResult {
+  violations: string[]
+  live: boolean
+  ticksToLive: number
+  stats: HaSim['stats']
+  /** VMs given up (maxAttempts failed starts) in the eyes of some agent at the end. */
+  failed: number
+  /** HA VMs in the run. */
+  vms: number
+  /** Every VM given up or not running exactly once at the end, with the reason. */
+  notRunning: Array<{ vm: VmId, reason: NotRunningReason }>
+  maxVipOverlap: number
+}
 
 /** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM to run. */
 export function haRandomRun (seed: number, trace?: (line: string) => void, opts: { migrations?: number, vips?: boolean } = {}): RunResult {
@@ -787,6 +825,8 @@ export function haRandomRun (seed: number, trace?: (line: string) => void, opts:
     for (const spec of sim.vipSpecs) trace(`VIP ${spec.id}: carried by ${[...sim.carriers.get(spec.id)!].join(',') || 'nobody'}`)
   }
   const failed = sim.vms.filter(v => sim.failed(v.id)).length
-  return { violations: sim.violations.map(v => `${v.kind} @${v.tick}: ${v.text}`), live, ticksToLive, stats: sim.stats, failed, maxVipOverlap: sim.maxVipOverlap }
+  const notRunning: RunResult['notRunning'] = []
+  for (const v of sim.vms) { const reason = sim.notRunningReason(v.id); if (reason !== null) notRunning.push({ vm: v.id, reason }) }
+  return { violations: sim.violations.map(v => `${v.kind} @${v.tick}: ${v.text}`), live, ticksToLive, stats: sim.stats, failed, vms: sim.vms.length, notRunning, maxVipOverlap: sim.maxVipOverlap }
 }
 

@@ -16,10 +16,20 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
   const seeds = only ? [base] : Array.from({ length: runs }, (_, i) => base + i)
   let bad = 0
   let dead = 0
+  // VMs not running at the end: each must have a reason, and the only one expected is the
+  // designed give-up after maxAttempts failed starts, all injected by the simulator.
+  let givenUp = 0
+  let failedVms = 0
+  let otherReasons = 0
   let worst = 0
   const totals = { migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0, restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0 }
   for (const seed of seeds) {
     const r = haRandomRun(seed, undefined, { migrations: 0.12 })
+    failedVms += r.failed
+    for (const x of r.notRunning) {
+      if (x.reason === 'gave up after injected start failures') givenUp++
+      else if (++otherReasons <= 5) t.fail(`${x.vm} not running: ${x.reason} — reproduce with SEED=${seed}`)
+    }
     for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += r.stats[k]
     if (r.violations.length > 0) {
       bad++
@@ -35,5 +45,7 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
   t.equal(bad, 0, 'no run broke S1 or S4')
   t.equal(totals.staleResumes, 0, `no source resumed a copy older than what ran on its target (${totals.staleCopies} stale copies handed to HA after a target's power loss)`)
   t.equal(dead, 0, `every run recovered after heal (slowest ${worst} ticks)`)
+  t.equal(otherReasons, 0, 'every VM not running at the end was given up after injected start failures')
+  t.equal(givenUp, failedVms, `each VM left failed has that reason (${givenUp})`)
   t.end()
 })

@@ -21,11 +21,21 @@ t.test(`random faults, migrations and a VIP per VM (${only ? 1 : runs} runs)`, t
   const seeds = only ? [base] : Array.from({ length: runs }, (_, i) => base + i)
   let bad = 0
   let dead = 0
+  // VMs not running at the end: each must have a reason, and the only one expected is the
+  // designed give-up after maxAttempts failed starts, all injected by the simulator.
+  let givenUp = 0
+  let failedVms = 0
+  let otherReasons = 0
   let worst = 0
   let overlap = 0
   let migrations = 0
   for (const seed of seeds) {
     const r = haRandomRun(seed, undefined, { migrations: 0.12, vips: true })
+    failedVms += r.failed
+    for (const x of r.notRunning) {
+      if (x.reason === 'gave up after injected start failures') givenUp++
+      else if (++otherReasons <= 5) t.fail(`${x.vm} not running: ${x.reason} — reproduce with SEED=${seed}`)
+    }
     migrations += r.stats.migrationsCommitted
     overlap = Math.max(overlap, r.maxVipOverlap)
     if (r.violations.length > 0) {
@@ -42,6 +52,8 @@ t.test(`random faults, migrations and a VIP per VM (${only ? 1 : runs} runs)`, t
   t.equal(bad, 0, 'no run broke S1, S4 or S5')
   t.equal(dead, 0, 'every run settled after heal: each VM runs once and its host alone carries and owns its VIP')
   t.ok(overlap <= localTestVipConfig().handoffTimeoutTicks + 6, `a make-before-break overlap is bounded (${overlap} ticks)`)
+  t.equal(otherReasons, 0, 'every VM not running at the end was given up after injected start failures')
+  t.equal(givenUp, failedVms, `each VM left failed has that reason (${givenUp})`)
   t.end()
 })
 

@@ -14,10 +14,20 @@ t.test(`random faults: S1 and S4 after every tick, liveness after heal (${only ?
   const seeds = only ? [base] : Array.from({ length: runs }, (_, i) => base + i)
   let bad = 0
   let dead = 0
+  // VMs not running at the end: each must have a reason, and the only one expected is the
+  // designed give-up after maxAttempts failed starts, all injected by the simulator.
+  let givenUp = 0
+  let failedVms = 0
+  let otherReasons = 0
   let worst = 0
   const totals = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, failed: 0 }
   for (const seed of seeds) {
     const r = randomRun(seed)
+    failedVms += r.failed
+    for (const x of r.notRunning) {
+      if (x.reason === 'gave up after injected start failures') givenUp++
+      else if (++otherReasons <= 5) t.fail(`${x.vm} not running: ${x.reason} — reproduce with SEED=${seed}`)
+    }
     for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += k === 'failed' ? r.failed : r.stats[k]
     if (r.violations.length > 0) {
       bad++
@@ -31,5 +41,7 @@ t.test(`random faults: S1 and S4 after every tick, liveness after heal (${only ?
   t.comment(`faults injected: ${JSON.stringify(totals)}`)
   t.equal(bad, 0, 'no run broke S1 or S4')
   t.equal(dead, 0, `every run recovered after heal (slowest ${worst} ticks)`)
+  t.equal(otherReasons, 0, 'every VM not running at the end was given up after injected start failures')
+  t.equal(givenUp, failedVms, `each VM left failed has that reason (${givenUp})`)
   t.end()
 })

@@ -86,6 +86,14 @@ interface Vm {
   handoverGrants: Set<HostId>
   /** Target of a live migration: the source it comes from (durable); role 'incoming' meanwhile. */
   incomingFrom: HostId | null
+  /**
+   * The highest claim this host knows a majority granted (its own once granted; others' from
+   * their 'held' and granted releases), with the failed starts its owner last reported under it:
+   * where the count of failed starts in a row comes from. The standing claim may be one no
+   * majority granted (an abandoned claim of ours) and carry an older count, from before the VM
+   * last ran. Not durable: a restarted agent counts from its standing claim until it hears one.
+   */
+  lastGranted: HaClaim | null
 }
 
 function zero (): HaCounters {
@@ -170,7 +178,8 @@ export class HaManager {
         dirty: false,
         handover: d?.handover !== undefined ? { ...d.handover } : null,
         handoverGrants: new Set(),
-        incomingFrom: d?.incomingFrom ?? null
+        incomingFrom: d?.incomingFrom ?? null,
+        lastGranted: d !== undefined ? null : initial
       }
       this.vms.set(spec.id, v)
       if (v.incomingFrom !== null) {
@@ -308,8 +317,8 @@ export class HaManager {
         standing: v.standing === null ? null : { ...v.standing },
         released: v.released,
         owner: v.standing !== null && !v.released ? v.standing.host : null,
-        attempts: v.standing?.attempts ?? 0,
-        failed: (v.standing?.attempts ?? 0) >= this.maxAttempts(v)
+        attempts: this.attempts(v),
+        failed: this.attempts(v) >= this.maxAttempts(v)
       })),
       counters: { ...this.counters }
     }
@@ -549,6 +558,7 @@ export class HaManager {
   }
 
   private onHeld (v: Vm, c: HaClaim): void {
+    this.noteGranted(v, c)
     // A held claim was granted by a majority: it supersedes the lower claims we keep.
     this.dropPriors(v, p => compareHaClaims(p, c) < 0)
     // Its owner runs it: below a standing claim that may never have reached a majority (an
@@ -573,6 +583,7 @@ export class HaManager {
    * still run the VM. (The same rule as for VIP claims.)
    */
   private onRelease (v: Vm, c: HaClaim, granted: boolean): void {
+    if (granted) this.noteGranted(v, c)
     // Its owner no longer runs it; a released claim that a majority granted supersedes lower ones.
     this.dropPriors(v, p => sameHaClaim(p, c) || (granted && compareHaClaims(p, c) < 0))
     // A released claim that a majority had granted supersedes every lower one: when it was
@@ -632,6 +643,7 @@ export class HaManager {
       if (v.role !== 'starting' || v.own === null || v.own.epoch !== cmd.epoch) return
       if (ok) {
         v.own = { ...v.own, attempts: 0 }
+        this.noteGranted(v, v.own)
         if (v.standing === null || compareHaClaims(v.own, v.standing) >= 0) { v.standing = { ...v.own }; v.released = false }
         const own = v.own
         this.dropPriors(v, p => compareHaClaims(p, own) < 0)
@@ -814,7 +826,7 @@ export class HaManager {
 
   private becomeClaiming (v: Vm, resume: boolean): void {
     const s = v.standing
-    const claim: HaClaim = { epoch: Math.max(s?.epoch ?? 0, v.own?.epoch ?? 0, v.ownEpochMax) + 1, host: this.self, attempts: s?.attempts ?? 0 }
+    const claim: HaClaim = { epoch: Math.max(s?.epoch ?? 0, v.own?.epoch ?? 0, v.ownEpochMax) + 1, host: this.self, attempts: this.attempts(v) }
     if (resume) {
       // Resume only if nothing stands above our paused copy's claim.
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
@@ -842,6 +854,7 @@ export class HaManager {
     v.ownGranted = true
     v.dirty = true
     v.pausedClaim = null
+    this.noteGranted(v, v.own)
     this.setRole(v, 'starting', `claim ${haClaimText(v.own)} granted by ${v.grants.size}/${this.ids.length}`)
     this.out.push({ type: 'driver', command: { kind: 'haStart', vm: v.spec.id, epoch: v.own.epoch, source: v.spec.source, mode: v.resume ? 'resume' : 'boot' } })
   }
@@ -896,10 +909,21 @@ export class HaManager {
     })
   }
 
+  /** Failed starts of the VM in a row, as this host knows them (see Vm.lastGranted). */
+  private attempts (v: Vm): number {
+    return v.lastGranted?.attempts ?? v.standing?.attempts ?? 0
+  }
+
+  /** A majority granted `c`: the highest such claim carries the count of failed starts. */
+  private noteGranted (v: Vm, c: HaClaim): void {
+    const g = v.lastGranted
+    if (g === null || compareHaClaims(c, g) > 0 || (sameHaClaim(c, g) && c.attempts !== g.attempts)) v.lastGranted = { ...c }
+  }
+
   /** Free to restart now, by this host's records, and not given up on. */
   private isOrphan (v: Vm): boolean {
     if (v.role !== 'idle') return false
-    if ((v.standing?.attempts ?? 0) >= this.maxAttempts(v)) return false
+    if (this.attempts(v) >= this.maxAttempts(v)) return false
     const s = v.standing
     return (s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host))) && this.priorsFree(v, this.self)
   }
