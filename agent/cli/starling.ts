@@ -32,7 +32,7 @@ commands:
   status [--json]            show the cluster as a tree (hosts, load now and forecast, VMs)
   members [--json]           show the members
   keygen --state-dir DIR     create or read this host's key pair and print its public key
-  demo [--hosts N] [--duration S]  start a local cluster on loopback with simulated VMs
+  demo [--hosts N] [--duration S] [--scenario NAME]  a local cluster on loopback with simulated VMs playing a scenario (all, balance, consolidate, failover, none)
   sim [--help]               run the trace-driven simulator
   migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
   migrations [--json]        migrations this host takes part in (in flight and recent)

@@ -1,0 +1,60 @@
+/**
+ * `starling demo` end to end (short timings): five real agents play the whole scenario and the
+ * events happen in order: formation, the surge's forecast crossing the threshold on host1, host1
+ * picking a VM for overload and the migration committing (never onto its anti-affine peer's
+ * host), quiet hours and a host emptied by consolidation, kill -9 of the host with the HA VMs,
+ * suspected, dead, its HA VMs running elsewhere, the host rejoining without running them again.
+ * The demo exits 0 only when it saw every step.
+ */
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { compiledCli } from './cluster-harness.js'
+
+interface Ev { tMs: number, kind: string, text: string, host?: string, vm?: string }
+interface Result { ok: boolean, steps: Array<{ step: string, atMs: number | null, note: string }>, migrations: Array<{ vm: string, from: string, to: string, cause: string, state: string }>, restarts: Array<{ vm: string, from: string, to: string, afterKillS: number }>, killed: string | null }
+
+t.test('the demo plays its scenario in order', async t => {
+  const child = spawn(process.execPath, [compiledCli(), 'demo', '--json', '--hosts', '5', '--surge-at', '8', '--quiet-at', '30'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (b: Buffer) => { out += b.toString() })
+  child.stderr.on('data', (b: Buffer) => { err += b.toString() })
+  const killer = setTimeout(() => child.kill('SIGINT'), 300_000)
+  const code = await new Promise<number>(resolve => child.once('exit', c => resolve(c ?? 1)))
+  clearTimeout(killer)
+  const lines = out.split('\n').filter(Boolean).map(l => JSON.parse(l) as { event?: Ev, result?: Result })
+  const events = lines.flatMap(l => l.event !== undefined ? [l.event] : [])
+  const result = lines.find(l => l.result !== undefined)?.result
+  t.match(err, /web view: http:\/\/127\.0\.0\.1:\d+\//, 'the demo prints the web page\'s address')
+  t.ok(result !== undefined, 'it prints what happened')
+  if (result === undefined) return
+  for (const s of result.steps) t.comment(`${s.atMs === null ? '   -  ' : `${(s.atMs / 1000).toFixed(1)} s`}  ${s.step}${s.note !== '' ? `: ${s.note}` : ''}`)
+  for (const r of result.restarts) t.comment(`HA restart of ${r.vm} ${r.from} → ${r.to} ${r.afterKillS.toFixed(1)} s after the kill`)
+  t.equal(code, 0, `the demo exits 0 (saw every step)${code !== 0 ? `; stderr: ${err.slice(-400)}` : ''}`)
+  t.ok(result.ok, 'every step was seen')
+  const victim = result.killed ?? 'none'
+  const at = (pred: (e: Ev) => boolean, what: string): number => {
+    const i = events.findIndex(pred)
+    t.ok(i >= 0, `event: ${what}`)
+    return i
+  }
+  const order = [
+    at(e => e.kind === 'formed', 'cluster formed'),
+    at(e => e.kind === 'surge', 'the surge begins'),
+    at(e => e.kind === 'overload' && e.host === 'host1', 'host1\'s forecast crosses the threshold'),
+    at(e => e.kind === 'migration' && e.host === 'host1' && e.text.includes('(overload)'), 'host1 picks a VM and a target for overload'),
+    at(e => e.kind === 'committed' && events.some(m => m.kind === 'migration' && m.vm === e.vm && m.text.includes('(overload)')), 'that migration commits'),
+    at(e => e.kind === 'quiet', 'quiet hours'),
+    at(e => e.kind === 'empty', 'a host is emptied (could power off)'),
+    at(e => e.kind === 'kill', `kill -9 ${victim}`),
+    at(e => (e.kind === 'suspect' || e.kind === 'dead') && e.host === victim, `${victim} suspected`),
+    at(e => e.kind === 'dead' && e.host === victim, `${victim} dead`),
+    at(e => e.kind === 'ha-restart', 'an HA VM restarted elsewhere'),
+    at(e => e.kind === 'alive' && e.host === victim, `${victim} alive again`),
+    at(e => e.kind === 'rejoined', `${victim} rejoined without the restarted VMs`)
+  ]
+  t.same(order.map((x, i) => [i, x >= 0]), order.map((_, i) => [i, true]), 'every event was seen')
+  t.ok(order.every((x, i) => i === 0 || x > (order[i - 1] as number)), `in order (${order.join(' < ')})`)
+  t.ok(result.restarts.length >= 1 && result.restarts.every(r => r.to !== victim), 'the HA VMs run on other hosts')
+  t.notOk(events.some(e => e.kind === 'double' || e.kind === 'rule-broken'), 'no VM ran twice and no rule was broken')
+})
