@@ -170,7 +170,19 @@ function isObj (v: unknown): v is Obj {
 }
 
 function fail (path: string, what: string): never {
-  throw new ConfigError(`config: ${path} ${what}`)
+  throw new ConfigError(`config: ${path} ${what}`, path)
+}
+
+/**
+ * Runs a section's own validation; its ConfigError gets `section` in front of its field path (the
+ * section's checks name fields relative to it) and, when given, a new message.
+ */
+function inSection<T> (section: string, check: () => T, message?: (msg: string) => string): T {
+  try { return check() } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    const msg = message === undefined ? err.message : message(err.message)
+    throw section === '' ? new ConfigError(msg, err.path) : err.withPrefix(section, msg)
+  }
 }
 
 function str (o: Obj, key: string, path: string, def?: string): string {
@@ -290,7 +302,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   if (!(LOG_LEVELS as readonly unknown[]).includes(level)) fail('log.level', `must be one of ${LOG_LEVELS.join(', ')}`)
   const coreRaw = obj(raw, 'core', 'config', true)
   const base = opts.testProfile === true ? localTestCoreConfig() : defaultCoreConfig()
-  const core = validateCoreConfig({ ...base, ...coreRaw } as CoreConfig)
+  const core = inSection('core', () => validateCoreConfig({ ...base, ...coreRaw } as CoreConfig))
   const migration = validateMigration(obj(raw, 'migration', 'config', true), core.tickMs)
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
   const ha = validateHaSection(raw.ha, members.map(m => m.name))
@@ -402,7 +414,7 @@ function validatePolicySection (raw: unknown, d: PolicyConfig): PolicyConfig {
     if (raw[k] !== undefined && !isObj(raw[k])) fail(`migration.policy.${k}`, 'must be an object')
   }
   const p = { ...d, ...raw, guards: { ...d.guards, ...(raw.guards as object | undefined) } } as PolicyConfig
-  try { return validatePolicyConfig(p) } catch (err) { return fail('migration.policy', (err as Error).message) }
+  return inSection('migration.policy', () => validatePolicyConfig(p), msg => `config: migration.policy ${msg}`)
 }
 
 function validateMigration (m: Obj, tickMs: number): MigrationConfig {
@@ -415,11 +427,13 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes'] as const) {
     out[k] = num(m, k, 'migration', k === 'balanceTicks' ? balanceDefault : d[k], 0)
   }
-  if (m.onStall !== undefined) out.onStall = m.onStall === 'postcopy' ? 'postcopy' : m.onStall === 'abort' ? 'abort' : fail('migration.onStall', 'must be abort or postcopy')
+  const onStall = (v: unknown, path: string): 'abort' | 'postcopy' => v === 'abort' || v === 'postcopy' ? v : fail(path, `must be abort or postcopy (got ${JSON.stringify(v)})`)
+  if (m.onStall !== undefined) out.onStall = onStall(m.onStall, 'migration.onStall')
   if (m.onStallByVm !== undefined) {
     if (!isObj(m.onStallByVm)) fail('migration.onStallByVm', 'must be an object')
-    out.onStallByVm = Object.fromEntries(Object.entries(m.onStallByVm).map(([k, v]) => [k, v === 'postcopy' ? 'postcopy' : 'abort']))
+    out.onStallByVm = Object.fromEntries(Object.entries(m.onStallByVm).map(([k, v]) => [k, onStall(v, `migration.onStallByVm.${k}`)]))
   }
+  if (m.autoBalance !== undefined && typeof m.autoBalance !== 'boolean') fail('migration.autoBalance', `must be true or false (got ${JSON.stringify(m.autoBalance)})`)
   if (m.autoBalance !== undefined) out.autoBalance = m.autoBalance === true
   if (m.rules !== undefined) {
     if (!isObj(m.rules)) fail('migration.rules', 'must be an object with vmVm and vmHost arrays')
@@ -428,5 +442,5 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
     if (errs.length > 0) fail('migration.rules', errs[0] ?? 'invalid')
     out.rules = rules
   }
-  try { return validateMigrationConfig(out) } catch (err) { throw new ConfigError(`config: ${(err as Error).message}`) }
+  return inSection('', () => validateMigrationConfig(out), msg => `config: ${msg}`)
 }

@@ -9,11 +9,9 @@ import type { PlacementParams } from './placement.js'
 import type { PolicyConfig } from './plan.js'
 import type { SelectionParams } from './selection.js'
 import type { UnderloadParams } from './underload.js'
+import { ConfigError } from './config-error.js'
 
-export class PolicyConfigError extends Error {
-  readonly code = 'POLICY_CONFIG_INVALID'
-  constructor (message: string) { super(message); this.name = 'PolicyConfigError' }
-}
+export { ConfigError }
 
 /**
  * Defaults: the agent's production policy, and the one `starling sim --mode decentral`
@@ -47,25 +45,25 @@ export function defaultPolicyConfig (): PolicyConfig {
 function unit (name: string, x: number | undefined, lo: number, hi: number, openLo = false): void {
   if (x === undefined) return
   if (!Number.isFinite(x) || (openLo ? x <= lo : x < lo) || x > hi) {
-    throw new PolicyConfigError(`${name} must be in ${openLo ? '(' : '['}${lo}, ${hi}] (got ${x})`)
+    throw new ConfigError(`${name} must be in ${openLo ? '(' : '['}${lo}, ${hi}] (got ${x})`, name)
   }
 }
 
 /** A required number: present and finite (a section given in a configuration replaces the default whole). */
 function need (name: string, x: unknown): void {
-  if (typeof x !== 'number' || !Number.isFinite(x)) throw new PolicyConfigError(`${name} is required and must be a number (got ${x === undefined ? 'nothing' : JSON.stringify(x)})`)
+  if (typeof x !== 'number' || !Number.isFinite(x)) throw new ConfigError(`${name} is required and must be a number (got ${x === undefined ? 'nothing' : JSON.stringify(x)})`, name)
 }
 
 function validateForecast (where: string, f: ForecastParams): void {
-  if (typeof f !== 'object' || f === null) throw new PolicyConfigError(`${where} is required: an object with a kind`)
+  if (typeof f !== 'object' || f === null) throw new ConfigError(`${where} is required: an object with a kind`, where)
   const kinds = ['last', 'ewma', 'lr', 'lrr', 'ar', 'holt']
-  if (!kinds.includes(f.kind)) throw new PolicyConfigError(`${where}.kind must be one of ${kinds.join('|')} (got ${String(f.kind)})`)
+  if (!kinds.includes(f.kind)) throw new ConfigError(`${where}.kind must be one of ${kinds.join('|')} (got ${String(f.kind)})`, `${where}.kind`)
   unit(`${where}.alpha`, f.alpha, 0, 1, true)
   unit(`${where}.beta`, f.beta, 0, 1, true)
-  if (f.window !== undefined && (!Number.isInteger(f.window) || f.window < 2)) throw new PolicyConfigError(`${where}.window must be an integer >= 2 (got ${f.window})`)
-  if (f.order !== undefined && (!Number.isInteger(f.order) || f.order < 1 || f.order > 4)) throw new PolicyConfigError(`${where}.order must be an integer in 1..4 (got ${f.order})`)
+  if (f.window !== undefined && (!Number.isInteger(f.window) || f.window < 2)) throw new ConfigError(`${where}.window must be an integer >= 2 (got ${f.window})`, `${where}.window`)
+  if (f.order !== undefined && (!Number.isInteger(f.order) || f.order < 1 || f.order > 4)) throw new ConfigError(`${where}.order must be an integer in 1..4 (got ${f.order})`, `${where}.order`)
   if (f.kind === 'ar' && f.window !== undefined && f.window < 2 * (f.order ?? 2) + 2) {
-    throw new PolicyConfigError(`${where}: ar of order ${f.order ?? 2} needs window >= ${2 * (f.order ?? 2) + 2} (got ${f.window})`)
+    throw new ConfigError(`${where}: ar of order ${f.order ?? 2} needs window >= ${2 * (f.order ?? 2) + 2} (got ${f.window})`, where)
   }
 }
 
@@ -75,32 +73,32 @@ export function validateOverload (o: OverloadParams): void {
     case 'kOfN':
       need('overload.threshold', o.threshold)
       unit('overload.threshold', o.threshold, 0, 1.5, true)
-      if (!Number.isInteger(o.n) || o.n < 1) throw new PolicyConfigError(`overload.n must be an integer >= 1 (got ${o.n})`)
-      if (!Number.isInteger(o.k) || o.k < 1 || o.k > o.n) throw new PolicyConfigError(`overload.k must be an integer in 1..n (got k=${o.k}, n=${o.n})`)
+      if (!Number.isInteger(o.n) || o.n < 1) throw new ConfigError(`overload.n must be an integer >= 1 (got ${o.n})`, 'overload.n')
+      if (!Number.isInteger(o.k) || o.k < 1 || o.k > o.n) throw new ConfigError(`overload.k must be an integer in 1..n (got k=${o.k}, n=${o.n})`, 'overload.k')
       validateForecast('overload.forecast', o.forecast)
       return
     case 'iqr': case 'mad':
       need('overload.safety', o.safety)
       unit('overload.safety', o.safety, 0, 10)
-      if (o.minSamples !== undefined && (!Number.isInteger(o.minSamples) || o.minSamples < 4)) throw new PolicyConfigError(`overload.minSamples must be an integer >= 4 (got ${o.minSamples})`)
+      if (o.minSamples !== undefined && (!Number.isInteger(o.minSamples) || o.minSamples < 4)) throw new ConfigError(`overload.minSamples must be an integer >= 4 (got ${o.minSamples})`, 'overload.minSamples')
       unit('overload.fallback', o.fallback, 0, 1.5, true)
       return
     case 'lr': case 'lrr':
       need('overload.safety', o.safety)
       unit('overload.safety', o.safety, 0, 10, true)
-      if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 3)) throw new PolicyConfigError(`overload.window must be an integer >= 3 (got ${o.window})`)
+      if (o.window !== undefined && (!Number.isInteger(o.window) || o.window < 3)) throw new ConfigError(`overload.window must be an integer >= 3 (got ${o.window})`, 'overload.window')
       unit('overload.fallback', o.fallback, 0, 1.5, true)
       return
     default:
-      throw new PolicyConfigError(`overload.kind must be one of thr|kOfN|iqr|mad|lr|lrr (got ${String((o as { kind: unknown }).kind)})`)
+      throw new ConfigError(`overload.kind must be one of thr|kOfN|iqr|mad|lr|lrr (got ${String((o as { kind: unknown }).kind)})`, 'overload.kind')
   }
 }
 
-/** Throws PolicyConfigError on the first problem; returns the config unchanged otherwise. */
+/** Throws ConfigError on the first problem; returns the config unchanged otherwise. */
 export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
   validateOverload(c.overload)
   const u: UnderloadParams = c.underload
-  if (!['none', 'threshold', 'lowest'].includes(u.kind)) throw new PolicyConfigError(`underload.kind must be one of none|threshold|lowest (got ${String(u.kind)})`)
+  if (!['none', 'threshold', 'lowest'].includes(u.kind)) throw new ConfigError(`underload.kind must be one of none|threshold|lowest (got ${String(u.kind)})`, 'underload.kind')
   if (u.kind === 'threshold') {
     need('underload.threshold', u.threshold)
     unit('underload.threshold', u.threshold, 0, 1, true)
@@ -108,25 +106,25 @@ export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
     const over = c.overload
     const overThr = over.kind === 'thr' || over.kind === 'kOfN' ? over.threshold : null
     if (overThr !== null && u.threshold >= overThr) {
-      throw new PolicyConfigError(`underload.threshold (${u.threshold}) must be < overload.threshold (${overThr}), or hosts would be emptied onto hosts that are then overloaded`)
+      throw new ConfigError(`underload.threshold (${u.threshold}) must be < overload.threshold (${overThr}), or hosts would be emptied onto hosts that are then overloaded`, 'underload.threshold')
     }
   }
   const s: SelectionParams = c.selection
-  if (!['mmt', 'mc', 'rs', 'hl', 'vsr'].includes(s.kind)) throw new PolicyConfigError(`selection.kind must be one of mmt|mc|rs|hl|vsr (got ${String(s.kind)})`)
-  if (s.kind === 'rs' && s.seed === undefined) throw new PolicyConfigError('selection rs needs a seed (runs must be reproducible)')
+  if (!['mmt', 'mc', 'rs', 'hl', 'vsr'].includes(s.kind)) throw new ConfigError(`selection.kind must be one of mmt|mc|rs|hl|vsr (got ${String(s.kind)})`, 'selection.kind')
+  if (s.kind === 'rs' && s.seed === undefined) throw new ConfigError('selection rs needs a seed (runs must be reproducible)', 'selection.seed')
   const p: PlacementParams = c.placement
-  if (!['pabfd', 'leastLoaded', 'balance'].includes(p.kind)) throw new PolicyConfigError(`placement.kind must be one of pabfd|leastLoaded|balance (got ${String(p.kind)})`)
+  if (!['pabfd', 'leastLoaded', 'balance'].includes(p.kind)) throw new ConfigError(`placement.kind must be one of pabfd|leastLoaded|balance (got ${String(p.kind)})`, 'placement.kind')
   unit('placement.cpuCapFraction', p.cpuCapFraction, 0, 1.5, true)
   if (p.kind !== 'pabfd' && u.kind !== 'none') {
-    throw new PolicyConfigError(`placement ${p.kind} spreads load while underload ${u.kind} consolidates it: the two undo each other; use placement pabfd or underload none`)
+    throw new ConfigError(`placement ${p.kind} spreads load while underload ${u.kind} consolidates it: the two undo each other; use placement pabfd or underload none`)
   }
   if (p.overload != null) validateOverload(p.overload)
   const g: GuardParams = c.guards
-  if (!Number.isInteger(g.holdTicks) || g.holdTicks < 1) throw new PolicyConfigError(`guards.holdTicks must be an integer >= 1 (got ${g.holdTicks})`)
-  if (!Number.isInteger(g.cooldownTicks) || g.cooldownTicks < 0) throw new PolicyConfigError(`guards.cooldownTicks must be an integer >= 0 (got ${g.cooldownTicks})`)
-  if (!Number.isFinite(g.minGain)) throw new PolicyConfigError(`guards.minGain must be a finite number (got ${g.minGain})`)
-  if (!(c.intervalSec > 0)) throw new PolicyConfigError(`intervalSec must be > 0 (got ${c.intervalSec})`)
-  if (!Number.isInteger(c.maxMovesPerTick) || c.maxMovesPerTick < 1) throw new PolicyConfigError(`maxMovesPerTick must be an integer >= 1 (got ${c.maxMovesPerTick})`)
+  if (!Number.isInteger(g.holdTicks) || g.holdTicks < 1) throw new ConfigError(`guards.holdTicks must be an integer >= 1 (got ${g.holdTicks})`, 'guards.holdTicks')
+  if (!Number.isInteger(g.cooldownTicks) || g.cooldownTicks < 0) throw new ConfigError(`guards.cooldownTicks must be an integer >= 0 (got ${g.cooldownTicks})`, 'guards.cooldownTicks')
+  if (!Number.isFinite(g.minGain)) throw new ConfigError(`guards.minGain must be a finite number (got ${g.minGain})`, 'guards.minGain')
+  if (!(c.intervalSec > 0)) throw new ConfigError(`intervalSec must be > 0 (got ${c.intervalSec})`, 'intervalSec')
+  if (!Number.isInteger(c.maxMovesPerTick) || c.maxMovesPerTick < 1) throw new ConfigError(`maxMovesPerTick must be an integer >= 1 (got ${c.maxMovesPerTick})`, 'maxMovesPerTick')
   return c
 }
 
@@ -136,7 +134,7 @@ export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
  */
 export function parsePolicyName (name: string): { overload: OverloadParams, selection: SelectionParams } {
   const m = /^(THR|IQR|MAD|LR|LRR)-(MMT|MC|RS|HL|VSR)-([0-9.]+)$/i.exec(name.trim())
-  if (m === null) throw new PolicyConfigError(`policy name must look like THR-MMT-0.8 (DETECTOR-SELECTION-PARAM with detector thr|iqr|mad|lr|lrr and selection mmt|mc|rs|hl|vsr); got "${name}"`)
+  if (m === null) throw new ConfigError(`policy name must look like THR-MMT-0.8 (DETECTOR-SELECTION-PARAM with detector thr|iqr|mad|lr|lrr and selection mmt|mc|rs|hl|vsr); got "${name}"`)
   const det = (m[1] as string).toLowerCase()
   const sel = (m[2] as string).toLowerCase()
   const x = Number(m[3])

@@ -14,13 +14,13 @@ export function readApiToken (file: string): string | null {
   let st
   try { st = statSync(file) } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new ConfigError(`config: node.apiTokenFile ${file}: ${(err as Error).message}`)
+    throw new ConfigError(`config: node.apiTokenFile ${file}: ${(err as Error).message}`, 'node.apiTokenFile')
   }
-  if ((st.mode & 0o007) !== 0) throw new ConfigError(`config: node.apiTokenFile ${file} is readable or writable by other users (mode ${(st.mode & 0o777).toString(8)}): chmod 0640 and give it to root:starling`)
+  if ((st.mode & 0o007) !== 0) throw new ConfigError(`config: node.apiTokenFile ${file} is readable or writable by other users (mode ${(st.mode & 0o777).toString(8)}): chmod 0640 and give it to root:starling`, 'node.apiTokenFile')
   let text: string
-  try { text = readFileSync(file, 'utf8') } catch (err) { throw new ConfigError(`config: node.apiTokenFile ${file}: ${(err as Error).message}`) }
+  try { text = readFileSync(file, 'utf8') } catch (err) { throw new ConfigError(`config: node.apiTokenFile ${file}: ${(err as Error).message}`, 'node.apiTokenFile') }
   const token = (text.split('\n')[0] ?? '').trim()
-  if (token.length < 16) throw new ConfigError(`config: node.apiTokenFile ${file} must hold a token of at least 16 characters (e.g. \`openssl rand -hex 32\`)`)
+  if (token.length < 16) throw new ConfigError(`config: node.apiTokenFile ${file} must hold a token of at least 16 characters (e.g. \`openssl rand -hex 32\`)`, 'node.apiTokenFile')
   return token
 }
 
@@ -33,5 +33,5 @@ export function resolveGroup (group: string, groupFile = '/etc/group'): number {
     const [name, , gid] = line.split(':')
     if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid)
   }
-  throw new ConfigError(`config: node.apiSocketGroup: no group "${group}" on this host`)
+  throw new ConfigError(`config: node.apiSocketGroup: no group "${group}" on this host`, 'node.apiSocketGroup')
 }

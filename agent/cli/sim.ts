@@ -28,7 +28,7 @@ import { findPlanetlabDir, listDays, loadDay } from '../sim/trace/traces.js'
 import { defaultModel } from '../sim/trace/model.js'
 import { loadReference, runOne, type Mode, type RunResult } from '../sim/trace/run.js'
 import { table, writeReport } from '../sim/trace/report.js'
-import { PolicyConfigError } from '../../policies/config.js'
+import { ConfigError } from '../../policies/config.js'
 
 const CLOUDSIM_POLICIES = ['THR-MMT-0.8', 'IQR-MMT-1.5', 'MAD-MMT-2.5', 'LR-MMT-1.2']
 
@@ -123,7 +123,7 @@ export async function runSimCli (argv: string[]): Promise<number> {
       if (modes.includes('decentral')) for (const seed of seeds) rows.push(runOne(trace, { policy: 'AGENT', mode: 'decentral', model, decentral: { ...dec, seed } }))
     }
   } catch (err) {
-    if (err instanceof PolicyConfigError || (err as Error).name === 'TraceError') { process.stderr.write(`${(err as Error).message}\n`); return 2 }
+    if (err instanceof ConfigError || (err as Error).name === 'TraceError') { process.stderr.write(`${(err as Error).message}\n`); return 2 }
     throw err
   }
   const out: Record<string, unknown> = { traces: dir, runs: rows.map(r => ({ ...r, timeline: undefined })) }

@@ -5,12 +5,10 @@
  * combinations with an exact message; nothing downstream re-checks them.
  */
 
-/** A configuration that cannot work. Branch on `code`, never on the message. */
-export class ConfigError extends Error {
-  static override name = 'ConfigError'
-  readonly code = 'CONFIG_INVALID'
-  constructor (message: string) { super(message); this.name = 'ConfigError' }
-}
+import { ConfigError } from '../../policies/config-error.js'
+
+/** A configuration that cannot work (one class for every configuration check, with the field path). */
+export { ConfigError }
 
 export interface CoreConfig {
   /** Wall-clock length of one tick, ms. Only the runtime and reports of durations use it. Lower = finer timers, more wakeups. */
@@ -148,24 +146,24 @@ const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionCo
 export function validateCoreConfig (c: CoreConfig): CoreConfig {
   for (const k of positiveInts) {
     const v = c[k]
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a positive integer (got ${String(v)})`)
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a positive integer (got ${String(v)})`, k)
   }
   for (const k of nonNegativeInts) {
     const v = c[k]
-    if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${k} must be a non-negative integer (got ${String(v)})`)
+    if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${k} must be a non-negative integer (got ${String(v)})`, k)
   }
-  if (!(c.suspicionMult > 0)) throw new ConfigError(`suspicionMult must be > 0 (got ${c.suspicionMult})`)
-  if (!(c.suspicionMaxTimeoutMult >= 1)) throw new ConfigError(`suspicionMaxTimeoutMult must be >= 1 (got ${c.suspicionMaxTimeoutMult})`)
-  if (c.probeTimeoutTicks < 2) throw new ConfigError('probeTimeoutTicks must be >= 2 (one round trip is two ticks)')
-  if (c.probeTimeoutTicks >= c.probeDeadlineTicks) throw new ConfigError('probeTimeoutTicks must be < probeDeadlineTicks')
+  if (!(c.suspicionMult > 0)) throw new ConfigError(`suspicionMult must be > 0 (got ${c.suspicionMult})`, 'suspicionMult')
+  if (!(c.suspicionMaxTimeoutMult >= 1)) throw new ConfigError(`suspicionMaxTimeoutMult must be >= 1 (got ${c.suspicionMaxTimeoutMult})`, 'suspicionMaxTimeoutMult')
+  if (c.probeTimeoutTicks < 2) throw new ConfigError('probeTimeoutTicks must be >= 2 (one round trip is two ticks)', 'probeTimeoutTicks')
+  if (c.probeTimeoutTicks >= c.probeDeadlineTicks) throw new ConfigError('probeTimeoutTicks must be < probeDeadlineTicks', 'probeTimeoutTicks')
   if (c.nackTimeoutTicks >= c.probeDeadlineTicks - c.probeTimeoutTicks) {
-    throw new ConfigError('nackTimeoutTicks must be < probeDeadlineTicks - probeTimeoutTicks')
+    throw new ConfigError('nackTimeoutTicks must be < probeDeadlineTicks - probeTimeoutTicks', 'nackTimeoutTicks')
   }
-  if (c.gossipBytesMax > c.frameBytesMax) throw new ConfigError('gossipBytesMax must be <= frameBytesMax')
-  if (!(c.forecastAlpha > 0 && c.forecastAlpha <= 1)) throw new ConfigError('forecastAlpha must be in (0, 1]')
-  if (!(c.forecastBeta >= 0 && c.forecastBeta <= 1)) throw new ConfigError('forecastBeta must be in [0, 1]')
+  if (c.gossipBytesMax > c.frameBytesMax) throw new ConfigError('gossipBytesMax must be <= frameBytesMax', 'gossipBytesMax')
+  if (!(c.forecastAlpha > 0 && c.forecastAlpha <= 1)) throw new ConfigError('forecastAlpha must be in (0, 1]', 'forecastAlpha')
+  if (!(c.forecastBeta >= 0 && c.forecastBeta <= 1)) throw new ConfigError('forecastBeta must be in [0, 1]', 'forecastBeta')
   if (c.reportPullIntervalTicks > c.reportIntervalTicks + c.reportStaleGraceTicks) {
-    throw new ConfigError('reportPullIntervalTicks must be <= reportIntervalTicks + reportStaleGraceTicks')
+    throw new ConfigError('reportPullIntervalTicks must be <= reportIntervalTicks + reportStaleGraceTicks', 'reportPullIntervalTicks')
   }
   return c
 }

@@ -20,7 +20,7 @@ export type { CoreConfig } from './config.js'
 export { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
 export { defaultHaConfig, requiredFenceDelayTicks, simHaConfig, validateHaConfig, validateHaInventory } from './ha/ha-config.js'
 export type { HaConfig, HaMemberSpec, HaSource, HaVmSpec } from './ha/ha-config.js'
-export { VipConfigError, defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip/vip-config.js'
+export { defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip/vip-config.js'
 export type { VipConfig, VipSpec } from './vip/vip-config.js'
 
 // Plain data: ids, samples, load reports, the membership view.

@@ -139,12 +139,13 @@ export function checkKeys (value: unknown, spec: KeySpec, path = '', root: { spe
 function unknownKey (path: string, key: string, known: string[], variant: string | null, root: { spec: KeySpec, path: string } | null): ConfigError {
   const where = `config: ${join(path, key)}: unknown key`
   const near = closestKey(key, known)
-  if (near !== null) return new ConfigError(`${where}; did you mean ${near}?`)
+  const at = join(path, key)
+  if (near !== null) return new ConfigError(`${where}; did you mean ${near}?`, at)
   // The same key elsewhere in the document: a setting put in the wrong section.
   const here = join(path, key).replace(/\[\d+\]/g, '[]').toLowerCase()
   const elsewhere = root === null ? [] : (indexKeys(root.spec, root.path, new Map()).get(key.toLowerCase()) ?? []).filter(p => p.toLowerCase() !== here)
-  if (elsewhere.length > 0 && elsewhere.length <= 3) return new ConfigError(`${where}; did you mean ${elsewhere.join(' or ')}?`)
+  if (elsewhere.length > 0 && elsewhere.length <= 3) return new ConfigError(`${where}; did you mean ${elsewhere.join(' or ')}?`, at)
   const scope = variant !== null ? `${path === '' ? 'this object' : path} with ${variant}` : path === '' ? 'the top level' : path
   const shown = known.length <= 16 ? known.join(', ') : `${known.slice(0, 16).join(', ')}, ...`
-  return new ConfigError(`${where} (${scope} takes ${shown})`)
+  return new ConfigError(`${where} (${scope} takes ${shown})`, at)
 }

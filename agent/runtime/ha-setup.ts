@@ -87,7 +87,7 @@ const UNBOUNDED = { cpuMips: 1e9, memMiB: 1e9 }
 
 /** Validates `ha` of the configuration. Throws ConfigError naming the field. */
 export function validateHaSection (raw: unknown, memberNames: readonly string[]): HaSection {
-  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
+  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`, path) }
   const r: Obj = raw === undefined ? {} : isObj(raw) ? raw : fail('ha', 'must be an object')
   checkKeys(r, CONFIG_KEYS.ha, 'ha') // the section's keys: agent/config-keys.ts
   const int = (o: Obj, k: string, p: string, def: number | undefined, min: number): number => {
@@ -175,7 +175,7 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
     validateHaConfig(merged)
     if (vms.length > 0) validateHaInventory(haMembers(memberNames, { tieBreaker, hosts }, n => n), vms.map(e => haVmSpec(e, n => n)))
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(err.message.startsWith('config:') ? err.message : `config: ${err.message}`)
+    if (err instanceof ConfigError) throw new ConfigError(err.message.startsWith('config:') ? err.message : `config: ${err.message}`, err.path)
     throw err
   }
   return { enabled: vms.length > 0, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged, watchdog }

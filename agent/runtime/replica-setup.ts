@@ -56,7 +56,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,55}$/
 
 export function validateReplicationSection (raw: unknown, memberNames: readonly string[]): ReplicationSection {
-  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
+  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`, path) }
   const d = defaultReplicationParams()
   if (raw === undefined) return { enabled: false, params: { ...d, mode: 'off' }, vms: [], serviceAddresses: {} }
   if (!isObj(raw)) fail('replication', 'must be an object')
@@ -115,7 +115,7 @@ export function resolveReplicaVms (section: ReplicationSection, known: ReadonlyA
   return section.vms.map((v, i) => {
     if (typeof v !== 'string') return v
     const d = known.find(k => k.id === v)
-    if (d === undefined) throw new ConfigError(`config: replication.vms[${i}] VM ${v} has no definition in ha.vms or driver.qemu.vms (give one inline)`)
+    if (d === undefined) throw new ConfigError(`config: replication.vms[${i}] VM ${v} has no definition in ha.vms or driver.qemu.vms (give one inline)`, `replication.vms[${i}]`)
     return d
   })
 }

@@ -15,7 +15,7 @@
  */
 import {
   ConfigError, defaultVipConfig, parseVipAddress, restoreVipState, validateVipConfig,
-  validateVipSpecs, VIP_KEY_PREFIX, VipConfigError, type VipConfig, type VipCoreOptions,
+  validateVipSpecs, VIP_KEY_PREFIX, type VipConfig, type VipCoreOptions,
   type VipRestored, type VipSpec
 } from '../core/index.js'
 import type { Store } from '../ports/store.js'
@@ -43,7 +43,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 
 /** Validates `vips` and `vip` of the configuration. Throws ConfigError naming the field. */
 export function validateVipSection (rawList: unknown, rawTuning: unknown, memberNames: readonly string[], tickMs: number): VipSection {
-  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`) }
+  const fail = (path: string, what: string): never => { throw new ConfigError(`config: ${path} ${what}`, path) }
   const list: VipEntry[] = []
   checkKeys(rawList, CONFIG_KEYS.vips, 'vips') // the sections' keys: agent/config-keys.ts
   checkKeys(rawTuning, CONFIG_KEYS.vip, 'vip')
@@ -80,7 +80,7 @@ export function validateVipSection (rawList: unknown, rawTuning: unknown, member
     validateVipConfig(config)
     validateVipSpecs(list.map(e => ({ ...e, binding: e.binding.kind === 'vm' ? e.binding : { kind: 'group', hosts: e.binding.hosts } })), memberNames)
   } catch (err) {
-    if (err instanceof VipConfigError) throw new ConfigError(`config: ${err.message}`)
+    if (err instanceof ConfigError) throw new ConfigError(`config: ${err.message}`, err.path)
     throw err
   }
   return { list, config }

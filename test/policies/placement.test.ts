@@ -7,7 +7,7 @@ import { selectVm } from '../../policies/selection.js'
 import { powerAt, rankTargets } from '../../policies/placement.js'
 import { brokenHardRules, hardAllows, softPenalty } from '../../policies/rules.js'
 import { conditionHeld, gainEnough, nextStreak, vmCooledDown } from '../../policies/antithrash.js'
-import { defaultPolicyConfig, parsePolicyName, PolicyConfigError, validatePolicyConfig } from '../../policies/config.js'
+import { defaultPolicyConfig, parsePolicyName, ConfigError, validatePolicyConfig } from '../../policies/config.js'
 import { planHost, type PolicyConfig } from '../../policies/plan.js'
 import { NO_RULES, type ClusterView, type HostView, type RuleSet, type VmView } from '../../policies/types.js'
 
@@ -115,7 +115,7 @@ t.test('config validation', t => {
   }
   t.same(parsePolicyName('LR-MMT-1.2').overload, { kind: 'lr', safety: 1.2 })
   t.same(parsePolicyName('thr-mmt-0.8').overload, { kind: 'thr', threshold: 0.8 })
-  t.throws(() => parsePolicyName('XYZ-MMT-1'), PolicyConfigError)
+  t.throws(() => parsePolicyName('XYZ-MMT-1'), ConfigError)
   t.end()
 })
 

@@ -294,3 +294,30 @@ t.test('closestKey: near keys only, the nearest first', async t => {
   t.equal(closestKey('colour', ['name', 'listen', 'apiListen']), null, 'nothing within a third of the key')
   t.equal(closestKey('vn', ['vm', 'id']), 'vm')
 })
+
+t.test('one ConfigError for every section, with the field path; enums are rejected, not coerced', async t => {
+  const { ConfigError } = await import('../../agent/core/index.js')
+  const { ConfigError: PolicyConfigErrorClass } = await import('../../policies/config.js')
+  t.equal(ConfigError, PolicyConfigErrorClass, 'the core, the policies and the agent throw one class')
+  const reject = (patch: (c: any) => void): InstanceType<typeof ConfigError> => {
+    const c = good()
+    patch(c)
+    try { validateConfig(c) } catch (err) {
+      t.ok(err instanceof ConfigError, `a ConfigError (${(err as Error).message})`)
+      return err as InstanceType<typeof ConfigError>
+    }
+    throw new Error('accepted')
+  }
+  const stall = reject(c => { c.migration = { onStallByVm: { web1: 'postcopy', db1: 'pause' } } })
+  t.equal(stall.path, 'migration.onStallByVm.db1', 'an invalid onStallByVm value is refused, not turned into abort')
+  t.match(stall.message, /must be abort or postcopy \(got "pause"\)/)
+  t.equal(reject(c => { c.migration = { onStall: 'later' } }).path, 'migration.onStall')
+  t.equal(reject(c => { c.migration = { autoBalance: 'yes' } }).path, 'migration.autoBalance', 'a boolean given as a string is refused')
+  t.equal(reject(c => { c.core = { probeTimeoutTicks: 1 } }).path, 'core.probeTimeoutTicks', 'the core section: the path is prefixed with core')
+  const policy = reject(c => { c.migration = { policy: { selection: { kind: 'fastest' } } } })
+  t.equal(policy.path, 'migration.policy.selection.kind', 'the policy section: prefixed with migration.policy')
+  t.match(policy.message, /^config: migration\.policy selection\.kind must be one of/, 'message as before')
+  t.equal(reject(c => { c.vip = { burstCount: 0 } }).path, 'vip.burstCount')
+  t.equal(reject(c => { c.node.colour = 'blue' }).path, 'node.colour', 'an unknown key')
+  t.equal(reject(c => { c.log = { level: 'loud' } }).path, 'log.level')
+})

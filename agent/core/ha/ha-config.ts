@@ -107,16 +107,16 @@ const positive: Array<keyof HaConfig> = [
 export function validateHaConfig (c: HaConfig): HaConfig {
   for (const k of positive) {
     const v = c[k]
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`ha.${k} must be a positive integer (got ${String(v)})`)
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`ha.${k} must be a positive integer (got ${String(v)})`, `ha.${k}`)
   }
-  if (!Number.isInteger(c.fenceAfterTicks) || c.fenceAfterTicks < 0) throw new ConfigError('ha.fenceAfterTicks must be a non-negative integer')
-  if (!(c.clockDriftPpm >= 0 && c.clockDriftPpm < 100_000)) throw new ConfigError('ha.clockDriftPpm must be in [0, 100000)')
-  if (c.leaseTicks < 2 * c.beatIntervalTicks + 2) throw new ConfigError('ha.leaseTicks must be >= 2 * beatIntervalTicks + 2 (a beat and its echo)')
-  if (c.fenceAfterTicks >= c.fenceTicks) throw new ConfigError('ha.fenceAfterTicks must be < ha.fenceTicks (the stop needs time before the watchdog is withheld)')
-  if (c.claimRetryTicks >= c.claimTimeoutTicks) throw new ConfigError('ha.claimRetryTicks must be < ha.claimTimeoutTicks')
+  if (!Number.isInteger(c.fenceAfterTicks) || c.fenceAfterTicks < 0) throw new ConfigError('ha.fenceAfterTicks must be a non-negative integer', 'ha.fenceAfterTicks')
+  if (!(c.clockDriftPpm >= 0 && c.clockDriftPpm < 100_000)) throw new ConfigError('ha.clockDriftPpm must be in [0, 100000)', 'ha.clockDriftPpm')
+  if (c.leaseTicks < 2 * c.beatIntervalTicks + 2) throw new ConfigError('ha.leaseTicks must be >= 2 * beatIntervalTicks + 2 (a beat and its echo)', 'ha.leaseTicks')
+  if (c.fenceAfterTicks >= c.fenceTicks) throw new ConfigError('ha.fenceAfterTicks must be < ha.fenceTicks (the stop needs time before the watchdog is withheld)', 'ha.fenceAfterTicks')
+  if (c.claimRetryTicks >= c.claimTimeoutTicks) throw new ConfigError('ha.claimRetryTicks must be < ha.claimTimeoutTicks', 'ha.claimRetryTicks')
   const need = requiredFenceDelayTicks(c)
   if (c.fenceDelayTicks < need) {
-    throw new ConfigError(`ha.fenceDelayTicks must be >= ${need} (lease + fence + watchdog + 2 x claimTimeout + 2, x (1 + 2 x drift)); got ${c.fenceDelayTicks}`)
+    throw new ConfigError(`ha.fenceDelayTicks must be >= ${need} (lease + fence + watchdog + 2 x claimTimeout + 2, x (1 + 2 x drift)); got ${c.fenceDelayTicks}`, 'ha.fenceDelayTicks')
   }
   return c
 }

@@ -36,10 +36,10 @@ export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
   const ints: Array<keyof MigrationConfig> = ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks']
   for (const k of ints) {
     const v = c[k]
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`, `migration.${k}`)
   }
   if (!(c.bandwidthBytesPerS >= 0) || !(c.maxBandwidthBytes >= 0)) throw new ConfigError('migration bandwidths must be >= 0')
-  if (c.onStall !== 'abort' && c.onStall !== 'postcopy') throw new ConfigError(`migration.onStall must be abort or postcopy (got ${String(c.onStall)})`)
-  if (c.leaseTicks <= 2 * c.pollTicks) throw new ConfigError('migration.leaseTicks must be > 2 * pollTicks (progress renews the lease)')
+  if (c.onStall !== 'abort' && c.onStall !== 'postcopy') throw new ConfigError(`migration.onStall must be abort or postcopy (got ${String(c.onStall)})`, 'migration.onStall')
+  if (c.leaseTicks <= 2 * c.pollTicks) throw new ConfigError('migration.leaseTicks must be > 2 * pollTicks (progress renews the lease)', 'migration.leaseTicks')
   return c
 }

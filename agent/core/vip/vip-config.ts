@@ -3,6 +3,7 @@
  * ticks, the only notion of time in the core; defaultVipConfig() converts the documented wall
  * times with the agent's tickMs.
  */
+import { ConfigError } from '../config.js'
 import type { HostId, VmId } from '../types.js'
 import type { VipId } from './vip-messages.js'
 
@@ -95,13 +96,6 @@ export interface VipConfig {
   plannedMove: PlannedMoveMode
 }
 
-/** Rejected VIP configuration; the message names the field. */
-export class VipConfigError extends Error {
-  static override readonly name = 'VipConfigError'
-  readonly code = 'VIP_CONFIG_INVALID' as const
-  constructor (message: string) { super(message); this.name = 'VipConfigError' }
-}
-
 function ticks (ms: number, tickMs: number): number { return Math.max(1, Math.round(ms / tickMs)) }
 
 /** Production LAN defaults for a given tick length. */
@@ -151,45 +145,45 @@ export function parseVipAddress (s: string): { address: string, prefixLength: nu
   return { address: octets.join('.'), prefixLength }
 }
 
-/** Checks the tunables; throws VipConfigError naming the first bad field. */
+/** Checks the tunables; throws ConfigError naming the first bad field. */
 export function validateVipConfig (c: VipConfig): VipConfig {
   const positive: Array<keyof VipConfig> = ['claimRetryTicks', 'claimTimeoutTicks', 'claimBackoffTicks', 'handoffTimeoutTicks',
     'handoffReserveTicks', 'secondBurstTicks', 'heldRefreshTicks', 'removeRetryTicks', 'burstCount']
   for (const k of positive) {
     const v = c[k]
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new VipConfigError(`vip.${k} must be an integer >= 1 (got ${String(v)})`)
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`vip.${k} must be an integer >= 1 (got ${String(v)})`, `vip.${k}`)
   }
   for (const k of ['takeoverGraceTicks', 'refreshTicks', 'burstIntervalMs'] as const) {
-    if (!Number.isInteger(c[k]) || c[k] < 0) throw new VipConfigError(`vip.${k} must be an integer >= 0 (got ${c[k]})`)
+    if (!Number.isInteger(c[k]) || c[k] < 0) throw new ConfigError(`vip.${k} must be an integer >= 0 (got ${c[k]})`, `vip.${k}`)
   }
-  if (c.burstCount > 100) throw new VipConfigError(`vip.burstCount must be <= 100 (got ${c.burstCount})`)
-  if (c.claimRetryTicks >= c.claimTimeoutTicks) throw new VipConfigError('vip.claimRetryTicks must be < vip.claimTimeoutTicks')
-  if (c.handoffTimeoutTicks >= c.secondBurstTicks) throw new VipConfigError('vip.handoffTimeoutTicks must be < vip.secondBurstTicks (the second burst must follow the old owner\'s removal)')
-  if (c.plannedMove !== 'make-before-break' && c.plannedMove !== 'break-before-make') throw new VipConfigError(`vip.plannedMove must be 'make-before-break' or 'break-before-make' (got ${String(c.plannedMove)})`)
+  if (c.burstCount > 100) throw new ConfigError(`vip.burstCount must be <= 100 (got ${c.burstCount})`, 'vip.burstCount')
+  if (c.claimRetryTicks >= c.claimTimeoutTicks) throw new ConfigError('vip.claimRetryTicks must be < vip.claimTimeoutTicks', 'vip.claimRetryTicks')
+  if (c.handoffTimeoutTicks >= c.secondBurstTicks) throw new ConfigError('vip.handoffTimeoutTicks must be < vip.secondBurstTicks (the second burst must follow the old owner\'s removal)', 'vip.handoffTimeoutTicks')
+  if (c.plannedMove !== 'make-before-break' && c.plannedMove !== 'break-before-make') throw new ConfigError(`vip.plannedMove must be 'make-before-break' or 'break-before-make' (got ${String(c.plannedMove)})`, 'vip.plannedMove')
   return c
 }
 
-/** Checks the VIP definitions against the configured members; throws VipConfigError. */
+/** Checks the VIP definitions against the configured members; throws ConfigError. */
 export function validateVipSpecs (specs: readonly VipSpec[], members: readonly HostId[]): VipSpec[] {
   const ids = new Set<string>()
   const addrs = new Set<string>()
   return specs.map((s, i) => {
     const p = `vips[${i}]`
-    if (typeof s.id !== 'string' || s.id.length === 0) throw new VipConfigError(`${p}.id must be a non-empty string`)
-    if (ids.has(s.id)) throw new VipConfigError(`${p}.id duplicates "${s.id}"`)
+    if (typeof s.id !== 'string' || s.id.length === 0) throw new ConfigError(`${p}.id must be a non-empty string`, `${p}.id`)
+    if (ids.has(s.id)) throw new ConfigError(`${p}.id duplicates "${s.id}"`, `${p}.id`)
     ids.add(s.id)
     const a = parseVipAddress(s.address)
-    if (a === null) throw new VipConfigError(`${p}.address must be IPv4 "a.b.c.d/len" (got "${s.address}")`)
-    if (addrs.has(a.address)) throw new VipConfigError(`${p}.address duplicates ${a.address}`)
+    if (a === null) throw new ConfigError(`${p}.address must be IPv4 "a.b.c.d/len" (got "${s.address}")`, `${p}.address`)
+    if (addrs.has(a.address)) throw new ConfigError(`${p}.address duplicates ${a.address}`, `${p}.address`)
     addrs.add(a.address)
-    if (!IFACE.test(s.iface)) throw new VipConfigError(`${p}.iface must be an interface name of 1-15 characters (got "${s.iface}")`)
+    if (!IFACE.test(s.iface)) throw new ConfigError(`${p}.iface must be an interface name of 1-15 characters (got "${s.iface}")`, `${p}.iface`)
     if (s.binding.kind === 'group') {
-      if (s.binding.hosts.length === 0) throw new VipConfigError(`${p}.binding.hosts must not be empty`)
-      for (const h of s.binding.hosts) if (!members.includes(h)) throw new VipConfigError(`${p}.binding.hosts names ${h}, not a cluster member`)
+      if (s.binding.hosts.length === 0) throw new ConfigError(`${p}.binding.hosts must not be empty`, `${p}.binding.hosts`)
+      for (const h of s.binding.hosts) if (!members.includes(h)) throw new ConfigError(`${p}.binding.hosts names ${h}, not a cluster member`, `${p}.binding.hosts`)
     } else if (s.binding.kind === 'vm') {
-      if (typeof s.binding.vm !== 'string' || s.binding.vm.length === 0) throw new VipConfigError(`${p}.binding.vm must be a VM id`)
+      if (typeof s.binding.vm !== 'string' || s.binding.vm.length === 0) throw new ConfigError(`${p}.binding.vm must be a VM id`, `${p}.binding.vm`)
     } else {
-      throw new VipConfigError(`${p}.binding.kind must be 'vm' or 'group'`)
+      throw new ConfigError(`${p}.binding.kind must be 'vm' or 'group'`, `${p}.binding.kind`)
     }
     return s
   })

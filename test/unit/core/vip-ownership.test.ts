@@ -11,8 +11,9 @@ import type { MemberState } from '../../../agent/core/types.js'
 import {
   VipOwnership, restoreVipState, type VipEffect, type VipDurable, type VipRole
 } from '../../../agent/core/vip/vip-ownership.js'
+import { ConfigError } from '../../../agent/core/config.js'
 import {
-  VipConfigError, defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs,
+  defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs,
   type VipConfig, type VipSpec
 } from '../../../agent/core/vip/vip-config.js'
 import { compareClaims, type VipMessage } from '../../../agent/core/vip/vip-messages.js'
@@ -139,7 +140,7 @@ t.test('config: defaults are valid; impossible combinations are rejected by name
   ]
   for (const [patch, re] of bad) {
     t.throws(() => validateVipConfig({ ...defaultVipConfig(), ...patch }), re)
-    try { validateVipConfig({ ...defaultVipConfig(), ...patch }) } catch (err) { t.equal((err as VipConfigError).code, 'VIP_CONFIG_INVALID') }
+    try { validateVipConfig({ ...defaultVipConfig(), ...patch }) } catch (err) { t.ok(err instanceof ConfigError); t.equal((err as ConfigError).code, 'CONFIG_INVALID'); t.match((err as ConfigError).path, /^vip\./, 'the field path') }
   }
   t.same(parseVipAddress('10.1.2.3/24'), { address: '10.1.2.3', prefixLength: 24 })
   t.equal(parseVipAddress('10.1.2.300/24'), null)
