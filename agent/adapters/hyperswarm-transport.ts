@@ -33,10 +33,10 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import dgram from 'node:dgram'
 import Hyperswarm, { type NoiseSecretStream, type PeerDiscoverySession } from 'hyperswarm'
 import HyperDHT from 'hyperdht'
-import type { HostId } from '../core/index.js'
+import { FRAME_BYTES_MAX_DEFAULT, type HostId } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import type { Transport, TransportHandlers } from '../ports/transport.js'
-import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT, decodeHello, encodeHello } from './wire-codec.js'
+import { FRAME_HEADER_BYTES, decodeHello, encodeHello } from './wire-codec.js'
 
 /** Prefix hashed before the cluster secret, so the topic is useless for anything else. */
 export const TOPIC_DOMAIN = 'starling/mesh/v1/topic\n'
@@ -100,7 +100,7 @@ export interface HyperswarmTransportInit {
    * alive on the DHT (Hyperswarm's own interval); members are found by their keys. @default 600000
    */
   refreshIdleMs?: number
-  /** Largest frame sent or delivered, bytes (without the length prefix). @default 65536 */
+  /** Largest frame sent or delivered, bytes (without the length prefix). @default FRAME_BYTES_MAX_DEFAULT (256 KiB; the agent passes core.frameBytesMax) */
   maxFrameBytes?: number
   /** Frames longer than maxFrameBytes but at most this are skipped unbuffered; longer lengths disconnect the peer. @default 1048576 */
   maxDiscardBytes?: number
@@ -376,7 +376,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       refreshFastWindowMs: init.refreshFastWindowMs ?? 30_000,
       refreshMissingMs: init.refreshMissingMs ?? 5000,
       refreshIdleMs: init.refreshIdleMs ?? 600_000,
-      maxFrameBytes: init.maxFrameBytes ?? MAX_FRAME_BYTES_DEFAULT,
+      maxFrameBytes: init.maxFrameBytes ?? FRAME_BYTES_MAX_DEFAULT,
       maxDiscardBytes: init.maxDiscardBytes ?? 1024 * 1024,
       maxQueuedBytes: init.maxQueuedBytes ?? 1024 * 1024,
       stopGraceMs: init.stopGraceMs ?? 2000,

@@ -19,7 +19,7 @@
 import protobuf from 'protobufjs/light.js'
 import { WIRE_SCHEMA } from './wire-schema.js'
 import {
-  PROTOCOL_MAX, PROTOCOL_MIN, type Body, type ClaimRef, type Envelope, type Gossip, type HaClaim,
+  FRAME_BYTES_MAX_DEFAULT, PROTOCOL_MAX, PROTOCOL_MIN, type Body, type ClaimRef, type Envelope, type Gossip, type HaClaim,
   type HaMaintenance, type HaMode, type HostCapacity, type HostId, type LoadReport,
   type MemberRecord, type VmRunState, type VmSummary
 } from '../core/index.js'
@@ -27,8 +27,6 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Limits and options
 
-/** Largest frame (one encoded Envelope, without the transport's length prefix). @default 65536 */
-export const MAX_FRAME_BYTES_DEFAULT = 64 * 1024
 /** Bytes of the length prefix the stream transport puts before each frame (uint32 big-endian). */
 export const FRAME_HEADER_BYTES = 4
 /** Utilisations above this (a fraction; 10.0 = 1000 %) are absurd: encode clamps, decode rejects. */
@@ -37,7 +35,7 @@ export const UTIL_MAX = 10
 export const UTIL_SCALE = 10_000
 
 export interface WireLimits {
-  /** Largest accepted frame, bytes. @default 65536 */
+  /** Largest accepted frame, bytes. @default FRAME_BYTES_MAX_DEFAULT (agent/core/config.ts, 256 KiB) */
   maxFrameBytes: number
   /** Gossip items per frame. @default 256 */
   maxGossipItems: number
@@ -54,7 +52,7 @@ export interface WireLimits {
 }
 
 export const DEFAULT_WIRE_LIMITS: Readonly<WireLimits> = Object.freeze({
-  maxFrameBytes: MAX_FRAME_BYTES_DEFAULT,
+  maxFrameBytes: FRAME_BYTES_MAX_DEFAULT,
   maxGossipItems: 256,
   maxMembers: 4096,
   maxReports: 4096,

@@ -10,6 +10,14 @@ import { ConfigError } from '../../policies/config-error.js'
 /** A configuration that cannot work (one class for every configuration check, with the field path). */
 export { ConfigError }
 
+/**
+ * Largest frame, bytes (one encoded Envelope, without the transport's length prefix): the frames
+ * the core builds (push-pull of the whole membership and its load reports fills them, so a
+ * cluster of a few hundred hosts needs more than 64 KiB) and the largest the codec and the
+ * transport accept. One constant, so a receiver never refuses what a sender built.
+ */
+export const FRAME_BYTES_MAX_DEFAULT = 256 * 1024
+
 export interface CoreConfig {
   /** Wall-clock length of one tick, ms. Only the runtime and reports of durations use it. Lower = finer timers, more wakeups. */
   tickMs: number
@@ -73,7 +81,11 @@ export interface CoreConfig {
   /** Holt trend smoothing in [0, 1]. 0 = no trend. */
   forecastBeta: number
 
-  /** Largest frame the core builds, bytes (estimated as the protobuf encoding). */
+  /**
+   * Largest frame the core builds, bytes (estimated as the protobuf encoding): push-pull and report
+   * gossip fill frames up to it. The transport and the decoder accept frames up to the same size
+   * (main.ts passes this field to both). @default FRAME_BYTES_MAX_DEFAULT
+   */
   frameBytesMax: number
   /** Ticks between flushes of changed member records to the store. */
   memberSnapshotIntervalTicks: number
@@ -112,7 +124,7 @@ export function defaultCoreConfig (): CoreConfig {
     forecastHorizon: 3,
     forecastAlpha: 0.5,
     forecastBeta: 0.3,
-    frameBytesMax: 256 * 1024,
+    frameBytesMax: FRAME_BYTES_MAX_DEFAULT,
     memberSnapshotIntervalTicks: 600,
     reportSeqLease: 1000
   }

@@ -15,7 +15,7 @@ export {
 } from './persisted.js'
 
 // Configuration: defaults and validation of the core's sections.
-export { ConfigError, defaultCoreConfig, localTestCoreConfig, validateCoreConfig } from './config.js'
+export { ConfigError, defaultCoreConfig, FRAME_BYTES_MAX_DEFAULT, localTestCoreConfig, validateCoreConfig } from './config.js'
 export type { CoreConfig } from './config.js'
 export { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
 export { defaultHaConfig, requiredFenceDelayTicks, simHaConfig, validateHaConfig, validateHaInventory } from './ha/ha-config.js'

@@ -12,8 +12,9 @@ import type { LoadReport } from '../../agent/core/types.js'
 import { envelopeBytes } from '../../agent/core/wire-size.js'
 import {
   decodeCounters, decodeFrame, encodeEnvelope, envelopeByteSize, frameByteSize, resetDecodeCounters,
-  FRAME_HEADER_BYTES, MAX_FRAME_BYTES_DEFAULT, REJECT_REASONS, WireEncodeError, type DecodeResult
+  DEFAULT_WIRE_LIMITS, FRAME_HEADER_BYTES, REJECT_REASONS, WireEncodeError, type DecodeResult
 } from '../../agent/adapters/wire-codec.js'
+import { defaultCoreConfig, FRAME_BYTES_MAX_DEFAULT as MAX_FRAME_BYTES_DEFAULT } from '../../agent/core/config.js'
 
 const KEY_A = 'a1'.repeat(32)
 const KEY_B = '0f'.repeat(32)
@@ -308,3 +309,10 @@ t.test('decoded messages are plain data', async t => {
   t.same(JSON.parse(JSON.stringify(e)), e)
   t.equal(Object.getPrototypeOf(e), Object.prototype)
 })
+
+t.test('one frame size: the core builds frames up to the size the codec accepts by default', async t => {
+  t.equal(defaultCoreConfig().frameBytesMax, DEFAULT_WIRE_LIMITS.maxFrameBytes, 'core.frameBytesMax default = the decoder\'s default limit')
+  t.equal(MAX_FRAME_BYTES_DEFAULT, 256 * 1024)
+  t.end()
+})
+
