@@ -16,6 +16,7 @@ import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
 import { validateReplicationSection, type ReplicationSection } from './runtime/replica-setup.js'
 import { checkKeys } from './lib/known-keys.js'
 import { CONFIG_KEYS } from './config-keys.js'
+import { isObj, type Obj } from './lib/obj.js'
 
 export { ConfigError }
 
@@ -161,12 +162,6 @@ export interface AgentConfig {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
   }
-}
-
-type Obj = Record<string, unknown>
-
-function isObj (v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 function fail (path: string, what: string): never {

@@ -10,6 +10,7 @@
  * the agent's configuration is agent/config-keys.ts.
  */
 import { ConfigError } from '../core/index.js'
+import { isObj, type Obj } from './obj.js'
 
 /** A value whose inside is not checked here (a number, a string, an array of strings...). */
 export const V = 'value' as const
@@ -39,9 +40,6 @@ export function leavesOf (o: object): Record<string, typeof V> {
  * type and not to the spec, or the reverse, fails to compile.
  */
 export type KeysOf<T> = { readonly [K in keyof Required<T>]: KeySpec }
-
-type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /**
  * Edit distance with adjacent transpositions (optimal string alignment), case-insensitive:

@@ -32,6 +32,7 @@ import type { Store } from '../ports/store.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import { checkKeys } from '../lib/known-keys.js'
 import { CONFIG_KEYS } from '../config-keys.js'
+import { isObj, type Obj } from '../lib/obj.js'
 
 /** One protected VM as written in the file (home by member name). */
 export interface HaVmEntry {
@@ -81,8 +82,6 @@ export interface HaSection {
   watchdog: { device: string, timeoutSec: number | null, loadSoftdog: boolean }
 }
 
-type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 const UNBOUNDED = { cpuMips: 1e9, memMiB: 1e9 }
 
 /** Validates `ha` of the configuration. Throws ConfigError naming the field. */

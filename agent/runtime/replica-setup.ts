@@ -30,6 +30,7 @@ import { isIpv4, type SplitTarget } from '../adapters/iptables-splitter.js'
 import { bootSpec } from './ha-setup.js'
 import { checkKeys } from '../lib/known-keys.js'
 import { CONFIG_KEYS } from '../config-keys.js'
+import { isObj, type Obj } from '../lib/obj.js'
 
 export interface ReplicaVmDef {
   id: string
@@ -51,8 +52,6 @@ export interface ReplicationSection {
   serviceAddresses: Record<string, string>
 }
 
-type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,55}$/
 
 export function validateReplicationSection (raw: unknown, memberNames: readonly string[]): ReplicationSection {

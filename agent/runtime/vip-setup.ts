@@ -23,6 +23,7 @@ import type { Logger } from '../ports/logger.js'
 import type { VipAdapter } from '../ports/vip-adapter.js'
 import { checkKeys } from '../lib/known-keys.js'
 import { CONFIG_KEYS } from '../config-keys.js'
+import { isObj, type Obj } from '../lib/obj.js'
 
 /** One configured VIP as written in the file (hosts by member name). */
 export interface VipEntry {
@@ -37,9 +38,6 @@ export interface VipSection {
   /** Tunables (ticks), validated with the core's tickMs. */
   config: VipConfig
 }
-
-type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** Validates `vips` and `vip` of the configuration. Throws ConfigError naming the field. */
 export function validateVipSection (rawList: unknown, rawTuning: unknown, memberNames: readonly string[], tickMs: number): VipSection {
