@@ -53,6 +53,7 @@ async function main (): Promise<void> {
   log(`simulated: ${String(simulated.vmsRunningAtEnd)}/${String(simulated.vms)} HA VMs running at the end; not running: ${nr.total}${nr.total > 0 ? ` (${Object.entries(nr.byReason).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(', ')})` : ''}`)
   const out = { bench: 'failover', real, ...(realTuned !== undefined ? { realTuned } : {}), simulated, loadAverage: { before: loadBefore, afterReal: loadAfterReal, cores: os.cpus().length }, wallS: Math.round((performance.now() - t0) / 1000) }
   process.stdout.write(JSON.stringify(out, null, 2) + '\n')
+  if (real.rejoinError !== null || (realTuned !== undefined && realTuned.rejoinError !== null)) process.exitCode = 1
 }
 
 main().catch(err => {

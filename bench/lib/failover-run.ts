@@ -115,6 +115,7 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
   const timing = hb.timing
   const runs: FailoverResult[] = []
   const copiesAfter: number[] = []
+  let rejoinError: string | null = null
   try {
     hb.c.startAll()
     let steady = await waitSteady(hb, 180_000)
@@ -123,7 +124,14 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
       const r = await killOwner(hb, steady.owner, steady.token, 120_000)
       runs.push(r)
       log(`failover ${i + 1}/${o.failovers}: ${r.killed} -> ${r.newOwner}, answering after ${r.answeringMs} ms`)
-      steady = await rejoin(hb, r.killed, 120_000)
+      try {
+        steady = await rejoin(hb, r.killed, 120_000)
+      } catch (err) {
+        // Keep the failovers measured so far; the reason is in the output (and the bench fails).
+        rejoinError = `after failover ${i + 1}, ${r.killed} rejoining: ${(err as Error).message.split('; last seen:')[0]!}`
+        log((err as Error).message)
+        break
+      }
       copiesAfter.push((await runningCopies(hb.c)).length)
     }
   } finally {
@@ -185,6 +193,8 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
     maxConcurrentCopies: hb.watch.maxCopies,
     maxVipCarriers: hb.watch.maxCarriers,
     runningCopiesAfterRejoin: copiesAfter,
+    /** Why the repetitions stopped early (a killed host that did not rejoin in time), or null. */
+    rejoinError,
     runs
   }
   return result
