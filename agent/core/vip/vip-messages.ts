@@ -18,6 +18,7 @@
  * written with the envelope work). Every field is required on the wire; `to` is the empty string
  * there when null here.
  */
+import { claimOrder } from '../claims/index.js'
 import type { HostId } from '../types.js'
 
 /** Configured name of a virtual IP, unique in the cluster (e.g. "web"). */
@@ -78,17 +79,12 @@ export interface VipStanding {
 
 export type VipMessage = VipClaim | VipGrant | VipRelease | VipStanding
 
-/** Total order on claims: by Lamport time, then by host id. Negative when a < b. */
-export function compareClaims (a: ClaimRef, b: ClaimRef): number {
-  if (a.lamport !== b.lamport) return a.lamport < b.lamport ? -1 : 1
-  if (a.host === b.host) return 0
-  return a.host < b.host ? -1 : 1
-}
-
-export function sameClaim (a: ClaimRef | null, b: ClaimRef | null): boolean {
-  if (a === null || b === null) return a === b
-  return a.host === b.host && a.lamport === b.lamport
-}
+/** VIP claims ordered by Lamport time, then host id (../claims/order.ts). */
+export const vipClaimOrder = claimOrder<ClaimRef>(c => c.lamport)
+/** Total order on claims: -1 when a < b, 0 for the same claim, 1 when a > b. */
+export const compareClaims = vipClaimOrder.compare
+/** `a` is the claim `b`; false when `b` is null (no claim). */
+export const sameClaim = vipClaimOrder.same
 
 /** Short text for logs: "h1@42". */
 export function claimText (c: ClaimRef | null): string {

@@ -5,6 +5,9 @@
  *
  * Protocol (one instance per host; every configured member is also an acceptor):
  *
+ *  The claim order, the grant rule, retry and back-off are the shared claim module's
+ *  (../claims/index.ts); what follows is how VIPs use them, and what they add on top.
+ *
  *  1. Claims are named (lamport, host) and totally ordered (vip-messages.ts). Lamport order alone
  *     cannot tell a claimant that it has won: a higher concurrent claim may still be in flight.
  *     So a claim is *requested* from all members and becomes ownership only when a majority of
@@ -59,10 +62,11 @@
  *     owns anything); a claim persisted before a crash is released once the removal is done.
  */
 import { assert } from '../assert.js'
+import { backoffTicks, claimDue, freeFor, grantVerdict, majority, retryDue, wonClaim } from '../claims/index.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import { type VipConfig, type VipSpec, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip-config.js'
-import { type ClaimRef, type VipId, type VipMessage, claimText, compareClaims, sameClaim } from './vip-messages.js'
+import { type ClaimRef, type VipId, type VipMessage, claimText, compareClaims, sameClaim, vipClaimOrder } from './vip-messages.js'
 import {
   VIP_LAMPORT_KEY, vipStateKey,
   type AddressState, type AnnounceReason, type Burst, type RemoveReason, type VipCounters, type VipDurable, type VipEffect,
@@ -151,7 +155,7 @@ export class VipOwnership {
     this.self = init.self
     this.members = [...init.members]
     this.memberSet = new Set(init.members)
-    this.quorum = Math.floor(init.members.length / 2) + 1
+    this.quorum = majority(init.members.length)
     this.config = validateVipConfig(init.config)
     this.prng = init.prng
     this.lamport = init.restored?.lamport ?? 0
@@ -295,21 +299,19 @@ export class VipOwnership {
 
   private onRequest (v: Vip, from: HostId, claim: ClaimRef): void {
     if (this.isStale(v, claim)) return
-    const cmp = v.granted === null ? 1 : compareClaims(claim, v.granted)
-    if (cmp === 0) {
-      // A retry of the claim we granted: the grant was lost.
-      if (!v.released) this.send([from], { type: 'vipGrant', vip: v.spec.id, claim, from: this.self })
-      return
-    }
+    const cmp = vipClaimOrder.versus(claim, v.granted)
     if (cmp > 0 && v.role === 'claiming' && v.own !== null && compareClaims(claim, v.own) > 0) {
       // The lower claimant yields, so that the members it holds are freed for the higher one.
       this.abandonClaim(v, `yields to ${claimText(claim)}`)
     }
-    if (cmp > 0 && this.isFreeFor(v, claim.host)) {
-      this.grant(v, claim)
-      return
+    // The grant rule (../claims/grant.ts); a member grants whether or not it sees a majority.
+    switch (grantVerdict({ order: cmp, released: v.released, able: true, free: this.isFreeFor(v, claim.host) })) {
+      case 'regrant': this.send([from], { type: 'vipGrant', vip: v.spec.id, claim, from: this.self }); return // the grant was lost
+      case 'spent': return
+      case 'grant': this.grant(v, claim); return
+      case 'blocked': if (v.refused === null || compareClaims(claim, v.refused) > 0) v.refused = { ...claim }; break
+      case 'refuse': case 'unable': break
     }
-    if (cmp > 0 && (v.refused === null || compareClaims(claim, v.refused) > 0)) v.refused = { ...claim }
     // Refused. If we hold the VIP, tell the claimant so it stops trying; if another host's claim
     // stands in the way, tell that host (its release or 'held' may have been lost on the way here).
     if (v.role === 'owner' && v.own !== null) this.send([from], this.heldMessage(v))
@@ -334,7 +336,7 @@ export class VipOwnership {
   private onGrant (v: Vip, from: HostId, claim: ClaimRef): void {
     if (v.role !== 'claiming' || !sameClaim(claim, v.own)) return
     v.grants.add(from)
-    if (v.grants.size >= this.quorum && this.quorate()) this.becomeOwner(v)
+    if (wonClaim(v.grants.size, this.members.length, this.quorate())) this.becomeOwner(v)
   }
 
   private onHeld (v: Vip, from: HostId, claim: ClaimRef): void {
@@ -468,7 +470,7 @@ export class VipOwnership {
         v.counters.addFailures++
         this.event('vip-add-failed', `vip ${v.spec.id} add ${v.spec.address} on ${v.spec.iface} failed (${code ?? 'unknown'})`)
         v.addr = 'unknown'
-        v.backoffUntilTick = this.now + this.backoffTicks()
+        v.backoffUntilTick = this.now + backoffTicks(this.config, this.prng)
         if (v.role === 'owner') this.becomeReleasing(v, null, 'add-failed')
         else this.ensureAbsent(v, 'add-failed')
       }
@@ -505,14 +507,17 @@ export class VipOwnership {
     }
     switch (v.role) {
       case 'claiming':
-        if (now - v.roleSinceTick >= this.config.claimTimeoutTicks) this.abandonClaim(v, 'no majority of grants in time')
-        else if (now - v.lastSendTick >= this.config.claimRetryTicks) this.sendRequest(v)
+        switch (claimDue(this.config, now, v.roleSinceTick, v.lastSendTick)) {
+          case 'give-up': this.abandonClaim(v, 'no majority of grants in time'); break
+          case 'resend': this.sendRequest(v); break
+          case 'wait': break
+        }
         break
       case 'handingOff':
         if (now - v.roleSinceTick >= this.config.handoffTimeoutTicks) {
           this.ensureAbsent(v, 'handoff-timeout')
           this.becomeStandby(v, 'successor did not take over in time')
-        } else if (now - v.lastSendTick >= this.config.claimRetryTicks && v.own !== null) {
+        } else if (retryDue(this.config, now, v.lastSendTick) && v.own !== null) {
           v.lastSendTick = now
           this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...v.own }, to: v.handoffTo })
         }
@@ -699,7 +704,7 @@ export class VipOwnership {
     const own = v.own
     this.markReleased(v, own, null)
     this.send(this.others(), { type: 'vipRelease', vip: v.spec.id, claim: { ...own }, to: null })
-    v.backoffUntilTick = this.now + this.backoffTicks()
+    v.backoffUntilTick = this.now + backoffTicks(this.config, this.prng)
     this.becomeStandby(v, why)
   }
 
@@ -772,7 +777,7 @@ export class VipOwnership {
 
   private grant (v: Vip, claim: ClaimRef): void {
     this.setGranted(v, claim)
-    if (sameClaim(v.refused, claim)) v.refused = null
+    if (sameClaim(claim, v.refused)) v.refused = null
     this.send([claim.host], { type: 'vipGrant', vip: v.spec.id, claim: { ...claim }, from: this.self })
   }
 
@@ -821,12 +826,12 @@ export class VipOwnership {
     return claim.lamport <= (v.floor.get(claim.host) ?? -1)
   }
 
-  /** May this member grant (or `host` make) a claim on the VIP now? */
+  /** May this member grant (or `host` make) a claim on the VIP now? Its holder may be taken over once declared dead for takeoverGraceTicks. */
   private isFreeFor (v: Vip, host: HostId): boolean {
-    const g = v.granted
-    if (g === null || v.released || g.host === host) return true
-    const since = this.deadSince.get(g.host)
-    return since !== undefined && this.now - since >= this.config.takeoverGraceTicks
+    return freeFor(v.granted, v.released, host, h => {
+      const since = this.deadSince.get(h)
+      return since !== undefined && this.now - since >= this.config.takeoverGraceTicks
+    })
   }
 
   private isEligible (v: Vip): boolean {
@@ -849,8 +854,6 @@ export class VipOwnership {
   private others (): HostId[] { return this.members.filter(h => h !== this.self) }
 
   private burst (): Burst { return { count: this.config.burstCount, intervalMs: this.config.burstIntervalMs } }
-
-  private backoffTicks (): number { return this.config.claimBackoffTicks + this.prng.int(this.config.claimBackoffTicks + 1) }
 
   private durable (v: Vip): VipDurable {
     return {
