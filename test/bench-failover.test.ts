@@ -41,7 +41,11 @@ if (why !== null) {
   t.test('real part, one failover', async t => {
     const r = await realFailovers({ cli: cliPath, guestDir: dir, failovers: 1, boots: 1, log: s => { t.comment(s) } })
     const answering = r.answeringMs as Summary
-    const timing = r.timing as { fenceDelayMs: number }
+    const timing = r.timing as { fenceDelayMs: number, productionDefault: boolean, watchdogSec: number }
+    t.equal(timing.productionDefault, true, 'the production default HA timing is measured')
+    t.equal(timing.fenceDelayMs, 15_300, 'fence delay 15.3 s (requiredFenceDelayTicks of the defaults)')
+    t.equal(timing.watchdogSec, 8, 'emulated watchdogs of 8 s')
+    t.equal(r.rejoinError, null, 'the killed host rejoined')
     const m = r.milestonesMs as Record<string, Summary>
     t.equal(r.repetitions, 1)
     t.equal(answering.samples.length, 1, 'one failover measured')
