@@ -1,6 +1,6 @@
 /**
- * An emulated watchdog device for the demo's hosts (all of them on one machine): a FIFO each
- * agent opens as its `ha.watchdog.device`, read by the demo's process with the kernel's watchdog
+ * An emulated watchdog device for the demo's hosts and the tests (all hosts on one machine): a
+ * FIFO each agent opens as its `ha.watchdog.device`, read by the demo's or test's process with the kernel's watchdog
  * semantics (Documentation/watchdog/watchdog-api.rst). The first write arms it; each write
  * restarts the timer; a close right after the magic 'V' disarms it; any other close (a crash,
  * kill -9) leaves it running, and when the timer runs out `reset` is called: the demo's model of
@@ -17,6 +17,8 @@ const MAGIC_CLOSE = 0x56 // 'V'
 export class FifoWatchdog {
   /** Times the timer ran out. */
   resets = 0
+  /** Writes seen. */
+  pets = 0
   private fd: number | null = null
   private armed = false
   private lastWriteAt = 0
@@ -53,6 +55,7 @@ export class FifoWatchdog {
         this.lastByte = -1
         break
       }
+      this.pets++
       this.armed = true
       this.lastWriteAt = Date.now()
       this.lastByte = this.buf[n - 1] ?? -1

@@ -249,12 +249,12 @@ t.test('real agent process: a device whose timeout exceeds the HA bound is never
   t.equal(await exited, 0)
 })
 
-t.test('the tests\' emulated device (test/lib/watchdog-emulator.ts) has the kernel\'s semantics with the real adapter', async t => {
-  const { WatchdogEmulator } = await import('../lib/watchdog-emulator.js')
+t.test('the tests\' emulated device (agent/sim/fifo-watchdog.ts) has the kernel\'s semantics with the real adapter', async t => {
+  const { FifoWatchdog } = await import('../../agent/sim/fifo-watchdog.js')
   const dir = await mkdtemp(path.join(os.tmpdir(), 'starling-wd-emu-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   let resets = 0
-  const emu = new WatchdogEmulator(path.join(dir, 'wd'), 1000, () => { resets++ })
+  const emu = new FifoWatchdog(path.join(dir, 'wd'), 1000, () => { resets++ })
   emu.start()
   t.teardown(() => { emu.stop() })
   let ticks = 0

@@ -16,7 +16,7 @@
  * one off by address), QEMU under TCG with the test guest (test/guest, heartbeat about every
  * 10 ms). Protected VM g1 (home host1) is booted by host1 on its first start. HA timing is short
  * for a test but checked safe by validateHaConfig (tick 100 ms). The watchdog is emulated
- * (test/lib/watchdog-emulator.ts: a FIFO with the kernel's semantics; a reset kills the host's
+ * (agent/sim/fifo-watchdog.ts: a FIFO with the kernel's semantics; a reset kills the host's
  * agent and its QEMU), since a real one would reset the machine running the tests. The agents'
  * QEMU processes outlive their agent (detached), as in production. Copies are judged from
  * outside: a QEMU process whose serial log grows.
@@ -31,7 +31,7 @@ import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/api/payloads.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
-import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
+import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
@@ -96,7 +96,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   const members = cluster.hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: `${ip(h.name)}:${h.address.split(':')[1]!}` }))
   const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
   /** The emulated watchdogs; a reset kills the host's agent and its QEMU, as a real reset would. */
-  const watchdogs = new Map<string, WatchdogEmulator>()
+  const watchdogs = new Map<string, FifoWatchdog>()
   const resetAt = new Map<string, number>()
   const guest = { vcpus: 1, memMiB: 256, kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=8 dirtier_rate=0' }
   for (const h of cluster.hosts) {
@@ -151,7 +151,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   const sampler = setInterval(() => { maxConcurrent = Math.max(maxConcurrent, names.filter(h => qemuPid(h) !== null).length) }, 20)
   for (const h of names) {
     if (kind === 'B' && h === 'host1') continue
-    const w = new WatchdogEmulator(wdPath(h), WATCHDOG_SEC * 1000, () => {
+    const w = new FifoWatchdog(wdPath(h), WATCHDOG_SEC * 1000, () => {
       resetAt.set(h, performance.now())
       const p = procs.get(h)
       if (p !== undefined && p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')

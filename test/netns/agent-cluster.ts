@@ -7,7 +7,7 @@
  * user-networking port forward listens on its host's addresses, the VIP included) and outliving
  * their agent as in production.
  *
- * With `watchdog`, every host gets an emulated watchdog device (test/lib/watchdog-emulator.ts: a
+ * With `watchdog`, every host gets an emulated watchdog device (agent/sim/fifo-watchdog.ts: a
  * FIFO in the cluster's directory, read by this process; the agents inside their namespaces open
  * it by its path as `ha.watchdog.device`). Its reset models a host reset: kill -9 of that host's
  * agent and of every QEMU it started, and the VIP addresses dropped (a rebooted host comes back
@@ -27,7 +27,7 @@ import { loadOrCreateKeyPair } from '../../agent/adapters/identity.js'
 import { identityFile } from '../../agent/main.js'
 import type { VipsPayload } from '../../agent/api/payloads.js'
 import type { Testbed, TestNode } from './testbed.js'
-import { WatchdogEmulator } from '../lib/watchdog-emulator.js'
+import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
 
 export interface AgentVip {
   id: string
@@ -114,7 +114,7 @@ export class AgentCluster {
   private readonly procs = new Map<string, ChildProcess>()
   private readonly logs = new Map<string, WriteStream>()
   /** The emulated watchdog of each host (with `watchdog`). */
-  readonly watchdogs = new Map<string, WatchdogEmulator>()
+  readonly watchdogs = new Map<string, FifoWatchdog>()
   /** Emulated host resets: host and time (ms since the epoch). */
   readonly resets: Array<{ host: string, at: number }> = []
   private readonly pendingResets: Array<Promise<void>> = []
@@ -143,7 +143,7 @@ export class AgentCluster {
     if (w === undefined) return
     if (this.init.ha === undefined) throw new Error('AgentCluster: watchdog needs ha')
     for (const h of this.hosts) {
-      const dog = new WatchdogEmulator(this.watchdogPath(h.name), w.timeoutSec * 1000, () => { this.resetHost(h.name) })
+      const dog = new FifoWatchdog(this.watchdogPath(h.name), w.timeoutSec * 1000, () => { this.resetHost(h.name) })
       dog.start()
       this.watchdogs.set(h.name, dog)
     }
