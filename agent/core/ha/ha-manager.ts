@@ -2,9 +2,12 @@
  * HaManager: one host's part in high availability, deterministic (ticks, seeded Prng, effects
  * out). It is at once an acceptor (grants claims on protected VMs, restart.ts), a claimant
  * (restarts the VMs assigned to it), and the fence of its own VMs (fencing.ts, quorum.ts).
- * index.ts has the design note and the timing argument.
+ * index.ts has the design note and the timing argument. The order of claims, the grant rule,
+ * retry and back-off are the shared claim module's (../claims/); priorities, priors, the fence
+ * gate and the handover of a live migration are HA's, here.
  */
 import { assert } from '../assert.js'
+import { backoffTicks, claimDue, freeFor, grantVerdict, retryDue, wonClaim } from '../claims/index.js'
 import type { CoreEvent } from '../events.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
@@ -12,7 +15,7 @@ import { NO_RULES, type RuleSet } from '../../../policies/types.js'
 import { type HaConfig, type HaMemberSpec, type HaVmSpec, validateHaConfig, validateHaInventory } from './ha-config.js'
 import { FenceClock, watchdogAllows } from './fencing.js'
 import { LeaseTable, evaluateQuorum, majority, type QuorumView } from './quorum.js'
-import { type HaClaim, assignRestarts, compareHaClaims, haClaimText, sameHaClaim, type RestartHost } from './restart.js'
+import { type HaClaim, assignRestarts, compareHaClaims, haClaimOrder, haClaimText, sameHaClaim, type RestartHost } from './restart.js'
 import {
   HA_CONFIRMS_KEY, HA_FENCES_KEY, HA_MAINT_KEY, HA_MODES_KEY, haVmKey,
   type HaCommand, type HaConfirmDown, type HaCounters, type HaEffect, type HaFenceReport, type HaInput, type HaMaintenance, type HaMessage, type HaMode,
@@ -368,7 +371,7 @@ export class HaManager {
   handoverGranted (vm: VmId): boolean {
     const v = this.vms.get(vm)
     if (v === undefined) return true
-    return v.handover !== null && v.role === 'running' && v.handoverGrants.has(v.handover.host) && v.handoverGrants.size >= this.quorumSize && this.q.quorate
+    return v.handover !== null && v.role === 'running' && v.handoverGrants.has(v.handover.host) && wonClaim(v.handoverGrants.size, this.ids.length, this.q.quorate)
   }
 
   /**
@@ -446,20 +449,14 @@ export class HaManager {
       this.counters.grants++
       if (me) v.handoverGrants.add(this.self); else this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
     }
-    if (s !== null && compareHaClaims(c, s) <= 0) {
-      reply(sameHaClaim(c, s) && !v.released && v.priors.some(p => p.host === from))
-      return
+    // The grant rule (../claims/grant.ts), with the handover's terms for "free". The same claim
+    // again is granted again only while `from` still holds the VM here.
+    switch (grantVerdict({ order: haClaimOrder.versus(c, s), released: v.released, able: this.q.quorate && this.myMode().armed, free: this.handoverFree(v, from, c) })) {
+      case 'regrant': reply(v.priors.some(p => p.host === from)); return
+      case 'spent': case 'refuse': case 'blocked': reply(false); return
+      case 'unable': return
+      case 'grant': break
     }
-    if (!this.q.quorate || !this.myMode().armed) return
-    const spec = this.specs.get(c.host)
-    if (spec === undefined || spec.tieBreaker === true) { reply(false); return }
-    // The target grants only what it expects (its incoming copy is fenced from now on).
-    if (c.host === this.self && (v.role !== 'incoming' || v.incomingFrom !== from)) { reply(false); return }
-    // Both ends must be present here (alive, lease fresh): this member heard each within leaseTicks.
-    if ((c.host !== this.self && !this.q.present.includes(c.host)) || (!me && !this.q.present.includes(from))) { reply(false); return }
-    const holds = (s !== null && s.host === from && !v.released) || v.priors.some(p => p.host === from)
-    const othersFree = (s === null || v.released || s.host === from || this.takeoverOk(s.host)) && v.priors.every(p => p.host === from || this.takeoverOk(p.host))
-    if (!holds || !othersFree) { reply(false); return }
     this.keepTakenOver(v, c.host)
     v.standing = { ...c }
     v.released = false
@@ -467,6 +464,22 @@ export class HaManager {
     if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch) }
     v.dirty = true
     reply(true)
+  }
+
+  /**
+   * A handover claim c that `from` asks for may be granted here: c's host can run VMs; the target
+   * grants only what it expects (its incoming copy is fenced from now on); both ends are present
+   * here (alive, lease fresh: this member heard each within leaseTicks); `from` holds the VM here
+   * (its standing claim or a prior), and every other claim that may run is takeover-able.
+   */
+  private handoverFree (v: Vm, from: HostId, c: HaClaim): boolean {
+    const spec = this.specs.get(c.host)
+    if (spec === undefined || spec.tieBreaker === true) return false
+    if (c.host === this.self && (v.role !== 'incoming' || v.incomingFrom !== from)) return false
+    if ((c.host !== this.self && !this.q.present.includes(c.host)) || (from !== this.self && !this.q.present.includes(from))) return false
+    const s = v.standing
+    const holds = (s !== null && s.host === from && !v.released) || v.priors.some(p => p.host === from)
+    return holds && this.isFree(v, from)
   }
 
   private sendHandover (v: Vm): void {
@@ -513,14 +526,14 @@ export class HaManager {
 
   private onRequest (v: Vm, from: HostId, c: HaClaim): void {
     const s = v.standing
-    if (s !== null && compareHaClaims(c, s) <= 0) {
-      if (sameHaClaim(c, s) && !v.released) this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...s } })
-      else this.refuse(v, from, c)
-      return
+    // The grant rule (../claims/grant.ts). Only a member that sees a majority (S4) and is armed
+    // grants a new claim; a claim that has used up its start attempts is never free.
+    switch (grantVerdict({ order: haClaimOrder.versus(c, s), released: v.released, able: this.q.quorate && this.myMode().armed, free: c.attempts < this.maxAttempts(v) && this.isFree(v, c.host) })) {
+      case 'regrant': if (s !== null) this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...s } }); return
+      case 'spent': case 'refuse': case 'blocked': this.refuse(v, from, c); return
+      case 'unable': return
+      case 'grant': break
     }
-    // Only a member that sees a majority (S4) and is armed grants anything.
-    if (!this.q.quorate || !this.myMode().armed) return
-    if (c.attempts >= this.maxAttempts(v) || !this.isFree(v, c.host)) { this.refuse(v, from, c); return }
     this.keepTakenOver(v, c.host)
     v.standing = { ...c }
     v.released = false
@@ -537,14 +550,14 @@ export class HaManager {
 
   private onGrant (v: Vm, from: HostId, c: HaClaim): void {
     if (v.handover !== null && sameHaClaim(v.handover, c)) { v.handoverGrants.add(from); return }
-    if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
+    if (v.role !== 'claiming' || !sameHaClaim(c, v.own)) return
     v.grants.add(from)
     // S4: act only while this host itself sees a majority (the grants may predate a cut).
-    if (v.grants.size >= this.quorumSize && this.q.quorate) this.becomeStarting(v)
+    if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
   }
 
   private onRefuse (v: Vm, c: HaClaim, standing: HaClaim | null, released: boolean): void {
-    if (v.role !== 'claiming' || !sameHaClaim(v.own, c)) return
+    if (v.role !== 'claiming' || !sameHaClaim(c, v.own)) return
     // Our standing record is our own claim (we found the VM free): a higher one may replace it.
     if (standing !== null && (v.standing === null || compareHaClaims(standing, v.standing) > 0)) {
       v.standing = { ...standing }
@@ -658,7 +671,7 @@ export class HaManager {
         this.event('ha-start-failed', `vm ${v.spec.id}: start under ${haClaimText(v.own)} failed (attempt ${failed.attempts}/${this.maxAttempts(v)})`)
         this.releaseOwn(v, failed)
         this.setRole(v, 'idle', 'start failed')
-        v.backoffUntil = this.now + this.backoffTicks()
+        v.backoffUntil = this.now + backoffTicks(this.config, this.prng)
       }
       return
     }
@@ -709,16 +722,18 @@ export class HaManager {
     }
     this.queryStanding(v)
     switch (v.role) {
-      case 'claiming':
-        if (this.now - v.roleSince >= c.claimTimeoutTicks) this.abandon(v, 'no majority of grants in time')
-        else if (v.grants.size >= this.quorumSize && this.q.quorate) this.becomeStarting(v)
-        else if (this.now - v.lastSend >= c.claimRetryTicks) this.sendRequest(v)
+      case 'claiming': {
+        const due = claimDue(c, this.now, v.roleSince, v.lastSend)
+        if (due === 'give-up') this.abandon(v, 'no majority of grants in time')
+        else if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
+        else if (due === 'resend') this.sendRequest(v)
         break
+      }
       case 'running':
         if (this.now - v.lastHeld >= c.heldRefreshTicks) this.sendHeld(v)
         break
       case 'stopping':
-        if (this.now - v.lastSend >= c.claimRetryTicks && v.own !== null) {
+        if (retryDue(c, this.now, v.lastSend) && v.own !== null) {
           v.lastSend = this.now
           this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own.epoch, mode: v.stopMode, reason: v.stopMode === 'destroy' ? 'conflict' : 'fence' } })
         }
@@ -735,7 +750,7 @@ export class HaManager {
       case 'starting': case 'incoming':
         break
     }
-    if (v.handover !== null && v.role === 'running' && !this.handoverGranted(v.spec.id) && this.now - v.lastSend >= c.claimRetryTicks) this.sendHandover(v)
+    if (v.handover !== null && v.role === 'running' && !this.handoverGranted(v.spec.id) && retryDue(c, this.now, v.lastSend)) this.sendHandover(v)
   }
 
   /**
@@ -865,7 +880,7 @@ export class HaManager {
     const own = v.own
     const paused = v.resume ? v.pausedClaim : null
     this.releaseOwn(v, own)
-    v.backoffUntil = this.now + this.backoffTicks()
+    v.backoffUntil = this.now + backoffTicks(this.config, this.prng)
     this.setRole(v, 'idle', why)
     // A paused copy whose resume failed is destroyed (then its claim is released): someone may
     // restart the VM from storage now.
@@ -930,14 +945,15 @@ export class HaManager {
 
   /** Would this member grant `claimant` a claim on the VM now (apart from the order of claims)? */
   private isFree (v: Vm, claimant: HostId): boolean {
-    const s = v.standing
-    return (s === null || v.released || s.host === claimant || this.takeoverOk(s.host)) && this.priorsFree(v, claimant)
+    return freeFor(v.standing, v.released, claimant, this.mayTakeOver) && this.priorsFree(v, claimant)
   }
 
   /** Every claim kept as possibly running is the claimant's own or its host may be taken over. */
   private priorsFree (v: Vm, claimant: HostId): boolean {
-    return v.priors.every(p => p.host === claimant || this.takeoverOk(p.host))
+    return v.priors.every(p => freeFor(p, false, claimant, this.mayTakeOver))
   }
+
+  private readonly mayTakeOver = (host: HostId): boolean => this.takeoverOk(host)
 
   /** A claim is granted over the standing one: if that was not released, keep it (it may still run). */
   private keepTakenOver (v: Vm, claimant: HostId): void {
@@ -1090,8 +1106,6 @@ export class HaManager {
   private send (to: HostId[], message: HaMessage): void { if (to.length > 0) this.out.push({ type: 'send', to, message }) }
 
   private others (): HostId[] { return this.ids.filter(h => h !== this.self) }
-
-  private backoffTicks (): number { return this.config.claimBackoffTicks + this.prng.int(this.config.claimBackoffTicks + 1) }
 
   private event (kind: string, text: string): void {
     const ev: CoreEvent = { kind, host: this.self, text }

@@ -6,6 +6,7 @@
  *               plus round-trip leases; suspect counts as absent.
  *   fencing.ts  the self-fencing clock and the watchdog contract.
  *   restart.ts  claims on protected VMs granted by a majority; the shared greedy assignment.
+ *               The claim order, the grant rule, retry and back-off: ../claims/ (shared with VIPs).
  *   ha-manager.ts  one host's part: acceptor, claimant, fence; inputs in, effects out.
  *
  * Timing argument (why a restart never overlaps the old copy: S1, S4)

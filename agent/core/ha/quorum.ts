@@ -14,10 +14,11 @@
  *    timing argument in index.ts needs exactly that: "a majority heard a frame we sent recently".
  * Self is always present.
  */
+import { majority } from '../claims/index.js'
 import type { HostId, MemberState } from '../types.js'
 
-/** Size of a majority of n configured members. */
-export function majority (n: number): number { return Math.floor(n / 2) + 1 }
+/** Size of a majority of n configured members (the claim module's, ../claims/grant.ts). */
+export { majority }
 
 /** Per-member lease bookkeeping, in this host's ticks. */
 export class LeaseTable {

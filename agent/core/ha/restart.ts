@@ -4,7 +4,8 @@
  * Ownership of a protected VM is a claim (epoch, host) granted by a majority of the configured
  * members, as VIP ownership is (vip-ownership.ts). Claims are totally ordered by (epoch, host).
  * Each member, as an acceptor, keeps the standing claim of each VM and grants a new claim only
- * when it is higher than the standing one and the VM is free in its eyes:
+ * when it is higher than the standing one and the VM is free in its eyes (the grant rule, the
+ * order of claims, retry and back-off are the shared claim module's, ../claims/):
  *   - the standing claim was released (its owner stopped the VM and said so), or
  *   - it is the claimant's own (a paused VM resumed by its owner), or
  *   - its owner may be taken over: the acceptor's view holds it dead or left, has heard nothing
@@ -25,6 +26,7 @@
  * its own authoritative capacity (running plus VMs being claimed or started) before claiming.
  */
 import { rankTargets } from '../../../policies/placement.js'
+import { claimOrder } from '../claims/index.js'
 import type { Placement } from '../../../policies/rules.js'
 import type { HostView, RuleSet, VmView } from '../../../policies/types.js'
 import type { HostId, VmId } from '../types.js'
@@ -33,14 +35,12 @@ import type { HaVmSpec } from './ha-config.js'
 /** A claim on a VM: totally ordered by (epoch, host). attempts = failed starts so far. */
 export interface HaClaim { epoch: number, host: HostId, attempts: number }
 
-export function compareHaClaims (a: HaClaim, b: HaClaim): number {
-  if (a.epoch !== b.epoch) return a.epoch - b.epoch
-  return a.host < b.host ? -1 : a.host > b.host ? 1 : 0
-}
-
-export function sameHaClaim (a: HaClaim | null, b: HaClaim | null): boolean {
-  return a !== null && b !== null && a.epoch === b.epoch && a.host === b.host
-}
+/** HA claims ordered by epoch, then host id (../claims/order.ts); attempts are not part of a claim's name. */
+export const haClaimOrder = claimOrder<HaClaim>(c => c.epoch)
+/** -1 when a < b, 0 for the same claim, 1 when a > b. */
+export const compareHaClaims = haClaimOrder.compare
+/** `a` is the claim `b`; false when `b` is null (no claim). */
+export const sameHaClaim = haClaimOrder.same
 
 export function haClaimText (c: HaClaim | null): string { return c === null ? 'none' : `${c.epoch}@${c.host.slice(0, 8)}` }
 
