@@ -117,7 +117,7 @@ export class HaSim {
   readonly prng: Prng
   now = 0
   readonly violations: HaViolation[] = []
-  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0 }
+  readonly stats = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, frames: 0, lost: 0, migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0, isolations: 0, startFailuresInjected: 0, stopHangsInjected: 0 }
   readonly migs: SimMigration[] = []
   /** One VIP per VM (with vips), and the hosts whose interface carries each address. */
   readonly vipSpecs: VipSpec[] = []
@@ -230,7 +230,7 @@ export class HaSim {
     groups.forEach((g, i) => { for (const id of g) this.groupOf!.set(id, i) })
   }
 
-  isolate (id: HostId): void { this.isolated.add(id) }
+  isolate (id: HostId): void { this.stats.isolations++; this.isolated.add(id) }
   /** Drop frames from a to b only. */
   cut (a: HostId, b: HostId): void { this.stats.cuts++; this.cuts.add(`${a}>${b}`) }
 
@@ -687,6 +687,8 @@ export class HaSim {
     }
     const hangs = c.kind === 'haStop' && this.stopHang > 0 && this.prng.chance(this.stopHang)
     const ok = c.kind === 'haStart' ? !(this.startFailure > 0 && this.prng.chance(this.startFailure)) : true
+    if (hangs) this.stats.stopHangsInjected++
+    if (!ok) this.stats.startFailuresInjected++
     // The driver carries out one host's commands in order (the runtime must too).
     const at = Math.max(this.now + 1 + this.prng.int(c.kind === 'haStop' ? this.o.stopTicksMax : 3), this.lastOpAt.get(id) ?? 0)
     this.lastOpAt.set(id, at)

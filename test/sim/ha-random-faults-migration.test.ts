@@ -22,7 +22,7 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
   let failedVms = 0
   let otherReasons = 0
   let worst = 0
-  const totals = { migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0, restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0 }
+  const totals = { migrations: 0, migrationsCommitted: 0, migrationsAborted: 0, handoverTimeouts: 0, staleResumes: 0, staleCopies: 0, restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, isolations: 0, cuts: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0, failed: 0 }
   for (const seed of seeds) {
     const r = haRandomRun(seed, undefined, { migrations: 0.12 })
     failedVms += r.failed
@@ -30,7 +30,7 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
       if (x.reason === 'gave up after injected start failures') givenUp++
       else if (++otherReasons <= 5) t.fail(`${x.vm} not running: ${x.reason} — reproduce with SEED=${seed}`)
     }
-    for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += r.stats[k]
+    for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += k === 'failed' ? r.failed : r.stats[k]
     if (r.violations.length > 0) {
       bad++
       if (bad <= 5) t.fail(`safety violated: ${r.violations.slice(0, 3).join(' | ')} — reproduce with SEED=${seed}`)
@@ -41,6 +41,12 @@ t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} 
     } else worst = Math.max(worst, r.ticksToLive)
   }
   t.comment(`runs ${seeds.length}; ${JSON.stringify(totals)}`)
+  // An injector that injects nothing would pass every check: each kind of fault must have
+  // happened (lost: frames dropped by injected loss; failed: VMs given up after injected start
+  // failures). A single SEED may lack some kinds.
+  for (const k of ['crashes', 'hangs', 'agentCrashes', 'partitions', 'isolations', 'cuts', 'lost', 'startFailuresInjected', 'stopHangsInjected', 'failed'] as const) {
+    t.ok(only || totals[k] > 0, `faults injected: ${k} ${totals[k]}`)
+  }
   t.ok(totals.migrationsCommitted > seeds.length, `protected VMs were migrated (${totals.migrationsCommitted} committed)`)
   t.equal(bad, 0, 'no run broke S1 or S4')
   t.equal(totals.staleResumes, 0, `no source resumed a copy older than what ran on its target (${totals.staleCopies} stale copies handed to HA after a target's power loss)`)

@@ -29,6 +29,7 @@ t.test(`random faults, migrations and a VIP per VM (${only ? 1 : runs} runs)`, t
   let worst = 0
   let overlap = 0
   let migrations = 0
+  const totals = { crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, isolations: 0, cuts: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0, failed: 0 }
   for (const seed of seeds) {
     const r = haRandomRun(seed, undefined, { migrations: 0.12, vips: true })
     failedVms += r.failed
@@ -37,6 +38,7 @@ t.test(`random faults, migrations and a VIP per VM (${only ? 1 : runs} runs)`, t
       else if (++otherReasons <= 5) t.fail(`${x.vm} not running: ${x.reason} — reproduce with SEED=${seed}`)
     }
     migrations += r.stats.migrationsCommitted
+    for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += k === 'failed' ? r.failed : r.stats[k]
     overlap = Math.max(overlap, r.maxVipOverlap)
     if (r.violations.length > 0) {
       bad++
@@ -48,6 +50,13 @@ t.test(`random faults, migrations and a VIP per VM (${only ? 1 : runs} runs)`, t
     } else worst = Math.max(worst, r.ticksToLive)
   }
   t.comment(`runs ${seeds.length}; ${migrations} migrations committed; longest two-carrier overlap ${overlap} ticks; slowest recovery ${worst} ticks`)
+  t.comment(`faults injected: ${JSON.stringify(totals)}`)
+  // An injector that injects nothing would pass every check: each kind of fault must have
+  // happened (lost: frames dropped by injected loss; failed: VMs given up after injected start
+  // failures). A single SEED may lack some kinds.
+  for (const k of ['crashes', 'hangs', 'agentCrashes', 'partitions', 'isolations', 'cuts', 'lost', 'startFailuresInjected', 'stopHangsInjected', 'failed'] as const) {
+    t.ok(only || totals[k] > 0, `faults injected: ${k} ${totals[k]}`)
+  }
   t.ok(only || migrations > seeds.length, 'protected VMs were migrated, moving their VIPs')
   t.equal(bad, 0, 'no run broke S1, S4 or S5')
   t.equal(dead, 0, 'every run settled after heal: each VM runs once and its host alone carries and owns its VIP')

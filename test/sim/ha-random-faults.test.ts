@@ -20,7 +20,7 @@ t.test(`random faults: S1 and S4 after every tick, liveness after heal (${only ?
   let failedVms = 0
   let otherReasons = 0
   let worst = 0
-  const totals = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, failed: 0 }
+  const totals = { restarts: 0, fences: 0, resets: 0, crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, isolations: 0, cuts: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0, failed: 0 }
   for (const seed of seeds) {
     const r = randomRun(seed)
     failedVms += r.failed
@@ -39,6 +39,12 @@ t.test(`random faults: S1 and S4 after every tick, liveness after heal (${only ?
     } else worst = Math.max(worst, r.ticksToLive)
   }
   t.comment(`faults injected: ${JSON.stringify(totals)}`)
+  // An injector that injects nothing would pass every check: each kind of fault must have
+  // happened (lost: frames dropped by injected loss; failed: VMs given up after injected start
+  // failures). A single SEED may lack some kinds.
+  for (const k of ['crashes', 'hangs', 'agentCrashes', 'partitions', 'isolations', 'cuts', 'lost', 'startFailuresInjected', 'stopHangsInjected', 'failed'] as const) {
+    t.ok(only || totals[k] > 0, `faults injected: ${k} ${totals[k]}`)
+  }
   t.equal(bad, 0, 'no run broke S1 or S4')
   t.equal(dead, 0, `every run recovered after heal (slowest ${worst} ticks)`)
   t.equal(otherReasons, 0, 'every VM not running at the end was given up after injected start failures')
