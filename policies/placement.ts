@@ -54,9 +54,17 @@ export function defaultPowerCurveW (cpuCores: number): number[] {
   return Array.from({ length: 11 }, (_, i) => Math.round((idle + (peak - idle) * i / 10) * 10) / 10)
 }
 
+/**
+ * The VM asks for more than `host`'s cores can give it: its demand spreads over at most its vCPUs,
+ * each on one core (a single-vCPU VM cannot ask for more than one core).
+ */
+export function exceedsCores (host: HostView, vm: Pick<VmView, 'cpuDemandMips' | 'vcpus'>, demandMips = vm.cpuDemandMips): boolean {
+  return demandMips > host.coreMips * Math.max(1, vm.vcpus ?? 1) + 1e-9
+}
+
 /** True if `vm` fits on `host` by capacity alone (CPU incl. reservations, memory, core size). */
 export function fits (host: HostView, vm: VmView, cpuCapFraction = 1): boolean {
-  if (vm.cpuDemandMips > host.coreMips) return false
+  if (exceedsCores(host, vm)) return false
   if (hostDemandMips(host) + vm.cpuDemandMips > host.cpuMips * cpuCapFraction + 1e-9) return false
   if (hostMemUsedMiB(host) + vm.memMiB > host.memMiB) return false
   return true

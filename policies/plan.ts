@@ -17,7 +17,7 @@
  */
 import { horizonSteps } from './forecast.js'
 import { detectOverload, type OverloadParams } from './overload.js'
-import { fits, powerAt, type PlacementParams } from './placement.js'
+import { exceedsCores, fits, powerAt, type PlacementParams } from './placement.js'
 import { hardAllows, softPenalty } from './rules.js'
 import { selectVm, type SelectionParams } from './selection.js'
 import { isUnderloaded, type UnderloadParams } from './underload.js'
@@ -171,7 +171,7 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
     const active = nVms > 0 || h.reservedMips > 0
     if (busierThan !== null && (!active || demand / h.cpuMips <= busierThan)) continue
     if (!active && p.allowInactive === false) continue
-    if (v.cpuDemandMips > h.coreMips) continue
+    if (exceedsCores(h, v)) continue
     if (demand + v.cpuDemandMips > h.cpuMips * cap + 1e-9) continue
     const mem = w?.mem ?? (h.reservedMemMiB + h.vms.reduce((s, x) => s + x.memMiB, 0))
     if (mem + v.memMiB > h.memMiB) continue

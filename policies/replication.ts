@@ -30,6 +30,7 @@
  * group's other members, and a VM in a hard affinity group is never replicated, since its two
  * copies cannot both sit with the group). It never lands on a host that holds a copy already.
  */
+import { exceedsCores } from './placement.js'
 import { detectOverload } from './overload.js'
 import { hostSample, type PolicyConfig } from './plan.js'
 import { hardAllows } from './rules.js'
@@ -115,7 +116,7 @@ export function replicaTarget (view: ClusterView, v: VmView, cfg: PolicyConfig, 
     if (held.includes(h.id) || h.id === v.host) continue
     if (!h.active && cfg.placement.allowInactive === false) continue
     const l = load.get(h.id) ?? loadOf(h)
-    if (need > h.coreMips) continue
+    if (exceedsCores(h, v, need)) continue
     if (l.demand + need > h.cpuMips * cap + 1e-9) continue
     if (l.mem + v.memMiB > h.memMiB) continue
     if (rules && !hardAllows(view.rules, placement, v.id, h.id)) continue

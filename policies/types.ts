@@ -35,6 +35,8 @@ export interface VmView {
   history: readonly number[]
   /** Whether it is migrating now (never selected again while it is). */
   migrating: boolean
+  /** Virtual CPUs: its demand may spread over this many of a host's cores. @default 1 */
+  vcpus?: number
 }
 
 export interface HostView {

@@ -14,7 +14,7 @@ interface Ev { tMs: number, kind: string, text: string, host?: string, vm?: stri
 interface Result { ok: boolean, steps: Array<{ step: string, atMs: number | null, note: string }>, migrations: Array<{ vm: string, from: string, to: string, cause: string, state: string }>, restarts: Array<{ vm: string, from: string, to: string, afterKillS: number }>, killed: string | null }
 
 t.test('the demo plays its scenario in order', async t => {
-  const child = spawn(process.execPath, [compiledCli(), 'demo', '--json', '--hosts', '5', '--surge-at', '8', '--quiet-at', '30'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [compiledCli(), 'demo', '--json', '--hosts', '5', '--surge-at', '20', '--quiet-at', '45'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (b: Buffer) => { out += b.toString() })

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { Prng, seededPrng } from '../../agent/core/prng.js'
 import { selectVm } from '../../policies/selection.js'
-import { powerAt, rankTargets } from '../../policies/placement.js'
+import { exceedsCores, fits, powerAt, rankTargets } from '../../policies/placement.js'
 import { brokenHardRules, hardAllows, softPenalty } from '../../policies/rules.js'
 import { conditionHeld, gainEnough, nextStreak, vmCooledDown } from '../../policies/antithrash.js'
 import { defaultPolicyConfig, parsePolicyName, ConfigError, validatePolicyConfig } from '../../policies/config.js'
@@ -198,5 +198,21 @@ t.test('property: plans never exceed capacity or break a hard rule', t => {
     if (broken.length > 0) { t.fail(`seed=${seed} iter=${iter}: ${broken.join('; ')}`); return t.end() }
   }
   t.ok(moves > 100, `the property exercised real plans (${plans} plans, ${moves} moves)`)
+  t.end()
+})
+
+t.test('a multi-vCPU VM spreads its demand over its vCPUs: it may ask for more than one core', t => {
+  // Each host has 8 cores of 1000 MIPS. A 3-vCPU VM at 95 % asks for 2850 MIPS: three cores.
+  const big = { ...vm('big', 'a', 2850, 2048, 3000), vcpus: 3 }
+  const single = vm('one', 'a', 1500, 1024, 1000)
+  const target = host('b', [vm('x', 'b', 1000)], { cpuMips: 8000, coreMips: 1000, memMiB: 65536 })
+  t.ok(fits(target, big), 'a 3-vCPU VM needing 2850 MIPS fits on 1000-MIPS cores')
+  t.notOk(exceedsCores(target, big), 'within its three cores')
+  t.ok(exceedsCores(target, { ...big, cpuDemandMips: 3100 }), 'but not 3100 MIPS: more than three cores give')
+  t.notOk(fits(target, single), 'a single-vCPU VM cannot ask for more than one core (1500 > 1000)')
+  const src = host('a', [big, vm('c', 'a', 2850, 1024, 3000), vm('d', 'a', 2850, 1024, 3000)], { cpuMips: 8000, coreMips: 1000, memMiB: 32768, history: [0.9, 0.95, 1, 1, 1, 1, 1] })
+  const view: ClusterView = { hosts: [src, target], rules: NO_RULES, tick: 10 }
+  const moves = planHost(view, 'a', defaultPolicyConfig(), { overStreak: 5, underStreak: 0, lastMoved: new Map(), random: seededPrng })
+  t.ok(moves.length >= 1 && moves.every(m => m.to === 'b' && m.reason === 'overload'), `an overloaded host of 3-vCPU VMs is relieved (${JSON.stringify(moves)})`)
   t.end()
 })

@@ -21,7 +21,7 @@ import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
 import { seededPrng } from '../prng.js'
 import { HostDecider } from '../../../policies/decider.js'
-import { defaultPowerCurveW, fits, rankTargets } from '../../../policies/placement.js'
+import { defaultPowerCurveW, exceedsCores, fits, rankTargets } from '../../../policies/placement.js'
 import { hardAllows } from '../../../policies/rules.js'
 import { hostDemandMips, hostMemUsedMiB, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
@@ -160,6 +160,7 @@ export class Scheduler {
         host: mb.id,
         cpuMips: v.vcpus * cap.cpuMipsPerCore,
         cpuDemandMips: v.cpuUtil * cpuMips,
+        vcpus: v.vcpus,
         memMiB: v.memMiB,
         history: mb.id === s.self ? (this.vmHistory.get(v.id) ?? []) : [],
         migrating: v.state === 'migrating' || (mb.id === s.self && moving.has(v.id))
@@ -347,7 +348,7 @@ export class Scheduler {
       const no = refused.get(h.id)
       if (no !== undefined) return `${name}: ${no}`
       if (!fits(h, v, cap)) {
-        if (v.cpuDemandMips > h.coreMips) return `${name}: needs ${Math.round(v.cpuDemandMips)} MIPS, more than one of its cores (${h.coreMips})`
+        if (exceedsCores(h, v)) return `${name}: needs ${Math.round(v.cpuDemandMips)} MIPS, more than its ${v.vcpus ?? 1} vCPU(s) get from ${h.coreMips}-MIPS cores`
         const freeMem = h.memMiB - hostMemUsedMiB(h)
         if (freeMem < v.memMiB) return `${name}: memory (${Math.round(freeMem)} MiB free, needs ${v.memMiB})`
         return `${name}: CPU (${Math.round(h.cpuMips * cap - hostDemandMips(h))} MIPS free, needs ${Math.round(v.cpuDemandMips)})`
