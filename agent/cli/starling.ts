@@ -57,7 +57,7 @@ options:
   --json                     machine-readable output`
 
 async function readCommand (cmd: 'status' | 'members', args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+  const { values } = parseArgs({ args, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
   const s = await fetchStatus(apiAddress(values))
   if (values.json === true) {
     process.stdout.write(JSON.stringify(cmd === 'status' ? s : s.members, null, 2) + '\n')
@@ -177,7 +177,7 @@ export async function main (argv: string[]): Promise<number> {
       case 'migrate':
         return await migrateCommand(rest)
       case 'migrations': {
-        const { values } = parseArgs({ args: rest, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+        const { values } = parseArgs({ args: rest, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
         const rows = await listMigrations(apiAddress(values))
         process.stdout.write((values.json === true ? JSON.stringify(rows, null, 2) : renderMigrations(rows)) + '\n')
         return 0
@@ -220,7 +220,7 @@ export async function main (argv: string[]): Promise<number> {
         return 1
       }
       case 'replicas': {
-        const { values } = parseArgs({ args: rest, options: { api: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' } } })
+        const { values } = parseArgs({ args: rest, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
         const rows = ((await callApi(apiAddress(values), '/v1/replicas')) as { replicas: Array<{ id: string, vm: string, role: string, origin: string, host: string, state: string, reason: string }> }).replicas
         if (values.json === true) process.stdout.write(JSON.stringify(rows, null, 2) + '\n')
         else if (rows.length === 0) process.stdout.write('no replicas\n')
