@@ -97,7 +97,7 @@ async function run (tt: Test): Promise<void> {
   tt.equal(good.code, 0, `drain with the token accepted: ${good.stdout.trim()}${good.stderr.trim()}`)
 
   // 5. An unprivileged local user: the socket refuses the connection, TCP without a token says 401.
-  const nobodySock = await bed.exec(node.netns, ['runuser', '-u', 'nobody', '--', ...asUser, cli, 'drain', 'host1', '--no-wait', '--socket', socket])
+  const nobodySock = await bed.exec(node.netns, ['runuser', '-u', 'nobody', '--', ...asUser, cli, 'drain', 'host1', '--no-wait', '--socket', socket, '--api', api])
   tt.not(nobodySock.code, 0, 'nobody cannot drain through the control socket')
   tt.match(nobodySock.stderr, /permission denied on the control socket/, `clear refusal: ${nobodySock.stderr.trim()}`)
   const nobodyTcp = await bed.exec(node.netns, ['runuser', '-u', 'nobody', '--', ...asUser, cli, 'migrate', 'vm-1-1', '--to', 'host1', '--api', api])
@@ -105,7 +105,7 @@ async function run (tt: Test): Promise<void> {
   tt.match(nobodyTcp.stderr, /HTTP 401/, `401 over TCP: ${nobodyTcp.stderr.trim()}`)
 
   // 6. A member of the socket's group: accepted, and logged with who asked.
-  const member = await bed.exec(node.netns, ['runuser', '-u', GROUP, '--', ...asUser, cli, 'drain', 'host1', '--no-wait', '--socket', socket])
+  const member = await bed.exec(node.netns, ['runuser', '-u', GROUP, '--', ...asUser, cli, 'drain', 'host1', '--no-wait', '--socket', socket, '--api', api])
   tt.equal(member.code, 0, `a member of ${GROUP} drains through the socket: ${member.stdout.trim()}${member.stderr.trim()}`)
   const uid = Number(execFileSync('id', ['-u', GROUP], { encoding: 'utf8' }).trim())
   await sleep(300)
