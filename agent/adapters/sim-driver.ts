@@ -54,9 +54,9 @@ import { availableParallelism } from 'node:os'
 import { isAbsolute, resolve } from 'node:path'
 import type { VmId, VmSummary } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
-import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
+import type { VmSpec } from '../ports/hypervisor-driver.js'
 import { DriverError, TraceFileError, type DriverErrorCode } from '../lib/errors.js'
-import type { IncomingOptions, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
+import type { IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 import {
   DEFAULT_DIRTY_MIBPS, canStop, dirtiedDuring, dirtyRateBytesPerS, precopyBandwidth, sendMs
 } from './sim-migration-model.js'
@@ -155,7 +155,8 @@ export interface SimLinkFault {
   times?: number
 }
 
-export interface SimDriver extends HypervisorDriver {
+/** The migration calls are the MigratingDriver port's, as the QEMU and libvirt drivers have them. */
+export interface SimDriver extends MigratingDriver {
   readonly kind: 'sim'
   readonly accel: 'kvm'
   /** The VMs at `nowMs`, computed from the caller's time alone (synchronous, for the simulator). */
@@ -168,13 +169,6 @@ export interface SimDriver extends HypervisorDriver {
   resume (id: VmId, signal?: AbortSignal): Promise<void>
   pause (id: VmId, signal?: AbortSignal): Promise<void>
   killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void>
-  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
-  migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
-  startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
-  progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress>
-  cancel (id: VmId, signal?: AbortSignal): Promise<void>
-  setDowntimeLimit (id: VmId, ms: number, signal?: AbortSignal): Promise<void>
-  balloon (id: VmId, mib: number, signal?: AbortSignal): Promise<void>
   /** The model's dirty rate of VM `id` now, bytes/s (what a QEMU measurement would report). */
   measureDirtyRate (id: VmId, opts?: unknown, signal?: AbortSignal): Promise<number>
   /** The memory VM `id` uses now, bytes (what a first pass sends); null when unknown. */
@@ -866,15 +860,22 @@ class SimDriverImpl implements SimDriver {
     const now = this.now()
     vm.runStatus = 'finish-migrate'
     m.pausedAt = now
+    this.sendRest(m, 'stop', pending, now, () => {
+      vm.runStatus = 'postmigrate'
+      this.sendState(vm, m)
+    })
+  }
+
+  /** Sends the last `pending` bytes at the link speed (after the pause, or in post-copy), then `done`. */
+  private sendRest (m: OutMigration, kind: 'stop' | 'postcopy', pending: number, now: number, done: () => void): void {
     const ms = sendMs(pending, m.linkBps)
-    m.phase = { kind: 'stop', bytes: pending, startAt: now, ms }
+    m.phase = { kind, bytes: pending, startAt: now, ms }
     m.timer = after(ms, () => {
       m.timer = null
       m.sentBytes += pending
       m.phase = null
       m.flushed = true
-      vm.runStatus = 'postmigrate'
-      this.sendState(vm, m)
+      done()
     })
   }
 
@@ -943,15 +944,7 @@ class SimDriverImpl implements SimDriver {
     m.pausedAt = now
     m.status = 'postcopy-active'
     this.sendState(vm, m)
-    const ms = sendMs(pending, m.linkBps)
-    m.phase = { kind: 'postcopy', bytes: pending, startAt: now, ms }
-    m.timer = after(ms, () => {
-      m.timer = null
-      m.sentBytes += pending
-      m.phase = null
-      m.flushed = true
-      this.maybeComplete(vm, m)
-    })
+    this.sendRest(m, 'postcopy', pending, now, () => { this.maybeComplete(vm, m) })
     this.log.info(`vm ${vm.id} migration switched to post-copy (${Math.round(pending / 1048576)} MiB left)`, { vm: vm.id })
   }
 

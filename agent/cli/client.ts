@@ -78,14 +78,7 @@ export function apiAddress (values: TargetOptions): string {
 }
 
 export async function fetchStatus (api: string, timeoutMs = 3000): Promise<StatusPayload> {
-  let res: Response
-  try {
-    res = await fetch(`http://${api}/v1/status`, { signal: AbortSignal.timeout(timeoutMs) })
-  } catch (err) {
-    throw new Error(`no starling agent answers at ${api} (${(err as Error).message}); is it running? (systemctl status starling)`, { cause: err })
-  }
-  if (!res.ok) throw new Error(`agent at ${api} answered HTTP ${res.status}`)
-  return await res.json() as StatusPayload
+  return await callApi(api, '/v1/status', undefined, { timeoutMs }) as StatusPayload
 }
 
 function whoAmI (): Record<string, string> {

@@ -22,28 +22,15 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { DemoHost } from './demo.js'
+import { localHaConfig } from '../core/index.js'
 
 export type ScenarioName = 'all' | 'balance' | 'consolidate' | 'failover' | 'none'
 export const SCENARIOS: readonly ScenarioName[] = ['all', 'balance', 'consolidate', 'failover', 'none']
 
 /** HA timing of the demo: short, and safe by the HA timing argument (validateHaConfig checks it at start-up). */
-const HA_TIMING = {
-  beatIntervalTicks: 2,
-  leaseTicks: 10,
-  fenceAfterTicks: 8,
-  fenceTicks: 15,
-  watchdogTicks: 40,
-  claimTimeoutTicks: 10,
-  claimRetryTicks: 3,
-  claimBackoffTicks: 5,
-  heldRefreshTicks: 20,
-  fenceDelayTicks: 88,
-  clockDriftPpm: 1000,
-  maxAttempts: 3,
-  maxClaimsInFlight: 4
-}
+const HA_TIMING = localHaConfig()
 /** The emulated watchdog's timeout, s (= watchdogTicks at 100 ms a tick). */
-export const DEMO_WATCHDOG_SEC = 4
+export const DEMO_WATCHDOG_SEC = HA_TIMING.watchdogTicks / 10
 export const HA_VMS = ['db-1', 'web-1']
 const OVERLOAD_THRESHOLD = 0.9
 

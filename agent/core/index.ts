@@ -18,7 +18,7 @@ export {
 export { ConfigError, defaultCoreConfig, FRAME_BYTES_MAX_DEFAULT, localTestCoreConfig, validateCoreConfig } from './config.js'
 export type { CoreConfig } from './config.js'
 export { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
-export { defaultHaConfig, requiredFenceDelayTicks, simHaConfig, validateHaConfig, validateHaInventory } from './ha/ha-config.js'
+export { defaultHaConfig, localHaConfig, requiredFenceDelayTicks, simHaConfig, validateHaConfig, validateHaInventory } from './ha/ha-config.js'
 export type { HaConfig, HaMemberSpec, HaSource, HaVmSpec } from './ha/ha-config.js'
 export { defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip/vip-config.js'
 export type { VipConfig, VipSpec } from './vip/vip-config.js'

@@ -28,7 +28,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import fs from 'node:fs'
 import path from 'node:path'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
-import { validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
+import { localHaConfig, validateHaConfig, requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/api/payloads.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
@@ -36,27 +36,9 @@ import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
 
-/**
- * Short but safe: fence delay = (lease 10 + fence 15 + watchdog 40 + 2 x claim 10 + 2) x 1.002,
- * rounded up. The emulated watchdog times out after 4 s (= watchdogTicks): long enough that a
- * loaded machine's pauses do not reset a healthy agent.
- */
-const TIMING: HaConfig = {
-  beatIntervalTicks: 2,
-  leaseTicks: 10,
-  fenceAfterTicks: 8,
-  fenceTicks: 15,
-  watchdogTicks: 40,
-  claimTimeoutTicks: 10,
-  claimRetryTicks: 3,
-  claimBackoffTicks: 5,
-  heldRefreshTicks: 20,
-  fenceDelayTicks: 88,
-  clockDriftPpm: 1000,
-  maxAttempts: 3,
-  maxClaimsInFlight: 4
-}
-const WATCHDOG_SEC = 4
+/** Short but safe (localHaConfig: fence delay 8.8 s, watchdog 4 s at 100 ms ticks). */
+const TIMING: HaConfig = localHaConfig()
+const WATCHDOG_SEC = TIMING.watchdogTicks / 10
 /** Cluster B: a longer grace at start (5 s), so that host1, started last, keeps the VM it boots. */
 const TIMING_B: HaConfig = { ...TIMING, fenceAfterTicks: 40, fenceTicks: 50, fenceDelayTicks: requiredFenceDelayTicks({ ...TIMING, fenceTicks: 50 }) }
 

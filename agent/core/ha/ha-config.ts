@@ -71,6 +71,32 @@ export function defaultHaConfig (): HaConfig {
   return c
 }
 
+/**
+ * Short timers for real agents on one machine (the demo, the QEMU HA tests), 100 ms ticks, with
+ * the minimum safe fence delay: (lease 10 + fence 15 + watchdog 40 + 2 x claim 10 + 2) x 1.002,
+ * rounded up, 88 ticks (8.8 s). The 4 s watchdog is long enough that a loaded machine's pauses
+ * do not reset a healthy agent.
+ */
+export function localHaConfig (): HaConfig {
+  const c: HaConfig = {
+    beatIntervalTicks: 2,
+    leaseTicks: 10,
+    fenceAfterTicks: 8,
+    fenceTicks: 15,
+    watchdogTicks: 40,
+    claimTimeoutTicks: 10,
+    claimRetryTicks: 3,
+    claimBackoffTicks: 5,
+    heldRefreshTicks: 20,
+    fenceDelayTicks: 0,
+    clockDriftPpm: 1000,
+    maxAttempts: 3,
+    maxClaimsInFlight: 4
+  }
+  c.fenceDelayTicks = requiredFenceDelayTicks(c)
+  return c
+}
+
 /** Short timers for the simulator (one tick of delay per hop, exact clocks). */
 export function simHaConfig (): HaConfig {
   return {

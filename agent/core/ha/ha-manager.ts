@@ -121,10 +121,8 @@ export class HaManager {
   private maintDirty = false
   /** Does this host hold a watchdog that resets it? Off until the runtime says so (haLocalFence). */
   private localFence = false
-  /** What each member last reported of its own fence, with the life it reported it in. */
+  /** What each member reported of its own fence in the latest life heard from it (its beats). */
   private readonly fences = new Map<HostId, HaFenceReport>()
-  /** The highest life of each member this host has heard in its HA beats. */
-  private readonly lives = new Map<HostId, number>()
   private readonly confirms = new Map<HostId, HaConfirmDown>()
   private fencesDirty = false
   private confirmsDirty = false
@@ -151,7 +149,7 @@ export class HaManager {
     const r = init.restored
     for (const id of this.ids) this.modes.set(id, r?.modes[id] ?? { version: 0, armed: true })
     for (const m of r?.maintenance ?? []) this.maint.set(m.host, { ...m })
-    for (const [h, f] of Object.entries(r?.fences ?? {})) if (this.specs.has(h)) { this.fences.set(h, { ...f }); this.lives.set(h, f.life) }
+    for (const [h, f] of Object.entries(r?.fences ?? {})) if (this.specs.has(h)) this.fences.set(h, { ...f })
     for (const c of r?.confirms ?? []) if (this.specs.has(c.host)) this.confirms.set(c.host, { ...c })
     const running = new Set(init.running ?? [])
     for (const spec of init.vms) {
@@ -224,7 +222,7 @@ export class HaManager {
         break
       case 'haOperatorConfirmDown': {
         if (!this.specs.has(input.host) || input.host === this.self) break
-        const life = this.lives.get(input.host) ?? 0
+        const life = this.lifeOf(input.host)
         this.adoptConfirm({ host: input.host, life })
         break
       }
@@ -496,11 +494,9 @@ export class HaManager {
     if (!this.specs.has(from) || from === this.self) return
     if (m.type === 'haBeat') {
       this.leases.onBeat(from, this.now, m.life, m.sent, m.echo)
-      this.noteLife(from, m.life)
+      // The latest life's report wins; a delayed beat of an earlier life changes nothing.
       const f = this.fences.get(from)
-      if (f === undefined || f.life !== m.life || f.fenced !== m.fenced) {
-        if (f === undefined || m.life >= f.life) { this.fences.set(from, { life: m.life, fenced: m.fenced }); this.fencesDirty = true }
-      }
+      if (f === undefined || m.life > f.life || (m.life === f.life && f.fenced !== m.fenced)) { this.fences.set(from, { life: m.life, fenced: m.fenced }); this.fencesDirty = true }
       for (const c of m.confirmed) if (this.specs.has(c.host) && c.host !== this.self) this.adoptConfirm(c)
       this.noteMode(from, m.mode)
       if (m.mode.version > this.myMode().version || (m.mode.version === this.myMode().version && !m.mode.armed && this.myMode().armed)) this.setMode(m.mode)
@@ -1005,19 +1001,17 @@ export class HaManager {
    */
   private fenceReported (host: HostId): boolean {
     if (host === this.self) return this.localFence
-    const f = this.fences.get(host)
-    return f !== undefined && f.fenced && f.life >= (this.lives.get(host) ?? 0)
+    return this.fences.get(host)?.fenced === true
   }
 
   /** An operator confirmed `host` down in the latest life this host knows of it. */
   private confirmedDown (host: HostId): boolean {
     const c = this.confirms.get(host)
-    return c !== undefined && c.life >= (this.lives.get(host) ?? 0)
+    return c !== undefined && c.life >= this.lifeOf(host)
   }
 
-  private noteLife (host: HostId, life: number): void {
-    if (life > (this.lives.get(host) ?? 0)) this.lives.set(host, life)
-  }
+  /** The latest life of `host` heard in its beats (0: none heard). */
+  private lifeOf (host: HostId): number { return this.fences.get(host)?.life ?? 0 }
 
   private adoptConfirm (c: HaConfirmDown): void {
     const prev = this.confirms.get(c.host)
