@@ -11,7 +11,7 @@ if [ "${1:-}" != "--npm-only" ]; then
   need=()
   # command:package pairs; add a pair when a test needs a new tool.
   for pair in ip:iproute2 tc:iproute2 arping:iputils-arping ping:iputils-ping tcpdump:tcpdump \
-              qemu-system-x86_64:qemu-system-x86 busybox:busybox-static virsh:libvirt-clients libvirtd:libvirt-daemon-system \
+              qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ss:iproute2 busybox:busybox-static virsh:libvirt-clients libvirtd:libvirt-daemon-system \
               dpkg-deb:dpkg unshare:util-linux setpriv:util-linux systemd-analyze:systemd systemd-sysusers:systemd systemd-tmpfiles:systemd \
               chromium:chromium; do
     cmd=${pair%%:*}; pkg=${pair#*:}

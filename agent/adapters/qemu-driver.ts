@@ -20,16 +20,17 @@
  * Each VM directory also holds `spec.json` and `qemu.pid`, so that a restarted agent re-attaches
  * to its QEMU processes by their QMP sockets (reattach()).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import type { VmId, VmRunState, VmSummary } from '../core/index.js'
 import { DriverError, errorCode } from '../lib/errors.js'
 import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
-import type { IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
+import type { DiskCopyMode, DiskCopyProgress, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 import { QmpClient, QmpError } from './qmp-client.js'
 
 export type Accel = 'kvm' | 'tcg'
@@ -98,10 +99,30 @@ export interface QemuDriverInit {
    * @default 'auto'
    */
   postcopyPreempt?: boolean | 'auto'
+  /**
+   * Where a migration with storage creates the incoming VM's disk images: `<imageDir>/<vm>/<name>`
+   * (the name of the source's image file). Unset: at the same path as on the source, which suits
+   * hosts that lay out their local storage alike.
+   * @default the source's path
+   */
+  imageDir?: string
+  /**
+   * The qemu-img binary (creates the target images of a migration with storage).
+   * @default 'qemu-img'
+   */
+  qemuImgBinary?: string
 }
 
 export interface QemuDriverComponents {
   logger: Logger
+}
+
+/** One disk of a VM (QemuVmExtra.disks). */
+export interface QemuDisk {
+  file: string
+  format?: 'raw' | 'qcow2'
+  /** Virtual size, bytes. */
+  sizeBytes?: number
 }
 
 /** Driver-specific part of a VmSpec (`spec.extra`) understood by this driver. */
@@ -111,8 +132,12 @@ export interface QemuVmExtra {
   initrd?: string
   /** Kernel command line. */
   append?: string
-  /** Disk images, each passed as `-drive file=...,if=virtio,format=<fmt>`. */
-  disks?: Array<{ file: string, format?: 'raw' | 'qcow2' }>
+  /**
+   * Disk images, each passed as `-drive file=...,if=virtio,format=<fmt>` with the node name
+   * `disk<i>`. `sizeBytes` is the image's virtual size: describe() fills it in (a migration with
+   * storage creates the target image at exactly that size).
+   */
+  disks?: QemuDisk[]
   /**
    * Add a virtio balloon device (needed by balloon()).
    * @default true
@@ -138,7 +163,29 @@ interface VmHandle {
   cpuSampledAt: number
   /** Migration capabilities this QEMU knows (query-migrate-capabilities), read once. */
   caps?: Set<string>
+  /** Source of a migration with storage: the mirror jobs to the target's NBD export. */
+  mirror?: MirrorState
+  /** Target of a migration with storage: the NBD export is up. */
+  exporting?: boolean
 }
+
+interface MirrorState {
+  /** Target NBD server. */
+  host: string
+  port: number
+  /** Job ids, one per disk (`mig-disk<i>`). */
+  jobs: string[]
+  copyMode: DiskCopyMode
+  /** Bytes sent on the NBD connections, last measured. */
+  sentBytes: number
+  /** A job ended with an error. */
+  error: string | null
+  /** The pre-switchover handler (removed when the migration ends). */
+  off?: () => void
+}
+
+/** Name of the file next to a target's QMP socket listing the images a migration with storage created. */
+const CREATED_IMAGES = 'created-images.json'
 
 /** Options of measureDirtyRate(). */
 export interface DirtyRateOptions {
@@ -226,13 +273,65 @@ function qemuExtra (spec: VmSpec): QemuVmExtra {
     out.disks = x.disks.map((d: unknown) => {
       const o = (typeof d === 'object' && d !== null ? d : {}) as Record<string, unknown>
       if (typeof o.file !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].file must be a string`)
-      return { file: o.file, format: o.format === 'qcow2' ? 'qcow2' : 'raw' }
+      const disk: QemuDisk = { file: o.file, format: o.format === 'qcow2' ? 'qcow2' : 'raw' }
+      if (o.sizeBytes !== undefined) {
+        if (typeof o.sizeBytes !== 'number' || !Number.isSafeInteger(o.sizeBytes) || o.sizeBytes <= 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].sizeBytes must be a positive integer`)
+        disk.sizeBytes = o.sizeBytes
+      }
+      return disk
     })
   }
   return out
 }
 
 const VM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
+/** Node name of disk `i` (the format node of its -drive). */
+function diskNode (i: number): string { return `disk${i}` }
+
+/** A free TCP port on `host` (bound and released: the caller binds it again at once). */
+async function freePort (host: string): Promise<number> {
+  return await new Promise<number>((resolve, reject) => {
+    const srv = net.createServer()
+    srv.once('error', reject)
+    srv.listen(0, host, () => {
+      const a = srv.address()
+      const port = typeof a === 'object' && a !== null ? a.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+async function run (cmd: string, args: string[], signal?: AbortSignal): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8', ...(signal !== undefined ? { signal } : {}) }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }))
+      else resolve(stdout)
+    })
+  })
+}
+
+/**
+ * Bytes this host sent on its established TCP connections to host:port, from the kernel's
+ * tcp_info (ss -ti: bytes_sent, else bytes_acked). Null when ss is missing or shows none.
+ */
+export async function tcpBytesSentTo (host: string, port: number): Promise<number | null> {
+  let out: string
+  try { out = await run('ss', ['-tinH', 'state', 'established', 'dst', host, 'dport', '=', `:${port}`]) } catch { return null }
+  let total = 0
+  let seen = false
+  for (const m of out.matchAll(/\bbytes_(sent|acked):(\d+)/g)) {
+    // bytes_sent counts retransmissions too; prefer it when present, else bytes_acked.
+    if (m[1] === 'sent' || !/\bbytes_sent:/.test(out)) { total += Number(m[2]); seen = true }
+  }
+  return seen ? total : null
+}
+
+/** Splits "nbd:host:port". */
+function splitNbd (addr: string): { host: string, port: number } | null {
+  if (!addr.startsWith('nbd:')) return null
+  return splitHostPort(addr.slice(4))
+}
 
 /** Maps QMP failures to the port's DriverError codes, with context. */
 function driverError (what: string, err: unknown): DriverError {
@@ -377,11 +476,24 @@ export class QemuDriver implements MigratingDriver {
     try {
       const st = await vm.qmp.execute<{ status?: string }>('query-status', undefined, this.opts(signal))
       const mig = await vm.qmp.execute<{ status?: string }>('query-migrate', undefined, this.opts(signal))
-      return { runStatus: st.status ?? 'unknown', migration: mig.status ?? 'none', spec: vm.spec }
+      return { runStatus: st.status ?? 'unknown', migration: mig.status ?? 'none', spec: await this.specWithSizes(vm, signal) }
     } catch (err) {
       if (vm.hasExited) return null
       throw driverError(`vm ${id}: describe`, err)
     }
+  }
+
+  /** The VM's spec with each disk's virtual size filled in from QEMU (query-named-block-nodes). */
+  private async specWithSizes (vm: VmHandle, signal?: AbortSignal): Promise<VmSpec> {
+    const disks = qemuExtra(vm.spec).disks ?? []
+    if (disks.length === 0) return vm.spec
+    const nodes = await vm.qmp.execute<Array<{ 'node-name'?: string, image?: { 'virtual-size'?: number } }>>('query-named-block-nodes', { flat: true }, this.opts(signal))
+    const sized = disks.map((d, i) => {
+      const n = nodes.find(x => x['node-name'] === diskNode(i))
+      const size = n?.image?.['virtual-size']
+      return typeof size === 'number' && size > 0 ? { ...d, sizeBytes: size } : d
+    })
+    return { ...vm.spec, extra: { ...(vm.spec.extra ?? {}), disks: sized } }
   }
 
   /** Resumes a paused VM (a source whose completed migration the target did not take over). */
@@ -414,8 +526,13 @@ export class QemuDriver implements MigratingDriver {
     const d = await this.describe(id, signal)
     if (d === null) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
     if (d.runStatus === 'running' || d.migration.startsWith('postcopy')) throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${d.runStatus} (${d.migration}); not killing it`)
+    const dir = path.join(this.init.runDir, id)
+    // An incoming copy of a migration with storage: the images it created were never booted
+    // (its guest never ran here); they go with it. A paused source keeps its disks.
+    const created = d.runStatus === 'inmigrate' ? await readCreatedImages(dir) : []
     await this.kill(id)
-    await fsp.rm(path.join(this.init.runDir, id), { recursive: true, force: true }).catch(() => {})
+    for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+    await fsp.rm(dir, { recursive: true, force: true }).catch(() => {})
   }
 
   async stop (id: VmId, signal?: AbortSignal): Promise<void> {
@@ -450,10 +567,23 @@ export class QemuDriver implements MigratingDriver {
     }
   }
 
-  async prepareIncoming (spec: VmSpec, listenAddr: string, opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string }> {
+  async prepareIncoming (spec: VmSpec, listenAddr: string, opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string, nbd?: string }> {
     const hp = splitHostPort(listenAddr)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
-    const vm = await this.launch(spec, true, signal)
+    let created: string[] = []
+    if (opts.storage === true) {
+      const r = await this.createTargetImages(spec, signal)
+      spec = r.spec
+      created = r.created
+    }
+    let vm: VmHandle
+    try {
+      vm = await this.launch(spec, true, signal)
+    } catch (err) {
+      for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+      throw err
+    }
+    if (created.length > 0) await fsp.writeFile(path.join(vm.dir, CREATED_IMAGES), JSON.stringify(created))
     try {
       const caps: Array<{ capability: string, state: boolean }> = [{ capability: 'events', state: true }]
       const post = opts.postcopy ?? true
@@ -473,10 +603,223 @@ export class QemuDriver implements MigratingDriver {
         if (!(port > 0)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: QEMU did not report the port it listens on`)
       }
       this.log.info(`vm ${spec.id} waiting for an incoming migration on ${host}:${port}`, { vm: spec.id })
-      return { uri: `tcp:${host}:${port}` }
+      if (opts.storage !== true) return { uri: `tcp:${host}:${port}` }
+      const nbd = await this.exportDisks(vm, hp.host, signal)
+      return { uri: `tcp:${host}:${port}`, nbd }
     } catch (err) {
       await this.kill(spec.id)
+      for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
       throw driverError(`vm ${spec.id}: prepare incoming`, err)
+    }
+  }
+
+  /** Where this host keeps its copy of a disk the source has at `file`. */
+  targetImagePath (vm: VmId, file: string): string {
+    return this.init.imageDir === undefined ? file : path.join(this.init.imageDir, vm, path.basename(file))
+  }
+
+  /**
+   * Target of a migration with storage: creates every disk of `spec` empty, of its exact
+   * virtual size, where this host keeps it (targetImagePath), and returns the spec pointing at
+   * them. Refuses, creating nothing, when a size is unknown or an image is already there (it
+   * would be a disk of another VM, or a copy this host must not overwrite blindly).
+   */
+  private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<{ spec: VmSpec, created: string[] }> {
+    const disks = qemuExtra(spec).disks ?? []
+    if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: a migration with storage needs extra.disks`)
+    const out: QemuDisk[] = []
+    for (const [i, d] of disks.entries()) {
+      if (d.sizeBytes === undefined) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
+      const file = this.targetImagePath(spec.id, d.file)
+      if (fs.existsSync(file)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists`)
+      out.push({ ...d, file })
+    }
+    const created: string[] = []
+    try {
+      for (const d of out) {
+        await fsp.mkdir(path.dirname(d.file), { recursive: true })
+        await run(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format ?? 'raw', d.file, String(d.sizeBytes)], signal)
+        created.push(d.file)
+      }
+    } catch (err) {
+      for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+      throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+    this.log.info(`vm ${spec.id}: created target images ${created.join(', ')}`, { vm: spec.id })
+    return { spec: { ...spec, extra: { ...(spec.extra ?? {}), disks: out } }, created }
+  }
+
+  /**
+   * Target of a migration with storage: serves every disk of the incoming VM over NBD (writable)
+   * on `host` for the source's mirror. The export stops once the migration completes here (the
+   * mirrors completed before the source let the device state go).
+   */
+  private async exportDisks (vm: VmHandle, host: string, signal?: AbortSignal): Promise<string> {
+    const disks = qemuExtra(vm.spec).disks ?? []
+    let port = 0
+    for (let attempt = 0; ; attempt++) {
+      port = await freePort(host)
+      try {
+        await vm.qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(port) } } }, this.opts(signal))
+        break
+      } catch (err) {
+        if (attempt >= 4 || !/in use|bind/i.test(err instanceof Error ? err.message : '')) throw err
+      }
+    }
+    vm.exporting = true
+    for (const [i] of disks.entries()) {
+      await vm.qmp.execute('block-export-add', { type: 'nbd', id: `mig-${diskNode(i)}`, 'node-name': diskNode(i), name: diskNode(i), writable: true }, this.opts(signal))
+    }
+    const off = vm.qmp.onEvent(e => {
+      if (e.event !== 'MIGRATION' || e.data.status !== 'completed' || vm.exporting !== true) return
+      off()
+      vm.exporting = false
+      void this.stopExport(vm, disks.length)
+    })
+    const h = host.includes(':') ? `[${host}]` : host
+    this.log.info(`vm ${vm.spec.id}: disks exported for the incoming mirror on ${h}:${port}`, { vm: vm.spec.id })
+    return `nbd:${h}:${port}`
+  }
+
+  private async stopExport (vm: VmHandle, n: number): Promise<void> {
+    try {
+      for (let i = 0; i < n; i++) await vm.qmp.execute('block-export-del', { id: `mig-${diskNode(i)}` }, this.opts(undefined))
+      await vm.qmp.execute('nbd-server-stop', undefined, this.opts(undefined))
+    } catch (err) {
+      this.log.warn(`vm ${vm.spec.id}: stopping the NBD export after the migration failed`, { err })
+    }
+  }
+
+  async mirrorDisks (id: VmId, nbd: string, opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    const hp = splitNbd(nbd)
+    if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: NBD address must be nbd:host:port, got "${nbd}"`)
+    const disks = qemuExtra(vm.spec).disks ?? []
+    if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: has no disk to mirror`)
+    if (vm.mirror !== undefined && vm.mirror.jobs.length > 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: its disks are already being mirrored`)
+    const copyMode = opts.copyMode ?? 'background'
+    const m: MirrorState = { host: hp.host, port: hp.port, jobs: [], copyMode, sentBytes: 0, error: null }
+    vm.mirror = m
+    try {
+      for (const [i] of disks.entries()) {
+        const target = `mig-tgt-${diskNode(i)}`
+        await vm.qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': target, server: { type: 'inet', host: hp.host, port: String(hp.port) }, export: diskNode(i) }, this.opts(signal))
+        const job = `mig-${diskNode(i)}`
+        const args: Record<string, unknown> = {
+          'job-id': job,
+          device: diskNode(i),
+          target,
+          sync: 'full',
+          'copy-mode': copyMode
+        }
+        if ((opts.maxBandwidthBytes ?? 0) > 0) args.speed = Math.round(opts.maxBandwidthBytes ?? 0)
+        await vm.qmp.execute('blockdev-mirror', args, this.opts(signal))
+        m.jobs.push(job)
+      }
+    } catch (err) {
+      await this.dropMirrors(vm)
+      throw driverError(`vm ${id}: mirror disks`, err)
+    }
+    const off = vm.qmp.onEvent(e => {
+      if ((e.event === 'BLOCK_JOB_COMPLETED' || e.event === 'BLOCK_JOB_ERROR') && m.jobs.includes(String(e.data.device)) && typeof e.data.error === 'string' && m.error === null) {
+        m.error = `${String(e.data.device)}: ${e.data.error}`
+      }
+    })
+    m.off = off
+    this.log.info(`vm ${id}: mirroring ${m.jobs.length} disk(s) to ${nbd} (${copyMode})`, { vm: id })
+  }
+
+  /** Cancels the mirror jobs of `vm` (without completing them) and removes the NBD client nodes. */
+  private async dropMirrors (vm: VmHandle): Promise<void> {
+    const m = vm.mirror
+    if (m === undefined) return
+    m.off?.()
+    const disks = qemuExtra(vm.spec).disks ?? []
+    for (const job of m.jobs) {
+      try { await vm.qmp.execute('block-job-cancel', { device: job, force: true }, this.opts(undefined)) } catch { /* gone */ }
+    }
+    await this.waitJobsGone(vm, m.jobs, 10_000).catch(() => {})
+    for (const [i] of disks.entries()) {
+      try { await vm.qmp.execute('blockdev-del', { 'node-name': `mig-tgt-${diskNode(i)}` }, this.opts(undefined)) } catch { /* not added */ }
+    }
+    vm.mirror = undefined
+  }
+
+  private async waitJobsGone (vm: VmHandle, jobs: string[], timeoutMs: number): Promise<void> {
+    const end = performance.now() + timeoutMs
+    for (;;) {
+      const list = await vm.qmp.execute<Array<{ device?: string }>>('query-block-jobs', undefined, this.opts(undefined))
+      if (!list.some(j => jobs.includes(j.device ?? ''))) return
+      if (performance.now() > end) throw new DriverError('DRIVER_TIMEOUT', `vm ${vm.spec.id}: block jobs ${jobs.join(', ')} still running after ${timeoutMs} ms`)
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+  }
+
+  /**
+   * The switch-over of a migration with storage, with the source paused in pre-switchover: the
+   * ready mirrors are completed (block-job-cancel on a ready mirror copies what is still dirty and
+   * leaves the target a point-in-time copy, without pivoting the source to it), the NBD client
+   * nodes go, and the migration continues. A mirror that fails cancels the migration: the guest
+   * resumes on the source and the target's incoming copy exits.
+   */
+  private async switchOverDisks (vm: VmHandle): Promise<void> {
+    const m = vm.mirror
+    const id = vm.spec.id
+    try {
+      if (m === undefined || m.jobs.length === 0) throw new Error('no mirror jobs to complete')
+      const list = await vm.qmp.execute<Array<{ device?: string, ready?: boolean }>>('query-block-jobs', undefined, this.opts(undefined))
+      const notReady = m.jobs.filter(j => list.find(x => x.device === j)?.ready !== true)
+      if (notReady.length > 0) throw new Error(`mirror jobs not ready: ${notReady.join(', ')}`)
+      for (const job of m.jobs) await vm.qmp.execute('block-job-cancel', { device: job }, this.opts(undefined))
+      await this.waitJobsGone(vm, m.jobs, 60_000)
+      if (m.error !== null) throw new Error(`mirror failed: ${m.error}`)
+      const sent = await tcpBytesSentTo(m.host, m.port)
+      if (sent !== null) m.sentBytes = sent
+      m.jobs = []
+      m.off?.()
+      const disks = qemuExtra(vm.spec).disks ?? []
+      for (const [i] of disks.entries()) await vm.qmp.execute('blockdev-del', { 'node-name': `mig-tgt-${diskNode(i)}` }, this.opts(undefined))
+      await vm.qmp.execute('migrate-continue', { state: 'pre-switchover' }, this.opts(undefined))
+      this.log.info(`vm ${id}: disks complete on the target, switching over`, { vm: id })
+    } catch (err) {
+      this.log.warn(`vm ${id}: disk switch-over failed, cancelling the migration`, { vm: id, err })
+      if (m !== undefined) m.error = m.error ?? (err instanceof Error ? err.message : String(err))
+      try { await vm.qmp.execute('migrate_cancel', undefined, this.opts(undefined)) } catch { /* reported by progress */ }
+      await this.dropMirrors(vm)
+    }
+  }
+
+  /** The disk side of VM `id`'s migration with storage (sums of its mirror jobs), or undefined. */
+  private async diskProgress (vm: VmHandle, signal?: AbortSignal): Promise<DiskCopyProgress | undefined> {
+    const m = vm.mirror
+    if (m === undefined) return undefined
+    const list = await vm.qmp.execute<Array<{ device?: string, len?: number, offset?: number, ready?: boolean }>>('query-block-jobs', undefined, this.opts(signal))
+    const mine = list.filter(j => m.jobs.includes(j.device ?? ''))
+    if (m.jobs.length > 0) {
+      const sent = await tcpBytesSentTo(m.host, m.port)
+      if (sent !== null) m.sentBytes = sent
+    }
+    return {
+      jobs: mine.length,
+      ready: mine.length > 0 && mine.length === m.jobs.length && mine.every(j => j.ready === true),
+      totalBytes: mine.reduce((a, j) => a + num(j.len), 0),
+      doneBytes: mine.reduce((a, j) => a + num(j.offset), 0),
+      sentBytes: m.sentBytes,
+      copyMode: m.copyMode,
+      error: m.error
+    }
+  }
+
+  /** Switches the copy mode of VM `id`'s running mirrors (QEMU 8.2+ changes it live; older ones refuse). */
+  async setDiskCopyMode (id: VmId, mode: DiskCopyMode, signal?: AbortSignal): Promise<void> {
+    const vm = this.get(id)
+    const m = vm.mirror
+    if (m === undefined || m.jobs.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: no disk mirror runs`)
+    try {
+      for (const job of m.jobs) await vm.qmp.execute('block-job-change', { id: job, type: 'mirror', 'copy-mode': mode }, this.opts(signal))
+      m.copyMode = mode
+    } catch (err) {
+      throw driverError(`vm ${id}: set disk copy mode`, err)
     }
   }
 
@@ -499,7 +842,23 @@ export class QemuDriver implements MigratingDriver {
         { capability: 'multifd', state: multifd }
       ]
       if (havePreempt) caps.push({ capability: 'postcopy-preempt', state: preempt })
+      const storage = params.storage === true
+      if (storage && (vm.mirror === undefined || vm.mirror.jobs.length === 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs mirrorDisks() first`)
+      // With storage the source stops in pre-switchover: the mirrors complete while the guest is
+      // paused, before QEMU inactivates the disks and sends the device state.
+      caps.push({ capability: 'pause-before-switchover', state: storage })
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
+      if (storage && vm.mirror !== undefined) {
+        const m = vm.mirror
+        const offSwitch = vm.qmp.onEvent(e => {
+          if (e.event !== 'MIGRATION') return
+          const st = String(e.data.status)
+          if (st === 'pre-switchover') { offSwitch(); void this.switchOverDisks(vm) } else if (st === 'failed' || st === 'cancelled') {
+            offSwitch()
+            if (vm.mirror === m) void this.dropMirrors(vm)
+          }
+        })
+      }
       const p: Record<string, unknown> = {
         'max-bandwidth': Math.max(0, Math.round(params.maxBandwidthBytes)),
         'downtime-limit': Math.max(1, Math.round(params.downtimeLimitMs))
@@ -633,6 +992,8 @@ export class QemuDriver implements MigratingDriver {
     }
     const ram = (typeof q.ram === 'object' && q.ram !== null ? q.ram : {}) as Record<string, unknown>
     const status = (typeof q.status === 'string' ? q.status : 'none') as MigrationStatus
+    let disk: DiskCopyProgress | undefined
+    try { disk = await this.diskProgress(vm, signal) } catch (err) { throw driverError(`vm ${id}: query-block-jobs`, err) }
     return {
       status,
       totalTimeMs: num(q['total-time']),
@@ -647,7 +1008,8 @@ export class QemuDriver implements MigratingDriver {
       mbps: num(ram.mbps),
       postcopyRequests: num(ram['postcopy-requests']),
       cpuThrottlePercent: num(q['cpu-throttle-percentage']),
-      errorDesc: typeof q['error-desc'] === 'string' ? q['error-desc'] : null
+      errorDesc: typeof q['error-desc'] === 'string' ? q['error-desc'] : (vm.mirror?.error ?? null),
+      ...(disk !== undefined ? { disk } : {})
     }
   }
 
@@ -658,7 +1020,18 @@ export class QemuDriver implements MigratingDriver {
       throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel a migration in post-copy (${p.status}); the target holds the newest state`)
     }
     try {
+      // Disk mirrors (a migration with storage, also one that never reached the memory copy):
+      // cancelled without completing; the source keeps writing its own disk only.
+      const jobs = await vm.qmp.execute<Array<{ device?: string }>>('query-block-jobs', undefined, this.opts(signal))
+      const orphan = jobs.map(j => j.device ?? '').filter(j => j.startsWith('mig-disk'))
+      if (vm.mirror === undefined && orphan.length > 0) vm.mirror = { host: '', port: 0, jobs: orphan, copyMode: 'background', sentBytes: 0, error: null }
+      if (p.status === 'none' || p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') {
+        await this.dropMirrors(vm)
+        this.log.info(`vm ${id} disk mirrors cancelled (migration ${p.status})`, { vm: id })
+        return
+      }
       await vm.qmp.execute('migrate_cancel', undefined, this.opts(signal))
+      await this.dropMirrors(vm)
       this.log.info(`vm ${id} migration cancelled (was ${p.status})`, { vm: id })
     } catch (err) {
       throw driverError(`vm ${id}: cancel migration`, err)
@@ -744,7 +1117,10 @@ export class QemuDriver implements MigratingDriver {
     if (x.kernel !== undefined) a.push('-kernel', x.kernel)
     if (x.initrd !== undefined) a.push('-initrd', x.initrd)
     if (x.append !== undefined) a.push('-append', x.append)
-    for (const [i, d] of (x.disks ?? []).entries()) a.push('-drive', `file=${d.file},if=virtio,format=${d.format ?? 'raw'},index=${i}`)
+    for (const [i, d] of (x.disks ?? []).entries()) {
+      if (d.file.includes(',')) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: disk path "${d.file}" contains a comma`)
+      a.push('-drive', `file=${d.file},if=virtio,format=${d.format ?? 'raw'},index=${i},node-name=${diskNode(i)}`)
+    }
     if (x.balloon ?? true) a.push('-device', 'virtio-balloon-pci,id=balloon0')
     a.push('-pidfile', path.join(dir, 'qemu.pid'))
     if (incoming) a.push('-incoming', 'defer')
@@ -818,6 +1194,14 @@ export class QemuDriver implements MigratingDriver {
     })
     return vm
   }
+}
+
+/** The images a migration with storage created for the incoming copy in `dir` (none when not one). */
+async function readCreatedImages (dir: string): Promise<string[]> {
+  try {
+    const v = JSON.parse(await fsp.readFile(path.join(dir, CREATED_IMAGES), 'utf8')) as unknown
+    return Array.isArray(v) ? v.filter((f): f is string => typeof f === 'string') : []
+  } catch { return [] }
 }
 
 /** Factory in the Init/Components shape. */

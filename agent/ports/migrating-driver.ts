@@ -34,6 +34,37 @@ export interface MigrationParams {
    * that expects the preempt channel waits for it forever. @default true
    */
   targetPostcopy?: boolean
+  /**
+   * The VM's disks move too: mirrorDisks() has been run to the target's NBD export and its jobs
+   * are ready. The source then pauses before the switch-over, completes the mirrors while the
+   * guest is paused (no write after that point is lost) and only then lets the device state go.
+   * @default false
+   */
+  storage?: boolean
+}
+
+/** How a disk copy writes the guest's own writes while the mirror runs. */
+export type DiskCopyMode =
+  /** Guest writes complete at once; the mirror copies dirty blocks in the background. */
+  | 'background'
+  /** Guest writes complete only once also written to the target: the copy always converges. */
+  | 'write-blocking'
+
+/** The disk side of a migration with storage (the mirror jobs of the source, summed). */
+export interface DiskCopyProgress {
+  /** Mirror jobs still known to the hypervisor. */
+  jobs: number
+  /** Every job has copied the whole disk once and now only follows new writes. */
+  ready: boolean
+  /** Bytes the jobs have to copy (grows with the guest's writes), and have copied. */
+  totalBytes: number
+  doneBytes: number
+  /** Bytes sent over the link to the target, measured (the NBD connection's writes). */
+  sentBytes: number
+  /** The copy mode of the jobs (the first job's). */
+  copyMode: DiskCopyMode
+  /** A job failed: its error. */
+  error: string | null
 }
 
 /** QEMU's migration states (query-migrate `status`). */
@@ -66,6 +97,8 @@ export interface MigrationProgress {
   cpuThrottlePercent: number
   /** QEMU's error description when status is 'failed'. */
   errorDesc: string | null
+  /** The disk copy, when the VM's disks move with it (absent otherwise). */
+  disk?: DiskCopyProgress
 }
 
 export interface IncomingOptions {
@@ -79,6 +112,13 @@ export interface IncomingOptions {
    * @default 0
    */
   multifd?: number
+  /**
+   * The VM's disks move with it: create each disk image of the spec (extra.disks, with its
+   * virtual size) empty on this host and export it over NBD for the source's mirrorDisks().
+   * prepareIncoming then also resolves with the NBD address.
+   * @default false
+   */
+  storage?: boolean
 }
 
 /** The migration operations of a driver, on top of the base port. */
@@ -87,7 +127,14 @@ export interface MigratingDriver extends HypervisorDriver {
    * Starts `spec` as an empty migration target listening on `listenAddr` ("host:port"; port 0
    * picks a free one). Resolves with the URI to give the source's migrate().
    */
-  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string }>
+  prepareIncoming (spec: VmSpec, listenAddr: string, opts?: IncomingOptions, signal?: AbortSignal): Promise<{ uri: string, nbd?: string }>
+  /**
+   * Source, migration with storage: starts mirroring every disk of VM `id` to the target's NBD
+   * export `nbd` ("nbd:host:port", from prepareIncoming). Resolves once the jobs run; progress()
+   * reports them under `disk` until migrate() with `storage` completes them at the switch-over.
+   * Drivers without it cannot move local disks.
+   */
+  mirrorDisks? (id: VmId, nbd: string, opts?: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number }, signal?: AbortSignal): Promise<void>
   /**
    * Starts migrating VM `id` to `uri`; resolves once QEMU accepted it (poll progress()). Once
    * 'completed', the source QEMU stays paused (it must not run again: the target owns the VM);

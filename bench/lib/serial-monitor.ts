@@ -4,7 +4,10 @@
  *
  * The guest prints a heartbeat line ("hb <seq> <guest seconds> <pages written>") every 10 ms,
  * "integrity ok ..." after each full verification pass of its working set, "INTEGRITY FAIL ..."
- * on a corrupted page, and "dirtier start ..." when it boots. The file is read every `pollMs`
+ * on a corrupted page, and "dirtier start ..." when it boots. With its disk checker on it also prints
+ * "disk ok pass=<n> blocks=<N> writes=<w> lat_avg_us=<a> lat_max_us=<m>" after each verification
+ * pass of its disk region, "DISK FAIL ..." on a block that does not hold what it last wrote, and
+ * "disk error ..." when the disk cannot be used. The file is read every `pollMs`
  * (default 2 ms), so the host timestamps carry about that much jitter plus the read itself.
  */
 import fs from 'node:fs'
@@ -21,9 +24,21 @@ export interface Beat {
   atMs: number
 }
 
+/** One verification pass of the guest's disk region. */
+export interface DiskPass {
+  pass: number
+  /** Blocks the guest has written since it started. */
+  writes: number
+  /** Mean and largest latency of the guest's disk writes during the pass, µs. */
+  latAvgUs: number
+  latMaxUs: number
+  atMs: number
+}
+
 const HB_RE = /^hb (\d+) (\d+\.\d+) (\d+)$/
+const DISK_OK_RE = /^disk ok pass=(\d+) blocks=\d+ writes=(\d+) lat_avg_us=(\d+) lat_max_us=(\d+)$/
 /** Lines that mean the guest kernel or program broke. */
-const BROKEN_RE = /Kernel panic|Oops|BUG:|general protection|Fatal exception|segfault|INTEGRITY FAIL/
+const BROKEN_RE = /Kernel panic|Oops|BUG:|general protection|Fatal exception|segfault|INTEGRITY FAIL|DISK FAIL|disk error/
 
 export class SerialMonitor {
   readonly lines: StampedLine[] = []
@@ -32,6 +47,8 @@ export class SerialMonitor {
   readonly integrityOkAt: number[] = []
   /** Lines reporting corruption, a panic or a crash. */
   readonly broken: string[] = []
+  /** Verification passes of the guest's disk region. */
+  readonly diskPasses: DiskPass[] = []
   /** "dirtier start" lines (one per boot). */
   starts = 0
   ready = false
@@ -68,6 +85,8 @@ export class SerialMonitor {
       this.beats.push({ seq: Number(hb[1]), guestS: Number(hb[2]), pagesWritten: Number(hb[3]), atMs })
       return
     }
+    const dk = DISK_OK_RE.exec(text)
+    if (dk !== null) this.diskPasses.push({ pass: Number(dk[1]), writes: Number(dk[2]), latAvgUs: Number(dk[3]), latMaxUs: Number(dk[4]), atMs })
     if (text.startsWith('integrity ok')) this.integrityOkAt.push(atMs)
     else if (text.startsWith('dirtier start')) this.starts++
     else if (text === 'dirtier ready') this.ready = true

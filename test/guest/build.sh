@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test guest into test/.cache/guest/: a Debian kernel (vmlinuz) and an initramfs
-# (initramfs.cpio) holding busybox and the dirtier program, and a small web server when the
+# (initramfs.cpio) holding busybox and the dirtier program (with its disk checker for a virtio
+# disk, virtio_blk), and a small web server when the
 # guest has a NIC (virtio-net; eth0 at 10.0.2.15/24, QEMU user networking's default guest
 # address, serving / on port 80 with a token made at boot). Idempotent: does nothing when the
 # cache is up to date (the stamp covers this script and dirtier.c). Needs Debian packages only:
@@ -42,7 +43,8 @@ trap 'rm -rf "$tmp"' EXIT
 # 1. The kernel: the versioned package that linux-image-amd64 depends on, unpacked without
 #    installing it. Only /boot, the virtio modules and virtio-net (with failover and
 #    net_failover, which it needs) are taken from it.
-if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ] || ! ls "$out"/modules/virtio_net.ko* >/dev/null 2>&1; then
+if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ] || ! ls "$out"/modules/virtio_net.ko* >/dev/null 2>&1 \
+   || ! ls "$out"/modules/virtio_blk.ko* >/dev/null 2>&1; then
   kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'; }
   pkg=$(kpkg || true)
   if [ -z "$pkg" ]; then
@@ -61,7 +63,7 @@ if [ ! -s "$out/vmlinuz" ] || [ ! -d "$out/modules" ] || ! ls "$out"/modules/vir
   mkdir -p "$tmp/k"
   # dpkg-deb -x would write the whole package (hundreds of MiB of modules); take what we use.
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio/*' \
-    './lib/modules/*/kernel/drivers/net/virtio_net.ko*' './lib/modules/*/kernel/drivers/net/net_failover.ko*' './lib/modules/*/kernel/net/core/failover.ko*'
+    './lib/modules/*/kernel/drivers/net/virtio_net.ko*' './lib/modules/*/kernel/drivers/block/virtio_blk.ko*' './lib/modules/*/kernel/drivers/net/net_failover.ko*' './lib/modules/*/kernel/net/core/failover.ko*'
   rm -rf "$out/modules"
   mkdir -p "$out/modules"
   find "$tmp/k/lib/modules" -name '*.ko*' -exec cp {} "$out/modules/" \;
@@ -92,8 +94,8 @@ if [ ! -s "$out/vmlinux" ] || [ "$out/vmlinux" -ot "$out/vmlinuz" ]; then
   [ -s "$out/vmlinux" ] || echo "guest build: no PVH-bootable vmlinux could be unpacked; guests boot the slower bzImage" >&2
 fi
 
-# 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon and
-#    the NIC.
+# 2. The initramfs: busybox, the dirtier as PID 1's child, virtio modules for the balloon, the
+#    disk and the NIC.
 ir="$tmp/initramfs"
 mkdir -p "$ir"/{bin,dev,proc,sys,lib/modules}
 cp "$(command -v busybox)" "$ir/bin/busybox"
@@ -107,7 +109,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # The balloon driver, when the kernel has it as a module (order: dependencies first; virtio
 # needs virtio_ring's symbols, so virtio_ring comes first).
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon virtio_blk; do
   for f in /lib/modules/$m.ko*; do [ -e "$f" ] && insmod "$f" 2>/dev/null; done
 done
 # A NIC, when QEMU gave the guest one: virtio-net needs failover and net_failover first. The

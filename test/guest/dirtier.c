@@ -13,6 +13,21 @@
  *
  * W and R come from the kernel command line: dirtier_ws=<MiB> dirtier_rate=<MiB/s>, where a rate
  * of 0 means idle (verify only) and "max" means as fast as the CPU allows. Defaults: 16 and 0.
+ *
+ * Disk checker, when the kernel command line has dirtier_disk=<MiB> (and the guest has a virtio
+ * disk, /dev/vda): the first D MiB of the disk are rewritten, 4 KiB block by block at
+ * pseudo-random places, at dirtier_disk_rate=<KiB/s> (default 256; 0 = verify only), with
+ * O_DIRECT so that every write and read reaches the virtual disk. The content of block i at
+ * generation g is a function of (i, g); generation 0 is all zeros (a fresh image). Every block of
+ * the region is read back and compared about every 4 s:
+ *
+ *   disk start mib=D rate_kib=K blocks=N
+ *   disk ok pass=<n> blocks=<N> writes=<total> lat_avg_us=<a> lat_max_us=<m>   after each pass
+ *   DISK FAIL block=<i> gen=<g> word=<k>             on the first bad block of a pass
+ *   disk error <what> errno=<e>                      when the device cannot be opened or used
+ *
+ * The write latencies are those of the writes made during the pass (the guest's view of a
+ * migration that slows its disk).
  * Build: gcc -static -O2 -o dirtier dirtier.c
  */
 #define _GNU_SOURCE
@@ -24,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define PAGE 4096u
@@ -124,6 +140,71 @@ static long cmdline_param (const char *name, long dflt, int *is_max)
   return dflt;
 }
 
+/* ---- disk checker ---- */
+#define DBLK 4096u
+#define DREAD_CHUNK 16u /* blocks per verification read */
+#define DPASS_TICKS 400u /* one full verification pass about every 4 s */
+
+static int disk_fd = -1;
+static size_t dblocks;
+static uint32_t *dgen;
+static uint8_t *dbuf;
+static uint64_t dwrites, dpass, dlat_sum_ns, dlat_max_ns, dlat_n, drand;
+
+static inline uint64_t disk_word (size_t i, uint32_t g, unsigned k)
+{
+  return mix(mix(((uint64_t)i << 32) ^ g ^ 0xd15c000000000000ull) ^ k);
+}
+
+static int disk_open (long mib)
+{
+  for (int tries = 0; tries < 500 && disk_fd < 0; tries++) {
+    disk_fd = open("/dev/vda", O_RDWR | O_DIRECT);
+    if (disk_fd < 0) { struct timespec ts = { 0, 10000000L }; nanosleep(&ts, NULL); }
+  }
+  if (disk_fd < 0) { say("disk error open /dev/vda errno=%d\n", errno); return -1; }
+  dblocks = (size_t)mib * (1024u * 1024u / DBLK);
+  dgen = calloc(dblocks, sizeof *dgen);
+  dbuf = aligned_alloc(DBLK, DBLK * DREAD_CHUNK);
+  if (!dgen || !dbuf) { say("disk error alloc errno=%d\n", errno); close(disk_fd); disk_fd = -1; return -1; }
+  return 0;
+}
+
+static void disk_write_one (void)
+{
+  size_t i = (size_t)(mix(++drand) % dblocks);
+  uint32_t g = dgen[i] + 1;
+  uint64_t *p = (uint64_t *)dbuf;
+  for (unsigned k = 0; k < DBLK / 8u; k++) p[k] = disk_word(i, g, k);
+  uint64_t t0 = now_ns();
+  ssize_t w = pwrite(disk_fd, dbuf, DBLK, (off_t)i * DBLK);
+  uint64_t dt = now_ns() - t0;
+  if (w != (ssize_t)DBLK) { say("disk error write block=%zu errno=%d\n", i, errno); return; }
+  dgen[i] = g;
+  dwrites++;
+  dlat_sum_ns += dt; dlat_n++;
+  if (dt > dlat_max_ns) dlat_max_ns = dt;
+}
+
+/* verifies blocks [from, from+n); returns 0 when all match */
+static int disk_verify (size_t from, size_t n, int report)
+{
+  ssize_t r = pread(disk_fd, dbuf, n * DBLK, (off_t)from * DBLK);
+  if (r != (ssize_t)(n * DBLK)) { if (report) say("disk error read block=%zu errno=%d\n", from, errno); return -1; }
+  for (size_t b = 0; b < n; b++) {
+    const uint64_t *p = (const uint64_t *)(dbuf + b * DBLK);
+    uint32_t g = dgen[from + b];
+    for (unsigned k = 0; k < DBLK / 8u; k++) {
+      uint64_t want = g == 0 ? 0 : disk_word(from + b, g, k);
+      if (p[k] != want) {
+        if (report) say("DISK FAIL block=%zu gen=%u word=%u\n", from + b, g, k);
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
+
 static void hang (void)
 {
   for (;;) pause(); /* PID 1 must never exit */
@@ -146,7 +227,17 @@ int main (void)
   gen = calloc(npages, sizeof *gen);
   if (!mem || !csum || !gen) { say("dirtier cannot allocate %ld MiB\n", ws_mib); hang(); }
   for (size_t i = 0; i < npages; i++) write_page(i);
+
+  long disk_mib = cmdline_param("dirtier_disk", 0, NULL);
+  long disk_kib = cmdline_param("dirtier_disk_rate", 256, NULL);
+  if (disk_mib > 0 && disk_open(disk_mib) == 0)
+    say("disk start mib=%ld rate_kib=%ld blocks=%zu\n", disk_mib, disk_kib, dblocks);
   say("dirtier ready\n");
+  uint64_t dwrite_milli = (uint64_t)disk_kib * 1024u / DBLK * 1000u / (1000000000u / TICK_NS);
+  size_t dverify_chunks = disk_fd < 0 ? 0 : (dblocks / DREAD_CHUNK + DPASS_TICKS - 1) / DPASS_TICKS;
+  uint64_t dcredit_milli = 0;
+  size_t dvcur = 0;
+  int dpass_failed = 0;
 
   /* pages to rewrite per tick, in 1/1000 pages so that low rates are exact on average */
   uint64_t write_milli = (uint64_t)rate_mib * (1024u * 1024u / PAGE) * 1000u / (1000000000u / TICK_NS);
@@ -182,6 +273,24 @@ int main (void)
         pass++;
         if (!pass_failed) say("integrity ok pass=%llu pages=%zu\n", (unsigned long long)pass, npages);
         pass_failed = 0;
+      }
+    }
+    if (disk_fd >= 0) {
+      dcredit_milli += dwrite_milli;
+      while (dcredit_milli >= 1000) { dcredit_milli -= 1000; disk_write_one(); }
+      for (size_t c = 0; c < dverify_chunks; c++) {
+        size_t n = dblocks - dvcur < DREAD_CHUNK ? dblocks - dvcur : DREAD_CHUNK;
+        if (disk_verify(dvcur, n, !dpass_failed) != 0) dpass_failed = 1;
+        dvcur += n;
+        if (dvcur >= dblocks) {
+          dvcur = 0;
+          dpass++;
+          if (!dpass_failed) say("disk ok pass=%llu blocks=%zu writes=%llu lat_avg_us=%llu lat_max_us=%llu\n", (unsigned long long)dpass, dblocks,
+                                 (unsigned long long)dwrites, (unsigned long long)(dlat_n ? dlat_sum_ns / dlat_n / 1000u : 0), (unsigned long long)(dlat_max_ns / 1000u));
+          dpass_failed = 0;
+          dlat_sum_ns = dlat_max_ns = dlat_n = 0;
+          break;
+        }
       }
     }
     uint64_t t = now_ns();
