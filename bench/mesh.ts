@@ -26,6 +26,7 @@ import { AGENT_NODE_ARGS, agentSpawnArgs } from '../agent/cli/agent-node-args.js
 import { freePort } from '../agent/cli/demo.js'
 import { defaultCoreConfig } from '../agent/core/config.js'
 import { LocalCluster, aliveCount, stateOf } from '../test/integration/cluster-harness.js'
+import { sleep } from '../test/lib/wait.js'
 
 const N = Number(process.env.HOSTS ?? 10)
 const KILLS = Number(process.env.KILLS ?? 3)
@@ -116,12 +117,12 @@ async function measureFloor (): Promise<Floor> {
         }
       })
     }
-    while (allAt === null && Date.now() - t0 < 60_000) await new Promise(resolve => setTimeout(resolve, 20))
+    while (allAt === null && Date.now() - t0 < 60_000) await sleep(20)
     const startupCpuS = procs.map(p => procStat(p.pid as number).cpuTicks / CLK_TCK)
-    await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
+    await sleep(SETTLE_S * 1000)
     const pids = procs.map(p => p.pid as number)
     const a = pids.map(procStat)
-    await new Promise(resolve => setTimeout(resolve, IDLE_S * 1000))
+    await sleep(IDLE_S * 1000)
     const b = pids.map(procStat)
     return {
       spawnToAllConnectedMs: allAt === null ? null : allAt - t0,
@@ -152,7 +153,7 @@ async function main (): Promise<void> {
       const views = await Promise.all(names.map(async n => await cluster.status(n)))
       views.forEach((v, i) => { if (v !== null && !firstAnswer.has(names[i] as string)) firstAnswer.set(names[i] as string, Date.now()) })
       if (views.every(v => v !== null && aliveCount(v) === N)) { meshAt = Date.now(); meshViews = views }
-      else await new Promise(resolve => setTimeout(resolve, 50))
+      else await sleep(50)
     }
     const startToMeshMs = meshAt === null ? null : meshAt - t0
     const lastReady = Math.max(...firstAnswer.values())
@@ -172,16 +173,16 @@ async function main (): Promise<void> {
     }
 
     // Idle footprint: let the cluster settle, then measure CPU over a quiet window.
-    await new Promise(resolve => setTimeout(resolve, SETTLE_S * 1000))
+    await sleep(SETTLE_S * 1000)
     // Same-run baseline: a bare Node process whose event loop stays alive, measured over the same
     // window, so the machine's noise shows in both figures.
     const bare = spawn(process.execPath, ['-e', 'setInterval(() => {}, 60000)'], { stdio: 'ignore' })
-    await new Promise(resolve => setTimeout(resolve, 1000))
+    await sleep(1000)
     const pids = names.map(n => cluster.procs.get(n)?.pid as number)
     const a = pids.map(procStat)
     const bareA = procStat(bare.pid as number)
     const statsA = await Promise.all(names.map(async n => await runtimeStats(cluster, n)))
-    await new Promise(resolve => setTimeout(resolve, IDLE_S * 1000))
+    await sleep(IDLE_S * 1000)
     const b = pids.map(procStat)
     const statsB = await Promise.all(names.map(async n => await runtimeStats(cluster, n)))
     // What wakes an idle agent, per second: its own timer (a core tick is due) and frames.

@@ -34,6 +34,7 @@ import si from 'systeminformation'
 import { siSampler, type SystemInfoApi } from '../agent/adapters/si-sampler.js'
 import { silentLogger } from '../agent/lib/logger.js'
 import type { HostSampler } from '../agent/ports/host-sampler.js'
+import { sleep } from '../test/lib/wait.js'
 
 const ROUNDS = Number(process.env.ROUNDS ?? 8)
 const BATCH = Number(process.env.BATCH ?? 25)
@@ -46,7 +47,6 @@ const MARK = '/starling-bench-mark'
 type Impl = 'systeminformation' | 'kernel files'
 const IMPLS: Impl[] = ['systeminformation', 'kernel files']
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const r3 = (x: number): number => Math.round(x * 1000) / 1000
 
 function median (xs: number[]): number {

@@ -26,6 +26,7 @@ import { moveBreakBeforeMake, moveMakeBeforeBreak, takeOver, type Burst } from '
 import { AgentCluster } from '../test/netns/agent-cluster.js'
 import { killOwner, waitFor, type FailoverResult } from '../test/netns/vip-agents.js'
 import { compiledCli } from '../test/integration/cluster-harness.js'
+import { sleep } from '../test/lib/wait.js'
 
 const PING_MS = Number(process.env.PING_MS ?? 5)
 const MOVES = Number(process.env.MOVES ?? 5)
@@ -34,7 +35,6 @@ const FAILOVERS = Number(process.env.FAILOVERS ?? 3)
 const BURST: Burst = { count: Number(process.env.BURST_COUNT ?? 3), intervalMs: Number(process.env.BURST_INTERVAL_MS ?? 100) }
 const LOCKTIME_PAUSE_MS = 1300
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const round = (x: number): number => Math.round(x * 10) / 10
 
 function median (xs: number[]): number {

@@ -22,6 +22,7 @@ import http from 'node:http'
 import { haRandomRun, type NotRunningReason } from '../../agent/sim/ha-sim.js'
 import { DEFAULT_TIMING, TICK_MS, createHaVipBed, killOwner, netGuest, rejoin, runningCopies, waitSteady, watchdogSec, type FailoverResult } from '../../test/netns/ha-vip.js'
 import { requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
+import { sleep } from '../../test/lib/wait.js'
 
 const round = (x: number): number => Math.round(x * 10) / 10
 
@@ -83,7 +84,7 @@ export async function baselineBoot (guestDir: string, timeoutMs = 120_000): Prom
       if (p.exitCode !== null) throw new Error(`QEMU exited with code ${p.exitCode}`)
       const body = await httpGet(`http://127.0.0.1:${port}/`, 500)
       if (body?.startsWith('starling-test-guest') === true) return performance.now() - t0
-      await new Promise(resolve => setTimeout(resolve, 50))
+      await sleep(50)
     }
     throw new Error(`the guest did not answer within ${timeoutMs} ms`)
   } finally {

@@ -21,6 +21,7 @@ import {
 } from '../../agent/core/migration/convergence.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { guestDirtyRate, SerialMonitor } from './serial-monitor.js'
+import { sleep } from '../../test/lib/wait.js'
 
 export const MiB = 1024 * 1024
 
@@ -104,7 +105,6 @@ const POLL_MS = 50
  * non-zero pages). The rest of the guest's RAM stays zero pages, which the plan counts as almost free.
  */
 const GUEST_BASE_MIB = 64
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const TERMINAL = new Set(['completed', 'failed', 'cancelled'])
 const round1 = (x: number): number => Math.round(x * 10) / 10
 

@@ -11,6 +11,7 @@
  * (default 2 ms), so the host timestamps carry about that much jitter plus the read itself.
  */
 import fs from 'node:fs'
+import { sleep } from '../../test/lib/wait.js'
 
 export interface StampedLine { text: string, atMs: number }
 
@@ -123,7 +124,7 @@ export class SerialMonitor {
       if (pred()) return
       if (this.broken.length > 0) throw new Error(`guest broke while waiting for ${what}: ${this.broken.slice(0, 3).join(' | ')}`)
       if (performance.now() > end) throw new Error(`no ${what} within ${timeoutMs} ms (console: ${this.tail()})`)
-      await new Promise(resolve => setTimeout(resolve, 10))
+      await sleep(10)
     }
   }
 

@@ -14,6 +14,7 @@ import { mock } from 'node:test'
 import { getTasks } from 'node-cron'
 import { cronJobs, cronExpressionProblem } from '../../agent/adapters/cron-jobs.js'
 import { memoryLogger } from '../../agent/lib/logger.js'
+import { sleep } from '../lib/wait.js'
 
 const START = Date.UTC(2025, 0, 1, 0, 0, 0)
 
@@ -141,7 +142,7 @@ t.test('real clock: a seconds schedule fires (no fake timers involved)', async t
   const jobs = cronJobs({ jobs: [{ name: 'tick', schedule: '* * * * * *', run: () => { runs++ } }] })({ logger: memoryLogger() })
   jobs.start()
   const deadline = Date.now() + 3500
-  while (runs < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  while (runs < 2 && Date.now() < deadline) await sleep(50)
   jobs.stop()
   t.ok(runs >= 2, `ran ${runs} times in at most 3.5 s`)
 })

@@ -14,6 +14,8 @@ import { decodeHello, encodeEnvelope, encodeHello } from '../../agent/adapters/w
 import { PROTOCOL_MAX, PROTOCOL_MIN } from '../../agent/core/messages.js'
 import type { TransportHandlers } from '../../agent/ports/transport.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { poll } from '../lib/wait.js'
+import { sleep } from '../lib/wait.js'
 
 const HOST = '127.0.0.1'
 
@@ -64,14 +66,7 @@ async function pair (a: { secret: string, settings: SettingDigest[] }, b: { secr
   return [nodes[0]!, nodes[1]!]
 }
 
-async function until (cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) return false
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-  return true
-}
+const until = async (cond: () => boolean, timeoutMs: number): Promise<boolean> => (await poll(cond, timeoutMs, 20)) !== null
 
 const SECRET = 'hello-test-secret-' + process.pid
 const members = { field: 'cluster.members', digest: digest('m'), refuse: false }
@@ -84,7 +79,7 @@ t.test('an allowed key with another cluster secret is refused at its hello, both
   t.same(a.rejected[0], { remote: b.id, reason: 'secret_mismatch' })
   t.same(b.rejected[0], { remote: a.id, reason: 'secret_mismatch' })
   // Over a window in which an unchecked mesh forms many times over (about 1 s on loopback).
-  await new Promise(resolve => setTimeout(resolve, 6000))
+  await sleep(6000)
   t.same(a.connects, [], 'the agent never heard of a connection')
   t.same(b.connects, [])
   t.same(a.frames, [], 'nor got a frame')

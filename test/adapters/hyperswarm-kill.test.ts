@@ -12,6 +12,7 @@ import dgram from 'node:dgram'
 import { createKeyPair, hostIdOf, type KeyPair } from '../../agent/adapters/identity.js'
 import { hyperswarmTransport, type HyperswarmTransport } from '../../agent/adapters/hyperswarm-transport.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { until as waitUntil } from '../lib/wait.js'
 
 const HOST = '127.0.0.1'
 const SECRET = 'kill-test-secret-' + process.pid
@@ -25,14 +26,7 @@ async function freePort (): Promise<number> {
   return port
 }
 
-async function until (what: string, cond: () => boolean, timeoutMs: number): Promise<number> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-  return Date.now() - t0
-}
+const until = async (what: string, cond: () => boolean, timeoutMs: number): Promise<number> => await waitUntil(what, cond, timeoutMs, { pollMs: 10 })
 
 interface Spec { seed: Buffer, kp: KeyPair, port: number }
 

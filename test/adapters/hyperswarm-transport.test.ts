@@ -12,6 +12,8 @@ import { createKeyPair, hostIdOf, type KeyPair } from '../../agent/adapters/iden
 import { hyperswarmTransport, type HyperswarmTransport } from '../../agent/adapters/hyperswarm-transport.js'
 import type { TransportHandlers } from '../../agent/ports/transport.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { until as waitUntil } from '../lib/wait.js'
+import { sleep } from '../lib/wait.js'
 
 const HOST = '127.0.0.1'
 const SECRET = 'test-cluster-secret-' + process.pid
@@ -69,14 +71,7 @@ function agent (spec: { kp: KeyPair, port: number }, all: Array<{ kp: KeyPair, p
   return { ...base, transport }
 }
 
-async function until (what: string, cond: () => boolean, timeoutMs: number): Promise<number> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-  return Date.now() - t0
-}
+const until = async (what: string, cond: () => boolean, timeoutMs: number): Promise<number> => await waitUntil(what, cond, timeoutMs, { pollMs: 20 })
 
 const fullMesh = (agents: Agent[]): boolean =>
   agents.every(a => agents.every(b => a === b || a.transport.connected().includes(b.id)))
@@ -165,7 +160,7 @@ t.test('an agent whose key is not in allowedKeys is refused, and onRejected hear
   const ms = await until('rejection', () => agents.some(a => a.rejected.some(r => r.remote === intruder.id)), 20_000)
   t.comment(`intruder refused within ${ms} ms of the members meshing`)
   // Give it a little more time to try.
-  await new Promise(resolve => setTimeout(resolve, 1500))
+  await sleep(1500)
   for (const a of agents) {
     t.notOk(a.transport.connected().includes(intruder.id), 'member has no connection to the intruder')
     t.notOk(a.connects.includes(intruder.id), 'member never reported the intruder connected')

@@ -29,6 +29,7 @@ import {
 import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { canMigrate, driverExecutor } from '../../agent/runtime/driver-commands.js'
+import { sleep } from '../lib/wait.js'
 
 // ---- Outputs captured from libvirt 9.0 (Debian 12) ----------------------------------------------
 
@@ -388,18 +389,18 @@ exit 0
   t.match(await d.progress('g1'), { status: 'active', transferredBytes: 52428800, expectedDowntimeMs: 300 })
   await d.setBandwidth('g1', 1)
   t.ok(args().some(l => l.endsWith('migrate-setspeed g1 1')), 'migrate-setspeed in MiB/s')
-  await new Promise(resolve => setTimeout(resolve, 1800))
+  await sleep(1800)
   t.match(await d.progress('g1'), { status: 'completed' })
 
   fs.rmSync(argsLog, { force: true })
   setMode('pslow')
   await d.migrate('g1', target, { ...params, mode: 'postcopy' })
   let ps = await d.progress('g1')
-  for (let i = 0; i < 20 && ps.status !== 'postcopy-active'; i++) { await new Promise(resolve => setTimeout(resolve, 50)); ps = await d.progress('g1') }
+  for (let i = 0; i < 20 && ps.status !== 'postcopy-active'; i++) { await sleep(50); ps = await d.progress('g1') }
   t.equal(ps.status, 'postcopy-active', 'post-copy at once: switched in the background, seen from the paused source')
   t.ok(args().some(l => l.endsWith('migrate-postcopy g1')), 'virsh migrate-postcopy')
   await t.rejects(d.cancel('g1'), { code: 'DRIVER_FAILED', message: /post-copy/ }, 'no cancel once in post-copy')
-  await new Promise(resolve => setTimeout(resolve, 1800))
+  await sleep(1800)
   t.match(await d.progress('g1'), { status: 'completed' })
 
   setMode('fail')

@@ -32,9 +32,9 @@ import { driverExecutor } from '../../agent/runtime/driver-commands.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep } from '../lib/wait.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /** A heartbeat: its number, when it appeared (host ms), the guest's clock (s) and pages written so far. */
 interface Beat { seq: number, atMs: number, guestS: number, written: number }

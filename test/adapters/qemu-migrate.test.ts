@@ -31,6 +31,7 @@ import { defaultConvergencePolicy, initialConvergenceState, planMigration, stepC
 import { silentLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep } from '../lib/wait.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -101,7 +102,6 @@ class SerialTail {
   close (): void { clearInterval(this.timer); if (this.fd !== null) fs.closeSync(this.fd) }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 const missing = haveQemu()
 if (missing !== null) {

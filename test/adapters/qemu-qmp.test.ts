@@ -13,6 +13,7 @@ import path from 'node:path'
 import { QmpClient, QmpError } from '../../agent/adapters/qmp-client.js'
 import { QemuDriver, parseProcStatCpuTicks, probeAccel } from '../../agent/adapters/qemu-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { sleep } from '../lib/wait.js'
 
 const GREETING = JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 22 }, package: '' }, capabilities: [] } })
 
@@ -191,7 +192,7 @@ t.test('against a real QEMU: greeting, commands, errors, events; driver lifecycl
   t.teardown(() => d.close())
   await d.start({ id: 'fw', vcpus: 1, memMiB: 64 })
   t.match(await d.start({ id: 'fw', vcpus: 1, memMiB: 64 }).catch((e: unknown) => e), { code: 'DRIVER_FAILED', message: /already running/ })
-  await new Promise(resolve => setTimeout(resolve, 300))
+  await sleep(300)
   const [vm] = await d.list()
   t.match(vm, { id: 'fw', vcpus: 1, memMiB: 64, memUsedMiB: 64, state: 'running' })
   t.ok(vm !== undefined && vm.cpuUtil >= 0 && vm.cpuUtil <= 1, `cpuUtil is a fraction (${vm?.cpuUtil})`)

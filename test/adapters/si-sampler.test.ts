@@ -16,6 +16,7 @@ import si from 'systeminformation'
 import { parseMeminfo, parseProcStat, procSystemInfo, siSampler, type SystemInfoApi } from '../../agent/adapters/si-sampler.js'
 import { SamplerError } from '../../agent/lib/errors.js'
 import { memoryLogger, silentLogger } from '../../agent/lib/logger.js'
+import { sleep } from '../lib/wait.js'
 
 const logger = silentLogger()
 const MIB = 1024 * 1024
@@ -32,7 +33,7 @@ t.test('real systeminformation: plausible figures, first sample slow, later ones
   t.ok(first.capacity.cpuCores >= 1)
   t.ok(first.capacity.cpuMipsPerCore > 0)
   t.ok(first.capacity.netMbps > 0)
-  await new Promise(resolve => setTimeout(resolve, 250))
+  await sleep(250)
   const t1 = performance.now()
   const second = await sampler.sample()
   const secondMs = performance.now() - t1

@@ -14,20 +14,13 @@ import { simDriver, type SimDriver, type SimVmConfig } from '../../agent/adapter
 import { canStop, dirtyRateBytesPerS, precopyBandwidth, predictCopy, sendMs } from '../../agent/adapters/sim-migration-model.js'
 import { canMigrate, driverExecutor } from '../../agent/runtime/driver-commands.js'
 import { silentLogger } from '../../agent/lib/logger.js'
+import { sleep, until as waitUntil } from '../lib/wait.js'
 
 const logger = silentLogger()
 const MiB = 1048576
-const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 const PRECOPY = { mode: 'precopy' as const, maxBandwidthBytes: 0, downtimeLimitMs: 50, autoConverge: false, xbzrle: false, multifd: 0 }
 
-async function until (pred: () => Promise<boolean>, timeoutMs: number): Promise<number> {
-  const t0 = Date.now()
-  while (Date.now() - t0 < timeoutMs) {
-    if (await pred()) return Date.now() - t0
-    await sleep(5)
-  }
-  throw new Error(`condition not met in ${timeoutMs} ms`)
-}
+const until = async (pred: () => Promise<boolean>, timeoutMs: number): Promise<number> => await waitUntil('the condition', pred, timeoutMs, { pollMs: 5 })
 
 t.test('model: passes shrink by dirty rate over bandwidth; stop-and-copy once the rest fits the limit', async t => {
   // 600 MiB resident, 1 Gbit/s, 20 MiB/s dirtied, 300 ms limit.

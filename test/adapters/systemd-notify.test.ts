@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { systemdNotifier, watchdogFromEnv } from '../../agent/adapters/systemd-notify.js'
 import { memoryLogger } from '../../agent/lib/logger.js'
+import { sleep } from '../lib/wait.js'
 
 const RECEIVER = `
 import socket, sys, os, json, array, struct
@@ -66,7 +67,7 @@ async function receiver (t: Test): Promise<{ socket: string, datagrams: Datagram
     const deadline = Date.now() + ms
     while (!pred(datagrams)) {
       if (Date.now() > deadline) throw new Error(`timed out; got ${JSON.stringify(datagrams)}`)
-      await new Promise(resolve => setTimeout(resolve, 10))
+      await sleep(10)
     }
   }
   return { socket, datagrams, messages, waitFor }
@@ -150,7 +151,7 @@ t.test('real datagram socket: watchdog pings at half of WATCHDOG_USEC, only whil
   t.equal(rx.messages().filter(m => m === 'READY=1').length, 1, 'READY=1 sent once, after the watchdog had started')
   healthy = false
   const before = rx.messages().filter(m => m === 'WATCHDOG=1').length
-  await new Promise(resolve => setTimeout(resolve, 700))
+  await sleep(700)
   const after = rx.messages().filter(m => m === 'WATCHDOG=1').length
   t.ok(after - before <= 1, 'no pings while unhealthy (one may have been under way)')
   t.ok(n.stats().watchdogSkipped >= 2, 'skips counted')
@@ -158,6 +159,6 @@ t.test('real datagram socket: watchdog pings at half of WATCHDOG_USEC, only whil
   await n.close()
   healthy = true
   const closedAt = rx.messages().length
-  await new Promise(resolve => setTimeout(resolve, 500))
+  await sleep(500)
   t.equal(rx.messages().length, closedAt, 'no pings after close()')
 })

@@ -16,8 +16,8 @@ import { openWatchdogDevice, progressGate, sysfsTimeoutSec } from '../../agent/a
 import { jsonLogger } from '../../agent/lib/logger.js'
 import { startAgent, writeLocalCluster } from '../../agent/cli/demo.js'
 import { compiledCli } from '../integration/cluster-harness.js'
+import { poll, sleep } from '../lib/wait.js'
 
-const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 /** One protected VM (the sim driver's vm-1-1, running on host1): the watchdog is opened only where HA protects something. */
 const HA_VMS = [{ id: 'vm-1-1', home: 'host1', kernel: '/boot/none' }]
 async function haStatus (api: string): Promise<Record<string, any> | null> {
@@ -274,9 +274,8 @@ t.test('the tests\' emulated device (agent/sim/fifo-watchdog.ts) has the kernel\
   r2.watchdog.start()
   await sleep(400)
   allow = false // the core withholds the watchdog: no more pets
-  const t0 = Date.now()
-  while (resets === 0 && Date.now() - t0 < 5000) await sleep(20)
-  t.equal(resets, 1, `the withheld watchdog "resets the host" (${Date.now() - t0} ms after pets stopped, timeout 1000 ms)`)
+  const after = await poll(() => resets > 0, 5000, 20)
+  t.equal(resets, 1, `the withheld watchdog "resets the host" (${after ?? 'not within 5000'} ms after pets stopped, timeout 1000 ms)`)
   allow = true
   r2.watchdog.close(false)
   const r3 = open()

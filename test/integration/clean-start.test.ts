@@ -9,6 +9,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { LocalCluster, compiledCli } from './cluster-harness.js'
 import { AGENT_NODE_ARGS, agentSpawnArgs } from '../../agent/cli/agent-node-args.js'
+import { sleep } from '../lib/wait.js'
 
 t.test('an agent starts and stops without a word on stderr', async t => {
   const cluster = await LocalCluster.create(1, { seed: 3 })
@@ -26,7 +27,7 @@ t.test('an agent starts and stops without a word on stderr', async t => {
 
   const readyMs = await cluster.waitViews([h.name], s => s.self.name === h.name, 30_000)
   t.not(readyMs, null, 'the agent came up and its API answers')
-  await new Promise(resolve => setTimeout(resolve, 3000))
+  await sleep(3000)
   p.kill('SIGTERM')
   t.equal(await exited, 0, 'a SIGTERM stop exits 0')
 

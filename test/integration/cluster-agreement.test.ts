@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { LocalCluster, compiledCli, stateOf } from './cluster-harness.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
+import { sleep } from '../lib/wait.js'
 
 async function edit (file: string, f: (c: any) => void): Promise<void> {
   const c = JSON.parse(await readFile(file, 'utf8'))
@@ -35,7 +36,7 @@ async function everAlive (cluster: LocalCluster, viewers: string[], name: string
       const s = await cluster.status(v)
       if (s !== null && stateOf(s, name) === 'alive') seen.add(v)
     }
-    await new Promise(resolve => setTimeout(resolve, 200))
+    await sleep(200)
   }
   return [...seen]
 }

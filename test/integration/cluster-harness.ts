@@ -10,6 +10,7 @@ import type { ChildProcess } from 'node:child_process'
 import { cliEntry, startAgent, writeLocalCluster, type DemoHost } from '../../agent/cli/demo.js'
 import { fetchStatus } from '../../agent/cli/client.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
+import { poll } from '../lib/wait.js'
 
 export type { DemoHost }
 
@@ -59,13 +60,7 @@ export class LocalCluster {
 
   /** Poll until pred holds for every listed host's view; returns the elapsed ms, or null on timeout. */
   async waitViews (names: string[], pred: (s: StatusPayload) => boolean, timeoutMs: number, pollMs = 100): Promise<number | null> {
-    const t0 = Date.now()
-    while (Date.now() - t0 < timeoutMs) {
-      const views = await Promise.all(names.map(async n => await this.status(n)))
-      if (views.every(v => v !== null && pred(v))) return Date.now() - t0
-      await new Promise(resolve => setTimeout(resolve, pollMs))
-    }
-    return null
+    return await poll(async () => (await Promise.all(names.map(async n => await this.status(n)))).every(v => v !== null && pred(v)), timeoutMs, pollMs)
   }
 
   async stop (): Promise<void> {

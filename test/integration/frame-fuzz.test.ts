@@ -16,6 +16,8 @@ import { identityFile } from '../../agent/main.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { Prng } from '../../agent/core/prng.js'
 import type { Envelope } from '../../agent/core/messages.js'
+import { poll } from '../lib/wait.js'
+import { sleep } from '../lib/wait.js'
 
 const seed = Number(process.env.SEED ?? Date.now() % 1_000_000)
 
@@ -44,8 +46,7 @@ t.test('random and malformed frames from a member never crash the agents', async
   await transport.start({ onFrame: () => {}, onPeerConnected: p => connected.add(p), onPeerDisconnected: p => connected.delete(p), onRejected: () => {} })
   t.teardown(async () => await transport.stop())
 
-  const t0 = Date.now()
-  while (connected.size < agents.length && Date.now() - t0 < 30_000) await new Promise(resolve => setTimeout(resolve, 100))
+  await poll(() => connected.size >= agents.length, 30_000)
   t.equal(connected.size, agents.length, 'the fuzzer is connected to every agent')
   const ids = [...connected]
 
@@ -62,19 +63,19 @@ t.test('random and malformed frames from a member never crash the agents', async
   }
   // Let Hyperswarm settle duplicate connections first; a send that finds no open connection
   // (one being replaced) is retried for a while rather than counted as delivered.
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  await sleep(1000)
   let sent = 0
   for (const f of frames) {
     for (const id of ids) {
       for (let attempt = 0; attempt < 100; attempt++) {
         if (transport.send(id, f)) { sent++; break }
-        await new Promise(resolve => setTimeout(resolve, 20))
+        await sleep(20)
       }
     }
     if (sent % 50 === 0) await new Promise(resolve => setImmediate(resolve))
   }
   t.ok(sent >= frames.length * agents.length * 0.9, `frames sent: ${sent}`)
-  await new Promise(resolve => setTimeout(resolve, 2000))
+  await sleep(2000)
 
   for (const n of agents) {
     const p = cluster.procs.get(n)

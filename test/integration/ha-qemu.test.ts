@@ -32,8 +32,8 @@ import { localHaConfig, validateHaConfig, requiredFenceDelayTicks, type HaConfig
 import type { HaPayload } from '../../agent/api/payloads.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
+import { sleep, until as waitUntil } from '../lib/wait.js'
 
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const VM = 'g1'
 
 /** Short but safe (localHaConfig: fence delay 8.8 s, watchdog 4 s at 100 ms ticks). */
@@ -44,13 +44,8 @@ const TIMING_B: HaConfig = { ...TIMING, fenceAfterTicks: 40, fenceTicks: 50, fen
 
 let logDump = (): string => ''
 
-async function until (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 100): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${logDump()}`)
-    await sleep(pollMs)
-  }
-}
+const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number, pollMs = 100): Promise<number> =>
+  await waitUntil(what, pred, timeoutMs, { pollMs, detail: logDump })
 
 let guestDir = ''
 try {

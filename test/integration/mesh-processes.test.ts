@@ -10,6 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { LocalCluster, aliveCount, compiledCli, stateOf } from './cluster-harness.js'
 import { writeLocalCluster, startAgent } from '../../agent/cli/demo.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
+import { sleep } from '../lib/wait.js'
 
 const N = 5
 
@@ -48,7 +49,7 @@ t.test('five agent processes on loopback', async t => {
         summaries.push(summary(JSON.parse(r.stdout) as StatusPayload))
       }
       if (new Set(summaries).size === 1) break
-      await new Promise(resolve => setTimeout(resolve, 500))
+      await sleep(500)
     }
     t.equal(new Set(summaries).size, 1, 'all five views agree on hosts, states and VMs')
     const tree = await cli(['status', '--config', cluster.hosts[0]!.configFile])
@@ -88,7 +89,7 @@ t.test('five agent processes on loopback', async t => {
     const others = names.filter(n => n !== 'host4')
     const deadMs = await cluster.waitViews(others, s => stateOf(s, 'host4') === 'dead', 40_000, 200)
     t.not(deadMs, null, 'the others declare the stalled agent dead')
-    await new Promise(resolve => setTimeout(resolve, 5000))
+    await sleep(5000)
     p?.kill('SIGCONT')
     const backMs = await cluster.waitViews(names, s => aliveCount(s) === N, 60_000, 200)
     t.not(backMs, null, 'every view has all five alive again')
@@ -121,9 +122,9 @@ t.test('five agent processes on loopback', async t => {
     for (const t0 = Date.now(); refusedMs === null && Date.now() - t0 < 40_000;) {
       const counts = await rejectedCount()
       if (counts.some((x, i) => x > (before[i] ?? 0))) refusedMs = Date.now() - t0
-      else await new Promise(resolve => setTimeout(resolve, 250))
+      else await sleep(250)
     }
-    await new Promise(resolve => setTimeout(resolve, 2000))
+    await sleep(2000)
     for (const n of names) {
       const s = await cluster.status(n)
       t.notOk(s?.members.some(m => m.id === intruder!.publicKey), `${n} does not list the intruder`)

@@ -34,9 +34,9 @@ import { silentLogger } from '../../agent/lib/logger.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep, until as waitUntil } from '../lib/wait.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /** Heartbeats ("hb N ...") and integrity reports of a serial log, timestamped as they appear. */
 class SerialLog {
@@ -70,13 +70,8 @@ class SerialLog {
 
 let logDump = (): string => ''
 
-async function until (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${logDump()}`)
-    await sleep(100)
-  }
-}
+const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> =>
+  await waitUntil(what, pred, timeoutMs, { detail: () => logDump() })
 
 /** The state of domain g1 in a daemon ('running', 'paused', 'shut off'), or null when it has none. */
 async function domstate (d: LibvirtDaemon, dom: string): Promise<string | null> {

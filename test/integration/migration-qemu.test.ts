@@ -21,9 +21,9 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep, until as waitUntil } from '../lib/wait.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 interface Hb { seq: number, atMs: number }
 /** Heartbeats and integrity lines of a serial log, timestamped as they appear. */
@@ -64,13 +64,8 @@ class Tail {
 
 let logDump = (): string => ''
 
-async function until (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n${logDump()}`)
-    await sleep(100)
-  }
-}
+const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> =>
+  await waitUntil(what, pred, timeoutMs, { detail: () => logDump() })
 
 let guestDir = ''
 try {

@@ -13,9 +13,9 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep, until as waitUntil } from '../lib/wait.js'
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 let guestDir = ''
 try {
@@ -70,13 +70,7 @@ if (guestDir !== '') {
         resolve({ code, out: `${stdout}${stderr}`.trim() })
       })
     })
-    const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> => {
-      const end = Date.now() + timeoutMs
-      while (!(await pred())) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-        await sleep(200)
-      }
-    }
+    const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> => await waitUntil(what, pred, timeoutMs, { pollMs: 200 })
     t.teardown(async () => {
       for (const p of procs.values()) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
       for (const h of cluster.hosts) {

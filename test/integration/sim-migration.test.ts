@@ -16,6 +16,7 @@ import { execFile } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
+import { sleep } from '../lib/wait.js'
 
 const VMS: Record<string, Array<Record<string, unknown>>> = {
   host1: [
@@ -82,7 +83,7 @@ t.test('sim driver: migrate, fault, drain through real agents', async t => {
     t.match(r.out, /vm-1-2: aborted \(hypervisor: migration failed\)/)
     const ok = await c.waitViews(names, s => JSON.stringify(placement(s).get('vm-1-2')) === JSON.stringify(['host1:running']), 15_000)
     t.ok(ok !== null, 'every agent sees vm-1-2 running on host1 only')
-    await new Promise(resolve => setTimeout(resolve, 2000))
+    await sleep(2000)
     const s = await c.status('host2')
     t.same(placement(s!).get('vm-1-2'), ['host1:running'], 'still exactly one copy 2 s later')
     t.match(readFileSync(c.host('host1').logFile, 'utf8'), /the migration link broke \(injected fault\)/)

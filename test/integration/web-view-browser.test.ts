@@ -21,6 +21,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { LocalCluster, compiledCli } from './cluster-harness.js'
 import { webView, type WebStatus } from '../../agent/adapters/web-view.js'
 import type { MemberView } from '../../agent/core/types.js'
+import { sleep } from '../lib/wait.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -122,7 +123,7 @@ t.test('the page from two agents of a running cluster: same hosts and VMs, a mig
     let a = await dom(p1)
     let b = await dom(p2)
     while (Date.now() < end && (JSON.stringify(a) !== JSON.stringify(b) || Object.keys(a).length !== 3 || Object.values(a).some(v => v.length === 0))) {
-      await new Promise(resolve => setTimeout(resolve, 250))
+      await sleep(250)
       a = await dom(p1)
       b = await dom(p2)
     }

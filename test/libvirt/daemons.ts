@@ -24,6 +24,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { sleep } from '../lib/wait.js'
 
 export interface LibvirtDaemon {
   name: string
@@ -86,7 +87,6 @@ function virsh (uri: string, args: string[], timeoutMs = 10_000): Promise<{ ok: 
   })
 }
 
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }

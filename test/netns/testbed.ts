@@ -20,6 +20,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { sleep } from '../lib/wait.js'
 
 export interface TestbedInit {
   /** Host namespaces (h1..hn). */
@@ -389,7 +390,7 @@ class TestbedImpl implements Testbed {
       },
       async stop () {
         await stopOne(ping)
-        await new Promise(resolve => setTimeout(resolve, 50)) // let tcpdump print the last replies
+        await sleep(50) // let tcpdump print the last replies
         await stopOne(cap)
       }
     }
@@ -418,7 +419,7 @@ class TestbedImpl implements Testbed {
       gratuitous (ip, m, fromMs = 0) { return records.filter(r => r.gratuitous && r.targetIp === ip && r.srcMac === m && r.t >= fromMs) },
       async stop () {
         if (child.exitCode !== null || child.signalCode !== null) return
-        await new Promise(resolve => setTimeout(resolve, 50))
+        await sleep(50)
         const done = new Promise<void>(resolve => child.once('exit', () => resolve()))
         child.kill('SIGINT')
         const t = setTimeout(() => child.kill('SIGKILL'), 2000)

@@ -15,6 +15,7 @@ import { arpVip } from '../../agent/adapters/arp-vip.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { VipError, type VipAddress } from '../../agent/ports/vip-adapter.js'
 import { moveBreakBeforeMake, moveMakeBeforeBreak, takeOver } from './moves.js'
+import { sleep } from '../lib/wait.js'
 
 const PING_MS = 5
 const BURST = { count: 3, intervalMs: 100 }
@@ -25,7 +26,6 @@ function median (xs: number[]): number {
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[m] as number : ((s[m - 1] as number) + (s[m] as number)) / 2
 }
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 const prefixes: string[] = []
 

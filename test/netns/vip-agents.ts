@@ -5,16 +5,12 @@
  */
 import type { Pinger, Testbed } from './testbed.js'
 import type { AgentCluster } from './agent-cluster.js'
+import { sleep, until } from '../lib/wait.js'
 
-export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
+export { sleep }
 export async function waitFor (pred: () => Promise<boolean> | boolean, timeoutMs: number, what: string, pollMs = 50): Promise<number> {
-  const t0 = Date.now()
-  while (Date.now() - t0 < timeoutMs) {
-    if (await pred()) return Date.now() - t0
-    await sleep(pollMs)
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+  return await until(what, pred, timeoutMs, { pollMs })
 }
 
 /** Waits until exactly `name` carries `address`. */

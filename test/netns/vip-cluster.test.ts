@@ -21,10 +21,10 @@ import t from 'tap'
 import { createTestbed, namespacesWithPrefix, netnsUnavailable } from './testbed.js'
 import { VipCluster } from './vip-cluster.js'
 import { localTestVipConfig, validateVipConfig, type VipSpec } from '../../agent/core/vip/vip-config.js'
+import { sleep } from '../lib/wait.js'
 
 const TICK_MS = 20
 const PING_MS = 5
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 const why = await netnsUnavailable()
 if (why !== null) {

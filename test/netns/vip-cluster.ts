@@ -26,6 +26,7 @@ import { arpVip, type ArpVip } from '../../agent/adapters/arp-vip.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { errorCode } from '../../agent/lib/errors.js'
 import type { Testbed, TestNode } from './testbed.js'
+import { until } from '../lib/wait.js'
 
 export interface VipClusterInit {
   bed: Testbed
@@ -173,12 +174,7 @@ export class VipCluster {
   freezeView (host: string, frozen = true): void { this.h(host).frozen = frozen }
 
   async waitFor (pred: () => boolean, timeoutMs: number, what: string): Promise<number> {
-    const t0 = Date.now()
-    while (!pred()) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-      await new Promise(resolve => setTimeout(resolve, 5))
-    }
-    return Date.now() - t0
+    return await until(what, pred, timeoutMs, { pollMs: 5 })
   }
 
   private reachable (a: string, b: string): boolean {

@@ -12,6 +12,7 @@ import { silentLogger } from '../../agent/lib/logger.js'
 import { Runtime } from '../../agent/runtime/runtime.js'
 import type { Transport, TransportHandlers } from '../../agent/ports/transport.js'
 import type { PersistOp } from '../../agent/core/effects.js'
+import { sleep } from '../lib/wait.js'
 
 function setup () {
   const log: string[] = []
@@ -32,7 +33,7 @@ function setup () {
     close: async () => await inner.close(),
     batch: async (ops: PersistOp[]) => {
       log.push(`persist ${ops.length}`)
-      await new Promise(resolve => setTimeout(resolve, 5)) // a slow disk must still come first
+      await sleep(5) // a slow disk must still come first
       await inner.batch(ops)
     }
   }
@@ -52,7 +53,7 @@ t.test('persist comes before send, and the incarnation is durable', async t => {
   const { log, runtime, store } = setup()
   await store.open()
   await runtime.start()
-  await new Promise(resolve => setTimeout(resolve, 300))
+  await sleep(300)
   await runtime.stop()
   const firstPersist = log.findIndex(l => l.startsWith('persist'))
   const firstSend = log.findIndex(l => l.startsWith('send'))
@@ -74,7 +75,7 @@ t.test('garbage frames are rejected and counted, never thrown', async t => {
   // A valid frame from b that claims to come from c: sender mismatch.
   const forged = encodeEnvelope({ protocolMin: 1, protocolMax: 1, protocolCur: 1, from: 'cc', incarnation: 1, lamport: 1, body: { type: 'gossip' }, gossip: [] })
   h!.onFrame('bb', forged)
-  await new Promise(resolve => setTimeout(resolve, 100))
+  await sleep(100)
   t.equal(runtime.stats.framesRejected, junk.length + 1, 'each bad frame counted at the edge')
   t.equal(core.status().counters.framesRejected, junk.length + 1, 'and reported to the core')
   await runtime.stop()
@@ -84,7 +85,7 @@ t.test('an idle loop sleeps until the core has something due, and still hands it
   const { log, runtime, core, store } = setup()
   await store.open()
   await runtime.start()
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  await sleep(1000)
   const ticks = runtime.stats.ticks
   const wakeups = runtime.stats.tickWakeups
   const coreTicks = core.now
@@ -118,7 +119,7 @@ t.test('a long planned sleep is not a stall: every tick is handed over, none ski
     sample: async () => await new Promise(() => {}) // never: no sample inputs
   })
   await runtime.start()
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  await sleep(1000)
   const { ticks, ticksSkipped, tickWakeups } = runtime.stats
   await runtime.stop()
   t.equal(ticksSkipped, 0, 'no tick skipped')
