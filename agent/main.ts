@@ -12,7 +12,7 @@ import type { Logger } from './ports/logger.js'
 import type { HostSampler } from './ports/host-sampler.js'
 import type { HypervisorDriver } from './ports/hypervisor-driver.js'
 import { jsonLogger } from './lib/logger.js'
-import { levelStore } from './adapters/level-store.js'
+import { levelStore, type LevelStore } from './adapters/level-store.js'
 import { loadOrCreateKeyPair } from './adapters/identity.js'
 import { hyperswarmTransport } from './adapters/hyperswarm-transport.js'
 import { clusterSettings } from './cluster-settings.js'
@@ -30,7 +30,9 @@ import { driverExecutor } from './runtime/driver-commands.js'
 // embedded simulated driver's agent does not pay for their code.
 import type { QemuDriver } from './adapters/qemu-driver.js'
 import type { LibvirtDriver } from './adapters/libvirt-driver.js'
-import { haPayload, vipsPayload, type StatusPayload } from './api/payloads.js'
+import { haPayload, vipsPayload, type HaPayload, type StatusPayload, type VipsPayload } from './api/payloads.js'
+import type { Store } from './ports/store.js'
+import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
 import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
@@ -149,10 +151,42 @@ async function startLibvirt (config: AgentConfig, logger: Logger): Promise<Libvi
   return driver
 }
 
+/** Waits for SIGTERM or SIGINT; resolves with its name. */
+async function stopSignal (): Promise<string> {
+  return await new Promise<string>(resolve => {
+    process.once('SIGTERM', () => resolve('SIGTERM'))
+    process.once('SIGINT', () => resolve('SIGINT'))
+  })
+}
+
 export async function runAgent (configFile: string): Promise<number> {
   const startupCpu: StartupCpu = { loadedS: cpuSeconds(), readyS: null }
   const config = await loadConfigFile(configFile)
   const logger: Logger = jsonLogger({ level: config.log.level, journaldPrefix: process.env.JOURNAL_STREAM !== undefined })
+  const log = logger.forComponent('agent:main')
+  const life = new Lifecycle(f => { log.error(`stopping ${f.name} failed`, { err: f.err }) })
+  // A start-up that fails half-way stops what had started (newest first) and reports why.
+  await startOrUnwind(life, async life => { await startAgent({ config, configFile, logger, startupCpu }, life) })
+  log.info('agent stopping', { signal: await stopSignal() })
+  await life.stopAll()
+  log.info('agent stopped')
+  return 0
+}
+
+/** What every start-up step may read. */
+interface Boot {
+  config: AgentConfig
+  configFile: string
+  logger: Logger
+  startupCpu: StartupCpu
+}
+
+/**
+ * The agent, as a list of components started in this order and stopped in the reverse one
+ * (agent/lib/lifecycle.ts): whatever starts later may use what started before it.
+ */
+async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
+  const { config, logger } = boot
   const log = logger.forComponent('agent:main')
   const self = config.cluster.members.find(m => m.name === config.node.name)
   if (self === undefined) throw new ConfigError(`config: node.name "${config.node.name}" is not one of cluster.members`)
@@ -162,17 +196,95 @@ export async function runAgent (configFile: string): Promise<number> {
   const apiGid = config.node.apiSocketGroup !== null ? resolveGroup(config.node.apiSocketGroup) : null
 
   const store = levelStore({ location: path.join(config.node.stateDir, 'db') })({ logger })
-  await store.open() // rejects with StateLockedError when another agent holds this directory
+  // open() rejects with StateLockedError when another agent holds this directory
+  await life.add({ name: 'store', start: async () => { await store.open() }, stop: async () => { await store.close() } })
+  const { selfId, keyPair } = await checkIdentity(config, self.publicKey)
+  const restored = await loadPersistedCoreState(store)
+
+  // The loop (runtime, core) starts later; systemd's watchdog pings only while it makes progress
+  // and HA allows it, and keeps pinging until close(), the last but one stop.
+  const loop: { runtime?: Runtime, core?: AgentCore } = {}
+  const notifier = systemdNotifier({})({ logger, healthy: progressGate(() => loop.runtime?.stats.ticks ?? 0, () => loop.core?.haWatchdogOk() ?? false) })
+  await life.add({ name: 'systemd notifier', stop: async () => { await notifier.close() } })
+
+  const driver = await startDriver(boot, selfId, restored === null)
+  await life.add({ name: 'hypervisor driver', stop: async () => { await driver.close() } })
+  const vips = await startVips(config, store, logger)
+  await life.add({ name: 'virtual IPs', stop: async () => { await vips.applier.close() } })
+  const haOptions = config.ha.enabled ? await startHa(config, driver, store, logger) : undefined
+  const replicas = config.replication.enabled ? await startReplicas(config, store, logger) : null
+  if (replicas !== null) await life.add({ name: 'connection split', stop: async () => { await replicas.splitter.clear() } })
+
+  const peers = config.cluster.members.filter(m => m.publicKey !== selfId)
+  const core = new AgentCore({
+    self: selfId,
+    name: self.name,
+    addr: config.node.listen,
+    config: config.core,
+    seed: Number.parseInt(selfId.slice(0, 8), 16) ^ Date.now(),
+    seeds: peers.map(m => ({ id: m.publicKey, name: m.name, addr: m.address })),
+    ...(restored !== null ? { restored } : {}),
+    migration: config.migration,
+    ...(vips.options !== undefined ? { vips: vips.options } : {}),
+    ...(haOptions !== undefined ? { ha: haOptions } : {}),
+    ...(replicas !== null ? { replicas: replicas.options } : {})
+  })
+  const transport = meshTransport(config, keyPair, peers, logger)
+  const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs, probeDatagrams: config.mesh.probeDatagrams }, {
+    core,
+    transport,
+    store,
+    logger,
+    sample: await hostSample(config, driver, logger),
+    codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
+    driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
+    vip: vips.applier,
+    ha: haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) }),
+    ...(replicas !== null ? { replica: replicaExecutor(driver, replicas.defs), split: replicas.split } : {}),
+    ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
+  })
+  loop.runtime = runtime
+  loop.core = core
+  // The tick loop and the HA fence, one component: the watchdog device opens once the loop runs
+  // (opening starts its timer) and is disarmed only after the loop has left the cluster.
+  let watchdog: WatchdogDevice | null = null
+  await life.add({
+    name: 'tick loop',
+    start: async () => {
+      try { await runtime.start() } catch (err) { await runtime.stop(); throw err }
+      watchdog = openHaWatchdog(config, logger, runtime, core, haWatchdog)
+    },
+    stop: async () => { await runtime.stop({ leave: true }); watchdog?.close(true) }
+  })
+
+  const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu)
+  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger)) await life.add(c)
+  await life.add(calendarJobs(config, core, store, status, logger))
+  await life.add({
+    name: 'systemd readiness',
+    start: async () => { await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`) },
+    stop: async () => { await notifier.stopping() }
+  })
+  boot.startupCpu.readyS = cpuSeconds()
+  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, control: config.node.apiSocket, tcpChanges: apiToken !== null ? 'with the bearer token' : 'refused (read-only)', incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(boot.startupCpu.loadedS * 1000), ready: Math.round(boot.startupCpu.readyS * 1000) } })
+}
+
+type KeyPair = Awaited<ReturnType<typeof loadOrCreateKeyPair>>
+
+/** This agent's key pair; its id (the public key) must be its member entry's publicKey. */
+async function checkIdentity (config: AgentConfig, configured: string): Promise<{ selfId: string, keyPair: KeyPair }> {
   const keyPair = await loadOrCreateKeyPair(identityFile(config.node.stateDir))
   const selfId = Buffer.from(keyPair.publicKey).toString('hex')
-  if (selfId !== self.publicKey) {
-    await store.close()
-    throw new ConfigError(`config: this agent's public key ${selfId} is not the publicKey of "${self.name}" in cluster.members (see \`starling keygen --state-dir ${config.node.stateDir}\`)`)
+  if (selfId !== configured) {
+    throw new ConfigError(`config: this agent's public key ${selfId} is not the publicKey of "${config.node.name}" in cluster.members (see \`starling keygen --state-dir ${config.node.stateDir}\`)`)
   }
+  return { selfId, keyPair }
+}
 
+/** The Hyperswarm mesh to the other members (started and stopped by the runtime). */
+function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfig['cluster']['members'], logger: Logger): ReturnType<ReturnType<typeof hyperswarmTransport>> {
   const listen = parseAddress(config.node.listen, 'node.listen')
-  const peers = config.cluster.members.filter(m => m.publicKey !== selfId)
-  const transport = hyperswarmTransport({
+  return hyperswarmTransport({
     keyPair,
     clusterSecret: config.cluster.secret,
     host: listen.host,
@@ -186,79 +298,85 @@ export async function runAgent (configFile: string): Promise<number> {
     settings: clusterSettings(config),
     names: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.name]))
   })({ logger })
+}
 
-  const restored = await loadPersistedCoreState(store)
-  // Virtual IPs: an agent killed by SIGKILL left its addresses on the interface, and a restarted
-  // agent does not know whether it still owns them: remove them before the core claims anything.
-  const vipOptions = config.vips.list.length > 0
+/** The configured hypervisor driver, its VMs re-attached or (first boot) started. */
+async function startDriver (boot: Boot, selfId: string, firstBoot: boolean): Promise<HypervisorDriver> {
+  const { config, logger } = boot
+  if (config.driver.kind === 'qemu') return await startQemu(config, firstBoot, logger)
+  if (config.driver.kind === 'libvirt') return await startLibvirt(config, logger)
+  return simDriver({
+    vms: config.driver.vms,
+    seed: Number.parseInt(selfId.slice(0, 8), 16),
+    hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
+    traceDir: path.dirname(path.resolve(boot.configFile)),
+    // The migration link runs at the simulated host's declared network speed (the core plans with it too).
+    linkMbps: config.sampler.kind === 'driver' ? config.sampler.capacity.netMbps : undefined,
+    // The VM set outlives an agent restart (as QEMU guests do); with no such file the
+    // configured VMs start only on a first boot (no core state yet), as the QEMU driver's.
+    stateFile: path.join(config.node.stateDir, 'sim-vms.json'),
+    startConfigured: firstBoot,
+    // Tests inject driver faults into an agent process through its environment (JSON of SimDriverInit.faults).
+    ...(process.env.STARLING_TEST_SIM_FAULTS !== undefined ? { faults: JSON.parse(process.env.STARLING_TEST_SIM_FAULTS) as SimDriverInit['faults'] } : {})
+  })({ logger })
+}
+
+/**
+ * Virtual IPs: an agent killed by SIGKILL left its addresses on the interface, and a restarted
+ * agent does not know whether it still owns them: remove them before the core claims anything.
+ */
+async function startVips (config: AgentConfig, store: Store, logger: Logger): Promise<{ applier: VipApplier, options: Awaited<ReturnType<typeof vipCoreOptions>> | undefined }> {
+  const options = config.vips.list.length > 0
     ? await vipCoreOptions(config.vips, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store)
     : undefined
-  const vipApplier = new VipApplier(arpVip({})({ logger }), logger)
-  if (vipOptions !== undefined) {
-    for (const f of await removeLocalVips(config.vips, arpVip({})({ logger }), logger)) log.warn(`vip: could not remove ${f} at start-up`)
+  const applier = new VipApplier(arpVip({})({ logger }), logger)
+  if (options !== undefined) {
+    for (const f of await removeLocalVips(config.vips, arpVip({})({ logger }), logger)) logger.forComponent('agent:main').warn(`vip: could not remove ${f} at start-up`)
   }
-  const driver: HypervisorDriver = config.driver.kind === 'qemu'
-    ? await startQemu(config, restored === null, logger)
-    : config.driver.kind === 'libvirt'
-      ? await startLibvirt(config, logger)
-      : simDriver({
-        vms: config.driver.vms,
-        seed: Number.parseInt(selfId.slice(0, 8), 16),
-        hostCpuCores: config.sampler.kind === 'driver' ? config.sampler.capacity.cpuCores : undefined,
-        traceDir: path.dirname(path.resolve(configFile)),
-        // The migration link runs at the simulated host's declared network speed (the core plans with it too).
-        linkMbps: config.sampler.kind === 'driver' ? config.sampler.capacity.netMbps : undefined,
-        // The VM set outlives an agent restart (as QEMU guests do); with no such file the
-        // configured VMs start only on a first boot (no core state yet), as the QEMU driver's.
-        stateFile: path.join(config.node.stateDir, 'sim-vms.json'),
-        startConfigured: restored === null,
-        // Tests inject driver faults into an agent process through its environment (JSON of SimDriverInit.faults).
-        ...(process.env.STARLING_TEST_SIM_FAULTS !== undefined ? { faults: JSON.parse(process.env.STARLING_TEST_SIM_FAULTS) as SimDriverInit['faults'] } : {})
-      })({ logger })
-  // High availability: the protected VMs this host runs now (a paused leftover is destroyed: a
-  // fresh agent does not know under which claim it was paused).
+  return { applier, options }
+}
+
+/**
+ * High availability: the protected VMs this host runs now (a paused leftover is destroyed: a
+ * fresh agent does not know under which claim it was paused).
+ */
+async function startHa (config: AgentConfig, driver: HypervisorDriver, store: Store, logger: Logger): Promise<Awaited<ReturnType<typeof haCoreOptions>>> {
+  const log = logger.forComponent('agent:main')
   const haExec = haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) })
-  let haOptions: Awaited<ReturnType<typeof haCoreOptions>> | undefined
-  if (config.ha.enabled) {
-    const here = await driver.list(AbortSignal.timeout(60_000))
-    const running: string[] = []
-    for (const v of here) {
-      if (!config.ha.vms.some(e => e.id === v.id)) continue
-      if (v.state === 'running') { running.push(v.id); continue }
-      const r = await haExec({ kind: 'haStop', vm: v.id, epoch: -1, mode: 'destroy', reason: 'superseded' }, AbortSignal.timeout(60_000))
-      log.warn(`ha: destroyed the ${v.state} leftover copy of ${v.id} at start-up${r.ok ? '' : ` (failed: ${r.code})`}`)
-    }
-    haOptions = await haCoreOptions(config.ha, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store, running)
-    log.info(`ha: ${config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
+  const here = await driver.list(AbortSignal.timeout(60_000))
+  const running: string[] = []
+  for (const v of here) {
+    if (!config.ha.vms.some(e => e.id === v.id)) continue
+    if (v.state === 'running') { running.push(v.id); continue }
+    const r = await haExec({ kind: 'haStop', vm: v.id, epoch: -1, mode: 'destroy', reason: 'superseded' }, AbortSignal.timeout(60_000))
+    log.warn(`ha: destroyed the ${v.state} leftover copy of ${v.id} at start-up${r.ok ? '' : ` (failed: ${r.code})`}`)
   }
-  // Replicas of stateless VMs: their boot definitions, the journal, and the split of their VIPs
-  // (emptied at start: the core says again what to split once it runs).
-  let replicaOptions: Awaited<ReturnType<typeof replicaCoreOptions>> | undefined
-  let replicaDefs: ReplicaVmDef[] = []
-  let splitter: IptablesSplitter | null = null
-  if (config.replication.enabled) {
-    replicaDefs = resolveReplicaVms(config.replication, [
-      ...config.ha.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, image: v.image, args: v.args })),
-      ...config.driver.qemu.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, args: v.args }))
-    ].map(d => Object.fromEntries(Object.entries(d).filter(([, x]) => x !== undefined)) as unknown as ReplicaVmDef))
-    replicaOptions = await replicaCoreOptions(config.replication, replicaDefs, store)
-    splitter = new IptablesSplitter({}, logger)
-    if (!(await splitter.clear())) log.warn('replication: could not reset the connection split at start-up (iptables); replicas will get no connections from this host')
-    log.info(`replication: ${replicaDefs.length} stateless VM(s) (${replicaDefs.map(d => d.id).join(', ')}), mode ${config.replication.params.mode}`)
-  }
-  const core = new AgentCore({
-    self: selfId,
-    name: self.name,
-    addr: config.node.listen,
-    config: config.core,
-    seed: Number.parseInt(selfId.slice(0, 8), 16) ^ Date.now(),
-    seeds: peers.map(m => ({ id: m.publicKey, name: m.name, addr: m.address })),
-    ...(restored !== null ? { restored } : {}),
-    migration: config.migration,
-    ...(vipOptions !== undefined ? { vips: vipOptions } : {}),
-    ...(haOptions !== undefined ? { ha: haOptions } : {}),
-    ...(replicaOptions !== undefined ? { replicas: replicaOptions } : {})
-  })
+  const options = await haCoreOptions(config.ha, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store, running)
+  log.info(`ha: ${config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
+  return options
+}
+
+interface Replicas {
+  defs: ReplicaVmDef[]
+  options: Awaited<ReturnType<typeof replicaCoreOptions>>
+  splitter: IptablesSplitter
+  split: (effects: SplitEffect[]) => void
+}
+
+/**
+ * Replicas of stateless VMs: their boot definitions, the journal, and the split of their VIPs
+ * (emptied at start: the core says again what to split once it runs).
+ */
+async function startReplicas (config: AgentConfig, store: Store, logger: Logger): Promise<Replicas> {
+  const log = logger.forComponent('agent:main')
+  const defs = resolveReplicaVms(config.replication, [
+    ...config.ha.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, image: v.image, args: v.args })),
+    ...config.driver.qemu.vms.map(v => ({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, kernel: v.kernel, initrd: v.initrd, append: v.append, args: v.args }))
+  ].map(d => Object.fromEntries(Object.entries(d).filter(([, x]) => x !== undefined)) as unknown as ReplicaVmDef))
+  const options = await replicaCoreOptions(config.replication, defs, store)
+  const splitter = new IptablesSplitter({}, logger)
+  if (!(await splitter.clear())) log.warn('replication: could not reset the connection split at start-up (iptables); replicas will get no connections from this host')
+  log.info(`replication: ${defs.length} stateless VM(s) (${defs.map(d => d.id).join(', ')}), mode ${config.replication.params.mode}`)
   const splitState = new SplitState(
     vm => config.vips.list.filter(e => e.binding.kind === 'vm' && e.binding.vm === vm).map(e => e.address.split('/')[0] as string),
     host => {
@@ -268,52 +386,32 @@ export async function runAgent (configFile: string): Promise<number> {
     },
     logger.forComponent('agent:split')
   )
+  return { defs, options, splitter, split: effects => { void splitter.apply(splitState.update(effects)) } }
+}
 
+/** The sampler: the real host (systeminformation) or the driver's VMs against a declared capacity. */
+async function hostSample (config: AgentConfig, driver: HypervisorDriver, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
-  const sampler = config.sampler.kind === 'system'
+  const sampler: HostSampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
     : driverSampler(config, driver)
-  const sample = async (signal: AbortSignal): Promise<HostSample> => {
+  return async (signal) => {
     const [host, vms] = await Promise.all([sampler.sample(signal), driver.list(signal)])
     return { ...host, vms }
   }
+}
 
-  const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs, probeDatagrams: config.mesh.probeDatagrams }, {
-    core, transport, store, logger, sample, codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
-    driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
-    vip: vipApplier,
-    ha: haExec,
-    ...(config.replication.enabled ? { replica: replicaExecutor(driver, replicaDefs) } : {}),
-    ...(splitter !== null ? { split: (effects: SplitEffect[]) => { const s = splitter; if (s !== null) void s.apply(splitState.update(effects)) } } : {}),
-    ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
-  })
-
-  const status = (): StatusPayload => ({
-    cluster: config.cluster.name,
-    self: { id: selfId, name: self.name },
-    members: core.view(),
-    core: { ...core.status() },
-    runtime: { ...runtime.stats },
-    process: processStats(startupCpu),
-    settingsMismatches: transport.peerChecks().map(c => ({ ...c, name: config.cluster.members.find(m => m.publicKey === c.peer)?.name ?? c.peer.slice(0, 8) }))
-  })
+/** The control API (unix socket, and TCP read-only without the token) and the web view beside it. */
+function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger): Component[] {
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
-  const vipsNow = () => {
-    const r = core.vips()
-    return r === null ? null : vipsPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, Date.now())
-  }
-  const haNow = () => {
-    const r = core.haStatus()
-    return r === null ? null : haPayload(r, { id: selfId, name: self.name }, id => core.member(id)?.name ?? id.slice(0, 8), config.core.tickMs, { ...haWatchdog })
-  }
   // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
   const overload = config.migration.policy.overload
   const web = webView({})({
     status,
     migrations: () => core.migrations(),
-    ha: haNow,
-    vips: vipsNow,
+    ha: views.ha,
+    vips: views.vips,
     tickMs: config.core.tickMs,
     ...(overload.kind === 'thr' || overload.kind === 'kOfN' ? { overloadThreshold: overload.threshold } : {})
   })
@@ -321,22 +419,60 @@ export async function runAgent (configFile: string): Promise<number> {
     host: apiAddr.host,
     port: apiAddr.port,
     socketPath: config.node.apiSocket,
-    token: apiToken,
-    ...(apiGid !== null ? { socketGid: apiGid } : {})
+    token: cred.token,
+    ...(cred.gid !== null ? { socketGid: cred.gid } : {})
   })({
     logger,
     status,
     migrations: () => core.migrations(),
     replicas: () => core.replicaRecords(),
-    vips: vipsNow,
-    ha: haNow,
+    vips: views.vips,
+    ha: views.ha,
     web: web.handle,
     request: input => { runtime.enqueue(input) }
   })
-  // The watchdog is pinged only while the loop makes progress (a hung agent gets fenced by
-  // systemd) and HA allows it (a host cut off from the majority past its fence grace is reset).
-  // Each pinger has its own progress gate (one must not consume the progress the other checks).
-  const notifier = systemdNotifier({})({ logger, healthy: progressGate(() => runtime.stats.ticks, () => core.haWatchdogOk()) })
+  return [
+    { name: 'control API', start: async () => { await api.start() }, stop: async () => { await api.stop() } },
+    { name: 'web view', start: () => { web.start() }, stop: () => { web.stop() } }
+  ]
+}
+
+/** `starling status` and the web view's snapshot of this agent. */
+function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks'>, startupCpu: StartupCpu): () => StatusPayload {
+  return () => ({
+    cluster: config.cluster.name,
+    self,
+    members: core.view(),
+    core: { ...core.status() },
+    runtime: { ...runtime.stats },
+    process: processStats(startupCpu),
+    settingsMismatches: transport.peerChecks().map(c => ({ ...c, name: config.cluster.members.find(m => m.publicKey === c.peer)?.name ?? c.peer.slice(0, 8) }))
+  })
+}
+
+/** `starling vips` and `starling ha status`, drawn from the core. */
+function viewSources (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, haWatchdog: HaWatchdogState): { vips: () => VipsPayload | null, ha: () => HaPayload | null } {
+  const name = (id: string): string => core.member(id)?.name ?? id.slice(0, 8)
+  return {
+    vips: () => {
+      const r = core.vips()
+      return r === null ? null : vipsPayload(r, self, name, config.core.tickMs, Date.now())
+    },
+    ha: () => {
+      const r = core.haStatus()
+      return r === null ? null : haPayload(r, self, name, config.core.tickMs, { ...haWatchdog })
+    }
+  }
+}
+
+/**
+ * The calendar jobs start once every configured member is alive, or CRON_START_LATEST_MS after
+ * the start: loading node-cron and the time-zone data its first schedule reads costs about
+ * 30-40 ms of CPU, which would otherwise compete with the joining of the mesh (bench/mesh.md).
+ * A slot that falls before then is skipped; the next one runs (hourly and 5-minute jobs).
+ */
+function calendarJobs (config: AgentConfig, core: AgentCore, store: LevelStore, status: () => StatusPayload, logger: Logger): Component {
+  const log = logger.forComponent('agent:main')
   const cronList: CronJob[] = [
     { name: 'compact-store', schedule: '17 * * * *', run: async () => { await store.compact() } },
     {
@@ -348,56 +484,33 @@ export async function runAgent (configFile: string): Promise<number> {
       }
     }
   ]
-  // The calendar jobs start once every configured member is alive, or CRON_START_LATEST_MS after
-  // the start: loading node-cron and the time-zone data its first schedule reads costs about
-  // 30-40 ms of CPU, which would otherwise compete with the joining of the mesh (bench/mesh.md).
-  // A slot that falls before then is skipped; the next one runs (hourly and 5-minute jobs).
-  const cron: { jobs: CronJobs | null } = { jobs: null }
-  let cronStopped = false
+  let jobs: CronJobs | null = null
+  let stopped = false
+  let gate: NodeJS.Timeout | null = null
   const startedAt = Date.now()
   const startCron = async (): Promise<void> => {
     const { cronJobs } = await import('./adapters/cron-jobs.js')
-    if (cronStopped) return
-    const jobs = cronJobs({ jobs: cronList })({ logger })
+    if (stopped) return
+    jobs = cronJobs({ jobs: cronList })({ logger })
     jobs.start()
-    cron.jobs = jobs
   }
-  const cronGate = setInterval(() => {
-    const alive = core.view().filter(m => m.state === 'alive').length
-    if (alive < config.cluster.members.length && Date.now() - startedAt < CRON_START_LATEST_MS) return
-    clearInterval(cronGate)
-    startCron().catch((err: unknown) => { log.error('cron jobs could not start', { err }) })
-  }, CRON_GATE_POLL_MS)
-  cronGate.unref()
-
-  await runtime.start()
-  await api.start()
-  web.start()
-  const watchdog = openHaWatchdog(config, logger, runtime, core, haWatchdog)
-  await notifier.ready(`cluster ${config.cluster.name}: ${config.cluster.members.length} members configured`)
-  startupCpu.readyS = cpuSeconds()
-  log.info('agent started', { id: selfId.slice(0, 8), name: self.name, listen: config.node.listen, api: config.node.apiListen, control: config.node.apiSocket, tcpChanges: apiToken !== null ? 'with the bearer token' : 'refused (read-only)', incarnation: core.status().incarnation, cpuMs: { loaded: Math.round(startupCpu.loadedS * 1000), ready: Math.round(startupCpu.readyS * 1000) } })
-
-  const signal = await new Promise<string>(resolve => {
-    process.once('SIGTERM', () => resolve('SIGTERM'))
-    process.once('SIGINT', () => resolve('SIGINT'))
-  })
-  log.info('agent stopping', { signal })
-  await notifier.stopping()
-  cronStopped = true
-  clearInterval(cronGate)
-  cron.jobs?.stop()
-  web.stop()
-  await api.stop()
-  await runtime.stop({ leave: true })
-  watchdog?.close(true)
-  await vipApplier.close()
-  if (splitter !== null) await splitter.clear()
-  await notifier.close()
-  await driver.close()
-  await store.close()
-  log.info('agent stopped')
-  return 0
+  return {
+    name: 'calendar jobs',
+    start: () => {
+      gate = setInterval(() => {
+        const alive = core.view().filter(m => m.state === 'alive').length
+        if (alive < config.cluster.members.length && Date.now() - startedAt < CRON_START_LATEST_MS) return
+        if (gate !== null) clearInterval(gate)
+        startCron().catch((err: unknown) => { log.error('cron jobs could not start', { err }) })
+      }, CRON_GATE_POLL_MS)
+      gate.unref()
+    },
+    stop: () => {
+      stopped = true
+      if (gate !== null) clearInterval(gate)
+      jobs?.stop()
+    }
+  }
 }
 
 /**
