@@ -1,5 +1,9 @@
 /**
- * Invariants checked after every tick, in O(changes) or O(hosts) work, never O(hosts^2):
+ * Every invariant the simulator checks, in one place. Safety (DESIGN.md S1-S5) after every tick:
+ * SafetyCheckers. Membership after every tick: Checkers (I1-I3). Convergence predicates for
+ * runUntil: membershipConverged, loadsConverged.
+ *
+ * Membership invariants checked after every tick, in O(changes) or O(hosts) work, never O(hosts^2):
  * - I1 incarnations never decrease, across restarts too (a restart comes back strictly higher);
  * - I2 a host never holds itself as suspect or dead;
  * - I3 (while `noFalseDeath` is on: no partition, isolation or cut) a live, non-crashed host is
@@ -8,7 +12,8 @@
  * Views converge (hosts and loads) is a predicate for runUntil, not a per-tick check: it is O(n^2).
  * A failure throws with "reproduce with SEED=<n>".
  */
-import type { CoreEvent, HostId } from '../core/index.js'
+import type { CoreEvent, HostId, VmId } from '../core/index.js'
+import type { RuleSet } from '../../policies/types.js'
 import type { SimCluster } from './sim-cluster.js'
 
 export class InvariantError extends Error {
@@ -125,21 +130,49 @@ export function loadsConverged (sim: SimCluster, lagSeq = 2): boolean {
 }
 
 /**
- * Migration invariants over the simulated hypervisors and the hosts' journals, after every tick:
- * - S1: no VM's guest runs on two hosts; a VM whose guest runs nowhere is in a migration that
- *   some host (crashed or not) has journaled and not finished;
+ * The safety promises (DESIGN.md), over the simulated hypervisors, the hosts' journals, the
+ * cores' HA and VIP state and the interfaces' addresses, after every tick (and S4 as each HA
+ * start is issued):
+ * - S1: no VM's guest runs on two hosts; no copy older than one that ran is ever resumed; a VM
+ *   whose guest runs nowhere is in a migration some host (crashed or not) has journaled and not
+ *   finished, or its newest copy died in a power loss, or it is HA-protected (HA restarts it:
+ *   the scenario checks after the heal that it runs again). Replicas (stateless copies) are not
+ *   VMs of their own here.
  * - S2: no hard rule is broken by where the guests run, nor by the copies present (an incoming
  *   or paused copy counts on its host for anti-affinity);
  * - S3: no host holds more memory than its capacity, counting every copy present (running,
- *   paused, incoming) and every live reservation that has no copy yet.
+ *   paused, incoming) and every live reservation that has no copy yet;
+ * - S4: an HA restart (a boot under a claim of epoch > 0) is issued only by a host that holds a
+ *   majority, and only when no other hypervisor still runs the VM (the old copy was fenced);
+ * - S5: at most one host believes it owns a VIP, and besides the owner only a host handing the
+ *   address off (make-before-break) or removing it carries the address.
+ * A failure throws InvariantError with "reproduce with SEED=<n>".
  */
-export class MigrationCheckers {
-  constructor (
-    private readonly sim: SimCluster,
-    private readonly rules: import('../../policies/types.js').RuleSet,
-    private readonly capMemMiB: number
-  ) {
+export interface SafetyOptions {
+  /** Hard rules to hold (S2). @default none */
+  rules?: RuleSet
+  /** Memory of each host, MiB (S3). @default no check */
+  capMemMiB?: number
+}
+
+export class SafetyCheckers {
+  /** Ticks checked (a test can see the checks ran). */
+  ticksChecked = 0
+  /** HA restarts checked for S4 as they were issued. */
+  restartsChecked = 0
+  /** Longest time two hosts carried one address at once (make-before-break), ticks. */
+  maxVipOverlap = 0
+  private readonly overlapSince = new Map<string, number>()
+  private readonly rules: RuleSet
+  private readonly capMemMiB: number
+
+  constructor (private readonly sim: SimCluster, o: SafetyOptions = {}) {
+    this.rules = o.rules ?? { vmVm: [], vmHost: [] }
+    this.capMemMiB = o.capMemMiB ?? Infinity
     sim.onAfterTick(() => this.check())
+    sim.onReady((host, rd) => {
+      for (const c of rd.ha) if (c.kind === 'haStart' && c.mode === 'boot' && c.epoch > 0) this.checkRestart(host, c.vm, c.epoch)
+    })
   }
 
   private fail (msg: string): never {
@@ -157,14 +190,30 @@ export class MigrationCheckers {
     return false
   }
 
+  private checkRestart (host: HostId, vm: VmId, epoch: number): void {
+    this.restartsChecked++
+    const st = this.sim.core(host)?.haStatus()
+    if (st?.quorum.quorate !== true) this.fail(`S4: ${host} restarts ${vm} (epoch ${epoch}) without a majority`)
+    const where = this.sim.hv?.running().get(vm) ?? []
+    const others = where.filter(h => h !== host)
+    if (others.length > 0) this.fail(`S4: ${host} restarts ${vm} (epoch ${epoch}) while ${others.join(', ')} still runs it`)
+  }
+
   check (): void {
+    this.ticksChecked++
+    this.checkVms()
+    if (this.sim.vipSpecs.length > 0) this.checkVips()
+  }
+
+  private checkVms (): void {
     const hv = this.sim.hv
     if (hv === undefined) return
     const running = hv.running()
     for (const vm of hv.allVms()) {
+      if (vm.endsWith(REPLICA_SUFFIX)) continue
       const where = running.get(vm) ?? []
       if (where.length > 1) this.fail(`S1: VM ${vm} runs on ${where.join(' and ')}`)
-      if (where.length === 0 && !this.journaled(vm) && !hv.lostToPowerLoss.has(vm)) this.fail(`S1: VM ${vm} runs nowhere and no migration is recorded`)
+      if (where.length === 0 && !this.sim.protects(vm) && !hv.lostToPowerLoss.has(vm) && !this.journaled(vm)) this.fail(`S1: VM ${vm} runs nowhere and no migration is recorded`)
     }
     if (hv.staleResumes.length > 0) this.fail(`S1: a copy older than what ran elsewhere was resumed: ${hv.staleResumes.join('; ')}`)
     for (const [h, vms] of hv.hosts) {
@@ -178,6 +227,7 @@ export class MigrationCheckers {
         const listed = r.hosts.includes(h)
         if ((r.kind === 'affinity' && !listed) || (r.kind === 'anti-affinity' && listed)) this.fail(`S2: ${r.vm} on ${h} breaks a VM-host rule`)
       }
+      if (this.capMemMiB === Infinity) continue
       let mem = 0
       for (const v of vms.values()) mem += v.spec.memMiB
       const core = this.sim.core(h)
@@ -190,13 +240,40 @@ export class MigrationCheckers {
     }
   }
 
-  /** Every VM runs on exactly one host and no live host has a migration in flight. */
+  private checkVips (): void {
+    const sim = this.sim
+    const roles = new Map<HostId, Map<string, string>>()
+    for (const id of sim.ids) {
+      const r = sim.core(id)?.vips()
+      if (r != null) roles.set(id, new Map(r.vips.map(v => [v.vip, v.role])))
+    }
+    for (const spec of sim.vipSpecs) {
+      const owners = sim.ids.filter(h => roles.get(h)?.get(spec.id) === 'owner')
+      if (owners.length > 1) this.fail(`S5: ${spec.id}: ${owners.join(' and ')} both own it`)
+      const carriers = [...sim.carriers.get(spec.id)!]
+      if (carriers.length > 1) {
+        const stray = carriers.filter(h => {
+          const role = roles.get(h)?.get(spec.id)
+          return role !== 'owner' && role !== 'handingOff' && !sim.removing(h, spec.id)
+        })
+        if (stray.length > 0) this.fail(`S5: ${spec.id}: carried by ${carriers.join(' and ')}; ${stray.join(', ')} neither owns it, hands it off nor removes it (roles ${stray.map(h => roles.get(h)?.get(spec.id) ?? 'no agent').join(', ')})`)
+        const since = this.overlapSince.get(spec.id) ?? sim.now
+        this.overlapSince.set(spec.id, since)
+        this.maxVipOverlap = Math.max(this.maxVipOverlap, sim.now - since + 1)
+      } else this.overlapSince.delete(spec.id)
+    }
+  }
+
+  /** Every VM runs on exactly one host, no live host has a migration in flight, no agent is down. */
   settled (): boolean {
     const hv = this.sim.hv
     if (hv === undefined) return true
     const running = hv.running()
-    for (const vm of hv.allVms()) if ((running.get(vm) ?? []).length !== 1) return false
+    for (const vm of hv.allVms()) if (!vm.endsWith(REPLICA_SUFFIX) && (running.get(vm) ?? []).length !== 1) return false
     for (const id of this.sim.liveIds) if (this.sim.core(id)!.migrations().some(r => r.state !== 'committed' && r.state !== 'aborted')) return false
     return this.sim.crashed.size === 0
   }
 }
+
+/** Replicas are named after their VM with this suffix (agent/core/replica). */
+const REPLICA_SUFFIX = '-replica'

@@ -142,6 +142,45 @@ export class SimHypervisor {
     this.dropResults(host)
   }
 
+  // -----------------------------------------------------------------------------------------
+  // What HA and replica commands do (haDriverExecutor, replicaExecutor in agent/runtime): the
+  // simulator carries them out with these, one host's commands in order.
+
+  /**
+   * Boot `vm` on `host` from its disk (an HA restart, a replica): a copy that runs here already
+   * counts as started; a paused or incoming leftover here is destroyed first. The booted copy
+   * holds state newer than any copy that ran before (the disk moved on): resuming an older paused
+   * copy elsewhere afterwards is a stale resume.
+   */
+  boot (host: HostId, vm: VmId, memMiB: number, cpuUtil = 0.05): void {
+    const vms = this.vmsOf(host)
+    if (vms.get(vm)?.state === 'running') return
+    vms.delete(vm)
+    const gen = (this.newestRan.get(vm) ?? -1) + 1
+    vms.set(vm, { id: vm, spec: { vcpus: 1, memMiB, extraJson: '{}' }, cpuUtil, state: 'running', out: null, gen })
+    this.newestRan.set(vm, gen)
+    this.lostToPowerLoss.delete(vm)
+  }
+
+  /** Continue the paused copy of `vm` on `host`; false when there is none. A stale copy's resume is recorded. */
+  resumePaused (host: HostId, vm: VmId): boolean {
+    const v = this.vmsOf(host).get(vm)
+    if (v === undefined || v.state !== 'paused') return false
+    if (v.gen < (this.newestRan.get(vm) ?? 0)) this.staleResumes.push(`HA resume of ${vm} on ${host} (generation ${v.gen}, newer ${this.newestRan.get(vm) ?? 0} ran) at tick ${this.now}`)
+    v.state = 'running'
+    if (v.out !== null) v.out.status = 'none'
+    return true
+  }
+
+  /** Pause the running copy of `vm` on `host` (absent or not running: nothing to do). */
+  pause (host: HostId, vm: VmId): void {
+    const v = this.vmsOf(host).get(vm)
+    if (v?.state === 'running') v.state = 'paused'
+  }
+
+  /** Kill whatever copy of `vm` is on `host` (a fence, a conflict, a start-up clean-up). */
+  destroy (host: HostId, vm: VmId): void { this.vmsOf(host).delete(vm) }
+
   /** Carry out one command of `host`; its result is queued for later delivery. */
   apply (host: HostId, c: DriverCommand): void {
     const result = this.run(host, c)

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { localTestCoreConfig } from '../../agent/core/config.js'
 import { defaultMigrationConfig } from '../../agent/core/migration/migration-config.js'
-import { MigrationCheckers } from '../../agent/sim/checkers.js'
+import { SafetyCheckers } from '../../agent/sim/checkers.js'
 import { SimCluster } from '../../agent/sim/sim-cluster.js'
 import { SimHypervisor } from '../../agent/sim/sim-hypervisor.js'
 
@@ -25,7 +25,7 @@ function world (s: number) {
     config: { ...localTestCoreConfig(), reportIntervalTicks: 5, reportStaleGraceTicks: 5, reportPullIntervalTicks: 5 },
     network: { delayTicksMin: 1, delayTicksMax: 3 }
   })
-  return { hyper, sim, checkers: new MigrationCheckers(sim, { vmVm: [], vmHost: [] }, MEM) }
+  return { hyper, sim, checkers: new SafetyCheckers(sim, { capMemMiB: MEM }) }
 }
 
 t.test('lightly loaded hosts consolidate: the least loaded hosts are emptied onto a busier one', t => {

@@ -10,7 +10,7 @@ import { localTestCoreConfig } from '../../agent/core/config.js'
 import { defaultMigrationConfig } from '../../agent/core/migration/migration-config.js'
 import type { MigrationConfig } from '../../agent/core/migration/migration-state.js'
 import { Prng } from '../../agent/core/prng.js'
-import { MigrationCheckers } from '../../agent/sim/checkers.js'
+import { SafetyCheckers } from '../../agent/sim/checkers.js'
 import { SimCluster } from '../../agent/sim/sim-cluster.js'
 import { SimHypervisor, type SimHypervisorOptions } from '../../agent/sim/sim-hypervisor.js'
 import type { RuleSet } from '../../policies/types.js'
@@ -33,7 +33,7 @@ function world (seed: number, hosts: number, hv: Omit<SimHypervisorOptions, 'see
     config: { ...localTestCoreConfig(), reportIntervalTicks: 5, reportStaleGraceTicks: 5, reportPullIntervalTicks: 5 },
     network: net
   })
-  const checkers = new MigrationCheckers(sim, rules ?? { vmVm: [], vmHost: [] }, MEM)
+  const checkers = new SafetyCheckers(sim, { rules: rules ?? { vmVm: [], vmHost: [] }, capMemMiB: MEM })
   return { sim, hyper, checkers }
 }
 

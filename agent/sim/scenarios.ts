@@ -1,0 +1,281 @@
+/**
+ * Scenarios of the one simulator (SimCluster running the real AgentCore on every host, with
+ * migration, HA, VIPs and replicas together), checked by SafetyCheckers (S1-S5) after every tick.
+ *
+ * randomFaultRun: one seeded run. A random cluster (2-5 hosts, a tie-breaker member where the
+ * count is even and sometimes otherwise, 1-3 HA-protected VMs per host with a VIP each, one
+ * unprotected stateless VM per host with a VIP of its own and replicas allowed), random faults
+ * for a few hundred ticks (power losses, agent hangs and crashes, partitions in two and three,
+ * isolation, one-way cuts, loss, heals, HA start failures and stop commands that hang), operator
+ * migrations and replica requests at random; then a final heal and a bound within which every
+ * VM must run exactly once again (or be given up after injected start failures, as designed)
+ * and every VIP be carried by exactly the host that runs its VM, which owns it.
+ */
+import { Prng, simHaConfig, type HaMemberSpec, type HaVmSpec, type HostId, type MigrationConfig, type VipSpec, type VmId } from '../core/index.js'
+import { defaultMigrationConfig } from '../core/index.js'
+import { InvariantError, SafetyCheckers } from './checkers.js'
+import { SimCluster, type FaultCounts } from './sim-cluster.js'
+import { SimHypervisor } from './sim-hypervisor.js'
+
+/** Why a VM does not run at the end of a run. */
+export type NotRunningReason = 'gave up after injected start failures' | 'gave up after other start failures' | 'unexplained'
+
+export interface RandomRunOptions {
+  /** Probability per tick of an operator migration of a random VM to a random host. @default 0 */
+  migrations?: number
+  /** A VIP for every VM. @default false */
+  vips?: boolean
+  /** Probability per tick of an operator request for a replica of an unprotected VM. @default 0 */
+  replicas?: number
+  /** Debugging: faults and the cores' events as text. */
+  trace?: (line: string) => void
+}
+
+export interface RandomRunResult {
+  seed: number
+  hosts: number
+  /** The first safety violation (the run stops there), or null. */
+  violation: string | null
+  live: boolean
+  ticks: number
+  ticksToLive: number
+  faults: FaultCounts
+  /** Operator migrations asked for, and migrations committed (counted at their sources). */
+  migrationsAsked: number
+  migrationsCommitted: number
+  replicasAsked: number
+  replicasStarted: number
+  haRestarts: number
+  /** HA VMs given up (maxAttempts failed starts) in the eyes of some agent at the end. */
+  failed: number
+  vms: number
+  notRunning: Array<{ vm: VmId, reason: NotRunningReason }>
+  maxVipOverlap: number
+  ticksChecked: number
+  restartsChecked: number
+}
+
+/** Migration tunables for short simulated runs (the migration test's). */
+export function simMigrationConfig (): MigrationConfig {
+  return { ...defaultMigrationConfig(), autoBalance: false, leaseTicks: 30, intentTimeoutTicks: 20, prepareTimeoutTicks: 40, pollTicks: 2, resendTicks: 5, decisionTicks: 5, retainTicks: 5000 }
+}
+
+export interface RandomWorld {
+  sim: SimCluster
+  hv: SimHypervisor
+  checkers: SafetyCheckers
+  /** Hosts that may run VMs (the tie-breaker does not). */
+  workers: HostId[]
+  haVms: HaVmSpec[]
+  plainVms: VmId[]
+}
+
+/** The cluster of a random run (also used by the targeted scenarios). */
+export function randomWorld (seed: number, o: { vips?: boolean, replicas?: boolean, hosts?: number, tieBreaker?: boolean, vmsPerHost?: number, delayMax?: number, loss?: number, startFailure?: number, stopHang?: number } = {}): RandomWorld {
+  const p = new Prng(seed)
+  const n = o.hosts ?? 2 + p.int(4) // 2..5
+  const tie = o.tieBreaker ?? (n === 2 || (n % 2 === 0 && p.chance(0.5)))
+  const perHost = o.vmsPerHost ?? 1 + p.int(3)
+  const delayMax = o.delayMax ?? 1 + p.int(2)
+  const loss = o.loss ?? (p.chance(0.5) ? p.next() * 0.1 : 0)
+  const startFailure = o.startFailure ?? (p.chance(0.3) ? 0.1 : 0)
+  const stopHang = o.stopHang ?? (p.chance(0.2) ? 0.1 : 0)
+  const total = n + (tie ? 1 : 0)
+  const ids: HostId[] = Array.from({ length: total }, (_, i) => `h${String(i).padStart(4, '0')}`)
+  const workers = ids.slice(0, n)
+  const MEM = 16384
+  const members: HaMemberSpec[] = ids.map((id, i) => i < n ? { id, cpuMips: 8000, memMiB: MEM } : { id, cpuMips: 0, memMiB: 0, tieBreaker: true })
+  const haVms: HaVmSpec[] = []
+  workers.forEach((h, i) => {
+    for (let k = 0; k < perHost; k++) {
+      const id = `vm${i}-${k}`
+      haVms.push({ id, home: h, priority: k % 3, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: `${id}.xml` }, fencePolicy: k % 2 === 0 ? 'stop' : 'pause' })
+    }
+  })
+  const plainVms = workers.map((_, i) => `web${i}`)
+  const vipSpecs: VipSpec[] = []
+  if (o.vips === true) {
+    ;[...haVms.map(v => v.id), ...plainVms].forEach((vm, i) => {
+      vipSpecs.push({ id: `ip-${vm}`, address: `192.0.2.${10 + i}/24`, iface: 'eth0', binding: { kind: 'vm', vm } })
+    })
+  }
+  const hv = new SimHypervisor({ seed: seed * 31 + 7, copyTicks: 6 })
+  const sim = new SimCluster({
+    seed,
+    hosts: total,
+    hypervisor: hv,
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: MEM, netMbps: 10000 },
+    sampleIntervalTicks: 2,
+    migration: simMigrationConfig(),
+    network: { delayTicksMin: 1, delayTicksMax: delayMax, loss },
+    ha: { vms: haVms, members, config: simHaConfig(), startFailure, stopHang },
+    ...(vipSpecs.length > 0 ? { vips: { specs: vipSpecs } } : {}),
+    ...(o.replicas === true ? { replicas: { stateless: plainVms.map(vm => ({ vm, vcpus: 1, memMiB: 512 })), params: { mode: 'cost', bootSec: 1, overheadFraction: 0.02, migrationDegradation: 0.1, horizonSec: 300, retireBelow: 0.7 } } } : {})
+  })
+  for (const v of haVms) hv.addVm(v.home, v.id, v.memMiB)
+  workers.forEach((h, i) => { hv.addVm(h, plainVms[i]!, 512) })
+  const checkers = new SafetyCheckers(sim, { capMemMiB: MEM })
+  return { sim, hv, checkers, workers, haVms, plainVms }
+}
+
+/** VMs given up by HA (maxAttempts failed starts) in the eyes of some running agent. */
+function haFailed (sim: SimCluster, vm: VmId): boolean {
+  for (const id of sim.ids) {
+    const s = sim.core(id)?.haStatus()?.vms.find(x => x.vm === vm)
+    if (s?.failed === true) return true
+  }
+  return false
+}
+
+function copies (hv: SimHypervisor, vm: VmId): number { return hv.running().get(vm)?.length ?? 0 }
+
+/**
+ * Why a VM does not run exactly once now, or null when it does. 'gave up after injected start
+ * failures': some agent holds it failed (maxAttempts failed starts in a row, by design left to
+ * the operator) and every failed start since it last ran was one the simulator injected, at least
+ * as many as the attempts allowed. 'gave up after other start failures': held failed with a
+ * failure the simulator did not inject among them. 'unexplained': neither running once nor given
+ * up (a liveness bug). An unprotected VM whose newest copy died in a power loss is lost, as
+ * physics says (no reason needed).
+ */
+export function notRunningReason (w: RandomWorld, vm: VmId): NotRunningReason | null {
+  const { sim, hv } = w
+  const spec = w.haVms.find(v => v.id === vm)
+  if (spec === undefined) return copies(hv, vm) === 1 || (copies(hv, vm) === 0 && hv.lostToPowerLoss.has(vm)) ? null : 'unexplained'
+  if (!haFailed(sim, vm)) return copies(hv, vm) === 1 ? null : 'unexplained'
+  const f = sim.startFailures.get(vm) ?? { injected: 0, other: 0 }
+  const max = spec.maxAttempts ?? sim.ha!.config.maxAttempts
+  return f.other === 0 && f.injected >= max ? 'gave up after injected start failures' : 'gave up after other start failures'
+}
+
+/** Every agent runs, every VM runs once (or was given up, or lost with its host), every VIP is carried by its VM's host alone, which owns it. */
+export function allSettled (w: RandomWorld): boolean {
+  const { sim, hv } = w
+  for (const id of sim.ids) if (!sim.isRunning(id)) return false
+  const running = hv.running()
+  for (const v of w.haVms) if ((running.get(v.id)?.length ?? 0) !== 1 && !haFailed(sim, v.id)) return false
+  for (const vm of w.plainVms) if ((running.get(vm)?.length ?? 0) !== 1 && !hv.lostToPowerLoss.has(vm)) return false
+  for (const spec of sim.vipSpecs) {
+    const vm = spec.binding.kind === 'vm' ? spec.binding.vm : ''
+    const runs = running.get(vm) ?? []
+    const carriers = [...sim.carriers.get(spec.id)!]
+    // A VM given up or lost: nothing to follow (a host may keep the address, one at most: S5).
+    if (runs.length === 0 && carriers.length <= 1) continue
+    if (runs.length !== 1 || carriers.length !== 1 || carriers[0] !== runs[0]) return false
+    if (sim.core(runs[0]!)!.vips()?.vips.find(x => x.vip === spec.id)?.role !== 'owner') return false
+  }
+  return true
+}
+
+/** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM (and VIP) to settle. */
+export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomRunResult {
+  const p = new Prng(seed ^ 0x5bd1e995)
+  const w = randomWorld(seed, { vips: o.vips === true, replicas: (o.replicas ?? 0) > 0 })
+  const { sim, hv, workers } = w
+  const ids = sim.ids
+  const trace = o.trace
+  const log = (s: string): void => trace?.(`${sim.now} FAULT ${s}`)
+  if (trace !== undefined) sim.onEvent((h, ev, tick) => { trace(`${tick} ${h} ${ev.text}`) })
+  let migrationsAsked = 0
+  let replicasAsked = 0
+  let migrationsCommitted = 0
+  let replicasStarted = 0
+  sim.onEvent((_h, ev) => {
+    if (ev.kind === 'replica' && ev.text.endsWith('running here')) replicasStarted++
+  })
+  const allVms = [...w.haVms.map(v => v.id), ...w.plainVms]
+  const mp = new Prng(seed * 7 + 3) // operators' own stream: the fault schedule stays that of the seed
+  const safetyTicks = 250 + p.int(150)
+  let violation: string | null = null
+  let live = false
+  let ticksToLive = -1
+  const bound = 1500
+  try {
+    for (let tick = 0; tick < safetyTicks; tick++) {
+      if ((o.migrations ?? 0) > 0 && mp.chance(o.migrations ?? 0)) {
+        const vm = allVms[mp.int(allVms.length)]!
+        const dst = workers[mp.int(workers.length)]!
+        const src = hv.running().get(vm)?.[0]
+        if (src !== undefined && src !== dst && sim.isRunning(src)) { migrationsAsked++; sim.step(src, { type: 'operatorMigrate', vm, to: dst }) }
+      }
+      if ((o.replicas ?? 0) > 0 && mp.chance(o.replicas ?? 0)) {
+        const vm = w.plainVms[mp.int(w.plainVms.length)]!
+        const src = hv.running().get(vm)?.[0]
+        const retire = mp.chance(0.3)
+        if (src !== undefined && sim.isRunning(src)) { replicasAsked++; sim.step(src, { type: 'operatorReplicate', vm, retire }) }
+      }
+      if (p.chance(0.06)) {
+        const h = ids[p.int(ids.length)]!
+        switch (p.int(9)) {
+          case 0: { const d = 1 + p.int(sim.rebootTicks); log(`power loss ${h} ${d}`); sim.powerLoss(h, d); break }
+          case 1: { const d = 2 + p.int(20); log(`hang ${h} ${d}`); sim.hang(h, d); break }
+          case 2: { const d = 1 + p.int(12); log(`agent crash ${h} ${d}`); sim.agentCrash(h, d); break }
+          case 3: {
+            const s = p.shuffle([...ids])
+            const cut = 1 + p.int(ids.length - 1)
+            log(`partition ${s.slice(0, cut).join(',')} | ${s.slice(cut).join(',')}`)
+            sim.partition([s.slice(0, cut), s.slice(cut)])
+            break
+          }
+          case 4: log(`isolate ${h}`); sim.isolate(h); break
+          case 5: { const x = ids[p.int(ids.length)]!; if (x !== h) { log(`cut ${h}>${x}`); sim.cut(h, x) } break }
+          case 6: sim.network.loss = p.next() * 0.3; log(`loss ${sim.network.loss}`); break
+          case 7: log('heal'); sim.heal(); sim.network.loss = 0; break
+          case 8: {
+            const s = p.shuffle([...ids])
+            const a = Math.max(1, Math.floor(s.length / 3))
+            log(`split3 ${s.join(',')}`)
+            sim.partition([s.slice(0, a), s.slice(a, 2 * a), s.slice(2 * a)])
+            break
+          }
+        }
+      }
+      sim.tick()
+    }
+    log('final heal')
+    sim.heal()
+    sim.network.loss = 0
+    sim.startFailure = 0
+    sim.stopHang = 0
+    const healedAt = sim.now
+    let streak = 0
+    let settledAt = -1
+    for (let i = 0; i < bound && streak < 30; i++) {
+      sim.tick()
+      if (allSettled(w)) { if (streak++ === 0) settledAt = sim.now } else streak = 0
+    }
+    live = streak >= 30
+    ticksToLive = live ? settledAt - healedAt : bound
+  } catch (err) {
+    if (!(err instanceof InvariantError)) throw err
+    violation = err.message
+  }
+  for (const id of ids) for (const r of sim.core(id)?.migrations() ?? []) if (r.role === 'source' && r.state === 'committed') migrationsCommitted++
+  const notRunning: RandomRunResult['notRunning'] = []
+  if (violation === null) for (const vm of allVms) { const reason = notRunningReason(w, vm); if (reason !== null) notRunning.push({ vm, reason }) }
+  if (!live && violation === null && trace !== undefined) {
+    for (const vm of allVms) trace(`END ${vm}: runs on ${(hv.running().get(vm) ?? []).join(',') || 'nothing'}; ${ids.map(h => `${h}:${JSON.stringify(sim.core(h)?.haStatus()?.vms.find(x => x.vm === vm)?.role ?? '-')}`).join(' ')}`)
+    for (const spec of sim.vipSpecs) trace(`END VIP ${spec.id}: carried by ${[...sim.carriers.get(spec.id)!].join(',') || 'nobody'}; roles ${ids.map(h => `${h}:${sim.core(h)?.vips()?.vips.find(x => x.vip === spec.id)?.role ?? '-'}`).join(' ')}`)
+  }
+  sim.faults.lost = sim.network.stats.lost
+  return {
+    seed,
+    hosts: ids.length,
+    violation,
+    live,
+    ticks: sim.now,
+    ticksToLive,
+    faults: { ...sim.faults },
+    migrationsAsked,
+    migrationsCommitted,
+    replicasAsked,
+    replicasStarted,
+    haRestarts: sim.haRestarts,
+    failed: w.haVms.filter(v => haFailed(sim, v.id)).length,
+    vms: allVms.length,
+    notRunning,
+    maxVipOverlap: w.checkers.maxVipOverlap,
+    ticksChecked: w.checkers.ticksChecked,
+    restartsChecked: w.checkers.restartsChecked
+  }
+}
