@@ -10,7 +10,7 @@
  * keys. Flat sections of tunables (core, ha.timing, vip, migration) take their keys from their
  * defaults: a tunable with a default is known without a line here.
  */
-import { V, byKind, leavesOf, listOf, mapOf, type KeyObject, type KeysOf } from './lib/known-keys.js'
+import { V, byKind, leavesOf, listOf, mapOf, renamed, type KeyObject, type KeysOf } from './lib/known-keys.js'
 import { defaultCoreConfig, defaultHaConfig, defaultMigrationConfig, defaultVipConfig } from './core/index.js'
 import type { AgentConfig, MemberConfig, QemuConfig, LibvirtConfig, SimVmConfig } from './config.js'
 import type { HaVmEntry } from './runtime/ha-setup.js'
@@ -75,8 +75,11 @@ const underload = byKind('kind', {
 })
 const selection: KeysOf<SelectionParams> = { kind: V, seed: V }
 const placement: KeysOf<PlacementParams> = { kind: V, cpuCapFraction: V, countWake: V, overload, allowInactive: V }
-const guards: KeysOf<GuardParams> = { holdTicks: V, cooldownTicks: V, minGain: V }
-const policy = { overload, underload, selection, placement, guards, intervalSec: V, maxMovesPerTick: V }
+/** The policy counts decisions (one every intervalSec), not the core's 100 ms ticks. */
+const DECISIONS = 'it counts policy decisions, one every intervalSec, not 100 ms core ticks'
+const guardKeys: KeysOf<GuardParams> = { holdDecisions: V, cooldownDecisions: V, minGain: V }
+const guards = { ...guardKeys, holdTicks: renamed('holdDecisions', DECISIONS), cooldownTicks: renamed('cooldownDecisions', DECISIONS) }
+const policy = { overload, underload, selection, placement, guards, intervalSec: V, maxMovesPerDecision: V, maxMovesPerTick: renamed('maxMovesPerDecision', DECISIONS) }
 
 const rules = {
   vmVm: listOf({ kind: V, vms: V, hard: V, weight: V } satisfies KeysOf<VmVmRule>),

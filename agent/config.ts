@@ -399,7 +399,7 @@ function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHos
 /**
  * The placement policy (policies/config.ts): each section given (overload, underload,
  * selection, placement) replaces the default section whole, since its fields depend on its kind;
- * guards merge field by field; intervalSec and maxMovesPerTick replace. The result must pass
+ * guards merge field by field; intervalSec and maxMovesPerDecision replace. The result must pass
  * validatePolicyConfig, whose message names the field.
  */
 function validatePolicySection (raw: unknown, d: PolicyConfig): PolicyConfig {

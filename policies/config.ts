@@ -24,7 +24,7 @@ export { ConfigError }
  *   migration) before it triggers a move; a moved VM stays 12 ticks (1 h); a consolidation
  *   must save at least 5 W. These cap migrations: on the five PlanetLab days (seeds 1-3) the
  *   agents make 3.6-5.7 % of LR-MMT-1.2's migrations. Chosen on 20110303 and 20110306 alone
- *   (underload 0.3-0.5, cap 0.85-0.9, holdTicks 1-2: lowest energy); the other three days pass
+ *   (underload 0.3-0.5, cap 0.85-0.9, holdDecisions 1-2: lowest energy); the other three days pass
  *   the bar with it.
  * - placement: targets are filled up to 85 % of CPU by current demand (the same cap the
  *   target's admission applies), leaving 15 % for demand growth until the next decision.
@@ -36,9 +36,9 @@ export function defaultPolicyConfig (): PolicyConfig {
     underload: { kind: 'threshold', threshold: 0.4 },
     selection: { kind: 'mmt' },
     placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
-    guards: { holdTicks: 2, cooldownTicks: 12, minGain: 5 },
+    guards: { holdDecisions: 2, cooldownDecisions: 12, minGain: 5 },
     intervalSec: 300,
-    maxMovesPerTick: 4
+    maxMovesPerDecision: 4
   }
 }
 
@@ -120,11 +120,11 @@ export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
   }
   if (p.overload != null) validateOverload(p.overload)
   const g: GuardParams = c.guards
-  if (!Number.isInteger(g.holdTicks) || g.holdTicks < 1) throw new ConfigError(`guards.holdTicks must be an integer >= 1 (got ${g.holdTicks})`, 'guards.holdTicks')
-  if (!Number.isInteger(g.cooldownTicks) || g.cooldownTicks < 0) throw new ConfigError(`guards.cooldownTicks must be an integer >= 0 (got ${g.cooldownTicks})`, 'guards.cooldownTicks')
+  if (!Number.isInteger(g.holdDecisions) || g.holdDecisions < 1) throw new ConfigError(`guards.holdDecisions must be an integer >= 1 (got ${g.holdDecisions})`, 'guards.holdDecisions')
+  if (!Number.isInteger(g.cooldownDecisions) || g.cooldownDecisions < 0) throw new ConfigError(`guards.cooldownDecisions must be an integer >= 0 (got ${g.cooldownDecisions})`, 'guards.cooldownDecisions')
   if (!Number.isFinite(g.minGain)) throw new ConfigError(`guards.minGain must be a finite number (got ${g.minGain})`, 'guards.minGain')
   if (!(c.intervalSec > 0)) throw new ConfigError(`intervalSec must be > 0 (got ${c.intervalSec})`, 'intervalSec')
-  if (!Number.isInteger(c.maxMovesPerTick) || c.maxMovesPerTick < 1) throw new ConfigError(`maxMovesPerTick must be an integer >= 1 (got ${c.maxMovesPerTick})`, 'maxMovesPerTick')
+  if (!Number.isInteger(c.maxMovesPerDecision) || c.maxMovesPerDecision < 1) throw new ConfigError(`maxMovesPerDecision must be an integer >= 1 (got ${c.maxMovesPerDecision})`, 'maxMovesPerDecision')
   return c
 }
 

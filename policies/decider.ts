@@ -9,7 +9,7 @@
  *    nothing happens (most hosts, most decisions: the gossiped view is not even built).
  * 2. Otherwise the view goes to policies/plan.ts planHost (with the per-VM cool-down). `over`
  *    counts consecutive decisions that found an overload relief plan, `under` those that found
- *    a consolidation plan: the hold time (guards.holdTicks) asks that a *feasible* move has
+ *    a consolidation plan: the hold time (guards.holdDecisions) asks that a *feasible* move has
  *    been there for that many decisions, not only the condition. Measured on the five PlanetLab
  *    days (seeds 1 and 2), counting the condition alone made 11-13 % more migrations with
  *    4-22 % more SLAV and the same energy: a move that appears for one decision (a target that
@@ -18,7 +18,7 @@
  *    VM already moving; a host with VMs on their way in (`receiving`) does not empty itself (it
  *    would send them on again).
  *
- * Cool-down (guards.cooldownTicks, counted in this host's decisions): a VM's clock starts at
+ * Cool-down (guards.cooldownDecisions, counted in this host's decisions): a VM's clock starts at
  * the decision that proposes it (source side) or when this host admits it (`arrived`, target
  * side: a VM that just came in is not sent on at once). A proposal that ends without the VM
  * moving (refused by the target, aborted) gives the VM its previous clock back (`cancelled`).
@@ -107,7 +107,7 @@ export class HostDecider {
 
   /** Clocks that no longer hold anything back are dropped (bounded memory). */
   private prune (): void {
-    const cd = this.cfg.guards.cooldownTicks
+    const cd = this.cfg.guards.cooldownDecisions
     if (this.lastMoved.size < 64) return
     for (const [vm, t] of this.lastMoved) {
       if (this.decisions - t > cd + 1) { this.lastMoved.delete(vm); this.before.delete(vm) }

@@ -3,7 +3,7 @@
  * agent core calls every decision tick, and the one every simulated host calls in the
  * decentralised mode of `starling sim`.
  *
- * 1. Overload relief: if the host's detector has held for `guards.holdTicks`, select VMs until
+ * 1. Overload relief: if the host's detector has held for `guards.holdDecisions`, select VMs until
  *    the detector clears, then place each (largest first) on the best-ranked target that stays
  *    healthy after the move.
  * 2. Consolidation: if the host is underloaded (and the condition held), try to move *all* its
@@ -33,7 +33,7 @@ export interface PolicyConfig {
   /** Seconds per decision tick (sets the forecast horizon from migration times). */
   intervalSec: number
   /** Upper bound on moves one host proposes per tick. @default 8 */
-  maxMovesPerTick: number
+  maxMovesPerDecision: number
 }
 
 /** Per-host state the caller keeps between ticks (the agent core owns it). */
@@ -109,7 +109,7 @@ function relieve (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDe
   work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
   const mine = workOf(work, me)
   const chosen: VmView[] = []
-  while (chosen.length < cfg.maxMovesPerTick) {
+  while (chosen.length < cfg.maxMovesPerDecision) {
     const movable = mine.vms.filter(v => vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))
     const v = selectVm(me, movable, cfg.selection, st.random)
     if (v === null) break
@@ -134,7 +134,7 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
   const mine = workOf(work, me)
   if (mine.vms.some(v => v.migrating || !vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))) return []
-  if (mine.vms.length > cfg.maxMovesPerTick) return []
+  if (mine.vms.length > cfg.maxMovesPerDecision) return []
   const myUtil = mine.demand / me.cpuMips
   const vms = mine.vms.slice().sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
   const moves: Move[] = []

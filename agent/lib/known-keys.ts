@@ -16,7 +16,7 @@ import { isObj, type Obj } from './obj.js'
 export const V = 'value' as const
 
 /** What a key may hold. A plain object lists the keys an object may have, each with its own spec. */
-export type KeySpec = typeof V | KeyObject | ListOf | MapOf | ByKind
+export type KeySpec = typeof V | KeyObject | ListOf | MapOf | ByKind | Renamed
 export interface KeyObject { readonly [key: string]: KeySpec }
 
 /** An array; its items that are objects follow `item` (other items are left to the validators). */
@@ -26,9 +26,13 @@ export class MapOf { constructor (readonly value: KeySpec) {} }
 /** An object whose keys depend on the value of its `field` (e.g. "kind"); an unknown kind is checked against every variant's keys. */
 export class ByKind { constructor (readonly field: string, readonly variants: Readonly<Record<string, KeyObject>>) {} }
 
+/** A key that an earlier version knew: refused with its new name and why it changed. */
+export class Renamed { constructor (readonly to: string, readonly why: string) {} }
+
 export const listOf = (item: KeySpec): ListOf => new ListOf(item)
 export const mapOf = (value: KeySpec): MapOf => new MapOf(value)
 export const byKind = (field: string, variants: Record<string, KeyObject>): ByKind => new ByKind(field, variants)
+export const renamed = (to: string, why: string): Renamed => new Renamed(to, why)
 
 /** Every key of `o` as a value leaf (for flat records whose keys are those of their defaults). */
 export function leavesOf (o: object): Record<string, typeof V> {
@@ -87,8 +91,9 @@ function indexKeys (spec: KeySpec, path: string, out: Map<string, string[]>): Ma
     for (const v of Object.values(spec.variants)) indexKeys(v, path, out)
     return out
   }
-  if (spec === V) return out
+  if (spec === V || spec instanceof Renamed) return out
   for (const [k, sub] of Object.entries(spec)) {
+    if (sub instanceof Renamed) continue
     const p = join(path, k)
     const list = out.get(k.toLowerCase()) ?? []
     if (!list.includes(p)) list.push(p)
@@ -111,7 +116,7 @@ function variantKeys (spec: ByKind, value: Obj): { keys: KeyObject, kind: string
  * `root` and `rootPath` place `path` in the whole document (for "did you mean node.apiListen?").
  */
 export function checkKeys (value: unknown, spec: KeySpec, path = '', root: { spec: KeySpec, path: string } = { spec, path }): void {
-  if (spec === V) return
+  if (spec === V || spec instanceof Renamed) return
   if (spec instanceof ListOf) {
     if (Array.isArray(value)) value.forEach((item, i) => checkKeys(item, spec.item, `${path}[${i}]`, root))
     return
@@ -128,8 +133,9 @@ export function checkKeys (value: unknown, spec: KeySpec, path = '', root: { spe
       const variant = spec instanceof ByKind && kind !== null ? `${spec.field} "${kind}"` : null
       // A key of another kind is refused for this kind, not sent elsewhere in the document.
       const ofOtherKind = spec instanceof ByKind && Object.values(spec.variants).some(v => Object.hasOwn(v, k))
-      throw unknownKey(path, k, Object.keys(keys), variant, ofOtherKind ? null : root)
+      throw unknownKey(path, k, Object.entries(keys).filter(([, s]) => !(s instanceof Renamed)).map(([n]) => n), variant, ofOtherKind ? null : root)
     }
+    if (sub instanceof Renamed) throw new ConfigError(`config: ${join(path, k)}: renamed ${sub.to} (${sub.why})`, join(path, k))
     checkKeys(v, sub, join(path, k), root)
   }
 }

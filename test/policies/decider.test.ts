@@ -24,9 +24,9 @@ function cfg (o: Partial<PolicyConfig> = {}): PolicyConfig {
     underload: { kind: 'threshold', threshold: 0.2 },
     selection: { kind: 'mmt' },
     placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
-    guards: { holdTicks: 2, cooldownTicks: 3, minGain: 0 },
+    guards: { holdDecisions: 2, cooldownDecisions: 3, minGain: 0 },
     intervalSec: 300,
-    maxMovesPerTick: 4,
+    maxMovesPerDecision: 4,
     ...o
   })
 }
@@ -53,7 +53,7 @@ t.test('a calm host builds no view and keeps no streak', t => {
   t.end()
 })
 
-t.test('overload relief waits for holdTicks decisions with a plan, then moves', t => {
+t.test('overload relief waits for holdDecisions decisions with a plan, then moves', t => {
   const d = new HostDecider(cfg(), seededPrng)
   const r1 = step(d, [hot(), roomy()])
   t.same(r1.moves, [], 'first decision: the plan has held once')

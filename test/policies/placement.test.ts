@@ -86,7 +86,7 @@ t.test('rules', t => {
 })
 
 t.test('guards', t => {
-  const g = { holdTicks: 3, cooldownTicks: 5, minGain: 10 }
+  const g = { holdDecisions: 3, cooldownDecisions: 5, minGain: 10 }
   t.equal(conditionHeld(2, g), false)
   t.equal(conditionHeld(3, g), true)
   t.equal(nextStreak(4, false), 0)
@@ -106,7 +106,7 @@ t.test('config validation', t => {
     ['underload over overload', c => { c.overload = { kind: 'thr', threshold: 0.5 }; c.underload = { kind: 'threshold', threshold: 0.6 } }, /underload.threshold \(0.6\) must be < overload.threshold \(0.5\)/],
     ['rs without seed', c => { c.selection = { kind: 'rs' } }, /rs needs a seed/],
     ['lr window', c => { c.overload = { kind: 'lr', safety: 1.2, window: 2 } }, /overload.window must be an integer >= 3/],
-    ['holdTicks 0', c => { c.guards = { ...c.guards, holdTicks: 0 } }, /guards.holdTicks/],
+    ['holdDecisions 0', c => { c.guards = { ...c.guards, holdDecisions: 0 } }, /guards.holdDecisions/],
     ['ar window too short', c => { c.overload = { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'ar', order: 3, window: 5 } } }, /needs window >= 8/]
   ]
   for (const [name, mut, re] of bad) {
@@ -173,7 +173,7 @@ t.test('property: plans never exceed capacity or break a hard rule', t => {
     const cfg = cfgs[iter % cfgs.length] as PolicyConfig
     const self = hosts[prng.int(nh)] as HostView
     // conditions have held long enough for the guards: the property is about capacity and rules
-    const held = cfg.guards.holdTicks
+    const held = cfg.guards.holdDecisions
     const plan = planHost(view, self.id, cfg, { overStreak: held, underStreak: held, lastMoved: new Map(), random: seededPrng })
     plans++; moves += plan.length
     // replay against capacities

@@ -152,11 +152,11 @@ t.test('migration.policy: chosen and tuned in the configuration; balancing decis
   const c = validateConfig({
     ...good(),
     core: { tickMs: 50 },
-    migration: { policy: { intervalSec: 30, overload: { kind: 'mad', safety: 2.5 }, guards: { holdTicks: 3 } } }
+    migration: { policy: { intervalSec: 30, overload: { kind: 'mad', safety: 2.5 }, guards: { holdDecisions: 3 } } }
   })
   t.equal(c.migration.policy.overload.kind, 'mad', 'a section given replaces the default one')
-  t.equal(c.migration.policy.guards.holdTicks, 3, 'guards merge field by field')
-  t.equal(c.migration.policy.guards.cooldownTicks, 12, 'the other guards keep their defaults')
+  t.equal(c.migration.policy.guards.holdDecisions, 3, 'guards merge field by field')
+  t.equal(c.migration.policy.guards.cooldownDecisions, 12, 'the other guards keep their defaults')
   t.equal(c.migration.balanceTicks, 600, '30 s at 50 ms ticks')
   t.equal(validateConfig({ ...good(), migration: { balanceTicks: 7 } }).migration.balanceTicks, 7, 'an explicit balanceTicks wins')
 })
@@ -167,7 +167,7 @@ const badPolicy: Array<[string, any, RegExp]> = [
   ['section not an object', { overload: 'thr' }, /migration\.policy\.overload must be an object/],
   ['unknown overload kind', { overload: { kind: 'magic' } }, /migration\.policy.*overload\.kind must be one of/],
   ['underload above overload', { underload: { kind: 'threshold', threshold: 0.95 } }, /migration\.policy.*underload\.threshold \(0\.95\) must be < overload\.threshold/],
-  ['bad hold time', { guards: { holdTicks: 0 } }, /migration\.policy.*guards\.holdTicks must be an integer >= 1/],
+  ['bad hold time', { guards: { holdDecisions: 0 } }, /migration\.policy.*guards\.holdDecisions must be an integer >= 1/],
   ['a detector without its parameter', { overload: { kind: 'mad' } }, /migration\.policy.*overload\.safety is required/],
   ['k-of-n without a forecast', { overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1 } }, /migration\.policy.*overload\.forecast is required/]
 ]
@@ -198,7 +198,9 @@ const typos: Array<[string, (c: any) => void, string]> = [
   ['a VM-VM rule', c => { c.migration = { rules: { vmVm: [{ kind: 'anti-affinity', vms: ['a', 'b'], hrad: true }] } } }, 'config: migration.rules.vmVm[0].hrad: unknown key; did you mean hard?'],
   ['a VM-host rule', c => { c.migration = { rules: { vmHost: [{ kind: 'affinity', vm: 'a', host: ['hv1'], hard: true }] } } }, 'config: migration.rules.vmHost[0].host: unknown key; did you mean hosts?'],
   ['the rules section', c => { c.migration = { rules: { vmvm: [] } } }, 'config: migration.rules.vmvm: unknown key; did you mean vmVm?'],
-  ['a policy guard', c => { c.migration = { policy: { guards: { holdTick: 2 } } } }, 'config: migration.policy.guards.holdTick: unknown key; did you mean holdTicks?'],
+  ['a policy guard', c => { c.migration = { policy: { guards: { holdDecision: 2 } } } }, 'config: migration.policy.guards.holdDecision: unknown key; did you mean holdDecisions?'],
+  ['a guard under its old name', c => { c.migration = { policy: { guards: { cooldownTicks: 2 } } } }, 'config: migration.policy.guards.cooldownTicks: renamed cooldownDecisions (it counts policy decisions, one every intervalSec, not 100 ms core ticks)'],
+  ['a policy setting under its old name', c => { c.migration = { policy: { maxMovesPerTick: 2 } } }, 'config: migration.policy.maxMovesPerTick: renamed maxMovesPerDecision (it counts policy decisions, one every intervalSec, not 100 ms core ticks)'],
   ['a forecast inside a detector', c => { c.migration = { policy: { overload: { kind: 'kOfN', threshold: 0.9, k: 1, n: 1, forecast: { kind: 'lr', windw: 6 } } } } }, 'config: migration.policy.overload.forecast.windw: unknown key; did you mean window?'],
   ['an HA VM', c => { c.ha = { vms: [{ id: 'db', home: 'hv1', kernel: '/k', fencepolicy: 'stop' }] } }, 'config: ha.vms[0].fencepolicy: unknown key; did you mean fencePolicy?'],
   ['HA timing', c => { c.ha = { timing: { leaseTick: 30 } } }, 'config: ha.timing.leaseTick: unknown key; did you mean leaseTicks?'],

@@ -189,7 +189,7 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         self,
         view: () => (view ??= viewOf(i)),
         receiving: (granted[i] as unknown[]).length > 0,
-        outSlots: cfg.maxMovesPerTick,
+        outSlots: cfg.maxMovesPerDecision,
         moving: vm => moving.has(vm)
       })
       if (plan.length === 0) continue
