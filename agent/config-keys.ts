@@ -22,6 +22,8 @@ import type { PlacementParams } from '../policies/placement.js'
 import type { SelectionParams } from '../policies/selection.js'
 import type { GuardParams } from '../policies/antithrash.js'
 import type { VmHostRule, VmVmRule } from '../policies/types.js'
+import { defaultBalloonParams } from '../policies/balloon.js'
+import type { MemorySection, MemoryVmEntry } from './runtime/memory-setup.js'
 
 /** Compile-time only: `spec` lists every key of T (it may list more). */
 function covers<T> (spec: KeysOf<T>): void { void spec }
@@ -43,7 +45,7 @@ const mesh: KeysOf<AgentConfig['mesh']> = { keepAliveMs: V, timeoutMs: V, probeD
 
 const simVm: KeysOf<SimVmConfig> = { id: V, vcpus: V, memMiB: V, pattern: V, cpuMean: V }
 
-const qemuVm: KeysOf<QemuConfig['vms'][number]> = { id: V, vcpus: V, memMiB: V, kernel: V, initrd: V, append: V, args: V }
+const qemuVm: KeysOf<QemuConfig['vms'][number]> = { id: V, vcpus: V, memMiB: V, kernel: V, initrd: V, append: V, args: V, balloon: V }
 
 const qemu: KeysOf<QemuConfig> = { runDir: V, accel: V, migrationListen: V, binary: V, vms: listOf(qemuVm) }
 
@@ -119,6 +121,15 @@ const replication = {
   retireBelow: V
 } satisfies Omit<KeysOf<ReplicationParams>, 'mode'> & KeyObject
 
+const memory = {
+  balloon: V,
+  hostMemMiB: V,
+  statsPollSec: V,
+  vmMinPercent: V,
+  policy: leavesOf(defaultBalloonParams()),
+  vms: mapOf({ minMiB: V, shares: V } satisfies KeysOf<MemoryVmEntry>)
+} satisfies KeysOf<MemorySection> & KeyObject
+
 /** The whole file. */
 export const CONFIG_KEYS = {
   cluster: { name: V, secret: V, members: listOf(member) },
@@ -132,5 +143,6 @@ export const CONFIG_KEYS = {
   vip: leavesOf(defaultVipConfig()),
   ha,
   replication,
+  memory,
   log: { level: V } satisfies KeysOf<AgentConfig['log']>
 } satisfies KeyObject

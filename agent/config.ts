@@ -14,6 +14,7 @@ import type { RuleSet } from '../policies/types.js'
 import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
 import { validateReplicationSection, type ReplicationSection } from './runtime/replica-setup.js'
+import { validateMemorySection, type MemorySection } from './runtime/memory-setup.js'
 import { checkKeys } from './lib/known-keys.js'
 import { CONFIG_KEYS } from './config-keys.js'
 import { isObj, type Obj } from './lib/obj.js'
@@ -52,7 +53,7 @@ export interface QemuConfig {
   /** @default 'qemu-system-x86_64' */
   binary: string
   /** VMs started when the agent starts on an empty state directory (first boot only). */
-  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, args?: string[] }>
+  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, args?: string[], balloon?: boolean }>
 }
 
 /** The libvirt driver's settings (driver.kind 'libvirt'). libvirtd keeps the VMs; the agent only lists and migrates them. */
@@ -158,6 +159,8 @@ export interface AgentConfig {
   ha: HaSection
   /** Replicas of stateless VMs instead of migrations, and the split of their VIPs; see agent/runtime/replica-setup.ts. */
   replication: ReplicationSection
+  /** Memory inside this host: ballooning and its policy; see agent/runtime/memory-setup.ts. */
+  memory: MemorySection
   log: {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
@@ -302,6 +305,10 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const vips = validateVipSection(raw.vips, raw.vip, members.map(m => m.name), core.tickMs)
   const ha = validateHaSection(raw.ha, members.map(m => m.name))
   const replication = validateReplicationSection(raw.replication, members.map(m => m.name))
+  const memory = validateMemorySection(raw.memory, [
+    ...qemu.vms.map((v, i) => ({ id: v.id, memMiB: v.memMiB, balloon: v.balloon ?? true, path: `driver.qemu.vms[${i}]` })),
+    ...ha.vms.map((v, i) => ({ id: v.id, memMiB: v.memMiB, balloon: true, path: `ha.vms[${i}]` }))
+  ])
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen, apiSocket, apiSocketGroup, apiTokenFile },
@@ -322,6 +329,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     vips,
     ha,
     replication,
+    memory,
     log: { level: level as AgentConfig['log']['level'] }
   }
 }
@@ -343,6 +351,10 @@ function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig
     const out: QemuConfig['vms'][number] = { id: str(v, 'id', p), vcpus: num(v, 'vcpus', p, 1, 1, 256), memMiB: num(v, 'memMiB', p, 256, 16) }
     for (const k of ['kernel', 'initrd', 'append'] as const) if (v[k] !== undefined) out[k] = str(v, k, p)
     if (v.args !== undefined) out.args = qemuArgs(v.args, `${p}.args`)
+    if (v.balloon !== undefined) {
+      if (typeof v.balloon !== 'boolean') fail(`${p}.balloon`, `must be true or false (got ${JSON.stringify(v.balloon)})`)
+      out.balloon = v.balloon
+    }
     return out
   })
   return {

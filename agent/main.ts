@@ -33,6 +33,9 @@ import type { LibvirtDriver } from './adapters/libvirt-driver.js'
 import { haPayload, vipsPayload, type HaPayload, type StatusPayload, type VipsPayload } from './api/payloads.js'
 import type { Store } from './ports/store.js'
 import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
+import { hostMemory } from './adapters/host-memory.js'
+import { BalloonController } from './runtime/balloon-controller.js'
+import type { BalloonDriver } from './ports/memory.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { VipApplier } from './runtime/vip-applier.js'
 import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
@@ -124,6 +127,7 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
       if (v.initrd !== undefined) extra.initrd = v.initrd
       if (v.append !== undefined) extra.append = v.append
       if (v.args !== undefined) extra.args = v.args
+      if (v.balloon !== undefined) extra.balloon = v.balloon
       if (driver.pid(v.id) === undefined) await driver.start({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, extra })
     }
   }
@@ -230,12 +234,13 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     ...(replicas !== null ? { replicas: replicas.options } : {})
   })
   const transport = meshTransport(config, keyPair, peers, logger)
+  const memory = memoryLoop(config, driver, logger)
   const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs, probeDatagrams: config.mesh.probeDatagrams }, {
     core,
     transport,
     store,
     logger,
-    sample: await hostSample(config, driver, logger),
+    sample: await hostSample(config, driver, memory, logger),
     codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vips.applier,
@@ -389,14 +394,29 @@ async function startReplicas (config: AgentConfig, store: Store, logger: Logger)
   return { defs, options, splitter, split: effects => { void splitter.apply(splitState.update(effects)) } }
 }
 
-/** The sampler: the real host (systeminformation) or the driver's VMs against a declared capacity. */
-async function hostSample (config: AgentConfig, driver: HypervisorDriver, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
+/** Memory inside the host (memory section): the balloon loop, for drivers with a balloon side. */
+function memoryLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logger): BalloonController | null {
+  if (!('memoryFacts' in driver) || !('balloon' in driver)) return null
+  return new BalloonController(config.memory, { driver: driver as HypervisorDriver & BalloonDriver, host: hostMemory(), logger })
+}
+
+/**
+ * The sampler: the real host (systeminformation) or the driver's VMs against a declared capacity.
+ * At every sample the balloon loop (when there is one) takes a step over the VMs listed, off the
+ * sample's path and one step at a time.
+ */
+async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory: BalloonController | null, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler: HostSampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
     : driverSampler(config, driver)
+  let stepping = false
   return async (signal) => {
     const [host, vms] = await Promise.all([sampler.sample(signal), driver.list(signal)])
+    if (memory !== null && !stepping) {
+      stepping = true
+      void memory.step(vms, signal).finally(() => { stepping = false })
+    }
     return { ...host, vms }
   }
 }

@@ -32,6 +32,7 @@ import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import type { DiskCopyMode, DiskCopyProgress, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 import { QmpClient, QmpError } from './qmp-client.js'
+import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 
 export type Accel = 'kvm' | 'tcg'
 
@@ -343,7 +344,7 @@ function driverError (what: string, err: unknown): DriverError {
   return new DriverError('DRIVER_FAILED', `${what}: ${msg}`, { cause: err })
 }
 
-export class QemuDriver implements MigratingDriver {
+export class QemuDriver implements MigratingDriver, BalloonDriver {
   readonly kind = 'qemu'
   readonly accel: Accel
   readonly accelReason: string
@@ -353,6 +354,8 @@ export class QemuDriver implements MigratingDriver {
   private readonly hostCpuCores: number
   private readonly qmpTimeoutMs: number
   private closed = false
+  /** Guest-statistics poll interval armed per QEMU (by its QMP client), s. */
+  private readonly statsArmed = new WeakMap<QmpClient, number>()
 
   constructor (private readonly init: QemuDriverInit, components: QemuDriverComponents) {
     this.log = components.logger.forComponent('agent:qemu-driver')
@@ -1055,6 +1058,57 @@ export class QemuDriver implements MigratingDriver {
       vm.balloonMiB = mib
     } catch (err) {
       throw driverError(`vm ${id}: balloon`, err)
+    }
+  }
+
+  /**
+   * VM `id`'s memory (BalloonDriver): the balloon's actual size (query-balloon) and the guest's
+   * statistics through the balloon device (qom-get guest-stats, armed with
+   * guest-stats-polling-interval on first use). QEMU re-arms its statistics poll only when the
+   * guest answers, so the age of `last-update` tells a guest that stopped answering. A VM without
+   * a balloon device (or whose guest has no balloon driver bound yet) reports `balloon: false`.
+   */
+  async memoryFacts (id: VmId, statsPollS: number, signal?: AbortSignal): Promise<VmMemoryFacts> {
+    const vm = this.get(id)
+    const none: VmMemoryFacts = { id, maxMiB: vm.spec.memMiB, balloon: false, actualMiB: null, guest: null }
+    let actual: number
+    try {
+      const q = await vm.qmp.execute<{ actual?: number }>('query-balloon', undefined, this.opts(signal))
+      actual = num(q.actual) / 1048576
+    } catch (err) {
+      // DeviceNotActive: no balloon device, or no guest driver behind it.
+      if (err instanceof QmpError && err.code === 'QMP_COMMAND_FAILED') return none
+      throw driverError(`vm ${id}: query-balloon`, err)
+    }
+    const dev = '/machine/peripheral/balloon0'
+    const poll = Math.max(1, Math.round(statsPollS))
+    try {
+      if (this.statsArmed.get(vm.qmp) !== poll) {
+        await vm.qmp.execute('qom-set', { path: dev, property: 'guest-stats-polling-interval', value: poll }, this.opts(signal))
+        this.statsArmed.set(vm.qmp, poll)
+      }
+      const g = await vm.qmp.execute<{ stats?: Record<string, number>, 'last-update'?: number }>('qom-get', { path: dev, property: 'guest-stats' }, this.opts(signal))
+      const st = g.stats ?? {}
+      const last = num(g['last-update'])
+      // Unsupported statistics read -1 (and 0 before the first answer).
+      const mib = (k: string): number | null => typeof st[k] === 'number' && (st[k] as number) >= 0 ? (st[k] as number) / 1048576 : null
+      const cnt = (k: string): number | null => typeof st[k] === 'number' && (st[k] as number) >= 0 ? st[k] as number : null
+      const guest = last <= 0
+        ? null
+        : {
+            totalMiB: mib('stat-total-memory'),
+            freeMiB: mib('stat-free-memory'),
+            availableMiB: mib('stat-available-memory'),
+            majorFaults: cnt('stat-major-faults'),
+            swapInPages: cnt('stat-swap-in'),
+            swapOutPages: cnt('stat-swap-out'),
+            ageS: Math.max(0, Date.now() / 1000 - last)
+          }
+      return { id, maxMiB: vm.spec.memMiB, balloon: true, actualMiB: actual, guest }
+    } catch (err) {
+      // A balloon device under another id (a VM started by hand): the size, without statistics.
+      if (err instanceof QmpError && err.code === 'QMP_COMMAND_FAILED') return { id, maxMiB: vm.spec.memMiB, balloon: true, actualMiB: actual, guest: null }
+      throw driverError(`vm ${id}: guest memory statistics`, err)
     }
   }
 

@@ -28,10 +28,29 @@
  *
  * The write latencies are those of the writes made during the pass (the guest's view of a
  * migration that slows its disk).
+ *
+ * Commands, one per line, on the second serial port (/dev/ttyS1) when the VM has one. They are
+ * carried out by a child process (the "hog"), which the guest's OOM killer picks first:
+ *
+ *   grow <MiB> [same]     allocate and touch MiB more (distinct content per page, or with "same"
+ *                         one constant page pattern, which page sharing can merge)
+ *   shrink <MiB>          free the MiB allocated last
+ *   balloon-off           unload the balloon driver (its statistics stop; the balloon deflates)
+ *
+ * and it answers on the console:
+ *
+ *   hog held=<MiB>                                 after each grow or shrink
+ *   hog killed signal=<s> oom_kill=<n>             when the hog dies (then it starts again, empty)
+ *   balloon-off rc=<rc>
+ *
  * Build: gcc -static -O2 -o dirtier dirtier.c
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -117,6 +136,139 @@ static int verify_page (size_t i, uint64_t *got)
   for (unsigned k = 0; k < WORDS; k++) h = sum_step(h, p[k]);
   *got = h;
   return h == csum[i];
+}
+
+/* ---- the hog: memory allocated and freed on command (a child process) ---- */
+
+#define CHUNK_MIB 1u
+#define CHUNKS_MAX 65536u
+
+static void hog_main (int rfd)
+{
+  /* the OOM killer takes this process first; PID 1 never */
+  int fd = open("/proc/self/oom_score_adj", O_WRONLY);
+  if (fd >= 0) { if (write(fd, "1000", 4) < 0) {} close(fd); }
+  static void *chunks[CHUNKS_MAX];
+  size_t n = 0;
+  char line[128];
+  size_t len = 0;
+  for (;;) {
+    char c;
+    ssize_t r = read(rfd, &c, 1);
+    if (r == 0) _exit(0);
+    if (r < 0) { if (errno == EINTR) continue; _exit(1); }
+    if (c != '\n') { if (len < sizeof line - 1) line[len++] = c; continue; }
+    line[len] = 0;
+    len = 0;
+    long mib = 0;
+    char mode[16] = "";
+    if (sscanf(line, "grow %ld %15s", &mib, mode) >= 1 && mib > 0) {
+      int same = strcmp(mode, "same") == 0;
+      for (long i = 0; i < mib && n < CHUNKS_MAX; i++) {
+        uint8_t *p = mmap(NULL, CHUNK_MIB << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) break;
+        for (size_t off = 0; off < (CHUNK_MIB << 20); off += PAGE) {
+          uint64_t *w = (uint64_t *)(p + off);
+          uint64_t seed = same ? 0x5354524c494e47ull : mix(((uint64_t)n << 20) ^ off);
+          for (unsigned k = 0; k < WORDS; k++) w[k] = seed + k;
+        }
+        chunks[n++] = p;
+      }
+    } else if (sscanf(line, "shrink %ld", &mib) == 1 && mib > 0) {
+      for (long i = 0; i < mib && n > 0; i++) munmap(chunks[--n], CHUNK_MIB << 20);
+    } else {
+      continue;
+    }
+    say("hog held=%zu\n", n * CHUNK_MIB);
+  }
+}
+
+static int cmd_fd = -1;
+static int hog_fd = -1;
+static pid_t hog_pid = -1;
+
+static void hog_start (void)
+{
+  int p[2];
+  if (pipe(p) < 0) return;
+  pid_t pid = fork();
+  if (pid < 0) { close(p[0]); close(p[1]); return; }
+  if (pid == 0) { close(p[1]); hog_main(p[0]); _exit(0); }
+  close(p[0]);
+  hog_fd = p[1];
+  hog_pid = pid;
+}
+
+static long vmstat (const char *name)
+{
+  char buf[8192];
+  int fd = open("/proc/vmstat", O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  size_t len = strlen(name);
+  for (char *s = buf; (s = strstr(s, name)) != NULL; s += len) {
+    if ((s == buf || s[-1] == '\n') && s[len] == ' ') return strtol(s + len + 1, NULL, 10);
+  }
+  return -1;
+}
+
+static int run_cmd (char *const argv[])
+{
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) { execv(argv[0], argv); _exit(127); }
+  int st;
+  while (waitpid(pid, &st, 0) < 0) if (errno != EINTR) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Opens the command port, raw and non-blocking; -1 when the VM has none. */
+static void cmd_open (void)
+{
+  int fd = open("/dev/ttyS1", O_RDWR | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return;
+  struct termios tio;
+  if (tcgetattr(fd, &tio) < 0) { close(fd); return; } /* no UART behind it */
+  cfmakeraw(&tio);
+  tcsetattr(fd, TCSANOW, &tio);
+  cmd_fd = fd;
+  signal(SIGPIPE, SIG_IGN);
+  hog_start();
+  say("dirtier commands on ttyS1\n");
+}
+
+/* Reads whatever arrived on the command port and carries out complete lines; reaps the hog. */
+static void cmd_poll (void)
+{
+  static char line[128];
+  static size_t len = 0;
+  if (cmd_fd < 0) return;
+  int st;
+  if (hog_pid > 0 && waitpid(hog_pid, &st, WNOHANG) == hog_pid) {
+    say("hog killed signal=%d oom_kill=%ld\n", WIFSIGNALED(st) ? WTERMSIG(st) : 0, vmstat("oom_kill"));
+    close(hog_fd);
+    hog_pid = -1;
+    hog_start();
+  }
+  char buf[256];
+  ssize_t n = read(cmd_fd, buf, sizeof buf);
+  for (ssize_t i = 0; i < n; i++) {
+    char c = buf[i];
+    if (c == '\r') continue;
+    if (c != '\n') { if (len < sizeof line - 2) line[len++] = c; continue; }
+    line[len] = 0;
+    if (strcmp(line, "balloon-off") == 0) {
+      char *argv[] = { "/bin/rmmod", "virtio_balloon", NULL };
+      say("balloon-off rc=%d\n", run_cmd(argv));
+    } else if (hog_fd >= 0 && len > 0) {
+      line[len++] = '\n';
+      if (write(hog_fd, line, len) < 0) {}
+    }
+    len = 0;
+  }
 }
 
 static long cmdline_param (const char *name, long dflt, int *is_max)
@@ -238,6 +390,7 @@ int main (void)
   uint64_t dcredit_milli = 0;
   size_t dvcur = 0;
   int dpass_failed = 0;
+  cmd_open();
 
   /* pages to rewrite per tick, in 1/1000 pages so that low rates are exact on average */
   uint64_t write_milli = (uint64_t)rate_mib * (1024u * 1024u / PAGE) * 1000u / (1000000000u / TICK_NS);
@@ -293,6 +446,7 @@ int main (void)
         }
       }
     }
+    cmd_poll();
     uint64_t t = now_ns();
     say("hb %llu %llu.%06llu %llu\n", (unsigned long long)++seq, (unsigned long long)(t / 1000000000ull),
         (unsigned long long)(t % 1000000000ull / 1000u), (unsigned long long)written);

@@ -252,7 +252,7 @@ t.test('every section with every key passes (the key list knows what the validat
   c.driver = {
     kind: 'qemu',
     vms: [{ id: 's', vcpus: 1, memMiB: 512, pattern: 'sine', cpuMean: 0.3 }],
-    qemu: { runDir: '/var/lib/starling/vms', accel: 'tcg', migrationListen: '10.0.0.1', binary: 'qemu-system-x86_64', vms: [{ id: 'q', vcpus: 1, memMiB: 256, kernel: '/k', initrd: '/i', append: 'console=ttyS0', args: ['-nic', 'none'] }] },
+    qemu: { runDir: '/var/lib/starling/vms', accel: 'tcg', migrationListen: '10.0.0.1', binary: 'qemu-system-x86_64', vms: [{ id: 'q', vcpus: 1, memMiB: 256, kernel: '/k', initrd: '/i', append: 'console=ttyS0', args: ['-nic', 'none'], balloon: true }] },
     libvirt: { uri: 'qemu:///system', peerUri: 'qemu+tcp://{host}/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', serialDir: '/var/log/s', persistent: false }
   }
   const { policy, rules, ...migration } = defaultMigrationConfig()
@@ -274,10 +274,44 @@ t.test('every section with every key passes (the key list knows what the validat
     watchdog: { device: '/dev/watchdog', timeoutSec: 5, loadSoftdog: true }
   }
   c.replication = { mode: 'cost', vms: ['db', { id: 'r', vcpus: 1, memMiB: 64, image: '/srv/r.img', args: [] }], serviceAddresses: { hv2: '10.0.0.2' }, bootSec: 30, overheadFraction: 0.02, migrationDegradation: 0.1, horizonSec: 300, retireBelow: 0.7 }
+  const { defaultBalloonParams } = await import('../../policies/balloon.js')
+  c.memory = { balloon: true, hostMemMiB: 4096, statsPollSec: 1, vmMinPercent: 25, policy: defaultBalloonParams(), vms: { q: { minMiB: 128, shares: 500 } } }
   c.log = { level: 'debug' }
   t.doesNotThrow(() => validateConfig(c))
   t.equal(validateConfig(c).ha.vms.length, 1)
   t.same(policy, defaultPolicyConfig())
+})
+
+t.test('memory: defaults are safe (facts only, no ballooning); bad input names the field and changes nothing else', async t => {
+  const d = validateConfig(good()).memory
+  t.equal(d.balloon, false, 'ballooning is off unless asked for')
+  t.equal(d.policy.targetPercent, 80)
+  const withVms = (memory: unknown, balloon = true): any => {
+    const c = good()
+    c.driver = { kind: 'qemu', qemu: { vms: [{ id: 'web', memMiB: 512 }, { id: 'plain', memMiB: 256, balloon }] } }
+    c.memory = memory
+    return c
+  }
+  const ok = validateConfig(withVms({ balloon: true, vms: { web: { minMiB: 256, shares: 2000 } } }))
+  t.same(ok.memory.vms, { web: { minMiB: 256, shares: 2000 } })
+  t.equal(ok.driver.qemu.vms[1]?.balloon, true)
+  const cases: Array<[string, any, RegExp, string]> = [
+    ['a VM minimum above its maximum', withVms({ vms: { web: { minMiB: 600 } } }), /memory\.vms\.web\.minMiB \(600\) is above the VM's memory \(512 MiB, driver\.qemu\.vms\[0\]\.memMiB\)/, 'memory.vms.web.minMiB'],
+    ['a target of 0 %', withVms({ policy: { targetPercent: 0 } }), /memory\.policy\.targetPercent must be above 0 and at most 100 \(got 0\)/, 'memory.policy.targetPercent'],
+    ['a target of 101 %', withVms({ policy: { targetPercent: 101 } }), /memory\.policy\.targetPercent must be above 0 and at most 100 \(got 101\)/, 'memory.policy.targetPercent'],
+    ['a VM with no balloon device', withVms({ vms: { plain: { shares: 10 } } }, false), /memory\.vms\.plain is set, but VM plain has no balloon device \(driver\.qemu\.vms\[1\]\.balloon is false\)/, 'memory.vms.plain'],
+    ['stale sooner than the poll', withVms({ statsPollSec: 5 }), /memory\.policy\.statsStaleAfterS \(5\) must be at least twice memory\.statsPollSec/, 'memory.policy.statsStaleAfterS'],
+    ['a balloon flag that is not a boolean', withVms({}, 'yes' as any), /driver\.qemu\.vms\[1\]\.balloon must be true or false/, 'driver.qemu.vms[1].balloon'],
+    ['an unknown policy key', withVms({ policy: { targetPercnt: 70 } }), /memory\.policy\.targetPercnt: unknown key; did you mean targetPercent\?/, 'memory.policy.targetPercnt']
+  ]
+  for (const [name, c, re, field] of cases) {
+    const before = JSON.stringify(c)
+    let err: any = null
+    try { validateConfig(c) } catch (e) { err = e }
+    t.match(String(err?.message), re, name)
+    t.equal(err?.path, field, `${name}: the error names ${field}`)
+    t.equal(JSON.stringify(c), before, `${name}: the input is left as it was`)
+  }
 })
 
 t.test('the shipped example configuration passes', async t => {

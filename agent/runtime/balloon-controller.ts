@@ -1,0 +1,238 @@
+/**
+ * The balloon loop of one host, run at every host sample: gathers the memory facts (the host's
+ * from the kernel, each running guest's from its hypervisor), asks the balloon policy
+ * (policies/balloon.ts) for targets and applies them. It keeps the last picture for the operator
+ * (starling memory, metrics) and counts what it did.
+ *
+ * It never throws out of step(): a VM whose facts cannot be read is left alone this step and the
+ * failure is counted and logged; a VM without a balloon device is reported as such (once in the
+ * log, naming the field when the configuration asked to balloon it) and never touched.
+ */
+import type { VmId, VmSummary } from '../core/index.js'
+import type { Logger } from '../ports/logger.js'
+import type { BalloonDriver, HostMemoryFacts, VmMemoryFacts } from '../ports/memory.js'
+import { decideBalloon, type BalloonChange, type BalloonHold, type BalloonVm } from '../../policies/balloon.js'
+import { memoryVmSettings, type MemorySection } from './memory-setup.js'
+
+/** One VM in the memory picture. */
+export interface VmMemoryStatus {
+  id: VmId
+  maxMiB: number
+  minMiB: number
+  shares: number
+  balloon: boolean
+  /** Balloon's actual size, MiB; null without a balloon. */
+  actualMiB: number | null
+  /** Last target set by this agent, MiB; null when none. */
+  targetMiB: number | null
+  /** Memory the guest could use at once, MiB (available, else free); null when unknown. */
+  guestFreeMiB: number | null
+  guestTotalMiB: number | null
+  /** Age of the guest's statistics, s; null when it never sent any. */
+  statsAgeS: number | null
+  stale: boolean
+  swapping: boolean
+  /** Why the policy left it alone at the last step, if it said. */
+  held: BalloonHold | null
+}
+
+/** The memory picture of this host at the last sample. */
+export interface MemoryStatus {
+  /** Wall time of the sample, ms since the epoch. */
+  atMs: number
+  host: {
+    /** Physical memory (MemTotal), MiB. */
+    physicalMiB: number
+    availableMiB: number
+    /** What the policy counts as the host's memory (physical, or memory.hostMemMiB), MiB. */
+    totalMiB: number
+    /** What the policy counts as used, MiB. */
+    usedMiB: number
+    targetMiB: number
+    /** Sum of the running VMs' configured memory, MiB. */
+    committedMiB: number
+    /** Sum of what the balloons hold back (maximum - actual), MiB. */
+    balloonedMiB: number
+    /** What the guests could give now without going under their floors, MiB. */
+    reclaimableMiB: number
+    /** Memory over the target that could not be reclaimed at the last step, MiB. */
+    unmetMiB: number
+    pressureSome10: number | null
+    pressureFull10: number | null
+    ksm: HostMemoryFacts['ksm']
+  }
+  vms: VmMemoryStatus[]
+  /** The balloon policy applies its targets (memory.balloon). */
+  ballooning: boolean
+  /** Changes applied at the last step. */
+  changes: BalloonChange[]
+}
+
+export interface BalloonCounters {
+  steps: number
+  grows: number
+  shrinks: number
+  /** Shrinks issued to a guest whose statistics were stale: must stay 0. */
+  staleShrinks: number
+  /** MiB taken from guests, in all. */
+  reclaimedMiB: number
+  /** MiB given to guests, in all. */
+  givenMiB: number
+  factErrors: number
+  applyErrors: number
+}
+
+export interface BalloonControllerComponents {
+  driver: BalloonDriver
+  host: { read: (signal?: AbortSignal) => Promise<HostMemoryFacts> }
+  logger: Logger
+  /** Wall clock, ms (tests and benchmarks may step it). @default Date.now */
+  now?: () => number
+}
+
+interface VmState {
+  targetMiB: number | null
+  swapCount: number | null
+  majorFaults: number | null
+  lastAtMs: number
+  warnedNoBalloon: boolean
+}
+
+/** Major faults per second above which a guest counts as short of memory (it re-reads evicted pages). */
+const MAJOR_FAULTS_PER_S_PRESSURE = 100
+
+export class BalloonController {
+  readonly counters: BalloonCounters = { steps: 0, grows: 0, shrinks: 0, staleShrinks: 0, reclaimedMiB: 0, givenMiB: 0, factErrors: 0, applyErrors: 0 }
+  /** Every change applied, newest last (bounded). */
+  readonly history: Array<BalloonChange & { atMs: number }> = []
+  private readonly state = new Map<VmId, VmState>()
+  private last: MemoryStatus | null = null
+  private readonly log: Logger
+  private readonly now: () => number
+
+  constructor (private readonly m: MemorySection, private readonly c: BalloonControllerComponents) {
+    this.log = c.logger.forComponent('agent:balloon')
+    this.now = c.now ?? Date.now
+  }
+
+  /** The memory picture of the last step; null before the first. */
+  status (): MemoryStatus | null { return this.last }
+
+  /** One step over the VMs of this sample (only running ones are considered). Never throws. */
+  async step (vms: readonly VmSummary[], signal?: AbortSignal): Promise<MemoryStatus | null> {
+    let hostFacts: HostMemoryFacts
+    try { hostFacts = await this.c.host.read(signal) } catch (err) {
+      this.counters.factErrors++
+      this.log.warn('host memory facts unreadable; balloons left alone', { err })
+      return null
+    }
+    const at = this.now()
+    const running = vms.filter(v => v.state === 'running')
+    const facts: VmMemoryFacts[] = []
+    for (const v of running) {
+      try { facts.push(await this.c.driver.memoryFacts(v.id, this.m.statsPollSec, signal)) } catch (err) {
+        this.counters.factErrors++
+        this.log.warn(`vm ${v.id}: memory facts unreadable; its balloon is left alone`, { err })
+      }
+    }
+    for (const id of [...this.state.keys()]) if (!running.some(v => v.id === id)) this.state.delete(id)
+
+    const policyVms: BalloonVm[] = []
+    const rows: VmMemoryStatus[] = []
+    let committed = 0; let ballooned = 0; let fixed = 0
+    for (const f of facts) {
+      const st = this.state.get(f.id) ?? { targetMiB: null, swapCount: null, majorFaults: null, lastAtMs: at, warnedNoBalloon: false }
+      this.state.set(f.id, st)
+      const set = memoryVmSettings(this.m, f.id, f.maxMiB)
+      committed += f.maxMiB
+      if (!f.balloon || f.actualMiB === null) {
+        fixed += f.maxMiB
+        if (!st.warnedNoBalloon) {
+          st.warnedNoBalloon = true
+          if (this.m.balloon && this.m.vms[f.id] !== undefined) this.log.error(`vm ${f.id}: memory.vms.${f.id} asks to balloon it, but it has no balloon device (or no balloon driver in the guest); it is left alone`)
+          else this.log.info(`vm ${f.id}: no balloon device (or no balloon driver in the guest); its memory is not ballooned`)
+        }
+        rows.push({ id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: false, actualMiB: null, targetMiB: null, guestFreeMiB: null, guestTotalMiB: null, statsAgeS: null, stale: true, swapping: false, held: null })
+        continue
+      }
+      ballooned += Math.max(0, f.maxMiB - f.actualMiB)
+      const g = f.guest
+      // Swapping: any swap traffic, or many major faults, since the last sample.
+      const swaps = g === null ? null : (g.swapInPages ?? 0) + (g.swapOutPages ?? 0)
+      const dtS = Math.max(0.001, (at - st.lastAtMs) / 1000)
+      const swapping = g !== null && ((swaps !== null && st.swapCount !== null && swaps > st.swapCount) ||
+        (g.majorFaults !== null && st.majorFaults !== null && (g.majorFaults - st.majorFaults) / dtS > MAJOR_FAULTS_PER_S_PRESSURE))
+      st.swapCount = swaps
+      st.majorFaults = g?.majorFaults ?? null
+      st.lastAtMs = at
+      // A target reached (or given up by the guest) is no longer in flight.
+      if (st.targetMiB !== null && Math.abs(st.targetMiB - f.actualMiB) < 1) st.targetMiB = null
+      const free = g === null ? null : (g.availableMiB ?? g.freeMiB)
+      const age = g === null ? null : g.ageS
+      policyVms.push({
+        id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, actualMiB: f.actualMiB,
+        targetMiB: st.targetMiB, guestFreeMiB: free, statsAgeS: age, swapping
+      })
+      rows.push({
+        id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: true, actualMiB: f.actualMiB, targetMiB: st.targetMiB,
+        guestFreeMiB: free, guestTotalMiB: g?.totalMiB ?? null, statsAgeS: age, stale: age === null || age > this.m.policy.statsStaleAfterS, swapping, held: null
+      })
+    }
+    const totalMiB = this.m.hostMemMiB ?? hostFacts.totalMiB
+    const usedMiB = this.m.hostMemMiB !== null
+      ? fixed + policyVms.reduce((s, v) => s + v.actualMiB, 0)
+      : hostFacts.totalMiB - hostFacts.availableMiB
+    const d = decideBalloon({ totalMiB, usedMiB }, policyVms, this.m.policy)
+    for (const h of d.held) { const r = rows.find(x => x.id === h.id); if (r !== undefined) r.held = h.why }
+    this.counters.steps++
+
+    const applied: BalloonChange[] = []
+    if (this.m.balloon) {
+      for (const ch of d.changes) {
+        const row = rows.find(r => r.id === ch.id)
+        if (ch.targetMiB < ch.fromMiB && row?.stale === true) {
+          // The policy never does this; counted so that a regression shows.
+          this.counters.staleShrinks++
+          this.log.error(`vm ${ch.id}: refusing to shrink a guest whose statistics are stale`)
+          continue
+        }
+        try {
+          await this.c.driver.balloon(ch.id, ch.targetMiB, signal)
+        } catch (err) {
+          this.counters.applyErrors++
+          this.log.warn(`vm ${ch.id}: balloon to ${ch.targetMiB} MiB failed`, { err })
+          continue
+        }
+        const st = this.state.get(ch.id)
+        if (st !== undefined) st.targetMiB = ch.targetMiB
+        if (row !== undefined) row.targetMiB = ch.targetMiB
+        if (ch.targetMiB > ch.fromMiB) { this.counters.grows++; this.counters.givenMiB += ch.targetMiB - ch.fromMiB } else { this.counters.shrinks++; this.counters.reclaimedMiB += ch.fromMiB - ch.targetMiB }
+        applied.push(ch)
+        this.history.push({ ...ch, atMs: at })
+        if (this.history.length > 1000) this.history.splice(0, this.history.length - 1000)
+        this.log.debug(`vm ${ch.id} balloon ${ch.fromMiB} -> ${ch.targetMiB} MiB (${ch.reason})`)
+      }
+    }
+    this.last = {
+      atMs: at,
+      host: {
+        physicalMiB: hostFacts.totalMiB,
+        availableMiB: hostFacts.availableMiB,
+        totalMiB,
+        usedMiB: d.usedMiB,
+        targetMiB: d.targetMiB,
+        committedMiB: committed,
+        balloonedMiB: ballooned,
+        reclaimableMiB: d.reclaimableMiB,
+        unmetMiB: d.unmetMiB,
+        pressureSome10: hostFacts.pressureSome10,
+        pressureFull10: hostFacts.pressureFull10,
+        ksm: hostFacts.ksm
+      },
+      vms: rows,
+      ballooning: this.m.balloon,
+      changes: applied
+    }
+    return this.last
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Goal: the balloon loop on real guests. An idle guest gives memory back when the host is over its
+ * target; a guest that grows gets memory again before its allocator is OOM-killed; a guest whose
+ * statistics stop is never shrunk; a VM without a balloon device is reported and left alone while
+ * the others are ballooned.
+ *
+ * Method: two test guests (QEMU, TCG here) with a second serial port on which they take commands
+ * (test/guest/dirtier.c: grow/shrink MiB, balloon-off), a third QEMU without a balloon device,
+ * the real QEMU driver (query-balloon, guest-stats over QMP, balloon), the real host memory reader,
+ * and the BalloonController stepping once a second as the agent's sampler does. The host is given
+ * a memory budget (memory.hostMemMiB) so that it is "over its target" on this machine's large RAM:
+ * its use is the sum of the guests' balloons.
+ */
+import t, { type Test } from 'tap'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { QemuDriver } from '../../agent/adapters/qemu-driver.js'
+import { hostMemory } from '../../agent/adapters/host-memory.js'
+import { BalloonController, type MemoryStatus } from '../../agent/runtime/balloon-controller.js'
+import { defaultMemorySection, validateMemorySection } from '../../agent/runtime/memory-setup.js'
+import { memoryLogger } from '../../agent/lib/logger.js'
+import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+function haveQemu (): string | null {
+  try { execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' }) } catch { return 'qemu-system-x86_64 not found' }
+  return null
+}
+
+/** The guest's command port (its ttyS1), a unix socket QEMU serves. */
+class CommandPort {
+  private sock: net.Socket | null = null
+  constructor (readonly file: string) {}
+  async send (line: string): Promise<void> {
+    if (this.sock === null) {
+      const s = net.connect(this.file)
+      await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
+      s.on('error', () => {})
+      this.sock = s
+    }
+    this.sock.write(line + '\n')
+  }
+
+  close (): void { this.sock?.destroy() }
+}
+
+function consoleLines (file: string): string[] {
+  try { return fs.readFileSync(file, 'utf8').split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('hb ') && !l.startsWith('integrity ok')) } catch { return [] }
+}
+
+async function waitFor (what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const end = performance.now() + timeoutMs
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+async function run (t: Test, guestDir: string): Promise<void> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-balloon-'))
+  const log = memoryLogger()
+  const driver = new QemuDriver({ runDir: path.join(tmp, 'vms'), accel: 'auto', dieWithAgent: true, killOnClose: true }, { logger: log })
+  const ports: CommandPort[] = []
+  t.teardown(async () => {
+    for (const p of ports) p.close()
+    await driver.close()
+    fs.rmSync(tmp, { recursive: true, force: true })
+  })
+  t.comment(`accelerator: ${driver.accel} (${driver.accelReason})`)
+  const MEM = 384
+  const spec = (id: string): VmSpec => ({
+    id,
+    vcpus: 1,
+    memMiB: MEM,
+    extra: {
+      kernel: guestKernel(guestDir),
+      initrd: path.join(guestDir, 'initramfs.cpio'),
+      append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=16 dirtier_rate=0',
+      args: ['-chardev', `socket,id=cmd,path=${path.join(tmp, `${id}.cmd`)},server=on,wait=off`, '-device', 'isa-serial,chardev=cmd']
+    }
+  })
+  // Budget: 700 MiB of which 80 % (560) is the target; two guests of 384 start 208 over it. The
+  // configuration does not say that nodev has no balloon device: the agent finds out at run time.
+  const mem = validateMemorySection({
+    balloon: true, hostMemMiB: 700, statsPollSec: 1, policy: { statsStaleAfterS: 4 }, vms: { nodev: { shares: 1000 } }
+  }, [])
+  t.equal(mem.policy.targetPercent, defaultMemorySection().policy.targetPercent, 'the default target (80 %)')
+  const ctl = new BalloonController(mem, { driver, host: hostMemory(), logger: log })
+
+  for (const id of ['idle', 'grower']) await driver.start(spec(id))
+  // A VM with no balloon device (and no guest: its firmware finds nothing to boot and waits).
+  await driver.start({ id: 'nodev', vcpus: 1, memMiB: 64, extra: { balloon: false } })
+  for (const id of ['idle', 'grower']) {
+    await waitFor(`${id} ready`, () => consoleLines(driver.serialPath(id)).includes('dirtier commands on ttyS1'), 60_000)
+  }
+  const port = (id: string): CommandPort => { const p = new CommandPort(path.join(tmp, `${id}.cmd`)); ports.push(p); return p }
+  const idle = port('idle'); const grower = port('grower')
+
+  // The agent's loop: one step a second.
+  const statuses: MemoryStatus[] = []
+  let stepping = true
+  const loop = (async () => {
+    while (stepping) {
+      const s = await ctl.step(await driver.list())
+      if (s !== null) statuses.push(s)
+      await sleep(1000)
+    }
+  })()
+  const vmOf = (s: MemoryStatus | undefined, id: string) => s?.vms.find(v => v.id === id)
+  const last = (): MemoryStatus | undefined => statuses[statuses.length - 1]
+
+  await t.test('an idle guest gives memory back until the host is at its target', async t => {
+    const t0 = performance.now()
+    await waitFor('the host back at its target', () => {
+      const s = last()
+      return s !== undefined && s.host.usedMiB <= s.host.targetMiB + s.host.totalMiB * 0.02 && vmOf(s, 'idle')?.actualMiB !== MEM
+    }, 40_000)
+    const s = last() as MemoryStatus
+    t.comment(`after ${((performance.now() - t0) / 1000).toFixed(1)} s: used ${s.host.usedMiB.toFixed(0)} of target ${s.host.targetMiB} MiB; idle ${vmOf(s, 'idle')?.actualMiB} MiB, grower ${vmOf(s, 'grower')?.actualMiB} MiB`)
+    t.ok((vmOf(s, 'idle')?.actualMiB ?? MEM) < MEM - 64, 'the idle guest gave memory')
+    t.ok(ctl.counters.reclaimedMiB >= 140, `reclaimed ${ctl.counters.reclaimedMiB} MiB`)
+    const idleRow = vmOf(s, 'idle')
+    t.ok(idleRow !== undefined && idleRow.guestFreeMiB !== null && idleRow.guestFreeMiB >= 64, `the idle guest keeps its free floor (${idleRow?.guestFreeMiB?.toFixed(0)} MiB free)`)
+    t.ok(idleRow !== undefined && idleRow.statsAgeS !== null && idleRow.statsAgeS < 4, `its statistics are fresh (${idleRow?.statsAgeS?.toFixed(1)} s)`)
+    const nodev = vmOf(s, 'nodev')
+    t.equal(nodev?.balloon, false, 'the VM without a balloon device is reported as such')
+    t.equal(log.find('vm nodev: memory.vms.nodev asks to balloon it, but it has no balloon device', 'error').length, 1, 'and the log names the field once')
+    t.notOk(ctl.history.some(h => h.id === 'nodev'), 'and it is never ballooned')
+    t.ok(s.host.ksm === null || s.host.ksm.savedMiB >= 0, 'KSM facts read')
+  })
+
+  await t.test('a guest that grows gets memory back before it runs out', async t => {
+    const before = vmOf(last(), 'grower')?.actualMiB ?? MEM
+    const start = statuses.length
+    for (let held = 0; held < 200; held += 25) {
+      await grower.send('grow 25')
+      await sleep(1000)
+    }
+    await waitFor('the grower to report 200 MiB held', () => consoleLines(driver.serialPath('grower')).includes('hog held=200'), 30_000)
+    await sleep(2000)
+    const lines = consoleLines(driver.serialPath('grower'))
+    t.notOk(lines.some(l => l.startsWith('hog killed')), `no allocation was OOM-killed (${lines.filter(l => l.startsWith('hog')).join('; ')})`)
+    const after = vmOf(last(), 'grower')?.actualMiB ?? 0
+    // 200 MiB held plus its kernel and program (about 100 MiB under this guest's balloon) need 300.
+    t.ok(after > before && after >= 300, `the grower's balloon gave it memory: ${before} -> ${after} MiB`)
+    t.ok(ctl.history.some(h => h.id === 'grower' && h.reason === 'pressure'), 'it grew because of pressure')
+    const pressured = statuses.slice(start).filter(s => s.vms.some(v => v.id === 'grower' && v.guestFreeMiB !== null && v.guestFreeMiB < 32))
+    t.ok(pressured.length <= 1, `its free memory stayed above 32 MiB at (nearly) every sample (${pressured.length} below)`)
+    // Back down: it frees what it took, which its statistics show at the next samples.
+    const freeBefore = vmOf(last(), 'grower')?.guestFreeMiB ?? 0
+    await grower.send('shrink 200')
+    await waitFor('the freed memory in the guest statistics', () => (vmOf(last(), 'grower')?.guestFreeMiB ?? 0) > freeBefore + 150, 15_000)
+    t.pass(`after freeing: ${vmOf(last(), 'grower')?.guestFreeMiB?.toFixed(0)} MiB free in the grower`)
+  })
+
+  await t.test('a guest whose statistics stop is never shrunk', async t => {
+    await idle.send('balloon-off')
+    await waitFor('the balloon driver unloaded', () => consoleLines(driver.serialPath('idle')).some(l => l.startsWith('balloon-off rc=0')), 20_000)
+    const offAt = Date.now()
+    await waitFor('the idle guest marked stale', () => vmOf(last(), 'idle')?.stale === true, 20_000)
+    // Its balloon deflated when the driver left: the host is over its target again, and the
+    // idle guest looks like the obvious donor. Watch several steps.
+    await sleep(6000)
+    const s = last() as MemoryStatus
+    t.ok(s.host.usedMiB > s.host.targetMiB, `the host is over its target (${s.host.usedMiB.toFixed(0)} > ${s.host.targetMiB})`)
+    const shrinks = ctl.history.filter(h => h.id === 'idle' && h.atMs >= offAt && h.targetMiB < h.fromMiB)
+    t.same(shrinks, [], 'no shrink of the stale guest')
+    t.equal(ctl.counters.staleShrinks, 0, 'none refused either: the policy never asked')
+    t.equal(vmOf(s, 'idle')?.held, 'stale', 'the policy says why it holds it')
+  })
+
+  stepping = false
+  await loop
+  t.comment(`counters: ${JSON.stringify(ctl.counters)}`)
+}
+
+const missing = haveQemu()
+if (missing !== null) {
+  t.fail(`cannot run the balloon tests: ${missing}`)
+} else {
+  let guestDir = ''
+  try { guestDir = buildTestGuest() } catch (err) { t.fail(`the test guest does not build: ${(err as Error).message}`) }
+  if (guestDir !== '') await t.test('ballooning real guests', async t => { await run(t, guestDir) })
+}
