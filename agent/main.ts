@@ -37,6 +37,8 @@ import { hostMemory } from './adapters/host-memory.js'
 import { BalloonController } from './runtime/balloon-controller.js'
 import type { BalloonDriver } from './ports/memory.js'
 import { arpVip } from './adapters/arp-vip.js'
+import { simVip } from './adapters/sim-vip.js'
+import type { VipAdapter } from './ports/vip-adapter.js'
 import { VipApplier } from './runtime/vip-applier.js'
 import { removeLocalVips, vipCoreOptions } from './runtime/vip-setup.js'
 import { haBootSpec, haCoreOptions } from './runtime/ha-setup.js'
@@ -334,10 +336,14 @@ async function startVips (config: AgentConfig, store: Store, logger: Logger): Pr
   const options = config.vips.list.length > 0
     ? await vipCoreOptions(config.vips, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store)
     : undefined
-  const applier = new VipApplier(arpVip({})({ logger }), logger)
+  // Simulated VMs have no network: their hosts carry addresses on a simulated interface (sim-vip.ts).
+  const adapter = (): VipAdapter => config.driver.kind === 'sim'
+    ? simVip({ stateFile: path.join(config.node.stateDir, 'sim-vips.json') })({ logger })
+    : arpVip({})({ logger })
   if (options !== undefined) {
-    for (const f of await removeLocalVips(config.vips, arpVip({})({ logger }), logger)) logger.forComponent('agent:main').warn(`vip: could not remove ${f} at start-up`)
+    for (const f of await removeLocalVips(config.vips, adapter(), logger)) logger.forComponent('agent:main').warn(`vip: could not remove ${f} at start-up`)
   }
+  const applier = new VipApplier(adapter(), logger)
   return { applier, options }
 }
 

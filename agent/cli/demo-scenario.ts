@@ -32,6 +32,11 @@ const HA_TIMING = localHaConfig()
 /** The emulated watchdog's timeout, s (= watchdogTicks at 100 ms a tick). */
 export const DEMO_WATCHDOG_SEC = HA_TIMING.watchdogTicks / 10
 export const HA_VMS = ['db-1', 'web-1']
+/** The virtual IP that follows each HA VM (carried on a simulated interface: agent/adapters/sim-vip.ts). */
+export const HA_VIPS: Record<string, { vip: string, address: string }> = {
+  'db-1': { vip: 'db', address: '10.99.0.10/24' },
+  'web-1': { vip: 'web', address: '10.99.0.11/24' }
+}
 const OVERLOAD_THRESHOLD = 0.9
 
 export interface ScenarioPlan {
@@ -109,6 +114,7 @@ export async function prepareScenario (dir: string, hosts: DemoHost[], scenario:
         timing: HA_TIMING,
         watchdog: { device: watchdogs[h.name], timeoutSec: DEMO_WATCHDOG_SEC, loadSoftdog: false }
       }
+      cfg.vips = HA_VMS.map(vm => ({ id: HA_VIPS[vm]!.vip, address: HA_VIPS[vm]!.address, iface: 'demo0', vm }))
     }
     await writeFile(h.configFile, JSON.stringify(cfg, null, 2))
   }
@@ -130,6 +136,8 @@ export interface Observed {
   /** Alive hosts whose latest report lists no VM. */
   empty: Set<string>
   migrations: Map<string, Mig & { seen: string[], from: string, to: string, startedMs: number, endedMs: number | null }>
+  /** Host carrying each virtual IP (its address present there, by that host's own report). */
+  vipHost: Map<string, string>
   observer: string | null
 }
 
@@ -139,7 +147,7 @@ export interface Observed {
  */
 export class Watcher {
   readonly events: DemoEvent[] = []
-  readonly now: Observed = { states: new Map(), vmHost: new Map(), empty: new Set(), migrations: new Map(), observer: null }
+  readonly now: Observed = { states: new Map(), vmHost: new Map(), empty: new Set(), migrations: new Map(), vipHost: new Map(), observer: null }
   private readonly overloaded = new Set<string>()
   private readonly everHadVms = new Set<string>()
   private lastStatus: Record<string, unknown> | null = null
@@ -171,6 +179,7 @@ export class Watcher {
     const live = this.hosts.filter(h => this.running(h.name))
     const statuses = await Promise.all(live.map(async h => [h, await get(h, '/v1/status')] as const))
     const migs = await Promise.all(live.map(async h => [h, await get(h, '/v1/migrations')] as const))
+    const vips = await Promise.all(live.map(async h => [h, await get(h, '/v1/vips')] as const))
     // The observer: the first running agent that answers (its view is the timeline's).
     const obs = statuses.find(([, s]) => s !== null)
     if (obs === undefined) return
@@ -213,6 +222,20 @@ export class Watcher {
     for (const [vm, host] of vmHost) this.now.vmHost.set(vm, host)
     for (const h of empty) if (!this.now.empty.has(h)) this.emit('empty', `${h} runs no VM: it could power off`, { host: h })
     this.now.empty = empty
+    // Virtual IPs, where each host says the address is on its interface.
+    const carried = new Map<string, string>()
+    for (const [h, body] of vips) {
+      for (const v of (body as { vips?: Array<{ vip: string, address: string, addressHere: string }> } | null)?.vips ?? []) {
+        if (v.addressHere === 'present') carried.set(v.vip, h.name)
+      }
+    }
+    for (const [vip, host] of carried) {
+      if (this.now.vipHost.get(vip) === host) continue
+      const was = this.now.vipHost.get(vip)
+      this.emit('vip', `virtual IP ${vip} now on ${host}${was !== undefined ? ` (was ${was})` : ''}: gratuitous ARP sent`, { host })
+      this.now.vipHost.set(vip, host)
+    }
+    for (const [vip, host] of this.now.vipHost) if (!carried.has(vip) && !this.running(host)) this.now.vipHost.delete(vip)
     // Migrations, as their sources journal them.
     for (const [, body] of migs) {
       const list = ((body as { migrations?: Mig[] } | null)?.migrations ?? []).filter(r => (r as unknown as { role: string }).role === 'source')
@@ -248,7 +271,7 @@ export interface ScenarioResult {
   /** Steps and when they happened (ms since the agents started), or why not. */
   steps: Array<{ step: string, atMs: number | null, note: string }>
   migrations: Array<{ vm: string, from: string, to: string, cause: string, state: string, copyS: number, startedS: number, endedS: number | null }>
-  restarts: Array<{ vm: string, from: string, to: string, afterKillS: number }>
+  restarts: Array<{ vm: string, from: string, to: string, afterKillS: number, vip: string | null, vipAfterKillS: number | null }>
   killed: string | null
 }
 
@@ -319,9 +342,17 @@ export async function runScenario (plan: ScenarioPlan, w: Watcher, hosts: DemoHo
       ok = up && ok
       if (up) {
         const to = w.now.vmHost.get(vm) ?? '?'
-        restarts.push({ vm, from: victim, to, afterKillS: (since() - killedAt) / 1000 })
+        restarts.push({ vm, from: victim, to, afterKillS: (since() - killedAt) / 1000, vip: HA_VIPS[vm]?.vip ?? null, vipAfterKillS: null })
         w.emit('ha-restart', `HA: ${vm} restarted on ${to}, ${((since() - killedAt) / 1000).toFixed(1)} s after the kill`, { vm, host: to })
       }
+    }
+    // Each restarted VM's virtual IP follows it to its new host.
+    for (const r of restarts) {
+      const vip = r.vip
+      if (vip === null) continue
+      const followed = await until(`virtual IP ${vip} follows ${r.vm} to ${r.to}`, () => w.now.vipHost.get(vip) === w.now.vmHost.get(r.vm), 30_000)
+      ok = followed && ok
+      if (followed) r.vipAfterKillS = (since() - killedAt) / 1000
     }
     ctl.start(victim)
     w.emit('restart-host', `${victim} is started again (its agent, after the reset)`, { host: victim })
@@ -345,11 +376,12 @@ export function renderSummary (r: ScenarioResult): string {
   lines.push(`migrations: ${r.migrations.length}`)
   for (const m of r.migrations) lines.push(`  ${m.vm} ${m.from} → ${m.to} (${m.cause}): ${m.state}${m.endedS !== null ? `, ${(m.endedS - m.startedS).toFixed(1)} s from pick to end (${m.copyS.toFixed(1)} s copying)` : ''}`)
   lines.push(`HA restarts: ${r.restarts.length}${r.killed !== null ? ` (after kill -9 of ${r.killed})` : ''}`)
-  for (const x of r.restarts) lines.push(`  ${x.vm} ${x.from} → ${x.to}: running ${x.afterKillS.toFixed(1)} s after the kill`)
+  for (const x of r.restarts) lines.push(`  ${x.vm} ${x.from} → ${x.to}: running ${x.afterKillS.toFixed(1)} s after the kill${x.vip !== null ? x.vipAfterKillS !== null ? `, virtual IP ${x.vip} there ${x.vipAfterKillS.toFixed(1)} s after the kill` : `, virtual IP ${x.vip} DID NOT follow` : ''}`)
   return lines.join('\n')
 }
 
-/** Removes a killed host's simulated guests (its driver's state file): they died with the host. */
+/** Removes a killed host's simulated guests and addresses (their state files): they died with the host. */
 export async function resetSimHost (h: DemoHost): Promise<void> {
   await rm(path.join(h.stateDir, 'sim-vms.json'), { force: true })
+  await rm(path.join(h.stateDir, 'sim-vips.json'), { force: true })
 }

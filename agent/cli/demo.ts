@@ -186,7 +186,7 @@ export async function runDemo (args: string[]): Promise<number> {
   say(`web view: http://${hosts[0]?.apiListen ?? '?'}/ (every agent serves it: ${hosts.map(h => `http://${h.apiListen}/`).join(' ')})`)
   say(`scenario: ${scenario}${plan?.surgeAtS != null ? `; surge at ${plan.surgeAtS} s` : ''}${plan?.quietAtS != null ? `; quiet hours at ${plan.quietAtS} s` : ''}`)
   if (plan?.haNote != null) say(plan.haNote)
-  if (plan !== null) say('virtual IPs are not part of the demo: they need network namespaces and root (npm run bench:vip, bench:failover)')
+  if (plan?.ha === true) say('virtual IPs db and web follow db-1 and web-1 on a simulated interface (real hosts use iproute2 and arping: npm run bench:vip)')
 
   const timeline: string[] = []
   const fmt = (e: DemoEvent): string => `${(e.tMs / 1000).toFixed(1).padStart(6)} s  ${e.text}`

@@ -3,7 +3,8 @@
  * events happen in order: formation, the surge's forecast crossing the threshold on host1, host1
  * picking a VM for overload and the migration committing (never onto its anti-affine peer's
  * host), quiet hours and a host emptied by consolidation, kill -9 of the host with the HA VMs,
- * suspected, dead, its HA VMs running elsewhere, the host rejoining without running them again.
+ * suspected, dead, its HA VMs running elsewhere with their virtual IPs (on a simulated interface),
+ * the host rejoining without running them again.
  * The demo exits 0 only when it saw every step.
  */
 import t from 'tap'
@@ -11,7 +12,7 @@ import { spawn } from 'node:child_process'
 import { compiledCli } from './cluster-harness.js'
 
 interface Ev { tMs: number, kind: string, text: string, host?: string, vm?: string }
-interface Result { ok: boolean, steps: Array<{ step: string, atMs: number | null, note: string }>, migrations: Array<{ vm: string, from: string, to: string, cause: string, state: string }>, restarts: Array<{ vm: string, from: string, to: string, afterKillS: number }>, killed: string | null }
+interface Result { ok: boolean, steps: Array<{ step: string, atMs: number | null, note: string }>, migrations: Array<{ vm: string, from: string, to: string, cause: string, state: string }>, restarts: Array<{ vm: string, from: string, to: string, afterKillS: number, vip: string | null, vipAfterKillS: number | null }>, killed: string | null }
 
 t.test('the demo plays its scenario in order', async t => {
   const child = spawn(process.execPath, [compiledCli(), 'demo', '--json', '--hosts', '5', '--surge-at', '20', '--quiet-at', '45'], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -29,7 +30,7 @@ t.test('the demo plays its scenario in order', async t => {
   t.ok(result !== undefined, 'it prints what happened')
   if (result === undefined) return
   for (const s of result.steps) t.comment(`${s.atMs === null ? '   -  ' : `${(s.atMs / 1000).toFixed(1)} s`}  ${s.step}${s.note !== '' ? `: ${s.note}` : ''}`)
-  for (const r of result.restarts) t.comment(`HA restart of ${r.vm} ${r.from} → ${r.to} ${r.afterKillS.toFixed(1)} s after the kill`)
+  for (const r of result.restarts) t.comment(`HA restart of ${r.vm} ${r.from} → ${r.to} ${r.afterKillS.toFixed(1)} s after the kill; virtual IP ${r.vip ?? '-'} there after ${r.vipAfterKillS?.toFixed(1) ?? '-'} s`)
   t.equal(code, 0, `the demo exits 0 (saw every step)${code !== 0 ? `; stderr: ${err.slice(-400)}` : ''}`)
   t.ok(result.ok, 'every step was seen')
   const victim = result.killed ?? 'none'
@@ -63,4 +64,11 @@ t.test('the demo plays its scenario in order', async t => {
   t.ok(order.every((x, i) => i === 0 || x > (order[i - 1] as number)), `in order (${order.join(' < ')})`)
   t.ok(result.restarts.length >= 1 && result.restarts.every(r => r.to !== victim), 'the HA VMs run on other hosts')
   t.notOk(events.some(e => e.kind === 'double' || e.kind === 'rule-broken'), 'no VM ran twice and no rule was broken')
+  // Virtual IPs: each HA VM's address was carried before the kill, and follows it after.
+  const killAt = events.findIndex(e => e.kind === 'kill')
+  t.ok(events.slice(0, killAt).filter(e => e.kind === 'vip').length >= 2, 'both virtual IPs were carried before the kill')
+  for (const r of result.restarts) {
+    t.ok(r.vip !== null && r.vipAfterKillS !== null && r.vipAfterKillS >= r.afterKillS, `${r.vm}'s virtual IP ${r.vip ?? '-'} followed it to ${r.to}`)
+    t.ok(events.slice(killAt).some(e => e.kind === 'vip' && e.host === r.to && e.text.startsWith(`virtual IP ${r.vip ?? '-'} `)), `event: virtual IP ${r.vip ?? '-'} now on ${r.to}`)
+  }
 })
