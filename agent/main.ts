@@ -36,6 +36,7 @@ import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
 import { hostMemory } from './adapters/host-memory.js'
 import { BalloonController } from './runtime/balloon-controller.js'
 import type { BalloonDriver } from './ports/memory.js'
+import type { MemoryPayload } from './api/memory.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { simVip } from './adapters/sim-vip.js'
 import type { VipAdapter } from './ports/vip-adapter.js'
@@ -264,8 +265,9 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     stop: async () => { await runtime.stop({ leave: true }); watchdog?.close(true) }
   })
 
-  const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu)
-  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger)) await life.add(c)
+  const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu, memory)
+  const memoryNow = memory === null ? null : (): MemoryPayload => ({ self: { id: selfId, name: self.name }, nowMs: Date.now(), status: memory.status(), counters: { ...memory.counters } })
+  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow)) await life.add(c)
   await life.add(calendarJobs(config, core, store, status, logger))
   await life.add({
     name: 'systemd readiness',
@@ -428,7 +430,7 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
 }
 
 /** The control API (unix socket, and TCP read-only without the token) and the web view beside it. */
-function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger): Component[] {
+function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger, memory: (() => MemoryPayload) | null): Component[] {
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
   // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
@@ -452,6 +454,7 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
     status,
     migrations: () => core.migrations(),
     replicas: () => core.replicaRecords(),
+    ...(memory !== null ? { memory } : {}),
     vips: views.vips,
     ha: views.ha,
     web: web.handle,
@@ -464,8 +467,13 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
 }
 
 /** `starling status` and the web view's snapshot of this agent. */
-function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks'>, startupCpu: StartupCpu): () => StatusPayload {
+function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks'>, startupCpu: StartupCpu, memory: BalloonController | null): () => StatusPayload {
+  const memoryOf = (m: BalloonController): StatusPayload['memory'] => {
+    const st = m.status()
+    return st === null ? null : { atMs: st.atMs, ballooning: st.ballooning, host: st.host, counters: { ...m.counters } }
+  }
   return () => ({
+    ...(memory !== null ? { memory: memoryOf(memory) } : {}),
     cluster: config.cluster.name,
     self,
     members: core.view(),

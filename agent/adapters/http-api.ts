@@ -21,6 +21,7 @@
  *   GET /v1/vips                 virtual IPs: owner, role here, last announcement
  *   POST /v1/vips/move {vip, to} move a group VIP (forwarded to its owner; 202)
  *   GET /v1/ha                   high availability: quorum, fence, mode, restarts (404: not configured)
+ *   GET /v1/memory               memory of this host and its VMs: balloons, guest statistics, KSM (404: no balloon side)
  *   GET /, /v1/view, /v1/events  the read-only web page and its live view (TCP only: web-view.ts)
  *   POST /v1/ha/mode {armed}     arm or disarm HA cluster-wide (202)
  *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
@@ -33,6 +34,7 @@ import { timingSafeEqual, createHash } from 'node:crypto'
 import type { Logger } from '../ports/logger.js'
 import type { Input } from '../core/index.js'
 import { renderHaMetrics, renderVipMetrics, type HaPayload, type StatusPayload, type VipsPayload } from '../api/payloads.js'
+import { renderMemoryMetrics, type MemoryPayload } from '../api/memory.js'
 
 export interface HttpApiInit {
   host: string
@@ -59,6 +61,8 @@ export interface HttpApiComponents {
   ha?: () => HaPayload | null
   /** Replica records for GET /v1/replicas (null: replication not configured). */
   replicas?: () => unknown[] | null
+  /** This host's memory for GET /v1/memory and the agent_memory_* metrics (null: the driver has no balloon side). */
+  memory?: () => MemoryPayload | null
   /**
    * The read-only web page (GET /, its files, /v1/view, /v1/events: agent/adapters/web-view.ts),
    * served on the TCP listener only. Returns false for a URL it does not serve.
@@ -206,6 +210,12 @@ export function httpApi (init: HttpApiInit) {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(h))
           return
         }
+        if (url === '/v1/memory') {
+          const m = c.memory?.() ?? null
+          if (m === null) { res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'this host\'s driver has no balloon side (memory facts need driver.kind qemu)' })); return }
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(m))
+          return
+        }
         if (url === '/healthz') { res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n'); return }
         if (via === 'tcp' && c.web !== undefined && c.web(req, res, url ?? '/')) return
         if (url === '/v1/status' || url === '/v1/members') {
@@ -218,7 +228,8 @@ export function httpApi (init: HttpApiInit) {
           const v = c.vips?.() ?? null
           const h = c.ha?.() ?? null
           const r = c.replicas?.() ?? null
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : '') + (h !== null ? renderHaMetrics(h) : '') + (r !== null ? renderReplicaMetrics(r) : ''))
+          const m = c.memory?.() ?? null
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(c.status()) + (v !== null ? renderVipMetrics(v) : '') + (h !== null ? renderHaMetrics(h) : '') + (r !== null ? renderReplicaMetrics(r) : '') + (m !== null ? renderMemoryMetrics(m) : ''))
           return
         }
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')

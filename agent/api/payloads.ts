@@ -5,6 +5,7 @@
  * their builders and the agent_vip_* and agent_ha_* metrics.
  */
 import type { HaStatus, MemberView, VipStatus, VipStatusReport } from '../core/index.js'
+import type { BalloonCounters, HostMemoryStatus } from './memory.js'
 
 /** What the local API returns on GET /v1/status. */
 export interface StatusPayload {
@@ -19,6 +20,8 @@ export interface StatusPayload {
    * connected with cluster-wide settings that differ from ours (flagged): agent/cluster-settings.ts.
    */
   settingsMismatches?: SettingsMismatch[]
+  /** This host's memory at the last balloon step (absent: the driver has no balloon side). */
+  memory?: { atMs: number, ballooning: boolean, host: HostMemoryStatus, counters: BalloonCounters } | null
 }
 
 export interface SettingsMismatch {

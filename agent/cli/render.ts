@@ -42,7 +42,19 @@ export function renderStatusTree (s: StatusPayload): string {
       lines.push(`${stem}${branch} ${vm.id.padEnd(12)} ${String(vm.vcpus).padStart(2)} vcpu ${String(vm.memMiB).padStart(6)} MiB  cpu ${pct(vm.cpuUtil)}  mem ${String(Math.round(vm.memUsedMiB)).padStart(6)} MiB  ${vm.state}`)
     })
   })
-  return [...lines, ...renderMismatches(s)].join('\n')
+  return [...lines, ...renderMemoryLine(s), ...renderMismatches(s)].join('\n')
+}
+
+const mib = (x: number): string => x >= 10240 ? `${(x / 1024).toFixed(1)} GiB` : `${Math.round(x)} MiB`
+
+/** The memory of the host this agent runs on (`starling memory` has the detail). */
+export function renderMemoryLine (s: StatusPayload): string[] {
+  const m = s.memory
+  if (m == null) return []
+  const h = m.host
+  const psi = h.pressureSome10 === null ? '' : `, pressure ${h.pressureSome10.toFixed(1)}%`
+  const ksm = h.ksm === null ? '' : `, KSM saves ${mib(h.ksm.savedMiB)}`
+  return [`memory of ${s.self.name}: ${mib(h.usedMiB)} used of ${mib(h.totalMiB)} (target ${mib(h.targetMiB)}), committed ${mib(h.committedMiB)}, ballooned ${mib(h.balloonedMiB)}, reclaimable ${mib(h.reclaimableMiB)}${ksm}${psi}${m.ballooning ? '' : ' (ballooning off)'}`]
 }
 
 /** One line per member. */

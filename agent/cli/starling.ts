@@ -14,6 +14,7 @@
  *   starling replicate VM [--to HOST] | --retire VM   a replica of a stateless VM; starling replicas
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
  *   starling ha status|arm|disarm|maintenance  high availability (agent/cli/ha.ts)
+ *   starling memory [--json]              this host's memory, balloons and guests (agent/cli/memory.ts)
  * Reading commands find the agent from --api ip:port, or from --config FILE (node.apiListen),
  * or at 127.0.0.1:7946. Commands that change anything go through the control socket (--socket,
  * --config's node.apiSocket, or /run/starling/control.sock: root or group starling), or over
@@ -48,6 +49,8 @@ commands:
   ha disarm | ha arm         stop / resume failing over (network maintenance), cluster-wide
   ha maintenance HOST on|off keep HOST out of failover (not restarted elsewhere, not a target)
   ha confirm-down HOST       HOST (which had no fence) is powered off: restart its HA VMs elsewhere
+  memory [--json]            this host's memory: physical, committed, ballooned, KSM saving, pressure; per VM
+                             its maximum, balloon, the guest's free memory and the age of its statistics
 options:
   --api IP:PORT              the agent's TCP API address (default from --config, else 127.0.0.1:7946)
   --config FILE              read node.apiListen, node.apiSocket and node.apiTokenFile from this configuration
@@ -189,6 +192,10 @@ export async function main (argv: string[]): Promise<number> {
       case 'ha': {
         const { haCommand } = await import('./ha.js')
         return await haCommand(rest)
+      }
+      case 'memory': {
+        const { memoryCommand } = await import('./memory.js')
+        return await memoryCommand(rest)
       }
       case 'replicate': {
         const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...TARGET_OPTIONS, to: { type: 'string' }, retire: { type: 'boolean' }, timeout: { type: 'string' } } })

@@ -11,76 +11,11 @@
 import type { VmId, VmSummary } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import type { BalloonDriver, HostMemoryFacts, VmMemoryFacts } from '../ports/memory.js'
-import { decideBalloon, type BalloonChange, type BalloonHold, type BalloonVm } from '../../policies/balloon.js'
+import { decideBalloon, type BalloonChange, type BalloonVm } from '../../policies/balloon.js'
 import { memoryVmSettings, type MemorySection } from './memory-setup.js'
+import type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
 
-/** One VM in the memory picture. */
-export interface VmMemoryStatus {
-  id: VmId
-  maxMiB: number
-  minMiB: number
-  shares: number
-  balloon: boolean
-  /** Balloon's actual size, MiB; null without a balloon. */
-  actualMiB: number | null
-  /** Last target set by this agent, MiB; null when none. */
-  targetMiB: number | null
-  /** Memory the guest could use at once, MiB (available, else free); null when unknown. */
-  guestFreeMiB: number | null
-  guestTotalMiB: number | null
-  /** Age of the guest's statistics, s; null when it never sent any. */
-  statsAgeS: number | null
-  stale: boolean
-  swapping: boolean
-  /** Why the policy left it alone at the last step, if it said. */
-  held: BalloonHold | null
-}
-
-/** The memory picture of this host at the last sample. */
-export interface MemoryStatus {
-  /** Wall time of the sample, ms since the epoch. */
-  atMs: number
-  host: {
-    /** Physical memory (MemTotal), MiB. */
-    physicalMiB: number
-    availableMiB: number
-    /** What the policy counts as the host's memory (physical, or memory.hostMemMiB), MiB. */
-    totalMiB: number
-    /** What the policy counts as used, MiB. */
-    usedMiB: number
-    targetMiB: number
-    /** Sum of the running VMs' configured memory, MiB. */
-    committedMiB: number
-    /** Sum of what the balloons hold back (maximum - actual), MiB. */
-    balloonedMiB: number
-    /** What the guests could give now without going under their floors, MiB. */
-    reclaimableMiB: number
-    /** Memory over the target that could not be reclaimed at the last step, MiB. */
-    unmetMiB: number
-    pressureSome10: number | null
-    pressureFull10: number | null
-    ksm: HostMemoryFacts['ksm']
-  }
-  vms: VmMemoryStatus[]
-  /** The balloon policy applies its targets (memory.balloon). */
-  ballooning: boolean
-  /** Changes applied at the last step. */
-  changes: BalloonChange[]
-}
-
-export interface BalloonCounters {
-  steps: number
-  grows: number
-  shrinks: number
-  /** Shrinks issued to a guest whose statistics were stale: must stay 0. */
-  staleShrinks: number
-  /** MiB taken from guests, in all. */
-  reclaimedMiB: number
-  /** MiB given to guests, in all. */
-  givenMiB: number
-  factErrors: number
-  applyErrors: number
-}
+export type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
 
 export interface BalloonControllerComponents {
   driver: BalloonDriver

@@ -24,6 +24,11 @@ import { defaultMemorySection, validateMemorySection } from '../../agent/runtime
 import { memoryLogger } from '../../agent/lib/logger.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { httpApi } from '../../agent/adapters/http-api.js'
+import type { MemoryPayload } from '../../agent/api/memory.js'
+import type { StatusPayload } from '../../agent/api/payloads.js'
+import { renderMemoryLine, renderStatusTree } from '../../agent/cli/render.js'
+import { compiledCli } from '../integration/cluster-harness.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
@@ -132,6 +137,44 @@ async function run (t: Test, guestDir: string): Promise<void> {
     t.equal(log.find('vm nodev: memory.vms.nodev asks to balloon it, but it has no balloon device', 'error').length, 1, 'and the log names the field once')
     t.notOk(ctl.history.some(h => h.id === 'nodev'), 'and it is never ballooned')
     t.ok(s.host.ksm === null || s.host.ksm.savedMiB >= 0, 'KSM facts read')
+  })
+
+  await t.test('the operator sees it: GET /v1/memory, `starling memory`, status and metrics', async t => {
+    const self = { id: 'f'.repeat(64), name: 'hv-test' }
+    const payload = (): MemoryPayload => ({ self, nowMs: Date.now(), status: ctl.status(), counters: { ...ctl.counters } })
+    const st = ctl.status()
+    const status: StatusPayload = {
+      cluster: 'lab', self, members: [], core: {}, runtime: {},
+      memory: st === null ? null : { atMs: st.atMs, ballooning: st.ballooning, host: st.host, counters: { ...ctl.counters } }
+    }
+    const api = httpApi({ host: '127.0.0.1', port: 0, socketPath: null })({ logger: log, status: () => status, memory: payload })
+    await api.start()
+    t.teardown(async () => { await api.stop() })
+    const base = `http://127.0.0.1:${api.port()}`
+    const m = await (await fetch(`${base}/v1/memory`)).json() as MemoryPayload
+    const idleRow = m.status?.vms.find(v => v.id === 'idle')
+    t.ok(idleRow !== undefined && idleRow.actualMiB !== null && idleRow.actualMiB < MEM, `GET /v1/memory: idle's balloon ${idleRow?.actualMiB} MiB`)
+    t.equal(m.status?.host.committedMiB, 2 * MEM + 64, 'committed = the sum of the VMs\' memory')
+    t.ok(Math.abs((m.status?.host.balloonedMiB ?? 0) - m.status!.vms.reduce((s, v) => s + (v.actualMiB === null ? 0 : v.maxMiB - v.actualMiB), 0)) < 0.01, 'ballooned = the sum of max - balloon')
+    const metrics = await (await fetch(`${base}/metrics`)).text()
+    t.match(metrics, new RegExp(`agent_memory_vm_balloon_mib\\{vm="idle"\\} ${idleRow?.actualMiB}`), 'per-VM balloon metric')
+    t.match(metrics, /agent_memory_host_committed_mib 832/, 'host committed metric')
+    t.match(metrics, /agent_memory_host_pressure_some_avg10_percent [0-9.]+/, 'pressure metric')
+    t.match(metrics, /agent_memory_balloon_shrinks [1-9]/, 'balloon counters')
+    t.match(metrics, /agent_memory_vm_stale\{vm="idle"\} 0/, 'fresh statistics')
+    t.match(renderMemoryLine(status)[0] ?? '', /^memory of hv-test: \d+ MiB used of 700 MiB \(target 560 MiB\), committed 832 MiB, ballooned \d+ MiB/, 'starling status line')
+    t.match(renderStatusTree(status), /memory of hv-test/, 'in the status tree')
+    // The command itself (compiled), against this API.
+    // (asynchronously: the API answers from this process)
+    const { execFile } = await import('node:child_process')
+    const { promisify } = await import('node:util')
+    const cli = async (...args: string[]): Promise<string> => (await promisify(execFile)(process.execPath, [compiledCli(), ...args], { encoding: 'utf8' })).stdout
+    const text = await cli('memory', '--api', `127.0.0.1:${api.port()}`)
+    t.match(text, /committed +832 MiB/, 'starling memory: committed')
+    t.match(text, /\nidle +384 MiB +96 MiB +\d+ MiB/, 'starling memory: idle row (max, min, balloon)')
+    t.match(text, /nodev .* no balloon device/, 'starling memory: the VM without a balloon device')
+    const json = JSON.parse(await cli('memory', '--json', '--api', `127.0.0.1:${api.port()}`)) as MemoryPayload
+    t.equal(json.status?.vms.length, 3, 'starling memory --json')
   })
 
   await t.test('a guest that grows gets memory back before it runs out', async t => {

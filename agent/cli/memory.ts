@@ -1,0 +1,42 @@
+/**
+ * `starling memory [--json]`: this host's memory and its VMs' as the local agent's balloon loop
+ * saw them at its last sample (GET /v1/memory): physical, committed, ballooned, reclaimable, KSM's
+ * saving and the memory pressure; per VM its maximum, balloon, the guest's free memory and the
+ * age of its statistics.
+ */
+import { parseArgs } from 'node:util'
+import type { MemoryPayload } from '../api/memory.js'
+import { apiAddress, callApi, TARGET_OPTIONS } from './client.js'
+
+const mib = (x: number | null): string => x === null ? '-' : x >= 10240 ? `${(x / 1024).toFixed(1)} GiB` : `${Math.round(x)} MiB`
+
+export function renderMemory (p: MemoryPayload): string {
+  const s = p.status
+  if (s === null) return `${p.self.name}: no memory sample yet`
+  const h = s.host
+  const lines = [
+    `host ${p.self.name} (sampled ${((p.nowMs - s.atMs) / 1000).toFixed(1)} s ago; ballooning ${s.ballooning ? 'on' : 'off'})`,
+    `  physical     ${mib(h.physicalMiB)} (${mib(h.availableMiB)} available)`,
+    `  counted      ${mib(h.usedMiB)} used of ${mib(h.totalMiB)}, target ${mib(h.targetMiB)}${h.unmetMiB > 0 ? `, ${mib(h.unmetMiB)} over it that no guest can give` : ''}`,
+    `  committed    ${mib(h.committedMiB)} (sum of the VMs' memory)`,
+    `  ballooned    ${mib(h.balloonedMiB)} held back by balloons; ${mib(h.reclaimableMiB)} more reclaimable`,
+    `  KSM          ${h.ksm === null ? 'not available' : `${h.ksm.run === 1 ? 'running' : 'stopped'}, saves ${mib(h.ksm.savedMiB)} (${h.ksm.pagesSharing} pages sharing ${h.ksm.pagesShared})`}`,
+    `  pressure     ${h.pressureSome10 === null ? 'not available' : `some ${h.pressureSome10.toFixed(2)}%, full ${(h.pressureFull10 ?? 0).toFixed(2)}% (avg10)`}`,
+    `  balloon loop ${p.counters.steps} steps, ${p.counters.grows} grows (${mib(p.counters.givenMiB)}), ${p.counters.shrinks} shrinks (${mib(p.counters.reclaimedMiB)})${p.counters.staleShrinks > 0 ? `, ${p.counters.staleShrinks} STALE SHRINKS REFUSED` : ''}`,
+    '',
+    'VM            MAX        MIN        BALLOON    TARGET     GUEST FREE STATS AGE  NOTE'
+  ]
+  for (const v of [...s.vms].sort((a, b) => a.id.localeCompare(b.id))) {
+    const age = v.statsAgeS === null ? '-' : `${v.statsAgeS.toFixed(1)} s`
+    const note = !v.balloon ? 'no balloon device' : [v.stale ? 'stale' : '', v.swapping ? 'swapping' : '', v.held !== null && v.held !== 'stale' && v.held !== 'swapping' ? v.held : ''].filter(x => x !== '').join(', ')
+    lines.push(`${v.id.padEnd(13)} ${mib(v.maxMiB).padEnd(10)} ${mib(v.minMiB).padEnd(10)} ${mib(v.actualMiB).padEnd(10)} ${mib(v.targetMiB).padEnd(10)} ${mib(v.guestFreeMiB).padEnd(10)} ${age.padEnd(10)} ${note}`)
+  }
+  return lines.join('\n')
+}
+
+export async function memoryCommand (args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
+  const p = await callApi(apiAddress(values), '/v1/memory') as MemoryPayload
+  process.stdout.write((values.json === true ? JSON.stringify(p, null, 2) : renderMemory(p)) + '\n')
+  return 0
+}
