@@ -32,7 +32,7 @@ export type NotRunningReason = 'gave up after injected start failures' | 'gave u
 export const KNOWN_DEFECTS = {
   haStaleResume: 'HA resumes a fence-paused copy under a claim granted over another host\'s released claim, after that host booted the VM from its disk (a claim request does not say it is a resume)',
   abortBeforeKill: 'a migration target sends its abort in the same Ready as killIncoming; when the switch-over wins that race the kill is refused (VM_RUNNING) but the source already resumed (R2 says the abort goes out only after the kill)',
-  vipTwoOwners: 'a VIP is taken over from an owner that SWIM declared dead while it still runs and is connected to a majority (a one-way cut or loss); the old owner never fences',
+  vipTwoOwners: 'a VIP is taken over from an owner that the majority\'s SWIM declared dead while that owner still held it (it had not yet seen that it lost the majority, and VIP takeover waits for no fence delay as HA does); seen with a partition or a one-way cut separating owner and majority',
   haStopStuck: 'an HA stop of an incoming copy that never completes is not retried, so the VM is refused to every other claimant for good',
   sourceStuckSwitching: 'a migration source stays in switching long after the heal although its target committed (the target was cut off during the switch-over), so the VM\'s VIP stays with the source'
 } as const

@@ -113,9 +113,9 @@
  *   act (S4). The VM is never left unclaimed for long: until the migration ends, cS stays
  *   a prior and cT standing; each end that stops running releases its claim; a lost release
  *   is repaired by the members' queries (answered once the migration has ended).
- * The simulator (agent/sim/ha-sim.ts, test/sim/ha-random-faults-migration.test.ts) runs the
- * HA core with migrations under crashes, hangs, partitions and loss, checking S1 and S4
- * after every tick.
+ * The simulator (agent/sim/sim-cluster.ts; test/sim/ha-random-faults-migration.test.ts and
+ * test/sim/races.test.ts) runs the whole core, HA with migrations, under power losses, hangs,
+ * agent crashes, partitions and loss, checking S1-S5 after every tick.
  *
  * Mode and maintenance. Disarm (network maintenance) is a versioned register spread by the
  * beats: a disarmed member grants and claims nothing, and stops fencing only once it knows a
