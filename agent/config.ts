@@ -440,6 +440,7 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
     if (!isObj(m.onStallByVm)) fail('migration.onStallByVm', 'must be an object')
     out.onStallByVm = Object.fromEntries(Object.entries(m.onStallByVm).map(([k, v]) => [k, onStall(v, `migration.onStallByVm.${k}`)]))
   }
+  if (m.memOvercommitRatio !== undefined) out.memOvercommitRatio = num(m, 'memOvercommitRatio', 'migration', 1, 1, 4)
   if (m.autoBalance !== undefined && typeof m.autoBalance !== 'boolean') fail('migration.autoBalance', `must be true or false (got ${JSON.stringify(m.autoBalance)})`)
   if (m.autoBalance !== undefined) out.autoBalance = m.autoBalance === true
   if (m.rules !== undefined) {

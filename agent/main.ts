@@ -34,7 +34,7 @@ import { haPayload, vipsPayload, type HaPayload, type StatusPayload, type VipsPa
 import type { Store } from './ports/store.js'
 import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
 import { hostMemory } from './adapters/host-memory.js'
-import { BalloonController } from './runtime/balloon-controller.js'
+import { BalloonController, hostMemoryReport } from './runtime/balloon-controller.js'
 import type { BalloonDriver } from './ports/memory.js'
 import type { MemoryPayload } from './api/memory.js'
 import { arpVip } from './adapters/arp-vip.js'
@@ -425,7 +425,9 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
       stepping = true
       void memory.step(vms, signal).finally(() => { stepping = false })
     }
-    return { ...host, vms }
+    // The memory picture of the last step goes into the host's load report (one sample behind).
+    const m = memory?.status()
+    return m == null ? { ...host, vms } : { ...host, vms, memory: hostMemoryReport(m.host, m.ballooning) }
   }
 }
 

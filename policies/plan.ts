@@ -73,6 +73,10 @@ export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st
     if (!conditionHeld(st.overStreak, cfg.guards)) return []
     return relieve(view, me, cfg, st, work, placement)
   }
+  if ((me.memShortMiB ?? 0) > 0) {
+    if (!conditionHeld(st.overStreak, cfg.guards)) return []
+    return relieveMemory(view, me, cfg, st, work, placement)
+  }
   const util = hostSample(me, cfg.intervalSec).util
   if (isUnderloaded(util, me.history, cfg.underload) && conditionHeld(st.underStreak, cfg.guards)) {
     return consolidate(view, me, cfg, st, work, placement)
@@ -130,6 +134,32 @@ function relieve (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDe
   return moves
 }
 
+/**
+ * A host short of memory (over its target, nothing left to reclaim inside it) moves out the
+ * fewest VMs that cover the shortfall: the smallest VM whose memory covers what is still short,
+ * else the largest, and again; each to the best target that stays healthy.
+ */
+function relieveMemory (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDecisionState,
+  work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
+  const mine = workOf(work, me)
+  let short = me.memShortMiB ?? 0
+  const moves: Move[] = []
+  while (short > 0 && moves.length < cfg.maxMovesPerDecision) {
+    const movable = mine.vms.filter(v => !v.migrating && vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))
+      .sort((a, b) => a.memMiB - b.memMiB || (a.id < b.id ? -1 : 1))
+    if (movable.length === 0) break
+    const pick = movable.find(v => v.memMiB >= short) ?? movable[movable.length - 1] as VmView
+    apply(mine, me, pick, -1)
+    const t = bestTarget(view, me, pick, cfg, work, placement, null)
+    if (t === null) continue
+    apply(workOf(work, t), t, pick, 1)
+    placement.set(pick.id, t.id)
+    moves.push({ vm: pick.id, from: me.id, to: t.id, reason: 'overload' })
+    short -= pick.memMiB
+  }
+  return moves
+}
+
 function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDecisionState,
   work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
   const mine = workOf(work, me)
@@ -165,6 +195,7 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
   const cands: Array<{ h: HostView, score: number }> = []
   for (const h of view.hosts) {
     if (h.id === me.id) continue
+    if ((h.memShortMiB ?? 0) > 0) continue
     const w = work.get(h.id)
     const demand = w?.demand ?? (h.reservedMips + sumDemand(h))
     const nVms = w?.vms.length ?? h.vms.length

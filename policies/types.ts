@@ -60,6 +60,12 @@ export interface HostView {
   history: readonly number[]
   /** False if the host is asleep or powered down (no VMs, zero load). */
   active: boolean
+  /**
+   * Memory the host is short of: over its memory target with nothing its guests could give back
+   * (its balloon loop's unmet memory), MiB. > 0 makes the host stressed, as an overloaded CPU does,
+   * and no target for others. @default 0
+   */
+  memShortMiB?: number
 }
 
 export interface ClusterView {

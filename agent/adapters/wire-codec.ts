@@ -20,7 +20,7 @@ import protobuf from 'protobufjs/light.js'
 import { WIRE_SCHEMA } from './wire-schema.js'
 import {
   FRAME_BYTES_MAX_DEFAULT, PROTOCOL_MAX, PROTOCOL_MIN, type Body, type ClaimRef, type Envelope, type Gossip, type HaClaim,
-  type HaMaintenance, type HaMode, type HostCapacity, type HostId, type LoadReport,
+  type HaMaintenance, type HaMode, type HostCapacity, type HostId, type HostMemoryReport, type LoadReport,
   type MemberRecord, type VmRunState, type VmSummary
 } from '../core/index.js'
 
@@ -248,7 +248,19 @@ function encReport (r: LoadReport, where: string): Pb {
     netUtilBp: encUtil(r.netUtil, where + '.netUtil'),
     forecastCpuBp: r.forecastCpu.map((f, i) => encUtil(f, `${where}.forecastCpu[${i}]`)),
     vms: r.vms.map((vm, i) => encVm(vm, `${where}.vms[${i}]`)),
-    ...(r.rulesHash !== undefined && r.rulesHash !== '' ? { rulesHash: encStr(r.rulesHash, where + '.rulesHash', false) } : {})
+    ...(r.rulesHash !== undefined && r.rulesHash !== '' ? { rulesHash: encStr(r.rulesHash, where + '.rulesHash', false) } : {}),
+    ...(r.memory !== undefined ? { memory: encHostMemory(r.memory, where + '.memory') } : {})
+  }
+}
+
+function encHostMemory (m: HostMemoryReport, where: string): Pb {
+  return {
+    committedMib: encCount(m.committedMiB, where + '.committedMiB'),
+    balloonedMib: encCount(m.balloonedMiB, where + '.balloonedMiB'),
+    reclaimableMib: encCount(m.reclaimableMiB, where + '.reclaimableMiB'),
+    unmetMib: encCount(m.unmetMiB, where + '.unmetMiB'),
+    pressureBp: encUtil(m.pressure, where + '.pressure'),
+    ksmSavedMib: encCount(m.ksmSavedMiB, where + '.ksmSavedMiB')
   }
 }
 
@@ -522,7 +534,20 @@ class Decoder {
       vms: this.count(v['vms'], this.lim.maxVmsPerReport, where + '.vms', (x, i) => this.vm(x, `${where}.vms[${i}]`))
     }
     if (rulesHash !== '') r.rulesHash = rulesHash
+    if (v['memory'] !== undefined && v['memory'] !== null) r.memory = this.hostMemory(v['memory'], where + '.memory')
     return r
+  }
+
+  hostMemory (v: unknown, where: string): HostMemoryReport {
+    if (!isObj(v)) throw new Reject('malformed', where)
+    return {
+      committedMiB: this.u32(v['committedMib'], where + '.committedMiB'),
+      balloonedMiB: this.u32(v['balloonedMib'], where + '.balloonedMiB'),
+      reclaimableMiB: this.u32(v['reclaimableMib'], where + '.reclaimableMiB'),
+      unmetMiB: this.u32(v['unmetMib'], where + '.unmetMiB'),
+      pressure: this.util(v['pressureBp'], where + '.pressure'),
+      ksmSavedMiB: this.u32(v['ksmSavedMib'], where + '.ksmSavedMiB')
+    }
   }
 
   /** One gossip item, or null for an item of an unknown kind (dropped and counted). */

@@ -520,6 +520,40 @@ const schema = {
                     }
                   }
                 },
+                "HostMemory": {
+                  "fields": {
+                    "committedMib": {
+                      "type": "uint32",
+                      "id": 1,
+                      "protoName": "committed_mib"
+                    },
+                    "balloonedMib": {
+                      "type": "uint32",
+                      "id": 2,
+                      "protoName": "ballooned_mib"
+                    },
+                    "reclaimableMib": {
+                      "type": "uint32",
+                      "id": 3,
+                      "protoName": "reclaimable_mib"
+                    },
+                    "unmetMib": {
+                      "type": "uint32",
+                      "id": 4,
+                      "protoName": "unmet_mib"
+                    },
+                    "pressureBp": {
+                      "type": "uint32",
+                      "id": 5,
+                      "protoName": "pressure_bp"
+                    },
+                    "ksmSavedMib": {
+                      "type": "uint32",
+                      "id": 6,
+                      "protoName": "ksm_saved_mib"
+                    }
+                  }
+                },
                 "LoadReport": {
                   "fields": {
                     "host": {
@@ -564,6 +598,10 @@ const schema = {
                       "type": "string",
                       "id": 9,
                       "protoName": "rules_hash"
+                    },
+                    "memory": {
+                      "type": "HostMemory",
+                      "id": 10
                     }
                   }
                 },

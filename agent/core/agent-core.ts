@@ -269,6 +269,7 @@ export class AgentCore {
   private onSample (sample: HostSample): HostSample {
     this.mig.localVms = sample.vms
     this.mig.capacity = sample.capacity
+    this.mig.memory = sample.memory
     const moving = new Set(this.mig.live().map(r => r.vm))
     if (moving.size === 0) return sample
     return { ...sample, vms: sample.vms.map(v => moving.has(v.id) ? { ...v, state: 'migrating' } : v) }

@@ -25,7 +25,7 @@ export type { VipConfig, VipSpec } from './vip/vip-config.js'
 
 // Plain data: ids, samples, load reports, the membership view.
 export type {
-  HostCapacity, HostId, HostSample, LoadReport, MemberState, MemberView, VmId, VmRunState, VmSummary
+  HostCapacity, HostId, HostMemoryReport, HostSample, LoadReport, MemberState, MemberView, VmId, VmRunState, VmSummary
 } from './types.js'
 
 // The wire: what travels between agents (the codec and the transports carry it).

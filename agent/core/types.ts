@@ -44,6 +44,27 @@ export interface HostSample {
   netMbps: number
   capacity: HostCapacity
   vms: VmSummary[]
+  /** Memory inside the host (ballooning, page sharing), when its driver can tell. */
+  memory?: HostMemoryReport
+}
+
+/**
+ * What a host tells the cluster about its memory beyond use: what its VMs were promised, what the
+ * balloons hold back, what it could take back now, and how short it is. Whole MiB.
+ */
+export interface HostMemoryReport {
+  /** Sum of its running VMs' configured memory, MiB. */
+  committedMiB: number
+  /** Held back by balloons (sum of maximum - balloon), MiB. */
+  balloonedMiB: number
+  /** What its guests could give now without going under their floors, MiB. */
+  reclaimableMiB: number
+  /** Memory over its target that no guest could give at the last step, MiB (> 0: short of memory). */
+  unmetMiB: number
+  /** Memory pressure: share of time some task stalled on memory over 10 s (PSI), fraction [0, 1]. */
+  pressure: number
+  /** Saved by page sharing (KSM), MiB. */
+  ksmSavedMiB: number
 }
 
 /**
@@ -62,6 +83,8 @@ export interface LoadReport {
   vms: VmSummary[]
   /** Hash of the rule set this host acts on ('' or absent = none); a majority must share it. */
   rulesHash?: string
+  /** Memory inside the host (absent: its driver cannot tell). */
+  memory?: HostMemoryReport
 }
 
 /** SWIM member states. */

@@ -52,6 +52,11 @@ export function reportBytes (r: LoadReport): number {
     (fc > 0 ? lenField(fc) : 0)
   for (const v of r.vms) n += lenField(vmBytes(v))
   if (r.rulesHash !== undefined) n += strField(r.rulesHash)
+  if (r.memory !== undefined) {
+    const m = r.memory
+    n += lenField(uintField(Math.round(m.committedMiB)) + uintField(Math.round(m.balloonedMiB)) + uintField(Math.round(m.reclaimableMiB)) +
+      uintField(Math.round(m.unmetMiB)) + bp(m.pressure) + uintField(Math.round(m.ksmSavedMiB)))
+  }
   reportCache.set(r, n)
   return n
 }

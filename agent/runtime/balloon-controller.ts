@@ -8,7 +8,7 @@
  * failure is counted and logged; a VM without a balloon device is reported as such (once in the
  * log, naming the field when the configuration asked to balloon it) and never touched.
  */
-import type { VmId, VmSummary } from '../core/index.js'
+import type { HostMemoryReport, VmId, VmSummary } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
 import type { BalloonDriver, HostMemoryFacts, VmMemoryFacts } from '../ports/memory.js'
 import { decideBalloon, type BalloonChange, type BalloonVm } from '../../policies/balloon.js'
@@ -16,6 +16,20 @@ import { memoryVmSettings, type MemorySection } from './memory-setup.js'
 import type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
 
 export type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
+
+/** The part of the memory picture a host gossips (whole MiB; pressure as a fraction). */
+export function hostMemoryReport (h: MemoryStatus['host'], ballooning: boolean): HostMemoryReport {
+  return {
+    committedMiB: Math.round(h.committedMiB),
+    balloonedMiB: Math.round(h.balloonedMiB),
+    reclaimableMiB: Math.floor(h.reclaimableMiB),
+    // Short of memory only counts while the balloons are driven: with memory.balloon off the
+    // policy's shortfall is a what-if, and must not move VMs.
+    unmetMiB: ballooning ? Math.ceil(h.unmetMiB) : 0,
+    pressure: Math.min(1, Math.max(0, (h.pressureSome10 ?? 0) / 100)),
+    ksmSavedMiB: Math.round(h.ksm?.savedMiB ?? 0)
+  }
+}
 
 export interface BalloonControllerComponents {
   driver: BalloonDriver

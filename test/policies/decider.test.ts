@@ -144,3 +144,29 @@ t.test('admission: CPU cap fraction, cores, emptying, copies coming in', t => {
   t.match(admit(coming, { vm: 'c', memMiB: 500, cpuDemandMips: 10 }), { ok: false, reason: /memory/ }, 'a copy still coming in holds its memory: 1000 + 3000 + 500 > 4096')
   t.end()
 })
+
+t.test('admission: memory overcommit counts reclaimable memory, never beyond the ratio', t => {
+  // residents 1000 MiB of 4096; a 3500 MiB candidate makes 4500: 404 over capacity
+  const big = { vm: 'c', memMiB: 3500, cpuDemandMips: 10 }
+  t.match(admit(target(), big), { ok: false, reason: /memory: 4500 MiB > 4096 MiB$/ }, 'no overcommit by default')
+  t.match(admit(target({ memReclaimableMiB: 2000 }), big), { ok: false }, 'reclaimable memory alone does not overcommit (ratio 1)')
+  t.ok(admit(target({ memReclaimableMiB: 500, memOvercommitRatio: 1.5 }), big).ok, '4500 <= 4096 + 500 reclaimable (ratio allows 2048)')
+  t.match(admit(target({ memReclaimableMiB: 300, memOvercommitRatio: 1.5 }), big), { ok: false, reason: /4500 MiB > 4096 MiB \+ 300 MiB reclaimable \(overcommit ratio 1.5\)/ }, 'not more than what the guests could give')
+  t.match(admit(target({ memReclaimableMiB: 5000, memOvercommitRatio: 1.05 }), big), { ok: false, reason: /\+ 205 MiB reclaimable/ }, 'never beyond the ratio (5 % of 4096 = 205)')
+  t.end()
+})
+
+t.test('a host short of memory is stressed: it moves the fewest VMs that cover the shortfall, never to a host short itself', t => {
+  // a: CPU calm (3000 of 5320 MIPS), but 1500 MiB short of memory; b is short too; c has room.
+  const short = (): HostView => host('a', [vm('s', 'a', 1000, 1000), vm('m', 'a', 1000, 2000), vm('l', 'a', 1000, 3000)], { memShortMiB: 1500 })
+  const b = (): HostView => host('b', [vm('q', 'b', 500, 1000)], { memShortMiB: 10 })
+  const c = (): HostView => host('c', [vm('r', 'c', 500, 1000)])
+  const d = new HostDecider(cfg(), seededPrng)
+  t.same(step(d, [short(), b(), c()]).moves, [], 'the hold time applies: one decision with a plan')
+  t.equal(d.overStreak, 1, 'stressed like an overloaded CPU')
+  t.same(step(d, [short(), b(), c()]).moves, [{ vm: 'm', from: 'a', to: 'c', reason: 'overload' }], 'the smallest VM that covers 1500 MiB (m, 2000), to c (b is short itself)')
+  const d2 = new HostDecider(cfg({ guards: { holdDecisions: 1, cooldownDecisions: 0, minGain: 0 } }), seededPrng)
+  t.same(step(d2, [{ ...short(), memShortMiB: 4500 }, c()]).moves.map(m => m.vm), ['l', 'm'], 'no single VM covers 4500: the largest first, then the smallest that covers the rest')
+  t.same(step(new HostDecider(cfg(), seededPrng), [{ ...short(), memShortMiB: 0 }, c()]).moves, [], 'not short: calm')
+  t.end()
+})

@@ -94,6 +94,7 @@ export class ReportGossip {
       vms: x.vms
     }
     if (s.rulesHash !== '') report.rulesHash = s.rulesHash
+    if (x.memory !== undefined) report.memory = x.memory
     const me = s.selfMember
     me.report = report
     me.reportTick = s.now

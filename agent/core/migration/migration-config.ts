@@ -20,6 +20,7 @@ export function defaultMigrationConfig (): MigrationConfig {
     retainMax: 200,
     bandwidthBytesPerS: 0,
     maxBandwidthBytes: 0,
+    memOvercommitRatio: 1,
     onStall: 'abort',
     onStallByVm: {},
     rules: { vmVm: [], vmHost: [] },
@@ -39,6 +40,9 @@ export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`, `migration.${k}`)
   }
   if (!(c.bandwidthBytesPerS >= 0) || !(c.maxBandwidthBytes >= 0)) throw new ConfigError('migration bandwidths must be >= 0')
+  if (typeof c.memOvercommitRatio !== 'number' || !(c.memOvercommitRatio >= 1 && c.memOvercommitRatio <= 4)) {
+    throw new ConfigError(`migration.memOvercommitRatio must be between 1 and 4 (got ${String(c.memOvercommitRatio)})`, 'migration.memOvercommitRatio')
+  }
   if (c.onStall !== 'abort' && c.onStall !== 'postcopy') throw new ConfigError(`migration.onStall must be abort or postcopy (got ${String(c.onStall)})`, 'migration.onStall')
   if (c.leaseTicks <= 2 * c.pollTicks) throw new ConfigError('migration.leaseTicks must be > 2 * pollTicks (progress renews the lease)', 'migration.leaseTicks')
   return c

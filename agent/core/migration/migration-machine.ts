@@ -53,7 +53,7 @@
 import { assert } from '../assert.js'
 import type { CoreState } from '../state.js'
 import type { Body } from '../messages.js'
-import type { HostId, VmId, VmSummary, HostCapacity } from '../types.js'
+import type { HostId, VmId, VmSummary, HostCapacity, HostMemoryReport } from '../types.js'
 import {
   defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence,
   type ConvergencePolicy, type ConvergenceState
@@ -102,6 +102,8 @@ export class MigrationMachine {
   private nextSeq = 1
   localVms: VmSummary[] = []
   capacity: HostCapacity | null = null
+  /** This host's memory report from its latest sample (absent: its driver cannot tell). */
+  memory: HostMemoryReport | undefined = undefined
   /** Why a VM must not migrate, or null. */
   pinned: (vm: VmId) => string | null = () => null
   /**
@@ -353,7 +355,9 @@ export class MigrationMachine {
       evacuating: this.liveOut().some(r => r.cause === 'underload'),
       cpuCapFraction: this.cfg.policy.placement.cpuCapFraction ?? 1,
       rules: this.rules(),
-      rulesAgreed: this.rulesAgreed()
+      rulesAgreed: this.rulesAgreed(),
+      memReclaimableMiB: this.memory?.reclaimableMiB ?? 0,
+      memOvercommitRatio: this.cfg.memOvercommitRatio
     }
   }
 

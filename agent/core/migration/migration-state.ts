@@ -196,6 +196,13 @@ export interface MigrationConfig {
   bandwidthBytesPerS: number
   /** Pre-copy cap on bandwidth, bytes/s; 0 = none. */
   maxBandwidthBytes: number
+  /**
+   * Memory overcommit a host admits (migrations, HA restarts, replicas): its VMs' configured
+   * memory may reach capacity x this ratio, and beyond capacity only as far as its guests could give
+   * memory back now (the balloon loop's reclaimable memory, gossiped in its report). 1 = no
+   * overcommit: the sum of configured memory stays within capacity.
+   */
+  memOvercommitRatio: number
   /** What a stalled pre-copy does, by default and per VM. */
   onStall: StallFallback
   onStallByVm: Record<VmId, StallFallback>

@@ -48,6 +48,10 @@ export interface AdmissionInput {
   cpuCapFraction?: number
   rules: RuleSet
   rulesAgreed: boolean
+  /** Memory this host's guests could give back now, MiB (its balloon loop's reclaimable memory). @default 0 */
+  memReclaimableMiB?: number
+  /** Overcommit admitted: configured memory up to capacity x this, beyond capacity only as far as reclaimable. @default 1 */
+  memOvercommitRatio?: number
 }
 
 /**
@@ -87,7 +91,13 @@ export function admit (a: AdmissionInput, c: Candidate): Admission {
   let mips = c.cpuDemandMips
   for (const v of a.residents) { mem += v.memMiB; mips += v.cpuUtil * capMips }
   for (const r of a.reservations) { mem += r.memMiB; mips += r.cpuDemandMips }
-  if (mem > a.capacity.memMiB) return { ok: false, reason: `memory: ${Math.round(mem)} MiB > ${a.capacity.memMiB} MiB` }
+  // Overcommit: beyond capacity only what the guests could give back now, and never beyond the ratio.
+  const ratio = Math.max(1, a.memOvercommitRatio ?? 1)
+  const over = Math.min(Math.max(0, a.memReclaimableMiB ?? 0), a.capacity.memMiB * (ratio - 1))
+  if (mem > a.capacity.memMiB + over) {
+    const extra = ratio > 1 ? ` + ${Math.round(over)} MiB reclaimable (overcommit ratio ${ratio})` : ''
+    return { ok: false, reason: `memory: ${Math.round(mem)} MiB > ${a.capacity.memMiB} MiB${extra}` }
+  }
   if (mips > capMips * capFrac + 1e-6) return { ok: false, reason: `cpu: ${Math.round(mips)} > ${capFrac === 1 ? '' : `${capFrac} x `}${capMips} MIPS` }
   const placement = placementWith(a, c.vm)
   const broken = brokenHardRules(onlyRulesOf(a.rules, c.vm), placement)

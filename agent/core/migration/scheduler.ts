@@ -178,7 +178,8 @@ export class Scheduler {
         reservedMips: e?.mips ?? 0,
         reservedMemMiB: e?.mem ?? 0,
         history: this.history.get(mb.id)?.utils ?? [rep.cpuUtil],
-        active: true
+        active: true,
+        ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 ? { memShortMiB: rep.memory.unmetMiB } : {})
       })
     }
     return { hosts, rules: this.m.rules(), tick: this.decider.decisionCount }
