@@ -13,7 +13,7 @@
  *   timers must not vote or claim with them. A refused host is alone, without a majority, and
  *   fences its own VMs as in any partition. Change HA timing with HA disarmed (`starling ha
  *   disarm`, roll the files, `starling ha arm`): a disarmed cluster neither claims nor fences.
- * - `cluster.members`, `migration.rules`, `ha.vms`: flagged (logged at error, listed in
+ * - `cluster.members`, `migration.rules`, `migration.automation`, `ha.vms`: flagged (logged at error, listed in
  *   /v1/status `settingsMismatches` and by `starling members`), not refused: adding a host, a
  *   rule or a protected VM is rolled out one file at a time, and refusing would split the cluster
  *   for the length of every such roll-out.
@@ -52,6 +52,7 @@ export function clusterSettings (c: AgentConfig): ClusterSetting[] {
   const out: ClusterSetting[] = [
     { field: 'cluster.members', digest: digest('cluster.members', byName(c.cluster.members).map(m => ({ name: m.name, publicKey: m.publicKey, address: m.address }))), refuse: false },
     { field: 'migration.rules', digest: digest('migration.rules', c.migration.rules), refuse: false },
+    { field: 'migration.automation', digest: digest('migration.automation', c.migration.automation), refuse: false },
     {
       field: 'ha.vms',
       digest: digest('ha.vms', { tieBreaker: c.ha.tieBreaker, hosts: c.ha.hosts, vms: [...c.ha.vms].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0) }),

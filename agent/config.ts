@@ -5,7 +5,7 @@
  */
 import {
   ConfigError, defaultCoreConfig, defaultMigrationConfig, localTestCoreConfig, validateCoreConfig,
-  validateMigrationConfig, type CoreConfig, type MigrationConfig
+  validateMigrationConfig, AUTOMATION_LEVELS, type AutomationLevel, type CoreConfig, type MigrationConfig
 } from './core/index.js'
 import { validateRules } from '../policies/rules.js'
 import { validatePolicyConfig } from '../policies/config.js'
@@ -443,6 +443,10 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   if (m.memOvercommitRatio !== undefined) out.memOvercommitRatio = num(m, 'memOvercommitRatio', 'migration', 1, 1, 4)
   if (m.autoBalance !== undefined && typeof m.autoBalance !== 'boolean') fail('migration.autoBalance', `must be true or false (got ${JSON.stringify(m.autoBalance)})`)
   if (m.autoBalance !== undefined) out.autoBalance = m.autoBalance === true
+  if (m.automation !== undefined) {
+    if (!AUTOMATION_LEVELS.includes(m.automation as AutomationLevel)) fail('migration.automation', `must be one of ${AUTOMATION_LEVELS.join(', ')} (got ${JSON.stringify(m.automation)})`)
+    out.automation = m.automation as AutomationLevel
+  }
   if (m.rules !== undefined) {
     if (!isObj(m.rules)) fail('migration.rules', 'must be an object with vmVm and vmHost arrays')
     const rules = { vmVm: Array.isArray(m.rules.vmVm) ? m.rules.vmVm : [], vmHost: Array.isArray(m.rules.vmHost) ? m.rules.vmHost : [] } as unknown as RuleSet

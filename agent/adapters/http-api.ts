@@ -14,6 +14,7 @@
  *   GET /metrics     Prometheus text format
  *   GET /healthz     200 once the agent runs
  *   GET /v1/migrations       migrations this host takes part in (in flight and recent)
+ *   GET /v1/plan             what the cluster's hosts would do now, step by step (policies/cluster-plan.ts)
  *   POST /v1/migrate {vm, to?}   ask for a move (202: queued; the core decides)
  *   GET /v1/replicas         replicas this host runs VMs of or hosts (404 when not configured)
  *   POST /v1/replicate {vm, to?, retire?}   start (or retire) a replica of a VM that runs here
@@ -53,6 +54,8 @@ export interface HttpApiComponents {
   status: () => StatusPayload
   /** Migration records for GET /v1/migrations. */
   migrations?: () => unknown[]
+  /** The cluster's plan for GET /v1/plan (drawn per request). */
+  plan?: () => unknown
   /** Queues an operator input (migrate, drain) for the core. */
   request?: (input: Input) => void
   /** Virtual IPs for GET /v1/vips and the agent_vip_* metrics (null: none configured). */
@@ -189,6 +192,10 @@ export function httpApi (init: HttpApiInit) {
           return
         }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
+        if (url === '/v1/plan' && c.plan !== undefined) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(c.plan()))
+          return
+        }
         if (url === '/v1/migrations') {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
           return

@@ -6,6 +6,7 @@
  */
 import type { HaStatus, MemberView, VipStatus, VipStatusReport } from '../core/index.js'
 import type { BalloonCounters, HostMemoryStatus } from './memory.js'
+import type { ClusterPlan, PlanStep } from '../../policies/cluster-plan.js'
 
 /** What the local API returns on GET /v1/status. */
 export interface StatusPayload {
@@ -124,4 +125,53 @@ export function renderHaMetrics (p: HaPayload): string {
   g('vms_running_here', p.vms.filter(v => v.role === 'running').length)
   for (const [k, n] of Object.entries(p.counters)) g(k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase(), n, 'counter')
   return out.join('\n') + '\n'
+}
+
+/** One step of GET /v1/plan: policies/cluster-plan.ts PlanStep with member names beside the ids. */
+export interface PlanStepRow extends PlanStep {
+  fromName: string
+  toName: string
+}
+
+/** What GET /v1/plan returns: the plan this agent draws from its view, names resolved. */
+export interface PlanPayload {
+  self: { id: string, name: string }
+  /** Wall time the plan was drawn (ms since the epoch). */
+  nowMs: number
+  steps: PlanStepRow[]
+  emptied: Array<{ id: string, name: string }>
+  final: Array<{ id: string, name: string, cpu: number, memMiB: number }>
+}
+
+export function planPayload (p: ClusterPlan, self: { id: string, name: string }, nameOf: (id: string) => string, nowMs: number): PlanPayload {
+  return {
+    self,
+    nowMs,
+    steps: p.steps.map(s => ({ ...s, fromName: nameOf(s.from), toName: nameOf(s.to) })),
+    emptied: p.emptied.map(id => ({ id, name: nameOf(id) })),
+    final: Object.entries(p.final).map(([id, l]) => ({ id, name: nameOf(id), cpu: l.cpu, memMiB: l.memMiB })).sort((a, b) => a.name.localeCompare(b.name))
+  }
+}
+
+/** `starling plan` as text. */
+export function renderPlan (p: PlanPayload): string {
+  if (p.steps.length === 0) return `no moves: the cluster is balanced as ${p.self.name} sees it`
+  const pct = (x: number): string => `${Math.round(x * 100)}%`
+  const lines = [`plan drawn by ${p.self.name}: ${p.steps.length} step(s)${p.emptied.length > 0 ? `; empties ${p.emptied.map(h => h.name).join(', ')} (could power off)` : ''}`,
+    'STEP  RATING  VM            FROM -> TO          SOURCE CPU      TARGET CPU      COPY            AFTER  WHY']
+  for (const s of p.steps) {
+    lines.push([
+      String(s.step).padEnd(5),
+      `${'*'.repeat(s.rating)}`.padEnd(7),
+      s.vm.padEnd(13),
+      `${s.fromName} -> ${s.toName}`.padEnd(19),
+      `${pct(s.source.before.cpu)} -> ${pct(s.source.after.cpu)}`.padEnd(15),
+      `${pct(s.target.before.cpu)} -> ${pct(s.target.after.cpu)}`.padEnd(15),
+      `${Math.round(s.cost.bytes / 1048576)} MiB ~${s.cost.seconds.toFixed(1)} s`.padEnd(15),
+      (s.after.length > 0 ? s.after.join(',') : '-').padEnd(6),
+      s.reason.text
+    ].join(' '))
+  }
+  lines.push(`after the plan: ${p.final.map(h => `${h.name} ${pct(h.cpu)}`).join(', ')}`)
+  return lines.join('\n')
 }

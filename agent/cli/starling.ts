@@ -10,6 +10,7 @@
  *   starling sim [...]                    the trace-driven simulator (see `starling sim --help`)
  *   starling migrate VM [--to HOST]       move a VM (the cluster picks the target without --to); waits for the outcome
  *   starling migrations [--json]          migrations in flight and recent, with progress
+ *   starling plan [--json] | plan apply   what the cluster would do now and why; carry it out (agent/cli/plan.ts)
  *   starling drain HOST                   spread HOST's VMs over the cluster; waits and prints each VM's outcome
  *   starling replicate VM [--to HOST] | --retire VM   a replica of a stateless VM; starling replicas
  *   starling vips [--json]                virtual IPs: owner and last announcement (agent/cli/vips.ts)
@@ -37,6 +38,10 @@ commands:
   sim [--help]               run the trace-driven simulator
   migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
   migrations [--json]        migrations this host takes part in (in flight and recent)
+  plan [--json]              what the cluster's hosts would do now, step by step: VM, source, target, why,
+                             predicted CPU before and after, cost, rating, steps that must come first
+  plan apply [--max-steps N] [--step K] [--timeout S]  carry the plan's steps out through the normal protocol;
+                             stops at a step that did not go as planned; Ctrl-C finishes the step under way
   drain HOST [--no-wait] [--timeout S]  spread HOST's VMs over the cluster; follows it and prints, per VM, what
                              moved and why a VM found no target
   replicate VM [--to HOST]   start a replica of a stateless VM that runs on this host (its VIP's connections are split)
@@ -184,6 +189,10 @@ export async function main (argv: string[]): Promise<number> {
         const rows = await listMigrations(apiAddress(values))
         process.stdout.write((values.json === true ? JSON.stringify(rows, null, 2) : renderMigrations(rows)) + '\n')
         return 0
+      }
+      case 'plan': {
+        const { planCommand } = await import('./plan.js')
+        return await planCommand(rest)
       }
       case 'vips': {
         const { vipsCommand } = await import('./vips.js')

@@ -35,6 +35,7 @@ import { HaBridge, isHaBody } from './ha/ha-bridge.js'
 import type { HaCoreOptions } from './ha/ha-bridge.js'
 import type { HaStatus } from './ha/ha-types.js'
 import type { ClusterView } from '../../policies/types.js'
+import type { ClusterPlan } from '../../policies/cluster-plan.js'
 import { ReplicaManager, type ReplicaCoreOptions } from './replica/replica-manager.js'
 import type { ReplicaRecord } from './replica/replica-types.js'
 
@@ -315,6 +316,9 @@ export class AgentCore {
     }
     return out
   }
+
+  /** What the cluster's hosts would do now, step by step (policies/cluster-plan.ts; `starling plan`). */
+  plan (): ClusterPlan { return this.scheduler.plan() }
 
   /** The frozen cluster view this host's policies decide over (the scheduler's; simulators read it). */
   clusterView (): ClusterView { return this.scheduler.view() }

@@ -34,7 +34,8 @@ export type { Body, Envelope, Gossip, MemberRecord } from './messages.js'
 export { envelopeBytes } from './wire-size.js'
 
 // Migration: the driver commands and their results, the configuration, admission.
-export type { DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, VmPresence, VmSpecWire } from './migration/migration-state.js'
+export type { AutomationLevel, DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, VmPresence, VmSpecWire } from './migration/migration-state.js'
+export { AUTOMATION_LEVELS } from './migration/migration-state.js'
 export { admit } from './migration/reservation.js'
 export type { AdmissionInput } from './migration/reservation.js'
 

@@ -128,6 +128,7 @@ export class SimHypervisor {
   /** The target's copy starts running: it holds the state one generation after its source's. */
   private startCopy (dst: SimVm, src: SimVm): void {
     dst.state = 'running'
+    dst.cpuUtil = src.cpuUtil // the guest's load moves with it
     dst.gen = src.gen + 1
     this.newestRan.set(dst.id, Math.max(this.newestRan.get(dst.id) ?? 0, dst.gen))
     this.lostToPowerLoss.delete(dst.id)

@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../config.js'
 import { defaultPolicyConfig } from '../../../policies/config.js'
-import type { MigrationConfig } from './migration-state.js'
+import { AUTOMATION_LEVELS, type MigrationConfig } from './migration-state.js'
 
 export function defaultMigrationConfig (): MigrationConfig {
   return {
@@ -25,6 +25,7 @@ export function defaultMigrationConfig (): MigrationConfig {
     onStallByVm: {},
     rules: { vmVm: [], vmHost: [] },
     autoBalance: true,
+    automation: 'full',
     decisionTicks: 50,
     // policy.intervalSec (300 s) at the production tick of 100 ms
     balanceTicks: 3000,
@@ -43,6 +44,7 @@ export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
   if (typeof c.memOvercommitRatio !== 'number' || !(c.memOvercommitRatio >= 1 && c.memOvercommitRatio <= 4)) {
     throw new ConfigError(`migration.memOvercommitRatio must be between 1 and 4 (got ${String(c.memOvercommitRatio)})`, 'migration.memOvercommitRatio')
   }
+  if (!AUTOMATION_LEVELS.includes(c.automation)) throw new ConfigError(`migration.automation must be one of ${AUTOMATION_LEVELS.join(', ')} (got ${String(c.automation)})`, 'migration.automation')
   if (c.onStall !== 'abort' && c.onStall !== 'postcopy') throw new ConfigError(`migration.onStall must be abort or postcopy (got ${String(c.onStall)})`, 'migration.onStall')
   if (c.leaseTicks <= 2 * c.pollTicks) throw new ConfigError('migration.leaseTicks must be > 2 * pollTicks (progress renews the lease)', 'migration.leaseTicks')
   return c

@@ -167,6 +167,9 @@ export type DriverResult =
   | { ok: false, kind: DriverCommandKind, code: string, message: string }
 
 /** Tunables of the migration machine and the scheduler. Every interval is in ticks. */
+export type AutomationLevel = 'manual' | 'partial' | 'full'
+export const AUTOMATION_LEVELS: readonly AutomationLevel[] = ['manual', 'partial', 'full']
+
 export interface MigrationConfig {
   /** Outgoing migrations one host runs at once. Higher = faster drains, more load on the link. */
   outMax: number
@@ -208,8 +211,19 @@ export interface MigrationConfig {
   onStallByVm: Record<VmId, StallFallback>
   /** Affinity and anti-affinity rules; the same set on every host (see rulesHash). */
   rules: RuleSet
-  /** Stress-triggered moves (policies/plan.ts) on or off. */
+  /** Stress-triggered moves (policies/plan.ts) on or off (this host only; tests and simulators). */
   autoBalance: boolean
+  /**
+   * What the cluster's agents do on their own, the same on every host (a differing member is
+   * flagged at its hello, as the rules are):
+   * - full: relieve overloads and consolidate (the default);
+   * - partial: relieve overloads; consolidation is only recommended (`starling plan`);
+   * - manual: move nothing on their own; every balancing move is a recommendation to apply.
+   * Operator moves (migrate, drain, plan apply) and HA restarts run in every level: an HA restart
+   * is recovery of a VM its operator asked to protect, not balancing (vSphere HA likewise runs
+   * whatever DRS's automation level).
+   */
+  automation: AutomationLevel
   /** Ticks between two drain steps (a draining host starts its next moves then). */
   decisionTicks: number
   /**

@@ -28,6 +28,7 @@ import type { MigrationMachine } from './migration-machine.js'
 import type { MigrationRecord } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
 import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
+import { clusterPlan, type ClusterPlan } from '../../../policies/cluster-plan.js'
 
 const HISTORY_MAX = 60
 /** Drain steps a target that refused a VM is left out of that VM's choices. */
@@ -185,21 +186,36 @@ export class Scheduler {
     return { hosts, rules: this.m.rules(), tick: this.decider.decisionCount }
   }
 
+  /**
+   * The cluster's plan from this view (policies/cluster-plan.ts): what the hosts would do now.
+   * Built from what every agent shares: the VMs' own histories, which only their host keeps,
+   * are left out, so that any agent with the same reports draws the same plan.
+   */
+  plan (): ClusterPlan {
+    const v = this.view()
+    const shared: ClusterView = { ...v, hosts: v.hosts.map(h => ({ ...h, vms: h.vms.map(x => ({ ...x, history: [] })) })) }
+    return clusterPlan(shared, this.m.cfg.policy)
+  }
+
   private vmMem (vm: VmId): number {
     return this.m.localVms.find(v => v.id === vm)?.memMiB ?? 0
   }
 
   private stressStep (): void {
+    if (this.m.cfg.automation === 'manual') return
     const view = this.view()
     const me = view.hosts.find(h => h.id === this.s.self)
     if (me === undefined) return
-    const moves = this.decider.decide({
+    const decided = this.decider.decide({
       self: me,
       view: () => view,
       receiving: this.m.liveIn().length > 0,
       outSlots: this.m.cfg.outMax - this.m.liveOut().length,
       moving: vm => this.m.isMoving(vm) || this.replicas?.hosted(vm) === true
     })
+    // partial: consolidation is only recommended; the decider gets the VMs' clocks back.
+    const moves = this.m.cfg.automation === 'partial' ? decided.filter(mv => mv.reason === 'overload') : decided
+    for (const mv of decided) if (!moves.includes(mv)) this.decider.cancelled(mv.vm)
     const rp = this.replicas
     const reliefs = rp === null
       ? moves.map(move => ({ kind: 'migrate' as const, move }))

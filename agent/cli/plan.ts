@@ -1,0 +1,97 @@
+/**
+ * `starling plan [--json]`: what the cluster's hosts would do now, step by step, and why (GET
+ * /v1/plan; policies/cluster-plan.ts draws it from the agent's view).
+ *
+ * `starling plan apply [--max-steps N] [--step K]`: carries steps out in order through the
+ * normal migration protocol (POST /v1/migrate with the step's target; the agent forwards it to
+ * the VM's host). Before each step it checks that the VM is still where the plan found it; after
+ * it, that the VM runs on the target. It stops at the first step that did not happen as planned,
+ * and on Ctrl-C it lets the step under way finish and starts no other.
+ */
+import { parseArgs } from 'node:util'
+import { apiAddress, apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError } from './client.js'
+import { renderPlan, type PlanPayload, type PlanStepRow } from '../api/payloads.js'
+
+async function fetchPlan (addr: string): Promise<PlanPayload> {
+  return (await callApi(addr, '/v1/plan')) as PlanPayload
+}
+
+/** Host each running VM is on, by each host's own latest report. */
+async function placement (addr: string): Promise<Map<string, string>> {
+  const s = await fetchStatus(addr)
+  const out = new Map<string, string>()
+  for (const m of s.members) {
+    if (m.state !== 'alive' || m.report === null) continue
+    for (const v of m.report.vms) if (v.state === 'running') out.set(v.id, m.name)
+  }
+  return out
+}
+
+export async function planCommand (args: string[]): Promise<number> {
+  if (args[0] === 'apply') return await applyCommand(args.slice(1))
+  const { values } = parseArgs({ args, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
+  const p = await fetchPlan(apiAddress(values))
+  process.stdout.write((values.json === true ? JSON.stringify(p, null, 2) : renderPlan(p)) + '\n')
+  return 0
+}
+
+async function applyCommand (args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { ...TARGET_OPTIONS, 'max-steps': { type: 'string' }, step: { type: 'string' }, timeout: { type: 'string' } } })
+  const int = (v: string | undefined, name: string): number | null => {
+    if (v === undefined) return null
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a whole number >= 1 (got ${v})`)
+    return n
+  }
+  const maxSteps = int(values['max-steps'], 'max-steps')
+  const only = int(values.step, 'step')
+  const stepTimeoutMs = 1000 * (int(values.timeout, 'timeout') ?? 600)
+  const addr = apiAddress(values)
+  const target = apiTarget(values)
+  const plan = await fetchPlan(addr)
+  let steps: PlanStepRow[] = plan.steps
+  if (only !== null) {
+    const s = steps.find(x => x.step === only)
+    if (s === undefined) throw new UsageError(`the plan has no step ${only} (it has ${steps.length}); run starling plan again`)
+    if (s.after.length > 0) process.stdout.write(`note: step ${only} comes after step(s) ${s.after.join(', ')}, which make room on ${s.toName}\n`)
+    steps = [s]
+  }
+  if (maxSteps !== null) steps = steps.slice(0, maxSteps)
+  if (steps.length === 0) { process.stdout.write('nothing to apply: the plan is empty\n'); return 0 }
+  let interrupted = false
+  const onSigint = (): void => {
+    interrupted = true
+    process.stdout.write('\ninterrupted: the step under way finishes, no other starts\n')
+  }
+  process.on('SIGINT', onSigint)
+  try {
+    let done = 0
+    for (const s of steps) {
+      if (interrupted) break
+      const where = (await placement(addr)).get(s.vm)
+      if (where !== s.fromName) {
+        process.stdout.write(`step ${s.step}: ${s.vm} is ${where === undefined ? 'not running' : `on ${where}`}, not on ${s.fromName}: the plan is out of date; stopped (run starling plan again)\n`)
+        return 1
+      }
+      process.stdout.write(`step ${s.step}: ${s.vm} ${s.fromName} -> ${s.toName} (${s.reason.text})\n`)
+      await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName })
+      const t0 = Date.now()
+      let now: string | undefined = where
+      while (Date.now() - t0 < stepTimeoutMs) {
+        await new Promise(resolve => setTimeout(resolve, 500))
+        now = (await placement(addr)).get(s.vm)
+        if (now === s.toName) break
+      }
+      if (now !== s.toName) {
+        process.stdout.write(`step ${s.step}: ${s.vm} is ${now === undefined ? 'not running' : `on ${now}`} after ${Math.round((Date.now() - t0) / 1000)} s, not on ${s.toName}; stopped (see starling migrations on ${s.fromName})\n`)
+        return 1
+      }
+      done++
+      process.stdout.write(`step ${s.step}: done in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`)
+    }
+    process.stdout.write(`${done} of ${steps.length} step(s) applied${interrupted ? ' (interrupted)' : ''}\n`)
+    return interrupted ? 130 : 0
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}
