@@ -145,7 +145,10 @@ export function loadsConverged (sim: SimCluster, lagSeq = 2): boolean {
  * - S4: an HA restart (a boot under a claim of epoch > 0) is issued only by a host that holds a
  *   majority, and only when no other hypervisor still runs the VM (the old copy was fenced);
  * - S5: at most one host believes it owns a VIP, and besides the owner only a host handing the
- *   address off (make-before-break) or removing it carries the address.
+ *   address off (make-before-break) or removing it (a failed removal being retried included)
+ *   carries the address (with singleCarrier, for
+ *   break-before-make moves: no second carrier at all); a new owner's second burst never goes
+ *   out while a host it can reach still carries the address.
  * A failure throws InvariantError with "reproduce with SEED=<n>".
  */
 export interface SafetyOptions {
@@ -153,6 +156,11 @@ export interface SafetyOptions {
   rules?: RuleSet
   /** Memory of each host, MiB (S3). @default no check */
   capMemMiB?: number
+  /**
+   * Break-before-make VIP moves: never two hosts carrying an address (a killed agent's address
+   * waiting for the unit's stop hook aside). @default false
+   */
+  singleCarrier?: boolean
 }
 
 export class SafetyCheckers {
@@ -165,10 +173,19 @@ export class SafetyCheckers {
   private readonly overlapSince = new Map<string, number>()
   private readonly rules: RuleSet
   private readonly capMemMiB: number
+  private readonly singleCarrier: boolean
 
   constructor (private readonly sim: SimCluster, o: SafetyOptions = {}) {
     this.rules = o.rules ?? { vmVm: [], vmHost: [] }
     this.capMemMiB = o.capMemMiB ?? Infinity
+    this.singleCarrier = o.singleCarrier ?? false
+    // S5: a new owner's second burst never goes out while another host it can reach still carries the address.
+    sim.onAddress((host, e, ok) => {
+      if (!ok || e.type !== 'announce' || e.reason !== 'second-burst') return
+      for (const h of sim.carriers.get(e.vip) ?? []) {
+        if (h !== host && sim.network.reachable(host, h) && sim.network.reachable(h, host)) this.fail(`S5: ${host} sent its second burst for ${e.vip} while ${h} still carries it`)
+      }
+    })
     sim.onAfterTick(() => this.check())
     sim.onReady((host, rd) => {
       for (const c of rd.ha) if (c.kind === 'haStart' && c.mode === 'boot' && c.epoch > 0) this.checkRestart(host, c.vm, c.epoch)
@@ -243,18 +260,23 @@ export class SafetyCheckers {
   private checkVips (): void {
     const sim = this.sim
     const roles = new Map<HostId, Map<string, string>>()
+    const removingHere = new Set<string>()
     for (const id of sim.ids) {
       const r = sim.core(id)?.vips()
-      if (r != null) roles.set(id, new Map(r.vips.map(v => [v.vip, v.role])))
+      if (r == null) continue
+      roles.set(id, new Map(r.vips.map(v => [v.vip, v.role])))
+      // A removal that failed is retried: the module still accounts for the address.
+      for (const v of r.vips) if (v.addressHere === 'removing') removingHere.add(`${id}/${v.vip}`)
     }
     for (const spec of sim.vipSpecs) {
       const owners = sim.ids.filter(h => roles.get(h)?.get(spec.id) === 'owner')
       if (owners.length > 1) this.fail(`S5: ${spec.id}: ${owners.join(' and ')} both own it`)
       const carriers = [...sim.carriers.get(spec.id)!]
+      if (this.singleCarrier && carriers.filter(h => !sim.stopHookPending(h)).length > 1) this.fail(`S5: ${spec.id} carried by ${carriers.join(' and ')} (break-before-make)`)
       if (carriers.length > 1) {
         const stray = carriers.filter(h => {
           const role = roles.get(h)?.get(spec.id)
-          return role !== 'owner' && role !== 'handingOff' && !sim.removing(h, spec.id)
+          return role !== 'owner' && role !== 'handingOff' && !removingHere.has(`${h}/${spec.id}`) && !sim.removing(h, spec.id)
         })
         if (stray.length > 0) this.fail(`S5: ${spec.id}: carried by ${carriers.join(' and ')}; ${stray.join(', ')} neither owns it, hands it off nor removes it (roles ${stray.map(h => roles.get(h)?.get(spec.id) ?? 'no agent').join(', ')})`)
         const since = this.overlapSince.get(spec.id) ?? sim.now

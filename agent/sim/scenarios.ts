@@ -11,7 +11,7 @@
  * VM must run exactly once again (or be given up after injected start failures, as designed)
  * and every VIP be carried by exactly the host that runs its VM, which owns it.
  */
-import { Prng, simHaConfig, type HaMemberSpec, type HaVmSpec, type HostId, type MigrationConfig, type VipSpec, type VmId } from '../core/index.js'
+import { localTestVipConfig, Prng, simHaConfig, type HaMemberSpec, type HaVmSpec, type HostId, type MigrationConfig, type VipSpec, type VmId } from '../core/index.js'
 import { defaultMigrationConfig } from '../core/index.js'
 import { InvariantError, SafetyCheckers } from './checkers.js'
 import { SimCluster, type FaultCounts } from './sim-cluster.js'
@@ -45,6 +45,8 @@ export interface RandomRunOptions {
   vips?: boolean
   /** Probability per tick of an operator request for a replica of an unprotected VM. @default 0 */
   replicas?: number
+  /** Probability that an HA start fails during the fault phase. @default 0.1 in 30 % of the runs, else 0 */
+  startFailure?: number
   /** Debugging: faults and the cores' events as text. */
   trace?: (line: string) => void
 }
@@ -193,7 +195,7 @@ export function allSettled (w: RandomWorld): boolean {
 /** One seeded run: random faults for a few hundred ticks, then heal and wait for every VM (and VIP) to settle. */
 export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomRunResult {
   const p = new Prng(seed ^ 0x5bd1e995)
-  const w = randomWorld(seed, { vips: o.vips === true, replicas: (o.replicas ?? 0) > 0 })
+  const w = randomWorld(seed, { vips: o.vips === true, replicas: (o.replicas ?? 0) > 0, ...(o.startFailure !== undefined ? { startFailure: o.startFailure } : {}) })
   const { sim, hv, workers } = w
   const ids = sim.ids
   const trace = o.trace
@@ -313,4 +315,111 @@ export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomR
     ticksChecked: w.checkers.ticksChecked,
     restartsChecked: w.checkers.restartsChecked
   }
+}
+
+export interface VipRunResult {
+  seed: number
+  violation: string | null
+  knownDefect: KnownDefect | null
+  /** After the quiet phase: each VIP has one owner all hosts agree on, which alone carries it (a VM's VIP: the VM's host). */
+  live: boolean
+  /** What is wrong at the end when not live. */
+  problems: string[]
+  ticks: number
+  ticksChecked: number
+  faults: FaultCounts
+  movesAsked: number
+  migrationsAsked: number
+  maxVipOverlap: number
+}
+
+/**
+ * VIP ownership under random interleavings (the VIP property scenario): five hosts, two group
+ * VIPs (three hosts, and all five in reverse order of preference) and the VIP of an HA-protected
+ * VM that migrates and is restarted; a network with delay, loss, duplication and reordering;
+ * partitions in two or three, heals, power losses, agent crashes, operator moves of the group
+ * VIPs, address effects that fail. A fault phase, then a quiet phase after which every VIP must
+ * have settled. `mode` is the planned-move mode; with break-before-make no address is ever
+ * carried by two hosts.
+ */
+export function vipFaultRun (seed: number, mode: 'make-before-break' | 'break-before-make', o: { faultTicks?: number, quietTicks?: number } = {}): VipRunResult {
+  const p = new Prng(seed ^ 0x27d4eb2d)
+  const ids = ['h0000', 'h0001', 'h0002', 'h0003', 'h0004']
+  const specs: VipSpec[] = [
+    { id: 'g1', address: '192.0.2.10/24', iface: 'eth0', binding: { kind: 'group', hosts: ids.slice(0, 3) } },
+    { id: 'g2', address: '192.0.2.11/24', iface: 'eth0', binding: { kind: 'group', hosts: [...ids].reverse() } },
+    { id: 'v1', address: '192.0.2.12/24', iface: 'eth0', binding: { kind: 'vm', vm: 'vm1' } }
+  ]
+  const MEM = 16384
+  const hv = new SimHypervisor({ seed: seed * 31 + 7, copyTicks: 4 })
+  const sim = new SimCluster({
+    seed, hosts: 5, hypervisor: hv, sampleIntervalTicks: 2, migration: simMigrationConfig(),
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: MEM, netMbps: 10000 },
+    network: { delayTicksMin: 1, delayTicksMax: 3, loss: 0.05, duplicate: 0.03, reorder: 0.05 },
+    ha: { vms: [{ id: 'vm1', home: ids[0]!, priority: 0, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'vm1.xml' }, fencePolicy: 'stop' }], config: simHaConfig() },
+    vips: { specs, config: { ...localTestVipConfig(), plannedMove: mode } }
+  })
+  sim.vipFailure = 0.03
+  hv.addVm(ids[0]!, 'vm1', 1024)
+  const checkers = new SafetyCheckers(sim, { capMemMiB: MEM, singleCarrier: mode === 'break-before-make' })
+  const roleOf = (h: HostId, vip: string): string | undefined => sim.core(h)?.vips()?.vips.find(v => v.vip === vip)?.role
+  let movesAsked = 0
+  let migrationsAsked = 0
+  let violation: string | null = null
+  let live = false
+  const problems: string[] = []
+  const settledProblems = (): string[] => {
+    const out: string[] = []
+    for (const id of ids) if (!sim.isRunning(id)) out.push(`${id} is not running`)
+    const vmAt = hv.running().get('vm1') ?? []
+    for (const spec of specs) {
+      const owners = ids.filter(h => roleOf(h, spec.id) === 'owner')
+      const carriers = [...sim.carriers.get(spec.id)!]
+      const seen = new Set(ids.map(h => sim.core(h)?.vips()?.vips.find(v => v.vip === spec.id)?.owner ?? 'none'))
+      if (owners.length !== 1) { out.push(`${spec.id}: ${owners.length} owners`); continue }
+      if (carriers.join() !== owners.join()) out.push(`${spec.id}: owner ${owners.join()} but carried by ${carriers.join() || 'nobody'}`)
+      if (seen.size !== 1 || !seen.has(owners[0]!)) out.push(`${spec.id}: hosts disagree on the owner (${[...seen].join(',')})`)
+      if (spec.binding.kind === 'vm' && vmAt.length === 1 && owners[0] !== vmAt[0]) out.push(`${spec.id}: owner ${owners.join()} but the VM runs on ${vmAt[0]!}`)
+    }
+    return out
+  }
+  try {
+    for (let i = 0; i < (o.faultTicks ?? 400); i++) {
+      if (p.chance(0.01)) { const k = p.chance(0.2) ? 3 : 2; const g: HostId[][] = Array.from({ length: k }, () => []); for (const id of ids) g[p.int(k)]!.push(id); sim.partition(g) }
+      if (p.chance(0.015)) sim.heal()
+      if (p.chance(0.006)) sim.powerLoss(ids[p.int(5)]!, 5 + p.int(25))
+      if (p.chance(0.004)) sim.agentCrash(ids[p.int(5)]!, 1 + p.int(4))
+      if (p.chance(0.02)) {
+        const spec = specs[p.int(2)]!
+        const hosts = spec.binding.kind === 'group' ? spec.binding.hosts : []
+        const to = hosts[p.int(hosts.length)]!
+        const owner = ids.find(h => roleOf(h, spec.id) === 'owner' && sim.isRunning(h))
+        if (owner !== undefined) { movesAsked++; sim.step(owner, { type: 'operatorVipMove', vip: spec.id, to }) }
+      }
+      if (p.chance(0.02)) {
+        const src = hv.running().get('vm1')?.[0]
+        const to = ids[p.int(5)]!
+        if (src !== undefined && src !== to && sim.isRunning(src)) { migrationsAsked++; sim.step(src, { type: 'operatorMigrate', vm: 'vm1', to }) }
+      }
+      sim.tick()
+    }
+    sim.heal()
+    sim.network.loss = 0
+    sim.network.duplicate = 0
+    sim.network.reorder = 0
+    sim.vipFailure = 0
+    let streak = 0
+    for (let i = 0; i < (o.quietTicks ?? 1000) && streak < 30; i++) {
+      sim.tick()
+      if (settledProblems().length === 0) streak++; else streak = 0
+    }
+    live = streak >= 30
+    if (!live) problems.push(...settledProblems())
+  } catch (err) {
+    if (!(err instanceof InvariantError)) throw err
+    violation = err.message
+  }
+  sim.faults.lost = sim.network.stats.lost
+  const knownDefect: KnownDefect | null = violation !== null && /^S5: \S+: \S+ and \S+ both own it/.test(violation) ? 'vipTwoOwners' : null
+  return { seed, violation, knownDefect, live, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked, faults: { ...sim.faults }, movesAsked, migrationsAsked, maxVipOverlap: checkers.maxVipOverlap }
 }

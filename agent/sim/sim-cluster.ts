@@ -129,6 +129,8 @@ export interface FaultCounts {
   lost: number
   startFailuresInjected: number
   stopHangsInjected: number
+  /** Address effects that failed (the VIP adapter's errors). */
+  vipFailuresInjected: number
 }
 
 interface LaneOp { at: number, life: number, ha?: HaCommand, replica?: ReplicaCommand, ok: boolean, hangs: boolean }
@@ -153,7 +155,7 @@ interface HostRt {
   results: LaneOp[]
   vipOps: VipOp[]
   vipAt: Map<string, number>
-  vipResults: Array<{ vip: string, op: 'add' | 'remove' | 'announce' }>
+  vipResults: Array<{ vip: string, op: 'add' | 'remove' | 'announce', ok: boolean }>
   /** Tick at which the unit's stop hook removes the addresses a killed agent left (null: none pending). */
   stopHookAt: number | null
 }
@@ -195,9 +197,12 @@ export class SimCluster {
   startFailure: number
   /** Probability that an HA stop or pause never completes. */
   stopHang: number
+  /** Probability that an address effect fails (never a removal for a fence or at start-up). */
+  vipFailure = 0
+  private readonly addressListeners: Array<(host: HostId, effect: VipAddressEffect, ok: boolean) => void> = []
   /** Ticks from a power loss (or a watchdog reset) to the agent running again. */
   rebootTicks = 15
-  readonly faults: FaultCounts = { agentCrashes: 0, powerLosses: 0, hangs: 0, watchdogResets: 0, partitions: 0, isolations: 0, cuts: 0, heals: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0 }
+  readonly faults: FaultCounts = { agentCrashes: 0, powerLosses: 0, hangs: 0, watchdogResets: 0, partitions: 0, isolations: 0, cuts: 0, heals: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0, vipFailuresInjected: 0 }
   /** Hosts whose interface carries each VIP's address. */
   readonly carriers = new Map<string, Set<HostId>>()
   /** Successful HA starts of epoch > 0 (restarts after a failure). */
@@ -316,6 +321,8 @@ export class SimCluster {
   /** Is `vm` an HA-protected VM? */
   protects (vm: VmId): boolean { return this.protectedVms.has(vm) }
   /** Address effects of `host` for `vip` not yet carried out: is a remove among them? */
+  /** A killed agent's addresses wait for the unit's stop hook. */
+  stopHookPending (host: HostId): boolean { return this.rt.get(host)!.stopHookAt !== null }
   removing (host: HostId, vip: string): boolean {
     const r = this.rt.get(host)!
     return r.stopHookAt !== null || r.vipOps.some(o => o.effect.vip === vip && o.effect.type === 'remove')
@@ -324,6 +331,8 @@ export class SimCluster {
   onEvent (l: EventListener): void { this.listeners.push(l) }
   onReady (l: ReadyListener): void { this.readyListeners.push(l) }
   onAfterTick (f: () => void): void { this.afterTick.push(f) }
+  /** Called as each address effect is carried out, before the interface changes. */
+  onAddress (l: (host: HostId, effect: VipAddressEffect, ok: boolean) => void): void { this.addressListeners.push(l) }
   /** Called just before a host crashes (its core is still readable). */
   onCrash (f: (id: HostId) => void): void { this.crashHooks.push(f) }
 
@@ -367,7 +376,7 @@ export class SimCluster {
       const core = this.cores.get(id)!
       // Results that waited for the agent (a hang), in order.
       for (const x of r.results.splice(0)) this.stepResult(id, x)
-      for (const x of r.vipResults.splice(0)) this.stepIn(id, { type: 'vipApplied', vip: x.vip, op: x.op, ok: true })
+      for (const x of r.vipResults.splice(0)) this.stepIn(id, x.ok ? { type: 'vipApplied', vip: x.vip, op: x.op, ok: true } : { type: 'vipApplied', vip: x.vip, op: x.op, ok: false, code: 'SIM_VIP_FAILED' })
       // A stalled loop catches up the ticks it missed before anything else.
       for (; r.missed > 0; r.missed--) { core.tick(); this.drain(id) }
       if (sample && (now + i) % this.sampleEvery === 0) this.stepIn(id, { type: 'hostSample', sample: this.sampleOf(id) })
@@ -515,7 +524,15 @@ export class SimCluster {
         if (op.life !== r.life) continue
         const e = op.effect
         const c = this.carriers.get(e.vip)!
-        if (e.type === 'add-and-announce') { c.add(id); r.vipResults.push({ vip: e.vip, op: 'add' }) } else if (e.type === 'remove') { c.delete(id); r.vipResults.push({ vip: e.vip, op: 'remove' }) } else r.vipResults.push({ vip: e.vip, op: 'announce' })
+        // Injected failures of add, announce and of the removals the core can retry safely (a
+        // host that cannot remove its address while it fences breaks S5 whatever the protocol does).
+        const canFail = e.type !== 'remove' || (e.reason !== 'fence' && e.reason !== 'startup')
+        const ok = !(canFail && this.vipFailure > 0 && this.fprng.chance(this.vipFailure))
+        if (!ok) this.faults.vipFailuresInjected++
+        for (const l of this.addressListeners) l(id, e, ok)
+        if (ok && e.type === 'add-and-announce') c.add(id)
+        if (ok && e.type === 'remove') c.delete(id)
+        r.vipResults.push({ vip: e.vip, op: e.type === 'add-and-announce' ? 'add' : e.type, ok })
       }
       r.vipOps = later
     }
