@@ -30,7 +30,7 @@ import { driverExecutor } from './runtime/driver-commands.js'
 // embedded simulated driver's agent does not pay for their code.
 import type { QemuDriver } from './adapters/qemu-driver.js'
 import type { LibvirtDriver } from './adapters/libvirt-driver.js'
-import { haPayload, planPayload, vipsPayload, type HaPayload, type StatusPayload, type VipsPayload } from './api/payloads.js'
+import { haPayload, planPayload, vipsPayload, type HaPayload, type PlanPayload, type StatusPayload, type VipsPayload } from './api/payloads.js'
 import type { Store } from './ports/store.js'
 import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
 import { hostMemory } from './adapters/host-memory.js'
@@ -437,9 +437,11 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
   // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
   const overload = config.migration.policy.overload
+  const plan = (): PlanPayload => planPayload(core.plan(), { id: core.status().self, name: config.node.name }, id => core.member(id)?.name ?? id.slice(0, 8), Date.now())
   const web = webView({})({
     status,
     migrations: () => core.migrations(),
+    plan,
     ha: views.ha,
     vips: views.vips,
     tickMs: config.core.tickMs,
@@ -455,7 +457,7 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
     logger,
     status,
     migrations: () => core.migrations(),
-    plan: () => planPayload(core.plan(), { id: core.status().self as string, name: config.node.name }, id => core.member(id)?.name ?? id.slice(0, 8), Date.now()),
+    plan,
     replicas: () => core.replicaRecords(),
     ...(memory !== null ? { memory } : {}),
     vips: views.vips,

@@ -63,6 +63,8 @@ export interface WebViewComponents {
   migrations?: () => WebMigration[]
   ha?: () => WebHa | null
   vips?: () => WebVips | null
+  /** The cluster's pending plan (GET /v1/plan's steps), drawn at each sample. */
+  plan?: () => { steps: Array<{ step: number, vm: string, fromName: string, toName: string, rating: number, reason: { text: string } }> }
   /** Core tick, ms (migration durations are in ticks). @default 100 */
   tickMs?: number
   /** The overload threshold the forecast is compared with (the policy's). @default 0.9 */
@@ -124,6 +126,8 @@ export interface WebViewPayload {
   migrations: ViewMigration[]
   ha: { pending: string[], restartsDone: number, fenced: string[], selfFenced: boolean, vms: Array<{ vm: string, owner: string, role: string, attempts: number, failed: boolean }> } | null
   vips: Array<{ vip: string, address: string, owner: string }> | null
+  /** Moves the cluster would make now (`starling plan`); null when not served. */
+  plan: Array<{ step: number, vm: string, from: string, to: string, rating: number, why: string }> | null
   events: ViewEvent[]
 }
 
@@ -320,6 +324,7 @@ export function webView (init: WebViewInit = {}) {
         migrations,
         ha: ha === null ? null : { pending: ha.pending, restartsDone: ha.restartsDone, fenced: ha.fencedHosts.map(hn), selfFenced: ha.selfFenced, vms: ha.vms.map(v => ({ vm: v.vm, owner: hn(v.owner), role: v.role, attempts: v.attempts, failed: v.failed })) },
         vips: vips === null ? null : vips.vips.map(v => ({ vip: v.vip, address: v.address, owner: v.ownerName !== '' ? v.ownerName : '-' })),
+        plan: c.plan === undefined ? null : c.plan().steps.slice(0, 20).map(x => ({ step: x.step, vm: x.vm, from: x.fromName, to: x.toName, rating: x.rating, why: x.reason.text })),
         events: events.slice(-100)
       }
     }

@@ -71,6 +71,15 @@ async function readCommand (cmd: 'status' | 'members', args: string[]): Promise<
     process.stdout.write(JSON.stringify(cmd === 'status' ? s : s.members, null, 2) + '\n')
   } else {
     process.stdout.write((cmd === 'status' ? renderStatusTree(s) : renderMembers(s)) + '\n')
+    if (cmd === 'status') {
+      // The pending plan, in one line (best effort: an agent without GET /v1/plan says nothing).
+      try {
+        const p = (await callApi(apiAddress(values), '/v1/plan')) as { steps: Array<{ vm: string, fromName: string, toName: string }> }
+        process.stdout.write(p.steps.length === 0
+          ? 'plan: no moves pending\n'
+          : `plan: ${p.steps.length} move(s) pending (${p.steps.slice(0, 3).map(x => `${x.vm} ${x.fromName}->${x.toName}`).join(', ')}${p.steps.length > 3 ? ', ...' : ''}): starling plan\n`)
+      } catch { /* older agent */ }
+    }
   }
   return 0
 }

@@ -57,6 +57,13 @@ function renderMigrations (v) {
   }).join('')
 }
 
+function renderPlan (v) {
+  if (v.plan === null || v.plan === undefined) { $('plan').innerHTML = '<p class="none">not served</p>'; return }
+  if (v.plan.length === 0) { $('plan').innerHTML = '<p class="none">no moves: balanced as this host sees it</p>'; return }
+  $('plan').innerHTML = '<table><tr><th>#</th><th>VM</th><th>from → to</th><th>rating</th><th>why</th></tr>' +
+    v.plan.map(x => `<tr data-plan-vm="${esc(x.vm)}"><td>${x.step}</td><td>${esc(x.vm)}</td><td>${esc(x.from)} → ${esc(x.to)}</td><td>${'★'.repeat(x.rating)}</td><td>${esc(x.why)}</td></tr>`).join('') + '</table>'
+}
+
 function renderHa (v) {
   if (v.ha === null) { $('ha').innerHTML = '<p class="none">not configured on this host</p>'; return }
   const h = v.ha
@@ -101,6 +108,7 @@ function render (v) {
   renderBanner(v)
   renderHosts(v, haVms)
   renderMigrations(v)
+  renderPlan(v)
   renderHa(v)
   renderVips(v)
   renderEvents(v)

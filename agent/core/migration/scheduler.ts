@@ -189,11 +189,15 @@ export class Scheduler {
   /**
    * The cluster's plan from this view (policies/cluster-plan.ts): what the hosts would do now.
    * Built from what every agent shares: the VMs' own histories, which only their host keeps,
-   * are left out, so that any agent with the same reports draws the same plan.
+   * are replaced by their demand now over the host's history, so that any agent with the same
+   * reports draws the same plan (and a VM taken off a host takes its share of the history along).
    */
   plan (): ClusterPlan {
     const v = this.view()
-    const shared: ClusterView = { ...v, hosts: v.hosts.map(h => ({ ...h, vms: h.vms.map(x => ({ ...x, history: [] })) })) }
+    const shared: ClusterView = {
+      ...v,
+      hosts: v.hosts.map(h => ({ ...h, vms: h.vms.map(x => ({ ...x, history: h.history.map(() => x.cpuMips > 0 ? x.cpuDemandMips / x.cpuMips : 0) })) }))
+    }
     return clusterPlan(shared, this.m.cfg.policy)
   }
 
