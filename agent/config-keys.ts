@@ -24,6 +24,8 @@ import type { GuardParams } from '../policies/antithrash.js'
 import type { VmHostRule, VmVmRule } from '../policies/types.js'
 import { defaultBalloonParams } from '../policies/balloon.js'
 import type { MemorySection, MemoryVmEntry } from './runtime/memory-setup.js'
+import type { CpuSection, CpuVmEntry } from './runtime/cpu-setup.js'
+import { defaultCpuAllocParams } from '../policies/cpu-alloc.js'
 
 /** Compile-time only: `spec` lists every key of T (it may list more). */
 function covers<T> (spec: KeysOf<T>): void { void spec }
@@ -130,6 +132,14 @@ const memory = {
   vms: mapOf({ minMiB: V, shares: V } satisfies KeysOf<MemoryVmEntry>)
 } satisfies KeysOf<MemorySection> & KeyObject
 
+const cpu = {
+  allocate: V,
+  vmCores: V,
+  cgroupParent: V,
+  params: leavesOf(defaultCpuAllocParams()),
+  vms: mapOf({ qos: V, weight: V, capCores: V } satisfies KeysOf<CpuVmEntry>)
+} satisfies KeysOf<CpuSection> & KeyObject
+
 /** The whole file. */
 export const CONFIG_KEYS = {
   cluster: { name: V, secret: V, members: listOf(member) },
@@ -144,5 +154,6 @@ export const CONFIG_KEYS = {
   ha,
   replication,
   memory,
+  cpu,
   log: { level: V } satisfies KeysOf<AgentConfig['log']>
 } satisfies KeyObject

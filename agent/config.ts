@@ -15,6 +15,7 @@ import { validateVipSection, type VipSection } from './runtime/vip-setup.js'
 import { validateHaSection, type HaSection } from './runtime/ha-setup.js'
 import { validateReplicationSection, type ReplicationSection } from './runtime/replica-setup.js'
 import { validateMemorySection, type MemorySection } from './runtime/memory-setup.js'
+import { validateCpuSection, type CpuSection } from './runtime/cpu-setup.js'
 import { checkKeys } from './lib/known-keys.js'
 import { CONFIG_KEYS } from './config-keys.js'
 import { isObj, type Obj } from './lib/obj.js'
@@ -161,6 +162,8 @@ export interface AgentConfig {
   replication: ReplicationSection
   /** Memory inside this host: ballooning and its policy; see agent/runtime/memory-setup.ts. */
   memory: MemorySection
+  /** CPU inside this host: QoS classes, weights and quotas; see agent/runtime/cpu-setup.ts. */
+  cpu: CpuSection
   log: {
     /** 'debug' | 'info' | 'warn' | 'error'. @default 'info' */
     level: 'debug' | 'info' | 'warn' | 'error'
@@ -330,6 +333,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     ha,
     replication,
     memory,
+    cpu: validateCpuSection(raw.cpu),
     log: { level: level as AgentConfig['log']['level'] }
   }
 }

@@ -3,6 +3,7 @@
  * `runAgent(configFile)` resolves with the exit code once the agent has stopped (SIGTERM/SIGINT).
  */
 import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
@@ -37,6 +38,7 @@ import { hostMemory } from './adapters/host-memory.js'
 import { BalloonController, hostMemoryReport } from './runtime/balloon-controller.js'
 import type { BalloonDriver } from './ports/memory.js'
 import type { MemoryPayload } from './api/memory.js'
+import { CpuController } from './runtime/cpu-controller.js'
 import { arpVip } from './adapters/arp-vip.js'
 import { simVip } from './adapters/sim-vip.js'
 import type { VipAdapter } from './ports/vip-adapter.js'
@@ -238,12 +240,13 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   })
   const transport = meshTransport(config, keyPair, peers, logger)
   const memory = memoryLoop(config, driver, logger)
+  const cpu = await cpuLoop(config, driver, logger)
   const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs, probeDatagrams: config.mesh.probeDatagrams }, {
     core,
     transport,
     store,
     logger,
-    sample: await hostSample(config, driver, memory, logger),
+    sample: await hostSample(config, driver, memory, cpu, logger),
     codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vips.applier,
@@ -409,25 +412,65 @@ function memoryLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logg
 }
 
 /**
+ * Dynamic CPU allocation (cpu section): the VMs' cgroups and the loop that sets their weights, for
+ * drivers that run the VMs' processes here (QEMU). A host without a cpu cgroup controller, or where
+ * the groups cannot be made, runs without it and says why.
+ */
+async function cpuLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logger): Promise<CpuController | null> {
+  if (!config.cpu.allocate) return null
+  const log = logger.forComponent('agent:cpu')
+  if (!('pid' in driver) || typeof (driver as { pid?: unknown }).pid !== 'function') {
+    log.error(`cpu.allocate is on, but driver.kind ${config.driver.kind} does not run the VMs' processes here; CPU allocation is off`)
+    return null
+  }
+  const { CgroupCpu, detectCpuCgroup, processSchedSeconds } = await import('./adapters/cgroup-cpu.js')
+  const layout = detectCpuCgroup()
+  if (layout === null) { log.error('cpu.allocate is on, but this host has no cpu cgroup controller (v2 or v1); CPU allocation is off'); return null }
+  const cg = new CgroupCpu(layout, { parent: config.cpu.cgroupParent, vmCores: config.cpu.vmCores })
+  try { await cg.setup() } catch (err) { log.error('cpu.allocate is on, but the VMs\' cgroup cannot be set up; CPU allocation is off', { err }); return null }
+  log.info(`CPU allocation on: cgroups v${layout.version} at ${cg.dir}`)
+  const pidOf = (driver as unknown as { pid: (id: string) => number | undefined }).pid.bind(driver)
+  return new CpuController({
+    params: config.cpu.params,
+    capacityCores: config.cpu.vmCores ?? availableParallelism(),
+    setting: vm => {
+      const e = config.cpu.vms[vm]
+      return { qos: e?.qos ?? 'normal', weight: e?.weight ?? 1, capCores: e?.capCores ?? null }
+    }
+  }, { cgroup: cg, pid: pidOf, schedSeconds: processSchedSeconds, logger })
+}
+
+/**
  * The sampler: the real host (systeminformation) or the driver's VMs against a declared capacity.
  * At every sample the balloon loop (when there is one) takes a step over the VMs listed, off the
  * sample's path and one step at a time.
  */
-async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory: BalloonController | null, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
+async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory: BalloonController | null, cpu: CpuController | null, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler: HostSampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
     : driverSampler(config, driver)
   let stepping = false
+  let cpuStepping = false
   return async (signal) => {
     const [host, vms] = await Promise.all([sampler.sample(signal), driver.list(signal)])
     if (memory !== null && !stepping) {
       stepping = true
       void memory.step(vms, signal).finally(() => { stepping = false })
     }
-    // The memory picture of the last step goes into the host's load report (one sample behind).
+    if (cpu !== null && !cpuStepping) {
+      cpuStepping = true
+      void cpu.step(vms).finally(() => { cpuStepping = false })
+    }
+    // The last steps' pictures go into the host's load report (one sample behind).
     const m = memory?.status()
-    return m == null ? { ...host, vms } : { ...host, vms, memory: hostMemoryReport(m.host, m.ballooning) }
+    const c = cpu?.status()?.allocation
+    return {
+      ...host,
+      vms,
+      ...(m != null ? { memory: hostMemoryReport(m.host, m.ballooning) } : {}),
+      ...(c != null && c.contended && c.resolved ? { cpuResolved: true } : {})
+    }
   }
 }
 

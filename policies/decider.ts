@@ -69,7 +69,9 @@ export class HostDecider {
     this.prune()
     const smp = hostSample(me, cfg.intervalSec)
     // A host short of memory that its balloons cannot cover is stressed as an overloaded CPU is.
-    const overloaded = me.vms.length > 0 && (detectOverload(smp, cfg.overload).overloaded || (me.memShortMiB ?? 0) > 0)
+    // A CPU overload that the host's CPU allocation resolves (its important VMs served) is not stress.
+    const cpuStressed = detectOverload(smp, cfg.overload).overloaded && me.cpuResolved !== true
+    const overloaded = me.vms.length > 0 && (cpuStressed || (me.memShortMiB ?? 0) > 0)
     const underloaded = me.vms.length > 0 && !overloaded && isUnderloaded(smp.util, me.history, cfg.underload)
     if (!overloaded && !underloaded) { this.over = 0; this.under = 0; return [] }
     // With the streaks taken as held, planHost returns what this host would do: its reason is

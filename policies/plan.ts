@@ -69,7 +69,7 @@ export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st
     for (const h of view.hosts) for (const v of h.vms) placement.set(v.id, h.id)
   }
   const verdict = detectOverload(hostSample(me, cfg.intervalSec), cfg.overload)
-  if (verdict.overloaded) {
+  if (verdict.overloaded && me.cpuResolved !== true) {
     if (!conditionHeld(st.overStreak, cfg.guards)) return []
     return relieve(view, me, cfg, st, work, placement)
   }

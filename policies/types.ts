@@ -66,6 +66,11 @@ export interface HostView {
    * and no target for others. @default 0
    */
   memShortMiB?: number
+  /**
+   * Its CPU is contended but its CPU allocation serves the VMs that must be served (QoS classes):
+   * a CPU overload it reports is handled inside it, so it is not stressed by its CPU. @default false
+   */
+  cpuResolved?: boolean
 }
 
 export interface ClusterView {

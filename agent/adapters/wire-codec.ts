@@ -249,7 +249,8 @@ function encReport (r: LoadReport, where: string): Pb {
     forecastCpuBp: r.forecastCpu.map((f, i) => encUtil(f, `${where}.forecastCpu[${i}]`)),
     vms: r.vms.map((vm, i) => encVm(vm, `${where}.vms[${i}]`)),
     ...(r.rulesHash !== undefined && r.rulesHash !== '' ? { rulesHash: encStr(r.rulesHash, where + '.rulesHash', false) } : {}),
-    ...(r.memory !== undefined ? { memory: encHostMemory(r.memory, where + '.memory') } : {})
+    ...(r.memory !== undefined ? { memory: encHostMemory(r.memory, where + '.memory') } : {}),
+    ...(r.cpuResolved === true ? { cpuResolved: true } : {})
   }
 }
 
@@ -535,6 +536,7 @@ class Decoder {
     }
     if (rulesHash !== '') r.rulesHash = rulesHash
     if (v['memory'] !== undefined && v['memory'] !== null) r.memory = this.hostMemory(v['memory'], where + '.memory')
+    if (v['cpuResolved'] === true) r.cpuResolved = true
     return r
   }
 

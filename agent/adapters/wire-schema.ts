@@ -602,6 +602,11 @@ const schema = {
                     "memory": {
                       "type": "HostMemory",
                       "id": 10
+                    },
+                    "cpuResolved": {
+                      "type": "bool",
+                      "id": 11,
+                      "protoName": "cpu_resolved"
                     }
                   }
                 },

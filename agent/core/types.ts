@@ -46,6 +46,11 @@ export interface HostSample {
   vms: VmSummary[]
   /** Memory inside the host (ballooning, page sharing), when its driver can tell. */
   memory?: HostMemoryReport
+  /**
+   * The host's CPU is contended and its CPU allocation (QoS classes) serves every VM that must be
+   * served: the contention is handled inside the host, which is then not stressed by its CPU.
+   */
+  cpuResolved?: boolean
 }
 
 /**
@@ -85,6 +90,8 @@ export interface LoadReport {
   rulesHash?: string
   /** Memory inside the host (absent: its driver cannot tell). */
   memory?: HostMemoryReport
+  /** Its CPU contention is handled by its CPU allocation (see HostSample.cpuResolved). */
+  cpuResolved?: boolean
 }
 
 /** SWIM member states. */

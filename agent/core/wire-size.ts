@@ -57,6 +57,7 @@ export function reportBytes (r: LoadReport): number {
     n += lenField(uintField(Math.round(m.committedMiB)) + uintField(Math.round(m.balloonedMiB)) + uintField(Math.round(m.reclaimableMiB)) +
       uintField(Math.round(m.unmetMiB)) + bp(m.pressure) + uintField(Math.round(m.ksmSavedMiB)))
   }
+  if (r.cpuResolved === true) n += 2
   reportCache.set(r, n)
   return n
 }

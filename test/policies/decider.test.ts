@@ -170,3 +170,11 @@ t.test('a host short of memory is stressed: it moves the fewest VMs that cover t
   t.same(step(new HostDecider(cfg(), seededPrng), [{ ...short(), memShortMiB: 0 }, c()]).moves, [], 'not short: calm')
   t.end()
 })
+
+t.test('a CPU overload that the host\'s CPU allocation resolves is not stress; one it cannot resolve is', t => {
+  const d = new HostDecider(cfg({ guards: { holdDecisions: 1, cooldownDecisions: 0, minGain: 0 } }), seededPrng)
+  t.same(step(d, [{ ...hot(), cpuResolved: true }, roomy()]).moves, [], 'resolved inside the host: no migration')
+  t.equal(d.overStreak, 0, 'and no stress streak')
+  t.equal(step(d, [{ ...hot(), cpuResolved: false }, roomy()]).moves.length, 1, 'not resolved: relieved by a migration as before')
+  t.end()
+})

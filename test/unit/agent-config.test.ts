@@ -276,6 +276,8 @@ t.test('every section with every key passes (the key list knows what the validat
   c.replication = { mode: 'cost', vms: ['db', { id: 'r', vcpus: 1, memMiB: 64, image: '/srv/r.img', args: [] }], serviceAddresses: { hv2: '10.0.0.2' }, bootSec: 30, overheadFraction: 0.02, migrationDegradation: 0.1, horizonSec: 300, retireBelow: 0.7 }
   const { defaultBalloonParams } = await import('../../policies/balloon.js')
   c.memory = { balloon: true, hostMemMiB: 4096, statsPollSec: 1, vmMinPercent: 25, policy: defaultBalloonParams(), vms: { q: { minMiB: 128, shares: 500 } } }
+  const { defaultCpuAllocParams } = await import('../../policies/cpu-alloc.js')
+  c.cpu = { allocate: true, vmCores: 4, cgroupParent: 'starling', params: defaultCpuAllocParams(), vms: { q: { qos: 'high', weight: 2, capCores: 1 } } }
   c.log = { level: 'debug' }
   t.doesNotThrow(() => validateConfig(c))
   t.equal(validateConfig(c).ha.vms.length, 1)
@@ -311,6 +313,25 @@ t.test('memory: defaults are safe (facts only, no ballooning); bad input names t
     t.match(String(err?.message), re, name)
     t.equal(err?.path, field, `${name}: the error names ${field}`)
     t.equal(JSON.stringify(c), before, `${name}: the input is left as it was`)
+  }
+})
+
+t.test('cpu: off by default; bad input names the field', async t => {
+  t.equal(validateConfig(good()).cpu.allocate, false)
+  const cases: Array<[unknown, RegExp, string]> = [
+    [{ vms: { db: { qos: 'urgent' } } }, /cpu\.vms\.db\.qos must be high, normal or low/, 'cpu.vms.db.qos'],
+    [{ vms: { db: { capCores: 0 } } }, /cpu\.vms\.db\.capCores must be a number of cores above 0/, 'cpu.vms.db.capCores'],
+    [{ vmCores: -1 }, /cpu\.vmCores must be a number of cores above 0/, 'cpu.vmCores'],
+    [{ params: { probeFactor: 0 } }, /cpu\.params\.probeFactor must be between 1 and 10/, 'cpu.params.probeFactor'],
+    [{ cgroupParent: '../x' }, /cpu\.cgroupParent must be a cgroup name/, 'cpu.cgroupParent']
+  ]
+  for (const [cpu, re, field] of cases) {
+    const c = good()
+    c.cpu = cpu
+    let err: any = null
+    try { validateConfig(c) } catch (e) { err = e }
+    t.match(String(err?.message), re, field)
+    t.equal(err?.path, field)
   }
 })
 

@@ -95,6 +95,7 @@ export class ReportGossip {
     }
     if (s.rulesHash !== '') report.rulesHash = s.rulesHash
     if (x.memory !== undefined) report.memory = x.memory
+    if (x.cpuResolved === true) report.cpuResolved = true
     const me = s.selfMember
     me.report = report
     me.reportTick = s.now

@@ -180,7 +180,8 @@ export class Scheduler {
         reservedMemMiB: e?.mem ?? 0,
         history: this.history.get(mb.id)?.utils ?? [rep.cpuUtil],
         active: true,
-        ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 ? { memShortMiB: rep.memory.unmetMiB } : {})
+        ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 ? { memShortMiB: rep.memory.unmetMiB } : {}),
+        ...(rep.cpuResolved === true ? { cpuResolved: true } : {})
       })
     }
     return { hosts, rules: this.m.rules(), tick: this.decider.decisionCount }
