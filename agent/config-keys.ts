@@ -47,9 +47,11 @@ const mesh: KeysOf<AgentConfig['mesh']> = { keepAliveMs: V, timeoutMs: V, probeD
 
 const simVm: KeysOf<SimVmConfig> = { id: V, vcpus: V, memMiB: V, pattern: V, cpuMean: V }
 
-const qemuVm: KeysOf<QemuConfig['vms'][number]> = { id: V, vcpus: V, memMiB: V, kernel: V, initrd: V, append: V, args: V, balloon: V }
+const qemuDisk: KeysOf<NonNullable<QemuConfig['vms'][number]['disks']>[number]> = { file: V, format: V }
 
-const qemu: KeysOf<QemuConfig> = { runDir: V, accel: V, migrationListen: V, binary: V, vms: listOf(qemuVm) }
+const qemuVm: KeysOf<QemuConfig['vms'][number]> = { id: V, vcpus: V, memMiB: V, kernel: V, initrd: V, append: V, args: V, balloon: V, disks: listOf(qemuDisk) }
+
+const qemu: KeysOf<QemuConfig> = { runDir: V, accel: V, migrationListen: V, binary: V, imageDir: V, sharedStorage: V, imgBinary: V, vms: listOf(qemuVm) }
 
 const libvirt: KeysOf<LibvirtConfig> = {
   uri: V, peerUri: V, peerUris: mapOf(V), migrationListen: V, domainType: V, serialDir: V, persistent: V

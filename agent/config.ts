@@ -53,8 +53,21 @@ export interface QemuConfig {
   migrationListen: string
   /** @default 'qemu-system-x86_64' */
   binary: string
+  /**
+   * Where a migration with storage creates the disk images of a VM that comes here:
+   * `<imageDir>/<vm>/<file name>`. Unset: at the same path as on the source host.
+   */
+  imageDir?: string
+  /**
+   * Directories on storage that every host reaches (NFS, a cluster file system). A disk under one
+   * of them stays where it is when its VM moves; every other disk is local and moves with its
+   * VM (a migration with storage). @default [] (every disk is local)
+   */
+  sharedStorage: string[]
+  /** @default 'qemu-img' */
+  imgBinary: string
   /** VMs started when the agent starts on an empty state directory (first boot only). */
-  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, args?: string[], balloon?: boolean }>
+  vms: Array<{ id: string, vcpus: number, memMiB: number, kernel?: string, initrd?: string, append?: string, args?: string[], balloon?: boolean, disks?: Array<{ file: string, format: 'raw' | 'qcow2' }> }>
 }
 
 /** The libvirt driver's settings (driver.kind 'libvirt'). libvirtd keeps the VMs; the agent only lists and migrates them. */
@@ -359,15 +372,36 @@ function validateQemu (q: Obj, stateDir: string, listenHost: string): QemuConfig
       if (typeof v.balloon !== 'boolean') fail(`${p}.balloon`, `must be true or false (got ${JSON.stringify(v.balloon)})`)
       out.balloon = v.balloon
     }
+    if (v.disks !== undefined) {
+      if (!Array.isArray(v.disks)) fail(`${p}.disks`, 'must be an array of {file, format}')
+      out.disks = v.disks.map((d: unknown, j) => {
+        const dp = `${p}.disks[${j}]`
+        if (!isObj(d)) fail(dp, 'must be an object with file and format')
+        const file = str(d, 'file', dp)
+        if (!file.startsWith('/') || file.includes(',')) fail(`${dp}.file`, `must be an absolute path without commas (got ${JSON.stringify(file)})`)
+        const format = d.format ?? 'qcow2'
+        if (format !== 'raw' && format !== 'qcow2') fail(`${dp}.format`, `must be raw or qcow2 (got ${JSON.stringify(format)})`)
+        return { file, format }
+      })
+    }
     return out
   })
-  return {
+  const shared = q.sharedStorage ?? []
+  if (!Array.isArray(shared) || !shared.every(d => typeof d === 'string' && d.startsWith('/'))) fail('driver.qemu.sharedStorage', 'must be an array of absolute directory paths')
+  const out: QemuConfig = {
     runDir: str(q, 'runDir', 'driver.qemu', `${stateDir}/vms`),
     accel,
     migrationListen: str(q, 'migrationListen', 'driver.qemu', listenHost),
     binary: str(q, 'binary', 'driver.qemu', 'qemu-system-x86_64'),
+    sharedStorage: shared as string[],
+    imgBinary: str(q, 'imgBinary', 'driver.qemu', 'qemu-img'),
     vms
   }
+  if (q.imageDir !== undefined) {
+    out.imageDir = str(q, 'imageDir', 'driver.qemu')
+    if (!out.imageDir.startsWith('/')) fail('driver.qemu.imageDir', `must be an absolute path (got ${JSON.stringify(out.imageDir)})`)
+  }
+  return out
 }
 
 const LIBVIRT_URI_RE = /^[a-z][a-z0-9+.-]*:\/\/[^\s]*$/i
@@ -435,7 +469,7 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   // The policy's guards (hold time, cool-down) and its forecast horizon count decisions of
   // policy.intervalSec, as the trace simulator measured them: decide that often unless told.
   const balanceDefault = Math.max(1, Math.round(out.policy.intervalSec * 1000 / tickMs))
-  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes'] as const) {
+  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes', 'diskCopiesMax'] as const) {
     out[k] = num(m, k, 'migration', k === 'balanceTicks' ? balanceDefault : d[k], 0)
   }
   const onStall = (v: unknown, path: string): 'abort' | 'postcopy' => v === 'abort' || v === 'postcopy' ? v : fail(path, `must be abort or postcopy (got ${JSON.stringify(v)})`)

@@ -123,7 +123,11 @@ function processStats (startup: StartupCpu): Record<string, number> {
 async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logger): Promise<QemuDriver> {
   const q = config.driver.qemu
   const { QemuDriver } = await import('./adapters/qemu-driver.js')
-  const driver = new QemuDriver({ runDir: q.runDir, accel: q.accel, qemuBinary: q.binary, hostCpuCores: config.sampler.capacity.cpuCores }, { logger })
+  const driver = new QemuDriver({
+    runDir: q.runDir, accel: q.accel, qemuBinary: q.binary, qemuImgBinary: q.imgBinary, sharedStorage: q.sharedStorage,
+    ...(q.imageDir !== undefined ? { imageDir: q.imageDir } : {}),
+    hostCpuCores: config.sampler.capacity.cpuCores
+  }, { logger })
   await driver.reattach()
   if (firstBoot) {
     for (const v of q.vms) {
@@ -133,6 +137,7 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
       if (v.append !== undefined) extra.append = v.append
       if (v.args !== undefined) extra.args = v.args
       if (v.balloon !== undefined) extra.balloon = v.balloon
+      if (v.disks !== undefined) extra.disks = v.disks
       if (driver.pid(v.id) === undefined) await driver.start({ id: v.id, vcpus: v.vcpus, memMiB: v.memMiB, extra })
     }
   }

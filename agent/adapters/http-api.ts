@@ -15,7 +15,8 @@
  *   GET /healthz     200 once the agent runs
  *   GET /v1/migrations       migrations this host takes part in (in flight and recent)
  *   GET /v1/plan             what the cluster's hosts would do now, step by step (policies/cluster-plan.ts)
- *   POST /v1/migrate {vm, to?}   ask for a move (202: queued; the core decides)
+ *   POST /v1/migrate {vm, to?, withStorage?}   ask for a move (202: queued; the core decides);
+ *                                withStorage: the disks move too (else: when they are local)
  *   GET /v1/replicas         replicas this host runs VMs of or hosts (404 when not configured)
  *   POST /v1/replicate {vm, to?, retire?}   start (or retire) a replica of a VM that runs here
  *   POST /v1/drain {host}        ask a host to drain (202)
@@ -255,7 +256,8 @@ export function httpApi (init: HttpApiInit) {
       if (url === '/v1/migrate') {
         if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
         if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }
-        c.request(typeof body.to === 'string' && body.to !== '' ? { type: 'operatorMigrate', vm: body.vm, to: body.to } : { type: 'operatorMigrate', vm: body.vm })
+        if (body.withStorage !== undefined && typeof body.withStorage !== 'boolean') { bad('withStorage must be true or false'); return }
+        c.request({ type: 'operatorMigrate', vm: body.vm, ...(typeof body.to === 'string' && body.to !== '' ? { to: body.to } : {}), ...(body.withStorage === true ? { withStorage: true } : {}) })
       } else if (url === '/v1/replicate') {
         if (typeof body.vm !== 'string' || body.vm === '') { bad('vm must be a non-empty string'); return }
         if (body.to !== undefined && typeof body.to !== 'string') { bad('to must be a string'); return }

@@ -112,6 +112,12 @@ export interface QemuDriverInit {
    * @default 'qemu-img'
    */
   qemuImgBinary?: string
+  /**
+   * Directories on storage every host reaches: disks under them stay put when their VM moves
+   * (diskLocality() says 'shared'); every other disk is local and moves with its VM.
+   * @default []
+   */
+  sharedStorage?: string[]
 }
 
 export interface QemuDriverComponents {
@@ -614,6 +620,15 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
       throw driverError(`vm ${spec.id}: prepare incoming`, err)
     }
+  }
+
+  /** Whether the disks of `spec` are local (they move with the VM), shared, or absent. */
+  diskLocality (spec: VmSpec): 'none' | 'shared' | 'local' {
+    let disks: QemuDisk[]
+    try { disks = qemuExtra(spec).disks ?? [] } catch { return 'none' }
+    if (disks.length === 0) return 'none'
+    const shared = (this.init.sharedStorage ?? []).map(d => d.endsWith('/') ? d : `${d}/`)
+    return disks.every(d => shared.some(dir => path.resolve(d.file).startsWith(dir))) ? 'shared' : 'local'
   }
 
   /** Where this host keeps its copy of a disk the source has at `file`. */

@@ -318,11 +318,11 @@ function encBody (b: Body): [string, Pb] {
       return ['migrationIntent', {
         id: encStr(b.id, 'body.id', true), vm: encStr(b.vm, 'body.vm', true), vcpus: encCount(b.vcpus, 'body.vcpus'),
         memMib: encCount(b.memMiB, 'body.memMiB'), extraJson: encLong(b.extraJson, 'body.extraJson'),
-        cpuDemandMips: encU64(b.cpuDemandMips, 'body.cpuDemandMips')
+        cpuDemandMips: encU64(b.cpuDemandMips, 'body.cpuDemandMips'), ...(b.withStorage === true ? { withStorage: true } : {})
       }]
     case 'reservationGranted': return ['reservationGranted', { id: encStr(b.id, 'body.id', true), leaseTicks: encCount(b.leaseTicks, 'body.leaseTicks') }]
     case 'reservationRefused': return ['reservationRefused', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason') }]
-    case 'incomingReady': return ['incomingReady', { id: encStr(b.id, 'body.id', true), uri: encStr(b.uri, 'body.uri', true) }]
+    case 'incomingReady': return ['incomingReady', { id: encStr(b.id, 'body.id', true), uri: encStr(b.uri, 'body.uri', true), ...(b.nbd !== undefined && b.nbd !== '' ? { nbd: encStr(b.nbd, 'body.nbd', true) } : {}) }]
     case 'migrationProgress':
       return ['migrationProgress', {
         id: encStr(b.id, 'body.id', true), status: encStr(b.status, 'body.status', false),
@@ -333,7 +333,7 @@ function encBody (b: Body): [string, Pb] {
     case 'migrationAborted': return ['migrationAborted', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason'), ...(b.mayHaveRun === true ? { mayHaveRun: true } : {}) }]
     case 'migrationStatusQuery': return ['migrationStatusQuery', { id: encStr(b.id, 'body.id', true) }]
     case 'migrationStatusAnswer': return ['migrationStatusAnswer', { id: encStr(b.id, 'body.id', true), state: encStr(b.state, 'body.state', true) }]
-    case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain }]
+    case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain, ...(b.withStorage === true ? { withStorage: true } : {}) }]
     case 'vipClaim': return ['vipClaim', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2 }]
     case 'vipGrant': return ['vipGrant', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), from: encHost(b.from, 'body.from') }]
     case 'vipRelease': return ['vipRelease', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), ...(b.to !== null ? { to: encHost(b.to, 'body.to') } : {}) }]
@@ -637,11 +637,15 @@ class Decoder {
       case 'migrationIntent': return {
         type: 'migrationIntent', id: this.str(v['id'], 'body.id', true), vm: this.str(v['vm'], 'body.vm', true),
         vcpus: this.u32(v['vcpus'], 'body.vcpus'), memMiB: this.u32(v['memMib'], 'body.memMiB'),
-        extraJson: this.long(v['extraJson'], 'body.extraJson'), cpuDemandMips: this.u64(v['cpuDemandMips'], 'body.cpuDemandMips')
+        extraJson: this.long(v['extraJson'], 'body.extraJson'), cpuDemandMips: this.u64(v['cpuDemandMips'], 'body.cpuDemandMips'),
+        ...(v['withStorage'] === true ? { withStorage: true } : {})
       }
       case 'reservationGranted': return { type: 'reservationGranted', id: this.str(v['id'], 'body.id', true), leaseTicks: this.u32(v['leaseTicks'], 'body.leaseTicks') }
       case 'reservationRefused': return { type: 'reservationRefused', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason') }
-      case 'incomingReady': return { type: 'incomingReady', id: this.str(v['id'], 'body.id', true), uri: this.str(v['uri'], 'body.uri', true) }
+      case 'incomingReady': {
+        const nbd = typeof v['nbd'] === 'string' && v['nbd'] !== '' ? this.str(v['nbd'], 'body.nbd', true) : undefined
+        return { type: 'incomingReady', id: this.str(v['id'], 'body.id', true), uri: this.str(v['uri'], 'body.uri', true), ...(nbd !== undefined ? { nbd } : {}) }
+      }
       case 'migrationProgress': return {
         type: 'migrationProgress', id: this.str(v['id'], 'body.id', true), status: this.str(v['status'], 'body.status', false),
         transferredBytes: this.u64(v['transferredBytes'], 'body.transferredBytes'), remainingBytes: this.u64(v['remainingBytes'], 'body.remainingBytes')
@@ -651,7 +655,7 @@ class Decoder {
       case 'migrationAborted': return { type: 'migrationAborted', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason'), ...(v['mayHaveRun'] === true ? { mayHaveRun: true } : {}) }
       case 'migrationStatusQuery': return { type: 'migrationStatusQuery', id: this.str(v['id'], 'body.id', true) }
       case 'migrationStatusAnswer': return { type: 'migrationStatusAnswer', id: this.str(v['id'], 'body.id', true), state: this.str(v['state'], 'body.state', true) }
-      case 'moveRequested': return { type: 'moveRequested', vm: this.str(v['vm'], 'body.vm', false), to: this.str(v['to'], 'body.to', false), drain: v['drain'] === true }
+      case 'moveRequested': return { type: 'moveRequested', vm: this.str(v['vm'], 'body.vm', false), to: this.str(v['to'], 'body.to', false), drain: v['drain'] === true, ...(v['withStorage'] === true ? { withStorage: true } : {}) }
       case 'vipClaim': {
         const phase = this.u32(v['phase'], 'body.phase')
         if (phase !== 1 && phase !== 2) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)

@@ -733,6 +733,11 @@ const schema = {
                       "type": "uint64",
                       "id": 6,
                       "protoName": "cpu_demand_mips"
+                    },
+                    "withStorage": {
+                      "type": "bool",
+                      "id": 7,
+                      "protoName": "with_storage"
                     }
                   }
                 },
@@ -770,6 +775,10 @@ const schema = {
                     "uri": {
                       "type": "string",
                       "id": 2
+                    },
+                    "nbd": {
+                      "type": "string",
+                      "id": 3
                     }
                   }
                 },
@@ -861,6 +870,11 @@ const schema = {
                     "drain": {
                       "type": "bool",
                       "id": 3
+                    },
+                    "withStorage": {
+                      "type": "bool",
+                      "id": 4,
+                      "protoName": "with_storage"
                     }
                   }
                 },

@@ -8,7 +8,8 @@
  *   starling keygen --state-dir DIR       create (or read) this host's key pair, print the public key
  *   starling demo [--hosts N]             a local cluster of agent processes on loopback, live
  *   starling sim [...]                    the trace-driven simulator (see `starling sim --help`)
- *   starling migrate VM [--to HOST]       move a VM (the cluster picks the target without --to); waits for the outcome
+ *   starling migrate VM [--to HOST] [--with-storage]   move a VM (the cluster picks the target without
+ *                                         --to; its disks move too when local, or with --with-storage); waits for the outcome
  *   starling migrations [--json]          migrations in flight and recent, with progress
  *   starling plan [--json] | plan apply   what the cluster would do now and why; carry it out (agent/cli/plan.ts)
  *   starling drain HOST                   spread HOST's VMs over the cluster; waits and prints each VM's outcome
@@ -36,7 +37,8 @@ commands:
   keygen --state-dir DIR     create or read this host's key pair and print its public key
   demo [--hosts N] [--duration S] [--scenario NAME]  a local cluster on loopback with simulated VMs playing a scenario (all, balance, consolidate, failover, none)
   sim [--help]               run the trace-driven simulator
-  migrate VM [--to HOST] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
+  migrate VM [--to HOST] [--with-storage] [--no-wait] [--timeout S]  move a VM; waits until it is committed or aborted
+                             (its local disks move with it; --with-storage moves its disks even when not known local)
   migrations [--json]        migrations this host takes part in (in flight and recent)
   plan [--json]              what the cluster's hosts would do now, step by step: VM, source, target, why,
                              predicted CPU before and after, cost, rating, steps that must come first
@@ -87,7 +89,12 @@ async function readCommand (cmd: 'status' | 'members', args: string[]): Promise<
 interface MigrationRow {
   id: string, vm: string, role: string, source: string, target: string, state: string, cause: string, reason: string,
   createdTick: number, durationTicks: number, mode: string | null,
-  progress: { status: string, transferredBytes: number, remainingBytes: number, totalTimeMs: number, downtimeMs: number | null } | null
+  progress: {
+    status: string, transferredBytes: number, remainingBytes: number, totalTimeMs: number, downtimeMs: number | null
+    disk?: { ready: boolean, totalBytes: number, doneBytes: number, sentBytes: number, error: string | null }
+  } | null
+  storage?: boolean
+  diskPhase?: string
 }
 
 async function listMigrations (addr: ApiTarget | string): Promise<MigrationRow[]> {
@@ -101,19 +108,22 @@ function renderMigrations (rows: MigrationRow[]): string {
   for (const r of rows) {
     const peer = (r.role === 'source' ? r.target : r.source).slice(0, 8)
     const p = r.progress
-    const prog = p === null ? '-' : `${p.status} ${mib(p.transferredBytes)} sent, ${mib(p.remainingBytes)} left${p.downtimeMs !== null ? `, ${p.downtimeMs} ms down` : ''}`
+    const d = p?.disk
+    const disk = d === undefined ? '' : `disk ${mib(d.doneBytes)}/${mib(d.totalBytes)} copied (${mib(d.sentBytes)} sent${d.ready ? ', ready' : ''}); `
+    const mem = p === null ? '' : r.diskPhase === 'mirroring' ? 'memory waits' : `memory ${p.status} ${mib(p.transferredBytes)} sent, ${mib(p.remainingBytes)} left${p.downtimeMs !== null ? `, ${p.downtimeMs} ms down` : ''}`
+    const prog = p === null ? (r.storage === true ? 'with storage' : '-') : `${disk}${mem}`
     lines.push(`${r.id.padEnd(18)} ${r.vm.padEnd(13)} ${r.role.padEnd(7)} ${r.state.padEnd(11)} ${peer.padEnd(9)} ${prog.padEnd(27)} ${r.reason}`)
   }
   return lines.join('\n')
 }
 
 async function migrateCommand (args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...TARGET_OPTIONS, to: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } } })
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...TARGET_OPTIONS, to: { type: 'string' }, 'with-storage': { type: 'boolean' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } } })
   const vm = positionals[0]
   if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
   const addr = apiTarget(values)
   const before = new Set((await listMigrations(addr)).map(r => r.id))
-  await callApi(addr, '/v1/migrate', values.to !== undefined ? { vm, to: values.to } : { vm })
+  await callApi(addr, '/v1/migrate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), ...(values['with-storage'] === true ? { withStorage: true } : {}) })
   if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
   const deadline = Date.now() + 1000 * Number(values.timeout ?? 300)
   let seen: MigrationRow | undefined

@@ -150,7 +150,7 @@ export class AgentCore {
       case 'receive': this.receive(input.from, input.envelope); break
       case 'hostSample': this.reports.onSample(this.onSample(input.sample)); this.vip?.onSample(input.sample.vms); break
       case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
-      case 'operatorMigrate': this.operatorMigrate(input.vm, input.to); break
+      case 'operatorMigrate': this.operatorMigrate(input.vm, input.to, input.withStorage === true); break
       case 'operatorDrain': this.operatorDrain(input.host); break
       case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
       case 'peerDisconnected': this.prober.probeNow(input.peer); break
@@ -276,11 +276,11 @@ export class AgentCore {
     return { ...sample, vms: sample.vms.map(v => moving.has(v.id) ? { ...v, state: 'migrating' } : v) }
   }
 
-  private operatorMigrate (vm: string, to: string | undefined): void {
+  private operatorMigrate (vm: string, to: string | undefined, withStorage: boolean): void {
     const s = this.s
-    const r = this.scheduler.operatorMove(vm, to)
+    const r = this.scheduler.operatorMove(vm, to, withStorage ? 'yes' : 'auto')
     if ('forwardTo' in r) {
-      s.send(r.forwardTo, { type: 'moveRequested', vm, to: to ?? '', drain: false }, [], false)
+      s.send(r.forwardTo, { type: 'moveRequested', vm, to: to ?? '', drain: false, ...(withStorage ? { withStorage: true } : {}) }, [], false)
       s.emit({ kind: 'migration-request', host: r.forwardTo, text: `migrate ${vm}: forwarded to the host that runs it` })
     } else if ('error' in r) {
       s.emit({ kind: 'migration-request', host: s.self, text: `migrate ${vm}: refused: ${r.error}` })
@@ -358,7 +358,7 @@ export class AgentCore {
       case 'gossip': break
       case 'moveRequested':
         if (b.drain) this.mig.setDraining(true)
-        else this.operatorMigrate(b.vm, b.to === '' ? undefined : b.to)
+        else this.operatorMigrate(b.vm, b.to === '' ? undefined : b.to, b.withStorage === true)
         break
       default:
         if (isVipBody(b)) this.vip?.onMessage(from, b)

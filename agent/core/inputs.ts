@@ -22,7 +22,7 @@ export type Input =
   /** The runtime carried out a driver command (or failed to: a DriverError becomes ok: false). */
   | { type: 'driverResult', command: DriverCommand, result: DriverResult }
   /** The operator asked to move a VM (to a named host, or where the cluster chooses). */
-  | { type: 'operatorMigrate', vm: VmId, to?: string }
+  | { type: 'operatorMigrate', vm: VmId, to?: string, withStorage?: boolean }
   /** The operator asked to drain a host (by name or id): spread its VMs over the cluster. */
   | { type: 'operatorDrain', host: string }
   /** VIP: an address effect carried out (vipApplied), or an operator's move of a group VIP. */

@@ -57,13 +57,19 @@ export interface ReportPull { type: 'reportPull', want: ReportDigest[] }
 /** Migration negotiation (agent/core/migration/migration-machine.ts); one record id per migration. */
 export interface MigrationIntent {
   type: 'migrationIntent', id: string, vm: VmId, vcpus: number, memMiB: number, extraJson: string, cpuDemandMips: number
+  /** The VM's disks move with it (the target creates empty images and exports them for the mirror). */
+  withStorage?: boolean
 }
 /** The target admitted the VM and holds its capacity for `leaseTicks` of its own ticks. */
 export interface ReservationGranted { type: 'reservationGranted', id: string, leaseTicks: number }
 /** The target refused (capacity, a hard rule, a limit, draining...). */
 export interface ReservationRefused { type: 'reservationRefused', id: string, reason: string }
 /** The target's incoming VM listens at `uri`. */
-export interface IncomingReady { type: 'incomingReady', id: string, uri: string }
+export interface IncomingReady {
+  type: 'incomingReady', id: string, uri: string
+  /** With storage: the NBD export ("nbd:host:port") the source mirrors the disks to. */
+  nbd?: string
+}
 /** The source's copy is under way (renews the target's lease). */
 export interface MigrationProgress { type: 'migrationProgress', id: string, status: string, transferredBytes: number, remainingBytes: number }
 /** The source's hypervisor finished the transfer; the source copy is paused. */
@@ -82,7 +88,7 @@ export interface MigrationStatusQuery { type: 'migrationStatusQuery', id: string
 /** The receiver's state for `id` ('unknown' when it holds no record). */
 export interface MigrationStatusAnswer { type: 'migrationStatusAnswer', id: string, state: string }
 /** An operator asked for a move or a drain through another host's API (vm, or drain = true). */
-export interface MoveRequested { type: 'moveRequested', vm: VmId, to: string, drain: boolean }
+export interface MoveRequested { type: 'moveRequested', vm: VmId, to: string, drain: boolean, withStorage?: boolean }
 
 export type MigrationBody =
   | MigrationIntent | ReservationGranted | ReservationRefused | IncomingReady | MigrationProgress

@@ -25,6 +25,8 @@ export type DriverExecutor = (c: DriverCommand, signal: AbortSignal) => Promise<
 export interface RecoverableMigratingDriver extends MigratingDriver {
   readonly accel: 'kvm' | 'tcg'
   describe (id: string, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null>
+  /** Whether VM `id`'s disks are local (move with it), shared, or absent; drivers without it report none. */
+  diskLocality? (spec: VmSpec): 'none' | 'shared' | 'local'
   resume (id: string, signal?: AbortSignal): Promise<void>
   killIfNotRunning (id: string, signal?: AbortSignal): Promise<void>
 }
@@ -97,21 +99,31 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
       void _id
       const presence = presenceOf(d.runStatus)
       const query: DriverQueryResult = { presence, migration: d.migration, spec: { vcpus, memMiB, extraJson: JSON.stringify(extra ?? {}) }, dirtyRateBytesPerS: 0, accel: q.accel }
+      if (typeof q.diskLocality === 'function') query.disks = q.diskLocality(d.spec)
+      if (typeof q.mirrorDisks === 'function') query.canMoveStorage = true
       if (c.measure === true && presence === 'running') Object.assign(query, await measureGuest(q as MeasuringDriver, c.vm, signal))
       return { ok: true, kind: 'query', query }
     }
     case 'prepareIncoming': {
       let extra: Record<string, unknown> = {}
       try { extra = JSON.parse(c.spec.extraJson) as Record<string, unknown> } catch { /* empty extra */ }
-      const r = await q.prepareIncoming({ id: c.vm, vcpus: c.spec.vcpus, memMiB: c.spec.memMiB, extra }, `${init.migrationListenHost}:0`, { postcopy: true }, signal)
-      return { ok: true, kind: 'prepareIncoming', uri: r.uri }
+      const storage = c.storage === true
+      if (storage && typeof q.mirrorDisks !== 'function') throw Object.assign(new Error(`the ${q.kind} driver cannot receive disks`), { code: 'DRIVER_FAILED' })
+      const r = await q.prepareIncoming({ id: c.vm, vcpus: c.spec.vcpus, memMiB: c.spec.memMiB, extra }, `${init.migrationListenHost}:0`, storage ? { postcopy: true, storage } : { postcopy: true }, signal)
+      return r.nbd !== undefined ? { ok: true, kind: 'prepareIncoming', uri: r.uri, nbd: r.nbd } : { ok: true, kind: 'prepareIncoming', uri: r.uri }
     }
+    case 'mirror':
+      if (typeof q.mirrorDisks !== 'function') throw Object.assign(new Error(`the ${q.kind} driver cannot move disks`), { code: 'DRIVER_FAILED' })
+      await q.mirrorDisks(c.vm, c.nbd, {}, signal)
+      return { ok: true, kind: 'mirror' }
     case 'migrate':
-      await q.migrate(c.vm, c.uri, { mode: c.params.mode, maxBandwidthBytes: c.params.maxBandwidthBytes, downtimeLimitMs: c.params.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0 }, signal)
+      await q.migrate(c.vm, c.uri, { mode: c.params.mode, maxBandwidthBytes: c.params.maxBandwidthBytes, downtimeLimitMs: c.params.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, ...(c.params.storage === true ? { storage: true } : {}) }, signal)
       return { ok: true, kind: 'migrate' }
     case 'progress': {
       const p = await q.progress(c.vm, signal)
-      return { ok: true, kind: 'progress', progress: { status: p.status, totalTimeMs: p.totalTimeMs, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes, dirtySyncCount: p.dirtySyncCount, downtimeMs: p.downtimeMs } }
+      const view: DriverResult & { kind: 'progress' } = { ok: true, kind: 'progress', progress: { status: p.status, totalTimeMs: p.totalTimeMs, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes, dirtySyncCount: p.dirtySyncCount, downtimeMs: p.downtimeMs } }
+      if (p.disk !== undefined) view.progress.disk = { ready: p.disk.ready, totalBytes: p.disk.totalBytes, doneBytes: p.disk.doneBytes, sentBytes: p.disk.sentBytes, error: p.disk.error }
+      return view
     }
     case 'setDowntime': await q.setDowntimeLimit(c.vm, c.downtimeLimitMs, signal); return { ok: true, kind: 'setDowntime' }
     case 'startPostcopy': await q.startPostcopy(c.vm, signal); return { ok: true, kind: 'startPostcopy' }

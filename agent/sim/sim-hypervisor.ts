@@ -236,6 +236,7 @@ export class SimHypervisor {
       }
       case 'setDowntime': return { ok: true, kind: 'setDowntime' }
       case 'startPostcopy': return { ok: true, kind: 'startPostcopy' }
+      case 'mirror': return fail('DRIVER_FAILED', 'the simulated hypervisor has no disks to mirror')
       case 'cancel':
         if (v?.out == null) return fail('VM_NOT_FOUND', 'no migration')
         if (v.out.status === 'active') {

@@ -29,13 +29,14 @@ export function defaultMigrationConfig (): MigrationConfig {
     decisionTicks: 50,
     // policy.intervalSec (300 s) at the production tick of 100 ms
     balanceTicks: 3000,
-    policy: defaultPolicyConfig()
+    policy: defaultPolicyConfig(),
+    diskCopiesMax: 1
   }
 }
 
 /** Returns the config when it can work; throws ConfigError naming the first broken rule. */
 export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
-  const ints: Array<keyof MigrationConfig> = ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks']
+  const ints: Array<keyof MigrationConfig> = ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'diskCopiesMax']
   for (const k of ints) {
     const v = c[k]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`, `migration.${k}`)

@@ -25,6 +25,19 @@
  *      paused and an event asks for an operator.
  * So the paused source copy and the target copy never both run, and a stale copy never runs.
  *
+ * With storage (the VM's disks are local: they move with it). The source decides after its query
+ * (the driver says whether the disks are local, or the operator asked with --with-storage) and
+ * says so in the intent; the target creates empty images of the exact sizes and exports them
+ * (prepareIncoming with storage), and its IncomingReady names the export. The source's copying
+ * then has two phases, each journaled before it is acted on: 'mirroring' (the mirror to the
+ * export is started; progress samples report it and renew the target's lease) and, once every
+ * mirror is ready, 'memory' (the memory copy is started with storage: the hypervisor pauses the
+ * source before the switch-over, completes the mirrors and only then sends the device state).
+ * A mirror that fails, or a restart before the switch-over, cancels the migration and its mirrors:
+ * the guest runs on the source, whose disk it never stopped writing, and the target's incoming
+ * copy is killed with the images it created (never booted). After the switch-over everything is
+ * as without storage: the target's disk was complete before its guest ran.
+ *
  * Crash points (kill -9 of an agent; its QEMU processes live on, see qemu-driver re-attach). On
  * restart every non-terminal record is re-read from the journal and the hypervisor is queried
  * before anything else is done for it:
@@ -60,7 +73,7 @@ import {
 } from './convergence.js'
 import { TERMINAL_STATES } from './migration-state.js'
 import type {
-  DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, VmSpecWire
+  DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, StorageWanted, VmSpecWire
 } from './migration-state.js'
 import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
 import type { RuleSet } from '../../../policies/types.js'
@@ -229,6 +242,8 @@ export class MigrationMachine {
   liveOut (): MigrationRecord[] { return this.live().filter(r => r.role === 'source') }
   liveIn (): MigrationRecord[] { return this.live().filter(r => r.role === 'target') }
   isMoving (vm: VmId): boolean { return this.live().some(r => r.vm === vm) }
+  /** Disk copies (migrations with storage) this host takes part in now, either role. */
+  diskCopies (): number { return this.live().filter(r => r.storage === true).length }
 
   /** Rules with this host's name replaced by its id (configuration names hosts). */
   rules (): RuleSet {
@@ -268,7 +283,7 @@ export class MigrationMachine {
   // Source: starting a migration.
 
   /** Starts moving `vm` to `target`; returns the record (aborted at once with a reason when refused). */
-  start (vm: VmId, target: HostId, cause: string): MigrationRecord {
+  start (vm: VmId, target: HostId, cause: string, storage: StorageWanted = 'auto'): MigrationRecord {
     const s = this.s
     const id = `${s.self.slice(0, 8)}-${s.incarnation}-${this.nextSeq++}`
     const here = this.localVms.find(v => v.id === vm)
@@ -278,6 +293,7 @@ export class MigrationMachine {
       createdTick: s.now, updatedTick: s.now, leaseExpiresTick: 0, uri: null, mode: null,
       downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
     }
+    if (storage === 'yes') r.storageWanted = 'yes'
     const refuse = this.refusal(vm, target, here)
     this.supersedeOlder(vm)
     this.recs.set(id, r)
@@ -316,7 +332,7 @@ export class MigrationMachine {
       case 'migrationIntent': this.onIntent(from, b); break
       case 'reservationGranted': this.onGranted(from, b.id, b.leaseTicks); break
       case 'reservationRefused': this.onPeerAborted(from, b.id, `target refused: ${b.reason}`); break
-      case 'incomingReady': this.onIncomingReady(from, b.id, b.uri); break
+      case 'incomingReady': this.onIncomingReady(from, b.id, b.uri, b.nbd); break
       case 'migrationProgress': this.onProgressNote(from, b.id, b.status, b.transferredBytes, b.remainingBytes); break
       case 'transferCompleted': this.onTransferCompleted(from, b.id); break
       case 'migrationCommitted': this.onCommitted(from, b.id); break
@@ -377,6 +393,11 @@ export class MigrationMachine {
       this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })
       return
     }
+    if (b.withStorage === true && this.diskCopies() >= this.cfg.diskCopiesMax) {
+      this.counts.refused++
+      this.send(from, { type: 'reservationRefused', id: b.id, reason: `disk copy limit ${this.cfg.diskCopiesMax} reached on the target` })
+      return
+    }
     const haWhy = this.ha.protects(b.vm) ? this.ha.incomingStart(b.vm, from) : null
     if (haWhy !== null) {
       this.counts.refused++
@@ -390,13 +411,16 @@ export class MigrationMachine {
       leaseExpiresTick: s.now + this.cfg.leaseTicks, uri: null, mode: null, downtimeLimitMs: 0, timeoutMs: 0,
       progress: null, reason: '', durationTicks: 0
     }
+    if (b.withStorage === true) r.storage = true
     this.supersedeOlder(r.vm)
     this.recs.set(r.id, r)
     if (this.ha.protects(r.vm)) this.handing.add(r.id)
     this.becomeReserved(r)
     this.send(from, { type: 'reservationGranted', id: r.id, leaseTicks: this.cfg.leaseTicks })
     this.becomePreparing(r)
-    this.command({ kind: 'prepareIncoming', mig: r.id, vm: r.vm, spec, postcopy: true })
+    this.command(r.storage === true
+      ? { kind: 'prepareIncoming', mig: r.id, vm: r.vm, spec, postcopy: true, storage: true }
+      : { kind: 'prepareIncoming', mig: r.id, vm: r.vm, spec, postcopy: true })
   }
 
   private onGranted (from: HostId, id: string, leaseTicks: number): void {
@@ -409,12 +433,13 @@ export class MigrationMachine {
     this.due.set(id, this.s.now + this.cfg.prepareTimeoutTicks)
   }
 
-  private onIncomingReady (from: HostId, id: string, uri: string): void {
+  private onIncomingReady (from: HostId, id: string, uri: string, nbd: string | undefined): void {
     const r = this.mine(from, id, 'source')
     if (r === undefined) return
     if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
     if (r.state !== 'reserved' && r.state !== 'proposed') return
     r.uri = uri
+    if (nbd !== undefined && nbd !== '') r.nbd = nbd
     if (this.ha.protects(r.vm) && !this.awaitingGrant.has(id)) {
       // The VM may run on the target only once a majority granted it the VM's claim.
       this.handing.add(id)
@@ -436,11 +461,42 @@ export class MigrationMachine {
     const id = r.id
     const uri = r.uri ?? ''
     this.awaitingGrant.delete(id)
+    if (r.storage === true && (r.nbd === undefined || r.nbd === '')) {
+      this.becomeAborted(r, 'the target did not export the disks (its driver cannot receive them)')
+      this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+      return
+    }
     const plan = this.plan(r)
     if (plan === null) return
+    if (r.storage === true) {
+      r.diskPhase = 'mirroring'
+      this.becomeCopying(r)
+      this.command({ kind: 'mirror', mig: id, vm: r.vm, nbd: r.nbd ?? '' })
+      this.due.set(id, this.s.now + this.cfg.pollTicks)
+      return
+    }
     this.becomeCopying(r)
     this.command({ kind: 'migrate', mig: id, vm: r.vm, uri, params: { mode: plan, maxBandwidthBytes: this.cfg.maxBandwidthBytes, downtimeLimitMs: r.downtimeLimitMs } })
     this.due.set(id, this.s.now + this.cfg.pollTicks)
+  }
+
+  /** Source, with storage: every mirror is ready; journal the memory phase, then start it. */
+  private startMemoryCopy (r: MigrationRecord): void {
+    r.diskPhase = 'memory'
+    r.updatedTick = this.s.now
+    this.journal(r)
+    this.s.emit({ kind: 'migration-disk', host: r.target, text: `migration ${r.id}: disks mirrored (${Math.round((r.progress?.disk?.sentBytes ?? 0) / 1048576)} MiB sent); copying memory` })
+    const mode = r.mode === 'precopy' || r.mode === 'hybrid' ? r.mode : (this.conv.get(r.id)?.policy.postcopyAtOnce === true ? 'postcopy' : 'hybrid')
+    this.command({ kind: 'migrate', mig: r.id, vm: r.vm, uri: r.uri ?? '', params: { mode, maxBandwidthBytes: this.cfg.maxBandwidthBytes, downtimeLimitMs: r.downtimeLimitMs, storage: true } })
+    this.due.set(r.id, this.s.now + this.cfg.pollTicks)
+  }
+
+  /** Source, with storage, before the switch-over: the disk copy failed; cancel it, the VM stays. */
+  private abortDiskCopy (r: MigrationRecord, why: string): void {
+    this.abortWanted.add(r.id)
+    this.becomeAborted(r, why)
+    this.command({ kind: 'cancel', mig: r.id, vm: r.vm })
+    this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
   }
 
   /** Chooses the mode with convergence.ts; null (and aborted) when it must not start. */
@@ -588,9 +644,10 @@ export class MigrationMachine {
           return
         }
         r.uri = res.uri
+        if (res.nbd !== undefined) r.nbd = res.nbd
         r.leaseExpiresTick = this.s.now + this.cfg.leaseTicks
         this.becomeCopying(r)
-        this.send(r.source, { type: 'incomingReady', id: r.id, uri: res.uri })
+        this.send(r.source, r.nbd !== undefined ? { type: 'incomingReady', id: r.id, uri: res.uri, nbd: r.nbd } : { type: 'incomingReady', id: r.id, uri: res.uri })
         return
       case 'progress': this.onSample(r, res.progress); return
       default: return
@@ -602,11 +659,22 @@ export class MigrationMachine {
       this.becomeAborted(r, q === null ? 'cannot read the VM from the hypervisor' : `VM is ${q.presence} here`)
       return
     }
+    const disks = q.disks ?? 'none'
+    const storage = r.storageWanted === 'yes' || disks === 'local'
+    if (storage) {
+      const why = r.storageWanted === 'yes' && disks === 'none'
+        ? 'the VM has no disk to move (--with-storage)'
+        : q.canMoveStorage !== true
+          ? 'the VM has local disks and this host\'s driver cannot move them'
+          : this.diskCopies() >= this.cfg.diskCopiesMax ? `disk copy limit ${this.cfg.diskCopiesMax} reached on this host` : null
+      if (why !== null) { this.counts.refused++; this.becomeAborted(r, why); return }
+      r.storage = true
+    }
     r.spec = q.spec
     this.journal(r)
     this.send(r.target, {
       type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: q.spec.vcpus, memMiB: q.spec.memMiB,
-      extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips
+      extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips, ...(storage ? { withStorage: true } : {})
     })
   }
 
@@ -616,9 +684,12 @@ export class MigrationMachine {
     switch (c.kind) {
       case 'prepareIncoming':
         if (r.state === 'preparing') {
-          this.becomeAborted(r, `prepare failed: ${code}`)
+          this.becomeAborted(r, `prepare failed: ${message}`)
           this.send(r.source, { type: 'migrationAborted', id: r.id, reason: r.reason })
         }
+        return
+      case 'mirror':
+        if (r.role === 'source' && r.state === 'copying' && r.diskPhase === 'mirroring') this.abortDiskCopy(r, `disk mirror failed to start: ${message}`)
         return
       case 'migrate': case 'progress': case 'cancel':
         // Unsure what the hypervisor did: ask it, then resolve as after a restart.
@@ -634,6 +705,16 @@ export class MigrationMachine {
   /** A progress sample of an outgoing migration. */
   private onSample (r: MigrationRecord, p: MigrationRecord['progress'] & object): void {
     if (r.role !== 'source' || r.state !== 'copying') return
+    if (r.storage === true && r.diskPhase === 'mirroring') {
+      r.progress = p
+      const d = p.disk
+      this.send(r.target, { type: 'migrationProgress', id: r.id, status: 'mirroring', transferredBytes: d?.doneBytes ?? 0, remainingBytes: Math.max(0, (d?.totalBytes ?? 0) - (d?.doneBytes ?? 0)) })
+      if (d === undefined) { this.abortDiskCopy(r, 'the hypervisor runs no disk mirror for the VM'); return }
+      if (d.error !== null) { this.abortDiskCopy(r, `disk mirror failed: ${d.error}`); return }
+      if (d.ready) { this.startMemoryCopy(r); return }
+      this.due.set(r.id, this.s.now + this.cfg.pollTicks)
+      return
+    }
     if (p.status === 'none') {
       // The hypervisor knows no migration of the VM: it ended and left no record (libvirt keeps
       // none of a job cancelled after an agent restart, when the driver no longer has its own).
@@ -767,6 +848,7 @@ export class MigrationMachine {
     this.becomeAborted(r, q.presence === 'running' ? `migration ${m}; the VM runs on the source` : `migration ${m}; the VM is ${q.presence} on the source`)
     this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
     if (q.presence === 'paused' && m !== 'none') this.command({ kind: 'resume', mig: r.id, vm: r.vm })
+    else if (r.storage === true && q.presence === 'running') this.command({ kind: 'cancel', mig: r.id, vm: r.vm }) // drops the disk mirrors
   }
 
   // -------------------------------------------------------------------------------------------

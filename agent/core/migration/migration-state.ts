@@ -57,7 +57,36 @@ export interface MigrationProgressView {
   dirtySyncCount: number
   /** The pause the hypervisor measured, ms, once completed (null before). */
   downtimeMs: number | null
+  /** With storage: the disk mirror (absent without one). */
+  disk?: DiskProgressView
 }
+
+/** The disk side of a migration with storage, as the source's hypervisor reports it. */
+export interface DiskProgressView {
+  /** Every mirror copied its disk once and now follows the guest's writes. */
+  ready: boolean
+  totalBytes: number
+  doneBytes: number
+  /** Bytes sent over the link, measured. */
+  sentBytes: number
+  /** A mirror failed: why. */
+  error: string | null
+}
+
+/**
+ * Whether a migration moves the VM's disks. 'auto' (the cluster's own moves, and the operator's
+ * without --with-storage): when the hypervisor reports local disks. 'yes': always (a VM without
+ * disks is refused).
+ */
+export type StorageWanted = 'auto' | 'yes'
+
+/**
+ * Where a migration with storage stands on the source. 'mirroring': the disks are being copied
+ * (journaled before the mirror is started); 'memory': the mirrors are ready and the memory copy
+ * runs (journaled before it is started); the hypervisor completes the mirrors at the
+ * switch-over, with the guest paused, before the device state goes.
+ */
+export type DiskPhase = 'mirroring' | 'memory'
 
 /** One migration as one end journals it (`mig/<id>`). JSON-able. */
 export interface MigrationRecord {
@@ -94,6 +123,14 @@ export interface MigrationRecord {
    * Source, aborted: its paused copy is older than what may have run on the target: never resumed.
    */
   mayHaveRun?: boolean
+  /** Source: whether the disks should move (decided after the query into `storage`). */
+  storageWanted?: StorageWanted
+  /** The VM's disks move with it. */
+  storage?: boolean
+  /** With storage: the target's NBD export. */
+  nbd?: string
+  /** Source, with storage: see DiskPhase. */
+  diskPhase?: DiskPhase
 }
 
 /** The VM as a driver command names it. */
@@ -104,6 +141,8 @@ export interface MigrateParams {
   mode: 'precopy' | 'postcopy' | 'hybrid'
   maxBandwidthBytes: number
   downtimeLimitMs: number
+  /** The disks were mirrored (the hypervisor completes the mirrors at the switch-over). */
+  storage?: boolean
 }
 
 /** What the core asks the hypervisor driver to do; applied after persist and send, in order. */
@@ -115,7 +154,9 @@ export type DriverCommand =
    */
   | DriverTarget & { kind: 'query', measure?: boolean }
   /** Target: open an empty incoming VM listening for the migration. */
-  | DriverTarget & { kind: 'prepareIncoming', spec: VmSpecWire, postcopy: boolean }
+  | DriverTarget & { kind: 'prepareIncoming', spec: VmSpecWire, postcopy: boolean, storage?: boolean }
+  /** Source, with storage: start mirroring the VM's disks to the target's NBD export. */
+  | DriverTarget & { kind: 'mirror', nbd: string }
   | DriverTarget & { kind: 'migrate', uri: string, params: MigrateParams }
   | DriverTarget & { kind: 'progress' }
   | DriverTarget & { kind: 'setDowntime', downtimeLimitMs: number }
@@ -156,12 +197,19 @@ export interface DriverQueryResult {
   residentBytes?: number
   /** Accelerator of this host (shapes the convergence policy). */
   accel: 'kvm' | 'tcg'
+  /**
+   * The VM's disks as the driver sees them: 'none', 'shared' (on storage every host reaches) or
+   * 'local' (they must move with the VM). Absent: the driver does not say (treated as 'none').
+   */
+  disks?: 'none' | 'shared' | 'local'
+  /** The driver can move disks (mirror to the target). */
+  canMoveStorage?: boolean
 }
 
 /** What the runtime reports back after carrying out a command. Never thrown: failures are data. */
 export type DriverResult =
   | { ok: true, kind: 'query', query: DriverQueryResult }
-  | { ok: true, kind: 'prepareIncoming', uri: string }
+  | { ok: true, kind: 'prepareIncoming', uri: string, nbd?: string }
   | { ok: true, kind: 'progress', progress: MigrationProgressView }
   | { ok: true, kind: Exclude<DriverCommandKind, 'query' | 'prepareIncoming' | 'progress'> }
   | { ok: false, kind: DriverCommandKind, code: string, message: string }
@@ -235,4 +283,9 @@ export interface MigrationConfig {
   balanceTicks: number
   /** The placement policy (hold time, minimum gain, per-VM cool-down in decisions). */
   policy: PolicyConfig
+  /**
+   * Migrations with storage (disk copies) one host takes part in at once, as source or target.
+   * Disk copies load the link and the disks for minutes; more at once slows each.
+   */
+  diskCopiesMax: number
 }

@@ -25,7 +25,7 @@ import { defaultPowerCurveW, exceedsCores, fits, rankTargets } from '../../../po
 import { hardAllows } from '../../../policies/rules.js'
 import { hostDemandMips, hostMemUsedMiB, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
-import type { MigrationRecord } from './migration-state.js'
+import type { MigrationRecord, StorageWanted } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
 import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
 import { clusterPlan, type ClusterPlan } from '../../../policies/cluster-plan.js'
@@ -433,7 +433,7 @@ export class Scheduler {
   }
 
   /** Operator: move `vm` (here) to `to` (a member's name or id), or where the cluster chooses. */
-  operatorMove (vm: VmId, to: string | undefined): MigrationRecord | { forwardTo: HostId } | { error: string } {
+  operatorMove (vm: VmId, to: string | undefined, storage: StorageWanted = 'auto'): MigrationRecord | { forwardTo: HostId } | { error: string } {
     const s = this.s
     if (!this.m.localVms.some(v => v.id === vm)) {
       for (const mb of s.members.byId.values()) {
@@ -449,7 +449,7 @@ export class Scheduler {
       target = this.resolveHost(to)
       if (target === null) return { error: `no member named ${to}` }
     }
-    return this.m.start(vm, target, 'operator')
+    return this.m.start(vm, target, 'operator', storage)
   }
 
   resolveHost (nameOrId: string): HostId | null {
