@@ -174,6 +174,10 @@ interface VmHandle {
   mirror?: MirrorState
   /** Target of a migration with storage: the NBD export is up. */
   exporting?: boolean
+  /** The source is in its switch-over (pre-switchover handled, device state going): no cancel now. */
+  switching?: boolean
+  /** Why this driver cancelled the last migration at the switch-over (the sync cap), if it did. */
+  gateError?: string
 }
 
 interface MirrorState {
@@ -469,9 +473,10 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
         const st = await qmp.execute<{ status?: string }>('query-status', undefined, this.opts(signal))
         incoming = st.status === 'inmigrate'
       } catch { /* treated as not incoming */ }
+      if (!incoming) await fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
       const vm: VmHandle = { spec, dir, proc: null, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now() }
       this.vms.set(id, vm)
-      qmp.onEvent(e => { if (e.event === 'RESUME' && vm.incoming) vm.incoming = false })
+      qmp.onEvent(e => { if (e.event === 'RESUME' && vm.incoming) { vm.incoming = false; void fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {}) } })
       this.log.info(`vm ${id} re-attached (pid ${pid})`, { vm: id, pid })
       found.push(id)
     }
@@ -533,7 +538,10 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
    */
   async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
     const d = await this.describe(id, signal)
-    if (d === null) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    if (d === null) {
+      await this.dropFailedIncomingImages(id)
+      throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    }
     if (d.runStatus === 'running' || d.migration.startsWith('postcopy')) throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${d.runStatus} (${d.migration}); not killing it`)
     const dir = path.join(this.init.runDir, id)
     // An incoming copy of a migration with storage: the images it created were never booted
@@ -542,6 +550,23 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     await this.kill(id)
     for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
     await fsp.rm(dir, { recursive: true, force: true }).catch(() => {})
+  }
+
+  /**
+   * An incoming copy of a migration with storage whose QEMU exited because the migration failed
+   * (QEMU's "load of migration failed"): its guest never ran here, so the images it created go.
+   * The list of created images is removed once the guest runs here (RESUME), so a copy that
+   * ran keeps its disks whatever happens to its QEMU.
+   */
+  private async dropFailedIncomingImages (id: VmId): Promise<void> {
+    const dir = path.join(this.init.runDir, id)
+    const created = await readCreatedImages(dir)
+    if (created.length === 0) return
+    const log = await fsp.readFile(path.join(dir, 'qemu.log'), 'utf8').catch(() => '')
+    if (!/load of migration failed/.test(log)) return
+    for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+    await fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
+    this.log.info(`vm ${id}: removed the images of a failed incoming copy: ${created.join(', ')}`, { vm: id })
   }
 
   async stop (id: VmId, signal?: AbortSignal): Promise<void> {
@@ -780,6 +805,35 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
    * nodes go, and the migration continues. A mirror that fails cancels the migration: the guest
    * resumes on the source and the target's incoming copy exits.
    */
+  private async switchOver (vm: VmHandle, storage: boolean, maxSyncs: number | undefined): Promise<void> {
+    const id = vm.spec.id
+    vm.switching = true
+    if (maxSyncs !== undefined) {
+      let syncs = 0
+      try {
+        const q = await vm.qmp.execute<{ ram?: { 'dirty-sync-count'?: number } }>('query-migrate', undefined, this.opts(undefined))
+        syncs = num(q.ram?.['dirty-sync-count'])
+      } catch { syncs = Infinity }
+      // The switch-over takes one more sync (with the guest stopped).
+      if (syncs + 1 > maxSyncs) {
+        vm.gateError = `cancelled before the switch-over: ${Number.isFinite(syncs) ? syncs : 'unknown'} dirty syncs so far, the final one would pass the cap of ${maxSyncs}`
+        this.log.warn(`vm ${id}: ${vm.gateError}`, { vm: id })
+        vm.switching = false
+        try { await vm.qmp.execute('migrate_cancel', undefined, this.opts(undefined)) } catch { /* reported by progress */ }
+        if (storage) await this.dropMirrors(vm)
+        return
+      }
+    }
+    if (storage) { await this.switchOverDisks(vm); return }
+    try {
+      await vm.qmp.execute('migrate-continue', { state: 'pre-switchover' }, this.opts(undefined))
+    } catch (err) {
+      vm.switching = false
+      this.log.warn(`vm ${id}: migrate-continue failed, cancelling the migration`, { vm: id, err })
+      try { await vm.qmp.execute('migrate_cancel', undefined, this.opts(undefined)) } catch { /* reported by progress */ }
+    }
+  }
+
   private async switchOverDisks (vm: VmHandle): Promise<void> {
     const m = vm.mirror
     const id = vm.spec.id
@@ -801,6 +855,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       this.log.info(`vm ${id}: disks complete on the target, switching over`, { vm: id })
     } catch (err) {
       this.log.warn(`vm ${id}: disk switch-over failed, cancelling the migration`, { vm: id, err })
+      vm.switching = false
       if (m !== undefined) m.error = m.error ?? (err instanceof Error ? err.message : String(err))
       try { await vm.qmp.execute('migrate_cancel', undefined, this.opts(undefined)) } catch { /* reported by progress */ }
       await this.dropMirrors(vm)
@@ -862,18 +917,24 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       if (havePreempt) caps.push({ capability: 'postcopy-preempt', state: preempt })
       const storage = params.storage === true
       if (storage && (vm.mirror === undefined || vm.mirror.jobs.length === 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs mirrorDisks() first`)
-      // With storage the source stops in pre-switchover: the mirrors complete while the guest is
-      // paused, before QEMU inactivates the disks and sends the device state.
-      caps.push({ capability: 'pause-before-switchover', state: storage })
+      const maxSyncs = params.maxDirtySyncs
+      // With storage, or a sync cap, the source stops in pre-switchover: the mirrors complete
+      // while the guest is paused, before QEMU inactivates the disks and sends the device state,
+      // and the sync count is checked before the final sync.
+      const gate = storage || maxSyncs !== undefined
+      caps.push({ capability: 'pause-before-switchover', state: gate })
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
-      if (storage && vm.mirror !== undefined) {
+      vm.switching = false
+      vm.gateError = undefined
+      if (gate) {
         const m = vm.mirror
         const offSwitch = vm.qmp.onEvent(e => {
           if (e.event !== 'MIGRATION') return
           const st = String(e.data.status)
-          if (st === 'pre-switchover') { offSwitch(); void this.switchOverDisks(vm) } else if (st === 'failed' || st === 'cancelled') {
+          if (st === 'pre-switchover') { offSwitch(); void this.switchOver(vm, storage, maxSyncs) } else if (st === 'failed' || st === 'cancelled' || st === 'completed') {
             offSwitch()
-            if (vm.mirror === m) void this.dropMirrors(vm)
+            vm.switching = false
+            if (st !== 'completed' && m !== undefined && vm.mirror === m) void this.dropMirrors(vm)
           }
         })
       }
@@ -1026,7 +1087,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       mbps: num(ram.mbps),
       postcopyRequests: num(ram['postcopy-requests']),
       cpuThrottlePercent: num(q['cpu-throttle-percentage']),
-      errorDesc: typeof q['error-desc'] === 'string' ? q['error-desc'] : (vm.mirror?.error ?? null),
+      errorDesc: typeof q['error-desc'] === 'string' ? q['error-desc'] : (vm.mirror?.error ?? vm.gateError ?? null),
       ...(disk !== undefined ? { disk } : {})
     }
   }
@@ -1036,6 +1097,11 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     const p = await this.progress(id, signal)
     if (p.status === 'postcopy-active' || p.status === 'postcopy-paused' || p.status === 'postcopy-recover') {
       throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel a migration in post-copy (${p.status}); the target holds the newest state`)
+    }
+    if (vm.switching === true) {
+      // The device state is on its way (or about to be): a cancel now could leave the target
+      // running while the source resumes. The next progress sample shows the outcome.
+      throw new DriverError('DRIVER_FAILED', `vm ${id}: cannot cancel during the switch-over (${p.status})`)
     }
     try {
       // Disk mirrors (a migration with storage, also one that never reached the memory copy):
@@ -1259,7 +1325,11 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     } catch { /* the first sample will read 0 */ }
     qmp.onEvent(e => {
       if (e.event === 'MIGRATION') this.log.debug(`vm ${spec.id} migration ${String(e.data.status)}`, { vm: spec.id })
-      if (e.event === 'RESUME' && vm.incoming) vm.incoming = false
+      if (e.event === 'RESUME' && vm.incoming) {
+        vm.incoming = false
+        // The guest runs here: the images a migration with storage created are its disks now.
+        void fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
+      }
     })
     return vm
   }

@@ -41,6 +41,14 @@ export interface MigrationParams {
    * @default false
    */
   storage?: boolean
+  /**
+   * The largest dirty-bitmap sync count this migration may reach (a cap that QEMU cannot be told:
+   * under TCG a pre-copy of more than one round has corrupted guests). When set, the source
+   * pauses before the switch-over and goes on only when the syncs so far plus the final one stay
+   * within it; otherwise it cancels the migration, and the guest resumes on the source intact
+   * (errorDesc says why).
+   */
+  maxDirtySyncs?: number
 }
 
 /** How a disk copy writes the guest's own writes while the mirror runs. */

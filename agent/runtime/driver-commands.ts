@@ -117,11 +117,12 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
       await q.mirrorDisks(c.vm, c.nbd, {}, signal)
       return { ok: true, kind: 'mirror' }
     case 'migrate':
-      await q.migrate(c.vm, c.uri, { mode: c.params.mode, maxBandwidthBytes: c.params.maxBandwidthBytes, downtimeLimitMs: c.params.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, ...(c.params.storage === true ? { storage: true } : {}) }, signal)
+      await q.migrate(c.vm, c.uri, { mode: c.params.mode, maxBandwidthBytes: c.params.maxBandwidthBytes, downtimeLimitMs: c.params.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, ...(c.params.storage === true ? { storage: true } : {}), ...(c.params.maxDirtySyncs !== undefined ? { maxDirtySyncs: c.params.maxDirtySyncs } : {}) }, signal)
       return { ok: true, kind: 'migrate' }
     case 'progress': {
       const p = await q.progress(c.vm, signal)
       const view: DriverResult & { kind: 'progress' } = { ok: true, kind: 'progress', progress: { status: p.status, totalTimeMs: p.totalTimeMs, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes, dirtySyncCount: p.dirtySyncCount, downtimeMs: p.downtimeMs } }
+      if (p.errorDesc !== null && (p.status === 'failed' || p.status === 'cancelled')) view.progress.error = p.errorDesc
       if (p.disk !== undefined) view.progress.disk = { ready: p.disk.ready, totalBytes: p.disk.totalBytes, doneBytes: p.disk.doneBytes, sentBytes: p.disk.sentBytes, error: p.disk.error }
       return view
     }

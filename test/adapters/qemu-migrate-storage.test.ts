@@ -144,7 +144,7 @@ async function run (guestDir: string): Promise<void> {
   // Under TCG a pre-copy of more than one pass can lose a guest write (see convergence.ts: at
   // most 3 dirty syncs there): a downtime limit this generous lets QEMU stop after the first
   // pass. The memory side is not what this test is about.
-  const precopy: MigrationParams = { mode: 'precopy', maxBandwidthBytes: 256 * MiB, downtimeLimitMs: src.accel === 'tcg' ? 10_000 : 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true }
+  const precopy: MigrationParams = { mode: 'precopy', maxBandwidthBytes: 256 * MiB, downtimeLimitMs: src.accel === 'tcg' ? 10_000 : 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true, ...(src.accel === 'tcg' ? { maxDirtySyncs: 3 } : {}) }
 
   await t.test('a VM whose local disk is written throughout moves with it', async tt => {
     const file = path.join(tmp, 'src-images', 'busy', 'disk.qcow2')

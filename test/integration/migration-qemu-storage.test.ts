@@ -43,7 +43,7 @@ try {
 }
 if (guestDir !== '') await tap.test('migration with storage through the agents', run)
 
-interface Row { id: string, state: string, vm: string, role: string, reason: string, storage?: boolean, diskPhase?: string, progress: { downtimeMs: number | null, disk?: { sentBytes: number, totalBytes: number } } | null }
+interface Row { id: string, state: string, vm: string, role: string, reason: string, mode?: string, storage?: boolean, diskPhase?: string, progress: { downtimeMs: number | null, dirtySyncCount?: number, disk?: { sentBytes: number, totalBytes: number } } | null }
 
 async function run (t: Test): Promise<void> {
   const cli = compiledCli()
@@ -145,9 +145,22 @@ async function run (t: Test): Promise<void> {
   await srcMon.until('a disk pass on host1', () => srcMon.diskPasses.length >= 1, 90_000)
 
   await t.test('starling migrate --with-storage: the disk moves with the VM, which keeps running', async tt => {
-    const r = await starling(['migrate', 'g1', '--to', 'host2', '--with-storage', '--config', cluster.host('host1').configFile])
+    // Under TCG the memory copy may need a second round, which the sync cap forbids (a broken
+    // guest otherwise): the driver then cancels at the switch-over and the VM stays on host1
+    // with its disk. That is a correct outcome, checked here; the move is then asked again.
+    let r = { code: 1, out: '' }
+    for (let attempt = 1; attempt <= 3 && r.code !== 0; attempt++) {
+      r = await starling(['migrate', 'g1', '--to', 'host2', '--with-storage', '--config', cluster.host('host1').configFile])
+      if (r.code === 0) break
+      tt.comment(`attempt ${attempt}: ${r.out.trim()}`)
+      await until('g1 still running on host1 only', async () => { const c = await running(); return c.length === 1 && c[0] === 'host1' }, 20_000)
+      await diskSound(tt, 'host1', `after aborted attempt ${attempt}`)
+      tt.notOk(fs.existsSync(path.join(imageDir('host2'), 'g1', 'disk.qcow2')), 'the aborted copy left no image on host2')
+    }
     tt.equal(r.code, 0, r.out.trim())
     await until('one copy, on host2', async () => { const c = await running(); return c.length === 1 && c[0] === 'host2' }, 30_000)
+    const done = (await migrations('host1')).find(m => m.vm === 'g1')
+    tt.comment(`record: mode ${String((done as { mode?: string } | undefined)?.mode)}, progress ${JSON.stringify(done?.progress)}`)
     await diskSound(tt, 'host2', 'after the move')
     tt.notOk(alive('host1'), 'the source QEMU is gone')
     const dstImage = path.join(imageDir('host2'), 'g1', 'disk.qcow2')

@@ -59,6 +59,8 @@ export interface MigrationProgressView {
   downtimeMs: number | null
   /** With storage: the disk mirror (absent without one). */
   disk?: DiskProgressView
+  /** Why the hypervisor failed or cancelled it, when it says. */
+  error?: string
 }
 
 /** The disk side of a migration with storage, as the source's hypervisor reports it. */
@@ -143,6 +145,8 @@ export interface MigrateParams {
   downtimeLimitMs: number
   /** The disks were mirrored (the hypervisor completes the mirrors at the switch-over). */
   storage?: boolean
+  /** The dirty-sync cap of the plan's policy, enforced by the hypervisor driver at the switch-over. */
+  maxDirtySyncs?: number
 }
 
 /** What the core asks the hypervisor driver to do; applied after persist and send, in order. */
