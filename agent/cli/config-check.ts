@@ -3,14 +3,16 @@
  * starts nothing (no state directory, key, socket or network is touched). Prints `ok` and a
  * summary, with the digests of the settings that must agree cluster-wide
  * (agent/cluster-settings.ts): run it on every host and compare them. A bad file prints the error
- * naming the field and exits 2, as the agent does.
+ * naming the field and exits 2, as the agent does. `--effective` prints instead the whole
+ * configuration the agent would run with, every default filled in (the cluster secret hidden):
+ * the one place where all the modules' defaults show together.
  */
 import { parseArgs } from 'node:util'
 import { UsageError } from './client.js'
 import type { AgentConfig } from '../config.js'
 import { clusterSettings, settingsFingerprint } from '../cluster-settings.js'
 
-export const CONFIG_USAGE = 'starling config check FILE'
+export const CONFIG_USAGE = 'starling config check FILE [--effective]'
 
 /** The summary `config check` prints for a valid configuration. */
 export function configSummary (file: string, c: AgentConfig): string {
@@ -30,11 +32,15 @@ export function configSummary (file: string, c: AgentConfig): string {
 }
 
 export async function configCommand (args: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
+  const { positionals, values } = parseArgs({ args, allowPositionals: true, options: { effective: { type: 'boolean' } } })
   const [sub, file, ...rest] = positionals
   if (sub !== 'check' || file === undefined || rest.length > 0) throw new UsageError(`usage: ${CONFIG_USAGE}`)
   const { loadConfigFile } = await import('../main.js')
   const config = await loadConfigFile(file) // a ConfigError names the field; the command exits 2
+  if (values.effective === true) {
+    process.stdout.write(JSON.stringify({ ...config, cluster: { ...config.cluster, secret: '(hidden)' } }, null, 2) + '\n')
+    return 0
+  }
   process.stdout.write(configSummary(file, config) + '\n')
   return 0
 }

@@ -31,7 +31,8 @@ const USAGE = `usage: starling <command> [options]
 commands:
   agent --config FILE        run the agent daemon
   fence-setup --config FILE  as root, before the agent: load softdog when there is no watchdog device, give it to the agent
-  config check FILE          validate a configuration without starting anything; prints ok and a summary
+  config check FILE [--effective]  validate a configuration without starting anything; prints ok and a summary,
+                             or with --effective the whole configuration with every default filled in
   status [--json]            show the cluster as a tree (hosts, load now and forecast, VMs)
   members [--json]           show the members
   keygen --state-dir DIR     create or read this host's key pair and print its public key

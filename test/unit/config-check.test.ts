@@ -55,6 +55,17 @@ t.test('config check', async t => {
   t.match(ok.stdout, /migration\.rules\s+[0-9a-f]{16}  a member that differs is flagged/)
   t.equal(ok.stderr, '')
 
+  // --effective: every default filled in, the secret hidden.
+  const eff = await cli(['config', 'check', good, '--effective'])
+  t.equal(eff.code, 0)
+  const e = JSON.parse(eff.stdout) as { cluster: { secret: string }, mesh: { keepAliveMs: number }, migration: { automation: string, policy: { guards: { holdDecisions: number } } }, core: { tickMs: number } }
+  t.equal(e.cluster.secret, '(hidden)', 'the secret is not printed')
+  t.equal(e.migration.automation, 'full', 'module defaults are filled in (migration)')
+  t.equal(e.migration.policy.guards.holdDecisions, 2, '(policy)')
+  t.equal(e.core.tickMs, 100, '(core)')
+  t.ok(e.mesh.keepAliveMs > 0, '(mesh)')
+  t.notMatch(eff.stdout, new RegExp((config() as { cluster: { secret: string } }).cluster.secret), 'nowhere')
+
   // Another host's file of the same cluster: the same cluster-wide digests, whatever node says.
   const other = config(); other.node = { name: 'hv3' }
   const ok3 = await cli(['config', 'check', await write('hv3.json', other)])
