@@ -130,6 +130,12 @@ export interface QemuDisk {
   format?: 'raw' | 'qcow2'
   /** Virtual size, bytes. */
   sizeBytes?: number
+  /**
+   * The image's backing file (a base image), as describe() reads it from QEMU. A migration with
+   * storage copies only the top image and needs the same base at the same path on the target.
+   */
+  backing?: string
+  backingFormat?: 'raw' | 'qcow2'
 }
 
 /** Driver-specific part of a VmSpec (`spec.extra`) understood by this driver. */
@@ -285,6 +291,11 @@ function qemuExtra (spec: VmSpec): QemuVmExtra {
       const o = (typeof d === 'object' && d !== null ? d : {}) as Record<string, unknown>
       if (typeof o.file !== 'string') throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].file must be a string`)
       const disk: QemuDisk = { file: o.file, format: o.format === 'qcow2' ? 'qcow2' : 'raw' }
+      if (o.backing !== undefined) {
+        if (typeof o.backing !== 'string' || !o.backing.startsWith('/')) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].backing must be an absolute path`)
+        disk.backing = o.backing
+        disk.backingFormat = o.backingFormat === 'raw' ? 'raw' : 'qcow2'
+      }
       if (o.sizeBytes !== undefined) {
         if (typeof o.sizeBytes !== 'number' || !Number.isSafeInteger(o.sizeBytes) || o.sizeBytes <= 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[].sizeBytes must be a positive integer`)
         disk.sizeBytes = o.sizeBytes
@@ -359,6 +370,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   readonly accel: Accel
   readonly accelReason: string
   private readonly vms = new Map<VmId, VmHandle>()
+  /** Free space held for incoming images (per VM and file system), until the copy runs or goes. */
+  private readonly reservedImages = new Map<string, { vm: VmId, dev: string, bytes: number }>()
   private readonly log: Logger
   private readonly binary: string
   private readonly hostCpuCores: number
@@ -501,11 +514,17 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   private async specWithSizes (vm: VmHandle, signal?: AbortSignal): Promise<VmSpec> {
     const disks = qemuExtra(vm.spec).disks ?? []
     if (disks.length === 0) return vm.spec
-    const nodes = await vm.qmp.execute<Array<{ 'node-name'?: string, image?: { 'virtual-size'?: number } }>>('query-named-block-nodes', { flat: true }, this.opts(signal))
+    const nodes = await vm.qmp.execute<Array<{ 'node-name'?: string, image?: { 'virtual-size'?: number, 'full-backing-filename'?: string, 'backing-filename-format'?: string } }>>('query-named-block-nodes', { flat: true }, this.opts(signal))
     const sized = disks.map((d, i) => {
       const n = nodes.find(x => x['node-name'] === diskNode(i))
       const size = n?.image?.['virtual-size']
-      return typeof size === 'number' && size > 0 ? { ...d, sizeBytes: size } : d
+      const out: QemuDisk = typeof size === 'number' && size > 0 ? { ...d, sizeBytes: size } : { ...d }
+      const backing = n?.image?.['full-backing-filename']
+      if (typeof backing === 'string' && backing.startsWith('/')) {
+        out.backing = backing
+        out.backingFormat = n?.image?.['backing-filename-format'] === 'raw' ? 'raw' : 'qcow2'
+      }
+      return out
     })
     return { ...vm.spec, extra: { ...(vm.spec.extra ?? {}), disks: sized } }
   }
@@ -675,21 +694,58 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       if (d.sizeBytes === undefined) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
       const file = this.targetImagePath(spec.id, d.file)
       if (fs.existsSync(file)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists`)
+      if (d.backing !== undefined && !fs.existsSync(d.backing)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: backing file ${d.backing} of disk ${d.file} is missing at the target`)
       out.push({ ...d, file })
+    }
+    // Free space, per file system: the images may grow to their virtual size; other incoming
+    // copies hold what they may still need (reserved until they run or go).
+    const need = new Map<string, { bytes: number, dir: string }>()
+    for (const d of out) {
+      const dir = await existingDir(path.dirname(d.file))
+      const dev = String((await fsp.stat(dir)).dev)
+      const e = need.get(dev) ?? { bytes: 0, dir }
+      e.bytes += d.sizeBytes ?? 0
+      need.set(dev, e)
+    }
+    for (const [dev, e] of need) {
+      const st = await fsp.statfs(e.dir)
+      const free = Number(st.bavail) * Number(st.bsize)
+      const reserved = [...this.reservedImages.values()].filter(r => r.dev === dev).reduce((a, r) => a + r.bytes, 0)
+      if (e.bytes > free - reserved) {
+        throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: not enough free space at the target for its disks: ${mib(e.bytes)} MiB needed in ${e.dir}, ${mib(free)} MiB free of which ${mib(reserved)} MiB are reserved by other incoming copies`)
+      }
     }
     const created: string[] = []
     try {
       for (const d of out) {
         await fsp.mkdir(path.dirname(d.file), { recursive: true })
-        await run(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format ?? 'raw', d.file, String(d.sizeBytes)], signal)
+        const backing = d.backing !== undefined ? ['-b', d.backing, '-F', d.backingFormat ?? 'qcow2'] : []
+        await run(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format ?? 'raw', ...backing, d.file, String(d.sizeBytes)], signal)
         created.push(d.file)
       }
     } catch (err) {
       for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
       throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
+    for (const [dev, e] of need) this.reservedImages.set(`${spec.id}:${dev}`, { vm: spec.id, dev, bytes: e.bytes })
     this.log.info(`vm ${spec.id}: created target images ${created.join(', ')}`, { vm: spec.id })
     return { spec: { ...spec, extra: { ...(spec.extra ?? {}), disks: out } }, created }
+  }
+
+  /** Drops the free-space reservation of VM `id`'s incoming images (it runs here, or it went). */
+  private releaseImages (id: VmId): void {
+    for (const [k, r] of this.reservedImages) if (r.vm === id) this.reservedImages.delete(k)
+  }
+
+  /**
+   * Source, before a migration with storage: why VM `id`'s disks cannot be moved (a disk file
+   * that does not exist here), or null.
+   */
+  storageProblem (spec: VmSpec): string | null {
+    let disks: QemuDisk[]
+    try { disks = qemuExtra(spec).disks ?? [] } catch (err) { return err instanceof Error ? err.message : String(err) }
+    for (const d of disks) if (!fs.existsSync(d.file)) return `disk ${d.file} does not exist on the source`
+    return null
   }
 
   /**
@@ -737,14 +793,15 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     const vm = this.get(id)
     const hp = splitNbd(nbd)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: NBD address must be nbd:host:port, got "${nbd}"`)
-    const disks = qemuExtra(vm.spec).disks ?? []
+    let disks: QemuDisk[]
+    try { disks = qemuExtra(await this.specWithSizes(vm, signal)).disks ?? [] } catch (err) { throw driverError(`vm ${id}: mirror disks`, err) }
     if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: has no disk to mirror`)
     if (vm.mirror !== undefined && vm.mirror.jobs.length > 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: its disks are already being mirrored`)
     const copyMode = opts.copyMode ?? 'background'
     const m: MirrorState = { host: hp.host, port: hp.port, jobs: [], copyMode, sentBytes: 0, error: null }
     vm.mirror = m
     try {
-      for (const [i] of disks.entries()) {
+      for (const [i, d] of disks.entries()) {
         const target = `mig-tgt-${diskNode(i)}`
         await vm.qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': target, server: { type: 'inet', host: hp.host, port: String(hp.port) }, export: diskNode(i) }, this.opts(signal))
         const job = `mig-${diskNode(i)}`
@@ -752,7 +809,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
           'job-id': job,
           device: diskNode(i),
           target,
-          sync: 'full',
+          // A disk on a base image: only its own layer (the target has the same base).
+          sync: d.backing !== undefined ? 'top' : 'full',
           'copy-mode': copyMode
         }
         if ((opts.maxBandwidthBytes ?? 0) > 0) args.speed = Math.round(opts.maxBandwidthBytes ?? 0)
@@ -1195,6 +1253,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
 
   /** Kills VM `id`'s QEMU at once (SIGKILL) and forgets it; no error if it is unknown. */
   async kill (id: VmId): Promise<void> {
+    this.releaseImages(id)
     const vm = this.vms.get(id)
     if (vm === undefined) return
     if (!vm.hasExited) this.killProc(vm)
@@ -1327,11 +1386,22 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       if (e.event === 'MIGRATION') this.log.debug(`vm ${spec.id} migration ${String(e.data.status)}`, { vm: spec.id })
       if (e.event === 'RESUME' && vm.incoming) {
         vm.incoming = false
+        this.releaseImages(spec.id)
         // The guest runs here: the images a migration with storage created are its disks now.
         void fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
       }
     })
     return vm
+  }
+}
+
+function mib (bytes: number): number { return Math.round(bytes / 1048576) }
+
+/** `dir` or its nearest existing parent. */
+async function existingDir (dir: string): Promise<string> {
+  for (let d = dir; ; d = path.dirname(d)) {
+    try { if ((await fsp.stat(d)).isDirectory()) return d } catch { /* go up */ }
+    if (path.dirname(d) === d) return d
   }
 }
 

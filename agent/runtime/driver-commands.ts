@@ -27,6 +27,8 @@ export interface RecoverableMigratingDriver extends MigratingDriver {
   describe (id: string, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null>
   /** Whether VM `id`'s disks are local (move with it), shared, or absent; drivers without it report none. */
   diskLocality? (spec: VmSpec): 'none' | 'shared' | 'local'
+  /** Why the VM's disks cannot be moved from here, or null. */
+  storageProblem? (spec: VmSpec): string | null
   resume (id: string, signal?: AbortSignal): Promise<void>
   killIfNotRunning (id: string, signal?: AbortSignal): Promise<void>
 }
@@ -101,6 +103,8 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
       const query: DriverQueryResult = { presence, migration: d.migration, spec: { vcpus, memMiB, extraJson: JSON.stringify(extra ?? {}) }, dirtyRateBytesPerS: 0, accel: q.accel }
       if (typeof q.diskLocality === 'function') query.disks = q.diskLocality(d.spec)
       if (typeof q.mirrorDisks === 'function') query.canMoveStorage = true
+      const problem = typeof q.storageProblem === 'function' && query.disks === 'local' ? q.storageProblem(d.spec) : null
+      if (problem !== null) query.storageProblem = problem
       if (c.measure === true && presence === 'running') Object.assign(query, await measureGuest(q as MeasuringDriver, c.vm, signal))
       return { ok: true, kind: 'query', query }
     }

@@ -14,7 +14,11 @@
  *   - after both QEMUs stop, the untouched half of the two images is compared byte for byte
  *     (qemu-img convert to raw), and for an idle disk the whole images (qemu-img compare).
  * Cases: a disk under writes moves with its VM; a cancelled migration with storage leaves the
- * VM running on the source and removes the target image it created.
+ * VM running on the source and removes the target image it created; the target refuses, before
+ * creating anything, a disk larger than its free space (less what other incoming copies hold), a
+ * disk whose base image it lacks, and the source names a disk file that does not exist; a VM
+ * whose disk is an overlay on a base image the target also holds sends only its own blocks
+ * (measured on the NBD connection).
  * Run: npx tap test/adapters/qemu-migrate-storage.test.ts  (about a minute under TCG)
  */
 import t from 'tap'
@@ -228,5 +232,69 @@ async function run (guestDir: string): Promise<void> {
     await dst.stop('idle')
     const cmp = execFileSync('qemu-img', ['compare', '-q', file, dstFile], { encoding: 'utf8' })
     tt.equal(cmp, '', 'qemu-img compare: the source and target images are identical')
+  })
+
+  await t.test('refusals before any copy: free space, missing base image, missing disk file', async tt => {
+    const base = { id: 'refuse', vcpus: 1, memMiB: 64 }
+    const file = path.join(tmp, 'src-images', 'refuse', 'disk.qcow2')
+    const huge = { ...base, extra: { disks: [{ file, format: 'qcow2', sizeBytes: 2 ** 50 }] } }
+    await tt.rejects(dst.prepareIncoming(huge, '127.0.0.1:0', { storage: true }), /not enough free space at the target for its disks: \d+ MiB needed/, 'a disk larger than the free space is refused')
+    tt.notOk(fs.existsSync(dst.targetImagePath('refuse', file)), 'no image was created')
+    tt.equal(dst.pid('refuse'), undefined, 'no incoming QEMU was started')
+    const noBase = { ...base, extra: { disks: [{ file, format: 'qcow2', sizeBytes: 64 * MiB, backing: path.join(tmp, 'no-such-base.qcow2') }] } }
+    await tt.rejects(dst.prepareIncoming(noBase, '127.0.0.1:0', { storage: true }), /backing file .*no-such-base\.qcow2 of disk .* is missing at the target/, 'a disk whose base image the target lacks is refused')
+    tt.notOk(fs.existsSync(dst.targetImagePath('refuse', file)), 'no image was created')
+    tt.match(src.storageProblem({ ...base, extra: { disks: [{ file: path.join(tmp, 'gone.qcow2'), format: 'qcow2' }] } }) ?? '', /gone\.qcow2 does not exist on the source/, 'the source names a disk file that does not exist')
+    // Free space is reserved while an incoming copy may still grow: one that fits now but not
+    // beside another's reservation is refused.
+    const dir = path.join(tmp, 'dst-images')
+    fs.mkdirSync(dir, { recursive: true })
+    const st = fs.statfsSync(dir)
+    const free = Number(st.bavail) * Number(st.bsize)
+    const big = (id: string): VmSpec => ({ id, vcpus: 1, memMiB: 64, extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet', disks: [{ file: path.join(tmp, 'src-images', id, 'disk.qcow2'), format: 'qcow2', sizeBytes: Math.floor(free * 0.6 / 65536) * 65536 }] } })
+    await dst.prepareIncoming(big('res1'), '127.0.0.1:0', { storage: true })
+    await tt.rejects(dst.prepareIncoming(big('res2'), '127.0.0.1:0', { storage: true }), /reserved by other incoming copies/, 'a second copy that fits only without the first one\'s reservation is refused')
+    await dst.killIfNotRunning('res1')
+    tt.notOk(fs.existsSync(dst.targetImagePath('res1', path.join(tmp, 'src-images', 'res1', 'disk.qcow2'))), 'the first copy\'s image went with it')
+    await dst.prepareIncoming(big('res2'), '127.0.0.1:0', { storage: true })
+    tt.pass('with the reservation gone, the second copy is admitted')
+    await dst.killIfNotRunning('res2')
+  })
+
+  await t.test('a VM on a base image the target holds sends only its own blocks', async tt => {
+    // The base: random data above the guest's region; the VM's disk is an empty overlay on it.
+    const baseFile = path.join(tmp, 'base', 'base.qcow2')
+    const upper = makeImage(baseFile)
+    const file = path.join(tmp, 'src-images', 'overlay', 'disk.qcow2')
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', baseFile, '-F', 'qcow2', file])
+    const srcMon = await boot(spec('overlay', file, 256))
+    const d = await src.describe('overlay')
+    const disk = ((d?.spec.extra?.disks ?? []) as Array<{ backing?: string }>)[0]
+    tt.equal(disk?.backing, baseFile, 'the source reports the base image')
+    const { uri, nbd } = await dst.prepareIncoming(d!.spec, '127.0.0.1:0', { storage: true })
+    await src.mirrorDisks('overlay', nbd!)
+    await waitMirrorReady('overlay', 60_000)
+    await src.migrate('overlay', uri, precopy)
+    const p = await waitDone(src, 'overlay', 60_000)
+    tt.equal(p.status, 'completed', `migration completed ${p.errorDesc ?? ''}`)
+    const sent = p.disk?.sentBytes ?? 0
+    const dstMon = monitor(dst, 'overlay')
+    await dstMon.until('two disk passes on the target', () => dstMon.diskPasses.length >= 2, 30_000)
+    tt.same(dstMon.broken, [], 'no bad block on the target (reads through its own base)')
+    await src.stop('overlay')
+    await dst.stop('overlay')
+    // The overlay's own data: what its top layer holds (qcow2 allocates 64 KiB clusters, so each
+    // 4 KiB the guest wrote costs a cluster), read from the source image frozen at the switch.
+    const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-U', file], { encoding: 'utf8' })) as Array<{ length: number, depth: number, data: boolean }>
+    const own = map.filter(e => e.depth === 0 && e.data).reduce((a, e) => a + e.length, 0)
+    tt.comment(`disk: ${(sent / MiB).toFixed(2)} MiB sent for a ${DISK / MiB} MiB disk on a base holding ${(DISK - REGION) / MiB} MiB of data; the overlay's own data: ${(own / MiB).toFixed(2)} MiB`)
+    tt.ok(own > 0, 'the guest wrote its own blocks')
+    tt.ok(sent <= own * 1.2 + 2 * MiB, 'the bytes sent are the overlay\'s own data, not the base (measured)')
+    tt.ok(sent < (DISK - REGION) / 2, 'far less than the base\'s data crossed the link')
+    const dstFile = dst.targetImagePath('overlay', file)
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-U', dstFile], { encoding: 'utf8' })) as { 'backing-filename'?: string }
+    tt.equal(info['backing-filename'], baseFile, 'the target image is an overlay on the same base')
+    tt.ok(imageRange(dstFile, REGION, DISK).equals(upper), 'the base\'s data reads the same through the target image')
   })
 }

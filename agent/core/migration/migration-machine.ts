@@ -680,7 +680,9 @@ export class MigrationMachine {
         ? 'the VM has no disk to move (--with-storage)'
         : q.canMoveStorage !== true
           ? 'the VM has local disks and this host\'s driver cannot move them'
-          : this.diskCopies() >= this.cfg.diskCopiesMax ? `disk copy limit ${this.cfg.diskCopiesMax} reached on this host` : null
+          : q.storageProblem !== undefined
+            ? q.storageProblem
+            : this.diskCopies() >= this.cfg.diskCopiesMax ? `disk copy limit ${this.cfg.diskCopiesMax} reached on this host` : null
       if (why !== null) { this.counts.refused++; this.becomeAborted(r, why); return }
       r.storage = true
     }

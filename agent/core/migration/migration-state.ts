@@ -208,6 +208,8 @@ export interface DriverQueryResult {
   disks?: 'none' | 'shared' | 'local'
   /** The driver can move disks (mirror to the target). */
   canMoveStorage?: boolean
+  /** Why the disks cannot be moved from here (a disk file that does not exist), if so. */
+  storageProblem?: string
 }
 
 /** What the runtime reports back after carrying out a command. Never thrown: failures are data. */
