@@ -11,10 +11,12 @@
  *     fence delay 15.3 s), every host with an emulated 8 s watchdog device. With TUNED=1 the
  *     shorter test/netns/ha-vip.ts TUNED_TIMING is measured too and reported beside it as
  *     `realTuned` (not the default).
- * (b) Simulated: SIM_RUNS (default 1000) seeded HA simulator runs from SIM_SEED with crashes,
- *     hangs, partitions and loss, with a VIP per VM: runs, restarts, double starts and S1/S4/S5
- *     violations (target 0), and every HA VM not running at the end, counted by reason
- *     (simulated.vmsNotRunning; only 'gave up after injected start failures' is expected).
+ * (b) Simulated: SIM_RUNS (default 1000) seeded runs of the one simulator (the real AgentCore on
+ *     every host) from SIM_SEED with power losses, hangs, agent crashes, partitions and loss, with
+ *     a VIP per VM: runs, restarts, double starts and S1/S4/S5 violations (target 0), runs that
+ *     ended in a known defect (simulated.knownDefects, with seeds), and every VM not running at
+ *     the end, counted by reason (simulated.vmsNotRunning; only 'gave up after injected start
+ *     failures' is expected).
  * Details: bench/lib/failover-run.ts. Takes about 4 minutes.
  */
 import os from 'node:os'

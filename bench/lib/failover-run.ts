@@ -11,15 +11,18 @@
  *     first HTTP answer of the new guest at VIP:8080 from the client. The killed agent is
  *     restarted between repetitions. Baseline in the same run: the same guest booted by QEMU
  *     alone (spawn to its first HTTP answer), the floor of any restart that boots it.
- * (b) Simulated runs: agent/sim/ha-sim.ts haRandomRun (the random-fault test's runs: 2-5 hosts,
- *     crashes, hangs, agent crashes, symmetric, one-way and three-way partitions, loss, heals, then
- *     a liveness phase), S1 and S4 checked after every tick; a double start is a run where a VM
- *     ran on two hypervisors at once (S1) or was started while another copy still ran (S4).
+ * (b) Simulated runs: agent/sim/scenarios.ts randomFaultRun on the one simulator (the real
+ *     AgentCore on every host; the random-fault test's runs: 2-5 hosts, power losses, hangs, agent
+ *     crashes, symmetric, one-way and three-way partitions, loss, heals, then a liveness phase),
+ *     S1-S5 checked after every tick; a double start is a run where a VM ran on two hypervisors at
+ *     once (S1) or was started while another copy still ran (S4). Runs that end in a defect the
+ *     simulator found and that is not fixed yet (scenarios.ts KNOWN_DEFECTS) are counted apart,
+ *     with their seeds.
  */
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import http from 'node:http'
-import { haRandomRun, type NotRunningReason } from '../../agent/sim/ha-sim.js'
+import { randomFaultRun, type KnownDefect, type NotRunningReason } from '../../agent/sim/scenarios.js'
 import { DEFAULT_TIMING, TICK_MS, createHaVipBed, killOwner, netGuest, rejoin, runningCopies, waitSteady, watchdogSec, type FailoverResult } from '../../test/netns/ha-vip.js'
 import { requiredFenceDelayTicks, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import { sleep } from '../../test/lib/wait.js'
@@ -205,7 +208,7 @@ export interface SimOptions { runs: number, seed: number }
 
 export function simulatedRuns (o: SimOptions): Record<string, unknown> {
   const t0 = performance.now()
-  const faults = { crashes: 0, hangs: 0, agentCrashes: 0, partitions: 0, cuts: 0, resets: 0, fences: 0, lost: 0 }
+  const faults = { powerLosses: 0, hangs: 0, agentCrashes: 0, watchdogResets: 0, partitions: 0, isolations: 0, cuts: 0, lost: 0, startFailuresInjected: 0, stopHangsInjected: 0 }
   let restarts = 0
   let s1Runs = 0
   let s4Runs = 0
@@ -215,25 +218,27 @@ export function simulatedRuns (o: SimOptions): Record<string, unknown> {
   let notLive = 0
   let failedVms = 0
   const badSeeds: number[] = []
-  const notRunningByReason: Record<NotRunningReason, number> = { 'gave up after injected start failures': 0, 'gave up after other start failures': 0, unexplained: 0 }
+  const knownDefects: Partial<Record<KnownDefect, number[]>> = {}
+  const notRunningByReason: Record<NotRunningReason, number> = { 'gave up after injected start failures': 0, 'gave up after other start failures': 0, 'HA stop never completed': 0, unexplained: 0 }
   const notRunningExamples: Array<{ seed: number, vm: string, reason: NotRunningReason }> = []
   let vms = 0
   let vmsRunning = 0
   for (let i = 0; i < o.runs; i++) {
     const seed = o.seed + i
-    const r = haRandomRun(seed, undefined, { vips: true })
-    restarts += r.stats.restarts
-    for (const k of Object.keys(faults) as Array<keyof typeof faults>) faults[k] += r.stats[k]
-    const s1 = r.violations.some(v => v.startsWith('S1'))
-    const s4 = r.violations.some(v => v.startsWith('S4'))
-    const double = s1 || r.violations.some(v => v.startsWith('S4') && v.includes('still runs'))
-    if (s1) s1Runs++
-    if (r.violations.some(v => v.startsWith('S5'))) s5Runs++
+    const r = randomFaultRun(seed, { vips: true })
+    restarts += r.haRestarts
+    for (const k of Object.keys(faults) as Array<keyof typeof faults>) faults[k] += r.faults[k]
     maxVipOverlap = Math.max(maxVipOverlap, r.maxVipOverlap)
+    if (r.knownDefect !== null) { (knownDefects[r.knownDefect] ??= []).push(seed); continue }
+    const v = r.violation ?? ''
+    const s1 = v.startsWith('S1')
+    const s4 = v.startsWith('S4')
+    if (s1) s1Runs++
+    if (v.startsWith('S5')) s5Runs++
     if (s4) s4Runs++
-    if (double) doubleStartRuns++
-    if (r.violations.length > 0 && badSeeds.length < 10) badSeeds.push(seed)
-    if (!r.live) notLive++
+    if ((s1 && v.includes(' runs on ')) || (s4 && v.includes('still runs'))) doubleStartRuns++
+    if (r.violation !== null && badSeeds.length < 10) badSeeds.push(seed)
+    if (!r.live && r.violation === null) notLive++
     failedVms += r.failed
     vms += r.vms
     vmsRunning += r.vms - r.notRunning.length
@@ -247,20 +252,23 @@ export function simulatedRuns (o: SimOptions): Record<string, unknown> {
     seeds: `${o.seed}..${o.seed + o.runs - 1}`,
     restarts,
     doubleStarts: doubleStartRuns,
+    /** Runs stopped by a safety violation, by property (runs with a known defect are counted in knownDefects instead). */
     violations: { S1: s1Runs, S4: s4Runs, S5: s5Runs },
+    /** Runs that ended in a defect the simulator found and that is not fixed yet, by defect, with their seeds. */
+    knownDefects,
     /** Longest run of ticks with two hosts carrying a VIP (a make-before-break hand-off overlap, bounded), over all runs. */
     maxVipOverlapTicks: maxVipOverlap,
     notLiveAfterHeal: notLive,
-    /** HA VMs over all runs, and those running exactly once at the end. */
+    /** VMs over the runs without a known defect (HA-protected and not), and those running exactly once at the end. */
     vms,
     vmsRunningAtEnd: vmsRunning,
     /** VMs given up after maxAttempts failed starts (status failed: left to the operator) in some agent's eyes at the end. */
     vmsLeftFailed: failedVms,
     /**
-     * Every VM not running exactly once at the end, by reason (HaSim.notRunningReason): 'gave up
-     * after injected start failures' = maxAttempts failed starts in a row, each one the simulator
-     * injected (the runs inject start failures with probability 0.1 in 30 % of them); the
-     * other two reasons would be bugs.
+     * Every VM not running exactly once at the end, by reason (scenarios.ts notRunningReason):
+     * 'gave up after injected start failures' = maxAttempts failed starts in a row, each one the
+     * simulator injected (the runs inject start failures with probability 0.1 in 30 % of them);
+     * the other reasons would be bugs.
      */
     vmsNotRunning: { total: vms - vmsRunning, byReason: notRunningByReason, examples: notRunningExamples },
     faults,

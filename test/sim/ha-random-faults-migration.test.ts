@@ -12,7 +12,7 @@ import { randomFaultRun } from '../../agent/sim/scenarios.js'
 import { checkRandomRuns } from './random-runs.js'
 
 const base = Number(process.env.SEED ?? 20270110)
-const runs = Number(process.env.RUNS ?? 120)
+const runs = Number(process.env.RUNS ?? 400)
 const only = process.env.SEED !== undefined && process.env.RUNS === undefined
 
 t.test(`random faults with live migrations of protected VMs (${only ? 1 : runs} runs)`, t => {

@@ -14,7 +14,7 @@ import { randomFaultRun } from '../../agent/sim/scenarios.js'
 import { checkRandomRuns } from './random-runs.js'
 
 const base = Number(process.env.SEED ?? 777000)
-const runs = Number(process.env.RUNS ?? 100)
+const runs = Number(process.env.RUNS ?? 250)
 const only = process.env.SEED !== undefined && process.env.RUNS === undefined
 
 t.test(`random faults, migrations, replicas and a VIP per VM (${only ? 1 : runs} runs)`, t => {
