@@ -270,7 +270,8 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
       try { await runtime.start() } catch (err) { await runtime.stop(); throw err }
       watchdog = openHaWatchdog(config, logger, runtime, core, haWatchdog)
     },
-    stop: async () => { await runtime.stop({ leave: true }); watchdog?.close(true) }
+    // Disarmed even when the loop's stop fails: an open, unfed device would reset the host.
+    stop: async () => { try { await runtime.stop({ leave: true }) } finally { watchdog?.close(true) } }
   })
 
   const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu, memory)

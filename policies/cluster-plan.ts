@@ -27,8 +27,9 @@ export interface PlanStep {
   from: HostId
   to: HostId
   reason: {
-    kind: 'overload' | 'underload'
-    /** Detector's value and the threshold it was compared with (CPU fractions). */
+    /** overload: CPU; memory: short of memory with nothing left to reclaim inside the host; underload: consolidation. */
+    kind: 'overload' | 'memory' | 'underload'
+    /** Detector's value and the threshold it was compared with (CPU fractions; for memory, MiB short and 0). */
     value: number
     threshold: number
     /** One line for people. */
@@ -43,7 +44,7 @@ export interface PlanStep {
     /** Estimated copy time over half the slower host's link (as the policies plan), s. */
     seconds: number
   }
-  /** 5: relieves a host over its threshold now; 4: over by its forecast only; 3: empties a host worth its watts; 2: consolidation with less gain. */
+  /** 5: relieves a host over its CPU threshold now or short of memory; 4: over by its forecast only; 3: empties a host worth its watts; 2: consolidation with less gain. */
   rating: 1 | 2 | 3 | 4 | 5
   /** Steps that must be done first: they free room on this step's target. */
   after: number[]
@@ -93,7 +94,10 @@ function moveVm (hosts: HostView[], vm: VmView, from: HostId, to: HostId): void 
     // Without the VM's own history, the host's latest point moves by the VM's demand now.
     if (n === 0 && hist.length > 0) hist[hist.length - 1] = Math.max(0, (hist[hist.length - 1] as number) + sign * vm.cpuDemandMips / h.cpuMips)
     const vms = h.id === to ? [...h.vms, { ...vm, host: to }].sort((a, b) => a.id < b.id ? -1 : 1) : h.vms.filter(v => v.id !== vm.id)
-    hosts[i] = { ...h, vms, history: hist, active: vms.length > 0 || h.reservedMips > 0 }
+    const next: HostView = { ...h, vms, history: hist, active: vms.length > 0 || h.reservedMips > 0 }
+    // The memory a host is short of shrinks by what leaves it (else the next pass would move more).
+    if (h.id === from && (h.memShortMiB ?? 0) > 0) next.memShortMiB = Math.max(0, (h.memShortMiB ?? 0) - vm.memMiB)
+    hosts[i] = next
   }
 }
 
@@ -118,6 +122,9 @@ export function clusterPlan (input: ClusterView, cfg: PolicyConfig, opts: Cluste
       // The detector's verdict on the source before its moves, for the reason.
       const smp = hostSample(me, cfg.intervalSec)
       const verdict = detectOverload(smp, cfg.overload)
+      // planHost relieves the CPU first (unless the host's own allocation resolves it), then memory.
+      const cpuOver = verdict.overloaded && me.cpuResolved !== true
+      const memShort = me.memShortMiB ?? 0
       const powerBefore = powerAt(me.powerCurveW, load(me).cpu)
       for (const mv of moves) {
         if (steps.length >= maxSteps) break
@@ -129,12 +136,14 @@ export function clusterPlan (input: ClusterView, cfg: PolicyConfig, opts: Cluste
         moveVm(hosts, vm, mv.from, mv.to)
         moved.set(vm.id, 0)
         const sa = load(hosts.find(x => x.id === mv.from) as HostView); const ta = load(hosts.find(x => x.id === mv.to) as HostView)
-        const overload = mv.reason === 'overload'
-        const value = overload ? verdict.value : smp.util
-        const threshold = overload ? verdict.threshold : underloadThreshold(cfg)
-        const rating: PlanStep['rating'] = overload
-          ? (smp.util > verdict.threshold ? 5 : 4)
-          : (powerBefore - (me.sleepW ?? 0) >= 2 * Math.max(1, cfg.guards.minGain) ? 3 : 2)
+        const kind: PlanStep['reason']['kind'] = mv.reason !== 'overload' ? 'underload' : cpuOver ? 'overload' : 'memory'
+        const value = kind === 'overload' ? verdict.value : kind === 'memory' ? memShort : smp.util
+        const threshold = kind === 'overload' ? verdict.threshold : kind === 'memory' ? 0 : underloadThreshold(cfg)
+        const rating: PlanStep['rating'] = kind === 'memory'
+          ? 5
+          : kind === 'overload'
+            ? (smp.util > verdict.threshold ? 5 : 4)
+            : (powerBefore - (me.sleepW ?? 0) >= 2 * Math.max(1, cfg.guards.minGain) ? 3 : 2)
         const after = steps.filter(s => s.from === mv.to || s.vm === mv.vm).map(s => s.step)
         steps.push({
           step: steps.length + 1,
@@ -142,12 +151,14 @@ export function clusterPlan (input: ClusterView, cfg: PolicyConfig, opts: Cluste
           from: mv.from,
           to: mv.to,
           reason: {
-            kind: overload ? 'overload' : 'underload',
+            kind,
             value,
             threshold,
-            text: overload
+            text: kind === 'overload'
               ? `overload: ${pct(smp.util)} now, ${pct(value)} by the detector against ${pct(threshold)}`
-              : `underload: ${pct(smp.util)} is under ${pct(threshold)}; the host can be emptied onto busier ones`
+              : kind === 'memory'
+                ? `memory: ${Math.round(memShort)} MiB short with nothing left to reclaim inside the host`
+                : `underload: ${pct(smp.util)} is under ${pct(threshold)}; the host can be emptied onto busier ones`
           },
           source: { before: sb, after: sa },
           target: { before: tb, after: ta },

@@ -5,8 +5,9 @@
  * `starling plan apply [--max-steps N] [--step K]`: carries steps out in order through the
  * normal migration protocol (POST /v1/migrate with the step's target; the agent forwards it to
  * the VM's host). Before each step it checks that the VM is still where the plan found it; after
- * it, that the VM runs on the target. It stops at the first step that did not happen as planned,
- * and on Ctrl-C it lets the step under way finish and starts no other.
+ * it, that the VM runs on the target. It stops at the first step that did not happen as planned
+ * (aborted: the source's reports showed the VM migrating, then running there again; refused:
+ * they never showed it migrating), and on Ctrl-C it lets the step under way finish and starts no other.
  */
 import { parseArgs } from 'node:util'
 import { apiAddress, apiTarget, callApi, fetchStatus, TARGET_OPTIONS, UsageError } from './client.js'
@@ -14,6 +15,20 @@ import { renderPlan, type PlanPayload, type PlanStepRow } from '../api/payloads.
 
 async function fetchPlan (addr: string): Promise<PlanPayload> {
   return (await callApi(addr, '/v1/plan')) as PlanPayload
+}
+
+/** A move that has not shown in the source's reports after this long was refused. */
+const REFUSED_AFTER_MS = 30_000
+
+/** Where `vm` is and in which state, by each alive host's own latest report. */
+async function vmStates (addr: string, vm: string): Promise<Array<{ host: string, state: string }>> {
+  const s = await fetchStatus(addr)
+  const out: Array<{ host: string, state: string }> = []
+  for (const m of s.members) {
+    if (m.state !== 'alive' || m.report === null) continue
+    for (const v of m.report.vms) if (v.id === vm) out.push({ host: m.name, state: v.state })
+  }
+  return out
 }
 
 /** Host each running VM is on, by each host's own latest report. */
@@ -77,10 +92,22 @@ async function applyCommand (args: string[]): Promise<number> {
       await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName })
       const t0 = Date.now()
       let now: string | undefined = where
+      let refused: string | null = null
+      let sawMoving = false
       while (Date.now() - t0 < stepTimeoutMs) {
         await new Promise(resolve => setTimeout(resolve, 500))
-        now = (await placement(addr)).get(s.vm)
+        const st = await vmStates(addr, s.vm)
+        now = st.find(x => x.state === 'running')?.host
         if (now === s.toName) break
+        if (st.some(x => x.state === 'migrating')) sawMoving = true
+        // The source's reports show the move: migrating, then running again on the source when it
+        // was aborted; never migrating when the move was refused before it started.
+        if (sawMoving && now === s.fromName && !st.some(x => x.state === 'migrating')) { refused = `aborted (see starling migrations on ${s.fromName})`; break }
+        if (!sawMoving && now === s.fromName && Date.now() - t0 > REFUSED_AFTER_MS) { refused = `not started within ${REFUSED_AFTER_MS / 1000} s: refused (the reason is in the agents' logs: journalctl -u starling on ${s.fromName})`; break }
+      }
+      if (refused !== null) {
+        process.stdout.write(`step ${s.step}: the move of ${s.vm} was ${refused}; stopped\n`)
+        return 1
       }
       if (now !== s.toName) {
         process.stdout.write(`step ${s.step}: ${s.vm} is ${now === undefined ? 'not running' : `on ${now}`} after ${Math.round((Date.now() - t0) / 1000)} s, not on ${s.toName}; stopped (see starling migrations on ${s.fromName})\n`)

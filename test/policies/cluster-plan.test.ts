@@ -56,7 +56,7 @@ t.test('the plan relieves both overloaded hosts, keeps capacity, moves no VM twi
   const p = clusterPlan(view(cluster()), c)
   const vms = p.steps.map(s => s.vm)
   t.equal(new Set(vms).size, vms.length, 'no VM moves twice')
-  t.ok(planFits(view(cluster()), p.steps.map(s => ({ vm: s.vm, from: s.from, to: s.to, reason: s.reason.kind }))), 'capacity holds over the whole plan, step by step')
+  t.ok(planFits(view(cluster()), p.steps.map(s => ({ vm: s.vm, from: s.from, to: s.to, reason: s.reason.kind === 'underload' ? 'underload' as const : 'overload' as const }))), 'capacity holds over the whole plan, step by step')
   t.ok(p.final.a!.cpu <= 0.8 && p.final.b!.cpu <= 0.8, `a and b end under the threshold (${p.final.a!.cpu.toFixed(2)}, ${p.final.b!.cpu.toFixed(2)})`)
   for (const s of p.steps) t.ok(s.target.after.cpu <= 0.85 + 1e-9, `step ${s.step}: target ${s.to} stays under the cap (${s.target.after.cpu.toFixed(2)})`)
   t.same(p.emptied, ['e'], 'the idle host is emptied onto busier ones')
@@ -92,6 +92,7 @@ t.test('a step that needs room another step makes names it', t => {
     host('c', [vm('c1', 'c', 1000, 1000)])
   ]
   const p = clusterPlan(view(hosts), cfg())
+  t.ok(p.steps.some(s => s.after.length > 0), 'the plan has a step that waits for another')
   for (const s of p.steps) {
     for (const d of s.after) {
       const dep = p.steps[d - 1]!
@@ -116,5 +117,22 @@ t.test('a calm cluster has an empty plan; maxSteps bounds it', t => {
   const calm = [host('a', [vm('a1', 'a', 2500)]), host('b', [vm('b1', 'b', 2500)])]
   t.same(clusterPlan(view(calm), cfg()).steps, [])
   t.equal(clusterPlan(view(cluster()), cfg(), { maxSteps: 1 }).steps.length, 1)
+  t.end()
+})
+
+t.test('a host short of memory moves out what covers the shortfall, not everything', t => {
+  // a is calm on CPU but 1500 MiB short of memory with nothing left to reclaim inside it.
+  const hosts = [
+    host('a', [vm('a1', 'a', 500, 1000), vm('a2', 'a', 500, 2000), vm('a3', 'a', 500, 1500), vm('a4', 'a', 500, 1200)], { memShortMiB: 1500 }),
+    host('b', [vm('b1', 'b', 2500)]),
+    host('c', [vm('c1', 'c', 2500)])
+  ]
+  const p = clusterPlan(view(hosts), cfg())
+  const fromA = p.steps.filter(s => s.from === 'a')
+  t.equal(fromA.length, 1, `one VM covers 1500 MiB (${fromA.map(s => `${s.vm} ${s.reason.kind}`).join(', ')})`)
+  t.equal(fromA[0]?.vm, 'a3', 'the smallest VM that covers the shortfall')
+  t.equal(fromA[0]?.reason.kind, 'memory', 'shown as memory relief, not as a CPU overload')
+  t.match(fromA[0]?.reason.text ?? '', /memory: 1500 MiB short/)
+  t.equal(fromA[0]?.rating, 5)
   t.end()
 })

@@ -189,9 +189,11 @@ export class Scheduler {
 
   /**
    * The cluster's plan from this view (policies/cluster-plan.ts): what the hosts would do now.
-   * Built from what every agent shares: the VMs' own histories, which only their host keeps,
-   * are replaced by their demand now over the host's history, so that any agent with the same
-   * reports draws the same plan (and a VM taken off a host takes its share of the history along).
+   * The VMs' own histories, which only their host keeps, are replaced by their demand now over
+   * the host's history (a VM taken off a host takes its share of the history along). Agents draw
+   * the same plan from the same reports while no migration is in flight; they may differ while
+   * one is (each counts its own reservations and its own moving VMs) and by the phase at which
+   * each recorded the hosts' histories.
    */
   plan (): ClusterPlan {
     const v = this.view()
