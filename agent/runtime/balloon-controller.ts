@@ -37,6 +37,8 @@ export interface BalloonControllerComponents {
   logger: Logger
   /** Wall clock, ms (tests and benchmarks may step it). @default Date.now */
   now?: () => number
+  /** The policy (a benchmark runs another one beside it). @default decideBalloon */
+  decide?: typeof decideBalloon
 }
 
 interface VmState {
@@ -131,7 +133,7 @@ export class BalloonController {
     const usedMiB = this.m.hostMemMiB !== null
       ? fixed + policyVms.reduce((s, v) => s + v.actualMiB, 0)
       : hostFacts.totalMiB - hostFacts.availableMiB
-    const d = decideBalloon({ totalMiB, usedMiB }, policyVms, this.m.policy)
+    const d = (this.c.decide ?? decideBalloon)({ totalMiB, usedMiB }, policyVms, this.m.policy)
     for (const h of d.held) { const r = rows.find(x => x.id === h.id); if (r !== undefined) r.held = h.why }
     this.counters.steps++
 
