@@ -311,11 +311,18 @@ const VM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 /** Node name of disk `i` (the format node of its -drive). */
 function diskNode (i: number): string { return `disk${i}` }
 
-/** A free TCP port on `host` (bound and released: the caller binds it again at once). */
+/**
+ * A free TCP port on `host` (bound and released: the caller binds it again at once). When `host`
+ * is not an address of this process's network namespace (QEMU runs in another one), a random
+ * high port: the caller retries on a clash.
+ */
 async function freePort (host: string): Promise<number> {
   return await new Promise<number>((resolve, reject) => {
     const srv = net.createServer()
-    srv.once('error', reject)
+    srv.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRNOTAVAIL') resolve(20_000 + Math.floor(Math.random() * 40_000))
+      else reject(err)
+    })
     srv.listen(0, host, () => {
       const a = srv.address()
       const port = typeof a === 'object' && a !== null ? a.port : 0
@@ -762,7 +769,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
         await vm.qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(port) } } }, this.opts(signal))
         break
       } catch (err) {
-        if (attempt >= 4 || !/in use|bind/i.test(err instanceof Error ? err.message : '')) throw err
+        if (attempt >= 4 || !/in use|bind|listen/i.test(err instanceof Error ? err.message : '')) throw err
       }
     }
     vm.exporting = true
@@ -789,7 +796,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     }
   }
 
-  async mirrorDisks (id: VmId, nbd: string, opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, signal?: AbortSignal): Promise<void> {
+  async mirrorDisks (id: VmId, nbd: string, opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number, fullCopy?: boolean } = {}, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)
     const hp = splitNbd(nbd)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: NBD address must be nbd:host:port, got "${nbd}"`)
@@ -810,7 +817,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
           device: diskNode(i),
           target,
           // A disk on a base image: only its own layer (the target has the same base).
-          sync: d.backing !== undefined ? 'top' : 'full',
+          sync: d.backing !== undefined && opts.fullCopy !== true ? 'top' : 'full',
           'copy-mode': copyMode
         }
         if ((opts.maxBandwidthBytes ?? 0) > 0) args.speed = Math.round(opts.maxBandwidthBytes ?? 0)

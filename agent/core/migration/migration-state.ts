@@ -82,6 +82,9 @@ export interface DiskProgressView {
  */
 export type StorageWanted = 'auto' | 'yes'
 
+/** How a disk mirror treats the guest's writes (see disk-copy.ts). */
+export type DiskCopyModeName = 'background' | 'write-blocking'
+
 /**
  * Where a migration with storage stands on the source. 'mirroring': the disks are being copied
  * (journaled before the mirror is started); 'memory': the mirrors are ready and the memory copy
