@@ -31,7 +31,6 @@ export type NotRunningReason = 'gave up after injected start failures' | 'gave u
  */
 export const KNOWN_DEFECTS = {
   haStaleResume: 'HA resumes a fence-paused copy under a claim granted over another host\'s released claim, after that host booted the VM from its disk (a claim request does not say it is a resume)',
-  abortBeforeKill: 'a migration target sends its abort in the same Ready as killIncoming; when the switch-over wins that race the kill is refused (VM_RUNNING) but the source already resumed (R2 says the abort goes out only after the kill)',
   vipTwoOwners: 'a VIP is taken over from an owner that the majority\'s SWIM declared dead while that owner still held it (it had not yet seen that it lost the majority, and VIP takeover waits for no fence delay as HA does); seen with a partition or a one-way cut separating owner and majority',
   haStopStuck: 'an HA stop of an incoming copy that never completes is not retried, so the VM is refused to every other claimant for good',
   sourceStuckSwitching: 'a migration source stays in switching long after the heal although its target committed (the target was cut off during the switch-over), so the VM\'s VIP stays with the source'
@@ -205,11 +204,8 @@ export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomR
   let replicasAsked = 0
   let migrationsCommitted = 0
   let replicasStarted = 0
-  const killRefused = new Set<string>()
   sim.onEvent((_h, ev) => {
     if (ev.kind === 'replica' && ev.text.endsWith('running here')) replicasStarted++
-    const m = /^migration (\S+): driver killIncoming failed \(VM_RUNNING\)/.exec(ev.text)
-    if (m !== null) killRefused.add(m[1]!)
   })
   const allVms = [...w.haVms.map(v => v.id), ...w.plainVms]
   const mp = new Prng(seed * 7 + 3) // operators' own stream: the fault schedule stays that of the seed
@@ -282,10 +278,8 @@ export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomR
   const notRunning: RandomRunResult['notRunning'] = []
   if (violation === null) for (const vm of allVms) { const reason = notRunningReason(w, vm); if (reason !== null) notRunning.push({ vm, reason }) }
   let knownDefect: KnownDefect | null = null
-  const twice = violation === null ? null : /^S1: VM (\S+) runs on /.exec(violation)
   if (violation?.includes('was resumed: HA resume of') === true) knownDefect = 'haStaleResume'
   else if (violation !== null && /^S5: \S+ \S+ and \S+ both own it/.test(violation)) knownDefect = 'vipTwoOwners'
-  else if (twice !== null && ids.some(h => [...sim.store(h).values()].some(v => { const r = v as { id?: string, vm?: string }; return r.vm === twice[1] && r.id !== undefined && killRefused.has(r.id) }))) knownDefect = 'abortBeforeKill'
   else if (violation === null && !live && notRunning.length > 0 && notRunning.every(x => x.reason === 'HA stop never completed' || x.reason === 'gave up after injected start failures') && notRunning.some(x => x.reason === 'HA stop never completed')) knownDefect = 'haStopStuck'
   else if (violation === null && !live && ids.some(h => sim.core(h)?.migrations().some(r => r.role === 'source' && r.state === 'switching') === true)) knownDefect = 'sourceStuckSwitching'
   if (!live && violation === null && trace !== undefined) {

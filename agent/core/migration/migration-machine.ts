@@ -106,6 +106,8 @@ export class MigrationMachine {
   private readonly due = new Map<string, number>()
   /** Records whose next driver query result resolves them (restart, lease expiry, lost VM). */
   private readonly recovering = new Set<string>()
+  /** Targets whose abort waits for the kill of their incoming copy (R2), with the reason to give. */
+  private readonly killing = new Map<string, string>()
   /** Finished records that a newer migration of the same VM replaced (see supersede()). */
   private readonly superseded = new Set<string>()
   /** A driver command is outstanding for the record (one at a time). */
@@ -643,6 +645,12 @@ export class MigrationMachine {
     this.busy.delete(c.mig)
     const r = this.recs.get(c.mig)
     if (r === undefined) return
+    if (c.kind === 'killIncoming' && this.killing.has(r.id)) {
+      const why = this.killing.get(r.id) as string
+      this.killing.delete(r.id)
+      this.onKillResult(r, why, res)
+      return
+    }
     if (c.kind === 'query') {
       if (res.ok && res.kind === 'query') this.lastQuery.set(r.id, res.query)
       if (this.recovering.delete(r.id)) { this.resolve(r, res.ok && res.kind === 'query' ? res.query : null); return }
@@ -812,9 +820,35 @@ export class MigrationMachine {
       r.mayHaveRun = true
       why += '; the incoming copy is gone, so the guest may have run here'
     }
-    this.becomeAborted(r, why)
-    if (q === null || q.presence !== 'absent') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
-    this.send(r.source, abortedBody(r))
+    if (q !== null && q.presence === 'absent') {
+      this.becomeAborted(r, why)
+      this.send(r.source, abortedBody(r))
+      return
+    }
+    // R2: the source hears MigrationAborted only once the incoming copy is killed. The guest may
+    // start running between the query and the kill (the switch-over won): the kill is then
+    // refused, and the record is resolved from a fresh query instead (onKillResult).
+    if (this.killing.has(r.id)) return
+    this.killing.set(r.id, why)
+    this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
+  }
+
+  /** The kill abortTarget asked for: aborted only when it killed the copy, else resolved again. */
+  private onKillResult (r: MigrationRecord, why: string, res: DriverResult): void {
+    if (TERMINAL_STATES.has(r.state)) return
+    if (res.ok || res.code === 'VM_NOT_FOUND') {
+      if (!res.ok && (r.state === 'copying' || r.state === 'switching') && r.mayHaveRun !== true) {
+        // The copy went away by itself after the query: it proves nothing (R3).
+        r.mayHaveRun = true
+        why += '; the incoming copy was gone at the kill, so the guest may have run here'
+      }
+      this.becomeAborted(r, why)
+      this.send(r.source, abortedBody(r))
+      return
+    }
+    // Refused (VM_RUNNING: the guest runs here) or unsure: ask the hypervisor and resolve again.
+    this.recovering.add(r.id)
+    this.command({ kind: 'query', mig: r.id, vm: r.vm })
   }
 
   /** Resolution after a restart, a lease expiry or a driver failure (see the module comment). */
