@@ -470,7 +470,9 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
     }
     // The last steps' pictures go into the host's load report (one sample behind).
     const m = memory?.status()
-    const c = cpu?.status()?.allocation
+    // A verdict older than a few samples (the CPU step failing since) is not reported.
+    const cs = cpu?.status()
+    const c = cs != null && Date.now() - cs.atMs <= 3 * config.sampler.intervalMs ? cs.allocation : undefined
     return {
       ...host,
       vms,

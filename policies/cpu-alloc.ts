@@ -141,5 +141,8 @@ export function allocateCpu (capacityCores: number, vms: readonly CpuVm[], p: Cp
     const w = Math.round(Math.min(10000, Math.max(1, 1000 * a * (1 + p.headroomFraction) / shareBase)))
     return { id: v.id, demandCores: demand.get(v.id) as number, allottedCores: a, weight: contended ? w : 100, quotaCores: v.capCores }
   })
-  return { vms: out, contended, resolved: unserved <= 1e-6, unservedCores: unserved }
+  // Resolved means the allocation serves a guaranteed class: with none of them here, a contended
+  // host has nobody the allocation protects, and its overload is relieved by moves as before.
+  const guaranteed = sorted.some(v => CLASS_ORDER.indexOf(v.qos) <= guaranteedUpTo)
+  return { vms: out, contended, resolved: unserved <= 1e-6 && (guaranteed || !contended), unservedCores: unserved }
 }

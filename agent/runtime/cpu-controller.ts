@@ -92,7 +92,7 @@ export class CpuController {
     }
     for (const id of [...this.prev.keys()]) if (!keep.has(id)) this.prev.delete(id)
     await this.c.cgroup.forget(keep).catch(() => {})
-    if (inputs.length === 0) return null
+    if (inputs.length === 0) { this.last = null; return null } // no stale verdict outlives its VMs
     const a = allocateCpu(this.init.capacityCores, inputs, this.init.params)
     this.counters.steps++
     if (a.contended) this.counters.contendedSteps++

@@ -73,3 +73,10 @@ t.test('validation names the field', async t => {
   try { validateCpuAllocParams({ ...P, probeFactor: 0.5 }) } catch (e) { err = e }
   t.ok(err instanceof ConfigError && err.path === 'probeFactor')
 })
+
+t.test('contended with no VM of a guaranteed class: not resolved (the host is relieved by moves)', async t => {
+  const r = allocateCpu(2, [vm('a', { usedCores: 2, allottedCores: 1 }), vm('b', { usedCores: 2, allottedCores: 1 })], P)
+  t.equal(r.contended, true)
+  t.equal(r.unservedCores, 0, 'nothing of a guaranteed class goes unserved...')
+  t.equal(r.resolved, false, '...but nobody is protected: the overload is not hidden')
+})
