@@ -948,6 +948,36 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     }
   }
 
+  /**
+   * The guest's disk writes over about `ms`, from QEMU's block statistics (query-blockstats of
+   * its disks): bytes/s and the mean write size, bytes. For planning a disk copy's mode.
+   */
+  async measureDiskWrites (id: VmId, ms = 1000, signal?: AbortSignal): Promise<{ bytesPerS: number, writeSizeBytes: number }> {
+    const vm = this.get(id)
+    const read = async (): Promise<{ bytes: number, ops: number }> => {
+      const list = await vm.qmp.execute<Array<{ 'node-name'?: string, stats?: { wr_bytes?: number, wr_operations?: number } }>>('query-blockstats', undefined, this.opts(signal))
+      let bytes = 0
+      let ops = 0
+      for (const e of list) {
+        if (!/^disk\d+$/.test(e['node-name'] ?? '')) continue
+        bytes += num(e.stats?.wr_bytes)
+        ops += num(e.stats?.wr_operations)
+      }
+      return { bytes, ops }
+    }
+    try {
+      const a = await read()
+      const t0 = performance.now()
+      await new Promise(resolve => setTimeout(resolve, ms))
+      const b = await read()
+      const dt = (performance.now() - t0) / 1000
+      const ops = b.ops - a.ops
+      return { bytesPerS: dt > 0 ? (b.bytes - a.bytes) / dt : 0, writeSizeBytes: ops > 0 ? (b.bytes - a.bytes) / ops : 0 }
+    } catch (err) {
+      throw driverError(`vm ${id}: measure disk writes`, err)
+    }
+  }
+
   /** Switches the copy mode of VM `id`'s running mirrors (QEMU 8.2+ changes it live; older ones refuse). */
   async setDiskCopyMode (id: VmId, mode: DiskCopyMode, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)

@@ -43,6 +43,7 @@ export function canMigrate (driver: HypervisorDriver): driver is RecoverableMigr
 /** Drivers that can measure a guest for the convergence plan (dirty rate: QEMU and libvirt; resident memory: QEMU). */
 interface MeasuringDriver {
   measureDirtyRate?: (id: string, opts?: { calcTimeS?: number }, signal?: AbortSignal) => Promise<number>
+  measureDiskWrites?: (id: string, ms?: number, signal?: AbortSignal) => Promise<{ bytesPerS: number, writeSizeBytes: number }>
   residentGuestBytes?: (id: string) => number | null
 }
 
@@ -56,12 +57,15 @@ async function measureGuest (driver: MeasuringDriver, vm: string, signal: AbortS
     const r = driver.residentGuestBytes(vm)
     if (r !== null && r > 0) out.residentBytes = r
   }
+  const disk = typeof driver.measureDiskWrites === 'function' ? driver.measureDiskWrites(vm, 1000, signal).catch(() => null) : Promise.resolve(null)
   if (typeof driver.measureDirtyRate === 'function') {
     try {
       out.dirtyRateBytesPerS = await driver.measureDirtyRate(vm, { calcTimeS: 1 }, signal)
       out.dirtyRateMeasured = true
     } catch { /* unmeasured */ }
   }
+  const w = await disk
+  if (w !== null) { out.diskWriteBytesPerS = w.bytesPerS; out.diskWriteSizeBytes = w.writeSizeBytes }
   return out
 }
 
@@ -118,7 +122,7 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
     }
     case 'mirror':
       if (typeof q.mirrorDisks !== 'function') throw Object.assign(new Error(`the ${q.kind} driver cannot move disks`), { code: 'DRIVER_FAILED' })
-      await q.mirrorDisks(c.vm, c.nbd, {}, signal)
+      await q.mirrorDisks(c.vm, c.nbd, c.copyMode !== undefined ? { copyMode: c.copyMode } : {}, signal)
       return { ok: true, kind: 'mirror' }
     case 'migrate':
       await q.migrate(c.vm, c.uri, { mode: c.params.mode, maxBandwidthBytes: c.params.maxBandwidthBytes, downtimeLimitMs: c.params.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, ...(c.params.storage === true ? { storage: true } : {}), ...(c.params.maxDirtySyncs !== undefined ? { maxDirtySyncs: c.params.maxDirtySyncs } : {}) }, signal)

@@ -168,6 +168,7 @@ async function run (t: Test): Promise<void> {
     const rec = (await migrations('host1')).find(m => m.vm === 'g1' && m.state === 'committed')
     tt.equal(rec?.storage, true, 'the record says the disk moved')
     tt.equal(rec?.diskPhase, 'memory', 'and that the memory phase followed the mirror')
+    tt.equal((rec as { diskCopyMode?: string } | undefined)?.diskCopyMode, 'background', 'the guest\'s measured writes (256 KiB/s) planned a background copy')
     const sent = rec?.progress?.disk?.sentBytes ?? 0
     tt.ok(sent > 0, `disk bytes sent measured: ${(sent / MiB).toFixed(1)} MiB`)
     const out = await starling(['migrations', '--api', cluster.host('host1').apiListen])

@@ -76,6 +76,7 @@ import type {
   DriverCommand, DriverQueryResult, DriverResult, MigrationConfig, MigrationRecord, MigrationState, StorageWanted, VmSpecWire
 } from './migration-state.js'
 import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
+import { planDiskCopy } from './disk-copy.js'
 import type { RuleSet } from '../../../policies/types.js'
 
 /** See MigrationMachine.ha. */
@@ -472,8 +473,19 @@ export class MigrationMachine {
     if (plan === null) return
     if (r.storage === true) {
       r.diskPhase = 'mirroring'
+      const q = this.lastQuery.get(id)
+      const dp = planDiskCopy({
+        writeBytesPerS: q?.diskWriteBytesPerS ?? 0,
+        writeSizeBytes: q?.diskWriteSizeBytes ?? 0,
+        granularityBytes: 65536,
+        bandwidthBytesPerS: this.bandwidth(),
+        sizeBytes: 0,
+        allocatedBytes: 0
+      })
+      r.diskCopyMode = dp.copyMode
       this.becomeCopying(r)
-      this.command({ kind: 'mirror', mig: id, vm: r.vm, nbd: r.nbd ?? '' })
+      this.s.emit({ kind: 'migration-disk', host: r.target, text: `migration ${r.id}: disk copy ${dp.copyMode}: ${dp.reason}` })
+      this.command({ kind: 'mirror', mig: id, vm: r.vm, nbd: r.nbd ?? '', copyMode: dp.copyMode })
       this.due.set(id, this.s.now + this.cfg.pollTicks)
       return
     }
@@ -515,15 +527,18 @@ export class MigrationMachine {
     this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
   }
 
+  /** The migration link's bandwidth, bytes/s: configured, else the host's NIC speed. */
+  private bandwidth (): number {
+    return this.cfg.bandwidthBytesPerS > 0 ? this.cfg.bandwidthBytesPerS : Math.max(1, (this.capacity?.netMbps ?? 1000) * 1e6 / 8)
+  }
+
   /** Chooses the mode with convergence.ts; null (and aborted) when it must not start. */
   private plan (r: MigrationRecord): 'precopy' | 'postcopy' | 'hybrid' | null {
     const q = this.lastQuery.get(r.id)
     const onStall = this.cfg.onStallByVm[r.vm] ?? this.cfg.onStall
     const policy = defaultConvergencePolicy(q?.accel ?? 'kvm', onStall)
     const memBytes = (r.spec?.memMiB ?? 0) * 1048576
-    const bw = this.cfg.bandwidthBytesPerS > 0
-      ? this.cfg.bandwidthBytesPerS
-      : Math.max(1, (this.capacity?.netMbps ?? 1000) * 1e6 / 8)
+    const bw = this.bandwidth()
     const plan = planMigration({
       memBytes,
       dirtyRateBytesPerS: q?.dirtyRateBytesPerS ?? 0,

@@ -136,6 +136,8 @@ export interface MigrationRecord {
   nbd?: string
   /** Source, with storage: see DiskPhase. */
   diskPhase?: DiskPhase
+  /** Source, with storage: the mirror's copy mode and why (disk-copy.ts). */
+  diskCopyMode?: DiskCopyModeName
 }
 
 /** The VM as a driver command names it. */
@@ -163,7 +165,7 @@ export type DriverCommand =
   /** Target: open an empty incoming VM listening for the migration. */
   | DriverTarget & { kind: 'prepareIncoming', spec: VmSpecWire, postcopy: boolean, storage?: boolean }
   /** Source, with storage: start mirroring the VM's disks to the target's NBD export. */
-  | DriverTarget & { kind: 'mirror', nbd: string }
+  | DriverTarget & { kind: 'mirror', nbd: string, copyMode?: DiskCopyModeName }
   | DriverTarget & { kind: 'migrate', uri: string, params: MigrateParams }
   | DriverTarget & { kind: 'progress' }
   | DriverTarget & { kind: 'setDowntime', downtimeLimitMs: number }
@@ -213,6 +215,9 @@ export interface DriverQueryResult {
   canMoveStorage?: boolean
   /** Why the disks cannot be moved from here (a disk file that does not exist), if so. */
   storageProblem?: string
+  /** The guest's disk writes (measured with `measure`): bytes/s and mean write size, bytes. */
+  diskWriteBytesPerS?: number
+  diskWriteSizeBytes?: number
 }
 
 /** What the runtime reports back after carrying out a command. Never thrown: failures are data. */
