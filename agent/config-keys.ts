@@ -147,7 +147,7 @@ export const CONFIG_KEYS = {
   cluster: { name: V, secret: V, members: listOf(member) },
   node,
   mesh,
-  driver: { kind: V, vms: listOf(simVm), qemu, libvirt },
+  driver: { kind: V, vms: listOf(simVm), simulatedVips: V, qemu, libvirt },
   migration,
   sampler,
   core: leavesOf(defaultCoreConfig()),

@@ -147,6 +147,12 @@ export interface AgentConfig {
     /** 'sim' is the embedded default (simulated VMs, no migration); 'qemu' runs real VMs over QMP; 'libvirt' drives libvirtd's domains through virsh. */
     kind: 'sim' | 'qemu' | 'libvirt'
     vms: SimVmConfig[]
+    /**
+     * kind 'sim' only: carry the VIP addresses on a simulated interface (agent/adapters/sim-vip.ts)
+     * instead of the host's real one (iproute2 and arping), for demos that run without root or
+     * network namespaces. @default false
+     */
+    simulatedVips: boolean
     /** For kind 'qemu'. */
     qemu: QemuConfig
     /** For kind 'libvirt'. */
@@ -273,6 +279,13 @@ function validateVms (raw: unknown): SimVmConfig[] {
 }
 
 /** Validate untrusted JSON. Throws ConfigError with the field path on the first problem. */
+function simulatedVips (v: unknown, kind: string): boolean {
+  if (v === undefined) return false
+  if (typeof v !== 'boolean') fail('driver.simulatedVips', `must be true or false (got ${JSON.stringify(v)})`)
+  if (v && kind !== 'sim') fail('driver.simulatedVips', `is for driver.kind "sim" only (got "${kind}"): real VMs need their addresses on a real interface`)
+  return v as boolean
+}
+
 export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = {}): AgentConfig {
   if (!isObj(raw)) fail('(root)', 'must be a JSON object')
   // Unknown keys first (agent/config-keys.ts): a typo often explains the error a value would give.
@@ -329,7 +342,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen, apiSocket, apiSocketGroup, apiTokenFile },
     mesh: { keepAliveMs, timeoutMs, probeDatagrams: probeDatagrams as boolean },
-    driver: { kind, vms: validateVms(driver.vms), qemu, libvirt },
+    driver: { kind, vms: validateVms(driver.vms), simulatedVips: simulatedVips(driver.simulatedVips, kind), qemu, libvirt },
     migration,
     sampler: {
       kind: skind,

@@ -347,8 +347,8 @@ async function startVips (config: AgentConfig, store: Store, logger: Logger): Pr
   const options = config.vips.list.length > 0
     ? await vipCoreOptions(config.vips, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store)
     : undefined
-  // Simulated VMs have no network: their hosts carry addresses on a simulated interface (sim-vip.ts).
-  const adapter = (): VipAdapter => config.driver.kind === 'sim'
+  // A demo's simulated hosts may carry addresses on a simulated interface (sim-vip.ts, driver.simulatedVips).
+  const adapter = (): VipAdapter => config.driver.simulatedVips
     ? simVip({ stateFile: path.join(config.node.stateDir, 'sim-vips.json') })({ logger })
     : arpVip({})({ logger })
   if (options !== undefined) {

@@ -7,7 +7,7 @@
  * removes them before any claim) and logs each gratuitous ARP burst it would have sent.
  *
  * Production hosts use agent/adapters/arp-vip.ts (iproute2 and arping); the composition root
- * picks this one only with `driver.kind: "sim"`.
+ * picks this one only with `driver.simulatedVips: true` (driver kind "sim", as the demo sets it).
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import type { Logger } from '../ports/logger.js'

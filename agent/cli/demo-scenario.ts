@@ -105,7 +105,8 @@ export async function prepareScenario (dir: string, hosts: DemoHost[], scenario:
         if (h.name === 'host2') vms.push({ id, vcpus: 1, memMiB: 1024, pattern: `trace:traces/${id}` })
       }
     }
-    cfg.driver = { kind: 'sim', vms }
+    // The demo runs without root: its VIPs live on a simulated interface.
+    cfg.driver = { kind: 'sim', vms, simulatedVips: true }
     cfg.migration = { balanceTicks: 10, decisionTicks: 10, rules: { vmVm: rules, vmHost: [] } }
     if (ha) {
       watchdogs[h.name] = path.join(dir, `${h.name}.watchdog`)

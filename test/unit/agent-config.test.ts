@@ -370,6 +370,8 @@ t.test('one ConfigError for every section, with the field path; enums are reject
   t.match(stall.message, /must be abort or postcopy \(got "pause"\)/)
   t.equal(reject(c => { c.migration = { onStall: 'later' } }).path, 'migration.onStall')
   t.equal(reject(c => { c.migration = { autoBalance: 'yes' } }).path, 'migration.autoBalance', 'a boolean given as a string is refused')
+  t.equal(reject(c => { c.driver = { kind: 'qemu', simulatedVips: true } }).path, 'driver.simulatedVips', 'simulated VIPs with real VMs are refused')
+  t.equal(reject(c => { c.migration = { automation: 'auto' } }).path, 'migration.automation', 'an automation level that does not exist is refused, not coerced')
   t.equal(reject(c => { c.core = { probeTimeoutTicks: 1 } }).path, 'core.probeTimeoutTicks', 'the core section: the path is prefixed with core')
   const policy = reject(c => { c.migration = { policy: { selection: { kind: 'fastest' } } } })
   t.equal(policy.path, 'migration.policy.selection.kind', 'the policy section: prefixed with migration.policy')
