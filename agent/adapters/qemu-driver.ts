@@ -700,7 +700,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     for (const [i, d] of disks.entries()) {
       if (d.sizeBytes === undefined) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
       const file = this.targetImagePath(spec.id, d.file)
-      if (fs.existsSync(file)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists`)
+      if (fs.existsSync(file)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists (never overwritten: if its directory is storage every host shares, list it in driver.qemu.sharedStorage so the disk stays put; if it is this VM's copy from an earlier visit, remove it once the VM runs elsewhere)`)
       if (d.backing !== undefined && !fs.existsSync(d.backing)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: backing file ${d.backing} of disk ${d.file} is missing at the target`)
       out.push({ ...d, file })
     }
