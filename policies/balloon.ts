@@ -146,7 +146,7 @@ export interface BalloonDecision {
   usedMiB: number
   /** Memory the guests could give now without going under their floors (ignoring step caps), MiB. */
   reclaimableMiB: number
-  /** Memory the host should shed but could not (after growth for pressure), MiB; > 0 = the host is stressed. */
+  /** Memory the host should shed that its guests cannot give, whatever the pace (after growth for pressure), MiB; > 0 = the host is stressed. */
   unmetMiB: number
   /** Guests under pressure this step. */
   pressured: string[]
@@ -219,7 +219,10 @@ export function decideBalloon (host: BalloonHost, vms: readonly BalloonVm[], p: 
   }
   const after = used + grown
   let want = (after > target + band || (grown > 0 && after > target)) ? after - target : 0
-  let unmet = 0
+  // Unmet: what the guests could not give even without the per-step caps. The caps only pace the
+  // reclaim over a few samples; counting what they hold back would stress the host (and move a VM
+  // away) for memory its balloons bring back within seconds.
+  const unmet = Math.max(0, want - reclaimable)
   if (want > 0) {
     donors.sort((a, b) => (b.spare / b.v.shares) - (a.spare / a.v.shares) || (a.v.id < b.v.id ? -1 : 1))
     for (const d of donors) {
@@ -233,7 +236,6 @@ export function decideBalloon (host: BalloonHost, vms: readonly BalloonVm[], p: 
       next.set(d.v.id, { to: c - take, reason: 'reclaim' })
       want -= take
     }
-    unmet = Math.max(0, want)
   } else if (after < target - band) {
     // 3. Give back the room, by shares, to the guests under their maximum.
     let room = target - after
