@@ -80,7 +80,7 @@ t.test('sim driver: migrate, fault, drain through real agents', async t => {
     const r = await cli(['migrate', 'vm-1-2', '--to', 'host2', ...cfg('host1')])
     t.comment(r.out.trim())
     t.equal(r.code, 1, 'the command fails')
-    t.match(r.out, /vm-1-2: aborted \(hypervisor: migration failed\)/)
+    t.match(r.out, /vm-1-2: aborted \(hypervisor: migration failed: the migration link broke \(injected fault\)\)/, "the abort says why, in the hypervisor's words")
     const ok = await c.waitViews(names, s => JSON.stringify(placement(s).get('vm-1-2')) === JSON.stringify(['host1:running']), 15_000)
     t.ok(ok !== null, 'every agent sees vm-1-2 running on host1 only')
     await sleep(2000)
