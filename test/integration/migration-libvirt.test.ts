@@ -319,6 +319,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
           return
         }
         let job: JobInfo | null = null
+        let slowed = true
         try {
           await until('the copy under way in libvirt, then slowed', async () => {
             const o = await virsh(['domjobinfo', '--rawstats', 'g1'])
@@ -327,13 +328,18 @@ async function run (t: Test, guestDir: string): Promise<void> {
             return (await virsh(['migrate-setspeed', 'g1', '1'])) !== null
           }, 10_000)
         } catch (err) {
-          tt.fail(`cannot slow the copy: ${(err as Error).message}\n${await report()}`)
-          return
+          // A quick copy (a quiet machine) can end before libvirt's job was seen: the same case
+          // as a cap that came too late, tried again below; anything else is a failure.
+          if ((await copies()).get(to) !== 'running') {
+            tt.fail(`cannot slow the copy: ${(err as Error).message}\n${await report()}`)
+            return
+          }
+          slowed = false
         }
         const f = (job as JobInfo | null)?.fields ?? {}
-        tt.comment(`attempt ${attempt}: copy slowed to 1 MiB/s after ${String(f.time_elapsed)} ms, ${(Number(f.memory_processed ?? 0) / 1048576).toFixed(0)} of ${(Number(f.memory_total ?? 0) / 1048576).toFixed(0)} MiB processed`)
-        await sleep(1000)
-        const after = await virsh(['domjobinfo', '--rawstats', 'g1'])
+        if (slowed) tt.comment(`attempt ${attempt}: copy slowed to 1 MiB/s after ${String(f.time_elapsed)} ms, ${(Number(f.memory_processed ?? 0) / 1048576).toFixed(0)} of ${(Number(f.memory_total ?? 0) / 1048576).toFixed(0)} MiB processed`)
+        if (slowed) await sleep(1000)
+        const after = slowed ? await virsh(['domjobinfo', '--rawstats', 'g1']) : null
         const still = after !== null && parseJobInfo(after) !== null && Number(parseJobInfo(after)?.fields.memory_total ?? 0) > 0 && (await copies()).get(from) === 'running'
         if (still) {
           await killed(victim)
