@@ -100,7 +100,9 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const equalRatio = (equal.db as number) / Math.max(0.001, equal.batch as number)
   const allocRatio = (alloc.db as number) / Math.max(0.001, alloc.batch as number)
   t.ok(equalRatio > 0.5 && equalRatio < 2, `equal shares split the core evenly (db:batch ${equalRatio.toFixed(2)})`)
-  t.ok(allocRatio >= 4, `the allocation gives db most of it (db:batch ${allocRatio.toFixed(2)})`)
+  // db takes what it demands and batch the rest: the ratio follows db's demand (0.68 of a core
+  // gives about 2:1 at best), so it is compared with the equal split rather than with a figure.
+  t.ok(allocRatio >= 1.5 * equalRatio && (alloc.db as number) > (equal.db as number), `the allocation shifts the core to db (db:batch ${allocRatio.toFixed(2)} against ${equalRatio.toFixed(2)} with equal shares)`)
   t.ok(allocShare >= 0.75, `the allocation serves (nearly) db's demand (${(allocShare * 100).toFixed(0)} %)`)
   t.ok((alloc.batch as number) < (equal.batch as number), 'the low class absorbs the shortfall')
   const st = ctl.status()
