@@ -134,6 +134,8 @@ export async function realFailovers (o: RealOptions): Promise<Record<string, unk
         // Keep the failovers measured so far; the reason is in the output (and the bench fails).
         rejoinError = `after failover ${i + 1}, ${r.killed} rejoining: ${(err as Error).message.split('; last seen:')[0]!}`
         log((err as Error).message)
+        // Whatever the rejoined agent's view, the VM must still run once.
+        copiesAfter.push((await runningCopies(hb.c)).length)
         break
       }
       copiesAfter.push((await runningCopies(hb.c)).length)
