@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import type { ChildProcess } from 'node:child_process'
+import { execFile, type ChildProcess } from 'node:child_process'
 import { cliEntry, startAgent, writeLocalCluster, type DemoHost } from '../../agent/cli/demo.js'
 import { fetchStatus } from '../../agent/cli/client.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
@@ -82,4 +82,15 @@ export function aliveCount (s: StatusPayload): number {
 
 export function stateOf (s: StatusPayload, name: string): string | undefined {
   return s.members.find(m => m.name === name)?.state
+}
+
+/** What `starling ARGS` printed (stdout and stderr) and its exit code, run as an operator would. */
+export interface CliRun { code: number, out: string }
+export async function runCli (args: string[], timeoutMs = 120_000): Promise<CliRun> {
+  return await new Promise(resolve => {
+    execFile(process.execPath, [compiledCli(), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
+      resolve({ code, out: stdout + stderr })
+    })
+  })
 }

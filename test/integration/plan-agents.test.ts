@@ -7,21 +7,12 @@
  * Run: npx tsc -p tsconfig.build.json && npx tap test/integration/plan-agents.test.ts (about a minute)
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
+import { LocalCluster, aliveCount, runCli, type CliRun } from './cluster-harness.js'
 import type { PlanPayload, StatusPayload } from '../../agent/api/payloads.js'
 import { poll, sleep } from '../lib/wait.js'
 
-interface Run { code: number, out: string }
-async function cli (args: string[], timeoutMs = 180_000): Promise<Run> {
-  return await new Promise(resolve => {
-    execFile(process.execPath, [compiledCli(), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
-      resolve({ code, out: stdout + stderr })
-    })
-  })
-}
+const cli = async (args: string[], timeoutMs = 180_000): Promise<CliRun> => await runCli(args, timeoutMs)
 
 function placement (s: StatusPayload): Map<string, string[]> {
   const out = new Map<string, string[]>()

@@ -12,9 +12,8 @@
  * Run: npx tsc -p tsconfig.build.json && npx tap test/integration/sim-migration.test.ts (about 1-2 minutes)
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
+import { LocalCluster, aliveCount, runCli, type CliRun } from './cluster-harness.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
 import { sleep } from '../lib/wait.js'
 
@@ -34,15 +33,7 @@ const VMS: Record<string, Array<Record<string, unknown>>> = {
   ]
 }
 
-interface Run { code: number, out: string }
-async function cli (args: string[], timeoutMs = 120_000): Promise<Run> {
-  return await new Promise(resolve => {
-    execFile(process.execPath, [compiledCli(), ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
-      resolve({ code, out: stdout + stderr })
-    })
-  })
-}
+const cli = async (args: string[], timeoutMs = 120_000): Promise<CliRun> => await runCli(args, timeoutMs)
 
 /** Where each VM runs (state running or migrating), by every alive host's own report in `s`. */
 function placement (s: StatusPayload): Map<string, string[]> {

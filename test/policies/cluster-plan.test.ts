@@ -4,29 +4,10 @@
 // whole plan; no VM moved twice; dependencies named; consolidation only towards busier hosts.
 import t from 'tap'
 import { clusterPlan } from '../../policies/cluster-plan.js'
-import { planFits, type PolicyConfig } from '../../policies/plan.js'
-import { validatePolicyConfig } from '../../policies/config.js'
-import { NO_RULES, hostDemandMips, type ClusterView, type HostView, type RuleSet, type VmView } from '../../policies/types.js'
+import { planFits } from '../../policies/plan.js'
+import { NO_RULES, hostDemandMips, type ClusterView, type HostView, type RuleSet } from '../../policies/types.js'
+import { cfg, host, vm } from './fixtures.js'
 
-const G5 = [93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135]
-function vm (id: string, host: string, demand: number, mem = 1000): VmView {
-  return { id, host, cpuMips: 2500, cpuDemandMips: demand, memMiB: mem, history: [], migrating: false }
-}
-function host (id: string, vms: VmView[], o: Partial<HostView> = {}): HostView {
-  return { id, cpuMips: 5320, coreMips: 2660, memMiB: 8192, netMbps: 1000, powerCurveW: G5, vms, reservedMips: 0, reservedMemMiB: 0, history: [], active: vms.length > 0, ...o }
-}
-function cfg (o: Partial<PolicyConfig> = {}): PolicyConfig {
-  return validatePolicyConfig({
-    overload: { kind: 'thr', threshold: 0.8 },
-    underload: { kind: 'threshold', threshold: 0.2 },
-    selection: { kind: 'mmt' },
-    placement: { kind: 'pabfd', countWake: true, cpuCapFraction: 0.85 },
-    guards: { holdDecisions: 2, cooldownDecisions: 3, minGain: 0 },
-    intervalSec: 300,
-    maxMovesPerDecision: 4,
-    ...o
-  })
-}
 const view = (hosts: HostView[], rules: RuleSet = NO_RULES): ClusterView => ({ hosts, rules, tick: 7 })
 
 /** a and b overloaded, c and d roomy, e nearly idle (consolidation candidate) and small. */
