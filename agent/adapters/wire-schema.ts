@@ -1001,6 +1001,10 @@ const schema = {
                     "phase": {
                       "type": "HaClaimPhase",
                       "id": 3
+                    },
+                    "resumes": {
+                      "type": "HaClaimRef",
+                      "id": 4
                     }
                   }
                 },

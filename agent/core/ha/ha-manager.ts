@@ -80,6 +80,9 @@ interface Vm {
   /** Tick since which this host has seen the VM free and unclaimed (Infinity: not now). */
   orphanSince: number
   stopMode: 'stop' | 'pause' | 'destroy'
+  stopReason: 'fence' | 'conflict' | 'superseded'
+  /** Stop commands sent since the role became 'stopping' (the first included): the retry back-off doubles with each. */
+  stopTries: number
   dirty: boolean
   /**
    * Source of a live migration: the claim asked for the target (durable), the members that
@@ -97,6 +100,14 @@ interface Vm {
    * last ran. Not durable: a restarted agent counts from its standing claim until it hears one.
    */
   lastGranted: HaClaim | null
+}
+
+/**
+ * Ticks to wait before sending a stop again after `tries` sends: claimRetryTicks, doubled with
+ * each further try, at most 8 x claimRetryTicks (a hung call is retried for as long as it hangs).
+ */
+export function stopRetryTicks (c: Pick<HaConfig, 'claimRetryTicks'>, tries: number): number {
+  return c.claimRetryTicks * 2 ** Math.min(3, Math.max(0, tries - 1))
 }
 
 function zero (): HaCounters {
@@ -176,6 +187,8 @@ export class HaManager {
         lastQuery: -Infinity,
         orphanSince: Infinity,
         stopMode: 'stop',
+        stopReason: 'fence',
+        stopTries: 0,
         dirty: false,
         handover: d?.handover !== undefined ? { ...d.handover } : null,
         handoverGrants: new Set(),
@@ -510,7 +523,7 @@ export class HaManager {
       case 'haClaim':
         if (m.phase === 'handover') { if (m.claim.host !== from) this.onHandoverRequest(v, from, m.claim); return }
         if (m.claim.host !== from) return
-        if (m.phase === 'request') this.onRequest(v, from, m.claim)
+        if (m.phase === 'request') this.onRequest(v, from, m.claim, m.resumes !== undefined && m.resumes.host === from ? m.resumes : null)
         else this.onHeld(v, m.claim)
         break
       case 'haGrant': this.onGrant(v, from, m.claim); break
@@ -520,8 +533,26 @@ export class HaManager {
     }
   }
 
-  private onRequest (v: Vm, from: HostId, c: HaClaim): void {
+  /**
+   * A request for claim c; `resumes`: the claim the claimant's paused copy runs under, when c is
+   * to resume that copy rather than boot the VM from its disk.
+   *
+   * A resume is granted only while no claim above the paused copy's stands here (staleResume).
+   * Why no resume runs memory older than the disk (S1, "no stale copy resumed"): the copy paused
+   * under P; a copy that ran after that pause ran under a claim C granted by a majority G_C, and
+   * C > P (G_C meets P's majority in a member that granted P first: standing claims only rise).
+   * A resume R of P needs a majority G_R, which meets G_C in some member g. If g granted C before
+   * R was asked, its standing is then >= C > P (it only rises) and g refuses R. If g granted R
+   * first, C was granted over R later, so R was free: released (the resume was given up, and its
+   * paused copy destroyed, never resumed) or its host silent past the fence delay, in which case
+   * the timing argument (index.ts) has R's copy stopped before C's starts: C ran after the
+   * resume, on the disk the resumed copy left. A claim above P that never reached a majority
+   * refuses the resume too (an acceptor cannot tell): the paused copy is then destroyed and the
+   * VM restarted from its disk, crash-consistent, which costs the guest's memory, never safety.
+   */
+  private onRequest (v: Vm, from: HostId, c: HaClaim, resumes: HaClaim | null = null): void {
     const s = v.standing
+    if (resumes !== null && this.staleResume(v, c, resumes)) { this.refuse(v, from, c); return }
     // The grant rule (../claims/grant.ts). Only a member that sees a majority (S4) and is armed
     // grants a new claim; a claim that has used up its start attempts is never free.
     switch (grantVerdict({ order: haClaimOrder.versus(c, s), released: v.released, able: this.q.quorate && this.myMode().armed, free: c.attempts < this.maxAttempts(v) && this.isFree(v, c.host) })) {
@@ -537,6 +568,12 @@ export class HaManager {
     v.dirty = true
     this.counters.grants++
     this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
+  }
+
+  /** A resume of the copy paused under `paused`, asked with claim c, over a claim above `paused` here (onRequest). */
+  private staleResume (v: Vm, c: HaClaim, paused: HaClaim): boolean {
+    const s = v.standing
+    return s !== null && !sameHaClaim(c, s) && compareHaClaims(s, paused) > 0
   }
 
   private refuse (v: Vm, to: HostId, c: HaClaim): void {
@@ -564,6 +601,9 @@ export class HaManager {
     // own records, built on claims above it that no majority granted, say the VM is free.
     if (standing !== null && !released && compareHaClaims(standing, c) < 0) this.notePrior(v, standing)
     if (standing !== null && compareHaClaims(standing, c) > 0) this.abandon(v, `refused: ${haClaimText(standing)} stands`)
+    // A resume refused over a claim above our paused copy's: that claim may have booted the VM
+    // from its disk, so the paused copy is older than the disk; abandon destroys it, never resumes.
+    else if (v.resume && v.pausedClaim !== null && standing !== null && compareHaClaims(standing, v.pausedClaim) > 0) this.abandon(v, `resume refused: ${haClaimText(standing)} stands above our paused copy's ${haClaimText(v.pausedClaim)}`)
   }
 
   private onHeld (v: Vm, c: HaClaim): void {
@@ -729,9 +769,17 @@ export class HaManager {
         if (this.now - v.lastHeld >= c.heldRefreshTicks) this.sendHeld(v)
         break
       case 'stopping':
-        if (retryDue(c, this.now, v.lastSend) && v.own !== null) {
+        // A stop that failed or never answered (a hung hypervisor call) is sent again, with a
+        // back-off that doubles up to stopRetryMaxTicks, whether or not we hold a claim (an
+        // incoming copy fenced before its handover claim reached us holds none): while the copy
+        // may run, no member may take the VM over from this live host, so giving up would leave
+        // the VM refused to every other claimant for good. The watchdog bounds a stop that must
+        // fence (it is withheld while stopping without a majority).
+        if (this.now - v.lastSend >= stopRetryTicks(c, v.stopTries)) {
           v.lastSend = this.now
-          this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own.epoch, mode: v.stopMode, reason: v.stopMode === 'destroy' ? 'conflict' : 'fence' } })
+          v.stopTries++
+          this.event('ha-stop-stuck', `vm ${v.spec.id}: ${v.stopMode} (${v.stopReason}) not done after ${this.now - v.roleSince} ticks; sending it again (try ${v.stopTries})`)
+          this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own?.epoch ?? -1, mode: v.stopMode, reason: v.stopReason } })
         }
         break
       case 'paused':
@@ -888,6 +936,8 @@ export class HaManager {
     // stopped source; its later verdict must not touch a copy started under a newer claim).
     if (v.handover !== null) { v.handover = null; v.handoverGrants = new Set(); v.dirty = true }
     v.stopMode = mode
+    v.stopReason = reason
+    v.stopTries = 1
     v.lastSend = this.now
     this.setRole(v, 'stopping', `${mode} (${reason})`)
     this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own?.epoch ?? -1, mode, reason } })
@@ -1088,7 +1138,7 @@ export class HaManager {
     assert(v.own !== null, 'ha: request without a claim')
     v.lastSend = this.now
     const to = this.others().filter(h => !v.grants.has(h))
-    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'request' })
+    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'request', ...(v.resume && v.pausedClaim !== null ? { resumes: { ...v.pausedClaim } } : {}) })
   }
 
   private sendHeld (v: Vm): void {

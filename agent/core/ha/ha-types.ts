@@ -31,7 +31,16 @@ export type HaMessage =
    * 'handover': sent by the owner of the VM's claim, asking for a claim of a migration's target
    * (claim.host): the owner's consent to a live migration (index.ts, handover argument).
    */
-  | { type: 'haClaim', vm: VmId, claim: HaClaim, phase: 'request' | 'held' | 'handover' }
+  | {
+    type: 'haClaim', vm: VmId, claim: HaClaim, phase: 'request' | 'held' | 'handover'
+    /**
+     * A request to resume the sender's paused copy, which runs under this claim (its host is the
+     * sender). Absent: a boot from the VM's disk (or an older peer). An acceptor refuses a resume
+     * over any claim above it (ha-manager.ts, onRequest: such a claim may have booted the VM from
+     * its disk, and the paused memory is then older than the disk).
+     */
+    resumes?: HaClaim
+  }
   | { type: 'haGrant', vm: VmId, claim: HaClaim }
   /** A request we will not grant, with the claim that stands in its way. */
   | { type: 'haRefuse', vm: VmId, claim: HaClaim, standing: HaClaim | null, released: boolean }
