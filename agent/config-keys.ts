@@ -23,6 +23,7 @@ import type { SelectionParams } from '../policies/selection.js'
 import type { GuardParams } from '../policies/antithrash.js'
 import type { VmHostRule, VmVmRule } from '../policies/types.js'
 import { defaultBalloonParams } from '../policies/balloon.js'
+import { defaultKsmParams } from '../policies/ksm.js'
 import type { MemorySection, MemoryVmEntry } from './runtime/memory-setup.js'
 import type { CpuSection, CpuVmEntry } from './runtime/cpu-setup.js'
 import { defaultCpuAllocParams } from '../policies/cpu-alloc.js'
@@ -131,7 +132,9 @@ const memory = {
   statsPollSec: V,
   vmMinPercent: V,
   policy: leavesOf(defaultBalloonParams()),
-  vms: mapOf({ minMiB: V, shares: V } satisfies KeysOf<MemoryVmEntry>)
+  vms: mapOf({ minMiB: V, shares: V } satisfies KeysOf<MemoryVmEntry>),
+  ksm: V,
+  ksmPolicy: leavesOf(defaultKsmParams())
 } satisfies KeysOf<MemorySection> & KeyObject
 
 const cpu = {

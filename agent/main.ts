@@ -35,6 +35,8 @@ import { haPayload, planPayload, vipsPayload, type HaPayload, type PlanPayload, 
 import type { Store } from './ports/store.js'
 import { Lifecycle, startOrUnwind, type Component } from './lib/lifecycle.js'
 import { hostMemory } from './adapters/host-memory.js'
+import { KsmSysfs } from './adapters/ksm-sysfs.js'
+import { KsmController } from './runtime/ksm-controller.js'
 import { BalloonController, hostMemoryReport } from './runtime/balloon-controller.js'
 import type { BalloonDriver } from './ports/memory.js'
 import type { MemoryPayload } from './api/memory.js'
@@ -244,7 +246,10 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     ...(replicas !== null ? { replicas: replicas.options } : {})
   })
   const transport = meshTransport(config, keyPair, peers, logger)
-  const memory = memoryLoop(config, driver, logger)
+  const memory = await memoryLoop(config, driver, logger)
+  const ksmLoop = memory?.ksm
+  // The host's own KSM settings come back when the agent stops.
+  if (ksmLoop !== undefined) await life.add({ name: 'page sharing', stop: async () => { await ksmLoop.restore() } })
   const cpu = await cpuLoop(config, driver, logger)
   const runtime = new Runtime({ tickMs: config.core.tickMs, sampleIntervalMs: config.sampler.intervalMs, probeDatagrams: config.mesh.probeDatagrams }, {
     core,
@@ -275,7 +280,7 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   })
 
   const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu, memory)
-  const memoryNow = memory === null ? null : (): MemoryPayload => ({ self: { id: selfId, name: self.name }, nowMs: Date.now(), status: memory.status(), counters: { ...memory.counters } })
+  const memoryNow = memory === null ? null : (): MemoryPayload => ({ self: { id: selfId, name: self.name }, nowMs: Date.now(), status: memory.status(), counters: { ...memory.counters }, ...(ksmLoop !== undefined ? { ksmCounters: { ...ksmLoop.counters } } : {}) })
   for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow)) await life.add(c)
   await life.add(calendarJobs(config, core, store, status, logger))
   await life.add({
@@ -411,10 +416,34 @@ async function startReplicas (config: AgentConfig, store: Store, logger: Logger)
   return { defs, options, splitter, split: effects => { void splitter.apply(splitState.update(effects)) } }
 }
 
-/** Memory inside the host (memory section): the balloon loop, for drivers with a balloon side. */
-function memoryLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logger): BalloonController | null {
+/**
+ * Memory inside the host (memory section): the balloon loop, for drivers with a balloon side, and
+ * with memory.ksm the KSM loop it steps. A kernel without KSM (or without the advisor that
+ * memory.ksmPolicy.advisor asks for) runs without it and says why.
+ */
+async function memoryLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logger): Promise<BalloonController | null> {
   if (!('memoryFacts' in driver) || !('balloon' in driver)) return null
-  return new BalloonController(config.memory, { driver: driver as HypervisorDriver & BalloonDriver, host: hostMemory(), logger })
+  const sysfs = new KsmSysfs()
+  let ksm: KsmController | undefined
+  if (config.memory.ksm) {
+    const log = logger.forComponent('agent:ksm')
+    let params = config.memory.ksmPolicy
+    if (!(await sysfs.available())) {
+      log.error('memory.ksm is on, but this kernel has no KSM (/sys/kernel/mm/ksm); page sharing is only reported')
+    } else {
+      if (params.advisor && !(await sysfs.hasAdvisor())) {
+        log.error('memory.ksmPolicy.advisor is on, but this kernel has no KSM advisor (Linux >= 6.7); the agent sets the scan rate itself')
+        params = { ...params, advisor: false }
+      }
+      ksm = new KsmController(params, { sysfs, logger })
+    }
+  }
+  return new BalloonController(config.memory, {
+    driver: driver as HypervisorDriver & BalloonDriver,
+    host: hostMemory({ ksmdCpuSeconds: async () => await sysfs.ksmdCpuSeconds() }),
+    logger,
+    ...(ksm !== undefined ? { ksm } : {})
+  })
 }
 
 /**

@@ -12,6 +12,8 @@ export interface HostMemoryInit {
   root?: string
   /** Page size of the KSM counters, bytes. @default 4096 */
   pageBytes?: number
+  /** ksmd's CPU time so far, s (KsmSysfs.ksmdCpuSeconds); without it the KSM facts carry none. */
+  ksmdCpuSeconds?: () => Promise<number | null>
 }
 
 /** Parses /proc/meminfo into kB values by key. */
@@ -57,10 +59,24 @@ export function hostMemory (init: HostMemoryInit = {}): { read: (signal?: AbortS
       let psi: { some10: number | null, full10: number | null } = { some10: null, full10: null }
       try { psi = parsePressure(await fsp.readFile(`${root}/proc/pressure/memory`, 'utf8')) } catch { /* no PSI */ }
       const ksmDir = `${root}/sys/kernel/mm/ksm`
-      const [run, shared, sharing, zero, scans] = await Promise.all(['run', 'pages_shared', 'pages_sharing', 'ksm_zero_pages', 'full_scans'].map(async f => await readNum(`${ksmDir}/${f}`)))
+      const [run, shared, sharing, zero, scans, profit, toScan, sleep] = await Promise.all(['run', 'pages_shared', 'pages_sharing', 'ksm_zero_pages', 'full_scans', 'general_profit', 'pages_to_scan', 'sleep_millisecs'].map(async f => await readNum(`${ksmDir}/${f}`)))
+      let advisor: string | null = null
+      try { const a = (await fsp.readFile(`${ksmDir}/advisor_mode`, 'utf8')).trim(); advisor = /\[([^\]]+)\]/.exec(a)?.[1] ?? a } catch { /* no advisor */ }
       const ksm = run == null || shared == null || sharing == null
         ? null
-        : { run, pagesShared: shared, pagesSharing: sharing, zeroPages: zero ?? 0, savedMiB: (sharing + (zero ?? 0)) * page / 1048576, fullScans: scans ?? 0 }
+        : {
+            run,
+            pagesShared: shared,
+            pagesSharing: sharing,
+            zeroPages: zero ?? 0,
+            savedMiB: (sharing + (zero ?? 0)) * page / 1048576,
+            fullScans: scans ?? 0,
+            netSavedMiB: profit == null ? null : profit / 1048576,
+            pagesToScan: toScan ?? null,
+            sleepMs: sleep ?? null,
+            advisor,
+            ksmdCpuS: init.ksmdCpuSeconds === undefined ? null : await init.ksmdCpuSeconds()
+          }
       return { totalMiB: total / 1024, availableMiB: avail / 1024, pressureSome10: psi.some10, pressureFull10: psi.full10, ksm }
     }
   }

@@ -261,7 +261,8 @@ function encHostMemory (m: HostMemoryReport, where: string): Pb {
     reclaimableMib: encCount(m.reclaimableMiB, where + '.reclaimableMiB'),
     unmetMib: encCount(m.unmetMiB, where + '.unmetMiB'),
     pressureBp: encUtil(m.pressure, where + '.pressure'),
-    ksmSavedMib: encCount(m.ksmSavedMiB, where + '.ksmSavedMiB')
+    ksmSavedMib: encCount(m.ksmSavedMiB, where + '.ksmSavedMiB'),
+    ksmCpuBp: encUtil(m.ksmCpu, where + '.ksmCpu')
   }
 }
 
@@ -548,7 +549,8 @@ class Decoder {
       reclaimableMiB: this.u32(v['reclaimableMib'], where + '.reclaimableMiB'),
       unmetMiB: this.u32(v['unmetMib'], where + '.unmetMiB'),
       pressure: this.util(v['pressureBp'], where + '.pressure'),
-      ksmSavedMiB: this.u32(v['ksmSavedMib'], where + '.ksmSavedMiB')
+      ksmSavedMiB: this.u32(v['ksmSavedMib'], where + '.ksmSavedMiB'),
+      ksmCpu: this.util(v['ksmCpuBp'], where + '.ksmCpu')
     }
   }
 

@@ -551,6 +551,11 @@ const schema = {
                       "type": "uint32",
                       "id": 6,
                       "protoName": "ksm_saved_mib"
+                    },
+                    "ksmCpuBp": {
+                      "type": "uint32",
+                      "id": 7,
+                      "protoName": "ksm_cpu_bp"
                     }
                   }
                 },

@@ -46,7 +46,47 @@ export interface HostMemoryStatus {
   /** /proc/pressure/memory avg10, percent; null without PSI. */
   pressureSome10: number | null
   pressureFull10: number | null
-  ksm: { run: number, pagesShared: number, pagesSharing: number, zeroPages: number, savedMiB: number, fullScans: number } | null
+  /** Page sharing; null without KSM in the kernel. */
+  ksm: KsmStatus | null
+}
+
+/** KSM on this host: the kernel's counters and what the agent did with them. */
+export interface KsmStatus {
+  /** 0 stopped, 1 running, 2 unmerging. */
+  run: number
+  /** Merged pages (each saves nothing by itself: it is the copy the others share). */
+  pagesShared: number
+  /** Further mappings of merged pages: each one is a page saved. */
+  pagesSharing: number
+  zeroPages: number
+  /** Saved: (pages_sharing + ksm_zero_pages) x page size, MiB. */
+  savedMiB: number
+  /** The kernel's net saving (general_profit: saved less KSM's own metadata), MiB; null on kernels without it. */
+  netSavedMiB: number | null
+  fullScans: number
+  pagesToScan: number | null
+  sleepMs: number | null
+  advisor: string | null
+  /** ksmd's CPU since the previous sample, fraction of one core; null when not measured. */
+  cpuShare: number | null
+  /** The agent drives KSM (memory.ksm). */
+  managed: boolean
+  /** Why the policy ran or stopped KSM at the last step ('lowFree', 'overcommitted', 'hold', 'notNeeded'); null when not managed. */
+  reason: string | null
+  /** The last step cut the scan rate for ksmd's CPU budget. */
+  cpuLimited: boolean
+  /** ksmd's CPU budget, percent of one core; null when not managed. */
+  budgetPercent: number | null
+}
+
+export interface KsmCounters {
+  steps: number
+  starts: number
+  stops: number
+  rateChanges: number
+  /** Steps at which the scan rate was cut for ksmd's CPU budget. */
+  cpuLimited: number
+  applyErrors: number
 }
 
 export interface BalloonChangeRow { id: string, targetMiB: number, fromMiB: number, reason: string }
@@ -84,6 +124,8 @@ export interface MemoryPayload {
   /** null before the first step. */
   status: MemoryStatus | null
   counters: BalloonCounters
+  /** The KSM loop's counters; absent when the agent does not drive KSM. */
+  ksmCounters?: KsmCounters
 }
 
 function metricName (k: string): string {
@@ -101,9 +143,21 @@ export function renderMemoryMetrics (p: MemoryPayload): string {
     const name = `agent_memory_host_${metricName(k).replace(/_mi_b$/, '_mib').replace(/10$/, '_avg10_percent')}`
     out.push(`# TYPE ${name} gauge`, `${name} ${v}`)
   }
-  if (s.host.ksm !== null) {
-    out.push('# TYPE agent_memory_ksm_saved_mib gauge', `agent_memory_ksm_saved_mib ${s.host.ksm.savedMiB}`)
-    out.push('# TYPE agent_memory_ksm_running gauge', `agent_memory_ksm_running ${s.host.ksm.run === 1 ? 1 : 0}`)
+  if (p.ksmCounters !== undefined) {
+    for (const [k, v] of Object.entries(p.ksmCounters)) out.push(`# TYPE agent_memory_ksm_${metricName(k)}_total counter`, `agent_memory_ksm_${metricName(k)}_total ${v}`)
+  }
+  const k = s.host.ksm
+  if (k !== null) {
+    const g = (name: string, v: number | null): void => { if (v !== null && Number.isFinite(v)) out.push(`# TYPE agent_memory_ksm_${name} gauge`, `agent_memory_ksm_${name} ${v}`) }
+    g('saved_mib', k.savedMiB)
+    g('net_saved_mib', k.netSavedMiB)
+    g('running', k.run === 1 ? 1 : 0)
+    g('pages_shared', k.pagesShared)
+    g('pages_sharing', k.pagesSharing)
+    g('pages_to_scan', k.pagesToScan)
+    g('sleep_ms', k.sleepMs)
+    g('ksmd_cpu_share', k.cpuShare)
+    g('managed', k.managed ? 1 : 0)
   }
   const vmGauge = (name: string, pick: (v: VmMemoryStatus) => number | null): void => {
     const rows = s.vms.map(v => [v.id, pick(v)] as const).filter((r): r is readonly [string, number] => r[1] !== null && Number.isFinite(r[1]))

@@ -5,10 +5,21 @@
  * age of its statistics.
  */
 import { parseArgs } from 'node:util'
-import type { MemoryPayload } from '../api/memory.js'
+import type { MemoryPayload, MemoryStatus } from '../api/memory.js'
 import { apiAddress, callApi, TARGET_OPTIONS } from './client.js'
 
 const mib = (x: number | null): string => x === null ? '-' : x >= 10240 ? `${(x / 1024).toFixed(1)} GiB` : `${Math.round(x)} MiB`
+
+const pct = (x: number | null): string => x === null ? '-' : `${(x * 100).toFixed(1)}%`
+
+function ksmLine (k: MemoryStatus['host']['ksm']): string {
+  if (k === null) return 'not available'
+  const state = k.run === 1 ? 'running' : k.run === 2 ? 'unmerging' : 'stopped'
+  const by = k.managed ? `driven by the agent (${k.reason ?? '-'}${k.cpuLimited ? ', rate cut for its CPU budget' : ''})` : 'not driven by the agent'
+  const rate = k.advisor === 'scan-time' ? 'rate set by the kernel advisor' : `${k.pagesToScan ?? '-'} pages per ${k.sleepMs ?? '-'} ms`
+  return `${state}, ${by}; saves ${mib(k.savedMiB)}${k.netSavedMiB !== null ? ` (${mib(k.netSavedMiB)} net of its metadata)` : ''}: ` +
+    `${k.pagesSharing} pages sharing ${k.pagesShared}; ${rate}; ksmd CPU ${pct(k.cpuShare)} of a core${k.budgetPercent !== null ? ` (budget ${k.budgetPercent}%)` : ''}`
+}
 
 export function renderMemory (p: MemoryPayload): string {
   const s = p.status
@@ -20,8 +31,9 @@ export function renderMemory (p: MemoryPayload): string {
     `  counted      ${mib(h.usedMiB)} used of ${mib(h.totalMiB)}, target ${mib(h.targetMiB)}${h.unmetMiB > 0 ? `, ${mib(h.unmetMiB)} over it that no guest can give` : ''}`,
     `  committed    ${mib(h.committedMiB)} (sum of the VMs' memory)`,
     `  ballooned    ${mib(h.balloonedMiB)} held back by balloons; ${mib(h.reclaimableMiB)} more reclaimable`,
-    `  KSM          ${h.ksm === null ? 'not available' : `${h.ksm.run === 1 ? 'running' : 'stopped'}, saves ${mib(h.ksm.savedMiB)} (${h.ksm.pagesSharing} pages sharing ${h.ksm.pagesShared})`}`,
+    `  KSM          ${ksmLine(h.ksm)}`,
     `  pressure     ${h.pressureSome10 === null ? 'not available' : `some ${h.pressureSome10.toFixed(2)}%, full ${(h.pressureFull10 ?? 0).toFixed(2)}% (avg10)`}`,
+    ...(p.ksmCounters !== undefined ? [`  KSM loop     ${p.ksmCounters.steps} steps, ${p.ksmCounters.starts} starts, ${p.ksmCounters.stops} stops, ${p.ksmCounters.cpuLimited} steps cut for CPU${p.ksmCounters.applyErrors > 0 ? `, ${p.ksmCounters.applyErrors} WRITE ERRORS` : ''}`] : []),
     `  balloon loop ${p.counters.steps} steps, ${p.counters.grows} grows (${mib(p.counters.givenMiB)}), ${p.counters.shrinks} shrinks (${mib(p.counters.reclaimedMiB)})${p.counters.staleShrinks > 0 ? `, ${p.counters.staleShrinks} STALE SHRINKS REFUSED` : ''}`,
     '',
     'VM            MAX        MIN        BALLOON    TARGET     GUEST FREE STATS AGE  NOTE'

@@ -53,7 +53,7 @@ export function renderMemoryLine (s: StatusPayload): string[] {
   if (m == null) return []
   const h = m.host
   const psi = h.pressureSome10 === null ? '' : `, pressure ${h.pressureSome10.toFixed(1)}%`
-  const ksm = h.ksm === null ? '' : `, KSM saves ${mib(h.ksm.savedMiB)}`
+  const ksm = h.ksm === null ? '' : `, KSM ${h.ksm.run === 1 ? 'on' : 'off'} saves ${mib(h.ksm.savedMiB)}${h.ksm.cpuShare !== null ? ` (ksmd ${(h.ksm.cpuShare * 100).toFixed(1)}% CPU)` : ''}`
   return [`memory of ${s.self.name}: ${mib(h.usedMiB)} used of ${mib(h.totalMiB)} (target ${mib(h.targetMiB)}), committed ${mib(h.committedMiB)}, ballooned ${mib(h.balloonedMiB)}, reclaimable ${mib(h.reclaimableMiB)}${ksm}${psi}${m.ballooning ? '' : ' (ballooning off)'}`]
 }
 

@@ -70,6 +70,8 @@ export interface HostMemoryReport {
   pressure: number
   /** Saved by page sharing (KSM), MiB. */
   ksmSavedMiB: number
+  /** ksmd's CPU share of one core, fraction [0, 1] (what the saving costs). */
+  ksmCpu: number
 }
 
 /**

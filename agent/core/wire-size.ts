@@ -55,7 +55,7 @@ export function reportBytes (r: LoadReport): number {
   if (r.memory !== undefined) {
     const m = r.memory
     n += lenField(uintField(Math.round(m.committedMiB)) + uintField(Math.round(m.balloonedMiB)) + uintField(Math.round(m.reclaimableMiB)) +
-      uintField(Math.round(m.unmetMiB)) + bp(m.pressure) + uintField(Math.round(m.ksmSavedMiB)))
+      uintField(Math.round(m.unmetMiB)) + bp(m.pressure) + uintField(Math.round(m.ksmSavedMiB)) + bp(m.ksmCpu))
   }
   if (r.cpuResolved === true) n += 2
   reportCache.set(r, n)

@@ -59,5 +59,14 @@ export interface HostMemoryFacts {
     /** Memory saved, MiB: (pages_sharing + ksm_zero_pages) x page size. Each merged page's first mapping counts in pages_shared and saves nothing; every further one counts in pages_sharing. */
     savedMiB: number
     fullScans: number
+    /** The kernel's own net saving (general_profit: merged pages less KSM's metadata), MiB; null on kernels without it. */
+    netSavedMiB: number | null
+    /** Scan rate in force: pages per wake-up, and the sleep between wake-ups, ms. */
+    pagesToScan: number | null
+    sleepMs: number | null
+    /** The KSM advisor's mode ('none', 'scan-time'); null on kernels without it. */
+    advisor: string | null
+    /** ksmd's CPU time so far, s; null when not readable. */
+    ksmdCpuS: number | null
   } | null
 }

@@ -13,7 +13,8 @@ import type { Logger } from '../ports/logger.js'
 import type { BalloonDriver, HostMemoryFacts, VmMemoryFacts } from '../ports/memory.js'
 import { decideBalloon, type BalloonChange, type BalloonVm } from '../../policies/balloon.js'
 import { memoryVmSettings, type MemorySection } from './memory-setup.js'
-import type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
+import type { BalloonCounters, KsmStatus, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
+import type { KsmController } from './ksm-controller.js'
 
 export type { BalloonCounters, MemoryStatus, VmMemoryStatus } from '../api/memory.js'
 
@@ -27,7 +28,8 @@ export function hostMemoryReport (h: MemoryStatus['host'], ballooning: boolean):
     // policy's shortfall is a what-if, and must not move VMs.
     unmetMiB: ballooning ? Math.ceil(h.unmetMiB) : 0,
     pressure: Math.min(1, Math.max(0, (h.pressureSome10 ?? 0) / 100)),
-    ksmSavedMiB: Math.round(h.ksm?.savedMiB ?? 0)
+    ksmSavedMiB: Math.round(h.ksm?.savedMiB ?? 0),
+    ksmCpu: Math.min(1, Math.max(0, h.ksm?.cpuShare ?? 0))
   }
 }
 
@@ -39,6 +41,8 @@ export interface BalloonControllerComponents {
   now?: () => number
   /** The policy (a benchmark runs another one beside it). @default decideBalloon */
   decide?: typeof decideBalloon
+  /** The KSM loop, stepped with the host's memory as counted here (memory.ksm); none: KSM is only reported. */
+  ksm?: KsmController
 }
 
 interface VmState {
@@ -58,6 +62,7 @@ export class BalloonController {
   readonly history: Array<BalloonChange & { atMs: number }> = []
   private readonly state = new Map<VmId, VmState>()
   private last: MemoryStatus | null = null
+  private ksmdCpu: { s: number, atMs: number } | null = null
   private readonly log: Logger
   private readonly now: () => number
 
@@ -65,6 +70,9 @@ export class BalloonController {
     this.log = c.logger.forComponent('agent:balloon')
     this.now = c.now ?? Date.now
   }
+
+  /** The KSM loop this controller steps; undefined when KSM is only reported. */
+  get ksm (): KsmController | undefined { return this.c.ksm }
 
   /** The memory picture of the last step; null before the first. */
   status (): MemoryStatus | null { return this.last }
@@ -164,6 +172,29 @@ export class BalloonController {
         this.log.debug(`vm ${ch.id} balloon ${ch.fromMiB} -> ${ch.targetMiB} MiB (${ch.reason})`)
       }
     }
+    // ksmd's CPU share since the last sample, and the KSM step.
+    let ksm: KsmStatus | null = null
+    const kf = hostFacts.ksm
+    if (kf !== null) {
+      let cpuShare: number | null = null
+      if (kf.ksmdCpuS !== null) {
+        if (this.ksmdCpu !== null && at > this.ksmdCpu.atMs) cpuShare = Math.max(0, (kf.ksmdCpuS - this.ksmdCpu.s) / ((at - this.ksmdCpu.atMs) / 1000))
+        this.ksmdCpu = { s: kf.ksmdCpuS, atMs: at }
+      }
+      const { ksmdCpuS: _cpu, ...facts } = kf
+      ksm = { ...facts, cpuShare, managed: false, reason: null, cpuLimited: false, budgetPercent: null }
+      if (this.c.ksm !== undefined) {
+        const k = await this.c.ksm.step({ totalMiB, usedMiB: d.usedMiB, committedMiB: committed }, kf, cpuShare)
+        ksm.managed = true
+        ksm.reason = k.reason
+        ksm.cpuLimited = k.cpuLimited
+        ksm.budgetPercent = this.c.ksm.params.maxCpuPercent
+        if (k.applied) {
+          ksm.run = k.run ? 1 : 0
+          if (!k.advisor) { ksm.pagesToScan = k.pagesToScan; ksm.sleepMs = k.sleepMs }
+        }
+      }
+    }
     this.last = {
       atMs: at,
       host: {
@@ -178,7 +209,7 @@ export class BalloonController {
         unmetMiB: d.unmetMiB,
         pressureSome10: hostFacts.pressureSome10,
         pressureFull10: hostFacts.pressureFull10,
-        ksm: hostFacts.ksm
+        ksm
       },
       vms: rows,
       ballooning: this.m.balloon,

@@ -5,6 +5,7 @@
  */
 import { ConfigError } from '../core/index.js'
 import { defaultBalloonParams, validateBalloonParams, type BalloonParams } from '../../policies/balloon.js'
+import { defaultKsmParams, validateKsmParams, type KsmParams } from '../../policies/ksm.js'
 import { isObj, type Obj } from '../lib/obj.js'
 
 export interface MemoryVmEntry {
@@ -34,10 +35,18 @@ export interface MemorySection {
   policy: BalloonParams
   /** Per-VM settings by VM id. */
   vms: Record<string, MemoryVmEntry>
+  /**
+   * Drive the kernel's page sharing (KSM, /sys/kernel/mm/ksm, root only): start it when free
+   * memory runs short, scan within bounds and ksmd's CPU budget, stop it when not needed, and put
+   * the host's own KSM settings back when the agent stops. Off: KSM is only reported. @default false
+   */
+  ksm: boolean
+  /** The KSM policy's parameters (policies/ksm.ts); each field has a default. */
+  ksmPolicy: KsmParams
 }
 
 export function defaultMemorySection (): MemorySection {
-  return { balloon: false, hostMemMiB: null, statsPollSec: 1, vmMinPercent: 25, policy: defaultBalloonParams(), vms: {} }
+  return { balloon: false, hostMemMiB: null, statsPollSec: 1, vmMinPercent: 25, policy: defaultBalloonParams(), vms: {}, ksm: false, ksmPolicy: defaultKsmParams() }
 }
 
 /** A VM the configuration defines, with where its memory is set (for messages). */
@@ -62,10 +71,22 @@ export function validateMemorySection (raw: unknown, known: KnownVm[]): MemorySe
   const d = defaultMemorySection()
   if (raw === undefined) return d
   if (!isObj(raw)) fail('memory', 'must be an object')
-  const out: MemorySection = { ...d, policy: { ...d.policy }, vms: {} }
+  const out: MemorySection = { ...d, policy: { ...d.policy }, vms: {}, ksmPolicy: { ...d.ksmPolicy } }
   if (raw.balloon !== undefined) {
     if (typeof raw.balloon !== 'boolean') fail('memory.balloon', `must be true or false (got ${JSON.stringify(raw.balloon)})`)
     out.balloon = raw.balloon
+  }
+  if (raw.ksm !== undefined) {
+    if (typeof raw.ksm !== 'boolean') fail('memory.ksm', `must be true or false (got ${JSON.stringify(raw.ksm)})`)
+    out.ksm = raw.ksm
+  }
+  if (raw.ksmPolicy !== undefined) {
+    if (!isObj(raw.ksmPolicy)) fail('memory.ksmPolicy', 'must be an object')
+    const p = { ...d.ksmPolicy, ...raw.ksmPolicy } as KsmParams
+    try { out.ksmPolicy = validateKsmParams(p) } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      throw new ConfigError(`config: memory.ksmPolicy.${err.message}`, `memory.ksmPolicy.${err.path}`)
+    }
   }
   if (raw.hostMemMiB !== undefined && raw.hostMemMiB !== null) out.hostMemMiB = num(raw, 'hostMemMiB', 'memory', 64, 1 << 30)
   if (raw.statsPollSec !== undefined) out.statsPollSec = Math.round(num(raw, 'statsPollSec', 'memory', 1, 3600))

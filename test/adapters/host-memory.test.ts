@@ -16,14 +16,14 @@ t.test('reads meminfo, PSI and KSM from a known tree', async t => {
   fs.mkdirSync(path.join(root, 'sys/kernel/mm/ksm'), { recursive: true })
   fs.writeFileSync(path.join(root, 'proc/meminfo'), 'MemTotal:       16384000 kB\nMemFree:         1000000 kB\nMemAvailable:    8192000 kB\nBuffers: 1 kB\n')
   fs.writeFileSync(path.join(root, 'proc/pressure/memory'), 'some avg10=1.50 avg60=0.20 avg300=0.00 total=123\nfull avg10=0.25 avg60=0.00 avg300=0.00 total=45\n')
-  const ksm = { run: 1, pages_shared: 100, pages_sharing: 2560, ksm_zero_pages: 256, full_scans: 7 }
+  const ksm = { run: 1, pages_shared: 100, pages_sharing: 2560, ksm_zero_pages: 256, full_scans: 7, general_profit: 10485760, pages_to_scan: 300, sleep_millisecs: 20, advisor_mode: 'none [scan-time]' }
   for (const [k, v] of Object.entries(ksm)) fs.writeFileSync(path.join(root, 'sys/kernel/mm/ksm', k), `${v}\n`)
-  const f = await hostMemory({ root }).read()
+  const f = await hostMemory({ root, ksmdCpuSeconds: async () => 12.5 }).read()
   t.equal(f.totalMiB, 16000)
   t.equal(f.availableMiB, 8000)
   t.equal(f.pressureSome10, 1.5)
   t.equal(f.pressureFull10, 0.25)
-  t.same(f.ksm, { run: 1, pagesShared: 100, pagesSharing: 2560, zeroPages: 256, savedMiB: 11, fullScans: 7 }, 'saving = (2560 + 256) pages of 4 KiB = 11 MiB')
+  t.same(f.ksm, { run: 1, pagesShared: 100, pagesSharing: 2560, zeroPages: 256, savedMiB: 11, fullScans: 7, netSavedMiB: 10, pagesToScan: 300, sleepMs: 20, advisor: 'scan-time', ksmdCpuS: 12.5 }, 'saving = (2560 + 256) pages of 4 KiB = 11 MiB; net = general_profit; the advisor mode in brackets; ksmd\'s CPU')
   fs.rmSync(path.join(root, 'sys'), { recursive: true })
   fs.rmSync(path.join(root, 'proc/pressure'), { recursive: true })
   const bare = await hostMemory({ root }).read()

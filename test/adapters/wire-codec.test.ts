@@ -42,7 +42,7 @@ const ALL_GOSSIP: Gossip[] = [
   { type: 'left', node: 'h5', incarnation: 1 },
   { type: 'report', report: report() },
   // with the memory inside the host (ballooning, page sharing)
-  { type: 'report', report: { ...report('h8', 1), memory: { committedMiB: 98304, balloonedMiB: 12288, reclaimableMiB: 4000, unmetMiB: 0, pressure: 0.0125, ksmSavedMiB: 900 }, cpuResolved: true } }
+  { type: 'report', report: { ...report('h8', 1), memory: { committedMiB: 98304, balloonedMiB: 12288, reclaimableMiB: 4000, unmetMiB: 0, pressure: 0.0125, ksmSavedMiB: 900, ksmCpu: 0.1234 }, cpuResolved: true } }
 ]
 
 const ALL_BODIES: Body[] = [
@@ -123,7 +123,7 @@ t.test('fixed point: utilisations round to basis points, sizes to whole units', 
 })
 
 t.test('sizes: a load report is compact, and the size functions agree with the encoder', async t => {
-  const withMemory = { ...report(KEY_B, 3), memory: { committedMiB: 200000, balloonedMiB: 0, reclaimableMiB: 77, unmetMiB: 5, pressure: 0.5, ksmSavedMiB: 1 }, cpuResolved: true }
+  const withMemory = { ...report(KEY_B, 3), memory: { committedMiB: 200000, balloonedMiB: 0, reclaimableMiB: 77, unmetMiB: 5, pressure: 0.5, ksmSavedMiB: 1, ksmCpu: 1 }, cpuResolved: true }
   const em = env({ type: 'gossip' }, [{ type: 'report', report: withMemory }])
   t.equal(envelopeByteSize(em), encodeEnvelope(em).byteLength, 'the memory part is sized as encoded')
   const e = env({ type: 'gossip' }, [{ type: 'report', report: report(KEY_B, 10) }])

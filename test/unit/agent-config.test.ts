@@ -287,6 +287,7 @@ t.test('every section with every key passes (the key list knows what the validat
 t.test('memory: defaults are safe (facts only, no ballooning); bad input names the field and changes nothing else', async t => {
   const d = validateConfig(good()).memory
   t.equal(d.balloon, false, 'ballooning is off unless asked for')
+  t.equal(d.ksm, false, 'KSM is only reported unless asked for')
   t.equal(d.policy.targetPercent, 80)
   const withVms = (memory: unknown, balloon = true): any => {
     const c = good()
@@ -304,7 +305,11 @@ t.test('memory: defaults are safe (facts only, no ballooning); bad input names t
     ['a VM with no balloon device', withVms({ vms: { plain: { shares: 10 } } }, false), /memory\.vms\.plain is set, but VM plain has no balloon device \(driver\.qemu\.vms\[1\]\.balloon is false\)/, 'memory.vms.plain'],
     ['stale sooner than the poll', withVms({ statsPollSec: 5 }), /memory\.policy\.statsStaleAfterS \(5\) must be at least twice memory\.statsPollSec/, 'memory.policy.statsStaleAfterS'],
     ['a balloon flag that is not a boolean', withVms({}, 'yes' as any), /driver\.qemu\.vms\[1\]\.balloon must be true or false/, 'driver.qemu.vms[1].balloon'],
-    ['an unknown policy key', withVms({ policy: { targetPercnt: 70 } }), /memory\.policy\.targetPercnt: unknown key; did you mean targetPercent\?/, 'memory.policy.targetPercnt']
+    ['an unknown policy key', withVms({ policy: { targetPercnt: 70 } }), /memory\.policy\.targetPercnt: unknown key; did you mean targetPercent\?/, 'memory.policy.targetPercnt'],
+    ['a KSM flag that is not a boolean', withVms({ ksm: 'on' }), /memory\.ksm must be true or false/, 'memory.ksm'],
+    ['a KSM stop threshold under its start', withVms({ ksmPolicy: { startFreePercent: 30, stopFreePercent: 20 } }), /memory\.ksmPolicy\.stopFreePercent \(20\) must be at least startFreePercent \(30\)/, 'memory.ksmPolicy.stopFreePercent'],
+    ['a ksmd budget of 0', withVms({ ksmPolicy: { maxCpuPercent: 0 } }), /memory\.ksmPolicy\.maxCpuPercent must be above 0 and at most 100/, 'memory.ksmPolicy.maxCpuPercent'],
+    ['an unknown KSM key', withVms({ ksmPolicy: { maxCpuPercnt: 10 } }), /memory\.ksmPolicy\.maxCpuPercnt: unknown key; did you mean maxCpuPercent\?/, 'memory.ksmPolicy.maxCpuPercnt']
   ]
   for (const [name, c, re, field] of cases) {
     const before = JSON.stringify(c)

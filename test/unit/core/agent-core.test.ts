@@ -175,7 +175,7 @@ t.test('samples become a load report with a forecast, its seq leased and persist
 t.test('the host\'s memory (committed, ballooned, reclaimable, short) rides on its load report', t => {
   const core = newCore(['b', 'c'])
   drain(core)
-  const memory = { committedMiB: 6144, balloonedMiB: 1024, reclaimableMiB: 700, unmetMiB: 0, pressure: 0.01, ksmSavedMiB: 12 }
+  const memory = { committedMiB: 6144, balloonedMiB: 1024, reclaimableMiB: 700, unmetMiB: 0, pressure: 0.01, ksmSavedMiB: 12, ksmCpu: 0.05 }
   core.step({ type: 'hostSample', sample: { ...sample, memory } })
   t.same(core.view().find(m => m.id === 'a')!.report?.memory, memory, 'in the report this host gossips')
   const rd = ticks(core, localTestCoreConfig().reportIntervalTicks + 1)
