@@ -14,7 +14,7 @@
  * broken only when every alternative is worse on hard grounds.
  */
 import { hardAllows, softPenalty, type Placement } from './rules.js'
-import { hostDemandMips, hostMemUsedMiB, type HostView, type RuleSet, type VmView } from './types.js'
+import { hostDemandMips, hostMemAdmitMiB, hostMemUsedMiB, type HostView, type RuleSet, type VmView } from './types.js'
 import { detectOverload, type OverloadParams } from './overload.js'
 
 export type PlacementKind = 'pabfd' | 'leastLoaded' | 'balance'
@@ -66,7 +66,7 @@ export function exceedsCores (host: HostView, vm: Pick<VmView, 'cpuDemandMips' |
 export function fits (host: HostView, vm: VmView, cpuCapFraction = 1): boolean {
   if (exceedsCores(host, vm)) return false
   if (hostDemandMips(host) + vm.cpuDemandMips > host.cpuMips * cpuCapFraction + 1e-9) return false
-  if (hostMemUsedMiB(host) + vm.memMiB > host.memMiB) return false
+  if (hostMemUsedMiB(host) + vm.memMiB > hostMemAdmitMiB(host)) return false
   return true
 }
 

@@ -22,7 +22,7 @@ import { hardAllows, softPenalty } from './rules.js'
 import { selectVm, type SelectionParams } from './selection.js'
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
-import { migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type SeededRandom, type VmId, type VmView } from './types.js'
+import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type SeededRandom, type VmId, type VmView } from './types.js'
 
 export interface PolicyConfig {
   overload: OverloadParams
@@ -205,7 +205,7 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
     if (exceedsCores(h, v)) continue
     if (demand + v.cpuDemandMips > h.cpuMips * cap + 1e-9) continue
     const mem = w?.mem ?? (h.reservedMemMiB + h.vms.reduce((s, x) => s + x.memMiB, 0))
-    if (mem + v.memMiB > h.memMiB) continue
+    if (mem + v.memMiB > hostMemAdmitMiB(h)) continue
     if (view.rules.vmVm.length + view.rules.vmHost.length > 0 && !hardAllows(view.rules, placement, v.id, h.id)) continue
     const u0 = demand / h.cpuMips
     const u1 = (demand + v.cpuDemandMips) / h.cpuMips

@@ -34,7 +34,7 @@ import { exceedsCores } from './placement.js'
 import { detectOverload } from './overload.js'
 import { hostSample, type PolicyConfig } from './plan.js'
 import { hardAllows } from './rules.js'
-import { migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type VmId, type VmView } from './types.js'
+import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type VmId, type VmView } from './types.js'
 
 export interface ReplicationParams {
   mode: 'off' | 'cost' | 'prefer'
@@ -118,7 +118,7 @@ export function replicaTarget (view: ClusterView, v: VmView, cfg: PolicyConfig, 
     const l = load.get(h.id) ?? loadOf(h)
     if (exceedsCores(h, v, need)) continue
     if (l.demand + need > h.cpuMips * cap + 1e-9) continue
-    if (l.mem + v.memMiB > h.memMiB) continue
+    if (l.mem + v.memMiB > hostMemAdmitMiB(h)) continue
     if (rules && !hardAllows(view.rules, placement, v.id, h.id)) continue
     const u = (l.demand + need) / h.cpuMips
     if (u < bestU || (u === bestU && best !== null && h.id < best.id)) { best = h; bestU = u }

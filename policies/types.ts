@@ -67,6 +67,12 @@ export interface HostView {
    */
   memShortMiB?: number
   /**
+   * Memory the host admits beyond `memMiB`: what its guests could give back now (its balloon
+   * loop's reclaimable memory), within the configured overcommit ratio (memOvercommitMiB). VMs'
+   * configured memory may add up to memMiB + this. @default 0
+   */
+  memOverMiB?: number
+  /**
    * Its CPU is contended but its CPU allocation serves the VMs that must be served (QoS classes):
    * a CPU overload it reports is handled inside it, so it is not stressed by its CPU. @default false
    */
@@ -105,6 +111,19 @@ export function hostMemUsedMiB (h: HostView): number {
   let s = h.reservedMemMiB
   for (const v of h.vms) s += v.memMiB
   return s
+}
+
+/**
+ * Overcommit a host admits, MiB: beyond its memory only what its guests could give back now, and
+ * never beyond memory x (ratio - 1). Ratio 1 (or less) admits none.
+ */
+export function memOvercommitMiB (memMiB: number, reclaimableMiB: number, ratio: number): number {
+  return Math.max(0, Math.min(Math.max(0, reclaimableMiB), memMiB * (Math.max(1, ratio) - 1)))
+}
+
+/** Memory a host admits: its own, plus the overcommit it may take (HostView.memOverMiB). */
+export function hostMemAdmitMiB (h: Pick<HostView, 'memMiB' | 'memOverMiB'>): number {
+  return h.memMiB + Math.max(0, h.memOverMiB ?? 0)
 }
 
 export function hostUtil (h: HostView): number { return h.cpuMips > 0 ? hostDemandMips(h) / h.cpuMips : 0 }

@@ -118,7 +118,7 @@ export class AgentCore {
       : new ReplicaManager(s, this.mig, opts.replicas)
     this.scheduler = new Scheduler(s, this.mig, this.replicas)
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
-    this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip)
+    this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip, migCfg.memOvercommitRatio)
     if (this.ha !== null) {
       // A protected VM's claim moves with its migration: the handover (agent/core/ha/index.ts).
       const ha = this.ha

@@ -13,7 +13,7 @@ import type { CoreState } from '../state.js'
 import type { HostId, VmId } from '../types.js'
 import type { Prng } from '../prng.js'
 import type { HaBody } from '../messages.js'
-import type { RuleSet } from '../../../policies/types.js'
+import { memOvercommitMiB, type RuleSet } from '../../../policies/types.js'
 import type { HaConfig, HaMemberSpec, HaVmSpec } from './ha-config.js'
 import type { HaCommand, HaRestored, HaStatus } from './ha-types.js'
 import { HaManager } from './ha-manager.js'
@@ -63,7 +63,11 @@ export class HaBridge {
   private readonly protectedVms: Set<VmId>
   private lastMembers = ''
 
-  constructor (private readonly s: CoreState, opts: HaCoreOptions, prng: Prng, private readonly vip: HaVipHints | null) {
+  /**
+   * `memOvercommitRatio` (migration.memOvercommitRatio): a restart target admits its guests'
+   * reclaimable memory beyond its ha.hosts memory, within the ratio, as a migration target does.
+   */
+  constructor (private readonly s: CoreState, opts: HaCoreOptions, prng: Prng, private readonly vip: HaVipHints | null, memOvercommitRatio = 1) {
     this.memberIds = opts.members.map(m => m.id)
     this.protectedVms = new Set(opts.vms.map(v => v.id))
     this.mgr = new HaManager({
@@ -73,6 +77,15 @@ export class HaBridge {
       config: opts.config,
       prng,
       life: s.incarnation,
+      ...(memOvercommitRatio > 1
+        ? {
+            memOverMiB: (host: HostId) => {
+              const rep = s.members.byId.get(host)?.report?.memory
+              const spec = opts.members.find(m => m.id === host)
+              return rep === undefined || spec === undefined ? 0 : memOvercommitMiB(spec.memMiB, rep.reclaimableMiB, memOvercommitRatio)
+            }
+          }
+        : {}),
       ...(opts.rules !== undefined ? { rules: opts.rules } : {}),
       ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
       ...(opts.running !== undefined ? { running: opts.running } : {})

@@ -35,6 +35,11 @@ export interface HaManagerInit {
   running?: VmId[]
   /** This agent's life: strictly greater at every start (the membership incarnation does). */
   life: number
+  /**
+   * Memory a member admits beyond its ha.hosts memory: what its guests could give back now, within
+   * the overcommit ratio (migration.memOvercommitRatio), from its latest load report. @default none
+   */
+  memOverMiB?: (host: HostId) => number
 }
 
 interface Vm {
@@ -144,6 +149,8 @@ export class HaManager {
   private readonly life: number
   readonly counters: HaCounters = zero()
 
+  private readonly memOver: (host: HostId) => number
+
   constructor (init: HaManagerInit) {
     this.config = validateHaConfig(init.config)
     validateHaInventory(init.members, init.vms)
@@ -155,6 +162,7 @@ export class HaManager {
     this.rules = init.rules ?? NO_RULES
     this.prng = init.prng
     this.life = init.life
+    this.memOver = init.memOverMiB ?? (() => 0)
     this.leases = new LeaseTable(0, this.ids, init.life)
     this.fence = new FenceClock(0, this.config.fenceAfterTicks, this.config.fenceTicks)
     const r = init.restored
@@ -863,7 +871,7 @@ export class HaManager {
       const mode = this.modes.get(id)
       if (id !== this.self && (mode === undefined || !mode.armed)) continue
       const u = used.get(id) ?? { cpu: 0, mem: 0 }
-      hosts.push({ id, cpuMips: m.cpuMips, coreMips: m.coreMips ?? m.cpuMips, memMiB: m.memMiB, usedMips: u.cpu, usedMemMiB: u.mem })
+      hosts.push({ id, cpuMips: m.cpuMips, coreMips: m.coreMips ?? m.cpuMips, memMiB: m.memMiB, memOverMiB: this.memOver(id), usedMips: u.cpu, usedMemMiB: u.mem })
     }
     const assigned = assignRestarts({ orphans, hosts, rules: this.rules, placement })
     let inFlight = 0
@@ -1080,7 +1088,7 @@ export class HaManager {
       cpu += o.spec.cpuMips
       mem += o.spec.memMiB
     }
-    return cpu <= me.cpuMips + 1e-9 && mem <= me.memMiB && v.spec.cpuMips <= (me.coreMips ?? me.cpuMips) + 1e-9
+    return cpu <= me.cpuMips + 1e-9 && mem <= me.memMiB + this.memOver(this.self) && v.spec.cpuMips <= (me.coreMips ?? me.cpuMips) + 1e-9
   }
 
   private isMaint (host: HostId): boolean { return this.maint.get(host)?.on === true }

@@ -50,6 +50,8 @@ export interface RestartHost {
   cpuMips: number
   coreMips: number
   memMiB: number
+  /** Memory it admits beyond memMiB (reclaimable under the overcommit ratio, HostView.memOverMiB). @default 0 */
+  memOverMiB?: number
   /** CPU and memory of the protected VMs it owns (standing claims) and anything else it reports. */
   usedMips: number
   usedMemMiB: number
@@ -89,6 +91,7 @@ export function assignRestarts (input: AssignInput): Map<VmId, HostId | null> {
       cpuMips: h.cpuMips,
       coreMips: h.coreMips,
       memMiB: h.memMiB,
+      ...(h.memOverMiB !== undefined && h.memOverMiB > 0 ? { memOverMiB: h.memOverMiB } : {}),
       netMbps: 10_000,
       powerCurveW: [],
       vms: [],

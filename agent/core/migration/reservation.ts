@@ -25,7 +25,7 @@
  *   progress; an expired lease on a VM that never ran here is dropped (see the machine).
  */
 import { brokenHardRules } from '../../../policies/rules.js'
-import type { RuleSet } from '../../../policies/types.js'
+import { memOvercommitMiB, type RuleSet } from '../../../policies/types.js'
 import type { HostCapacity, HostId, VmId, VmSummary } from '../types.js'
 
 /** What the target knows of itself when an intent arrives. */
@@ -93,7 +93,7 @@ export function admit (a: AdmissionInput, c: Candidate): Admission {
   for (const r of a.reservations) { mem += r.memMiB; mips += r.cpuDemandMips }
   // Overcommit: beyond capacity only what the guests could give back now, and never beyond the ratio.
   const ratio = Math.max(1, a.memOvercommitRatio ?? 1)
-  const over = Math.min(Math.max(0, a.memReclaimableMiB ?? 0), a.capacity.memMiB * (ratio - 1))
+  const over = memOvercommitMiB(a.capacity.memMiB, a.memReclaimableMiB ?? 0, ratio)
   if (mem > a.capacity.memMiB + over) {
     const extra = ratio > 1 ? ` + ${Math.round(over)} MiB reclaimable (overcommit ratio ${ratio})` : ''
     return { ok: false, reason: `memory: ${Math.round(mem)} MiB > ${a.capacity.memMiB} MiB${extra}` }

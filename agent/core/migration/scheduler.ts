@@ -23,7 +23,7 @@ import { seededPrng } from '../prng.js'
 import { HostDecider } from '../../../policies/decider.js'
 import { defaultPowerCurveW, exceedsCores, fits, rankTargets } from '../../../policies/placement.js'
 import { hardAllows } from '../../../policies/rules.js'
-import { hostDemandMips, hostMemUsedMiB, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
+import { hostDemandMips, hostMemUsedMiB, memOvercommitMiB, type ClusterView, type HostView, type VmView } from '../../../policies/types.js'
 import type { MigrationMachine } from './migration-machine.js'
 import type { MigrationRecord, StorageWanted } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
@@ -181,6 +181,9 @@ export class Scheduler {
         history: this.history.get(mb.id)?.utils ?? [rep.cpuUtil],
         active: true,
         ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 ? { memShortMiB: rep.memory.unmetMiB } : {}),
+        // The overcommit its target admission would take (reservation.ts): the same figure here,
+        // so that the decider proposes only moves the target can admit.
+        ...(rep.memory !== undefined && this.m.cfg.memOvercommitRatio > 1 ? { memOverMiB: memOvercommitMiB(cap.memMiB, rep.memory.reclaimableMiB, this.m.cfg.memOvercommitRatio) } : {}),
         ...(rep.cpuResolved === true ? { cpuResolved: true } : {})
       })
     }
