@@ -44,7 +44,7 @@ const node = {
 }
 covers<AgentConfig['node']>(node)
 
-const mesh: KeysOf<AgentConfig['mesh']> = { keepAliveMs: V, timeoutMs: V, probeDatagrams: V }
+const mesh: KeysOf<AgentConfig['mesh']> = { keepAliveMs: V, timeoutMs: V, idleCloseMs: V, probeDatagrams: V }
 
 const simVm: KeysOf<SimVmConfig> = { id: V, vcpus: V, memMiB: V, pattern: V, cpuMean: V }
 

@@ -129,13 +129,19 @@ export interface AgentConfig {
   mesh: {
     /**
      * Keep-alive interval of an idle mesh connection, ms. The failure detector (SWIM probes) does
-     * not need it; it only lets the transport notice a dead connection, which then triggers an
-     * out-of-turn probe. Lower = that hint comes sooner, at about 0.04 % CPU per peer per second.
-     * @default 5000
+     * not need it; it keeps NAT and firewall state alive and lets the transport reap a dead
+     * connection. Lower = more packets; a stall longer than timeoutMs drops the connections.
+     * @default 15000
      */
     keepAliveMs: number
-    /** A connection with nothing received for this long is closed, ms; > keepAliveMs. @default 15000 */
+    /** A connection with nothing received for this long is closed, ms; > keepAliveMs. @default 45000 */
     timeoutMs: number
+    /**
+     * A connection to a member outside this host's active view (opened on demand for an indirect
+     * probe, a join, a migration, a claim) is closed after this long with no frame either way, ms.
+     * @default 20000
+     */
+    idleCloseMs: number
     /**
      * Send SWIM probes (ping, ack, nack, ping-req) as encrypted datagrams on the mesh connection
      * instead of stream frames, as memberlist sends its probes over UDP: a lost probe is a
@@ -309,9 +315,10 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   const apiTokenFile = str(node, 'apiTokenFile', 'node', '/etc/starling/api-token')
   if (!apiTokenFile.startsWith('/')) fail('node.apiTokenFile', `must be an absolute path (got ${JSON.stringify(apiTokenFile)})`)
   const mesh = obj(raw, 'mesh', 'config', true)
-  const keepAliveMs = num(mesh, 'keepAliveMs', 'mesh', 5000, 100, 600_000)
+  const keepAliveMs = num(mesh, 'keepAliveMs', 'mesh', 15_000, 100, 600_000)
   const timeoutMs = num(mesh, 'timeoutMs', 'mesh', 3 * keepAliveMs, 200, 3_600_000)
   if (timeoutMs <= keepAliveMs) fail('mesh.timeoutMs', `must be greater than mesh.keepAliveMs (${keepAliveMs})`)
+  const idleCloseMs = num(mesh, 'idleCloseMs', 'mesh', 20_000, 1000, 3_600_000)
   const probeDatagrams = mesh.probeDatagrams ?? true
   if (typeof probeDatagrams !== 'boolean') fail('mesh.probeDatagrams', `must be true or false (got ${JSON.stringify(probeDatagrams)})`)
   const driver = obj(raw, 'driver', 'config', true)
@@ -341,7 +348,7 @@ export function validateConfig (raw: unknown, opts: { testProfile?: boolean } = 
   return {
     cluster: { name: str(cluster, 'name', 'cluster', 'starling'), secret, members },
     node: { name, listen, stateDir, apiListen, apiSocket, apiSocketGroup, apiTokenFile },
-    mesh: { keepAliveMs, timeoutMs, probeDatagrams: probeDatagrams as boolean },
+    mesh: { keepAliveMs, timeoutMs, idleCloseMs, probeDatagrams: probeDatagrams as boolean },
     driver: { kind, vms: validateVms(driver.vms), simulatedVips: simulatedVips(driver.simulatedVips, kind), qemu, libvirt },
     migration,
     sampler: {

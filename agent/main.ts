@@ -317,6 +317,9 @@ function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfi
     maxFrameBytes: config.core.frameBytesMax,
     keepAliveMs: config.mesh.keepAliveMs,
     timeoutMs: config.mesh.timeoutMs,
+    // Connections to the core's active view, others on demand (agent/core/membership/active-view.ts).
+    onDemand: config.core.activeViewSize > 0,
+    idleCloseMs: config.mesh.idleCloseMs,
     // Proven and compared at every connection: agent/cluster-settings.ts
     settings: clusterSettings(config),
     names: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.name]))
@@ -551,8 +554,26 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
   ]
 }
 
+/** The mesh's connections and traffic, for status and benchmarks. */
+function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connections' | 'stats'>): NonNullable<StatusPayload['mesh']> {
+  const c = transport.connections()
+  const st = transport.stats()
+  return {
+    open: c.open,
+    active: c.active,
+    pending: c.pending,
+    framesSent: st.framesSent,
+    framesReceived: st.framesReceived,
+    onDemandConnects: st.onDemandConnects,
+    idleCloses: st.idleCloses,
+    connectionsOpened: st.connectionsOpened,
+    connectionsClosed: st.connectionsClosed,
+    heldExpired: st.sendDropped.expired
+  }
+}
+
 /** `starling status` and the web view's snapshot of this agent. */
-function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks'>, startupCpu: StartupCpu, memory: BalloonController | null): () => StatusPayload {
+function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks' | 'connections' | 'stats'>, startupCpu: StartupCpu, memory: BalloonController | null): () => StatusPayload {
   const memoryOf = (m: BalloonController): StatusPayload['memory'] => {
     const st = m.status()
     return st === null ? null : { atMs: st.atMs, ballooning: st.ballooning, host: st.host, counters: { ...m.counters } }
@@ -565,6 +586,7 @@ function statusSource (config: AgentConfig, self: { id: string, name: string }, 
     core: { ...core.status() },
     runtime: { ...runtime.stats },
     process: processStats(startupCpu),
+    mesh: meshStats(transport),
     settingsMismatches: transport.peerChecks().map(c => ({ ...c, name: config.cluster.members.find(m => m.publicKey === c.peer)?.name ?? c.peer.slice(0, 8) }))
   })
 }

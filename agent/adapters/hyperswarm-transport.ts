@@ -11,8 +11,15 @@
  * - Swarms that join at the same moment do not find each other until Hyperswarm's own refresh
  *   (about 10 min), so discovery is refreshed every 0.5-1 s (jittered) while an allowed peer is
  *   missing, more slowly when that lasts, and rarely once the mesh is complete.
- * - Keep-alive 1 s and timeout 3 s on every connection: a peer killed with kill -9 is noticed in
- *   about 3 s instead of 14-18 s.
+ * - Connections: until setActivePeers() is first called, one to every member (a full mesh, found
+ *   by the topic and by key). After it, only to the members of the active view the core chose
+ *   (agent/core/membership/active-view.ts), found by key; a frame for any other member is held
+ *   (up to maxQueuedBytes and pendingTtlMs) while a connection to it opens on demand, and a
+ *   connection to a member outside the view is closed after idleCloseMs with no frame either way.
+ *   Connections, keep-alives and their CPU per agent then stay flat in the cluster's size.
+ * - Keep-alive and timeout (the agent's mesh.keepAliveMs, mesh.timeoutMs) only need to keep NAT
+ *   and firewall state and to reap a dead connection: the SWIM probes detect failures, so a stall
+ *   of a few seconds (a GC pause, a busy host) does not drop the agent's connections.
  * - Framing: the Noise stream carries a 4-byte big-endian length, then the frame. A length above
  *   maxFrameBytes (up to maxDiscardBytes) is skipped without buffering and counted, and the
  *   connection survives; a length of 0 or above maxDiscardBytes is a broken peer: disconnected
@@ -106,6 +113,17 @@ export interface HyperswarmTransportInit {
   maxDiscardBytes?: number
   /** Bytes a connection may hold unsent while it is congested; beyond this send() drops. @default 1048576 */
   maxQueuedBytes?: number
+  /**
+   * Start with an empty active view instead of a full mesh: connect only to the members later
+   * named by setActivePeers() and, on demand, to those frames are sent to; never connect to every
+   * member the topic finds (which, with every agent started at once, is the start-up storm).
+   * @default false
+   */
+  onDemand?: boolean
+  /** A connection to a member outside the active view with no frame either way for this long is closed, ms. @default 20000 */
+  idleCloseMs?: number
+  /** A frame held for a member while a connection to it opens is dropped after this long, ms. @default 10000 */
+  pendingTtlMs?: number
   /** Hyperswarm's peer limit. @default allowedKeys.length + 16 */
   maxPeers?: number
   /** Grace for unannouncing on stop before the swarm is torn down by force, ms. @default 2000 */
@@ -135,8 +153,14 @@ export interface HyperswarmTransportStats {
   /** Frames sent and received as datagrams (sendDatagram; counted in framesSent/Received too). */
   datagramsSent: number
   datagramsReceived: number
-  /** send() refusals, by cause. */
-  sendDropped: { notStarted: number, noPeer: number, oversized: number, congested: number }
+  /** send() refusals, by cause (expired: held for a connection that did not open in time). */
+  sendDropped: { notStarted: number, noPeer: number, oversized: number, congested: number, expired: number }
+  /** Frames held while a connection opened on demand (sent once it opened, or expired). */
+  framesHeld: number
+  /** Connections opened on demand (a frame for a member outside the active view). */
+  onDemandConnects: number
+  /** Connections outside the active view closed for being idle. */
+  idleCloses: number
   /** Incoming frames over maxFrameBytes, skipped. */
   oversizedFramesSkipped: number
   /** Connections closed because the peer sent a length of 0 or beyond maxDiscardBytes. */
@@ -158,6 +182,9 @@ export interface HyperswarmTransport extends Transport {
   address (): { host: string, port: number } | null
   /** Peers refused at their hello, or connected with differing settings (flagged). */
   peerChecks (): PeerCheck[]
+  /** Open connections, the active view's size (null: every member) and members being connected on demand. */
+  connections (): { open: number, active: number | null, pending: number }
+  setActivePeers (peers: HostId[]): void
 }
 
 export class TransportStoppedError extends Error {
@@ -206,6 +233,8 @@ interface Options {
   stopGraceMs: number
   helloTimeoutMs: number
   refusedRetryMs: number
+  idleCloseMs: number
+  pendingTtlMs: number
 }
 
 /**
@@ -286,6 +315,10 @@ export const DATAGRAM_MAX_BYTES = 1100
 class PeerConnection {
   private waitingDrain = false
   private queuedBytes = 0
+  /** Wall ms of the last frame sent or received (idle connections outside the view close). */
+  lastUsed = Date.now()
+  /** Closed by us for being idle: not reported as a lost connection. */
+  idleClosed = false
   constructor (readonly id: HostId, readonly conn: NoiseSecretStream, private readonly maxQueuedBytes: number) {
     conn.on('drain', () => { this.waitingDrain = false; this.queuedBytes = 0 })
   }
@@ -305,6 +338,7 @@ class PeerConnection {
     }
     if (this.waitingDrain) this.queuedBytes += buf.byteLength
     if (!flowing) this.waitingDrain = true
+    this.lastUsed = Date.now()
     return 'ok'
   }
 }
@@ -317,7 +351,10 @@ function freshStats (): HyperswarmTransportStats {
     bytesReceived: 0,
     datagramsSent: 0,
     datagramsReceived: 0,
-    sendDropped: { notStarted: 0, noPeer: 0, oversized: 0, congested: 0 },
+    sendDropped: { notStarted: 0, noPeer: 0, oversized: 0, congested: 0, expired: 0 },
+    framesHeld: 0,
+    onDemandConnects: 0,
+    idleCloses: 0,
     oversizedFramesSkipped: 0,
     badLengthDisconnects: 0,
     rejectedPeers: 0,
@@ -352,6 +389,11 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private readonly checks = new Map<HostId, PeerCheck & { loggedAt: number }>()
   /** Refused peers we do not call until this wall time (ms). */
   private readonly refusedUntil = new Map<HostId, number>()
+  /** The members to stay connected to; null until setActivePeers(): every member. */
+  private active: Set<HostId> | null = null
+  /** Frames held for members being connected on demand, oldest first. */
+  private readonly pending = new Map<HostId, { frames: Array<{ frame: Uint8Array, at: number }>, bytes: number }>()
+  private sweepTimer: NodeJS.Timeout | null = null
 
   constructor (private readonly init: HyperswarmTransportInit, components: HyperswarmTransportComponents) {
     this.log = components.logger.forComponent('agent:transport')
@@ -363,6 +405,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       allowed.add(key)
     }
     this.allowed = allowed
+    if (init.onDemand === true) this.active = new Set()
     this.topic = clusterTopic(init.clusterSecret)
     this.proofKey = proofKey(init.clusterSecret)
     this.settings = init.settings ?? []
@@ -381,7 +424,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       maxQueuedBytes: init.maxQueuedBytes ?? 1024 * 1024,
       stopGraceMs: init.stopGraceMs ?? 2000,
       helloTimeoutMs: init.helloTimeoutMs ?? Math.max(5000, init.timeoutMs ?? 3000),
-      refusedRetryMs: init.refusedRetryMs ?? 30_000
+      refusedRetryMs: init.refusedRetryMs ?? 30_000,
+      idleCloseMs: init.idleCloseMs ?? 20_000,
+      pendingTtlMs: init.pendingTtlMs ?? 10_000
     }
     const o = this.opts
     if (o.timeoutMs > 0 && o.keepAliveMs >= o.timeoutMs) throw new Error('hyperswarm transport: keepAliveMs must be < timeoutMs')
@@ -391,6 +436,107 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   stats (): HyperswarmTransportStats {
     return { ...this.counters, sendDropped: { ...this.counters.sendDropped } }
+  }
+
+  /** Open connections now, the active view's size (null: every member), and members being connected on demand. */
+  connections (): { open: number, active: number | null, pending: number } {
+    return { open: this.peers.size, active: this.active === null ? null : this.active.size, pending: this.pending.size }
+  }
+
+  setActivePeers (peers: HostId[]): void {
+    const next = new Set<HostId>()
+    for (const p of peers) if (p !== this.self && this.allowed.has(p)) next.add(p)
+    const prev = this.active
+    this.active = next
+    const swarm = this.swarm
+    if (swarm === null || this.stopping !== null) return // doStart joins what is wanted then
+    // Members that left the view: no more reconnecting (their connection closes once idle).
+    for (const k of prev ?? this.allowed) {
+      if (k === this.self || next.has(k) || this.pending.has(k)) continue
+      try { swarm.leavePeer(Buffer.from(k, 'hex')) } catch { /* not joined */ }
+    }
+    if (prev === null) {
+      // The topic's lookups connect to every member that announces: from now on only announce.
+      this.discovery?.refresh({ client: false, server: true }).catch(() => {})
+    }
+    const added = [...next].filter(k => prev === null || !prev.has(k))
+    if (added.length > 0 || prev === null) {
+      this.log.debug('active view changed', { peers: next.size, added: added.map(short) })
+      this.joinMissingPeers()
+      this.scheduleRefresh(this.fastDelay())
+    }
+    this.armSweep()
+  }
+
+  /** True when a connection to this member should be kept (and rebuilt when lost). */
+  private wanted (id: HostId): boolean {
+    return this.active === null || this.active.has(id) || this.pending.has(id)
+  }
+
+  /** Holds a frame for a member with no connection and asks Hyperswarm for one. */
+  private hold (to: HostId, frame: Uint8Array): boolean {
+    const c = this.counters
+    const now = Date.now()
+    let q = this.pending.get(to)
+    if (q === undefined) {
+      if ((this.refusedUntil.get(to) ?? 0) > now) { c.sendDropped.noPeer++; return false }
+      q = { frames: [], bytes: 0 }
+      this.pending.set(to, q)
+      c.onDemandConnects++
+      try { this.swarm?.joinPeer(Buffer.from(to, 'hex')) } catch (err) { this.log.debug('joinPeer failed', { peer: short(to), err }) }
+      this.armSweep()
+    }
+    if (q.bytes + frame.byteLength > this.opts.maxQueuedBytes) { c.sendDropped.congested++; return false }
+    q.frames.push({ frame, at: now })
+    q.bytes += frame.byteLength
+    c.framesHeld++
+    return true
+  }
+
+  /** Sends what was held for a member whose connection just opened. */
+  private flushHeld (peer: PeerConnection): void {
+    const q = this.pending.get(peer.id)
+    if (q === undefined) return
+    this.pending.delete(peer.id)
+    const cutoff = Date.now() - this.opts.pendingTtlMs
+    for (const { frame, at } of q.frames) {
+      if (at < cutoff) { this.counters.sendDropped.expired++; continue }
+      const r = peer.write(frame)
+      if (r === 'ok') { this.counters.framesSent++; this.counters.bytesSent += frame.byteLength } else if (r === 'congested') this.counters.sendDropped.congested++
+      else this.counters.sendDropped.noPeer++
+    }
+  }
+
+  private armSweep (): void {
+    if (this.sweepTimer !== null || this.active === null || this.stopping !== null) return
+    const every = Math.max(250, Math.min(this.opts.idleCloseMs, this.opts.pendingTtlMs) / 4)
+    this.sweepTimer = setInterval(() => this.sweep(), every)
+    this.sweepTimer.unref()
+  }
+
+  /** Drops held frames past their time, and closes idle connections outside the view. */
+  private sweep (): void {
+    if (this.stopping !== null || this.active === null) return
+    const now = Date.now()
+    for (const [id, q] of this.pending) {
+      while (q.frames.length > 0 && now - q.frames[0]!.at > this.opts.pendingTtlMs) {
+        const f = q.frames.shift()!
+        q.bytes -= f.frame.byteLength
+        this.counters.sendDropped.expired++
+      }
+      if (q.frames.length > 0) continue
+      this.pending.delete(id)
+      if (!this.active.has(id) && !this.peers.has(id)) {
+        try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
+      }
+    }
+    for (const p of this.peers.values()) {
+      if (this.active.has(p.id) || this.pending.has(p.id) || now - p.lastUsed < this.opts.idleCloseMs) continue
+      p.idleClosed = true
+      this.counters.idleCloses++
+      this.log.debug('closing an idle connection outside the active view', { peer: short(p.id) })
+      p.conn.destroy()
+    }
   }
 
   address (): { host: string, port: number } | null {
@@ -450,7 +596,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     // Both ways of finding members. The topic is the design's discovery; joining every member's
     // key explicitly connects through the DHT node that serves it, which also works where topic
     // lookups cannot (two nodes: each holds only the other's announcement and never queries itself).
-    this.discovery = swarm.join(this.topic, { server: true, client: true })
+    this.discovery = swarm.join(this.topic, { server: true, client: this.active === null })
     this.joinMissingPeers()
     this.lastPeerChangeAt = Date.now()
     this.log.info('mesh transport started', {
@@ -470,7 +616,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     if (swarm === null || this.stopping !== null) return
     const now = Date.now()
     for (const k of this.allowed) {
-      if (k === this.self || this.peers.has(k) || (this.refusedUntil.get(k) ?? 0) > now) continue
+      if (k === this.self || this.peers.has(k) || (this.refusedUntil.get(k) ?? 0) > now || !this.wanted(k)) continue
       const key = Buffer.from(k, 'hex')
       try {
         swarm.leavePeer(key)
@@ -519,7 +665,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       this.opts.maxFrameBytes,
       this.opts.maxDiscardBytes,
       frame => {
-        if (state === 'open') { this.deliver(id, frame); return }
+        if (state === 'open') { peer.lastUsed = Date.now(); this.deliver(id, frame); return }
         if (state === 'closed') return
         clearTimeout(helloTimer)
         if (!this.checkHello(id, conn, frame)) { state = 'closed'; return }
@@ -544,6 +690,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     conn.on('message', (m: Uint8Array) => {
       if (state !== 'open' || this.peers.get(id) !== peer || m.byteLength === 0 || m.byteLength > this.opts.maxFrameBytes) return
       this.counters.datagramsReceived++
+      peer.lastUsed = Date.now()
       this.deliver(id, Uint8Array.prototype.slice.call(m))
     })
     conn.on('close', () => {
@@ -650,6 +797,11 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     if (this.stopping !== null) { peer.conn.destroy(); return }
     const existing = this.peers.get(id)
     this.peers.set(id, peer)
+    this.flushHeld(peer)
+    if (this.active !== null && !this.active.has(id)) {
+      // Connected on demand (or called by a member whose view holds us): do not rebuild it when it closes.
+      try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
+    }
     if (existing !== undefined) {
       this.counters.connectionsReplaced++
       this.log.debug('connection replaced', { peer: short(id) })
@@ -666,10 +818,15 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.counters.connectionsClosed++
     if (this.peers.get(peer.id) !== peer || this.stopping !== null) return
     this.peers.delete(peer.id)
+    if (peer.idleClosed) {
+      this.log.debug('idle connection closed', { peer: short(peer.id), peers: this.peers.size })
+      this.call(h => h.onPeerDisconnected(peer.id))
+      return
+    }
     this.lastPeerChangeAt = Date.now()
     this.log.info('peer disconnected', { peer: short(peer.id), peers: this.peers.size })
     this.call(h => h.onPeerDisconnected(peer.id))
-    this.scheduleRefresh(this.fastDelay())
+    if (this.wanted(peer.id)) this.scheduleRefresh(this.fastDelay())
   }
 
   private deliver (id: HostId, frame: Uint8Array): void {
@@ -694,7 +851,10 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     if (this.swarm === null || this.stopping !== null) { c.sendDropped.notStarted++; return false }
     if (frame.byteLength === 0 || frame.byteLength > this.opts.maxFrameBytes) { c.sendDropped.oversized++; return false }
     const peer = this.peers.get(to)
-    if (peer === undefined) { c.sendDropped.noPeer++; return false }
+    if (peer === undefined) {
+      if (this.active === null || to === this.self || !this.allowed.has(to)) { c.sendDropped.noPeer++; return false }
+      return this.hold(to, frame)
+    }
     const r = peer.write(frame)
     if (r === 'ok') {
       c.framesSent++
@@ -718,6 +878,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     const peer = this.peers.get(to)
     if (peer === undefined || peer.conn.destroying || peer.conn.destroyed || typeof peer.conn.trySend !== 'function') return false
     try { peer.conn.trySend(frame) } catch { return false }
+    peer.lastUsed = Date.now()
     this.counters.framesSent++
     this.counters.datagramsSent++
     this.counters.bytesSent += frame.byteLength
@@ -728,11 +889,12 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   // -- discovery refresh ------------------------------------------------------------------------
 
-  /** Members with no connection, not counting those refused a moment ago (they are not called). */
+  /** Wanted members with no connection, not counting those refused a moment ago (they are not called). */
   private missingPeers (): number {
     let n = 0
     const now = Date.now()
-    for (const k of this.allowed) if (k !== this.self && !this.peers.has(k) && (this.refusedUntil.get(k) ?? 0) <= now) n++
+    for (const k of this.active ?? this.allowed) if (k !== this.self && !this.peers.has(k) && (this.refusedUntil.get(k) ?? 0) <= now) n++
+    for (const k of this.pending.keys()) if (!this.peers.has(k) && !(this.active?.has(k) ?? true)) n++
     return n
   }
 
@@ -767,7 +929,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.counters.discoveryRefreshes++
     this.joinMissingPeers()
     try {
-      await discovery.refresh({ client: true, server: true })
+      await discovery.refresh({ client: this.active === null, server: true })
     } catch (err) {
       this.log.debug('discovery refresh failed', { err })
     } finally {
@@ -786,6 +948,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private async doStop (): Promise<void> {
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer)
+    this.sweepTimer = null
+    this.pending.clear()
     if (this.starting !== null) await this.starting.catch(() => {})
     const swarm = this.swarm
     for (const p of this.peers.values()) p.conn.destroy()

@@ -17,6 +17,22 @@ export interface StatusPayload {
   runtime: Record<string, unknown>
   process?: Record<string, number>
   /**
+   * The mesh: connections open now, the active view's size (null: a full mesh), members being
+   * connected on demand, and counters since start.
+   */
+  mesh?: {
+    open: number
+    active: number | null
+    pending: number
+    framesSent: number
+    framesReceived: number
+    onDemandConnects: number
+    idleCloses: number
+    connectionsOpened: number
+    connectionsClosed: number
+    heldExpired: number
+  }
+  /**
    * Members refused at their hello (another cluster secret, HA timing that differs, no hello) or
    * connected with cluster-wide settings that differ from ours (flagged): agent/cluster-settings.ts.
    */

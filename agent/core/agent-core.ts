@@ -152,8 +152,16 @@ export class AgentCore {
       case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
       case 'operatorMigrate': this.operatorMigrate(input.vm, input.to, input.withStorage === true); break
       case 'operatorDrain': this.operatorDrain(input.host); break
-      case 'peerConnected': if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer); break
-      case 'peerDisconnected': this.prober.probeNow(input.peer); break
+      case 'peerConnected':
+        s.tracksConnections = true
+        s.connected.add(input.peer)
+        if (!s.leaving) this.antiEntropy.onPeerConnected(input.peer)
+        break
+      case 'peerDisconnected':
+        s.connected.delete(input.peer)
+        // Only a neighbour's connection is expected to stay open: others close when idle.
+        if (s.view.has(input.peer)) this.prober.probeNow(input.peer)
+        break
       case 'frameRejected': s.counters.framesRejected++; break
       case 'leave': this.leave(); this.vip?.leave(); break
       case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
@@ -305,6 +313,19 @@ export class AgentCore {
     this.scheduler.noteDrainAsked(id)
   }
 
+  /**
+   * The active view (membership/active-view.ts): the members this host wants a connection to;
+   * the transport keeps those open and connects to any other member only while frames go to it.
+   * Sorted by id; its version changes whenever it does.
+   */
+  activeView (): { version: number, peers: HostId[] } {
+    const v = this.s.view
+    return { version: v.currentVersion(), peers: v.peers() }
+  }
+
+  /** The active view's version alone (cheap: the runtime asks after every turn). */
+  activeViewVersion (): number { return this.s.view.currentVersion() }
+
   /** This host's current incarnation (cheap; status() copies counters). */
   get incarnation (): number { return this.s.incarnation }
 
@@ -381,7 +402,7 @@ export class AgentCore {
   }
 
   /**
-   * Membership broadcasts to gossipNodes random peers; the report push rides on the frames of the
+   * Membership broadcasts to gossipNodes random peers of the active view; the report push rides on the frames of the
    * first reportFanout of them (extra peers are picked when reportFanout > gossipNodes).
    */
   private gossipRound (): void {
@@ -389,7 +410,7 @@ export class AgentCore {
     const push = this.reports.takePush()
     if (s.queue.size === 0 && push.length === 0) return
     const fanout = push.length > 0 ? Math.max(s.config.gossipNodes, s.config.reportFanout) : s.config.gossipNodes
-    const peers = s.members.randomReachable(s.prng, fanout)
+    const peers = s.view.random(s.prng, fanout)
     for (let i = 0; i < peers.length; i++) {
       const extra = i < s.config.reportFanout ? push : []
       const membership = i < s.config.gossipNodes
@@ -417,7 +438,7 @@ export class AgentCore {
     s.members.becomeLeft(s.selfMember, s.incarnation, s.now)
     const g: Gossip = { type: 'left', node: s.self, incarnation: s.incarnation }
     s.broadcast(s.self, g)
-    for (const p of s.members.randomReachable(s.prng, 2 * s.config.gossipNodes)) s.send(p, { type: 'gossip' }, [g], false)
+    for (const p of s.view.random(s.prng, 2 * s.config.gossipNodes)) s.send(p, { type: 'gossip' }, [g], false)
   }
 }
 

@@ -59,6 +59,27 @@ export interface CoreConfig {
   pushPullScaleThreshold: number
   /** Ticks between join attempts (small push-pull) to seeds not known alive. Lower = faster (re)join, more frames to dead seeds. */
   joinRetryTicks: number
+  /**
+   * Seeds not known alive that one join attempt contacts, taken in turn from a shuffled order: a
+   * cluster started all at once does not open a connection from every host to every seed, and a
+   * dead seed costs one attempt per round of the order. Higher = faster first join, more
+   * connections at start-up.
+   */
+  joinFanout: number
+  /**
+   * Members this host keeps connections to and sends its routine traffic to (probe rounds,
+   * gossip, push-pull, report pulls): its neighbours on activeViewSize / 2 hash rings
+   * (membership/active-view.ts), so connections and idle cost per host do not grow with the
+   * cluster. Even, or 0 for every reachable member (a full mesh). Higher = more probers per member
+   * and faster spread, more connections.
+   */
+  activeViewSize: number
+  /**
+   * A member that just entered the active view and has no connection yet is left out of the
+   * probe rounds for at most this many ticks (its first ping would only time out while the
+   * connection opens). 0 = probe at once.
+   */
+  connectGraceTicks: number
   /** Minimum ticks between two death notices sent back to the same host we hold dead. */
   deathNoticeIntervalTicks: number
 
@@ -114,6 +135,9 @@ export function defaultCoreConfig (): CoreConfig {
     pushPullIntervalTicks: 300,
     pushPullScaleThreshold: 32,
     joinRetryTicks: 50,
+    joinFanout: 3,
+    activeViewSize: 6,
+    connectGraceTicks: 50,
     deathNoticeIntervalTicks: 10,
     reportIntervalTicks: 100,
     reportFanout: 2,
@@ -148,11 +172,11 @@ const positiveInts: Array<keyof CoreConfig> = [
   'tickMs', 'probeIntervalTicks', 'probeTimeoutTicks', 'probeDeadlineTicks', 'nackTimeoutTicks',
   'awarenessMax', 'retransmitMult', 'gossipIntervalTicks', 'gossipNodes', 'gossipBytesMax',
   'broadcastQueueMax', 'pushPullIntervalTicks', 'pushPullScaleThreshold', 'joinRetryTicks',
-  'deathNoticeIntervalTicks', 'reportIntervalTicks', 'reportFanout', 'reportPullIntervalTicks',
+  'deathNoticeIntervalTicks', 'joinFanout', 'reportIntervalTicks', 'reportFanout', 'reportPullIntervalTicks',
   'reportPullMax', 'loadHistoryMax', 'forecastHorizon', 'frameBytesMax',
   'memberSnapshotIntervalTicks', 'reportSeqLease'
 ]
-const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionConfirmations', 'reportStaleGraceTicks']
+const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionConfirmations', 'reportStaleGraceTicks', 'activeViewSize', 'connectGraceTicks']
 
 /** Returns the config unchanged when it can work; throws ConfigError naming the first broken rule. */
 export function validateCoreConfig (c: CoreConfig): CoreConfig {
@@ -171,6 +195,7 @@ export function validateCoreConfig (c: CoreConfig): CoreConfig {
   if (c.nackTimeoutTicks >= c.probeDeadlineTicks - c.probeTimeoutTicks) {
     throw new ConfigError('nackTimeoutTicks must be < probeDeadlineTicks - probeTimeoutTicks', 'nackTimeoutTicks')
   }
+  if (c.activeViewSize % 2 !== 0) throw new ConfigError(`activeViewSize must be even (two neighbours per ring) or 0 for a full mesh (got ${c.activeViewSize})`, 'activeViewSize')
   if (c.gossipBytesMax > c.frameBytesMax) throw new ConfigError('gossipBytesMax must be <= frameBytesMax', 'gossipBytesMax')
   if (!(c.forecastAlpha > 0 && c.forecastAlpha <= 1)) throw new ConfigError('forecastAlpha must be in (0, 1]', 'forecastAlpha')
   if (!(c.forecastBeta >= 0 && c.forecastBeta <= 1)) throw new ConfigError('forecastBeta must be in [0, 1]', 'forecastBeta')

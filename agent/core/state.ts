@@ -13,6 +13,7 @@ import type { HostId } from './types.js'
 import { Awareness } from './membership/awareness.js'
 import { BroadcastQueue, retransmitLimit } from './membership/broadcast-queue.js'
 import { MemberTable } from './membership/member-state.js'
+import { ActiveView } from './membership/active-view.js'
 import type { Member } from './membership/member-state.js'
 import type { Suspicion } from './membership/suspicion.js'
 import { envelopeBytes, gossipBytes } from './wire-size.js'
@@ -64,6 +65,14 @@ export class CoreState {
   readonly members: MemberTable
   readonly queue: BroadcastQueue
   readonly awareness: Awareness
+  /** The bounded set of peers routine traffic goes to (membership/active-view.ts). */
+  readonly view: ActiveView
+  /**
+   * Members the transport reports a connection to (peerConnected / peerDisconnected inputs), and
+   * whether it reports them at all (the simulator does not: then every member counts as connected).
+   */
+  readonly connected = new Set<HostId>()
+  tracksConnections = false
   readonly suspicions = new Map<HostId, Suspicion>()
   readonly counters = zeroCounters()
   /** Members changed since the last snapshot flush. */
@@ -84,6 +93,8 @@ export class CoreState {
     this.members = new MemberTable(self, ev => this.pending.events.push(ev), m => this.dirty.add(m.id))
     this.queue = new BroadcastQueue(config.broadcastQueueMax)
     this.awareness = new Awareness(config.awarenessMax)
+    this.view = new ActiveView(self, config.activeViewSize, this.members)
+    this.members.onReachable = (id, hash, reachable) => { if (reachable) this.view.added(id, hash); else this.view.removed(id) }
   }
 
   get selfMember (): Member { return this.members.get(this.self)! }

@@ -23,7 +23,8 @@ export interface Transport {
   start (handlers: TransportHandlers): Promise<void>
   /**
    * Best-effort send. Never blocks, never throws for an unreachable peer: returns false and
-   * lets the failure detector decide. The transport takes ownership of `frame`.
+   * lets the failure detector decide. The transport takes ownership of `frame`. A transport with
+   * on-demand connections may hold the frame while it connects (and drop it if that fails).
    */
   send (to: HostId, frame: Uint8Array): boolean
   /**
@@ -37,6 +38,12 @@ export interface Transport {
   readonly datagramMaxBytes?: number
   /** Members with an open connection now. */
   connected (): HostId[]
+  /**
+   * Optional: the members to keep a connection to (the core's active view), replacing the last
+   * set. A transport that has it connects to any other member only on demand (a send to it) and
+   * closes such a connection once idle; until the first call it keeps every member connected.
+   */
+  setActivePeers?: (peers: HostId[]) => void
   /** Close every connection and stop listening; idempotent. */
   stop (): Promise<void>
 }

@@ -113,6 +113,8 @@ export class Runtime {
   private readonly inputQueueMax: number
   private readonly ticksCatchUpMax: number
   private readonly sleepTicksMax: number
+  /** The active view's version last handed to the transport (setActivePeers). */
+  private viewVersion = -1
   /** Driver commands run one at a time, in the order the core issued them, off the loop. */
   private driverChain: Promise<void> = Promise.resolve()
 
@@ -230,6 +232,7 @@ export class Runtime {
         this.c.core.advance(rd)
         rd = this.c.core.ready()
       }
+      this.syncActiveView()
     } catch (err) {
       // A thrown error here is a programmer error (a failed assertion in the core, or a store
       // that cannot persist): crash on purpose, systemd restarts us and we recover from the store.
@@ -244,6 +247,16 @@ export class Runtime {
     if (!this.running) return
     if (this.queue.length > 0 || this.ticksBehind() > 0) this.kick()
     else this.scheduleWake()
+  }
+
+  /** Hands the core's active view to the transport when it changed (the core decides, the transport connects). */
+  private syncActiveView (): void {
+    const t = this.c.transport
+    if (t.setActivePeers === undefined) return
+    const v = this.c.core.activeViewVersion()
+    if (v === this.viewVersion) return
+    this.viewVersion = v
+    t.setActivePeers(this.c.core.activeView().peers)
   }
 
   /** Persist before send: a claim that is gossiped is never forgotten by a crash. */

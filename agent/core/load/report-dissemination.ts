@@ -134,7 +134,7 @@ export class ReportGossip {
     return items
   }
 
-  /** Name the members whose report is missing to one random peer. */
+  /** Name the members whose report is missing to one random peer of the active view. */
   private pull (): void {
     const s = this.s
     const c = s.config
@@ -147,7 +147,7 @@ export class ReportGossip {
       if (want.length >= c.reportPullMax) break
     }
     if (want.length === 0) return
-    const peer = s.members.randomReachable(s.prng, 1)[0]
+    const peer = s.view.random(s.prng, 1)[0]
     if (peer === undefined) return
     s.counters.reportPulls++
     s.send(peer, { type: 'reportPull', want })

@@ -8,6 +8,7 @@ import { assert } from '../assert.js'
 import type { CoreEvent } from '../events.js'
 import type { Prng } from '../prng.js'
 import type { HostId, LoadReport, MemberState } from '../types.js'
+import { idHash } from './active-view.js'
 
 export interface Member {
   id: HostId
@@ -20,6 +21,8 @@ export interface Member {
   reportTick: number
   /** Tick of the last state change. */
   stateTick: number
+  /** idHash(id): the member's place on the active view's rings (active-view.ts). */
+  hash: number
 }
 
 export function shortId (id: HostId): string { return id.slice(0, 8) }
@@ -31,6 +34,8 @@ export class MemberTable {
   readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 }
   /** False while restoring a snapshot: no transition events for what was already known. */
   logging = true
+  /** Told when a member becomes reachable (alive or suspect) or stops being so (the active view). */
+  onReachable: ((id: HostId, hash: number, reachable: boolean) => void) | null = null
 
   constructor (
     readonly self: HostId,
@@ -39,6 +44,9 @@ export class MemberTable {
   ) {}
 
   get (id: HostId): Member | undefined { return this.byId.get(id) }
+
+  /** A known member's idHash (computed when unknown). */
+  hashOf (id: HostId): number { return this.byId.get(id)?.hash ?? idHash(id) }
 
   /** A member of `among` named by id, id prefix (8+ hex) or name; null when none or ambiguous. */
   resolve (h: string, among: readonly HostId[]): HostId | null {
@@ -90,7 +98,7 @@ export class MemberTable {
   becomeAlive (id: HostId, name: string, addr: string, incarnation: number, tick: number): Member {
     let m = this.byId.get(id)
     if (m === undefined) {
-      m = { id, name, addr, state: 'alive', incarnation, report: null, reportTick: tick, stateTick: tick }
+      m = { id, name, addr, state: 'alive', incarnation, report: null, reportTick: tick, stateTick: tick, hash: idHash(id) }
       this.byId.set(id, m)
       this.counts.alive++
       this.setReachable(m)
@@ -156,6 +164,7 @@ export class MemberTable {
     if (m.id === this.self || this.reachIdx.has(m.id)) return
     this.reachIdx.set(m.id, this.reachable.length)
     this.reachable.push(m.id)
+    this.onReachable?.(m.id, m.hash, true)
   }
 
   private unsetReachable (id: HostId): void {
@@ -164,5 +173,6 @@ export class MemberTable {
     const last = this.reachable.pop()!
     if (last !== id) { this.reachable[i] = last; this.reachIdx.set(last, i) }
     this.reachIdx.delete(id)
+    this.onReachable?.(id, 0, false)
   }
 }

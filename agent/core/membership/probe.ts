@@ -1,7 +1,10 @@
 /**
  * SWIM failure detection with Lifeguard (memberlist probeNode): every probe interval (scaled by
- * local health) pick the next member of a shuffled round-robin order and ping it; without an ack
- * after the probe timeout ask k random peers to ping it for us (PingReq); a relay that gets no ack
+ * local health) pick the next member of a shuffled round-robin order of the active view
+ * (active-view.ts: every member is probed by its own neighbours, so each member is still probed
+ * about once per interval whatever the cluster's size) and ping it; without an ack after the
+ * probe timeout ask k random peers of the view to ping it for us (PingReq; they connect to the
+ * target on demand when it is not their neighbour); a relay that gets no ack
  * in time answers with a Nack; a probe still unanswered at its deadline makes the target suspect.
  * Probes may overlap. A probe of a suspect carries the suspicion so the member can refute at once.
  */
@@ -30,6 +33,8 @@ export class Prober {
   private nextProbeTick: number
   private readonly probes = new Map<number, Probe>()
   private readonly relays = new Map<number, Relay>()
+  /** View members passed over for having no connection yet, and since when (connectGraceTicks). */
+  private readonly waitingSince = new Map<HostId, number>()
 
   constructor (private readonly s: CoreState) {
     this.nextProbeTick = s.prng.int(s.config.probeIntervalTicks) + 1
@@ -65,12 +70,34 @@ export class Prober {
       while (this.next < this.order.length) {
         const id = this.order[this.next++]!
         const m = s.members.get(id)
-        if (m !== undefined && (m.state === 'alive' || m.state === 'suspect')) return id
+        if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect') || !s.view.has(id)) continue
+        if (this.awaitingConnection(id)) continue
+        return id
       }
-      this.order = s.prng.shuffle(s.members.reachablePeers())
+      this.order = s.prng.shuffle(s.view.peers())
       this.next = 0
     }
     return undefined
+  }
+
+  /**
+   * A view member the transport has not connected yet (it just entered the view) is passed over
+   * in this round, for at most connectGraceTicks: its first ping would wait for the connection and
+   * time out into a needless suspicion. After the grace it is probed connected or not, so a member
+   * that never connects is still suspected.
+   */
+  private awaitingConnection (id: HostId): boolean {
+    const s = this.s
+    if (!s.tracksConnections || s.connected.has(id)) { this.waitingSince.delete(id); return false }
+    const since = this.waitingSince.get(id)
+    if (since === undefined) {
+      if (this.waitingSince.size > 4 * Math.max(8, s.config.activeViewSize)) this.waitingSince.clear()
+      this.waitingSince.set(id, s.now)
+      return s.config.connectGraceTicks > 0
+    }
+    if (s.now - since < s.config.connectGraceTicks) return true
+    this.waitingSince.delete(id)
+    return false
   }
 
   /**
@@ -116,7 +143,7 @@ export class Prober {
     const s = this.s
     if (!p.indirectSent && s.now >= p.timeoutTick) {
       p.indirectSent = true
-      const relays = s.members.randomReachable(s.prng, s.config.indirectChecks, p.target)
+      const relays = s.view.random(s.prng, s.config.indirectChecks, p.target)
       p.expectedNacks = relays.length
       for (const r of relays) {
         s.counters.indirectProbes++

@@ -24,11 +24,15 @@ export function pushPullIntervalFor (intervalTicks: number, threshold: number, n
 export class AntiEntropy {
   private nextPushPullTick: number
   private nextJoinTick = 0
+  /** Seeds in the order joins try them (shuffled once), and where the next attempt starts. */
+  private readonly joinOrder: Seed[]
+  private joinNext = 0
   private readonly lastNotice = new Map<HostId, number>()
 
   constructor (private readonly s: CoreState, private readonly seeds: Seed[], private readonly reports: ReportGossip) {
     const c = s.config
     this.nextPushPullTick = s.prng.int(pushPullIntervalFor(c.pushPullIntervalTicks, c.pushPullScaleThreshold, s.n)) + 1
+    this.joinOrder = s.prng.shuffle(seeds.filter(x => x.id !== s.self))
   }
 
   tick (): void {
@@ -41,7 +45,7 @@ export class AntiEntropy {
     if (s.now >= this.nextPushPullTick) {
       const c = s.config
       this.nextPushPullTick = s.now + pushPullIntervalFor(c.pushPullIntervalTicks, c.pushPullScaleThreshold, s.n)
-      const peer = s.members.randomReachable(s.prng, 1)[0]
+      const peer = s.view.random(s.prng, 1)[0]
       if (peer !== undefined) this.sendFull(peer, false)
     }
   }
@@ -59,12 +63,17 @@ export class AntiEntropy {
     return due
   }
 
+  /** A small push-pull to the next joinFanout seeds (in the shuffled order) not known alive. */
   private joinSeeds (): void {
     const s = this.s
-    for (const seed of this.seeds) {
-      if (seed.id === s.self) continue
+    const order = this.joinOrder
+    let sent = 0
+    for (let i = 0; i < order.length && sent < s.config.joinFanout; i++) {
+      const seed = order[this.joinNext]!
+      this.joinNext = (this.joinNext + 1) % order.length
       const m = s.members.get(seed.id)
       if (m !== undefined && m.state === 'alive') continue
+      sent++
       s.counters.joins++
       s.send(seed.id, { type: 'pushPull', reply: false, members: [selfRecord(s)], reports: this.ownReport() })
     }
