@@ -647,6 +647,10 @@ const schema = {
                     "phase": {
                       "type": "VipClaimPhase",
                       "id": 3
+                    },
+                    "renew": {
+                      "type": "uint64",
+                      "id": 4
                     }
                   }
                 },
@@ -663,6 +667,14 @@ const schema = {
                     "from": {
                       "type": "HostRef",
                       "id": 3
+                    },
+                    "renew": {
+                      "type": "uint64",
+                      "id": 4
+                    },
+                    "quiet": {
+                      "type": "uint64",
+                      "id": 5
                     }
                   }
                 },
