@@ -31,6 +31,7 @@ import { DriverError, errorCode } from '../lib/errors.js'
 import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import type { DiskCopyMode, DiskCopyProgress, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
+import { DeltaCopy, intactCopyToken, joinHave, newToken, nodeBitmaps, prepareDeparture, probeImage, seal, splitHave, trackName, unseal } from './qemu-disk-delta.js'
 import { QmpClient, QmpError } from './qmp-client.js'
 import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 
@@ -184,14 +185,18 @@ interface VmHandle {
   switching?: boolean
   /** Why this driver cancelled the last migration at the switch-over (the sync cap), if it did. */
   gateError?: string
+  /** The departure of a migration with storage: its token and the qcow2 disk nodes it seals. */
+  departure?: { token: string, nodes: string[] }
 }
 
 interface MirrorState {
   /** Target NBD server. */
   host: string
   port: number
-  /** Job ids, one per disk (`mig-disk<i>`). */
+  /** Mirror job ids, one per disk copied whole (`mig-disk<i>`). */
   jobs: string[]
+  /** Disks the target holds an intact old copy of: only what changed since goes (backup rounds). */
+  deltas: DeltaCopy[]
   copyMode: DiskCopyMode
   /** Bytes sent on the NBD connections, last measured. */
   sentBytes: number
@@ -631,10 +636,12 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     const hp = splitHostPort(listenAddr)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
     let created: string[] = []
+    let have = new Map<number, string>()
     if (opts.storage === true) {
       const r = await this.createTargetImages(spec, signal)
       spec = r.spec
       created = r.created
+      have = r.have
     }
     let vm: VmHandle
     try {
@@ -651,6 +658,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       const multifd = opts.multifd ?? 0
       if (multifd > 1) caps.push({ capability: 'multifd', state: true })
       if (post && multifd <= 1 && await this.usePreempt(vm, signal)) caps.push({ capability: 'postcopy-preempt', state: true })
+      // The departure bitmaps come with a disk (they record what changes here, for a return).
+      if (opts.storage === true) caps.push({ capability: 'dirty-bitmaps', state: true })
       await vm.qmp.execute('migrate-set-capabilities', { capabilities: caps }, this.opts(signal))
       if (multifd > 1) await vm.qmp.execute('migrate-set-parameters', { 'multifd-channels': multifd }, this.opts(signal))
       const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host
@@ -665,7 +674,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       this.log.info(`vm ${spec.id} waiting for an incoming migration on ${host}:${port}`, { vm: spec.id })
       if (opts.storage !== true) return { uri: `tcp:${host}:${port}` }
       const nbd = await this.exportDisks(vm, hp.host, signal)
-      return { uri: `tcp:${host}:${port}`, nbd }
+      return { uri: `tcp:${host}:${port}`, nbd: joinHave(nbd, have) }
     } catch (err) {
       await this.kill(spec.id)
       for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
@@ -693,15 +702,35 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
    * them. Refuses, creating nothing, when a size is unknown or an image is already there (it
    * would be a disk of another VM, or a copy this host must not overwrite blindly).
    */
-  private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<{ spec: VmSpec, created: string[] }> {
+  private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<{ spec: VmSpec, created: string[], have: Map<number, string> }> {
     const disks = qemuExtra(spec).disks ?? []
     if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: a migration with storage needs extra.disks`)
     const out: QemuDisk[] = []
+    // Disks this host holds an intact copy of from the VM's last visit: reused in place, and
+    // only what changed since crosses the link (qemu-disk-delta.ts).
+    const have = new Map<number, string>()
+    const seals = new Map<string, string[]>()
     for (const [i, d] of disks.entries()) {
       if (d.sizeBytes === undefined) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
       const file = this.targetImagePath(spec.id, d.file)
-      if (fs.existsSync(file)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists (never overwritten: if its directory is storage every host shares, list it in driver.qemu.sharedStorage so the disk stays put; if it is this VM's copy from an earlier visit, remove it once the VM runs elsewhere)`)
       if (d.backing !== undefined && !fs.existsSync(d.backing)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: backing file ${d.backing} of disk ${d.file} is missing at the target`)
+      if (fs.existsSync(file)) {
+        let why: string
+        try {
+          const facts = await probeImage(this.binary, file)
+          const r = intactCopyToken(facts, d.backing !== undefined ? { sizeBytes: d.sizeBytes, backing: d.backing } : { sizeBytes: d.sizeBytes })
+          if (r.token !== null) {
+            have.set(i, r.token)
+            seals.set(file, facts.bitmaps.filter(b => b.name.startsWith('left-')).map(b => b.name))
+            out.push({ ...d, file, format: 'qcow2' })
+            continue
+          }
+          why = r.reason
+        } catch (err) {
+          why = err instanceof Error ? err.message : String(err)
+        }
+        throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${file} already exists and is not an intact copy of this disk (${why}); never overwritten: if its directory is storage every host shares, list it in driver.qemu.sharedStorage so the disk stays put; if it is an old copy, remove it`)
+      }
       out.push({ ...d, file })
     }
     // Free space, per file system: the images may grow to their virtual size; other incoming
@@ -724,7 +753,13 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     }
     const created: string[] = []
     try {
+      for (const [file, names] of seals) {
+        // The seal goes before anything writes: a copy that fails half-way never looks intact.
+        for (const name of names) await run(this.init.qemuImgBinary ?? 'qemu-img', ['bitmap', '--remove', file, name], signal)
+        created.push(file)
+      }
       for (const d of out) {
+        if (seals.has(d.file)) continue
         await fsp.mkdir(path.dirname(d.file), { recursive: true })
         const backing = d.backing !== undefined ? ['-b', d.backing, '-F', d.backingFormat ?? 'qcow2'] : []
         await run(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format ?? 'raw', ...backing, d.file, String(d.sizeBytes)], signal)
@@ -735,8 +770,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
     for (const [dev, e] of need) this.reservedImages.set(`${spec.id}:${dev}`, { vm: spec.id, dev, bytes: e.bytes })
-    this.log.info(`vm ${spec.id}: created target images ${created.join(', ')}`, { vm: spec.id })
-    return { spec: { ...spec, extra: { ...(spec.extra ?? {}), disks: out } }, created }
+    this.log.info(`vm ${spec.id}: target images ${created.map(f => seals.has(f) ? `${f} (the copy left here, reused: only changes are sent)` : f).join(', ')}`, { vm: spec.id })
+    return { spec: { ...spec, extra: { ...(spec.extra ?? {}), disks: out } }, created, have }
   }
 
   /** Drops the free-space reservation of VM `id`'s incoming images (it runs here, or it went). */
@@ -798,19 +833,35 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
 
   async mirrorDisks (id: VmId, nbd: string, opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number, fullCopy?: boolean } = {}, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)
-    const hp = splitNbd(nbd)
+    const { addr, have } = splitHave(nbd)
+    const hp = splitNbd(addr)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: NBD address must be nbd:host:port, got "${nbd}"`)
     let disks: QemuDisk[]
     try { disks = qemuExtra(await this.specWithSizes(vm, signal)).disks ?? [] } catch (err) { throw driverError(`vm ${id}: mirror disks`, err) }
     if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: has no disk to mirror`)
-    if (vm.mirror !== undefined && vm.mirror.jobs.length > 0) throw new DriverError('DRIVER_FAILED', `vm ${id}: its disks are already being mirrored`)
+    if (vm.mirror !== undefined && (vm.mirror.jobs.length > 0 || vm.mirror.deltas.length > 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: its disks are already being mirrored`)
     const copyMode = opts.copyMode ?? 'background'
-    const m: MirrorState = { host: hp.host, port: hp.port, jobs: [], copyMode, sentBytes: 0, error: null }
+    const m: MirrorState = { host: hp.host, port: hp.port, jobs: [], deltas: [], copyMode, sentBytes: 0, error: null }
     vm.mirror = m
     try {
       for (const [i, d] of disks.entries()) {
         const target = `mig-tgt-${diskNode(i)}`
         await vm.qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': target, server: { type: 'inet', host: hp.host, port: String(hp.port) }, export: diskNode(i) }, this.opts(signal))
+        const token = have.get(i)
+        // The target holds the copy this disk left there: send only the clusters written since,
+        // when this node still tracks them (a write-heavy guest gets a full mirror, which can
+        // block its writes to converge).
+        if (token !== undefined && copyMode === 'background' && opts.fullCopy !== true) {
+          const bm = (await nodeBitmaps(vm.qmp, diskNode(i), this.opts(signal))).find(b => b.name === trackName(token))
+          if (bm !== undefined && bm.persistent && bm.recording && bm.inconsistent !== true) {
+            const delta = new DeltaCopy(vm.qmp, diskNode(i), target, bm.name, Math.round(opts.maxBandwidthBytes ?? 0), this.opts(undefined))
+            await delta.start()
+            m.deltas.push(delta)
+            this.log.info(`vm ${id}: disk ${i} returns to a host holding its copy: sending the ${mib(bm.count)} MiB written since it left`, { vm: id })
+            continue
+          }
+          this.log.info(`vm ${id}: disk ${i}: the target holds an old copy but this disk no longer tracks its changes since (${bm === undefined ? 'no bitmap' : 'bitmap not usable'}): copying it whole`, { vm: id })
+        }
         const job = `mig-${diskNode(i)}`
         const args: Record<string, unknown> = {
           'job-id': job,
@@ -834,7 +885,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       }
     })
     m.off = off
-    this.log.info(`vm ${id}: mirroring ${m.jobs.length} disk(s) to ${nbd} (${copyMode})`, { vm: id })
+    this.log.info(`vm ${id}: mirroring ${m.jobs.length} disk(s) whole and ${m.deltas.length} by their changes to ${addr} (${copyMode})`, { vm: id })
   }
 
   /** Cancels the mirror jobs of `vm` (without completing them) and removes the NBD client nodes. */
@@ -846,6 +897,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     for (const job of m.jobs) {
       try { await vm.qmp.execute('block-job-cancel', { device: job, force: true }, this.opts(undefined)) } catch { /* gone */ }
     }
+    for (const d of m.deltas) await d.cancel()
     await this.waitJobsGone(vm, m.jobs, 10_000).catch(() => {})
     for (const [i] of disks.entries()) {
       try { await vm.qmp.execute('blockdev-del', { 'node-name': `mig-tgt-${diskNode(i)}` }, this.opts(undefined)) } catch { /* not added */ }
@@ -903,13 +955,17 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     const m = vm.mirror
     const id = vm.spec.id
     try {
-      if (m === undefined || m.jobs.length === 0) throw new Error('no mirror jobs to complete')
+      if (m === undefined || (m.jobs.length === 0 && m.deltas.length === 0)) throw new Error('no mirror jobs to complete')
       const list = await vm.qmp.execute<Array<{ device?: string, ready?: boolean }>>('query-block-jobs', undefined, this.opts(undefined))
       const notReady = m.jobs.filter(j => list.find(x => x.device === j)?.ready !== true)
       if (notReady.length > 0) throw new Error(`mirror jobs not ready: ${notReady.join(', ')}`)
       for (const job of m.jobs) await vm.qmp.execute('block-job-cancel', { device: job }, this.opts(undefined))
+      // Disks sent by their changes: the last round, with the guest paused.
+      for (const d of m.deltas) await d.final(60_000)
       await this.waitJobsGone(vm, m.jobs, 60_000)
       if (m.error !== null) throw new Error(`mirror failed: ${m.error}`)
+      // Every copy is complete and the guest is paused: seal the images left here.
+      if (vm.departure !== undefined) await seal(vm.qmp, vm.departure.nodes, vm.departure.token, this.opts(undefined))
       const sent = await tcpBytesSentTo(m.host, m.port)
       if (sent !== null) m.sentBytes = sent
       m.jobs = []
@@ -921,6 +977,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     } catch (err) {
       this.log.warn(`vm ${id}: disk switch-over failed, cancelling the migration`, { vm: id, err })
       vm.switching = false
+      if (vm.departure !== undefined) await unseal(vm.qmp, vm.departure.nodes, vm.departure.token, this.opts(undefined))
       if (m !== undefined) m.error = m.error ?? (err instanceof Error ? err.message : String(err))
       try { await vm.qmp.execute('migrate_cancel', undefined, this.opts(undefined)) } catch { /* reported by progress */ }
       await this.dropMirrors(vm)
@@ -933,18 +990,29 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     if (m === undefined) return undefined
     const list = await vm.qmp.execute<Array<{ device?: string, len?: number, offset?: number, ready?: boolean }>>('query-block-jobs', undefined, this.opts(signal))
     const mine = list.filter(j => m.jobs.includes(j.device ?? ''))
-    if (m.jobs.length > 0) {
+    if (m.jobs.length > 0 || m.deltas.length > 0) {
       const sent = await tcpBytesSentTo(m.host, m.port)
       if (sent !== null) m.sentBytes = sent
     }
+    let total = mine.reduce((a, j) => a + num(j.len), 0)
+    let done = mine.reduce((a, j) => a + num(j.offset), 0)
+    for (const d of m.deltas) {
+      const j = list.find(x => x.device === d.job)
+      const t = d.running && j !== undefined ? d.noteJob(num(j.len), num(j.offset)) : d.totals
+      total += t.total
+      done += t.done
+      // Writes since the last round may call for another.
+      void d.maybeNextRound()
+    }
+    const deltaError = m.deltas.find(d => d.error !== null)?.error ?? null
     return {
-      jobs: mine.length,
-      ready: mine.length > 0 && mine.length === m.jobs.length && mine.every(j => j.ready === true),
-      totalBytes: mine.reduce((a, j) => a + num(j.len), 0),
-      doneBytes: mine.reduce((a, j) => a + num(j.offset), 0),
+      jobs: mine.length + m.deltas.filter(d => d.running).length,
+      ready: mine.length === m.jobs.length && mine.every(j => j.ready === true) && m.deltas.every(d => d.ready) && (m.jobs.length + m.deltas.length) > 0,
+      totalBytes: total,
+      doneBytes: done,
       sentBytes: m.sentBytes,
       copyMode: m.copyMode,
-      error: m.error
+      error: m.error ?? deltaError
     }
   }
 
@@ -1011,7 +1079,20 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       ]
       if (havePreempt) caps.push({ capability: 'postcopy-preempt', state: preempt })
       const storage = params.storage === true
-      if (storage && (vm.mirror === undefined || vm.mirror.jobs.length === 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs mirrorDisks() first`)
+      if (storage && (vm.mirror === undefined || (vm.mirror.jobs.length === 0 && vm.mirror.deltas.length === 0))) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs mirrorDisks() first`)
+      let mapping: Array<Record<string, unknown>> | null = null
+      vm.departure = undefined
+      if (storage) {
+        // Departure bitmaps go with the disks (qcow2 only): the copy left here can later take
+        // back only what changed (qemu-disk-delta.ts).
+        const nodes = (qemuExtra(vm.spec).disks ?? []).map((d, i) => ({ d, node: diskNode(i) })).filter(x => (x.d.format ?? 'raw') === 'qcow2').map(x => x.node)
+        if (nodes.length > 0) {
+          const token = newToken(Date.now())
+          mapping = await prepareDeparture(vm.qmp, nodes, token, this.opts(signal))
+          vm.departure = { token, nodes }
+          caps.push({ capability: 'dirty-bitmaps', state: true })
+        }
+      }
       const maxSyncs = params.maxDirtySyncs
       // With storage, or a sync cap, the source stops in pre-switchover: the mirrors complete
       // while the guest is paused, before QEMU inactivates the disks and sends the device state,
@@ -1030,6 +1111,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
             offSwitch()
             vm.switching = false
             if (st !== 'completed' && m !== undefined && vm.mirror === m) void this.dropMirrors(vm)
+            // The guest runs on here: its images are no intact copy of anything left behind.
+            if (st !== 'completed' && vm.departure !== undefined) void unseal(vm.qmp, vm.departure.nodes, vm.departure.token, this.opts(undefined))
           }
         })
       }
@@ -1038,6 +1121,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
         'downtime-limit': Math.max(1, Math.round(params.downtimeLimitMs))
       }
       if (multifd) p['multifd-channels'] = params.multifd
+      if (mapping !== null) p['block-bitmap-mapping'] = mapping
       await vm.qmp.execute('migrate-set-parameters', p, this.opts(signal))
       await vm.qmp.execute('migrate', { uri }, this.opts(signal))
       this.log.info(`vm ${id} migration started to ${uri} (${params.mode})`, { vm: id, params })
@@ -1203,7 +1287,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       // cancelled without completing; the source keeps writing its own disk only.
       const jobs = await vm.qmp.execute<Array<{ device?: string }>>('query-block-jobs', undefined, this.opts(signal))
       const orphan = jobs.map(j => j.device ?? '').filter(j => j.startsWith('mig-disk'))
-      if (vm.mirror === undefined && orphan.length > 0) vm.mirror = { host: '', port: 0, jobs: orphan, copyMode: 'background', sentBytes: 0, error: null }
+      if (vm.mirror === undefined && orphan.length > 0) vm.mirror = { host: '', port: 0, jobs: orphan, deltas: [], copyMode: 'background', sentBytes: 0, error: null }
       if (p.status === 'none' || p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') {
         await this.dropMirrors(vm)
         this.log.info(`vm ${id} disk mirrors cancelled (migration ${p.status})`, { vm: id })
