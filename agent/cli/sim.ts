@@ -13,6 +13,13 @@
  *
  * --seed takes one seed, a range (1-5) or a list; the decentralised agents run once per seed.
  *
+ * --memory runs the memory capacity experiment instead (agent/sim/trace/memory.ts): how many VMs
+ * --hosts hosts (default 100) carry at the same service level with no overcommit, with ballooning
+ * and with ballooning and page sharing, over --ratios (memory overcommit ratios, default
+ * 1,1.1,1.2,1.3,1.4,1.5,1.75,2); --shared F sets the share of a VM's memory KSM merges with a VM of
+ * its type (default 0.15); --tolerance T accepts T more VM-time short of memory than the
+ * no-overcommit run (default 0: the same service level).
+ *
  * --compare checks every decentralised run against the bar, both ways:
  * - CloudSim's definition: CloudSim's reference numbers (reference_runs.csv, sorted-name
  *   variant), SLAV = CloudSim's SLATAH x PDM: ESV <= 0.7 x the day's best CloudSim ESV,
@@ -29,6 +36,7 @@ import { defaultModel } from '../sim/trace/model.js'
 import { loadReference, runOne, type Mode, type RunResult } from '../sim/trace/run.js'
 import { table, writeReport } from '../sim/trace/report.js'
 import { ConfigError } from '../../policies/config.js'
+import { defaultMemorySimParams, memoryCapacity, type MemoryCapacityReport, type MemoryRunResult } from '../sim/trace/memory.js'
 
 const CLOUDSIM_POLICIES = ['THR-MMT-0.8', 'IQR-MMT-1.5', 'MAD-MMT-2.5', 'LR-MMT-1.2']
 
@@ -45,7 +53,48 @@ export function parseSeeds (v: string): number[] | null {
   return out
 }
 
-const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N] [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P]'
+/** `starling sim --memory`: the memory capacity experiment, one report per day. */
+function memoryCli (dir: string, days: string[], a: { hosts?: string, ratios?: string, shared?: string, tolerance?: string, json?: boolean, order?: string }): number {
+  const p = defaultMemorySimParams()
+  if (a.hosts !== undefined) {
+    const h = Number(a.hosts)
+    if (!Number.isInteger(h) || h < 1) { process.stderr.write(`--hosts must be a positive integer (got ${a.hosts})\n`); return 2 }
+    p.hosts = h
+  }
+  if (a.shared !== undefined) {
+    const s = Number(a.shared)
+    if (!Number.isFinite(s) || s < 0 || s >= 1) { process.stderr.write(`--shared must be a fraction in [0, 1) (got ${a.shared})\n`); return 2 }
+    p.sharedFraction = s
+  }
+  const ratios = (a.ratios ?? '1,1.1,1.2,1.3,1.4,1.5,1.75,2').split(',').map(Number)
+  if (ratios.some(r => !Number.isFinite(r) || r < 1 || r > 4)) { process.stderr.write(`--ratios must be numbers between 1 and 4 (got ${a.ratios ?? ''})\n`); return 2 }
+  const tolerance = a.tolerance === undefined ? 0 : Number(a.tolerance)
+  if (!Number.isFinite(tolerance) || tolerance < 0 || tolerance >= 1) { process.stderr.write(`--tolerance must be a fraction in [0, 1) (got ${a.tolerance ?? ''})\n`); return 2 }
+  const reports: MemoryCapacityReport[] = []
+  try {
+    for (const day of days) reports.push(memoryCapacity(loadDay(dir, day, a.order), defaultModel(), p, ratios, tolerance))
+  } catch (err) {
+    if ((err as Error).name === 'TraceError') { process.stderr.write(`${(err as Error).message}\n`); return 2 }
+    throw err
+  }
+  if (a.json === true) { process.stdout.write(JSON.stringify({ traces: dir, reports }, null, 2) + '\n'); return 0 }
+  const pct = (x: number): string => `${(100 * x).toFixed(3)}%`
+  const lines: string[] = []
+  for (const r of reports) {
+    lines.push(`day ${r.day}: ${r.hosts} hosts, ${r.vmsInTrace} VMs in the trace; service level: VM-time short of memory <= ${pct(r.serviceLevel.maxShortVmTimeShare)}`)
+    lines.push(`  assumptions: guest demand = memory x (${r.assumptions.baseFraction} + ${r.assumptions.activeFraction} x CPU), KSM merges ${r.assumptions.sharedFraction} of a VM with one of its type`)
+    lines.push('  scenario                         VMs   short%   migr  stuck  mem-use  ksm-MiB  ballooned-MiB')
+    const row = (x: MemoryRunResult, mark: string): string => `  ${(x.scenario.name + mark).padEnd(31)} ${String(x.vmsPlaced).padStart(4)}  ${pct(x.shortVmTimeShare).padStart(7)}  ${String(x.migrations).padStart(5)}  ${String(x.stuckMoves).padStart(5)}  ${x.meanHostMemUse.toFixed(3).padStart(7)}  ${x.meanKsmSavedMiB.toFixed(0).padStart(7)}  ${x.meanBalloonedMiB.toFixed(0).padStart(13)}`
+    lines.push(row(r.baseline, ''))
+    for (const x of r.ballooning.runs) lines.push(row(x, x === r.ballooning.best ? ' *' : ''))
+    for (const x of r.ballooningAndSharing.runs) lines.push(row(x, x === r.ballooningAndSharing.best ? ' *' : ''))
+    lines.push(`  at the same service level (*): ${r.moreVmsWithBallooning >= 0 ? '+' : ''}${r.moreVmsWithBallooning} VMs with ballooning (${pct(r.moreVmsWithBallooning / Math.max(1, r.baseline.vmsPlaced))}), ${r.moreVmsWithBallooningAndSharing >= 0 ? '+' : ''}${r.moreVmsWithBallooningAndSharing} with ballooning and sharing (${pct(r.moreVmsWithBallooningAndSharing / Math.max(1, r.baseline.vmsPlaced))})`)
+  }
+  process.stdout.write(lines.join('\n') + '\n')
+  return 0
+}
+
+const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N] [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P] | starling sim --memory [--day D] [--hosts N] [--ratios R,R] [--shared F] [--tolerance T] [--json]'
 
 export async function runSimCli (argv: string[]): Promise<number> {
   let a
@@ -59,7 +108,8 @@ export async function runSimCli (argv: string[]): Promise<number> {
         limit: { type: 'string' }, 'link-share': { type: 'string' }, 'keep-idle-vms': { type: 'boolean', default: false },
         seed: { type: 'string' }, loss: { type: 'string' }, 'view-age': { type: 'string' },
         gossip: { type: 'string', default: 'model' }, 'gossip-view': { type: 'string', default: 'snapshot' }, 'gossip-ticks': { type: 'string' },
-        'link-loss': { type: 'string' }, 'link-dup': { type: 'string' }, help: { type: 'boolean', default: false }
+        'link-loss': { type: 'string' }, 'link-dup': { type: 'string' }, help: { type: 'boolean', default: false },
+        memory: { type: 'boolean', default: false }, ratios: { type: 'string' }, shared: { type: 'string' }, tolerance: { type: 'string' }
       }
     }).values
   } catch (err) {
@@ -72,6 +122,7 @@ export async function runSimCli (argv: string[]): Promise<number> {
   const modes: Mode[] = a.mode === 'both' ? ['central', 'decentral'] : a.mode === 'central' || a.mode === 'decentral' ? [a.mode] : []
   if (modes.length === 0) { process.stderr.write(`--mode must be central, decentral or both (got ${a.mode})\n`); return 2 }
   const days = (a.day ?? ['20110303']).flatMap(d => d === 'all' ? listDays(dir) : d.split(','))
+  if (a.memory === true) return memoryCli(dir, days, a)
   const policies = (a.policy ?? ['DVFS', 'THR-MMT-0.8', 'IQR-MMT-1.5', 'MAD-MMT-2.5', 'LR-MMT-1.2']).flatMap(p => p.split(','))
   const model = defaultModel()
   const num = (name: string, v: string | undefined, set: (x: number) => void): boolean => {
