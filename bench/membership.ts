@@ -7,8 +7,15 @@
  * host and incarnation declared dead while not crashed), scaled to one simulated hour, and the
  * bytes sent per host per second (protobuf size estimate) beside the lower bound
  * hosts * mean report size / report interval. Prints one JSON object.
+ * The hosts use the production active view (core.activeViewSize: probes, gossip and push-pull go
+ * to a bounded set of neighbours; CORE='{"activeViewSize":0}' gives the full mesh to compare). As
+ * the real mesh keeps a connection to a peer while frames go to it (closing it after
+ * mesh.idleCloseMs without any), the run also counts, per host, the distinct peers it exchanged
+ * frames with in each window of that length: the connections it would hold open.
  * Env: HOSTS (1000), CRASHES (8), SEED (1), CORE (JSON of core settings over the production
- * defaults, e.g. CORE='{"suspicionMult":2}', to measure a trade-off).
+ * defaults, e.g. CORE='{"suspicionMult":2}', to measure a trade-off), MINUTES (simulated minutes
+ * to run at least: crashes are spread over them, one every 30 s at most; CRASHES=100 or
+ * MINUTES=60 count false deaths over a long run), WINDOW_S (20, the mesh's idleCloseMs).
  */
 import { defaultCoreConfig } from '../agent/core/config.js'
 import { reportBytes } from '../agent/core/wire-size.js'
@@ -53,9 +60,28 @@ function main (): void {
   const wall0 = Date.now()
   const hosts = Number(process.env.HOSTS ?? 1000)
   const crashes = Number(process.env.CRASHES ?? 8)
+  const minutes = Number(process.env.MINUTES ?? 0)
+  const windowS = Number(process.env.WINDOW_S ?? 20)
   const seed = Number(process.env.SEED ?? 1)
   const config = { ...defaultCoreConfig(), ...JSON.parse(process.env.CORE ?? '{}') as Record<string, number> }
   const sim = new SimCluster({ seed, hosts, config, network: { loss: 0.05 }, hexIds: true })
+  // Distinct peers each host exchanged frames with in the current window (its open connections).
+  const windowTicks = Math.max(1, Math.round(windowS * 1000 / config.tickMs))
+  const index = new Map(sim.ids.map((id, i) => [id, i]))
+  let peersNow: Array<Set<number>> = sim.ids.map(() => new Set())
+  const peerCounts: number[] = []
+  const netSend = sim.network.send.bind(sim.network)
+  sim.network.send = (now, from, to, envelope) => {
+    const a = index.get(from)
+    const b = index.get(to)
+    if (a !== undefined && b !== undefined) { peersNow[a]!.add(b); peersNow[b]!.add(a) }
+    netSend(now, from, to, envelope)
+  }
+  let measuring = false
+  const closeWindow = (): void => {
+    if (measuring) for (let i = 0; i < peersNow.length; i++) if (!sim.isCrashed(sim.ids[i]!)) peerCounts.push(peersNow[i]!.size)
+    peersNow = sim.ids.map(() => new Set())
+  }
   const checkers = new Checkers(sim)
   checkers.noFalseDeath = false // counted below instead of failing the run
   const falseEpisodes = new Set<string>()
@@ -79,8 +105,17 @@ function main (): void {
   })
 
   const warmup = 300
-  const gapTicks = 250
-  sim.run(warmup)
+  const ticksPerMinute = 60_000 / config.tickMs
+  // One crash every gap (30 s, longer when MINUTES asks for a longer run than CRASHES fill).
+  const gapTicks = Math.max(250, Math.ceil((minutes * ticksPerMinute - warmup) / Math.max(1, crashes)))
+  const runWindowed = (ticks: number): void => {
+    for (let k = 0; k < ticks; k++) {
+      sim.tick()
+      if (sim.now % windowTicks === 0) closeWindow()
+    }
+  }
+  runWindowed(warmup)
+  measuring = true
   const bytes0 = sim.network.stats.bytes
   const t0 = sim.now
   for (let i = 0; i < crashes; i++) {
@@ -88,8 +123,9 @@ function main (): void {
     const rec: CrashRecord = { id, at: sim.now, suspect: -1, dead: -1, deadViews: 0, at999: -1, all: -1 }
     sim.crash(id)
     byId.set(id, rec)
-    sim.run(gapTicks)
+    runWindowed(gapTicks)
   }
+  measuring = false
   const seconds = (sim.now - t0) * config.tickMs / 1000
   const bytesPerHostS = (sim.network.stats.bytes - bytes0) / (hosts - crashes / 2) / seconds
   const refuteRounds = measureRefutation(sim, config.gossipIntervalTicks)
@@ -115,7 +151,10 @@ function main (): void {
     tickMs: config.tickMs,
     seed,
     crashes,
+    activeViewSize: config.activeViewSize,
     simulatedMinutes: r2(simMinutes),
+    // Distinct peers per host per window (the connections the real mesh would hold open).
+    peersPerHostPerWindow: { windowS, p50: pct(peerCounts, 0.5), p99: pct(peerCounts, 0.99), max: pct(peerCounts, 1) },
     firstSuspicionS: { p50: r2(pct(susp, 0.5)), p99: r2(pct(susp, 0.99)) },
     firstDeadS: { p50: r2(pct(dead, 0.5)), p99: r2(pct(dead, 0.99)) },
     allLiveHoldDeadS: { p50: r2(pct(all, 0.5)), p99: r2(pct(all, 0.99)) },
