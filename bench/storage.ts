@@ -17,7 +17,10 @@
  *             sent too), memory pre-copy with QEMU's default 300 ms downtime limit.
  * Cases: idle disk (full copy; time against disk / bandwidth), moderate and high guest write
  * rates (converges? guest write latency during the copy against before it), a VM on a base
- * image the target already holds (bytes on the link against the VM's own data).
+ * image the target already holds (bytes on the link against the VM's own data), and a return
+ * trip (the VM goes to the target, its guest writes there for STAY_S s, it comes back: bytes on
+ * the link against the clusters changed since it left, counted by QEMU's departure bitmap with
+ * the guest paused; the plain method mirrors the whole disk back).
  * Bytes on the link are tc's counter of the source's egress (every byte, headers included); the
  * memory part is QEMU's RAM counter, the disk part the rest.
  *
@@ -55,7 +58,8 @@ const LINK_MBIT = env('LINK_MBIT', 250)
 const REGION_MIB = env('REGION_MIB', 32)
 const MODERATE_KIBPS = env('MODERATE_KIBPS', 256)
 const HIGH_KIBPS = env('HIGH_KIBPS', 2048)
-const CASES = (process.env.CASES ?? 'idle,moderate,high,base').split(',').map(s => s.trim())
+const CASES = (process.env.CASES ?? 'idle,moderate,high,base,return').split(',').map(s => s.trim())
+const STAY_S = env('STAY_S', 3)
 const READY_TIMEOUT_MS = env('READY_TIMEOUT_S', 60) * 1000
 
 const say = (msg: string): void => { process.stderr.write(`[bench:storage] ${msg}\n`) }
@@ -71,7 +75,7 @@ function repoRoot (): string {
 }
 
 type Method = 'starling' | 'plain'
-interface CaseDef { name: string, kibps: number, base: boolean }
+interface CaseDef { name: string, kibps: number, base: boolean, ret?: boolean }
 
 interface RunOut {
   case: string
@@ -84,6 +88,8 @@ interface RunOut {
   memoryBytes: number
   diskBytes: number
   ownDataBytes?: number
+  /** Return trip: the clusters changed since the disk left (QEMU's bitmap, measured), bytes. */
+  changedBytes?: number
   downtimeQemuMs: number | null
   heartbeatGapMs: number | null
   writeLatencyBeforeUs: { avg: number, max: number } | null
@@ -112,7 +118,7 @@ async function main (): Promise<void> {
     const goodput = await l.probeGoodput(2000)
     say(`link shaped to ${LINK_MBIT} Mbit/s; TCP goodput ${(goodput / 1e6).toFixed(1)} MB/s`)
     const common = { accel: 'auto' as const, dieWithAgent: true, killOnClose: true, startTimeoutMs: 30_000 }
-    src = new QemuDriver({ ...common, runDir: path.join(tmp, 'src'), qemuBinary: l.qemuLauncher(l.source) }, { logger: silentLogger() })
+    src = new QemuDriver({ ...common, runDir: path.join(tmp, 'src'), imageDir: path.join(tmp, 'src-images'), qemuBinary: l.qemuLauncher(l.source) }, { logger: silentLogger() })
     dst = new QemuDriver({ ...common, runDir: path.join(tmp, 'dst'), imageDir: path.join(tmp, 'dst-images'), qemuBinary: l.qemuLauncher(l.destination) }, { logger: silentLogger() })
     const S = src
     const D = dst
@@ -136,7 +142,8 @@ async function main (): Promise<void> {
       { name: 'idle', kibps: 0, base: false },
       { name: 'moderate', kibps: MODERATE_KIBPS, base: false },
       { name: 'high', kibps: HIGH_KIBPS, base: false },
-      { name: 'base', kibps: MODERATE_KIBPS, base: true }
+      { name: 'base', kibps: MODERATE_KIBPS, base: true },
+      { name: 'return', kibps: MODERATE_KIBPS, base: false, ret: true }
     ] satisfies CaseDef[]).filter(c => CASES.includes(c.name))
 
     const runs: RunOut[] = []
@@ -156,7 +163,7 @@ async function main (): Promise<void> {
             disks: [{ file, format: 'qcow2' }]
           }
         }
-        const r = await runOne(S, D, l, spec, c, method, goodput, mons)
+        const r = c.ret === true ? await runReturn(S, D, l, spec, method, goodput, mons) : await runOne(S, D, l, spec, c, method, goodput, mons)
         runs.push(r)
         say(`${c.name}/${method}: ${r.converged ? 'converged' : 'NOT converged'} (${r.copyMode}), total ${String(r.totalMs)} ms, mirror ready ${String(r.mirrorReadyMs)} ms, link ${(r.linkBytes / MiB).toFixed(1)} MiB (disk ${(r.diskBytes / MiB).toFixed(1)}, memory ${(r.memoryBytes / MiB).toFixed(1)}), write latency during ${JSON.stringify(r.writeLatencyDuringUs)} us, integrity ${r.integrity.ok ? 'ok' : 'BROKEN: ' + r.integrity.detail}${r.error !== undefined ? `, error: ${r.error}` : ''}`)
         fs.rmSync(path.dirname(file), { recursive: true, force: true })
@@ -167,6 +174,7 @@ async function main (): Promise<void> {
     const find = (c: string, m: Method): RunOut | undefined => runs.find(r => r.case === c && r.method === m)
     const idleS = find('idle', 'starling')
     const baseS = find('base', 'starling')
+    const retS = find('return', 'starling')
     const out = {
       bench: 'storage',
       setup: {
@@ -179,18 +187,21 @@ async function main (): Promise<void> {
         scale: `the issue's 1 GiB over 1 Gbit/s, both divided by ${(1024 / DISK_MIB).toFixed(0)} and ${(1000 / LINK_MBIT).toFixed(0)}: disk / bandwidth ${(pureMs / 1000).toFixed(1)} s here against 8.6 s there`,
         writeRatesKiBps: { moderate: MODERATE_KIBPS, high: HIGH_KIBPS },
         runsPerCase: 1,
+        returnTrip: `the VM moves to the target (Starling's path), its guest writes at ${MODERATE_KIBPS} KiB/s for ${STAY_S} s there, and it moves back: starling sends the clusters changed since it left (the copy it left is sealed and reused), plain mirrors the whole disk back`,
         methods: { starling: 'copy mode planned (planDiskCopy), top layer only on a shared base, memory post-copy at once under TCG with the sync cap', plain: 'background full mirror, memory pre-copy at 300 ms' }
       },
       targets: {
         idleFullCopyTimeOverDiskPerBandwidth: idleS?.totalMs != null ? Math.round(idleS.totalMs / pureMs * 100) / 100 : null,
         idleFullCopyTarget: 1.3,
         baseBytesSentOverOwnData: baseS?.ownDataBytes != null && baseS.ownDataBytes > 0 ? Math.round(baseS.diskBytes / baseS.ownDataBytes * 100) / 100 : null,
+        returnBytesSentOverChanged: retS?.changedBytes != null && retS.changedBytes > 0 ? Math.round(retS.diskBytes / retS.changedBytes * 100) / 100 : null,
+        returnTarget: 1.2,
         integrityAll: runs.every(r => r.integrity.ok)
       },
       runs,
       loadAverage: { atStart: loadAtStart, atEnd: os.loadavg().map(x => Math.round(x * 100) / 100) },
       wallS: Math.round((performance.now() - started) / 1000),
-      notDone: 'return trip after 5% changed (a content index per host) is not implemented; one run per case'
+      notDone: 'one run per case'
     }
     process.stdout.write(JSON.stringify(out, null, 2) + '\n')
   } finally {
@@ -288,6 +299,81 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
       const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-U', (spec.extra?.disks as Array<{ file: string }>)[0]!.file], { encoding: 'utf8' })) as Array<{ length: number, depth: number, data: boolean }>
       out.ownDataBytes = map.filter(e => e.depth === 0 && e.data).reduce((a, e) => a + e.length, 0)
     }
+  } catch (err) {
+    out.error = (err as Error).message
+    await src.kill(id).catch(() => {})
+    await dst.kill(id).catch(() => {})
+  }
+  return out
+}
+
+/**
+ * The return case: the VM goes to `dst` and comes back to `src` after STAY_S s of writes there.
+ * `method` decides the way back: starling sends only the changed clusters, plain the whole disk.
+ */
+async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec: VmSpec, method: Method, goodput: number, mons: SerialMonitor[]): Promise<RunOut> {
+  const id = spec.id
+  const out: RunOut = {
+    case: 'return', method, copyMode: 'background', converged: false, totalMs: null, mirrorReadyMs: null, linkBytes: 0, memoryBytes: 0, diskBytes: 0,
+    downtimeQemuMs: null, heartbeatGapMs: null, writeLatencyBeforeUs: null, writeLatencyDuringUs: null, integrity: { ok: false, detail: 'not run' }
+  }
+  const tcg = src.accel === 'tcg'
+  const params: MigrationParams = { mode: tcg ? 'postcopy' : 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true, ...(tcg ? { maxDirtySyncs: 3 } : {}) }
+  const trip = async (from: QemuDriver, to: QemuDriver, toIp: string, fullCopy: boolean): Promise<MigrationProgress> => {
+    const d = await from.describe(id)
+    const { uri, nbd } = await to.prepareIncoming(d!.spec, `${toIp}:0`, { storage: true })
+    await from.mirrorDisks(id, nbd!, { copyMode: 'background', fullCopy })
+    const t0 = performance.now()
+    let p: MigrationProgress
+    for (;;) {
+      p = await from.progress(id)
+      if (p.disk?.error != null) throw new Error(`disk copy failed: ${p.disk.error}`)
+      if (p.disk?.ready === true) break
+      if (performance.now() - t0 > READY_TIMEOUT_MS) throw new Error('disk copy not ready in time')
+      await sleep(50)
+    }
+    out.mirrorReadyMs = Math.round(performance.now() - t0)
+    out.changedBytes = p.disk?.totalBytes ?? 0
+    await from.migrate(id, uri, params)
+    for (;;) {
+      p = await from.progress(id)
+      if (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') break
+      if (performance.now() - t0 > READY_TIMEOUT_MS * 3) throw new Error('memory copy did not finish')
+      await sleep(20)
+    }
+    if (p.status !== 'completed') throw new Error(`migration ${p.status}: ${p.errorDesc ?? ''}`)
+    return p
+  }
+  try {
+    await src.start(spec)
+    const sm = new SerialMonitor(src.serialPath(id))
+    mons.push(sm)
+    await sm.until('two disk passes', () => sm.diskPasses.length >= 2, 120_000)
+    await trip(src, dst, l.destination.ip, false)
+    await src.stop(id)
+    const dm = new SerialMonitor(dst.serialPath(id))
+    mons.push(dm)
+    await dm.until('a disk pass on the target', () => dm.diskPasses.length >= 1, 60_000)
+    await sleep(STAY_S * 1000)
+    const tx0 = await l.txBytes(l.destination)
+    const t0 = performance.now()
+    const p = await trip(dst, src, l.source.ip, method === 'plain')
+    out.totalMs = Math.round(performance.now() - t0)
+    out.linkBytes = (await l.txBytes(l.destination)) - tx0
+    out.memoryBytes = p.transferredBytes
+    out.diskBytes = Math.max(0, out.linkBytes - out.memoryBytes)
+    out.downtimeQemuMs = p.downtimeMs
+    out.converged = true
+    if (method === 'plain') delete out.changedBytes
+    else out.changedBytes = p.disk?.changedBytes ?? 0
+    const bm = new SerialMonitor(src.serialPath(id))
+    mons.push(bm)
+    await bm.until('two disk passes back on the source', () => bm.diskPasses.length >= 2, 60_000)
+    const broken = [...dm.broken, ...bm.broken]
+    out.integrity = broken.length === 0 && bm.starts === 0 ? { ok: true, detail: 'every block and page verified by the guest after the return' } : { ok: false, detail: broken.join(' | ') || 'the guest rebooted' }
+    await src.stop(id)
+    await dst.kill(id).catch(() => {})
+    void goodput
   } catch (err) {
     out.error = (err as Error).message
     await src.kill(id).catch(() => {})

@@ -189,6 +189,8 @@ export class DeltaCopy {
   error: string | null = null
   /** Bytes the finished rounds copied, and the running round's length and progress. */
   copiedBytes = 0
+  /** The clusters written since the disk left the target (the departure bitmap), counted at the switch-over. */
+  changedBytes: number | null = null
   private roundLen = 0
   /** The bitmap recording writes since the current (or last) round started. */
   private roundBitmap: string | null = null
@@ -288,6 +290,7 @@ export class DeltaCopy {
     await this.waitIdle(timeoutMs)
     if (this.error !== null) throw new Error(this.error)
     if (this.roundBitmap === null) throw new Error(`${this.job}: no copy round ran`)
+    this.changedBytes = (await nodeBitmaps(this.qmp, this.node, this.opts).catch(() => [])).find(b => b.name === this.base)?.count ?? null
     const last = this.roundBitmap
     const backup: Record<string, unknown> = { 'job-id': this.job, device: this.node, target: this.target, sync: 'bitmap', bitmap: last, 'bitmap-mode': 'never', 'auto-dismiss': true }
     this.running = true

@@ -1005,7 +1005,9 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       void d.maybeNextRound()
     }
     const deltaError = m.deltas.find(d => d.error !== null)?.error ?? null
+    const changed = m.deltas.length > 0 && m.deltas.every(d => d.changedBytes !== null) ? m.deltas.reduce((a, d) => a + (d.changedBytes ?? 0), 0) : undefined
     return {
+      ...(changed !== undefined ? { changedBytes: changed } : {}),
       jobs: mine.length + m.deltas.filter(d => d.running).length,
       ready: mine.length === m.jobs.length && mine.every(j => j.ready === true) && m.deltas.every(d => d.ready) && (m.jobs.length + m.deltas.length) > 0,
       totalBytes: total,

@@ -73,6 +73,11 @@ export interface DiskCopyProgress {
   copyMode: DiskCopyMode
   /** A job failed: its error. */
   error: string | null
+  /**
+   * A disk sent by its changes (a return to a host holding the copy it left): the clusters
+   * written since it left, bytes, counted with the guest paused at the switch-over.
+   */
+  changedBytes?: number
 }
 
 /** QEMU's migration states (query-migrate `status`). */
