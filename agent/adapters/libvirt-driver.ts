@@ -38,6 +38,7 @@ import type { VmId, VmRunState, VmSummary } from '../core/index.js'
 import { DriverError, type DriverErrorCode } from '../lib/errors.js'
 import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
+import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 import { probeAccel } from './qemu-driver.js'
 import type { IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 
@@ -364,6 +365,37 @@ export function runStatusOf (state: number, reason: number, incoming: boolean): 
  * Which DriverError code a virsh failure deserves, from its stderr (LC_ALL=C).
  * Connection failures first: virsh then also says it could not get the domain.
  */
+/**
+ * A VM's memory facts from its `domstats` record (KiB fields; `now` in seconds since the epoch).
+ * The guest's statistics count only once it has answered (balloon.last-update > 0); libvirt leaves
+ * out the ones a guest does not report.
+ */
+export function memoryFactsOf (id: VmId, s: Record<string, string>, balloon: boolean, nowS: number): VmMemoryFacts {
+  const maxKiB = fnum(s['balloon.maximum'])
+  const maxMiB = maxKiB / 1024
+  if (!balloon || s['balloon.current'] === undefined) return { id, maxMiB, balloon: false, actualMiB: null, guest: null }
+  const opt = (k: string): number | null => {
+    const v = s[k]
+    if (v === undefined || v === '') return null
+    const n = Number(v)
+    return Number.isFinite(n) && n >= 0 ? n : null
+  }
+  const mib = (k: string): number | null => { const v = opt(k); return v === null ? null : v / 1024 }
+  const last = opt('balloon.last-update') ?? 0
+  const guest = last <= 0
+    ? null
+    : {
+        totalMiB: mib('balloon.available'),
+        freeMiB: mib('balloon.unused'),
+        availableMiB: mib('balloon.usable'),
+        majorFaults: opt('balloon.major_fault'),
+        swapInPages: opt('balloon.swap_in'),
+        swapOutPages: opt('balloon.swap_out'),
+        ageS: Math.max(0, nowS - last)
+      }
+  return { id, maxMiB, balloon: true, actualMiB: fnum(s['balloon.current']) / 1024, guest }
+}
+
 export function classifyVirshError (stderr: string): DriverErrorCode {
   const s = String(stderr)
   if (/failed to connect to the hypervisor|Failed to connect socket|unable to connect to server|Connection refused|Cannot recv data|End of file while reading data|client socket is closed|no connection driver available|Cannot write data/i.test(s)) return 'DRIVER_UNREACHABLE'
@@ -521,7 +553,7 @@ interface OutgoingJob {
 
 interface CpuSample { ns: number, at: number }
 
-export class LibvirtDriver implements MigratingDriver {
+export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   readonly kind = 'libvirt'
   readonly domainType: 'kvm' | 'qemu'
   readonly domainTypeReason: string
@@ -531,6 +563,8 @@ export class LibvirtDriver implements MigratingDriver {
   private readonly jobs = new Map<VmId, OutgoingJob>()
   private readonly incoming = new Set<VmId>()
   private readonly cpu = new Map<VmId, CpuSample>()
+  /** The guest statistics period armed per VM ('none': it has no balloon device). */
+  private readonly statsPeriod = new Map<VmId, { period: number | 'none' }>()
   private closed = false
 
   constructor (private readonly init: LibvirtDriverInit, components: LibvirtDriverComponents) {
@@ -629,6 +663,7 @@ export class LibvirtDriver implements MigratingDriver {
       })
     }
     for (const id of this.cpu.keys()) if (!stats.has(id)) this.cpu.delete(id)
+    for (const id of this.statsPeriod.keys()) if (!stats.has(id)) this.statsPeriod.delete(id)
     return out
   }
 
@@ -690,6 +725,7 @@ export class LibvirtDriver implements MigratingDriver {
     }
     this.incoming.delete(id)
     this.cpu.delete(id)
+    this.statsPeriod.delete(id)
     this.log.info(`vm ${id} stopped`, { vm: id })
   }
 
@@ -825,6 +861,7 @@ export class LibvirtDriver implements MigratingDriver {
     if (this.jobs.get(id)?.exit !== null) this.jobs.delete(id)
     this.incoming.delete(id)
     this.cpu.delete(id)
+    this.statsPeriod.delete(id)
     this.log.info(`vm ${id} destroyed (${d.runStatus}, migration ${d.migration})`, { vm: id })
   }
 
@@ -1085,6 +1122,32 @@ export class LibvirtDriver implements MigratingDriver {
     checkId(id)
     if (!(bytesPerS > 0)) throw new DriverError('DRIVER_FAILED', `vm ${id}: bandwidth must be positive, got ${bytesPerS}`)
     await this.virsh(['migrate-setspeed', id, String(Math.max(1, Math.ceil(bytesPerS / 1048576)))], { signal })
+  }
+
+  /**
+   * The VM's memory facts for the balloon loop (the BalloonDriver port): the balloon's size and
+   * the guest's own statistics through the balloon device. The first call (and a change of
+   * `statsPollS`) arms the guest's statistics with `virsh dommemstat --period N --live`; they are
+   * then read with the rest of the domain's statistics (`domstats`: balloon.current and .maximum,
+   * and the guest's balloon.unused, .available, .usable, .swap_in, .swap_out, .major_fault and
+   * .last-update, the fields of `dommemstat` in one call). A VM whose balloon device is missing
+   * (libvirt refuses the period) is reported as such, and asked again only if its maximum changes.
+   */
+  async memoryFacts (id: VmId, statsPollS: number, signal?: AbortSignal): Promise<VmMemoryFacts> {
+    checkId(id)
+    const poll = Math.max(1, Math.round(statsPollS))
+    let armed = this.statsPeriod.get(id)
+    if (armed === undefined || (armed.period !== poll && armed.period !== 'none')) {
+      try {
+        await this.virsh(['dommemstat', id, '--period', String(poll), '--live'], { signal })
+        armed = { period: poll }
+      } catch (err) {
+        if (!(err instanceof DriverError) || err.code !== 'DRIVER_FAILED' || !/balloon/i.test(err.message)) throw err
+        armed = { period: 'none' }
+      }
+      this.statsPeriod.set(id, armed)
+    }
+    return memoryFactsOf(id, await this.domainStats(id, signal), armed.period !== 'none', Date.now() / 1000)
   }
 
   /**

@@ -23,7 +23,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
-  LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, parseDomstate, parseDominfo,
+  LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, memoryFactsOf, parseDomstate, parseDominfo,
   parseDirtyRate, parseDomstats, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
@@ -680,4 +680,61 @@ exit 0
   setMode('ok')
   await t.rejects(d.measureDirtyRate('nope'), { code: 'VM_NOT_FOUND' })
   await t.rejects(d.measureDirtyRate('../x'), { code: 'DRIVER_FAILED', message: /vm id/ })
+})
+
+t.test('memoryFacts: dommemstat arms the guest statistics, domstats reads them', async t => {
+  // The balloon fields of `domstats --raw` as libvirt 9.0 prints them for a guest that answers.
+  const rec = parseDomstats(`Domain: 'g1'
+  state.state=1
+  balloon.current=196608
+  balloon.maximum=262144
+  balloon.swap_in=0
+  balloon.swap_out=0
+  balloon.major_fault=210
+  balloon.minor_fault=81000
+  balloon.unused=120000
+  balloon.available=180000
+  balloon.usable=150000
+  balloon.last-update=1700000000
+  balloon.disk_caches=20000
+  balloon.rss=140000
+`).get('g1') ?? {}
+  t.same(memoryFactsOf('g1', rec, true, 1700000002.5), {
+    id: 'g1', maxMiB: 256, balloon: true, actualMiB: 192,
+    guest: { totalMiB: 180000 / 1024, freeMiB: 120000 / 1024, availableMiB: 150000 / 1024, majorFaults: 210, swapInPages: 0, swapOutPages: 0, ageS: 2.5 }
+  }, 'KiB to MiB; the age from last-update')
+  const { 'balloon.last-update': _l, ...never } = rec
+  t.equal(memoryFactsOf('g1', never, true, 1700000002).guest, null, 'a guest that never answered: no statistics')
+  t.match(memoryFactsOf('g1', { ...rec, 'balloon.usable': '' }, true, 1700000002).guest, { availableMiB: null }, 'a statistic the guest does not report: null')
+  t.same(memoryFactsOf('g1', rec, false, 0), { id: 'g1', maxMiB: 256, balloon: false, actualMiB: null, guest: null }, 'no balloon device')
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'starling-fake-virsh-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const fake = path.join(dir, 'virsh')
+  const argsLog = path.join(dir, 'args')
+  fs.writeFileSync(fake, `#!/bin/sh
+shift 2
+echo "$*" >> '${argsLog}'
+case "$1" in
+  dommemstat)
+    [ "$2" = nodev ] && { echo "error: Requested operation is not valid: No memory balloon device configured, can not set the collection period" >&2; exit 1; }
+    [ "$2" = nope ] && { echo "error: failed to get domain 'nope'" >&2; exit 1; } ;;
+  domstats)
+    printf "Domain: '%s'\\n  state.state=1\\n  balloon.current=262144\\n  balloon.maximum=262144\\n  balloon.unused=100000\\n  balloon.last-update=%s\\n" "$3" "$(date +%s)" ;;
+esac
+exit 0
+`, { mode: 0o755 })
+  const args = (): string[] => { try { return fs.readFileSync(argsLog, 'utf8').trim().split('\n') } catch { return [] } }
+  const d = new LibvirtDriver({ uri: 'src:///x', virsh: fake, domainType: 'qemu', callTimeoutMs: 2000 }, { logger: silentLogger() })
+  const f = await d.memoryFacts('g1', 1)
+  t.match(f, { id: 'g1', maxMiB: 256, balloon: true, actualMiB: 256, guest: { freeMiB: 100000 / 1024 } })
+  t.ok((f.guest?.ageS ?? 99) < 2, 'fresh statistics')
+  await d.memoryFacts('g1', 1)
+  t.same(args().filter(l => l.startsWith('dommemstat')), ['dommemstat g1 --period 1 --live'], 'armed once')
+  await d.memoryFacts('g1', 2)
+  t.same(args().filter(l => l.startsWith('dommemstat')).slice(-1), ['dommemstat g1 --period 2 --live'], 'and again for a new period')
+  t.match(await d.memoryFacts('nodev', 1), { balloon: false, actualMiB: null, guest: null }, 'no balloon device: reported, not an error')
+  await d.memoryFacts('nodev', 1)
+  t.equal(args().filter(l => l === 'dommemstat nodev --period 1 --live').length, 1, 'and not asked again')
+  await t.rejects(d.memoryFacts('nope', 1), { code: 'VM_NOT_FOUND' }, 'an unknown VM')
 })

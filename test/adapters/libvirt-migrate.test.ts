@@ -319,6 +319,24 @@ async function run (guestDir: string): Promise<void> {
     await b.balloon(id, 256)
   })
 
+  await t.test('guest memory statistics on B (dommemstat), as the balloon loop reads them', async tt => {
+    tt.ok(onB !== null, 'the guest runs on B')
+    if (onB === null) return
+    let f = await b.memoryFacts(id, 1)
+    const end = performance.now() + 15_000
+    while (f.guest === null && performance.now() < end) { await sleep(500); f = await b.memoryFacts(id, 1) }
+    tt.equal(f.balloon, true, 'a balloon device')
+    tt.equal(f.maxMiB, 256, 'its maximum')
+    tt.ok(f.actualMiB !== null && f.actualMiB > 0 && f.actualMiB <= 256, `its size ${f.actualMiB ?? '?'} MiB`)
+    tt.ok(f.guest !== null, 'the guest sends its statistics once armed (dommemstat --period)')
+    tt.ok(f.guest !== null && f.guest.freeMiB !== null && f.guest.freeMiB > 0 && f.guest.freeMiB < 256, `free ${f.guest?.freeMiB?.toFixed(0) ?? '?'} MiB`)
+    tt.ok(f.guest !== null && f.guest.ageS < 5, `fresh (${f.guest?.ageS.toFixed(1) ?? '?'} s)`)
+    const before = f.guest?.ageS ?? 0
+    await sleep(2500)
+    const again = await b.memoryFacts(id, 1)
+    tt.ok(again.guest !== null && again.guest.ageS < before + 2.5, `updated every second (age ${again.guest?.ageS.toFixed(1) ?? '?'} s)`)
+  })
+
   await t.test('B→A: a cancelled migration leaves the guest on B, then post-copy moves it', async tt => {
     if (onB === null) { tt.fail('the guest is not on B'); return }
     const from = onB
