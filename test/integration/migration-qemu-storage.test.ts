@@ -10,7 +10,10 @@
  * region every few seconds: a "disk ok" pass after the move, printed by the copy that runs, shows
  * that every block holds what the guest last wrote there. host2 creates incoming images under its
  * own image directory. The agents' QEMU processes are detached and survive their agent.
- * Run: npm run build && npx tap test/integration/migration-qemu-storage.test.ts  (about 2 minutes)
+ * A return trip to host1, which holds the copy the disk left there, sends only the clusters
+ * written since. Then kill -9 of the source agent (while copying, at the switch-over) and of the
+ * target agent (while copying): one running copy after restart, its disk verified by the guest.
+ * Run: npm run build && npx tap test/integration/migration-qemu-storage.test.ts  (about 4 minutes)
  */
 import tap, { type Test } from 'tap'
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
@@ -207,4 +210,51 @@ async function run (t: Test): Promise<void> {
     const log = fs.readFileSync(cluster.host('host2').logFile, 'utf8')
     tt.match(log, /returns to a host holding its copy/, 'the source sent the disk by its changes')
   })
+
+  // kill -9 of an agent at the steps where the disk is in flight: the agent SIGKILLs itself right
+  // after journaling the step (STARLING_TEST_EXIT_AT) and is restarted without the hook. Whatever
+  // the outcome (moved or not), one copy runs and its disk verifies.
+  const settled = async (): Promise<boolean> => {
+    for (const h of ['host1', 'host2']) {
+      const p = procs.get(h)
+      if (p === undefined || p.exitCode !== null || p.signalCode !== null) return false
+      if ((await migrations(h)).some(m => m.state !== 'committed' && m.state !== 'aborted')) return false
+    }
+    return (await running()).length === 1
+  }
+  for (const [role, state] of [['source', 'copying'], ['target', 'copying'], ['source', 'switching']] as const) {
+    await t.test(`kill -9 of the ${role} agent at ${state} of a move with storage: one running copy, its disk sound`, async tt => {
+      const from = (await running())[0]
+      tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
+      if (from === undefined) return
+      const to = from === 'host1' ? 'host2' : 'host1'
+      const victim = role === 'source' ? from : to
+      const old = procs.get(victim)
+      old?.kill('SIGKILL')
+      await new Promise<void>(resolve => { if (old === undefined || old.exitCode !== null || old.signalCode !== null) resolve(); else old.once('exit', () => resolve()) })
+      const p = start(victim, `${role}:${state}`)
+      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
+      await until('two agents alive in every view', async () => {
+        for (const h of cluster.hosts) { const s = await cluster.status(h.name); if (s === null || aliveCount(s) !== 2) return false }
+        return true
+      }, 60_000)
+      let died = false
+      for (let attempt = 1; attempt <= 3 && !died; attempt++) {
+        const r = await starling(['migrate', 'g1', '--to', to, '--with-storage', '--no-wait', '--config', cluster.host(from).configFile])
+        died = await Promise.race([exited, sleep(30_000).then(() => false)])
+        if (!died) tt.comment(`attempt ${attempt}: no exit yet (${r.out.trim()})`)
+      }
+      tt.ok(died, `${victim} killed itself at ${role}:${state}`)
+      start(victim)
+      try {
+        await until('no migration in flight and one running copy', settled, 120_000)
+      } catch (err) {
+        tt.comment(JSON.stringify({ h1: await migrations('host1'), h2: await migrations('host2') }))
+        throw err
+      }
+      const now = await running()
+      tt.equal(now.length, 1, `exactly one running copy, on ${now.join(',')}`)
+      if (now[0] !== undefined) await diskSound(tt, now[0], `after the kill at ${role}:${state}`)
+    })
+  }
 }
