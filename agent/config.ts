@@ -489,7 +489,7 @@ function validateMigration (m: Obj, tickMs: number): MigrationConfig {
   // The policy's guards (hold time, cool-down) and its forecast horizon count decisions of
   // policy.intervalSec, as the trace simulator measured them: decide that often unless told.
   const balanceDefault = Math.max(1, Math.round(out.policy.intervalSec * 1000 / tickMs))
-  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes', 'diskCopiesMax'] as const) {
+  for (const k of ['outMax', 'inMax', 'clusterMax', 'leaseTicks', 'intentTimeoutTicks', 'prepareTimeoutTicks', 'pollTicks', 'resendTicks', 'retainTicks', 'retainMax', 'decisionTicks', 'balanceTicks', 'bandwidthBytesPerS', 'maxBandwidthBytes', 'diskCopiesMax', 'maxDiskCopySeconds'] as const) {
     out[k] = num(m, k, 'migration', k === 'balanceTicks' ? balanceDefault : d[k], 0)
   }
   const onStall = (v: unknown, path: string): 'abort' | 'postcopy' => v === 'abort' || v === 'postcopy' ? v : fail(path, `must be abort or postcopy (got ${JSON.stringify(v)})`)

@@ -1048,6 +1048,23 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     }
   }
 
+  /**
+   * Bytes VM `id`'s disks hold on this host (each image's allocation, QEMU's actual-size; of a
+   * disk on a base image, its own layer, which is what a copy sends): the size of a full first
+   * pass, for the disk copy's estimate. Null when the VM has no disk.
+   */
+  async diskAllocatedBytes (id: VmId, signal?: AbortSignal): Promise<number | null> {
+    const vm = this.get(id)
+    const disks = qemuExtra(vm.spec).disks ?? []
+    if (disks.length === 0) return null
+    try {
+      const nodes = await vm.qmp.execute<Array<{ 'node-name'?: string, image?: { 'actual-size'?: number } }>>('query-named-block-nodes', { flat: true }, this.opts(signal))
+      return disks.reduce((a, _d, i) => a + num(nodes.find(n => n['node-name'] === diskNode(i))?.image?.['actual-size']), 0)
+    } catch (err) {
+      throw driverError(`vm ${id}: disk allocation`, err)
+    }
+  }
+
   /** Switches the copy mode of VM `id`'s running mirrors (QEMU 8.2+ changes it live; older ones refuse). */
   async setDiskCopyMode (id: VmId, mode: DiskCopyMode, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)

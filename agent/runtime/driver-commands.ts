@@ -45,6 +45,7 @@ interface MeasuringDriver {
   measureDirtyRate?: (id: string, opts?: { calcTimeS?: number }, signal?: AbortSignal) => Promise<number>
   measureDiskWrites?: (id: string, ms?: number, signal?: AbortSignal) => Promise<{ bytesPerS: number, writeSizeBytes: number }>
   residentGuestBytes?: (id: string) => number | null
+  diskAllocatedBytes?: (id: string, signal?: AbortSignal) => Promise<number | null>
 }
 
 /**
@@ -66,6 +67,10 @@ async function measureGuest (driver: MeasuringDriver, vm: string, signal: AbortS
   }
   const w = await disk
   if (w !== null) { out.diskWriteBytesPerS = w.bytesPerS; out.diskWriteSizeBytes = w.writeSizeBytes }
+  if (typeof driver.diskAllocatedBytes === 'function') {
+    const a = await driver.diskAllocatedBytes(vm, signal).catch(() => null)
+    if (a !== null && a >= 0) out.diskAllocatedBytes = a
+  }
   return out
 }
 

@@ -42,10 +42,11 @@ export function planDiskCopy (i: DiskCopyInput): DiskCopyPlan {
   const dirty = writes * perWrite
   const bw = Math.max(1, i.bandwidthBytesPerS)
   const firstPassMs = i.allocatedBytes / bw * 1000
+  const pass = i.allocatedBytes > 0 ? `; first pass about ${(firstPassMs / 1000).toFixed(1)} s for ${mibs(i.allocatedBytes)} MiB` : ''
   if (dirty > BACKGROUND_SHARE * bw) {
-    return { copyMode: 'write-blocking', dirtyBytesPerS: dirty, firstPassMs, reason: `the guest dirties ${mibs(dirty)} MiB/s of mirror regions, above ${BACKGROUND_SHARE} x the link (${mibs(bw)} MiB/s): write-blocking` }
+    return { copyMode: 'write-blocking', dirtyBytesPerS: dirty, firstPassMs, reason: `the guest dirties ${mibs(dirty)} MiB/s of mirror regions, above ${BACKGROUND_SHARE} x the link (${mibs(bw)} MiB/s): write-blocking${pass}` }
   }
-  return { copyMode: 'background', dirtyBytesPerS: dirty, firstPassMs, reason: `the guest dirties ${mibs(dirty)} MiB/s of mirror regions, within ${BACKGROUND_SHARE} x the link (${mibs(bw)} MiB/s): background` }
+  return { copyMode: 'background', dirtyBytesPerS: dirty, firstPassMs, reason: `the guest dirties ${mibs(dirty)} MiB/s of mirror regions, within ${BACKGROUND_SHARE} x the link (${mibs(bw)} MiB/s): background${pass}` }
 }
 
 function mibs (b: number): string { return (b / 1048576).toFixed(1) }

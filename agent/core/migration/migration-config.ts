@@ -30,7 +30,8 @@ export function defaultMigrationConfig (): MigrationConfig {
     // policy.intervalSec (300 s) at the production tick of 100 ms
     balanceTicks: 3000,
     policy: defaultPolicyConfig(),
-    diskCopiesMax: 1
+    diskCopiesMax: 1,
+    maxDiskCopySeconds: 3600
   }
 }
 
@@ -42,6 +43,7 @@ export function validateMigrationConfig (c: MigrationConfig): MigrationConfig {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`migration.${k} must be a positive integer (got ${String(v)})`, `migration.${k}`)
   }
   if (!(c.bandwidthBytesPerS >= 0) || !(c.maxBandwidthBytes >= 0)) throw new ConfigError('migration bandwidths must be >= 0')
+  if (typeof c.maxDiskCopySeconds !== 'number' || !(c.maxDiskCopySeconds > 0)) throw new ConfigError(`migration.maxDiskCopySeconds must be a positive number (got ${String(c.maxDiskCopySeconds)})`, 'migration.maxDiskCopySeconds')
   if (typeof c.memOvercommitRatio !== 'number' || !(c.memOvercommitRatio >= 1 && c.memOvercommitRatio <= 4)) {
     throw new ConfigError(`migration.memOvercommitRatio must be between 1 and 4 (got ${String(c.memOvercommitRatio)})`, 'migration.memOvercommitRatio')
   }

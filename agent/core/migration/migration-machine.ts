@@ -460,6 +460,26 @@ export class MigrationMachine {
     this.startCopy(r)
   }
 
+  /** Why a disk copy must not start because its first pass would take too long, or null. */
+  private diskCopyTooLong (q: DriverQueryResult): string | null {
+    if (q.diskAllocatedBytes === undefined) return null
+    const dp = planDiskCopy(this.diskCopyInput(q))
+    const s = dp.firstPassMs / 1000
+    if (s <= this.cfg.maxDiskCopySeconds) return null
+    return `the disk copy would take about ${Math.round(s)} s (${Math.round(q.diskAllocatedBytes / 1048576)} MiB at ${(this.bandwidth() / 1048576).toFixed(1)} MiB/s), above migration.maxDiskCopySeconds (${this.cfg.maxDiskCopySeconds} s)`
+  }
+
+  private diskCopyInput (q: DriverQueryResult | undefined): Parameters<typeof planDiskCopy>[0] {
+    return {
+      writeBytesPerS: q?.diskWriteBytesPerS ?? 0,
+      writeSizeBytes: q?.diskWriteSizeBytes ?? 0,
+      granularityBytes: 65536,
+      bandwidthBytesPerS: this.bandwidth(),
+      sizeBytes: q?.diskAllocatedBytes ?? 0,
+      allocatedBytes: q?.diskAllocatedBytes ?? 0
+    }
+  }
+
   private startCopy (r: MigrationRecord): void {
     const id = r.id
     const uri = r.uri ?? ''
@@ -473,15 +493,7 @@ export class MigrationMachine {
     if (plan === null) return
     if (r.storage === true) {
       r.diskPhase = 'mirroring'
-      const q = this.lastQuery.get(id)
-      const dp = planDiskCopy({
-        writeBytesPerS: q?.diskWriteBytesPerS ?? 0,
-        writeSizeBytes: q?.diskWriteSizeBytes ?? 0,
-        granularityBytes: 65536,
-        bandwidthBytesPerS: this.bandwidth(),
-        sizeBytes: 0,
-        allocatedBytes: 0
-      })
+      const dp = planDiskCopy(this.diskCopyInput(this.lastQuery.get(id)))
       r.diskCopyMode = dp.copyMode
       this.becomeCopying(r)
       this.s.emit({ kind: 'migration-disk', host: r.target, text: `migration ${r.id}: disk copy ${dp.copyMode}: ${dp.reason}` })
@@ -705,7 +717,7 @@ export class MigrationMachine {
           ? 'the VM has local disks and this host\'s driver cannot move them'
           : q.storageProblem !== undefined
             ? q.storageProblem
-            : this.diskCopies() >= this.cfg.diskCopiesMax ? `disk copy limit ${this.cfg.diskCopiesMax} reached on this host` : null
+            : this.diskCopies() >= this.cfg.diskCopiesMax ? `disk copy limit ${this.cfg.diskCopiesMax} reached on this host` : this.diskCopyTooLong(q)
       if (why !== null) { this.counts.refused++; this.becomeAborted(r, why); return }
       r.storage = true
     }

@@ -218,6 +218,8 @@ export interface DriverQueryResult {
   /** The guest's disk writes (measured with `measure`): bytes/s and mean write size, bytes. */
   diskWriteBytesPerS?: number
   diskWriteSizeBytes?: number
+  /** Bytes the VM's disks hold on this host (what a full first pass sends), when the driver knows. */
+  diskAllocatedBytes?: number
 }
 
 /** What the runtime reports back after carrying out a command. Never thrown: failures are data. */
@@ -302,4 +304,10 @@ export interface MigrationConfig {
    * Disk copies load the link and the disks for minutes; more at once slows each.
    */
   diskCopiesMax: number
+  /**
+   * A migration with storage whose first disk pass would take longer than this (the disks'
+   * allocated bytes over the link's bandwidth, estimated before anything is copied) is refused,
+   * with the estimate as its reason.
+   */
+  maxDiskCopySeconds: number
 }

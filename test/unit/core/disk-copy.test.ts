@@ -35,3 +35,8 @@ t.test('the threshold is half the link', async t => {
   t.equal(planDiskCopy({ ...base, writeBytesPerS: at * 1.01 }).copyMode, 'write-blocking', 'above it: write-blocking')
   t.equal(planDiskCopy({ ...base, writeBytesPerS: 2 * MiB, writeSizeBytes: 1 * MiB }).copyMode, 'background', 'large sequential writes dirty no more than they write')
 })
+
+t.test('the reason gives the first pass estimate when the allocation is known', async t => {
+  t.match(planDiskCopy({ ...base, writeBytesPerS: 0 }).reason, /first pass about 7\.5 s for 224\.0 MiB/)
+  t.notMatch(planDiskCopy({ ...base, writeBytesPerS: 0, allocatedBytes: 0 }).reason, /first pass/, 'unknown allocation: no estimate')
+})
