@@ -273,6 +273,7 @@ export class HaManager {
 
   /** Effects since the last call: persist first (grants and claims are durable before they are sent). */
   takeEffects (): HaEffect[] {
+    this.startWon()
     const persist: HaEffect[] = []
     for (const v of this.vms.values()) {
       if (!v.dirty) continue
@@ -593,8 +594,7 @@ export class HaManager {
     if (v.handover !== null && sameHaClaim(v.handover, c)) { v.handoverGrants.add(from); return }
     if (v.role !== 'claiming' || !sameHaClaim(c, v.own)) return
     v.grants.add(from)
-    // S4: act only while this host itself sees a majority (the grants may predate a cut).
-    if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
+    // S4: the start is decided when the effects are taken (startWon), on the quorum of that moment.
   }
 
   private onRefuse (v: Vm, c: HaClaim, standing: HaClaim | null, released: boolean): void {
@@ -769,7 +769,7 @@ export class HaManager {
       case 'claiming': {
         const due = claimDue(c, this.now, v.roleSince, v.lastSend)
         if (due === 'give-up') this.abandon(v, 'no majority of grants in time')
-        else if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
+        else if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) break // started by startWon
         else if (due === 'resend') this.sendRequest(v)
         break
       }
@@ -912,8 +912,21 @@ export class HaManager {
     v.grants = new Set([this.self])
     v.dirty = true
     this.setRole(v, 'claiming', `claim ${haClaimText(claim)}${resume ? ' (resume)' : ''}`)
-    if (v.grants.size >= this.quorumSize) { this.becomeStarting(v); return }
+    if (v.grants.size >= this.quorumSize) return // started by startWon
     this.sendRequest(v)
+  }
+
+  /**
+   * S4: a claim granted by a majority is acted on only while this host itself sees a majority
+   * (the grants may predate a cut). Decided here, when the effects are taken, rather than when
+   * the last grant or the tick came: an input later in the same turn (a member now suspect, a
+   * lease gone stale) may have taken the majority away, and the start command would then leave
+   * this host without one. A claim not started stays claiming (and is given up at its timeout).
+   */
+  private startWon (): void {
+    for (const v of this.vms.values()) {
+      if (v.role === 'claiming' && wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
+    }
   }
 
   private becomeStarting (v: Vm): void {
