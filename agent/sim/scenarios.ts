@@ -27,11 +27,10 @@ export type NotRunningReason = 'gave up after injected start failures' | 'gave u
 /**
  * Defects of the core that this simulator found and that are not fixed yet. A run that ends in
  * one of them says which (RandomRunResult.knownDefect); the tests report those runs as todo,
- * loudly, with their seeds, never as passes.
+ * loudly, with their seeds, never as passes. None is known at present: a defect found is added
+ * here with the classifier in randomFaultRun that recognises its runs.
  */
-export const KNOWN_DEFECTS = {
-  sourceStuckSwitching: 'a migration source stays in switching long after the heal although its target committed (the target was cut off during the switch-over), so the VM\'s VIP stays with the source'
-} as const
+export const KNOWN_DEFECTS: Readonly<Record<string, string>> = {}
 export type KnownDefect = keyof typeof KNOWN_DEFECTS
 
 export interface RandomRunOptions {
@@ -274,8 +273,7 @@ export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomR
   for (const id of ids) for (const r of sim.core(id)?.migrations() ?? []) if (r.role === 'source' && r.state === 'committed') migrationsCommitted++
   const notRunning: RandomRunResult['notRunning'] = []
   if (violation === null) for (const vm of allVms) { const reason = notRunningReason(w, vm); if (reason !== null) notRunning.push({ vm, reason }) }
-  let knownDefect: KnownDefect | null = null
-  if (violation === null && !live && ids.some(h => sim.core(h)?.migrations().some(r => r.role === 'source' && r.state === 'switching') === true)) knownDefect = 'sourceStuckSwitching'
+  const knownDefect: KnownDefect | null = null
   if (!live && violation === null && trace !== undefined) {
     for (const h of ids) for (const r of sim.core(h)?.migrations() ?? []) if (r.state !== 'committed' && r.state !== 'aborted') trace(`END migration ${r.id} of ${r.vm} on ${h}: ${r.role} ${r.state}`)
     for (const vm of allVms) trace(`END ${vm}: runs on ${(hv.running().get(vm) ?? []).join(',') || 'nothing'}; ${ids.map(h => `${h}:${JSON.stringify(sim.core(h)?.haStatus()?.vms.find(x => x.vm === vm)?.role ?? '-')}`).join(' ')}`)

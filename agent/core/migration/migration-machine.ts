@@ -152,7 +152,10 @@ export class MigrationMachine {
     const active = new Set(restored.filter(r => !TERMINAL_STATES.has(r.state)).map(r => r.vm))
     for (const r of restored) {
       this.recs.set(r.id, { ...r })
-      if (TERMINAL_STATES.has(r.state) && active.has(r.vm)) {
+      if (r.superseded === true && TERMINAL_STATES.has(r.state)) {
+        this.superseded.add(r.id)
+        this.due.set(r.id, r.updatedTick + cfg.retainTicks)
+      } else if (TERMINAL_STATES.has(r.state) && active.has(r.vm)) {
         this.supersede(r)
       } else if (!TERMINAL_STATES.has(r.state)) {
         this.handing.add(r.id) // its outcome is reported to HA (a no-op for unprotected VMs)
@@ -214,16 +217,22 @@ export class MigrationMachine {
   private journal (r: MigrationRecord): void { this.s.persist(KEY_MIGRATION_PREFIX + r.id, { ...r }) }
 
   /**
-   * `r` no longer speaks for its VM: a newer migration of the same VM exists here. It stays in
-   * memory for `starling migrations` but leaves the journal (in the same batch as the newer
-   * record), and no late driver result of it is acted on.
+   * `r` no longer speaks for its VM: a newer migration of the same VM exists here. No late driver
+   * result of it is acted on, and a restart does not redo its cleanup. It stays journaled, marked
+   * superseded (in the same batch as the newer record), until it is retained no longer: the other
+   * end may still ask for its outcome. A source left in switching by a partition asks the target
+   * again after the heal; a target that had committed, then started a newer record of the VM
+   * (a migration onwards) and restarted, must still answer committed, or the source waits forever
+   * with its paused copy and the VM's VIP.
    */
   private supersede (r: MigrationRecord): void {
     assert(TERMINAL_STATES.has(r.state), `migration ${r.id} superseded while ${r.state}`)
     this.superseded.add(r.id)
     this.recovering.delete(r.id)
-    this.due.delete(r.id)
-    this.s.pending.persist.push({ type: 'del', key: KEY_MIGRATION_PREFIX + r.id })
+    this.lostHere.delete(r.id)
+    r.superseded = true
+    this.journal(r)
+    this.due.set(r.id, r.updatedTick + this.cfg.retainTicks)
   }
 
   /** A new record of `vm` is about to be journaled: finished older ones of it are superseded. */
@@ -999,6 +1008,7 @@ export class MigrationMachine {
 
   private forget (r: MigrationRecord): void {
     this.recs.delete(r.id)
+    this.superseded.delete(r.id)
     this.due.delete(r.id)
     this.lastQuery.delete(r.id)
     this.s.pending.persist.push({ type: 'del', key: KEY_MIGRATION_PREFIX + r.id })

@@ -128,6 +128,12 @@ export interface MigrationRecord {
    * Source, aborted: its paused copy is older than what may have run on the target: never resumed.
    */
   mayHaveRun?: boolean
+  /**
+   * Finished, and no longer speaking for its VM: a newer record of the VM exists here. Kept in the
+   * journal only so that this end can still tell the other one the outcome (a source waiting in
+   * switching across a partition asks after this host may have restarted); never acted on.
+   */
+  superseded?: boolean
   /** Source: whether the disks should move (decided after the query into `storage`). */
   storageWanted?: StorageWanted
   /** The VM's disks move with it. */
