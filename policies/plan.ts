@@ -137,12 +137,15 @@ function relieve (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDe
 /**
  * A host short of memory (over its target, nothing left to reclaim inside it) moves out the
  * fewest VMs that cover the shortfall: the smallest VM whose memory covers what is still short,
- * else the largest, and again; each to the best target that stays healthy.
+ * else the largest, and again; each to the best target that stays healthy. The VMs already
+ * leaving it count as covering their memory: the shortfall was measured with them still here, and
+ * a second VM sent for it while the first copies would be one too many.
  */
 function relieveMemory (view: ClusterView, me: HostView, cfg: PolicyConfig, st: HostDecisionState,
   work: Map<HostId, Work>, placement: Map<VmId, HostId>): Move[] {
   const mine = workOf(work, me)
   let short = me.memShortMiB ?? 0
+  for (const v of mine.vms) if (v.migrating) short -= v.memMiB
   const moves: Move[] = []
   while (short > 0 && moves.length < cfg.maxMovesPerDecision) {
     const movable = mine.vms.filter(v => !v.migrating && vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))

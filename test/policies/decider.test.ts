@@ -147,6 +147,10 @@ t.test('a host short of memory is stressed: it moves the fewest VMs that cover t
   const d2 = new HostDecider(cfg({ guards: { holdDecisions: 1, cooldownDecisions: 0, minGain: 0 } }), seededPrng)
   t.same(step(d2, [{ ...short(), memShortMiB: 4500 }, c()]).moves.map(m => m.vm), ['l', 'm'], 'no single VM covers 4500: the largest first, then the smallest that covers the rest')
   t.same(step(new HostDecider(cfg(), seededPrng), [{ ...short(), memShortMiB: 0 }, c()]).moves, [], 'not short: calm')
+  // The shortfall is measured with the VMs that are leaving still on the host: they cover it.
+  const leaving = (): HostView => ({ ...short(), vms: short().vms.map(v => v.id === 'm' ? { ...v, migrating: true } : v) })
+  t.same(step(d2, [leaving(), c()]).moves, [], 'm (2000 MiB) is already leaving for a 1500 MiB shortfall: nothing more')
+  t.same(step(d2, [{ ...leaving(), memShortMiB: 2500 }, c()]).moves.map(m => m.vm), ['s'], 'for 2500 MiB, what m does not cover (500): the smallest VM that covers it (s, 1000 MiB)')
   t.end()
 })
 

@@ -67,6 +67,12 @@ export class Scheduler {
   /** Migration records already reported to the decider (arrivals, ended proposals). */
   private readonly noted = new Set<string>()
   private readonly history = new Map<HostId, { seq: number, utils: number[] }>()
+  /**
+   * This host's own memory shortfall is not acted on in its reports up to this seq: a VM just left,
+   * and the balloon loop's picture in the next report or two still counts it (it runs a sample
+   * behind), which would send a second VM after the first.
+   */
+  private memShortQuietSeq = 0
   /** This host's VMs: utilisation of their own vCPUs at each recorded report (the policies' VmView.history). */
   private readonly vmHistory = new Map<VmId, number[]>()
 
@@ -111,6 +117,7 @@ export class Scheduler {
         this.noted.add(r.id)
       } else if (r.state === 'committed') {
         this.noted.add(r.id)
+        this.memShortQuietSeq = (this.s.members.byId.get(this.s.self)?.report?.seq ?? 0) + 2
       }
     }
   }
@@ -180,7 +187,7 @@ export class Scheduler {
         reservedMemMiB: e?.mem ?? 0,
         history: this.history.get(mb.id)?.utils ?? [rep.cpuUtil],
         active: true,
-        ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 ? { memShortMiB: rep.memory.unmetMiB } : {}),
+        ...(rep.memory !== undefined && rep.memory.unmetMiB > 0 && !(mb.id === s.self && rep.seq <= this.memShortQuietSeq) ? { memShortMiB: rep.memory.unmetMiB } : {}),
         // The overcommit its target admission would take (reservation.ts): the same figure here,
         // so that the decider proposes only moves the target can admit.
         ...(rep.memory !== undefined && this.m.cfg.memOvercommitRatio > 1 ? { memOverMiB: memOvercommitMiB(cap.memMiB, rep.memory.reclaimableMiB, this.m.cfg.memOvercommitRatio) } : {}),
