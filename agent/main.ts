@@ -314,6 +314,7 @@ function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfi
     port: listen.port,
     bootstrap: peers.map(m => m.address),
     allowedKeys: config.cluster.members.map(m => m.publicKey),
+    addresses: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.address])),
     maxFrameBytes: config.core.frameBytesMax,
     keepAliveMs: config.mesh.keepAliveMs,
     timeoutMs: config.mesh.timeoutMs,

@@ -15,7 +15,8 @@
  * Env: HOSTS (1000), CRASHES (8), SEED (1), CORE (JSON of core settings over the production
  * defaults, e.g. CORE='{"suspicionMult":2}', to measure a trade-off), MINUTES (simulated minutes
  * to run at least: crashes are spread over them, one every 30 s at most; CRASHES=100 or
- * MINUTES=60 count false deaths over a long run), WINDOW_S (20, the mesh's idleCloseMs).
+ * MINUTES=60 count false deaths over a long run), WINDOW_S (20, the mesh's idleCloseMs),
+ * PROGRESS (1: a line on stderr after each crash, for a long run that may be cut short).
  */
 import { defaultCoreConfig } from '../agent/core/config.js'
 import { reportBytes } from '../agent/core/wire-size.js'
@@ -124,6 +125,11 @@ function main (): void {
     sim.crash(id)
     byId.set(id, rec)
     runWindowed(gapTicks)
+    if (process.env.PROGRESS === '1') {
+      // A long run may be cut short: what it has seen so far, on stderr.
+      const firstDead = [...byId.values()].filter(c => c.dead >= 0).map(c => (c.dead - c.at) * config.tickMs / 1000)
+      process.stderr.write(JSON.stringify({ progress: true, crashesDone: i + 1, simulatedMinutes: r2(sim.now * config.tickMs / 60000), falseDeadEpisodes: falseEpisodes.size, firstDeadP99S: pct(firstDead, 0.99), firstDeadP50S: pct(firstDead, 0.5), wallSeconds: r2((Date.now() - wall0) / 1000) }) + '\n')
+    }
   }
   measuring = false
   const seconds = (sim.now - t0) * config.tickMs / 1000

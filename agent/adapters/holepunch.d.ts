@@ -87,6 +87,7 @@ declare module 'hyperswarm' {
     /** Return true to REJECT the remote key. */
     firewall?: (remotePublicKey: Buffer, payload: unknown) => boolean
     maxPeers?: number
+    maxParallel?: number
   }
 
   export default class Hyperswarm extends EventEmitter {

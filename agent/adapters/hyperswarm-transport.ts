@@ -90,6 +90,13 @@ export interface HyperswarmTransportInit {
   bootstrap?: string[]
   /** Hex public keys of the cluster's members (ours may be included). Everyone else is refused. */
   allowedKeys: string[]
+  /**
+   * "ip:port" of each member's DHT node, by hex key. A connection by key then goes straight to
+   * the member's own node (where its server listens) instead of looking the key up on the DHT,
+   * whose announcements are missing while a cluster started all at once is still bootstrapping.
+   * @default {}
+   */
+  addresses?: Record<string, string>
   /** Interval of keep-alive messages on an idle connection, ms. Lower = faster death detection, more packets. @default 1000 */
   keepAliveMs?: number
   /** A connection with nothing received for this long is closed, ms. Must exceed keepAliveMs. @default 3000 */
@@ -373,6 +380,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private readonly allowed: ReadonlySet<string>
   private readonly topic: Buffer
   private readonly bootstrap: Array<{ host: string, port: number }>
+  private readonly addressOf = new Map<HostId, { host: string, port: number }>()
   private readonly counters = freshStats()
   private readonly peers = new Map<HostId, PeerConnection>()
   private handlers: TransportHandlers | null = null
@@ -411,6 +419,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.settings = init.settings ?? []
     const selfAddr = `${init.host}:${init.port}`
     this.bootstrap = (init.bootstrap ?? []).filter(s => s.trim() !== selfAddr).map(parseHostPort)
+    for (const [k, a] of Object.entries(init.addresses ?? {})) this.addressOf.set(k.toLowerCase(), parseHostPort(a))
     this.opts = {
       keepAliveMs: init.keepAliveMs ?? 1000,
       timeoutMs: init.timeoutMs ?? 3000,
@@ -483,7 +492,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       q = { frames: [], bytes: 0 }
       this.pending.set(to, q)
       c.onDemandConnects++
-      try { this.swarm?.joinPeer(Buffer.from(to, 'hex')) } catch (err) { this.log.debug('joinPeer failed', { peer: short(to), err }) }
+      this.callPeer(to)
       this.armSweep()
     }
     if (q.bytes + frame.byteLength > this.opts.maxQueuedBytes) { c.sendDropped.congested++; return false }
@@ -588,7 +597,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       firewall: remote => this.firewall(remote),
       // Hyperswarm counts connections against maxPeers with a factor of up to 4 when peers are
       // joined explicitly: leave room for topic-discovered members too.
-      maxPeers: this.init.maxPeers ?? 4 * this.allowed.size + 16
+      maxPeers: this.init.maxPeers ?? 4 * this.allowed.size + 16,
+      // Connections opened on demand must not queue behind a few attempts to members that are down.
+      maxParallel: 8
     })
     this.swarm = swarm
     swarm.on('connection', (conn: NoiseSecretStream) => this.onConnection(conn))
@@ -617,14 +628,19 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     const now = Date.now()
     for (const k of this.allowed) {
       if (k === this.self || this.peers.has(k) || (this.refusedUntil.get(k) ?? 0) > now || !this.wanted(k)) continue
-      const key = Buffer.from(k, 'hex')
-      try {
-        swarm.leavePeer(key)
-        swarm.joinPeer(key)
-      } catch (err) {
-        this.log.debug('joinPeer failed', { peer: short(k), err })
-      }
+      try { swarm.leavePeer(Buffer.from(k, 'hex')) } catch { /* not joined */ }
+      this.callPeer(k)
     }
+  }
+
+  /** Asks Hyperswarm for a connection to a member, through the member's own DHT node when its address is known. */
+  private callPeer (id: HostId): void {
+    const swarm = this.swarm
+    if (swarm === null) return
+    const addr = this.addressOf.get(id)
+    // hyperdht's connect tries cached relay addresses of a key first (lib/connect.js findAndConnect).
+    if (addr !== undefined) (swarm.dht as unknown as { _relayAddressesCache?: { set: (k: string, v: unknown) => void } })._relayAddressesCache?.set(id, [addr])
+    try { swarm.joinPeer(Buffer.from(id, 'hex')) } catch (err) { this.log.debug('joinPeer failed', { peer: short(id), err }) }
   }
 
   private firewall (remote: Buffer): boolean {
