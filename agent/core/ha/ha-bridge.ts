@@ -95,10 +95,10 @@ export class HaBridge {
   }
 
   /** An HA frame from `from` (the authenticated sender). */
-  onMessage (from: HostId, b: HaBody): void { this.mgr.step({ type: 'haMessage', from, message: b }) }
+  onMessage (from: HostId, b: HaBody): void { this.syncMembers(); this.mgr.step({ type: 'haMessage', from, message: b }) }
 
   /** Any other frame from a member: grantors measure silence over all traffic. */
-  heard (from: HostId): void { this.mgr.step({ type: 'heard', from }) }
+  heard (from: HostId): void { this.syncMembers(); this.mgr.step({ type: 'heard', from }) }
 
   onInput (input: HaCoreInput): void {
     if (input.type === 'haOperatorMaintenance') {
@@ -116,7 +116,13 @@ export class HaBridge {
     this.mgr.step(input)
   }
 
-  tick (): void { this.mgr.tick() }
+  /**
+   * The manager sees the membership view of this very tick before it acts (the prober and the
+   * suspicion timers of the core's tick run first): a view one tick old could let a claimant act
+   * on a majority it no longer sees (S4), as a grant arriving with the frame that made a member
+   * suspect could.
+   */
+  tick (): void { this.syncMembers(); this.mgr.tick() }
 
   /** Is `vm` a protected VM? */
   protects (vm: VmId): boolean { return this.protectedVms.has(vm) }

@@ -147,6 +147,12 @@ export class HaManager {
   private out: HaEffect[] = []
   private restartsDone = 0
   private readonly life: number
+  /** The first tick of this agent life at which each member was heard (any frame). */
+  private readonly firstHeard = new Map<HostId, number>()
+  /** The first tick of this agent life at which this host saw a majority (null: not yet). */
+  private firstQuorate: number | null = null
+  /** This agent life has caught up with the claims that stand (catchingUp); latched. */
+  private caughtUp = false
   readonly counters: HaCounters = zero()
 
   private readonly memOver: (host: HostId) => number
@@ -247,7 +253,7 @@ export class HaManager {
         this.adoptConfirm({ host: input.host, life })
         break
       }
-      case 'heard': if (this.specs.has(input.from)) this.leases.onFrame(input.from, this.now); break
+      case 'heard': if (this.specs.has(input.from)) { this.leases.onFrame(input.from, this.now); this.noteHeard(input.from) } break
       case 'haMessage': this.onMessage(input.from, input.message); break
       case 'haDriverResult': this.onDriverResult(input.command, input.ok); break
       case 'haOperatorMode': this.setMode({ version: this.maxModeVersion() + 1, armed: input.armed }); break
@@ -265,6 +271,7 @@ export class HaManager {
     const c = this.config
     this.q = this.quorum()
     this.fence.observe(this.now, this.q.quorate)
+    if (this.q.quorate && this.firstQuorate === null) this.firstQuorate = this.now
     if (this.now % c.beatIntervalTicks === 0) this.beat()
     const fencing = !this.fencingOff() && this.fence.mustFence(this.now)
     for (const v of this.vms.values()) this.tickVm(v, fencing)
@@ -339,7 +346,7 @@ export class HaManager {
         role: v.role,
         standing: v.standing === null ? null : { ...v.standing },
         released: v.released,
-        owner: v.standing !== null && !v.released ? v.standing.host : null,
+        owner: this.ownerOf(v),
         attempts: this.attempts(v),
         failed: this.attempts(v) >= this.maxAttempts(v)
       })),
@@ -514,6 +521,7 @@ export class HaManager {
 
   private onMessage (from: HostId, m: HaMessage): void {
     if (!this.specs.has(from) || from === this.self) return
+    this.noteHeard(from)
     if (m.type === 'haBeat') {
       this.leases.onBeat(from, this.now, m.life, m.sent, m.echo)
       // The latest life's report wins; a delayed beat of an earlier life changes nothing.
@@ -576,7 +584,13 @@ export class HaManager {
     v.heldSeen = this.now
     v.dirty = true
     this.counters.grants++
-    this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c } })
+    // The count of failed starts in a row comes from the highest claim a majority granted: the
+    // claimant may not have heard of a later one that started the VM (its count is then too
+    // high, and it would give the VM up early). The grant says the lower count we know of;
+    // the claimant takes the lowest of its grants' (onGrant). Only liveness depends on it.
+    const g = v.lastGranted
+    const attempts = g !== null && compareHaClaims(g, c) < 0 ? Math.min(c.attempts, g.attempts) : c.attempts
+    this.send([from], { type: 'haGrant', vm: v.spec.id, claim: { ...c, attempts } })
   }
 
   /** A resume of the copy paused under `paused`, asked with claim c, over a claim above `paused` here (onRequest). */
@@ -592,7 +606,13 @@ export class HaManager {
 
   private onGrant (v: Vm, from: HostId, c: HaClaim): void {
     if (v.handover !== null && sameHaClaim(v.handover, c)) { v.handoverGrants.add(from); return }
-    if (v.role !== 'claiming' || !sameHaClaim(c, v.own)) return
+    if (v.role !== 'claiming' || v.own === null || !sameHaClaim(c, v.own)) return
+    if (c.attempts < v.own.attempts) {
+      // A grantor knows of a later claim that started the VM than we did (onRequest).
+      v.own = { ...v.own, attempts: c.attempts }
+      if (sameHaClaim(v.own, v.standing)) v.standing = { ...v.own }
+      v.dirty = true
+    }
     v.grants.add(from)
     // S4: the start is decided when the effects are taken (startWon), on the quorum of that moment.
   }
@@ -786,7 +806,8 @@ export class HaManager {
         if (this.now - v.lastSend >= stopRetryTicks(c, v.stopTries)) {
           v.lastSend = this.now
           v.stopTries++
-          this.event('ha-stop-stuck', `vm ${v.spec.id}: ${v.stopMode} (${v.stopReason}) not done after ${this.now - v.roleSince} ticks; sending it again (try ${v.stopTries})`)
+          // Reported once it is overdue (a claim's time-out), not on every slow first retry.
+          if (this.now - v.roleSince >= c.claimTimeoutTicks) this.event('ha-stop-stuck', `vm ${v.spec.id}: ${v.stopMode} (${v.stopReason}) not done after ${this.now - v.roleSince} ticks; sending it again (try ${v.stopTries})`)
           this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own?.epoch ?? -1, mode: v.stopMode, reason: v.stopReason } })
         }
         break
@@ -839,11 +860,7 @@ export class HaManager {
   /** Claim the orphans that the shared assignment gives to this host. */
   private claimRestarts (): void {
     if (!this.q.quorate || !this.myMode().armed || this.isMaint(this.self) || this.specs.get(this.self)!.tieBreaker === true || !this.localFence) return
-    // A restarted agent first listens: the claims that now stand (granted while it was away) reach
-    // it by their owners' 'held' frames (every heldRefreshTicks) and the answers to its queries.
-    // Claiming before that, from the records of its last life, picks an epoch that may equal a
-    // standing claim's (a refused claim, and a view that showed no owner after it). Only waits.
-    if (this.now < 2 * this.config.heldRefreshTicks + this.config.claimTimeoutTicks) return
+    if (this.catchingUp()) return
     const orphans: HaVmSpec[] = []
     for (const v of this.vms.values()) {
       if (this.isOrphan(v)) { orphans.push(v.spec); if (v.orphanSince === Infinity) v.orphanSince = this.now } else v.orphanSince = Infinity
@@ -1000,6 +1017,45 @@ export class HaManager {
   private noteGranted (v: Vm, c: HaClaim): void {
     const g = v.lastGranted
     if (g === null || compareHaClaims(c, g) > 0 || (sameHaClaim(c, g) && c.attempts !== g.attempts)) v.lastGranted = { ...c }
+  }
+
+  /**
+   * A restarted agent first listens, and claims nothing until it has caught up: the claims that
+   * now stand (granted while it was away) reach it by their owners' 'held' frames (every
+   * heldRefreshTicks to every member) and the refusals and answers to its queries. Claiming
+   * before that, from the records of its last life, picks an epoch that may equal a standing
+   * claim's and rank above it (a claim refused as blocked, then abandoned and released: its own
+   * record then stands above the held claim, and showed no owner). Caught up: this life has seen
+   * a majority for 2 x heldRefreshTicks + claimTimeoutTicks, and has heard every member it sees
+   * present for more than heldRefreshTicks (so their 'held' frames had time to arrive; a member
+   * whose connection came up late counts from then). Latched for the rest of the life.
+   */
+  private catchingUp (): boolean {
+    if (this.caughtUp) return false
+    const c = this.config
+    if (this.firstQuorate === null || this.now - this.firstQuorate < 2 * c.heldRefreshTicks + c.claimTimeoutTicks) return true
+    for (const id of this.q.present) {
+      if (id !== this.self && this.now - (this.firstHeard.get(id) ?? this.now) <= c.heldRefreshTicks) return true
+    }
+    this.caughtUp = true
+    return false
+  }
+
+  private noteHeard (from: HostId): void {
+    if (!this.firstHeard.has(from)) this.firstHeard.set(from, this.now)
+  }
+
+  /**
+   * The host that runs the VM, or may, by this host's records: the standing claim's unless it was
+   * released; else the highest claim kept as possibly running (a prior: e.g. the held claim of
+   * the host that restarted the VM while we were away, below a claim of ours that was refused
+   * and released). Null when no claim may run.
+   */
+  private ownerOf (v: Vm): HostId | null {
+    if (v.standing !== null && !v.released) return v.standing.host
+    let top: HaClaim | null = null
+    for (const p of v.priors) if (top === null || compareHaClaims(p, top) > 0) top = p
+    return top?.host ?? null
   }
 
   /** Free to restart now, by this host's records, and not given up on. */
