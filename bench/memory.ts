@@ -19,9 +19,11 @@
  *               of the target; guest OOM kills (the guest's allocator reports its death)
  *   policies    starling: policies/balloon.ts, one step a second; proxmox: bench/lib/proxmox-balloon.ts,
  *               one step per 10-s cycle (pvestatd), at most 100 MiB per VM per cycle
- * KSM: two guests each holding KSM_MIB (default 128) of identical pages; KSM run for KSM_S
- *   (default 20) s at pages_to_scan 5000 / sleep 20 ms (restored after): the saving the agent
- *   reports (pages_sharing + zero pages) beside /sys/kernel/mm/ksm read directly, and ksmd's CPU.
+ * KSM: two guests each holding KSM_MIB (default 128) of identical pages, the agent's KSM loop
+ *   (memory.ksm, its default policy, ksmd budget KSM_BUDGET percent of a core, default 20) stepping
+ *   once a second for KSM_S (default 20) s, the host's KSM settings restored after: the twins'
+ *   merged memory, the saving the agent reports (pages_sharing + zero pages, and the kernel's net
+ *   general_profit) beside /sys/kernel/mm/ksm read directly, and ksmd's CPU against its budget.
  * CPU: two busy single-vCPU guests pinned to one CPU, one high-class and one low-class: the share of
  *   its demand (its own CPU time alone) the high one gets with equal weights and with the allocation,
  *   CPU_ROUNDS (default 3) rounds of alone / equal / allocated, medians.
@@ -38,6 +40,8 @@ import { hostMemory } from '../agent/adapters/host-memory.js'
 import { CgroupCpu, detectCpuCgroup, processCpuSeconds, processSchedSeconds } from '../agent/adapters/cgroup-cpu.js'
 import { BalloonController, type MemoryStatus } from '../agent/runtime/balloon-controller.js'
 import { CpuController } from '../agent/runtime/cpu-controller.js'
+import { KsmController } from '../agent/runtime/ksm-controller.js'
+import { KsmSysfs } from '../agent/adapters/ksm-sysfs.js'
 import { validateMemorySection } from '../agent/runtime/memory-setup.js'
 import { decideBalloon } from '../policies/balloon.js'
 import { defaultCpuAllocParams } from '../policies/cpu-alloc.js'
@@ -59,6 +63,7 @@ const PRESSURE_EVENTS = env('PRESSURE_EVENTS', 3)
 const CPU_ROUNDS = env('CPU_ROUNDS', 3)
 const KSM_MIB = env('KSM_MIB', 128)
 const KSM_S = env('KSM_S', 20)
+const KSM_BUDGET = env('KSM_BUDGET', 20)
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 const say = (s: string): void => { process.stderr.write(`bench:memory ${s}\n`) }
@@ -242,17 +247,11 @@ async function memoryScenario (guestDir: string, policy: 'starling' | 'proxmox')
 const KSM = '/sys/kernel/mm/ksm'
 const readKsm = (f: string): number => Number(fs.readFileSync(path.join(KSM, f), 'utf8').trim())
 
-function ksmdPid (): number | null {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try { if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'ksmd') return Number(d) } catch { /* gone */ }
-  }
-  return null
-}
 
 async function ksmScenario (guestDir: string): Promise<Record<string, unknown>> {
   if (!fs.existsSync(path.join(KSM, 'run'))) return { skipped: 'no KSM in this kernel' }
-  const saved = { run: readKsm('run'), pages_to_scan: readKsm('pages_to_scan'), sleep_millisecs: readKsm('sleep_millisecs') }
+  const sysfs = new KsmSysfs()
+  const saved = await sysfs.read()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ksm-'))
   const driver = new QemuDriver({ runDir: path.join(tmp, 'vms'), accel: 'auto', dieWithAgent: true, killOnClose: true }, { logger: silentLogger() })
   const ports: CommandPort[] = []
@@ -264,36 +263,58 @@ async function ksmScenario (guestDir: string): Promise<Record<string, unknown>> 
       await p.send(`grow ${KSM_MIB} same`)
       await until(`${id} holding`, () => consoleLines(driver.serialPath(id)).includes(`hog held=${KSM_MIB}`), 30_000)
     }
-    const before = { sharing: readKsm('pages_sharing'), shared: readKsm('pages_shared') }
-    const pid = ksmdPid()
-    const cpu0 = pid === null ? null : processCpuSeconds(pid)
-    fs.writeFileSync(path.join(KSM, 'pages_to_scan'), '5000')
-    fs.writeFileSync(path.join(KSM, 'sleep_millisecs'), '20')
-    fs.writeFileSync(path.join(KSM, 'run'), '1')
+    // The agent's own loop: memory.ksm on, a budget for the VMs that two 256-MiB guests leave
+    // short of free memory, ksmd's CPU budget KSM_BUDGET percent of a core; one step a second.
+    const mem = validateMemorySection({ balloon: false, hostMemMiB: 600, ksm: true, ksmPolicy: { maxCpuPercent: KSM_BUDGET } }, [])
+    const ksm = new KsmController(mem.ksmPolicy, { sysfs, logger: silentLogger() })
+    const ctl = new BalloonController(mem, { driver, host: hostMemory({ ksmdCpuSeconds: async () => await sysfs.ksmdCpuSeconds() }), logger: silentLogger(), ksm })
+    const merged = (): number => ['twin1', 'twin2'].reduce((sum, id) => {
+      const pid = driver.pid(id)
+      try { return pid === undefined ? sum : sum + Number(fs.readFileSync(`/proc/${pid}/ksm_merging_pages`, 'utf8').trim()) * 4096 / 1048576 } catch { return sum }
+    }, 0)
+    const cpu0 = await sysfs.ksmdCpuSeconds()
     const l = load()
     const t0 = performance.now()
-    await sleep(KSM_S * 1000)
+    const shares: number[] = []
+    let halfAt: number | null = null
+    let last: MemoryStatus | null = null
+    while (performance.now() - t0 < KSM_S * 1000) {
+      last = await ctl.step(await driver.list()) ?? last
+      const c = last?.host.ksm?.cpuShare
+      if (typeof c === 'number') shares.push(c)
+      if (halfAt === null && merged() >= KSM_MIB) halfAt = (performance.now() - t0) / 1000
+      await sleep(1000)
+    }
     const dt = (performance.now() - t0) / 1000
-    const agent = await hostMemory().read()
+    const cpu1 = await sysfs.ksmdCpuSeconds()
     const direct = { sharing: readKsm('pages_sharing'), shared: readKsm('pages_shared'), zero: fs.existsSync(path.join(KSM, 'ksm_zero_pages')) ? readKsm('ksm_zero_pages') : 0 }
-    const cpu1 = pid === null ? null : processCpuSeconds(pid)
+    const k = last?.host.ksm ?? null
+    const sorted = [...shares].sort((a, b) => a - b)
     return {
       guests: 2,
       identicalMiBPerGuest: KSM_MIB,
-      scanSeconds: r2(dt),
-      agentSavedMiB: r2(agent.ksm?.savedMiB ?? null),
+      runSeconds: r2(dt),
+      policy: { ...mem.ksmPolicy },
+      decision: { run: k?.run ?? null, reason: k?.reason ?? null, pagesToScan: k?.pagesToScan ?? null, sleepMs: k?.sleepMs ?? null },
+      counters: { ...ksm.counters },
+      // The twins' own merged pages (both guests' identical pages, up to 2 x KSM_MIB).
+      twinsMergedMiB: r2(merged()),
+      secondsToMergeOneGuestsWorth: halfAt === null ? null : r2(halfAt),
+      agentSavedMiB: r2(k?.savedMiB ?? null),
+      agentNetSavedMiB: r2(k?.netSavedMiB ?? null),
       sysSavedMiB: r2((direct.sharing + direct.zero) * 4096 / 1048576),
       pagesSharing: direct.sharing,
       pagesShared: direct.shared,
-      pagesSharingBefore: before.sharing,
-      // What this run's scan merged (the twins' identical pages: up to 2 x KSM_MIB less one page).
-      savedDuringRunMiB: r2((direct.sharing - before.sharing) * 4096 / 1048576),
-      note: 'saved = pages_sharing (+ ksm_zero_pages): each merged page\'s first mapping is counted in pages_shared and saves nothing; the figures are the whole machine\'s (other QEMU guests here may be merged too)',
+      note: 'saved = pages_sharing (+ ksm_zero_pages): each merged page\'s first mapping is counted in pages_shared and saves nothing (the kernel\'s general_profit, net of KSM\'s metadata, is agentNetSavedMiB); the host figures are the whole machine\'s (other QEMU guests here may be merged too)',
       ksmdCpuShareOfOneCore: cpu0 === null || cpu1 === null ? null : r2((cpu1 - cpu0) / dt),
+      ksmdCpuShareMedianPerStep: sorted.length === 0 ? null : r2(sorted[Math.floor(sorted.length / 2)] as number),
+      ksmdCpuBudget: KSM_BUDGET / 100,
       load: l
     }
   } finally {
-    for (const [k, v] of Object.entries(saved)) { try { fs.writeFileSync(path.join(KSM, k), String(v)) } catch { /* leave it */ } }
+    await sysfs.restore()
+    // Whatever the loop wrote, the host's settings go back.
+    for (const [f, v] of saved) { try { fs.writeFileSync(path.join(KSM, f), v) } catch { /* leave it */ } }
     for (const p of ports) p.close()
     await driver.close()
     fs.rmSync(tmp, { recursive: true, force: true })
@@ -389,12 +410,14 @@ async function main (): Promise<void> {
   execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
   const guestDir = buildTestGuest()
   const loadStart = load()
-  const starling = await memoryScenario(guestDir, 'starling')
-  const proxmox = await memoryScenario(guestDir, 'proxmox')
+  // PARTS (default memory,ksm,cpu) runs only some scenarios; the others print as null.
+  const parts = new Set((process.env.PARTS ?? 'memory,ksm,cpu').split(','))
+  const starling = parts.has('memory') ? await memoryScenario(guestDir, 'starling') : null
+  const proxmox = parts.has('memory') ? await memoryScenario(guestDir, 'proxmox') : null
   say('KSM')
-  const ksm = await ksmScenario(guestDir)
+  const ksm = parts.has('ksm') ? await ksmScenario(guestDir) : null
   say('CPU')
-  const cpu = await cpuScenario(guestDir)
+  const cpu: Record<string, unknown> | null = parts.has('cpu') ? await cpuScenario(guestDir) : null
   const ratio = (a: number | null, b: number | null): number | null => a === null || b === null || b === 0 ? null : r2(a / b)
   const out = {
     bench: 'memory',
@@ -402,16 +425,16 @@ async function main (): Promise<void> {
     setup: { guestMiB: GUEST_MIB, hostBudgetMiB: HOST_MIB, targetPercent: 80, pressureEvents: PRESSURE_EVENTS, cpuRounds: CPU_ROUNDS },
     memory: { starling, proxmox },
     ratios: {
-      reclaimSpeedStarlingOverProxmox: ratio(starling.reclaim.mibPerS, proxmox.reclaim.mibPerS),
-      pressureTimeProxmoxOverStarling: ratio(proxmox.pressureToMemoryS.median, starling.pressureToMemoryS.median)
+      reclaimSpeedStarlingOverProxmox: ratio(starling?.reclaim.mibPerS ?? null, proxmox?.reclaim.mibPerS ?? null),
+      pressureTimeProxmoxOverStarling: ratio(proxmox?.pressureToMemoryS.median ?? null, starling?.pressureToMemoryS.median ?? null)
     },
     targets: {
-      reclaimMiBPerS: { want: '>= 100', got: starling.reclaim.mibPerS },
-      pressureToMemoryS: { want: '<= 2', got: starling.pressureToMemoryS.median },
-      hostWithin5Percent: { want: 'all samples', got: starling.hostWithin5PercentOfTarget.share },
-      oomKills: { want: 0, got: starling.oomKills },
-      staleShrinks: { want: 0, got: starling.staleShrinks },
-      cpuHighShareWithAllocation: { want: '>= 0.95', got: (cpu.withAllocation as { highShareOfDemand?: number } | undefined)?.highShareOfDemand ?? null }
+      reclaimMiBPerS: { want: '>= 100', got: starling?.reclaim.mibPerS ?? null },
+      pressureToMemoryS: { want: '<= 2', got: starling?.pressureToMemoryS.median ?? null },
+      hostWithin5Percent: { want: 'all samples', got: starling?.hostWithin5PercentOfTarget.share ?? null },
+      oomKills: { want: 0, got: starling?.oomKills ?? null },
+      staleShrinks: { want: 0, got: starling?.staleShrinks ?? null },
+      cpuHighShareWithAllocation: { want: '>= 0.95', got: (cpu?.withAllocation as { highShareOfDemand?: number } | undefined)?.highShareOfDemand ?? null }
     },
     ksm,
     cpu,

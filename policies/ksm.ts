@@ -106,6 +106,8 @@ export interface KsmInput {
   committedMiB: number
   /** ksmd's CPU since the last step, fraction of one core; null when not measured (first step, no ksmd). */
   cpuShare: number | null
+  /** The machine's memory, MiB, which ksmd scans (the base sleep scales with it); @default totalMiB */
+  physicalMiB?: number
 }
 
 /** What the agent set at the last step; null before its first. */
@@ -156,7 +158,7 @@ export function decideKsm (h: KsmInput, prev: KsmControl | null, p: KsmParams): 
     run = false; reason = 'notNeeded'
   } else { run = wasRunning; reason = 'hold' }
 
-  const base = baseSleepMs(h.totalMiB, p)
+  const base = baseSleepMs(h.physicalMiB ?? h.totalMiB, p)
   const clampPages = (x: number): number => Math.max(p.minPagesToScan, Math.min(p.maxPagesToScan, Math.round(x)))
   let pages = clampPages(prev?.pagesToScan ?? p.minPagesToScan)
   let sleep = Math.max(base, Math.min(MAX_SLEEP_MS, prev?.sleepMs ?? base))

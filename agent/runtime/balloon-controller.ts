@@ -184,7 +184,7 @@ export class BalloonController {
       const { ksmdCpuS: _cpu, ...facts } = kf
       ksm = { ...facts, cpuShare, managed: false, reason: null, cpuLimited: false, budgetPercent: null }
       if (this.c.ksm !== undefined) {
-        const k = await this.c.ksm.step({ totalMiB, usedMiB: d.usedMiB, committedMiB: committed }, kf, cpuShare)
+        const k = await this.c.ksm.step({ totalMiB, usedMiB: d.usedMiB, committedMiB: committed, physicalMiB: hostFacts.totalMiB }, kf, cpuShare)
         ksm.managed = true
         ksm.reason = k.reason
         ksm.cpuLimited = k.cpuLimited

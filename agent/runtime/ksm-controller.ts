@@ -35,12 +35,12 @@ export class KsmController {
    * One step. `host` is the host's memory as the balloon loop counts it, `ksm` the kernel's KSM
    * facts now, `cpuShare` ksmd's CPU since the last sample (fraction of one core).
    */
-  async step (host: { totalMiB: number, usedMiB: number, committedMiB: number }, ksm: NonNullable<HostMemoryFacts['ksm']>, cpuShare: number | null): Promise<KsmDecision & { applied: boolean }> {
+  async step (host: { totalMiB: number, usedMiB: number, committedMiB: number, physicalMiB?: number }, ksm: NonNullable<HostMemoryFacts['ksm']>, cpuShare: number | null): Promise<KsmDecision & { applied: boolean }> {
     // Continue from what the kernel does now (set by us, or by the operator before we started).
     const prev: KsmControl = this.control ?? {
       run: ksm.run === 1,
       pagesToScan: ksm.pagesToScan ?? this.params.minPagesToScan,
-      sleepMs: ksm.sleepMs ?? baseSleepMs(host.totalMiB, this.params)
+      sleepMs: ksm.sleepMs ?? baseSleepMs(host.physicalMiB ?? host.totalMiB, this.params)
     }
     const d = decideKsm({ ...host, cpuShare }, prev, this.params)
     this.counters.steps++

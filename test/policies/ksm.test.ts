@@ -70,6 +70,7 @@ t.test('the base sleep is ksmtuned\'s', async t => {
   t.equal(baseSleepMs(4096, P), 40, '40 ms for 4 GiB')
   t.equal(baseSleepMs(65536, P), 10, 'at least 10 ms')
   t.equal(baseSleepMs(4096, { ...P, sleepMs: 5 }), 5, 'sleepMs overrides it')
+  t.equal(decideKsm({ totalMiB: 600, usedMiB: 550, committedMiB: 0, cpuShare: null, physicalMiB: 16384 }, null, P).sleepMs, 10, 'scaled by the machine\'s memory, not by a budget counted for the VMs')
 })
 
 t.test('deterministic', async t => {
