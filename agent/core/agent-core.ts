@@ -164,6 +164,7 @@ export class AgentCore {
         break
       case 'frameRejected': s.counters.framesRejected++; break
       case 'leave': this.leave(); this.vip?.leave(); break
+      case 'ticksSkipped': this.ha?.elapsed(input.ticks); break
       case 'vipApplied': case 'operatorVipMove': this.vip?.onInput(input); break
       case 'haDriverResult': case 'haOperatorMode': case 'haOperatorMaintenance': case 'haOperatorConfirmDown': case 'haLocalFence': this.ha?.onInput(input); break
       case 'replicaDriverResult': this.replicas?.onDriverResult(input.command, input.ok, input.code); break

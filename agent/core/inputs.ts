@@ -19,6 +19,13 @@ export type Input =
   | { type: 'frameRejected', from: HostId | null, reason: string }
   /** The operator asked this agent to leave the cluster gracefully (SIGTERM). */
   | { type: 'leave' }
+  /**
+   * The runtime skipped `ticks` ticks after a stall (a GC pause, a suspended process or host): it
+   * replays a bounded number of the ticks it missed and skips the rest, so the tick count falls
+   * behind the wall clock by that much. HA's timers learn it (their timing argument measures
+   * real time); given before the replayed ticks.
+   */
+  | { type: 'ticksSkipped', ticks: number }
   /** The runtime carried out a driver command (or failed to: a DriverError becomes ok: false). */
   | { type: 'driverResult', command: DriverCommand, result: DriverResult }
   /** The operator asked to move a VM (to a named host, or where the cluster chooses). */

@@ -222,6 +222,9 @@ export class Runtime {
         this.stats.ticksSkipped += skip
         this.clockStart += skip * this.init.tickMs
         behind = allowed
+        // The core's tick count now lags the wall clock by `skip`: it learns how much time
+        // passed in one input (HA's timers measure real time), before the replayed ticks.
+        this.c.core.step({ type: 'ticksSkipped', ticks: skip })
       }
       for (; behind > 0; behind--) { this.ticksRun++; this.stats.ticks++; this.c.core.tick() }
       const n = Math.min(this.queue.length, this.inputsPerTurnMax)

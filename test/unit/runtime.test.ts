@@ -126,3 +126,35 @@ t.test('a long planned sleep is not a stall: every tick is handed over, none ski
   t.ok(ticks >= 40 && ticks <= 101 && ticked === ticks, `${ticks} ticks in 1 s (handed over at each wake-up), all to the core`)
   t.ok(tickWakeups <= 4, `woken ${tickWakeups} times (every 40 ticks)`)
 })
+
+t.test('a stall past the catch-up bound: the skipped ticks reach the core in one input, before the replayed ones', async t => {
+  let now = 0
+  const seen: string[] = []
+  let skippedTold = 0
+  const core = {
+    get now () { return now },
+    nextDueTick: () => now + 1,
+    tick: () => { now++; seen.push('tick') },
+    step: (input: { type: string, ticks?: number }) => { if (input.type === 'ticksSkipped') { skippedTold += input.ticks ?? 0; seen.push(`skipped ${input.ticks ?? 0}`) } },
+    ready: () => null,
+    advance: () => {}
+  }
+  const transport: Transport = { self: 'aa', start: async () => {}, send: () => true, connected: () => [], stop: async () => {} }
+  const runtime = new Runtime({ tickMs: 10, sampleIntervalMs: 60_000, ticksCatchUpMax: 10 }, {
+    core: core as unknown as AgentCore, transport, store: memoryStore()({ logger: silentLogger() }), logger: silentLogger(),
+    codec: { encode: encodeEnvelope, decode: (f, from) => decodeFrame(f, { expectFrom: from }) },
+    sample: async () => await new Promise(() => {})
+  })
+  await runtime.start()
+  await sleep(100)
+  const t0 = performance.now()
+  while (performance.now() - t0 < 400) { /* the loop stalls (a GC pause, a stopped process) */ }
+  await sleep(100)
+  await runtime.stop()
+  const { ticks, ticksSkipped } = runtime.stats
+  t.ok(ticksSkipped >= 20, `ticks were skipped after a 400 ms stall of 10 ms ticks (${ticksSkipped})`)
+  t.equal(skippedTold, ticksSkipped, 'the core was told every skipped tick')
+  t.equal(now, ticks, 'the replayed ticks reached the core')
+  const first = seen.findIndex(s => s.startsWith('skipped'))
+  t.ok(first > 0 && seen.slice(first + 1, first + 11).every(s => s === 'tick'), 'the skip came before the replayed ticks')
+})

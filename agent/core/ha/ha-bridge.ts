@@ -124,6 +124,9 @@ export class HaBridge {
    */
   tick (): void { this.syncMembers(); this.mgr.tick() }
 
+  /** Ticks of wall-clock time the runtime skipped after a stall (HaManager, 'elapsed'). */
+  elapsed (ticks: number): void { this.mgr.step({ type: 'elapsed', ticks }) }
+
   /** Is `vm` a protected VM? */
   protects (vm: VmId): boolean { return this.protectedVms.has(vm) }
 

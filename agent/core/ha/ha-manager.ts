@@ -256,6 +256,18 @@ export class HaManager {
       case 'heard': if (this.specs.has(input.from)) { this.leases.onFrame(input.from, this.now); this.noteHeard(input.from) } break
       case 'haMessage': this.onMessage(input.from, input.message); break
       case 'haDriverResult': this.onDriverResult(input.command, input.ok); break
+      case 'elapsed':
+        // The clock moves by the time that passed, in one step: leases age, the fence's grace
+        // runs out, claims time out, silences lengthen, as they would have tick by tick. The
+        // timing argument (index.ts) measures durations in real time; a clock that fell behind
+        // after a stall would let a host that lost its majority during the stall count itself
+        // quorate, or in its grace, and keep pinging its watchdog (step 1) for longer than F.
+        // (No tick() runs for these ticks: beats, retries and fence actions happen at the next one.)
+        if (Number.isSafeInteger(input.ticks) && input.ticks > 0) {
+          this.now += input.ticks
+          this.event('ha-clock', `${input.ticks} ticks passed uncounted (a stall): HA's clock moved forward by them`)
+        }
+        break
       case 'haOperatorMode': this.setMode({ version: this.maxModeVersion() + 1, armed: input.armed }); break
       case 'haOperatorMaintenance': {
         const prev = this.maint.get(input.host)

@@ -67,6 +67,8 @@ export type HaInput =
   /** Any other frame from a member (lets grantors measure silence over all traffic). */
   | { type: 'heard', from: HostId }
   | { type: 'haDriverResult', command: HaCommand, ok: boolean, code?: string }
+  /** `ticks` ticks of time passed that no tick() counted (the runtime skipped them after a stall). */
+  | { type: 'elapsed', ticks: number }
   /** Operator: disarm (network maintenance) or re-arm the whole cluster. */
   | { type: 'haOperatorMode', armed: boolean }
   /** Operator: put a host in maintenance (not failed over, not a target) or take it out. */

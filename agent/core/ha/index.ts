@@ -45,7 +45,8 @@
  *    (1 + 2 x clockDriftPpm) because D is measured on g's clock and F, L on H's.
  * Assumptions: clock rates differ by at most clockDriftPpm (no synchronisation needed: only
  * durations are compared); the agent's scheduling delay is bounded by the watchdog (a stalled
- * loop must catch up its ticks before it pings); stop and pause really stop the guest's writes;
+ * loop must catch up its ticks before it pings: the runtime replays a few and tells the core how
+ * many it skipped, 'ticksSkipped', which moves HA's clock by them at once); stop and pause really stop the guest's writes;
  * the watchdog resets the host (hardware or softdog). A 2-host cluster needs a tie-breaker
  * member (validateHaInventory enforces it), like Proxmox's QDevice.
  *

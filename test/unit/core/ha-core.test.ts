@@ -229,3 +229,54 @@ t.test('five managers: a lower held claim hidden by a released abandoned claim s
   t.equal(starts.length, 1, `once h2 releases its claim, exactly one restart (${JSON.stringify(starts)})`)
   t.end()
 })
+
+t.test('a stall the runtime skipped: HA learns the elapsed ticks, so the fence grace does not outlast the real time', t => {
+  // Three managers with the production timing (fence grace 25 ticks); a runs v1. a's agent
+  // stalls for 60 ticks while b and c go on. The runtime then replays 10 ticks and skips 50.
+  const cfg = defaultHaConfig()
+  const members = ['a', 'b', 'c'].map(id => ({ id, cpuMips: 8000, memMiB: 16384 }))
+  const vms: HaVmSpec[] = [{ ...vm('v1'), home: 'a' }]
+  const run = (told: boolean): { watchdogOk: boolean, fenced: boolean, events: string[] } => {
+    const m = new Map(['a', 'b', 'c'].map(id => [id, fenced(new HaManager({ self: id, members, vms, config: cfg, prng: new Prng(id.charCodeAt(0)), life: 1, running: id === 'a' ? ['v1'] : [] }))]))
+    const stalled = new Set<string>()
+    let fencedStop = false
+    const events: string[] = []
+    const collect = (id: string, h: HaManager, inbox: Array<{ to: string, from: string, message: HaMessage }>): void => {
+      for (const e of h.takeEffects()) {
+        if (e.type === 'send') for (const to of e.to) inbox.push({ to, from: id, message: e.message })
+        if (id === 'a' && e.type === 'driver' && e.command.kind === 'haStop' && e.command.reason === 'fence') fencedStop = true
+        if (id === 'a' && e.type === 'event') events.push(e.event.text)
+      }
+    }
+    const round = (): void => {
+      const inbox: Array<{ to: string, from: string, message: HaMessage }> = []
+      for (const [id, h] of m) {
+        if (stalled.has(id)) continue
+        h.step({ type: 'members', members: ['a', 'b', 'c'].map(x => ({ id: x, state: 'alive' as const })) })
+        h.tick()
+        collect(id, h, inbox)
+      }
+      for (const x of inbox) {
+        const r = m.get(x.to)
+        if (r === undefined || stalled.has(x.to)) continue
+        r.step({ type: 'haMessage', from: x.from, message: x.message })
+        collect(x.to, r, [])
+      }
+    }
+    for (let i = 0; i < 40; i++) round()
+    const a = m.get('a')!
+    t.ok(a.quorate && a.roleOf('v1') === 'running' && a.watchdogOk(), `${told ? 'told' : 'not told'}: a runs v1, quorate, pings its watchdog`)
+    stalled.add('a')
+    for (let i = 0; i < 60; i++) round()
+    if (told) a.step({ type: 'elapsed', ticks: 50 })
+    for (let i = 0; i < 10; i++) { a.tick(); collect('a', a, []) }
+    return { watchdogOk: a.watchdogOk(), fenced: fencedStop, events }
+  }
+  const blind = run(false)
+  t.ok(blind.watchdogOk, 'not told of the skipped ticks, a still counts itself in its grace after 60 real ticks without a majority (the hazard)')
+  const told = run(true)
+  t.notOk(told.watchdogOk, 'told, a withholds its watchdog ping: 60 ticks without a majority are past the grace')
+  t.ok(told.fenced, 'and fences v1 at once')
+  t.ok(told.events.some(e => e.includes('50 ticks passed uncounted')), 'the clock jump is reported')
+  t.end()
+})
