@@ -7,8 +7,8 @@
  * host and incarnation declared dead while not crashed), scaled to one simulated hour, and the
  * bytes sent per host per second (protobuf size estimate) beside the lower bound
  * hosts * mean report size / report interval. Prints one JSON object.
- * The hosts use the production active view (core.activeViewSize: probes, gossip and push-pull go
- * to a bounded set of neighbours; CORE='{"activeViewSize":0}' gives the full mesh to compare). As
+ * CORE='{"activeViewSize":6}' gives the hosts a bounded active view (probes, gossip and push-pull
+ * go to six neighbours; agent/core/membership/active-view.ts); the default 0 is the full mesh. As
  * the real mesh keeps a connection to a peer while frames go to it (closing it after
  * mesh.idleCloseMs without any), the run also counts, per host, the distinct peers it exchanged
  * frames with in each window of that length: the connections it would hold open.

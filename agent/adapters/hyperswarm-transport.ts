@@ -11,8 +11,8 @@
  * - Swarms that join at the same moment do not find each other until Hyperswarm's own refresh
  *   (about 10 min), so discovery is refreshed every 0.5-1 s (jittered) while an allowed peer is
  *   missing, more slowly when that lasts, and rarely once the mesh is complete.
- * - Connections: until setActivePeers() is first called, one to every member (a full mesh, found
- *   by the topic and by key). After it, only to the members of the active view the core chose
+ * - Connections: without onDemand, one to every member (a full mesh, found by the topic and by
+ *   key; setActivePeers() is ignored). With it, only to the members of the active view the core chose
  *   (agent/core/membership/active-view.ts), found by key; a frame for any other member is held
  *   (up to maxQueuedBytes and pendingTtlMs) while a connection to it opens on demand, and a
  *   connection to a member outside the view is closed after idleCloseMs with no frame either way.
@@ -453,6 +453,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   }
 
   setActivePeers (peers: HostId[]): void {
+    if (this.init.onDemand !== true) return // a full mesh stays one
     const next = new Set<HostId>()
     for (const p of peers) if (p !== this.self && this.allowed.has(p)) next.add(p)
     const prev = this.active

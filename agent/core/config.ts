@@ -70,8 +70,9 @@ export interface CoreConfig {
    * Members this host keeps connections to and sends its routine traffic to (probe rounds,
    * gossip, push-pull, report pulls): its neighbours on activeViewSize / 2 hash rings
    * (membership/active-view.ts), so connections and idle cost per host do not grow with the
-   * cluster. Even, or 0 for every reachable member (a full mesh). Higher = more probers per member
-   * and faster spread, more connections.
+   * cluster. Even, or 0 for every reachable member (a full mesh, the default until the bounded
+   * view is shown to form clusters of 30 and more on a loaded machine: bench/scale.md). 6 is the
+   * size measured. Higher = more probers per member and faster spread, more connections.
    */
   activeViewSize: number
   /**
@@ -136,7 +137,7 @@ export function defaultCoreConfig (): CoreConfig {
     pushPullScaleThreshold: 32,
     joinRetryTicks: 50,
     joinFanout: 3,
-    activeViewSize: 6,
+    activeViewSize: 0,
     connectGraceTicks: 50,
     deathNoticeIntervalTicks: 10,
     reportIntervalTicks: 100,
