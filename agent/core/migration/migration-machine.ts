@@ -150,6 +150,16 @@ export class MigrationMachine {
     // their cleanup (a resume after an old abort) would start a second copy of a VM whose
     // newer migration completed (S1).
     const active = new Set(restored.filter(r => !TERMINAL_STATES.has(r.state)).map(r => r.vm))
+    // Of the finished source records of a VM, only the newest that reached the target (it got an
+    // incoming address, so it may have paused the VM here) may redo a resume. A record refused or
+    // aborted before that never touched the VM: re-running its cleanup would resume a copy that
+    // another, older record paused and judged stale (S1).
+    const lastTouch = new Map<VmId, MigrationRecord>()
+    for (const r of restored) {
+      if (r.role !== 'source' || !TERMINAL_STATES.has(r.state) || r.uri === null) continue
+      const o = lastTouch.get(r.vm)
+      if (o === undefined || newerRecord(r, o)) lastTouch.set(r.vm, r)
+    }
     for (const r of restored) {
       this.recs.set(r.id, { ...r })
       if (r.superseded === true && TERMINAL_STATES.has(r.state)) {
@@ -161,6 +171,8 @@ export class MigrationMachine {
         this.handing.add(r.id) // its outcome is reported to HA (a no-op for unprotected VMs)
         this.recovering.add(r.id)
         this.counts.recovered++
+      } else if (r.role === 'source' && lastTouch.get(r.vm)?.id !== r.id) {
+        // Terminal, and never the one that paused the VM here: history.
       } else if (r.role === 'source' || r.role === 'target') {
         // Terminal: redo the cleanup if it may not have happened (checked by a query).
         this.recovering.add(r.id)
@@ -1030,4 +1042,15 @@ export class MigrationMachine {
 /** The MigrationAborted a target sends from its record (it says when the guest may have run here). */
 function abortedBody (r: MigrationRecord): Body {
   return r.mayHaveRun === true ? { type: 'migrationAborted', id: r.id, reason: r.reason, mayHaveRun: true } : { type: 'migrationAborted', id: r.id, reason: r.reason }
+}
+
+/** Whether source record `a` was started after `b` on this host (ids are self-incarnation-seq). */
+function newerRecord (a: MigrationRecord, b: MigrationRecord): boolean {
+  const key = (r: MigrationRecord): [number, number] => {
+    const m = /-(\d+)-(\d+)$/.exec(r.id)
+    return m === null ? [0, 0] : [Number(m[1]), Number(m[2])]
+  }
+  const [ai, as] = key(a)
+  const [bi, bs] = key(b)
+  return ai !== bi ? ai > bi : as > bs
 }
