@@ -147,25 +147,41 @@ function named (v: unknown): BitmapInfo[] {
  * Source, before `migrate` with storage: on each qcow2 disk node, drops seals (a live image is no
  * intact copy of anything) and all but the newest KEEP_TRACKING - 1 departure bitmaps, adds
  * `starling-<token>`, and returns the block-bitmap-mapping that carries the departure bitmaps
- * (and only them) to the target under their own names.
+ * (and only them) to the target under their own names, with the nodes that took the bitmap. A
+ * node that cannot keep one (a qcow2 v2 image has no persistent bitmaps) is left out: its disk
+ * moves as before and a later return copies it whole.
  */
-export async function prepareDeparture (qmp: QmpClient, nodes: string[], token: string, opts: { signal?: AbortSignal, timeoutMs?: number }): Promise<Array<Record<string, unknown>>> {
+export async function prepareDeparture (qmp: QmpClient, nodes: string[], token: string, opts: { signal?: AbortSignal, timeoutMs?: number }): Promise<{ mapping: Array<Record<string, unknown>>, nodes: string[], skipped: string[] }> {
   const mapping: Array<Record<string, unknown>> = []
+  const took: string[] = []
+  const skipped: string[] = []
   for (const node of nodes) {
-    const have = await nodeBitmaps(qmp, node, opts)
-    const tracking = have.filter(b => b.name.startsWith(TRACK)).map(b => b.name).sort().reverse()
-    const drop = [...have.filter(b => b.name.startsWith(SEAL)).map(b => b.name), ...tracking.slice(KEEP_TRACKING - 1)]
-    for (const name of drop) await qmp.execute('block-dirty-bitmap-remove', { node, name }, opts).catch(() => {})
-    await qmp.execute('block-dirty-bitmap-add', { node, name: trackName(token), persistent: true }, opts)
-    const keep = [...tracking.slice(0, KEEP_TRACKING - 1), trackName(token)]
-    mapping.push({ 'node-name': node, alias: node, bitmaps: keep.map(name => ({ name, alias: name })) })
+    try {
+      const have = await nodeBitmaps(qmp, node, opts)
+      const tracking = have.filter(b => b.name.startsWith(TRACK)).map(b => b.name).sort().reverse()
+      const drop = [...have.filter(b => b.name.startsWith(SEAL)).map(b => b.name), ...tracking.slice(KEEP_TRACKING - 1)]
+      for (const name of drop) await qmp.execute('block-dirty-bitmap-remove', { node, name }, opts).catch(() => {})
+      await qmp.execute('block-dirty-bitmap-add', { node, name: trackName(token), persistent: true }, opts)
+      const keep = [...tracking.slice(0, KEEP_TRACKING - 1), trackName(token)]
+      mapping.push({ 'node-name': node, alias: node, bitmaps: keep.map(name => ({ name, alias: name })) })
+      took.push(node)
+    } catch (err) {
+      skipped.push(`${node}: ${err instanceof Error ? err.message : String(err)}`)
+    }
   }
-  return mapping
+  return { mapping, nodes: took, skipped }
 }
 
-/** Source, in pre-switchover with the copies complete: seals each image. */
-export async function seal (qmp: QmpClient, nodes: string[], token: string, opts: { timeoutMs?: number }): Promise<void> {
-  for (const node of nodes) await qmp.execute('block-dirty-bitmap-add', { node, name: sealName(token), persistent: true }, opts)
+/**
+ * Source, in pre-switchover with the copies complete: seals each image. Best effort: an image
+ * left unsealed is only copied whole on a return. Returns what could not be sealed.
+ */
+export async function seal (qmp: QmpClient, nodes: string[], token: string, opts: { timeoutMs?: number }): Promise<string[]> {
+  const failed: string[] = []
+  for (const node of nodes) {
+    try { await qmp.execute('block-dirty-bitmap-add', { node, name: sealName(token), persistent: true }, opts) } catch (err) { failed.push(`${node}: ${err instanceof Error ? err.message : String(err)}`) }
+  }
+  return failed
 }
 
 /** Removes the seals again (a migration that did not complete: the guest runs on here). */

@@ -965,7 +965,10 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       await this.waitJobsGone(vm, m.jobs, 60_000)
       if (m.error !== null) throw new Error(`mirror failed: ${m.error}`)
       // Every copy is complete and the guest is paused: seal the images left here.
-      if (vm.departure !== undefined) await seal(vm.qmp, vm.departure.nodes, vm.departure.token, this.opts(undefined))
+      if (vm.departure !== undefined) {
+        const unsealed = await seal(vm.qmp, vm.departure.nodes, vm.departure.token, this.opts(undefined))
+        if (unsealed.length > 0) this.log.warn(`vm ${id}: the copies left here are not sealed (${unsealed.join('; ')}): a return copies them whole`, { vm: id })
+      }
       const sent = await tcpBytesSentTo(m.host, m.port)
       if (sent !== null) m.sentBytes = sent
       m.jobs = []
@@ -1107,9 +1110,13 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
         const nodes = (qemuExtra(vm.spec).disks ?? []).map((d, i) => ({ d, node: diskNode(i) })).filter(x => (x.d.format ?? 'raw') === 'qcow2').map(x => x.node)
         if (nodes.length > 0) {
           const token = newToken(Date.now())
-          mapping = await prepareDeparture(vm.qmp, nodes, token, this.opts(signal))
-          vm.departure = { token, nodes }
-          caps.push({ capability: 'dirty-bitmaps', state: true })
+          const dep = await prepareDeparture(vm.qmp, nodes, token, this.opts(signal))
+          if (dep.skipped.length > 0) this.log.info(`vm ${id}: no departure bitmap on ${dep.skipped.join('; ')}: a return copies those disks whole`, { vm: id })
+          if (dep.nodes.length > 0) {
+            mapping = dep.mapping
+            vm.departure = { token, nodes: dep.nodes }
+            caps.push({ capability: 'dirty-bitmaps', state: true })
+          }
         }
       }
       const maxSyncs = params.maxDirtySyncs

@@ -9,7 +9,9 @@ import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { intactCopyToken, joinHave, newToken, probeImage, sealName, splitHave } from '../../agent/adapters/qemu-disk-delta.js'
+import { spawn } from 'node:child_process'
+import { intactCopyToken, joinHave, newToken, nodeBitmaps, prepareDeparture, probeImage, seal, sealName, splitHave, trackName } from '../../agent/adapters/qemu-disk-delta.js'
+import { QmpClient } from '../../agent/adapters/qmp-client.js'
 
 const MiB = 1024 * 1024
 
@@ -66,5 +68,29 @@ if (qemuOk) {
     execFileSync('qemu-img', ['create', '-q', '-f', 'raw', raw, String(MiB)])
     await t.rejects(probeImage(bin, raw), /cannot read/, 'a raw image cannot be probed as qcow2 (and keeps no bitmap)')
     await t.rejects(probeImage(bin, path.join(dir, 'none.qcow2')), /cannot read/, 'a missing image: a clear error')
+  })
+}
+
+if (qemuOk) {
+  t.test('a disk that cannot keep a bitmap (qcow2 v2) is left out of the departure, the others are not', async t => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stl-delta-'))
+    const v2 = path.join(dir, 'old.qcow2')
+    const v3 = path.join(dir, 'new.qcow2')
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', v2, String(16 * MiB)])
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', v3, String(16 * MiB)])
+    const sock = path.join(dir, 'qmp.sock')
+    const bd = (node: string, file: string): string => JSON.stringify({ driver: 'qcow2', 'node-name': node, file: { driver: 'file', filename: file } })
+    const p = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-blockdev', bd('disk0', v2), '-blockdev', bd('disk1', v3), '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' })
+    t.teardown(() => { p.kill('SIGKILL'); fs.rmSync(dir, { recursive: true, force: true }) })
+    const qmp = await QmpClient.connect(sock, { connectTimeoutMs: 15_000, commandTimeoutMs: 10_000 })
+    t.teardown(() => qmp.close())
+    const token = newToken(Date.now())
+    const dep = await prepareDeparture(qmp, ['disk0', 'disk1'], token, {})
+    t.same(dep.nodes, ['disk1'], 'only the v3 image took the departure bitmap')
+    t.match(dep.skipped.join(), /disk0/, `the v2 image is skipped with QEMU's reason: ${dep.skipped.join()}`)
+    t.same(dep.mapping, [{ 'node-name': 'disk1', alias: 'disk1', bitmaps: [{ name: trackName(token), alias: trackName(token) }] }], 'the mapping carries only that bitmap')
+    const failed = await seal(qmp, ['disk0', 'disk1'], token, {})
+    t.equal(failed.length, 1, 'sealing is best effort: the v2 image fails, nothing throws')
+    t.ok((await nodeBitmaps(qmp, 'disk1', {})).some(b => b.name === sealName(token) && b.persistent), 'the v3 image is sealed')
   })
 }
