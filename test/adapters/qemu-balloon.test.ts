@@ -201,7 +201,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
     // Back down: it frees what it took, which its statistics show at the next samples.
     const freeBefore = vmOf(last(), 'grower')?.guestFreeMiB ?? 0
     await grower.send('shrink 150')
-    await waitFor('the freed memory in the guest statistics', () => (vmOf(last(), 'grower')?.guestFreeMiB ?? 0) > freeBefore + 100, 15_000)
+    await waitFor('the freed memory in the guest statistics', () => (vmOf(last(), 'grower')?.guestFreeMiB ?? 0) > freeBefore + 100, 30_000)
     t.pass(`after freeing: ${vmOf(last(), 'grower')?.guestFreeMiB?.toFixed(0)} MiB free in the grower`)
   })
 

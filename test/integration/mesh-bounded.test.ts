@@ -51,6 +51,8 @@ t.test(`${N} agents with an active view of ${VIEW}`, async t => {
   const deadMs = await cluster.waitViews(survivors, s => stateOf(s, victim) === 'dead', 40_000, 100)
   t.not(deadMs, null, `every survivor declares ${victim} dead`)
   t.comment(`kill -9 of ${victim}: dead in every survivor's view after ${deadMs} ms`)
-  const views = await Promise.all(survivors.map(async n => await cluster.status(n)))
-  t.ok(views.every(s => s !== null && aliveCount(s) === N - 1), `the ${N - 1} survivors agree: ${N - 1} alive`)
+  // A survivor may still suspect a live peer for a moment on a loaded machine: agreement is
+  // checked as a state the views reach, not at one instant.
+  const agreeMs = await cluster.waitViews(survivors, s => aliveCount(s) === N - 1, 30_000, 200)
+  t.not(agreeMs, null, `the ${N - 1} survivors agree: ${N - 1} alive (after ${String(agreeMs)} ms)`)
 })

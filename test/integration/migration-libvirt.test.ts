@@ -305,7 +305,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
       // nothing on the wire, so a milder cap would hardly slow it; and when the cap lands after
       // the guest's written pages went (a loaded machine: the cap came 2.1 s in, at 47 of 257
       // MiB), the rest is zero pages and the copy completes anyway. Such an attempt does not
-      // test what it says: g1 is moved back and the case is tried again (3 times at most).
+      // test what it says: g1 is moved back and the case is tried again (6 times at most).
       const src = daemonOf.get(from)!
       const virsh = async (args: string[]): Promise<string | null> => await new Promise(resolve => {
         execFile('virsh', ['-c', src.uri, ...args], { encoding: 'utf8', timeout: 5000, env: { ...process.env, LC_ALL: 'C' } }, (err, o) => resolve(err === null ? o : null))
@@ -347,7 +347,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
           break
         }
         tt.comment(`attempt ${attempt}: the copy completed before the cap held (g1: ${JSON.stringify(Object.fromEntries(await copies()))}); moving g1 back`)
-        if (attempt === 3) { tt.fail(`the copy completed before it could be slowed, ${attempt} times: the case could not be set up\n${await report()}`); return }
+        if (attempt === 6) { tt.fail(`the copy completed before it could be slowed, ${attempt} times: the case could not be set up\n${await report()}`); return }
         try {
           await until('the migration to end', async () => await settled(from, seen), 60_000)
           const back = await starling(['migrate', 'g1', '--to', from, '--config', c.host(to).configFile])
