@@ -647,10 +647,6 @@ const schema = {
                     "phase": {
                       "type": "VipClaimPhase",
                       "id": 3
-                    },
-                    "renew": {
-                      "type": "uint64",
-                      "id": 4
                     }
                   }
                 },
@@ -667,14 +663,6 @@ const schema = {
                     "from": {
                       "type": "HostRef",
                       "id": 3
-                    },
-                    "renew": {
-                      "type": "uint64",
-                      "id": 4
-                    },
-                    "quiet": {
-                      "type": "uint64",
-                      "id": 5
                     }
                   }
                 },
