@@ -265,16 +265,31 @@ async function run (t: Test): Promise<void> {
   // prove that the guest never ran there, so the source must not resume its older paused copy
   // (R3 in migration-machine.ts); the VM is left for HA or an operator.
   await t.test('power loss of the target after the switch-over: the source never resumes its older copy', async tt => {
-    const from = (await running())[0]
-    tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
-    const to = from === 'host1' ? 'host2' : 'host1'
-    procs.get(to)?.kill('SIGKILL')
-    await new Promise<void>(resolve => { const p = procs.get(to); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
-    const p = start(to, 'target:switching')
-    const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
-    await until(`${to} back in the views`, async () => { const s1 = await cluster.status(from!); const s2 = await cluster.status(to); return s1 !== null && s2 !== null && aliveCount(s1) === 3 && aliveCount(s2) === 3 }, 30_000)
-    await sleep(800)
-    tt.ok(await migrateUntilExit(tt, from!, to, exited), `${to} killed itself at target:switching`)
+    // The target may commit without journaling switching (it sees its guest running first); the
+    // hook then never fires: that attempt is undone (the hooked agent killed and restarted, the
+    // VM settled) and the case set up again.
+    let from: string | undefined
+    let to = ''
+    let died = false
+    for (let attempt = 1; attempt <= 3 && !died; attempt++) {
+      from = (await running())[0]
+      tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
+      to = from === 'host1' ? 'host2' : 'host1'
+      procs.get(to)?.kill('SIGKILL')
+      await new Promise<void>(resolve => { const p = procs.get(to); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
+      const p = start(to, 'target:switching')
+      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
+      await until(`${to} back in the views`, async () => { const s1 = await cluster.status(from!); const s2 = await cluster.status(to); return s1 !== null && s2 !== null && aliveCount(s1) === 3 && aliveCount(s2) === 3 }, 30_000)
+      await sleep(800)
+      died = await migrateUntilExit(tt, from!, to, exited)
+      if (died) break
+      tt.comment(`attempt ${attempt}: the hook at target:switching did not fire; undoing the attempt`)
+      if (p.exitCode === null && p.signalCode === null) { p.kill('SIGKILL'); await exited }
+      start(to)
+      await until('no migration in flight and one running copy', settled, 60_000)
+    }
+    tt.ok(died, `${to} killed itself at target:switching`)
+    if (!died) return
     const pidFile = path.join(runDir(to), 'g1', 'qemu.pid')
     try { process.kill(Number(fs.readFileSync(pidFile, 'utf8').trim()), 'SIGKILL') } catch (err) { tt.fail(`no target QEMU to cut: ${(err as Error).message}`) }
     start(to)
@@ -289,8 +304,15 @@ async function run (t: Test): Promise<void> {
     const c = await copies()
     tt.same([...c], [[from, 'stopped']], 'only the source copy exists, and it stays paused')
     const src = (await migrations(from!)).find(m => m.vm === 'g1')
-    tt.equal(src?.state, 'aborted', 'the source record is aborted')
-    tt.match(src?.reason ?? '', /not resumed/, 'because its copy is older than what may have run on the target')
-    tt.match(fs.readFileSync(cluster.host(from!).logFile, 'utf8'), /NEEDS AN OPERATOR/, 'and the source says so in its log')
+    if (src?.state === 'committed') {
+      // The target journaled switching and committed in one step (its guest already ran) and
+      // its commit reached the source before the power went: the source's copy is history, and
+      // it was not resumed (checked above).
+      tt.comment('the target had committed before it lost power: the source committed too and did not resume its copy')
+    } else {
+      tt.equal(src?.state, 'aborted', 'the source record is aborted')
+      tt.match(src?.reason ?? '', /not resumed/, 'because its copy is older than what may have run on the target')
+      tt.match(fs.readFileSync(cluster.host(from!).logFile, 'utf8'), /NEEDS AN OPERATOR/, 'and the source says so in its log')
+    }
   })
 }
