@@ -15,7 +15,6 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { QemuDriver } from '../../agent/adapters/qemu-driver.js'
@@ -29,6 +28,7 @@ import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { renderMemory } from '../../agent/cli/memory.js'
 import { renderMemoryMetrics } from '../../agent/api/memory.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { CommandPort } from '../guest/command-port.js'
 
 const KSM = '/sys/kernel/mm/ksm'
 const SAME_MIB = 96
@@ -42,23 +42,6 @@ function cannotRun (): string | null {
   if (!fs.existsSync(path.join(KSM, 'run'))) return 'this kernel has no KSM (/sys/kernel/mm/ksm)'
   if (process.getuid?.() !== 0) return 'driving KSM needs root (/sys/kernel/mm/ksm is written)'
   return null
-}
-
-/** The guest's command port (its ttyS1), a unix socket QEMU serves. */
-class CommandPort {
-  private sock: net.Socket | null = null
-  constructor (readonly file: string) {}
-  async send (line: string): Promise<void> {
-    if (this.sock === null) {
-      const s = net.connect(this.file)
-      await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
-      s.on('error', () => {})
-      this.sock = s
-    }
-    this.sock.write(line + '\n')
-  }
-
-  close (): void { this.sock?.destroy() }
 }
 
 function consoleLines (file: string): string[] {
@@ -157,6 +140,9 @@ async function run (t: Test, guestDir: string): Promise<void> {
       }
       return twinMergedMiB() >= SAME_MIB
     }, 120_000)
+    // The twins can merge faster than a loop step: judge the first step that read them merged.
+    const mergedAt = performance.now()
+    await waitFor('a loop step after the merge', () => (last()?.atMs ?? 0) > Date.now() - (performance.now() - mergedAt) && (last()?.host.ksm?.pagesSharing ?? 0) > 0, 30_000)
     const s = last() as MemoryStatus
     const k = s.host.ksm
     t.comment(`after ${((performance.now() - t0) / 1000).toFixed(1)} s: twins merged ${twinMergedMiB().toFixed(0)} MiB; host saved ${k?.savedMiB.toFixed(0)} MiB, net ${k?.netSavedMiB?.toFixed(0)} MiB, pages_sharing ${k?.pagesSharing}, pages_shared ${k?.pagesShared}, rate ${k?.pagesToScan}/${k?.sleepMs} ms, ksmd ${k?.cpuShare === null || k?.cpuShare === undefined ? '-' : (k.cpuShare * 100).toFixed(0)} % of a core; load ${os.loadavg().map(x => x.toFixed(2)).join(' ')}`)
