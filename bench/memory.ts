@@ -32,7 +32,6 @@
  */
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { QemuDriver } from '../agent/adapters/qemu-driver.js'
@@ -49,6 +48,7 @@ import { silentLogger } from '../agent/lib/logger.js'
 import type { VmSpec } from '../agent/ports/hypervisor-driver.js'
 import { buildTestGuest, guestKernel } from '../test/guest/guest.js'
 import { proxmoxDecide } from './lib/proxmox-balloon.js'
+import { CommandPort } from '../test/guest/command-port.js'
 
 const env = (k: string, d: number): number => {
   const v = process.env[k]
@@ -78,22 +78,6 @@ const r2 = (x: number | null): number | null => x === null ? null : Math.round(x
 
 function consoleLines (file: string): string[] {
   try { return fs.readFileSync(file, 'utf8').split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('hb ') && !l.startsWith('integrity')) } catch { return [] }
-}
-
-class CommandPort {
-  private sock: net.Socket | null = null
-  constructor (readonly file: string) {}
-  async send (line: string): Promise<void> {
-    if (this.sock === null) {
-      const s = net.connect(this.file)
-      await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
-      s.on('error', () => {})
-      this.sock = s
-    }
-    this.sock.write(line + '\n')
-  }
-
-  close (): void { this.sock?.destroy() }
 }
 
 async function until (what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {

@@ -14,7 +14,6 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { QemuDriver } from '../../agent/adapters/qemu-driver.js'
@@ -29,29 +28,13 @@ import type { MemoryPayload } from '../../agent/api/memory.js'
 import type { StatusPayload } from '../../agent/api/payloads.js'
 import { renderMemoryLine, renderStatusTree } from '../../agent/cli/render.js'
 import { compiledCli } from '../integration/cluster-harness.js'
+import { CommandPort } from '../guest/command-port.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 function haveQemu (): string | null {
   try { execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' }) } catch { return 'qemu-system-x86_64 not found' }
   return null
-}
-
-/** The guest's command port (its ttyS1), a unix socket QEMU serves. */
-class CommandPort {
-  private sock: net.Socket | null = null
-  constructor (readonly file: string) {}
-  async send (line: string): Promise<void> {
-    if (this.sock === null) {
-      const s = net.connect(this.file)
-      await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject) })
-      s.on('error', () => {})
-      this.sock = s
-    }
-    this.sock.write(line + '\n')
-  }
-
-  close (): void { this.sock?.destroy() }
 }
 
 function consoleLines (file: string): string[] {
