@@ -67,6 +67,7 @@ export function newToken (nowMs: number): string {
 
 export function trackName (token: string): string { return `${TRACK}${token}` }
 export function sealName (token: string): string { return `${SEAL}${token}` }
+export function isSeal (name: string): boolean { return name.startsWith(SEAL) }
 
 /** `nbd:host:port;have=0:T,1:T` → the address and what the target holds per disk. */
 export function splitHave (nbd: string): { addr: string, have: Map<number, string> } {
@@ -124,7 +125,7 @@ export function intactCopyToken (f: ImageFacts, want: { sizeBytes: number, backi
   if (f.format !== 'qcow2') return { token: null, reason: `it is ${f.format || 'not qcow2'}, which keeps no bitmap` }
   if (f.virtualSize !== want.sizeBytes) return { token: null, reason: `its size ${f.virtualSize} is not the disk's ${want.sizeBytes}` }
   if ((f.backing ?? '') !== (want.backing ?? '')) return { token: null, reason: `its backing file ${f.backing ?? 'none'} is not the disk's ${want.backing ?? 'none'}` }
-  const seals = f.bitmaps.filter(b => b.name.startsWith(SEAL))
+  const seals = f.bitmaps.filter(b => isSeal(b.name))
   if (seals.length === 0) return { token: null, reason: 'it carries no departure seal (it was not left by a completed migration)' }
   const intact = seals.filter(b => b.count === 0 && b.inconsistent !== true).sort((a, b) => b.name.localeCompare(a.name))[0]
   if (intact === undefined) return { token: null, reason: `its seal ${seals.map(b => `${b.name} counted ${b.count} bytes written${b.inconsistent === true ? ' and is inconsistent' : ''}`).join(', ')} since it was left` }
@@ -159,7 +160,7 @@ export async function prepareDeparture (qmp: QmpClient, nodes: string[], token: 
     try {
       const have = await nodeBitmaps(qmp, node, opts)
       const tracking = have.filter(b => b.name.startsWith(TRACK)).map(b => b.name).sort().reverse()
-      const drop = [...have.filter(b => b.name.startsWith(SEAL)).map(b => b.name), ...tracking.slice(KEEP_TRACKING - 1)]
+      const drop = [...have.filter(b => isSeal(b.name)).map(b => b.name), ...tracking.slice(KEEP_TRACKING - 1)]
       for (const name of drop) await qmp.execute('block-dirty-bitmap-remove', { node, name }, opts).catch(() => {})
       await qmp.execute('block-dirty-bitmap-add', { node, name: trackName(token), persistent: true }, opts)
       const keep = [...tracking.slice(0, KEEP_TRACKING - 1), trackName(token)]

@@ -31,7 +31,7 @@ import { DriverError, errorCode } from '../lib/errors.js'
 import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import type { DiskCopyMode, DiskCopyProgress, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
-import { DeltaCopy, intactCopyToken, joinHave, newToken, nodeBitmaps, prepareDeparture, probeImage, seal, splitHave, trackName, unseal } from './qemu-disk-delta.js'
+import { DeltaCopy, intactCopyToken, isSeal, joinHave, newToken, nodeBitmaps, prepareDeparture, probeImage, seal, splitHave, trackName, unseal } from './qemu-disk-delta.js'
 import { QmpClient, QmpError } from './qmp-client.js'
 import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 
@@ -721,7 +721,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
           const r = intactCopyToken(facts, d.backing !== undefined ? { sizeBytes: d.sizeBytes, backing: d.backing } : { sizeBytes: d.sizeBytes })
           if (r.token !== null) {
             have.set(i, r.token)
-            seals.set(file, facts.bitmaps.filter(b => b.name.startsWith('left-')).map(b => b.name))
+            seals.set(file, facts.bitmaps.filter(b => isSeal(b.name)).map(b => b.name))
             out.push({ ...d, file, format: 'qcow2' })
             continue
           }
