@@ -28,13 +28,21 @@
  *   two tests against the centralised runs of this simulator (which reproduce CloudSim), which
  *   --compare adds for THR/IQR/MAD/LR-MMT when they were not asked for;
  * - for both: migrations <= 25 % of LR-MMT-1.2's, total shortfall <= LR-MMT-1.2's, and the
- *   energy ratio to LR-MMT-1.2.
+ *   energy ratio to LR-MMT-1.2;
+ * - the fair reference, CloudSim 3.0.3 with host RAM enforced (reference_runs.csv variant
+ *   v303-sorted-ram, REFERENCE.md section 7): energy and migrations <= its LR-MMT-1.2's, ESV <= its
+ *   best policy's (DVFS, which never migrates, left out), and energy <= 1.15 x the day's
+ *   RAM-respecting lower bound (agent/sim/trace/bound.ts).
+ *
+ * Every run's energy is also shown over that lower bound (column E/LB of the table, and
+ * `lowerBounds` in the JSON).
  */
 import { parseArgs } from 'node:util'
 import { findPlanetlabDir, listDays, loadDay } from '../sim/trace/traces.js'
 import { defaultModel } from '../sim/trace/model.js'
 import { loadReference, runOne, type Mode, type RunResult } from '../sim/trace/run.js'
 import { table, writeReport } from '../sim/trace/report.js'
+import { energyLowerBound, type EnergyBound } from '../sim/trace/bound.js'
 import { ConfigError } from '../../policies/config.js'
 import { defaultMemorySimParams, memoryCapacity, type MemoryCapacityReport, type MemoryRunResult } from '../sim/trace/memory.js'
 
@@ -164,9 +172,11 @@ export async function runSimCli (argv: string[]): Promise<number> {
     })
   }
   const rows: RunResult[] = []
+  const bounds = new Map<string, EnergyBound>()
   try {
     for (const day of days) {
       const trace = loadDay(dir, day, a.order)
+      bounds.set(day, energyLowerBound(model, trace))
       const central = modes.includes('central') ? policies.slice() : []
       // the paper-definition bar needs the CloudSim policies run here (the CSV has CloudSim's SLATAH only)
       if (a.compare === true && modes.includes('decentral')) for (const p of CLOUDSIM_POLICIES) if (!central.includes(p)) central.push(p)
@@ -177,12 +187,20 @@ export async function runSimCli (argv: string[]): Promise<number> {
     if (err instanceof ConfigError || (err as Error).name === 'TraceError') { process.stderr.write(`${(err as Error).message}\n`); return 2 }
     throw err
   }
-  const out: Record<string, unknown> = { traces: dir, runs: rows.map(r => ({ ...r, timeline: undefined })) }
-  let text = table(rows)
+  const lb = new Map([...bounds].map(([d, b]) => [d, b.energyKWh]))
+  const out: Record<string, unknown> = {
+    traces: dir,
+    runs: rows.map(r => ({ ...r, timeline: undefined, ...(lb.has(r.day) && r.metrics.ramOverHostSteps === 0 ? { energyOverLowerBound: r.metrics.energyKWh / (lb.get(r.day) as number) } : {}) })),
+    lowerBounds: [...bounds.values()].map(b => ({ day: b.day, energyKWh: b.energyKWh, idleKWh: b.idleKWh, wattsPerMips: b.wattsPerMips, meanHostsNeeded: b.hostsNeeded.reduce((x, y) => x + y, 0) / Math.max(1, b.hostsNeeded.length) }))
+  }
+  let text = table(rows, lb) + '\n\nlower bound on energy (RAM respected, agent/sim/trace/bound.ts): ' +
+    [...bounds.values()].map(b => `${b.day} ${b.energyKWh.toFixed(2)} kWh`).join(', ')
   if (a.compare === true) {
     const cmp = compare(dir, rows, days)
+    const ram = compareRam(dir, rows, days, lb)
     out.bar = cmp.json
-    text += '\n\n' + cmp.text
+    out.barRam = ram.json
+    text += '\n\n' + cmp.text + '\n\n' + ram.text
   }
   if (a.json === true) process.stdout.write(JSON.stringify(out, null, 2) + '\n')
   else process.stdout.write(text + '\n')
@@ -250,6 +268,71 @@ function compare (dir: string, rows: RunResult[], days: string[]): { text: strin
       `cs-ESV/best ${range(b => b.cloudsim.esvVsBest)}, cs-SLAV/LR ${range(b => b.cloudsim.slav / b.cloudsim.lrSlav)}, p-ESV/best ${range(b => b.paper.esvVsBest)}, p-SLAV/LR ${range(b => b.paper.slav / b.paper.lrSlav)}`)
     lines.push(`passes: migrations ${count(b => b.migrationsPass)}, shortfall ${count(b => b.shortfallPass)}, ESV<=0.7xbest CloudSim-def ${count(b => b.cloudsim.esvPass)} paper-def ${count(b => b.paper.esvPass)}, ` +
       `SLAV<=LR CloudSim-def ${count(b => b.cloudsim.slavPass)} paper-def ${count(b => b.paper.slavPass)}`)
+  }
+  return { text: lines.join('\n'), json }
+}
+
+interface RamBarLine {
+  day: string
+  seed: number | undefined
+  energyKWh: number
+  lrEnergyKWh: number
+  energyVsLr: number
+  migrations: number
+  lrMigrations: number
+  migrationsVsLr: number
+  esv: number
+  bestPolicy: string
+  bestEsv: number
+  esvVsBest: number
+  slatah: number
+  lrSlatah: number
+  pdm: number
+  lrPdm: number
+  lowerBoundKWh: number
+  energyVsBound: number
+  energyPass: boolean
+  migrationsPass: boolean
+  esvPass: boolean
+  boundPass: boolean
+}
+
+/** The issue's targets against CloudSim with host RAM enforced (variant v303-sorted-ram). */
+export function compareRam (dir: string, rows: RunResult[], days: string[], lowerBound: ReadonlyMap<string, number>): { text: string, json: RamBarLine[] } {
+  const ref = loadReference(dir).filter(r => r.variant === 'v303-sorted-ram')
+  const lines: string[] = [
+    'bar (RAM enforced): decentralised agents vs CloudSim 3.0.3 with host RAM enforced (v303-sorted-ram); energy and migrations <= its LR-MMT-1.2, ESV <= its best policy, energy <= 1.15 x lower bound',
+    'day       seed  E/LR    migr/LR  ESV/best  best          SLATAH/LR  PDM/LR  E/LB   | energy migr ESV  E<=1.15LB']
+  const json: RamBarLine[] = []
+  const yes = (b: boolean): string => b ? 'yes' : 'NO'
+  for (const day of days) {
+    const dayRef = ref.filter(r => r.day === day && r.esv > 0)
+    const lr = dayRef.find(r => r.policy === 'LR-MMT-1.2')
+    const b = lowerBound.get(day)
+    if (lr === undefined || b === undefined) continue
+    const best = dayRef.reduce((x, r) => r.esv < x.esv ? r : x)
+    for (const ours of rows.filter(r => r.day === day && r.mode === 'decentral')) {
+      const m = ours.metrics
+      const l: RamBarLine = {
+        day, seed: ours.seed, energyKWh: m.energyKWh, lrEnergyKWh: lr.energyKWh, energyVsLr: m.energyKWh / lr.energyKWh,
+        migrations: m.migrations, lrMigrations: lr.migrations, migrationsVsLr: m.migrations / lr.migrations,
+        esv: m.esv, bestPolicy: best.policy, bestEsv: best.esv, esvVsBest: m.esv / best.esv,
+        slatah: m.slatah, lrSlatah: lr.slatah, pdm: m.pdm, lrPdm: lr.pdm,
+        lowerBoundKWh: b, energyVsBound: m.energyKWh / b,
+        energyPass: m.energyKWh <= lr.energyKWh, migrationsPass: m.migrations <= lr.migrations, esvPass: m.esv <= best.esv, boundPass: m.energyKWh <= 1.15 * b
+      }
+      json.push(l)
+      lines.push(`${day}  ${String(ours.seed ?? '-').padStart(4)}  ${l.energyVsLr.toFixed(3)}  ${l.migrationsVsLr.toFixed(3).padStart(7)}  ${l.esvVsBest.toFixed(3).padStart(8)}  ${l.bestPolicy.padEnd(12)}  ${(m.slatah / lr.slatah).toFixed(3).padStart(9)}  ${(m.pdm / lr.pdm).toFixed(3).padStart(6)}  ${l.energyVsBound.toFixed(3)}  | ${yes(l.energyPass).padEnd(6)} ${yes(l.migrationsPass).padEnd(4)} ${yes(l.esvPass).padEnd(4)} ${yes(l.boundPass)}`)
+    }
+  }
+  if (json.length > 0) {
+    const range = (f: (x: RamBarLine) => number): string => {
+      const xs = json.map(f)
+      return `${Math.min(...xs).toFixed(3)}-${Math.max(...xs).toFixed(3)}`
+    }
+    const count = (f: (x: RamBarLine) => boolean): string => `${json.filter(f).length}/${json.length}`
+    lines.push(`ranges over ${json.length} runs: energy/LR ${range(x => x.energyVsLr)}, migrations/LR ${range(x => x.migrationsVsLr)}, ESV/best ${range(x => x.esvVsBest)}, energy/lower bound ${range(x => x.energyVsBound)}`)
+    lines.push(`passes: energy ${count(x => x.energyPass)}, migrations ${count(x => x.migrationsPass)}, ESV ${count(x => x.esvPass)}, energy <= 1.15 x bound ${count(x => x.boundPass)}`)
   }
   return { text: lines.join('\n'), json }
 }

@@ -6,21 +6,33 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { RunResult } from './run.js'
 
-export function table (rows: RunResult[]): string {
+/**
+ * `lowerBoundKWh`: the day's RAM-respecting energy lower bound (bound.ts) by day; with it the
+ * table shows each run's energy over the bound ("E/LB"), for the runs that respect host RAM
+ * (a run that ever put more VM RAM on a host than it has shows "-": the bound is not for it).
+ */
+export function table (rows: RunResult[], lowerBoundKWh?: ReadonlyMap<string, number>): string {
   // CloudSim's SLATAH/SLAV/ESV first (fidelity), then the paper's definition (suffix -p), then
   // the service actually delivered: total shortfall and the share of VM-time short by > 10 %.
   const head = ['day', 'mode', 'policy', 'seed', 'energy kWh', 'migrations', 'SLATAH %', 'PDM %', 'SLAV x1e-5', 'ESV x1e-3',
-    'SLATAH-p %', 'SLAV-p x1e-5', 'ESV-p x1e-3', 'shortfall %', 'VM-t>10% %', 'RAM-over', 'wall s']
+    'SLATAH-p %', 'SLAV-p x1e-5', 'ESV-p x1e-3', 'shortfall %', 'VM-t>10% %', 'RAM-over', ...(lowerBoundKWh !== undefined ? ['E/LB'] : []), 'wall s']
   const body = rows.map(r => {
     const m = r.metrics
     return [r.day, r.mode, r.policy, r.seed === undefined ? '-' : String(r.seed), m.energyKWh.toFixed(2), String(m.migrations),
       (100 * m.slatah).toFixed(2), (100 * m.pdm).toFixed(4), (1e5 * m.slav).toFixed(3), (1e3 * m.esv).toFixed(3),
       (100 * m.slatahPaper).toFixed(3), (1e5 * m.slavPaper).toFixed(4), (1e3 * m.esvPaper).toFixed(4),
-      (100 * m.overallSla).toFixed(3), (100 * m.vmTimeShortfallOver10).toFixed(3), String(m.ramOverHostSteps), (r.wallMs / 1000).toFixed(1)]
+      (100 * m.overallSla).toFixed(3), (100 * m.vmTimeShortfallOver10).toFixed(3), String(m.ramOverHostSteps),
+      ...(lowerBoundKWh !== undefined ? [overBound(r, lowerBoundKWh)] : []), (r.wallMs / 1000).toFixed(1)]
   })
   const w = head.map((h, i) => Math.max(h.length, ...body.map(b => (b[i] ?? '').length)))
   const line = (c: string[]): string => c.map((x, i) => x.padStart(w[i] ?? 0)).join('  ')
   return [line(head), ...body.map(line)].join('\n')
+}
+
+function overBound (r: RunResult, lb: ReadonlyMap<string, number>): string {
+  const b = lb.get(r.day)
+  if (b === undefined || !(b > 0) || r.metrics.ramOverHostSteps > 0) return '-'
+  return (r.metrics.energyKWh / b).toFixed(3)
 }
 
 type Series = { name: string, points: Array<[number, number]> }
