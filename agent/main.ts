@@ -569,7 +569,11 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
     idleCloses: st.idleCloses,
     connectionsOpened: st.connectionsOpened,
     connectionsClosed: st.connectionsClosed,
-    heldExpired: st.sendDropped.expired
+    heldExpired: st.sendDropped.expired,
+    dialsAttempted: st.dialsAttempted,
+    dialsOpened: st.dialsOpened,
+    dialsFailed: st.dialsFailed,
+    dialsInFlight: st.dialsInFlight
   }
 }
 

@@ -181,6 +181,12 @@ export interface HyperswarmTransportStats {
   /** Connections replaced by a newer one to the same peer. */
   connectionsReplaced: number
   discoveryRefreshes: number
+  /** Connections we dialled (Hyperswarm client connections): attempted, opened, and attempted ones that never opened. */
+  dialsAttempted: number
+  dialsOpened: number
+  dialsFailed: number
+  /** Dials in flight now (Hyperswarm runs at most maxParallel at once). */
+  dialsInFlight: number
 }
 
 export interface HyperswarmTransport extends Transport {
@@ -369,7 +375,11 @@ function freshStats (): HyperswarmTransportStats {
     connectionsOpened: 0,
     connectionsClosed: 0,
     connectionsReplaced: 0,
-    discoveryRefreshes: 0
+    discoveryRefreshes: 0,
+    dialsAttempted: 0,
+    dialsOpened: 0,
+    dialsFailed: 0,
+    dialsInFlight: 0
   }
 }
 
@@ -444,7 +454,19 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   }
 
   stats (): HyperswarmTransportStats {
-    return { ...this.counters, sendDropped: { ...this.counters.sendDropped } }
+    // Hyperswarm's own counters (not in its typings): a dial in flight is neither opened nor failed yet.
+    const sw = this.swarm as unknown as { connecting?: number, stats?: { connects?: { client?: { attempted?: number, opened?: number } } } } | null
+    const attempted = sw?.stats?.connects?.client?.attempted ?? 0
+    const opened = sw?.stats?.connects?.client?.opened ?? 0
+    const pendingDials = sw?.connecting ?? 0
+    return {
+      ...this.counters,
+      sendDropped: { ...this.counters.sendDropped },
+      dialsAttempted: attempted,
+      dialsOpened: opened,
+      dialsFailed: Math.max(0, attempted - opened - pendingDials),
+      dialsInFlight: pendingDials
+    }
   }
 
   /** Open connections now, the active view's size (null: every member), and members being connected on demand. */

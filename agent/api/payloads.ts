@@ -31,6 +31,11 @@ export interface StatusPayload {
     connectionsOpened: number
     connectionsClosed: number
     heldExpired: number
+    /** Connections this agent dialled: attempted, opened, and closed before opening (optional: older agents). */
+    dialsAttempted?: number
+    dialsOpened?: number
+    dialsFailed?: number
+    dialsInFlight?: number
   }
   /**
    * Members refused at their hello (another cluster secret, HA timing that differs, no hello) or

@@ -341,6 +341,9 @@ export class Runtime {
       this.ac.abort()
       while (this.turning) await new Promise(resolve => setTimeout(resolve, 5))
       if (opts.leave === true && this.running) {
+        // Hold the loop while the leave is applied: a frame arriving meanwhile (its apply awaits
+        // the store) would start a turn that takes a Ready of its own and advances out of order.
+        this.turning = true
         try {
           this.c.core.step({ type: 'leave' })
           let rd = this.c.core.ready()
@@ -352,6 +355,7 @@ export class Runtime {
         }
       }
       this.running = false
+      this.turning = false
       if (this.wakeTimer !== null) clearTimeout(this.wakeTimer) // a turn that ended meanwhile re-armed it
       this.wakeTimer = null
       await this.c.transport.stop()

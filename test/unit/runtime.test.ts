@@ -158,3 +158,24 @@ t.test('a stall past the catch-up bound: the skipped ticks reach the core in one
   const first = seen.findIndex(s => s.startsWith('skipped'))
   t.ok(first > 0 && seen.slice(first + 1, first + 11).every(s => s === 'tick'), 'the skip came before the replayed ticks')
 })
+
+t.test('a frame arriving while the leave is persisted does not start a turn of its own', async t => {
+  // stop({ leave }) applies the leave's Ready, whose persist awaits the (slow) store; a frame
+  // delivered meanwhile used to start a turn that took the next Ready and advanced out of order
+  // (an assertion in the core, the agent exiting with code 70 instead of stopping).
+  const { log, runtime, store, handlers } = setup()
+  await store.open()
+  await runtime.start()
+  await sleep(200)
+  const h = handlers()
+  t.ok(h !== null, 'transport started')
+  const frame = encodeEnvelope({ protocolMin: 1, protocolMax: 1, protocolCur: 1, from: 'bb', incarnation: 1, lamport: 1, body: { type: 'gossip' }, gossip: [] })
+  const persistsBefore = log.filter(l => l.startsWith('persist')).length
+  const stopping = runtime.stop({ leave: true, graceMs: 0 })
+  // The leave's persist is now awaiting the store (5 ms): frames keep arriving.
+  for (let i = 0; i < 5; i++) { h!.onFrame('bb', frame); await sleep(1) }
+  await stopping
+  t.equal(process.exitCode ?? 0, 0, 'the loop did not fail')
+  t.ok(log.filter(l => l.startsWith('persist')).length > persistsBefore, 'the leave was persisted')
+  t.equal(await store.get('core/incarnation'), 1, 'the incarnation is still in the store')
+})
