@@ -7,7 +7,9 @@ import { availableParallelism } from 'node:os'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
-import { AgentCore, type HostSample, type SplitEffect } from './core/index.js'
+import { AgentCore, PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type HostSample, type RestoredConfigLog, type SplitEffect } from './core/index.js'
+import { parseClusterDoc } from './core/cluster-config/cluster-doc.js'
+import { genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
 import type { Logger } from './ports/logger.js'
 import type { HostSampler } from './ports/host-sampler.js'
@@ -22,7 +24,7 @@ import { simDriver, type SimDriverInit } from './adapters/sim-driver.js'
 import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, prepareWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
-import { httpApi } from './adapters/http-api.js'
+import { httpApi, type HttpApiComponents } from './adapters/http-api.js'
 import { webView } from './adapters/web-view.js'
 import { readApiToken, resolveGroup } from './adapters/api-credentials.js'
 import { Runtime } from './runtime/runtime.js'
@@ -216,6 +218,10 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   await life.add({ name: 'store', start: async () => { await store.open() }, stop: async () => { await store.close() } })
   const { selfId, keyPair } = await checkIdentity(config, self.publicKey)
   const restored = await loadPersistedCoreState(store)
+  // The agreed cluster configuration (agent/runtime/cluster-config.ts): its members, rules and
+  // automation rule once this host holds a later version than its file's.
+  const cfgRestored = await loadClusterConfig(store)
+  const agreed = agreedMembers(cfgRestored) ?? config.cluster.members
 
   // The loop (runtime, core) starts later; systemd's watchdog pings only while it makes progress
   // and HA allows it, and keeps pinging until close(), the last but one stop.
@@ -231,7 +237,8 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   const replicas = config.replication.enabled ? await startReplicas(config, store, logger) : null
   if (replicas !== null) await life.add({ name: 'connection split', stop: async () => { await replicas.splitter.clear() } })
 
-  const peers = config.cluster.members.filter(m => m.publicKey !== selfId)
+  // Bootstrap from the file's members and the agreed ones: a host added since knows the cluster by its file.
+  const peers = [...new Map([...config.cluster.members, ...agreed].map(m => [m.publicKey, m])).values()].filter(m => m.publicKey !== selfId)
   const core = new AgentCore({
     self: selfId,
     name: self.name,
@@ -243,9 +250,21 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     migration: config.migration,
     ...(vips.options !== undefined ? { vips: vips.options } : {}),
     ...(haOptions !== undefined ? { ha: haOptions } : {}),
-    ...(replicas !== null ? { replicas: replicas.options } : {})
+    ...(replicas !== null ? { replicas: replicas.options } : {}),
+    clusterConfig: { genesis: genesisFromFile(config), restored: cfgRestored, hash: sha256Hex }
   })
-  const transport = meshTransport(config, keyPair, peers, logger)
+  const transport = meshTransport(config, keyPair, peers, agreed, logger)
+  // Each agreed version: the transport admits its members and refuses removed ones (who hear why).
+  const applyMembers = (): void => {
+    const st = core.clusterConfig()
+    if (st === null || st.doc === null) return
+    const farewell = core.clusterConfigHistory().slice(-8).map(e => encodeEnvelope({
+      protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, protocolCur: PROTOCOL_CUR, from: selfId, incarnation: 0, lamport: 0, gossip: [],
+      body: { type: 'cfg', op: 'commit', slot: e.version, entry: e }
+    }))
+    transport.setMembers(st.doc.members.map(m => ({ key: m.publicKey, address: m.address, name: m.name })), farewell)
+  }
+  if (cfgRestored !== null) applyMembers()
   const memory = await memoryLoop(config, driver, logger)
   const ksmLoop = memory?.ksm
   // The host's own KSM settings come back when the agent stops.
@@ -262,7 +281,8 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     vip: vips.applier,
     ha: haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) }),
     ...(replicas !== null ? { replica: replicaExecutor(driver, replicas.defs), split: replicas.split } : {}),
-    ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {})
+    ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {}),
+    onEvent: ev => { if (ev.kind === 'config-committed' || ev.kind === 'config-adopted') applyMembers() }
   })
   loop.runtime = runtime
   loop.core = core
@@ -304,8 +324,16 @@ async function checkIdentity (config: AgentConfig, configured: string): Promise<
   return { selfId, keyPair }
 }
 
+/** The members of the latest agreed version in the store, or null when it holds none (or none that parses). */
+function agreedMembers (r: RestoredConfigLog | null): AgentConfig['cluster']['members'] | null {
+  if (r === null || r.entries.length === 0) return null
+  const latest = [...r.entries].sort((a, b) => b.version - a.version)[0]!
+  const doc = parseClusterDoc(latest.doc)
+  return typeof doc === 'string' ? null : doc.members.map(m => ({ name: m.name, publicKey: m.publicKey, address: m.address }))
+}
+
 /** The Hyperswarm mesh to the other members (started and stopped by the runtime). */
-function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfig['cluster']['members'], logger: Logger): ReturnType<ReturnType<typeof hyperswarmTransport>> {
+function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfig['cluster']['members'], members: AgentConfig['cluster']['members'], logger: Logger): ReturnType<ReturnType<typeof hyperswarmTransport>> {
   const listen = parseAddress(config.node.listen, 'node.listen')
   return hyperswarmTransport({
     keyPair,
@@ -313,17 +341,18 @@ function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfi
     host: listen.host,
     port: listen.port,
     bootstrap: peers.map(m => m.address),
-    allowedKeys: config.cluster.members.map(m => m.publicKey),
-    addresses: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.address])),
+    allowedKeys: members.map(m => m.publicKey),
+    addresses: Object.fromEntries(members.map(m => [m.publicKey, m.address])),
     maxFrameBytes: config.core.frameBytesMax,
     keepAliveMs: config.mesh.keepAliveMs,
     timeoutMs: config.mesh.timeoutMs,
     // Connections to the core's active view, others on demand (agent/core/membership/active-view.ts).
     onDemand: config.core.activeViewSize > 0,
     idleCloseMs: config.mesh.idleCloseMs,
-    // Proven and compared at every connection: agent/cluster-settings.ts
+    // Proven and compared at every connection: agent/cluster-settings.ts. Members, rules and
+    // automation are flagged only (the files' difference, not the agreed configuration's).
     settings: clusterSettings(config),
-    names: Object.fromEntries(config.cluster.members.map(m => [m.publicKey, m.name]))
+    names: Object.fromEntries(members.map(m => [m.publicKey, m.name]))
   })({ logger })
 }
 
@@ -547,12 +576,54 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
     vips: views.vips,
     ha: views.ha,
     web: web.handle,
-    request: input => { runtime.enqueue(input) }
+    request: input => { runtime.enqueue(input) },
+    config: configApi(config, core, runtime)
   })
   return [
     { name: 'control API', start: async () => { await api.start() }, stop: async () => { await api.stop() } },
     { name: 'web view', start: () => { web.start() }, stop: () => { web.stop() } }
   ]
+}
+
+/** GET and POST /v1/config: the agreed cluster configuration and its changes (agent/runtime/cluster-config.ts). */
+function configApi (config: AgentConfig, core: AgentCore, runtime: Runtime): NonNullable<HttpApiComponents['config']> {
+  const ctx = (): ChangeContext => {
+    const view = core.view()
+    const known = new Set<string>([...config.driver.vms.map(v => v.id), ...config.ha.vms.map(v => v.id)])
+    for (const m of view) for (const v of m.report?.vms ?? []) known.add(v.id)
+    return {
+      knownVms: known,
+      vmsOn: name => view.find(m => m.name === name)?.report?.vms.map(v => v.id),
+      ha: { enabled: config.ha.enabled, tieBreaker: config.ha.tieBreaker }
+    }
+  }
+  return {
+    show: () => {
+      const st = core.clusterConfig()
+      if (st === null) return { version: 0 }
+      return {
+        version: st.latest.version,
+        hash: st.latest.hash,
+        note: st.latest.note,
+        removed: st.removed,
+        members: st.doc?.members ?? [],
+        rules: st.doc === null ? [] : numberedRules(st.doc).map(r => ({ number: r.number, text: r.text, rule: r.rule })),
+        automation: st.doc?.automation ?? null,
+        inFlight: st.inFlight,
+        counters: st.counters
+      }
+    },
+    history: () => ({ versions: core.clusterConfigHistory().map(e => ({ version: e.version, hash: e.hash, base: e.base, members: e.members.length, note: e.note })) }),
+    change: async (body, who) => {
+      let change: ConfigChange
+      try { change = parseChange(body) } catch (err) {
+        if (err instanceof ConfigError) return { code: 400, body: { status: 'invalid', version: core.clusterConfig()?.latest.version ?? 0, detail: err.message, error: err.message } }
+        throw err
+      }
+      const r = await runChange(core, input => { runtime.enqueue(input) }, change, ctx, who)
+      return r.code >= 400 ? { code: r.code, body: { ...r.body, error: r.body.detail } } : r
+    }
+  }
 }
 
 /** The mesh's connections and traffic, for status and benchmarks. */

@@ -28,6 +28,10 @@
  *   POST /v1/ha/mode {armed}     arm or disarm HA cluster-wide (202)
  *   POST /v1/ha/maintenance {host, on}  put a host in HA maintenance or take it out (202)
  *   POST /v1/ha/confirm-down {host}     an operator's word that a host with no fence is down (202)
+ *   GET /v1/config               the agreed cluster configuration: version, members, rules, automation
+ *   GET /v1/config/history       every version this host holds, with what changed
+ *   POST /v1/config {op, ...}    change it (agent/runtime/cluster-config.ts): 200 committed,
+ *                                202 pending (no majority yet), 400 invalid, 409 not agreed
  */
 import http from 'node:http'
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs'
@@ -72,6 +76,13 @@ export interface HttpApiComponents {
    * served on the TCP listener only. Returns false for a URL it does not serve.
    */
   web?: (req: http.IncomingMessage, res: http.ServerResponse, url: string) => boolean
+  /** The replicated cluster configuration (absent: 404). */
+  config?: {
+    show: () => unknown
+    history: () => unknown
+    /** Carries out one change; `who` names the caller for the version's note. */
+    change: (body: Record<string, unknown>, who: string) => Promise<{ code: number, body: unknown }>
+  }
 }
 
 const BODY_BYTES_MAX = 4096
@@ -178,7 +189,7 @@ export function httpApi (init: HttpApiInit) {
     const handle = (via: 'unix' | 'tcp') => (req: http.IncomingMessage, res: http.ServerResponse): void => {
       try {
         const url = (req.url ?? '/').split('?')[0]
-        if (req.method === 'POST' && (url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/ha/confirm-down' || url === '/v1/replicate')) {
+        if (req.method === 'POST' && (url === '/v1/config' || url === '/v1/migrate' || url === '/v1/drain' || url === '/v1/vips/move' || url === '/v1/ha/mode' || url === '/v1/ha/maintenance' || url === '/v1/ha/confirm-down' || url === '/v1/replicate')) {
           const no = refuse(via, req)
           const caller = { via, uid: req.headers['x-starling-uid'] ?? null, user: req.headers['x-starling-user'] ?? null, remote: via === 'tcp' ? `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}` : null }
           if (no !== null) {
@@ -189,12 +200,21 @@ export function httpApi (init: HttpApiInit) {
           }
           const ct = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
           if (ct !== 'application/json') { req.resume(); json(res, 415, { error: 'a change must be sent with content-type: application/json' }); return }
-          void post(url, req, res, caller)
+          post(url, req, res, caller).catch(err => {
+            log.error('api request failed', { url, err })
+            if (!res.headersSent) json(res, 500, { error: err instanceof Error ? err.message : String(err) })
+            else res.end()
+          })
           return
         }
         if (req.method !== 'GET') { res.writeHead(405).end(); return }
         if (url === '/v1/plan' && c.plan !== undefined) {
           res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(c.plan()))
+          return
+        }
+        if (url === '/v1/config' || url === '/v1/config/history') {
+          if (c.config === undefined) { json(res, 404, { error: 'no replicated configuration on this agent' }); return }
+          json(res, 200, url === '/v1/config' ? c.config.show() : c.config.history())
           return
         }
         if (url === '/v1/migrations') {
@@ -251,6 +271,15 @@ export function httpApi (init: HttpApiInit) {
       const body = await readJson(req)
       const bad = (msg: string): void => { res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: msg })) }
       if (body === null) { bad('body must be a JSON object'); return }
+      if (url === '/v1/config') {
+        if (c.config === undefined) { json(res, 404, { error: 'no replicated configuration on this agent' }); return }
+        log.info(`control request ${url}`, { ...caller, body })
+        const who = caller.via === 'unix' ? `${String(caller.user ?? caller.uid ?? 'local')} on the control socket` : `token holder at ${String(caller.remote)}`
+        const r = await c.config.change(body, who)
+        log.info(`config change ${r.code === 200 ? 'committed' : 'not committed'}`, { code: r.code, result: r.body })
+        json(res, r.code, r.body)
+        return
+      }
       if (c.request === undefined) { res.writeHead(501).end(); return }
       log.info(`control request ${url}`, { ...caller, body })
       if (url === '/v1/migrate') {

@@ -198,6 +198,13 @@ export interface HyperswarmTransport extends Transport {
   /** Open connections, the active view's size (null: every member) and members being connected on demand. */
   connections (): { open: number, active: number | null, pending: number }
   setActivePeers (peers: HostId[]): void
+  /**
+   * The cluster's members changed (an agreed configuration version): new members are called and
+   * admitted, removed ones are closed and refused from then on. A removed member that connects
+   * gets `farewell` (encoded frames: the versions that removed it) after its hello, then is closed,
+   * so that its own agent learns why.
+   */
+  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: Uint8Array[]): void
 }
 
 export class TransportStoppedError extends Error {
@@ -387,7 +394,10 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   readonly self: HostId
   private readonly log: Logger
   private readonly opts: Options
-  private readonly allowed: ReadonlySet<string>
+  private allowed: ReadonlySet<string>
+  /** Members removed by an agreed configuration: let through the firewall to hear why, then closed. */
+  private removed = new Map<HostId, Uint8Array[]>()
+  private readonly names = new Map<HostId, string>()
   private readonly topic: Buffer
   private readonly bootstrap: Array<{ host: string, port: number }>
   private readonly addressOf = new Map<HostId, { host: string, port: number }>()
@@ -430,6 +440,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     const selfAddr = `${init.host}:${init.port}`
     this.bootstrap = (init.bootstrap ?? []).filter(s => s.trim() !== selfAddr).map(parseHostPort)
     for (const [k, a] of Object.entries(init.addresses ?? {})) this.addressOf.set(k.toLowerCase(), parseHostPort(a))
+    for (const [k, n] of Object.entries(init.names ?? {})) this.names.set(k.toLowerCase(), n)
     this.opts = {
       keepAliveMs: init.keepAliveMs ?? 1000,
       timeoutMs: init.timeoutMs ?? 3000,
@@ -472,6 +483,50 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   /** Open connections now, the active view's size (null: every member), and members being connected on demand. */
   connections (): { open: number, active: number | null, pending: number } {
     return { open: this.peers.size, active: this.active === null ? null : this.active.size, pending: this.pending.size }
+  }
+
+  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: Uint8Array[]): void {
+    const next = new Set<string>()
+    for (const m of members) {
+      const key = m.key.toLowerCase()
+      if (!HEX_KEY.test(key)) { this.log.error('setMembers: a key is not 64 hex digits; the member list is unchanged', { key: m.key }); return }
+      next.add(key)
+      this.addressOf.set(key, parseHostPort(m.address))
+      this.names.set(key, m.name)
+    }
+    const gone = [...this.allowed].filter(k => !next.has(k) && k !== this.self)
+    const added = [...next].filter(k => !this.allowed.has(k) && k !== this.self)
+    this.allowed = next
+    for (const k of gone) {
+      this.removed.set(k, farewell)
+      this.refusedUntil.delete(k)
+      this.active?.delete(k)
+      this.pending.delete(k)
+      try { this.swarm?.leavePeer(Buffer.from(k, 'hex')) } catch { /* not joined */ }
+      const p = this.peers.get(k)
+      if (p !== undefined) this.sendFarewell(p.conn, k)
+    }
+    for (const k of added) { this.removed.delete(k); this.refusedUntil.delete(k) }
+    if (gone.length + added.length > 0) {
+      this.log.info('cluster members changed', { added: added.map(k => `${this.names.get(k) ?? 'member'} (${short(k)})`), removed: gone.map(k => `${this.names.get(k) ?? 'member'} (${short(k)})`), members: next.size })
+      this.joinMissingPeers()
+    }
+  }
+
+  /** A removed member hears the versions that removed it, then the connection closes. */
+  private sendFarewell (conn: NoiseSecretStream, id: HostId): void {
+    const frames = this.removed.get(id) ?? []
+    this.log.warn(`refused ${this.names.get(id) ?? 'member'} (${short(id)}): removed from the cluster`, { peer: short(id) })
+    try {
+      for (const f of frames) {
+        const len = Buffer.alloc(4)
+        len.writeUInt32BE(f.byteLength)
+        conn.write(Buffer.concat([len, f]))
+      }
+      conn.end()
+    } catch { /* closing anyway */ }
+    const t = setTimeout(() => { conn.destroy() }, 2000)
+    t.unref()
   }
 
   setActivePeers (peers: HostId[]): void {
@@ -668,7 +723,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   private firewall (remote: Buffer): boolean {
     const id = remote.toString('hex')
-    if (this.allowed.has(id)) return false
+    if (this.allowed.has(id) || this.removed.has(id)) return false
     this.reject(id, 'not_allowed')
     return true
   }
@@ -683,6 +738,16 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     conn.on('error', (err: Error) => this.log.debug('connection error', { err }))
     if (this.stopping !== null) { conn.destroy(); return }
     const id = conn.remotePublicKey.toString('hex')
+    if (!this.allowed.has(id) && this.removed.has(id)) {
+      // A removed member: it proves the cluster's secret with its hello, then hears why it is out.
+      conn.setTimeout(this.opts.timeoutMs)
+      this.sendHello(conn)
+      const parser = new FrameParser(this.opts.maxFrameBytes, this.opts.maxDiscardBytes, frame => {
+        if (this.checkHello(id, conn, frame, true)) this.sendFarewell(conn, id)
+      }, () => {})
+      conn.on('data', (chunk: Uint8Array) => { if (!parser.push(chunk)) conn.destroy() })
+      return
+    }
     if (!this.allowed.has(id)) { // the firewall should have caught it; never trust one check
       this.reject(id, 'not_allowed')
       conn.destroy()
@@ -764,7 +829,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
    * settings agree (a field we do not send is not compared). Returns false after closing the
    * connection; flags differing settings that do not refuse.
    */
-  private checkHello (id: HostId, conn: NoiseSecretStream, frame: Uint8Array): boolean {
+  private checkHello (id: HostId, conn: NoiseSecretStream, frame: Uint8Array, proofOnly = false): boolean {
     const r = decodeHello(frame, id)
     if (!r.ok) {
       const reason: PeerCheckReason = r.reason === 'not_hello' ? 'no_hello' : 'bad_hello'
@@ -779,6 +844,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       this.refusePeer(id, conn, 'secret_mismatch', ['cluster.secret'], 'it does not prove our cluster secret: its cluster.secret differs')
       return false
     }
+    if (proofOnly) return true
     const theirs = new Map(r.hello.settings.map(s => [s.field, s.digest]))
     const differ = this.settings.filter(s => {
       const d = theirs.get(s.field)
@@ -820,7 +886,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       : { peer: id, refused, reason, fields, detail, since: now, times: 1, loggedAt: 0 }
     if (now - entry.loggedAt >= 60_000) {
       entry.loggedAt = now
-      const who = `${this.init.names?.[id] ?? 'member'} (${short(id)})`
+      const who = `${this.names.get(id) ?? 'member'} (${short(id)})`
       this.log.error(refused ? `refused ${who} at its hello: ${detail}` : `${who}: ${detail}`, {
         peer: short(id), reason, fields, times: entry.times
       })

@@ -21,7 +21,7 @@ import { WIRE_SCHEMA } from './wire-schema.js'
 import {
   FRAME_BYTES_MAX_DEFAULT, PROTOCOL_MAX, PROTOCOL_MIN, type Body, type ClaimRef, type Envelope, type Gossip, type HaClaim,
   type HaMaintenance, type HaMode, type HostCapacity, type HostId, type HostMemoryReport, type LoadReport,
-  type MemberRecord, type VmRunState, type VmSummary
+  type MemberRecord, type VmRunState, type VmSummary, type Ballot, type ConfigEntry, type ConfigMessage
 } from '../core/index.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +150,11 @@ function loadSchema (): protobuf.Root {
 
 const schema = loadSchema()
 const EnvelopeType = schema.lookupType('starling.mesh.v1.Envelope')
+
+/** ConfigMsg.Op values 1..8, in order (config.proto). */
+const CONFIG_OPS = ['prepare', 'promise', 'accept', 'accepted', 'nack', 'commit', 'have', 'fetch'] as const
+/** The largest configuration document a frame carries (config.proto, ConfigEntry.doc). */
+export const CONFIG_DOC_BYTES = 64 * 1024
 
 /** ReplicaMsg.Op values 1..5, in order (replica.proto). */
 const REPLICA_OPS = ['request', 'started', 'refused', 'retire', 'retired'] as const
@@ -361,6 +366,7 @@ function encBody (b: Body): [string, Pb] {
         cpuDemandMips: encU64(Math.round(b.cpuDemandMips), 'body.cpuDemandMips'), memMib: encCount(b.memMiB, 'body.memMiB'),
         vcpus: encCount(b.vcpus, 'body.vcpus'), reason: encLong(b.reason, 'body.reason')
       }]
+    case 'cfg': return ['config', encConfigMsg(b)]
     default: {
       const unknown: never = b // a new Body kind must be added here and to envelope.proto
       throw new WireEncodeError(`unknown body type ${String((unknown as { type?: unknown }).type)}`)
@@ -383,7 +389,8 @@ export function encodeEnvelope (env: Envelope): Uint8Array {
     incarnation: encU64(env.incarnation, 'incarnation'),
     lamport: encU64(env.lamport, 'lamport'),
     gossip: env.gossip.map((g, i) => encGossip(g, `gossip[${i}]`)),
-    [bodyField]: body
+    [bodyField]: body,
+    ...(env.cfgVersion !== undefined && env.cfgVersion > 0 ? { configVersion: encU64(env.cfgVersion, 'cfgVersion') } : {})
   }
   return EnvelopeType.encode(msg).finish()
 }
@@ -690,8 +697,66 @@ class Decoder {
           vcpus: this.u32(v['vcpus'], 'body.vcpus'), reason: this.long(v['reason'], 'body.reason')
         }
       }
+      case 'config': return this.configMsg(v)
       default: throw new Reject('unknown_body', name)
     }
+  }
+
+  private ballot (v: unknown, where: string): Ballot {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    return { n: this.u64(v['n'], where + '.n'), by: this.host(v['by'], where + '.by') }
+  }
+
+  private configEntry (v: unknown, where: string): ConfigEntry {
+    if (!isObj(v)) throw new Reject('missing_field', where)
+    const doc = typeof v['doc'] === 'string' ? v['doc'] : ''
+    if (Buffer.byteLength(doc, 'utf8') > CONFIG_DOC_BYTES) throw new Reject('absurd_value', `${where}.doc: longer than ${CONFIG_DOC_BYTES} bytes`)
+    const members = this.count(v['members'], this.lim.maxMembers, where + '.members', (x, i) => this.host(x, `${where}.members[${i}]`))
+    if (members.length === 0) throw new Reject('missing_field', where + '.members')
+    return {
+      version: this.u64(v['version'], where + '.version'), base: this.str(v['base'], where + '.base', false), members,
+      doc, note: this.long(v['note'], where + '.note'), hash: this.str(v['hash'], where + '.hash', true)
+    }
+  }
+
+  private configMsg (v: Record<string, unknown>): ConfigMessage {
+    const op = CONFIG_OPS[this.u32(v['op'], 'body.op') - 1]
+    if (op === undefined) throw new Reject(v['op'] === undefined || v['op'] === 0 ? 'missing_field' : 'absurd_value', `body.op: ${String(v['op'])}`)
+    const m: ConfigMessage = { type: 'cfg', op, slot: this.u64(v['slot'], 'body.slot') }
+    if (isObj(v['ballot'])) m.ballot = this.ballot(v['ballot'], 'body.ballot')
+    const base = this.str(v['base'], 'body.base', false)
+    if (base !== '') m.base = base
+    if (isObj(v['entry'])) m.entry = this.configEntry(v['entry'], 'body.entry')
+    if (isObj(v['accBallot'])) m.accBallot = this.ballot(v['accBallot'], 'body.accBallot')
+    if (isObj(v['promised'])) m.promised = this.ballot(v['promised'], 'body.promised')
+    const have = this.u64(v['have'], 'body.have')
+    if (op === 'nack') m.have = have
+    return m
+  }
+}
+
+function encBallot (b: Ballot, where: string): Pb { return { n: encU64(b.n, where + '.n'), by: encHost(b.by, where + '.by') } }
+
+function encConfigMsg (m: ConfigMessage): Pb {
+  const e = m.entry
+  if (e !== undefined && Buffer.byteLength(e.doc, 'utf8') > CONFIG_DOC_BYTES) throw new WireEncodeError(`body.entry.doc: longer than ${CONFIG_DOC_BYTES} bytes`)
+  return {
+    op: CONFIG_OPS.indexOf(m.op) + 1,
+    slot: encU64(m.slot, 'body.slot'),
+    ...(m.ballot !== undefined ? { ballot: encBallot(m.ballot, 'body.ballot') } : {}),
+    ...(m.base !== undefined && m.base !== '' ? { base: encStr(m.base, 'body.base', false) } : {}),
+    ...(e !== undefined
+      ? {
+          entry: {
+            version: encU64(e.version, 'body.entry.version'), base: encStr(e.base, 'body.entry.base', false),
+            members: e.members.map((h, i) => encHost(h, `body.entry.members[${i}]`)), doc: e.doc,
+            note: encLong(e.note, 'body.entry.note'), hash: encStr(e.hash, 'body.entry.hash', true)
+          }
+        }
+      : {}),
+    ...(m.accBallot !== undefined ? { accBallot: encBallot(m.accBallot, 'body.accBallot') } : {}),
+    ...(m.promised !== undefined ? { promised: encBallot(m.promised, 'body.promised') } : {}),
+    ...(m.have !== undefined ? { have: encU64(m.have, 'body.have') } : {})
   }
 }
 
@@ -766,6 +831,8 @@ function decodeOrReject (frame: Uint8Array, opts: DecodeOptions | undefined): { 
     body,
     gossip
   }
+  const cfgVersion = d.u64(raw['configVersion'], 'configVersion')
+  if (cfgVersion > 0) envelope.cfgVersion = cfgVersion
   return { envelope, droppedGossip: d.droppedGossip }
 }
 

@@ -39,6 +39,7 @@ const schema = {
                         "moveRequested",
                         "vipMoveRequested",
                         "hello",
+                        "config",
                         "haBeat",
                         "haClaim",
                         "haGrant",
@@ -198,6 +199,10 @@ const schema = {
                       "type": "Hello",
                       "id": 32
                     },
+                    "config": {
+                      "type": "ConfigMsg",
+                      "id": 33
+                    },
                     "haBeat": {
                       "type": "HaBeat",
                       "id": 41,
@@ -231,6 +236,11 @@ const schema = {
                     "replica": {
                       "type": "ReplicaMsg",
                       "id": 47
+                    },
+                    "configVersion": {
+                      "type": "uint64",
+                      "id": 64,
+                      "protoName": "config_version"
                     }
                   }
                 },
@@ -1141,6 +1151,99 @@ const schema = {
                     "digest": {
                       "type": "bytes",
                       "id": 2
+                    }
+                  }
+                },
+                "ConfigBallot": {
+                  "fields": {
+                    "n": {
+                      "type": "uint64",
+                      "id": 1
+                    },
+                    "by": {
+                      "type": "HostRef",
+                      "id": 2
+                    }
+                  }
+                },
+                "ConfigEntry": {
+                  "fields": {
+                    "version": {
+                      "type": "uint64",
+                      "id": 1
+                    },
+                    "base": {
+                      "type": "string",
+                      "id": 2
+                    },
+                    "members": {
+                      "rule": "repeated",
+                      "type": "HostRef",
+                      "id": 3
+                    },
+                    "doc": {
+                      "type": "string",
+                      "id": 4
+                    },
+                    "note": {
+                      "type": "string",
+                      "id": 5
+                    },
+                    "hash": {
+                      "type": "string",
+                      "id": 6
+                    }
+                  }
+                },
+                "ConfigMsg": {
+                  "fields": {
+                    "op": {
+                      "type": "Op",
+                      "id": 1
+                    },
+                    "slot": {
+                      "type": "uint64",
+                      "id": 2
+                    },
+                    "ballot": {
+                      "type": "ConfigBallot",
+                      "id": 3
+                    },
+                    "base": {
+                      "type": "string",
+                      "id": 4
+                    },
+                    "entry": {
+                      "type": "ConfigEntry",
+                      "id": 5
+                    },
+                    "accBallot": {
+                      "type": "ConfigBallot",
+                      "id": 6,
+                      "protoName": "acc_ballot"
+                    },
+                    "promised": {
+                      "type": "ConfigBallot",
+                      "id": 7
+                    },
+                    "have": {
+                      "type": "uint64",
+                      "id": 8
+                    }
+                  },
+                  "nested": {
+                    "Op": {
+                      "values": {
+                        "OP_UNSPECIFIED": 0,
+                        "PREPARE": 1,
+                        "PROMISE": 2,
+                        "ACCEPT": 3,
+                        "ACCEPTED": 4,
+                        "NACK": 5,
+                        "COMMIT": 6,
+                        "HAVE": 7,
+                        "FETCH": 8
+                      }
                     }
                   }
                 }

@@ -5,6 +5,8 @@
  *   starling config check FILE            validate a configuration without starting anything (agent/cli/config-check.ts)
  *   starling status [--json]              the whole cluster as a tree, as the local agent sees it
  *   starling members [--json]             the member list
+ *   starling members add|remove, rules list|add|remove, config show|history|automation
+ *                                         the replicated cluster configuration (agent/cli/cluster-config.ts)
  *   starling keygen --state-dir DIR       create (or read) this host's key pair, print the public key
  *   starling demo [--hosts N]             a local cluster of agent processes on loopback, live
  *   starling sim [...]                    the trace-driven simulator (see `starling sim --help`)
@@ -35,6 +37,13 @@ commands:
                              or with --effective the whole configuration with every default filled in
   status [--json]            show the cluster as a tree (hosts, load now and forecast, VMs)
   members [--json]           show the members
+  members add NAME KEY ADDRESS | members remove NAME [--force]
+                             change the cluster's members, agreed by a majority, live (no restart)
+  rules list [--json] | rules add vm-vm KIND VM,VM[,...] [--hard] [--weight W]
+        | rules add vm-host KIND VM HOST[,...] [--hard] | rules remove N
+                             the placement rules (KIND: affinity or anti-affinity), agreed like members
+  config show|history [--json]  the agreed cluster configuration and its versions
+  config automation manual|partial|full  the balancing automation level, agreed like members
   keygen --state-dir DIR     create or read this host's key pair and print its public key
   demo [--hosts N] [--duration S] [--scenario NAME]  a local cluster on loopback with simulated VMs playing a scenario (all, balance, consolidate, failover, none)
   sim [--help]               run the trace-driven simulator
@@ -154,8 +163,18 @@ export async function main (argv: string[]): Promise<number> {
         return await runAgent(values.config)
       }
       case 'status':
-      case 'members':
         return await readCommand(cmd, rest)
+      case 'members': {
+        if (rest[0] === 'add' || rest[0] === 'remove') {
+          const { configCliCommand } = await import('./cluster-config.js')
+          return await configCliCommand('members', rest)
+        }
+        return await readCommand(cmd, rest)
+      }
+      case 'rules': {
+        const { configCliCommand } = await import('./cluster-config.js')
+        return await configCliCommand('rules', rest)
+      }
       case 'fence-setup': {
         // Run as root before the agent (the unit's ExecStartPre=+): the agent, a system user,
         // can neither load modules nor chown the device.
@@ -195,6 +214,10 @@ export async function main (argv: string[]): Promise<number> {
         return await runDemo(rest)
       }
       case 'config': {
+        if (rest[0] === 'show' || rest[0] === 'history' || rest[0] === 'automation') {
+          const { configCliCommand } = await import('./cluster-config.js')
+          return await configCliCommand('config', rest)
+        }
         const { configCommand } = await import('./config-check.js')
         return await configCommand(rest)
       }

@@ -38,6 +38,9 @@ import type { ClusterView } from '../../policies/types.js'
 import type { ClusterPlan } from '../../policies/cluster-plan.js'
 import { ReplicaManager, type ReplicaCoreOptions } from './replica/replica-manager.js'
 import type { ReplicaRecord } from './replica/replica-types.js'
+import { ConfigLog, defaultConfigLogOptions } from './cluster-config/config-log.js'
+import type { ConfigEntry, ConfigLogOptions, ConfigOutcome, HashFn, RestoredConfigLog } from './cluster-config/config-log.js'
+import { parseClusterDoc, type ClusterDoc } from './cluster-config/cluster-doc.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -58,6 +61,32 @@ export interface AgentCoreOptions {
   ha?: HaCoreOptions
   /** Replicas of stateless VMs (agent/core/replica): none when absent. */
   replicas?: ReplicaCoreOptions
+  /**
+   * The replicated cluster configuration (cluster-config/config-log.ts): members, rules and
+   * automation agreed by a majority and changed live. Absent: the configuration files rule, as
+   * before (the simulator's plain runs).
+   */
+  clusterConfig?: ClusterConfigCoreOptions
+}
+
+export interface ClusterConfigCoreOptions {
+  /** Version 1, made from this host's configuration file. */
+  genesis: ConfigEntry
+  /** What the store holds (cfg/entry/*, cfg/acceptor), null on a first start. */
+  restored: RestoredConfigLog | null
+  /** A pure hash function (SHA-256 in the agent). */
+  hash: HashFn
+  log?: Partial<ConfigLogOptions>
+}
+
+/** The cluster configuration as this host holds it (`starling config show`). */
+export interface ClusterConfigStatus {
+  latest: ConfigEntry
+  /** The latest document, parsed (null when it does not parse: never acted on). */
+  doc: ClusterDoc | null
+  removed: boolean
+  inFlight: ReturnType<ConfigLog['inFlight']>
+  counters: ConfigLog['counters']
 }
 
 /** Snapshot for the runtime's metrics and the CLI. */
@@ -93,6 +122,10 @@ export class AgentCore {
   private readonly vip: VipBridge | null
   private readonly ha: HaBridge | null
   private readonly replicas: ReplicaManager | null
+  private readonly cfgLog: ConfigLog | null = null
+  private cfgDoc: ClusterDoc | null = null
+  /** The latest outcome of each operator change, by request id (the most recent 64). */
+  private readonly cfgOutcomes = new Map<string, ConfigOutcome>()
 
   constructor (opts: AgentCoreOptions) {
     const config = validateCoreConfig(opts.config)
@@ -133,7 +166,63 @@ export class AgentCore {
       }
       ha.onIncomingFenced = vm => this.mig.onIncomingFenced(vm)
     }
+    if (opts.clusterConfig !== undefined) {
+      const cc = opts.clusterConfig
+      this.cfgLog = new ConfigLog(s.self, cc.genesis, cc.restored, cc.hash, {
+        send: (to, m) => { s.send(to, m) },
+        persist: (k, v) => { s.persist(k, v) },
+        event: (kind, text) => { s.emit({ kind, host: s.self, text }) },
+        committed: e => { this.applyClusterConfig(e) }
+      }, { ...defaultConfigLogOptions(), ...cc.log })
+      this.applyClusterConfig(this.cfgLog.latest())
+    }
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
+  }
+
+  /** A version of the cluster configuration is decided: act on it (rules and automation at once). */
+  private applyClusterConfig (e: ConfigEntry): void {
+    const s = this.s
+    s.cfgVersion = e.version
+    const doc = parseClusterDoc(e.doc)
+    if (typeof doc === 'string') {
+      this.cfgDoc = null
+      s.emit({ kind: 'config-invalid', host: s.self, text: `cluster configuration version ${e.version} is not valid (${doc}); the previous rules stay in force` })
+      return
+    }
+    this.cfgDoc = doc
+    if (!e.members.includes(s.self)) {
+      s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
+    }
+    this.mig.cfg = { ...this.mig.cfg, rules: doc.rules, automation: doc.automation }
+    s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
+  }
+
+  /** The cluster configuration this host holds, or null when it keeps none. */
+  clusterConfig (): ClusterConfigStatus | null {
+    const l = this.cfgLog
+    if (l === null) return null
+    return { latest: l.latest(), doc: this.cfgDoc, removed: l.removed(), inFlight: l.inFlight(), counters: { ...l.counters } }
+  }
+
+  /** Every version this host holds, oldest first. */
+  clusterConfigHistory (): readonly ConfigEntry[] { return this.cfgLog?.history() ?? [] }
+
+  /** An entry for the next version with this content, to hand back in an operatorConfig input. */
+  nextConfig (content: { members: HostId[], doc: string, note: string }): ConfigEntry | null {
+    return this.cfgLog?.makeNext(content) ?? null
+  }
+
+  /** The latest outcome of an operator's change (committed, conflict, pending, refused), if any yet. */
+  configOutcome (req: string): ConfigOutcome | undefined { return this.cfgOutcomes.get(req) }
+
+  private drainConfigOutcomes (): void {
+    const l = this.cfgLog
+    if (l === null || l.outcomes.length === 0) return
+    for (const o of l.outcomes.splice(0)) {
+      this.cfgOutcomes.delete(o.req)
+      this.cfgOutcomes.set(o.req, o)
+      if (this.cfgOutcomes.size > 64) this.cfgOutcomes.delete(this.cfgOutcomes.keys().next().value!)
+    }
   }
 
   private restoreMember (r: PersistedCoreState['members'][number]): void {
@@ -152,6 +241,10 @@ export class AgentCore {
       case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
       case 'operatorMigrate': this.operatorMigrate(input.vm, input.to, input.withStorage === true); break
       case 'operatorDrain': this.operatorDrain(input.host); break
+      case 'operatorConfig':
+        if (this.cfgLog === null) this.cfgOutcomes.set(input.req, { req: input.req, status: 'refused', version: 0, detail: 'this agent keeps no replicated configuration' })
+        else this.cfgLog.propose(input.req, input.entry, s.now)
+        break
       case 'peerConnected':
         s.tracksConnections = true
         s.connected.add(input.peer)
@@ -172,6 +265,7 @@ export class AgentCore {
     }
     this.ha?.flush() // before the VIP bridge: it passes placement hints to it
     this.vip?.flush()
+    this.drainConfigOutcomes()
   }
 
   tick (): void {
@@ -186,6 +280,7 @@ export class AgentCore {
     this.scheduler.tick()
     if (this.ha !== null) { this.ha.tick(); this.ha.flush() }
     if (this.vip !== null) { this.vip.tick(); this.vip.flush() }
+    if (this.cfgLog !== null) { this.cfgLog.tick(s.now); this.drainConfigOutcomes() }
     if (s.now >= this.nextGossipTick) {
       this.nextGossipTick = s.now + s.config.gossipIntervalTicks
       this.gossipRound()
@@ -209,7 +304,7 @@ export class AgentCore {
     if (this.ha !== null || this.vip !== null) return s.now + 1
     let due = Math.min(
       this.prober.nextDue(), nextSuspicionDue(s), this.reports.nextDue(), this.antiEntropy.nextDue(),
-      this.mig.nextDue(), this.scheduler.nextDue(), this.replicas?.nextDue() ?? Infinity
+      this.mig.nextDue(), this.scheduler.nextDue(), this.replicas?.nextDue() ?? Infinity, this.cfgLog?.nextDue() ?? Infinity
     )
     if (s.queue.size > 0 || this.reports.pending > 0) due = Math.min(due, this.nextGossipTick)
     if (s.dirty.size > 0) due = Math.min(due, this.nextSnapshotTick)
@@ -370,6 +465,12 @@ export class AgentCore {
     for (const g of e.gossip) if (!heldDead || aboutSelf(g, s.self)) this.applyGossip(g, pushed)
     if (s.leaving) return
     const b = e.body
+    // Probes may travel as datagrams and overtake the stream: only stream frames say which
+    // configuration a member acts on (a commit always reaches a peer before its newer frames).
+    if (this.cfgLog !== null && b.type !== 'ping' && b.type !== 'ack' && b.type !== 'nack' && b.type !== 'pingReq') {
+      s.peerCfg.set(from, e.cfgVersion ?? 0)
+      if (b.type !== 'cfg' && e.cfgVersion !== undefined) this.cfgLog.heard(from, e.cfgVersion, s.now)
+    }
     switch (b.type) {
       case 'ping': if (!this.prober.onPing(from, b)) s.counters.framesRejected++; break
       case 'ack': this.prober.onAck(b); break
@@ -378,6 +479,7 @@ export class AgentCore {
       case 'pushPull': this.antiEntropy.onPushPull(from, b, heldDead); break
       case 'reportPull': this.reports.onPull(from, b.want); break
       case 'gossip': break
+      case 'cfg': this.cfgLog?.step(from, b, s.now); break
       case 'moveRequested':
         if (b.drain) this.mig.setDraining(true)
         else this.operatorMigrate(b.vm, b.to === '' ? undefined : b.to, b.withStorage === true)

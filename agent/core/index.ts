@@ -29,7 +29,7 @@ export type {
 } from './types.js'
 
 // The wire: what travels between agents (the codec and the transports carry it).
-export { PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
+export { PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
 export type { Body, Envelope, Gossip, MemberRecord } from './messages.js'
 export { envelopeBytes } from './wire-size.js'
 
@@ -61,3 +61,7 @@ export type { ReplicaCommand, ReplicaRecord, SplitEffect } from './replica/repli
 // Determinism helpers the simulators share with the core.
 export { Prng, seededPrng } from './prng.js'
 export { assert } from './assert.js'
+
+// The replicated cluster configuration.
+export { ConfigLog, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX, configEntryKey, entryHash, defaultConfigLogOptions } from './cluster-config/config-log.js'
+export type { AcceptorState, Ballot, ConfigEntry, ConfigLogOptions, ConfigMessage, ConfigOutcome, HashFn, RestoredConfigLog } from './cluster-config/config-log.js'

@@ -6,6 +6,8 @@ import type { VipCoreInput } from './vip/vip-bridge.js'
 import type { HaCoreInput } from './ha/ha-bridge.js'
 import type { ReplicaCoreInput } from './replica/replica-types.js'
 
+import type { ConfigEntry } from './cluster-config/config-log.js'
+
 export type Input =
   /** A decoded frame from a peer (authenticated by the transport). */
   | { type: 'receive', from: HostId, envelope: Envelope }
@@ -32,6 +34,8 @@ export type Input =
   | { type: 'operatorMigrate', vm: VmId, to?: string, withStorage?: boolean }
   /** The operator asked to drain a host (by name or id): spread its VMs over the cluster. */
   | { type: 'operatorDrain', host: string }
+  /** The operator asked for a change of the cluster configuration (an entry made by AgentCore.nextConfig). */
+  | { type: 'operatorConfig', req: string, entry: ConfigEntry }
   /** VIP: an address effect carried out (vipApplied), or an operator's move of a group VIP. */
   | VipCoreInput
   /** HA: a driver result for haStart/haStop, or an operator's arm, disarm or maintenance. */

@@ -7,6 +7,7 @@ import type { HostId, LoadReport, VmId } from './types.js'
 import type { VipMessage, VipMoveRequested } from './vip/vip-messages.js'
 import type { HaMessage } from './ha/ha-types.js'
 import type { ReplicaMessage } from './replica/replica-types.js'
+import type { ConfigMessage } from './cluster-config/config-log.js'
 
 /** Wire protocol versions this build speaks. */
 export const PROTOCOL_MIN = 1
@@ -104,7 +105,7 @@ export type HaBody = HaMessage
 /** Replicas of stateless VMs (agent/core/replica): direct frames, never relayed. */
 export type ReplicaBody = ReplicaMessage
 
-export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody | HaBody | ReplicaBody
+export type Body = Ping | Ack | Nack | PingReq | PushPull | GossipOnly | ReportPull | MigrationBody | VipBody | HaBody | ReplicaBody | ConfigMessage
 
 /** The envelope of every frame. */
 export interface Envelope {
@@ -119,4 +120,6 @@ export interface Envelope {
   lamport: number
   body: Body
   gossip: Gossip[]
+  /** Version of the cluster configuration the sender acts on (absent or 0: an older build). */
+  cfgVersion?: number
 }

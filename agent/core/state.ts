@@ -9,7 +9,7 @@ import { emptyReady } from './effects.js'
 import { PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
 import type { Body, Gossip } from './messages.js'
 import type { Prng } from './prng.js'
-import type { HostId } from './types.js'
+import type { HostId, MemberState } from './types.js'
 import { Awareness } from './membership/awareness.js'
 import { BroadcastQueue, retransmitLimit } from './membership/broadcast-queue.js'
 import { MemberTable } from './membership/member-state.js'
@@ -80,6 +80,10 @@ export class CoreState {
   pending: Ready = emptyReady()
   /** Hash of the rule set in force here, gossiped in load reports ('' = none configured). */
   rulesHash = ''
+  /** Version of the replicated cluster configuration this host acts on (0: none kept). */
+  cfgVersion = 0
+  /** The configuration version each member's last stream frame carried (0: an older build). */
+  readonly peerCfg = new Map<HostId, number>()
 
   constructor (
     readonly self: HostId,
@@ -98,6 +102,23 @@ export class CoreState {
   }
 
   get selfMember (): Member { return this.members.get(this.self)! }
+
+  /**
+   * May a quorum of this host count `id`? Not when it acts on a newer cluster configuration than
+   * ours: a host never counts a member that is ahead of it, which keeps every quorum in use on
+   * two adjacent versions (the argument is in cluster-config/config-log.ts). A peer of an older
+   * build (0) counts while we still act on the configuration files (version 1).
+   */
+  /** Members' states for a quorum: an alive member that is not countable reads as suspect (absent). */
+  quorumStatesOf (ids: readonly HostId[]): Array<{ id: HostId, state: MemberState }> {
+    return this.members.statesOf(ids).map(m => m.state === 'alive' && !this.countable(m.id) ? { id: m.id, state: 'suspect' as const } : m)
+  }
+
+  countable (id: HostId): boolean {
+    if (id === this.self || this.cfgVersion === 0) return true
+    const v = this.peerCfg.get(id) ?? 0
+    return v === 0 ? this.cfgVersion <= 1 : v <= this.cfgVersion
+  }
 
   /** n for the formulas: live members, self included, at least 1. */
   get n (): number { return Math.max(1, this.members.liveCount) }
@@ -128,7 +149,8 @@ export class CoreState {
       incarnation: this.incarnation,
       lamport: this.lamport,
       body,
-      gossip
+      gossip,
+      ...(this.cfgVersion > 0 ? { cfgVersion: this.cfgVersion } : {})
     }
     this.counters.framesSent++
     this.counters.bytesSent += envelopeBytes(envelope)

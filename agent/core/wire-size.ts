@@ -7,6 +7,7 @@
  */
 import type { Body, Envelope, Gossip, MemberRecord } from './messages.js'
 import type { LoadReport, VmSummary } from './types.js'
+import type { ConfigMessage } from './cluster-config/config-log.js'
 
 export function varintBytes (n: number): number {
   if (n < 0) return 10
@@ -91,6 +92,24 @@ function haBeatBytes (b: Extract<Body, { type: 'haBeat' }>): number {
   return n
 }
 
+function ballotBytes (b: { n: number, by: string }): number { return uintField(b.n) + hostField(b.by) }
+
+function configBytes (m: ConfigMessage): number {
+  let n = uintField(1) + uintField(m.slot)
+  if (m.ballot !== undefined) n += lenField(ballotBytes(m.ballot))
+  if (m.base !== undefined) n += strField(m.base)
+  const e = m.entry
+  if (e !== undefined) {
+    let inner = uintField(e.version) + strField(e.base) + strField(e.note) + strField(e.hash) + strField(e.doc)
+    for (const h of e.members) inner += lenField(hostRefBytes(h))
+    n += lenField(inner)
+  }
+  if (m.accBallot !== undefined) n += lenField(ballotBytes(m.accBallot))
+  if (m.promised !== undefined) n += lenField(ballotBytes(m.promised))
+  if (m.have !== undefined) n += uintField(m.have)
+  return n
+}
+
 function bodyBytes (b: Body): number {
   switch (b.type) {
     case 'ping': case 'ack': case 'nack': case 'pingReq':
@@ -113,6 +132,7 @@ function bodyBytes (b: Body): number {
     case 'vipStanding': return strField(b.vip) + lenField(claimBytes(b.standing)) + hostField(b.from)
     case 'vipMoveRequested': return strField(b.vip) + hostField(b.to)
     case 'haBeat': return haBeatBytes(b)
+    case 'cfg': return configBytes(b)
     case 'haClaim': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3) + (b.resumes !== undefined ? lenField(haClaimBytes(b.resumes)) : 0)
     case 'haGrant': case 'haQuery': return strField(b.vm) + lenField(haClaimBytes(b.claim))
     case 'haRefuse': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + (b.standing !== null ? lenField(haClaimBytes(b.standing)) : 0) + (b.released ? 2 : 0)
@@ -134,7 +154,8 @@ function bodyBytes (b: Body): number {
 export function envelopeBytes (e: Envelope): number {
   let n = uintField(e.protocolMin) + uintField(e.protocolMax) + uintField(e.protocolCur) +
     hostField(e.from) + uintField(e.incarnation) + uintField(e.lamport) + lenField(bodyBytes(e.body)) +
-    (e.body.type.startsWith('vip') || e.body.type.startsWith('ha') ? 1 : 0) // VIP bodies (fields 16-19, 31) and HA bodies (41-46): two-byte tags
+    (e.body.type.startsWith('vip') || e.body.type.startsWith('ha') || e.body.type === 'cfg' ? 1 : 0) + // VIP (16-19, 31), configuration (33) and HA bodies (41-46): two-byte tags
+    (e.cfgVersion !== undefined && e.cfgVersion > 0 ? 1 + uintField(e.cfgVersion) : 0) // field 64: a two-byte tag
   for (const g of e.gossip) n += gossipBytes(g)
   return n
 }

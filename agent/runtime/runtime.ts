@@ -12,7 +12,7 @@
  * idle agent wakes a few times a second instead of ten (bench/mesh.md).
  */
 import type { ReplicaExecutor } from './replica-setup.js'
-import type { AgentCore, Envelope, HostId, HostSample, Input, Ready, SplitEffect } from '../core/index.js'
+import type { AgentCore, CoreEvent, Envelope, HostId, HostSample, Input, Ready, SplitEffect } from '../core/index.js'
 import type { Transport } from '../ports/transport.js'
 import type { Store } from '../ports/store.js'
 import type { Logger } from '../ports/logger.js'
@@ -63,6 +63,8 @@ export interface RuntimeComponents {
   replica?: ReplicaExecutor
   /** Applies connection splits (Ready.split), in order; without it splits are logged and dropped. */
   split?: (effects: SplitEffect[]) => void
+  /** Sees every core event after it is logged (the agent applies configuration versions with it). */
+  onEvent?: (ev: CoreEvent) => void
   /**
    * Test hook: exit at once (as kill -9 would) right after persisting a migration record of this
    * role and state, before its sends and driver commands ("source:copying").
@@ -284,7 +286,13 @@ export class Runtime {
         this.stats.framesSendFailed++
       }
     }
-    for (const ev of rd.events) this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
+    for (const ev of rd.events) {
+      if (ev.kind === 'config-removed' || ev.kind === 'config-diverged' || ev.kind === 'config-invalid') this.log.error(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
+      else this.log.info(ev.text, { kind: ev.kind, host: ev.host.slice(0, 8) })
+      if (this.c.onEvent !== undefined) {
+        try { this.c.onEvent(ev) } catch (err) { this.log.error('event handler failed', { kind: ev.kind, err }) }
+      }
+    }
     for (const cmd of rd.driver) this.driverChain = this.driverChain.then(async () => { await this.runDriver(cmd) })
     for (const cmd of rd.ha) this.driverChain = this.driverChain.then(async () => { await this.runHa(cmd) })
     for (const cmd of rd.replica) this.driverChain = this.driverChain.then(async () => { await this.runReplica(cmd) })

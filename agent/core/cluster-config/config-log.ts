@@ -208,6 +208,24 @@ export class ConfigLog {
     return { req: p.req, slot: p.slot, phase: p.phase, promises: p.promises.size, accepts: p.accepts.size, needed: majority(this.latest().members.length) }
   }
 
+  /** The earliest tick at which tick() may do anything. */
+  nextDue (): number {
+    const p = this.prop
+    let due = this.nextAnnounce
+    if (p !== null) {
+      due = Math.min(due, p.lastSend + this.opts.retryTicks)
+      if (!p.pendingSaid) due = Math.min(due, p.started + this.opts.pendingTicks)
+    }
+    return due
+  }
+
+  /** Any frame of a member carries its version: one that is ahead is asked for what we miss. */
+  heard (from: HostId, version: number, now: number): void {
+    if (version <= this.latest().version) return
+    if (this.adoptable) this.adoptFrom = from
+    this.askFetch(from, now, this.adoptable ? 1 : undefined)
+  }
+
   /** An entry for the next version with this content (hash filled in). */
   makeNext (content: { members: HostId[], doc: string, note: string }): ConfigEntry {
     const base = this.latest()
@@ -282,7 +300,8 @@ export class ConfigLog {
   }
 
   private nack (to: HostId, slot: number, ballot: Ballot): void {
-    this.answer(to, { type: 'cfg', op: 'nack', slot, ballot, promised: this.acc.promised ?? { n: 0, by: '' }, have: this.latest().version })
+    const promised = this.acc.promised
+    this.answer(to, { type: 'cfg', op: 'nack', slot, ballot, ...(promised !== null ? { promised } : {}), have: this.latest().version })
   }
 
   private onPrepare (from: HostId, m: ConfigMessage): void {

@@ -161,7 +161,7 @@ export class HaBridge {
   }
 
   private syncMembers (): void {
-    const list = this.s.members.statesOf(this.memberIds)
+    const list = this.s.quorumStatesOf(this.memberIds)
     const key = list.map(m => `${m.id}:${m.state}`).join(',')
     if (key === this.lastMembers) return
     this.lastMembers = key

@@ -143,7 +143,7 @@ export class MigrationMachine {
   /** Counters for status(). */
   readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
 
-  constructor (private readonly s: CoreState, readonly cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
+  constructor (private readonly s: CoreState, public cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
     this.draining = draining
     // Only the newest record of a VM may act on it. A VM with an unfinished migration is that
     // migration's alone: older, finished records of the same VM are history, and re-running

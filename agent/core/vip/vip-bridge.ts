@@ -173,7 +173,7 @@ export class VipBridge {
   private resolveHost (h: string): HostId | null { return this.s.members.resolve(h, this.members) }
 
   private syncMembers (): void {
-    const list = this.s.members.statesOf(this.members)
+    const list = this.s.quorumStatesOf(this.members)
     const key = list.map(m => `${m.id}:${m.state}`).join(',')
     if (key === this.lastMembers) return
     this.lastMembers = key
