@@ -65,3 +65,6 @@ export { assert } from './assert.js'
 // The replicated cluster configuration.
 export { ConfigLog, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX, configEntryKey, entryHash, defaultConfigLogOptions } from './cluster-config/config-log.js'
 export type { AcceptorState, Ballot, ConfigEntry, ConfigLogOptions, ConfigMessage, ConfigOutcome, HashFn, RestoredConfigLog } from './cluster-config/config-log.js'
+export { canonicalDocJson, clusterDocProblem, parseClusterDoc } from './cluster-config/cluster-doc.js'
+export type { ClusterDoc, ClusterDocMember } from './cluster-config/cluster-doc.js'
+export type { ClusterConfigCoreOptions, ClusterConfigStatus } from './agent-core.js'

@@ -15,7 +15,7 @@ import {
   AUTOMATION_LEVELS, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX, entryHash,
   type AcceptorState, type AgentCore, type AutomationLevel, type ConfigEntry, type ConfigOutcome, type Input, type RestoredConfigLog
 } from '../core/index.js'
-import { canonicalDocJson, clusterDocProblem, type ClusterDoc } from '../core/cluster-config/cluster-doc.js'
+import { canonicalDocJson, clusterDocProblem, type ClusterDoc } from '../core/index.js'
 import type { Store } from '../ports/store.js'
 import type { VmHostRule, VmVmRule } from '../../policies/types.js'
 

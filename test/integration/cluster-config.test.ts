@@ -52,7 +52,7 @@ t.test('members and rules change live, agreed by a majority', async t => {
   t.equal(add.code, 0, `rules add: ${add.out.trim()}`)
   t.match(add.out, /committed at version 2/)
   await allAt([h1, h2, h3], 2)
-  const rulesHashes = await Promise.all([h1, h2, h3].map(async n => (await cluster.status(n))?.core.migrations.rulesHash))
+  const rulesHashes: Array<string | undefined> = await Promise.all([h1, h2, h3].map(async n => ((await cluster.status(n))?.core as { migrations?: { rulesHash?: string } } | undefined)?.migrations?.rulesHash))
   t.ok(rulesHashes.every(h => h !== undefined && h !== '' && h === rulesHashes[0]), `every agent acts on the same rules (hash ${String(rulesHashes[0])})`)
 
   // Bad input: a clear error, nothing changed.
