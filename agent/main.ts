@@ -637,6 +637,7 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
     framesSent: st.framesSent,
     framesReceived: st.framesReceived,
     onDemandConnects: st.onDemandConnects,
+    onDemandDialsQueued: st.onDemandDialsQueued,
     idleCloses: st.idleCloses,
     connectionsOpened: st.connectionsOpened,
     connectionsClosed: st.connectionsClosed,

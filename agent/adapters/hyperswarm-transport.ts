@@ -17,6 +17,11 @@
  *   (up to maxQueuedBytes and pendingTtlMs) while a connection to it opens on demand, and a
  *   connection to a member outside the view is closed after idleCloseMs with no frame either way.
  *   Connections, keep-alives and their CPU per agent then stay flat in the cluster's size.
+ *   At most maxOnDemandDials members outside the view are dialled at once; frames for others
+ *   wait (held) for a dial to finish. Hyperswarm runs a few dials at a time (maxParallel) and a
+ *   dial to a member that does not answer holds its slot for seconds: without the bound, on-demand
+ *   traffic (joins to seeds not known alive, indirect probes, replies) took every slot and the
+ *   view's own connections, which failure detection needs, never opened.
  * - Keep-alive and timeout (the agent's mesh.keepAliveMs, mesh.timeoutMs) only need to keep NAT
  *   and firewall state and to reap a dead connection: the SWIM probes detect failures, so a stall
  *   of a few seconds (a GC pause, a busy host) does not drop the agent's connections.
@@ -131,6 +136,8 @@ export interface HyperswarmTransportInit {
   idleCloseMs?: number
   /** A frame held for a member while a connection to it opens is dropped after this long, ms. @default 10000 */
   pendingTtlMs?: number
+  /** Members outside the active view dialled at once (the rest wait); below Hyperswarm's parallel dials, so the view always has slots. @default 4 */
+  maxOnDemandDials?: number
   /** Hyperswarm's peer limit. @default allowedKeys.length + 16 */
   maxPeers?: number
   /** Grace for unannouncing on stop before the swarm is torn down by force, ms. @default 2000 */
@@ -166,6 +173,8 @@ export interface HyperswarmTransportStats {
   framesHeld: number
   /** Connections opened on demand (a frame for a member outside the active view). */
   onDemandConnects: number
+  /** On-demand dials that waited for another to finish (maxOnDemandDials were under way). */
+  onDemandDialsQueued: number
   /** Connections outside the active view closed for being idle. */
   idleCloses: number
   /** Incoming frames over maxFrameBytes, skipped. */
@@ -255,6 +264,7 @@ interface Options {
   refusedRetryMs: number
   idleCloseMs: number
   pendingTtlMs: number
+  maxOnDemandDials: number
 }
 
 /**
@@ -374,6 +384,7 @@ function freshStats (): HyperswarmTransportStats {
     sendDropped: { notStarted: 0, noPeer: 0, oversized: 0, congested: 0, expired: 0 },
     framesHeld: 0,
     onDemandConnects: 0,
+    onDemandDialsQueued: 0,
     idleCloses: 0,
     oversizedFramesSkipped: 0,
     badLengthDisconnects: 0,
@@ -421,6 +432,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private active: Set<HostId> | null = null
   /** Frames held for members being connected on demand, oldest first. */
   private readonly pending = new Map<HostId, { frames: Array<{ frame: Uint8Array, at: number }>, bytes: number }>()
+  /** Members outside the view being dialled on demand, and since when (wall ms); at most maxOnDemandDials. */
+  private readonly dialing = new Map<HostId, number>()
   private sweepTimer: NodeJS.Timeout | null = null
 
   constructor (private readonly init: HyperswarmTransportInit, components: HyperswarmTransportComponents) {
@@ -456,7 +469,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       helloTimeoutMs: init.helloTimeoutMs ?? Math.max(5000, init.timeoutMs ?? 3000),
       refusedRetryMs: init.refusedRetryMs ?? 30_000,
       idleCloseMs: init.idleCloseMs ?? 20_000,
-      pendingTtlMs: init.pendingTtlMs ?? 10_000
+      pendingTtlMs: init.pendingTtlMs ?? 10_000,
+      maxOnDemandDials: init.maxOnDemandDials ?? 4
     }
     const o = this.opts
     if (o.timeoutMs > 0 && o.keepAliveMs >= o.timeoutMs) throw new Error('hyperswarm transport: keepAliveMs must be < timeoutMs')
@@ -535,11 +549,12 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     for (const p of peers) if (p !== this.self && this.allowed.has(p)) next.add(p)
     const prev = this.active
     this.active = next
+    for (const k of [...this.dialing.keys()]) if (next.has(k)) this.dialing.delete(k)
     const swarm = this.swarm
     if (swarm === null || this.stopping !== null) return // doStart joins what is wanted then
     // Members that left the view: no more reconnecting (their connection closes once idle).
     for (const k of prev ?? this.allowed) {
-      if (k === this.self || next.has(k) || this.pending.has(k)) continue
+      if (k === this.self || next.has(k) || this.dialing.has(k)) continue
       try { swarm.leavePeer(Buffer.from(k, 'hex')) } catch { /* not joined */ }
     }
     if (prev === null) {
@@ -557,7 +572,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
 
   /** True when a connection to this member should be kept (and rebuilt when lost). */
   private wanted (id: HostId): boolean {
-    return this.active === null || this.active.has(id) || this.pending.has(id)
+    return this.active === null || this.active.has(id) || this.dialing.has(id)
   }
 
   /** Holds a frame for a member with no connection and asks Hyperswarm for one. */
@@ -570,7 +585,9 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       q = { frames: [], bytes: 0 }
       this.pending.set(to, q)
       c.onDemandConnects++
-      this.callPeer(to)
+      if (this.active?.has(to) === true) this.callPeer(to)
+      else if (this.dialing.size < this.opts.maxOnDemandDials) this.dialOnDemand(to, now)
+      else c.onDemandDialsQueued++
       this.armSweep()
     }
     if (q.bytes + frame.byteLength > this.opts.maxQueuedBytes) { c.sendDropped.congested++; return false }
@@ -578,6 +595,31 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     q.bytes += frame.byteLength
     c.framesHeld++
     return true
+  }
+
+  private dialOnDemand (id: HostId, now: number): void {
+    this.dialing.set(id, now)
+    this.callPeer(id)
+  }
+
+  /** Starts the dials that waited, oldest first, while fewer than maxOnDemandDials are under way. */
+  private startWaitingDials (): void {
+    if (this.active === null || this.stopping !== null) return
+    const now = Date.now()
+    for (const id of this.pending.keys()) {
+      if (this.dialing.size >= this.opts.maxOnDemandDials) return
+      if (this.dialing.has(id) || this.active.has(id) || this.peers.has(id)) continue
+      this.dialOnDemand(id, now)
+    }
+  }
+
+  /** An on-demand dial is over (connected, given up or its frames expired): free its place. */
+  private dialOver (id: HostId): void {
+    if (!this.dialing.delete(id)) return
+    if (this.active !== null && !this.active.has(id) && !this.peers.has(id)) {
+      try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
+    }
+    this.startWaitingDials()
   }
 
   /** Sends what was held for a member whose connection just opened. */
@@ -611,12 +653,21 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
         q.bytes -= f.frame.byteLength
         this.counters.sendDropped.expired++
       }
+      const since = this.dialing.get(id)
+      if (since !== undefined && now - since > this.opts.pendingTtlMs) {
+        // A dial that has not connected in pendingTtlMs is given up with what it held: its place
+        // goes to a member that waits (a new frame for this one starts a new dial later).
+        for (const f of q.frames) { this.counters.sendDropped.expired++; q.bytes -= f.frame.byteLength }
+        q.frames.length = 0
+      }
       if (q.frames.length > 0) continue
       this.pending.delete(id)
-      if (!this.active.has(id) && !this.peers.has(id)) {
+      if (this.dialing.has(id)) this.dialOver(id)
+      else if (!this.active.has(id) && !this.peers.has(id)) {
         try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
       }
     }
+    this.startWaitingDials()
     for (const p of this.peers.values()) {
       if (this.active.has(p.id) || this.pending.has(p.id) || now - p.lastUsed < this.opts.idleCloseMs) continue
       p.idleClosed = true
@@ -903,6 +954,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     const existing = this.peers.get(id)
     this.peers.set(id, peer)
     this.flushHeld(peer)
+    this.dialOver(id)
     if (this.active !== null && !this.active.has(id)) {
       // Connected on demand (or called by a member whose view holds us): do not rebuild it when it closes.
       try { this.swarm?.leavePeer(Buffer.from(id, 'hex')) } catch { /* not joined */ }
@@ -1056,6 +1108,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer)
     this.sweepTimer = null
     this.pending.clear()
+    this.dialing.clear()
     if (this.starting !== null) await this.starting.catch(() => {})
     const swarm = this.swarm
     for (const p of this.peers.values()) p.conn.destroy()

@@ -27,6 +27,8 @@ export interface StatusPayload {
     framesSent: number
     framesReceived: number
     onDemandConnects: number
+    /** On-demand dials that waited for another to finish (optional: older agents). */
+    onDemandDialsQueued?: number
     idleCloses: number
     connectionsOpened: number
     connectionsClosed: number

@@ -10,6 +10,12 @@
  * waking it first hands the core every tick the wall clock has passed, in order, then the inputs:
  * the core sees the same sequence as with a wake-up per tick, so it stays deterministic, and an
  * idle agent wakes a few times a second instead of ten (bench/mesh.md).
+ *
+ * One exception: probe answers (SWIM acks and nacks) already queued go to the core before the
+ * ticks. They arrived while the loop was late (a busy host, a GC pause); replayed first, the ticks
+ * would run the probes' deadlines before the answers were looked at, and this host's own slowness
+ * would make it suspect members that had answered in time (Lifeguard's point). An answer only
+ * settles a probe; everything else keeps its order.
  */
 import type { ReplicaExecutor } from './replica-setup.js'
 import type { AgentCore, CoreEvent, Envelope, HostId, HostSample, Input, Ready, SplitEffect } from '../core/index.js'
@@ -75,6 +81,8 @@ export interface RuntimeComponents {
 export interface RuntimeStatus {
   ticks: number
   ticksSkipped: number
+  /** Probe answers handed to the core before the ticks of their turn (they arrived while the loop was late). */
+  probeAnswersFirst: number
   /** Times the loop woke up for a due tick (not for an input). */
   tickWakeups: number
   inputsDropped: number
@@ -107,7 +115,7 @@ export class Runtime {
   private stopped: Promise<void> | null = null
   private readonly log: Logger
   readonly stats: RuntimeStatus = {
-    ticks: 0, ticksSkipped: 0, tickWakeups: 0, inputsDropped: 0, framesRejected: 0, framesSent: 0, framesSendFailed: 0,
+    ticks: 0, ticksSkipped: 0, probeAnswersFirst: 0, tickWakeups: 0, inputsDropped: 0, framesRejected: 0, framesSent: 0, framesSendFailed: 0,
     bytesSent: 0, bytesReceived: 0, samplesFailed: 0, persistBatches: 0, lastTurnMs: 0
   }
 
@@ -216,6 +224,7 @@ export class Runtime {
   private async turn (): Promise<void> {
     const t0 = performance.now()
     try {
+      if (this.queue.length > 0) this.stepProbeAnswers()
       let behind = this.ticksBehind()
       // A stall (a GC pause, a slow disk, a stopped process) is time past the planned wake-up.
       const allowed = Math.max(0, this.plannedWakeTick - this.ticksRun) + this.ticksCatchUpMax
@@ -252,6 +261,22 @@ export class Runtime {
     if (!this.running) return
     if (this.queue.length > 0 || this.ticksBehind() > 0) this.kick()
     else this.scheduleWake()
+  }
+
+  /** Steps the queued acks and nacks (see the head comment), leaving the other inputs queued in order. */
+  private stepProbeAnswers (): void {
+    let kept = 0
+    for (let i = 0; i < this.queue.length; i++) {
+      const input = this.queue[i]!
+      const t = input.type === 'receive' ? input.envelope.body.type : null
+      if (t === 'ack' || t === 'nack') {
+        this.c.core.step(input)
+        this.stats.probeAnswersFirst++
+      } else {
+        this.queue[kept++] = input
+      }
+    }
+    this.queue.length = kept
   }
 
   /** Hands the core's active view to the transport when it changed (the core decides, the transport connects). */

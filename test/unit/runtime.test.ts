@@ -12,6 +12,7 @@ import { silentLogger } from '../../agent/lib/logger.js'
 import { Runtime } from '../../agent/runtime/runtime.js'
 import type { Transport, TransportHandlers } from '../../agent/ports/transport.js'
 import type { PersistOp } from '../../agent/core/effects.js'
+import type { Input } from '../../agent/core/index.js'
 import { sleep } from '../lib/wait.js'
 
 function setup () {
@@ -178,4 +179,46 @@ t.test('a frame arriving while the leave is persisted does not start a turn of i
   t.equal(process.exitCode ?? 0, 0, 'the loop did not fail')
   t.ok(log.filter(l => l.startsWith('persist')).length > persistsBefore, 'the leave was persisted')
   t.equal(await store.get('core/incarnation'), 1, 'the incarnation is still in the store')
+})
+
+t.test('after a late wake-up, queued probe answers reach the core before the replayed ticks; other inputs after them', async t => {
+  // A probe's deadline is a tick: replaying the ticks of a stall first would run the deadline
+  // before an ack that arrived during the stall was looked at (a false suspicion of a member
+  // that answered in time, caused by this host's own slowness).
+  let now = 0
+  const seen: string[] = []
+  const core = {
+    get now () { return now },
+    nextDueTick: () => now + 1,
+    tick: () => { now++; seen.push('tick') },
+    step: (input: { type: string, envelope?: { body: { type: string } } }) => { seen.push(input.type === 'receive' ? `receive ${input.envelope?.body.type ?? '?'}` : input.type) },
+    ready: () => null,
+    advance: () => {}
+  }
+  const transport: Transport = { self: 'aa', start: async () => {}, send: () => true, connected: () => [], stop: async () => {} }
+  const runtime = new Runtime({ tickMs: 10, sampleIntervalMs: 60_000, ticksCatchUpMax: 10 }, {
+    core: core as unknown as AgentCore, transport, store: memoryStore()({ logger: silentLogger() }), logger: silentLogger(),
+    codec: { encode: encodeEnvelope, decode: (f, from) => decodeFrame(f, { expectFrom: from }) },
+    sample: async () => await new Promise(() => {})
+  })
+  await runtime.start()
+  await sleep(100)
+  const env = (type: string): Input => ({ type: 'receive', from: 'bb', envelope: { protocolMin: 1, protocolMax: 1, protocolCur: 1, from: 'bb', incarnation: 1, lamport: 1, body: { type } as never, gossip: [] } })
+  const mark = seen.length
+  runtime.enqueue(env('gossip'))
+  runtime.enqueue(env('ack'))
+  runtime.enqueue(env('nack'))
+  const t0 = performance.now()
+  while (performance.now() - t0 < 300) { /* the loop is late: the host is busy */ }
+  await sleep(50)
+  await runtime.stop()
+  const after = seen.slice(mark)
+  const ack = after.indexOf('receive ack')
+  const nack = after.indexOf('receive nack')
+  const gossip = after.indexOf('receive gossip')
+  const firstTick = after.indexOf('tick')
+  t.ok(ack >= 0 && nack > ack, `the answers reached the core, in their order (${ack}, ${nack})`)
+  t.ok(firstTick > nack, `before the replayed ticks (first tick at ${firstTick})`)
+  t.ok(after.slice(0, gossip).filter(s => s === 'tick').length >= 10, 'the other input came after the replayed ticks, as before')
+  t.equal(runtime.stats.probeAnswersFirst, 2, 'both counted')
 })

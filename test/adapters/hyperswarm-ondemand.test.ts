@@ -1,0 +1,88 @@
+/**
+ * Hyperswarm transport with a bounded active view (onDemand), two real agents on 127.0.0.1.
+ * Goal: dials to members outside the view that do not answer (a dead seed a join keeps trying,
+ * a member too busy to answer) never take the dial slots the view needs: a member that enters
+ * the view is connected within seconds while such dials hang, and at most maxOnDemandDials
+ * of them run at once, the others waiting with their frames held.
+ * Method: ten "silent" members are allowed keys whose DHT address is a UDP socket that swallows
+ * every packet, so a dial to one hangs until Hyperswarm gives up (many seconds). Agent A sends a
+ * frame to each of them, then to B (outside its view), then puts B in its view.
+ */
+import t from 'tap'
+import dgram from 'node:dgram'
+import { createKeyPair, hostIdOf, type KeyPair } from '../../agent/adapters/identity.js'
+import { hyperswarmTransport, type HyperswarmTransport } from '../../agent/adapters/hyperswarm-transport.js'
+import type { TransportHandlers } from '../../agent/ports/transport.js'
+import { silentLogger } from '../../agent/lib/logger.js'
+import { until } from '../lib/wait.js'
+
+const HOST = '127.0.0.1'
+const SECRET = 'test-ondemand-secret-' + process.pid
+
+async function boundSocket (): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4')
+  await new Promise<void>((resolve, reject) => { s.once('error', reject); s.bind(0, HOST, () => resolve()) })
+  return s
+}
+
+async function freePort (): Promise<number> {
+  const s = await boundSocket()
+  const port = s.address().port
+  await new Promise<void>(resolve => s.close(() => resolve()))
+  return port
+}
+
+t.test('dials to silent members outside the view do not hold up the view, and at most maxOnDemandDials run at once', async t => {
+  const silent: dgram.Socket[] = []
+  for (let i = 0; i < 10; i++) silent.push(await boundSocket()) // swallow everything: a dial to them hangs
+  t.teardown(() => { for (const s of silent) s.close() })
+  const silentKeys = silent.map(() => hostIdOf(createKeyPair()))
+  const specs: Array<{ kp: KeyPair, port: number }> = [{ kp: createKeyPair(), port: await freePort() }, { kp: createKeyPair(), port: await freePort() }]
+  const ids = specs.map(s => hostIdOf(s.kp))
+  const addresses: Record<string, string> = {}
+  for (const [i, s] of specs.entries()) addresses[ids[i]!] = `${HOST}:${s.port}`
+  for (const [i, k] of silentKeys.entries()) addresses[k] = `${HOST}:${silent[i]!.address().port}`
+  const got: string[][] = [[], []]
+  const transports: HyperswarmTransport[] = specs.map((spec, i) => hyperswarmTransport({
+    keyPair: spec.kp,
+    clusterSecret: SECRET,
+    host: HOST,
+    port: spec.port,
+    bootstrap: specs.filter(o => o !== spec).map(o => `${HOST}:${o.port}`),
+    allowedKeys: [...ids, ...silentKeys],
+    addresses,
+    onDemand: true,
+    maxOnDemandDials: 3,
+    pendingTtlMs: 60_000
+  })({ logger: silentLogger() }))
+  t.teardown(async () => { await Promise.all(transports.map(x => x.stop())) })
+  const handlers = (i: number): TransportHandlers => ({
+    onFrame: (from, frame) => { got[i]!.push(`${from}:${new TextDecoder().decode(frame)}`) },
+    onPeerConnected: () => {},
+    onPeerDisconnected: () => {},
+    onRejected: () => {}
+  })
+  await Promise.all(transports.map(async (x, i) => { await x.start(handlers(i)) }))
+  const [a, b] = transports as [HyperswarmTransport, HyperswarmTransport]
+  a.setActivePeers([])
+  b.setActivePeers([])
+
+  for (const k of silentKeys) t.ok(a.send(k, new TextEncoder().encode('join')), 'a frame for a silent member is held')
+  const st = a.stats()
+  t.equal(st.onDemandConnects, silentKeys.length, 'one on-demand connection asked for per member')
+  t.equal(st.onDemandDialsQueued, silentKeys.length - 3, 'all but maxOnDemandDials wait for a dial to finish')
+  t.ok(a.send(ids[1]!, new TextEncoder().encode('held')), 'a frame for B (outside the view) is held too')
+  t.equal(a.stats().onDemandDialsQueued, silentKeys.length - 2, 'and waits behind the silent ones')
+  t.ok(a.stats().dialsInFlight <= 3, `dials in flight: ${a.stats().dialsInFlight}, at most maxOnDemandDials`)
+
+  // B enters A's view: it is dialled at once, whatever the silent dials are doing.
+  const t0 = Date.now()
+  a.setActivePeers([ids[1]!])
+  await until('B connected', () => a.connected().includes(ids[1]!), 15_000, { pollMs: 20 })
+  const ms = Date.now() - t0
+  t.comment(`B connected ${ms} ms after entering the view, with ${a.stats().dialsInFlight} silent dials in flight`)
+  await until('the held frame', () => got[1]!.includes(`${ids[0]!}:held`), 5000, { pollMs: 20 })
+  t.pass('the frame held for B arrived once B was connected')
+  t.notOk(silentKeys.some(k => a.connected().includes(k)), 'no silent member connected')
+  t.ok(a.stats().dialsInFlight <= 3 + 1, `dials in flight stay bounded (${a.stats().dialsInFlight})`)
+})
