@@ -19,7 +19,16 @@ import { horizonSteps } from './forecast.js'
 import { detectOverload, type OverloadParams } from './overload.js'
 import { exceedsCores, fits, powerAt, type PlacementParams } from './placement.js'
 import { hardAllows, softPenalty } from './rules.js'
-import { selectVm, type SelectionParams } from './selection.js'
+import { hashStr, selectVm, type SelectionParams } from './selection.js'
+
+/**
+ * Spread of the pabfd score, W, by a hash of (source, target): sources whose views rank the same
+ * targets alike pick different ones among those within about this much of the best, instead of
+ * all asking the same target in the same decision (which refuses all but one). Measured on
+ * 20110303 and 20110306 (seeds 1-2): without it, 1.02-1.05x the energy of CloudSim with RAM
+ * enforced; with 1 W (or 4 W), 0.95-0.97x.
+ */
+const SPREAD_W = 1
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
 import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type SeededRandom, type VmId, type VmView } from './types.js'
@@ -205,7 +214,10 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
     const active = nVms > 0 || h.reservedMips > 0
     if (busierThan !== null && (!active || demand / h.cpuMips <= busierThan)) continue
     if (!active && p.allowInactive === false) continue
-    if (exceedsCores(h, v)) continue
+    // its nominal size must fit the target's cores, not only its demand now: a VM that can ask
+    // for more than a core gives is throttled there as soon as it does (measured: such VMs on
+    // slower cores made 3/4 of the host time short of CPU outside migrations)
+    if (exceedsCores(h, v, Math.max(v.cpuMips, v.cpuDemandMips))) continue
     if (demand + v.cpuDemandMips > h.cpuMips * cap + 1e-9) continue
     const mem = w?.mem ?? (h.reservedMemMiB + h.vms.reduce((s, x) => s + x.memMiB, 0))
     if (mem + v.memMiB > hostMemAdmitMiB(h)) continue
@@ -216,6 +228,11 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
     if (p.kind === 'pabfd') {
       const before = active ? powerAt(h.powerCurveW, u0) : (p.countWake === false ? powerAt(h.powerCurveW, 0) : (h.sleepW ?? 0))
       score = powerAt(h.powerCurveW, u1) - before
+      // An active host's idle power, shared by its VMs by the resource they bind (memory here):
+      // hosts that carry a VM's memory at a lower idle power win, so the hosts left on are
+      // those with the least idle power per unit of the binding resource
+      if (active) score += powerAt(h.powerCurveW, 0) * Math.max(v.memMiB / Math.max(1, hostMemAdmitMiB(h)), v.cpuDemandMips / (h.cpuMips * cap))
+      score += SPREAD_W * (hashStr(me.id + '>' + h.id) / 4294967296)
     } else if (p.kind === 'leastLoaded') {
       score = u1
     } else {

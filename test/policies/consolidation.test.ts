@@ -1,0 +1,59 @@
+// Consolidation by the binding resource: where an emptying host's VMs go.
+// - memory binds: of two hosts with room, the VM goes to the one with less idle power per MiB
+//   (a G4 host, 86 W for 4 GiB, rather than a G5 host, 93.7 W), though the G5 adds less dynamic power;
+// - a VM goes only to hosts whose cores can give it its nominal size (a 2500-MIPS VM idling at
+//   300 MIPS does not go to 1860-MIPS cores);
+// - sources that see the same view spread over equally good targets instead of all asking one.
+import t from 'tap'
+import { seededPrng } from '../../agent/core/prng.js'
+import { planHost, type PolicyConfig } from '../../policies/plan.js'
+import { defaultPolicyConfig } from '../../policies/config.js'
+import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../policies/types.js'
+
+const G5 = [93.7, 97, 101, 105, 110, 116, 121, 125, 129, 133, 135]
+const G4 = [86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117]
+
+function vm (id: string, host: string, demand: number, mem: number, size = 1000): VmView {
+  return { id, host, cpuMips: size, cpuDemandMips: demand, memMiB: mem, history: [], migrating: false }
+}
+function g5 (id: string, vms: VmView[]): HostView {
+  return { id, cpuMips: 5320, coreMips: 2660, memMiB: 4096, netMbps: 1000, powerCurveW: G5, vms, reservedMips: 0, reservedMemMiB: 0, history: [], active: vms.length > 0 }
+}
+function g4 (id: string, vms: VmView[]): HostView {
+  return { ...g5(id, vms), cpuMips: 3720, coreMips: 1860, powerCurveW: G4 }
+}
+const cfg: PolicyConfig = { ...defaultPolicyConfig(), guards: { holdDecisions: 1, cooldownDecisions: 0, minGain: 5 } }
+const held = { overStreak: 0, underStreak: 1, lastMoved: new Map<string, number>(), random: seededPrng }
+
+t.test('memory binds: the VM goes where its share of idle power is lowest', t => {
+  const src = g5('src', [vm('a', 'src', 100, 1740)])
+  // both targets are busier by CPU than the source and have room for 1740 MiB
+  const t4 = g4('t4', [vm('x', 't4', 400, 1740)])
+  const t5 = g5('t5', [vm('y', 't5', 600, 1740)])
+  const view: ClusterView = { hosts: [src, t5, t4], rules: NO_RULES, tick: 1 }
+  const plan = planHost(view, 'src', cfg, held)
+  t.same(plan.map(m => [m.vm, m.to, m.reason]), [['a', 't4', 'underload']], 'to the G4 host (86 W per 4 GiB, not 93.7)')
+  t.end()
+})
+
+t.test('a VM goes only to cores that can give it its nominal size', t => {
+  const src = g5('src', [vm('big', 'src', 300, 870, 2500)])
+  const t4 = g4('t4', [vm('x', 't4', 800, 1740)])
+  const only4: ClusterView = { hosts: [src, t4], rules: NO_RULES, tick: 1 }
+  t.same(planHost(only4, 'src', cfg, held), [], 'no move: 2500 MIPS nominal > one 1860-MIPS core, though it asks for 300 now')
+  const t5 = g5('t5', [vm('y', 't5', 1500, 1740)])
+  const both: ClusterView = { hosts: [src, t4, t5], rules: NO_RULES, tick: 1 }
+  t.same(planHost(both, 'src', cfg, held).map(m => m.to), ['t5'], 'to the G5 host, whose cores can')
+  t.end()
+})
+
+t.test('sources with the same view spread over equally good targets', t => {
+  const targets = Array.from({ length: 6 }, (_, i) => g4(`t${i}`, [vm(`x${i}`, `t${i}`, 500, 1740)]))
+  const sources = Array.from({ length: 6 }, (_, i) => g5(`s${i}`, [vm(`v${i}`, `s${i}`, 50, 1740)]))
+  const view: ClusterView = { hosts: [...sources, ...targets], rules: NO_RULES, tick: 1 }
+  const chosen = sources.map(s => planHost(view, s.id, cfg, held)[0]?.to)
+  t.ok(chosen.every(x => x !== undefined && x.startsWith('t')), `every source found a target (${chosen.join(' ')})`)
+  t.ok(new Set(chosen).size >= 3, `${new Set(chosen).size} distinct targets for 6 sources (not all the same one)`)
+  t.same(sources.map(s => planHost(view, s.id, cfg, held)[0]?.to), chosen, 'and the choice is deterministic')
+  t.end()
+})
