@@ -53,6 +53,21 @@ t.test('a migration moves the VM and leaves one running copy', t => {
   t.end()
 })
 
+t.test('a slow query of the VM on the source (a dirty-rate measurement on a loaded host) does not use up the wait for the target', t => {
+  // Each hypervisor command answers after 25 ticks: longer than the wait for the target's grant
+  // (intentTimeoutTicks 20), shorter than the budget of driver work (prepareTimeoutTicks 40).
+  const { sim, hyper, checkers } = world(baseSeed + 11, 2, { latencyTicks: 25 })
+  const [h0, h1] = sim.ids as [string, string]
+  hyper.addVm(h0, 'vm1', 1024)
+  sim.run(20)
+  sim.core(h0)!.step({ type: 'operatorMigrate', vm: 'vm1', to: h1 })
+  t.ok(sim.runUntil(() => checkers.settled() && sim.core(h0)!.migrations()[0]?.state !== 'proposed', 1000, 1), 'settled')
+  const src = sim.core(h0)!.migrations()[0]
+  t.equal(src?.state, 'committed', `the migration went through (${src?.state ?? 'none'}: ${src?.reason ?? ''})`)
+  t.same(where(hyper, 'vm1'), [h1], 'vm1 runs on h1 only')
+  t.end()
+})
+
 t.test('a refused or failed migration leaves the VM running on the source', t => {
   const { sim, hyper, checkers } = world(baseSeed + 1, 2, { failRate: 1 })
   const [h0, h1] = sim.ids as [string, string]

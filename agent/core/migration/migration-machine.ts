@@ -329,7 +329,9 @@ export class MigrationMachine {
     }
     this.becomeProposed(r)
     this.command({ kind: 'query', mig: id, vm, measure: true })
-    this.due.set(id, s.now + this.cfg.intentTimeoutTicks)
+    // The query measures the guest (its dirty rate over a second, more on a loaded host): it has
+    // the budget of driver work; the wait for the target's grant starts when the intent goes out.
+    this.due.set(id, s.now + this.cfg.prepareTimeoutTicks)
     return r
   }
 
@@ -748,6 +750,7 @@ export class MigrationMachine {
       type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: q.spec.vcpus, memMiB: q.spec.memMiB,
       extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips, ...(storage ? { withStorage: true } : {})
     })
+    this.due.set(r.id, this.s.now + this.cfg.intentTimeoutTicks)
   }
 
   private onDriverFailure (r: MigrationRecord, c: DriverCommand, code: string, message: string): void {
@@ -1006,7 +1009,7 @@ export class MigrationMachine {
         }
         // falls through
       case 'proposed':
-        this.becomeAborted(r, r.state === 'proposed' ? 'no answer from the target' : 'the target did not prepare in time')
+        this.becomeAborted(r, r.state === 'reserved' ? 'the target did not prepare in time' : r.spec === null ? 'the hypervisor did not answer the query in time' : 'no answer from the target')
         this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
         return
       case 'copying': this.command({ kind: 'progress', mig: r.id, vm: r.vm }); return

@@ -253,9 +253,12 @@ export interface MigrationConfig {
   clusterMax: number
   /** Ticks a reservation holds capacity without word from the source (renewed by progress). */
   leaseTicks: number
-  /** Source: ticks to wait for a grant before giving up. */
+  /** Source: ticks to wait for the target's grant, from when the intent is sent, before giving up. */
   intentTimeoutTicks: number
-  /** Source: ticks to wait for the target to prepare before giving up. */
+  /**
+   * Source: ticks to wait for the target to prepare before giving up; also the budget of the
+   * source's own query of the VM (a dirty-rate measurement) before the intent is sent.
+   */
   prepareTimeoutTicks: number
   /** Source: ticks between progress polls while copying. */
   pollTicks: number
