@@ -24,6 +24,11 @@
  * post-copy migration libvirt 9.0 keeps none there, so the last figures seen while it ran are
  * reported, without a downtime (measure the pause from the guest instead).
  *
+ * A pre-copy with a dirty-sync cap (MigrationParams.maxDirtySyncs, set under TCG, where more
+ * syncs taken with the guest running have hung or rebooted guests on the target) is held to it
+ * by capSyncs(): libvirt has no such setting, so the driver raises the downtime limit just
+ * before the last round allowed ends, and cancels a migration that goes past the cap anyway.
+ *
  * measureDirtyRate() gives the convergence plan the guest's dirty rate, as the QEMU driver's does:
  * QEMU's page sampling, started with `virsh domdirtyrate-calc` and read from `domstats --dirtyrate`.
  *
@@ -535,6 +540,22 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> => new Promise((
   signal?.addEventListener('abort', onAbort, { once: true })
 })
 
+/** Dirty-sync numbers of one domain as libvirt's migration-iteration events report them. */
+interface SyncEvents {
+  on (fn: (syncs: number) => void): void
+  alive (): boolean
+  stop (): void
+}
+
+/** A downtime limit that any stop-and-copy fits, ms (QEMU accepts up to 2000 s). */
+const CAP_DOWNTIME_MS = 600_000
+
+/** An event line of `virsh event --event migration-iteration`: the sync number, or null. */
+export function parseIterationEvent (line: string): number | null {
+  const m = /event 'migration-iteration' for domain '[^']*': iteration: '(\d+)'/.exec(String(line))
+  return m?.[1] !== undefined ? Number(m[1]) : null
+}
+
 /** One outgoing migration: the `virsh migrate` process and what we learnt of it. */
 interface OutgoingJob {
   target: LibvirtMigrationTarget
@@ -549,6 +570,12 @@ interface OutgoingJob {
   /** Final figures once known (read from the destination). */
   final: MigrationProgress | null
   tmpDir: string
+  /**
+   * The dirty-sync cap (MigrationParams.maxDirtySyncs) of this pre-copy: 'completing' once the
+   * driver raised the downtime limit so that QEMU completes within the cap, 'cancelled' once it
+   * cancelled the migration because QEMU went on past the cap with the guest running.
+   */
+  cap: { max: number, action: 'none' | 'completing' | 'cancelled', reason: string } | null
 }
 
 interface CpuSample { ns: number, at: number }
@@ -923,18 +950,22 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (this.init.persistent === true) args.push('--persistent', '--undefinesource')
     args.push(id, t.destUri)
 
+    const wantCap = params.mode === 'precopy' && params.maxDirtySyncs !== undefined && params.maxDirtySyncs >= 3
+    const events = wantCap ? this.syncEvents(id) : null
     let proc: ChildProcess
     try {
       proc = spawn(this.virshBin, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' } })
     } catch (err) {
       await fsp.rm(tmpDir, { recursive: true, force: true })
+      events?.stop()
       throw new DriverError('DRIVER_UNREACHABLE', `vm ${id}: cannot run ${this.virshBin}`, { cause: err })
     }
     let stderr = ''
     proc.stderr?.setEncoding('utf8')
     proc.stderr?.on('data', (d: string) => { if (stderr.length < 64 * 1024) stderr += d })
     const job: OutgoingJob = {
-      target: t, proc, exit: null, ended: Promise.resolve(), postcopy: false, cancelRequested: false, last: null, final: null, tmpDir
+      target: t, proc, exit: null, ended: Promise.resolve(), postcopy: false, cancelRequested: false, last: null, final: null, tmpDir,
+      cap: wantCap ? { max: Math.floor(params.maxDirtySyncs ?? 3), action: 'none', reason: '' } : null
     }
     job.ended = new Promise<void>(resolve => {
       let done = false
@@ -942,6 +973,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         if (done) return
         done = true
         job.exit = { code, stderr }
+        events?.stop()
         void fsp.rm(tmpDir, { recursive: true, force: true }).catch(() => {})
         this.log.info(`vm ${id} virsh migrate ended (${code === 0 ? 'ok' : virshErrorText(stderr) || `code ${String(code)}`})`, { vm: id })
         resolve()
@@ -974,6 +1006,145 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       if (job.exit === null) this.log.warn(`vm ${id}: cannot set the downtime limit`, { err })
     }
     if (params.mode === 'postcopy') void this.switchWhenPossible(id, job)
+    if (job.cap !== null) void this.capSyncs(id, job, job.cap, events)
+  }
+
+  /**
+   * Follows VM `id`'s dirty syncs through `virsh event --event migration-iteration --loop` (ended
+   * by stop(), and after an hour at the latest should the agent die first). The highest sync seen
+   * before a listener is set is handed to it at once.
+   */
+  private syncEvents (id: VmId): SyncEvents {
+    let max = 0
+    let fn: ((syncs: number) => void) | null = null
+    let ended = false
+    let proc: ChildProcess | null = null
+    try {
+      proc = spawn(this.virshBin, ['-c', this.init.uri, 'event', '--domain', id, '--event', 'migration-iteration', '--loop', '--timeout', '3600'], {
+        stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C', LANG: 'C' }
+      })
+    } catch (err) {
+      this.log.warn(`vm ${id}: cannot follow the migration's dirty syncs as events; polling instead`, { vm: id, err })
+      ended = true
+    }
+    if (proc !== null) {
+      let rest = ''
+      proc.stdout?.setEncoding('utf8')
+      proc.stdout?.on('data', (d: string) => {
+        const lines = (rest + d).split('\n')
+        rest = lines.pop() ?? ''
+        for (const l of lines) {
+          const n = parseIterationEvent(l)
+          if (n === null || n <= max) continue
+          max = n
+          fn?.(n)
+        }
+      })
+      proc.once('error', () => { ended = true })
+      proc.once('close', () => { ended = true })
+    }
+    return {
+      on: f => { fn = f; if (max > 0) f(max) },
+      alive: () => !ended,
+      stop: () => { ended = true; if (proc !== null && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL') }
+    }
+  }
+
+  /**
+   * Holds a pre-copy to its dirty-sync cap (MigrationParams.maxDirtySyncs), which libvirt cannot
+   * be told (QEMU's pause-before-switchover, which the QEMU driver uses for it, is libvirt's own).
+   * QEMU counts a sync at setup, one when a round's unsent rest falls below its threshold (its
+   * rate × the downtime limit), and one in the stop-and-copy; the syncs that can lose a guest's
+   * write (under TCG) are those taken while the guest runs. Right after a round's sync QEMU either
+   * stops the guest and completes or begins another round, and that round can be over in 50 ms,
+   * too soon for any libvirt call to land (a `virsh suspend` took 0.5-2.4 s there). So the
+   * driver acts before the sync that ends the last round allowed (`max - 1`): it follows the
+   * round through `domjobinfo` and, once the rest of it would be sent within about three polls,
+   * raises the downtime limit so far that QEMU completes at that sync whatever the guest dirtied
+   * (the pause is then the rest of the round plus those pages). Should that sync come first with
+   * the guest still running (the round ended sooner than foreseen; libvirt's migration-iteration
+   * event, followed with `virsh event --loop`, says so within milliseconds), the limit is raised
+   * at once and, if QEMU goes on to sync `max` with the guest running, the migration is cancelled
+   * (`domjobabort`): the guest goes on, intact, on the source, and progress() reports why. The
+   * last case is a race the driver can lose (a round of milliseconds); it is logged as an error
+   * when a completed migration took more syncs than its cap.
+   */
+  private async capSyncs (id: VmId, job: OutgoingJob, cap: NonNullable<OutgoingJob['cap']>, events: SyncEvents | null): Promise<void> {
+    let seen = 0
+    const running = async (): Promise<boolean | null> => {
+      try {
+        return parseDomstate(await this.virsh(['domstate', id], { timeoutMs: 5000 }))?.state === 'running'
+      } catch { return null }
+    }
+    let raising: Promise<void> | null = null
+    const raise = (why: string): Promise<void> => {
+      if (raising !== null) return raising
+      raising = (async () => {
+        try {
+          await this.virsh(['migrate-setmaxdowntime', id, String(CAP_DOWNTIME_MS)], { timeoutMs: 10_000 })
+          if (cap.action === 'none') cap.action = 'completing'
+          cap.reason = why
+          this.log.info(`vm ${id}: ${why}: downtime limit raised so that the migration completes within ${cap.max} dirty syncs`, { vm: id })
+        } catch (err) {
+          if (job.exit === null) this.log.warn(`vm ${id}: cannot raise the downtime limit at the dirty-sync cap`, { vm: id, err })
+        }
+      })()
+      return raising
+    }
+    const cancel = async (reason: string): Promise<void> => {
+      if (cap.action === 'cancelled' || job.exit !== null) return
+      cap.action = 'cancelled'
+      cap.reason = reason
+      this.log.warn(`vm ${id}: ${reason}`, { vm: id })
+      job.cancelRequested = true
+      await this.virsh(['domjobabort', id], { timeoutMs: 10_000 }).catch(err => { this.log.warn(`vm ${id}: cannot cancel the migration past its sync cap`, { vm: id, err }) })
+    }
+    const onSync = (syncs: number): void => {
+      if (syncs <= seen) return
+      seen = syncs
+      this.log.debug(`vm ${id}: dirty sync ${syncs}`, { vm: id })
+      if (job.exit !== null || cap.action === 'cancelled') return
+      if (syncs === cap.max - 1) void raise(`dirty sync ${syncs} taken`)
+      else if (syncs >= cap.max) {
+        // Taken with the guest running, unless QEMU had stopped it for its stop-and-copy (then it
+        // is the final sync, which the cap allows).
+        void (async () => {
+          if (await running() === true && job.exit === null) await cancel(`cancelled: dirty sync ${syncs} was taken with the guest running, past the cap of ${cap.max}`)
+        })()
+      }
+    }
+    events?.on(onSync)
+    let prev: { remaining: number, at: number } | null = null
+    while (job.exit === null && !job.cancelRequested && !this.closed) {
+      const t0 = performance.now()
+      let info: JobInfo | null = null
+      try { info = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { timeoutMs: 5000 })) } catch { /* retried */ }
+      const now = performance.now()
+      // Each poll is a virsh process: often only near the end of the round (and while no event
+      // stream reports the syncs).
+      let pauseMs = events !== null && events.alive() ? 250 : 50
+      if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
+        const syncs = fnum(info.fields.memory_iteration)
+        if (events === null || !events.alive()) onSync(syncs)
+        const remaining = fnum(info.fields.memory_remaining)
+        // The round before the last sync allowed: when will its rest be sent?
+        if (raising === null && syncs === cap.max - 2 && fnum(info.fields.memory_total) > 0) {
+          if (prev !== null && now > prev.at && prev.remaining > remaining) {
+            const etaMs = remaining / ((prev.remaining - remaining) / (now - prev.at))
+            pauseMs = Math.max(50, Math.min(pauseMs, etaMs / 4))
+            // Acting takes a poll's time at most (one virsh call), and the next look comes after
+            // the pause and a poll.
+            if (etaMs <= Math.max(500, 3 * (now - t0) + pauseMs)) void raise(`the round before dirty sync ${cap.max - 1} ends in about ${Math.round(etaMs)} ms`)
+          }
+          prev = { remaining, at: now }
+        }
+      }
+      if (raising !== null && (events !== null && events.alive())) break
+      await Promise.race([sleep(pauseMs), job.ended])
+    }
+    // With the limit raised, the events alone watch for a sync past the cap.
+    await job.ended
+    if (job.exit?.code === 0 && seen > cap.max) this.log.error(`vm ${id}: the migration completed after ${seen} dirty syncs, past the cap of ${cap.max}: the guest may be damaged on the destination`, { vm: id })
   }
 
   /**
@@ -1062,7 +1233,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       const text = virshErrorText(exit.stderr) || `virsh exited with ${String(exit.code)}`
       const cancelled = job.cancelRequested || /canceled by client|cancelled by client|operation aborted/i.test(text)
       const base = job.last ?? emptyProgress('none')
-      job.final = { ...base, status: cancelled ? 'cancelled' : 'failed', downtimeMs: null, errorDesc: text }
+      job.final = { ...base, status: cancelled ? 'cancelled' : 'failed', downtimeMs: null, errorDesc: job.cap?.action === 'cancelled' ? `${job.cap.reason} (${text})` : text }
       return job.final
     }
     // Completed: the destination keeps the job's final figures (downtime included).

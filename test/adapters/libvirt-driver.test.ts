@@ -24,7 +24,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, memoryFactsOf, parseDomstate, parseDominfo,
-  parseDirtyRate, parseDomstats, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
+  parseDirtyRate, parseDomstats, parseIterationEvent, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
@@ -216,6 +216,14 @@ t.test('domjobinfo --rawstats', async t => {
     t.ok(Object.values(p).every(v => typeof v !== 'number' || Number.isFinite(v)), 'every figure finite')
   }
   t.equal(parseJobInfo('Job type: 99\n').type, 'none', 'unknown job type')
+})
+
+t.test('migration-iteration events (virsh event --loop, libvirt 9.0)', async t => {
+  t.equal(parseIterationEvent("event 'migration-iteration' for domain 'g1': iteration: '2'"), 2, 'the sync number')
+  t.equal(parseIterationEvent("2026-12-05 23:56:01.378+0000: event 'migration-iteration' for domain 'g-1.x': iteration: '13'"), 13, 'with --timestamp')
+  t.equal(parseIterationEvent("event 'lifecycle' for domain 'g1': Suspended Migrated"), null, 'another event')
+  t.equal(parseIterationEvent('events received: 3'), null, 'the summary line')
+  t.equal(parseIterationEvent(''), null, 'nothing')
 })
 
 t.test('domstate, dominfo, run states', async t => {

@@ -44,7 +44,7 @@ class SerialLog {
   passes = 0
   failures: string[] = []
   restarted = false
-  private pos = 0
+  pos = 0
   private partial = ''
   private readonly timer = setInterval(() => this.read(), 3)
   constructor (readonly file: string) {}
@@ -79,6 +79,30 @@ async function domstate (d: LibvirtDaemon, dom: string): Promise<string | null> 
     execFile('virsh', ['-c', d.uri, 'domstate', dom], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, LC_ALL: 'C' } },
       (err, out) => resolve(err === null ? out.trim() : null))
   })
+}
+
+/**
+ * What the two daemons and console files say after a hand-over, for a failure message: g1's state
+ * (with its reason) in each daemon, each console file's size against what the reader has consumed
+ * and its last lines, and the tail of the target's QEMU log.
+ */
+async function handOverDetail (A: LibvirtDaemon, B: LibvirtDaemon, src: SerialLog, dst: SerialLog): Promise<string> {
+  const state = async (d: LibvirtDaemon): Promise<string> => await new Promise(resolve => {
+    execFile('virsh', ['-c', d.uri, 'domstate', '--reason', 'g1'], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, LC_ALL: 'C' } },
+      (err, out, errOut) => resolve(err === null ? out.trim() : `none (${errOut.trim()})`))
+  })
+  const file = (l: SerialLog): string => {
+    let text = ''
+    try { text = fs.readFileSync(l.file, 'latin1') } catch (err) { return `${l.file}: ${(err as Error).message}` }
+    return `${l.file}: ${text.length} bytes, read up to ${l.pos}, ${l.seqs.length} heartbeats read; last lines: ${JSON.stringify(text.split('\n').slice(-6).join('\n'))}`
+  }
+  const job = await new Promise<string>(resolve => {
+    execFile('virsh', ['-c', B.uri, 'domjobinfo', '--completed', '--keep-completed', '--rawstats', 'g1'], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, LC_ALL: 'C' } },
+      (err, out) => { const f = err === null ? parseJobInfo(out).fields : {}; resolve(`dirty syncs ${String(f.memory_iteration)}, total ${String(f.time_elapsed)} ms, downtime ${String(f.downtime)} ms`) })
+  })
+  let qemuLog = ''
+  try { qemuLog = fs.readFileSync(B.qemuLog('g1'), 'utf8').slice(-1500) } catch { qemuLog = '(none)' }
+  return `g1 on host1's libvirtd: ${await state(A)}; on host2's: ${await state(B)}; completed job on host2: ${job}\n${file(src)}\n${file(dst)}\nhost2 QEMU log tail:\n${qemuLog}`
 }
 
 /** The number of the last heartbeat in a console file, or -1 when it has none. */
@@ -175,7 +199,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const r = await starling(['migrate', 'g1', '--to', 'host2', '--config', c.host('host1').configFile])
   const wallMs = performance.now() - t0
   t.equal(r.code, 0, `starling migrate: ${r.out.trim()}`)
-  await until('heartbeats on host2', () => dst.seqs.length >= 5, 30_000)
+  await waitUntil('heartbeats on host2', () => dst.seqs.length >= 5, 30_000, { detail: async () => await handOverDetail(A, B, src, dst) + '\n' + logDump() })
   const last = src.seqs[src.seqs.length - 1]!
   const first = dst.seqs[0]!
   t.ok(first.seq > last.seq && first.seq <= last.seq + 3, `the heartbeat continues on host2 (host1 last ${last.seq}, host2 first ${first.seq})`)
