@@ -340,8 +340,8 @@ function encBody (b: Body): [string, Pb] {
     case 'migrationStatusQuery': return ['migrationStatusQuery', { id: encStr(b.id, 'body.id', true) }]
     case 'migrationStatusAnswer': return ['migrationStatusAnswer', { id: encStr(b.id, 'body.id', true), state: encStr(b.state, 'body.state', true) }]
     case 'moveRequested': return ['moveRequested', { vm: encStr(b.vm, 'body.vm', false), to: encStr(b.to, 'body.to', false), drain: b.drain, ...(b.withStorage === true ? { withStorage: true } : {}) }]
-    case 'vipClaim': return ['vipClaim', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2 }]
-    case 'vipGrant': return ['vipGrant', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), from: encHost(b.from, 'body.from') }]
+    case 'vipClaim': return ['vipClaim', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : 2, renew: encU64(b.renew, 'body.renew') }]
+    case 'vipGrant': return ['vipGrant', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), from: encHost(b.from, 'body.from'), renew: encU64(b.renew, 'body.renew'), quiet: encU64(b.quiet, 'body.quiet') }]
     case 'vipRelease': return ['vipRelease', { vip: encStr(b.vip, 'body.vip', true), claim: encClaim(b.claim, 'body.claim'), ...(b.to !== null ? { to: encHost(b.to, 'body.to') } : {}) }]
     case 'vipStanding': return ['vipStanding', { vip: encStr(b.vip, 'body.vip', true), standing: encClaim(b.standing, 'body.standing'), from: encHost(b.from, 'body.from') }]
     case 'vipMoveRequested': return ['vipMoveRequested', { vip: encStr(b.vip, 'body.vip', true), to: encHost(b.to, 'body.to') }]
@@ -668,9 +668,12 @@ class Decoder {
       case 'vipClaim': {
         const phase = this.u32(v['phase'], 'body.phase')
         if (phase !== 1 && phase !== 2) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
-        return { type: 'vipClaim', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : 'held' }
+        return { type: 'vipClaim', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : 'held', renew: this.u64(v['renew'], 'body.renew') }
       }
-      case 'vipGrant': return { type: 'vipGrant', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), from: this.host(v['from'], 'body.from') }
+      case 'vipGrant': return {
+        type: 'vipGrant', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), from: this.host(v['from'], 'body.from'),
+        renew: this.u64(v['renew'], 'body.renew'), quiet: this.u64(v['quiet'], 'body.quiet')
+      }
       case 'vipRelease': return { type: 'vipRelease', vip: this.str(v['vip'], 'body.vip', true), claim: this.claim(v['claim'], 'body.claim'), to: isObj(v['to']) ? this.host(v['to'], 'body.to') : null }
       case 'vipStanding': return { type: 'vipStanding', vip: this.str(v['vip'], 'body.vip', true), standing: this.claim(v['standing'], 'body.standing'), from: this.host(v['from'], 'body.from') }
       case 'vipMoveRequested': return { type: 'vipMoveRequested', vip: this.str(v['vip'], 'body.vip', true), to: this.host(v['to'], 'body.to') }

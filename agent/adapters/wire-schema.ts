@@ -657,6 +657,10 @@ const schema = {
                     "phase": {
                       "type": "VipClaimPhase",
                       "id": 3
+                    },
+                    "renew": {
+                      "type": "uint64",
+                      "id": 4
                     }
                   }
                 },
@@ -673,6 +677,14 @@ const schema = {
                     "from": {
                       "type": "HostRef",
                       "id": 3
+                    },
+                    "renew": {
+                      "type": "uint64",
+                      "id": 4
+                    },
+                    "quiet": {
+                      "type": "uint64",
+                      "id": 5
                     }
                   }
                 },

@@ -126,8 +126,8 @@ function bodyBytes (b: Body): number {
       return n
     }
     case 'gossip': return 0
-    case 'vipClaim': return strField(b.vip) + lenField(claimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : 2)
-    case 'vipGrant': return strField(b.vip) + lenField(claimBytes(b.claim)) + hostField(b.from)
+    case 'vipClaim': return strField(b.vip) + lenField(claimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : 2) + uintField(b.renew)
+    case 'vipGrant': return strField(b.vip) + lenField(claimBytes(b.claim)) + hostField(b.from) + uintField(b.renew) + uintField(b.quiet)
     case 'vipRelease': return strField(b.vip) + lenField(claimBytes(b.claim)) + (b.to !== null ? hostField(b.to) : 0)
     case 'vipStanding': return strField(b.vip) + lenField(claimBytes(b.standing)) + hostField(b.from)
     case 'vipMoveRequested': return strField(b.vip) + hostField(b.to)

@@ -29,9 +29,7 @@ export type NotRunningReason = 'gave up after injected start failures' | 'gave u
  * one of them says which (RandomRunResult.knownDefect); the tests report those runs as todo,
  * loudly, with their seeds, never as passes.
  */
-export const KNOWN_DEFECTS = {
-  vipTwoOwners: 'a VIP is taken over from an owner that the majority\'s SWIM declared dead while that owner still held it (it had not yet seen that it lost the majority, and VIP takeover waits for no fence delay as HA does); seen with a partition or a one-way cut separating owner and majority'
-} as const
+export const KNOWN_DEFECTS = {} as const
 export type KnownDefect = keyof typeof KNOWN_DEFECTS
 
 export interface RandomRunOptions {
@@ -274,8 +272,7 @@ export function randomFaultRun (seed: number, o: RandomRunOptions = {}): RandomR
   for (const id of ids) for (const r of sim.core(id)?.migrations() ?? []) if (r.role === 'source' && r.state === 'committed') migrationsCommitted++
   const notRunning: RandomRunResult['notRunning'] = []
   if (violation === null) for (const vm of allVms) { const reason = notRunningReason(w, vm); if (reason !== null) notRunning.push({ vm, reason }) }
-  let knownDefect: KnownDefect | null = null
-  if (violation !== null && /^S5: \S+ \S+ and \S+ both own it/.test(violation)) knownDefect = 'vipTwoOwners'
+  const knownDefect: KnownDefect | null = null
   if (!live && violation === null && trace !== undefined) {
     for (const h of ids) for (const r of sim.core(h)?.migrations() ?? []) if (r.state !== 'committed' && r.state !== 'aborted') trace(`END migration ${r.id} of ${r.vm} on ${h}: ${r.role} ${r.state}`)
     for (const vm of allVms) trace(`END ${vm}: runs on ${(hv.running().get(vm) ?? []).join(',') || 'nothing'}; ${ids.map(h => `${h}:${JSON.stringify(sim.core(h)?.haStatus()?.vms.find(x => x.vm === vm)?.role ?? '-')}`).join(' ')}`)
@@ -408,6 +405,5 @@ export function vipFaultRun (seed: number, mode: 'make-before-break' | 'break-be
     violation = err.message
   }
   sim.faults.lost = sim.network.stats.lost
-  const knownDefect: KnownDefect | null = violation !== null && /^S5: \S+: \S+ and \S+ both own it/.test(violation) ? 'vipTwoOwners' : null
-  return { seed, violation, knownDefect, live, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked, faults: { ...sim.faults }, movesAsked, migrationsAsked, maxVipOverlap: checkers.maxVipOverlap }
+  return { seed, violation, knownDefect: null, live, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked, faults: { ...sim.faults }, movesAsked, migrationsAsked, maxVipOverlap: checkers.maxVipOverlap }
 }

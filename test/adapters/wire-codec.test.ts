@@ -46,9 +46,10 @@ const ALL_GOSSIP: Gossip[] = [
 ]
 
 const ALL_BODIES: Body[] = [
-  { type: 'vipClaim', vip: 'web', claim: { host: KEY_B, lamport: 42 }, phase: 'request' },
-  { type: 'vipClaim', vip: 'web', claim: { host: 'h2', lamport: 0 }, phase: 'held' },
-  { type: 'vipGrant', vip: 'web', claim: { host: KEY_B, lamport: 7 }, from: KEY_A },
+  { type: 'vipClaim', vip: 'web', claim: { host: KEY_B, lamport: 42 }, phase: 'request', renew: 1234 },
+  { type: 'vipClaim', vip: 'web', claim: { host: 'h2', lamport: 0 }, phase: 'held', renew: 0 },
+  { type: 'vipGrant', vip: 'web', claim: { host: KEY_B, lamport: 7 }, from: KEY_A, renew: 1234, quiet: 0 },
+  { type: 'vipGrant', vip: 'web', claim: { host: KEY_B, lamport: 8 }, from: KEY_A, renew: 0, quiet: 90061 },
   { type: 'vipRelease', vip: 'web', claim: { host: KEY_B, lamport: 7 }, to: KEY_A },
   { type: 'vipRelease', vip: 'web', claim: { host: KEY_B, lamport: 8 }, to: null },
   { type: 'vipStanding', vip: 'web', standing: { host: KEY_A, lamport: 9 }, from: KEY_B },

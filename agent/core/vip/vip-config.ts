@@ -54,10 +54,9 @@ export interface VipConfig {
   claimBackoffTicks: number
   /**
    * Ticks a member waits after it has declared a VIP's owner dead before it grants a takeover
-   * claim (or makes one). Safety rests on the old owner having fenced itself by then (S4): it
-   * removes its addresses as soon as it sees fewer than a majority of members alive, which with
-   * SWIM happens at suspicion, a whole suspicion timeout before the majority declares it dead.
-   * Raise it when the failure detector's timing is not that asymmetric. Adds to failover time.
+   * claim (or makes one). Safety does not rest on it: the old owner's lease does (leaseTicks;
+   * the new owner waits until that lease must have run out). Raise it to ride out spurious
+   * death declarations. Adds to failover time.
    * @default 0
    */
   takeoverGraceTicks: number
@@ -94,6 +93,23 @@ export interface VipConfig {
   burstIntervalMs: number
   /** @default 'make-before-break' */
   plannedMove: PlannedMoveMode
+  /**
+   * The owner's lease: it keeps the address only while a majority of the members (itself
+   * included) has renewed its claim by echoing a renewal it sent at most this many ticks ago;
+   * when it cannot renew, it removes the address. A host that takes a VIP over waits until the
+   * old owner's lease must have run out (vip-ownership.ts, "Leases"); after a crash that wait is
+   * usually already over when SWIM declares the death. Lower = a cut-off owner drops the address
+   * sooner, renewals must arrive sooner. Must agree on every member. @default 3 s
+   */
+  leaseTicks: number
+  /** Ticks between the owner's lease renewals ('held' to every member). < leaseTicks / 2. @default 1 s */
+  renewTicks: number
+  /**
+   * Worst difference between two hosts' clock rates, in parts per million: the takeover wait
+   * stretches the lease by 2 x this, since the lease runs on the old owner's clock and the wait
+   * on the new one's. @default 1000
+   */
+  clockDriftPpm: number
 }
 
 function ticks (ms: number, tickMs: number): number { return Math.max(1, Math.round(ms / tickMs)) }
@@ -113,8 +129,23 @@ export function defaultVipConfig (tickMs = 100): VipConfig {
     removeRetryTicks: ticks(500, tickMs),
     burstCount: 5,
     burstIntervalMs: 200,
-    plannedMove: 'make-before-break'
+    plannedMove: 'make-before-break',
+    leaseTicks: ticks(3000, tickMs),
+    renewTicks: ticks(1000, tickMs),
+    clockDriftPpm: 1000
   }
+}
+
+/**
+ * Ticks a new owner waits, after the last grant it counts, for the lease of an owner that a
+ * grantor renewed `quiet` ticks before granting: the lease, 2 ticks of rounding (the owner's
+ * removal within the tick its lease ends, and whole ticks on both clocks), stretched by the
+ * worst clock-rate difference, less what already elapsed at the grantor. vip-ownership.ts,
+ * "Leases", explains each term.
+ */
+export function leaseWaitTicks (c: Pick<VipConfig, 'leaseTicks' | 'clockDriftPpm'>, quiet: number): number {
+  const bound = Math.ceil((c.leaseTicks + 2) * (1 + 2 * c.clockDriftPpm / 1e6))
+  return Math.max(0, bound - Math.max(0, quiet))
 }
 
 /** Small numbers for tests (tick = one step of a test loop). */
@@ -128,7 +159,10 @@ export function localTestVipConfig (): VipConfig {
     handoffReserveTicks: 8,
     secondBurstTicks: 20,
     heldRefreshTicks: 30,
-    removeRetryTicks: 3
+    removeRetryTicks: 3,
+    leaseTicks: 10,
+    renewTicks: 2,
+    clockDriftPpm: 0
   }
 }
 
@@ -148,17 +182,19 @@ export function parseVipAddress (s: string): { address: string, prefixLength: nu
 /** Checks the tunables; throws ConfigError naming the first bad field. */
 export function validateVipConfig (c: VipConfig): VipConfig {
   const positive: Array<keyof VipConfig> = ['claimRetryTicks', 'claimTimeoutTicks', 'claimBackoffTicks', 'handoffTimeoutTicks',
-    'handoffReserveTicks', 'secondBurstTicks', 'heldRefreshTicks', 'removeRetryTicks', 'burstCount']
+    'handoffReserveTicks', 'secondBurstTicks', 'heldRefreshTicks', 'removeRetryTicks', 'burstCount', 'leaseTicks', 'renewTicks']
   for (const k of positive) {
     const v = c[k]
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`vip.${k} must be an integer >= 1 (got ${String(v)})`, `vip.${k}`)
   }
-  for (const k of ['takeoverGraceTicks', 'refreshTicks', 'burstIntervalMs'] as const) {
+  for (const k of ['takeoverGraceTicks', 'refreshTicks', 'burstIntervalMs', 'clockDriftPpm'] as const) {
     if (!Number.isInteger(c[k]) || c[k] < 0) throw new ConfigError(`vip.${k} must be an integer >= 0 (got ${c[k]})`, `vip.${k}`)
   }
   if (c.burstCount > 100) throw new ConfigError(`vip.burstCount must be <= 100 (got ${c.burstCount})`, 'vip.burstCount')
   if (c.claimRetryTicks >= c.claimTimeoutTicks) throw new ConfigError('vip.claimRetryTicks must be < vip.claimTimeoutTicks', 'vip.claimRetryTicks')
   if (c.handoffTimeoutTicks >= c.secondBurstTicks) throw new ConfigError('vip.handoffTimeoutTicks must be < vip.secondBurstTicks (the second burst must follow the old owner\'s removal)', 'vip.handoffTimeoutTicks')
+  if (c.renewTicks * 2 >= c.leaseTicks) throw new ConfigError('vip.renewTicks must be < vip.leaseTicks / 2 (a lost renewal must leave time for the next one)', 'vip.renewTicks')
+  if (c.clockDriftPpm > 100_000) throw new ConfigError(`vip.clockDriftPpm must be <= 100000 (got ${c.clockDriftPpm})`, 'vip.clockDriftPpm')
   if (c.plannedMove !== 'make-before-break' && c.plannedMove !== 'break-before-make') throw new ConfigError(`vip.plannedMove must be 'make-before-break' or 'break-before-make' (got ${String(c.plannedMove)})`, 'vip.plannedMove')
   return c
 }

@@ -9,7 +9,9 @@
  * Names say what a message asserts (STYLE §1.6), never what the receiver should do:
  *  - VipClaim   "host H claims VIP V with claim C" (phase 'request'), or "H holds V by C" ('held').
  *  - VipGrant   "member M accepts claim C as V's owner": M will grant no other claim on V while C
- *               stands (until C is released or its host is declared dead by M).
+ *               stands (until C is released or its host is declared dead by M). It echoes the
+ *               claim's renewal time (the lease) and says how long ago M last renewed another
+ *               host's claim on V that it does not know released (how long a taker must wait).
  *  - VipRelease "the holder of claim C gives V up", optionally in favour of a named successor.
  *  - VipStanding "member M still counts claim C as standing" (sent to C's host when that stops M
  *               from granting or making a claim): repairs a lost release or 'held' on demand.
@@ -41,6 +43,8 @@ export interface VipClaim {
   vip: VipId
   claim: ClaimRef
   phase: 'request' | 'held'
+  /** The sender's tick when it sent this frame: a member that grants (or still grants) the claim echoes it (the owner's lease). */
+  renew: number
 }
 
 /** A member grants a claim (answer to a 'request', sent to the claimant only). */
@@ -50,6 +54,14 @@ export interface VipGrant {
   claim: ClaimRef
   /** The granting member. */
   from: HostId
+  /** The `renew` of the claim frame this answers (0 when none): the claimant's lease counts from it. */
+  renew: number
+  /**
+   * Ticks since this member last granted or renewed a claim of another host on this VIP that it
+   * does not know released (0 = just now, the safe value; a restarted member counts from its
+   * start). The claimant takes the VIP over only once such an owner's lease must have run out.
+   */
+  quiet: number
 }
 
 /**

@@ -19,11 +19,13 @@
  *     Grants are persisted before they are sent (the runtime applies `persist` first).
  *  2. Takeover of a dead owner needs a majority of grants from members that each declared the
  *     owner dead: it can happen only on the majority side (S4). The old owner, if it is alive
- *     but cut off, fences itself: as soon as it sees fewer than a majority of members alive
- *     (suspect counts as absent) it removes the address, well before the majority declares it
- *     dead (SWIM declares death a full suspicion timeout after suspicion). This timing is the
- *     one assumption S5 rests on during partitions, as for every quorum-plus-fencing HA system.
- *     Survivors declare the death at slightly different times: a member that refuses a takeover
+ *     but cut off, removes the address before the new one may add it: it holds the VIP only
+ *     under a lease that a majority renews, and the new owner waits until that lease must have
+ *     run out (Leases, below). It also fences at once when it sees fewer than a majority alive
+ *     (suspect counts as absent), but that alone is not enough: an isolated host suspects its
+ *     peers one probe at a time, and with a one-way cut its gossip may never suspect anyone,
+ *     while the majority declares it dead. Survivors declare the death at slightly different
+ *     times: a member that refuses a takeover
  *     request only because it has not declared the owner dead yet holds the highest such request
  *     back and grants it the moment it does (after takeoverGraceTicks), under the same rules as
  *     a grant on request, so the claimant does not wait for its retry (claimRetryTicks).
@@ -60,12 +62,46 @@
  *     lower claim steps down and the higher re-announces, so clients end on the winner's MAC.
  *  6. Start-up: the address is removed first (a restarted agent does not know whether it still
  *     owns anything); a claim persisted before a crash is released once the removal is done.
+ *
+ * Leases (why a taker never adds the address while the old owner holds it: S5)
+ * ----------------------------------------------------------------------------
+ * Terms, in ticks: L = leaseTicks, B = ceil((L + 2) x (1 + 2 x clockDriftPpm / 1e6)).
+ * Renewing. Every claim frame carries its send tick (renew). An acceptor answers a request or
+ * a 'held' of claim c with a grant that echoes it only if c is its standing claim, not
+ * released, and not below `promised`, the highest claim it ever granted or renewed (persisted
+ * before any grant is sent). So once an acceptor has granted a claim, it never again renews a
+ * lower one. The owner sends 'held' every renewTicks (its lease renewal).
+ * Holding. The owner keeps the address at tick t only while a majority Q of the members (itself
+ * included, while its own acceptor may renew its claim) echoed a send of its claim made at or
+ * after t - L (on its clock): at the tick its lease ends it removes the address and gives the
+ * claim up (role releasing). The claimant holds the same lease while it waits (below).
+ * Taking over. Every grant also carries quiet: the ticks since the grantor last granted or
+ * renewed a claim of another host that it does not know released (a restarted acceptor that
+ * ever granted counts from its start). A claim granted by a majority G becomes ownership only
+ * B - quiet ticks after each of G's grants arrived (readyAtTick; at once when quiet >= B, the
+ * usual case after a crash, since SWIM takes longer than L to declare a death). A release is
+ * sent only by a host that no longer owns under that claim (it removed the address first, or
+ * hands off, which is not owning), so renewals of released claims need no wait.
+ * Why. Suppose A owns under cA and B under cB > cA at the same real time t. B's grantors G and
+ * A's renewers Q are both majorities: some member m is in both. m renewed cA only before it
+ * granted cB (promised), at some real time R; A's lease then counts from A's send S <= R and
+ * ends at most L ticks of A's clock later. m's grant of cB reported quiet <= the ticks since R,
+ * and B waited B - quiet ticks of its own clock after that grant arrived. With clock rates
+ * within clockDriftPpm of each other, (1 + 2 x drift) turns A's L ticks into B's ticks, and the
+ * 2 ticks cover rounding to whole ticks on both clocks and the removal within the tick the
+ * lease ends (the runtime cuts a burst short for a removal). So A removed the address before
+ * B became owner: a contradiction. If instead cB < cA, exchange the names.
+ * Assumptions: the agent runs its ticks on time (a stalled agent does not remove the address
+ * when its lease ends: where HA runs, the watchdog resets such a host, see ../ha/fencing.ts;
+ * the simulator's hangs are shorter than SWIM's detection); leaseTicks and clockDriftPpm agree
+ * on every member. A renewal and its echo are two frames, so an owner keeps the VIP only with
+ * round trips to a majority: a one-way cut drops it.
  */
 import { assert } from '../assert.js'
 import { backoffTicks, claimDue, freeFor, grantVerdict, majority, retryDue, wonClaim } from '../claims/index.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
-import { type VipConfig, type VipSpec, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip-config.js'
+import { type VipConfig, type VipSpec, leaseWaitTicks, parseVipAddress, validateVipConfig, validateVipSpecs } from './vip-config.js'
 import { type ClaimRef, type VipId, type VipMessage, claimText, compareClaims, sameClaim, vipClaimOrder } from './vip-messages.js'
 import {
   VIP_LAMPORT_KEY, vipStateKey,
@@ -102,6 +138,20 @@ interface Vip {
    * is declared dead (after takeoverGraceTicks). The claimant need not wait for its retry.
    */
   refused: ClaimRef | null
+  /** `renew` of the held-back request, echoed when it is granted. */
+  refusedRenew: number
+  /**
+   * Highest claim this acceptor granted or renewed (durable). It renews only a claim at least
+   * this high: once it has granted a claim, it never again renews a lower one ("Leases").
+   */
+  promised: ClaimRef | null
+  /** Per host, the last claim of its that this acceptor granted or renewed, and when (this life's ticks). */
+  acked: Map<HostId, { claim: ClaimRef, tick: number }>
+  /**
+   * Before this life: 0 (its start) if an earlier life may have granted or renewed a claim (it
+   * promised one), -Infinity if it never did (`promised` is persisted before any grant is sent).
+   */
+  ackedBefore: number
   /** Tick when the owner last asserted `granted` as held (null: not since it was granted). */
   heldSeenTick: number | null
   /** Tick of our last VipStanding query as a blocked candidate. */
@@ -113,6 +163,12 @@ interface Vip {
   /** The claim of another host that ours supersedes (a takeover or a handoff), for counters and logs. */
   supersedes: ClaimRef | null
   grants: Set<HostId>
+  /** Our claim's lease: per member, the latest of our send ticks it echoed while granting the claim. */
+  echoes: Map<HostId, number>
+  /** A won claim becomes ownership no earlier than this (the wait for an old owner's lease). */
+  readyAtTick: number
+  /** Owner: next lease renewal ('held' to every member). */
+  renewAtTick: number | null
   lastSendTick: number
   backoffUntilTick: number
   vmHere: boolean
@@ -173,6 +229,10 @@ export class VipOwnership {
         releasedAtTick: 0,
         floor: new Map(Object.entries(d?.floor ?? {})),
         refused: null,
+        refusedRenew: 0,
+        promised: d?.promised ?? d?.granted ?? null,
+        acked: new Map(),
+        ackedBefore: (d?.promised ?? d?.granted ?? null) === null ? -Infinity : 0,
         heldSeenTick: null,
         standingQueryTick: -Infinity,
         role: 'standby',
@@ -180,6 +240,9 @@ export class VipOwnership {
         own: d?.own ?? null,
         supersedes: null,
         grants: new Set(),
+        echoes: new Map(),
+        readyAtTick: 0,
+        renewAtTick: null,
         lastSendTick: 0,
         backoffUntilTick: 0,
         vmHere: false,
@@ -197,6 +260,7 @@ export class VipOwnership {
       }
       if (v.own !== null) this.lamport = Math.max(this.lamport, v.own.lamport)
       if (v.granted !== null) this.lamport = Math.max(this.lamport, v.granted.lamport)
+      if (v.promised !== null) this.lamport = Math.max(this.lamport, v.promised.lamport)
       this.vips.set(spec.id, v)
       // Start-up: make sure the address is not here; release a claim we held before a restart.
       if (v.own !== null) this.becomeReleasing(v, null, 'startup')
@@ -283,21 +347,21 @@ export class VipOwnership {
     }
     if (m.type === 'vipGrant' || m.type === 'vipStanding') {
       if (m.from !== from) { v.counters.rejected++; return }
-      if (m.type === 'vipGrant') this.onGrant(v, from, m.claim)
+      if (m.type === 'vipGrant') this.onGrant(v, from, m)
       else this.onStanding(v, from, m.standing)
       return
     }
     if (m.claim.host !== from) { v.counters.rejected++; return }
     this.witness(m.claim.lamport)
     if (m.type === 'vipClaim') {
-      if (m.phase === 'request') this.onRequest(v, from, m.claim)
-      else this.onHeld(v, from, m.claim)
+      if (m.phase === 'request') this.onRequest(v, from, m.claim, m.renew)
+      else this.onHeld(v, from, m.claim, m.renew)
     } else {
       this.onRelease(v, from, m.claim, m.to)
     }
   }
 
-  private onRequest (v: Vip, from: HostId, claim: ClaimRef): void {
+  private onRequest (v: Vip, from: HostId, claim: ClaimRef, renew: number): void {
     if (this.isStale(v, claim)) return
     const cmp = vipClaimOrder.versus(claim, v.granted)
     if (cmp > 0 && v.role === 'claiming' && v.own !== null && compareClaims(claim, v.own) > 0) {
@@ -306,10 +370,10 @@ export class VipOwnership {
     }
     // The grant rule (../claims/grant.ts); a member grants whether or not it sees a majority.
     switch (grantVerdict({ order: cmp, released: v.released, able: true, free: this.isFreeFor(v, claim.host) })) {
-      case 'regrant': this.send([from], { type: 'vipGrant', vip: v.spec.id, claim, from: this.self }); return // the grant was lost
+      case 'regrant': if (this.renewable(v, claim)) this.sendGrant(v, from, claim, renew); return // the grant was lost, or the claimant renews
       case 'spent': return
-      case 'grant': this.grant(v, claim); return
-      case 'blocked': if (v.refused === null || compareClaims(claim, v.refused) > 0) v.refused = { ...claim }; break
+      case 'grant': this.grant(v, claim, renew); return
+      case 'blocked': if (v.refused === null || compareClaims(claim, v.refused) > 0) { v.refused = { ...claim }; v.refusedRenew = renew } break
       case 'refuse': case 'unable': break
     }
     // Refused. If we hold the VIP, tell the claimant so it stops trying; if another host's claim
@@ -333,13 +397,28 @@ export class VipOwnership {
     // claiming, releasing, fenced, or owner still adding: the claim is in play; the member waits.
   }
 
-  private onGrant (v: Vip, from: HostId, claim: ClaimRef): void {
-    if (v.role !== 'claiming' || !sameClaim(claim, v.own)) return
+  /** A grant of our claim, or a renewal of it (the lease), with how long the grantor must make us wait. */
+  private onGrant (v: Vip, from: HostId, m: { claim: ClaimRef, renew: number, quiet: number }): void {
+    if ((v.role !== 'claiming' && v.role !== 'owner') || !sameClaim(m.claim, v.own)) return
+    if (m.renew <= this.now && m.renew > (v.echoes.get(from) ?? -Infinity)) v.echoes.set(from, m.renew)
+    if (v.role !== 'claiming') return
     v.grants.add(from)
-    if (wonClaim(v.grants.size, this.members.length, this.quorate())) this.becomeOwner(v)
+    v.readyAtTick = Math.max(v.readyAtTick, this.now + leaseWaitTicks(this.config, m.quiet))
+    this.tryOwn(v)
   }
 
-  private onHeld (v: Vip, from: HostId, claim: ClaimRef): void {
+  /**
+   * A claim granted by a majority while we see one becomes ownership once every lease its
+   * grantors may have renewed for another host has run out (readyAtTick), if our own lease
+   * still holds then (the claimant renews it while it waits).
+   */
+  private tryOwn (v: Vip): void {
+    if (v.role !== 'claiming' || !wonClaim(v.grants.size, this.members.length, this.quorate()) || this.now < v.readyAtTick) return
+    if (this.leaseHolds(v)) this.becomeOwner(v)
+    else this.abandonClaim(v, 'no majority renewed the claim while it waited for the old lease')
+  }
+
+  private onHeld (v: Vip, from: HostId, claim: ClaimRef, renew: number): void {
     if (this.isStale(v, claim)) return
     if (v.granted === null || compareClaims(claim, v.granted) > 0 || (v.released && !sameClaim(claim, v.granted))) {
       v.granted = { ...claim }
@@ -383,6 +462,8 @@ export class VipOwnership {
       case 'standby': case 'releasing':
         break
     }
+    // The owner's lease renewal: renewed only by an acceptor that counts the claim as standing.
+    if (this.renewable(v, claim)) this.sendGrant(v, from, claim, renew)
   }
 
   private onRelease (v: Vip, from: HostId, claim: ClaimRef, to: HostId | null): void {
@@ -507,6 +588,11 @@ export class VipOwnership {
     }
     switch (v.role) {
       case 'claiming':
+        if (v.grants.size >= this.quorum) {
+          // Won, waiting for an old owner's lease: keep our own lease renewed meanwhile.
+          if (now - v.lastSendTick >= this.config.renewTicks) this.sendRequest(v, true)
+          break
+        }
         switch (claimDue(this.config, now, v.roleSinceTick, v.lastSendTick)) {
           case 'give-up': this.abandonClaim(v, 'no majority of grants in time'); break
           case 'resend': this.sendRequest(v); break
@@ -523,6 +609,10 @@ export class VipOwnership {
         }
         break
       case 'owner':
+        if (v.renewAtTick !== null && now >= v.renewAtTick) {
+          this.send(this.others(), this.heldMessage(v))
+          v.renewAtTick = now + this.config.renewTicks
+        }
         if (v.addr !== 'present') break
         if (v.secondBurstAtTick !== null && now >= v.secondBurstAtTick) {
           v.secondBurstAtTick = null
@@ -569,9 +659,16 @@ export class VipOwnership {
     switch (v.role) {
       case 'owner':
         if (!quorate) this.becomeFenced(v)
+        else if (!this.leaseHolds(v)) {
+          // No majority renewed our claim within leaseTicks: drop the address before the lease
+          // runs out anywhere else's reckoning, and give the claim up once it is gone.
+          this.event('vip-lease-expired', `vip ${v.spec.id}: no majority renewed ${claimText(v.own)} within ${this.config.leaseTicks} ticks`)
+          this.becomeReleasing(v, null, 'lease-expired')
+        }
         break
       case 'claiming':
         if (!quorate) this.abandonClaim(v, 'lost sight of a majority')
+        else this.tryOwn(v)
         break
       case 'handingOff':
         if (!quorate) {
@@ -636,13 +733,16 @@ export class VipOwnership {
     v.supersedes = takeover ? prev : null
     v.counters.claims++
     v.grants.clear()
-    // Our own acceptor grants first (it is free for us: that is why we claim).
+    v.echoes.clear()
+    // Our own acceptor grants first (it is free for us: that is why we claim), and may itself
+    // have renewed another host's lease lately.
     assert(this.isFreeFor(v, this.self), `vip ${v.spec.id}: claiming a VIP that is not free`)
+    v.readyAtTick = this.now + leaseWaitTicks(this.config, this.quietFor(v, this.self))
     this.setGranted(v, claim)
     v.grants.add(this.self)
     v.dirty = true
-    if (v.grants.size >= this.quorum) { this.becomeOwner(v); return }
     this.sendRequest(v)
+    this.tryOwn(v)
   }
 
   private becomeOwner (v: Vip): void {
@@ -652,6 +752,7 @@ export class VipOwnership {
     v.counters.ownerChanges++
     v.addr = 'adding'
     v.removeRetryAtTick = null
+    v.renewAtTick = this.now + this.config.renewTicks
     this.out.push({ type: 'add-and-announce', ...v.target, burst: this.burst() })
   }
 
@@ -772,17 +873,53 @@ export class VipOwnership {
     if (this.isStale(v, r) || (v.granted !== null && compareClaims(r, v.granted) <= 0)) { v.refused = null; return }
     if (!this.isFreeFor(v, r.host)) return
     this.event('vip-grant-held-back', `vip ${v.spec.id} grants held-back ${claimText(r)}: ${v.granted === null || v.released ? 'released' : `${claimText(v.granted)} dead`}`)
-    this.grant(v, r)
+    this.grant(v, r, v.refusedRenew)
   }
 
-  private grant (v: Vip, claim: ClaimRef): void {
+  private grant (v: Vip, claim: ClaimRef, renew: number): void {
     this.setGranted(v, claim)
     if (sameClaim(claim, v.refused)) v.refused = null
-    this.send([claim.host], { type: 'vipGrant', vip: v.spec.id, claim: { ...claim }, from: this.self })
+    this.sendGrant(v, claim.host, claim, renew)
+  }
+
+  /** May this acceptor renew `claim` (answer it with a grant)? Only the standing claim, not released, and never one below a claim it has granted. */
+  private renewable (v: Vip, claim: ClaimRef): boolean {
+    return sameClaim(claim, v.granted) && !v.released && (v.promised === null || compareClaims(claim, v.promised) >= 0)
+  }
+
+  /** A grant, or a renewal: the claim's lease counts from `renew`; `quiet` tells the claimant how long to wait. */
+  private sendGrant (v: Vip, to: HostId, claim: ClaimRef, renew: number): void {
+    const quiet = Math.min(this.quietFor(v, claim.host), 0xffff_ffff)
+    v.acked.set(claim.host, { claim: { ...claim }, tick: this.now })
+    if (v.promised === null || compareClaims(claim, v.promised) > 0) { v.promised = { ...claim }; v.dirty = true }
+    this.send([to], { type: 'vipGrant', vip: v.spec.id, claim: { ...claim }, from: this.self, renew, quiet })
+  }
+
+  /**
+   * Ticks since this acceptor last granted or renewed a claim of a host other than `claimant`
+   * that it does not know released: such a host may hold the VIP until its lease runs out. A
+   * restarted acceptor does not know what its previous life renewed: it counts from its start
+   * (unless it never granted anything at all).
+   */
+  private quietFor (v: Vip, claimant: HostId): number {
+    let last = v.ackedBefore
+    for (const [h, a] of v.acked) if (h !== claimant && a.tick > last && !this.isStale(v, a.claim)) last = a.tick
+    return this.now - last
+  }
+
+  /** Our claim's lease holds: a majority (us included, while our acceptor may renew it) echoed a send of ours within leaseTicks. */
+  private leaseHolds (v: Vip): boolean {
+    if (v.own === null) return false
+    const sent: number[] = [...v.echoes.values()]
+    if (this.renewable(v, v.own)) sent.push(this.now)
+    if (sent.length < this.quorum) return false
+    sent.sort((a, b) => b - a)
+    return this.now - sent[this.quorum - 1]! < this.config.leaseTicks
   }
 
   private setGranted (v: Vip, claim: ClaimRef): void {
     v.heldSeenTick = null
+    if (v.promised === null || compareClaims(claim, v.promised) > 0) v.promised = { ...claim }
     v.granted = { ...claim }
     v.released = false
     v.releasedTo = null
@@ -801,16 +938,18 @@ export class VipOwnership {
     v.dirty = true
   }
 
-  private sendRequest (v: Vip): void {
+  /** To the members that have not granted the claim yet, or (`everyone`: renewing the lease while waiting) to all. */
+  private sendRequest (v: Vip, everyone = false): void {
     assert(v.own !== null, 'vip: request without a claim')
     v.lastSendTick = this.now
-    const to = this.others().filter(h => !v.grants.has(h))
-    if (to.length > 0) this.send(to, { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'request' })
+    const to = this.others().filter(h => everyone || !v.grants.has(h))
+    if (to.length > 0) this.send(to, { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'request', renew: this.now })
   }
 
+  /** 'held': the owner asserts its claim; it is also the lease renewal, which grantors echo. */
   private heldMessage (v: Vip): VipMessage {
     assert(v.own !== null, 'vip: held without a claim')
-    return { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'held' }
+    return { type: 'vipClaim', vip: v.spec.id, claim: { ...v.own }, phase: 'held', renew: this.now }
   }
 
   private send (to: HostId[], message: VipMessage): void {
@@ -861,7 +1000,8 @@ export class VipOwnership {
       released: v.released,
       releasedTo: v.releasedTo,
       floor: Object.fromEntries(v.floor),
-      own: v.own === null ? null : { ...v.own }
+      own: v.own === null ? null : { ...v.own },
+      promised: v.promised === null ? null : { ...v.promised }
     }
   }
 }

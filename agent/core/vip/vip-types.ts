@@ -34,7 +34,7 @@ export interface Burst {
 }
 
 export type AnnounceReason = 'second-burst' | 'refresh' | 'heal' | 'conflict'
-export type RemoveReason = 'startup' | 'handoff-done' | 'handoff-timeout' | 'release' | 'fence' | 'step-down' | 'add-failed' | 'retry'
+export type RemoveReason = 'startup' | 'handoff-done' | 'handoff-timeout' | 'release' | 'fence' | 'lease-expired' | 'step-down' | 'add-failed' | 'retry'
 
 /** Where to act: the address and interface of a VIP. */
 export interface VipTarget {
@@ -98,6 +98,11 @@ export interface VipDurable {
   floor: Record<HostId, number>
   /** Our own outstanding claim (claiming, owner, handing off, fenced), released after a restart. */
   own: ClaimRef | null
+  /**
+   * The highest claim this member granted or renewed: it never renews a lower one (the lease
+   * argument of vip-ownership.ts). Absent in records written before leases: `granted` stands in.
+   */
+  promised?: ClaimRef | null
 }
 
 export const VIP_KEY_PREFIX = 'vip/'
@@ -151,6 +156,7 @@ function isDurable (v: unknown): v is VipDurable {
   const d = v as VipDurable
   return (d.granted === null || isClaim(d.granted)) && typeof d.released === 'boolean' &&
     (d.releasedTo === null || typeof d.releasedTo === 'string') && (d.own === null || isClaim(d.own)) &&
+    (d.promised === undefined || d.promised === null || isClaim(d.promised)) &&
     typeof d.floor === 'object' && d.floor !== null && Object.values(d.floor).every(x => Number.isInteger(x))
 }
 

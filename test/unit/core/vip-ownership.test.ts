@@ -13,13 +13,15 @@ import {
 } from '../../../agent/core/vip/vip-ownership.js'
 import { ConfigError } from '../../../agent/core/config.js'
 import {
-  defaultVipConfig, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs,
+  defaultVipConfig, leaseWaitTicks, localTestVipConfig, parseVipAddress, validateVipConfig, validateVipSpecs,
   type VipConfig, type VipSpec
 } from '../../../agent/core/vip/vip-config.js'
 import { compareClaims, type VipMessage } from '../../../agent/core/vip/vip-messages.js'
 
 const GROUP: VipSpec = { id: 'web', address: '192.0.2.10/24', iface: 'eth0', binding: { kind: 'group', hosts: ['a', 'b', 'c'] } }
 const VMVIP: VipSpec = { id: 'db', address: '192.0.2.11/24', iface: 'eth0', binding: { kind: 'vm', vm: 'vm1' } }
+/** The longest a taker waits for an old owner's lease (a grantor renewed it just now), with the test tunables. */
+const WAIT = leaseWaitTicks(localTestVipConfig(), 0)
 
 interface Cluster {
   nodes: Map<string, VipOwnership>
@@ -209,6 +211,10 @@ t.test('concurrent claims: the lower yields, exactly one wins', async t => {
   for (const id of ['a', 'b', 'd', 'e']) view(c, id, everyone)
   view(c, 'c', { ...everyone, b: 'suspect' }) // c thinks b is suspect... and still counts it up, so c defers to b
   pump(c)
+  // a (dead in every view but its own) claimed too and its claim was granted just before b's:
+  // b waits out the lease a could have had.
+  t.equal(role(c, 'b'), 'claiming', 'b won, and waits for the lease a could have had')
+  ticks(c, WAIT)
   t.equal(role(c, 'b'), 'owner')
   t.equal(role(c, 'c'), 'standby')
   // Now a real race: both claim before either hears of the other.
@@ -242,6 +248,7 @@ t.test('takeover only after the owner is declared dead, and only with a majority
   // a dead: b (next in the group) takes over with c's grant.
   c.nodes.delete('a') // a is gone (its machine is down)
   c.holders.get('web')?.delete('a')
+  ticks(c, WAIT, ['b', 'c']) // a's last lease renewal is that long ago
   for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
   pump(c)
   t.equal(role(c, 'b'), 'owner')
@@ -260,6 +267,7 @@ t.test('takeoverGraceTicks delays grants and claims after a death', async t => {
   const c = cluster(['a', 'b', 'c'], { config: { takeoverGraceTicks: 5 } })
   allAlive(c); pump(c)
   c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+  ticks(c, WAIT) // a's last lease renewal is that long ago
   for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
   pump(c)
   ticks(c, 4)
@@ -283,6 +291,7 @@ t.test('a request held back until this member declares the owner dead is granted
     allAlive(c); pump(c)
     t.equal(role(c, 'a'), 'owner', `${row.name}: a owns`)
     c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+    ticks(c, WAIT) // a's last lease renewal is that long ago
     view(c, 'b', { a: 'dead', b: 'alive', c: 'alive' })
     pump(c)
     for (let i = 0; i < row.grace; i++) { n(c, 'b').tick(); pump(c) }
@@ -311,6 +320,7 @@ t.test('a held-back request is granted only under the rules of a grant', async t
     allAlive(c); pump(c)
     t.equal(role(c, 'a'), 'owner')
     c.nodes.delete('a'); c.holders.get('web')?.delete('a')
+    ticks(c, WAIT) // a's last lease renewal is that long ago
     c.hold = (from, to) => (from === 'b' && to === 'd') || (from === 'd' && to === 'b')
     view(c, 'b', { a: 'dead', b: 'alive', c: 'alive', d: 'alive', e: 'alive' })
     pump(c)
@@ -457,6 +467,8 @@ t.test('partition and heal: the majority takes over, the fenced host stays out, 
   pump(c)
   for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
   pump(c)
+  t.equal(role(c, 'b'), 'claiming', 'b won the takeover and waits for the lease a could still have')
+  ticks(c, WAIT, ['b', 'c'])
   t.same(holders(c), ['b'], 'b took over; a had fenced')
   t.same(c.log, ['a:remove:fence', 'b:add-and-announce'])
   c.held.length = 0
@@ -471,15 +483,39 @@ t.test('partition and heal: the majority takes over, the fenced host stays out, 
   t.same(c.log.filter(x => x.startsWith('a:')), [], 'a never added it again')
 })
 
-t.test('split brain (fencing assumption broken): the lower claim steps down, the higher re-announces', async t => {
+t.test('a cut-off owner that still sees everybody alive drops the address when its lease runs out, before the taker adds it', async t => {
+  const c = cluster(['a', 'b', 'c'])
+  allAlive(c); pump(c)
+  ticks(c, 7) // a renews its lease every renewTicks
+  c.log.length = 0
+  c.hold = (from, to) => from === 'a' || to === 'a'
+  // a never notices (it keeps seeing everybody alive: a one-way cut can do that); b and c declare it dead at once.
+  for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
+  pump(c)
+  let most = 0
+  let owners = 0
+  for (let i = 0; i < 2 * WAIT; i++) {
+    ticks(c, 1)
+    most = Math.max(most, holders(c).length)
+    owners = Math.max(owners, ['a', 'b', 'c'].filter(h => role(c, h) === 'owner').length)
+  }
+  t.equal(most, 1, 'never two holders')
+  t.equal(owners, 1, 'never two owners')
+  t.same(holders(c), ['b'], 'b took over')
+  t.same(c.log.filter(x => x.includes(':remove') || x.includes(':add')), ['a:remove:lease-expired', 'b:add-and-announce'], 'a removed (its lease ran out) before b added')
+  t.not(role(c, 'a'), 'owner', 'a, cut off, may claim again but wins nothing')
+})
+
+t.test('split brain (an owner that stops running its ticks past the lease: no timing holds): the lower claim steps down, the higher re-announces', async t => {
   const c = cluster(['a', 'b', 'c'])
   allAlive(c); pump(c)
   c.log.length = 0
   c.hold = (from, to) => from === 'a' || to === 'a'
-  // a never notices (it keeps seeing everybody alive); b and c declare it dead.
+  // a's agent stalls (no ticks) and sees nothing; b and c declare it dead and take over after the wait.
   for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
   pump(c)
-  t.same(holders(c), ['a', 'b'], 'two holders: what fencing normally prevents')
+  ticks(c, WAIT, ['b', 'c'])
+  t.same(holders(c), ['a', 'b'], 'two holders: what the lease normally prevents')
   c.hold = undefined
   const held = c.held.splice(0)
   for (const m of held) n(c, m.to).step({ type: 'vipMessage', from: m.from, message: m.message })
@@ -506,7 +542,9 @@ t.test('restart: the address is removed first and a persisted claim is released 
   const after = n(c, 'a').takeEffects()
   t.match(after.filter(e => e.type === 'send'), [{ message: { type: 'vipRelease', claim: { host: 'a', lamport: 4 }, to: null } }])
   allAlive(c); pump(c)
-  ticks(c, 8) // a just gave the VIP up: the others defer to it for handoffReserveTicks... and it defers to them
+  // a just gave the VIP up: the others defer to it for handoffReserveTicks... and it defers to
+  // them; and a restarted acceptor that granted before waits out a lease it may have renewed.
+  ticks(c, WAIT)
   t.equal(role(c, 'a'), 'owner')
   t.ok((n(c, 'a').status()[0]?.ownerClaim?.lamport ?? 0) > 4, 'the new claim has a later Lamport time')
 })
@@ -518,12 +556,12 @@ t.test('stale and forged messages are ignored', async t => {
   pump(c)
   t.equal(owner(c, 'c'), 'b')
   // A late 'held' from a's released claim must not bring a back.
-  n(c, 'c').step({ type: 'vipMessage', from: 'a', message: { type: 'vipClaim', vip: 'web', claim: { host: 'a', lamport: 1 }, phase: 'held' } })
+  n(c, 'c').step({ type: 'vipMessage', from: 'a', message: { type: 'vipClaim', vip: 'web', claim: { host: 'a', lamport: 1 }, phase: 'held', renew: 0 } })
   t.equal(owner(c, 'c'), 'b', 'stale held ignored')
   // b cannot release a claim of a's, nor grant in another's name.
   n(c, 'c').step({ type: 'vipMessage', from: 'a', message: { type: 'vipRelease', vip: 'web', claim: { host: 'b', lamport: 99 }, to: null } })
   n(c, 'c').step({ type: 'vipMessage', from: 'zz', message: { type: 'vipRelease', vip: 'web', claim: { host: 'zz', lamport: 99 }, to: null } })
-  n(c, 'c').step({ type: 'vipMessage', from: 'a', message: { type: 'vipClaim', vip: 'nope', claim: { host: 'a', lamport: 99 }, phase: 'held' } })
+  n(c, 'c').step({ type: 'vipMessage', from: 'a', message: { type: 'vipClaim', vip: 'nope', claim: { host: 'a', lamport: 99 }, phase: 'held', renew: 0 } })
   t.equal(owner(c, 'c'), 'b')
   t.equal(n(c, 'c').status()[0]?.counters.rejected, 2, 'forged sender and non-member counted; unknown VIP dropped')
 })
