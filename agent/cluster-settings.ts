@@ -61,6 +61,11 @@ export function clusterSettings (c: AgentConfig): ClusterSetting[] {
   ]
   // Only where VMs are protected: a cluster without HA has no timing to agree on.
   if (c.ha.enabled) out.push({ field: 'ha.timing', digest: digest('ha.timing', { tickMs: c.core.tickMs, ...c.ha.config }), refuse: true })
+  // Only where VIPs are configured: a taker waits out the old owner's lease by its own leaseTicks.
+  if (c.vips.list.length > 0) {
+    const v = c.vips.config
+    out.push({ field: 'vip.lease', digest: digest('vip.lease', { tickMs: c.core.tickMs, leaseTicks: v.leaseTicks, clockDriftPpm: v.clockDriftPpm }), refuse: true })
+  }
   return out
 }
 

@@ -385,3 +385,23 @@ t.test('one ConfigError for every section, with the field path; enums are reject
   t.equal(reject(c => { c.node.colour = 'blue' }).path, 'node.colour', 'an unknown key')
   t.equal(reject(c => { c.log = { level: 'loud' } }).path, 'log.level')
 })
+
+t.test('VIP lease timing is a refused setting where VIPs are configured, and only there', async t => {
+  const { clusterSettings } = await import('../../agent/cluster-settings.js')
+  const lease = (raw: any): { refuse: boolean, digest: string } | undefined => {
+    const s = clusterSettings(validateConfig(raw)).find(x => x.field === 'vip.lease')
+    return s === undefined ? undefined : { refuse: s.refuse, digest: Buffer.from(s.digest).toString('hex') }
+  }
+  t.equal(lease(good()), undefined, 'no VIPs: nothing to agree on')
+  const withVip = (tuning?: Record<string, number>): any => {
+    const c = good()
+    c.vips = [{ id: 'web', address: '192.0.2.10/24', iface: 'eth0', hosts: ['hv1', 'hv2'] }]
+    if (tuning !== undefined) c.vip = tuning
+    return c
+  }
+  const a = lease(withVip())
+  t.equal(a?.refuse, true, 'a member with another lease is refused')
+  t.equal(lease(withVip({ burstCount: 3 }))?.digest, a?.digest, 'other VIP tunables do not enter it')
+  t.not(lease(withVip({ leaseTicks: 40 }))?.digest, a?.digest, 'leaseTicks does')
+  t.not(lease(withVip({ clockDriftPpm: 2000 }))?.digest, a?.digest, 'clockDriftPpm does')
+})
