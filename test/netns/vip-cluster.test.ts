@@ -6,9 +6,9 @@
  * and the majority takes over, so that two reachable hosts never carry the address at once;
  * after the partition heals the owner announces again and the client ends on its MAC; and when
  * membership fencing is broken on purpose (the cut-off owner's view frozen), its lease still runs
- * out and it removes the address before the majority takes over: never two carriers. An owner whose agent is killed (kill -9) is taken over from; the
- * address it leaves on the interface must be removed by the unit's stop hook, or two hosts
- * answer until the agent restarts (measured here).
+ * out and it removes the address before the majority takes over: never two carriers. An owner
+ * whose agent is killed (kill -9) is taken over from; the address it leaves on the interface must
+ * be removed by the unit's stop hook, or two hosts answer until the agent restarts (measured here).
  *
  * Method: three host namespaces and a client on a bridge; one VipOwnership core and one ArpVip
  * adapter per host (vip-cluster.ts stands in for the runtime and the membership: 20 ms ticks,

@@ -76,10 +76,13 @@
  * after t - L (on its clock): at the tick its lease ends it removes the address and gives the
  * claim up (role releasing). The claimant holds the same lease while it waits (below).
  * Taking over. Every grant also carries quiet: the ticks since the grantor last granted or
- * renewed a claim of another host that it does not know released (a restarted acceptor that
- * ever granted counts from its start). A claim granted by a majority G becomes ownership only
- * B - quiet ticks after each of G's grants arrived (readyAtTick; at once when quiet >= B, the
- * usual case after a crash, since SWIM takes longer than L to declare a death). A release is
+ * renewed a claim of another host that it does not know released (a restarted acceptor counts
+ * from its start, unless the highest claim it promised is its own and it became owner under it:
+ * every other claim it renewed came before that promise, and it outwaited their leases before it
+ * added the address, so an agent restarted on the owner takes its VIP back without a wait; see
+ * outlivedLeases). A claim granted by a majority G becomes ownership only B - quiet ticks after
+ * each of G's grants arrived (readyAtTick; at once when quiet >= B, the usual case after a crash,
+ * since SWIM takes longer than L to declare a death). A release is
  * sent only by a host that no longer owns under that claim (it removed the address first, or
  * hands off, which is not owning), so renewals of released claims need no wait.
  * Why. Suppose A owns under cA and B under cB > cA at the same real time t. B's grantors G and
@@ -148,10 +151,14 @@ interface Vip {
   /** Per host, the last claim of its that this acceptor granted or renewed, and when (this life's ticks). */
   acked: Map<HostId, { claim: ClaimRef, tick: number }>
   /**
-   * Before this life: 0 (its start) if an earlier life may have granted or renewed a claim (it
-   * promised one), -Infinity if it never did (`promised` is persisted before any grant is sent).
+   * Before this life: 0 (its start) if an earlier life may have granted or renewed a claim of
+   * another host whose lease may still run, -Infinity if not: it never promised anything
+   * (`promised` is persisted before any grant is sent), or the highest claim it promised is its
+   * own and it became owner under it (`ownedUnder`), so it had outwaited every such lease.
    */
   ackedBefore: number
+  /** Our own claim under which we last became owner (durable; see VipDurable.ownedUnder). */
+  ownedUnder: ClaimRef | null
   /** Tick when the owner last asserted `granted` as held (null: not since it was granted). */
   heldSeenTick: number | null
   /** Tick of our last VipStanding query as a blocked candidate. */
@@ -188,6 +195,20 @@ interface Vip {
 
 function zeroCounters (): VipCounters {
   return { claims: 0, claimsAbandoned: 0, takeovers: 0, ownerChanges: 0, announcements: 0, conflicts: 0, addFailures: 0, removeFailures: 0, announceFailures: 0, rejected: 0 }
+}
+
+/**
+ * Can no lease that an earlier life of `self`'s acceptor renewed for another host still run?
+ * Yes when it never promised a claim, or when the highest claim it promised is its own and it
+ * became owner under that claim: it renews only claims at least as high as `promised`, so every
+ * other host's claim it renewed came before that promise, and a claimant becomes owner only after
+ * the leases its own acceptor renewed have run out ("Leases"). Otherwise a restarted member counts
+ * from its start (it does not know when it last renewed one).
+ */
+function outlivedLeases (self: HostId, d: VipDurable | undefined): boolean {
+  const promised = d?.promised ?? d?.granted ?? null
+  if (promised === null) return true
+  return promised.host === self && sameClaim(promised, d?.ownedUnder ?? null)
 }
 
 export class VipOwnership {
@@ -232,7 +253,8 @@ export class VipOwnership {
         refusedRenew: 0,
         promised: d?.promised ?? d?.granted ?? null,
         acked: new Map(),
-        ackedBefore: (d?.promised ?? d?.granted ?? null) === null ? -Infinity : 0,
+        ackedBefore: outlivedLeases(init.self, d) ? -Infinity : 0,
+        ownedUnder: d?.ownedUnder ?? null,
         heldSeenTick: null,
         standingQueryTick: -Infinity,
         role: 'standby',
@@ -753,6 +775,10 @@ export class VipOwnership {
     v.addr = 'adding'
     v.removeRetryAtTick = null
     v.renewAtTick = this.now + this.config.renewTicks
+    // Persisted before the add goes out: a restart then knows this host outwaited the leases
+    // its acceptor had renewed for other hosts (ackedBefore).
+    v.ownedUnder = { ...v.own }
+    v.dirty = true
     this.out.push({ type: 'add-and-announce', ...v.target, burst: this.burst() })
   }
 
@@ -898,8 +924,8 @@ export class VipOwnership {
   /**
    * Ticks since this acceptor last granted or renewed a claim of a host other than `claimant`
    * that it does not know released: such a host may hold the VIP until its lease runs out. A
-   * restarted acceptor does not know what its previous life renewed: it counts from its start
-   * (unless it never granted anything at all).
+   * restarted acceptor does not know when its previous life last renewed one: it counts from its
+   * start, unless that life cannot have left such a lease running (outlivedLeases).
    */
   private quietFor (v: Vip, claimant: HostId): number {
     let last = v.ackedBefore
@@ -1001,7 +1027,8 @@ export class VipOwnership {
       releasedTo: v.releasedTo,
       floor: Object.fromEntries(v.floor),
       own: v.own === null ? null : { ...v.own },
-      promised: v.promised === null ? null : { ...v.promised }
+      promised: v.promised === null ? null : { ...v.promised },
+      ownedUnder: v.ownedUnder === null ? null : { ...v.ownedUnder }
     }
   }
 }

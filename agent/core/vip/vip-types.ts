@@ -103,6 +103,13 @@ export interface VipDurable {
    * argument of vip-ownership.ts). Absent in records written before leases: `granted` stands in.
    */
   promised?: ClaimRef | null
+  /**
+   * Our own claim under which this member last became owner. When it is also `promised`, every
+   * claim of another host that this member granted or renewed came before it, and the owner
+   * waited until their leases had run out before it added the address: a restarted member then
+   * has no lease of another host to wait for. Absent in older records: assume it may have one.
+   */
+  ownedUnder?: ClaimRef | null
 }
 
 export const VIP_KEY_PREFIX = 'vip/'
@@ -157,6 +164,7 @@ function isDurable (v: unknown): v is VipDurable {
   return (d.granted === null || isClaim(d.granted)) && typeof d.released === 'boolean' &&
     (d.releasedTo === null || typeof d.releasedTo === 'string') && (d.own === null || isClaim(d.own)) &&
     (d.promised === undefined || d.promised === null || isClaim(d.promised)) &&
+    (d.ownedUnder === undefined || d.ownedUnder === null || isClaim(d.ownedUnder)) &&
     typeof d.floor === 'object' && d.floor !== null && Object.values(d.floor).every(x => Number.isInteger(x))
 }
 

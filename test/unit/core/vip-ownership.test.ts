@@ -36,10 +36,12 @@ interface Cluster {
   /** When false, address effects are not confirmed automatically. */
   autoApply: boolean
   pendingApply: Array<{ host: string, e: VipEffect }>
+  /** What each host persisted (its store), for restarts. */
+  stores: Map<string, Map<string, unknown>>
 }
 
 function cluster (ids: string[], opts: { vips?: VipSpec[], config?: Partial<VipConfig>, restored?: Record<string, NonNullable<ConstructorParameters<typeof VipOwnership>[0]['restored']>> } = {}): Cluster {
-  const c: Cluster = { nodes: new Map(), log: [], holders: new Map(), held: [], autoApply: true, pendingApply: [] }
+  const c: Cluster = { nodes: new Map(), log: [], holders: new Map(), held: [], autoApply: true, pendingApply: [], stores: new Map() }
   ids.forEach((id, i) => {
     const restored = opts.restored?.[id]
     c.nodes.set(id, new VipOwnership({
@@ -97,6 +99,11 @@ function pump (c: Cluster, maxRounds = 100): void {
         } else if (e.type === 'add-and-announce' || e.type === 'remove' || e.type === 'announce') {
           c.log.push(`${id}:${e.type}${e.type === 'add-and-announce' ? '' : `:${e.reason}`}`)
           if (c.autoApply) { applyAddress(c, id, e); moved = true } else c.pendingApply.push({ host: id, e })
+        } else if (e.type === 'persist') {
+          const store = c.stores.get(id) ?? new Map<string, unknown>()
+          c.stores.set(id, store)
+          if (e.op.type === 'put') store.set(e.op.key, structuredClone(e.op.value))
+          else store.delete(e.op.key)
         }
       }
     }
@@ -547,6 +554,82 @@ t.test('restart: the address is removed first and a persisted claim is released 
   ticks(c, WAIT)
   t.equal(role(c, 'a'), 'owner')
   t.ok((n(c, 'a').status()[0]?.ownerClaim?.lamport ?? 0) > 4, 'the new claim has a later Lamport time')
+})
+
+/**
+ * Restarts `id` (kill -9 and start): a new core from what it persisted, the address removed at
+ * start-up; `edit` changes the stored record first. The others keep running; none of them has
+ * declared it dead (a quick restart).
+ */
+function restart (c: Cluster, id: string, members: string[], vips: VipSpec[], edit?: (d: VipDurable) => VipDurable): VipOwnership {
+  const entries = [...(c.stores.get(id) ?? new Map<string, unknown>())].map(([k, v]) => {
+    const copy = structuredClone(v)
+    return [k, k.startsWith('vip/state/') && edit !== undefined ? edit(copy as VipDurable) : copy] as const
+  })
+  c.holders.forEach(set => set.delete(id))
+  const node = new VipOwnership({ self: id, members, vips, config: localTestVipConfig(), prng: new Prng(999), restored: restoreVipState(entries) })
+  c.nodes.set(id, node)
+  view(c, id, Object.fromEntries(members.map(x => [x, 'alive' as const])))
+  return node
+}
+
+t.test('restart of the owner: it takes its VIP back without waiting for a lease, since it had outwaited every lease it renewed for others', async t => {
+  // a holds db (its VM runs there); b holds it first, so a's acceptor renewed another host's
+  // lease before a's own claim: the case where the wait would matter.
+  const c = cluster(['a', 'b', 'c'], { vips: [VMVIP] })
+  n(c, 'b').step({ type: 'vmPlaced', vm: 'vm1' })
+  allAlive(c); pump(c)
+  t.equal(role(c, 'b', 'db'), 'owner')
+  ticks(c, 5)
+  n(c, 'b').step({ type: 'vmMovedAway', vm: 'vm1', to: 'a' })
+  n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' })
+  pump(c)
+  ticks(c, WAIT)
+  t.equal(role(c, 'a', 'db'), 'owner', 'a took it over by the migration')
+  ticks(c, 5)
+  t.match(c.stores.get('a')?.get('vip/state/db'), { promised: { host: 'a' }, ownedUnder: { host: 'a' } }, 'a persisted that it became owner under the claim it promised last')
+
+  restart(c, 'a', ['a', 'b', 'c'], [VMVIP])
+  pump(c)
+  t.same(holders(c, 'db'), [], 'the restarted agent removed the address')
+  n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' }) // its VM still runs
+  pump(c)
+  ticks(c, 1)
+  t.equal(role(c, 'a', 'db'), 'owner', `owner again within a tick of its claim (a lease wait is ${WAIT} ticks)`)
+  t.same(holders(c, 'db'), ['a'])
+  for (const id of ['a', 'b', 'c']) t.equal(owner(c, id, 'db'), 'a')
+
+  // The same restart from a record that does not say so (written by an agent without
+  // ownedUnder, or before the add was persisted) waits a whole lease, as before.
+  restart(c, 'a', ['a', 'b', 'c'], [VMVIP], d => { delete d.ownedUnder; return d })
+  pump(c)
+  n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' })
+  pump(c)
+  ticks(c, WAIT - 2)
+  t.equal(role(c, 'a', 'db'), 'claiming', 'without the record it waits out a lease it may have renewed')
+  ticks(c, 3)
+  t.equal(role(c, 'a', 'db'), 'owner')
+})
+
+t.test('restart of a member whose highest promise is another host\'s claim: its grants still make a taker wait', async t => {
+  const c = cluster(['a', 'b', 'c'], { vips: [VMVIP] })
+  n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' })
+  allAlive(c); pump(c)
+  ticks(c, 5)
+  t.equal(role(c, 'a', 'db'), 'owner')
+  t.match(c.stores.get('b')?.get('vip/state/db'), { promised: { host: 'a' } }, 'b renewed a\'s claim')
+  // b restarts; then a is cut off (its frames lost) and declared dead; the VM is restarted on c.
+  restart(c, 'b', ['a', 'b', 'c'], [VMVIP])
+  pump(c)
+  c.hold = (from, to) => from === 'a' || to === 'a'
+  for (const id of ['b', 'c']) view(c, id, { a: 'dead', b: 'alive', c: 'alive' })
+  n(c, 'c').step({ type: 'vmPlaced', vm: 'vm1' })
+  pump(c)
+  t.equal(role(c, 'c', 'db'), 'claiming', 'c claims')
+  ticks(c, 2, ['b', 'c'])
+  t.equal(role(c, 'c', 'db'), 'claiming', 'and waits: b does not know when it last renewed a\'s lease')
+  ticks(c, WAIT, ['b', 'c'])
+  t.equal(role(c, 'c', 'db'), 'owner', 'owner once that lease must have run out')
 })
 
 t.test('stale and forged messages are ignored', async t => {
