@@ -632,7 +632,10 @@ export class VipOwnership {
         break
       case 'owner':
         if (v.renewAtTick !== null && now >= v.renewAtTick) {
-          this.send(this.others(), this.heldMessage(v))
+          // 'held' says the address is here: a predecessor handing off removes its copy when it
+          // hears it. Until our add is done, renew with the request, which grantors echo alike.
+          if (v.addr === 'present') this.send(this.others(), this.heldMessage(v))
+          else this.sendRequest(v, true)
           v.renewAtTick = now + this.config.renewTicks
         }
         if (v.addr !== 'present') break

@@ -403,6 +403,28 @@ t.test('planned move, make-before-break: the successor adds before the old owner
   for (const id of ['a', 'b', 'c']) t.equal(owner(c, id, 'db'), 'b')
 })
 
+t.test('make-before-break: the successor\'s lease renewals while its add is under way do not make the old owner remove early', async t => {
+  const c = cluster(['a', 'b', 'c'], { vips: [VMVIP] })
+  n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' })
+  allAlive(c); pump(c)
+  c.autoApply = false
+  c.log.length = 0
+  n(c, 'a').step({ type: 'vmMovedAway', vm: 'vm1', to: 'b' })
+  n(c, 'b').step({ type: 'vmPlaced', vm: 'vm1' })
+  pump(c)
+  t.equal(role(c, 'b', 'db'), 'owner')
+  t.same(c.log, ['b:add-and-announce'], 'b adds (slowly)')
+  const { renewTicks } = localTestVipConfig()
+  ticks(c, renewTicks * 2 + 1) // b renews its lease meanwhile
+  t.same(c.log, ['b:add-and-announce'], 'a keeps the address while b\'s add is not done')
+  t.equal(role(c, 'b', 'db'), 'owner', 'b\'s lease holds (the renewals were echoed)')
+  for (const p of c.pendingApply.splice(0)) applyAddress(c, p.host, p.e)
+  c.autoApply = true
+  pump(c)
+  t.same(c.log, ['b:add-and-announce', 'a:remove:handoff-done'], 'a removes once b holds it')
+  t.same(holders(c, 'db'), ['b'])
+})
+
 t.test('make-before-break: the old owner never holds longer than handoffTimeoutTicks', async t => {
   const c = cluster(['a', 'b', 'c'], { vips: [VMVIP] })
   n(c, 'a').step({ type: 'vmPlaced', vm: 'vm1' })
