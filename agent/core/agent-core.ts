@@ -172,7 +172,8 @@ export class AgentCore {
         send: (to, m) => { s.send(to, m) },
         persist: (k, v) => { s.persist(k, v) },
         event: (kind, text) => { s.emit({ kind, host: s.self, text }) },
-        committed: e => { this.applyClusterConfig(e) }
+        committed: e => { this.applyClusterConfig(e) },
+        ...(s.config.activeViewSize > 0 ? { announcePeers: () => s.view.peers() } : {})
       }, { ...defaultConfigLogOptions(), ...cc.log })
       this.applyClusterConfig(this.cfgLog.latest())
     }

@@ -109,6 +109,13 @@ export interface ConfigLogPort {
   event: (kind: string, text: string) => void
   /** A version was decided and is now this host's configuration. */
   committed: (e: ConfigEntry) => void
+  /**
+   * The peers announcements rotate over (default: every member). With a bounded active view
+   * (membership/active-view.ts) these are the view's members: catch-up then spreads hop by hop
+   * over the view's connections, instead of connecting to every member in turn (which kept a
+   * connection to every member open and undid the bound).
+   */
+  announcePeers?: () => HostId[]
 }
 
 /** The outcome of an operator's change, reported once per request (pending may come before the final one). */
@@ -267,8 +274,9 @@ export class ConfigLog {
     }
     if (now >= this.nextAnnounce) {
       this.nextAnnounce = now + this.opts.announceTicks
-      const peers = this.peers()
       const latest = this.latest()
+      const viewPeers = this.port.announcePeers?.().filter(p => p !== this.self && latest.members.includes(p)) ?? []
+      const peers = viewPeers.length > 0 ? viewPeers : this.peers()
       for (let i = 0; i < Math.min(this.opts.announceFanout, peers.length); i++) {
         const to = peers[(this.announceCursor + i) % peers.length]!
         this.port.send(to, { type: 'cfg', op: 'have', slot: latest.version, base: latest.hash })

@@ -200,3 +200,23 @@ tap.test('bad frames are counted and change nothing', async t => {
   t.equal(a.latest().version, 1)
   t.equal(a.counters.refusedFrames, 4)
 })
+
+tap.test('announcements rotate over announcePeers when given (the active view), else over every member', t => {
+  const members = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+  const run = (announcePeers?: () => string[]): Set<string> => {
+    const to = new Set<string>()
+    const log = new ConfigLog('a', genesis(members), null, sha, {
+      send: (dst, m) => { if (m.op === 'have') to.add(dst) },
+      persist: () => {},
+      event: () => {},
+      committed: () => {},
+      ...(announcePeers !== undefined ? { announcePeers } : {})
+    }, { retryTicks: 10, pendingTicks: 100, announceTicks: 2, announceFanout: 3, fetchBatch: 8 })
+    for (let now = 0; now < 200; now++) log.tick(now)
+    return to
+  }
+  t.same([...run()].sort(), ['b', 'c', 'd', 'e', 'f', 'g'], 'without a view: every member in turn')
+  t.same([...run(() => ['c', 'f', 'x'])].sort(), ['c', 'f'], 'with a view: only its members that are members of the configuration')
+  t.same([...run(() => ['x'])].sort(), ['b', 'c', 'd', 'e', 'f', 'g'], 'a view with no member of the configuration falls back to every member')
+  t.end()
+})
