@@ -90,6 +90,17 @@ export interface LibvirtConfig {
   serialDir?: string
   /** Domains are persistent: migrate with --persistent --undefinesource. @default false */
   persistent: boolean
+  /**
+   * Where a migration with storage creates an incoming VM's disk images:
+   * `<imageDir>/<vm>/<file name>`. Unset: at the same path as on the source host.
+   */
+  imageDir?: string
+  /**
+   * Directories on storage every host reaches: file disks under them (and on a network or
+   * cluster file system: NFS, CIFS, Ceph, GFS2, OCFS2, Lustre) stay put; other file disks are
+   * local and are copied with their VM (--copy-storage-all). @default []
+   */
+  sharedStorage: string[]
 }
 
 export interface AgentConfig {
@@ -456,7 +467,16 @@ function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHos
     peerUris,
     migrationListen,
     domainType,
-    persistent: l.persistent === true
+    persistent: l.persistent === true,
+    sharedStorage: []
+  }
+  const shared = l.sharedStorage ?? []
+  if (!Array.isArray(shared) || !shared.every(d => typeof d === 'string' && d.startsWith('/'))) fail('driver.libvirt.sharedStorage', 'must be an array of absolute directory paths')
+  out.sharedStorage = shared as string[]
+  if (l.imageDir !== undefined) {
+    const dir = str(l, 'imageDir', 'driver.libvirt')
+    if (!dir.startsWith('/')) fail('driver.libvirt.imageDir', `must be an absolute path (got ${JSON.stringify(dir)})`)
+    out.imageDir = dir
   }
   if (l.serialDir !== undefined) {
     const dir = str(l, 'serialDir', 'driver.libvirt')

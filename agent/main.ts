@@ -161,6 +161,8 @@ async function startLibvirt (config: AgentConfig, logger: Logger): Promise<Libvi
     peerUri: l.peerUri,
     domainType: l.domainType,
     persistent: l.persistent,
+    sharedStorage: l.sharedStorage,
+    ...(l.imageDir !== undefined ? { imageDir: l.imageDir } : {}),
     ...(config.sampler.kind === 'driver' ? { hostCpuCores: config.sampler.capacity.cpuCores } : {}),
     ...(l.serialDir !== undefined ? { serialDir: l.serialDir } : {})
   }, { logger })

@@ -36,6 +36,7 @@
  * DriverError (DRIVER_UNREACHABLE, DRIVER_TIMEOUT, VM_NOT_FOUND, DRIVER_FAILED).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -45,7 +46,7 @@ import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 import { probeAccel } from './qemu-driver.js'
-import type { IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
+import type { DiskCopyMode, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 
 export interface LibvirtDriverInit {
   /** libvirt connection URI of this host, e.g. 'qemu:///system'. */
@@ -101,6 +102,20 @@ export interface LibvirtDriverInit {
    * @default os.availableParallelism()
    */
   hostCpuCores?: number
+  /**
+   * Where a migration with storage creates the incoming VM's disk images: `<imageDir>/<vm>/<name>`
+   * (the name of the source's image file). Unset: at the same path as on the source.
+   * @default the source's path
+   */
+  imageDir?: string
+  /**
+   * Directories on storage every host reaches: disks under them stay put when their VM moves;
+   * every other file disk is local and is copied with its VM (`virsh migrate --copy-storage-all`).
+   * @default []
+   */
+  sharedStorage?: string[]
+  /** The qemu-img binary (creates the target images). @default 'qemu-img' */
+  qemuImgBinary?: string
 }
 
 export interface LibvirtDriverComponents {
@@ -134,6 +149,11 @@ export interface LibvirtMigrationTarget {
   listenAddress: string
   /** Serial console log path on the destination, if the VM has a file-backed console. */
   serialPath?: string
+  /**
+   * A migration with storage: each local disk's image on the source and where the destination
+   * created its empty copy (libvirt then copies the disks with --copy-storage-all).
+   */
+  disks?: Array<{ from: string, to: string }>
 }
 
 const TARGET_PREFIX = 'libvirt-p2p:?'
@@ -142,6 +162,7 @@ const TARGET_PREFIX = 'libvirt-p2p:?'
 export function formatMigrationTarget (t: LibvirtMigrationTarget): string {
   const q = new URLSearchParams({ dest: t.destUri, migrateuri: t.migrateUri, listen: t.listenAddress })
   if (t.serialPath !== undefined) q.set('serial', t.serialPath)
+  if (t.disks !== undefined) q.set('disks', JSON.stringify(t.disks))
   return TARGET_PREFIX + q.toString()
 }
 
@@ -156,6 +177,13 @@ export function parseMigrationTarget (s: string): LibvirtMigrationTarget | null 
   const t: LibvirtMigrationTarget = { destUri, migrateUri, listenAddress }
   const serial = q.get('serial')
   if (serial !== null && serial !== '') t.serialPath = serial
+  const disks = q.get('disks')
+  if (disks !== null) {
+    let list: unknown
+    try { list = JSON.parse(disks) } catch { return null }
+    if (!Array.isArray(list) || !list.every(d => typeof d === 'object' && d !== null && typeof d.from === 'string' && typeof d.to === 'string' && d.from !== '' && d.to !== '')) return null
+    t.disks = list as Array<{ from: string, to: string }>
+  }
   return t
 }
 
@@ -449,6 +477,33 @@ export function rewriteSerialPath (xml: string, newPath: string): string | null 
   return changed ? out : null
 }
 
+/** A file disk of a domain XML: its image, format and target device. */
+export interface DomainDisk { file: string, format: string, dev: string, readonly: boolean, shareable: boolean }
+
+/** The file-backed disks (device='disk') of a domain XML, in order. */
+export function disksOf (xml: string): DomainDisk[] {
+  const out: DomainDisk[] = []
+  for (const m of String(xml).matchAll(/<disk\b([^>]*)>([\s\S]*?)<\/disk>/g)) {
+    const head = m[1] ?? ''
+    const body = m[2] ?? ''
+    if (!/\btype=(['"])file\1/.test(head) || /\bdevice=(['"])(?!disk\1)[^'"]*\1/.test(head)) continue
+    const file = /<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(body)?.[2]
+    const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(body)?.[2]
+    if (file === undefined || dev === undefined) continue
+    const format = /<driver\b[^>]*\btype=(['"])(.*?)\1/.exec(body)?.[2] ?? 'raw'
+    out.push({ file: xmlUnescape(file), format, dev: xmlUnescape(dev), readonly: /<readonly\s*\/>/.test(body), shareable: /<shareable\s*\/>/.test(body) })
+  }
+  return out
+}
+
+/** Points each file disk whose image is a `from` of `map` at its `to`. */
+export function rewriteDiskPaths (xml: string, map: Array<{ from: string, to: string }>): string {
+  return String(xml).replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/g, (all, pre: string, q: string, file: string) => {
+    const hit = map.find(d => d.from === xmlUnescape(file))
+    return hit === undefined ? all : `${pre}${q}${xmlEscape(hit.to)}${q}`
+  })
+}
+
 export interface DomainXmlOptions {
   type: 'kvm' | 'qemu'
   machine: string
@@ -517,6 +572,44 @@ function libvirtExtra (spec: VmSpec): LibvirtVmExtra {
   return out
 }
 
+/** The `nbd` a libvirt target returns: libvirt moves the disks inside the migration itself. */
+const COPY_STORAGE = 'libvirt:copy-storage-all'
+
+/** spec.extra.disks, tolerant: entries without a file are left out. */
+function diskList (spec: VmSpec): Array<{ file: string, format?: string, sizeBytes?: number }> {
+  const raw = (spec.extra ?? {}).disks
+  if (!Array.isArray(raw)) return []
+  return raw.filter((d): d is { file: string } => typeof d === 'object' && d !== null && typeof (d as { file?: unknown }).file === 'string')
+    .map(d => {
+      const o = d as { file: string, format?: unknown, sizeBytes?: unknown }
+      return { file: o.file, ...(typeof o.format === 'string' ? { format: o.format } : {}), ...(typeof o.sizeBytes === 'number' ? { sizeBytes: o.sizeBytes } : {}) }
+    })
+}
+
+/**
+ * statfs magic numbers of network and cluster file systems (linux/magic.h and the file systems'
+ * own headers): an image on one is reached by every host, so it stays put when its VM moves.
+ * NFS, SMB/CIFS (two), Ceph, GFS2, OCFS2, Lustre.
+ */
+const NETWORK_FS = new Set([0x6969, 0xFF534D42, 0xFE534D42, 0x00C36400, 0x01161970, 0x7461636f, 0x0BD00BD0])
+
+/** Whether `file` (or, when it does not exist, its directory) lies on a network or cluster file system. */
+function onNetworkFs (file: string): boolean {
+  try { return NETWORK_FS.has(fs.statfsSync(file).type) } catch {
+    try { return NETWORK_FS.has(fs.statfsSync(path.dirname(file)).type) } catch { return false }
+  }
+}
+
+/** Runs a tool (qemu-img); rejects with its stderr. */
+function runTool (bin: string, args: string[], signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { encoding: 'utf8', timeout: 60_000, ...(signal !== undefined ? { signal } : {}) }, (err, _out, errOut) => {
+      if (err === null) resolve()
+      else reject(new Error(`${bin} ${args[0] ?? ''}: ${errOut.trim() || err.message}`))
+    })
+  })
+}
+
 const VM_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 function checkId (id: VmId): void {
@@ -576,6 +669,17 @@ interface OutgoingJob {
    * cancelled the migration because QEMU went on past the cap with the guest running.
    */
   cap: { max: number, action: 'none' | 'completing' | 'cancelled', reason: string } | null
+  /** The disks go too (--copy-storage-all). */
+  storage: boolean
+  /** The last job statistics seen of a migration with storage (disk_* figures). */
+  lastDisk?: Record<string, string>
+}
+
+/** The disk side of a libvirt migration with storage, from its job statistics (disk_total...). */
+function diskProgress (f: Record<string, string> | null | undefined, ready: boolean): NonNullable<MigrationProgress['disk']> {
+  const total = fnum(f?.disk_total)
+  const done = fnum(f?.disk_processed)
+  return { jobs: 0, ready: ready || (total > 0 && done >= total), totalBytes: total, doneBytes: done, sentBytes: done, copyMode: 'background', error: null }
 }
 
 interface CpuSample { ns: number, at: number }
@@ -589,6 +693,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly hostCpuCores: number
   private readonly jobs = new Map<VmId, OutgoingJob>()
   private readonly incoming = new Set<VmId>()
+  /** VMs whose disks go with their next migration (mirrorDisks() was called). */
+  private readonly storageArmed = new Set<VmId>()
   private readonly cpu = new Map<VmId, CpuSample>()
   /** The guest statistics period armed per VM ('none': it has no balloon device). */
   private readonly statsPeriod = new Map<VmId, { period: number | 'none' }>()
@@ -751,6 +857,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       if (!gone && !notRunning) throw err
     }
     this.incoming.delete(id)
+    this.storageArmed.delete(id)
     this.cpu.delete(id)
     this.statsPeriod.delete(id)
     this.log.info(`vm ${id} stopped`, { vm: id })
@@ -783,13 +890,117 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (active === 'gone') return null
     const incoming = this.incoming.has(id) || active?.operation === JOB_OPERATION.migrationIn
     const migration = await this.migrationStatus(id, state, reason, active, signal)
+    const runStatus = runStatusOf(state, reason, incoming)
+    // The disks (with their sizes, for a target that must create them) of a guest that runs
+    // here; an incoming copy's disk queries would wait for its migration's job.
+    const disks = runStatus === 'running' && migration === 'none' ? await this.diskFacts(id, signal) : []
     const spec: VmSpec = {
       id,
       vcpus: fnum(info['CPU(s)']),
       memMiB: (kibField(info['Max memory']) ?? 0) / 1024,
-      extra: {}
+      extra: disks.length > 0 ? { disks: disks.map(d => ({ file: d.file, format: d.format, ...(d.sizeBytes > 0 ? { sizeBytes: d.sizeBytes } : {}) })) } : {}
     }
-    return { runStatus: runStatusOf(state, reason, incoming), migration, spec }
+    return { runStatus, migration, spec }
+  }
+
+  /**
+   * VM `id`'s writable, unshared file disks as this libvirtd runs them: image, format, virtual
+   * size and allocation (`virsh domblkinfo`).
+   */
+  private async diskFacts (id: VmId, signal?: AbortSignal): Promise<Array<{ file: string, format: string, dev: string, sizeBytes: number, allocatedBytes: number }>> {
+    const disks = disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable)
+    const out = []
+    for (const d of disks) {
+      // A disk whose size cannot be read is still reported (as local, without a size): the target
+      // then refuses to create it, with the reason, rather than the VM moving without it.
+      let info: Record<string, string> = {}
+      try {
+        info = parseDominfo(await this.virsh(['domblkinfo', id, d.dev], { signal }))
+      } catch (err) {
+        if (isAborted(signal) || (err instanceof DriverError && err.code === 'DRIVER_UNREACHABLE')) throw err
+        this.log.debug(`vm ${id}: no size for disk ${d.dev}`, { vm: id, err })
+      }
+      out.push({ ...d, sizeBytes: fnum(info.Capacity), allocatedBytes: fnum(info.Allocation) })
+    }
+    return out
+  }
+
+  /** Whether a VM's disks (spec.extra.disks) stay put ('shared'), must move ('local'), or there are none. */
+  diskLocality (spec: VmSpec): 'none' | 'shared' | 'local' {
+    const disks = diskList(spec)
+    if (disks.length === 0) return 'none'
+    const shared = (this.init.sharedStorage ?? []).map(d => d.endsWith('/') ? d : `${d}/`)
+    return disks.every(d => shared.some(dir => path.resolve(d.file).startsWith(dir)) || onNetworkFs(d.file)) ? 'shared' : 'local'
+  }
+
+  /** Source, before a migration with storage: why the disks cannot be moved, or null. */
+  storageProblem (spec: VmSpec): string | null {
+    for (const d of diskList(spec)) {
+      try { fs.accessSync(d.file) } catch { return `disk ${d.file} does not exist on the source` }
+    }
+    return null
+  }
+
+  /** Bytes VM `id`'s disks hold here (each image's allocation): a full copy's size. Null: no disk. */
+  async diskAllocatedBytes (id: VmId, signal?: AbortSignal): Promise<number | null> {
+    checkId(id)
+    const disks = await this.diskFacts(id, signal)
+    return disks.length === 0 ? null : disks.reduce((a, d) => a + d.allocatedBytes, 0)
+  }
+
+  /** Where this host keeps its copy of a disk the source has at `file`. */
+  targetImagePath (vm: VmId, file: string): string {
+    return this.init.imageDir === undefined ? file : path.join(this.init.imageDir, vm, path.basename(file))
+  }
+
+  /**
+   * Target of a migration with storage: creates each disk of `spec` empty, of its exact virtual
+   * size and format, where this host keeps it, for libvirt's --copy-storage-all to fill. Refuses,
+   * creating nothing, when a size is unknown, an image is already there (never overwritten) or
+   * the file system lacks the space.
+   */
+  private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<Array<{ from: string, to: string }>> {
+    const disks = diskList(spec)
+    if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: a migration with storage needs extra.disks`)
+    const plan: Array<{ from: string, to: string, format: string, sizeBytes: number }> = []
+    for (const [i, d] of disks.entries()) {
+      if (d.sizeBytes === undefined || !(d.sizeBytes > 0)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
+      const to = this.targetImagePath(spec.id, d.file)
+      if (fs.existsSync(to)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${to} already exists; never overwritten (if its directory is storage every host shares, list it in sharedStorage; if it is an old copy, remove it)`)
+      plan.push({ from: d.file, to, format: d.format ?? 'raw', sizeBytes: d.sizeBytes })
+    }
+    const need = plan.reduce((a, d) => a + d.sizeBytes, 0)
+    const dir = plan[0] !== undefined ? path.dirname(plan[0].to) : '/'
+    let probe = dir
+    while (!fs.existsSync(probe) && probe !== path.dirname(probe)) probe = path.dirname(probe)
+    const st = await fsp.statfs(probe)
+    const free = Number(st.bavail) * Number(st.bsize)
+    if (need > free) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: not enough free space at the target for its disks: ${Math.ceil(need / 1048576)} MiB needed in ${probe}, ${Math.floor(free / 1048576)} MiB free`)
+    const created: string[] = []
+    try {
+      for (const d of plan) {
+        await fsp.mkdir(path.dirname(d.to), { recursive: true })
+        await runTool(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format, d.to, String(d.sizeBytes)], signal)
+        created.push(d.to)
+      }
+    } catch (err) {
+      for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+      throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+    this.log.info(`vm ${spec.id}: target images ${created.join(', ')}`, { vm: spec.id })
+    return plan.map(d => ({ from: d.from, to: d.to }))
+  }
+
+  /**
+   * Source, migration with storage: libvirt copies the disks itself in the migration
+   * (--copy-storage-all: it mirrors them over NBD to the images the target created, and lets the
+   * memory go only once they are in step), so there is nothing to start here; the disk phase
+   * reads as ready and migrate() with `storage` does the copy.
+   */
+  async mirrorDisks (id: VmId, nbd: string, _opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, _signal?: AbortSignal): Promise<void> {
+    checkId(id)
+    if (nbd !== COPY_STORAGE) throw new DriverError('DRIVER_FAILED', `vm ${id}: "${nbd}" is not a libvirt storage target (from prepareIncoming of a libvirt driver)`)
+    this.storageArmed.add(id)
   }
 
   /** The running job of VM `id` (null: none, or not supported by this libvirt driver; 'gone': no domain). */
@@ -897,7 +1108,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     this.closed = true
   }
 
-  async prepareIncoming (spec: VmSpec, listenAddr: string, _opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string }> {
+  async prepareIncoming (spec: VmSpec, listenAddr: string, opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string, nbd?: string }> {
     // Post-copy and parallel channels are negotiated by the two libvirtd themselves.
     if (this.closed) throw new DriverError('DRIVER_FAILED', 'driver is closed')
     checkId(spec.id)
@@ -924,9 +1135,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       await this.freshLog(serial)
       t.serialPath = serial
     }
+    if (opts.storage === true) t.disks = await this.createTargetImages(spec, signal)
     this.incoming.add(spec.id)
-    this.log.info(`vm ${spec.id} may migrate in on ${t.migrateUri}`, { vm: spec.id })
-    return { uri: formatMigrationTarget(t) }
+    this.log.info(`vm ${spec.id} may migrate in on ${t.migrateUri}${t.disks !== undefined ? ' with its disks' : ''}`, { vm: spec.id })
+    return t.disks !== undefined ? { uri: formatMigrationTarget(t), nbd: COPY_STORAGE } : { uri: formatMigrationTarget(t) }
   }
 
   async migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void> {
@@ -936,8 +1148,17 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (t === null) throw new DriverError('DRIVER_FAILED', `vm ${id}: "${uri}" is not a libvirt migration target (from prepareIncoming of a libvirt driver)`)
     const running = this.jobs.get(id)
     if (running !== undefined && running.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id} is already migrating`)
+    const storage = params.storage === true
+    if (storage && (t.disks === undefined || !this.storageArmed.has(id))) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs a target prepared with storage and mirrorDisks() first`)
     let xml = await this.virsh(['dumpxml', '--migratable', id], { signal })
     if (t.serialPath !== undefined) xml = rewriteSerialPath(xml, t.serialPath) ?? xml
+    if (storage && t.disks !== undefined) xml = rewriteDiskPaths(xml, t.disks)
+    // libvirt refuses post-copy with a storage copy: the memory goes by pre-copy (held to the
+    // sync cap when one is given).
+    if (storage && params.mode !== 'precopy') {
+      this.log.info(`vm ${id}: a migration with storage runs as pre-copy (libvirt copies disks only with pre-copy), not ${params.mode}`, { vm: id })
+      params = { ...params, mode: 'precopy' }
+    }
     const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'starling-libvirt-'))
     const xmlFile = path.join(tmpDir, `${id}.xml`)
     await fsp.writeFile(xmlFile, xml, { mode: 0o600 })
@@ -948,6 +1169,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (params.multifd > 1) args.push('--parallel', '--parallel-connections', String(Math.round(params.multifd)))
     if (params.maxBandwidthBytes > 0) args.push('--bandwidth', String(Math.max(1, Math.ceil(params.maxBandwidthBytes / 1048576))))
     if (this.init.persistent === true) args.push('--persistent', '--undefinesource')
+    if (storage) args.push('--copy-storage-all')
     args.push(id, t.destUri)
 
     const wantCap = params.mode === 'precopy' && params.maxDirtySyncs !== undefined && params.maxDirtySyncs >= 3
@@ -965,7 +1187,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     proc.stderr?.on('data', (d: string) => { if (stderr.length < 64 * 1024) stderr += d })
     const job: OutgoingJob = {
       target: t, proc, exit: null, ended: Promise.resolve(), postcopy: false, cancelRequested: false, last: null, final: null, tmpDir,
-      cap: wantCap ? { max: Math.floor(params.maxDirtySyncs ?? 3), action: 'none', reason: '' } : null
+      cap: wantCap ? { max: Math.floor(params.maxDirtySyncs ?? 3), action: 'none', reason: '' } : null,
+      storage
     }
     job.ended = new Promise<void>(resolve => {
       let done = false
@@ -974,6 +1197,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         done = true
         job.exit = { code, stderr }
         events?.stop()
+        if (storage) this.storageArmed.delete(id)
         void fsp.rm(tmpDir, { recursive: true, force: true }).catch(() => {})
         this.log.info(`vm ${id} virsh migrate ended (${code === 0 ? 'ok' : virshErrorText(stderr) || `code ${String(code)}`})`, { vm: id })
         resolve()
@@ -1180,7 +1404,13 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   async progress (id: VmId, signal?: AbortSignal): Promise<MigrationProgress> {
     checkId(id)
     const job = this.jobs.get(id)
+    if (job !== undefined && job.storage) {
+      const p = await this.outgoingProgress(id, job, signal)
+      return p.disk !== undefined ? p : { ...p, disk: diskProgress(job.lastDisk, p.status === 'completed') }
+    }
     if (job !== undefined) return await this.outgoingProgress(id, job, signal)
+    // Armed for a migration with storage that has not begun: libvirt copies the disks within it.
+    if (this.storageArmed.has(id)) return { ...emptyProgress('none'), disk: diskProgress(null, true) }
     return await this.localProgress(id, signal)
   }
 
@@ -1198,6 +1428,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         failure = err
       }
       if (info !== null && (info.type === 'unbounded' || info.type === 'bounded')) {
+        if (job.storage) job.lastDisk = info.fields
         let status: MigrationStatus = fnum(info.fields.memory_total) === 0 ? 'setup' : 'active'
         // Asked for post-copy: it runs once libvirt has paused the source for it.
         // Once seen, it stays: a source shutting down at the end no longer looks paused.

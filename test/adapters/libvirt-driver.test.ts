@@ -447,7 +447,12 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   if (!haveVirsh) { t.fail('virsh cannot run: install the Debian package libvirt-clients'); return }
   const d = new LibvirtDriver({ uri: 'test:///default', domainType: 'qemu' }, { logger: silentLogger() })
   t.equal(d.accel, 'tcg', "domain type 'qemu' is tcg to the agent")
-  t.same(await d.describe('test'), { runStatus: 'running', migration: 'none', spec: { id: 'test', vcpus: 2, memMiB: 8192, extra: {} } }, 'the built-in domain (no job statistics in the test driver: no migration)')
+  // The test driver's built-in domain has one file disk, /guest/diskimage1 (raw; its size is the
+  // test driver's own figure, read with domblkinfo).
+  const builtIn = await d.describe('test')
+  t.match(builtIn, { runStatus: 'running', migration: 'none', spec: { id: 'test', vcpus: 2, memMiB: 8192, extra: { disks: [{ file: '/guest/diskimage1', format: 'raw' }] } } }, 'the built-in domain (no job statistics in the test driver: no migration), with its disk')
+  const disks = (builtIn?.spec.extra?.disks ?? []) as Array<{ sizeBytes?: number }>
+  t.ok(disks.length === 1 && (disks[0]?.sizeBytes ?? 0) > 0, `the disk's virtual size (${String(disks[0]?.sizeBytes)})`)
   t.equal(await d.describe('nope'), null, 'no such domain: null')
   await d.resume('test')
   t.pass('resume of a running domain is a no-op')
@@ -467,9 +472,10 @@ t.test('describe, resume, killIfNotRunning against test:///default (real virsh)'
   t.ok(canMigrate(d), 'the migration wiring accepts the libvirt driver')
   const run = driverExecutor(d, { migrationListenHost: '127.0.0.1' })
   const signal = AbortSignal.timeout(30_000)
-  t.same(await run({ kind: 'query', mig: 'm1', vm: 'test' }, signal), {
-    ok: true, kind: 'query', query: { presence: 'running', migration: 'none', spec: { vcpus: 2, memMiB: 8192, extraJson: '{}' }, dirtyRateBytesPerS: 0, accel: 'tcg' }
-  }, 'query: a running VM with its size')
+  const q = await run({ kind: 'query', mig: 'm1', vm: 'test' }, signal)
+  t.match(q, {
+    ok: true, kind: 'query', query: { presence: 'running', migration: 'none', spec: { vcpus: 2, memMiB: 8192, extraJson: /"file":"\/guest\/diskimage1"/ }, dirtyRateBytesPerS: 0, accel: 'tcg', disks: 'local', canMoveStorage: true, storageProblem: 'disk /guest/diskimage1 does not exist on the source' }
+  }, 'query: a running VM with its size, its disk local (no sharedStorage), and why it cannot move here (the image is the test driver\'s fiction)')
   const measured = await run({ kind: 'query', mig: 'm1', vm: 'test', measure: true }, signal)
   t.ok(measured.ok && measured.kind === 'query' && measured.query.dirtyRateMeasured === undefined && measured.query.dirtyRateBytesPerS === 0,
     'query with measure: a driver that cannot measure leaves the rate unmeasured rather than failing the query')

@@ -83,7 +83,7 @@ for (const [name, mutate, re] of bad) {
 t.test('driver.kind libvirt: defaults', async t => {
   const c = validateConfig({ ...good(), driver: { kind: 'libvirt' } })
   t.equal(c.driver.kind, 'libvirt')
-  t.same(c.driver.libvirt, { uri: 'qemu:///system', peerUri: 'qemu+tcp://10.0.0.1/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', persistent: false },
+  t.same(c.driver.libvirt, { uri: 'qemu:///system', peerUri: 'qemu+tcp://10.0.0.1/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', persistent: false, sharedStorage: [] },
     'local libvirtd; peers reach it over TCP at the host of node.listen, where migrations also listen')
 })
 
@@ -92,7 +92,7 @@ t.test('driver.kind libvirt: every setting', async t => {
     ...good(),
     driver: {
       kind: 'libvirt',
-      libvirt: { uri: 'qemu+tcp://127.0.0.1:16509/system', peerUri: 'qemu+tls://{name}.lab/system?x={host}', migrationListen: '192.168.1.1', domainType: 'qemu', serialDir: '/var/log/starling/serial', persistent: true }
+      libvirt: { uri: 'qemu+tcp://127.0.0.1:16509/system', peerUri: 'qemu+tls://{name}.lab/system?x={host}', migrationListen: '192.168.1.1', domainType: 'qemu', serialDir: '/var/log/starling/serial', persistent: true, imageDir: '/var/lib/starling/images', sharedStorage: ['/srv/nfs'] }
     }
   })
   t.same(c.driver.libvirt, {
@@ -102,8 +102,12 @@ t.test('driver.kind libvirt: every setting', async t => {
     migrationListen: '192.168.1.1',
     domainType: 'qemu',
     serialDir: '/var/log/starling/serial',
-    persistent: true
+    persistent: true,
+    imageDir: '/var/lib/starling/images',
+    sharedStorage: ['/srv/nfs']
   }, '{name} and {host} filled in')
+  t.throws(() => validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { imageDir: 'images' } } }), /driver\.libvirt\.imageDir/, 'a relative imageDir names the field')
+  t.throws(() => validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { sharedStorage: 'nfs' } } }), /driver\.libvirt\.sharedStorage/, 'sharedStorage must be a list of absolute paths')
   const v6 = validateConfig({ ...good(), driver: { kind: 'libvirt', libvirt: { migrationListen: 'fd00::1' } } })
   t.equal(v6.driver.libvirt.peerUri, 'qemu+tcp://[fd00::1]/system', 'an IPv6 listen address in brackets')
 })
@@ -253,7 +257,7 @@ t.test('every section with every key passes (the key list knows what the validat
     kind: 'qemu',
     vms: [{ id: 's', vcpus: 1, memMiB: 512, pattern: 'sine', cpuMean: 0.3 }],
     qemu: { runDir: '/var/lib/starling/vms', accel: 'tcg', migrationListen: '10.0.0.1', binary: 'qemu-system-x86_64', vms: [{ id: 'q', vcpus: 1, memMiB: 256, kernel: '/k', initrd: '/i', append: 'console=ttyS0', args: ['-nic', 'none'], balloon: true }] },
-    libvirt: { uri: 'qemu:///system', peerUri: 'qemu+tcp://{host}/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', serialDir: '/var/log/s', persistent: false }
+    libvirt: { uri: 'qemu:///system', peerUri: 'qemu+tcp://{host}/system', peerUris: {}, migrationListen: '10.0.0.1', domainType: 'auto', serialDir: '/var/log/s', persistent: false, sharedStorage: [] }
   }
   const { policy, rules, ...migration } = defaultMigrationConfig()
   c.migration = {

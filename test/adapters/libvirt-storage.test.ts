@@ -1,0 +1,101 @@
+/**
+ * Goal: the libvirt driver moves a VM whose disk is local (not on shared storage) with the disk:
+ * the target creates an empty image of the exact size, libvirt copies the disk inside the live
+ * migration (--copy-storage-all), the guest goes on at the target running from the target's
+ * image, and that image holds exactly what the source's held. The refusals come before any copy.
+ *
+ * Method: two libvirtd daemons (test/libvirt/daemons.ts), each driver with its own imageDir. The
+ * test guest boots with a 64 MiB qcow2 disk on A, written beforehand with a pattern (qemu-io);
+ * the driver's describe() reports the disk with its virtual size, prepareIncoming(storage) on B
+ * creates the image, mirrorDisks() arms the copy and migrate(storage) runs it (pre-copy, with the
+ * TCG sync cap under TCG). Then: heartbeats at B, B's domain on B's image, and after B's domain
+ * is stopped, `qemu-img compare` of the two images and the pattern read back on B's.
+ * When libvirt cannot run here the file fails with the reason; it never skips.
+ * Run: npx tap test/adapters/libvirt-storage.test.ts  (about 1-2 minutes)
+ */
+import t, { type Test } from 'tap'
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { LibvirtDriver, parseMigrationTarget } from '../../agent/adapters/libvirt-driver.js'
+import type { MigrationParams, MigrationProgress } from '../../agent/ports/migrating-driver.js'
+import { silentLogger } from '../../agent/lib/logger.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+import { buildTestGuest, guestKernel } from '../guest/guest.js'
+import { sleep, until } from '../lib/wait.js'
+
+const heartbeats = (file: string): number[] => {
+  try { return [...fs.readFileSync(file, 'latin1').matchAll(/(?:^|\n)\s*hb (\d+) /g)].map(m => Number(m[1])) } catch { return [] }
+}
+
+const why = libvirtUnavailable()
+if (why !== null) {
+  t.fail(`cannot run the libvirt storage migration test: ${why}`)
+} else {
+  let guestDir = ''
+  try { guestDir = buildTestGuest() } catch (err) { t.fail(`the test guest does not build: ${(err as Error).message}`) }
+  if (guestDir !== '') await t.test('a VM with a local qcow2 disk moves with its disk', async tt => { await run(tt, guestDir) })
+}
+
+async function run (t: Test, guestDir: string): Promise<void> {
+  let bed: LibvirtBed
+  try { bed = await startLibvirtDaemons(['a', 'b']) } catch (err) { t.fail(`libvirt daemons do not start: ${(err as Error).message}`); return }
+  const [A, B] = bed.daemons as [typeof bed.daemons[0], typeof bed.daemons[0]]
+  const mk = (d: typeof A): LibvirtDriver => new LibvirtDriver({ uri: d.uri, peerUri: d.uri, serialDir: d.serialDir, imageDir: path.join(d.dir, 'images'), domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+  const a = mk(A)
+  const b = mk(B)
+  t.teardown(async () => { await bed.stop() })
+  const id = 'st1'
+  const srcImage = path.join(A.dir, 'local', `${id}.qcow2`)
+  fs.mkdirSync(path.dirname(srcImage), { recursive: true })
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', srcImage, '64M'])
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xa5 40M 1M', srcImage])
+  await a.start({ id, vcpus: 1, memMiB: 256, extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=16 dirtier_rate=0', disks: [{ file: srcImage, format: 'qcow2' }] } })
+  const srcLog = path.join(A.serialDir, `${id}.log`)
+  await until('heartbeats on A', () => heartbeats(srcLog).length > 20, 90_000)
+
+  const d = await a.describe(id)
+  t.match(d?.spec.extra, { disks: [{ file: srcImage, format: 'qcow2', sizeBytes: 64 * 1048576 }] }, 'describe() reports the disk with its virtual size')
+  const spec = d!.spec
+  t.equal(a.diskLocality(spec), 'local', 'a disk outside sharedStorage is local')
+  t.equal(new LibvirtDriver({ uri: A.uri, sharedStorage: [path.dirname(srcImage)], domainType: 'qemu' }, { logger: silentLogger() }).diskLocality(spec), 'shared', 'under sharedStorage it stays put')
+  t.equal(a.storageProblem(spec), null, 'no problem with an existing disk')
+  t.match(a.storageProblem({ ...spec, extra: { disks: [{ file: '/nonexistent/x.qcow2', format: 'qcow2', sizeBytes: 1 }] } }), /does not exist on the source/, 'a missing disk is refused on the source')
+  const allocated = await a.diskAllocatedBytes(id)
+  t.ok(allocated !== null && allocated >= 4 * 1048576, `allocation reported for the copy's estimate (${String(allocated)} bytes)`)
+  await t.rejects(b.prepareIncoming({ ...spec, extra: { disks: [{ file: srcImage, format: 'qcow2' }] } }, '127.0.0.1:0', { storage: true }), { code: 'DRIVER_FAILED', message: /sizeBytes/ }, 'no size: refused before anything is created')
+
+  const prep = await b.prepareIncoming(spec, '127.0.0.1:0', { storage: true })
+  const target = parseMigrationTarget(prep.uri)
+  const dstImage = path.join(B.dir, 'images', id, `${id}.qcow2`)
+  t.same(target?.disks, [{ from: srcImage, to: dstImage }], 'the target names where it created the image')
+  t.ok(prep.nbd !== undefined, 'prepareIncoming with storage answers for the disk copy')
+  t.equal(JSON.parse(execFileSync('qemu-img', ['info', '--output=json', dstImage], { encoding: 'utf8' }))['virtual-size'], 64 * 1048576, 'the target image has the exact virtual size')
+  await t.rejects(b.prepareIncoming(spec, '127.0.0.1:0', { storage: true }), { code: 'DRIVER_FAILED', message: /already exists/ }, 'an image already there is never overwritten')
+
+  await a.mirrorDisks(id, prep.nbd ?? '')
+  t.match(await a.progress(id), { disk: { ready: true } }, 'the disk phase reads ready: libvirt copies the disks within the migration')
+  const tcg = a.domainType === 'qemu'
+  const params: MigrationParams = { mode: 'postcopy', maxBandwidthBytes: 0, downtimeLimitMs: tcg ? 100 : 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true, ...(tcg ? { maxDirtySyncs: 3 } : {}) }
+  const lastOnA = (): number => heartbeats(srcLog).at(-1) ?? -1
+  await a.migrate(id, prep.uri, params)
+  let p: MigrationProgress = await a.progress(id)
+  const end = performance.now() + 180_000
+  while (!['completed', 'failed', 'cancelled'].includes(p.status) && performance.now() < end) { await sleep(200); p = await a.progress(id) }
+  t.equal(p.status, 'completed', `migration with storage completed (${p.errorDesc ?? ''})`)
+  t.ok(p.disk !== undefined && p.disk.totalBytes >= 4 * 1048576, `disk bytes reported (${p.disk?.doneBytes ?? 0} of ${p.disk?.totalBytes ?? 0})`)
+  if (tcg) t.ok(p.dirtySyncCount <= 3, `kept to the sync cap (${p.dirtySyncCount})`)
+  const before = lastOnA()
+  const dstLog = path.join(B.serialDir, `${id}.log`)
+  await until('heartbeats on B', () => heartbeats(dstLog).length >= 5, 30_000)
+  const first = heartbeats(dstLog)[0] ?? -1
+  t.ok(first > before && first <= before + 3, `the heartbeat continues on B (A last ${before}, B first ${first})`)
+  t.match(execFileSync('virsh', ['-c', B.uri, 'domblklist', id], { encoding: 'utf8' }), dstImage, "B's domain runs from B's image")
+  t.comment(`total ${p.totalTimeMs} ms, downtime ${String(p.downtimeMs)} ms, ${p.dirtySyncCount} syncs, disk ${(p.disk?.doneBytes ?? 0) / 1048576} MiB`)
+  await a.stop(id)
+  await b.stop(id)
+  execFileSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', srcImage, dstImage])
+  t.pass('qemu-img compare: the target image holds what the source image held')
+  const read = execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x5a 1M 3M', '-c', 'read -P 0xa5 40M 1M', '-c', 'read -P 0 8M 1M', dstImage], { encoding: 'utf8' })
+  t.notMatch(read, /Pattern verification failed/, 'the written patterns and a zero range read back on the target image')
+}
