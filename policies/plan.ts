@@ -178,6 +178,13 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   if (mine.vms.some(v => v.migrating || !vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))) return []
   if (mine.vms.length > cfg.maxMovesPerDecision) return []
   const myUtil = mine.demand / me.cpuMips
+  const q = cfg.underload.kind === 'threshold' ? cfg.underload.quantile : undefined
+  if (q !== undefined && q < 1) {
+    // only the least loaded hosts of the view empty themselves (CloudSim empties the least loaded
+    // host first): their VMs ask little, so their copies cost the least degradation
+    const us = view.hosts.filter(h => h.vms.length > 0).map(h => sumDemand(h) / h.cpuMips).sort((a, b) => a - b)
+    if (myUtil > (us[Math.floor(q * (us.length - 1))] ?? Infinity)) return []
+  }
   const vms = mine.vms.slice().sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
   const moves: Move[] = []
   let added = 0

@@ -11,7 +11,16 @@ import { hostUtil, type HostView } from './types.js'
 
 export type UnderloadParams =
   | { kind: 'none' }
-  | { kind: 'threshold', threshold: number, forecast?: ForecastParams }
+  | {
+    kind: 'threshold'
+    threshold: number
+    forecast?: ForecastParams
+    /**
+     * Of the underloaded hosts, only those whose CPU utilisation is at or below this quantile of
+     * the active hosts' in the host's view empty themselves (0.5: the less loaded half). @default 1
+     */
+    quantile?: number
+  }
   | { kind: 'lowest' }
 
 /** Is this host underloaded on its own terms (threshold detectors)? 'lowest' answers true for any active host. */

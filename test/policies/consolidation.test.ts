@@ -57,3 +57,14 @@ t.test('sources with the same view spread over equally good targets', t => {
   t.same(sources.map(s => planHost(view, s.id, cfg, held)[0]?.to), chosen, 'and the choice is deterministic')
   t.end()
 })
+
+t.test('with a quantile, only the less loaded hosts of the view empty themselves', t => {
+  const q: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, quantile: 0.5 } }
+  // four active hosts at 2, 5, 10 and 30 % CPU; all but the last are under 40 %
+  const hs = [g5('a', [vm('va', 'a', 106, 870)]), g5('b', [vm('vb', 'b', 266, 870)]), g5('c', [vm('vc', 'c', 532, 870)]), g5('d', [vm('vd', 'd', 1596, 870)])]
+  const view: ClusterView = { hosts: hs, rules: NO_RULES, tick: 1 }
+  t.ok(planHost(view, 'a', q, held).length === 1, 'the host at 2 % (lower half) empties itself')
+  t.same(planHost(view, 'c', q, held), [], 'the host at 10 % (upper half) does not')
+  t.ok(planHost(view, 'c', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length === 1, 'without the quantile it does')
+  t.end()
+})

@@ -4,6 +4,7 @@
  * error naming the field (exit 2, as the agent does).
  */
 import t from 'tap'
+import { defaultPolicyConfig } from '../../policies/config.js'
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -61,7 +62,7 @@ t.test('config check', async t => {
   const e = JSON.parse(eff.stdout) as { cluster: { secret: string }, mesh: { keepAliveMs: number }, migration: { automation: string, policy: { guards: { holdDecisions: number } } }, core: { tickMs: number } }
   t.equal(e.cluster.secret, '(hidden)', 'the secret is not printed')
   t.equal(e.migration.automation, 'full', 'module defaults are filled in (migration)')
-  t.equal(e.migration.policy.guards.holdDecisions, 2, '(policy)')
+  t.equal(e.migration.policy.guards.holdDecisions, defaultPolicyConfig().guards.holdDecisions, '(policy): the default policy')
   t.equal(e.core.tickMs, 100, '(core)')
   t.ok(e.mesh.keepAliveMs > 0, '(mesh)')
   t.notMatch(eff.stdout, new RegExp((config() as { cluster: { secret: string } }).cluster.secret), 'nowhere')
