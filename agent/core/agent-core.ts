@@ -195,6 +195,9 @@ export class AgentCore {
       s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
     }
     this.mig.cfg = { ...this.mig.cfg, rules: doc.rules, automation: doc.automation }
+    // Majorities move with the member list (one member per version: config-log.ts).
+    this.ha?.setMembers(e.members)
+    this.vip?.setMembers(e.members)
     s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
   }
 
@@ -458,7 +461,9 @@ export class AgentCore {
     s.lamport = Math.max(s.lamport, e.lamport)
     const heldDead = this.antiEntropy.witness(from, e.incarnation)
     const pushed = e.body.type === 'gossip'
-    if (this.ha !== null && !isHaBody(e.body)) this.ha.heard(from)
+    // Configuration frames do not count: a removed member still hears the versions that removed
+    // it (and may answer), but renews nothing; its silence is measured from its other traffic.
+    if (this.ha !== null && !isHaBody(e.body) && e.body.type !== 'cfg') this.ha.heard(from)
     // A sender held dead is not believed about others until it refutes, but what it says about
     // us is always heard: a Suspect or Dead about ourselves only makes us refute (raise our
     // incarnation), which is safe, and without it two sides that each hold the other dead after

@@ -220,6 +220,44 @@ export class SafetyCheckers {
     this.ticksChecked++
     this.checkVms()
     if (this.sim.vipSpecs.length > 0) this.checkVips()
+    this.checkConfig()
+    if (this.sim.ha !== undefined) this.checkMajorities()
+  }
+
+  /** Versions of the cluster configuration seen so far, by version: the hash every host must hold. */
+  private readonly versions = new Map<number, string>()
+  /** Ticks at which at least two hosts saw themselves quorate (S6 compared their majorities). */
+  majorityPairsChecked = 0
+
+  /** S7: every host acts on a configuration version that every other holder of that version holds too. */
+  private checkConfig (): void {
+    for (const id of this.sim.ids) {
+      const st = this.sim.core(id)?.clusterConfig()
+      if (st == null) continue
+      const seen = this.versions.get(st.latest.version)
+      if (seen === undefined) this.versions.set(st.latest.version, st.latest.hash)
+      else if (seen !== st.latest.hash) this.fail(`S7: ${id.slice(0, 8)} acts on another configuration version ${st.latest.version} (${st.latest.note})`)
+    }
+  }
+
+  /** S6: no two hosts count majorities that share no member (two sides, each with a majority). */
+  private checkMajorities (): void {
+    const views: Array<{ id: HostId, present: Set<HostId> }> = []
+    for (const id of this.sim.ids) {
+      if (!this.sim.isRunning(id)) continue
+      const q = this.sim.core(id)?.haStatus()?.quorum
+      if (q?.quorate === true) views.push({ id, present: new Set(q.present) })
+    }
+    if (views.length > 1) this.majorityPairsChecked++
+    for (let i = 0; i < views.length; i++) {
+      for (let j = i + 1; j < views.length; j++) {
+        const a = views[i]!
+        const b = views[j]!
+        if (![...a.present].some(h => b.present.has(h))) {
+          this.fail(`S6: ${a.id.slice(0, 8)} and ${b.id.slice(0, 8)} each hold a majority with no member in common (${[...a.present].map(h => h.slice(0, 8)).join(',')} / ${[...b.present].map(h => h.slice(0, 8)).join(',')})`)
+        }
+      }
+    }
   }
 
   private checkVms (): void {

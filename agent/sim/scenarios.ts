@@ -408,3 +408,139 @@ export function vipFaultRun (seed: number, mode: 'make-before-break' | 'break-be
   sim.faults.lost = sim.network.stats.lost
   return { seed, violation, knownDefect: null, live, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked, faults: { ...sim.faults }, movesAsked, migrationsAsked, maxVipOverlap: checkers.maxVipOverlap }
 }
+
+export interface ConfigRunResult {
+  seed: number
+  violation: string | null
+  /** After the quiet phase: every running host holds the same latest version, and every HA VM runs once. */
+  live: boolean
+  problems: string[]
+  ticks: number
+  ticksChecked: number
+  /** Ticks at which two or more hosts held a majority and S6 compared them. */
+  majorityPairsChecked: number
+  changesAsked: number
+  /** Versions decided (the latest version minus 1). */
+  versions: number
+  /** The member counts the versions went through, in order. */
+  sizes: number[]
+  faults: FaultCounts
+  haRestarts: number
+}
+
+/**
+ * Membership changes of the replicated cluster configuration under faults, with HA armed: five
+ * hosts, the first three members at version 1 with protected VMs, the other two added and removed
+ * (one member per change, never below three) by operators on random running members, while hosts
+ * crash, lose power, hang, and the network partitions, cuts, loses and heals. The checkers run
+ * after every tick: no VM runs twice (S1), no two hosts hold majorities with no member in common
+ * (S6), no two hosts act on different configurations of one version (S7). Then a quiet phase:
+ * every running host must hold the same latest version and every protected VM run once.
+ */
+export function configFaultRun (seed: number, o: { faultTicks?: number, quietTicks?: number, trace?: (line: string) => void, end?: (sim: SimCluster) => void } = {}): ConfigRunResult {
+  const p = new Prng(seed ^ 0x27d4eb2f)
+  const MEM = 16384
+  const hv = new SimHypervisor({ seed: seed * 17 + 5, copyTicks: 6 })
+  const probe = new SimCluster({ seed, hosts: 5, clusterConfig: {} }) // the ids a seed gives (hexIds draw from the seed)
+  const ids = probe.ids
+  const workers = ids.slice(0, 3)
+  const haVms: HaVmSpec[] = []
+  workers.forEach((h, i) => {
+    for (let k = 0; k < 2; k++) haVms.push({ id: `vm${i}-${k}`, home: h, priority: k, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: `vm${i}-${k}.xml` }, fencePolicy: k === 0 ? 'stop' : 'pause' })
+  })
+  const sim = new SimCluster({
+    seed,
+    hosts: 5,
+    hypervisor: hv,
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: MEM, netMbps: 10000 },
+    sampleIntervalTicks: 2,
+    migration: simMigrationConfig(),
+    network: { delayTicksMin: 1, delayTicksMax: 2, loss: 0 },
+    ha: { vms: haVms, config: simHaConfig() },
+    clusterConfig: { members: workers }
+  })
+  for (const v of haVms) hv.addVm(v.home, v.id, v.memMiB)
+  const checkers = new SafetyCheckers(sim, { capMemMiB: MEM })
+  const trace = o.trace
+  if (trace !== undefined) sim.onEvent((h, ev, tick) => { trace(`${tick} ${h.slice(0, 8)} ${ev.text}`) })
+  const log = (s: string): void => trace?.(`${sim.now} FAULT ${s}`)
+  const latest = (id: HostId): number => sim.core(id)?.clusterConfig()?.latest.version ?? 0
+  const sizes: number[] = [3]
+  sim.onEvent((_h, ev) => {
+    if (ev.kind !== 'config-committed') return
+    const m = / version (\d+) in effect/.exec(ev.text)
+    const v = m === null ? 0 : Number(m[1])
+    if (v === sizes.length + 1) sizes.push(sim.core(_h)?.clusterConfig()?.latest.members.length ?? 0)
+  })
+  let changesAsked = 0
+  let violation: string | null = null
+  const problems: string[] = []
+  const faultTicks = o.faultTicks ?? 600
+  try {
+    for (let tick = 0; tick < faultTicks; tick++) {
+      if (tick % 25 === 0) {
+        const from = ids[p.int(ids.length)]!
+        const st = sim.core(from)?.clusterConfig()
+        if (st?.doc != null && !st.removed) {
+          const members = st.doc.members.map(m => m.publicKey)
+          const outside = ids.filter(h => !members.includes(h))
+          const add = members.length <= 3 || (members.length < 5 && p.chance(0.5))
+          if (add && outside.length > 0) {
+            const h = outside[p.int(outside.length)]!
+            if (sim.configChange(from, d => ({ ...d, members: [...d.members, sim.docMember(h)] }), `add ${h.slice(0, 8)}`) !== null) { changesAsked++; log(`add ${h.slice(0, 8)} from ${from.slice(0, 8)}`) }
+          } else if (!add) {
+            const h = members[p.int(members.length)]!
+            if (sim.configChange(from, d => ({ ...d, members: d.members.filter(m => m.publicKey !== h) }), `remove ${h.slice(0, 8)}`) !== null) { changesAsked++; log(`remove ${h.slice(0, 8)} from ${from.slice(0, 8)}`) }
+          }
+        }
+      }
+      if (p.chance(0.05)) {
+        const h = ids[p.int(ids.length)]!
+        switch (p.int(7)) {
+          case 0: { const d = 1 + p.int(sim.rebootTicks); log(`power loss ${h.slice(0, 8)} ${d}`); sim.powerLoss(h, d); break }
+          case 1: { const d = 1 + p.int(12); log(`agent crash ${h.slice(0, 8)} ${d}`); sim.agentCrash(h, d); break }
+          case 2: { const d = 2 + p.int(15); log(`hang ${h.slice(0, 8)} ${d}`); sim.hang(h, d); break }
+          case 3: {
+            const s = p.shuffle([...ids])
+            const cut = 1 + p.int(ids.length - 1)
+            log(`partition ${s.slice(0, cut).map(x => x.slice(0, 8)).join(',')} | ${s.slice(cut).map(x => x.slice(0, 8)).join(',')}`)
+            sim.partition([s.slice(0, cut), s.slice(cut)])
+            break
+          }
+          case 4: { const x = ids[p.int(ids.length)]!; if (x !== h) { log(`cut ${h.slice(0, 8)}>${x.slice(0, 8)}`); sim.cut(h, x) } break }
+          case 5: sim.network.loss = p.next() * 0.2; log(`loss ${sim.network.loss}`); break
+          case 6: log('heal'); sim.heal(); sim.network.loss = 0; break
+        }
+      }
+      sim.tick()
+    }
+    log('final heal')
+    sim.heal()
+    sim.network.loss = 0
+    const quiet = o.quietTicks ?? 800
+    let streak = 0
+    const ok = (): boolean => {
+      const running = ids.filter(h => sim.isRunning(h))
+      const v = new Set(running.map(latest))
+      if (running.length < ids.length || v.size !== 1) return false
+      return haVms.every(vm => (hv.running().get(vm.id) ?? []).length === 1)
+    }
+    for (let i = 0; i < quiet && streak < 30; i++) {
+      sim.tick()
+      streak = ok() ? streak + 1 : 0
+    }
+    if (streak < 30) {
+      problems.push(`versions ${ids.map(h => `${h.slice(0, 8)}:${latest(h)}${sim.isRunning(h) ? '' : '(down)'}`).join(' ')}`)
+      for (const vm of haVms) { const where = hv.running().get(vm.id) ?? []; if (where.length !== 1) problems.push(`${vm.id} runs on ${where.length} hosts`) }
+    }
+  } catch (err) {
+    if (!(err instanceof InvariantError)) throw err
+    violation = err.message
+  }
+  o.end?.(sim)
+  const top = Math.max(...ids.map(latest))
+  return {
+    seed, violation, live: violation === null && problems.length === 0, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked,
+    majorityPairsChecked: checkers.majorityPairsChecked, changesAsked, versions: top - 1, sizes, faults: { ...sim.faults }, haRestarts: sim.haRestarts
+  }
+}

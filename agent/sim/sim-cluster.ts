@@ -41,8 +41,10 @@ import {
   type HaCommand, type HaConfig, type HaMemberSpec, type HaVmSpec, type HostCapacity, type HostId,
   type HostSample, type Input, type MemberRecord, type MigrationConfig, type PersistedCoreState, type Ready,
   type ReplicaCommand, type ReplicaCoreOptions, type VipAddressEffect, type VipConfig,
-  type VipSpec, type VmId
+  type VipSpec, type VmId, type AcceptorState, type ClusterDoc, type ClusterDocMember, type ConfigEntry,
+  canonicalDocJson, entryHash, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX
 } from '../core/index.js'
+import { createHash } from 'node:crypto'
 import type { SimHypervisor } from './sim-hypervisor.js'
 import { SimNetwork } from './sim-network.js'
 import type { SimNetworkOptions } from './sim-network.js'
@@ -102,6 +104,12 @@ export interface SimClusterOptions {
    * runtime sleeps until). Costs a scan of the members per core per tick. @default hosts <= 256
    */
   checkDeadlines?: boolean
+  /**
+   * The replicated cluster configuration on every host (agent/core/cluster-config): version 1
+   * names `members` (default every host); configChange() proposes the next versions. Ids become
+   * 64 hex digits (a member is named by its key).
+   */
+  clusterConfig?: { members?: HostId[] }
 }
 
 /** A core acted at a tick before the one its nextDueTick() announced: a sleeping runtime would have acted late. */
@@ -110,6 +118,9 @@ export class DeadlineError extends Error {
   readonly code = 'DEADLINE_MISSED'
   constructor (message: string) { super(message); this.name = 'DeadlineError' }
 }
+
+/** The configuration log's hash in the simulator: SHA-256, as in the agent. */
+export const simHash = (text: string): string => createHash('sha256').update(text).digest('hex')
 
 export type EventListener = (viewer: HostId, ev: CoreEvent, tick: number) => void
 /** A host's Ready, seen before it is carried out (checkers look at HA starts as they are issued). */
@@ -213,6 +224,9 @@ export class SimCluster {
    */
   readonly startFailures = new Map<VmId, { injected: number, other: number }>()
 
+  /** Version 1 of the replicated configuration (undefined: the cores keep none). */
+  private readonly genesis: ConfigEntry | undefined
+
   constructor (o: SimClusterOptions) {
     this.seed = o.seed
     this.prng = new Prng(o.seed)
@@ -225,7 +239,13 @@ export class SimCluster {
     this.capacity = o.capacity ?? { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 4096, netMbps: 10000 }
     this.checkDeadlines = o.checkDeadlines ?? o.hosts <= 256
     this.ids = []
-    for (let i = 0; i < o.hosts; i++) this.ids.push(o.hexIds === true ? this.hexId() : `h${String(i).padStart(4, '0')}`)
+    for (let i = 0; i < o.hosts; i++) this.ids.push(o.hexIds === true || o.clusterConfig !== undefined ? this.hexId() : `h${String(i).padStart(4, '0')}`)
+    if (o.clusterConfig !== undefined) {
+      const members = o.clusterConfig.members ?? this.ids
+      const doc: ClusterDoc = { members: members.map(id => this.docMember(id)), rules: o.migration?.rules ?? { vmVm: [], vmHost: [] }, automation: o.migration?.automation ?? 'full' }
+      const e = { version: 1, base: '', members: [...members], doc: canonicalDocJson(doc), note: 'genesis' }
+      this.genesis = { ...e, hash: entryHash(simHash, e) }
+    }
     if ((o.ha !== undefined || o.replicas !== undefined) && o.hypervisor === undefined) throw new Error('SimCluster: HA and replicas need a hypervisor')
     this.ha = o.ha === undefined
       ? undefined
@@ -293,6 +313,11 @@ export class SimCluster {
     if (this.vipSpecs.length > 0) {
       opts.vips = { specs: this.vipSpecs, members: this.ids, config: this.vipConfig, restored: restoreVipState([...st].filter(([k]) => k.startsWith(VIP_KEY_PREFIX))) }
     }
+    if (this.genesis !== undefined) {
+      const entries = [...st].filter(([k]) => k.startsWith(KEY_CONFIG_ENTRY_PREFIX)).map(([, v]) => v as ConfigEntry)
+      const acceptor = (st.get(KEY_CONFIG_ACCEPTOR) ?? null) as AcceptorState | null
+      opts.clusterConfig = { genesis: this.genesis, restored: entries.length === 0 ? null : { entries, acceptor }, hash: simHash }
+    }
     if (this.replicaOpts !== undefined) {
       const restoredReplicas = [...st].filter(([k, v]) => k.startsWith(KEY_REPLICA_PREFIX) && isReplicaRecord(v)).map(([, v]) => v as ReplicaCoreOptions['restored'][number])
       opts.replicas = { ...this.replicaOpts, restored: restoredReplicas }
@@ -358,6 +383,7 @@ export class SimCluster {
     }
     for (const f of this.network.take(now)) {
       if (this.crashedSet.has(f.to) || now < this.rt.get(f.to)!.hungUntil) continue
+      if (this.genesis !== undefined && !this.admits(f.from, f.to, f.envelope)) { this.firewalled++; continue }
       this.stepIn(f.to, { type: 'receive', from: f.from, envelope: f.envelope })
     }
     if (this.vipSpecs.length > 0) {
@@ -502,6 +528,43 @@ export class SimCluster {
     if (core === undefined) return
     core.step(input)
     if (this.drainEachStep) this.drain(id)
+  }
+
+  /** Frames the transports' member check dropped (a member of neither side's configuration). */
+  firewalled = 0
+
+  /**
+   * The transports' member check (agent/adapters/hyperswarm-transport.ts): a frame passes when
+   * each end is a member in the other's latest configuration. Configuration frames always pass:
+   * a removed member hears the versions that removed it, and a new one fetches the history.
+   */
+  private admits (from: HostId, to: HostId, e: Envelope): boolean {
+    if (e.body.type === 'cfg') return true
+    const allowed = (h: HostId, other: HostId): boolean => {
+      const st = this.cores.get(h)?.clusterConfig()
+      return st == null || st.latest.members.includes(other)
+    }
+    return allowed(to, from) && allowed(from, to)
+  }
+
+  /** A host's entry in the configuration document (its id is its key). */
+  docMember (id: HostId): ClusterDocMember { return { name: `n${id.slice(0, 8)}`, publicKey: id, address: `10.0.${this.ids.indexOf(id) >> 8}.${this.ids.indexOf(id) & 255}:49737` } }
+
+  /**
+   * An operator's change of the cluster configuration at `from`: the next version is `f` of its
+   * latest document. Returns the request id (core.configOutcome(req) tells what became of it), or
+   * null when the host is not running or keeps no configuration.
+   */
+  configChange (from: HostId, f: (d: ClusterDoc) => ClusterDoc, note: string): string | null {
+    const core = this.core(from)
+    const st = core?.clusterConfig()
+    if (core === undefined || !this.isRunning(from) || st == null || st.doc === null) return null
+    const doc = f(st.doc)
+    const entry = core.nextConfig({ members: doc.members.map(m => m.publicKey), doc: canonicalDocJson(doc), note })
+    if (entry === null) return null
+    const req = `r${this.now}-${from.slice(0, 6)}`
+    this.step(from, { type: 'operatorConfig', req, entry })
+    return req
   }
 
   /** Give a host's core an input from outside (an operator's request), its effects carried out at once. */

@@ -59,7 +59,10 @@ export interface HaVipHints { onHaHint: (hint: 'vmPlaced' | 'vmMovedAway', vm: V
 
 export class HaBridge {
   private readonly mgr: HaManager
-  private readonly memberIds: HostId[]
+  private memberIds: HostId[]
+  /** Removed members: their state is still followed (what they ran is taken over when they are silent). */
+  private readonly formerIds = new Set<HostId>()
+  private readonly specs: Map<HostId, HaMemberSpec>
   private readonly protectedVms: Set<VmId>
   private lastMembers = ''
 
@@ -69,6 +72,7 @@ export class HaBridge {
    */
   constructor (private readonly s: CoreState, opts: HaCoreOptions, prng: Prng, private readonly vip: HaVipHints | null, memOvercommitRatio = 1) {
     this.memberIds = opts.members.map(m => m.id)
+    this.specs = new Map(opts.members.map(m => [m.id, m]))
     this.protectedVms = new Set(opts.vms.map(v => v.id))
     this.mgr = new HaManager({
       self: s.self,
@@ -92,6 +96,21 @@ export class HaBridge {
     })
     const mode = opts.restored?.modes[s.self]
     if (opts.armed === false && (mode === undefined || mode.version === 0)) this.mgr.step({ type: 'haOperatorMode', armed: false })
+  }
+
+  /**
+   * The agreed member list (cluster-config): a member without an ha.hosts entry here is given no
+   * capacity limit, as members without one are at start-up (agent/runtime/ha-setup.ts).
+   */
+  setMembers (ids: readonly HostId[]): void {
+    if (ids.length === this.memberIds.length && ids.every(id => this.memberIds.includes(id))) return
+    const specs = ids.map(id => this.specs.get(id) ?? { id, cpuMips: 1e9, memMiB: 1e9 })
+    for (const m of specs) this.specs.set(m.id, m)
+    for (const id of this.memberIds) if (!ids.includes(id)) this.formerIds.add(id)
+    for (const id of ids) this.formerIds.delete(id)
+    this.memberIds = [...ids]
+    this.lastMembers = ''
+    this.mgr.setMembers(specs)
   }
 
   /** An HA frame from `from` (the authenticated sender). */
@@ -161,7 +180,7 @@ export class HaBridge {
   }
 
   private syncMembers (): void {
-    const list = this.s.quorumStatesOf(this.memberIds)
+    const list = this.s.quorumStatesOf(this.formerIds.size === 0 ? this.memberIds : [...this.memberIds, ...this.formerIds])
     const key = list.map(m => `${m.id}:${m.state}`).join(',')
     if (key === this.lastMembers) return
     this.lastMembers = key

@@ -122,9 +122,13 @@ function zero (): HaCounters {
 export class HaManager {
   readonly self: HostId
   private readonly config: HaConfig
-  private readonly ids: HostId[]
+  private ids: HostId[]
   private readonly specs = new Map<HostId, HaMemberSpec>()
-  private readonly quorumSize: number
+  private quorumSize: number
+  /** This host was removed from the cluster's members (setMembers). */
+  private removed = false
+  /** Members removed by an agreed configuration (setMembers). */
+  private readonly former = new Set<HostId>()
   private readonly rules: RuleSet
   private readonly prng: Prng
   private readonly vms = new Map<VmId, Vm>()
@@ -232,6 +236,53 @@ export class HaManager {
     this.q = this.quorum()
   }
 
+  /**
+   * The cluster's members changed (an agreed configuration version; one member added or removed
+   * at a time, agent/core/cluster-config/config-log.ts). Majorities count the new list from now
+   * on; grants and reports of a removed member are dropped (a claim needs a majority of the new
+   * list), and a new member counts as just heard (its silence is measured from now, which only
+   * delays a takeover).
+   */
+  setMembers (members: HaMemberSpec[]): void {
+    if (!members.some(m => m.id === this.self)) {
+      // Not a member (removed, or not added yet): no majority (it fences what it runs, as in a
+      // partition) until a version names it again; its list stays as it was meanwhile.
+      if (!this.removed) this.event('ha-members', 'this host is no longer a member: it holds no majority and fences its HA VMs')
+      this.removed = true
+      this.q = this.quorum()
+      return
+    }
+    if (this.removed) this.event('ha-members', 'this host is a member again')
+    this.removed = false
+    const next = new Set(members.map(m => m.id))
+    for (const id of this.ids) {
+      if (next.has(id)) continue
+      // A removed member is treated as a host cut off from the others: it no longer counts in a
+      // majority nor grants, and what it ran is taken over as from any silent host (dead, silent
+      // past the fence delay, fenced, armed), so its state, fence report, mode and silence stay tracked.
+      this.specs.delete(id)
+      this.former.add(id)
+      this.maint.delete(id)
+      for (const v of this.vms.values()) { v.grants.delete(id); v.handoverGrants.delete(id) }
+    }
+    for (const m of members) {
+      this.former.delete(m.id)
+      if (!this.specs.has(m.id)) {
+        this.leases.onFrame(m.id, this.now)
+        if (!this.modes.has(m.id)) this.modes.set(m.id, { version: 0, armed: true })
+      }
+      this.specs.set(m.id, m)
+    }
+    this.ids = members.map(m => m.id)
+    this.quorumSize = majority(this.ids.length)
+    this.fencesDirty = this.confirmsDirty = this.modesDirty = this.maintDirty = true
+    this.q = this.quorum()
+    this.event('ha-members', `HA counts ${this.ids.length} members now (a majority is ${this.quorumSize})`)
+  }
+
+  /** A member or a former member (removed, but what it ran may still need taking over). */
+  private known (id: HostId): boolean { return this.specs.has(id) || this.former.has(id) }
+
   // ---------------------------------------------------------------------------------------------
   // Driving
 
@@ -239,7 +290,7 @@ export class HaManager {
     this.q = this.quorum()
     switch (input.type) {
       case 'members':
-        for (const m of input.members) if (this.specs.has(m.id) && m.id !== this.self) this.states.set(m.id, m.state)
+        for (const m of input.members) if (this.known(m.id) && m.id !== this.self) this.states.set(m.id, m.state)
         break
       case 'haLocalFence':
         if (input.fenced !== this.localFence) {
@@ -253,7 +304,7 @@ export class HaManager {
         this.adoptConfirm({ host: input.host, life })
         break
       }
-      case 'heard': if (this.specs.has(input.from)) { this.leases.onFrame(input.from, this.now); this.noteHeard(input.from) } break
+      case 'heard': if (this.known(input.from)) { this.leases.onFrame(input.from, this.now); this.noteHeard(input.from) } break
       case 'haMessage': this.onMessage(input.from, input.message); break
       case 'haDriverResult': this.onDriverResult(input.command, input.ok); break
       case 'elapsed':
@@ -532,6 +583,7 @@ export class HaManager {
   // Messages
 
   private onMessage (from: HostId, m: HaMessage): void {
+    if (this.former.has(from)) { this.leases.onFrame(from, this.now); this.noteHeard(from); return } // heard, not listened to
     if (!this.specs.has(from) || from === this.self) return
     this.noteHeard(from)
     if (m.type === 'haBeat') {
@@ -1012,6 +1064,7 @@ export class HaManager {
   // Predicates and helpers
 
   private quorum (): QuorumView {
+    if (this.removed) return { size: this.ids.length, needed: this.quorumSize, present: [this.self], quorate: false }
     return evaluateQuorum({
       self: this.self,
       members: this.ids,

@@ -53,7 +53,7 @@ export function isVipBody (b: { type: string }): b is VipBody {
 
 export class VipBridge {
   private readonly own: VipOwnership
-  private readonly members: HostId[]
+  private members: HostId[]
   /** VMs seen running here (samples and migration commits). */
   private readonly placed = new Set<VmId>()
   /** Migration records already accounted for (committed). */
@@ -167,6 +167,14 @@ export class VipBridge {
     }
     s.send(v.owner, { type: 'vipMoveRequested', vip, to: target })
     s.emit({ kind: 'vip-move-forwarded', host: v.owner, text: `vip ${vip} move to ${to}: forwarded to its owner ${v.owner.slice(0, 8)}` })
+  }
+
+  /** The agreed member list (cluster-config). */
+  setMembers (ids: readonly HostId[]): void {
+    if (ids.length === this.members.length && ids.every(id => this.members.includes(id))) return
+    this.members = [...ids]
+    this.lastMembers = ''
+    this.own.setMembers(ids)
   }
 
   /** A configured member by id, id prefix (8+ hex) or name. */

@@ -213,9 +213,11 @@ function outlivedLeases (self: HostId, d: VipDurable | undefined): boolean {
 
 export class VipOwnership {
   readonly self: HostId
-  private readonly members: HostId[]
-  private readonly memberSet: Set<HostId>
-  private readonly quorum: number
+  private members: HostId[]
+  private memberSet: Set<HostId>
+  private quorum: number
+  /** This host was removed from the cluster's members (setMembers). */
+  private removed = false
   private readonly config: VipConfig
   private readonly prng: Prng
   private readonly vips = new Map<VipId, Vip>()
@@ -293,6 +295,26 @@ export class VipOwnership {
   // ---------------------------------------------------------------------------------------------
   // Driving the module
 
+
+  /**
+   * The cluster's members changed (an agreed configuration version, one member at a time):
+   * majorities count the new list; grants of a removed member are dropped.
+   */
+  setMembers (members: readonly HostId[]): void {
+    // Not a member (removed, or not added yet): no majority (it fences) until a version names it again.
+    this.removed = !members.includes(this.self)
+    if (this.removed) return
+    const next = new Set(members)
+    for (const h of this.members) {
+      if (next.has(h)) continue
+      this.states.delete(h)
+      this.deadSince.delete(h)
+      for (const v of this.vips.values()) v.grants.delete(h)
+    }
+    this.members = [...members]
+    this.memberSet = next
+    this.quorum = majority(this.members.length)
+  }
   step (input: VipInput): void {
     switch (input.type) {
       case 'vipMessage': this.onMessage(input.from, input.message); break
@@ -1014,6 +1036,7 @@ export class VipOwnership {
 
   /** We see a majority of the configured members alive (suspect members do not count). */
   private quorate (): boolean {
+    if (this.removed) return false
     let alive = 0
     for (const h of this.members) if (h === this.self || this.states.get(h) === 'alive') alive++
     return alive >= this.quorum
