@@ -194,7 +194,9 @@ export class AgentCore {
     if (!e.members.includes(s.self)) {
       s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
     }
+    const rulesBefore = this.mig.cfg.rules
     this.mig.cfg = { ...this.mig.cfg, rules: doc.rules, automation: doc.automation }
+    if (rulesHash(rulesBefore) !== rulesHash(doc.rules)) this.mig.recheckIncoming(`a hard rule agreed at configuration version ${e.version} forbids it here`)
     // Majorities move with the member list (one member per version: config-log.ts).
     this.ha?.setMembers(e.members)
     this.vip?.setMembers(e.members)

@@ -78,6 +78,7 @@ import type {
 import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
 import { planDiskCopy } from './disk-copy.js'
 import type { RuleSet } from '../../../policies/types.js'
+import { hardAllows } from '../../../policies/rules.js'
 
 /** See MigrationMachine.ha. */
 export interface MigrationHaHooks {
@@ -265,6 +266,42 @@ export class MigrationMachine {
   live (): MigrationRecord[] { return [...this.recs.values()].filter(r => !TERMINAL_STATES.has(r.state)) }
   liveOut (): MigrationRecord[] { return this.live().filter(r => r.role === 'source') }
   liveIn (): MigrationRecord[] { return this.live().filter(r => r.role === 'target') }
+
+  /**
+   * The rules changed (an agreed configuration version): an incoming VM that no copy has reached
+   * yet, and that a hard rule now forbids here beside the VMs this host runs or expects, is
+   * refused now, as a new intent would be. (One whose copy has begun completes; the rule then
+   * holds from the next placement on.) Returns how many were refused.
+   */
+  recheckIncoming (why: string): number {
+    const s = this.s
+    const rules = this.rules()
+    let n = 0
+    // Oldest first: the earlier placement stands, a later one that it and the rule exclude goes.
+    const incoming = this.liveIn().sort((a, b) => a.createdTick - b.createdTick || (a.id < b.id ? -1 : 1))
+    const placement = new Map<VmId, HostId>()
+    for (const v of this.localVms) placement.set(v.id, s.self)
+    for (const r of incoming) if (r.state === 'switching') placement.set(r.vm, s.self)
+    for (const r of incoming) {
+      if (r.state === 'switching') continue
+      placement.delete(r.vm)
+      if (hardAllows(rules, placement, r.vm, s.self)) { placement.set(r.vm, s.self); continue }
+      n++
+      if (r.state === 'proposed' || r.state === 'reserved') {
+        this.counts.refused++
+        this.becomeAborted(r, why)
+        this.send(r.source, abortedBody(r))
+      } else {
+        // An incoming copy exists (preparing, copying): aborted the way an expired lease is, from
+        // a fresh query, so that a guest that already runs here is never killed (R2).
+        this.ruleAbort.set(r.id, why)
+      }
+    }
+    return n
+  }
+
+  /** Incoming migrations a newly agreed hard rule forbids, with the reason: aborted at the next tick (tick()). */
+  private readonly ruleAbort = new Map<string, string>()
   isMoving (vm: VmId): boolean { return this.live().some(r => r.vm === vm) }
   /** Disk copies (migrations with storage) this host takes part in now, either role. */
   diskCopies (): number { return this.live().filter(r => r.storage === true).length }
@@ -914,8 +951,10 @@ export class MigrationMachine {
         this.becomeCommitted(r)
         this.send(r.source, { type: 'migrationCommitted', id: r.id })
       } else if (!this.fencedAfterSwitch(r)) {
-        this.abortTarget(r, q, q.presence === 'absent' ? 'no incoming copy here' : 'lease expired or restarted before the guest ran here')
+        const byRule = this.ruleAbort.get(r.id)
+        this.abortTarget(r, q, byRule ?? (q.presence === 'absent' ? 'no incoming copy here' : 'lease expired or restarted before the guest ran here'))
       }
+      this.ruleAbort.delete(r.id)
       return
     }
     switch (r.state) {
@@ -960,6 +999,7 @@ export class MigrationMachine {
 
   /** The earliest tick at which tick() may act: a record's due tick, or the tick after a target's lease runs out. */
   nextDue (): number {
+    if (this.ruleAbort.size > 0) return this.s.now + 1
     let due = Infinity
     for (const r of this.recs.values()) {
       if (r.role === 'target' && !TERMINAL_STATES.has(r.state) && r.state !== 'switching') due = Math.min(due, r.leaseExpiresTick + 1)
@@ -972,6 +1012,12 @@ export class MigrationMachine {
   tick (): void {
     const s = this.s
     for (const r of this.recs.values()) {
+      if (this.ruleAbort.has(r.id) && (TERMINAL_STATES.has(r.state) || r.state === 'switching')) this.ruleAbort.delete(r.id)
+      if (r.role === 'target' && this.ruleAbort.has(r.id) && !this.busy.has(r.id) && !this.recovering.has(r.id)) {
+        this.recovering.add(r.id)
+        this.command({ kind: 'query', mig: r.id, vm: r.vm })
+        continue
+      }
       if (r.role === 'target' && !TERMINAL_STATES.has(r.state) && r.state !== 'switching' && s.now > r.leaseExpiresTick && !this.busy.has(r.id) && !this.recovering.has(r.id)) {
         s.emit({ kind: 'migration-lease', host: r.source, text: `migration ${r.id}: lease expired` })
         this.recovering.add(r.id)
