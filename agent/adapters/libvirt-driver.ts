@@ -640,8 +640,14 @@ interface SyncEvents {
   stop (): void
 }
 
-/** A downtime limit that any stop-and-copy fits, ms (QEMU accepts up to 2000 s). */
-const CAP_DOWNTIME_MS = 600_000
+/**
+ * The downtime limit raised at the dirty-sync cap, ms: at the link's rate it lets QEMU complete
+ * at that sync whatever a guest dirtied in one round (5 s at 128 MiB/s is 640 MiB). Bounded: a
+ * limit of minutes would, should the link slow down after the raise, make the rest of the copy
+ * one long stop-and-copy with the guest paused throughout; with the bound the copy goes on in
+ * rounds, and a sync past the cap cancels it (the guest stays on the source).
+ */
+const CAP_DOWNTIME_MS = 5_000
 
 /** An event line of `virsh event --event migration-iteration`: the sync number, or null. */
 export function parseIterationEvent (line: string): number | null {
