@@ -7,7 +7,7 @@ import type {
 } from '../core/index.js'
 import type { MigratingDriver } from '../ports/migrating-driver.js'
 import type { HypervisorDriver, VmSpec } from '../ports/hypervisor-driver.js'
-import { errorCode } from '../lib/errors.js'
+import { DriverError, errorCode } from '../lib/errors.js'
 
 export interface DriverExecutorInit {
   /** Address (host) the incoming migrations listen on; the port is chosen per migration. */
@@ -144,7 +144,16 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
     case 'cancel': await q.cancel(c.vm, signal); return { ok: true, kind: 'cancel' }
     case 'stopSource': await q.killIfNotRunning(c.vm, signal); return { ok: true, kind: 'stopSource' }
     case 'resume': await q.resume(c.vm, signal); return { ok: true, kind: 'resume' }
-    case 'killIncoming': await q.killIfNotRunning(c.vm, signal); return { ok: true, kind: 'killIncoming' }
+    case 'killIncoming': {
+      // A copy paused by a migration, with no incoming job left, is one whose transfer completed
+      // here (libvirt resumes it when its finish phase ends): it may hold the guest's newest state,
+      // and the source's copy may already be gone. An agent restarted in that window must not
+      // kill it; refused, the machine asks again (onKillResult) and commits once it runs.
+      const d = await q.describe(c.vm, signal)
+      if (d !== null && d.runStatus === 'postmigrate') throw new DriverError('VM_RUNNING', `vm ${c.vm}: paused by a completed incoming migration; it may hold the guest's newest state, not killing it`)
+      await q.killIfNotRunning(c.vm, signal)
+      return { ok: true, kind: 'killIncoming' }
+    }
   }
 }
 
