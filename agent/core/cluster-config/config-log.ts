@@ -19,16 +19,21 @@
  *   every higher ballot proposes that same value.
  *
  * Why two sides of a partition can never both hold a majority during a change (what the agents'
- * quorum needs, ../ha/quorum.ts): a change adds or removes at most one member (the runtime
- * refuses a change that touches more; see agent/runtime/cluster-config.ts). With members M and
- * M' = M ± one host, any majority of M and any majority of M' share a host (|M| + |M'| counts
- * that host twice at most once over the sum of the two majorities: ⌊|M|/2⌋+1 + ⌊|M'|/2⌋+1 > max).
- * Only adjacent versions can be in use at once: version N+1 needs a majority of N's members to
- * hold N (acceptors take part only at their own latest version), so a host still at N-1 cannot
- * find a majority of N-1's members at N-1 once N+1 is decided (that majority and the majority
- * that holds N share a host, and that host is at one version only). The agents count towards a
- * quorum only peers at their own version (`sameVersion`), so a quorum at N and a quorum at N+1
- * would share a host that is at both versions at once: impossible.
+ * quorums need: ../ha/quorum.ts, the VIP module):
+ * 1. A change adds or removes at most one member (the runtime makes no other change: see
+ *    agent/runtime/cluster-config.ts). With members M and M' = M ± one host, any majority of M
+ *    and any majority of M' share a host: the two majorities hold more than |M ∪ M'| hosts.
+ * 2. A host never counts towards its quorum a member that acts on a newer version than its own
+ *    (CoreState.countable; each frame carries its sender's version). A host x acting on version
+ *    a and holding a quorum therefore sees a majority of C_a (the members of a) at versions <= a.
+ * 3. Versions only grow at a host, and version b is decided only once a majority of C_(b-1)
+ *    accepted it at version b-1 (acceptors take part only at their own latest version). So once
+ *    some version b >= a+2 exists, a majority of C_(a+1) acts on versions >= a+1.
+ * 4. By 1, that majority and x's majority of C_a share a host, which would act on a version both
+ *    <= a and >= a+1: impossible. So two hosts holding quorums act on versions at most one apart,
+ *    and by 1 their majorities share a host: a host present on both sides of a partition.
+ * The simulator checks this after every tick (S6, agent/sim/checkers.ts): with rule 2 removed it
+ * finds split majorities (test/sim/cluster-config.test.ts).
  *
  * Catch-up: every `announceTicks` an agent tells `announceFanout` members its version and hash;
  * a member that is behind fetches the missing versions, a member that is ahead sends them. A
