@@ -20,6 +20,7 @@
  */
 import { createHash } from 'node:crypto'
 import type { AgentConfig } from './config.js'
+import { canonicalDocJson } from './core/index.js'
 
 export interface ClusterSetting {
   /** Configuration path, e.g. "ha.timing". */
@@ -32,15 +33,8 @@ export interface ClusterSetting {
 
 const DOMAIN = 'starling/settings/v1\n'
 
-/** JSON with object keys sorted at every level (arrays keep their order). */
-export function canonicalJson (v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
-  if (typeof v === 'object' && v !== null) {
-    const o = v as Record<string, unknown>
-    return `{${Object.keys(o).filter(k => o[k] !== undefined).sort().map(k => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`
-  }
-  return JSON.stringify(v) ?? 'null'
-}
+/** JSON with object keys sorted at every level (arrays keep their order): the core's, one text per value. */
+export const canonicalJson = canonicalDocJson
 
 function digest (field: string, value: unknown): Uint8Array {
   return createHash('sha256').update(DOMAIN).update(field).update('\n').update(canonicalJson(value)).digest()
