@@ -40,7 +40,7 @@ import { ReplicaManager, type ReplicaCoreOptions } from './replica/replica-manag
 import type { ReplicaRecord } from './replica/replica-types.js'
 import { ConfigLog, defaultConfigLogOptions } from './cluster-config/config-log.js'
 import type { ConfigEntry, ConfigLogOptions, ConfigOutcome, HashFn, RestoredConfigLog } from './cluster-config/config-log.js'
-import { parseClusterDoc, type ClusterDoc } from './cluster-config/cluster-doc.js'
+import { parseClusterDoc, resolveRuleHosts, type ClusterDoc } from './cluster-config/cluster-doc.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -143,7 +143,9 @@ export class AgentCore {
     this.prober = new Prober(s)
     this.antiEntropy = new AntiEntropy(s, opts.seeds, this.reports)
     this.nextSnapshotTick = config.memberSnapshotIntervalTicks
-    const migCfg = validateMigrationConfig(opts.migration ?? defaultMigrationConfig())
+    const fileCfg = validateMigrationConfig(opts.migration ?? defaultMigrationConfig())
+    // Rules name hosts; the decision code compares host ids (the members known at start-up).
+    const migCfg = { ...fileCfg, rules: resolveRuleHosts(fileCfg.rules, [{ name: opts.name, publicKey: opts.self }, ...opts.seeds.map(x => ({ name: x.name, publicKey: x.id }))]) }
     if (migCfg.rules.vmVm.length + migCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(migCfg.rules)
     this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
     this.replicas = opts.replicas === undefined || opts.replicas.params.mode === 'off' && opts.replicas.restored.length === 0 && opts.replicas.stateless.length === 0
@@ -151,7 +153,7 @@ export class AgentCore {
       : new ReplicaManager(s, this.mig, opts.replicas)
     this.scheduler = new Scheduler(s, this.mig, this.replicas)
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
-    this.ha = opts.ha === undefined ? null : new HaBridge(s, opts.ha, s.prng.fork(11), this.vip, migCfg.memOvercommitRatio)
+    this.ha = opts.ha === undefined ? null : new HaBridge(s, { rules: migCfg.rules, ...opts.ha }, s.prng.fork(11), this.vip, migCfg.memOvercommitRatio)
     if (this.ha !== null) {
       // A protected VM's claim moves with its migration: the handover (agent/core/ha/index.ts).
       const ha = this.ha
@@ -195,12 +197,15 @@ export class AgentCore {
       s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
     }
     const rulesBefore = this.mig.cfg.rules
-    this.mig.cfg = { ...this.mig.cfg, rules: doc.rules, automation: doc.automation }
-    if (rulesHash(rulesBefore) !== rulesHash(doc.rules)) this.mig.recheckIncoming(`a hard rule agreed at configuration version ${e.version} forbids it here`)
+    const rules = resolveRuleHosts(doc.rules, doc.members)
+    this.mig.cfg = { ...this.mig.cfg, rules, automation: doc.automation }
+    if (rulesHash(rulesBefore) !== rulesHash(rules)) this.mig.recheckIncoming(`a hard rule agreed at configuration version ${e.version} forbids it here`)
+    // HA restarts honour the same rules as placements and migrations.
+    this.ha?.setRules(rules)
     // Majorities move with the member list (one member per version: config-log.ts).
     this.ha?.setMembers(e.members)
     this.vip?.setMembers(e.members)
-    s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
+    s.rulesHash = rules.vmVm.length + rules.vmHost.length > 0 ? rulesHash(rules) : ''
   }
 
   /** The cluster configuration this host holds, or null when it keeps none. */

@@ -87,3 +87,15 @@ export function parseClusterDoc (text: string): ClusterDoc | string {
   }
   return clusterDocProblem(doc) ?? doc
 }
+
+/**
+ * The rules as the decision code compares them: hosts are host ids (public keys) there, while an
+ * operator names them (`starling rules add vm-host affinity web1 host1,host2`). A VM-host rule's
+ * member names become their keys; a key, or a name no member has, stays as written (it matches
+ * no host, as a rule for a removed host should). VM-VM rules name VMs only.
+ */
+export function resolveRuleHosts (rules: RuleSet, members: ReadonlyArray<{ name: string, publicKey: HostId }>): RuleSet {
+  if (rules.vmHost.length === 0) return rules
+  const byName = new Map(members.map(m => [m.name, m.publicKey]))
+  return { vmVm: rules.vmVm, vmHost: rules.vmHost.map(r => ({ ...r, hosts: r.hosts.map(h => byName.get(h) ?? h) })) }
+}

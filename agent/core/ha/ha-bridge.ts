@@ -91,6 +91,15 @@ export class HaBridge {
           }
         : {}),
       ...(opts.rules !== undefined ? { rules: opts.rules } : {}),
+      // Where the VMs HA does not protect run (the members' latest reports), for VM-VM rules.
+      vmPlacement: () => {
+        const out = new Map<VmId, HostId>()
+        for (const mb of s.members.byId.values()) {
+          if (mb.state !== 'alive' && mb.id !== s.self) continue
+          for (const v of mb.report?.vms ?? []) if (!this.protectedVms.has(v.id)) out.set(v.id, mb.id)
+        }
+        return out
+      },
       ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
       ...(opts.running !== undefined ? { running: opts.running } : {})
     })
@@ -112,6 +121,9 @@ export class HaBridge {
     this.lastMembers = ''
     this.mgr.setMembers(specs)
   }
+
+  /** The agreed placement rules (cluster-config), host ids resolved: restarts honour them from now on. */
+  setRules (rules: RuleSet): void { this.mgr.setRules(rules) }
 
   /** An HA frame from `from` (the authenticated sender). */
   onMessage (from: HostId, b: HaBody): void { this.syncMembers(); this.mgr.step({ type: 'haMessage', from, message: b }) }

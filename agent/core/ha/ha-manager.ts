@@ -12,6 +12,7 @@ import type { CoreEvent } from '../events.js'
 import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import { NO_RULES, type RuleSet } from '../../../policies/types.js'
+import { hardAllows } from '../../../policies/rules.js'
 import { type HaConfig, type HaMemberSpec, type HaVmSpec, validateHaConfig, validateHaInventory } from './ha-config.js'
 import { FenceClock, watchdogAllows } from './fencing.js'
 import { LeaseTable, evaluateQuorum, majority, type QuorumView } from './quorum.js'
@@ -40,6 +41,8 @@ export interface HaManagerInit {
    * the overcommit ratio (migration.memOvercommitRatio), from its latest load report. @default none
    */
   memOverMiB?: (host: HostId) => number
+  /** Where the VMs that HA does not protect run (VM-VM rules may name them). @default none known */
+  vmPlacement?: () => ReadonlyMap<VmId, HostId>
 }
 
 interface Vm {
@@ -129,7 +132,8 @@ export class HaManager {
   private removed = false
   /** Members removed by an agreed configuration (setMembers). */
   private readonly former = new Set<HostId>()
-  private readonly rules: RuleSet
+  private rules: RuleSet
+  private readonly vmPlacement: () => ReadonlyMap<VmId, HostId>
   private readonly prng: Prng
   private readonly vms = new Map<VmId, Vm>()
   private readonly states = new Map<HostId, MemberState>()
@@ -170,6 +174,7 @@ export class HaManager {
     for (const m of init.members) this.specs.set(m.id, m)
     this.quorumSize = majority(this.ids.length)
     this.rules = init.rules ?? NO_RULES
+    this.vmPlacement = init.vmPlacement ?? (() => new Map())
     this.prng = init.prng
     this.life = init.life
     this.memOver = init.memOverMiB ?? (() => 0)
@@ -279,6 +284,13 @@ export class HaManager {
     this.q = this.quorum()
     this.event('ha-members', `HA counts ${this.ids.length} members now (a majority is ${this.quorumSize})`)
   }
+
+  /**
+   * The agreed placement rules changed (cluster-config). Restarts are assigned and claimed under
+   * the new rules from now on; a VM that runs already is not moved by HA (the migration machine
+   * and the scheduler act on rules for running VMs).
+   */
+  setRules (rules: RuleSet): void { this.rules = rules }
 
   /** A member or a former member (removed, but what it ran may still need taking over). */
   private known (id: HostId): boolean { return this.specs.has(id) || this.former.has(id) }
@@ -931,7 +943,7 @@ export class HaManager {
     }
     if (orphans.length === 0) return
     const orphanSet = new Set(orphans.map(o => o.id))
-    const placement = new Map<VmId, HostId>()
+    const placement = new Map<VmId, HostId>(this.vmPlacement())
     const used = new Map<HostId, { cpu: number, mem: number }>()
     for (const v of this.vms.values()) {
       const s = v.standing
@@ -963,7 +975,8 @@ export class HaManager {
       // while any eligible host tries (the majority grants at most one).
       const stuck = this.now - v.orphanSince >= 3 * this.config.claimTimeoutTicks
       if ((host !== this.self && !stuck) || inFlight >= this.config.maxClaimsInFlight) continue
-      if (v.role !== 'idle' || this.now < v.backoffUntil || !this.fitsHere(v)) continue
+      // A hard rule holds for a stuck VM's claim too (any eligible host may try it then).
+      if (v.role !== 'idle' || this.now < v.backoffUntil || !this.fitsHere(v) || !hardAllows(this.rules, placement, vm, this.self)) continue
       this.becomeClaiming(v, false)
       inFlight++
     }
