@@ -328,7 +328,12 @@ function encBody (b: Body): [string, Pb] {
       }]
     case 'reservationGranted': return ['reservationGranted', { id: encStr(b.id, 'body.id', true), leaseTicks: encCount(b.leaseTicks, 'body.leaseTicks') }]
     case 'reservationRefused': return ['reservationRefused', { id: encStr(b.id, 'body.id', true), reason: encLong(b.reason, 'body.reason') }]
-    case 'incomingReady': return ['incomingReady', { id: encStr(b.id, 'body.id', true), uri: encStr(b.uri, 'body.uri', true), ...(b.nbd !== undefined && b.nbd !== '' ? { nbd: encStr(b.nbd, 'body.nbd', true) } : {}) }]
+    // The target's address and disk export may name image paths (a libvirt target with storage
+    // lists where it created each disk): long texts.
+    case 'incomingReady': {
+      if (typeof b.uri === 'string' && b.uri.length === 0) throw new WireEncodeError('body.uri: empty')
+      return ['incomingReady', { id: encStr(b.id, 'body.id', true), uri: encLong(b.uri, 'body.uri'), ...(b.nbd !== undefined && b.nbd !== '' ? { nbd: encLong(b.nbd, 'body.nbd') } : {}) }]
+    }
     case 'migrationProgress':
       return ['migrationProgress', {
         id: encStr(b.id, 'body.id', true), status: encStr(b.status, 'body.status', false),
@@ -652,8 +657,10 @@ class Decoder {
       case 'reservationGranted': return { type: 'reservationGranted', id: this.str(v['id'], 'body.id', true), leaseTicks: this.u32(v['leaseTicks'], 'body.leaseTicks') }
       case 'reservationRefused': return { type: 'reservationRefused', id: this.str(v['id'], 'body.id', true), reason: this.long(v['reason'], 'body.reason') }
       case 'incomingReady': {
-        const nbd = typeof v['nbd'] === 'string' && v['nbd'] !== '' ? this.str(v['nbd'], 'body.nbd', true) : undefined
-        return { type: 'incomingReady', id: this.str(v['id'], 'body.id', true), uri: this.str(v['uri'], 'body.uri', true), ...(nbd !== undefined ? { nbd } : {}) }
+        const nbd = typeof v['nbd'] === 'string' && v['nbd'] !== '' ? this.long(v['nbd'], 'body.nbd') : undefined
+        const uri = this.long(v['uri'], 'body.uri')
+        if (uri === '') throw new Reject('missing_field', 'body.uri')
+        return { type: 'incomingReady', id: this.str(v['id'], 'body.id', true), uri, ...(nbd !== undefined ? { nbd } : {}) }
       }
       case 'migrationProgress': return {
         type: 'migrationProgress', id: this.str(v['id'], 'body.id', true), status: this.str(v['status'], 'body.status', false),

@@ -46,6 +46,7 @@ export interface RuntimeInit {
 }
 
 export interface WireCodec {
+  /** Throws when the wire cannot carry `env` (a field past its limit): the runtime drops that frame. */
   encode: (env: Envelope) => Uint8Array
   /** Never throws; rejects a frame whose sender is not `from` (the authenticated connection key). */
   decode: (frame: Uint8Array, from: HostId) => { ok: true, envelope: Envelope } | { ok: false, reason: string }
@@ -297,7 +298,17 @@ export class Runtime {
       if (this.c.exitAtStep !== undefined) this.maybeExit(rd)
     }
     for (const out of rd.send) {
-      const frame = this.c.codec.encode(out.envelope)
+      let frame: Uint8Array
+      try {
+        frame = this.c.codec.encode(out.envelope)
+      } catch (err) {
+        // A message the wire cannot carry (a field past its limit) is dropped, not fatal: its
+        // peer sees no answer and the protocol's timeouts resolve it; a crash would repeat at
+        // every restart.
+        this.stats.framesSendFailed++
+        this.log.error(`cannot send ${out.envelope.body.type}: ${err instanceof Error ? err.message : String(err)}`, { to: out.to.slice(0, 8) })
+        continue
+      }
       const t = out.envelope.body.type
       const dgram = this.init.probeDatagrams === true && (t === 'ping' || t === 'ack' || t === 'nack' || t === 'pingReq') &&
         this.c.transport.sendDatagram?.(out.to, frame) === true

@@ -12,6 +12,8 @@ const bodies: MigrationBody[] = [
   { type: 'reservationGranted', id: 'abcd-1-1', leaseTicks: 100 },
   { type: 'reservationRefused', id: 'abcd-1-1', reason: 'hard rule: anti-affinity a,b shares a host' },
   { type: 'incomingReady', id: 'abcd-1-1', uri: 'tcp:127.0.0.1:4444' },
+  // A libvirt target with storage names its image paths in the address: longer than a short string.
+  { type: 'incomingReady', id: 'abcd-1-1', uri: 'libvirt-p2p:?dest=qemu%2Btcp%3A%2F%2F10.0.0.2%2Fsystem&disks=' + encodeURIComponent(JSON.stringify([{ from: '/var/lib/libvirt/images/' + 'd'.repeat(200) + '.qcow2', to: '/srv/images/vm1/' + 'd'.repeat(200) + '.qcow2' }])), nbd: 'libvirt:copy-storage-all' },
   { type: 'migrationProgress', id: 'abcd-1-1', status: 'active', transferredBytes: 2 ** 40, remainingBytes: 12345 },
   { type: 'transferCompleted', id: 'abcd-1-1' },
   { type: 'migrationCommitted', id: 'abcd-1-1' },
@@ -42,6 +44,13 @@ t.test('a truncated migration frame is rejected, not thrown', t => {
       t.type(r.reason, 'string')
     }
   }
+  t.end()
+})
+
+t.test('incomingReady: an empty address is refused both ways, one past the long limit by the encoder', t => {
+  t.throws(() => encodeEnvelope(env({ type: 'incomingReady', id: 'a-1-1', uri: '' })), { name: 'WireEncodeError', message: /body\.uri/ })
+  t.throws(() => encodeEnvelope(env({ type: 'incomingReady', id: 'a-1-1', uri: 'x'.repeat(8193) })), { name: 'WireEncodeError', message: /body\.uri: longer than 8192/ })
+  t.throws(() => encodeEnvelope(env({ type: 'incomingReady', id: 'a-1-1', uri: 'tcp:h:1', nbd: 'x'.repeat(8193) })), { name: 'WireEncodeError', message: /body\.nbd/ })
   t.end()
 })
 

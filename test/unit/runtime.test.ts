@@ -222,3 +222,20 @@ t.test('after a late wake-up, queued probe answers reach the core before the rep
   t.ok(after.slice(0, gossip).filter(s => s === 'tick').length >= 10, 'the other input came after the replayed ticks, as before')
   t.equal(runtime.stats.probeAnswersFirst, 2, 'both counted')
 })
+
+t.test('a message the wire cannot carry is dropped and counted; the loop goes on', async t => {
+  // The real codec, refusing every other frame as a field past its limit would be.
+  const { log, runtime, store } = setup()
+  let n = 0
+  const codec = (runtime as unknown as { c: { codec: { encode: (e: Parameters<typeof encodeEnvelope>[0]) => Uint8Array } } }).c.codec
+  codec.encode = e => { if (n++ % 2 === 0) encodeEnvelope({ ...e, body: { type: 'incomingReady', id: 'a-1-1', uri: '' } }); return encodeEnvelope(e) }
+  await store.open()
+  await runtime.start()
+  await sleep(500)
+  const ticks = runtime.stats.ticks
+  await runtime.stop()
+  t.ok(runtime.stats.framesSendFailed >= 2, `frames that could not be encoded were counted (${runtime.stats.framesSendFailed})`)
+  t.ok(log.filter(l => l.startsWith('send')).length >= 2, 'the others were sent')
+  t.ok(ticks >= 30, `the loop kept running (${ticks} ticks in 500 ms)`)
+  t.equal(process.exitCode ?? 0, 0, 'no exit was asked for')
+})
