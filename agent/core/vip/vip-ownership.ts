@@ -308,7 +308,10 @@ export class VipOwnership {
     for (const h of this.members) {
       if (next.has(h)) continue
       this.states.delete(h)
-      this.deadSince.delete(h)
+      // A removed member counts as dead from now on, so that what it owned can be taken over
+      // (membership no longer reports on it). The taker still waits out the lease of the removed
+      // owner's last renewal ("Leases" above): safety rests on that wait, not on this date.
+      if (!this.deadSince.has(h)) this.deadSince.set(h, this.now)
       for (const v of this.vips.values()) v.grants.delete(h)
     }
     this.members = [...members]
