@@ -10,8 +10,10 @@
  * probed upwards (`probeFactor`).
  * The capacity is served class by class, highest first, and inside a class by weighted max-min
  * fairness (water-filling): the important VMs keep their demand, the batch VMs absorb the
- * shortfall. The allotments become CFS weights in proportion (CFS gives each busy VM its weight's
- * share, and what a VM leaves unused goes to the others, so nothing is wasted when demand falls).
+ * shortfall. The allotments become CFS weights in two bands (contendedWeights): the VMs served in
+ * full far above those that absorb the shortfall, each band in proportion to the allotments (CFS
+ * gives each busy VM its weight's share, and what a VM leaves unused goes to the others, so
+ * nothing is wasted when demand falls).
  *
  * `resolved` says whether the split serves every VM of the classes that must be served
  * (`guaranteedClass` and above): if so, the host's contention is handled inside it and it is not
@@ -109,6 +111,44 @@ function waterFill (items: ReadonlyArray<{ id: string, demand: number, weight: n
   return out
 }
 
+/** Weights of the VMs served in full lie in [SERVED_MIN_WEIGHT, 10000]... */
+export const SERVED_MIN_WEIGHT = 1000
+/** ...those that absorb the shortfall in [1, ABSORBER_MAX_WEIGHT]: a served VM outweighs any absorber 50 to 1. */
+export const ABSORBER_MAX_WEIGHT = 20
+
+/**
+ * The CFS weights of a contended host. Weights proportional to the allotments would serve each
+ * VM its allotment only while every VM is runnable all the time; a VM whose demand comes in bursts
+ * (it sleeps, wakes, wants a CPU at once: most real services) gets only its weight's share of the
+ * CPU during each burst, so a bursty high-class VM weighted 80:20 against a busy batch VM got
+ * about 95 % of its demand, less the busier the host. So the VMs are weighted in two bands: those
+ * served in full (allotment = demand, demand > 0) in the upper band, in proportion to their
+ * allotment with headroom; those that absorb the shortfall (allotment < demand) in the lower band,
+ * in proportion to their allotment among themselves. CFS being work-conserving, the absorbers
+ * still get everything the served VMs leave, which is their allotment. When nobody is served in
+ * full, nobody needs protecting: the weights are proportional to the allotments as they are.
+ */
+function contendedWeights (vms: readonly CpuVm[], demand: ReadonlyMap<string, number>, allotted: ReadonlyMap<string, number>, shareBase: number, p: CpuAllocParams): Map<string, number> {
+  const out = new Map<string, number>()
+  const clamp = (w: number, lo: number, hi: number): number => Math.round(Math.min(hi, Math.max(lo, w)))
+  const proportional = (a: number): number => 1000 * a * (1 + p.headroomFraction) / shareBase
+  const short = (id: string): boolean => (demand.get(id) as number) > (allotted.get(id) as number) + 1e-6
+  const served = vms.filter(v => !short(v.id) && (demand.get(v.id) as number) > 1e-9)
+  const absorbers = vms.filter(v => short(v.id))
+  if (served.length === 0) {
+    for (const v of vms) out.set(v.id, clamp(proportional(allotted.get(v.id) as number), 1, 10000))
+    return out
+  }
+  const topAbsorbed = Math.max(0, ...absorbers.map(v => allotted.get(v.id) as number))
+  for (const v of vms) {
+    const a = allotted.get(v.id) as number
+    if (short(v.id)) out.set(v.id, clamp(topAbsorbed <= 1e-9 ? 1 : ABSORBER_MAX_WEIGHT * a / topAbsorbed, 1, ABSORBER_MAX_WEIGHT))
+    // Served in full (or idle: it wants nothing now, and gets the upper band's floor when it wakes).
+    else out.set(v.id, clamp(10 * proportional(a), SERVED_MIN_WEIGHT, 10000))
+  }
+  return out
+}
+
 /** One allocation step over this host's VMs; `capacityCores` is what the VMs may use in all. */
 export function allocateCpu (capacityCores: number, vms: readonly CpuVm[], p: CpuAllocParams): CpuAllocation {
   const sorted = [...vms].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
@@ -134,13 +174,8 @@ export function allocateCpu (capacityCores: number, vms: readonly CpuVm[], p: Cp
     if (CLASS_ORDER.indexOf(v.qos) <= guaranteedUpTo) unserved += Math.max(0, (demand.get(v.id) as number) - (allotted.get(v.id) as number))
   }
   const shareBase = Math.max(capacityCores, 1e-6)
-  const out: CpuAllotment[] = sorted.map(v => {
-    const a = allotted.get(v.id) as number
-    // Weight in proportion to the allotment with headroom (1000 = the whole capacity), at least 1
-    // (cgroups v2's minimum): under contention CFS then gives each busy VM its allotment.
-    const w = Math.round(Math.min(10000, Math.max(1, 1000 * a * (1 + p.headroomFraction) / shareBase)))
-    return { id: v.id, demandCores: demand.get(v.id) as number, allottedCores: a, weight: contended ? w : 100, quotaCores: v.capCores }
-  })
+  const weights = contended ? contendedWeights(sorted, demand, allotted, shareBase, p) : new Map(sorted.map(v => [v.id, 100]))
+  const out: CpuAllotment[] = sorted.map(v => ({ id: v.id, demandCores: demand.get(v.id) as number, allottedCores: allotted.get(v.id) as number, weight: weights.get(v.id) as number, quotaCores: v.capCores }))
   // Resolved means the allocation serves a guaranteed class: with none of them here, a contended
   // host has nobody the allocation protects, and its overload is relieved by moves as before.
   const guaranteed = sorted.some(v => CLASS_ORDER.indexOf(v.qos) <= guaranteedUpTo)

@@ -80,3 +80,26 @@ t.test('contended with no VM of a guaranteed class: not resolved (the host is re
   t.equal(r.unservedCores, 0, 'nothing of a guaranteed class goes unserved...')
   t.equal(r.resolved, false, '...but nobody is protected: the overload is not hidden')
 })
+
+t.test('weights in two bands: a VM served in full outweighs every absorber 50 to 1, so it is served during its bursts too', async t => {
+  // hi wants 0.8 of the core in bursts (runs flat out, then sleeps); two batch VMs take the rest.
+  const r = allocateCpu(1, [
+    vm('hi', { qos: 'high', vcpus: 1, usedCores: 0.75, waitCores: 0.05 }),
+    vm('b1', { qos: 'low', vcpus: 1, usedCores: 0.15, waitCores: 0.85, weight: 3 }),
+    vm('b2', { qos: 'low', vcpus: 1, usedCores: 0.05, waitCores: 0.95, weight: 1 })
+  ], P)
+  t.same(by(r), { b1: 0.15, b2: 0.05, hi: 0.8 })
+  const w = Object.fromEntries(r.vms.map(v => [v.id, v.weight]))
+  // Proportional weights (80:15:5) would give hi only 80 % of the CPU during a burst while both batch VMs run.
+  const burst = w.hi! / (w.hi! + w.b1! + w.b2!)
+  t.ok(burst >= 0.97, `during a burst hi gets ${burst.toFixed(3)} of the core (weights ${w.hi}:${w.b1}:${w.b2})`)
+  t.ok(w.hi! >= 50 * Math.max(w.b1!, w.b2!), 'the served band is 50 times the absorbers at least')
+  t.ok(Math.abs(w.b1! / w.b2! - 3) < 0.2, `the absorbers keep their proportions among themselves, 3:1 within rounding (${w.b1}:${w.b2})`)
+})
+
+t.test('weights: when nobody is served in full, they are the allotments in proportion', async t => {
+  const r = allocateCpu(2, [vm('a', { usedCores: 2, allottedCores: 1, weight: 3 }), vm('b', { usedCores: 2, allottedCores: 1, weight: 1 })], P)
+  const w = Object.fromEntries(r.vms.map(v => [v.id, v.weight]))
+  t.same(by(r), { a: 1.5, b: 0.5 })
+  t.equal(w.a! / w.b!, 3, `a:b = ${w.a}:${w.b}`)
+})
