@@ -16,7 +16,8 @@
  *    looked free in a stale view) is often gone, or wrong, at the next.
  * 3. The plan is carried out once its streak has held, at most `outSlots` moves, none for a
  *    VM already moving; a host with VMs on their way in (`receiving`) does not empty itself (it
- *    would send them on again).
+ *    would send them on again), nor does a host whose consolidation needs more than `outSlots`
+ *    moves (it would be left half emptied).
  *
  * Cool-down (guards.cooldownDecisions, counted in this host's decisions): a VM's clock starts at
  * the decision that proposes it (source side) or when this host admits it (`arrived`, target
@@ -82,6 +83,9 @@ export class HostDecider {
     this.under = reason === 'underload' ? this.under + 1 : 0
     if (reason === undefined || !conditionHeld(reason === 'overload' ? this.over : this.under, cfg.guards)) return []
     if (reason === 'underload' && inp.receiving) return []
+    // A consolidation is carried out whole or not at all: one that does not fit in the slots
+    // left would leave the host half emptied (the streak runs on; the slots free up).
+    if (reason === 'underload' && plan.length > inp.outSlots) return []
     const out: Move[] = []
     for (const mv of plan) {
       if (out.length >= inp.outSlots) break

@@ -38,6 +38,8 @@ export type { AutomationLevel, DriverCommand, DriverQueryResult, DriverResult, M
 export { AUTOMATION_LEVELS } from './migration/migration-state.js'
 export { admit } from './migration/reservation.js'
 export type { AdmissionInput } from './migration/reservation.js'
+export { judgeEvacuation, reservedWhole } from './migration/evacuation.js'
+export type { EvacuationAnswer, EvacuationVerdict } from './migration/evacuation.js'
 
 // Virtual IPs.
 export type { VipAddressEffect, VipCoreInput, VipCoreOptions, VipStatusReport } from './vip/vip-bridge.js'

@@ -62,6 +62,22 @@
  * Known window: a target that finds its incoming copy not yet running right after the source
  * completed re-checks a few times before killing it; if it kills it, the source resumes its paused
  * copy (R2): still exactly one running copy.
+ *
+ * Whole evacuations (evacuation.ts). A consolidation of several moves is started as one group
+ * (startGroup): each move has its own record, intent and reservation, and each record carries the
+ * group's id. A member whose target granted and prepared (IncomingReady) is held in 'reserved'
+ * instead of starting its copy; the copies start together once every member is held
+ * (judgeEvacuation: 'start'). A member that is refused, fails or times out before that aborts,
+ * and its abort withdraws the group: every other member still before its copy aborts too and
+ * tells its target (MigrationAborted, which releases the target's reservation and kills an
+ * incoming VM it prepared). The wait is bounded: a held member gives up at the group's deadline
+ * (the query budget plus the grant wait, counted from the group's start), or before its grant's
+ * lease would run out at its target, whichever comes first; a target whose source
+ * went silent drops its grant at lease expiry as for any migration (a held member sends no
+ * progress, so nothing renews the lease). A restart aborts every member before its copy (as for
+ * any record in proposed or reserved), so the group is withdrawn then too; the copies of a group
+ * start in one input, so they are journaled copying in one batch. What the group cannot promise:
+ * a copy that fails after the start (the hypervisor decides) leaves its VM on the source.
  */
 import { assert } from '../assert.js'
 import type { CoreState } from '../state.js'
@@ -77,6 +93,7 @@ import type {
 } from './migration-state.js'
 import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
 import { planDiskCopy } from './disk-copy.js'
+import { judgeEvacuation, type EvacuationAnswer } from './evacuation.js'
 import type { RuleSet } from '../../../policies/types.js'
 import { hardAllows } from '../../../policies/rules.js'
 
@@ -137,6 +154,13 @@ export class MigrationMachine {
   private readonly awaitingGrant = new Map<string, number>()
   /** Target records whose incoming copy HA destroyed with a fence. */
   private readonly fencedIn = new Set<string>()
+  /** Source records of a whole evacuation whose target is ready: their copy waits for the group's start. */
+  private readonly heldForGroup = new Set<string>()
+  /** Whole evacuations whose copies started, and those withdrawn (see the module comment). */
+  private readonly groupsStarted = new Set<string>()
+  private readonly groupsWithdrawn = new Set<string>()
+  /** Counters of whole evacuations, for status() and the simulator. */
+  readonly groupCounts = { started: 0, withdrawn: 0 }
 
   draining = false
   /** Set by the replica manager (agent/core/replica): starting replicas reserve, hosted ones stand for their VM. */
@@ -215,10 +239,12 @@ export class MigrationMachine {
     this.counts.aborted++
     this.become(r, 'aborted', why)
     this.settle(r)
+    if (r.role === 'source' && r.group !== undefined) this.judgeGroup(r.group, `${r.vm}: ${why}`)
   }
 
   private settle (r: MigrationRecord): void {
     this.awaitingGrant.delete(r.id)
+    this.heldForGroup.delete(r.id)
     this.fencedIn.delete(r.id)
     if (this.handing.delete(r.id)) this.ha.handoverEnd(r.vm, r.state === 'committed' ? 'committed' : 'aborted')
     this.conv.delete(r.id)
@@ -344,7 +370,7 @@ export class MigrationMachine {
   // Source: starting a migration.
 
   /** Starts moving `vm` to `target`; returns the record (aborted at once with a reason when refused). */
-  start (vm: VmId, target: HostId, cause: string, storage: StorageWanted = 'auto'): MigrationRecord {
+  start (vm: VmId, target: HostId, cause: string, storage: StorageWanted = 'auto', group?: string): MigrationRecord {
     const s = this.s
     const id = `${s.self.slice(0, 8)}-${s.incarnation}-${this.nextSeq++}`
     const here = this.localVms.find(v => v.id === vm)
@@ -355,7 +381,8 @@ export class MigrationMachine {
       downtimeLimitMs: 0, timeoutMs: 0, progress: null, reason: '', durationTicks: 0
     }
     if (storage === 'yes') r.storageWanted = 'yes'
-    const refuse = this.refusal(vm, target, here)
+    if (group !== undefined) r.group = group
+    const refuse = group !== undefined && this.groupsWithdrawn.has(group) ? 'consolidation withdrawn before this move was proposed' : this.refusal(vm, target, here)
     this.supersedeOlder(vm)
     this.recs.set(id, r)
     this.counts.started++
@@ -370,6 +397,67 @@ export class MigrationMachine {
     // the budget of driver work; the wait for the target's grant starts when the intent goes out.
     this.due.set(id, s.now + this.cfg.prepareTimeoutTicks)
     return r
+  }
+
+  /**
+   * Starts a whole evacuation (evacuation.ts): one record per move, all in one group; the copies
+   * start only once every target granted and prepared, and any refusal withdraws them all. A move
+   * refused here at once (a limit, a rule) withdraws the group before any intent goes out; the
+   * moves after it are refused as withdrawn. Returns the records, in the order of `moves`.
+   */
+  startGroup (moves: ReadonlyArray<{ vm: VmId, to: HostId }>, cause: string): MigrationRecord[] {
+    const group = `${this.s.self.slice(0, 8)}-${this.s.incarnation}-${this.nextSeq}`
+    const out: MigrationRecord[] = []
+    for (const mv of moves) out.push(this.start(mv.vm, mv.to, cause, 'auto', group))
+    if (moves.length > 0) this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${group}: ${moves.length} moves reserved as a whole${this.groupsWithdrawn.has(group) ? ' (withdrawn at once)' : ''}` })
+    return out
+  }
+
+  /** The source records of group `g`. */
+  private groupMembers (g: string): MigrationRecord[] {
+    return [...this.recs.values()].filter(r => r.role === 'source' && r.group === g)
+  }
+
+  /**
+   * The tick at which held member `r` gives up waiting for the rest of its group: the group's
+   * deadline (its start plus the query budget and the grant wait), or earlier the end of the
+   * lease its target granted (counted here from the grant, so before the target's own count from
+   * its preparation): the source releases the grant itself rather than let it expire there.
+   */
+  private heldDeadline (r: MigrationRecord): number {
+    let first = this.s.now
+    for (const m of this.groupMembers(r.group ?? '')) first = Math.min(first, m.createdTick)
+    const group = first + this.cfg.prepareTimeoutTicks + this.cfg.intentTimeoutTicks
+    return r.leaseExpiresTick > 0 ? Math.min(group, r.leaseExpiresTick - 1) : group
+  }
+
+  /**
+   * Judges group `g` after one of its members changed (judgeEvacuation): starts the held copies
+   * when every member is held, withdraws every member not yet copying when one aborted.
+   */
+  private judgeGroup (g: string, why = ''): void {
+    if (this.groupsWithdrawn.has(g) || this.groupsStarted.has(g)) return
+    const members = this.groupMembers(g)
+    // A member past its reservation (after a restart, or an HA handover) means the copies began.
+    if (members.some(m => m.state !== 'proposed' && m.state !== 'reserved' && m.state !== 'aborted')) { this.groupsStarted.add(g); return }
+    const verdict = judgeEvacuation(members.map(evacuationAnswer))
+    if (verdict.kind === 'wait') return
+    if (verdict.kind === 'start') {
+      this.groupsStarted.add(g)
+      this.groupCounts.started++
+      this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g}: all ${members.length} targets granted; copies start` })
+      for (const m of members) if (this.heldForGroup.delete(m.id)) this.proceed(m)
+      return
+    }
+    this.groupsWithdrawn.add(g)
+    this.groupCounts.withdrawn++
+    this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g} withdrawn (${why}): the reservations granted are released` })
+    for (const m of members) {
+      if (TERMINAL_STATES.has(m.state)) continue
+      this.becomeAborted(m, `consolidation withdrawn: ${why}`)
+      // Released at the target (an intent went out once the spec was read).
+      if (m.spec !== null) this.send(m.target, { type: 'migrationAborted', id: m.id, reason: m.reason })
+    }
   }
 
   private refusal (vm: VmId, target: HostId, here: VmSummary | undefined): string | null {
@@ -503,6 +591,21 @@ export class MigrationMachine {
     if (r.state !== 'reserved' && r.state !== 'proposed') return
     r.uri = uri
     if (nbd !== undefined && nbd !== '') r.nbd = nbd
+    if (r.group !== undefined && !this.groupsStarted.has(r.group)) {
+      if (this.heldForGroup.has(id) || this.awaitingGrant.has(id)) return
+      // A whole evacuation: this target is ready; the copy waits for the others (judgeGroup).
+      if (r.state === 'proposed') this.becomeReserved(r)
+      this.heldForGroup.add(id)
+      this.due.set(id, Math.max(this.s.now + 1, this.heldDeadline(r)))
+      this.judgeGroup(r.group)
+      return
+    }
+    this.proceed(r)
+  }
+
+  /** Source, the target ready: the HA handover of a protected VM first, else the copy. */
+  private proceed (r: MigrationRecord): void {
+    const id = r.id
     if (this.ha.protects(r.vm) && !this.awaitingGrant.has(id)) {
       // The VM may run on the target only once a majority granted it the VM's claim.
       this.handing.add(id)
@@ -1046,6 +1149,12 @@ export class MigrationMachine {
     }
     switch (r.state) {
       case 'reserved':
+        if (this.heldForGroup.has(r.id)) {
+          if (s.now < this.heldDeadline(r)) { this.due.set(r.id, this.heldDeadline(r)); return }
+          this.becomeAborted(r, 'the other targets of the consolidation did not all grant in time')
+          this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+          return
+        }
         if (this.awaitingGrant.has(r.id)) {
           if (this.ha.handoverGranted(r.vm)) { this.startCopy(r); return }
           if (s.now - this.awaitingGrant.get(r.id)! < this.ha.timeoutTicks) { this.due.set(r.id, s.now + 1); return }
@@ -1069,6 +1178,7 @@ export class MigrationMachine {
 
   private forget (r: MigrationRecord): void {
     this.recs.delete(r.id)
+    if (r.group !== undefined && this.groupMembers(r.group).length === 0) { this.groupsStarted.delete(r.group); this.groupsWithdrawn.delete(r.group) }
     this.superseded.delete(r.id)
     this.due.delete(r.id)
     this.lastQuery.delete(r.id)
@@ -1086,6 +1196,12 @@ export class MigrationMachine {
     this.s.persist(KEY_DRAINING, on)
     this.s.emit({ kind: 'drain', host: this.s.self, text: `host ${this.s.name} ${on ? 'is draining' : 'stopped draining'}` })
   }
+}
+
+/** How a member of a whole evacuation stands (evacuation.ts): its target ready, refused (aborted), or not yet. */
+function evacuationAnswer (r: MigrationRecord): EvacuationAnswer {
+  if (r.state === 'aborted') return 'refused'
+  return r.state === 'reserved' && r.uri !== null ? 'granted' : 'pending'
 }
 
 /** The MigrationAborted a target sends from its record (it says when the guest may have run here). */

@@ -144,6 +144,11 @@ export interface MigrationRecord {
   diskPhase?: DiskPhase
   /** Source, with storage: the mirror's copy mode and why (disk-copy.ts). */
   diskCopyMode?: DiskCopyModeName
+  /**
+   * Source: the whole evacuation this move belongs to (evacuation.ts): the id of its first record,
+   * shared by every move of the group. Absent for moves reserved on their own.
+   */
+  group?: string
 }
 
 /** The VM as a driver command names it. */

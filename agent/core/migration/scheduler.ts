@@ -29,6 +29,7 @@ import type { MigrationRecord, StorageWanted } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
 import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
 import { clusterPlan, type ClusterPlan } from '../../../policies/cluster-plan.js'
+import { reservedWhole } from './evacuation.js'
 
 const HISTORY_MAX = 60
 /** Drain steps a target that refused a VM is left out of that VM's choices. */
@@ -237,6 +238,14 @@ export class Scheduler {
     const reliefs = rp === null
       ? moves.map(move => ({ kind: 'migrate' as const, move }))
       : chooseRelief(view, this.s.self, moves, vm => rp.replicable(vm), this.m.cfg.policy, rp.opts.params, rp.copies())
+    // A consolidation of several moves is reserved as a whole (evacuation.ts): all its copies
+    // start, or none and the decider gets the VMs' clocks back (noteRecords).
+    const migrations = reliefs.flatMap(rl => rl.kind === 'migrate' ? [rl.move] : [])
+    if (reservedWhole(migrations) && migrations.length === reliefs.length) {
+      const recs = this.m.startGroup(migrations.map(mv => ({ vm: mv.vm, to: mv.to })), 'underload')
+      for (const r of recs) if (r.state === 'aborted') { this.decider.cancelled(r.vm); this.noted.add(r.id) }
+      return
+    }
     for (const rl of reliefs) {
       if (rl.kind === 'replicate') {
         // The VM stays here: the decider gets its clock back, the replica takes half its requests.

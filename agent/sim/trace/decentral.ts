@@ -31,8 +31,8 @@
  * targets refuses, the reservations the others granted are released and none of its moves starts,
  * and the host tries again at its next decision; no host is left half emptied (with moves admitted
  * one by one, 40 % of the consolidations on 20110303 were, each a wasted migration or more). The
- * agent's migration protocol reserves per move today; the whole reservation is what it must do to
- * match. The source does not empty itself while VMs are on their way to it.
+ * agents' migration protocol does the same (migration-machine.ts startGroup), and both judge the
+ * group with agent/core/migration/evacuation.ts. The source does not empty itself while VMs are on their way to it.
  *
  * `checkAdmissions` re-derives capacity from the simulator's state after every step (not from
  * the admission's bookkeeping) and counts any breach in `Metrics.admissionViolations` (S3).
@@ -43,7 +43,7 @@
  * compares the two and bench/sim-gossip.md has the figures. Still a model: the admit() call is direct,
  * not the migration reservation exchange over the simulated network.
  */
-import { admit, Prng, seededPrng, type AdmissionInput, type HostSample } from '../../core/index.js'
+import { admit, judgeEvacuation, Prng, reservedWhole, seededPrng, type AdmissionInput, type EvacuationAnswer, type HostSample } from '../../core/index.js'
 import { HostDecider } from '../../../policies/decider.js'
 import type { PolicyConfig } from '../../../policies/plan.js'
 import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
@@ -212,6 +212,7 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
       if (stats !== undefined) stats.proposed += plan.length
       const consolidation = plan[0]?.reason === 'underload'
       const ok: Array<[number, number]> = []
+      const answers: EvacuationAnswer[] = []
       for (const m of plan) {
         const vm = s.vms[Number(m.vm)] as SimVm
         const tgt = Number(m.to)
@@ -219,14 +220,17 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
           { vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm), vcpus: 1 })
         if (!v.ok) {
           if (stats !== undefined) { const k = v.reason.split(/[:(0-9]/)[0]?.trim() ?? v.reason; stats.refused[k] = (stats.refused[k] ?? 0) + 1 }
+          answers.push('refused')
           continue
         }
+        answers.push('granted')
         ok.push([vm.id, tgt])
         ;(granted[tgt] as unknown[]).push({ vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm) })
         inFlight++
       }
-      if (consolidation && opt.wholeEvacuations && ok.length > 0 && ok.length < plan.length) {
-        // one target refused: the granted reservations of this evacuation are released, nothing starts
+      if (opt.wholeEvacuations && reservedWhole(plan) && ok.length > 0 && judgeEvacuation(answers).kind === 'withdraw') {
+        // one target refused: the granted reservations of this evacuation are released, nothing
+        // starts (judged as the agents' migration machine judges its groups)
         if (stats !== undefined) stats.withdrawnEvacuations = (stats.withdrawnEvacuations ?? 0) + 1
         for (const [vm, tgt] of ok) {
           const g = granted[tgt] as Array<{ vm: string }>
