@@ -72,7 +72,7 @@ t.test('cool-down: proposed VMs rest, a cancelled proposal gets its clock back, 
   t.end()
 })
 
-t.test('consolidation: held, not while VMs come in, within outSlots', t => {
+t.test('consolidation: held, not while VMs come in, whole or not at all within outSlots', t => {
   // a: 600 of 5320 (0.11 < 0.2); b: 3000 of 5320, room for both
   const idle = (): HostView => host('a', [vm('x', 'a', 300, 900), vm('y', 'a', 300, 900)])
   const busy = (): HostView => host('b', [vm('q', 'b', 3000)])
@@ -81,8 +81,11 @@ t.test('consolidation: held, not while VMs come in, within outSlots', t => {
   t.equal(d.underStreak, 1)
   t.same(step(d, [idle(), busy()], 'a', { receiving: true }).moves, [], 'VMs are on their way here: it does not empty itself')
   t.equal(d.underStreak, 2, 'the streak still counts')
-  const m = step(d, [idle(), busy()], 'a', { outSlots: 1 }).moves
-  t.same(m, [{ vm: 'x', from: 'a', to: 'b', reason: 'underload' }], 'at most outSlots moves')
+  t.same(step(d, [idle(), busy()], 'a', { outSlots: 1 }).moves, [], 'a consolidation of two moves with one slot free is not started (it would leave the host half emptied)')
+  t.equal(d.underStreak, 3, 'the streak still counts')
+  const m = step(d, [idle(), busy()], 'a', { outSlots: 2 }).moves
+  t.same(m.map(x => x.vm).sort(), ['x', 'y'], 'the whole consolidation once the slots are free')
+  t.ok(m.every(x => x.reason === 'underload' && x.to === 'b'), 'both to b')
   t.end()
 })
 
