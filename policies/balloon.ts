@@ -17,6 +17,14 @@
  * 3. When the host is below its target by more than the band, the room is handed back to the
  *    guests under their maximum, in proportion to their shares.
  *
+ * Host memory pressure (PSI, /proc/pressure/memory "some" avg10, passed in as data): when it has
+ * stayed above `hostPressurePercent` for `hostPressureSamples` samples in a row, the host is short
+ * of memory whatever its use says (its budget is wrong, its own processes grew, its page cache
+ * thrashes): each such step reclaims one more step (`shrinkStepMiBMin`) from the guests on top
+ * of any excess over the target, and gives nothing back. What the guests cannot give is unmet:
+ * the host is stressed like an overloaded CPU, and the agents move a VM away. The streak is
+ * carried from step to step by the caller (`pressureStreak` in, `hostPressureStreak` out).
+ *
  * Anti-oscillation: a guest grows when its free memory falls under its floor and then holds
  * `growToFactor` times it; it is shrunk only down to `shrinkToFactor` times its floor (between
  * the two nothing happens); the host acts only outside target +- band and lands on the target;
@@ -50,6 +58,10 @@ export interface BalloonParams {
   deadbandMiB: number
   /** Guest statistics older than this are stale: the guest is never shrunk, s. @default 5 */
   statsStaleAfterS: number
+  /** Host memory pressure (PSI "some" avg10, percent of time some task stalled on memory) above which the host counts as short of memory. (0, 100]. @default 20 */
+  hostPressurePercent: number
+  /** ...once it has stayed above it this many samples in a row (avg10 is already a 10-s average). Integer >= 1. @default 3 */
+  hostPressureSamples: number
 }
 
 export function defaultBalloonParams (): BalloonParams {
@@ -63,7 +75,9 @@ export function defaultBalloonParams (): BalloonParams {
     growToFactor: 2,
     shrinkToFactor: 1.5,
     deadbandMiB: 8,
-    statsStaleAfterS: 5
+    statsStaleAfterS: 5,
+    hostPressurePercent: 20,
+    hostPressureSamples: 3
   }
 }
 
@@ -84,6 +98,9 @@ export function validateBalloonParams (p: BalloonParams): BalloonParams {
   range('growToFactor', 1, 100)
   range('deadbandMiB', 0, 1 << 20)
   range('statsStaleAfterS', 0, 86400, true)
+  range('hostPressurePercent', 0, 100, true)
+  range('hostPressureSamples', 1, 10000)
+  if (!Number.isInteger(p.hostPressureSamples)) throw new ConfigError(`hostPressureSamples must be a whole number of samples (got ${p.hostPressureSamples})`, 'hostPressureSamples')
   if (p.growToFactor <= p.shrinkToFactor) throw new ConfigError(`growToFactor (${p.growToFactor}) must be greater than shrinkToFactor (${p.shrinkToFactor}), or guests oscillate`, 'growToFactor')
   return p
 }
@@ -114,6 +131,10 @@ export interface BalloonHost {
   totalMiB: number
   /** Memory in use now, MiB (MemTotal - MemAvailable, or the sum of the guests' balloons). */
   usedMiB: number
+  /** The host's memory pressure now: /proc/pressure/memory "some" avg10, percent; null or absent without PSI. */
+  pressureSome10?: number | null
+  /** Samples in a row the pressure was above the threshold before this one (the last decision's hostPressureStreak); absent = 0. */
+  pressureStreak?: number
 }
 
 export type BalloonReason =
@@ -150,6 +171,12 @@ export interface BalloonDecision {
   unmetMiB: number
   /** Guests under pressure this step. */
   pressured: string[]
+  /** Samples in a row (this one included) the host's pressure was above hostPressurePercent; 0 when it is not (or unknown). */
+  hostPressureStreak: number
+  /** The host's pressure has lasted hostPressureSamples: this step reclaims for it, and gives nothing back. */
+  hostPressured: boolean
+  /** What the host's sustained pressure asks of the guests this step, MiB (0 when not pressured): with ballooning off, all of it is unmet. */
+  pressureWantMiB: number
 }
 
 function floorMiB (vm: BalloonVm, sizeMiB: number, p: BalloonParams): number {
@@ -218,7 +245,13 @@ export function decideBalloon (host: BalloonHost, vms: readonly BalloonVm[], p: 
     donors.push({ v, spare: s })
   }
   const after = used + grown
+  const psi = host.pressureSome10 ?? null
+  const streak = psi !== null && Number.isFinite(psi) && psi > p.hostPressurePercent ? Math.max(0, host.pressureStreak ?? 0) + 1 : 0
+  const hostPressured = streak >= p.hostPressureSamples
+  const pressureWant = hostPressured ? Math.max(p.shrinkStepMiBMin, p.deadbandMiB) : 0
   let want = (after > target + band || (grown > 0 && after > target)) ? after - target : 0
+  // Sustained host pressure: one more step on top of any excess over the target.
+  if (hostPressured) want = Math.max(0, want) + pressureWant
   // Unmet: what the guests could not give even without the per-step caps. The caps only pace the
   // reclaim over a few samples; counting what they hold back would stress the host (and move a VM
   // away) for memory its balloons bring back within seconds.
@@ -236,7 +269,7 @@ export function decideBalloon (host: BalloonHost, vms: readonly BalloonVm[], p: 
       next.set(d.v.id, { to: c - take, reason: 'reclaim' })
       want -= take
     }
-  } else if (after < target - band) {
+  } else if (after < target - band && !hostPressured) {
     // 3. Give back the room, by shares, to the guests under their maximum.
     let room = target - after
     const takers = sorted.filter(v => v.shares > 0 && !next.has(v.id) && (cur.get(v.id) as number) < v.maxMiB)
@@ -266,5 +299,5 @@ export function decideBalloon (host: BalloonHost, vms: readonly BalloonVm[], p: 
     if (to === from) continue
     changes.push({ id: v.id, targetMiB: to, fromMiB: from, reason: n.reason })
   }
-  return { changes, held, targetMiB: target, usedMiB: used, reclaimableMiB: reclaimable, unmetMiB: unmet, pressured }
+  return { changes, held, targetMiB: target, usedMiB: used, reclaimableMiB: reclaimable, unmetMiB: unmet, pressured, hostPressureStreak: streak, hostPressured, pressureWantMiB: pressureWant }
 }

@@ -46,6 +46,10 @@ export interface HostMemoryStatus {
   /** /proc/pressure/memory avg10, percent; null without PSI. */
   pressureSome10: number | null
   pressureFull10: number | null
+  /** The "some" pressure has stayed above memory.policy.hostPressurePercent for memory.policy.hostPressureSamples samples: the host counts as short of memory. */
+  pressured: boolean
+  /** What that pressure asks of the guests at this step, MiB (0 when not pressured). */
+  pressureWantMiB: number
   /** Page sharing; null without KSM in the kernel. */
   ksm: KsmStatus | null
 }

@@ -32,7 +32,7 @@ export function renderMemory (p: MemoryPayload): string {
     `  committed    ${mib(h.committedMiB)} (sum of the VMs' memory)`,
     `  ballooned    ${mib(h.balloonedMiB)} held back by balloons; ${mib(h.reclaimableMiB)} more reclaimable`,
     `  KSM          ${ksmLine(h.ksm)}`,
-    `  pressure     ${h.pressureSome10 === null ? 'not available' : `some ${h.pressureSome10.toFixed(2)}%, full ${(h.pressureFull10 ?? 0).toFixed(2)}% (avg10)`}`,
+    `  pressure     ${h.pressureSome10 === null ? 'not available' : `some ${h.pressureSome10.toFixed(2)}%, full ${(h.pressureFull10 ?? 0).toFixed(2)}% (avg10)`}${h.pressured ? `: SUSTAINED, short of memory (reclaiming ${mib(h.pressureWantMiB)} a step)` : ''}`,
     ...(p.ksmCounters !== undefined ? [`  KSM loop     ${p.ksmCounters.steps} steps, ${p.ksmCounters.starts} starts, ${p.ksmCounters.stops} stops, ${p.ksmCounters.cpuLimited} steps cut for CPU${p.ksmCounters.applyErrors > 0 ? `, ${p.ksmCounters.applyErrors} WRITE ERRORS` : ''}`] : []),
     `  balloon loop ${p.counters.steps} steps, ${p.counters.grows} grows (${mib(p.counters.givenMiB)}), ${p.counters.shrinks} shrinks (${mib(p.counters.reclaimedMiB)})${p.counters.staleShrinks > 0 ? `, ${p.counters.staleShrinks} STALE SHRINKS REFUSED` : ''}`,
     '',

@@ -25,8 +25,9 @@ export function hostMemoryReport (h: MemoryStatus['host'], ballooning: boolean):
     balloonedMiB: Math.round(h.balloonedMiB),
     reclaimableMiB: Math.floor(h.reclaimableMiB),
     // Short of memory only counts while the balloons are driven: with memory.balloon off the
-    // policy's shortfall is a what-if, and must not move VMs.
-    unmetMiB: ballooning ? Math.ceil(h.unmetMiB) : 0,
+    // policy's shortfall is a what-if, and must not move VMs. Sustained host pressure is no
+    // what-if: with nothing reclaimed by balloons, all it asks for is unmet.
+    unmetMiB: ballooning ? Math.ceil(h.unmetMiB) : (h.pressured ? Math.ceil(h.pressureWantMiB) : 0),
     pressure: Math.min(1, Math.max(0, (h.pressureSome10 ?? 0) / 100)),
     ksmSavedMiB: Math.round(h.ksm?.savedMiB ?? 0),
     ksmCpu: Math.min(1, Math.max(0, h.ksm?.cpuShare ?? 0))
@@ -62,6 +63,9 @@ export class BalloonController {
   readonly history: Array<BalloonChange & { atMs: number }> = []
   private readonly state = new Map<VmId, VmState>()
   private last: MemoryStatus | null = null
+  /** Samples in a row the host's memory pressure was above the threshold (policies/balloon.ts carries it). */
+  private pressureStreak = 0
+  private wasPressured = false
   private ksmdCpu: { s: number, atMs: number } | null = null
   private readonly log: Logger
   private readonly now: () => number
@@ -141,7 +145,11 @@ export class BalloonController {
     const usedMiB = this.m.hostMemMiB !== null
       ? fixed + policyVms.reduce((s, v) => s + v.actualMiB, 0)
       : hostFacts.totalMiB - hostFacts.availableMiB
-    const d = (this.c.decide ?? decideBalloon)({ totalMiB, usedMiB }, policyVms, this.m.policy)
+    const d = (this.c.decide ?? decideBalloon)({ totalMiB, usedMiB, pressureSome10: hostFacts.pressureSome10, pressureStreak: this.pressureStreak }, policyVms, this.m.policy)
+    this.pressureStreak = d.hostPressureStreak
+    if (d.hostPressured && !this.wasPressured) this.log.warn(`host memory pressure ${hostFacts.pressureSome10 ?? 0}% (some avg10) above memory.policy.hostPressurePercent ${this.m.policy.hostPressurePercent}% for ${d.hostPressureStreak} samples: reclaiming ${Math.round(d.pressureWantMiB)} MiB a step${this.m.balloon ? '' : ' (ballooning off: the host reports it as short of memory)'}`)
+    else if (!d.hostPressured && this.wasPressured) this.log.info('host memory pressure back under memory.policy.hostPressurePercent')
+    this.wasPressured = d.hostPressured
     for (const h of d.held) { const r = rows.find(x => x.id === h.id); if (r !== undefined) r.held = h.why }
     this.counters.steps++
 
@@ -209,6 +217,8 @@ export class BalloonController {
         unmetMiB: d.unmetMiB,
         pressureSome10: hostFacts.pressureSome10,
         pressureFull10: hostFacts.pressureFull10,
+        pressured: d.hostPressured,
+        pressureWantMiB: d.pressureWantMiB,
         ksm
       },
       vms: rows,

@@ -45,5 +45,5 @@ export function proxmoxDecide (host: BalloonHost, vms: readonly BalloonVm[], p: 
     const to = Math.round(next.get(v.id) as number)
     return { id: v.id, targetMiB: to, fromMiB: cur(v), reason: to > cur(v) ? 'giveBack' as const : 'reclaim' as const }
   })
-  return { changes, held: [], targetMiB: target, usedMiB: host.usedMiB, reclaimableMiB: 0, unmetMiB: Math.max(0, -diff), pressured: [] }
+  return { changes, held: [], targetMiB: target, usedMiB: host.usedMiB, reclaimableMiB: 0, unmetMiB: Math.max(0, -diff), pressured: [], hostPressureStreak: 0, hostPressured: false, pressureWantMiB: 0 }
 }

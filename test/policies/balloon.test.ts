@@ -202,3 +202,42 @@ t.test('parameter validation names the field', async t => {
   }
   t.same(validateBalloonParams({ ...P }), P, 'defaults pass')
 })
+
+t.test('host memory pressure (PSI some avg10): sustained over the threshold, it reclaims a step and gives nothing back', async t => {
+  // 2048 of 5120 used: far under the 80 % target, so without pressure the room is handed back.
+  const vms = [vm('a', { actualMiB: 1024, maxMiB: 2048, guestFreeMiB: 800 }), vm('b', { actualMiB: 1024, maxMiB: 2048, guestFreeMiB: 300 })]
+  const base = host(5120, vms)
+  const calm = decideBalloon({ ...base, pressureSome10: 35, pressureStreak: 0 }, vms, P)
+  t.equal(calm.hostPressureStreak, 1, 'the streak starts')
+  t.equal(calm.hostPressured, false, 'one sample is not sustained (default 3)')
+  t.ok(calm.changes.every(c => c.reason === 'giveBack'), 'not yet pressured: room is handed back as usual')
+  const d = decideBalloon({ ...base, pressureSome10: 35, pressureStreak: 2 }, vms, P)
+  t.equal(d.hostPressureStreak, 3)
+  t.equal(d.hostPressured, true)
+  t.equal(d.pressureWantMiB, P.shrinkStepMiBMin)
+  t.same(byId(d), { a: { to: 1024 - 128, why: 'reclaim' } }, 'one step from the guest with the most spare, nothing given back')
+  t.equal(d.unmetMiB, 0, 'the guests can give it: not stressed')
+  const under = decideBalloon({ ...base, pressureSome10: 19.9, pressureStreak: 7 }, vms, P)
+  t.equal(under.hostPressureStreak, 0, 'under the threshold the streak ends')
+  t.equal(under.hostPressured, false)
+  const none = decideBalloon({ ...base, pressureSome10: null, pressureStreak: 7 }, vms, P)
+  t.equal(none.hostPressureStreak, 0, 'no PSI: never pressured')
+})
+
+t.test('host memory pressure that the guests cannot relieve is unmet: the host is stressed', async t => {
+  const vms = [vm('a', { actualMiB: 1024, guestFreeMiB: 100 }), vm('s', { actualMiB: 1024, guestFreeMiB: 900, statsAgeS: 60 })]
+  const d = decideBalloon({ ...host(5120, vms), pressureSome10: 60, pressureStreak: 5 }, vms, P)
+  t.equal(d.hostPressured, true)
+  t.same(d.changes.filter(c => c.reason === 'reclaim'), [], 'nobody can give (one at its floor, one stale)')
+  t.ok(d.unmetMiB >= P.shrinkStepMiBMin, `unmet ${d.unmetMiB} MiB`)
+  const custom = decideBalloon({ ...host(5120, vms), pressureSome10: 60, pressureStreak: 0 }, vms, { ...P, hostPressurePercent: 50, hostPressureSamples: 1 })
+  t.equal(custom.hostPressured, true, 'a threshold and streak of the operator\'s own')
+})
+
+t.test('host pressure parameters: a bad value names the field', async t => {
+  for (const [k, v] of [['hostPressurePercent', 0], ['hostPressurePercent', 101], ['hostPressurePercent', Number.NaN], ['hostPressureSamples', 0], ['hostPressureSamples', 2.5]] as const) {
+    let err: unknown = null
+    try { validateBalloonParams({ ...P, [k]: v }) } catch (e) { err = e }
+    t.ok(err instanceof ConfigError && err.path === k, `${k} = ${v}: ${(err as Error | null)?.message ?? 'accepted'}`)
+  }
+})
