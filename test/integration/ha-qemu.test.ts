@@ -24,7 +24,7 @@
  * needs root for iptables)
  */
 import tap, { type Test } from 'tap'
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { compiledCli, LocalCluster, aliveCount } from './cluster-harness.js'
@@ -32,6 +32,7 @@ import { localHaConfig, validateHaConfig, requiredFenceDelayTicks, type HaConfig
 import type { HaPayload } from '../../agent/api/payloads.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
+import { Cuts, GuestWatch, canCut } from './guest-watch.js'
 import { sleep, until as waitUntil } from '../lib/wait.js'
 
 const VM = 'g1'
@@ -67,8 +68,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   const names = cluster.hosts.map(h => h.name)
   const ip = (name: string): string => `127.0.0.${names.indexOf(name) + 1}`
   const runDir = (h: string): string => path.join(cluster.host(h).stateDir, 'vms')
-  const pidFile = (h: string): string => path.join(runDir(h), VM, 'qemu.pid')
-  const serial = (h: string): string => path.join(runDir(h), VM, 'serial.log')
+  const guests = new GuestWatch(names, VM, runDir)
   logDump = () => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => /\bha\b|ha-|fence|vm g1/.test(l)).slice(-25).join('\n') : '')).join('\n').slice(-12000)
   const members = cluster.hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: `${ip(h.name)}:${h.address.split(':')[1]!}` }))
   const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
@@ -106,26 +106,10 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     const r = await fetch(`http://${cluster.host(name).apiListen}/v1/ha`, { signal: AbortSignal.timeout(2000) }).catch(() => null)
     return r === null || !r.ok ? null : await r.json() as HaPayload
   }
-  /** The pid of host h's g1 QEMU if it is alive (a zombie that nobody reaped counts as dead). */
-  const qemuPid = (h: string): number | null => {
-    try {
-      const pid = Number(fs.readFileSync(pidFile(h), 'utf8').trim())
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-      return /^\S+ \(.*\) [^Z]/s.test(stat) && stat.includes('qemu') ? pid : null
-    } catch { return null }
-  }
-  const hbCount = (h: string): number => {
-    try { return (fs.readFileSync(serial(h), 'latin1').match(/^hb \d+ /gm) ?? []).length } catch { return 0 }
-  }
-  /** Hosts whose g1 QEMU runs and whose guest prints heartbeats (the log grows over 800 ms). */
-  const running = async (): Promise<string[]> => {
-    const before = new Map(names.filter(h => qemuPid(h) !== null).map(h => [h, hbCount(h)]))
-    await sleep(800)
-    return [...before].filter(([h, n]) => qemuPid(h) !== null && hbCount(h) > n).map(([h]) => h)
-  }
-  /** Samples every 20 ms how many g1 QEMU processes are alive at once (a restart overlapping the old copy shows as 2). */
-  let maxConcurrent = 0
-  const sampler = setInterval(() => { maxConcurrent = Math.max(maxConcurrent, names.filter(h => qemuPid(h) !== null).length) }, 20)
+  const qemuPid = (h: string): number | null => guests.pid(h)
+  const hbCount = (h: string): number => guests.heartbeats(h)
+  const running = async (): Promise<string[]> => await guests.running()
+  guests.start()
   for (const h of names) {
     if (kind === 'B' && h === 'host1') continue
     const w = new FifoWatchdog(wdPath(h), WATCHDOG_SEC * 1000, () => {
@@ -138,22 +122,16 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     w.start()
     watchdogs.set(h, w)
   }
-  const rules: string[][] = []
-  const cut = (name: string): void => {
-    for (const dir of ['-s', '-d']) {
-      const r = ['INPUT', dir, ip(name), '-p', 'udp', '-j', 'DROP']
-      execFileSync('iptables', ['-I', ...r])
-      rules.push(r)
-    }
-  }
-  const heal = (): void => { for (const r of rules.splice(0)) { try { execFileSync('iptables', ['-D', ...r]) } catch { /* gone */ } } }
+  const cuts = new Cuts()
+  const cut = (name: string): void => { cuts.cut(ip(name)) }
+  const heal = (): void => { cuts.heal() }
 
   t.teardown(async () => {
-    clearInterval(sampler)
+    guests.stop()
     for (const w of watchdogs.values()) w.stop()
     heal()
     for (const p of procs.values()) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
-    for (const h of names) { const pid = qemuPid(h); if (pid !== null) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } }
+    guests.killAll()
     await sleep(300)
     await cluster.stop()
   })
@@ -227,7 +205,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
       await sleep(500)
     }
     tt.ok(awaiting, 'host2 reports host1 as waiting for an operator\'s confirmation')
-    tt.equal(maxConcurrent, 1, 'no second copy of g1 while host1\'s agent is hung')
+    tt.equal(guests.maxConcurrent, 1, 'no second copy of g1 while host1\'s agent is hung')
     tt.same(await running(), ['host1'], 'g1 still runs on host1, whose QEMU goes on without its agent')
     const st = await starling(['ha', 'status', '--api', cluster.host('host3').apiListen])
     tt.match(st.out, /WAITING\s+host1: dead with no fence/, '`starling ha status` says what it waits for')
@@ -246,7 +224,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     }, 60_000, 20)
     tt.comment(`g1 restarted on ${where} ${((performance.now() - c0) / 1000).toFixed(2)} s after the confirmation`)
     tt.same(await running(), [where], `one running copy, on ${where}`)
-    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+    tt.equal(guests.maxConcurrent, 1, 'never two g1 QEMU processes at once')
   }
 
   await t.test('kill -9 of the owner\'s agent and its guest: g1 runs again elsewhere, once', async tt => {
@@ -289,7 +267,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     await rejoin(victim)
     await sleep(2000)
     tt.same(await running(), [where], `after ${victim} restarts, still one copy`)
-    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+    tt.equal(guests.maxConcurrent, 1, 'never two g1 QEMU processes at once')
   })
 
   await t.test('SIGSTOP of the owner\'s agent alone (hung; its QEMU runs on): the watchdog resets the host before the restart', async tt => {
@@ -311,13 +289,12 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     const restartMs = performance.now() - t0
     tt.comment(`restart: first heartbeat on ${where} ${(restartMs / 1000).toFixed(2)} s after the SIGSTOP (fence delay ${(TIMING.fenceDelayTicks / 10).toFixed(1)} s)`)
     tt.ok(resetMs < restartMs, 'the hung host was reset before the new copy ran')
-    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+    tt.equal(guests.maxConcurrent, 1, 'never two g1 QEMU processes at once')
     tt.same(await running(), [where], `one running copy, on ${where}`)
     await rejoin(victim)
   })
 
-  const root = process.getuid?.() === 0 && (() => { try { execFileSync('iptables', ['-L', '-n'], { stdio: 'ignore' }); return true } catch { return false } })()
-  if (!root) t.fail('the cut test needs root and iptables')
+  if (!canCut()) t.fail('the cut test needs root and iptables')
   else await t.test('a cut: the cut-off host fences itself before the restart; after the heal nothing runs twice', async tt => {
     const owner = (await running())[0]
     tt.ok(owner !== undefined, `g1 runs on ${String(owner)}`)
@@ -359,7 +336,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     tt.ok(merged, 'the membership merges again after the heal')
     await sleep(3000)
     tt.same(await running(), [where], `after the heal, one copy, on ${where}`)
-    tt.equal(maxConcurrent, 1, 'never two g1 QEMU processes at once')
+    tt.equal(guests.maxConcurrent, 1, 'never two g1 QEMU processes at once')
     const healed = await ha(owner!)
     tt.equal(healed?.vms.find(v => v.vm === VM)?.role, 'idle', `${owner!} runs nothing`)
   })
