@@ -701,6 +701,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly incoming = new Set<VmId>()
   /** VMs whose disks go with their next migration (mirrorDisks() was called). */
   private readonly storageArmed = new Set<VmId>()
+  /** Free space held for incoming images (per VM and file system), until the guest runs here or the copy goes. */
+  private readonly reservedImages = new Map<string, { vm: VmId, dev: string, bytes: number, files: string[] }>()
   private readonly cpu = new Map<VmId, CpuSample>()
   /** The guest statistics period armed per VM ('none': it has no balloon device). */
   private readonly statsPeriod = new Map<VmId, { period: number | 'none' }>()
@@ -791,7 +793,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         }
       }
       const state = runStateOf(fnum(s['state.state']), fnum(s['state.reason']), this.incoming.has(id))
-      if (state === 'running' && this.incoming.has(id)) this.incoming.delete(id)
+      if (state === 'running' && this.incoming.has(id)) { this.incoming.delete(id); this.releaseImages(id) }
       out.push({
         id,
         vcpus,
@@ -863,6 +865,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       if (!gone && !notRunning) throw err
     }
     this.incoming.delete(id)
+    this.releaseImages(id)
     this.storageArmed.delete(id)
     this.cpu.delete(id)
     this.statsPeriod.delete(id)
@@ -975,13 +978,35 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       if (fs.existsSync(to)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${to} already exists; never overwritten (if its directory is storage every host shares, list it in sharedStorage; if it is an old copy, remove it)`)
       plan.push({ from: d.file, to, format: d.format ?? 'raw', sizeBytes: d.sizeBytes })
     }
-    const need = plan.reduce((a, d) => a + d.sizeBytes, 0)
-    const dir = plan[0] !== undefined ? path.dirname(plan[0].to) : '/'
-    let probe = dir
-    while (!fs.existsSync(probe) && probe !== path.dirname(probe)) probe = path.dirname(probe)
-    const st = await fsp.statfs(probe)
-    const free = Number(st.bavail) * Number(st.bsize)
-    if (need > free) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: not enough free space at the target for its disks: ${Math.ceil(need / 1048576)} MiB needed in ${probe}, ${Math.floor(free / 1048576)} MiB free`)
+    // Free space, per file system: each image may grow to its virtual size, and the incoming
+    // copies admitted before this one hold what their images may still take (reserved from the
+    // check until the guest runs here or the copy goes). The check and the reservation happen
+    // with no wait between them, so two copies asked for at once are never both admitted on
+    // space that fits one.
+    const need = new Map<string, { bytes: number, dir: string }>()
+    for (const d of plan) {
+      let probe = path.dirname(d.to)
+      while (!fs.existsSync(probe) && probe !== path.dirname(probe)) probe = path.dirname(probe)
+      const dev = String((await fsp.stat(probe)).dev)
+      const e = need.get(dev) ?? { bytes: 0, dir: probe }
+      e.bytes += d.sizeBytes
+      need.set(dev, e)
+    }
+    const free = new Map<string, number>()
+    for (const [dev, e] of need) {
+      const st = await fsp.statfs(e.dir)
+      free.set(dev, Number(st.bavail) * Number(st.bsize))
+    }
+    for (const [dev, e] of need) {
+      const f = free.get(dev) ?? 0
+      const r = this.reservedBytes(dev, spec.id)
+      if (e.bytes > f - r) {
+        const mib = (b: number): number => Math.ceil(b / 1048576)
+        throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: not enough free space at the target for its disks: ${mib(e.bytes)} MiB needed in ${e.dir}, ${Math.floor(f / 1048576)} MiB free` +
+          (r > 0 ? ` of which ${mib(r)} MiB are reserved by other incoming copies` : ''))
+      }
+    }
+    for (const [dev, e] of need) this.reservedImages.set(`${spec.id}:${dev}`, { vm: spec.id, dev, bytes: e.bytes, files: plan.map(d => d.to) })
     const created: string[] = []
     try {
       for (const d of plan) {
@@ -990,11 +1015,35 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         created.push(d.to)
       }
     } catch (err) {
+      this.releaseImages(spec.id)
       for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
       throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
     this.log.info(`vm ${spec.id}: target images ${created.join(', ')}`, { vm: spec.id })
     return plan.map(d => ({ from: d.from, to: d.to }))
+  }
+
+  /**
+   * Bytes the incoming copies of VMs other than `except` may still write on file system `dev`:
+   * each reservation's size less what its images already hold there.
+   */
+  private reservedBytes (dev: string, except: VmId): number {
+    // Synchronous: the caller checks and reserves with no wait in between.
+    let total = 0
+    for (const r of this.reservedImages.values()) {
+      if (r.dev !== dev || r.vm === except) continue
+      let used = 0
+      for (const f of r.files) {
+        try { const st = fs.statSync(f); if (String(st.dev) === dev) used += st.blocks * 512 } catch {}
+      }
+      total += Math.max(0, r.bytes - used)
+    }
+    return total
+  }
+
+  /** Drops the free-space reservation of VM `id`'s incoming images (it runs here, or it went). */
+  private releaseImages (id: VmId): void {
+    for (const [k, r] of this.reservedImages) if (r.vm === id) this.reservedImages.delete(k)
   }
 
   /**
@@ -1087,7 +1136,12 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    */
   async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
     const d = await this.describe(id, signal)
-    if (d === null) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    if (d === null) {
+      // An incoming copy that never ran here (prepared, or its migration failed and libvirt
+      // removed the domain): the space its images held is free for other copies again.
+      if (this.incoming.has(id)) this.releaseImages(id)
+      throw new DriverError('VM_NOT_FOUND', `vm ${id} is not on this host`)
+    }
     if (d.runStatus === 'running' || d.migration.startsWith('postcopy')) throw new DriverError('VM_RUNNING', `vm ${id}: the guest is ${d.runStatus} (${d.migration}); not killing it`)
     try {
       await this.virsh(['destroy', id], { signal })
@@ -1104,6 +1158,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     }
     if (this.jobs.get(id)?.exit !== null) this.jobs.delete(id)
     this.incoming.delete(id)
+    this.releaseImages(id)
     this.cpu.delete(id)
     this.statsPeriod.delete(id)
     this.log.info(`vm ${id} destroyed (${d.runStatus}, migration ${d.migration})`, { vm: id })
