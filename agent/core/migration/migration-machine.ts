@@ -65,8 +65,8 @@
  *
  * Whole evacuations (evacuation.ts). A consolidation of several moves is started as one group
  * (startGroup): each move has its own record, intent and reservation, and each record carries the
- * group's id. A member whose target granted and prepared (IncomingReady) is held in 'reserved'
- * instead of starting its copy; the copies start together once every member is held
+ * group's id. A member whose target granted and prepared (IncomingReady), and for a protected VM
+ * whose HA handover a majority granted, is held in 'reserved' instead of starting its copy; the copies start together once every member is held
  * (judgeEvacuation: 'start'). A member that is refused, fails or times out before that aborts,
  * and its abort withdraws the group: every other member still before its copy aborts too and
  * tells its target (MigrationAborted, which releases the target's reservation and kills an
@@ -93,7 +93,7 @@ import type {
 } from './migration-state.js'
 import { admit, outgoingAllowed, vmDemandMips, type AdmissionInput } from './reservation.js'
 import { planDiskCopy } from './disk-copy.js'
-import { judgeEvacuation, type EvacuationAnswer } from './evacuation.js'
+import { judgeEvacuation } from './evacuation.js'
 import type { RuleSet } from '../../../policies/types.js'
 import { hardAllows } from '../../../policies/rules.js'
 
@@ -440,13 +440,14 @@ export class MigrationMachine {
     const members = this.groupMembers(g)
     // A member past its reservation (after a restart, or an HA handover) means the copies began.
     if (members.some(m => m.state !== 'proposed' && m.state !== 'reserved' && m.state !== 'aborted')) { this.groupsStarted.add(g); return }
-    const verdict = judgeEvacuation(members.map(evacuationAnswer))
+    const verdict = judgeEvacuation(members.map(m => m.state === 'aborted' ? 'refused' : this.heldForGroup.has(m.id) ? 'granted' : 'pending'))
     if (verdict.kind === 'wait') return
     if (verdict.kind === 'start') {
       this.groupsStarted.add(g)
       this.groupCounts.started++
       this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g}: all ${members.length} targets granted; copies start` })
-      for (const m of members) if (this.heldForGroup.delete(m.id)) this.proceed(m)
+      // Every member is ready, its handover (if protected) granted: the copies start.
+      for (const m of members) if (this.heldForGroup.delete(m.id)) this.startCopy(m)
       return
     }
     this.groupsWithdrawn.add(g)
@@ -593,14 +594,37 @@ export class MigrationMachine {
     if (nbd !== undefined && nbd !== '') r.nbd = nbd
     if (r.group !== undefined && !this.groupsStarted.has(r.group)) {
       if (this.heldForGroup.has(id) || this.awaitingGrant.has(id)) return
-      // A whole evacuation: this target is ready; the copy waits for the others (judgeGroup).
       if (r.state === 'proposed') this.becomeReserved(r)
-      this.heldForGroup.add(id)
-      this.due.set(id, Math.max(this.s.now + 1, this.heldDeadline(r)))
-      this.judgeGroup(r.group)
+      // A whole evacuation: a protected VM's handover is part of its readiness (a majority that
+      // refuses it withdraws the group like a refusing target); then the copy waits for the others.
+      if (this.ha.protects(r.vm) && !this.startHandover(r)) return
+      if (this.awaitingGrant.has(id)) return
+      this.hold(r)
       return
     }
     this.proceed(r)
+  }
+
+  /** A member of a whole evacuation is ready (target prepared, handover granted): held until the group starts. */
+  private hold (r: MigrationRecord): void {
+    this.awaitingGrant.delete(r.id)
+    this.heldForGroup.add(r.id)
+    this.due.set(r.id, Math.max(this.s.now + 1, this.heldDeadline(r)))
+    this.judgeGroup(r.group ?? '')
+  }
+
+  /** Asks for the HA handover of `r`'s VM; false (and aborted) when HA refuses it at once. */
+  private startHandover (r: MigrationRecord): boolean {
+    this.handing.add(r.id)
+    const why = this.ha.handoverStart(r.vm, r.target)
+    if (why !== null) {
+      this.becomeAborted(r, why)
+      this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+      return false
+    }
+    this.awaitingGrant.set(r.id, this.s.now)
+    this.due.set(r.id, this.s.now + 1)
+    return true
   }
 
   /** Source, the target ready: the HA handover of a protected VM first, else the copy. */
@@ -1156,7 +1180,11 @@ export class MigrationMachine {
           return
         }
         if (this.awaitingGrant.has(r.id)) {
-          if (this.ha.handoverGranted(r.vm)) { this.startCopy(r); return }
+          if (this.ha.handoverGranted(r.vm)) {
+            if (r.group !== undefined && !this.groupsStarted.has(r.group)) this.hold(r)
+            else this.startCopy(r)
+            return
+          }
           if (s.now - this.awaitingGrant.get(r.id)! < this.ha.timeoutTicks) { this.due.set(r.id, s.now + 1); return }
           this.becomeAborted(r, 'no majority granted the HA handover in time')
           this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
@@ -1196,12 +1224,6 @@ export class MigrationMachine {
     this.s.persist(KEY_DRAINING, on)
     this.s.emit({ kind: 'drain', host: this.s.self, text: `host ${this.s.name} ${on ? 'is draining' : 'stopped draining'}` })
   }
-}
-
-/** How a member of a whole evacuation stands (evacuation.ts): its target ready, refused (aborted), or not yet. */
-function evacuationAnswer (r: MigrationRecord): EvacuationAnswer {
-  if (r.state === 'aborted') return 'refused'
-  return r.state === 'reserved' && r.uri !== null ? 'granted' : 'pending'
 }
 
 /** The MigrationAborted a target sends from its record (it says when the guest may have run here). */

@@ -285,6 +285,48 @@ t.test('a source restarted before the copies: every member aborts and releases i
   t.same(migrates(w), [], 'no copy started')
 })
 
+/** HA hooks on the source: every VM protected, handovers granted when `granted` holds the VM. */
+function protect (w: World, granted: Set<string>, ended: string[]): void {
+  w.machines.get('src')!.ha = {
+    protects: () => true,
+    incomingStart: () => null,
+    handoverStart: () => null,
+    handoverGranted: vm => granted.has(vm),
+    handoverEnd: (vm, outcome) => { ended.push(`${vm}:${outcome}`) },
+    staleCopy: () => {},
+    timeoutTicks: 10
+  }
+}
+
+t.test('protected VMs: the copies start once every target is ready and every handover granted', async t => {
+  const w = world()
+  const granted = new Set(['v1'])
+  const ended: string[] = []
+  protect(w, granted, ended)
+  startGroup(w)
+  advance(w, 3)
+  t.same(migrates(w), [], 'v2\'s handover not granted yet: no copy, v1\'s neither')
+  granted.add('v2')
+  advance(w, 1)
+  t.same(migrates(w).sort(), ['src migrate v1', 'src migrate v2'], 'both copies started together')
+})
+
+t.test('protected VMs: a handover that no majority grants in time withdraws the group', async t => {
+  const w = world()
+  const granted = new Set(['v1'])
+  const ended: string[] = []
+  protect(w, granted, ended)
+  startGroup(w)
+  advance(w, 12) // past the handover timeout (10 ticks)
+  t.same(migrates(w), [], 'no copy started')
+  t.same(srcStates(w).sort(), ['v1:aborted', 'v2:aborted'], 'both aborted')
+  const v2 = [...w.machines.get('src')!.recs.values()].find(r => r.vm === 'v2')!
+  t.match(v2.reason, /HA handover/, v2.reason)
+  t.same(ended.sort(), ['v1:aborted', 'v2:aborted'], 'HA told both handovers ended aborted (v1\'s granted claim goes back)')
+  t.same(reserved(w, 'tgt-b'), [], 'tgt-b released')
+  t.same(reserved(w, 'tgt-c'), [], 'tgt-c released')
+})
+
 t.test('moves outside a consolidation keep their own reservation', async t => {
   const w = world()
   w.machines.get('tgt-c')!.setDraining(true)
