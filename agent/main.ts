@@ -457,11 +457,17 @@ async function startReplicas (config: AgentConfig, store: Store, logger: Logger)
  * memory.ksmPolicy.advisor asks for) runs without it and says why.
  */
 async function memoryLoop (config: AgentConfig, driver: HypervisorDriver, logger: Logger): Promise<BalloonController | null> {
+  // The host's KSM settings as they were before a run that changed them and never stopped
+  // cleanly: back first, whatever this run does with KSM.
+  const sysfs = new KsmSysfs({ stateFile: path.join(config.node.stateDir, 'ksm-settings.json') })
+  const rec = await sysfs.recover()
+  const ksmLog = logger.forComponent('agent:ksm')
+  if (rec.restored) ksmLog.warn(`the previous run changed KSM and did not stop cleanly: the host's settings are back (${Object.entries(rec.settings).map(([k, v]) => `${k}=${v}`).join(', ')})`)
+  if (rec.failed.length > 0) ksmLog.error(`KSM settings of a previous run not all restored: ${rec.failed.join('; ')}`)
   if (!('memoryFacts' in driver) || !('balloon' in driver)) return null
-  const sysfs = new KsmSysfs()
   let ksm: KsmController | undefined
   if (config.memory.ksm) {
-    const log = logger.forComponent('agent:ksm')
+    const log = ksmLog
     let params = config.memory.ksmPolicy
     if (!(await sysfs.available())) {
       log.error('memory.ksm is on, but this kernel has no KSM (/sys/kernel/mm/ksm); page sharing is only reported')

@@ -7,10 +7,11 @@
  * then list the new public key.
  */
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import HyperDHT from 'hyperdht'
 import { StarlingError, type StarlingErrorOptions } from '../lib/errors.js'
+import { writeFileAtomically as writeAtomically } from '../lib/atomic-file.js'
 
 export interface KeyPair {
   /** 32 bytes; its lowercase hex is the host id. */
@@ -62,26 +63,6 @@ function parseIdentity (file: string, text: string): KeyPair {
     throw new IdentityError(file, 'publicKey does not match secretKey')
   }
   return derived
-}
-
-async function writeAtomically (file: string, text: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
-  const fh = await open(tmp, 'wx', 0o600)
-  try {
-    await fh.writeFile(text, 'utf8')
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  try {
-    await rename(tmp, file)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
-  // Make the rename durable too.
-  const dir = await open(path.dirname(file), 'r')
-  try { await dir.sync() } catch { /* not supported on every file system */ } finally { await dir.close() }
 }
 
 /**
