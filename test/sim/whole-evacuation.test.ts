@@ -35,7 +35,7 @@ function world (s: number) {
   return { hyper, sim, checkers: new SafetyCheckers(sim, { capMemMiB: MEM }) }
 }
 
-interface Outcome { started: number, withdrawn: number, partial: string[], notOnce: string[] }
+interface Outcome { started: number, withdrawn: number, partial: string[], notOnce: string[], counted: { started: number, withdrawn: number } }
 
 function run (s: number): Outcome {
   const { hyper, sim, checkers } = world(s)
@@ -45,7 +45,12 @@ function run (s: number): Outcome {
   for (const i of [3, 4]) hyper.addVm(hs[i] as string, `b${i}`, 1024, 0.2)
   sim.runUntil(() => false, 40 * BALANCE, 1)
   sim.runUntil(() => checkers.settled(), 10 * BALANCE, 1)
-  const out: Outcome = { started: 0, withdrawn: 0, partial: [], notOnce: [] }
+  const out: Outcome = { started: 0, withdrawn: 0, partial: [], notOnce: [], counted: { started: 0, withdrawn: 0 } }
+  for (const h of hs) {
+    const m = sim.core(h)!.status().migrations
+    out.counted.started += m.evacuationsStarted
+    out.counted.withdrawn += m.evacuationsWithdrawn
+  }
   const groups = new Map<string, MigrationRecord[]>()
   for (const h of hs) {
     for (const r of sim.core(h)!.migrations()) {
@@ -75,6 +80,7 @@ t.test('no consolidation leaves its host half emptied, under concurrent decision
     const o = run(s)
     t.same(o.partial, [], `seed ${s}: every group all moved or none started (reproduce with SEED=${s} RUNS=1)`)
     t.same(o.notOnce, [], `seed ${s}: every VM runs exactly once`)
+    t.same(o.counted, { started: o.started, withdrawn: o.withdrawn }, `seed ${s}: the agents' status counts the same evacuations started and withdrawn as their records show`)
     started += o.started
     withdrawn += o.withdrawn
   }

@@ -159,14 +159,12 @@ export class MigrationMachine {
   /** Whole evacuations whose copies started, and those withdrawn (see the module comment). */
   private readonly groupsStarted = new Set<string>()
   private readonly groupsWithdrawn = new Set<string>()
-  /** Counters of whole evacuations, for status() and the simulator. */
-  readonly groupCounts = { started: 0, withdrawn: 0 }
 
   draining = false
   /** Set by the replica manager (agent/core/replica): starting replicas reserve, hosted ones stand for their VM. */
   replicaHooks: { reservations: () => Array<{ vm: VmId, memMiB: number, cpuDemandMips: number }>, alias: (id: VmId) => VmId } = { reservations: () => [], alias: id => id }
-  /** Counters for status(). */
-  readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0 }
+  /** Counters for status() (evacuations: whole evacuations whose copies started, and those withdrawn). */
+  readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0, evacuationsStarted: 0, evacuationsWithdrawn: 0 }
 
   constructor (private readonly s: CoreState, public cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
     this.draining = draining
@@ -444,14 +442,14 @@ export class MigrationMachine {
     if (verdict.kind === 'wait') return
     if (verdict.kind === 'start') {
       this.groupsStarted.add(g)
-      this.groupCounts.started++
+      this.counts.evacuationsStarted++
       this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g}: all ${members.length} targets granted; copies start` })
       // Every member is ready, its handover (if protected) granted: the copies start.
       for (const m of members) if (this.heldForGroup.delete(m.id)) this.startCopy(m)
       return
     }
     this.groupsWithdrawn.add(g)
-    this.groupCounts.withdrawn++
+    this.counts.evacuationsWithdrawn++
     this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g} withdrawn (${why}): the reservations granted are released` })
     for (const m of members) {
       if (TERMINAL_STATES.has(m.state)) continue

@@ -152,6 +152,7 @@ t.test('all targets grant: the copies start together, only after the last target
   pump(w)
   t.same(migrates(w).sort(), ['src migrate v1', 'src migrate v2'], 'both copies started once every target was ready')
   t.same(sources(w).sort(), ['v1:copying', 'v2:copying'], 'both source records copying')
+  t.match(w.machines.get('src')!.counts, { evacuationsStarted: 1, evacuationsWithdrawn: 0 }, 'counted as a started evacuation')
   t.same(reserved(w, 'tgt-b'), ['v1'])
   t.same(reserved(w, 'tgt-c'), ['v2'])
 })
@@ -170,7 +171,7 @@ t.test('one target refuses: the other reservation is released and no copy starts
   const tb = [...w.machines.get('tgt-b')!.recs.values()][0]
   t.equal(tb?.state, 'aborted', 'tgt-b\'s record aborted')
   t.ok(w.log.includes('tgt-b killIncoming v1'), 'tgt-b killed the incoming VM it had prepared')
-  t.same(w.machines.get('src')!.groupCounts, { started: 0, withdrawn: 1 })
+  t.match(w.machines.get('src')!.counts, { evacuationsStarted: 0, evacuationsWithdrawn: 1 }, 'counted as a withdrawn evacuation')
 })
 
 t.test('a grant that does not come in time withdraws the group', async t => {
