@@ -205,6 +205,10 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         self,
         view: () => (view ??= viewOf(i)),
         receiving: (granted[i] as unknown[]).length > 0,
+        // The agent's moves of a 300 s step run one after another, so the slots are the policy's
+        // moves per decision. An agent passes its free outgoing slots (migration.outMax, default 2)
+        // and starts no consolidation larger than that (policies/decider.ts): there, hosts with
+        // more VMs than outMax are not emptied, where this model empties them.
         outSlots: cfg.maxMovesPerDecision,
         moving: vm => moving.has(vm)
       })
