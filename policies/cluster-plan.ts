@@ -27,8 +27,8 @@ export interface PlanStep {
   from: HostId
   to: HostId
   reason: {
-    /** overload: CPU; memory: short of memory with nothing left to reclaim inside the host; underload: consolidation. */
-    kind: 'overload' | 'memory' | 'underload'
+    /** overload: CPU; memory: short of memory with nothing left to reclaim inside the host; underload: consolidation; rule: a hard rule forbids the VM where it runs. */
+    kind: 'overload' | 'memory' | 'underload' | 'rule'
     /** Detector's value and the threshold it was compared with (CPU fractions; for memory, MiB short and 0). */
     value: number
     threshold: number
@@ -136,10 +136,10 @@ export function clusterPlan (input: ClusterView, cfg: PolicyConfig, opts: Cluste
         moveVm(hosts, vm, mv.from, mv.to)
         moved.set(vm.id, 0)
         const sa = load(hosts.find(x => x.id === mv.from) as HostView); const ta = load(hosts.find(x => x.id === mv.to) as HostView)
-        const kind: PlanStep['reason']['kind'] = mv.reason !== 'overload' ? 'underload' : cpuOver ? 'overload' : 'memory'
-        const value = kind === 'overload' ? verdict.value : kind === 'memory' ? memShort : smp.util
-        const threshold = kind === 'overload' ? verdict.threshold : kind === 'memory' ? 0 : underloadThreshold(cfg)
-        const rating: PlanStep['rating'] = kind === 'memory'
+        const kind: PlanStep['reason']['kind'] = mv.reason === 'rule' ? 'rule' : mv.reason !== 'overload' ? 'underload' : cpuOver ? 'overload' : 'memory'
+        const value = kind === 'overload' ? verdict.value : kind === 'memory' ? memShort : kind === 'rule' ? 0 : smp.util
+        const threshold = kind === 'overload' ? verdict.threshold : kind === 'memory' || kind === 'rule' ? 0 : underloadThreshold(cfg)
+        const rating: PlanStep['rating'] = kind === 'memory' || kind === 'rule'
           ? 5
           : kind === 'overload'
             ? (smp.util > verdict.threshold ? 5 : 4)
@@ -158,6 +158,8 @@ export function clusterPlan (input: ClusterView, cfg: PolicyConfig, opts: Cluste
               ? `overload: ${pct(smp.util)} now, ${pct(value)} by the detector against ${pct(threshold)}`
               : kind === 'memory'
                 ? `memory: ${Math.round(memShort)} MiB short with nothing left to reclaim inside the host`
+                : kind === 'rule'
+                  ? `rule: a hard rule forbids ${vm.id} on this host (agreed after it was placed there)`
                 : `underload: ${pct(smp.util)} is under ${pct(threshold)}; the host can be emptied onto busier ones`
           },
           source: { before: sb, after: sa },

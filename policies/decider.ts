@@ -28,9 +28,9 @@
  */
 import { conditionHeld } from './antithrash.js'
 import { detectOverload } from './overload.js'
-import { hostSample, planHost, type PolicyConfig } from './plan.js'
+import { hardRulesName, hostSample, planHost, repairRules, type PolicyConfig } from './plan.js'
 import { isUnderloaded } from './underload.js'
-import type { ClusterView, HostView, Move, SeededRandom, VmId } from './types.js'
+import type { ClusterView, HostView, Move, RuleSet, SeededRandom, VmId } from './types.js'
 
 export interface DecideInput {
   /** This host as it is now (its own sample, never stale). */
@@ -43,6 +43,11 @@ export interface DecideInput {
   outSlots: number
   /** Is this VM already moving (from or to this host)? */
   moving?: (vm: VmId) => boolean
+  /**
+   * The agreed rules, when the caller has them at hand: a VM here that breaks a hard one is moved
+   * first, with no hold (plan.ts repairRules); the view is built only when a hard rule names a VM here.
+   */
+  rules?: RuleSet
 }
 
 const HELD = Number.MAX_SAFE_INTEGER
@@ -68,6 +73,11 @@ export class HostDecider {
     const me = inp.self
     this.decisions++
     this.prune()
+    if (inp.rules !== undefined && hardRulesName(inp.rules, me)) {
+      const fixes = repairRules(inp.view(), me, cfg)
+      const out = this.take(fixes, inp)
+      if (out.length > 0) { this.over = 0; this.under = 0; return out }
+    }
     const smp = hostSample(me, cfg.intervalSec)
     // A host short of memory that its balloons cannot cover is stressed as an overloaded CPU is.
     // A CPU overload that the host's CPU allocation resolves (its important VMs served) is not stress.
@@ -86,6 +96,11 @@ export class HostDecider {
     // A consolidation is carried out whole or not at all: one that does not fit in the slots
     // left would leave the host half emptied (the streak runs on; the slots free up).
     if (reason === 'underload' && plan.length > inp.outSlots) return []
+    return this.take(plan, inp)
+  }
+
+  /** The moves carried out now (within the slots, none for a VM already moving), their VMs' clocks started. */
+  private take (plan: readonly Move[], inp: DecideInput): Move[] {
     const out: Move[] = []
     for (const mv of plan) {
       if (out.length >= inp.outSlots) break

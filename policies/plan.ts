@@ -31,7 +31,7 @@ import { hashStr, selectVm, type SelectionParams } from './selection.js'
 const SPREAD_W = 1
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
-import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type SeededRandom, type VmId, type VmView } from './types.js'
+import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type RuleSet, type SeededRandom, type VmId, type VmView } from './types.js'
 
 export interface PolicyConfig {
   overload: OverloadParams
@@ -77,6 +77,9 @@ export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st
   if (view.rules.vmVm.length + view.rules.vmHost.length > 0) {
     for (const h of view.hosts) for (const v of h.vms) placement.set(v.id, h.id)
   }
+  // A VM here that breaks a hard rule (one agreed after it was placed) moves first, held or not.
+  const repairs = repairRules(view, me, cfg, work, placement)
+  if (repairs.length > 0) return repairs
   const verdict = detectOverload(hostSample(me, cfg.intervalSec), cfg.overload)
   if (verdict.overloaded && me.cpuResolved !== true) {
     if (!conditionHeld(st.overStreak, cfg.guards)) return []
@@ -91,6 +94,49 @@ export function planHost (view: ClusterView, self: HostId, cfg: PolicyConfig, st
     return consolidate(view, me, cfg, st, work, placement)
   }
   return []
+}
+
+/** Does a hard rule name one of this host's VMs? (Cheap: no view needed.) */
+export function hardRulesName (rules: RuleSet, me: HostView): boolean {
+  if (rules.vmVm.length + rules.vmHost.length === 0) return false
+  const here = new Set(me.vms.map(v => v.id))
+  return rules.vmHost.some(r => r.hard && here.has(r.vm)) || rules.vmVm.some(r => r.hard && r.vms.some(v => here.has(v)))
+}
+
+/**
+ * Repairs of hard rules broken on this host (a rule agreed after its VMs were placed): each VM
+ * here that breaks one moves to the best target the rules allow, as many as a decision moves.
+ * Of VMs kept apart (anti-affinity) that share this host, the first by id stays and the others
+ * leave (taken from the last id down, so that one leaving lets the next stay). Of VMs kept
+ * together (affinity) on several hosts, those on the host of the group's first VM by id stay and
+ * the others come to it, so that two hosts never swap them. A VM on its way already is left.
+ */
+export function repairRules (view: ClusterView, me: HostView, cfg: PolicyConfig, work: Map<HostId, Work> = new Map(), placement?: Map<VmId, HostId>): Move[] {
+  if (!hardRulesName(view.rules, me)) return []
+  const where = new Map<VmId, HostId>(placement ?? [])
+  if (where.size === 0) for (const h of view.hosts) for (const v of h.vms) where.set(v.id, h.id)
+  // VMs on their way out of this host no longer keep the others here from staying.
+  for (const v of me.vms) if (v.migrating === true && where.get(v.id) === me.id) where.delete(v.id)
+  const anchored = (vm: VmId): boolean => view.rules.vmVm.some(r => {
+    if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) return false
+    const first = r.vms.filter(x => where.has(x)).sort()[0]
+    return first !== undefined && where.get(first) === me.id
+  })
+  const moves: Move[] = []
+  const mine = [...me.vms].sort((a, b) => a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
+  for (const v of mine) {
+    if (moves.length >= cfg.maxMovesPerDecision) break
+    if (v.migrating === true || hardAllows(view.rules, where, v.id, me.id)) continue
+    const hostRule = view.rules.vmHost.some(r => r.hard && r.vm === v.id && (r.kind === 'affinity') !== r.hosts.includes(me.id))
+    if (!hostRule && anchored(v.id)) continue
+    const t = bestTarget(view, me, v, cfg, work, where, null)
+    if (t === null) continue
+    apply(workOf(work, me), me, v, -1)
+    apply(workOf(work, t), t, v, 1)
+    where.set(v.id, t.id)
+    moves.push({ vm: v.id, from: me.id, to: t.id, reason: 'rule' })
+  }
+  return moves
 }
 
 function workOf (work: Map<HostId, Work>, h: HostView): Work {

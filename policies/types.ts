@@ -98,7 +98,8 @@ export interface RuleSet { vmVm: readonly VmVmRule[], vmHost: readonly VmHostRul
 export const NO_RULES: RuleSet = Object.freeze({ vmVm: [], vmHost: [] })
 
 /** One move a policy proposes. */
-export interface Move { vm: VmId, from: HostId, to: HostId, reason: 'overload' | 'underload' | 'balance' }
+/** reason: overload (CPU or memory), underload (consolidation), balance, or rule (a hard rule broken where the VM runs). */
+export interface Move { vm: VmId, from: HostId, to: HostId, reason: 'overload' | 'underload' | 'balance' | 'rule' }
 
 /** Demand of a host (MIPS), including reservations. */
 export function hostDemandMips (h: HostView): number {

@@ -229,10 +229,12 @@ export class Scheduler {
       view: () => view,
       receiving: this.m.liveIn().length > 0,
       outSlots: this.m.cfg.outMax - this.m.liveOut().length,
-      moving: vm => this.m.isMoving(vm) || this.replicas?.hosted(vm) === true
+      moving: vm => this.m.isMoving(vm) || this.replicas?.hosted(vm) === true,
+      rules: view.rules
     })
-    // partial: consolidation is only recommended; the decider gets the VMs' clocks back.
-    const moves = this.m.cfg.automation === 'partial' ? decided.filter(mv => mv.reason === 'overload') : decided
+    // partial: consolidation is only recommended (a broken hard rule is repaired, as placement
+    // is automatic); the decider gets the VMs' clocks back.
+    const moves = this.m.cfg.automation === 'partial' ? decided.filter(mv => mv.reason === 'overload' || mv.reason === 'rule') : decided
     for (const mv of decided) if (!moves.includes(mv)) this.decider.cancelled(mv.vm)
     const rp = this.replicas
     const reliefs = rp === null
