@@ -9,7 +9,7 @@ import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
 import { AgentCore, PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type HostSample, type RestoredConfigLog, type SplitEffect } from './core/index.js'
 import { parseClusterDoc } from './core/index.js'
-import { genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
+import { farewellEntries, genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
 import type { Logger } from './ports/logger.js'
 import type { HostSampler } from './ports/host-sampler.js'
@@ -260,7 +260,8 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   const applyMembers = (): void => {
     const st = core.clusterConfig()
     if (st === null || st.doc === null) return
-    const farewell = core.clusterConfigHistory().slice(-8).map(e => encodeEnvelope({
+    const history = core.clusterConfigHistory()
+    const farewell = (key: string): Uint8Array[] => farewellEntries(history, key).map(e => encodeEnvelope({
       protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, protocolCur: PROTOCOL_CUR, from: selfId, incarnation: 0, lamport: 0, gossip: [],
       body: { type: 'cfg', op: 'commit', slot: e.version, entry: e }
     }))

@@ -210,10 +210,10 @@ export interface HyperswarmTransport extends Transport {
   /**
    * The cluster's members changed (an agreed configuration version): new members are called and
    * admitted, removed ones are closed and refused from then on. A removed member that connects
-   * gets `farewell` (encoded frames: the versions that removed it) after its hello, then is closed,
-   * so that its own agent learns why.
+   * gets `farewell(key)` (encoded frames: the versions up to the one that removed it) after its
+   * hello, then is closed, so that its own agent learns why.
    */
-  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: Uint8Array[]): void
+  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: (key: HostId) => Uint8Array[]): void
 }
 
 export class TransportStoppedError extends Error {
@@ -499,7 +499,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     return { open: this.peers.size, active: this.active === null ? null : this.active.size, pending: this.pending.size }
   }
 
-  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: Uint8Array[]): void {
+  setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: (key: HostId) => Uint8Array[]): void {
     const next = new Set<string>()
     for (const m of members) {
       const key = m.key.toLowerCase()
@@ -512,7 +512,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     const added = [...next].filter(k => !this.allowed.has(k) && k !== this.self)
     this.allowed = next
     for (const k of gone) {
-      this.removed.set(k, farewell)
+      this.removed.set(k, farewell(k))
       this.refusedUntil.delete(k)
       this.active?.delete(k)
       this.pending.delete(k)

@@ -31,6 +31,19 @@ export function docFromFile (config: AgentConfig): ClusterDoc {
 }
 
 /** Version 1: this host's file. Hosts whose files agree start with the same version 1. */
+/**
+ * What a removed member is sent when it connects, so that its own agent learns why it is refused:
+ * the versions up to the one that removed it, at most `max` (it applies them in order from its own
+ * latest, so a member that was down for up to `max` versions before its removal still learns it).
+ * Empty when `key` is a member of the latest version or never was one.
+ */
+export function farewellEntries (history: readonly ConfigEntry[], key: string, max = 64): ConfigEntry[] {
+  let last = -1
+  for (let i = 0; i < history.length; i++) if (history[i]!.members.includes(key)) last = i
+  if (last < 0 || last === history.length - 1) return []
+  return history.slice(Math.max(0, last + 2 - max), last + 2)
+}
+
 export function genesisFromFile (config: AgentConfig): ConfigEntry {
   const doc = docFromFile(config)
   const e = { version: 1, base: '', members: doc.members.map(m => m.publicKey), doc: canonicalDocJson(doc), note: 'from the configuration files' }

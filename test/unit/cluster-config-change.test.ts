@@ -4,8 +4,8 @@
  * anything is proposed.
  */
 import t from 'tap'
-import { applyChange, numberedRules, parseChange, type ChangeContext } from '../../agent/runtime/cluster-config.js'
-import type { ClusterDoc } from '../../agent/core/index.js'
+import { applyChange, farewellEntries, numberedRules, parseChange, type ChangeContext } from '../../agent/runtime/cluster-config.js'
+import type { ClusterDoc, ConfigEntry } from '../../agent/core/index.js'
 
 const key = (c: string): string => c.repeat(64)
 const doc: ClusterDoc = {
@@ -69,4 +69,17 @@ t.test('the API body is parsed strictly', async t => {
   t.throws(() => parseChange({ op: 'rule-remove', number: 0 }), /number must be a rule number/)
   t.throws(() => parseChange({ op: 'rule-add', rule: { type: 'vm-vm', kind: 'affinity', vms: [] } }), /rule.vms must be a list of names/)
   t.throws(() => parseChange({ op: 'member-add', name: 'h4' }), /publicKey must be a non-empty string/)
+})
+
+t.test('a removed member is sent the versions up to its removal, however many came after', async t => {
+  const entry = (version: number, members: string[]): ConfigEntry => ({ version, base: `h${version - 1}`, members, doc: '{}', note: `v${version}`, hash: `h${version}` })
+  // x is a member up to version 7 and removed at 8; 92 more versions follow.
+  const history = Array.from({ length: 100 }, (_, i) => entry(i + 1, i + 1 <= 7 ? ['a', 'b', 'x'] : ['a', 'b']))
+  const f = farewellEntries(history, 'x')
+  t.same(f.map(e => e.version), [1, 2, 3, 4, 5, 6, 7, 8], 'up to the version that removed it (the last 8 of the 100 would not reach it)')
+  const far = farewellEntries(history.map((e, i) => i < 80 ? { ...e, members: ['a', 'b', 'x'] } : e), 'x')
+  t.equal(far.at(-1)?.version, 81, 'ends at its removal')
+  t.equal(far.length, 64, 'at most 64: a member down for fewer versions than that before its removal learns it')
+  t.same(farewellEntries(history, 'a'), [], 'a member of the latest version hears nothing')
+  t.same(farewellEntries(history, 'never'), [], 'nor does a host that never was one')
 })
