@@ -154,6 +154,8 @@ export interface LibvirtMigrationTarget {
    * created its empty copy (libvirt then copies the disks with --copy-storage-all).
    */
   disks?: Array<{ from: string, to: string }>
+  /** The target created overlays on base images it holds: only the overlays are copied (--copy-storage-inc). */
+  shallow?: boolean
 }
 
 const TARGET_PREFIX = 'libvirt-p2p:?'
@@ -163,6 +165,7 @@ export function formatMigrationTarget (t: LibvirtMigrationTarget): string {
   const q = new URLSearchParams({ dest: t.destUri, migrateuri: t.migrateUri, listen: t.listenAddress })
   if (t.serialPath !== undefined) q.set('serial', t.serialPath)
   if (t.disks !== undefined) q.set('disks', JSON.stringify(t.disks))
+  if (t.shallow === true) q.set('inc', '1')
   return TARGET_PREFIX + q.toString()
 }
 
@@ -184,6 +187,7 @@ export function parseMigrationTarget (s: string): LibvirtMigrationTarget | null 
     if (!Array.isArray(list) || !list.every(d => typeof d === 'object' && d !== null && typeof d.from === 'string' && typeof d.to === 'string' && d.from !== '' && d.to !== '')) return null
     t.disks = list as Array<{ from: string, to: string }>
   }
+  if (q.get('inc') === '1') t.shallow = true
   return t
 }
 
@@ -477,8 +481,11 @@ export function rewriteSerialPath (xml: string, newPath: string): string | null 
   return changed ? out : null
 }
 
-/** A file disk of a domain XML: its image, format and target device. */
-export interface DomainDisk { file: string, format: string, dev: string, readonly: boolean, shareable: boolean }
+/**
+ * A file disk of a domain XML: its image, format and target device, and the image it is an
+ * overlay of (its first backing file, from the live XML's backingStore), if any.
+ */
+export interface DomainDisk { file: string, format: string, dev: string, readonly: boolean, shareable: boolean, backing?: string, backingFormat?: string }
 
 /** The file-backed disks (device='disk') of a domain XML, in order. */
 export function disksOf (xml: string): DomainDisk[] {
@@ -491,7 +498,14 @@ export function disksOf (xml: string): DomainDisk[] {
     const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(body)?.[2]
     if (file === undefined || dev === undefined) continue
     const format = /<driver\b[^>]*\btype=(['"])(.*?)\1/.exec(body)?.[2] ?? 'raw'
-    out.push({ file: xmlUnescape(file), format, dev: xmlUnescape(dev), readonly: /<readonly\s*\/>/.test(body), shareable: /<shareable\s*\/>/.test(body) })
+    const disk: DomainDisk = { file: xmlUnescape(file), format, dev: xmlUnescape(dev), readonly: /<readonly\s*\/>/.test(body), shareable: /<shareable\s*\/>/.test(body) }
+    const bs = /<backingStore\b[^>]*\btype=(['"])file\1[^>]*>([\s\S]*?)(?:<backingStore\b|<\/backingStore>)/.exec(body)?.[2]
+    const bfile = bs !== undefined ? /<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(bs)?.[2] : undefined
+    if (bs !== undefined && bfile !== undefined) {
+      disk.backing = xmlUnescape(bfile)
+      disk.backingFormat = /<format\b[^>]*\btype=(['"])(.*?)\1/.exec(bs)?.[2] ?? 'raw'
+    }
+    out.push(disk)
   }
   return out
 }
@@ -576,13 +590,18 @@ function libvirtExtra (spec: VmSpec): LibvirtVmExtra {
 const COPY_STORAGE = 'libvirt:copy-storage-all'
 
 /** spec.extra.disks, tolerant: entries without a file are left out. */
-function diskList (spec: VmSpec): Array<{ file: string, format?: string, sizeBytes?: number }> {
+function diskList (spec: VmSpec): Array<{ file: string, format?: string, sizeBytes?: number, backing?: string, backingFormat?: string }> {
   const raw = (spec.extra ?? {}).disks
   if (!Array.isArray(raw)) return []
   return raw.filter((d): d is { file: string } => typeof d === 'object' && d !== null && typeof (d as { file?: unknown }).file === 'string')
     .map(d => {
-      const o = d as { file: string, format?: unknown, sizeBytes?: unknown }
-      return { file: o.file, ...(typeof o.format === 'string' ? { format: o.format } : {}), ...(typeof o.sizeBytes === 'number' ? { sizeBytes: o.sizeBytes } : {}) }
+      const o = d as { file: string, format?: unknown, sizeBytes?: unknown, backing?: unknown, backingFormat?: unknown }
+      return {
+        file: o.file,
+        ...(typeof o.format === 'string' ? { format: o.format } : {}),
+        ...(typeof o.sizeBytes === 'number' ? { sizeBytes: o.sizeBytes } : {}),
+        ...(typeof o.backing === 'string' && o.backing !== '' ? { backing: o.backing, backingFormat: typeof o.backingFormat === 'string' ? o.backingFormat : 'raw' } : {})
+      }
     })
 }
 
@@ -907,7 +926,9 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       id,
       vcpus: fnum(info['CPU(s)']),
       memMiB: (kibField(info['Max memory']) ?? 0) / 1024,
-      extra: disks.length > 0 ? { disks: disks.map(d => ({ file: d.file, format: d.format, ...(d.sizeBytes > 0 ? { sizeBytes: d.sizeBytes } : {}) })) } : {}
+      extra: disks.length > 0
+        ? { disks: disks.map(d => ({ file: d.file, format: d.format, ...(d.sizeBytes > 0 ? { sizeBytes: d.sizeBytes } : {}), ...(d.backing !== undefined ? { backing: d.backing, backingFormat: d.backingFormat ?? 'raw' } : {}) })) }
+        : {}
     }
     return { runStatus, migration, spec }
   }
@@ -916,7 +937,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    * VM `id`'s writable, unshared file disks as this libvirtd runs them: image, format, virtual
    * size and allocation (`virsh domblkinfo`).
    */
-  private async diskFacts (id: VmId, signal?: AbortSignal): Promise<Array<{ file: string, format: string, dev: string, sizeBytes: number, allocatedBytes: number }>> {
+  private async diskFacts (id: VmId, signal?: AbortSignal): Promise<Array<DomainDisk & { sizeBytes: number, allocatedBytes: number }>> {
     const disks = disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable)
     const out = []
     for (const d of disks) {
@@ -971,12 +992,14 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<Array<{ from: string, to: string }>> {
     const disks = diskList(spec)
     if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: a migration with storage needs extra.disks`)
-    const plan: Array<{ from: string, to: string, format: string, sizeBytes: number }> = []
+    const plan: Array<{ from: string, to: string, format: string, sizeBytes: number, backing?: string, backingFormat?: string }> = []
     for (const [i, d] of disks.entries()) {
       if (d.sizeBytes === undefined || !(d.sizeBytes > 0)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: extra.disks[${i}].sizeBytes is missing (the source reports each disk's virtual size)`)
+      // An overlay moves alone (--copy-storage-inc): its base must be here, at the same path.
+      if (d.backing !== undefined && !fs.existsSync(d.backing)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: backing file ${d.backing} of disk ${d.file} is missing at the target (only the overlay is copied; put the same base image at the same path on this host first)`)
       const to = this.targetImagePath(spec.id, d.file)
       if (fs.existsSync(to)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: target image ${to} already exists; never overwritten (if its directory is storage every host shares, list it in sharedStorage; if it is an old copy, remove it)`)
-      plan.push({ from: d.file, to, format: d.format ?? 'raw', sizeBytes: d.sizeBytes })
+      plan.push({ from: d.file, to, format: d.format ?? 'raw', sizeBytes: d.sizeBytes, ...(d.backing !== undefined ? { backing: d.backing, backingFormat: d.backingFormat ?? 'raw' } : {}) })
     }
     // Free space, per file system: each image may grow to its virtual size, and the incoming
     // copies admitted before this one hold what their images may still take (reserved from the
@@ -1011,7 +1034,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     try {
       for (const d of plan) {
         await fsp.mkdir(path.dirname(d.to), { recursive: true })
-        await runTool(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format, d.to, String(d.sizeBytes)], signal)
+        const backing = d.backing !== undefined ? ['-b', d.backing, '-F', d.backingFormat ?? 'raw'] : []
+        await runTool(this.init.qemuImgBinary ?? 'qemu-img', ['create', '-q', '-f', d.format, ...backing, d.to, String(d.sizeBytes)], signal)
         created.push(d.to)
       }
     } catch (err) {
@@ -1196,7 +1220,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       await this.freshLog(serial)
       t.serialPath = serial
     }
-    if (opts.storage === true) t.disks = await this.createTargetImages(spec, signal)
+    if (opts.storage === true) {
+      t.disks = await this.createTargetImages(spec, signal)
+      if (diskList(spec).some(d => d.backing !== undefined)) t.shallow = true
+    }
     this.incoming.add(spec.id)
     this.log.info(`vm ${spec.id} may migrate in on ${t.migrateUri}${t.disks !== undefined ? ' with its disks' : ''}`, { vm: spec.id })
     return t.disks !== undefined ? { uri: formatMigrationTarget(t), nbd: COPY_STORAGE } : { uri: formatMigrationTarget(t) }
@@ -1220,6 +1247,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       this.log.info(`vm ${id}: a migration with storage runs as pre-copy (libvirt copies disks only with pre-copy), not ${params.mode}`, { vm: id })
       params = { ...params, mode: 'precopy' }
     }
+    // Overlays on a base image the target holds too: only their own layer goes (the target
+    // checked the base and created each overlay on it, and says so). A disk without a base is
+    // copied whole either way.
+    const inc = storage && t.shallow === true
     const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'starling-libvirt-'))
     const xmlFile = path.join(tmpDir, `${id}.xml`)
     await fsp.writeFile(xmlFile, xml, { mode: 0o600 })
@@ -1230,7 +1261,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (params.multifd > 1) args.push('--parallel', '--parallel-connections', String(Math.round(params.multifd)))
     if (params.maxBandwidthBytes > 0) args.push('--bandwidth', String(Math.max(1, Math.ceil(params.maxBandwidthBytes / 1048576))))
     if (this.init.persistent === true) args.push('--persistent', '--undefinesource')
-    if (storage) args.push('--copy-storage-all')
+    if (storage) {
+      args.push(inc ? '--copy-storage-inc' : '--copy-storage-all')
+      if (inc) this.log.info(`vm ${id}: disks on a base image: only their overlays are copied (--copy-storage-inc)`, { vm: id })
+    }
     args.push(id, t.destUri)
 
     const wantCap = params.mode === 'precopy' && params.maxDirtySyncs !== undefined && params.maxDirtySyncs >= 3

@@ -24,7 +24,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, memoryFactsOf, parseDomstate, parseDominfo,
-  parseDirtyRate, parseDomstats, parseIterationEvent, parseJobInfo, parseMigrationTarget, rewriteSerialPath, runStateOf, serialPathOf, virshErrorText
+  parseDirtyRate, parseDomstats, parseIterationEvent, parseJobInfo, parseMigrationTarget, rewriteSerialPath, disksOf, rewriteDiskPaths, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
@@ -162,6 +162,25 @@ const DUMPXML = `<domain type='qemu' id='1'>
 const GARBAGE = ['', '\n\n', '\u0000\u0001\u00ff', 'Domain:', "Domain: 'x", '=====', 'Job type:', 'Job type: 99\nfoo', ':::', 'a'.repeat(100_000),
   Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256)).toString('latin1')]
 
+t.test('disks of a live domain XML: file disks with their first backing file', async t => {
+  const xml = `<domain><devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/srv/vm1/top.qcow2' index='3'/>
+      <backingStore type='file' index='2'><format type='qcow2'/><source file='/srv/base/mid.qcow2'/>
+        <backingStore type='file' index='1'><format type='raw'/><source file='/srv/base/root.img'/><backingStore/></backingStore>
+      </backingStore>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/srv/vm1/data&amp;1.img'/><backingStore/><target dev='vdb' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='sda'/><readonly/></disk>
+  </devices></domain>`
+  t.same(disksOf(xml), [
+    { file: '/srv/vm1/top.qcow2', format: 'qcow2', dev: 'vda', readonly: false, shareable: false, backing: '/srv/base/mid.qcow2', backingFormat: 'qcow2' },
+    { file: '/srv/vm1/data&1.img', format: 'raw', dev: 'vdb', readonly: false, shareable: false }
+  ], 'the overlay names its first base; an empty backingStore is none; a cdrom is no disk')
+  const moved = rewriteDiskPaths(xml, [{ from: '/srv/vm1/top.qcow2', to: '/img/vm1/top.qcow2' }])
+  t.match(moved, "<source file='/img/vm1/top.qcow2'", 'the moved disk points at the target image')
+  t.match(moved, "<source file='/srv/base/mid.qcow2'/>", 'its base stays where both hosts hold it')
+})
+
 t.test('domstats --raw', async t => {
   const s = parseDomstats(DOMSTATS)
   t.same([...s.keys()], ['g1', 'g2'])
@@ -266,6 +285,8 @@ t.test('migration target strings', async t => {
   t.same(parseMigrationTarget(formatMigrationTarget(tg)), tg, 'round trip with reserved characters')
   const { serialPath: _s, ...noSerial } = tg
   t.same(parseMigrationTarget(formatMigrationTarget(noSerial)), noSerial)
+  const withDisks = { ...tg, disks: [{ from: '/srv/a b.qcow2', to: '/img/vm1/a b.qcow2' }], shallow: true }
+  t.same(parseMigrationTarget(formatMigrationTarget(withDisks)), withDisks, 'with the disks and the overlay-only copy')
   for (const bad of ['', 'tcp:1.2.3.4:5', 'libvirt-p2p:?dest=x', 'libvirt-p2p:?dest=x&migrateuri=udp://a&listen=a', 'libvirt-p2p:?migrateuri=tcp://a&listen=a', '%%%']) {
     t.equal(parseMigrationTarget(bad), null, `rejected: ${bad}`)
   }

@@ -1,15 +1,20 @@
 /**
  * Goal: the libvirt driver moves a VM whose disk is local (not on shared storage) with the disk:
  * the target creates an empty image of the exact size, libvirt copies the disk inside the live
- * migration (--copy-storage-all), the guest goes on at the target running from the target's
- * image, and that image holds exactly what the source's held. The refusals come before any copy.
+ * migration, the guest goes on at the target running from the target's image, and that image
+ * holds exactly what the source's held. A disk that is an overlay on a base image both hosts hold
+ * sends only its own layer (--copy-storage-inc; a disk without a base goes whole with
+ * --copy-storage-all, as migration-libvirt-storage.test.ts does through the agents). The refusals
+ * (no size, a base image missing at the target, an image already there) come before any copy.
  *
  * Method: two libvirtd daemons (test/libvirt/daemons.ts), each driver with its own imageDir. The
- * test guest boots with a 64 MiB qcow2 disk on A, written beforehand with a pattern (qemu-io);
- * the driver's describe() reports the disk with its virtual size, prepareIncoming(storage) on B
- * creates the image, mirrorDisks() arms the copy and migrate(storage) runs it (pre-copy, with the
- * TCG sync cap under TCG). Then: heartbeats at B, B's domain on B's image, and after B's domain
- * is stopped, `qemu-img compare` of the two images and the pattern read back on B's.
+ * test guest boots with a 64 MiB qcow2 overlay on A, on a base holding 16 MiB of a pattern, the
+ * overlay 3 MiB of another (qemu-io); the driver's describe() reports the disk with its virtual
+ * size and base, prepareIncoming(storage) on B creates the overlay on the same base,
+ * mirrorDisks() arms the copy and migrate(storage) runs it (pre-copy, with the TCG sync cap under
+ * TCG). Then: the disk bytes libvirt copied (the overlay's, not the base's), heartbeats at B, B's
+ * domain on B's image, and after B's domain is stopped, `qemu-img compare` of the two images and
+ * both patterns read back through B's.
  * When libvirt cannot run here the file fails with the reason; it never skips.
  * Run: npx tap test/adapters/libvirt-storage.test.ts  (about 1-2 minutes)
  */
@@ -46,31 +51,43 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const b = mk(B)
   t.teardown(async () => { await bed.stop() })
   const id = 'st1'
+  // The disk is an overlay on a base image both hosts hold at the same path (the two daemons
+  // share this machine's file system): 16 MiB of data in the base, 3 MiB in the overlay.
+  const base = path.join(A.dir, 'base', 'base.qcow2')
+  fs.mkdirSync(path.dirname(base), { recursive: true })
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M'])
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa5 40M 16M', base])
   const srcImage = path.join(A.dir, 'local', `${id}.qcow2`)
   fs.mkdirSync(path.dirname(srcImage), { recursive: true })
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', srcImage, '64M'])
-  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xa5 40M 1M', srcImage])
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', srcImage, '64M'])
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', srcImage])
   await a.start({ id, vcpus: 1, memMiB: 256, extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=16 dirtier_rate=0', disks: [{ file: srcImage, format: 'qcow2' }] } })
   const srcLog = path.join(A.serialDir, `${id}.log`)
   await until('heartbeats on A', () => heartbeats(srcLog).length > 20, 90_000)
 
   const d = await a.describe(id)
-  t.match(d?.spec.extra, { disks: [{ file: srcImage, format: 'qcow2', sizeBytes: 64 * 1048576 }] }, 'describe() reports the disk with its virtual size')
+  t.match(d?.spec.extra, { disks: [{ file: srcImage, format: 'qcow2', sizeBytes: 64 * 1048576, backing: base, backingFormat: 'qcow2' }] }, 'describe() reports the disk with its virtual size and its base image')
   const spec = d!.spec
   t.equal(a.diskLocality(spec), 'local', 'a disk outside sharedStorage is local')
   t.equal(new LibvirtDriver({ uri: A.uri, sharedStorage: [path.dirname(srcImage)], domainType: 'qemu' }, { logger: silentLogger() }).diskLocality(spec), 'shared', 'under sharedStorage it stays put')
   t.equal(a.storageProblem(spec), null, 'no problem with an existing disk')
   t.match(a.storageProblem({ ...spec, extra: { disks: [{ file: '/nonexistent/x.qcow2', format: 'qcow2', sizeBytes: 1 }] } }), /does not exist on the source/, 'a missing disk is refused on the source')
   const allocated = await a.diskAllocatedBytes(id)
-  t.ok(allocated !== null && allocated >= 4 * 1048576, `allocation reported for the copy's estimate (${String(allocated)} bytes)`)
+  t.ok(allocated !== null && allocated >= 3 * 1048576 && allocated < 16 * 1048576, `the overlay's allocation reported for the copy's estimate (${String(allocated)} bytes)`)
   await t.rejects(b.prepareIncoming({ ...spec, extra: { disks: [{ file: srcImage, format: 'qcow2' }] } }, '127.0.0.1:0', { storage: true }), { code: 'DRIVER_FAILED', message: /sizeBytes/ }, 'no size: refused before anything is created')
+  await t.rejects(b.prepareIncoming({ ...spec, extra: { disks: [{ file: srcImage, format: 'qcow2', sizeBytes: 64 * 1048576, backing: '/nonexistent/base.qcow2', backingFormat: 'qcow2' }] } }, '127.0.0.1:0', { storage: true }),
+    { code: 'DRIVER_FAILED', message: /backing file \/nonexistent\/base\.qcow2 of disk .* is missing at the target/ }, 'a base image missing at the target: refused before anything is created')
+  t.notOk(fs.existsSync(path.join(B.dir, 'images', id)), 'nothing created by the refusals')
 
   const prep = await b.prepareIncoming(spec, '127.0.0.1:0', { storage: true })
   const target = parseMigrationTarget(prep.uri)
   const dstImage = path.join(B.dir, 'images', id, `${id}.qcow2`)
   t.same(target?.disks, [{ from: srcImage, to: dstImage }], 'the target names where it created the image')
+  t.equal(target?.shallow, true, 'and that only the overlay is to be copied')
   t.ok(prep.nbd !== undefined, 'prepareIncoming with storage answers for the disk copy')
-  t.equal(JSON.parse(execFileSync('qemu-img', ['info', '--output=json', dstImage], { encoding: 'utf8' }))['virtual-size'], 64 * 1048576, 'the target image has the exact virtual size')
+  const dstInfo = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dstImage], { encoding: 'utf8' })) as Record<string, unknown>
+  t.equal(dstInfo['virtual-size'], 64 * 1048576, 'the target image has the exact virtual size')
+  t.equal(dstInfo['backing-filename'], base, 'and is an overlay on the same base image')
   await t.rejects(b.prepareIncoming(spec, '127.0.0.1:0', { storage: true }), { code: 'DRIVER_FAILED', message: /already exists/ }, 'an image already there is never overwritten')
 
   await a.mirrorDisks(id, prep.nbd ?? '')
@@ -83,7 +100,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const end = performance.now() + 180_000
   while (!['completed', 'failed', 'cancelled'].includes(p.status) && performance.now() < end) { await sleep(200); p = await a.progress(id) }
   t.equal(p.status, 'completed', `migration with storage completed (${p.errorDesc ?? ''})`)
-  t.ok(p.disk !== undefined && p.disk.totalBytes >= 4 * 1048576, `disk bytes reported (${p.disk?.doneBytes ?? 0} of ${p.disk?.totalBytes ?? 0})`)
+  t.ok(p.disk !== undefined && p.disk.doneBytes >= 3 * 1048576 && p.disk.doneBytes < 16 * 1048576, `only the overlay's layer was copied (--copy-storage-inc): ${((p.disk?.doneBytes ?? 0) / 1048576).toFixed(1)} MiB of ${((p.disk?.totalBytes ?? 0) / 1048576).toFixed(1)} MiB; the base holds 16 MiB`)
   if (tcg) t.ok(p.dirtySyncCount <= 3, `kept to the sync cap (${p.dirtySyncCount})`)
   const before = lastOnA()
   const dstLog = path.join(B.serialDir, `${id}.log`)
@@ -96,6 +113,6 @@ async function run (t: Test, guestDir: string): Promise<void> {
   await b.stop(id)
   execFileSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', srcImage, dstImage])
   t.pass('qemu-img compare: the target image holds what the source image held')
-  const read = execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x5a 1M 3M', '-c', 'read -P 0xa5 40M 1M', '-c', 'read -P 0 8M 1M', dstImage], { encoding: 'utf8' })
-  t.notMatch(read, /Pattern verification failed/, 'the written patterns and a zero range read back on the target image')
+  const read = execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x5a 1M 3M', '-c', 'read -P 0xa5 40M 16M', '-c', 'read -P 0 8M 1M', dstImage], { encoding: 'utf8' })
+  t.notMatch(read, /Pattern verification failed/, "the overlay's pattern, the base's and a zero range read back through the target image")
 }

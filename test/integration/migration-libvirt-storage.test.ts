@@ -86,7 +86,8 @@ async function run (t: Test, guestDir: string): Promise<void> {
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
     cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', serialDir: d.serialDir, imageDir: path.join(d.dir, 'images') } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
-    cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * MiB, bandwidthBytesPerS: 128 * MiB, leaseTicks: 60, prepareTimeoutTicks: 150, intentTimeoutTicks: 50, resendTicks: 10 }
+    // The default lease (100 ticks): this case is about the disk, not a lease cut short under load.
+    cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * MiB, bandwidthBytesPerS: 128 * MiB, leaseTicks: 100, prepareTimeoutTicks: 150, intentTimeoutTicks: 50, resendTicks: 10 }
     fs.writeFileSync(h.configFile, JSON.stringify(cfg, null, 2))
   }
   const starling = async (args: string[]): Promise<{ code: number, out: string }> => await new Promise(resolve => {
@@ -156,6 +157,9 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const wallMs = performance.now() - t0
   t.equal(r.code, 0, `starling migrate: ${r.out.trim()}`)
   if (r.code !== 0) t.comment(logDump())
+  // A guest that breaks on host2 is reported with its console (the kernel's trace), not just the first lines.
+  const consoleTail = (m: SerialMonitor): string => m.lines.filter(l => !l.text.startsWith('hb ')).slice(-40).map(l => l.text).join('\n')
+  t.teardown(() => { if (dst.broken.length > 0) console.error(`host2 console:\n${consoleTail(dst)}`) })
   await dst.until('heartbeats on host2', () => dst.beats.length >= 5, 30_000)
   const last = src.lastBeat()!
   const first = dst.beats[0]!
