@@ -122,6 +122,19 @@ export function repairRules (view: ClusterView, me: HostView, cfg: PolicyConfig,
     const first = r.vms.filter(x => where.has(x)).sort()[0]
     return first !== undefined && where.get(first) === me.id
   })
+  // A VM kept together with others has its targets judged with its group gathered on the group's
+  // host (its first VM's host). Judged as placed, a VM off that host is allowed there only once all
+  // the others are, so a group with two or more VMs off it (three split over hosts) never moved.
+  const gathered = (vm: VmId): Map<VmId, HostId> => {
+    const p = new Map(where)
+    for (const r of view.rules.vmVm) {
+      if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) continue
+      const first = r.vms.filter(x => where.has(x)).sort()[0]
+      const at = first === undefined ? undefined : where.get(first)
+      if (at !== undefined) for (const x of r.vms) if (x !== vm && where.has(x)) p.set(x, at)
+    }
+    return p
+  }
   const moves: Move[] = []
   const mine = [...me.vms].sort((a, b) => a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
   for (const v of mine) {
@@ -129,7 +142,8 @@ export function repairRules (view: ClusterView, me: HostView, cfg: PolicyConfig,
     if (v.migrating === true || hardAllows(view.rules, where, v.id, me.id)) continue
     const hostRule = view.rules.vmHost.some(r => r.hard && r.vm === v.id && (r.kind === 'affinity') !== r.hosts.includes(me.id))
     if (!hostRule && anchored(v.id)) continue
-    const t = bestTarget(view, me, v, cfg, work, where, null)
+    // The group's first VM on a host its VM-host rule forbids goes where the rules allow as placed.
+    const t = bestTarget(view, me, v, cfg, work, gathered(v.id), null) ?? (hostRule ? bestTarget(view, me, v, cfg, work, where, null) : null)
     if (t === null) continue
     apply(workOf(work, me), me, v, -1)
     apply(workOf(work, t), t, v, 1)

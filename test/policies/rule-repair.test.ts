@@ -88,3 +88,30 @@ t.test('the decider repairs first, with no hold, and only when a hard rule names
   t.same(planHost(view(hosts, rules), 'h1', cfg, { overStreak: 0, underStreak: 0, lastMoved: new Map(), random: seededPrng }).map(m => m.reason), ['rule'], 'planHost (and so the cluster plan) puts the repair first')
   t.end()
 })
+
+t.test('affinity of three VMs split over hosts: each VM off the first VM\'s host comes to it, one by one', t => {
+  const rules: RuleSet = { vmVm: [{ kind: 'affinity', vms: ['a', 'b', 'c'], hard: true }], vmHost: [] }
+  // a on h1; b and c together on h2: neither b nor c is allowed on h1 while the other is on h2,
+  // yet the rule holds only once both are there.
+  const v = view([host('h1', [vm('a', 'h1')]), host('h2', [vm('b', 'h2'), vm('c', 'h2')]), host('h3', [vm('z', 'h3')])], rules)
+  t.same(repairRules(v, v.hosts[0]!, cfg), [], 'a (the first by id) stays on h1')
+  const m2 = repairRules(v, v.hosts[1]!, cfg)
+  t.same(m2.map(m => `${m.vm}->${m.to}`).sort(), ['b->h1', 'c->h1'], 'b and c come to a')
+  t.same(brokenHardRules(rules, placed(v, m2)), [], 'the rule holds after the moves')
+  // One at a time (a decision that moves one VM): the other follows at the next decision.
+  const one = repairRules(v, v.hosts[1]!, { ...cfg, maxMovesPerDecision: 1 })
+  t.equal(one.length, 1)
+  t.equal(one[0]!.to, 'h1')
+  // Each on its own host: the two others come to a.
+  const v3 = view([host('h1', [vm('a', 'h1')]), host('h2', [vm('b', 'h2')]), host('h3', [vm('c', 'h3')])], rules)
+  t.same(repairRules(v3, v3.hosts[1]!, cfg).map(m => `${m.vm}->${m.to}`), ['b->h1'])
+  t.same(repairRules(v3, v3.hosts[2]!, cfg).map(m => `${m.vm}->${m.to}`), ['c->h1'])
+  // The first VM's host forbidden to b by a VM-host rule: b has nowhere to go, nothing moves.
+  const r4: RuleSet = { vmVm: rules.vmVm, vmHost: [{ kind: 'anti-affinity', vm: 'b', hosts: ['h1'], hard: true }] }
+  t.same(repairRules(view([...v3.hosts], r4), v3.hosts[1]!, cfg), [], 'no host the rules allow for b')
+  // The first VM itself on a host its VM-host rule forbids: it goes to the others.
+  const r5: RuleSet = { vmVm: [{ kind: 'affinity', vms: ['a', 'b'], hard: true }], vmHost: [{ kind: 'anti-affinity', vm: 'a', hosts: ['h1'], hard: true }] }
+  const v5 = view([host('h1', [vm('a', 'h1')]), host('h2', [vm('b', 'h2')]), host('h3', [vm('z', 'h3')])], r5)
+  t.same(repairRules(v5, v5.hosts[0]!, cfg).map(m => `${m.vm}->${m.to}`), ['a->h2'], 'a leaves the host it may not run on, to b')
+  t.end()
+})
