@@ -142,7 +142,9 @@ export function renderMemoryMetrics (p: MemoryPayload): string {
   for (const [k, v] of Object.entries(p.counters)) out.push(`# TYPE agent_memory_balloon_${metricName(k)} counter`, `agent_memory_balloon_${metricName(k)} ${v}`)
   const s = p.status
   if (s === null) return out.join('\n') + '\n'
-  for (const [k, v] of Object.entries(s.host)) {
+  for (const [k, raw] of Object.entries(s.host)) {
+    // A yes/no fact (pressured) is a 0/1 gauge.
+    const v = typeof raw === 'boolean' ? (raw ? 1 : 0) : raw
     if (typeof v !== 'number' || !Number.isFinite(v)) continue
     const name = `agent_memory_host_${metricName(k).replace(/_mi_b$/, '_mib').replace(/10$/, '_avg10_percent')}`
     out.push(`# TYPE ${name} gauge`, `${name} ${v}`)

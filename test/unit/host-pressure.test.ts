@@ -7,6 +7,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { BalloonController, hostMemoryReport } from '../../agent/runtime/balloon-controller.js'
+import { renderMemoryMetrics } from '../../agent/api/memory.js'
 import { hostMemory } from '../../agent/adapters/host-memory.js'
 import { validateMemorySection } from '../../agent/runtime/memory-setup.js'
 import { memoryLogger } from '../../agent/lib/logger.js'
@@ -42,6 +43,9 @@ for (const ballooning of [true, false]) {
     const rep = hostMemoryReport(s2!.host, ballooning)
     t.equal(rep.unmetMiB, mem.policy.shrinkStepMiBMin, 'nothing to reclaim: the step it asked for is unmet, so the host is stressed')
     t.equal(rep.pressure, 0.4)
+    const metrics = renderMemoryMetrics({ self: { id: 'x', name: 'hv' }, nowMs: 0, status: s2!, counters: { ...ctl.counters } })
+    t.match(metrics, /\nagent_memory_host_pressured 1\n/, 'Prometheus: pressured as a 0/1 gauge')
+    t.match(metrics, new RegExp(`\\nagent_memory_host_pressure_want_mib ${mem.policy.shrinkStepMiBMin}\\n`), 'and what it asks for')
     t.equal(log.find('host memory pressure 40% (some avg10) above memory.policy.hostPressurePercent 25%', 'warn').length, 1, 'the operator is told once')
     await ctl.step([])
     t.equal(log.find('above memory.policy.hostPressurePercent', 'warn').length, 1, '...not at every step')
