@@ -978,6 +978,9 @@ export class HaManager {
       // A hard rule holds for a stuck VM's claim too (any eligible host may try it then).
       if (v.role !== 'idle' || this.now < v.backoffUntil || !this.fitsHere(v) || !hardAllows(this.rules, placement, vm, this.self)) continue
       this.becomeClaiming(v, false)
+      // The next claims of this step are judged with this VM here (two VMs kept apart, both stuck,
+      // are not both claimed by one host).
+      if (v.role !== 'idle') placement.set(vm, this.self)
       inFlight++
     }
   }
