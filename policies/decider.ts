@@ -96,6 +96,9 @@ export class HostDecider {
     // A consolidation is carried out whole or not at all: one that does not fit in the slots
     // left would leave the host half emptied (the streak runs on; the slots free up).
     if (reason === 'underload' && plan.length > inp.outSlots) return []
+    // Nor one with a VM that cannot go now (moving already, or a replica hosted here): the others
+    // alone would leave the host half emptied.
+    if (reason === 'underload' && plan.some(mv => inp.moving?.(mv.vm) === true)) return []
     return this.take(plan, inp)
   }
 

@@ -164,3 +164,14 @@ t.test('a CPU overload that the host\'s CPU allocation resolves is not stress; o
   t.equal(step(d, [{ ...hot(), cpuResolved: false }, roomy()]).moves.length, 1, 'not resolved: relieved by a migration as before')
   t.end()
 })
+
+t.test('consolidation: a VM of the plan that cannot go now (moving already, or a replica hosted here) holds the whole consolidation back', t => {
+  const idle = (): HostView => host('a', [vm('x', 'a', 300, 900), vm('y', 'a', 300, 900)])
+  const busy = (): HostView => host('b', [vm('q', 'b', 3000)])
+  const d = new HostDecider(cfg(), seededPrng)
+  for (let i = 0; i < 5; i++) step(d, [idle(), busy()], 'a', { moving: vm => vm === 'y' })
+  t.same(step(d, [idle(), busy()], 'a', { moving: vm => vm === 'y' }).moves, [], 'x alone would leave the host half emptied')
+  t.ok(d.underStreak > 0, 'the streak still counts')
+  t.same(step(d, [idle(), busy()]).moves.map(x => x.vm).sort(), ['x', 'y'], 'whole once y may go')
+  t.end()
+})
