@@ -102,7 +102,7 @@ function memoryCli (dir: string, days: string[], a: { hosts?: string, ratios?: s
   return 0
 }
 
-const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N] [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P] | starling sim --memory [--day D] [--hosts N] [--ratios R,R] [--shared F] [--tolerance T] [--json]'
+const USAGE = 'usage: starling sim [--traces DIR] [--day YYYYMMDD|all] [--policy NAME[,NAME]] [--mode central|decentral|both] [--json] [--report DIR] [--compare] [--order FILE] [--hosts N] [--interval S] [--limit S] [--link-share F] [--keep-idle-vms] [--seed N|A-B|A,B] [--loss P] [--view-age N] [--gossip model|core] [--gossip-view snapshot|agent] [--gossip-ticks K] [--link-loss P] [--link-dup P] [--out-max N] | starling sim --memory [--day D] [--hosts N] [--ratios R,R] [--shared F] [--tolerance T] [--json]'
 
 export async function runSimCli (argv: string[]): Promise<number> {
   let a
@@ -116,7 +116,7 @@ export async function runSimCli (argv: string[]): Promise<number> {
         limit: { type: 'string' }, 'link-share': { type: 'string' }, 'keep-idle-vms': { type: 'boolean', default: false },
         seed: { type: 'string' }, loss: { type: 'string' }, 'view-age': { type: 'string' },
         gossip: { type: 'string', default: 'model' }, 'gossip-view': { type: 'string', default: 'snapshot' }, 'gossip-ticks': { type: 'string' },
-        'link-loss': { type: 'string' }, 'link-dup': { type: 'string' }, help: { type: 'boolean', default: false },
+        'link-loss': { type: 'string' }, 'link-dup': { type: 'string' }, 'out-max': { type: 'string' }, help: { type: 'boolean', default: false },
         memory: { type: 'boolean', default: false }, ratios: { type: 'string' }, shared: { type: 'string' }, tolerance: { type: 'string' }
       }
     }).values
@@ -145,6 +145,12 @@ export async function runSimCli (argv: string[]): Promise<number> {
   const seeds = parseSeeds(a.seed ?? '1')
   if (seeds === null || seeds.length === 0) { process.stderr.write(`--seed must be N, A-B or a comma list (got ${a.seed ?? ''})\n`); return 2 }
   const dec = { ...(a.loss !== undefined ? { lossP: Number(a.loss) } : {}), ...(a['view-age'] !== undefined ? { viewAgeSteps: Number(a['view-age']) } : {}) }
+  // The agents' outgoing slots (migration.outMax): the default is the agent's own.
+  if (a['out-max'] !== undefined) {
+    const x = Number(a['out-max'])
+    if (!Number.isInteger(x) || x < 1) { process.stderr.write(`--out-max must be an integer >= 1 (got ${a['out-max']})\n`); return 2 }
+    Object.assign(dec, { outMax: x })
+  }
   if (a.gossip !== 'model' && a.gossip !== 'core') { process.stderr.write(`--gossip must be model or core (got ${a.gossip})\n`); return 2 }
   if (a['gossip-view'] !== 'snapshot' && a['gossip-view'] !== 'agent') { process.stderr.write(`--gossip-view must be snapshot or agent (got ${a['gossip-view']})\n`); return 2 }
   const prob = (name: string, v: string | undefined): number | null | undefined => {

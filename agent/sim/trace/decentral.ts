@@ -43,7 +43,7 @@
  * compares the two and bench/sim-gossip.md has the figures. Still a model: the admit() call is direct,
  * not the migration reservation exchange over the simulated network.
  */
-import { admit, judgeEvacuation, Prng, reservedWhole, seededPrng, type AdmissionInput, type EvacuationAnswer, type HostSample } from '../../core/index.js'
+import { admit, defaultMigrationConfig, judgeEvacuation, Prng, reservedWhole, seededPrng, type AdmissionInput, type EvacuationAnswer, type HostSample } from '../../core/index.js'
 import { HostDecider } from '../../../policies/decider.js'
 import type { PolicyConfig } from '../../../policies/plan.js'
 import { defaultPolicyConfig, validatePolicyConfig } from '../../../policies/config.js'
@@ -73,6 +73,13 @@ export interface DecentralOptions {
   inMax: number
   clusterMax: number
   /**
+   * Moves a host may start at one decision: the agent's free outgoing slots (migration.outMax).
+   * A consolidation larger than this is not started (policies/decider.ts), as in the agent, which
+   * reserves a consolidation whole and so cannot run it as several batches. @default the agent's
+   * default outMax (2)
+   */
+  outMax: number
+  /**
    * A consolidation (underload) plan is reserved as a whole: if any of its targets refuses, the
    * reservations its other targets granted are released and none of its moves starts, so no
    * host is left half emptied. @default true
@@ -92,7 +99,7 @@ export function defaultDecentralPolicy (): PolicyConfig {
 }
 
 export function defaultDecentralOptions (): DecentralOptions {
-  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, reportHistory: 12, policy: defaultDecentralPolicy(), inMax: Infinity, clusterMax: Infinity, wholeEvacuations: true, gossip: 'model', coreView: 'snapshot', coreGossip: {} }
+  return { seed: 1, viewAgeSteps: 1, lossP: 0.1, maxAgeSteps: 5, reportHistory: 12, policy: defaultDecentralPolicy(), inMax: Infinity, clusterMax: Infinity, outMax: defaultMigrationConfig().outMax, wholeEvacuations: true, gossip: 'model', coreView: 'snapshot', coreGossip: {} }
 }
 
 function report (sim: TraceSim, h: SimHost, histLen: number): HostView {
@@ -205,11 +212,8 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         self,
         view: () => (view ??= viewOf(i)),
         receiving: (granted[i] as unknown[]).length > 0,
-        // The agent's moves of a 300 s step run one after another, so the slots are the policy's
-        // moves per decision. An agent passes its free outgoing slots (migration.outMax, default 2)
-        // and starts no consolidation larger than that (policies/decider.ts): there, hosts with
-        // more VMs than outMax are not emptied, where this model empties them.
-        outSlots: cfg.maxMovesPerDecision,
+        // the agent's free outgoing slots: a consolidation larger than them is not started (decider.ts)
+        outSlots: Math.min(cfg.maxMovesPerDecision, opt.outMax),
         moving: vm => moving.has(vm)
       })
       if (plan.length === 0) continue
