@@ -146,7 +146,8 @@ export class AgentCore {
     const fileCfg = validateMigrationConfig(opts.migration ?? defaultMigrationConfig())
     // Rules name hosts; the decision code compares host ids (the members known at start-up).
     const migCfg = { ...fileCfg, rules: resolveRuleHosts(fileCfg.rules, [{ name: opts.name, publicKey: opts.self }, ...opts.seeds.map(x => ({ name: x.name, publicKey: x.id }))]) }
-    if (migCfg.rules.vmVm.length + migCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(migCfg.rules)
+    // The members compare the rules as written (a name one member could not resolve is still the same rule).
+    if (fileCfg.rules.vmVm.length + fileCfg.rules.vmHost.length > 0) s.rulesHash = rulesHash(fileCfg.rules)
     this.mig = new MigrationMachine(s, migCfg, restored?.migrations ?? [], restored?.draining === true)
     this.replicas = opts.replicas === undefined || opts.replicas.params.mode === 'off' && opts.replicas.restored.length === 0 && opts.replicas.stateless.length === 0
       ? null
@@ -205,7 +206,7 @@ export class AgentCore {
     // Majorities move with the member list (one member per version: config-log.ts).
     this.ha?.setMembers(e.members)
     this.vip?.setMembers(e.members)
-    s.rulesHash = rules.vmVm.length + rules.vmHost.length > 0 ? rulesHash(rules) : ''
+    s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
   }
 
   /** The cluster configuration this host holds, or null when it keeps none. */
