@@ -177,7 +177,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
     id: 'g1',
     vcpus: 1,
     memMiB: 256,
-    extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=32 dirtier_rate=0' }
+    extra: { kernel: guestKernel(guestDir), initrd: path.join(guestDir, 'initramfs.cpio'), append: 'console=ttyS0 quiet loglevel=3 panic=-1 dirtier_ws=128 dirtier_rate=0' }
   })
   t.comment(`g1 created on ${A.uri} as a ${creator.domainType} domain (${creator.domainTypeReason})`)
   const src = new SerialLog(path.join(A.serialDir, 'g1.log'))
@@ -322,14 +322,18 @@ async function run (t: Test, guestDir: string): Promise<void> {
     const hbBefore = lastHeartbeat(path.join(daemonOf.get(from)!.serialDir, 'g1.log'))
     const victim = role === 'source' ? from : to
     const seen = new Set([...await migrations('host1'), ...await migrations('host2')].map(m => m.id))
+    let lift: (() => Promise<void>) | null = null
     if (at === 'mid-copy') {
       // Slow the copy down to 1 MiB/s, so that the restarted agent finds libvirtd still copying
       // (at full speed it ends before the agent is back). Only once QEMU's transfer has begun:
       // libvirt sets the migration's own bandwidth when it starts it. Zero pages cost almost
       // nothing on the wire, so a milder cap would hardly slow it; and when the cap lands after
       // the guest's written pages went (a loaded machine: the cap came 2.1 s in, at 47 of 257
-      // MiB), the rest is zero pages and the copy completes anyway. Such an attempt does not
-      // test what it says: g1 is moved back and the case is tried again (6 times at most).
+      // MiB), the rest is zero pages and the copy completes anyway. So g1 writes a 128 MiB working
+      // set (with 32 MiB, a quiet machine's clean-clone run sent all of it before the cap, 6 times
+      // in a row): half of its memory is data, which at 1 MiB/s takes long enough. An attempt that
+      // still ends too soon does not test what it says: g1 is moved back and the case is tried
+      // again (6 times at most).
       const src = daemonOf.get(from)!
       const virsh = async (args: string[]): Promise<string | null> => await new Promise(resolve => {
         execFile('virsh', ['-c', src.uri, ...args], { encoding: 'utf8', timeout: 5000, env: { ...process.env, LC_ALL: 'C' } }, (err, o) => resolve(err === null ? o : null))
@@ -366,6 +370,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
         const after = slowed ? await virsh(['domjobinfo', '--rawstats', 'g1']) : null
         const still = after !== null && parseJobInfo(after) !== null && Number(parseJobInfo(after)?.fields.memory_total ?? 0) > 0 && (await copies()).get(from) === 'running'
         if (still) {
+          lift = async () => { await virsh(['migrate-setspeed', 'g1', '100000']) }
           await killed(victim)
           tt.comment(`${victim} killed ${((performance.now() - t0) / 1000).toFixed(1)} s into the step; g1 then: ${JSON.stringify(Object.fromEntries(await copies()))}`)
           break
@@ -395,6 +400,12 @@ async function run (t: Test, guestDir: string): Promise<void> {
       if (!died) tt.comment(await report())
     }
     start(victim)
+    if (lift !== null) {
+      // Once the restarted agent is back and has found libvirtd copying, the copy may go at full
+      // speed again: at 1 MiB/s the 128 MiB working set would keep it going for minutes.
+      await until(`${victim} back in both views`, bothViews, 30_000).catch(() => {})
+      await lift()
+    }
     try {
       await until('no migration in flight and one running copy of g1', async () => await settled(from, seen), 60_000)
     } catch (err) {
