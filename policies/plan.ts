@@ -31,7 +31,7 @@ import { hashStr, selectVm, type SelectionParams } from './selection.js'
 const SPREAD_W = 1
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
-import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type RuleSet, type SeededRandom, type VmId, type VmView } from './types.js'
+import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type RuleSet, type SeededRandom, type VmId, type VmView, type VmVmRule } from './types.js'
 
 export interface PolicyConfig {
   overload: OverloadParams
@@ -117,20 +117,17 @@ export function repairRules (view: ClusterView, me: HostView, cfg: PolicyConfig,
   if (where.size === 0) for (const h of view.hosts) for (const v of h.vms) where.set(v.id, h.id)
   // VMs on their way out of this host no longer keep the others here from staying.
   for (const v of me.vms) if (v.migrating === true && where.get(v.id) === me.id) where.delete(v.id)
-  const anchored = (vm: VmId): boolean => view.rules.vmVm.some(r => {
-    if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) return false
-    const first = r.vms.filter(x => where.has(x)).sort()[0]
-    return first !== undefined && where.get(first) === me.id
-  })
+  // The hard affinity groups of a VM, and where each gathers: the host of its first placed VM by id.
+  const groupsOf = (vm: VmId): VmVmRule[] => view.rules.vmVm.filter(r => r.hard && r.kind === 'affinity' && r.vms.includes(vm))
+  const anchorOf = (r: VmVmRule): HostId | undefined => { const first = r.vms.filter(x => where.has(x)).sort()[0]; return first === undefined ? undefined : where.get(first) }
+  const anchored = (vm: VmId): boolean => groupsOf(vm).some(r => anchorOf(r) === me.id)
   // A VM kept together with others has its targets judged with its group gathered on the group's
   // host (its first VM's host). Judged as placed, a VM off that host is allowed there only once all
   // the others are, so a group with two or more VMs off it (three split over hosts) never moved.
   const gathered = (vm: VmId): Map<VmId, HostId> => {
     const p = new Map(where)
-    for (const r of view.rules.vmVm) {
-      if (!r.hard || r.kind !== 'affinity' || !r.vms.includes(vm)) continue
-      const first = r.vms.filter(x => where.has(x)).sort()[0]
-      const at = first === undefined ? undefined : where.get(first)
+    for (const r of groupsOf(vm)) {
+      const at = anchorOf(r)
       if (at !== undefined) for (const x of r.vms) if (x !== vm && where.has(x)) p.set(x, at)
     }
     return p

@@ -40,22 +40,18 @@ function run (seed: number, together: boolean, rules: RuleSet): { moves: number,
   return { moves, broken: brokenHardRules(rules, placement), late: committed() - moves }
 }
 
-t.test('anti-affinity agreed while a and b share a host: one of them leaves, once', async t => {
-  const rules: RuleSet = { vmVm: [{ kind: 'anti-affinity', vms: ['a', 'b'], hard: true }], vmHost: [] }
-  for (let seed = 1; seed <= 20; seed++) {
-    const r = run(seed, true, rules)
-    t.equal(r.moves, 1, `seed ${seed}: one migration`)
-    t.same(r.broken, [], `seed ${seed}: the rule holds`)
-    t.equal(r.late, 0, `seed ${seed}: nothing moves afterwards`)
-  }
-})
-
-t.test('affinity agreed while a and b run on two hosts: one joins the other, never a swap', async t => {
-  const rules: RuleSet = { vmVm: [{ kind: 'affinity', vms: ['a', 'b'], hard: true }], vmHost: [] }
-  for (let seed = 1; seed <= 20; seed++) {
-    const r = run(seed, false, rules)
-    t.equal(r.moves, 1, `seed ${seed}: one migration`)
-    t.same(r.broken, [], `seed ${seed}: the rule holds`)
-    t.equal(r.late, 0, `seed ${seed}: nothing moves afterwards`)
-  }
-})
+const cases: Array<[string, boolean, 'affinity' | 'anti-affinity']> = [
+  ['anti-affinity agreed while a and b share a host: one of them leaves, once', true, 'anti-affinity'],
+  ['affinity agreed while a and b run on two hosts: one joins the other, never a swap', false, 'affinity']
+]
+for (const [name, together, kind] of cases) {
+  t.test(name, async t => {
+    const rules: RuleSet = { vmVm: [{ kind, vms: ['a', 'b'], hard: true }], vmHost: [] }
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = run(seed, together, rules)
+      t.equal(r.moves, 1, `seed ${seed}: one migration`)
+      t.same(r.broken, [], `seed ${seed}: the rule holds`)
+      t.equal(r.late, 0, `seed ${seed}: nothing moves afterwards`)
+    }
+  })
+}

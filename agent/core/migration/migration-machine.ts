@@ -627,19 +627,9 @@ export class MigrationMachine {
 
   /** Source, the target ready: the HA handover of a protected VM first, else the copy. */
   private proceed (r: MigrationRecord): void {
-    const id = r.id
-    if (this.ha.protects(r.vm) && !this.awaitingGrant.has(id)) {
+    if (this.ha.protects(r.vm) && !this.awaitingGrant.has(r.id)) {
       // The VM may run on the target only once a majority granted it the VM's claim.
-      this.handing.add(id)
-      const why = this.ha.handoverStart(r.vm, r.target)
-      if (why !== null) {
-        this.becomeAborted(r, why)
-        this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
-        return
-      }
-      this.awaitingGrant.set(id, this.s.now)
-      if (r.state === 'proposed') this.becomeReserved(r)
-      this.due.set(id, this.s.now + 1)
+      if (this.startHandover(r) && r.state === 'proposed') this.becomeReserved(r)
       return
     }
     this.startCopy(r)
