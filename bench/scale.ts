@@ -61,6 +61,24 @@ async function statuses (cluster: LocalCluster, names: string[]): Promise<Array<
   return out
 }
 
+/**
+ * Why membership is not full: the agents that did not answer, and for each member that some view
+ * does not hold alive, the views that do not and the state they hold it in (a missing member
+ * has no entry: 'absent').
+ */
+function notFull (names: string[], views: Array<StatusPayload | null>): { silent: string[], notAlive: Record<string, Record<string, string>> } {
+  const silent = names.filter((_, i) => views[i] === null)
+  const notAlive: Record<string, Record<string, string>> = {}
+  for (const [i, v] of views.entries()) {
+    if (v === null) continue
+    for (const m of names) {
+      const st = m === names[i] ? 'alive' : stateOf(v, m) ?? 'absent'
+      if (st !== 'alive') (notAlive[m] ??= {})[names[i]!] = st
+    }
+  }
+  return { silent, notAlive }
+}
+
 async function measure (n: number): Promise<Record<string, unknown>> {
   const cluster = await LocalCluster.create(n, { seed: 17, core: CORE, mesh: MESH })
   const names = cluster.hosts.map(h => h.name)
@@ -70,15 +88,17 @@ async function measure (n: number): Promise<Record<string, unknown>> {
     cluster.startAll()
     let fullAt: number | null = null
     let lastAlive: number[] = []
+    let lastViews: Array<StatusPayload | null> = []
     while (Date.now() - t0 < FULL_TIMEOUT_S * 1000) {
       const views = await statuses(cluster, names)
+      lastViews = views
       lastAlive = views.map(v => v === null ? -1 : aliveCount(v))
       if (lastAlive.every(a => a === n)) { fullAt = Date.now(); break }
       await sleep(250)
     }
     const spawnToFullMembershipMs = fullAt === null ? null : fullAt - t0
     if (fullAt === null) {
-      return { hosts: n, spawnToFullMembershipMs: null, aliveSeenMedian: median(lastAlive), aliveSeenMin: Math.min(...lastAlive), loadAvgBefore: loadBefore, loadAvgAtEnd: load() }
+      return { hosts: n, spawnToFullMembershipMs: null, aliveSeenMedian: median(lastAlive), aliveSeenMin: Math.min(...lastAlive), notFull: notFull(names, lastViews), loadAvgBefore: loadBefore, loadAvgAtEnd: load() }
     }
     await sleep(SETTLE_S * 1000)
     const pids = names.map(nm => cluster.procs.get(nm)?.pid as number)
