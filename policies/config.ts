@@ -28,8 +28,10 @@ export { ConfigError }
  *   see (quantile 0.5) consolidate onto busier hosts, all VMs or none.
  *
  * Measured against CloudSim 3.0.3 with host RAM enforced (LR-MMT-1.2; REFERENCE.md section 7) on
- * the five March days, seeds 1-3 (`starling sim --day all --mode decentral --compare --seed 1-3`):
- * energy 0.98-1.03x, migrations 0.89-1.00x, ESV 0.63-1.36x its best policy's. The quantile (0.5
+ * the five March days, seeds 1-3 (`starling sim --day all --mode decentral --compare --seed 1-3`,
+ * the agents' 2 outgoing slots, consolidations reserved whole and copied 2 at a time):
+ * energy 0.98-1.03x, migrations 0.89-1.00x, ESV 0.64-1.37x its best policy's, energy 1.19-1.22x
+ * the RAM-respecting lower bound. The quantile (0.5
  * against 0.75 and none) and the hold (1 against 2) were chosen on 20110303 and 20110306; the
  * other three days were the check. Holding 2 decisions gave 0.3-3 % more energy, and no quantile
  * 1.3-2x the ESV: every underloaded host emptying itself moves busy VMs, whose copies degrade most.

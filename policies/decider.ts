@@ -14,10 +14,11 @@
  *    days (seeds 1 and 2), counting the condition alone made 11-13 % more migrations with
  *    4-22 % more SLAV and the same energy: a move that appears for one decision (a target that
  *    looked free in a stale view) is often gone, or wrong, at the next.
- * 3. The plan is carried out once its streak has held, at most `outSlots` moves, none for a
- *    VM already moving; a host with VMs on their way in (`receiving`) does not empty itself (it
- *    would send them on again), nor does a host whose consolidation needs more than `outSlots`
- *    moves (it would be left half emptied).
+ * 3. The plan is carried out once its streak has held, none for a VM already moving: overload
+ *    relief at most `outSlots` moves; a consolidation whole (it is reserved as one group and its
+ *    copies run `outSlots` at a time, agent/core/migration/evacuation.ts), once at least one slot
+ *    is free. A host with VMs on their way in (`receiving`) does not empty itself (it would send
+ *    them on again).
  *
  * Cool-down (guards.cooldownDecisions, counted in this host's decisions): a VM's clock starts at
  * the decision that proposes it (source side) or when this host admits it (`arrived`, target
@@ -39,7 +40,7 @@ export interface DecideInput {
   view: () => ClusterView
   /** VMs are on their way to this host (it holds incoming reservations). */
   receiving: boolean
-  /** How many more migrations this host may start now. */
+  /** How many more copies this host may start now (a consolidation needs one; its other copies wait for slots). */
   outSlots: number
   /** Is this VM already moving (from or to this host)? */
   moving?: (vm: VmId) => boolean
@@ -93,20 +94,20 @@ export class HostDecider {
     this.under = reason === 'underload' ? this.under + 1 : 0
     if (reason === undefined || !conditionHeld(reason === 'overload' ? this.over : this.under, cfg.guards)) return []
     if (reason === 'underload' && inp.receiving) return []
-    // A consolidation is carried out whole or not at all: one that does not fit in the slots
-    // left would leave the host half emptied (the streak runs on; the slots free up).
-    if (reason === 'underload' && plan.length > inp.outSlots) return []
+    // A consolidation is carried out whole or not at all, its copies staged over the outgoing
+    // slots: it starts once one is free (the streak runs on until then).
+    if (reason === 'underload' && inp.outSlots < 1) return []
     // Nor one with a VM that cannot go now (moving already, or a replica hosted here): the others
     // alone would leave the host half emptied.
     if (reason === 'underload' && plan.some(mv => inp.moving?.(mv.vm) === true)) return []
-    return this.take(plan, inp)
+    return this.take(plan, inp, reason === 'underload' ? plan.length : inp.outSlots)
   }
 
-  /** The moves carried out now (within the slots, none for a VM already moving), their VMs' clocks started. */
-  private take (plan: readonly Move[], inp: DecideInput): Move[] {
+  /** The moves carried out now (at most `most`, none for a VM already moving), their VMs' clocks started. */
+  private take (plan: readonly Move[], inp: DecideInput, most = inp.outSlots): Move[] {
     const out: Move[] = []
     for (const mv of plan) {
-      if (out.length >= inp.outSlots) break
+      if (out.length >= most) break
       if (inp.moving?.(mv.vm) === true) continue
       out.push(mv)
       this.before.set(mv.vm, this.lastMoved.get(mv.vm))

@@ -1,9 +1,12 @@
 // Goal: no evacuation starts that cannot finish. A consolidation (every VM of an underloaded
 // host to other hosts) is reserved as a whole in the decentralised simulator: if one target
 // refuses one of its moves, the reservations the others granted are released and none starts.
+// A consolidation larger than the source's free outgoing slots (the agents' outMax, 2) is reserved
+// whole and copied outMax at a time, as the agents' migration machine does (staged copies).
 // Method: the first three hours of 20110303 (most consolidations happen then), seed 1, with and
-// without whole reservations: with them no consolidation is left partial and some are withdrawn;
-// without them (the control) some are left partial, so the count can fail.
+// without whole reservations: with them no consolidation is left partial, some are withdrawn,
+// some have more moves than slots (staged), and no host ever has more than outMax copies under
+// way; without them (the control) some are left partial, so the count can fail.
 import t from 'tap'
 import { findPlanetlabDir, loadDay } from '../../agent/sim/trace/traces.js'
 import { defaultModel } from '../../agent/sim/trace/model.js'
@@ -29,6 +32,9 @@ t.test('whole evacuations: none left partial', t => {
   t.ok((r.stats.withdrawnEvacuations ?? 0) > 0, `${r.stats.withdrawnEvacuations ?? 0} withdrawn whole when a target refused`)
   t.equal(r.ramOver, 0, 'no host over its RAM')
   t.equal(r.violations, 0, 'every admitted move fit its target')
+  t.ok((r.stats.stagedEvacuations ?? 0) > 0, `${r.stats.stagedEvacuations ?? 0} consolidations had more moves than free slots and were copied in stages`)
+  t.ok((r.stats.maxCopiesOut ?? 0) >= 1 && (r.stats.maxCopiesOut ?? 0) <= 2, `at most outMax (2) copies out of one host at once (most seen: ${r.stats.maxCopiesOut ?? 0})`)
+  t.comment(`${r.stats.cutShortEvacuations ?? 0} cut short part way (a VM that ended before its turn)`)
   t.end()
 })
 

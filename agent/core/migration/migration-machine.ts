@@ -66,18 +66,24 @@
  * Whole evacuations (evacuation.ts). A consolidation of several moves is started as one group
  * (startGroup): each move has its own record, intent and reservation, and each record carries the
  * group's id. A member whose target granted and prepared (IncomingReady), and for a protected VM
- * whose HA handover a majority granted, is held in 'reserved' instead of starting its copy; the copies start together once every member is held
- * (judgeEvacuation: 'start'). A member that is refused, fails or times out before that aborts,
- * and its abort withdraws the group: every other member still before its copy aborts too and
- * tells its target (MigrationAborted, which releases the target's reservation and kills an
- * incoming VM it prepared). The wait is bounded: a held member gives up at the group's deadline
- * (the query budget plus the grant wait, counted from the group's start), or before its grant's
- * lease would run out at its target, whichever comes first; a target whose source
- * went silent drops its grant at lease expiry as for any migration (a held member sends no
- * progress, so nothing renews the lease). A restart aborts every member before its copy (as for
- * any record in proposed or reserved), so the group is withdrawn then too; the copies of a group
- * start in one input, so they are journaled copying in one batch. What the group cannot promise:
- * a copy that fails after the start (the hypervisor decides) leaves its VM on the source.
+ * whose HA handover a majority granted, is held in 'reserved' instead of starting its copy. Once
+ * every member is held the copies start, staged: at most the free outgoing slots at a time
+ * (migration.outMax counts copies under way, copying or switching, not the reservations that wait
+ * for a slot), the next one each time a copy of this host ends. A member that is refused, fails or
+ * times out before the copies start aborts, and its abort withdraws the group: every other member
+ * aborts too and tells its target (MigrationAborted, which releases the target's reservation and
+ * kills an incoming VM it prepared). The wait before the start is bounded by the group's deadline
+ * (the query budget plus the grant wait, counted from the group's start).
+ * While a member is held its source renews its target's lease (a MigrationProgress 'waiting' every
+ * third of the lease, at most every resendTicks): the target keeps an unused grant alive while
+ * earlier copies run, and drops it at lease expiry only if the source went silent (crashed or cut
+ * off), as for any migration; it then tells the source, whose held member aborts. A failure part
+ * way (a copy that fails or is refused, a held member whose target dropped its grant, a handover no
+ * longer granted when its turn comes, or a copy of this host stuck at the switch-over for longer
+ * than a lease while every slot is taken) withdraws the members still held, and only those: the
+ * copies under way run on (each ends committed or aborted by the rules above), what was copied
+ * stays committed, and the host is left with fewer VMs. A restart aborts every member before its
+ * copy (as for any record in proposed or reserved), so what waits is withdrawn then too.
  */
 import { assert } from '../assert.js'
 import type { CoreState } from '../state.js'
@@ -159,12 +165,17 @@ export class MigrationMachine {
   /** Whole evacuations whose copies started, and those withdrawn (see the module comment). */
   private readonly groupsStarted = new Set<string>()
   private readonly groupsWithdrawn = new Set<string>()
+  /** Groups being judged now, and those to judge again once that is done (a judgement may abort a member, which judges). */
+  private readonly judging = new Set<string>()
+  private readonly rejudge = new Set<string>()
+  /** Source records: the lease length their target granted (held members renew it). */
+  private readonly grantLease = new Map<string, number>()
 
   draining = false
   /** Set by the replica manager (agent/core/replica): starting replicas reserve, hosted ones stand for their VM. */
   replicaHooks: { reservations: () => Array<{ vm: VmId, memMiB: number, cpuDemandMips: number }>, alias: (id: VmId) => VmId } = { reservations: () => [], alias: id => id }
-  /** Counters for status() (evacuations: whole evacuations whose copies started, and those withdrawn). */
-  readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0, evacuationsStarted: 0, evacuationsWithdrawn: 0 }
+  /** Counters for status() (evacuations: whole evacuations whose copies started, those withdrawn before any copy, and those cut short part way). */
+  readonly counts = { started: 0, committed: 0, aborted: 0, refused: 0, recovered: 0, evacuationsStarted: 0, evacuationsWithdrawn: 0, evacuationsCutShort: 0 }
 
   constructor (private readonly s: CoreState, public cfg: MigrationConfig, restored: readonly MigrationRecord[], draining: boolean) {
     this.draining = draining
@@ -231,6 +242,7 @@ export class MigrationMachine {
     this.counts.committed++
     this.become(r, 'committed')
     this.settle(r)
+    if (r.role === 'source') this.slotFreed(r.group)
   }
 
   private becomeAborted (r: MigrationRecord, why: string): void {
@@ -238,9 +250,17 @@ export class MigrationMachine {
     this.become(r, 'aborted', why)
     this.settle(r)
     if (r.role === 'source' && r.group !== undefined) this.judgeGroup(r.group, `${r.vm}: ${why}`)
+    if (r.role === 'source') this.slotFreed(r.group)
+  }
+
+  /** An outgoing record ended: a slot may be free for a held copy of a started group (its own first). */
+  private slotFreed (own: string | undefined): void {
+    if (own !== undefined && this.groupsStarted.has(own)) this.judgeGroup(own)
+    for (const g of [...this.groupsStarted]) if (g !== own && !this.groupsWithdrawn.has(g)) this.judgeGroup(g)
   }
 
   private settle (r: MigrationRecord): void {
+    this.grantLease.delete(r.id)
     this.awaitingGrant.delete(r.id)
     this.heldForGroup.delete(r.id)
     this.fencedIn.delete(r.id)
@@ -380,7 +400,7 @@ export class MigrationMachine {
     }
     if (storage === 'yes') r.storageWanted = 'yes'
     if (group !== undefined) r.group = group
-    const refuse = group !== undefined && this.groupsWithdrawn.has(group) ? 'consolidation withdrawn before this move was proposed' : this.refusal(vm, target, here)
+    const refuse = group !== undefined && this.groupsWithdrawn.has(group) ? 'consolidation withdrawn before this move was proposed' : this.refusal(vm, target, here, group !== undefined)
     this.supersedeOlder(vm)
     this.recs.set(id, r)
     this.counts.started++
@@ -406,8 +426,13 @@ export class MigrationMachine {
   startGroup (moves: ReadonlyArray<{ vm: VmId, to: HostId }>, cause: string): MigrationRecord[] {
     const group = `${this.s.self.slice(0, 8)}-${this.s.incarnation}-${this.nextSeq}`
     const out: MigrationRecord[] = []
+    // The reservations a group holds at once are bounded by the policy's moves per decision (the
+    // largest consolidation it plans); its copies by the outgoing slots (staged).
+    const most = this.cfg.policy.maxMovesPerDecision
+    if (moves.length > most) this.groupsWithdrawn.add(group)
     for (const mv of moves) out.push(this.start(mv.vm, mv.to, cause, 'auto', group))
-    if (moves.length > 0) this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${group}: ${moves.length} moves reserved as a whole${this.groupsWithdrawn.has(group) ? ' (withdrawn at once)' : ''}` })
+    if (moves.length > most) this.counts.evacuationsWithdrawn++
+    if (moves.length > 0) this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${group}: ${moves.length} moves reserved as a whole, copied ${this.cfg.outMax} at a time${moves.length > most ? ` (withdrawn at once: more than policy.maxMovesPerDecision ${most})` : this.groupsWithdrawn.has(group) ? ' (withdrawn at once)' : ''}` })
     return out
   }
 
@@ -417,49 +442,116 @@ export class MigrationMachine {
   }
 
   /**
-   * The tick at which held member `r` gives up waiting for the rest of its group: the group's
-   * deadline (its start plus the query budget and the grant wait), or earlier the end of the
-   * lease its target granted (counted here from the grant, so before the target's own count from
-   * its preparation): the source releases the grant itself rather than let it expire there.
+   * The tick at which held member `r` gives up waiting for the rest of its group before the
+   * copies start: the group's start plus the query budget and the grant wait. (Its target's lease
+   * does not bound it: the source renews it while it waits.)
    */
   private heldDeadline (r: MigrationRecord): number {
     let first = this.s.now
     for (const m of this.groupMembers(r.group ?? '')) first = Math.min(first, m.createdTick)
-    const group = first + this.cfg.prepareTimeoutTicks + this.cfg.intentTimeoutTicks
-    return r.leaseExpiresTick > 0 ? Math.min(group, r.leaseExpiresTick - 1) : group
+    return first + this.cfg.prepareTimeoutTicks + this.cfg.intentTimeoutTicks
+  }
+
+  /** How often a held member renews its target's lease: a third of the lease granted, at most every resendTicks. */
+  private renewTicks (r: MigrationRecord): number {
+    const lease = this.grantLease.get(r.id) ?? this.cfg.leaseTicks
+    return Math.max(1, Math.min(this.cfg.resendTicks, Math.floor(lease / 3)))
   }
 
   /**
-   * Judges group `g` after one of its members changed (judgeEvacuation): starts the held copies
-   * when every member is held, withdraws every member not yet copying when one aborted.
+   * Outgoing slots free for a copy of a group: outMax less the outgoing records that are not a
+   * group member waiting before its copy (copies under way, and moves outside a group, which take
+   * their slot from their start).
+   */
+  private copySlotsFree (): number {
+    let busy = 0
+    for (const r of this.liveOut()) if (!(r.group !== undefined && (r.state === 'proposed' || r.state === 'reserved'))) busy++
+    return this.cfg.outMax - busy
+  }
+
+  /** A copy of this host stuck at the switch-over for longer than a lease (its target unreachable) while every slot is taken. */
+  private slotsStuck (): MigrationRecord | undefined {
+    if (this.copySlotsFree() > 0) return undefined
+    return this.liveOut().find(x => x.state === 'switching' && this.s.now - x.updatedTick > this.cfg.leaseTicks)
+  }
+
+  /**
+   * Judges group `g` after one of its members changed, or a slot freed (judgeEvacuation): starts
+   * held copies as slots allow once every member is held, withdraws every member still before
+   * its copy when one is refused or fails.
    */
   private judgeGroup (g: string, why = ''): void {
-    if (this.groupsWithdrawn.has(g) || this.groupsStarted.has(g)) return
+    if (this.groupsWithdrawn.has(g)) return
+    // A member aborted by this judgement judges again: once this one is done.
+    if (this.judging.has(g)) { this.rejudge.add(g); return }
+    this.judging.add(g)
+    try {
+      do {
+        this.rejudge.delete(g)
+        this.judgeOnce(g, why)
+      } while (this.rejudge.has(g) && !this.groupsWithdrawn.has(g))
+    } finally {
+      this.judging.delete(g)
+      this.rejudge.delete(g)
+    }
+  }
+
+  private judgeOnce (g: string, why: string): void {
     const members = this.groupMembers(g)
-    // A member past its reservation (after a restart, or an HA handover) means the copies began.
-    if (members.some(m => m.state !== 'proposed' && m.state !== 'reserved' && m.state !== 'aborted')) { this.groupsStarted.add(g); return }
-    const verdict = judgeEvacuation(members.map(m => m.state === 'aborted' ? 'refused' : this.heldForGroup.has(m.id) ? 'granted' : 'pending'))
+    // A member past its reservation (after a restart) means the copies began.
+    if (members.some(m => m.state === 'copying' || m.state === 'switching' || m.state === 'committed')) this.groupsStarted.add(g)
+    const started = this.groupsStarted.has(g)
+    const verdict = judgeEvacuation(members.map(m => {
+      switch (m.state) {
+        case 'committed': return 'done'
+        case 'copying': case 'switching': return 'copying'
+        case 'aborted': return started ? 'failed' : 'refused'
+        default: return this.heldForGroup.has(m.id) ? 'granted' : 'pending'
+      }
+    }), this.copySlotsFree())
     if (verdict.kind === 'wait') return
-    if (verdict.kind === 'start') {
-      this.groupsStarted.add(g)
-      this.counts.evacuationsStarted++
-      this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g}: all ${members.length} targets granted; copies start` })
-      // Every member is ready, its handover (if protected) granted: the copies start.
-      for (const m of members) if (this.heldForGroup.delete(m.id)) this.startCopy(m)
+    if (verdict.kind === 'done') { this.groupsStarted.delete(g); return }
+    if (verdict.kind === 'copy') {
+      if (verdict.first) {
+        this.groupsStarted.add(g)
+        this.counts.evacuationsStarted++
+        this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g}: all ${members.length} targets granted; copies start, ${this.cfg.outMax} at a time` })
+      }
+      for (const i of verdict.start) {
+        const m = members[i]
+        if (m === undefined || !this.heldForGroup.delete(m.id)) continue
+        // A protected VM's handover was granted when it was held; its copy waited for a slot
+        // since: the VM may run on the target only while a majority still grants it.
+        if (this.ha.protects(m.vm) && !this.ha.handoverGranted(m.vm)) {
+          this.becomeAborted(m, 'the HA handover was no longer granted when its copy\'s turn came')
+          this.send(m.target, { type: 'migrationAborted', id: m.id, reason: m.reason })
+          continue
+        }
+        this.startCopy(m)
+      }
       return
     }
     this.groupsWithdrawn.add(g)
-    this.counts.evacuationsWithdrawn++
-    this.s.emit({ kind: 'migration-group', host: this.s.self, text: `consolidation ${g} withdrawn (${why}): the reservations granted are released` })
-    for (const m of members) {
-      if (TERMINAL_STATES.has(m.state)) continue
-      this.becomeAborted(m, `consolidation withdrawn: ${why}`)
+    if (verdict.started) this.counts.evacuationsCutShort++
+    else this.counts.evacuationsWithdrawn++
+    this.s.emit({
+      kind: 'migration-group',
+      host: this.s.self,
+      text: verdict.started
+        ? `consolidation ${g} cut short (${why}): the ${verdict.withdraw.length} moves still waiting are withdrawn; those copied stay`
+        : `consolidation ${g} withdrawn (${why}): the reservations granted are released`
+    })
+    for (const i of verdict.withdraw) {
+      const m = members[i]
+      if (m === undefined || TERMINAL_STATES.has(m.state)) continue
+      this.becomeAborted(m, `consolidation ${verdict.started ? 'cut short' : 'withdrawn'}: ${why}`)
       // Released at the target (an intent went out once the spec was read).
       if (m.spec !== null) this.send(m.target, { type: 'migrationAborted', id: m.id, reason: m.reason })
     }
   }
 
-  private refusal (vm: VmId, target: HostId, here: VmSummary | undefined): string | null {
+  /** Why `vm` must not start moving to `target`, or null. A group member takes no slot before its copy (its copies are staged). */
+  private refusal (vm: VmId, target: HostId, here: VmSummary | undefined, inGroup = false): string | null {
     if (here === undefined) return `VM ${vm} does not run on this host`
     if (target === this.s.self) return 'target is this host'
     const pin = this.pinned(vm)
@@ -467,7 +559,7 @@ export class MigrationMachine {
     const m = this.s.members.get(target)
     if (m === undefined || m.state !== 'alive') return `target ${target.slice(0, 8)} is not an alive member`
     if (this.isMoving(vm)) return `VM ${vm} is already migrating`
-    if (this.liveOut().length >= this.cfg.outMax) return `outgoing limit ${this.cfg.outMax} reached`
+    if (!inGroup && this.liveOut().length >= this.cfg.outMax) return `outgoing limit ${this.cfg.outMax} reached`
     if (this.clusterInFlight() >= this.cfg.clusterMax) return `cluster limit ${this.cfg.clusterMax} reached`
     if (!this.rulesAgreed()) return 'rule set not agreed by a majority'
     const out = outgoingAllowed(this.cfg.rules, vm, this.liveIn().map(r => r.vm))
@@ -579,6 +671,7 @@ export class MigrationMachine {
     if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
     if (r.state !== 'proposed') return
     r.leaseExpiresTick = this.s.now + leaseTicks
+    this.grantLease.set(id, leaseTicks)
     this.becomeReserved(r)
     this.due.set(id, this.s.now + this.cfg.prepareTimeoutTicks)
   }
@@ -588,10 +681,12 @@ export class MigrationMachine {
     if (r === undefined) return
     if (r.state === 'aborted') { this.send(from, { type: 'migrationAborted', id, reason: r.reason }); return }
     if (r.state !== 'reserved' && r.state !== 'proposed') return
+    // A repeated IncomingReady (a duplicated frame) of a move already waiting (for its group's
+    // turn, or for the HA handover) changes nothing: its copy starts only when that wait ends.
+    if (this.heldForGroup.has(id) || this.awaitingGrant.has(id)) return
     r.uri = uri
     if (nbd !== undefined && nbd !== '') r.nbd = nbd
-    if (r.group !== undefined && !this.groupsStarted.has(r.group)) {
-      if (this.heldForGroup.has(id) || this.awaitingGrant.has(id)) return
+    if (r.group !== undefined) {
       if (r.state === 'proposed') this.becomeReserved(r)
       // A whole evacuation: a protected VM's handover is part of its readiness (a majority that
       // refuses it withdraws the group like a refusing target); then the copy waits for the others.
@@ -607,7 +702,7 @@ export class MigrationMachine {
   private hold (r: MigrationRecord): void {
     this.awaitingGrant.delete(r.id)
     this.heldForGroup.add(r.id)
-    this.due.set(r.id, Math.max(this.s.now + 1, this.heldDeadline(r)))
+    this.due.set(r.id, this.s.now + this.renewTicks(r))
     this.judgeGroup(r.group ?? '')
   }
 
@@ -1162,14 +1257,25 @@ export class MigrationMachine {
     switch (r.state) {
       case 'reserved':
         if (this.heldForGroup.has(r.id)) {
-          if (s.now < this.heldDeadline(r)) { this.due.set(r.id, this.heldDeadline(r)); return }
-          this.becomeAborted(r, 'the other targets of the consolidation did not all grant in time')
-          this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+          const started = r.group !== undefined && this.groupsStarted.has(r.group)
+          const stuck = started ? this.slotsStuck() : undefined
+          const why = !started && s.now >= this.heldDeadline(r)
+            ? 'the other targets of the consolidation did not all grant in time'
+            : stuck !== undefined ? `the copy of ${stuck.vm} is stuck at the switch-over, no slot frees for this one` : null
+          if (why !== null) {
+            this.becomeAborted(r, why)
+            this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
+            return
+          }
+          // Still waiting (for the other grants, or for a slot): the target's lease is renewed.
+          this.send(r.target, { type: 'migrationProgress', id: r.id, status: 'waiting', transferredBytes: 0, remainingBytes: 0 })
+          const next = s.now + this.renewTicks(r)
+          this.due.set(r.id, started ? next : Math.min(next, this.heldDeadline(r)))
           return
         }
         if (this.awaitingGrant.has(r.id)) {
           if (this.ha.handoverGranted(r.vm)) {
-            if (r.group !== undefined && !this.groupsStarted.has(r.group)) this.hold(r)
+            if (r.group !== undefined) this.hold(r)
             else this.startCopy(r)
             return
           }

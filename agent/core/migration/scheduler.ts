@@ -240,8 +240,8 @@ export class Scheduler {
     const reliefs = rp === null
       ? moves.map(move => ({ kind: 'migrate' as const, move }))
       : chooseRelief(view, this.s.self, moves, vm => rp.replicable(vm), this.m.cfg.policy, rp.opts.params, rp.copies())
-    // A consolidation of several moves is reserved as a whole (evacuation.ts): all its copies
-    // start, or none and the decider gets the VMs' clocks back (noteRecords).
+    // A consolidation of several moves is reserved as a whole (evacuation.ts): its copies start
+    // (outMax at a time), or none and the decider gets the VMs' clocks back (noteRecords).
     const migrations = reliefs.flatMap(rl => rl.kind === 'migrate' ? [rl.move] : [])
     if (reservedWhole(migrations) && migrations.length === reliefs.length) {
       const recs = this.m.startGroup(migrations.map(mv => ({ vm: mv.vm, to: mv.to })), 'underload')

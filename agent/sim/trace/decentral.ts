@@ -30,9 +30,15 @@
  * each). A consolidation is reserved as a whole (`wholeEvacuations`, default): when one of its
  * targets refuses, the reservations the others granted are released and none of its moves starts,
  * and the host tries again at its next decision; no host is left half emptied (with moves admitted
- * one by one, 40 % of the consolidations on 20110303 were, each a wasted migration or more). The
- * agents' migration protocol does the same (migration-machine.ts startGroup), and both judge the
- * group with agent/core/migration/evacuation.ts. The source does not empty itself while VMs are on their way to it.
+ * one by one, 40 % of the consolidations on 20110303 were, each a wasted migration or more). Its
+ * copies are staged as the agents stage them: at most the source's free outgoing slots (outMax
+ * less its copies under way) start at the decision, and each copy that ends (engine
+ * onMigrationEnd, between steps) starts the next; the waiting moves keep their reservations at
+ * their targets (counted in every admission, across steps if need be) and their VMs count as
+ * moving. A waiting VM that ended (CloudSim's idle-VM removal) fails its move, and what still
+ * waits is withdrawn. The agents' migration protocol does the same (migration-machine.ts
+ * startGroup), and both judge the group with agent/core/migration/evacuation.ts. The source does
+ * not empty itself while VMs are on their way to it.
  *
  * `checkAdmissions` re-derives capacity from the simulator's state after every step (not from
  * the admission's bookkeeping) and counts any breach in `Metrics.admissionViolations` (S3).
@@ -73,9 +79,9 @@ export interface DecentralOptions {
   inMax: number
   clusterMax: number
   /**
-   * Moves a host may start at one decision: the agent's free outgoing slots (migration.outMax).
-   * A consolidation larger than this is not started (policies/decider.ts), as in the agent, which
-   * reserves a consolidation whole and so cannot run it as several batches. @default the agent's
+   * Copies a host may have under way at once: the agent's outgoing slots (migration.outMax).
+   * Overload relief starts at most the free ones; a consolidation is reserved whole and copied
+   * this many at a time (staged, as the agent's migration machine does). @default the agent's
    * default outMax (2)
    */
   outMax: number
@@ -147,7 +153,17 @@ export interface DecentralStats {
   evacuations?: number
   /** Consolidations withdrawn because a target refused one of their moves (wholeEvacuations). */
   withdrawnEvacuations?: number
+  /** Consolidations whose waiting moves were withdrawn part way (a VM that ended before its copy's turn). */
+  cutShortEvacuations?: number
+  /** Consolidations started with more moves than their source's free slots (their copies staged). */
+  stagedEvacuations?: number
+  /** Most copies under way out of one host at any moment. */
+  maxCopiesOut?: number
 }
+
+/** A member of a whole evacuation in the simulator: how it stands (evacuation.ts) and what its target reserves. */
+interface SimMember { vm: number, tgt: number, answer: EvacuationAnswer, memMiB: number, cpuDemandMips: number }
+interface SimGroup { src: number, members: SimMember[] }
 
 /** Slots of DecentralStats.viewAges: ages 0..AGE_SLOTS-2 (older ones in the one before last), missing last. */
 export const AGE_SLOTS = 12
@@ -172,6 +188,56 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
   /** seqAt[j][s]: host j's own report seq at the end of step s's ticks (core gossip). */
   const seqAt: number[][] = sim.hosts.map(() => [])
   const keep = opt.gossip === 'core' ? AGE_SLOTS : opt.maxAgeSteps + opt.viewAgeSteps + 1
+  // Whole evacuations whose copies are staged (evacuation.ts): the groups with moves still waiting
+  // for a slot, the copies under way out of each host, and each copy's source.
+  const groups: SimGroup[] = []
+  const outCopies = new Int32Array(n)
+  const copySrc = new Map<number, number>()
+  const copyStarted = (src: number): void => {
+    const c = (outCopies[src] as number) + 1
+    outCopies[src] = c
+    if (stats !== undefined && c > (stats.maxCopiesOut ?? 0)) stats.maxCopiesOut = c
+  }
+  sim.onMigrationEnd = (vm) => {
+    const src = copySrc.get(vm)
+    if (src === undefined) return
+    copySrc.delete(vm)
+    outCopies[src] = (outCopies[src] as number) - 1
+    const own = groups.find(g => g.members.some(mb => mb.vm === vm && mb.answer === 'copying'))
+    const mine = own?.members.find(mb => mb.vm === vm)
+    if (mine !== undefined) mine.answer = 'done'
+    // the slot freed goes to the groups of this source, the VM's own first
+    for (const g of groups.filter(x => x.src === src).sort((a, b) => (a === own ? -1 : b === own ? 1 : 0))) stage(g)
+    for (let k = groups.length - 1; k >= 0; k--) if (!(groups[k] as SimGroup).members.some(mb => mb.answer === 'granted')) groups.splice(k, 1)
+  }
+  /** Starts the copies of `g` its source's free slots allow, or withdraws what waits after a failure (judgeEvacuation). */
+  const stage = (g: SimGroup): void => {
+    for (;;) {
+      // a VM that ended (CloudSim drops idle VMs) or left its host while its copy waited: that move fails
+      for (const mb of g.members) {
+        const v = sim.vms[mb.vm] as SimVm
+        if (mb.answer === 'granted' && (!v.alive || v.host !== g.src)) mb.answer = 'refused'
+      }
+      const verdict = judgeEvacuation(g.members.map(mb => mb.answer), opt.outMax - (outCopies[g.src] as number))
+      if (verdict.kind === 'withdraw') {
+        if (stats !== undefined) stats.cutShortEvacuations = (stats.cutShortEvacuations ?? 0) + 1
+        for (const k of verdict.withdraw) {
+          const mb = g.members[k] as SimMember
+          mb.answer = 'refused'
+          ;(deciders[g.src] as HostDecider).cancelled(String(mb.vm))
+        }
+        return
+      }
+      if (verdict.kind !== 'copy' || verdict.start.length === 0) return
+      for (const k of verdict.start) {
+        const mb = g.members[k] as SimMember
+        mb.answer = 'copying'
+        copySrc.set(mb.vm, g.src)
+        copyStarted(g.src)
+        sim.startMigration(mb.vm, mb.tgt)
+      }
+    }
+  }
   const metrics = sim.run((s, _t) => {
     tick++
     const now = s.hosts.map(h => report(s, h, opt.reportHistory))
@@ -188,7 +254,8 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
       return coreSnapshotView(cg, i, now, past, seqAt, tick, ages)
     }
     prng.shuffle(order)
-    // this step's grants per target (all start together: concurrent reservations)
+    // this step's grants per target (all start together: concurrent reservations), with the
+    // reservations of whole evacuations whose copies wait for a slot
     const granted: Array<Array<{ vm: string, memMiB: number, cpuDemandMips: number }>> = s.hosts.map(h => h.migIn.map(id => {
       const v = s.vms[id] as SimVm
       return { vm: String(id), memMiB: v.ram, cpuDemandMips: s.requested(v) }
@@ -197,8 +264,23 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
     const evacuating = new Uint8Array(n)
     const moving = new Set<string>()
     for (const h of s.hosts) for (const id of h.migIn) moving.add(String(id))
+    /** Moves admitted and not started: they hold their targets as admitted moves do (checkAdmissions). */
+    const held: Array<[number, number]> = []
+    const waitingOut = new Int32Array(n)
+    for (const g of groups) {
+      evacuating[g.src] = 1
+      for (const mb of g.members) {
+        if (mb.answer !== 'granted') continue
+        ;(granted[mb.tgt] as unknown[]).push({ vm: String(mb.vm), memMiB: mb.memMiB, cpuDemandMips: mb.cpuDemandMips })
+        moving.add(String(mb.vm))
+        ;(leaving[g.src] as string[]).push(String(mb.vm))
+        held.push([mb.vm, mb.tgt])
+        waitingOut[g.src] = (waitingOut[g.src] as number) + 1
+      }
+    }
     let inFlight = moving.size
     const moves: Array<[number, number]> = []
+    const admitted: Array<[number, number]> = [...held]
     const arrivals: Array<[number, string]> = []
     for (const i of order) {
       let view: ClusterView | null = null
@@ -212,8 +294,8 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         self,
         view: () => (view ??= viewOf(i)),
         receiving: (granted[i] as unknown[]).length > 0,
-        // the agent's free outgoing slots: a consolidation larger than them is not started (decider.ts)
-        outSlots: Math.min(cfg.maxMovesPerDecision, opt.outMax),
+        // the agent's free outgoing slots (its scheduler: outMax less its live outgoing records)
+        outSlots: Math.min(cfg.maxMovesPerDecision, opt.outMax - (outCopies[i] as number) - (waitingOut[i] as number)),
         moving: vm => moving.has(vm)
       })
       if (plan.length === 0) continue
@@ -221,9 +303,17 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
       const consolidation = plan[0]?.reason === 'underload'
       const ok: Array<[number, number]> = []
       const answers: EvacuationAnswer[] = []
+      const whole = opt.wholeEvacuations && reservedWhole(plan)
+      const free = opt.outMax - (outCopies[i] as number)
       for (const m of plan) {
         const vm = s.vms[Number(m.vm)] as SimVm
         const tgt = Number(m.to)
+        if (!whole && ok.length >= free) {
+          // moves reserved one by one take a slot each from their start (the agent refuses the rest)
+          if (stats !== undefined) stats.refused['outgoing limit'] = (stats.refused['outgoing limit'] ?? 0) + 1
+          answers.push('refused')
+          continue
+        }
         const v = admit(admissionInput(s, s.hosts[tgt] as SimHost, granted[tgt] as [], leaving[tgt] as string[], evacuating[tgt] === 1, inFlight, opt, capFrac),
           { vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm), vcpus: 1 })
         if (!v.ok) {
@@ -236,9 +326,10 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         ;(granted[tgt] as unknown[]).push({ vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm) })
         inFlight++
       }
-      if (opt.wholeEvacuations && reservedWhole(plan) && ok.length > 0 && judgeEvacuation(answers).kind === 'withdraw') {
-        // one target refused: the granted reservations of this evacuation are released, nothing
-        // starts (judged as the agents' migration machine judges its groups)
+      // judged as the agents' migration machine judges its groups: copies staged over the free slots
+      const verdict = whole && ok.length > 0 ? judgeEvacuation(answers, free) : null
+      if (verdict?.kind === 'withdraw') {
+        // one target refused: the granted reservations of this evacuation are released, nothing starts
         if (stats !== undefined) stats.withdrawnEvacuations = (stats.withdrawnEvacuations ?? 0) + 1
         for (const [vm, tgt] of ok) {
           const g = granted[tgt] as Array<{ vm: string }>
@@ -250,21 +341,38 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
       const okIds = new Set(ok.map(([vm]) => String(vm)))
       for (const m of plan) if (!okIds.has(m.vm)) (deciders[i] as HostDecider).cancelled(m.vm)
       for (const [vm, tgt] of ok) {
-        moves.push([vm, tgt])
         moving.add(String(vm))
         ;(leaving[i] as string[]).push(String(vm))
         arrivals.push([tgt, String(vm)])
+        admitted.push([vm, tgt])
       }
-      if (consolidation && ok.length > 0) evacuating[i] = 1
+      if (verdict?.kind === 'copy') {
+        // the whole group reserved; its first copies start now, the others as slots free (onMigrationEnd)
+        const g: SimGroup = { src: i, members: ok.map(([vm, tgt]) => ({ vm, tgt, answer: 'granted' as EvacuationAnswer, memMiB: (s.vms[vm] as SimVm).ram, cpuDemandMips: s.requested(s.vms[vm] as SimVm) })) }
+        groups.push(g)
+        if (stats !== undefined && g.members.length > free) stats.stagedEvacuations = (stats.stagedEvacuations ?? 0) + 1
+        for (const k of verdict.start) {
+          const mb = g.members[k] as SimMember
+          mb.answer = 'copying'
+          moves.push([mb.vm, mb.tgt])
+          copySrc.set(mb.vm, i)
+          copyStarted(i)
+        }
+        evacuating[i] = 1
+      } else {
+        for (const [vm, tgt] of ok) { moves.push([vm, tgt]); copySrc.set(vm, i); copyStarted(i) }
+        if (consolidation && ok.length > 0) evacuating[i] = 1
+      }
       if (consolidation && ok.length > 0 && stats !== undefined) {
         if (ok.length < plan.length) stats.partialEvacuations = (stats.partialEvacuations ?? 0) + 1
         else stats.evacuations = (stats.evacuations ?? 0) + 1
       }
     }
     for (const [tgt, vm] of arrivals) (deciders[tgt] as HostDecider).arrived(vm)
-    violations += checkAdmissions(s, moves, capFrac)
+    violations += checkAdmissions(s, admitted, capFrac)
     return moves
   })
+  sim.onMigrationEnd = null
   if (cg !== null && stats !== undefined) {
     const st = cg.network.stats
     stats.network = { sent: st.sent, bytes: st.bytes, lost: st.lost, duplicated: st.duplicated, delivered: st.delivered }

@@ -470,6 +470,12 @@ export class TraceSim {
     this.events.push({ t, vm: -1, target: -1, fn })
   }
 
+  /**
+   * Called after a migration ended (the VM runs on its target), between steps: a controller that
+   * stages copies (the decentralised mode's whole evacuations) starts the next ones from here.
+   */
+  onMigrationEnd: ((vm: number, target: number) => void) | null = null
+
   private finishMigration (vmId: number, targetId: number): void {
     const vm = this.vms[vmId] as SimVm
     const target = this.hosts[targetId] as SimHost
@@ -494,7 +500,19 @@ export class TraceSim {
       if (ev.t > this.lastProcess) this.fullUpdate(ev.t)
       this.now = ev.t
       if (ev.fn !== undefined) ev.fn()
-      else this.finishMigration(ev.vm, ev.target)
+      else {
+        this.finishMigration(ev.vm, ev.target)
+        if (this.onMigrationEnd !== null) {
+          const n = this.events.length
+          this.onMigrationEnd(ev.vm, ev.target)
+          // migrations it started: each in its place in time order (after those due at the same time)
+          for (const e of this.events.splice(n)) {
+            let k = 0
+            while (k < this.events.length && (this.events[k] as { t: number }).t <= e.t) k++
+            this.events.splice(k, 0, e)
+          }
+        }
+      }
       const next = this.events[0]
       if (next === undefined || next.t > ev.t) this.fullUpdate(ev.t)
     }

@@ -2,7 +2,8 @@
 // (agent/core/migration/evacuation.ts, migration-machine.ts startGroup): the copies start only
 // once every target granted and prepared; a refusal or a grant that does not come in time
 // withdraws the group (the reservations granted are released at their targets, no copy starts);
-// a target whose source crashed drops the grant on its own at lease expiry.
+// a held grant is renewed by its source while it waits, and a target whose source crashed drops
+// it on its own at lease expiry. (Staged copies: staged-evacuation.test.ts.)
 // Method: one MigrationMachine per host over its own CoreState (agent/core is deterministic),
 // frames delivered by hand between them, a scripted hypervisor answering every driver command.
 // Each case records the driver commands and the frames, and asserts on the records, on what each
@@ -128,9 +129,9 @@ function startGroup (w: World): void {
 }
 
 t.test('the group judge: any refusal withdraws, all granted starts, otherwise it waits', async t => {
-  t.same(judgeEvacuation(['granted', 'granted']), { kind: 'start' })
+  t.same(judgeEvacuation(['granted', 'granted']), { kind: 'copy', start: [0, 1], first: true })
   t.same(judgeEvacuation(['granted', 'pending']), { kind: 'wait' })
-  t.same(judgeEvacuation(['granted', 'refused', 'pending']), { kind: 'withdraw', refused: 1 })
+  t.same(judgeEvacuation(['granted', 'refused', 'pending']), { kind: 'withdraw', refused: 1, withdraw: [0, 2], started: false })
   t.ok(reservedWhole([{ reason: 'underload' }, { reason: 'underload' }]), 'a consolidation of two moves is reserved whole')
   t.notOk(reservedWhole([{ reason: 'underload' }]), 'a single move is reserved on its own')
   t.notOk(reservedWhole([{ reason: 'overload' }, { reason: 'overload' }]), 'overload relief keeps per-move reservations')
@@ -230,17 +231,20 @@ t.test('a held move gives up at the group deadline while another move is still o
   t.same(migrates(w), [], 'no copy started')
 })
 
-t.test('a held move releases its grant before the target\'s lease would run out', async t => {
+t.test('a held move keeps its grant alive past the lease while the group waits, and releases it at the group deadline', async t => {
   const w = world(30)
-  w.cut.add('tgt-c') // v2's target never answers; its own wait for the grant is 20 ticks
-  w.defer = (host, c) => host === 'src' && c.kind === 'query' && c.vm === 'v2' // v2's intent goes out late
+  w.cut.add('tgt-c') // v2's target never answers
+  w.defer = (host, c) => host === 'src' && c.kind === 'query' && c.vm === 'v2' // v2's query never returns
   startGroup(w)
   t.same(sources(w).sort(), ['v1:reserved', 'v2:proposed'], 'v1 held')
-  advance(w, 28)
-  t.same(reserved(w, 'tgt-b'), ['v1'], 'held at tick 28')
+  advance(w, 35)
+  t.same(reserved(w, 'tgt-b'), ['v1'], 'tgt-b still holds v1 at tick 35, past the 30-tick lease it granted')
+  t.ok(w.frames.filter(f => f === 'src>tgt-b migrationProgress').length >= 3, 'the source renewed the lease while v1 waited')
+  advance(w, 24)
+  t.same(reserved(w, 'tgt-b'), ['v1'], 'still held at tick 59')
   advance(w, 1)
   const v1 = [...w.machines.get('src')!.recs.values()].find(r => r.vm === 'v1')!
-  t.equal(v1.state, 'aborted', 'v1 gave up at tick 29, a tick before the lease tgt-b granted (30)')
+  t.equal(v1.state, 'aborted', 'v1 gave up at the group deadline (tick 60: query budget 40 + grant wait 20)')
   t.match(v1.reason, /did not all grant in time/, v1.reason)
   t.ok(w.frames.includes('src>tgt-b migrationAborted'), 'released explicitly')
   t.same(reserved(w, 'tgt-b'), [], 'tgt-b released')
