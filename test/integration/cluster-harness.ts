@@ -72,7 +72,9 @@ export class LocalCluster {
       await done
       clearTimeout(t)
     }))
-    await rm(this.dir, { recursive: true, force: true })
+    // STARLING_TEST_KEEP=1 keeps the agents' state and logs for a post-mortem (the path is printed).
+    if (process.env.STARLING_TEST_KEEP === '1') console.error(`# kept the cluster's state and logs in ${this.dir}`)
+    else await rm(this.dir, { recursive: true, force: true })
   }
 }
 

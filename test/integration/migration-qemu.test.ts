@@ -12,6 +12,8 @@
  * (the agent SIGKILLs itself right after journaling the named role:state, before acting on it);
  * the agent is then restarted without it and the test waits until no migration is in flight and
  * counts the running copies over QMP. host3 is drained, so it refuses every incoming VM.
+ * Every wait has a deadline (each step also has one of its own), so that a failure fails fast with
+ * what was awaited and the agents' log tails; STARLING_TEST_KEEP=1 keeps the agents' logs.
  * Run: npm run build && npx tap test/integration/migration-qemu.test.ts  (about 3-4 minutes)
  */
 import tap, { type Test } from 'tap'
@@ -112,12 +114,26 @@ async function run (t: Test): Promise<void> {
     procs.set(name, p)
     return p
   }
+  /** `starling ARGS`, killed after 120 s (a CLI that never returns must not hold the test up). */
   const starling = async (args: string[]): Promise<{ code: number, out: string }> => await new Promise(resolve => {
-    execFile(process.execPath, [cli, ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      const killed = err !== null && (err as { killed?: boolean }).killed === true
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
-      resolve({ code, out: `${stdout}${stderr}` })
+      resolve({ code, out: `${stdout}${stderr}${killed ? `\n(starling ${args[0] ?? ''} killed after 120 s without an answer)` : ''}` })
     })
   })
+  /** True once `p` has exited (by its own hand or a signal; exitCode alone misses a SIGKILL). */
+  const gone = (p: ChildProcess): boolean => p.exitCode !== null || p.signalCode !== null
+  /** Kills `name`'s agent (if it runs) and waits for its exit, at most 10 s. */
+  const kill9 = async (name: string): Promise<void> => {
+    const p = procs.get(name)
+    if (p === undefined || gone(p)) return
+    const exit = new Promise<void>(resolve => p.once('exit', () => resolve()))
+    p.kill('SIGKILL')
+    if (!await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)])) throw new Error(`${name}'s agent (pid ${String(p.pid)}) did not exit within 10 s of SIGKILL`)
+  }
+  /** Resolves true when `p` exits; listens at once (the hook may fire before anything else is awaited). */
+  const exitOf = (p: ChildProcess): Promise<boolean> => gone(p) ? Promise.resolve(true) : new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
   /**
    * QEMU copies of g1: host -> 'running' when its guest prints heartbeats (the serial log grows
    * over 600 ms), else 'stopped'. QMP takes one client at a time (the agent's), so the test
@@ -136,11 +152,16 @@ async function run (t: Test): Promise<void> {
     return out
   }
   const running = async (): Promise<string[]> => [...(await copies())].filter(([, s]) => s === 'running').map(([h]) => h)
-  const migrations = async (name: string): Promise<Array<{ id: string, state: string, vm: string, role: string, reason: string, durationTicks: number, progress: { totalTimeMs: number, downtimeMs: number | null } | null }>> => {
-    const r = await fetch(`http://${cluster.host(name).apiListen}/v1/migrations`, { signal: AbortSignal.timeout(2000) }).catch(() => null)
-    if (r === null || !r.ok) return []
-    return ((await r.json()) as { migrations: [] }).migrations
+  type MigRec = { id: string, state: string, vm: string, role: string, reason: string, durationTicks: number, progress: { totalTimeMs: number, downtimeMs: number | null } | null }
+  /** The agent's migration records; null when its API does not answer (not up yet, or dead). */
+  const migrationsOrNull = async (name: string): Promise<MigRec[] | null> => {
+    try {
+      const r = await fetch(`http://${cluster.host(name).apiListen}/v1/migrations`, { signal: AbortSignal.timeout(2000) })
+      if (!r.ok) return null
+      return ((await r.json()) as { migrations: MigRec[] }).migrations
+    } catch { return null }
   }
+  const migrations = async (name: string): Promise<MigRec[]> => await migrationsOrNull(name) ?? []
   /**
    * Asks for the migration until the agent with the exit hook dies. Right after a restart the
    * source may refuse or abort it (its view of the target still filling in); that is not what
@@ -156,12 +177,17 @@ async function run (t: Test): Promise<void> {
     }
     return await Promise.race([exited, sleep(15_000).then(() => false)])
   }
+  /**
+   * Both agents up and answering, no migration in flight on either, one running copy. An agent
+   * whose API does not answer yet has not restored its records: it is not settled (else its
+   * unfinished record would resolve in a later step, and fire that step's hook at start-up).
+   */
   const settled = async (): Promise<boolean> => {
     for (const h of ['host1', 'host2']) {
       const p = procs.get(h)
-      if (p === undefined || p.exitCode !== null || p.signalCode !== null) return false
-      const ms = await migrations(h)
-      if (ms.some(m => m.state !== 'committed' && m.state !== 'aborted')) return false
+      if (p === undefined || gone(p)) return false
+      const ms = await migrationsOrNull(h)
+      if (ms === null || ms.some(m => m.state !== 'committed' && m.state !== 'aborted')) return false
     }
     const c = await copies()
     return c.size === 1 && [...c.values()][0] === 'running'
@@ -191,7 +217,9 @@ async function run (t: Test): Promise<void> {
   t.equal((await starling(['drain', 'host3', '--config', cluster.host('host1').configFile])).code, 0, 'drain host3 requested')
   await sleep(1500)
 
-  await t.test('a migration refused by the target leaves the VM running on the source', async tt => {
+  // A step's own deadline: the waits inside it are bounded, this is the backstop behind them.
+  const step = { timeout: 300_000 }
+  await t.test('a migration refused by the target leaves the VM running on the source', step, async tt => {
     const r = await starling(['migrate', 'g1', '--to', 'host3', '--config', cluster.host('host1').configFile])
     tt.equal(r.code, 1, `aborted: ${r.out.trim()}`)
     tt.match(r.out, /refused|draining/)
@@ -201,7 +229,7 @@ async function run (t: Test): Promise<void> {
     tt.ok(srcTail.hbs.length > n, 'heartbeat goes on at the source')
   })
 
-  await t.test('migrate through the CLI: heartbeat goes on at the target, memory intact, source QEMU gone', async tt => {
+  await t.test('migrate through the CLI: heartbeat goes on at the target, memory intact, source QEMU gone', step, async tt => {
     const t0 = performance.now()
     const r = await starling(['migrate', 'g1', '--to', 'host2', '--config', cluster.host('host1').configFile])
     const wallMs = performance.now() - t0
@@ -234,20 +262,30 @@ async function run (t: Test): Promise<void> {
     ['target', 'preparing'], ['target', 'copying'], ['target', 'switching'], ['target', 'committed']
   ]
   for (const [role, state] of steps) {
-    await t.test(`kill -9 of the ${role} agent at ${state}: one running copy after restart`, async tt => {
+    await t.test(`kill -9 of the ${role} agent at ${state}: one running copy after restart`, step, async tt => {
       const from = (await running())[0]
       tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
       const to = from === 'host1' ? 'host2' : 'host1'
-      const victim = role === 'source' ? from! : to
-      procs.get(victim)?.kill('SIGKILL')
-      await new Promise<void>(resolve => { const p = procs.get(victim); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
+      if (from === undefined) return
+      const victim = role === 'source' ? from : to
+      await kill9(victim)
       const p = start(victim, `${role}:${state}`)
-      // Listen for the exit now: the hook may fire before the CLI call below returns.
-      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
-      await until(`${victim} back in the views`, async () => { const s = await cluster.status(from === victim ? to : from!); const s2 = await cluster.status(victim); return s !== null && s2 !== null && aliveCount(s) === 3 && aliveCount(s2) === 3 }, 30_000)
-      await sleep(800)
-      const died = await migrateUntilExit(tt, from!, to, exited)
+      // Listen for the exit now: the hook may fire before the CLI call below returns, or even at
+      // start-up, on a record of an earlier migration that the restart moves to this state.
+      const exited = exitOf(p)
+      await until(`${victim} back in the views (or its exit at ${role}:${state} at start-up)`, async () => {
+        if (gone(p)) return true
+        const s = await cluster.status(from === victim ? to : from); const s2 = await cluster.status(victim)
+        return s !== null && s2 !== null && aliveCount(s) === 3 && aliveCount(s2) === 3
+      }, 60_000)
+      let died = gone(p)
+      if (died) tt.comment(`${victim} reached ${role}:${state} at start-up, on a record it had restored`)
+      else {
+        await sleep(800)
+        died = await migrateUntilExit(tt, from, to, exited)
+      }
       tt.ok(died, `${victim} killed itself at ${role}:${state}`)
+      if (!died) await kill9(victim)
       start(victim)
       try {
         await until('no migration in flight and one running copy', settled, 60_000)
@@ -264,7 +302,7 @@ async function run (t: Test): Promise<void> {
   // exits at target:switching and the test kills its QEMU, which ran the guest). The target cannot
   // prove that the guest never ran there, so the source must not resume its older paused copy
   // (R3 in migration-machine.ts); the VM is left for HA or an operator.
-  await t.test('power loss of the target after the switch-over: the source never resumes its older copy', async tt => {
+  await t.test('power loss of the target after the switch-over: the source never resumes its older copy', { timeout: 600_000 }, async tt => {
     // The target may commit without journaling switching (it sees its guest running first); the
     // hook then never fires: that attempt is undone (the hooked agent killed and restarted, the
     // VM settled) and the case set up again.
@@ -274,17 +312,19 @@ async function run (t: Test): Promise<void> {
     for (let attempt = 1; attempt <= 3 && !died; attempt++) {
       from = (await running())[0]
       tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
+      if (from === undefined) return
       to = from === 'host1' ? 'host2' : 'host1'
-      procs.get(to)?.kill('SIGKILL')
-      await new Promise<void>(resolve => { const p = procs.get(to); if (p === undefined || p.exitCode !== null) resolve(); else p.once('exit', () => resolve()) })
+      await kill9(to)
       const p = start(to, 'target:switching')
-      const exited = new Promise<boolean>(resolve => p.once('exit', () => resolve(true)))
-      await until(`${to} back in the views`, async () => { const s1 = await cluster.status(from!); const s2 = await cluster.status(to); return s1 !== null && s2 !== null && aliveCount(s1) === 3 && aliveCount(s2) === 3 }, 30_000)
+      const exited = exitOf(p)
+      await until(`${to} back in the views (or its exit at target:switching at start-up)`, async () => { if (gone(p)) return true; const s1 = await cluster.status(from!); const s2 = await cluster.status(to); return s1 !== null && s2 !== null && aliveCount(s1) === 3 && aliveCount(s2) === 3 }, 60_000)
+      died = gone(p)
+      if (died) { tt.comment(`${to} reached target:switching at start-up, on a record it had restored`); break }
       await sleep(800)
-      died = await migrateUntilExit(tt, from!, to, exited)
+      died = await migrateUntilExit(tt, from, to, exited)
       if (died) break
       tt.comment(`attempt ${attempt}: the hook at target:switching did not fire; undoing the attempt`)
-      if (p.exitCode === null && p.signalCode === null) { p.kill('SIGKILL'); await exited }
+      await kill9(to)
       start(to)
       await until('no migration in flight and one running copy', settled, 60_000)
     }
