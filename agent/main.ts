@@ -132,7 +132,14 @@ async function startQemu (config: AgentConfig, firstBoot: boolean, logger: Logge
     ...(q.imageDir !== undefined ? { imageDir: q.imageDir } : {}),
     hostCpuCores: config.sampler.capacity.cpuCores
   }, { logger })
-  await driver.reattach()
+  // Bounded (reattachTimeoutMs per QEMU, all at once): a QEMU that does not answer stays pending,
+  // attached in the background, and the agent goes on to the mesh.
+  const t0 = performance.now()
+  const attached = await driver.reattach()
+  const pending = driver.pendingIds()
+  if (attached.length > 0 || pending.length > 0) {
+    logger.forComponent('agent:main').info(`re-attach done in ${Math.round(performance.now() - t0)} ms: attached ${attached.join(', ') || 'none'}; pending ${pending.join(', ') || 'none'}`)
+  }
   if (firstBoot) {
     for (const v of q.vms) {
       const extra: Record<string, unknown> = {}

@@ -19,6 +19,12 @@
  * of their own, so that a kill -9 of the agent (or of its process group) leaves the VMs running.
  * Each VM directory also holds `spec.json` and `qemu.pid`, so that a restarted agent re-attaches
  * to its QEMU processes by their QMP sockets (reattach()).
+ *
+ * Re-attaching never holds the agent's start-up for long: each QEMU gets reattachTimeoutMs to
+ * answer (connect, greeting, query-status). One that does not (stopped, or its main loop busy in
+ * a migration's switch-over) stays known as "pending" by its pid: it is attached in the
+ * background, its state is unknown until then (describe() rejects with DRIVER_UNREACHABLE, so
+ * that nothing concludes it is absent), and no other copy of it is started here meanwhile.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
@@ -81,6 +87,17 @@ export interface QemuDriverInit {
    * @default 5000
    */
   stopTimeoutMs?: number
+  /**
+   * How long reattach() gives each QEMU of a previous run to answer on QMP (connect, greeting,
+   * query-status), ms; one that does not is left pending and attached in the background.
+   * @default 3000
+   */
+  reattachTimeoutMs?: number
+  /**
+   * Pause between two background attempts to attach a pending QEMU, ms.
+   * @default 2000
+   */
+  reattachRetryMs?: number
   /**
    * Kill every QEMU of this driver when the agent process dies (prctl PDEATHSIG via setpriv).
    * Right for tests; wrong in production, where VMs must survive an agent restart.
@@ -159,6 +176,18 @@ export interface QemuVmExtra {
   balloon?: boolean
   /** Extra QEMU arguments, appended as they are. */
   args?: string[]
+}
+
+/** A QEMU of a previous run that did not answer on QMP at start-up (QemuDriver.reattach()). */
+interface PendingAttach {
+  spec: VmSpec
+  dir: string
+  pid: number
+  /** When the first attempt began (performance.now()), ms. */
+  sinceMs: number
+  attempts: number
+  lastError: string
+  timer: NodeJS.Timeout | null
 }
 
 interface VmHandle {
@@ -382,6 +411,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   readonly accel: Accel
   readonly accelReason: string
   private readonly vms = new Map<VmId, VmHandle>()
+  /** QEMUs of a previous run that did not answer at start-up: known by pid, attached in the background. */
+  private readonly pendingAttach = new Map<VmId, PendingAttach>()
   /** Free space held for incoming images (per VM and file system), until the copy runs or goes. */
   private readonly reservedImages = new Map<string, { vm: VmId, dev: string, bytes: number }>()
   private readonly log: Logger
@@ -409,8 +440,10 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     this.log.info(`accelerator ${this.accel} (${this.accelReason})`)
   }
 
-  /** The QEMU process id of VM `id`, or undefined. */
+  /** The QEMU process id of VM `id` (attached, or pending: see reattach()), or undefined. */
   pid (id: VmId): number | undefined {
+    const p = this.pendingAttach.get(id)
+    if (p !== undefined) return p.pid
     const vm = this.vms.get(id)
     return vm === undefined || vm.hasExited ? undefined : vm.pid
   }
@@ -459,14 +492,16 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
 
   /**
    * Re-attaches to the QEMU processes a previous run of the agent left in runDir (by their QMP
-   * sockets). Directories whose QEMU is gone are removed. Returns the ids found running.
+   * sockets), all at once, each within reattachTimeoutMs. Directories whose QEMU is gone are
+   * skipped. A QEMU that does not answer in time stays pending (see the head comment). Returns the
+   * ids attached now; pendingIds() lists the others.
    */
   async reattach (signal?: AbortSignal): Promise<VmId[]> {
     let names: string[] = []
     try { names = await fsp.readdir(this.init.runDir) } catch { return [] }
     const found: VmId[] = []
-    for (const id of names) {
-      if (this.vms.has(id) || !VM_ID_RE.test(id)) continue
+    await Promise.all(names.map(async id => {
+      if (this.vms.has(id) || this.pendingAttach.has(id) || !VM_ID_RE.test(id)) return
       const dir = path.join(this.init.runDir, id)
       let spec: VmSpec
       let pid: number
@@ -475,41 +510,104 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
         pid = Number((await fsp.readFile(path.join(dir, 'qemu.pid'), 'utf8')).trim())
         process.kill(pid, 0)
       } catch {
-        continue
+        return
       }
-      let qmp: QmpClient
-      try {
-        const o = { connectTimeoutMs: 3000, commandTimeoutMs: this.qmpTimeoutMs, ...(signal !== undefined ? { signal } : {}) }
-        qmp = await QmpClient.connect(path.join(dir, 'qmp.sock'), o)
-      } catch (err) {
-        this.log.warn(`vm ${id}: QEMU pid ${pid} does not answer on QMP; leaving it alone`, { err })
-        continue
-      }
-      let hasExited = false
-      const exited = new Promise<void>(resolve => qmp.onClose(() => {
-        // The QMP socket closes when QEMU exits; wait for the pid to disappear too.
-        const poll = (): void => {
-          try { process.kill(pid, 0); setTimeout(poll, 20).unref() } catch { hasExited = true; const h = this.vms.get(id); if (h !== undefined) h.hasExited = true; resolve() }
+      const t0 = performance.now()
+      const r = await this.attachOnce(id, dir, spec, pid, signal)
+      if (r === true) { found.push(id); return }
+      if (r === 'gone') return
+      const p: PendingAttach = { spec, dir, pid, sinceMs: t0, attempts: 1, lastError: r, timer: null }
+      this.pendingAttach.set(id, p)
+      this.log.warn(`vm ${id}: QEMU pid ${pid} did not answer on QMP within ${this.reattachTimeoutMs} ms (${r}); its state is unknown until it does: it stays pending and is attached in the background`, { vm: id, pid })
+      this.retryAttach(id)
+    }))
+    return found.sort()
+  }
+
+  /** VMs whose QEMU runs here but is not attached yet (it did not answer on QMP at start-up). */
+  pendingIds (): VmId[] { return [...this.pendingAttach.keys()].sort() }
+
+  private get reattachTimeoutMs (): number { return this.init.reattachTimeoutMs ?? 3000 }
+
+  /** The next background attempt for pending VM `id`, until it is attached or its QEMU is gone. */
+  private retryAttach (id: VmId): void {
+    const p = this.pendingAttach.get(id)
+    if (p === undefined || this.closed) return
+    p.timer = setTimeout(() => {
+      p.timer = null
+      void (async () => {
+        if (this.closed || this.pendingAttach.get(id) !== p) return
+        p.attempts++
+        const r = await this.attachOnce(id, p.dir, p.spec, p.pid)
+        if (this.closed || this.pendingAttach.get(id) !== p) return
+        if (r === true || r === 'gone') {
+          this.pendingAttach.delete(id)
+          const after = `${Math.round(performance.now() - p.sinceMs)} ms and ${p.attempts} attempts`
+          if (r === true) this.log.info(`vm ${id}: the pending QEMU pid ${p.pid} answered after ${after}; attached`, { vm: id, pid: p.pid })
+          else this.log.warn(`vm ${id}: the pending QEMU pid ${p.pid} exited before it answered (${after})`, { vm: id, pid: p.pid })
+          return
         }
-        poll()
-      }))
-      let incoming = false
-      try {
-        const st = await qmp.execute<{ status?: string }>('query-status', undefined, this.opts(signal))
-        incoming = st.status === 'inmigrate'
-      } catch { /* treated as not incoming */ }
-      if (!incoming) await fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
-      const vm: VmHandle = { spec, dir, proc: null, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now() }
-      this.vms.set(id, vm)
-      qmp.onEvent(e => { if (e.event === 'RESUME' && vm.incoming) { vm.incoming = false; void fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {}) } })
-      this.log.info(`vm ${id} re-attached (pid ${pid})`, { vm: id, pid })
-      found.push(id)
+        if (r !== p.lastError || p.attempts % 30 === 0) this.log.warn(`vm ${id}: QEMU pid ${p.pid} still does not answer on QMP (${r}); still pending after ${p.attempts} attempts`, { vm: id, pid: p.pid })
+        p.lastError = r
+        this.retryAttach(id)
+      })()
+    }, this.init.reattachRetryMs ?? 2000)
+    p.timer.unref()
+  }
+
+  /**
+   * One bounded attempt to attach the QEMU `pid` of VM `id`: true once attached, 'gone' when the
+   * process is not there any more, else why it did not answer.
+   */
+  private async attachOnce (id: VmId, dir: string, spec: VmSpec, pid: number, signal?: AbortSignal): Promise<true | 'gone' | string> {
+    const alive = (): boolean => { try { process.kill(pid, 0); return true } catch { return false } }
+    if (!alive()) return 'gone'
+    const bound = AbortSignal.timeout(this.reattachTimeoutMs)
+    const sig = signal === undefined ? bound : AbortSignal.any([signal, bound])
+    let qmp: QmpClient
+    try {
+      qmp = await QmpClient.connect(path.join(dir, 'qmp.sock'), { connectTimeoutMs: this.reattachTimeoutMs, commandTimeoutMs: this.qmpTimeoutMs, signal: sig })
+    } catch (err) {
+      return alive() ? `connect: ${err instanceof Error ? err.message : String(err)}` : 'gone'
     }
-    return found
+    let status: string
+    try {
+      const st = await qmp.execute<{ status?: string }>('query-status', undefined, { signal: sig, timeoutMs: this.reattachTimeoutMs })
+      status = st.status ?? ''
+    } catch (err) {
+      // Its state is unknown: not guessed (a copy paused by a completed incoming migration and
+      // a fresh incoming one are told apart only by it).
+      qmp.close()
+      return alive() ? `query-status: ${err instanceof Error ? err.message : String(err)}` : 'gone'
+    }
+    if (this.closed) { qmp.close(); return 'gone' }
+    let hasExited = false
+    const exited = new Promise<void>(resolve => qmp.onClose(() => {
+      // The QMP socket closes when QEMU exits; wait for the pid to disappear too.
+      const poll = (): void => {
+        try { process.kill(pid, 0); setTimeout(poll, 20).unref() } catch { hasExited = true; const h = this.vms.get(id); if (h !== undefined) h.hasExited = true; resolve() }
+      }
+      poll()
+    }))
+    const incoming = status === 'inmigrate'
+    if (!incoming) await fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {})
+    const vm: VmHandle = { spec, dir, proc: null, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now() }
+    this.vms.set(id, vm)
+    qmp.onEvent(e => { if (e.event === 'RESUME' && vm.incoming) { vm.incoming = false; void fsp.rm(path.join(dir, CREATED_IMAGES), { force: true }).catch(() => {}) } })
+    this.log.info(`vm ${id} re-attached (pid ${pid}, ${status})`, { vm: id, pid })
+    return true
+  }
+
+  /** Rejects every call that needs QMP on a VM whose QEMU is not attached yet: its state is unknown, never guessed. */
+  private refusePending (id: VmId, what: string): void {
+    const p = this.pendingAttach.get(id)
+    if (p === undefined) return
+    throw new DriverError('DRIVER_UNREACHABLE', `vm ${id}: ${what}: its QEMU (pid ${p.pid}) has not answered on QMP since the agent started (${p.lastError}); its state is unknown`)
   }
 
   /** The VM's run state as QEMU says it ('running', 'inmigrate', 'postmigrate', ...), its migration status and spec; null when unknown here. */
   async describe (id: VmId, signal?: AbortSignal): Promise<{ runStatus: string, migration: string, spec: VmSpec } | null> {
+    this.refusePending(id, 'describe')
     const vm = this.vms.get(id)
     if (vm === undefined || vm.hasExited) return null
     try {
@@ -622,6 +720,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const p of this.pendingAttach.values()) if (p.timer !== null) clearTimeout(p.timer)
+    this.pendingAttach.clear()
     for (const [id, vm] of [...this.vms]) {
       if (this.init.killOnClose === true && !vm.hasExited) {
         this.killProc(vm)
@@ -635,6 +735,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   async prepareIncoming (spec: VmSpec, listenAddr: string, opts: IncomingOptions = {}, signal?: AbortSignal): Promise<{ uri: string, nbd?: string }> {
     const hp = splitHostPort(listenAddr)
     if (hp === null) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: listen address "${listenAddr}" is not host:port`)
+    if (this.pendingAttach.has(spec.id)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running on this host (pid ${this.pendingAttach.get(spec.id)!.pid}, not attached yet)`)
     let created: string[] = []
     let have = new Map<number, string>()
     if (opts.storage === true) {
@@ -1398,9 +1499,22 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     }
   }
 
-  /** Kills VM `id`'s QEMU at once (SIGKILL) and forgets it; no error if it is unknown. */
+  /** Kills VM `id`'s QEMU at once (SIGKILL) and forgets it, a pending one too (by its pid); no error if it is unknown. */
   async kill (id: VmId): Promise<void> {
     this.releaseImages(id)
+    const p = this.pendingAttach.get(id)
+    if (p !== undefined) {
+      if (p.timer !== null) clearTimeout(p.timer)
+      this.pendingAttach.delete(id)
+      try { process.kill(p.pid, 'SIGKILL') } catch { /* already gone */ }
+      // Not our child: wait for the pid to go (a SIGKILL is not refused; bounded all the same).
+      for (let i = 0; i < 250; i++) {
+        try { process.kill(p.pid, 0) } catch { break }
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+      this.log.info(`vm ${id}: killed its pending QEMU pid ${p.pid}`, { vm: id, pid: p.pid })
+      return
+    }
     const vm = this.vms.get(id)
     if (vm === undefined) return
     if (!vm.hasExited) this.killProc(vm)
@@ -1410,6 +1524,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   }
 
   private get (id: VmId): VmHandle {
+    this.refusePending(id, 'cannot act on it')
     const vm = this.vms.get(id)
     if (vm === undefined || vm.hasExited) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not running on this host`)
     return vm
@@ -1474,6 +1589,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     if (!VM_ID_RE.test(spec.id)) throw new DriverError('DRIVER_FAILED', `vm id "${spec.id}" must match ${String(VM_ID_RE)}`)
     if (!(spec.vcpus >= 1) || !(spec.memMiB >= 16)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: needs vcpus >= 1 and memMiB >= 16`)
     if (this.vms.has(spec.id) && this.vms.get(spec.id)?.hasExited !== true) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running on this host`)
+    if (this.pendingAttach.has(spec.id)) throw new DriverError('DRIVER_FAILED', `vm ${spec.id} is already running on this host (pid ${this.pendingAttach.get(spec.id)!.pid}, not attached yet)`)
     const dir = path.join(this.init.runDir, spec.id)
     // sun_path holds 108 bytes; QEMU would fail with a less helpful message.
     if (Buffer.byteLength(path.join(dir, 'qmp.sock')) > 107) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: run directory path too long for a unix socket (${dir})`)

@@ -344,6 +344,9 @@ function readGreeting (s: net.Socket, signal: AbortSignal): Promise<Record<strin
     const onErr = (err: Error): void => finish(err)
     const onAbort = (): void => finish(new Error('timed out waiting for the QMP greeting', { cause: signal.reason }))
     s.on('data', onData); s.once('close', onClose); s.once('error', onErr)
+    // An abort that happened already fires no event: without this check, a QEMU that never
+    // greets would hold the caller forever.
+    if (signal.aborted) { onAbort(); return }
     signal.addEventListener('abort', onAbort, { once: true })
   })
 }
