@@ -169,10 +169,12 @@ async function run (t: Test): Promise<void> {
    */
   const migrateUntilExit = async (tt: Test, from: string, to: string, exited: Promise<boolean>): Promise<boolean> => {
     for (let attempt = 1; attempt <= 3; attempt++) {
+      // The record this request makes is the one not there before it (the list is not in time order).
+      const before = new Set((await migrations(from)).map(m => m.id))
       const r = await starling(['migrate', 'g1', '--to', to, '--no-wait', '--config', cluster.host(from).configFile])
       if (await Promise.race([exited, sleep(15_000).then(() => false)])) return true
-      const last = (await migrations(from)).find(m => m.vm === 'g1')
-      tt.comment(`attempt ${attempt}: no exit yet; migrate said ${JSON.stringify(r.out.trim())}; newest record on ${from}: ${JSON.stringify(last === undefined ? null : { id: last.id, role: last.role, state: last.state, reason: last.reason })}`)
+      const last = (await migrations(from)).find(m => m.vm === 'g1' && !before.has(m.id))
+      tt.comment(`attempt ${attempt}: no exit yet; migrate said ${JSON.stringify(r.out.trim())}; its record on ${from}: ${JSON.stringify(last === undefined ? null : { id: last.id, role: last.role, state: last.state, reason: last.reason })}`)
       if (last !== undefined && last.state !== 'aborted') break // in flight: waiting longer is all we can do
     }
     return await Promise.race([exited, sleep(15_000).then(() => false)])
@@ -231,7 +233,14 @@ async function run (t: Test): Promise<void> {
 
   await t.test('migrate through the CLI: heartbeat goes on at the target, memory intact, source QEMU gone', step, async tt => {
     const t0 = performance.now()
-    const r = await starling(['migrate', 'g1', '--to', 'host2', '--config', cluster.host('host1').configFile])
+    let r = await starling(['migrate', 'g1', '--to', 'host2', '--config', cluster.host('host1').configFile])
+    // Under load a TCG guest may dirty its memory faster than the copy: the source then cancels
+    // before the switch-over (the sync cap) and the VM runs on at the source. That is the
+    // product's choice, not this case's subject: said, and asked again (twice at most).
+    for (let again = 1; again <= 2 && r.code !== 0 && /cancelled before the switch-over/.test(r.out); again++) {
+      tt.comment(`attempt ${again} cancelled by the sync cap (${r.out.trim()}); asking again`)
+      r = await starling(['migrate', 'g1', '--to', 'host2', '--config', cluster.host('host1').configFile])
+    }
     const wallMs = performance.now() - t0
     tt.equal(r.code, 0, r.out.trim())
     const dstTail = new Tail(path.join(runDir('host2'), 'g1', 'serial.log'))
