@@ -169,6 +169,7 @@ async function startLibvirt (config: AgentConfig, logger: Logger): Promise<Libvi
     domainType: l.domainType,
     persistent: l.persistent,
     sharedStorage: l.sharedStorage,
+    stateDir: path.join(config.node.stateDir, 'libvirt'),
     ...(l.imageDir !== undefined ? { imageDir: l.imageDir } : {}),
     ...(config.sampler.kind === 'driver' ? { hostCpuCores: config.sampler.capacity.cpuCores } : {}),
     ...(l.serialDir !== undefined ? { serialDir: l.serialDir } : {})

@@ -116,6 +116,25 @@ export interface LibvirtDriverInit {
   sharedStorage?: string[]
   /** The qemu-img binary (creates the target images). @default 'qemu-img' */
   qemuImgBinary?: string
+  /**
+   * Where the driver journals the disk images it creates for an incoming move with storage
+   * (before creating them, so that those of a move that aborted are deleted, and only those,
+   * even after a restart) and the images an outgoing move leaves behind (set aside once the
+   * target runs the VM). Unset: kept in memory only, and lost with the agent.
+   * @default none (the agent sets `<node.stateDir>/libvirt`)
+   */
+  stateDir?: string
+}
+
+/** The suffix of a disk image a VM left on this host when it moved away with its disks. */
+export const DEPARTED_SUFFIX = '.departed'
+
+/** A journal entry of the driver's own (stateDir): the images of one VM's move with storage. */
+interface ImageJournal {
+  /** The migration (record id) the images are for; null when prepared without one. */
+  migration: string | null
+  /** Incoming: the images this host created (none of them existed before). Outgoing: the VM's images here. */
+  images: string[]
 }
 
 export interface LibvirtDriverComponents {
@@ -725,6 +744,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly cpu = new Map<VmId, CpuSample>()
   /** The guest statistics period armed per VM ('none': it has no balloon device). */
   private readonly statsPeriod = new Map<VmId, { period: number | 'none' }>()
+  /** The driver's journals (see LibvirtDriverInit.stateDir), by VM: images created for an incoming move, images an outgoing one leaves. */
+  private readonly journals = { incoming: new Map<VmId, ImageJournal>(), outgoing: new Map<VmId, ImageJournal>() }
+  /** Per-VM serialisation of image creation and deletion (prepareIncoming, dropIncomingImages). */
+  private readonly imageLocks = new Map<VmId, Promise<unknown>>()
   private closed = false
 
   constructor (private readonly init: LibvirtDriverInit, components: LibvirtDriverComponents) {
@@ -741,6 +764,170 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       this.domainTypeReason = 'configured'
     }
     this.log.info(`libvirt at ${init.uri}, domain type ${this.domainType} (${this.domainTypeReason})`)
+    this.loadJournals()
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The driver's own journal of the images moves with storage create and leave (stateDir).
+
+  private journalDir (kind: 'incoming' | 'outgoing'): string | null {
+    return this.init.stateDir === undefined ? null : path.join(this.init.stateDir, `${kind}-images`)
+  }
+
+  /** Reads the journals left by an earlier run (a restart): entries that cannot be read are reported and left alone. */
+  private loadJournals (): void {
+    for (const kind of ['incoming', 'outgoing'] as const) {
+      const dir = this.journalDir(kind)
+      if (dir === null) continue
+      let names: string[] = []
+      try { names = fs.readdirSync(dir) } catch { continue }
+      for (const n of names) {
+        if (!n.endsWith('.json')) continue
+        const vm = n.slice(0, -5)
+        try {
+          const j = JSON.parse(fs.readFileSync(path.join(dir, n), 'utf8')) as Partial<ImageJournal>
+          if (!VM_ID_RE.test(vm) || !Array.isArray(j.images) || !j.images.every(f => typeof f === 'string' && path.isAbsolute(f))) throw new Error('not a list of absolute image paths')
+          this.journals[kind].set(vm, { migration: typeof j.migration === 'string' ? j.migration : null, images: j.images })
+        } catch (err) {
+          this.log.warn(`cannot read the ${kind} image journal ${path.join(dir, n)}: ${err instanceof Error ? err.message : String(err)}; its images are left alone`)
+        }
+      }
+      if (this.journals[kind].size > 0) this.log.info(`${kind} disk images journaled by an earlier run: ${[...this.journals[kind]].map(([vm, j]) => `${vm}: ${j.images.join(', ')}`).join('; ')}`)
+    }
+  }
+
+  /** Journals (durably: written, synced, renamed into place) or forgets `vm`'s entry. */
+  private async writeJournal (kind: 'incoming' | 'outgoing', vm: VmId, j: ImageJournal | null): Promise<void> {
+    if (j === null) this.journals[kind].delete(vm)
+    else this.journals[kind].set(vm, j)
+    const dir = this.journalDir(kind)
+    if (dir === null) return
+    const file = path.join(dir, `${vm}.json`)
+    if (j === null) { await fsp.rm(file, { force: true }); return }
+    await fsp.mkdir(dir, { recursive: true })
+    const tmp = `${file}.tmp`
+    const fh = await fsp.open(tmp, 'w', 0o600)
+    try {
+      await fh.writeFile(JSON.stringify(j))
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    await fsp.rename(tmp, file)
+  }
+
+  /** Runs `fn` after every earlier image operation of `vm` (creation and deletion never interleave). */
+  private async withImageLock<T> (vm: VmId, fn: () => Promise<T>): Promise<T> {
+    const prev = this.imageLocks.get(vm) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => {})
+    this.imageLocks.set(vm, tail)
+    void tail.then(() => { if (this.imageLocks.get(vm) === tail) this.imageLocks.delete(vm) })
+    return await run
+  }
+
+  /** Every image a domain of this libvirtd uses (its disks and their backing files), resolved. */
+  private async imagesInUse (signal?: AbortSignal): Promise<Set<string>> {
+    const used = new Set<string>()
+    const names = (await this.virsh(['list', '--all', '--name'], { signal })).split('\n').map(l => l.trim()).filter(l => l !== '')
+    for (const n of names) {
+      let xml: string
+      try { xml = await this.virsh(['dumpxml', n], { signal }) } catch (err) {
+        if (err instanceof DriverError && err.code === 'VM_NOT_FOUND') continue
+        throw err
+      }
+      for (const d of disksOf(xml)) {
+        used.add(path.resolve(d.file))
+        if (d.backing !== undefined) used.add(path.resolve(d.backing))
+      }
+    }
+    return used
+  }
+
+  /**
+   * The guest of an incoming move runs here: the images created for it are its disks now (no
+   * longer the journal's), and a copy this host kept from the VM's earlier stay is older than
+   * them: it goes.
+   */
+  private arrived (id: VmId): void {
+    const j = this.journals.incoming.get(id)
+    if (j === undefined) return
+    this.journals.incoming.delete(id)
+    void (async () => {
+      await this.writeJournal('incoming', id, null)
+      for (const f of j.images) {
+        const old = f + DEPARTED_SUFFIX
+        if (!fs.existsSync(old)) continue
+        if ((await this.imagesInUse()).has(path.resolve(old))) continue
+        await fsp.rm(old, { force: true })
+        this.log.info(`vm ${id}: runs here again from ${f}; removed ${old}, the copy it left here on an earlier move (older than the disk it runs from)`, { vm: id })
+      }
+    })().catch(err => { this.log.warn(`vm ${id}: cannot settle the journal of its incoming images`, { vm: id, err }) })
+  }
+
+  /**
+   * Target of a move with storage that aborted before its guest ran here: deletes the images
+   * created for migration `migration` (journaled before they were created) and only those,
+   * after killing an incoming copy that never ran. A guest running here keeps them (VM_RUNNING);
+   * an image some domain here uses is left alone, with a warning. Resolves with the files deleted.
+   */
+  async dropIncomingImages (id: VmId, migration: string, signal?: AbortSignal): Promise<string[]> {
+    checkId(id)
+    return await this.withImageLock(id, async () => {
+      const j = this.journals.incoming.get(id)
+      if (j === undefined || (j.migration !== null && j.migration !== migration)) return []
+      const d = await this.describe(id, signal)
+      if (d !== null) {
+        if (d.runStatus !== 'inmigrate') throw new DriverError('VM_RUNNING', `vm ${id}: the domain is ${d.runStatus} here; the images created for migration ${migration} stay`)
+        try { await this.killIfNotRunning(id, signal) } catch (err) { if (!(err instanceof DriverError) || err.code !== 'VM_NOT_FOUND') throw err }
+      }
+      const used = await this.imagesInUse(signal)
+      const gone: string[] = []
+      const kept: string[] = []
+      for (const f of j.images) {
+        if (used.has(path.resolve(f))) { kept.push(f); continue }
+        await fsp.rm(f, { force: true })
+        gone.push(f)
+      }
+      // The per-VM directory under imageDir, when it held only these.
+      if (this.init.imageDir !== undefined) await fsp.rmdir(path.join(this.init.imageDir, id)).catch(() => {})
+      this.releaseImages(id)
+      this.incoming.delete(id)
+      await this.writeJournal('incoming', id, kept.length > 0 ? { ...j, images: kept } : null)
+      if (kept.length > 0) this.log.warn(`vm ${id}: images of migration ${migration} kept, a domain here uses them: ${kept.join(', ')}`, { vm: id })
+      this.log.info(`vm ${id}: migration ${migration} aborted before the guest ran here: deleted the images created for it${gone.length > 0 ? `: ${gone.join(', ')}` : ' (none was left)'}`, { vm: id })
+      return gone
+    })
+  }
+
+  /**
+   * Source of a move with storage, after the target runs the VM: each image the move left here
+   * (journaled by migrate()) is renamed `<image>${DEPARTED_SUFFIX}`: the disk as of the
+   * switch-over, older than the VM's, never booted by the agent, and out of the way of a return
+   * of the VM (whose target creates its disk afresh at the path). One such copy per image: a
+   * later departure replaces it, and a return that runs here removes it. Refused (VM_RUNNING)
+   * while the VM runs here; an image a domain here uses is left in place. Resolves with the
+   * retained files.
+   */
+  async retireDepartedDisks (id: VmId, signal?: AbortSignal): Promise<string[]> {
+    checkId(id)
+    const j = this.journals.outgoing.get(id)
+    if (j === undefined) return []
+    const d = await this.describe(id, signal)
+    if (d !== null && d.runStatus === 'running') throw new DriverError('VM_RUNNING', `vm ${id} runs here; its images stay where they are`)
+    const used = await this.imagesInUse(signal)
+    const retained: string[] = []
+    for (const f of j.images) {
+      const to = f + DEPARTED_SUFFIX
+      if (!fs.existsSync(f)) { if (fs.existsSync(to)) retained.push(to); continue }
+      if (used.has(path.resolve(f))) { this.log.warn(`vm ${id}: ${f} is used by a domain here; left in place`, { vm: id }); continue }
+      const replaced = fs.existsSync(to)
+      await fsp.rename(f, to)
+      retained.push(to)
+      this.log.info(`vm ${id}: moved away with its disks; the image it left here is kept as ${to} (the disk as of the switch-over, never booted; delete it when no longer wanted)${replaced ? `, replacing the one of an earlier departure` : ''}`, { vm: id })
+    }
+    await this.writeJournal('outgoing', id, null)
+    return retained
   }
 
   /** The accelerator in the agent's terms (shapes the convergence policy): kvm, or tcg for type 'qemu'. */
@@ -813,6 +1000,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       }
       const state = runStateOf(fnum(s['state.state']), fnum(s['state.reason']), this.incoming.has(id))
       if (state === 'running' && this.incoming.has(id)) { this.incoming.delete(id); this.releaseImages(id) }
+      if (state === 'running' && this.journals.incoming.has(id)) this.arrived(id)
       out.push({
         id,
         vcpus,
@@ -919,6 +1107,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const incoming = this.incoming.has(id) || active?.operation === JOB_OPERATION.migrationIn
     const migration = await this.migrationStatus(id, state, reason, active, signal)
     const runStatus = runStatusOf(state, reason, incoming)
+    if (runStatus === 'running' && this.journals.incoming.has(id)) this.arrived(id)
     // The disks (with their sizes, for a target that must create them) of a guest that runs
     // here; an incoming copy's disk queries would wait for its migration's job.
     const disks = runStatus === 'running' && migration === 'none' ? await this.diskFacts(id, signal) : []
@@ -989,7 +1178,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    * creating nothing, when a size is unknown, an image is already there (never overwritten) or
    * the file system lacks the space.
    */
-  private async createTargetImages (spec: VmSpec, signal?: AbortSignal): Promise<Array<{ from: string, to: string }>> {
+  private async createTargetImages (spec: VmSpec, migration: string | null, signal?: AbortSignal): Promise<Array<{ from: string, to: string }>> {
     const disks = diskList(spec)
     if (disks.length === 0) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: a migration with storage needs extra.disks`)
     const plan: Array<{ from: string, to: string, format: string, sizeBytes: number, backing?: string, backingFormat?: string }> = []
@@ -1032,6 +1221,14 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     for (const [dev, e] of need) this.reservedImages.set(`${spec.id}:${dev}`, { vm: spec.id, dev, bytes: e.bytes, files: plan.map(d => d.to) })
     const created: string[] = []
     try {
+      // Journaled before anything is created (none of these paths exists: checked above): a move
+      // that aborts, even across a restart, deletes these and nothing else.
+      const older = this.journals.incoming.get(spec.id)
+      if (older !== undefined) {
+        const left = older.images.filter(f => fs.existsSync(f))
+        if (left.length > 0) this.log.warn(`vm ${spec.id}: images created here for an earlier incoming move${older.migration !== null ? ` (${older.migration})` : ''} are still there and are no longer tracked: ${left.join(', ')}`, { vm: spec.id })
+      }
+      await this.writeJournal('incoming', spec.id, { migration, images: plan.map(d => d.to) })
       for (const d of plan) {
         await fsp.mkdir(path.dirname(d.to), { recursive: true })
         const backing = d.backing !== undefined ? ['-b', d.backing, '-F', d.backingFormat ?? 'raw'] : []
@@ -1041,6 +1238,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     } catch (err) {
       this.releaseImages(spec.id)
       for (const f of created) await fsp.rm(f, { force: true }).catch(() => {})
+      if (this.journals.incoming.get(spec.id)?.migration === migration) await this.writeJournal('incoming', spec.id, null).catch(() => {})
       throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: cannot create the target images: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
     this.log.info(`vm ${spec.id}: target images ${created.join(', ')}`, { vm: spec.id })
@@ -1221,7 +1419,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       t.serialPath = serial
     }
     if (opts.storage === true) {
-      t.disks = await this.createTargetImages(spec, signal)
+      t.disks = await this.withImageLock(spec.id, async () => await this.createTargetImages(spec, opts.migration ?? null, signal))
       if (diskList(spec).some(d => d.backing !== undefined)) t.shallow = true
     }
     this.incoming.add(spec.id)
@@ -1251,6 +1449,9 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     // checked the base and created each overlay on it, and says so). A disk without a base is
     // copied whole either way.
     const inc = storage && t.shallow === true
+    // The images this move leaves here, journaled before it starts: once the target runs the VM,
+    // retireDepartedDisks() sets them aside (even after a restart of the agent).
+    if (storage && t.disks !== undefined) await this.writeJournal('outgoing', id, { migration: null, images: t.disks.map(d => d.from) })
     const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'starling-libvirt-'))
     const xmlFile = path.join(tmpDir, `${id}.xml`)
     await fsp.writeFile(xmlFile, xml, { mode: 0o600 })

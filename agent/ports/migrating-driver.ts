@@ -132,6 +132,11 @@ export interface IncomingOptions {
    * @default false
    */
   storage?: boolean
+  /**
+   * The migration this target is prepared for (its record's id): a driver that journals the
+   * images it creates for a move with storage files them under it (dropIncomingImages).
+   */
+  migration?: string
 }
 
 /** The migration operations of a driver, on top of the base port. */
@@ -155,6 +160,21 @@ export interface MigratingDriver extends HypervisorDriver {
    * on the source again and the target QEMU exits.
    */
   migrate (id: VmId, uri: string, params: MigrationParams, signal?: AbortSignal): Promise<void>
+  /**
+   * Target of a move with storage that aborted before its guest ran here: deletes the images this
+   * host created for `migration` (as journaled before they were created), kills an incoming copy
+   * that still uses them (one whose guest never ran), and resolves with the files deleted. Never
+   * deletes a file it did not create, nor one a domain here uses; rejects with VM_RUNNING while
+   * the guest runs here. Drivers that clean up by themselves lack it.
+   */
+  dropIncomingImages? (id: VmId, migration: string, signal?: AbortSignal): Promise<string[]>
+  /**
+   * Source of a move with storage, once the target runs the VM: sets the disk images the VM left
+   * here aside under a name that says so (never booted, used by no domain), so that the VM can
+   * come back to this host. Resolves with the retained files. Drivers that keep the images for a
+   * later return (the QEMU driver's delta copy) lack it.
+   */
+  retireDepartedDisks? (id: VmId, signal?: AbortSignal): Promise<string[]>
   /** Switches a running 'hybrid' (or 'postcopy') migration to post-copy. */
   startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
   /** The migration state of VM `id`, on the source or the target. */

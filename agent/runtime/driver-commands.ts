@@ -122,7 +122,7 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
       try { extra = JSON.parse(c.spec.extraJson) as Record<string, unknown> } catch { /* empty extra */ }
       const storage = c.storage === true
       if (storage && typeof q.mirrorDisks !== 'function') throw Object.assign(new Error(`the ${q.kind} driver cannot receive disks`), { code: 'DRIVER_FAILED' })
-      const r = await q.prepareIncoming({ id: c.vm, vcpus: c.spec.vcpus, memMiB: c.spec.memMiB, extra }, `${init.migrationListenHost}:0`, storage ? { postcopy: true, storage } : { postcopy: true }, signal)
+      const r = await q.prepareIncoming({ id: c.vm, vcpus: c.spec.vcpus, memMiB: c.spec.memMiB, extra }, `${init.migrationListenHost}:0`, storage ? { postcopy: true, storage, migration: c.mig } : { postcopy: true }, signal)
       return r.nbd !== undefined ? { ok: true, kind: 'prepareIncoming', uri: r.uri, nbd: r.nbd } : { ok: true, kind: 'prepareIncoming', uri: r.uri }
     }
     case 'mirror':
@@ -142,7 +142,21 @@ async function run (driver: HypervisorDriver, init: DriverExecutorInit, c: Drive
     case 'setDowntime': await q.setDowntimeLimit(c.vm, c.downtimeLimitMs, signal); return { ok: true, kind: 'setDowntime' }
     case 'startPostcopy': await q.startPostcopy(c.vm, signal); return { ok: true, kind: 'startPostcopy' }
     case 'cancel': await q.cancel(c.vm, signal); return { ok: true, kind: 'cancel' }
-    case 'stopSource': await q.killIfNotRunning(c.vm, signal); return { ok: true, kind: 'stopSource' }
+    case 'stopSource': {
+      // libvirt has already removed a source whose migration completed: the images it left are
+      // set aside all the same.
+      let gone: unknown = null
+      try { await q.killIfNotRunning(c.vm, signal) } catch (err) {
+        if (c.retireDisks !== true || errorCode(err) !== 'VM_NOT_FOUND') throw err
+        gone = err
+      }
+      if (c.retireDisks === true && typeof q.retireDepartedDisks === 'function') await q.retireDepartedDisks(c.vm, signal)
+      if (gone !== null) throw gone
+      return { ok: true, kind: 'stopSource' }
+    }
+    case 'dropImages':
+      if (typeof q.dropIncomingImages === 'function') await q.dropIncomingImages(c.vm, c.mig, signal)
+      return { ok: true, kind: 'dropImages' }
     case 'resume': await q.resume(c.vm, signal); return { ok: true, kind: 'resume' }
     case 'killIncoming': {
       // A copy paused by a migration, with no incoming job left, is one whose transfer completed

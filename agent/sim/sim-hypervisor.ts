@@ -257,6 +257,7 @@ export class SimHypervisor {
         v.state = 'running'
         if (v.out !== null) v.out.status = 'none'
         return { ok: true, kind: 'resume' }
+      case 'dropImages': return { ok: true, kind: 'dropImages' }
       case 'killIncoming':
         if (v === undefined) return fail('VM_NOT_FOUND', 'gone')
         if (v.state !== 'incoming') return fail('VM_RUNNING', 'the guest has run here')

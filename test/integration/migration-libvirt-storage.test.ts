@@ -17,9 +17,10 @@
  * tmpfs goes and the same command moves g1 (the disk is local, so the agents choose the move with
  * storage themselves). After it: the heartbeat continues on host2, two full disk passes there
  * (every block holds what the guest last wrote), g1 runs from host2's image, both records are
- * committed with storage, host1's image is still there (the source keeps it: README, "Disks move
- * with their VMs") and used by no domain, and after host2's domain is stopped the pattern and a
- * never-written range read back from host2's image and 16-64 MiB of both images hash the same.
+ * committed with storage, host1's image is set aside as `g1.qcow2.departed` (README, "Disks move
+ * with their VMs"; its path free for a return) and used by no domain, and after host2's domain is
+ * stopped the pattern and a never-written range read back from host2's image and 16-64 MiB of
+ * both images hash the same.
  * When libvirt or the guest cannot run here the file fails with the reason; it never skips.
  * Run: npm run build && npx tap test/integration/migration-libvirt-storage.test.ts  (about 100 s under a load of 17)
  */
@@ -178,7 +179,9 @@ async function run (t: Test, guestDir: string): Promise<void> {
     (await migrations('host2')).some(m => m.vm === 'g1' && m.role === 'target' && m.state === 'committed'), 20_000)
   const rec = (await migrations('host1')).find(m => m.vm === 'g1' && m.state === 'committed')
   t.equal(rec?.storage, true, 'host1 and host2 record it committed, as a move with storage')
-  t.ok(fs.existsSync(srcImage), "host1 keeps its image (the disk as of the switch-over; no domain uses it)")
+  await until("host1 sets its image aside", () => fs.existsSync(srcImage + '.departed'), 20_000)
+  t.notOk(fs.existsSync(srcImage), "host1's image path is free (the VM may come back)")
+  t.pass("host1 keeps its image as g1.qcow2.departed (the disk as of the switch-over; no domain uses it)")
   t.comment(`CLI wall time ${wallMs.toFixed(0)} ms; libvirt total ${String(rec?.progress?.totalTimeMs)} ms, downtime ${String(rec?.progress?.downtimeMs)} ms, ${String(rec?.progress?.dirtySyncCount)} syncs; disk ${((rec?.progress?.disk?.sentBytes ?? 0) / MiB).toFixed(1)} of ${((rec?.progress?.disk?.totalBytes ?? 0) / MiB).toFixed(1)} MiB; heartbeat gap ${(first.atMs - last.atMs).toFixed(0)} ms`)
 
   // The range the guest never wrote came across as it was, and an unwritten one reads zero.
@@ -187,12 +190,12 @@ async function run (t: Test, guestDir: string): Promise<void> {
   t.notMatch(read, /Pattern verification failed|error/i, "the pattern and the zero range read back from host2's image")
   // Beyond the checker's 16 MiB (which it kept writing on host2), both images hold the same bytes.
   const digest = (image: string): string => {
-    const out = path.join(B.dir, `region-${path.basename(path.dirname(image))}.raw`)
+    const out = path.join(B.dir, `region-${path.basename(path.dirname(image))}-${path.basename(image)}.raw`)
     execFileSync('qemu-img', ['dd', '-f', 'qcow2', '-O', 'raw', 'bs=1M', 'skip=16', 'count=48', `if=${image}`, `of=${out}`])
     const sum = execFileSync('sha256sum', [out], { encoding: 'utf8' }).split(' ')[0] ?? ''
     fs.rmSync(out, { force: true })
     return sum
   }
-  const srcSum = digest(srcImage)
+  const srcSum = digest(srcImage + '.departed')
   t.equal(digest(dstImage), srcSum, `16-64 MiB of both images hash the same (sha256 ${srcSum.slice(0, 12)}…)`)
 }

@@ -35,8 +35,14 @@
  * source before the switch-over, completes the mirrors and only then sends the device state).
  * A mirror that fails, or a restart before the switch-over, cancels the migration and its mirrors:
  * the guest runs on the source, whose disk it never stopped writing, and the target's incoming
- * copy is killed with the images it created (never booted). After the switch-over everything is
- * as without storage: the target's disk was complete before its guest ran.
+ * copy is killed, and then (dropImages, after the kill's result or on finding it gone) the images
+ * it created go: the driver journals them before creating them, and deletes those and only those.
+ * The same cleanup is redone at a restart for a record that ended aborted. Never when mayHaveRun
+ * (R3: they may hold the VM's newest disk): an event says they are kept. After the switch-over
+ * everything is as without storage: the target's disk was complete before its guest ran; once the
+ * target says committed, the source stops its copy and sets aside the images the VM left
+ * (stopSource with retireDisks; again after a restart, the source domain being gone), so that the
+ * VM may come back to it later.
  *
  * Crash points (kill -9 of an agent; its QEMU processes live on, see qemu-driver re-attach). On
  * restart every non-terminal record is re-read from the journal and the hypervisor is queried
@@ -863,7 +869,7 @@ export class MigrationMachine {
     const r = this.mine(from, id, 'source')
     if (r === undefined || r.state !== 'switching') return // R1: only a paused, completed source stops
     this.becomeCommitted(r)
-    this.command({ kind: 'stopSource', mig: id, vm: r.vm })
+    this.command(r.storage === true ? { kind: 'stopSource', mig: id, vm: r.vm, retireDisks: true } : { kind: 'stopSource', mig: id, vm: r.vm })
   }
 
   /**
@@ -887,6 +893,17 @@ export class MigrationMachine {
 
   private onPeerAborted (from: HostId, id: string, why: string, mayHaveRun = false): void {
     const r = this.recs.get(id)
+    if (r !== undefined && r.role === 'target' && r.source === from && r.state === 'aborted' && r.mayHaveRun === true && !mayHaveRun && r.storage === true && !this.superseded.has(r.id)) {
+      // This target gave up on a copy it could not see (libvirt had not started it yet, or had
+      // removed it) and kept its images, as the guest might have run here. The source now says it
+      // aborted too, without a stale copy of its own: its guest runs there (the migration was
+      // cancelled or failed), so what was copied here is not the VM's disk; the images go.
+      r.mayHaveRun = false
+      r.reason += `; the source runs the VM (${why})`
+      this.journal(r)
+      this.dropAbandoned(r)
+      return
+    }
     if (r === undefined || TERMINAL_STATES.has(r.state)) return
     if ((r.role === 'source' ? r.target : r.source) !== from) return
     if (r.role === 'source') {
@@ -942,10 +959,17 @@ export class MigrationMachine {
     this.busy.delete(c.mig)
     const r = this.recs.get(c.mig)
     if (r === undefined) return
-    if (c.kind === 'killIncoming' && this.killing.has(r.id)) {
-      const why = this.killing.get(r.id) as string
-      this.killing.delete(r.id)
-      this.onKillResult(r, why, res)
+    if (c.kind === 'killIncoming') {
+      if (this.killing.has(r.id)) {
+        const why = this.killing.get(r.id) as string
+        this.killing.delete(r.id)
+        this.onKillResult(r, why, res)
+      } else if (!res.ok && res.code !== 'VM_NOT_FOUND') {
+        this.onDriverFailure(r, c, res.code, res.message)
+        return
+      }
+      // The incoming copy is killed (or was gone): its images may go now, after it.
+      if (res.ok || res.code === 'VM_NOT_FOUND') this.dropAbandoned(r)
       return
     }
     if (c.kind === 'query') {
@@ -1019,6 +1043,9 @@ export class MigrationMachine {
         return
       case 'stopSource': case 'resume': case 'killIncoming':
         if (code !== 'VM_NOT_FOUND' && code !== 'VM_RUNNING') this.due.set(r.id, s.now + this.cfg.resendTicks) // retried by tick
+        return
+      case 'dropImages':
+        // Left for the next restart's cleanup (it asks again); the event names the images' VM.
         return
       default: return
     }
@@ -1121,6 +1148,7 @@ export class MigrationMachine {
     if (q !== null && q.presence === 'absent') {
       this.becomeAborted(r, why)
       this.send(r.source, abortedBody(r))
+      this.dropAbandoned(r)
       return
     }
     // R2: the source hears MigrationAborted only once the incoming copy is killed. The guest may
@@ -1149,6 +1177,22 @@ export class MigrationMachine {
     this.command({ kind: 'query', mig: r.id, vm: r.vm })
   }
 
+  /**
+   * Target, aborted, of a move with storage: the images this host created for it go (the driver
+   * knows which from its own journal, written before it created them), unless the guest may have
+   * run here (mayHaveRun: they may then hold the VM's newest disk, and stay for an operator).
+   * Issued after the incoming copy is killed or found gone; never for a superseded record (a
+   * newer migration of the VM speaks for it).
+   */
+  private dropAbandoned (r: MigrationRecord): void {
+    if (r.role !== 'target' || r.state !== 'aborted' || r.storage !== true || this.superseded.has(r.id)) return
+    if (r.mayHaveRun === true) {
+      this.s.emit({ kind: 'migration-lost', host: r.source, text: `migration ${r.id}: the disk images created here for ${r.vm} are kept: the guest may have run here, so they may hold its newest disk; remove them once the VM runs elsewhere` })
+      return
+    }
+    this.command({ kind: 'dropImages', mig: r.id, vm: r.vm })
+  }
+
   /** Resolution after a restart, a lease expiry or a driver failure (see the module comment). */
   private resolve (r: MigrationRecord, q: DriverQueryResult | null): void {
     const s = this.s
@@ -1156,7 +1200,13 @@ export class MigrationMachine {
     if (q === null) { this.recovering.add(r.id); this.due.set(r.id, s.now + this.cfg.resendTicks); return }
     if (r.role === 'target') {
       if (r.state === 'committed') return
-      if (r.state === 'aborted') { if (q.presence === 'incoming') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm }); return }
+      if (r.state === 'aborted') {
+        // The cleanup again (a restart may have come between the abort and it): the incoming
+        // copy first, then the images it was given (dropAbandoned, after the kill's result).
+        if (q.presence === 'incoming') this.command({ kind: 'killIncoming', mig: r.id, vm: r.vm })
+        else if (q.presence === 'absent') this.dropAbandoned(r)
+        return
+      }
       if (q.presence === 'running') {
         this.becomeCommitted(r)
         this.send(r.source, { type: 'migrationCommitted', id: r.id })
@@ -1168,7 +1218,13 @@ export class MigrationMachine {
       return
     }
     switch (r.state) {
-      case 'committed': if (q.presence === 'paused') this.command({ kind: 'stopSource', mig: r.id, vm: r.vm }); return
+      case 'committed':
+        // The paused copy goes; with storage, the images it left are set aside (again, if a
+        // restart came first: the driver's own journal says which, and it is idempotent).
+        if (q.presence === 'paused' || (r.storage === true && q.presence === 'absent')) {
+          this.command(r.storage === true ? { kind: 'stopSource', mig: r.id, vm: r.vm, retireDisks: true } : { kind: 'stopSource', mig: r.id, vm: r.vm })
+        }
+        return
       case 'aborted': if (q.presence === 'paused' && q.migration === 'completed' && r.mayHaveRun !== true) this.command({ kind: 'resume', mig: r.id, vm: r.vm }); return
       case 'proposed': case 'reserved':
         this.becomeAborted(r, 'restarted before copying')

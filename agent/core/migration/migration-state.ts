@@ -183,12 +183,22 @@ export type DriverCommand =
   | DriverTarget & { kind: 'startPostcopy' }
   /** Source: cancel the outgoing migration (the VM keeps running here). */
   | DriverTarget & { kind: 'cancel' }
-  /** Source: stop the paused source copy after the target took over. */
-  | DriverTarget & { kind: 'stopSource' }
+  /**
+   * Source: stop the paused source copy after the target took over. With `retireDisks` (a move
+   * with storage) the disk images the VM left here are then set aside under a name that says so
+   * (never booted; a return of the VM creates its disk afresh at the path).
+   */
+  | DriverTarget & { kind: 'stopSource', retireDisks?: boolean }
   /** Source: resume the paused source copy (the target did not take over). */
   | DriverTarget & { kind: 'resume' }
   /** Target: kill an incoming VM whose guest never ran here. Refused (VM_RUNNING) if it runs. */
   | DriverTarget & { kind: 'killIncoming' }
+  /**
+   * Target, a move with storage that aborted before its guest ran here: delete the disk images
+   * this host created for this migration (the driver's own journal names them), and only those.
+   * Refused (VM_RUNNING) while a guest runs here from them.
+   */
+  | DriverTarget & { kind: 'dropImages' }
 
 export type DriverCommandKind = DriverCommand['kind']
 
