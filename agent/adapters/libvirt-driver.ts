@@ -1109,8 +1109,11 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const runStatus = runStatusOf(state, reason, incoming)
     if (runStatus === 'running' && this.journals.incoming.has(id)) this.arrived(id)
     // The disks (with their sizes, for a target that must create them) of a guest that runs
-    // here; an incoming copy's disk queries would wait for its migration's job.
-    const disks = runStatus === 'running' && migration === 'none' ? await this.diskFacts(id, signal) : []
+    // here with no job under way (an incoming copy's disk queries would wait for its migration's
+    // job). A finished job does not count: after a failed move with storage the status reads
+    // 'failed', and a retry must still see the disks (without them it went as a memory-only
+    // migration, which libvirt refused as unsafe).
+    const disks = runStatus === 'running' && active === null && !migration.startsWith('postcopy') ? await this.diskFacts(id, signal) : []
     const spec: VmSpec = {
       id,
       vcpus: fnum(info['CPU(s)']),
@@ -1277,6 +1280,13 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   async mirrorDisks (id: VmId, nbd: string, _opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, _signal?: AbortSignal): Promise<void> {
     checkId(id)
     if (nbd !== COPY_STORAGE) throw new DriverError('DRIVER_FAILED', `vm ${id}: "${nbd}" is not a libvirt storage target (from prepareIncoming of a libvirt driver)`)
+    // A finished migration of the VM (one that failed: the VM is still here) is history: its
+    // figures must not stand for this one's (a retry polled the old failure for ever).
+    const old = this.jobs.get(id)
+    if (old !== undefined) {
+      if (old.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id} is already migrating`)
+      this.jobs.delete(id)
+    }
     this.storageArmed.add(id)
   }
 
