@@ -256,7 +256,11 @@ export type AutomationLevel = 'manual' | 'partial' | 'full'
 export const AUTOMATION_LEVELS: readonly AutomationLevel[] = ['manual', 'partial', 'full']
 
 export interface MigrationConfig {
-  /** Outgoing migrations one host runs at once. Higher = faster drains, more load on the link. */
+  /**
+   * Outgoing migrations one host runs at once. Higher = faster drains, more load on the link. A
+   * consolidation is reserved whole (up to policy.maxMovesPerDecision moves) and its copies are
+   * staged: at most outMax copies under way, its waiting reservations not counted (evacuation.ts).
+   */
   outMax: number
   /** Incoming migrations one host admits at once. */
   inMax: number
