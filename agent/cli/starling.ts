@@ -182,7 +182,7 @@ export async function main (argv: string[]): Promise<number> {
         if (values.config === undefined) throw new UsageError('starling fence-setup needs --config FILE')
         const { loadConfigFile } = await import('../main.js')
         const config = await loadConfigFile(values.config)
-        if (!config.ha.enabled) { process.stdout.write('fence-setup: no protected VMs in ha.vms: no watchdog needed\n'); return 0 }
+        if (!config.ha.enabled) { process.stdout.write('fence-setup: no ha section: this host takes no part in HA, no watchdog needed\n'); return 0 }
         const { prepareWatchdogDevice } = await import('../adapters/watchdog-device.js')
         const { resolveGroup } = await import('../adapters/api-credentials.js')
         let gid: number | undefined
