@@ -904,11 +904,24 @@ export class MigrationMachine {
       this.dropAbandoned(r)
       return
     }
+    if (r !== undefined && r.role === 'source' && r.target === from && r.state === 'aborted' && mayHaveRun && r.mayHaveRun !== true && r.storage === true && !this.superseded.has(r.id)) {
+      // A target that restarted (or whose lease ran out) after this end had already aborted, and
+      // that could not see its incoming copy: it keeps the images it created, as the guest might
+      // have run there. It did not (this end aborted with the guest running here): say so again,
+      // so that it deletes them. It answers nothing to this, so the exchange ends here.
+      this.send(from, abortedBody(r))
+      return
+    }
     if (r === undefined || TERMINAL_STATES.has(r.state)) return
     if ((r.role === 'source' ? r.target : r.source) !== from) return
     if (r.role === 'source') {
       switch (r.state) {
-        case 'proposed': case 'reserved': this.becomeAborted(r, why); break
+        case 'proposed': case 'reserved':
+          this.becomeAborted(r, why)
+          // No copy was started: the guest never left here. A target that kept its images as the
+          // guest might have run there (it could not see its incoming copy) hears so, and drops them.
+          if (mayHaveRun && r.storage === true) this.send(from, abortedBody(r))
+          break
         case 'copying':
           // The guest still runs here (pre-copy); cancel and let the next sample settle it.
           this.abortWanted.add(id)

@@ -22,7 +22,7 @@ const base: MigrationRecord = {
   progress: null, reason: '', durationTicks: 0, storage: true, nbd: 'libvirt:copy-storage-all'
 }
 
-interface Run { kinds: string[], cmds: DriverCommand[], rec: MigrationRecord | undefined }
+interface Run { kinds: string[], cmds: DriverCommand[], rec: MigrationRecord | undefined, sent: Body[] }
 
 const sample: HostSample = {
   cpuUtil: 0.1, memUsedMiB: 512, netMbps: 10,
@@ -58,6 +58,7 @@ function run (self: 'a' | 'b', rec: MigrationRecord, presence: VmPresence, injec
   }
   const kinds: string[] = []
   const cmds: DriverCommand[] = []
+  const sent: Body[] = []
   for (let tick = 0; tick < 40; tick++) {
     if (tick === 6) for (const body of opts.later ?? []) core.step({ type: 'receive', from: peer, envelope: { protocolMin: 1, protocolMax: 1, protocolCur: 1, from: peer, incarnation: 1, lamport: 1, body, gossip: [] } })
     if (tick === 6 && opts.live === true && presence === 'absent') here = 'absent' // libvirt removed the failed incoming domain
@@ -65,11 +66,12 @@ function run (self: 'a' | 'b', rec: MigrationRecord, presence: VmPresence, injec
     core.tick()
     for (let rd = core.ready(); rd !== null; rd = core.ready()) {
       const out = rd.driver.filter(c => c.mig === rec.id)
+      for (const m of rd.send) if (m.to === peer) sent.push(m.envelope.body)
       core.advance(rd)
       for (const c of out) { kinds.push(c.kind); cmds.push(c); core.step({ type: 'driverResult', command: c, result: answer(c) }) }
     }
   }
-  return { kinds, cmds, rec: core.migrations().find(m => m.id === rec.id) }
+  return { kinds, cmds, rec: core.migrations().find(m => m.id === rec.id), sent }
 }
 
 const intent: Body = { type: 'migrationIntent', id: base.id, vm: 'g1', vcpus: 1, memMiB: 256, extraJson: '{}', cpuDemandMips: 0, withStorage: true }
@@ -144,4 +146,15 @@ t.test('target: gave up on a copy it could not see; the source then says it runs
   t.same(r.kinds, ['query', 'dropImages'], r.kinds.join(', '))
   t.equal(r.rec?.mayHaveRun, false, 'the record no longer says the guest may have run here')
   t.match(r.rec?.reason ?? '', /the source runs the VM/)
+})
+
+t.test('source, aborted, hears a target that kept its images (it could not see its copy): says again that it runs the VM', async t => {
+  const src: MigrationRecord = { ...base, role: 'source', state: 'aborted', reason: 'hypervisor: migration failed' }
+  const kept: Body = { type: 'migrationAborted', id: base.id, reason: 'no incoming copy here', mayHaveRun: true }
+  const r = run('a', src, 'running', [kept])
+  t.same(r.sent.filter(b => b.type === 'migrationAborted'), [{ type: 'migrationAborted', id: base.id, reason: 'hypervisor: migration failed' }], 'one plain MigrationAborted back')
+  const stale = run('a', { ...src, mayHaveRun: true }, 'paused', [kept])
+  t.same(stale.sent.filter(b => b.type === 'migrationAborted'), [], 'a source whose own copy is stale says nothing (the images may hold the VM\'s disk)')
+  const noStorage = run('a', { ...src, storage: false }, 'running', [kept])
+  t.same(noStorage.sent.filter(b => b.type === 'migrationAborted'), [], 'nor for a move without storage')
 })
