@@ -153,3 +153,12 @@ t.test('the document\'s inventory is parsed defensively: bad entries are a reaso
   for (const [vms, re] of cases) t.match(parseClusterDoc(withVms(vms)), re, JSON.stringify(vms))
   t.same((parseClusterDoc(withVms([{ ...good, evil: 1 }])) as { ha: { vms: object[] } }).ha.vms[0], good, 'unknown fields are dropped')
 })
+
+t.test('config show lists the protected VMs, and says when they are still the files\'', async t => {
+  const { renderConfig } = await import('../../agent/cli/cluster-config.js')
+  const base = { version: 4, hash: 'ab'.repeat(32), note: 'VM db protected (home h1)', removed: false, members: doc.members, rules: [], automation: 'full', inFlight: null }
+  const agreed = renderConfig({ ...base, ha: { vms: [{ id: 'db', home: 'h1', priority: 5, fencePolicy: 'pause', kernel: '/k', since: 4 }], fromFiles: false } })
+  t.match(agreed, /protected {4}1\n {2}db {15}home h1 {15}priority 5, order 0, fence pause, boots \/k, since version 4/)
+  t.notMatch(agreed, /from the configuration files/)
+  t.match(renderConfig({ ...base, ha: { vms: [], fromFiles: true } }), /protected {4}0 \(from the configuration files\)/)
+})
