@@ -237,10 +237,13 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   const myUtil = mine.demand / me.cpuMips
   const q = cfg.underload.kind === 'threshold' ? cfg.underload.quantile : undefined
   if (q !== undefined && q < 1) {
-    // only the least loaded hosts of the view empty themselves (CloudSim empties the least loaded
-    // host first): their VMs ask little, so their copies cost the least degradation
-    const us = view.hosts.filter(h => h.vms.length > 0).map(h => sumDemand(h) / h.cpuMips).sort((a, b) => a - b)
-    if (myUtil > (us[Math.floor(q * (us.length - 1))] ?? Infinity)) return []
+    // only the hosts of the view that are cheapest to empty do so: the degradation a copy causes
+    // grows with the VM's demand and with its copy time (its memory), so a host's cost is the sum
+    // of demand x memory over its VMs. (Ranked by CPU load alone, as CloudSim empties the least
+    // loaded host first, hosts whose VMs ask little but are large were emptied as readily: the
+    // ESV was 14 % higher on 20110303 and 1 % on 20110306, seed 1, the energy 1 % lower and equal.)
+    const us = view.hosts.filter(h => h.vms.length > 0).map(h => evacuationCost(h.vms)).sort((a, b) => a - b)
+    if (evacuationCost(mine.vms) > (us[Math.floor(q * (us.length - 1))] ?? Infinity)) return []
   }
   const vms = mine.vms.slice().sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
   const moves: Move[] = []
@@ -316,6 +319,13 @@ function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConf
     if (!detectOverload(hostSample(c.h, cfg.intervalSec, trial.vms, trial.demand / c.h.cpuMips, trial.hist), det).overloaded) return c.h
   }
   return null
+}
+
+/** What emptying a host costs in degradation: demand (MIPS) x memory (MiB, the copy time) summed over its VMs. */
+function evacuationCost (vms: readonly VmView[]): number {
+  let c = 0
+  for (const v of vms) c += v.cpuDemandMips * v.memMiB
+  return c
 }
 
 function sumDemand (h: HostView): number {

@@ -9,7 +9,7 @@
 // - ESV <= 0.7 x the best CloudSim policy's and SLAV <= LR-MMT-1.2's, under both SLATAH
 //   definitions: CloudSim's (reference CSV) and the paper's (time at 100 % by demand).
 // Energy is not asserted: with host RAM respected the agents need about 2.7x LR-MMT-1.2's energy
-// here (448 vs 163 kWh, seed 1); LR-MMT-1.2 puts up to 10.7x a host's RAM on it (ramOverHostSteps).
+// here (449 vs 163 kWh, seed 1); LR-MMT-1.2 puts up to 10.7x a host's RAM on it (ramOverHostSteps).
 import t from 'tap'
 import { findPlanetlabDir, loadDay } from '../../agent/sim/trace/traces.js'
 import { loadReference, runOne } from '../../agent/sim/trace/run.js'

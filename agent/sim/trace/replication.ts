@@ -226,6 +226,7 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
     const replicas: Array<[number, number]> = []
     const copies = new Map<string, string[]>()
     for (const [orig] of s.replicaOf) copies.set(String(orig), copiesOf(s, orig).map(String))
+    const placedThisStep: Array<{ vm: number, tgt: number }> = []
     for (const i of deciders) {
       if (receiving[i] === 1 && (over[i] as number) === 0) continue
       const hosts = seen.slice(); hosts[i] = fresh[i] as HostView
@@ -245,7 +246,8 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
         const d = replica ? full / 2 + Math.max(1, rp.overheadFraction * vm.mips) : full
         const ok = evacuating[tgt] !== 1 && d <= h.peMips && (demand[tgt] as number) + d <= h.totalMips * cap + 1e-9 &&
           (ram[tgt] as number) + vm.ram <= h.ram && !breaksHardRule(s, opt.rules, vm.id, tgt) &&
-          !granted.some(g => g.tgt === tgt && opt.rules.vmVm.some(rule => rule.hard && rule.kind === 'anti-affinity' && rule.vms.includes(String(g.vm)) && rule.vms.includes(String(vm.id))))
+          // copies granted this step (this plan's, and other hosts' plans before it) are not on their target yet
+          !placedThisStep.concat(granted).some(g => g.tgt === tgt && opt.rules.vmVm.some(rule => rule.hard && rule.kind === 'anti-affinity' && rule.vms.includes(String(g.vm)) && rule.vms.includes(String(vm.id))))
         if (!ok) { if (replica) m.replicasRefused++; if (consolidation) break; else continue }
         demand[tgt] = (demand[tgt] as number) + d
         ram[tgt] = (ram[tgt] as number) + vm.ram
@@ -256,6 +258,7 @@ export function runReplicationArm (model: SimModel, trace: TraceDay, o: Partial<
         continue
       }
       for (const g of granted) {
+        placedThisStep.push(g)
         receiving[g.tgt] = 1
         demand[i] = (demand[i] as number) - g.d
         lastMoved.set(String(g.vm), tick)
