@@ -1659,6 +1659,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         const remaining = fnum(info.fields.memory_remaining)
         // The round before the last sync allowed: when will its rest be sent?
         if (raising === null && syncs === cap.max - 2 && fnum(info.fields.memory_total) > 0) {
+          // Every 50 ms in this round: an idle guest's round lasts a few hundred ms, and a poll
+          // every 250 ms saw it once or not at all (no rate, so no raise), after which QEMU took
+          // the next sync and a 40 ms round past it (4 syncs, the guest running for the third).
+          pauseMs = 50
           if (prev !== null && now > prev.at && prev.remaining > remaining) {
             const etaMs = remaining / ((prev.remaining - remaining) / (now - prev.at))
             pauseMs = Math.max(50, Math.min(pauseMs, etaMs / 4))
