@@ -48,7 +48,14 @@ t.test('members and rules change live, agreed by a majority', async t => {
   t.equal((await show(h2))?.version, 1, 'and nothing changed')
 
   // A rule, from host2: in effect on all three without a restart.
-  const add = await runCli(['rules', 'add', 'vm-vm', 'anti-affinity', 'vm-1-1,vm-2-1', '--hard', ...sock(h2)], 30_000)
+  // host2 knows a VM from the members' load reports: until host1's and host2's first reports
+  // reached it, the rule is rightly refused as naming an unknown VM (a clean-clone run added it
+  // that early); asked again then, for up to 30 s.
+  let add = await runCli(['rules', 'add', 'vm-vm', 'anti-affinity', 'vm-1-1,vm-2-1', '--hard', ...sock(h2)], 30_000)
+  for (const end = Date.now() + 30_000; add.code !== 0 && /which no member runs or configures/.test(add.out) && Date.now() < end;) {
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    add = await runCli(['rules', 'add', 'vm-vm', 'anti-affinity', 'vm-1-1,vm-2-1', '--hard', ...sock(h2)], 30_000)
+  }
   t.equal(add.code, 0, `rules add: ${add.out.trim()}`)
   t.match(add.out, /committed at version 2/)
   await allAt([h1, h2, h3], 2)
