@@ -13,10 +13,15 @@
  *   timers must not vote or claim with them. A refused host is alone, without a majority, and
  *   fences its own VMs as in any partition. Change HA timing with HA disarmed (`starling ha
  *   disarm`, roll the files, `starling ha arm`): a disarmed cluster neither claims nor fences.
- * - `cluster.members`, `migration.rules`, `migration.automation`, `ha.vms`: flagged (logged at error, listed in
- *   /v1/status `settingsMismatches` and by `starling members`), not refused: adding a host, a
- *   rule or a protected VM is rolled out one file at a time, and refusing would split the cluster
- *   for the length of every such roll-out.
+ * - `cluster.members`, `migration.rules`, `migration.automation`, `ha.hosts` (the tie-breaker and
+ *   the members' capacities for restarts): flagged (logged at error, listed in /v1/status
+ *   `settingsMismatches` and by `starling members`), not refused. The first three (and the
+ *   protected VMs, `ha.vms`) are only the bootstrap of the agreed cluster configuration
+ *   (agent/core/cluster-config), which rules once it exists and is changed live
+ *   (`starling members|rules|config`, `starling ha protect|unprotect`); so the protected VMs are
+ *   no longer compared here. The HA timing stays in the files: changing it live is unsafe (the
+ *   fence delay of one host is argued against the others' fence and watchdog, so every host must
+ *   use one timing at every instant).
  */
 import { createHash } from 'node:crypto'
 import type { AgentConfig } from './config.js'
@@ -47,13 +52,9 @@ export function clusterSettings (c: AgentConfig): ClusterSetting[] {
     { field: 'cluster.members', digest: digest('cluster.members', byName(c.cluster.members).map(m => ({ name: m.name, publicKey: m.publicKey, address: m.address }))), refuse: false },
     { field: 'migration.rules', digest: digest('migration.rules', c.migration.rules), refuse: false },
     { field: 'migration.automation', digest: digest('migration.automation', c.migration.automation), refuse: false },
-    {
-      field: 'ha.vms',
-      digest: digest('ha.vms', { tieBreaker: c.ha.tieBreaker, hosts: c.ha.hosts, vms: [...c.ha.vms].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0) }),
-      refuse: false
-    }
+    { field: 'ha.hosts', digest: digest('ha.hosts', { tieBreaker: c.ha.tieBreaker, hosts: c.ha.hosts }), refuse: false }
   ]
-  // Only where VMs are protected: a cluster without HA has no timing to agree on.
+  // Only where HA takes part (an ha section): a cluster without HA has no timing to agree on.
   if (c.ha.enabled) out.push({ field: 'ha.timing', digest: digest('ha.timing', { tickMs: c.core.tickMs, ...c.ha.config }), refuse: true })
   // Only where VIPs are configured: a taker waits out the old owner's lease by its own leaseTicks.
   if (c.vips.list.length > 0) {

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
 import { AgentCore, PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type HostSample, type RestoredConfigLog, type SplitEffect } from './core/index.js'
-import { parseClusterDoc } from './core/index.js'
+import { parseClusterDoc, type ClusterDocHaVm } from './core/index.js'
 import { farewellEntries, genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
 import type { Logger } from './ports/logger.js'
@@ -243,7 +243,9 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
   await life.add({ name: 'hypervisor driver', stop: async () => { await driver.close() } })
   const vips = await startVips(config, store, logger)
   await life.add({ name: 'virtual IPs', stop: async () => { await vips.applier.close() } })
-  const haOptions = config.ha.enabled ? await startHa(config, driver, store, logger) : undefined
+  const agreedHa = agreedHaVms(cfgRestored)
+  if (!config.ha.enabled && agreedHa.length > 0) logger.forComponent('agent:main').warn(`ha: the cluster protects ${agreedHa.length} VM(s) but this host's file has no ha section: it takes no part in HA (it votes in no HA majority, restarts none and fences nothing); add an ha section (at least {}) to take part`)
+  const haOptions = config.ha.enabled ? await startHa(config, agreedHa, driver, store, logger) : undefined
   const replicas = config.replication.enabled ? await startReplicas(config, store, logger) : null
   if (replicas !== null) await life.add({ name: 'connection split', stop: async () => { await replicas.splitter.clear() } })
 
@@ -290,7 +292,8 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vips.applier,
-    ha: haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) }),
+    // A restart boots the definition agreed with the protection (the files' until the cluster agreed one).
+    ha: haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm, core.clusterConfig()?.doc?.ha?.vms) }),
     ...(replicas !== null ? { replica: replicaExecutor(driver, replicas.defs), split: replicas.split } : {}),
     ...(process.env.STARLING_TEST_EXIT_AT !== undefined ? { exitAtStep: process.env.STARLING_TEST_EXIT_AT } : {}),
     onEvent: ev => { if (ev.kind === 'config-committed' || ev.kind === 'config-adopted') applyMembers() }
@@ -336,6 +339,14 @@ async function checkIdentity (config: AgentConfig, configured: string): Promise<
 }
 
 /** The members of the latest agreed version in the store, or null when it holds none (or none that parses). */
+/** The protected VMs of the latest version in the store (empty on a first start, or when it keeps none). */
+function agreedHaVms (r: RestoredConfigLog | null): ClusterDocHaVm[] {
+  if (r === null || r.entries.length === 0) return []
+  const latest = [...r.entries].sort((a, b) => b.version - a.version)[0]!
+  const doc = parseClusterDoc(latest.doc)
+  return typeof doc === 'string' ? [] : doc.ha?.vms ?? []
+}
+
 function agreedMembers (r: RestoredConfigLog | null): AgentConfig['cluster']['members'] | null {
   if (r === null || r.entries.length === 0) return null
   const latest = [...r.entries].sort((a, b) => b.version - a.version)[0]!
@@ -411,19 +422,19 @@ async function startVips (config: AgentConfig, store: Store, logger: Logger): Pr
  * High availability: the protected VMs this host runs now (a paused leftover is destroyed: a
  * fresh agent does not know under which claim it was paused).
  */
-async function startHa (config: AgentConfig, driver: HypervisorDriver, store: Store, logger: Logger): Promise<Awaited<ReturnType<typeof haCoreOptions>>> {
+async function startHa (config: AgentConfig, agreed: readonly ClusterDocHaVm[], driver: HypervisorDriver, store: Store, logger: Logger): Promise<Awaited<ReturnType<typeof haCoreOptions>>> {
   const log = logger.forComponent('agent:main')
-  const haExec = haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm) })
+  const haExec = haDriverExecutor(driver, { spec: vm => haBootSpec(config.ha, vm, agreed.length > 0 ? agreed : undefined) })
   const here = await driver.list(AbortSignal.timeout(60_000))
   const running: string[] = []
   for (const v of here) {
-    if (!config.ha.vms.some(e => e.id === v.id)) continue
+    if (!config.ha.vms.some(e => e.id === v.id) && !agreed.some(e => e.id === v.id)) continue
     if (v.state === 'running') { running.push(v.id); continue }
     const r = await haExec({ kind: 'haStop', vm: v.id, epoch: -1, mode: 'destroy', reason: 'superseded' }, AbortSignal.timeout(60_000))
     log.warn(`ha: destroyed the ${v.state} leftover copy of ${v.id} at start-up${r.ok ? '' : ` (failed: ${r.code})`}`)
   }
   const options = await haCoreOptions(config.ha, new Map(config.cluster.members.map(m => [m.name, m.publicKey])), store, running)
-  log.info(`ha: ${config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
+  log.info(`ha: ${agreed.length > 0 ? agreed.length : config.ha.vms.length} protected VM(s), running here: ${running.join(', ') || 'none'}`)
   return options
 }
 
@@ -606,12 +617,39 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
 function configApi (config: AgentConfig, core: AgentCore, runtime: Runtime): NonNullable<HttpApiComponents['config']> {
   const ctx = (): ChangeContext => {
     const view = core.view()
-    const known = new Set<string>([...config.driver.vms.map(v => v.id), ...config.ha.vms.map(v => v.id)])
+    const known = new Set<string>([...config.driver.vms.map(v => v.id), ...config.ha.vms.map(v => v.id), ...(core.clusterConfig()?.doc?.ha?.vms ?? []).map(v => v.id)])
     for (const m of view) for (const v of m.report?.vms ?? []) known.add(v.id)
+    const ha = core.haStatus()
+    const doc = core.clusterConfig()?.doc
+    const keyOf = (name: string): string | undefined => doc?.members.find(m => m.name === name)?.publicKey
     return {
       knownVms: known,
       vmsOn: name => view.find(m => m.name === name)?.report?.vms.map(v => v.id),
-      ha: { enabled: config.ha.enabled, tieBreaker: config.ha.tieBreaker }
+      ha: { enabled: config.ha.enabled, tieBreaker: config.ha.tieBreaker },
+      protect: {
+        where: vm => {
+          for (const m of view) {
+            if (m.state !== 'alive') continue
+            const v = m.report?.vms.find(x => x.id === vm)
+            if (v !== undefined) return { host: doc?.members.find(d => d.publicKey === m.id)?.name ?? m.name, state: v.state, vcpus: v.vcpus, memMiB: v.memMiB }
+          }
+          return undefined
+        },
+        // The definition this host's file gives the VM (its QEMU or simulated driver's list).
+        definition: vm => {
+          const q = config.driver.qemu.vms.find(v => v.id === vm)
+          if (q !== undefined) return { vcpus: q.vcpus, memMiB: q.memMiB, ...(q.kernel !== undefined ? { kernel: q.kernel } : {}), ...(q.initrd !== undefined ? { initrd: q.initrd } : {}), ...(q.append !== undefined ? { append: q.append } : {}), ...(q.args !== undefined ? { args: q.args } : {}) }
+          const sv = config.driver.vms.find(v => v.id === vm)
+          if (sv !== undefined) return { vcpus: sv.vcpus, memMiB: sv.memMiB, kernel: `simulated:${sv.id}`, pattern: sv.pattern, ...(sv.cpuMean !== undefined ? { cpuMean: sv.cpuMean } : {}) }
+          return undefined
+        },
+        fenced: name => {
+          if (ha === null) return undefined
+          const key = keyOf(name)
+          if (key === undefined) return false
+          return key === ha.self ? ha.selfFenced : !ha.unfenced.includes(key)
+        }
+      }
     }
   }
   return {
@@ -626,6 +664,7 @@ function configApi (config: AgentConfig, core: AgentCore, runtime: Runtime): Non
         members: st.doc?.members ?? [],
         rules: st.doc === null ? [] : numberedRules(st.doc).map(r => ({ number: r.number, text: r.text, rule: r.rule })),
         automation: st.doc?.automation ?? null,
+        ha: { vms: st.doc?.ha?.vms ?? config.ha.vms.map(v => ({ ...v })), fromFiles: st.doc?.ha === undefined },
         inFlight: st.inFlight,
         counters: st.counters
       }

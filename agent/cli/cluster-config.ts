@@ -11,6 +11,7 @@
  *   starling rules add vm-vm affinity|anti-affinity VM,VM[,...] [--hard] [--weight W]
  *   starling rules add vm-host affinity|anti-affinity VM HOST[,HOST...] [--hard] [--weight W]
  *   starling rules remove N
+ *   starling ha protect VM [...] | ha unprotect VM   (agent/cli/ha.ts)
  * A change prints "committed at version N", or "pending" (exit 3) when no majority answered in
  * time: it then applies as soon as one does.
  */
@@ -25,6 +26,8 @@ export interface ConfigShow {
   members: Array<{ name: string, publicKey: string, address: string }>
   rules: Array<{ number: number, text: string }>
   automation: string | null
+  /** The protected VMs (fromFiles: the configuration keeps none yet; these are this host's file's). */
+  ha?: { vms: Array<{ id: string, home: string, priority?: number, order?: number, fencePolicy?: string, since?: number, image?: string, kernel?: string }>, fromFiles: boolean }
   inFlight: { req: string, slot: number, phase: string, promises: number, accepts: number, needed: number } | null
 }
 
@@ -42,9 +45,16 @@ export function renderConfig (c: ConfigShow): string {
   for (const m of c.members) lines.push(`  ${m.name.padEnd(16)} ${m.address.padEnd(22)} ${m.publicKey.slice(0, 16)}…`)
   lines.push(`rules        ${c.rules.length}`)
   for (const r of c.rules) lines.push(`  ${String(r.number).padStart(3)}  ${r.text}`)
+  if (c.ha !== undefined) {
+    lines.push(`protected    ${c.ha.vms.length}${c.ha.fromFiles ? ' (from the configuration files)' : ''}`)
+    for (const v of c.ha.vms) lines.push(`  ${v.id.padEnd(16)} home ${v.home.padEnd(16)} priority ${v.priority ?? 0}, order ${v.order ?? 0}, fence ${v.fencePolicy ?? 'stop'}, boots ${v.image ?? v.kernel ?? '?'}${v.since !== undefined ? `, since version ${v.since}` : ''}`)
+  }
   if (c.inFlight !== null) lines.push(`in flight    version ${c.inFlight.slot}, ${c.inFlight.phase}: ${c.inFlight.phase === 'prepare' ? c.inFlight.promises : c.inFlight.accepts} of ${c.inFlight.needed} needed`)
   return lines.join('\n')
 }
+
+/** One change through POST /v1/config: prints committed (exit 0) or pending (exit 3); a refusal is an error. */
+export async function configChange (t: ApiTarget, body: Record<string, unknown>): Promise<number> { return await change(t, body) }
 
 async function change (t: ApiTarget, body: Record<string, unknown>): Promise<number> {
   const r = await callApi(t, '/v1/config', body, { timeoutMs: 25_000 }) as ChangeBody

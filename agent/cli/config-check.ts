@@ -23,7 +23,7 @@ export function configSummary (file: string, c: AgentConfig): string {
     `  cluster "${c.cluster.name}": ${c.cluster.members.length} members (${c.cluster.members.map(m => m.name).join(', ')})`,
     `  this host: ${c.node.name}, mesh ${c.node.listen}, API ${c.node.apiListen}, state ${c.node.stateDir}`,
     `  driver ${c.driver.kind}${driverVms === null ? '' : `, ${driverVms} VM(s) at first boot`}; sampler ${c.sampler.kind}; log ${c.log.level}`,
-    `  HA: ${c.ha.enabled ? `${c.ha.vms.length} protected VM(s), ${c.ha.armed ? 'armed' : 'disarmed'} at first start, fence delay ${c.ha.config.fenceDelayTicks} ticks of ${c.core.tickMs} ms` : 'no protected VMs'}` +
+    `  HA: ${c.ha.enabled ? `${c.ha.vms.length} protected VM(s), ${c.ha.armed ? 'armed' : 'disarmed'} at first start, fence delay ${c.ha.config.fenceDelayTicks} ticks of ${c.core.tickMs} ms` : 'no ha section (takes no part)'}` +
       `; VIPs: ${c.vips.list.length}; replication: ${c.replication.enabled ? c.replication.params.mode : 'off'}`,
     `  cluster-wide settings ${settingsFingerprint(settings).slice(0, 16)} (the same on every member):`,
     ...settings.map(s => `    ${s.field.padEnd(16)} ${Buffer.from(s.digest).toString('hex').slice(0, 16)}  ${s.refuse ? 'a member that differs is refused' : 'a member that differs is flagged'}`)

@@ -6,10 +6,16 @@
  * `starling ha maintenance HOST on|off` and `starling ha confirm-down HOST` (a host with no fence
  * is down for good: its VMs may restart elsewhere) send the operator inputs. (The API payload and
  * the agent_ha_* metrics: agent/api/payloads.ts.)
+ * `starling ha protect VM [...]` and `starling ha unprotect VM` change the protected VMs of the
+ * replicated cluster configuration (POST /v1/config, agreed by a majority like `starling rules
+ * add`): the VM's home is the member that runs it now; its boot definition is the one given
+ * (--kernel [--initrd --append --arg ...] or --image), else the one this host's file gives it
+ * (driver.qemu.vms, or the simulated driver's list). "pending" (exit 3) when no majority answered.
  */
 import { parseArgs } from 'node:util'
 import type { HaPayload } from '../api/payloads.js'
 import { apiTarget, callApi, TARGET_OPTIONS, UsageError } from './client.js'
+import { configChange } from './cluster-config.js'
 
 export type { HaPayload } from '../api/payloads.js'
 
@@ -49,7 +55,15 @@ export async function fetchHa (addr: string): Promise<HaPayload> {
 }
 
 export async function haCommand (args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true,
+    options: {
+      ...TARGET_OPTIONS, json: { type: 'boolean' },
+      priority: { type: 'string' }, order: { type: 'string' }, 'max-attempts': { type: 'string' }, 'fence-policy': { type: 'string' },
+      vcpus: { type: 'string' }, 'mem-mib': { type: 'string' }, 'cpu-mips': { type: 'string' },
+      kernel: { type: 'string' }, initrd: { type: 'string' }, append: { type: 'string' }, image: { type: 'string' }, arg: { type: 'string', multiple: true }
+    }
+  })
   const addr = apiTarget(values)
   const [sub, ...rest] = positionals
   switch (sub) {
@@ -79,6 +93,32 @@ export async function haCommand (args: string[]): Promise<number> {
       await callApi(addr, '/v1/ha/maintenance', { host, on: on === 'on' })
       process.stdout.write(`maintenance of ${host} ${on} requested\n`)
       return 0
+    }
+    case 'protect': {
+      const [vm] = rest
+      if (vm === undefined || rest.length > 1) throw new UsageError('usage: starling ha protect VM [--priority N] [--order N] [--max-attempts N] [--fence-policy stop|pause] [--vcpus N --mem-mib N --cpu-mips N] [--kernel F [--initrd F] [--append S] [--arg A ...] | --image F]')
+      const int = (k: 'priority' | 'order' | 'max-attempts' | 'vcpus' | 'mem-mib' | 'cpu-mips'): number | undefined => {
+        const v = values[k]
+        if (v === undefined) return undefined
+        const x = Number(v)
+        if (!Number.isSafeInteger(x)) throw new UsageError(`--${k} must be an integer`)
+        return x
+      }
+      const fp = values['fence-policy']
+      if (fp !== undefined && fp !== 'stop' && fp !== 'pause') throw new UsageError('--fence-policy must be stop or pause')
+      if (values.kernel !== undefined && values.image !== undefined) throw new UsageError('give --kernel or --image, not both')
+      const settings: Record<string, unknown> = {
+        priority: int('priority'), order: int('order'), maxAttempts: int('max-attempts'), fencePolicy: fp,
+        vcpus: int('vcpus'), memMiB: int('mem-mib'), cpuMips: int('cpu-mips'),
+        kernel: values.kernel, initrd: values.initrd, append: values.append, image: values.image, args: values.arg
+      }
+      for (const k of Object.keys(settings)) if (settings[k] === undefined) delete settings[k]
+      return await configChange(addr, { op: 'ha-protect', vm, settings })
+    }
+    case 'unprotect': {
+      const [vm] = rest
+      if (vm === undefined || rest.length > 1) throw new UsageError('usage: starling ha unprotect VM')
+      return await configChange(addr, { op: 'ha-unprotect', vm })
     }
     default:
       throw new UsageError(`unknown ha subcommand "${sub}"`)

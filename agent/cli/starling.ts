@@ -66,6 +66,9 @@ commands:
   ha disarm | ha arm         stop / resume failing over (network maintenance), cluster-wide
   ha maintenance HOST on|off keep HOST out of failover (not restarted elsewhere, not a target)
   ha confirm-down HOST       HOST (which had no fence) is powered off: restart its HA VMs elsewhere
+  ha protect VM [--priority N] [--order N] [--fence-policy stop|pause] [--kernel F [--initrd F] [--append S] | --image F]
+                             protect a running VM from now on (home: where it runs), agreed like rules, live
+  ha unprotect VM            stop protecting it (a running copy keeps running)
   memory [--json]            this host's memory: physical, committed, ballooned, KSM saving, pressure; per VM
                              its maximum, balloon, the guest's free memory and the age of its statistics
 options:
@@ -182,7 +185,7 @@ export async function main (argv: string[]): Promise<number> {
         if (values.config === undefined) throw new UsageError('starling fence-setup needs --config FILE')
         const { loadConfigFile } = await import('../main.js')
         const config = await loadConfigFile(values.config)
-        if (!config.ha.enabled) { process.stdout.write('fence-setup: no protected VMs in ha.vms: no watchdog needed\n'); return 0 }
+        if (!config.ha.enabled) { process.stdout.write('fence-setup: no ha section: this host takes no part in HA, no watchdog needed\n'); return 0 }
         const { prepareWatchdogDevice } = await import('../adapters/watchdog-device.js')
         const { resolveGroup } = await import('../adapters/api-credentials.js')
         let gid: number | undefined

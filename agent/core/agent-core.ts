@@ -40,7 +40,7 @@ import { ReplicaManager, type ReplicaCoreOptions } from './replica/replica-manag
 import type { ReplicaRecord } from './replica/replica-types.js'
 import { ConfigLog, defaultConfigLogOptions } from './cluster-config/config-log.js'
 import type { ConfigEntry, ConfigLogOptions, ConfigOutcome, HashFn, RestoredConfigLog } from './cluster-config/config-log.js'
-import { parseClusterDoc, resolveRuleHosts, type ClusterDoc } from './cluster-config/cluster-doc.js'
+import { haSpecsOf, parseClusterDoc, resolveRuleHosts, type ClusterDoc } from './cluster-config/cluster-doc.js'
 
 export type { PersistedCoreState } from './persisted.js'
 export type { CoreCounters } from './state.js'
@@ -124,6 +124,8 @@ export class AgentCore {
   private readonly replicas: ReplicaManager | null
   private readonly cfgLog: ConfigLog | null = null
   private cfgDoc: ClusterDoc | null = null
+  /** Every member name this host has known (files, agreed versions) and its key: a protected VM's home may have been removed since. */
+  private readonly memberKeys = new Map<string, HostId>()
   /** The latest outcome of each operator change, by request id (the most recent 64). */
   private readonly cfgOutcomes = new Map<string, ConfigOutcome>()
 
@@ -153,8 +155,28 @@ export class AgentCore {
       ? null
       : new ReplicaManager(s, this.mig, opts.replicas)
     this.scheduler = new Scheduler(s, this.mig, this.replicas)
+    if (opts.clusterConfig !== undefined) {
+      const cc = opts.clusterConfig
+      this.cfgLog = new ConfigLog(s.self, cc.genesis, cc.restored, cc.hash, {
+        send: (to, m) => { s.send(to, m) },
+        persist: (k, v) => { s.persist(k, v) },
+        event: (kind, text) => { s.emit({ kind, host: s.self, text }) },
+        committed: e => { this.applyClusterConfig(e) },
+        ...(s.config.activeViewSize > 0 ? { announcePeers: () => s.view.peers() } : {})
+      }, { ...defaultConfigLogOptions(), ...cc.log })
+    }
+    // The protected VMs are the agreed configuration's (the files' until it keeps some).
+    const agreedDoc = this.cfgLog === null ? null : parseClusterDoc(this.cfgLog.latest().doc)
+    for (const x of [{ name: opts.name, id: opts.self }, ...opts.seeds]) this.memberKeys.set(x.name, x.id)
+    for (const e of this.cfgLog?.history() ?? []) {
+      const d = parseClusterDoc(e.doc)
+      if (typeof d !== 'string') for (const m of d.members) this.memberKeys.set(m.name, m.publicKey)
+    }
+    const agreedVms = agreedDoc === null || typeof agreedDoc === 'string' ? null : haSpecsOf(agreedDoc, this.memberKeys)
+    // A VM whose home joined after this host's file was written comes with the first applyClusterConfig (setVms), once HA counts that member.
+    const haOpts = opts.ha === undefined ? undefined : { ...opts.ha, ...(agreedVms !== null ? { vms: agreedVms.filter(v => opts.ha!.members.some(m => m.id === v.home && m.tieBreaker !== true)) } : {}) }
     this.vip = opts.vips === undefined || opts.vips.specs.length === 0 ? null : new VipBridge(s, opts.vips, s.prng.fork(7), () => this.mig.recs.values())
-    this.ha = opts.ha === undefined ? null : new HaBridge(s, { rules: migCfg.rules, ...opts.ha }, s.prng.fork(11), this.vip, migCfg.memOvercommitRatio)
+    this.ha = haOpts === undefined ? null : new HaBridge(s, { rules: migCfg.rules, ...haOpts }, s.prng.fork(11), this.vip, migCfg.memOvercommitRatio)
     if (this.ha !== null) {
       // A protected VM's claim moves with its migration: the handover (agent/core/ha/index.ts).
       const ha = this.ha
@@ -169,17 +191,7 @@ export class AgentCore {
       }
       ha.onIncomingFenced = vm => this.mig.onIncomingFenced(vm)
     }
-    if (opts.clusterConfig !== undefined) {
-      const cc = opts.clusterConfig
-      this.cfgLog = new ConfigLog(s.self, cc.genesis, cc.restored, cc.hash, {
-        send: (to, m) => { s.send(to, m) },
-        persist: (k, v) => { s.persist(k, v) },
-        event: (kind, text) => { s.emit({ kind, host: s.self, text }) },
-        committed: e => { this.applyClusterConfig(e) },
-        ...(s.config.activeViewSize > 0 ? { announcePeers: () => s.view.peers() } : {})
-      }, { ...defaultConfigLogOptions(), ...cc.log })
-      this.applyClusterConfig(this.cfgLog.latest())
-    }
+    if (this.cfgLog !== null) this.applyClusterConfig(this.cfgLog.latest())
     s.broadcast(s.self, { type: 'alive', member: selfRecord(s) })
   }
 
@@ -205,6 +217,10 @@ export class AgentCore {
     this.ha?.setRules(rules)
     // Majorities move with the member list (one member per version: config-log.ts).
     this.ha?.setMembers(e.members)
+    // The protected VMs, live (agent/core/ha/index.ts, live protection).
+    for (const m of doc.members) this.memberKeys.set(m.name, m.publicKey)
+    const haVms = haSpecsOf(doc, this.memberKeys)
+    if (haVms !== null) this.ha?.setVms(haVms, e.version)
     this.vip?.setMembers(e.members)
     s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
   }
@@ -249,7 +265,7 @@ export class AgentCore {
     const s = this.s
     switch (input.type) {
       case 'receive': this.receive(input.from, input.envelope); break
-      case 'hostSample': this.reports.onSample(this.onSample(input.sample)); this.vip?.onSample(input.sample.vms); break
+      case 'hostSample': this.reports.onSample(this.onSample(input.sample)); this.vip?.onSample(input.sample.vms); this.ha?.onSample(input.sample.vms); break
       case 'driverResult': this.mig.onDriverResult(input.command, input.result); break
       case 'operatorMigrate': this.operatorMigrate(input.vm, input.to, input.withStorage === true); break
       case 'operatorDrain': this.operatorDrain(input.host); break

@@ -15,7 +15,7 @@ import {
   AUTOMATION_LEVELS, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX, entryHash,
   type AcceptorState, type AgentCore, type AutomationLevel, type ConfigEntry, type ConfigOutcome, type Input, type RestoredConfigLog
 } from '../core/index.js'
-import { canonicalDocJson, clusterDocProblem, type ClusterDoc } from '../core/index.js'
+import { canonicalDocJson, clusterDocProblem, type ClusterDoc, type ClusterDocHaVm } from '../core/index.js'
 import type { Store } from '../ports/store.js'
 import type { VmHostRule, VmVmRule } from '../../policies/types.js'
 
@@ -26,7 +26,10 @@ export function docFromFile (config: AgentConfig): ClusterDoc {
   return {
     members: config.cluster.members.map(m => ({ name: m.name, publicKey: m.publicKey.toLowerCase(), address: m.address })),
     rules: config.migration.rules,
-    automation: config.migration.automation
+    automation: config.migration.automation,
+    // The protected VMs start as the files list them (no `ha` when they list none: the genesis
+    // of a cluster without HA VMs is what it was before the inventory was agreed).
+    ...(config.ha.vms.length > 0 ? { ha: { vms: config.ha.vms.map(v => ({ ...v })) } } : {})
   }
 }
 
@@ -65,6 +68,34 @@ export type ConfigChange =
   | { op: 'rule-add', rule: { type: 'vm-vm', kind: 'affinity' | 'anti-affinity', vms: string[], hard: boolean, weight?: number } | { type: 'vm-host', kind: 'affinity' | 'anti-affinity', vm: string, hosts: string[], hard: boolean, weight?: number } }
   | { op: 'rule-remove', number: number }
   | { op: 'automation', level: AutomationLevel }
+  | { op: 'ha-protect', vm: string, settings: HaProtectSettings }
+  | { op: 'ha-unprotect', vm: string }
+
+/** What `starling ha protect` may set; the rest comes from the VM's definition (HaProtectContext.definition). */
+export interface HaProtectSettings {
+  priority?: number
+  order?: number
+  maxAttempts?: number
+  fencePolicy?: 'stop' | 'pause'
+  vcpus?: number
+  memMiB?: number
+  cpuMips?: number
+  kernel?: string
+  initrd?: string
+  append?: string
+  image?: string
+  args?: string[]
+}
+
+/** What a protect is checked against: where the VM runs, how it boots, who holds a fence. */
+export interface HaProtectContext {
+  /** Where the VM runs now, by the gossiped reports (member name and state), or undefined when no member reports it. */
+  where: (vm: string) => { host: string, state: string, vcpus: number, memMiB: number } | undefined
+  /** The VM's definition known to this host (its file's driver VMs), if any. */
+  definition: (vm: string) => Omit<ClusterDocHaVm, 'home' | 'id'> | undefined
+  /** Does this member (by name) hold a fence, as HA here last heard? undefined: this host takes no part in HA. */
+  fenced: (name: string) => boolean | undefined
+}
 
 /** What a change is checked against beyond the document: the cluster as this host sees it. */
 export interface ChangeContext {
@@ -74,6 +105,10 @@ export interface ChangeContext {
   vmsOn: (name: string) => string[] | undefined
   /** This host's HA section: a two-host cluster needs its tie-breaker. */
   ha: { enabled: boolean, tieBreaker: string | null }
+  /** For ha-protect. @default every protect is refused */
+  protect?: HaProtectContext
+  /** The version the change would be (a protection's `since`); filled in by runChange. */
+  nextVersion?: number
 }
 
 function bad (msg: string, field = 'change'): never { throw new ConfigError(msg, field) }
@@ -116,7 +151,35 @@ export function parseChange (b: Record<string, unknown>): ConfigChange {
       }
       return bad('rule.type must be vm-vm or vm-host', 'rule.type')
     }
-    default: return bad('op must be one of member-add, member-remove, rule-add, rule-remove, automation', 'op')
+    case 'ha-unprotect': return { op: 'ha-unprotect', vm: s('vm') }
+    case 'ha-protect': {
+      const o = (typeof b.settings === 'object' && b.settings !== null ? b.settings : {}) as Record<string, unknown>
+      const st: HaProtectSettings = {}
+      const int = (k: 'priority' | 'order' | 'maxAttempts' | 'vcpus' | 'memMiB' | 'cpuMips', min: number): void => {
+        const v = o[k]
+        if (v === undefined) return
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) bad(`settings.${k} must be an integer >= ${min}`, `settings.${k}`)
+        st[k] = v
+      }
+      int('priority', -1_000_000); int('order', -1_000_000); int('maxAttempts', 1); int('vcpus', 1); int('memMiB', 16); int('cpuMips', 0)
+      if (o.fencePolicy !== undefined) {
+        if (o.fencePolicy !== 'stop' && o.fencePolicy !== 'pause') bad('settings.fencePolicy must be stop or pause', 'settings.fencePolicy')
+        st.fencePolicy = o.fencePolicy
+      }
+      for (const k of ['kernel', 'initrd', 'append', 'image'] as const) {
+        const v = o[k]
+        if (v === undefined) continue
+        if (typeof v !== 'string' || v === '') bad(`settings.${k} must be a non-empty string`, `settings.${k}`)
+        st[k] = v
+      }
+      if (o.args !== undefined) {
+        if (!Array.isArray(o.args) || !o.args.every(a => typeof a === 'string')) bad('settings.args must be a list of strings', 'settings.args')
+        st.args = o.args as string[]
+      }
+      if (st.kernel !== undefined && st.image !== undefined) bad('give kernel or image, not both', 'settings')
+      return { op: 'ha-protect', vm: s('vm'), settings: st }
+    }
+    default: return bad('op must be one of member-add, member-remove, rule-add, rule-remove, automation, ha-protect, ha-unprotect', 'op')
   }
 }
 
@@ -181,6 +244,14 @@ export function applyChange (d: ClusterDoc, change: ConfigChange, ctx: ChangeCon
       note = `rule removed: ${hit.text}`
       break
     }
+    case 'ha-protect': ({ doc, note } = protect(d, change.vm, change.settings, ctx)); break
+    case 'ha-unprotect': {
+      const vms = d.ha?.vms ?? []
+      if (!vms.some(v => v.id === change.vm)) bad(`VM ${change.vm} is not protected (protected: ${vms.map(v => v.id).join(', ') || 'none'})`, 'vm')
+      doc = { ...d, ha: { vms: vms.filter(v => v.id !== change.vm) } }
+      note = `VM ${change.vm} unprotected`
+      break
+    }
     case 'automation': {
       if (d.automation === change.level) bad(`automation is already ${change.level}`, 'level')
       doc = { ...d, automation: change.level }
@@ -191,6 +262,53 @@ export function applyChange (d: ClusterDoc, change: ConfigChange, ctx: ChangeCon
   const problem = clusterDocProblem(doc)
   if (problem !== null) bad(problem)
   return { doc, note }
+}
+
+/**
+ * The document with `vm` protected. Its home is where it runs now (the gossiped reports); refused
+ * when no member reports it, while it migrates or is not running, when its home is the
+ * tie-breaker, when it has no definition to boot from, and when its home or every member that
+ * could restart it has no fence (a host without a watchdog that resets it would run it twice
+ * after a hang).
+ */
+function protect (d: ClusterDoc, vm: string, st: HaProtectSettings, ctx: ChangeContext): { doc: ClusterDoc, note: string } {
+  const p = ctx.protect
+  // The protection's claims rank above every earlier protection's by this version (agent/core/ha/index.ts).
+  if (ctx.nextVersion === undefined || ctx.nextVersion < 1) bad('the version of the change is not known', 'change')
+  if (p === undefined || !ctx.ha.enabled) bad('this host takes no part in HA (its file has no ha section): run the change on a member that does', 'vm')
+  const vms = d.ha?.vms ?? []
+  if (vms.some(v => v.id === vm)) bad(`VM ${vm} is already protected`, 'vm')
+  const at = p.where(vm)
+  if (at === undefined) bad(`no member reports VM ${vm}: start it first (protect takes its home from where it runs)`, 'vm')
+  if (at.state === 'migrating') bad(`VM ${vm} is migrating (from ${at.host}): protect it once the migration has ended`, 'vm')
+  if (at.state !== 'running') bad(`VM ${vm} is ${at.state} on ${at.host}: protect a running VM`, 'vm')
+  if (!d.members.some(m => m.name === at.host)) bad(`VM ${vm} runs on ${at.host}, not a member`, 'vm')
+  if (ctx.ha.tieBreaker === at.host) bad(`VM ${vm} runs on ${at.host}, the tie-breaker, which never runs protected VMs: move it first`, 'vm')
+  const homeFenced = p.fenced(at.host)
+  if (homeFenced === undefined) bad('this host takes no part in HA: run the change on a member that does', 'vm')
+  if (!homeFenced) bad(`${at.host}, where VM ${vm} runs, holds no fence (no watchdog that resets it, or not heard): its copy would not be stopped if it hung, and a restart elsewhere would run it twice`, 'vm')
+  const others = d.members.filter(m => m.name !== at.host && m.name !== ctx.ha.tieBreaker)
+  if (!others.some(m => p.fenced(m.name) === true)) bad(`no other member that could restart VM ${vm} holds a fence (${others.map(m => m.name).join(', ') || 'none'})`, 'vm')
+  const def = p.definition(vm)
+  const boot = st.kernel !== undefined || st.image !== undefined
+    ? { ...(st.kernel !== undefined ? { kernel: st.kernel } : {}), ...(st.image !== undefined ? { image: st.image } : {}), ...(st.initrd !== undefined ? { initrd: st.initrd } : {}), ...(st.append !== undefined ? { append: st.append } : {}), ...(st.args !== undefined ? { args: st.args } : {}) }
+    : def !== undefined ? { ...def } : undefined
+  if (boot === undefined || (boot.kernel === undefined && boot.image === undefined)) bad(`no definition of VM ${vm} here to restart it from: give --kernel (and --initrd, --append) or --image`, 'settings')
+  const e: ClusterDocHaVm = {
+    ...boot,
+    id: vm,
+    home: at.host,
+    vcpus: st.vcpus ?? def?.vcpus ?? at.vcpus,
+    memMiB: st.memMiB ?? def?.memMiB ?? at.memMiB,
+    priority: st.priority ?? 0,
+    order: st.order ?? 0,
+    fencePolicy: st.fencePolicy ?? 'stop',
+    ...(st.cpuMips !== undefined ? { cpuMips: st.cpuMips } : {}),
+    ...(st.maxAttempts !== undefined ? { maxAttempts: st.maxAttempts } : {}),
+    since: ctx.nextVersion
+  }
+  if (e.cpuMips === undefined) e.cpuMips = e.vcpus * 1000
+  return { doc: { ...d, ha: { vms: [...vms, e] } }, note: `VM ${vm} protected (home ${at.host})` }
 }
 
 export interface ChangeResult {
@@ -215,7 +333,7 @@ export async function runChange (core: AgentCore, enqueue: (i: Input) => void, c
     if (st.inFlight !== null) return { code: 409, body: { status: 'refused', version: st.latest.version, detail: `another change (${st.inFlight.req}) is being agreed from this host; try again when it ends` } }
     let next: { doc: ClusterDoc, note: string }
     try {
-      next = applyChange(st.doc, change, ctx())
+      next = applyChange(st.doc, change, { ...ctx(), nextVersion: st.latest.version + 1 })
     } catch (err) {
       if (err instanceof ConfigError) return { code: 400, body: { status: 'invalid', version: st.latest.version, detail: err.message } }
       throw err

@@ -60,7 +60,11 @@ export interface HaVmEntry {
 }
 
 export interface HaSection {
-  /** True when at least one VM is protected. */
+  /**
+   * This host takes part in HA: its file has an ha section (even `{}`). It then votes in HA
+   * majorities, holds a watchdog, and can be home to, or restart, VMs protected live (`starling
+   * ha protect`); without one it takes no part. @default false
+   */
   enabled: boolean
   /** The mode a new cluster starts in (run-time arm/disarm wins). @default true */
   armed: boolean
@@ -177,7 +181,7 @@ export function validateHaSection (raw: unknown, memberNames: readonly string[])
     if (err instanceof ConfigError) throw new ConfigError(err.message.startsWith('config:') ? err.message : `config: ${err.message}`, err.path)
     throw err
   }
-  return { enabled: vms.length > 0, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged, watchdog }
+  return { enabled: raw !== undefined, armed: r.armed !== false, tieBreaker, hosts, vms, config: merged, watchdog }
 }
 
 function haMembers (names: readonly string[], s: Pick<HaSection, 'tieBreaker' | 'hosts'>, idOf: (name: string) => HostId): HaMemberSpec[] {
@@ -195,9 +199,12 @@ function haVmSpec (e: HaVmEntry, idOf: (name: string) => HostId): HaVmSpec {
   }
 }
 
-/** What the driver boots for a protected VM (null: not a protected VM of this configuration). */
-export function haBootSpec (section: HaSection, vm: VmId): VmSpec | null {
-  const e = section.vms.find(x => x.id === vm)
+/**
+ * What the driver boots for a protected VM (null: not a protected VM): its entry in the agreed
+ * cluster configuration (`agreed`, when it keeps the inventory), else in this host's file.
+ */
+export function haBootSpec (section: HaSection, vm: VmId, agreed?: ReadonlyArray<Omit<HaVmEntry, 'priority' | 'order' | 'fencePolicy' | 'cpuMips'>>): VmSpec | null {
+  const e = agreed !== undefined ? agreed.find(x => x.id === vm) : section.vms.find(x => x.id === vm)
   if (e === undefined) return null
   const spec = bootSpec(e, e.id)
   // The simulated driver reads the load it runs from the spec's extra (QEMU ignores these keys).

@@ -41,7 +41,7 @@ import {
   type HaCommand, type HaConfig, type HaMemberSpec, type HaVmSpec, type HostCapacity, type HostId,
   type HostSample, type Input, type MemberRecord, type MigrationConfig, type PersistedCoreState, type Ready,
   type ReplicaCommand, type ReplicaCoreOptions, type VipAddressEffect, type VipConfig,
-  type VipSpec, type VmId, type AcceptorState, type ClusterDoc, type ClusterDocMember, type ConfigEntry,
+  type VipSpec, type VmId, type AcceptorState, type ClusterDoc, type ClusterDocHaVm, type ClusterDocMember, type ConfigEntry,
   canonicalDocJson, entryHash, KEY_CONFIG_ACCEPTOR, KEY_CONFIG_ENTRY_PREFIX
 } from '../core/index.js'
 import { createHash } from 'node:crypto'
@@ -243,6 +243,8 @@ export class SimCluster {
     if (o.clusterConfig !== undefined) {
       const members = o.clusterConfig.members ?? this.ids
       const doc: ClusterDoc = { members: members.map(id => this.docMember(id)), rules: o.migration?.rules ?? { vmVm: [], vmHost: [] }, automation: o.migration?.automation ?? 'full' }
+      // The protected VMs start in the agreed document, as the agents' files put them there.
+      if (o.ha !== undefined) doc.ha = { vms: o.ha.vms.map(v => this.docHaVm(v)) }
       const e = { version: 1, base: '', members: [...members], doc: canonicalDocJson(doc), note: 'genesis' }
       this.genesis = { ...e, hash: entryHash(simHash, e) }
     }
@@ -306,7 +308,8 @@ export class SimCluster {
     }
     if (this.ha !== undefined) {
       const hv = this.hv!
-      const running = [...hv.vmsOf(id).values()].filter(v => v.state === 'running' && this.protectedVms.has(v.id)).map(v => v.id)
+      // Every running VM: the manager looks only at those it protects (some protected live, in the agreed document).
+      const running = [...hv.vmsOf(id).values()].filter(v => v.state === 'running').map(v => v.id)
       const haRestored = haRestoredFrom([...st].filter(([k]) => k.startsWith(HA_KEY_PREFIX)))
       opts.ha = { members: this.ha.members, vms: this.ha.vms, config: this.ha.config, running, ...(haRestored !== undefined ? { restored: haRestored } : {}) }
     }
@@ -547,6 +550,17 @@ export class SimCluster {
     return allowed(to, from) && allowed(from, to)
   }
 
+  /** A protected VM's entry in the configuration document (home by member name). */
+  docHaVm (v: HaVmSpec): ClusterDocHaVm {
+    return {
+      id: v.id, home: this.docMember(v.home).name, priority: v.priority ?? 0, order: v.order ?? 0, fencePolicy: v.fencePolicy ?? 'stop',
+      vcpus: Math.max(1, Math.ceil(v.cpuMips / 1000)), memMiB: v.memMiB, cpuMips: v.cpuMips,
+      ...(v.source.kind === 'image' ? { image: v.source.image } : { kernel: v.source.definition }),
+      ...(v.maxAttempts !== undefined ? { maxAttempts: v.maxAttempts } : {}),
+      ...(v.since !== undefined ? { since: v.since } : {})
+    }
+  }
+
   /** A host's entry in the configuration document (its id is its key). */
   docMember (id: HostId): ClusterDocMember { return { name: `n${id.slice(0, 8)}`, publicKey: id, address: `10.0.${this.ids.indexOf(id) >> 8}.${this.ids.indexOf(id) & 255}:49737` } }
 
@@ -560,6 +574,8 @@ export class SimCluster {
     const st = core?.clusterConfig()
     if (core === undefined || !this.isRunning(from) || st == null || st.doc === null) return null
     const doc = f(st.doc)
+    // A VM protected live counts as protected for the checkers from now on (HA may stop it).
+    for (const v of doc.ha?.vms ?? []) this.protectedVms.add(v.id)
     const entry = core.nextConfig({ members: doc.members.map(m => m.publicKey), doc: canonicalDocJson(doc), note })
     if (entry === null) return null
     const req = `r${this.now}-${from.slice(0, 6)}`

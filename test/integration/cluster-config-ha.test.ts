@@ -3,12 +3,14 @@
  * protected QEMU guest runs, with a partition during a change, through real agent processes: no
  * VM runs twice, no two sides hold a majority at once beyond the lease that the HA timing
  * argument allows, no configuration version is decided twice, and an HA restart honours a
- * placement rule agreed live (by host name).
+ * placement rule agreed live (by host name) and protects a VM protected live.
  * Method: five agents on loopback, each on its own 127.0.0.x address (iptables cuts one off by
  * address; root), the first three listing only themselves; QEMU under TCG with the test guest
- * (heartbeat on its serial console), g1 protected and homed on host1; every host holds an
+ * (heartbeat on its serial console), g1 started unprotected on host1 (no file lists a protected
+ * VM; each has an empty `ha` inventory, its timing and its watchdog); every host holds an
  * emulated watchdog (agent/sim/fifo-watchdog.ts; a reset kills the host's agent and its QEMU).
- * Steps: a hard VM-host rule keeps g1 on host1-3; host4 is added; g1's owner is cut off and
+ * Steps: a hard VM-host rule keeps g1 on host1-3; g1 is protected live (`starling ha protect`
+ * from host2, with the boot definition on the command line: host2's file has none); host4 is added; g1's owner is cut off and
  * host5 is added from another member during the cut (the three others are a majority of the four
  * members); the owner fences g1 and the others restart it on one of host1-3 (the rule); the cut
  * heals and the cut host catches up; host5 and host4 are removed. Copies are judged from outside (a
@@ -60,7 +62,8 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
     cfg.driver = { kind: 'qemu', vms: [], qemu: { runDir: runDir(h.name), accel: 'tcg', migrationListen: ip(h.name), vms: h.name === h1 ? [{ id: VM, ...guest }] : [] } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
     cfg.migration = { autoBalance: false }
-    cfg.ha = { vms: [{ id: VM, home: h1, priority: 10, ...guest }], timing: TIMING, watchdog: { device: wdPath(h.name), timeoutSec: WATCHDOG_SEC, loadSoftdog: false } }
+    // No protected VM in the files: every host takes part in HA (an ha section) and g1 is protected live.
+    cfg.ha = { timing: TIMING, watchdog: { device: wdPath(h.name), timeoutSec: WATCHDOG_SEC, loadSoftdog: false } }
     fs.writeFileSync(h.configFile, JSON.stringify(cfg, null, 2))
   }
   const logDump = (): string => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => /\bha\b|ha-|fence|g1|config|member/.test(l)).slice(-20).join('\n') : '')).join('\n').slice(-14000)
@@ -130,8 +133,7 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
     await cluster.stop()
   })
 
-  // Three members, HA armed, g1 on host1 (or on another, when host1 fenced it at start-up
-  // before it saw a majority: then the majority restarted it).
+  // Three members, HA armed, g1 on host1 (its driver starts it), not protected yet.
   for (const n of [h1, h2, h3]) start(n)
   await quorateAll([h1, h2, h3], 3, 90_000)
   let owner = ''
@@ -146,11 +148,20 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
   const rule = await runCli(['rules', 'add', 'vm-host', 'affinity', VM, `${h1},${h2},${h3}`, '--hard', ...sock(h3)], 30_000)
   t.match(rule.out, /committed at version 2/, `rules add: ${rule.out.trim()}`)
 
+  // Protect g1 live, from host2, whose file does not define g1: the definition is given.
+  t.equal((await show(h2))?.ha?.vms.length, 0, 'nothing protected before')
+  const prot = await runCli(['ha', 'protect', VM, '--priority', '10', '--vcpus', String(guest.vcpus), '--mem-mib', String(guest.memMiB), '--kernel', guest.kernel, '--initrd', guest.initrd, '--append', guest.append, ...sock(h2)], 30_000)
+  t.match(prot.out, /committed at version 3/, `ha protect: ${prot.out.trim()}`)
+  const listed = (await show(h3))?.ha?.vms ?? []
+  t.same(listed.map(v => [v.id, v.home, v.since]), [[VM, owner, 3]], `config show lists g1, homed where it runs (${owner}), since version 3`)
+  await until(`${owner} runs g1 as protected`, async () => (await ha(owner))?.vms.find(v => v.vm === VM)?.role === 'running', 20_000, 300)
+  t.same(await guests.running(), [owner], `protecting g1 left its one copy on ${owner}`)
+
   // Grow to four.
   const a4 = await runCli(['members', 'add', h4, members[3]!.publicKey, members[3]!.address, ...sock(h1)], 30_000)
-  t.match(a4.out, /committed at version 3/, `members add ${h4}: ${a4.out.trim()}`)
+  t.match(a4.out, /committed at version 4/, `members add ${h4}: ${a4.out.trim()}`)
   start(h4)
-  await allAt([h1, h2, h3, h4], 3)
+  await allAt([h1, h2, h3, h4], 4)
   await quorateAll([h1, h2, h3, h4], 4)
   t.same(await guests.running(), [owner], `still one copy of g1, on ${owner}`)
 
@@ -162,10 +173,10 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
   cuts.cut(ip(owner))
   cutAt = performance.now()
   const a5 = await runCli(['members', 'add', h5, members[4]!.publicKey, members[4]!.address, ...sock(from)], 40_000)
-  t.match(a5.out, /committed at version 4/, `members add ${h5} from ${from} while ${owner} is cut off: ${a5.out.trim()}`)
+  t.match(a5.out, /committed at version 5/, `members add ${h5} from ${from} while ${owner} is cut off: ${a5.out.trim()}`)
   start(h5)
   await until(`${owner} fences g1 (its agent stops the guest)`, () => guests.pid(owner) === null, 30_000)
-  t.equal((await show(owner))?.version, 3, `${owner}, cut off, decided nothing (still at version 3)`)
+  t.equal((await show(owner))?.version, 4, `${owner}, cut off, decided nothing (still at version 4)`)
   t.equal((await ha(owner))?.quorum.quorate, false, `${owner} sees no majority while cut off`)
   let where = ''
   await until('g1 restarted on another host', () => {
@@ -175,24 +186,24 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
   t.comment(`g1 restarted on ${where} ${((performance.now() - cutAt) / 1000).toFixed(1)} s after the cut`)
   t.ok([h1, h2, h3].includes(where), `the restart honours the rule agreed live: ${where} is one of host1-3`)
   t.same(await guests.running(), [where], `one copy, on ${where}`)
-  await allAt(rest, 4)
+  await allAt(rest, 5)
   await quorateAll(rest, 5)
 
   // Heal: the cut host catches up and runs nothing.
   cuts.heal()
   cutAt = 0
-  await allAt(names, 4, 60_000)
+  await allAt(names, 5, 60_000)
   await quorateAll(names, 5, 60_000)
   await sleep(2000)
   t.same(await guests.running(), [where], `after the heal, one copy, on ${where}`)
   t.equal((await ha(owner))?.vms.find(v => v.vm === VM)?.role, 'idle', `${owner} runs nothing`)
 
   // Shrink back to three: host5 and host4 run no VM, so no --force is needed.
-  for (const [n, from, v] of [[h5, h3, 5], [h4, h1, 6]] as Array<[string, string, number]>) {
+  for (const [n, from, v] of [[h5, h3, 6], [h4, h1, 7]] as Array<[string, string, number]>) {
     const r = await runCli(['members', 'remove', n, ...sock(from)], 40_000)
     t.match(r.out, new RegExp(`committed at version ${v}`), `members remove ${n}: ${r.out.trim()}`)
   }
-  await allAt([h1, h2, h3], 6)
+  await allAt([h1, h2, h3], 7)
   await quorateAll([h1, h2, h3], 3)
   await sleep(2000)
   t.same(await guests.running(), [where], `after the shrink, one copy, on ${where}`)
@@ -207,7 +218,7 @@ else if (guestDir !== '') await t.test('grow 3 -> 5 and shrink back while HA is 
     const r = await runCli(['config', 'history', '--json', ...sock(n)], 10_000)
     for (const e of (JSON.parse(r.out) as ConfigHistory).versions) seen.set(e.version, (seen.get(e.version) ?? new Set()).add(e.hash))
   }
-  t.same([...seen.keys()].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6], 'versions 1-6')
+  t.same([...seen.keys()].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7], 'versions 1-7')
   t.ok([...seen.values()].every(s => s.size === 1), 'each version has one value on every host that holds it')
   t.equal(guests.maxConcurrent, 1, 'never two g1 QEMU processes at once')
   t.equal(twoMajorities, 0, `never two sides with a majority beyond the lease (${otherSideQuorate} samples of the other side quorate during the cut)`)

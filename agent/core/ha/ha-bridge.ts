@@ -63,7 +63,9 @@ export class HaBridge {
   /** Removed members: their state is still followed (what they ran is taken over when they are silent). */
   private readonly formerIds = new Set<HostId>()
   private readonly specs: Map<HostId, HaMemberSpec>
-  private readonly protectedVms: Set<VmId>
+  private protectedVms: Set<VmId>
+  /** The VMs the driver ran here at the latest sample (null: none yet). */
+  private sampled: Set<VmId> | null = null
   private lastMembers = ''
 
   /**
@@ -100,6 +102,9 @@ export class HaBridge {
         }
         return out
       },
+      runningHere: vm => this.sampled === null ? undefined : this.sampled.has(vm),
+      // Members' versions from their frames (CoreState.peerCfg); 0 when not heard.
+      versionOf: host => s.peerCfg.get(host) ?? 0,
       ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
       ...(opts.running !== undefined ? { running: opts.running } : {})
     })
@@ -121,6 +126,19 @@ export class HaBridge {
     this.lastMembers = ''
     this.mgr.setMembers(specs)
   }
+
+  /**
+   * The agreed protected VMs (cluster-config, version `version`): HaManager.setVms. Null when
+   * applied, else why not (the previous inventory stays).
+   */
+  setVms (vms: HaVmSpec[], version: number): string | null {
+    const why = this.mgr.setVms(vms, version)
+    if (why === null) this.protectedVms = new Set(vms.map(v => v.id))
+    return why
+  }
+
+  /** The VMs this host's driver runs now (each host sample). */
+  onSample (vms: ReadonlyArray<{ id: VmId, state: string }>): void { this.sampled = new Set(vms.filter(v => v.state === 'running' || v.state === 'migrating').map(v => v.id)) }
 
   /** The agreed placement rules (cluster-config), host ids resolved: restarts honour them from now on. */
   setRules (rules: RuleSet): void { this.mgr.setRules(rules) }

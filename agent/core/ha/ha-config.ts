@@ -170,7 +170,20 @@ export interface HaVmSpec {
   fencePolicy?: 'stop' | 'pause'
   /** Failed start attempts before it is left alone. @default config.maxAttempts */
   maxAttempts?: number
+  /**
+   * The cluster configuration version that protected it (absent or 0: the files, at start-up).
+   * Its claims' epochs start at haEpochBase(since) (index.ts: re-protection).
+   */
+  since?: number
 }
+
+/** Claims of one protection occupy epochs [since x SPAN, (since + 1) x SPAN): a later protection's claims rank above every earlier one's. */
+export const HA_EPOCH_SPAN = 2 ** 32
+/** since x SPAN stays a safe integer (and a uint64 on the wire) below this. */
+export const HA_SINCE_MAX = 2 ** 20
+
+/** The epoch of a protection's first claim (its home's). */
+export function haEpochBase (since: number | undefined): number { return (since ?? 0) * HA_EPOCH_SPAN }
 
 /** One configured member. A tie-breaker counts for the majority but never runs VMs (QDevice-like). */
 export interface HaMemberSpec {
@@ -198,5 +211,6 @@ export function validateHaInventory (members: HaMemberSpec[], vms: HaVmSpec[]): 
     if (home === undefined) throw new ConfigError(`ha: vm ${v.id} home ${v.home} is not a member`)
     if (home.tieBreaker === true) throw new ConfigError(`ha: vm ${v.id} home ${v.home} is a tie-breaker`)
     if (!(v.cpuMips >= 0 && v.memMiB >= 0)) throw new ConfigError(`ha: vm ${v.id} needs non-negative cpuMips and memMiB`)
+    if (v.since !== undefined && !(Number.isSafeInteger(v.since) && v.since >= 0 && v.since < HA_SINCE_MAX)) throw new ConfigError(`ha: vm ${v.id} since must be a configuration version below ${HA_SINCE_MAX}`)
   }
 }

@@ -13,7 +13,7 @@ import type { Prng } from '../prng.js'
 import type { HostId, MemberState, VmId } from '../types.js'
 import { NO_RULES, type RuleSet } from '../../../policies/types.js'
 import { hardAllows } from '../../../policies/rules.js'
-import { type HaConfig, type HaMemberSpec, type HaVmSpec, validateHaConfig, validateHaInventory } from './ha-config.js'
+import { type HaConfig, type HaMemberSpec, type HaVmSpec, HA_EPOCH_SPAN, haEpochBase, validateHaConfig, validateHaInventory } from './ha-config.js'
 import { FenceClock, watchdogAllows } from './fencing.js'
 import { LeaseTable, evaluateQuorum, majority, type QuorumView } from './quorum.js'
 import { type HaClaim, assignRestarts, compareHaClaims, haClaimOrder, haClaimText, sameHaClaim, type RestartHost } from './restart.js'
@@ -43,10 +43,29 @@ export interface HaManagerInit {
   memOverMiB?: (host: HostId) => number
   /** Where the VMs that HA does not protect run (VM-VM rules may name them). @default none known */
   vmPlacement?: () => ReadonlyMap<VmId, HostId>
+  /** Does the driver run this VM here now (its latest sample; undefined: no sample yet, `running` stands)? Asked when a VM is protected live (setVms). @default no */
+  runningHere?: (vm: VmId) => boolean | undefined
+  /**
+   * The cluster configuration version a member acts on, as this host last heard (self: its own).
+   * An unprotected VM's copy keeps its fence until a majority acts on the version that
+   * unprotected it (setVms). @default every member is up to date
+   */
+  versionOf?: (host: HostId) => number
 }
 
 interface Vm {
   spec: HaVmSpec
+  /** The epoch of this protection's first claim (haEpochBase(spec.since)): its claims are [base, base + HA_EPOCH_SPAN). */
+  base: number
+  /**
+   * This member heard the home of the protection's first claim speak of this protection (any HA
+   * frame about the VM with a claim of its generation), or the protection came from the files
+   * (every host fenced it from its start). Until then the home is never taken over (index.ts,
+   * live protection): it may not have applied the version yet, and does not fence the VM. Durable.
+   */
+  homeHeard: boolean
+  /** Unprotected at this configuration version: kept only to fence the copy here until a majority acts on it (null: protected). */
+  retiring: number | null
   // Acceptor (durable)
   standing: HaClaim | null
   released: boolean
@@ -136,6 +155,13 @@ export class HaManager {
   private readonly vmPlacement: () => ReadonlyMap<VmId, HostId>
   private readonly prng: Prng
   private readonly vms = new Map<VmId, Vm>()
+  /** Unprotected VMs whose copy here is still fenced (setVms). */
+  private readonly retired = new Map<VmId, Vm>()
+  private readonly runningHere: (vm: VmId) => boolean | undefined
+  /** Records restored at start-up for VMs not (yet) protected then: a later setVms takes them up. */
+  private readonly restoredLater = new Map<VmId, HaVmDurable>()
+  private readonly runningAtStart: Set<VmId>
+  private readonly versionOf: (host: HostId) => number
   private readonly states = new Map<HostId, MemberState>()
   private readonly leases: LeaseTable
   private readonly fence: FenceClock
@@ -185,61 +211,210 @@ export class HaManager {
     for (const m of r?.maintenance ?? []) this.maint.set(m.host, { ...m })
     for (const [h, f] of Object.entries(r?.fences ?? {})) if (this.specs.has(h)) this.fences.set(h, { ...f })
     for (const c of r?.confirms ?? []) if (this.specs.has(c.host)) this.confirms.set(c.host, { ...c })
+    this.runningHere = init.runningHere ?? (() => false)
+    this.versionOf = init.versionOf ?? (() => Number.MAX_SAFE_INTEGER)
     const running = new Set(init.running ?? [])
+    this.runningAtStart = running
     for (const spec of init.vms) {
       const d: HaVmDurable | undefined = r?.vms[spec.id]
-      const initial: HaClaim = { epoch: 0, host: spec.home, attempts: 0 }
-      const v: Vm = {
-        spec,
-        standing: d !== undefined ? d.standing : initial,
-        released: d?.released ?? false,
-        priors: (d?.priors ?? []).map(c => ({ ...c })),
-        lastPriorQuery: -Infinity,
-        own: d !== undefined ? d.own : (spec.home === this.self ? initial : null),
-        ownEpochMax: Math.max(d?.ownEpochMax ?? 0, d?.own?.host === this.self ? d.own.epoch : 0, d?.standing?.host === this.self ? d.standing.epoch : 0, d?.handover?.host === this.self ? d.handover.epoch : 0),
-        role: 'idle',
-        roleSince: 0,
-        grants: new Set(),
-        lastSend: -Infinity,
-        backoffUntil: 0,
-        lastHeld: -Infinity,
-        resume: false,
-        pausedClaim: null,
-        ownGranted: d !== undefined ? d.ownGranted === true : true,
-        heldSeen: 0,
-        lastQuery: -Infinity,
-        orphanSince: Infinity,
-        stopMode: 'stop',
-        stopReason: 'fence',
-        stopTries: 0,
-        dirty: false,
-        handover: d?.handover !== undefined ? { ...d.handover } : null,
-        handoverGrants: new Set(),
-        incomingFrom: d?.incomingFrom ?? null,
-        lastGranted: d !== undefined ? null : initial
-      }
-      this.vms.set(spec.id, v)
-      if (v.incomingFrom !== null) {
-        // A migration was bringing the VM here: fenced like a running copy until the migration
-        // machine, which resolves its record at start-up, says committed or aborted.
-        this.setRole(v, 'incoming', `receiving from ${v.incomingFrom.slice(0, 8)} at start-up`)
-      } else if (running.has(spec.id) && v.own !== null && v.priors.some(p => sameHaClaim(p, v.own))) {
-        // Our copy, handed over or being handed over: a handover claim stands above ours with our
-        // consent, and ours stays a prior until we release it.
-        this.setRole(v, 'running', 'found running at start-up (claim below a handover)')
-      } else if (running.has(spec.id)) {
-        // Running here: ours if we hold a claim no one has told us is superseded; else a stray copy.
-        if (v.own !== null && !(v.standing !== null && compareHaClaims(v.standing, v.own) > 0)) this.setRole(v, 'running', 'found running at start-up')
-        else this.stop(v, 'destroy', 'conflict')
-      } else if (v.own !== null && v.ownGranted && !(v.released && sameHaClaim(v.own, v.standing))) {
-        // We held a granted claim but the driver lists no copy: a start may still be in flight
-        // from our previous life. Destroy first (the driver orders it after that start), then
-        // release; releasing at once would let the majority restart it beside a late copy.
-        this.stop(v, 'destroy', 'superseded')
-      }
+      // A record of an earlier protection of the same VM (another `since`) is not this one's.
+      this.addVm(spec, d !== undefined && (d.since ?? 0) === (spec.since ?? 0) && d.retiring === undefined ? d : undefined, running.has(spec.id), false)
+    }
+    // Unprotected copies that were still fenced here when the agent stopped (setVms): fenced on.
+    for (const [id, d] of Object.entries(r?.vms ?? {})) {
+      if (this.vms.has(id)) continue
+      if (d.retiring === undefined) { this.restoredLater.set(id, d); continue }
+      if (!running.has(id)) { this.out.push({ type: 'persist', op: { type: 'del', key: haVmKey(id) } }); continue }
+      const v = this.newVm({ id, home: this.self, cpuMips: 0, memMiB: 0, source: { kind: 'shared', definition: id }, ...(d.since !== undefined ? { since: d.since } : {}) }, d)
+      v.retiring = d.retiring
+      this.setRole(v, 'running', `unprotected at version ${d.retiring}, still fenced until a majority acts on it`)
+      this.retired.set(id, v)
     }
     this.q = this.quorum()
   }
+
+  private newVm (spec: HaVmSpec, d: HaVmDurable | undefined): Vm {
+    const base = haEpochBase(spec.since)
+    const initial: HaClaim = { epoch: base, host: spec.home, attempts: 0 }
+    return {
+      spec,
+      base,
+      homeHeard: d !== undefined ? d.homeHeard !== false : base === 0 || spec.home === this.self,
+      retiring: null,
+      standing: d !== undefined ? d.standing : initial,
+      released: d?.released ?? false,
+      priors: (d?.priors ?? []).map(c => ({ ...c })),
+      lastPriorQuery: -Infinity,
+      own: d !== undefined ? d.own : (spec.home === this.self ? initial : null),
+      ownEpochMax: Math.max(d?.ownEpochMax ?? 0, d?.own?.host === this.self ? d.own.epoch : 0, d?.standing?.host === this.self ? d.standing.epoch : 0, d?.handover?.host === this.self ? d.handover.epoch : 0),
+      role: 'idle',
+      roleSince: this.now,
+      grants: new Set(),
+      lastSend: -Infinity,
+      backoffUntil: 0,
+      lastHeld: -Infinity,
+      resume: false,
+      pausedClaim: null,
+      ownGranted: d !== undefined ? d.ownGranted === true : true,
+      heldSeen: this.now,
+      lastQuery: -Infinity,
+      orphanSince: Infinity,
+      stopMode: 'stop',
+      stopReason: 'fence',
+      stopTries: 0,
+      dirty: false,
+      handover: d?.handover !== undefined ? { ...d.handover } : null,
+      handoverGrants: new Set(),
+      incomingFrom: d?.incomingFrom ?? null,
+      lastGranted: d !== undefined ? null : initial
+    }
+  }
+
+  /**
+   * A protected VM, at start-up (`live` false) or protected by an agreed version (setVms). With no
+   * record it starts as the configuration starts: its first claim stands at its home.
+   */
+  private addVm (spec: HaVmSpec, d: HaVmDurable | undefined, running: boolean, live: boolean): void {
+    const v = this.newVm(spec, d)
+    v.dirty = live
+    this.vms.set(spec.id, v)
+    if (v.incomingFrom !== null) {
+      // A migration was bringing the VM here: fenced like a running copy until the migration
+      // machine, which resolves its record at start-up, says committed or aborted.
+      this.setRole(v, 'incoming', `receiving from ${v.incomingFrom.slice(0, 8)} at start-up`)
+    } else if (running && v.own !== null && v.priors.some(p => sameHaClaim(p, v.own))) {
+      // Our copy, handed over or being handed over: a handover claim stands above ours with our
+      // consent, and ours stays a prior until we release it.
+      this.setRole(v, 'running', 'found running at start-up (claim below a handover)')
+    } else if (running) {
+      // Running here: ours if we hold a claim no one has told us is superseded; else a stray copy
+      // (protected live with another home: stopped, so that it never runs beside the home's).
+      if (v.own !== null && !(v.standing !== null && compareHaClaims(v.standing, v.own) > 0)) this.setRole(v, 'running', live ? 'protected live, running here (its home)' : 'found running at start-up')
+      else this.stop(v, 'destroy', 'conflict')
+    } else if (v.own !== null && v.ownGranted && !(v.released && sameHaClaim(v.own, v.standing))) {
+      // We held a granted claim but the driver lists no copy: a start may still be in flight
+      // from our previous life. Destroy first (the driver orders it after that start), then
+      // release; releasing at once would let the majority restart it beside a late copy.
+      this.stop(v, 'destroy', 'superseded')
+    }
+  }
+
+  /**
+   * The protected VMs changed (an agreed configuration version `version`; index.ts, live
+   * protection). Null when applied, else why not (nothing changed then).
+   * - A new VM starts as at start-up: its first claim (epoch haEpochBase(since)) at its home. The
+   *   home adopts its running copy, or destroys and releases (the majority restarts it); another
+   *   host that runs it stops it (conflict).
+   * - A VM no longer listed is forgotten (its claims in flight dropped, its record deleted); a copy
+   *   here keeps running, unprotected, but keeps its fence until a majority of the members acts
+   *   on `version` (from then on no majority can grant a claim of that protection).
+   * - A VM listed with other settings (priority, order, attempts, fence policy, size) takes them.
+   */
+  setVms (specs: HaVmSpec[], version: number): string | null {
+    const why = this.vmsProblem(specs, version)
+    if (why !== null) {
+      this.event('ha-vms', `protected VMs of configuration version ${version} not applied: ${why}`)
+      return why
+    }
+    const next = new Map(specs.map(x => [x.id, x]))
+    for (const [id, v] of [...this.vms]) {
+      const n = next.get(id)
+      if (n !== undefined && (n.since ?? 0) === (v.spec.since ?? 0)) continue
+      this.unprotect(v, version)
+    }
+    for (const spec of specs) {
+      const had = this.vms.get(spec.id)
+      if (had !== undefined) { had.spec = spec; continue }
+      // A copy still fenced from an earlier protection: the new one adopts it if it runs (at its
+      // home) or stops it (elsewhere); a start or stop in flight is destroyed first (then released).
+      const old = this.retired.get(spec.id)
+      if (old !== undefined) this.retired.delete(spec.id)
+      const busy = old !== undefined && (old.role === 'starting' || old.role === 'stopping' || old.role === 'incoming')
+      // A record restored at start-up for this protection (a VM protected in a version applied after the start).
+      const kept = this.restoredLater.get(spec.id)
+      this.restoredLater.delete(spec.id)
+      const d = old === undefined && kept !== undefined && (kept.since ?? 0) === (spec.since ?? 0) ? kept : undefined
+      this.addVm(spec, d, old !== undefined ? old.role === 'running' : this.runningHere(spec.id) ?? this.runningAtStart.has(spec.id), d === undefined)
+      const v = this.vms.get(spec.id)!
+      if (busy && v.role !== 'stopping') this.stop(v, 'destroy', spec.home === this.self ? 'superseded' : 'conflict')
+      this.event('ha-vms', `vm ${spec.id} protected at configuration version ${version} (home ${spec.home.slice(0, 8)}, first claim ${haClaimText({ epoch: haEpochBase(spec.since), host: spec.home, attempts: 0 })}): ${this.vms.get(spec.id)!.role} here`)
+    }
+    return null
+  }
+
+  /**
+   * Why an inventory cannot be applied: a VM listed twice, bad figures, or a VM protected by this
+   * very version whose home is not a member or is a tie-breaker. (A VM protected earlier keeps its
+   * place when its home is removed later: its claim is taken over as any removed member's.)
+   */
+  private vmsProblem (specs: HaVmSpec[], version: number): string | null {
+    const seen = new Set<VmId>()
+    for (const v of specs) {
+      if (seen.has(v.id)) return `ha: vm ${v.id} listed twice`
+      seen.add(v.id)
+      if (!(v.cpuMips >= 0 && v.memMiB >= 0)) return `ha: vm ${v.id} needs non-negative cpuMips and memMiB`
+      if (v.since !== undefined && !(Number.isSafeInteger(v.since) && v.since >= 0 && haEpochBase(v.since) < Number.MAX_SAFE_INTEGER / 2)) return `ha: vm ${v.id} since is out of range`
+      // The home is checked in the version that protects the VM (the files' VMs by each file's check).
+      if ((v.since ?? 0) !== version) continue
+      const home = this.specs.get(v.home)
+      if (home === undefined) return `ha: vm ${v.id} home ${v.home.slice(0, 12)} is not a member`
+      if (home.tieBreaker === true) return `ha: vm ${v.id} home ${v.home.slice(0, 12)} is a tie-breaker`
+    }
+    return null
+  }
+
+  private unprotect (v: Vm, version: number): void {
+    const id = v.spec.id
+    this.vms.delete(id)
+    const fenced = v.role === 'running' || v.role === 'starting' || v.role === 'stopping' || v.role === 'incoming'
+    if (!fenced) {
+      this.out.push({ type: 'persist', op: { type: 'del', key: haVmKey(id) } })
+      this.event('ha-vms', `vm ${id} unprotected at configuration version ${version}${v.role === 'paused' ? ' (its paused copy here stays paused)' : ''}`)
+      return
+    }
+    v.retiring = version
+    v.handover = null
+    v.handoverGrants = new Set()
+    v.incomingFrom = null
+    v.dirty = true
+    this.retired.set(id, v)
+    this.event('ha-vms', `vm ${id} unprotected at configuration version ${version}: its copy here (${v.role}) stays fenced until a majority acts on that version`)
+  }
+
+  /** A majority of the members act on configuration version `version` or a later one. */
+  private majorityAt (version: number): boolean {
+    let n = 0
+    for (const id of this.ids) if ((id === this.self ? Number.MAX_SAFE_INTEGER : this.versionOf(id)) >= version) n++
+    return n >= this.quorumSize
+  }
+
+  private tickRetired (v: Vm, fencing: boolean): void {
+    if (fencing && (v.role === 'running' || v.role === 'starting')) { this.counters.fences++; this.stop(v, 'stop', 'fence') } else if (fencing && v.role === 'incoming') { this.counters.fences++; this.stop(v, 'destroy', 'fence') }
+    if (v.role === 'stopping' && this.now - v.lastSend >= stopRetryTicks(this.config, v.stopTries)) {
+      v.lastSend = this.now
+      v.stopTries++
+      this.out.push({ type: 'driver', command: { kind: 'haStop', vm: v.spec.id, epoch: v.own?.epoch ?? -1, mode: v.stopMode, reason: v.stopReason } })
+    }
+    const done = v.role === 'idle' || v.role === 'paused' || (v.role !== 'stopping' && v.role !== 'starting' && this.majorityAt(v.retiring!))
+    if (!done) return
+    this.retired.delete(v.spec.id)
+    this.out.push({ type: 'persist', op: { type: 'del', key: haVmKey(v.spec.id) } })
+    this.event('ha-vms', `vm ${v.spec.id}: no longer fenced here (${v.role}; a majority acts on configuration version ${v.retiring!} or later)`)
+  }
+
+  private onRetiredResult (v: Vm, cmd: HaCommand, ok: boolean): void {
+    if (cmd.kind === 'haStart') {
+      if (v.role === 'starting' && v.own !== null && v.own.epoch === cmd.epoch) this.setRole(v, ok ? 'running' : 'idle', ok ? 'started (unprotected meanwhile)' : 'start failed')
+      return
+    }
+    if (v.role !== 'stopping' || cmd.mode !== v.stopMode) return
+    if (!ok) { v.lastSend = this.now; return }
+    this.out.push({ type: 'vip', hint: 'vmMovedAway', vm: v.spec.id })
+    this.setRole(v, cmd.mode === 'pause' ? 'paused' : 'idle', `fenced (${cmd.mode}) while unprotected`)
+  }
+
+  /** Generation of a claim: the protection it belongs to (index.ts, re-protection). */
+  private sameGeneration (v: Vm, c: HaClaim): boolean { return Math.floor(c.epoch / HA_EPOCH_SPAN) === v.base / HA_EPOCH_SPAN }
 
   /**
    * The cluster's members changed (an agreed configuration version; one member added or removed
@@ -350,6 +525,7 @@ export class HaManager {
     if (this.now % c.beatIntervalTicks === 0) this.beat()
     const fencing = !this.fencingOff() && this.fence.mustFence(this.now)
     for (const v of this.vms.values()) this.tickVm(v, fencing)
+    for (const v of [...this.retired.values()]) this.tickRetired(v, fencing)
     if (!fencing) this.claimRestarts()
   }
 
@@ -357,12 +533,15 @@ export class HaManager {
   takeEffects (): HaEffect[] {
     this.startWon()
     const persist: HaEffect[] = []
-    for (const v of this.vms.values()) {
+    for (const v of [...this.vms.values(), ...this.retired.values()]) {
       if (!v.dirty) continue
       v.dirty = false
       const d: HaVmDurable = { standing: v.standing === null ? null : { ...v.standing }, released: v.released, own: v.own === null ? null : { ...v.own }, ownGranted: v.ownGranted, priors: v.priors.map(c => ({ ...c })), ownEpochMax: v.ownEpochMax }
       if (v.handover !== null) d.handover = { ...v.handover }
       if (v.incomingFrom !== null) d.incomingFrom = v.incomingFrom
+      if (v.spec.since !== undefined && v.spec.since > 0) d.since = v.spec.since
+      if (!v.homeHeard) d.homeHeard = false
+      if (v.retiring !== null) d.retiring = v.retiring
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
     }
     if (this.modesDirty) {
@@ -389,7 +568,7 @@ export class HaManager {
   /** May the runtime ping the watchdog now? (fencing.ts has the contract.) */
   watchdogOk (): boolean {
     let allFenced = true
-    for (const v of this.vms.values()) if (v.role === 'running' || v.role === 'starting' || v.role === 'stopping' || v.role === 'incoming') allFenced = false
+    for (const v of [...this.vms.values(), ...this.retired.values()]) if (v.role === 'running' || v.role === 'starting' || v.role === 'stopping' || v.role === 'incoming') allFenced = false
     return watchdogAllows({ fencingOff: this.fencingOff(), quorate: this.q.quorate, inGrace: this.fence.inGrace(this.now), allFenced })
   }
 
@@ -545,6 +724,7 @@ export class HaManager {
    */
   private onHandoverRequest (v: Vm, from: HostId, c: HaClaim): void {
     const s = v.standing
+    if (!this.sameGeneration(v, c)) return
     const me = from === this.self
     const reply = (g: boolean): void => {
       if (!g) { if (!me) this.refuse(v, from, c); return }
@@ -612,6 +792,8 @@ export class HaManager {
     this.leases.onFrame(from, this.now)
     const v = this.vms.get(m.vm)
     if (v === undefined) return
+    // The home speaks of this protection: it applied the version that protected the VM.
+    if (!v.homeHeard && from === v.spec.home && this.sameGeneration(v, m.claim)) { v.homeHeard = true; v.dirty = true }
     switch (m.type) {
       case 'haClaim':
         if (m.phase === 'handover') { if (m.claim.host !== from) this.onHandoverRequest(v, from, m.claim); return }
@@ -645,6 +827,9 @@ export class HaManager {
    */
   private onRequest (v: Vm, from: HostId, c: HaClaim, resumes: HaClaim | null = null): void {
     const s = v.standing
+    // Another protection's claim (index.ts, re-protection): an earlier one's is refused (its
+    // claimant learns that a higher claim stands), a later one's waits until this host applies it.
+    if (!this.sameGeneration(v, c)) { if (c.epoch < v.base) this.refuse(v, from, c); return }
     if (resumes !== null && this.staleResume(v, c, resumes)) { this.refuse(v, from, c); return }
     // The grant rule (../claims/grant.ts). Only a member that sees a majority (S4) and is armed
     // grants a new claim; a claim that has used up its start attempts is never free.
@@ -790,6 +975,8 @@ export class HaManager {
   // Driver results
 
   private onDriverResult (cmd: HaCommand, ok: boolean): void {
+    const r = this.retired.get(cmd.vm)
+    if (r !== undefined) { this.onRetiredResult(r, cmd, ok); return }
     const v = this.vms.get(cmd.vm)
     if (v === undefined) return
     if (cmd.kind === 'haStart') {
@@ -801,7 +988,7 @@ export class HaManager {
         const own = v.own
         this.dropPriors(v, p => compareHaClaims(p, own) < 0)
         v.dirty = true
-        if (v.own.epoch > 0 && cmd.mode === 'boot') { this.counters.restarts++; this.restartsDone++ }
+        if (v.own.epoch > v.base && cmd.mode === 'boot') { this.counters.restarts++; this.restartsDone++ }
         this.setRole(v, 'running', `started under ${haClaimText(v.own)} (${cmd.mode})`)
         this.out.push({ type: 'vip', hint: 'vmPlaced', vm: v.spec.id })
         this.sendHeld(v)
@@ -1144,11 +1331,21 @@ export class HaManager {
     if (v.role !== 'idle') return false
     if (this.attempts(v) >= this.maxAttempts(v)) return false
     const s = v.standing
-    return (s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host))) && this.priorsFree(v, this.self)
+    return (s === null || v.released || (s.host !== this.self && this.takeoverOk(s.host) && this.homeSettled(v, s))) && this.priorsFree(v, this.self)
+  }
+
+  /**
+   * The first claim of a protection made live is taken over only once its home spoke of it here,
+   * or an operator confirmed the home down (index.ts, live protection).
+   */
+  private homeSettled (v: Vm, s: HaClaim): boolean {
+    return v.homeHeard || s.epoch !== v.base || s.host !== v.spec.home || this.confirmedDown(s.host)
   }
 
   /** Would this member grant `claimant` a claim on the VM now (apart from the order of claims)? */
   private isFree (v: Vm, claimant: HostId): boolean {
+    const s = v.standing
+    if (s !== null && !v.released && s.host !== claimant && !this.homeSettled(v, s)) return false
     return freeFor(v.standing, v.released, claimant, this.mayTakeOver) && this.priorsFree(v, claimant)
   }
 

@@ -96,7 +96,8 @@ export const HA_CONFIRMS_KEY = `${HA_KEY_PREFIX}confirms`
 /** priors: claims below the standing one that may still run (ha-manager.ts); absent = none. */
 /** handover: the claim this host (a migration's source) asked for its target (absent = none). */
 /** incomingFrom: this host receives the VM by a migration from that host (absent = none). */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId, ownEpochMax?: number }
+/** since: the configuration version of this protection (absent: 0, the files); homeHeard false: the home of its first claim has not spoken of it here yet; retiring: unprotected at that version, its copy here still fenced. */
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId, ownEpochMax?: number, since?: number, homeHeard?: boolean, retiring?: number }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>

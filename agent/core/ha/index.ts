@@ -118,6 +118,52 @@
  * test/sim/races.test.ts) runs the whole core, HA with migrations, under power losses, hangs,
  * agent crashes, partitions and loss, checking S1-S5 after every tick.
  *
+ * Live protection: protect and unprotect, agreed by a majority (S1)
+ * ------------------------------------------------------------------
+ * The protected VMs are part of the replicated cluster configuration (cluster-config/). Each
+ * agent applies a version when it learns it (HaManager.setVms), so for a while some members
+ * protect a VM and others do not yet, or no longer. A protection made at version s is its own
+ * generation: its claims have epochs in [s x SPAN, (s + 1) x SPAN) (SPAN = HA_EPOCH_SPAN = 2^32;
+ * s < 2^20 keeps them safe integers, uint64 on the wire; the files' protection is s = 0), and its
+ * first claim, (s x SPAN, home), stands at every member that applies s, as epoch 0 does at start-up.
+ *   a. One generation alone is the start-up case: every claim of it needs a majority of grants
+ *      from members holding its records, and an acceptor grants a request only for a claim of
+ *      its own record's generation (sameGeneration): an earlier generation's is refused (its
+ *      claimant abandons), a later one's is not answered until the member applies it. So the
+ *      argument of 1-5 above holds within the generation, with one difference: the home starts
+ *      fencing when it applies s, not at time 0, while a member that applied s earlier might see
+ *      the home silent and take it over. So the first claim's home is never taken over by a
+ *      member that has not heard the home speak of this generation (an HA frame about v with a
+ *      claim of generation s, which it sends only after applying s: 'held' when it runs v, the
+ *      release after destroying it) or had an operator confirm it down (homeHeard, durable;
+ *      homeSettled). Then, when a takeover is granted, the home applied s before, and steps 1-5
+ *      apply to its copy from then on.
+ *   b. Generations do not mix: a claim of generation s' < s ranks below s's first claim, so no
+ *      stale claim or grant of an earlier protection outranks or confuses the new one; its
+ *      requests are refused. A 'held' of an earlier generation (its owner runs v, not having
+ *      applied the versions since) is kept as a prior like any claim that may run, so v is not
+ *      free at that member until its owner stops it or may be taken over; when that owner applies
+ *      s it stops its copy (a host other than the home that runs v stops it: conflict).
+ *   c. Unprotect at version u: members that apply u forget v (records deleted, claims in flight
+ *      dropped, nothing granted for v any more). A host whose copy of v runs keeps fencing it
+ *      (HaManager.retired: stopped when it loses its majority, the watchdog withheld meanwhile)
+ *      until it knows a majority of the members acts on u or later (their frames carry their
+ *      version). A claim of v's generation granted after that needs a grant from one of them
+ *      given before it applied u, so the claim started (t0) before this host stopped fencing, and
+ *      1-5 at t0 stop this host's copy or contradict the grant. A copy that keeps running after
+ *      that runs unprotected, as the operator asked.
+ *   d. The home is where the proposer's view sees v running (its members' reports); protect is
+ *      refused when no member reports v, when it migrates, and when the home or every member
+ *      that could restart it holds no fence. Residual case, not covered: a copy started on another
+ *      host too recently for the proposer's view runs beside the home's until that host applies
+ *      s (it then stops it, b); with the home's copy gone (destroyed and released) the majority
+ *      may restart v meanwhile. Start VMs once, then protect them.
+ * The timing (lease, fence, watchdog, fence delay) stays in each host's file and must be the
+ * same everywhere (the mesh hello refuses a host whose ha.timing differs): one host's fence delay
+ * is argued against the others' fence and watchdog, so changing it live, host by host, would
+ * break 5 during the roll-out. The simulator runs protect, unprotect and crashes together
+ * (test/sim/ha-protect-live.test.ts), checking S1 after every tick.
+ *
  * Mode and maintenance. Disarm (network maintenance) is a versioned register spread by the
  * beats: a disarmed member grants and claims nothing, and stops fencing only once it knows a
  * majority is disarmed at its version (then no claim can be granted). Re-arm takes a higher
