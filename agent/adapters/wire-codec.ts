@@ -359,7 +359,7 @@ function encBody (b: Body): [string, Pb] {
         ...(b.fenced ? { fenced: true } : {}),
         confirmed: b.confirmed.map((c, i) => ({ host: encHost(c.host, `body.confirmed[${i}].host`), life: encU64(c.life, `body.confirmed[${i}].life`) }))
       }]
-    case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3, ...(b.resumes !== undefined ? { resumes: encHaClaim(b.resumes, 'body.resumes') } : {}) }]
+    case 'haClaim': return ['haClaim', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), phase: b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3, ...(b.resumes !== undefined ? { resumes: encHaClaim(b.resumes, 'body.resumes') } : {}), ...(b.homeSettled === true ? { homeSettled: true } : {}) }]
     case 'haGrant': return ['haGrant', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim') }]
     case 'haRefuse':
       return ['haRefuse', { vm: encStr(b.vm, 'body.vm', true), claim: encHaClaim(b.claim, 'body.claim'), ...(b.standing !== null ? { standing: encHaClaim(b.standing, 'body.standing') } : {}), released: b.released }]
@@ -689,7 +689,7 @@ class Decoder {
         const phase = this.u32(v['phase'], 'body.phase')
         if (phase !== 1 && phase !== 2 && phase !== 3) throw new Reject(phase === 0 ? 'missing_field' : 'absurd_value', `body.phase: ${phase}`)
         const resumes = isObj(v['resumes']) ? { resumes: this.haClaim(v['resumes'], 'body.resumes') } : {}
-        return { type: 'haClaim', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : phase === 2 ? 'held' : 'handover', ...resumes }
+        return { type: 'haClaim', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim'), phase: phase === 1 ? 'request' : phase === 2 ? 'held' : 'handover', ...resumes, ...(v['homeSettled'] === true ? { homeSettled: true as const } : {}) }
       }
       case 'haGrant': return { type: 'haGrant', vm: this.str(v['vm'], 'body.vm', true), claim: this.haClaim(v['claim'], 'body.claim') }
       case 'haRefuse': return {

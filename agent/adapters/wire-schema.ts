@@ -1032,6 +1032,11 @@ const schema = {
                     "resumes": {
                       "type": "HaClaimRef",
                       "id": 4
+                    },
+                    "homeSettled": {
+                      "type": "bool",
+                      "id": 5,
+                      "protoName": "home_settled"
                     }
                   }
                 },

@@ -133,7 +133,7 @@ function bodyBytes (b: Body): number {
     case 'vipMoveRequested': return strField(b.vip) + hostField(b.to)
     case 'haBeat': return haBeatBytes(b)
     case 'cfg': return configBytes(b)
-    case 'haClaim': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3) + (b.resumes !== undefined ? lenField(haClaimBytes(b.resumes)) : 0)
+    case 'haClaim': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + uintField(b.phase === 'request' ? 1 : b.phase === 'held' ? 2 : 3) + (b.resumes !== undefined ? lenField(haClaimBytes(b.resumes)) : 0) + (b.homeSettled === true ? 2 : 0)
     case 'haGrant': case 'haQuery': return strField(b.vm) + lenField(haClaimBytes(b.claim))
     case 'haRefuse': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + (b.standing !== null ? lenField(haClaimBytes(b.standing)) : 0) + (b.released ? 2 : 0)
     case 'haRelease': return strField(b.vm) + lenField(haClaimBytes(b.claim)) + (b.granted ? 2 : 0)

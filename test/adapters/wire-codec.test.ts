@@ -59,6 +59,7 @@ const ALL_BODIES: Body[] = [
   { type: 'haClaim', vm: 'g1', claim: { epoch: 0, host: KEY_B, attempts: 0 }, phase: 'request' },
   { type: 'haClaim', vm: 'g1', claim: { epoch: 2 ** 40, host: 'h2', attempts: 2 }, phase: 'held' },
   { type: 'haClaim', vm: 'g1', claim: { epoch: 3, host: KEY_B, attempts: 0 }, phase: 'request', resumes: { epoch: 1, host: KEY_B, attempts: 0 } },
+  { type: 'haClaim', vm: 'g1', claim: { epoch: 7 * 2 ** 32 + 1, host: KEY_B, attempts: 0 }, phase: 'request', homeSettled: true },
   { type: 'haGrant', vm: 'g1', claim: { epoch: 5, host: KEY_A, attempts: 1 } },
   { type: 'haRefuse', vm: 'g1', claim: { epoch: 5, host: KEY_A, attempts: 0 }, standing: { epoch: 6, host: KEY_B, attempts: 0 }, released: true },
   { type: 'haRefuse', vm: 'g1', claim: { epoch: 1, host: KEY_A, attempts: 3 }, standing: null, released: false },

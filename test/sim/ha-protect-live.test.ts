@@ -158,3 +158,46 @@ t.test('the home is cut off while the protection is agreed: p is never restarted
   }
   t.equal(bad, 0, 'never restarted beside a home that did not know it protects p')
 })
+
+t.test('members added just before and during the home\'s cut restart p once: the word of those that heard the home travels', async t => {
+  // host C joins a few ticks before the home H is cut off (it hears H's beats, perhaps not yet its
+  // claim on p), D joins during the cut and never hears H. Of five members three must grant:
+  // A and B heard H speak of p, C and D only through them.
+  let bad = 0
+  for (let seed = 1; seed <= 12; seed++) {
+    const ids = [...new SimCluster({ seed, hosts: 5, hexIds: true }).ids]
+    const [H, A, B, C, D] = ids as [HostId, HostId, HostId, HostId, HostId]
+    const hv = new SimHypervisor({ seed: seed * 7 + 3, copyTicks: 4 })
+    hv.addVm(H, P, 1024)
+    const sim = new SimCluster({
+      seed, hosts: 5, hypervisor: hv, sampleIntervalTicks: 2,
+      migration: { ...simMigrationConfig(), autoBalance: false },
+      capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 16384, netMbps: 10000 },
+      network: { delayTicksMin: 1, delayTicksMax: 1 + (seed % 3) },
+      clusterConfig: { members: [H, A, B] },
+      ha: { vms: [] }
+    })
+    const starts: HostId[] = []
+    sim.onReady((host, rd) => { for (const c of rd.ha) if (c.kind === 'haStart' && c.vm === P) starts.push(host) })
+    const checkers = new SafetyCheckers(sim, { capMemMiB: 16384 })
+    sim.run(40)
+    const req = protect(sim, hv, A)
+    sim.run(30)
+    t.equal(sim.core(A)!.configOutcome(req!)?.status, 'committed', `seed ${seed}: the protection is agreed`)
+    const members = (h: HostId): number => sim.core(h)?.clusterConfig()?.latest.members.length ?? 0
+    const add = (from: HostId, h: HostId): string | null => sim.configChange(from, d => ({ ...d, members: [...d.members, sim.docMember(h)] }), `add ${h.slice(0, 8)}`)
+    t.ok(add(B, C) !== null, `seed ${seed}: C asked in`)
+    for (let k = 0; k < 200 && !(members(C) === 4 && members(H) === 4); k++) sim.run(1)
+    t.ok(members(C) === 4 && members(H) === 4, `seed ${seed}: C and H act on four members`)
+    sim.run(2 + (seed % 6))
+    sim.partition([[H], [A, B, C, D]])
+    t.ok(add(A, D) !== null, `seed ${seed}: D asked in during the cut`)
+    sim.run(400)
+    t.equal(members(D), 5, `seed ${seed}: D is a member`)
+    const where = hv.running().get(P) ?? []
+    // H fenced its copy (the simulated hypervisor stops it); one of the others restarted p once.
+    if (where.length !== 1 || where[0] === H || starts.length !== 1) { bad++; t.fail(`seed ${seed}: p runs on ${where.map(h => h.slice(0, 8)).join(',') || 'no host'} after ${starts.length} start(s)`) }
+    t.ok(checkers.ticksChecked >= 470, `seed ${seed}: safety checked after every tick (${checkers.ticksChecked})`)
+  }
+  t.equal(bad, 0, 'restarted once by a majority that includes members who never heard the home')
+})

@@ -794,6 +794,12 @@ export class HaManager {
     if (v === undefined) return
     // The home speaks of this protection: it applied the version that protected the VM.
     if (!v.homeHeard && from === v.spec.home && this.sameGeneration(v, m.claim)) { v.homeHeard = true; v.dirty = true }
+    // A member that knows it says so (the evidence travels: a member added after the home was cut off never hears it).
+    if (!v.homeHeard && m.type === 'haClaim' && m.homeSettled === true && m.phase !== 'handover' && this.sameGeneration(v, m.claim)) {
+      v.homeHeard = true
+      v.dirty = true
+      this.event('ha-vms', `vm ${v.spec.id}: ${from.slice(0, 8)} knows its home ${v.spec.home.slice(0, 8)} applied the protection`)
+    }
     switch (m.type) {
       case 'haClaim':
         if (m.phase === 'handover') { if (m.claim.host !== from) this.onHandoverRequest(v, from, m.claim); return }
@@ -941,7 +947,7 @@ export class HaManager {
     if (c.epoch > v.ownEpochMax) { v.ownEpochMax = c.epoch; v.dirty = true }
     const own = v.own
     if (own !== null && (v.role === 'running' || v.role === 'starting') && compareHaClaims(own, c) >= 0) {
-      if (v.role === 'running') this.send([from], { type: 'haClaim', vm: v.spec.id, claim: { ...own }, phase: 'held' })
+      if (v.role === 'running') this.send([from], { type: 'haClaim', vm: v.spec.id, claim: { ...own }, phase: 'held', ...this.settledFlag(v) })
       return
     }
     // An incoming copy (a migration's target) holds its handover claim until the migration ends.
@@ -1493,13 +1499,22 @@ export class HaManager {
     assert(v.own !== null, 'ha: request without a claim')
     v.lastSend = this.now
     const to = this.others().filter(h => !v.grants.has(h))
-    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'request', ...(v.resume && v.pausedClaim !== null ? { resumes: { ...v.pausedClaim } } : {}) })
+    if (to.length > 0) this.send(to, { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'request', ...(v.resume && v.pausedClaim !== null ? { resumes: { ...v.pausedClaim } } : {}), ...this.settledFlag(v) })
+  }
+
+  /**
+   * homeSettled for this VM's claims, when this member heard the home (itself or from a member)
+   * and the protection was made live (the files' need none). An operator's confirmation is not
+   * passed on this way: it is spread by the beats, and holds only for the home's life it names.
+   */
+  private settledFlag (v: Vm): { homeSettled?: true } {
+    return v.base !== 0 && v.homeHeard ? { homeSettled: true } : {}
   }
 
   private sendHeld (v: Vm): void {
     assert(v.own !== null, 'ha: held without a claim')
     v.lastHeld = this.now
-    this.send(this.others(), { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'held' })
+    this.send(this.others(), { type: 'haClaim', vm: v.spec.id, claim: { ...v.own }, phase: 'held', ...this.settledFlag(v) })
   }
 
   private send (to: HostId[], message: HaMessage): void { if (to.length > 0) this.out.push({ type: 'send', to, message }) }

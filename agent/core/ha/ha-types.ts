@@ -40,6 +40,11 @@ export type HaMessage =
      * its disk, and the paused memory is then older than the disk).
      */
     resumes?: HaClaim
+    /**
+     * The sender knows that the home of this claim's protection applied it (heard the home
+     * speak of it, or was told so by a member): index.ts, live protection a. Absent: not known (or an older peer). Sent on requests and 'held' claims.
+     */
+    homeSettled?: true
   }
   | { type: 'haGrant', vm: VmId, claim: HaClaim }
   /** A request we will not grant, with the claim that stands in its way. */

@@ -136,8 +136,13 @@
  *      member that has not heard the home speak of this generation (an HA frame about v with a
  *      claim of generation s, which it sends only after applying s: 'held' when it runs v, the
  *      release after destroying it) or had an operator confirm it down (homeHeard, durable;
- *      homeSettled). Then, when a takeover is granted, the home applied s before, and steps 1-5
- *      apply to its copy from then on.
+ *      homeSettled). The evidence travels: a member that holds it says so in its requests and
+ *      'held' claims of generation s (homeSettled on the wire), and a member that receives that
+ *      from a member adopts it (members are authenticated and run this code). So a member
+ *      added after the home was cut off, which can never hear the home itself, still grants
+ *      the takeover a member that heard the home asks for. Then, when a takeover is granted,
+ *      someone heard the home speak of s before, so the home applied s, and steps 1-5 apply to
+ *      its copy from then on.
  *   b. Generations do not mix: a claim of generation s' < s ranks below s's first claim, so no
  *      stale claim or grant of an earlier protection outranks or confuses the new one; its
  *      requests are refused. A 'held' of an earlier generation (its owner runs v, not having

@@ -17,6 +17,8 @@ interface Net {
   stops: Array<{ host: string, vm: string, reason: string, tick: number }>
   /** Host ids whose frames are dropped (silent, both ways), and hosts whose agent is gone. */
   silent: Set<string>
+  /** Frames lost on the way (beside the silent hosts'). */
+  drop: (from: string, to: string, message: HaMessage) => boolean
   /** Configuration version each host acts on (versionOf). */
   version: Map<string, number>
   tick: number
@@ -26,7 +28,7 @@ interface Net {
 
 function net (o: { vms?: HaVmSpec[], members?: Array<{ id: string, tieBreaker?: boolean }>, running?: Record<string, string[]> } = {}): Net {
   const members = (o.members ?? IDS.map(id => ({ id } as { id: string, tieBreaker?: boolean }))).map(x => ({ id: x.id, cpuMips: 8000, memMiB: 16384, ...(x.tieBreaker === true ? { tieBreaker: true } : {}) }))
-  const n: Net = { m: new Map(), runs: new Map(), starts: [], stops: [], silent: new Set(), version: new Map(members.map(x => [x.id, 1])), tick: 0, twice: [], run: () => {} }
+  const n: Net = { m: new Map(), runs: new Map(), starts: [], stops: [], silent: new Set(), drop: () => false, version: new Map(members.map(x => [x.id, 1])), tick: 0, twice: [], run: () => {} }
   for (const [host, vms] of Object.entries(o.running ?? {})) for (const v of vms) { if (!n.runs.has(v)) n.runs.set(v, new Set()); n.runs.get(v)!.add(host) }
   for (const x of members) {
     const h = new HaManager({
@@ -44,7 +46,7 @@ function net (o: { vms?: HaVmSpec[], members?: Array<{ id: string, tieBreaker?: 
       n.tick++
       const next: typeof inflight = []
       const states = [...n.m.keys()].map(id => ({ id, state: n.silent.has(id) ? 'dead' as const : 'alive' as const }))
-      for (const f of inflight) if (!n.silent.has(f.to) && !n.silent.has(f.from)) n.m.get(f.to)!.step({ type: 'haMessage', from: f.from, message: f.message })
+      for (const f of inflight) if (!n.silent.has(f.to) && !n.silent.has(f.from) && !n.drop(f.from, f.to, f.message)) n.m.get(f.to)!.step({ type: 'haMessage', from: f.from, message: f.message })
       inflight = []
       for (const [id, h] of n.m) {
         if (n.silent.has(id)) continue
@@ -129,6 +131,41 @@ t.test('a home that never applied the protection is never taken over (it may run
   n.m.get('a')!.step({ type: 'haOperatorConfirmDown', host: 'b' })
   n.run(100)
   t.equal(n.starts.length, 1, 'after confirm-down, one restart')
+  t.same(n.twice, [])
+  t.end()
+})
+
+t.test('members that never heard the home speak of the protection grant its takeover on the word of one that did', t => {
+  // Five members; b's claims on p never reach d and e (as members that joined just before b
+  // was cut off: they heard its beats, not yet its 'held'). Only a and c heard b speak of p, and
+  // two grants of five would not do: they must pass it on.
+  const n = net({ members: ['a', 'b', 'c', 'd', 'e'].map(id => ({ id })), running: { b: ['p'] } })
+  n.drop = (from, to, m) => from === 'b' && (to === 'd' || to === 'e') && m.type !== 'haBeat'
+  n.run(20)
+  apply(n, [spec('p', 'b', 6)], 6)
+  n.run(40)
+  t.equal(n.m.get('b')!.roleOf('p'), 'running', 'b runs p protected')
+  n.silent.add('b')
+  n.runs.get('p')!.delete('b')
+  const died = n.tick
+  n.run(250)
+  t.equal(n.starts.length, 1, `one restart (${JSON.stringify(n.starts)})`)
+  t.ok(n.starts.length > 0 && n.starts[0]!.tick - died >= cfg.fenceDelayTicks, 'not before the fence delay')
+  t.ok(n.starts.length > 0 && n.starts[0]!.epoch > 6 * HA_EPOCH_SPAN, 'under a claim of the protection\'s generation')
+  t.same(n.twice, [])
+  t.end()
+})
+
+t.test('the word is not passed on for a home no one heard: no restart', t => {
+  const n = net({ members: ['a', 'b', 'c', 'd', 'e'].map(id => ({ id })), running: { b: ['p'] } })
+  n.drop = (from, _to, m) => from === 'b' && m.type !== 'haBeat'
+  n.run(20)
+  apply(n, [spec('p', 'b', 6)], 6)
+  n.run(40)
+  n.silent.add('b')
+  n.runs.get('p')!.delete('b')
+  n.run(250)
+  t.same(n.starts, [], 'b may not have applied the protection: never taken over')
   t.same(n.twice, [])
   t.end()
 })
