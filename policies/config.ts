@@ -32,8 +32,10 @@ export { ConfigError }
  * Measured against CloudSim 3.0.3 with host RAM enforced (LR-MMT-1.2; REFERENCE.md section 7) on
  * the five March days, seeds 1-3 (`starling sim --day all --mode decentral --compare --seed 1-3`,
  * the agents' 2 outgoing slots, consolidations reserved whole and copied 2 at a time):
- * energy 0.963-1.017x, migrations 0.937-1.005x, ESV 0.63-1.41x its best policy's, energy
- * 1.168-1.195x the RAM-respecting lower bound. The evacuation-cost ranking and 6 moves per
+ * energy 0.950-0.986x, migrations 0.810-0.868x, ESV 0.48-1.25x its best policy's (above 1 on
+ * 20110322 only), energy 1.148-1.168x the RAM-respecting lower bound (placement with the memory
+ * best fit and 10 W spread of policies/plan.ts; before it 0.963-1.017x, 0.937-1.005x, 0.63-1.41x
+ * and 1.168-1.195x). The evacuation-cost ranking and 6 moves per
  * decision were chosen on 20110303 and 20110306 (seed 1) and checked on the other three days
  * (seed 1): against the CPU-load ranking with 4 moves, energy 0.9-2.4 % lower on four days (0.3 %
  * higher on 20110303), ESV 3-12 % lower on three (3 % higher on 20110306, 8 % on 20110322),
