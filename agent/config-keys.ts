@@ -77,7 +77,7 @@ const overload = byKind('kind', {
 })
 const underload = byKind('kind', {
   none: { kind: V },
-  threshold: { kind: V, threshold: V, forecast, quantile: V },
+  threshold: { kind: V, threshold: V, forecast, quantile: V, memFull: V },
   lowest: { kind: V }
 })
 const selection: KeysOf<SelectionParams> = { kind: V, seed: V }

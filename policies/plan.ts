@@ -248,6 +248,10 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   if (mine.vms.some(v => v.migrating || !vmCooledDown(st.lastMoved.get(v.id), view.tick, cfg.guards))) return []
   if (mine.vms.length > cfg.maxMovesPerDecision) return []
   const myUtil = mine.demand / me.cpuMips
+  // A host whose memory is (nearly) full is packed as well as memory allows: its VMs would need
+  // as much memory elsewhere, so emptying it mostly moves gaps around (underload.memFull).
+  const memFull = cfg.underload.kind === 'threshold' ? cfg.underload.memFull : undefined
+  if (memFull !== undefined && mine.mem > memFull * hostMemAdmitMiB(me)) return []
   const q = cfg.underload.kind === 'threshold' ? cfg.underload.quantile : undefined
   if (q !== undefined && q < 1) {
     // only the hosts of the view that are cheapest to empty do so: the degradation a copy causes

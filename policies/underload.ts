@@ -21,6 +21,12 @@ export type UnderloadParams =
      * empty themselves (0.5: the cheaper half). @default 1
      */
     quantile?: number
+    /**
+     * A host whose VMs (and reservations) fill more than this fraction of its memory does not
+     * empty itself, however low its CPU: memory binds, and its VMs would need as much elsewhere.
+     * @default 1 (no limit)
+     */
+    memFull?: number
   }
   | { kind: 'lowest' }
 

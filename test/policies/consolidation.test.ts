@@ -68,3 +68,17 @@ t.test('with a quantile, only the less loaded hosts of the view empty themselves
   t.ok(planHost(view, 'c', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length === 1, 'without the quantile it does')
   t.end()
 })
+
+t.test('a host whose memory is nearly full does not empty itself (underload.memFull)', t => {
+  // the source runs at 6 % CPU but its 2 x 1740 + 613 MiB fill 4093 of 4096 MiB: as packed as memory allows
+  const full = g5('full', [vm('f1', 'full', 100, 1740), vm('f2', 'full', 100, 1740), vm('f3', 'full', 100, 613)])
+  const roomy = g5('roomy', [vm('r1', 'roomy', 100, 870)])
+  const targets = [g5('t1', [vm('x1', 't1', 2000, 613)]), g5('t2', [vm('x2', 't2', 2000, 613)]), g5('t3', [vm('x3', 't3', 2000, 613)])]
+  const view: ClusterView = { hosts: [full, roomy, ...targets], rules: NO_RULES, tick: 1 }
+  const noQ: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, memFull: 0.9 } }
+  t.equal(cfg.underload.kind === 'threshold' ? cfg.underload.memFull : undefined, 0.9, 'the default leaves hosts above 90 % of their memory alone')
+  t.same(planHost(view, 'full', noQ, held), [], 'the full host stays as it is')
+  t.equal(planHost(view, 'roomy', noQ, held).length, 1, 'a host with memory to spare empties itself')
+  t.equal(planHost(view, 'full', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length, 3, 'without memFull the full host would empty itself')
+  t.end()
+})
