@@ -55,7 +55,7 @@ const qemuVm: KeysOf<QemuConfig['vms'][number]> = { id: V, vcpus: V, memMiB: V, 
 const qemu: KeysOf<QemuConfig> = { runDir: V, accel: V, migrationListen: V, binary: V, imageDir: V, sharedStorage: V, imgBinary: V, vms: listOf(qemuVm) }
 
 const libvirt: KeysOf<LibvirtConfig> = {
-  uri: V, peerUri: V, peerUris: mapOf(V), migrationListen: V, domainType: V, serialDir: V, persistent: V, imageDir: V, sharedStorage: V
+  uri: V, peerUri: V, peerUris: mapOf(V), migrationListen: V, domainType: V, serialDir: V, persistent: V, imageDir: V, sharedStorage: V, emulator: V
 }
 
 const sampler: KeysOf<AgentConfig['sampler']> = {

@@ -90,6 +90,8 @@ export interface LibvirtConfig {
   serialDir?: string
   /** Domains are persistent: migrate with --persistent --undefinesource. @default false */
   persistent: boolean
+  /** QEMU binary libvirt runs for the agent's domains (<emulator>; the same path on every host). @default libvirt's choice */
+  emulator?: string
   /**
    * Where a migration with storage creates an incoming VM's disk images:
    * `<imageDir>/<vm>/<file name>`. Unset: at the same path as on the source host.
@@ -482,6 +484,11 @@ function validateLibvirt (l: Obj, self: string, memberNames: string[], listenHos
     const dir = str(l, 'serialDir', 'driver.libvirt')
     if (!dir.startsWith('/')) fail('driver.libvirt.serialDir', `must be an absolute path (got ${JSON.stringify(dir)})`)
     out.serialDir = dir
+  }
+  if (l.emulator !== undefined) {
+    const bin = str(l, 'emulator', 'driver.libvirt')
+    if (!bin.startsWith('/')) fail('driver.libvirt.emulator', `must be an absolute path (got ${JSON.stringify(bin)})`)
+    out.emulator = bin
   }
   return out
 }

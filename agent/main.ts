@@ -172,7 +172,8 @@ async function startLibvirt (config: AgentConfig, logger: Logger): Promise<Libvi
     stateDir: path.join(config.node.stateDir, 'libvirt'),
     ...(l.imageDir !== undefined ? { imageDir: l.imageDir } : {}),
     ...(config.sampler.kind === 'driver' ? { hostCpuCores: config.sampler.capacity.cpuCores } : {}),
-    ...(l.serialDir !== undefined ? { serialDir: l.serialDir } : {})
+    ...(l.serialDir !== undefined ? { serialDir: l.serialDir } : {}),
+    ...(l.emulator !== undefined ? { emulator: l.emulator } : {})
   }, { logger })
   const vms = await driver.list(AbortSignal.timeout(60_000))
   logger.forComponent('agent:main').info(`libvirt at ${l.uri}: ${vms.length} domain(s) (${vms.map(v => `${v.id} ${v.state}`).join(', ')}); migrations arrive at ${l.peerUri}`)

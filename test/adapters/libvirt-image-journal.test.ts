@@ -23,7 +23,7 @@ import path from 'node:path'
 import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 import { until } from '../lib/wait.js'
 
 const MiB = 1048576
@@ -45,7 +45,7 @@ if (why !== null) {
     const A = bed.daemons[0]!
     const imageDir = path.join(A.dir, 'images')
     const stateDir = path.join(A.dir, 'state')
-    const driver = (): LibvirtDriver => new LibvirtDriver({ uri: A.uri, imageDir, stateDir, domainType: 'qemu', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+    const driver = (): LibvirtDriver => new LibvirtDriver({ uri: A.uri, imageDir, stateDir, domainType: 'qemu', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
     const spec = (id: string): VmSpec => ({ id, vcpus: 1, memMiB: 64, extra: { disks: [{ file: `/srv/src/${id}.qcow2`, format: 'qcow2', sizeBytes: 64 * MiB }] } })
     const image = (id: string): string => path.join(imageDir, id, `${id}.qcow2`)
     const journal = (kind: string, id: string): string => path.join(stateDir, `${kind}-images`, `${id}.json`)

@@ -20,7 +20,7 @@ import path from 'node:path'
 import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import type { VmSpec } from '../../agent/ports/hypervisor-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 
 const MiB = 1048576
 const why = libvirtUnavailable()
@@ -41,7 +41,7 @@ if (why !== null) {
       fs.mkdirSync(imageDir, { recursive: true })
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100m', 'tmpfs', imageDir])
       mounted = imageDir
-      const drv = new LibvirtDriver({ uri: A.uri, imageDir, domainType: 'qemu', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+      const drv = new LibvirtDriver({ uri: A.uri, imageDir, domainType: 'qemu', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
       const spec = (id: string, mib: number): VmSpec => ({ id, vcpus: 1, memMiB: 64, extra: { disks: [{ file: `/srv/src/${id}.qcow2`, format: 'qcow2', sizeBytes: mib * MiB }] } })
       const prepare = async (s: VmSpec): Promise<{ uri: string, nbd?: string }> => await drv.prepareIncoming(s, '127.0.0.1:0', { storage: true })
 

@@ -25,7 +25,7 @@ import path from 'node:path'
 import { LibvirtDriver, parseMigrationTarget } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams, MigrationProgress } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { sleep, until } from '../lib/wait.js'
 
@@ -46,7 +46,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   let bed: LibvirtBed
   try { bed = await startLibvirtDaemons(['a', 'b']) } catch (err) { t.fail(`libvirt daemons do not start: ${(err as Error).message}`); return }
   const [A, B] = bed.daemons as [typeof bed.daemons[0], typeof bed.daemons[0]]
-  const mk = (d: typeof A): LibvirtDriver => new LibvirtDriver({ uri: d.uri, peerUri: d.uri, serialDir: d.serialDir, imageDir: path.join(d.dir, 'images'), domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+  const mk = (d: typeof A): LibvirtDriver => new LibvirtDriver({ uri: d.uri, peerUri: d.uri, serialDir: d.serialDir, imageDir: path.join(d.dir, 'images'), domainType: 'auto', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
   const a = mk(A)
   const b = mk(B)
   t.teardown(async () => { await bed.stop() })

@@ -25,7 +25,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { QemuDriver } from '../../agent/adapters/qemu-driver.js'
+import { QemuDriver, TCG_RAM_PAD_KIB } from '../../agent/adapters/qemu-driver.js'
 import type { MigrationParams, MigrationProgress } from '../../agent/ports/migrating-driver.js'
 import { defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence } from '../../agent/core/migration/convergence.js'
 import { silentLogger } from '../../agent/lib/logger.js'
@@ -198,6 +198,11 @@ async function run (guestDir: string): Promise<void> {
     const { uri } = await dst.prepareIncoming(spec('idle', 32, 0), '127.0.0.1:0')
     tt.match(uri, /^tcp:127\.0\.0\.1:\d+$/)
     tt.equal((await dst.list())[0]?.state, 'migrating', 'target waits as migrating')
+    // Under TCG both ends pad the RAM off a multiple of 256 KiB (TCG_RAM_PAD_KIB: QEMU < 9.0 loses writes otherwise).
+    const mem = (pid: number | undefined): string => { const a = pid === undefined ? [] : fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'); return a[a.indexOf('-m') + 1] ?? '?' }
+    const kib = spec('idle', 32, 0).memMiB * 1024
+    const want = src.accel === 'tcg' ? `${kib + TCG_RAM_PAD_KIB}K` : `${kib}K`
+    tt.same([mem(src.pid('idle')), mem(dst.pid('idle'))], [want, want], `-m on both ends (${src.accel})`)
     await src.migrate('idle', uri, precopy)
     const p = await waitDone(src, 'idle', 60_000)
     tt.equal(p.status, 'completed', `migration completed ${p.errorDesc ?? ''}`)

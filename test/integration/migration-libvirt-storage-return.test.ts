@@ -29,7 +29,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { SerialMonitor } from '../../bench/lib/serial-monitor.js'
@@ -99,7 +99,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
     const d = daemonOf.get(h.name)!
     fs.mkdirSync(imageDirOf.get(h.name)!, { recursive: true })
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
-    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', serialDir: d.serialDir, imageDir: imageDirOf.get(h.name) } }
+    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', emulator: TCG_PAD_EMULATOR, serialDir: d.serialDir, imageDir: imageDirOf.get(h.name) } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
     // A long lease: under load libvirt takes seconds to start the job, and this case is about the disk.
     cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * MiB, bandwidthBytesPerS: 128 * MiB, leaseTicks: 300, prepareTimeoutTicks: 300, intentTimeoutTicks: 50, resendTicks: 10 }
@@ -124,7 +124,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   fs.mkdirSync(path.dirname(img1), { recursive: true })
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', img1, String(64 * MiB)])
   execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0xa5 40M 8M', img1])
-  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
   await creator.start({
     id: 'g1',
     vcpus: 1,

@@ -30,7 +30,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { LibvirtDriver } from '../../agent/adapters/libvirt-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { SerialMonitor } from '../../bench/lib/serial-monitor.js'
@@ -85,7 +85,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   for (const h of c.hosts) {
     const d = daemonOf.get(h.name)!
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
-    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', serialDir: d.serialDir, imageDir: path.join(d.dir, 'images') } }
+    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', emulator: TCG_PAD_EMULATOR, serialDir: d.serialDir, imageDir: path.join(d.dir, 'images') } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
     // The default lease (100 ticks): this case is about the disk, not a lease cut short under load.
     cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * MiB, bandwidthBytesPerS: 128 * MiB, leaseTicks: 100, prepareTimeoutTicks: 150, intentTimeoutTicks: 50, resendTicks: 10 }
@@ -108,7 +108,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   fs.mkdirSync(path.dirname(srcImage), { recursive: true })
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', srcImage, String(64 * MiB)])
   execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -q -P 0xa5 40M 8M', srcImage])
-  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
   await creator.start({
     id: 'g1',
     vcpus: 1,

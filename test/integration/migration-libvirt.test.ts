@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url'
 import { LibvirtDriver, parseJobInfo, type JobInfo } from '../../agent/adapters/libvirt-driver.js'
 import { agentSpawnArgs } from '../../agent/cli/agent-node-args.js'
 import { silentLogger } from '../../agent/lib/logger.js'
-import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon } from '../libvirt/daemons.js'
+import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
 import { aliveCount, compiledCli, LocalCluster } from './cluster-harness.js'
 import { buildTestGuest, guestKernel } from '../guest/guest.js'
 import { sleep, until as waitUntil } from '../lib/wait.js'
@@ -151,7 +151,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   for (const h of c.hosts) {
     const d = daemonOf.get(h.name)!
     const cfg = JSON.parse(fs.readFileSync(h.configFile, 'utf8')) as Record<string, any>
-    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', serialDir: d.serialDir } }
+    cfg.driver = { kind: 'libvirt', libvirt: { uri: d.uri, peerUri: d.uri, migrationListen: '127.0.0.1', domainType: 'auto', emulator: TCG_PAD_EMULATOR, serialDir: d.serialDir } }
     cfg.sampler = { kind: 'driver', intervalMs: 500, capacity: { cpuCores: 16, cpuMipsPerCore: 1000, memMiB: 8192, netMbps: 10000 } }
     cfg.migration = { autoBalance: false, maxBandwidthBytes: 128 * 1048576, bandwidthBytesPerS: 128 * 1048576, leaseTicks: 60, prepareTimeoutTicks: 150, intentTimeoutTicks: 50, resendTicks: 10 }
     fs.writeFileSync(h.configFile, JSON.stringify(cfg, null, 2))
@@ -172,7 +172,7 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const migrations = async (name: string): Promise<Rec[]> => (await answer(name)) ?? []
 
   // libvirtd keeps the VMs: g1 exists on host1's daemon before any agent runs.
-  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', callTimeoutMs: 30_000 }, { logger: silentLogger() })
+  const creator = new LibvirtDriver({ uri: A.uri, serialDir: A.serialDir, domainType: 'auto', emulator: TCG_PAD_EMULATOR, callTimeoutMs: 30_000 }, { logger: silentLogger() })
   await creator.start({
     id: 'g1',
     vcpus: 1,

@@ -26,6 +26,13 @@ import os from 'node:os'
 import path from 'node:path'
 import { sleep } from '../lib/wait.js'
 
+/**
+ * The QEMU the tests' libvirt domains run (driver.libvirt.emulator): QEMU with the guest RAM
+ * padded by 8 KiB, since TCG live migration in QEMU before 9.0 loses guest writes when the RAM is
+ * a multiple of 256 KiB (qemu-tcg-pad says why; the QEMU driver pads by itself).
+ */
+export const TCG_PAD_EMULATOR = new URL('./qemu-tcg-pad', import.meta.url).pathname
+
 export interface LibvirtDaemon {
   name: string
   /** Private directory of this daemon (etc, run, lib, log, cache, serial). */
@@ -90,6 +97,15 @@ function virsh (uri: string, args: string[], timeoutMs = 10_000): Promise<{ ok: 
 
 function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
+}
+
+/** The command lines of the QEMU processes a daemon runs (from its pid files), arguments split. */
+export function qemuCommandLines (d: LibvirtDaemon): string[][] {
+  const out: string[][] = []
+  for (const pid of qemuPids(d.dir)) {
+    try { out.push(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(x => x !== '')) } catch { /* gone */ }
+  }
+  return out
 }
 
 /** QEMU pids from libvirt's pid files under a daemon's private /run/libvirt/qemu. */
