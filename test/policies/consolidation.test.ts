@@ -2,7 +2,9 @@
 // - memory binds: of two hosts with room, the VM goes to the one with less idle power per MiB
 //   (a G4 host, 86 W for 4 GiB, rather than a G5 host, 93.7 W), though the G5 adds less dynamic power;
 // - a VM goes only to hosts whose cores can give it its nominal size (a 2500-MIPS VM idling at
-//   300 MIPS does not go to 1860-MIPS cores);
+//   300 MIPS does not go to 1860-MIPS cores); one nominally at most 10 % larger than the cores (a
+//   2000-MIPS VM on 1860-MIPS cores) does when its recent peak stayed within 75 % of a core, and
+//   not when it came nearer, nor without a history;
 // - sources that see the same view spread over equally good targets instead of all asking one.
 import t from 'tap'
 import { seededPrng } from '../../agent/core/prng.js'
@@ -44,6 +46,20 @@ t.test('a VM goes only to cores that can give it its nominal size', t => {
   const t5 = g5('t5', [vm('y', 't5', 1500, 1740)])
   const both: ClusterView = { hosts: [src, t4, t5], rules: NO_RULES, tick: 1 }
   t.same(planHost(both, 'src', cfg, held).map(m => m.to), ['t5'], 'to the G5 host, whose cores can')
+  t.end()
+})
+
+t.test('a VM a little larger than the cores goes there only if its recent peak stayed well below them', t => {
+  const withHist = (h: number[]): VmView => ({ ...vm('xl', 'src', 300, 1740, 2000), history: h })
+  const plan = (v: VmView): string[] => {
+    const src = g5('src', [v])
+    const t4 = g4('t4', [vm('x', 't4', 800, 1740)])
+    return planHost({ hosts: [src, t4], rules: NO_RULES, tick: 1 }, 'src', cfg, held).map(m => m.to)
+  }
+  t.same(plan(withHist([0.1, 0.3, 0.6, 0.2])), ['t4'], 'peak 0.6 x 2000 = 1200 MIPS <= 0.75 x 1860: to the G4 host')
+  t.same(plan(withHist([0.1, 0.3, 0.8, 0.2])), [], 'peak 0.8 x 2000 = 1600 MIPS > 0.75 x 1860: stays')
+  t.same(plan(withHist([])), [], 'no history: judged by its nominal 2000 MIPS > 1860, stays')
+  t.same(plan({ ...withHist([0.1]), cpuDemandMips: 1500 }), [], 'asking 1500 MIPS now (more than its history shows): stays')
   t.end()
 })
 
