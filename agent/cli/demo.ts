@@ -12,7 +12,7 @@
 import { parseArgs } from 'node:util'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises'
-import { openSync, closeSync } from 'node:fs'
+import { openSync, closeSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createSocket } from 'node:dgram'
 import os from 'node:os'
@@ -29,8 +29,48 @@ import { DEMO_WATCHDOG_SEC, SCENARIOS, Watcher, prepareScenario, renderSummary, 
 
 const PATTERNS = ['sine', 'walk', 'spiky', 'constant'] as const
 
-/** A UDP+TCP port that is free on 127.0.0.1 right now (the DHT node binds UDP, the API TCP). */
+/**
+ * The kernel's ephemeral port range (net.ipv4.ip_local_port_range): ports it hands out by itself
+ * to outgoing connections and to binds of port 0.
+ */
+function ephemeralRange (): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (lo !== undefined && hi !== undefined && lo > 0 && hi >= lo) return [lo, hi]
+  } catch { /* not Linux */ }
+  return [32768, 60999]
+}
+
+/**
+ * A UDP+TCP port that is free on 127.0.0.1 right now (the DHT node binds UDP, the API TCP), drawn
+ * outside the ephemeral range: a port from inside it can be handed by the kernel to any outgoing
+ * connection (a virsh or libvirt client, a migration stream) between this check and the agent's
+ * bind, which then fails with EADDRINUSE (seen in a clean-clone run).
+ */
 export async function freePort (): Promise<number> {
+  const [lo, hi] = ephemeralRange()
+  const ranges = ([[10000, lo - 1], [hi + 1, 65535]] as Array<[number, number]>).filter(([a, b]) => b - a >= 1000)
+  const span = ranges.reduce((n, [a, b]) => n + b - a + 1, 0)
+  const free = async (port: number): Promise<boolean> => {
+    const tcp = await new Promise<boolean>(resolve => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+    })
+    if (!tcp) return false
+    return await new Promise<boolean>(resolve => {
+      const u = createSocket('udp4')
+      u.once('error', () => resolve(false))
+      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)))
+    })
+  }
+  for (let attempt = 0; attempt < 200 && span > 0; attempt++) {
+    let k = Math.floor(Math.random() * span)
+    let port = 0
+    for (const [a, b] of ranges) { if (k <= b - a) { port = a + k; break } k -= b - a + 1 }
+    if (port > 0 && await free(port)) return port
+  }
+  // No room outside the ephemeral range: let the kernel choose.
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = await new Promise<number>((resolve, reject) => {
       const s = createServer()
@@ -40,12 +80,7 @@ export async function freePort (): Promise<number> {
         s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0))
       })
     })
-    const udpFree = await new Promise<boolean>(resolve => {
-      const u = createSocket('udp4')
-      u.once('error', () => resolve(false))
-      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)))
-    })
-    if (udpFree && port > 0) return port
+    if (port > 0 && await free(port)) return port
   }
   throw new Error('no free port found on 127.0.0.1')
 }

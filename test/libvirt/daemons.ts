@@ -25,6 +25,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { sleep } from '../lib/wait.js'
+import { freePort } from '../../agent/cli/demo.js'
 
 /**
  * The QEMU the tests' libvirt domains run (driver.libvirt.emulator): QEMU with the guest RAM
@@ -73,18 +74,6 @@ export function libvirtUnavailable (): string | null {
   const missing = ['libvirtd', 'virsh', 'unshare', 'mount', 'setpriv', 'qemu-system-x86_64'].filter(c => !which(c))
   if (missing.length > 0) return `missing ${missing.join(', ')} (Debian packages libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 util-linux)`
   return null
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      const port = typeof a === 'object' && a !== null ? a.port : 0
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 function virsh (uri: string, args: string[], timeoutMs = 10_000): Promise<{ ok: boolean, out: string, err: string }> {
