@@ -792,13 +792,14 @@ export class HaManager {
     this.leases.onFrame(from, this.now)
     const v = this.vms.get(m.vm)
     if (v === undefined) return
-    // The home speaks of this protection: it applied the version that protected the VM.
-    if (!v.homeHeard && from === v.spec.home && this.sameGeneration(v, m.claim)) { v.homeHeard = true; v.dirty = true }
-    // A member that knows it says so (the evidence travels: a member added after the home was cut off never hears it).
-    if (!v.homeHeard && m.type === 'haClaim' && m.homeSettled === true && m.phase !== 'handover' && this.sameGeneration(v, m.claim)) {
+    // The home speaks of this protection (it applied the version that protected the VM), or a
+    // member that knows it says so (the evidence travels: a member added after the home was cut
+    // off never hears it).
+    const told = m.type === 'haClaim' && m.homeSettled === true && m.phase !== 'handover'
+    if (!v.homeHeard && (from === v.spec.home || told) && this.sameGeneration(v, m.claim)) {
       v.homeHeard = true
       v.dirty = true
-      this.event('ha-vms', `vm ${v.spec.id}: ${from.slice(0, 8)} knows its home ${v.spec.home.slice(0, 8)} applied the protection`)
+      if (from !== v.spec.home) this.event('ha-vms', `vm ${v.spec.id}: ${from.slice(0, 8)} knows its home ${v.spec.home.slice(0, 8)} applied the protection`)
     }
     switch (m.type) {
       case 'haClaim':
