@@ -715,15 +715,47 @@ interface OutgoingJob {
   cap: { max: number, action: 'none' | 'completing' | 'cancelled', reason: string } | null
   /** The disks go too (--copy-storage-all). */
   storage: boolean
+  /** How they are copied: 'write-blocking' when libvirt was asked for synchronous writes. */
+  copyMode: DiskCopyMode
   /** The last job statistics seen of a migration with storage (disk_* figures). */
   lastDisk?: Record<string, string>
 }
 
 /** The disk side of a libvirt migration with storage, from its job statistics (disk_total...). */
-function diskProgress (f: Record<string, string> | null | undefined, ready: boolean): NonNullable<MigrationProgress['disk']> {
+function diskProgress (f: Record<string, string> | null | undefined, ready: boolean, copyMode: DiskCopyMode): NonNullable<MigrationProgress['disk']> {
   const total = fnum(f?.disk_total)
   const done = fnum(f?.disk_processed)
-  return { jobs: 0, ready: ready || (total > 0 && done >= total), totalBytes: total, doneBytes: done, sentBytes: done, copyMode: 'background', error: null }
+  return { jobs: 0, ready: ready || (total > 0 && done >= total), totalBytes: total, doneBytes: done, sentBytes: done, copyMode, error: null }
+}
+
+/**
+ * The storage flags of `virsh migrate` for a move with disks: --copy-storage-inc when only the
+ * overlays go (the target holds their base), --copy-storage-all otherwise; and, for a
+ * write-blocking copy, --copy-storage-synchronous-writes (libvirt 8.0 and later: every guest write
+ * completes only once the target has it too, so the disk copy converges however fast the guest
+ * writes; the QEMU driver's blockdev-mirror copy-mode=write-blocking). `syncWrites` says whether
+ * this virsh knows the flag; without it a write-blocking copy runs in the background (and says so).
+ */
+export function storageMigrateArgs (inc: boolean, copyMode: DiskCopyMode, syncWrites: boolean): string[] {
+  const args = [inc ? '--copy-storage-inc' : '--copy-storage-all']
+  if (copyMode === 'write-blocking' && syncWrites) args.push('--copy-storage-synchronous-writes')
+  return args
+}
+
+/**
+ * The guest's writes to the given disks (by target dev) from one `domstats --raw --block` record:
+ * bytes and requests, summed (block.N.name, block.N.wr.bytes, block.N.wr.reqs).
+ */
+export function blockWrites (rec: Record<string, string> | undefined, devs: ReadonlySet<string>): { bytes: number, ops: number } {
+  let bytes = 0
+  let ops = 0
+  const count = fnum(rec?.['block.count'])
+  for (let i = 0; i < count; i++) {
+    if (!devs.has(rec?.[`block.${i}.name`] ?? '')) continue
+    bytes += fnum(rec?.[`block.${i}.wr.bytes`])
+    ops += fnum(rec?.[`block.${i}.wr.reqs`])
+  }
+  return { bytes, ops }
 }
 
 interface CpuSample { ns: number, at: number }
@@ -737,8 +769,10 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly hostCpuCores: number
   private readonly jobs = new Map<VmId, OutgoingJob>()
   private readonly incoming = new Set<VmId>()
-  /** VMs whose disks go with their next migration (mirrorDisks() was called). */
-  private readonly storageArmed = new Set<VmId>()
+  /** VMs whose disks go with their next migration (mirrorDisks() was called), with the copy mode it asked for. */
+  private readonly storageArmed = new Map<VmId, DiskCopyMode>()
+  /** Whether this virsh knows --copy-storage-synchronous-writes (asked once, on the first write-blocking copy). */
+  private syncWritesFlag: Promise<boolean> | null = null
   /** Free space held for incoming images (per VM and file system), until the guest runs here or the copy goes. */
   private readonly reservedImages = new Map<string, { vm: VmId, dev: string, bytes: number, files: string[] }>()
   private readonly cpu = new Map<VmId, CpuSample>()
@@ -1277,7 +1311,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    * memory go only once they are in step), so there is nothing to start here; the disk phase
    * reads as ready and migrate() with `storage` does the copy.
    */
-  async mirrorDisks (id: VmId, nbd: string, _opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, _signal?: AbortSignal): Promise<void> {
+  async mirrorDisks (id: VmId, nbd: string, opts: { copyMode?: DiskCopyMode, maxBandwidthBytes?: number } = {}, _signal?: AbortSignal): Promise<void> {
     checkId(id)
     if (nbd !== COPY_STORAGE) throw new DriverError('DRIVER_FAILED', `vm ${id}: "${nbd}" is not a libvirt storage target (from prepareIncoming of a libvirt driver)`)
     // A finished migration of the VM (one that failed: the VM is still here) is history: its
@@ -1287,7 +1321,35 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       if (old.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id} is already migrating`)
       this.jobs.delete(id)
     }
-    this.storageArmed.add(id)
+    this.storageArmed.set(id, opts.copyMode ?? 'background')
+  }
+
+  /** Whether `virsh migrate` takes --copy-storage-synchronous-writes (libvirt 8.0 and later). */
+  private async supportsSyncWrites (): Promise<boolean> {
+    this.syncWritesFlag ??= new Promise<boolean>(resolve => {
+      execFile(this.virshBin, ['help', 'migrate'], { encoding: 'utf8', timeout: 10_000, env: { ...process.env, LC_ALL: 'C', LANG: 'C' } },
+        (err, out) => resolve(err === null && out.includes('--copy-storage-synchronous-writes')))
+    })
+    return await this.syncWritesFlag
+  }
+
+  /**
+   * The guest's disk writes over about `ms`, from libvirt's block statistics of its writable,
+   * unshared file disks (`domstats --raw --block`: wr.bytes, wr.reqs): bytes/s and the mean write
+   * size, bytes. For planning a disk copy's mode, as the QEMU driver's does from query-blockstats.
+   */
+  async measureDiskWrites (id: VmId, ms = 1000, signal?: AbortSignal): Promise<{ bytesPerS: number, writeSizeBytes: number }> {
+    checkId(id)
+    const devs = new Set(disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable).map(d => d.dev))
+    const read = async (): Promise<{ bytes: number, ops: number }> =>
+      blockWrites(parseDomstats(await this.virsh(['domstats', '--raw', '--block', id], { signal })).get(id), devs)
+    const a = await read()
+    const t0 = performance.now()
+    await sleep(ms, signal)
+    const b = await read()
+    const dt = (performance.now() - t0) / 1000
+    const ops = b.ops - a.ops
+    return { bytesPerS: dt > 0 ? Math.max(0, b.bytes - a.bytes) / dt : 0, writeSizeBytes: ops > 0 ? (b.bytes - a.bytes) / ops : 0 }
   }
 
   /** The running job of VM `id` (null: none, or not supported by this libvirt driver; 'gone': no domain). */
@@ -1472,9 +1534,15 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     if (params.multifd > 1) args.push('--parallel', '--parallel-connections', String(Math.round(params.multifd)))
     if (params.maxBandwidthBytes > 0) args.push('--bandwidth', String(Math.max(1, Math.ceil(params.maxBandwidthBytes / 1048576))))
     if (this.init.persistent === true) args.push('--persistent', '--undefinesource')
+    const asked: DiskCopyMode = storage ? this.storageArmed.get(id) ?? 'background' : 'background'
+    const syncWrites = asked === 'write-blocking' && await this.supportsSyncWrites()
+    // What the copy really does (reported by progress()): write-blocking only with the flag.
+    const copyMode: DiskCopyMode = syncWrites ? 'write-blocking' : 'background'
     if (storage) {
-      args.push(inc ? '--copy-storage-inc' : '--copy-storage-all')
+      args.push(...storageMigrateArgs(inc, copyMode, syncWrites))
       if (inc) this.log.info(`vm ${id}: disks on a base image: only their overlays are copied (--copy-storage-inc)`, { vm: id })
+      if (syncWrites) this.log.info(`vm ${id}: the disks are copied with synchronous writes (--copy-storage-synchronous-writes): the guest writes faster than the link would catch up with`, { vm: id })
+      else if (asked === 'write-blocking') this.log.warn(`vm ${id}: the disk copy should block the guest's writes, but this virsh has no --copy-storage-synchronous-writes (libvirt 8.0 and later): copied in the background, it may not converge`, { vm: id })
     }
     args.push(id, t.destUri)
 
@@ -1494,7 +1562,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const job: OutgoingJob = {
       target: t, proc, exit: null, ended: Promise.resolve(), postcopy: false, cancelRequested: false, last: null, final: null, tmpDir,
       cap: wantCap ? { max: Math.floor(params.maxDirtySyncs ?? 3), action: 'none', reason: '' } : null,
-      storage
+      storage,
+      copyMode
     }
     job.ended = new Promise<void>(resolve => {
       let done = false
@@ -1716,11 +1785,11 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const job = this.jobs.get(id)
     if (job !== undefined && job.storage) {
       const p = await this.outgoingProgress(id, job, signal)
-      return p.disk !== undefined ? p : { ...p, disk: diskProgress(job.lastDisk, p.status === 'completed') }
+      return p.disk !== undefined ? p : { ...p, disk: diskProgress(job.lastDisk, p.status === 'completed', job.copyMode) }
     }
     if (job !== undefined) return await this.outgoingProgress(id, job, signal)
     // Armed for a migration with storage that has not begun: libvirt copies the disks within it.
-    if (this.storageArmed.has(id)) return { ...emptyProgress('none'), disk: diskProgress(null, true) }
+    if (this.storageArmed.has(id)) return { ...emptyProgress('none'), disk: diskProgress(null, true, this.storageArmed.get(id) ?? 'background') }
     return await this.localProgress(id, signal)
   }
 

@@ -121,7 +121,11 @@ function tail (file: string, n = 2000): string {
  * Starts `names.length` libvirtd daemons. On failure everything already started is stopped and
  * the error says why (with the daemon's log).
  */
-export async function startLibvirtDaemons (names: string[], opts: { parentDir?: string, startTimeoutMs?: number } = {}): Promise<LibvirtBed> {
+/**
+ * `monitorLog`: libvirtd also logs what it sends QEMU's monitor (the QMP commands, category
+ * qemu.qemu_monitor at debug level) into its log file, for tests that check what QEMU was told.
+ */
+export async function startLibvirtDaemons (names: string[], opts: { parentDir?: string, startTimeoutMs?: number, monitorLog?: boolean } = {}): Promise<LibvirtBed> {
   const why = libvirtUnavailable()
   if (why !== null) throw new Error(`libvirt cannot run here: ${why}`)
   // Short root: QEMU's monitor socket paths (under /var/lib/libvirt) must stay below 108 bytes.
@@ -176,7 +180,7 @@ export async function startLibvirtDaemons (names: string[], opts: { parentDir?: 
         'auth_tcp = "none"',
         'auth_unix_rw = "none"',
         `host_uuid = "${randomUUID()}"`,
-        `log_outputs = "3:file:${logFile}"`,
+        ...(opts.monitorLog === true ? ['log_filters = "1:qemu.qemu_monitor 3:*"', `log_outputs = "1:file:${logFile}"`] : [`log_outputs = "3:file:${logFile}"`]),
         ''
       ].join('\n'))
       fs.writeFileSync(path.join(dir, 'etc', 'qemu.conf'), [
