@@ -316,7 +316,7 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
 
   const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu, memory)
   const memoryNow = memory === null ? null : (): MemoryPayload => ({ self: { id: selfId, name: self.name }, nowMs: Date.now(), status: memory.status(), counters: { ...memory.counters }, ...(ksmLoop !== undefined ? { ksmCounters: { ...ksmLoop.counters } } : {}) })
-  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow)) await life.add(c)
+  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow, () => (driver as { keptDiskCopies?: () => unknown[] }).keptDiskCopies?.() ?? [])) await life.add(c)
   await life.add(calendarJobs(config, core, store, status, logger))
   await life.add({
     name: 'systemd readiness',
@@ -574,7 +574,7 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
 }
 
 /** The control API (unix socket, and TCP read-only without the token) and the web view beside it. */
-function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger, memory: (() => MemoryPayload) | null): Component[] {
+function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger, memory: (() => MemoryPayload) | null, keptDisks: () => unknown[]): Component[] {
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
   // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
@@ -599,6 +599,7 @@ function controlApi (config: AgentConfig, cred: { token: string | null, gid: num
     logger,
     status,
     migrations: () => core.migrations(),
+    keptDisks,
     plan,
     replicas: () => core.replicaRecords(),
     ...(memory !== null ? { memory } : {}),

@@ -13,7 +13,8 @@
  *   GET /v1/members  members only (JSON)
  *   GET /metrics     Prometheus text format
  *   GET /healthz     200 once the agent runs
- *   GET /v1/migrations       migrations this host takes part in (in flight and recent)
+ *   GET /v1/migrations       migrations this host takes part in (in flight and recent), and the
+ *                            disk images VMs that moved away left here (keptDisks)
  *   GET /v1/plan             what the cluster's hosts would do now, step by step (policies/cluster-plan.ts)
  *   POST /v1/migrate {vm, to?, withStorage?}   ask for a move (202: queued; the core decides);
  *                                withStorage: the disks move too (else: when they are local)
@@ -59,6 +60,8 @@ export interface HttpApiComponents {
   status: () => StatusPayload
   /** Migration records for GET /v1/migrations. */
   migrations?: () => unknown[]
+  /** Disk images VMs left here when they moved away with their disks (GET /v1/migrations, keptDisks). */
+  keptDisks?: () => unknown[]
   /** The cluster's plan for GET /v1/plan (drawn per request). */
   plan?: () => unknown
   /** Queues an operator input (migrate, drain) for the core. */
@@ -218,7 +221,7 @@ export function httpApi (init: HttpApiInit) {
           return
         }
         if (url === '/v1/migrations') {
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [] }))
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ migrations: c.migrations?.() ?? [], keptDisks: c.keptDisks?.() ?? [] }))
           return
         }
         if (url === '/v1/replicas') {

@@ -46,7 +46,7 @@ import type { Logger } from '../ports/logger.js'
 import type { VmSpec } from '../ports/hypervisor-driver.js'
 import type { BalloonDriver, VmMemoryFacts } from '../ports/memory.js'
 import { probeAccel } from './qemu-driver.js'
-import type { DiskCopyMode, IncomingOptions, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
+import type { DiskCopyMode, IncomingOptions, KeptDiskCopy, MigratingDriver, MigrationParams, MigrationProgress, MigrationStatus } from '../ports/migrating-driver.js'
 
 export interface LibvirtDriverInit {
   /** libvirt connection URI of this host, e.g. 'qemu:///system'. */
@@ -130,6 +130,8 @@ export interface LibvirtDriverInit {
 export const DEPARTED_SUFFIX = '.departed'
 
 /** A journal entry of the driver's own (stateDir): the images of one VM's move with storage. */
+type JournalKind = 'incoming' | 'outgoing' | 'departed'
+
 interface ImageJournal {
   /** The migration (record id) the images are for; null when prepared without one. */
   migration: string | null
@@ -778,8 +780,12 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly cpu = new Map<VmId, CpuSample>()
   /** The guest statistics period armed per VM ('none': it has no balloon device). */
   private readonly statsPeriod = new Map<VmId, { period: number | 'none' }>()
-  /** The driver's journals (see LibvirtDriverInit.stateDir), by VM: images created for an incoming move, images an outgoing one leaves. */
-  private readonly journals = { incoming: new Map<VmId, ImageJournal>(), outgoing: new Map<VmId, ImageJournal>() }
+  /**
+   * The driver's journals (see LibvirtDriverInit.stateDir), by VM: images created for an incoming
+   * move, images an outgoing one leaves, and the `.departed` copies kept after it (for
+   * keptDiskCopies(), until the VM returns or the operator deletes them).
+   */
+  private readonly journals = { incoming: new Map<VmId, ImageJournal>(), outgoing: new Map<VmId, ImageJournal>(), departed: new Map<VmId, ImageJournal>() }
   /** Per-VM serialisation of image creation and deletion (prepareIncoming, dropIncomingImages). */
   private readonly imageLocks = new Map<VmId, Promise<unknown>>()
   private closed = false
@@ -804,13 +810,13 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   // -------------------------------------------------------------------------------------------
   // The driver's own journal of the images moves with storage create and leave (stateDir).
 
-  private journalDir (kind: 'incoming' | 'outgoing'): string | null {
+  private journalDir (kind: JournalKind): string | null {
     return this.init.stateDir === undefined ? null : path.join(this.init.stateDir, `${kind}-images`)
   }
 
   /** Reads the journals left by an earlier run (a restart): entries that cannot be read are reported and left alone. */
   private loadJournals (): void {
-    for (const kind of ['incoming', 'outgoing'] as const) {
+    for (const kind of ['incoming', 'outgoing', 'departed'] as const) {
       const dir = this.journalDir(kind)
       if (dir === null) continue
       let names: string[] = []
@@ -831,7 +837,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   }
 
   /** Journals (durably: written, synced, renamed into place) or forgets `vm`'s entry. */
-  private async writeJournal (kind: 'incoming' | 'outgoing', vm: VmId, j: ImageJournal | null): Promise<void> {
+  private async writeJournal (kind: JournalKind, vm: VmId, j: ImageJournal | null): Promise<void> {
     if (j === null) this.journals[kind].delete(vm)
     else this.journals[kind].set(vm, j)
     const dir = this.journalDir(kind)
@@ -895,6 +901,11 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
         if ((await this.imagesInUse()).has(path.resolve(old))) continue
         await fsp.rm(old, { force: true })
         this.log.info(`vm ${id}: runs here again from ${f}; removed ${old}, the copy it left here on an earlier move (older than the disk it runs from)`, { vm: id })
+      }
+      const kept = this.journals.departed.get(id)
+      if (kept !== undefined) {
+        const left = kept.images.filter(f => fs.existsSync(f))
+        await this.writeJournal('departed', id, left.length > 0 ? { ...kept, images: left } : null)
       }
     })().catch(err => { this.log.warn(`vm ${id}: cannot settle the journal of its incoming images`, { vm: id, err }) })
   }
@@ -960,8 +971,30 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
       retained.push(to)
       this.log.info(`vm ${id}: moved away with its disks; the image it left here is kept as ${to} (the disk as of the switch-over, never booted; delete it when no longer wanted)${replaced ? `, replacing the one of an earlier departure` : ''}`, { vm: id })
     }
+    // Listed by keptDiskCopies() (`starling migrations`) until the VM returns or they are deleted.
+    if (retained.length > 0) await this.writeJournal('departed', id, { migration: j.migration, images: retained })
     await this.writeJournal('outgoing', id, null)
     return retained
+  }
+
+  /**
+   * The `.departed` images kept on this host (retireDepartedDisks()), still on disk: VM, file,
+   * bytes allocated, and when the VM left (the file's modification time: the switch-over).
+   * Entries whose files were all deleted by the operator are forgotten.
+   */
+  keptDiskCopies (): KeptDiskCopy[] {
+    const out: KeptDiskCopy[] = []
+    for (const [vm, j] of this.journals.departed) {
+      let any = false
+      for (const file of j.images) {
+        let st: fs.Stats
+        try { st = fs.statSync(file) } catch { continue }
+        any = true
+        out.push({ vm, file, allocatedBytes: st.blocks * 512, sizeBytes: st.size, leftAtMs: st.mtimeMs })
+      }
+      if (!any) void this.writeJournal('departed', vm, null).catch(() => {})
+    }
+    return out.sort((a, b) => a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : a.file < b.file ? -1 : 1)
   }
 
   /** The accelerator in the agent's terms (shapes the convergence policy): kvm, or tcg for type 'qemu'. */

@@ -110,8 +110,25 @@ interface MigrationRow {
   diskPhase?: string
 }
 
-async function listMigrations (addr: ApiTarget | string): Promise<MigrationRow[]> {
-  return ((await callApi(addr, '/v1/migrations')) as { migrations: MigrationRow[] }).migrations
+interface KeptDiskRow { vm: string, file: string, allocatedBytes: number, sizeBytes: number, leftAtMs: number }
+
+async function listMigrations (addr: ApiTarget | string): Promise<{ migrations: MigrationRow[], keptDisks: KeptDiskRow[] }> {
+  const r = (await callApi(addr, '/v1/migrations')) as { migrations: MigrationRow[], keptDisks?: KeptDiskRow[] }
+  return { migrations: r.migrations, keptDisks: r.keptDisks ?? [] }
+}
+
+/**
+ * The images VMs that moved away with their disks left on this host (the libvirt driver's
+ * `.departed` copies): never booted, kept as a fallback until the VM returns or the operator
+ * deletes them.
+ */
+export function renderKeptDisks (rows: KeptDiskRow[], nowMs: number): string {
+  if (rows.length === 0) return ''
+  const mib = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`
+  const age = (ms: number): string => ms < 3_600_000 ? `${Math.max(0, Math.round(ms / 60_000))} min ago` : ms < 172_800_000 ? `${Math.round(ms / 3_600_000)} h ago` : `${Math.round(ms / 86_400_000)} d ago`
+  const lines = ['', 'Disk copies kept here (the disk as of the VM\'s departure, never booted; delete with rm when not wanted):', 'VM            LEFT           ON DISK      FILE']
+  for (const r of rows) lines.push(`${r.vm.padEnd(13)} ${age(nowMs - r.leftAtMs).padEnd(14)} ${mib(r.allocatedBytes).padEnd(12)} ${r.file}`)
+  return lines.join('\n')
 }
 
 function renderMigrations (rows: MigrationRow[]): string {
@@ -135,13 +152,13 @@ async function migrateCommand (args: string[]): Promise<number> {
   const vm = positionals[0]
   if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
   const addr = apiTarget(values)
-  const before = new Set((await listMigrations(addr)).map(r => r.id))
+  const before = new Set((await listMigrations(addr)).migrations.map(r => r.id))
   await callApi(addr, '/v1/migrate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), ...(values['with-storage'] === true ? { withStorage: true } : {}) })
   if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
   const deadline = Date.now() + 1000 * Number(values.timeout ?? 300)
   let seen: MigrationRow | undefined
   while (Date.now() < deadline) {
-    seen = (await listMigrations(addr)).find(r => r.vm === vm && !before.has(r.id))
+    seen = (await listMigrations(addr)).migrations.find(r => r.vm === vm && !before.has(r.id))
     if (seen !== undefined && (seen.state === 'committed' || seen.state === 'aborted')) break
     if (seen === undefined && Date.now() > deadline - 1000 * Number(values.timeout ?? 300) + 5000) {
       process.stdout.write(`migration of ${vm} requested (not started by this host: forwarded or refused; see the agents' logs)\n`)
@@ -232,8 +249,9 @@ export async function main (argv: string[]): Promise<number> {
         return await migrateCommand(rest)
       case 'migrations': {
         const { values } = parseArgs({ args: rest, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
-        const rows = await listMigrations(apiAddress(values))
-        process.stdout.write((values.json === true ? JSON.stringify(rows, null, 2) : renderMigrations(rows)) + '\n')
+        const { migrations, keptDisks } = await listMigrations(apiAddress(values))
+        // --json stays the list of migrations; the kept copies are in GET /v1/migrations (keptDisks).
+        process.stdout.write((values.json === true ? JSON.stringify(migrations, null, 2) : renderMigrations(migrations) + renderKeptDisks(keptDisks, Date.now())) + '\n')
         return 0
       }
       case 'plan': {

@@ -52,6 +52,18 @@ export interface MigrationParams {
 }
 
 /** How a disk copy writes the guest's own writes while the mirror runs. */
+/** A disk image a VM left on this host when it moved away with its disks (the disk as of the switch-over). */
+export interface KeptDiskCopy {
+  vm: VmId
+  file: string
+  /** Bytes the image takes on disk. */
+  allocatedBytes: number
+  /** The image file's size. */
+  sizeBytes: number
+  /** When the VM left (the image's modification time), ms since the epoch. */
+  leftAtMs: number
+}
+
 export type DiskCopyMode =
   /** Guest writes complete at once; the mirror copies dirty blocks in the background. */
   | 'background'
@@ -175,6 +187,8 @@ export interface MigratingDriver extends HypervisorDriver {
    * later return (the QEMU driver's delta copy) lack it.
    */
   retireDepartedDisks? (id: VmId, signal?: AbortSignal): Promise<string[]>
+  /** The copies retireDepartedDisks() kept on this host and that are still there (`starling migrations`). */
+  keptDiskCopies? (): KeptDiskCopy[]
   /** Switches a running 'hybrid' (or 'postcopy') migration to post-copy. */
   startPostcopy (id: VmId, signal?: AbortSignal): Promise<void>
   /** The migration state of VM `id`, on the source or the target. */

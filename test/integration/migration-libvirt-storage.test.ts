@@ -186,6 +186,19 @@ async function run (t: Test, guestDir: string): Promise<void> {
   await until("host1 sets its image aside", () => fs.existsSync(srcImage + '.departed'), 20_000)
   t.notOk(fs.existsSync(srcImage), "host1's image path is free (the VM may come back)")
   t.pass("host1 keeps its image as g1.qcow2.departed (the disk as of the switch-over; no domain uses it)")
+  // The operator sees the kept copy where the moves are listed, also after host1's agent restarts.
+  const keptListed = async (): Promise<string> => {
+    const out = await starling(['migrations', '--api', c.host('host1').apiListen])
+    return out.code === 0 && out.out.includes('Disk copies kept here') && out.out.includes(`${srcImage}.departed`) ? out.out : ''
+  }
+  const listed = await keptListed()
+  t.ok(listed !== '', `starling migrations on host1 lists the kept copy:\n${listed.split('\n').filter(l => l.includes('.departed')).join('\n')}`)
+  const kept = ((await (await fetch(`http://${c.host('host1').apiListen}/v1/migrations`)).json()) as { keptDisks?: Array<{ vm: string, file: string, allocatedBytes: number }> }).keptDisks ?? []
+  t.ok(kept.length === 1 && kept[0]?.vm === 'g1' && kept[0].file === `${srcImage}.departed` && kept[0].allocatedBytes > 8 * MiB, `GET /v1/migrations keptDisks: ${JSON.stringify(kept)}`)
+  c.kill9('host1')
+  c.start('host1')
+  await until('host1 answers again', async () => (await c.status('host1')) !== null, 60_000)
+  t.ok(await keptListed() !== '', 'and still after a kill -9 and restart of host1\'s agent (journaled)')
   t.comment(`CLI wall time ${wallMs.toFixed(0)} ms; libvirt total ${String(rec?.progress?.totalTimeMs)} ms, downtime ${String(rec?.progress?.downtimeMs)} ms, ${String(rec?.progress?.dirtySyncCount)} syncs; disk ${((rec?.progress?.disk?.sentBytes ?? 0) / MiB).toFixed(1)} of ${((rec?.progress?.disk?.totalBytes ?? 0) / MiB).toFixed(1)} MiB; heartbeat gap ${(first.atMs - last.atMs).toFixed(0)} ms`)
 
   // The range the guest never wrote came across as it was, and an unwritten one reads zero.
