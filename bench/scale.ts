@@ -5,7 +5,7 @@
  * sees every other alive), then after SETTLE_S an idle window of IDLE_S: CPU and RSS per agent
  * (median, max), open connections per agent (median, max) and the active view's size, frames per
  * second per agent (sent + received by the transport, datagrams included), whether all views
- * agree (same members in the same states); then kill -9 of one agent: time until every survivor
+ * agree (same members in the same states), Lifeguard's local health score (median, max); then kill -9 of one agent: time until every survivor
  * stops holding it alive, and until every survivor holds it dead. The load average is reported
  * with every size (the machine is shared). Prints one JSON object.
  * Env: SIZES (10,30,60), SETTLE_S (25: start-up's on-demand connections close after
@@ -117,6 +117,7 @@ async function measure (n: number): Promise<Record<string, unknown>> {
       return p === undefined || q === undefined ? NaN : ((q.framesSent + q.framesReceived) - (p.framesSent + p.framesReceived)) / IDLE_S
     })
     const open = sb.map(x => x?.mesh?.open ?? NaN)
+    const health = sb.map(x => Number(x?.core?.healthScore ?? NaN))
     const active = sb.map(x => x?.mesh?.active ?? NaN)
     const keys = sb.map(x => x === null ? null : viewKey(x))
     const viewsAgree = keys.every(k => k !== null && k === keys[0]) && sb.every(x => x !== null && aliveCount(x) === n)
@@ -143,6 +144,10 @@ async function measure (n: number): Promise<Record<string, unknown>> {
       activeViewMedian: median(active),
       framesPerSecondMedian: r1(median(frames)),
       framesPerSecondMax: r1(Math.max(...frames)),
+      // Lifeguard's local health (0 = healthy): probe timeouts scale by (score + 1), so a starved
+      // agent detects failures later; read at the end of the idle window, before the kill.
+      healthScoreMedian: median(health),
+      healthScoreMax: Math.max(...health.filter(x => Number.isFinite(x))),
       viewsAgree,
       kill9: {
         noticedByAllMs: noticedMs,
