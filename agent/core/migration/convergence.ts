@@ -17,32 +17,22 @@
  * after `fallbackAfterStalls` stalls, after the round cap, or after the time budget, the migration
  * switches to post-copy or is aborted, as the VM's policy says.
  *
- * The round cap exists because, under TCG on QEMU 7.2, pre-copy runs that needed 5 or more
- * dirty-bitmap syncs left the guest panicking on the target (ANCHORS §4), and our own runs saw a
- * panic after a 4-sync run too (none after 3): under TCG at most 3 syncs are allowed, that is
- * a single pass and the stop-and-copy. QEMU counts a sync at setup, one at the end of every
- * round, and one in the stop-and-copy, so a migration of k rounds makes k + 2 syncs.
+ * The round cap bounds the dirty-bitmap syncs of a pre-copy (QEMU counts one at setup, one at the
+ * end of every round, and one in the stop-and-copy, so a migration of k rounds makes k + 2); the
+ * drivers are given it and enforce it at the switch-over. It is the same under KVM and TCG. An
+ * earlier TCG default (3 syncs: a single pass, a margin of 4 on its predicted pause, post-copy only
+ * at once) worked around guests that broke on the target after pre-copy rounds or a late post-copy
+ * switch; that was QEMU's TCG dirty tracking losing writes on RAM blocks sized a multiple of
+ * 256 KiB (fixed in QEMU 9.0), which the drivers now avoid by padding the guest RAM under TCG. With
+ * the padding, bench:migration measured the TCG guests intact under this policy in every run, and
+ * the workarounds only cost pause time (post-copy at once paused the 16 MiB/s guest 520-740 ms,
+ * against 200-400 ms for pre-copy).
  *
- * Polling cannot enforce such a cap: QEMU decides on its own, right after a sync, whether to stop
- * and copy or to begin another round, long before the next progress sample. It ends the pass once
- * the unsent tail fits the threshold (its measured rate × the downtime limit) and then completes
- * at once only if that tail plus what the guest dirtied during the pass still fits. So under a
- * binding cap the plan enforces it up front: pre-copy only when the model's leftover, times
- * `capDowntimeMargin`, fits a ramp step, with the downtime limit set to that step from the start;
- * otherwise post-copy at once (which takes only the setup sync and one with the guest stopped),
- * or no migration when post-copy is not allowed. The margin stays 4 under TCG: with a margin of 1.5
- * (and the agent's resident figure) the 16 MiB/s bench guest was planned as a single pass, and on
- * a loaded host QEMU did not complete after the pass in 3 of 3 runs: two were cancelled at the
- * cap, and one began a second round and completed at 4 syncs before the cancel landed, with a
- * broken guest. A post-copy switch after the pass is no escape under TCG (`postcopyOnlyAtOnce`):
- * it broke the guest on the target in every run here, so a pre-copy that misses its single round
- * is cancelled and the VM stays on the source.
- *
- * Post-copy at once costs more than QEMU's pause says (2-4 ms): the guest faults in every page it
- * touches across the link, a round trip each behind the background stream (postcopy-preempt takes
- * them off the main stream); the bench's 16 MiB/s guest showed a heartbeat gap of 520-710 ms that
- * way, against about 280 ms for a single pre-copy pass that QEMU completes (~220 ms pause). The
- * single pass is not reliable under TCG (above), so the plan keeps post-copy at once there.
+ * `capDowntimeMargin` remains for a policy whose cap allows a single round: QEMU decides by
+ * itself, right after a sync, whether to stop and copy or to begin another round, long before the
+ * next progress sample, so such a plan is pre-copy only when the model's leftover, times the
+ * margin, fits a ramp step. `postcopyAtOnce` and `postcopyOnlyAtOnce` remain as options for a
+ * hypervisor whose running syncs are not sound.
  *
  * The controller's transfer rate is taken over a sliding window of at least `rateWindowMs`: QEMU
  * sends in bursts (zero pages cost almost nothing, a bitmap sync sends nothing), so the delta
@@ -68,7 +58,7 @@ export interface ConvergencePolicy {
   fallbackAfterStalls: number
   /** A round must cut the smallest remaining amount seen so far by this fraction not to stall. */
   minProgressFraction: number
-  /** Largest dirty-bitmap sync count a pre-copy may reach (3 under TCG, see the module comment). */
+  /** Largest dirty-bitmap sync count a pre-copy may reach (see the module comment). */
   maxDirtySyncs: number
   /**
    * When the sync cap leaves no room for a second round (maxDirtySyncs 3), pre-copy is planned
@@ -98,21 +88,24 @@ export interface ConvergencePolicy {
 }
 
 /**
- * The default policy: oVirt's ramp, Nova's time budget, and the sync cap of the accelerator.
+ * The default policy: oVirt's ramp, Nova's time budget, a cap of 30 syncs. The same for both
+ * accelerators (the argument stays for callers that know theirs): under TCG the guest RAM is
+ * padded off a multiple of 256 KiB, which is what made pre-copy rounds unsafe there (module
+ * comment).
  */
-export function defaultConvergencePolicy (accel: 'kvm' | 'tcg', onStall: StallFallback): ConvergencePolicy {
+export function defaultConvergencePolicy (_accel: 'kvm' | 'tcg', onStall: StallFallback): ConvergencePolicy {
   return {
     downtimeRampMs: [100, 150, 200, 300, 400, 500],
     rampAtStalls: [1, 2, 3, 4, 6],
     fallbackAfterStalls: 7,
     minProgressFraction: 0.1,
-    maxDirtySyncs: accel === 'tcg' ? 3 : 30,
-    capDowntimeMargin: accel === 'tcg' ? 4 : 1,
+    maxDirtySyncs: 30,
+    capDowntimeMargin: 1,
     rateWindowMs: 1000,
     completionTimeoutMsPerGiB: 800_000,
     onStall,
-    postcopyAtOnce: accel === 'tcg',
-    postcopyOnlyAtOnce: accel === 'tcg'
+    postcopyAtOnce: false,
+    postcopyOnlyAtOnce: false
   }
 }
 

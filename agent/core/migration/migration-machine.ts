@@ -783,26 +783,22 @@ export class MigrationMachine {
   }
 
   /**
-   * Under TCG the policy's dirty-sync cap, for the driver to enforce at the switch-over (QEMU
-   * decides on another round by itself, faster than any poll; see convergence.ts).
+   * The policy's dirty-sync cap, for the driver to enforce at the switch-over in every mode and
+   * under either accelerator (QEMU decides on another round by itself, faster than any poll; see
+   * convergence.ts).
    */
   private syncCap (r: MigrationRecord): { maxDirtySyncs?: number } {
     const policy = this.conv.get(r.id)?.policy
-    return this.lastQuery.get(r.id)?.accel === 'tcg' && policy !== undefined ? { maxDirtySyncs: policy.maxDirtySyncs } : {}
+    return policy !== undefined ? { maxDirtySyncs: policy.maxDirtySyncs } : {}
   }
 
   /** Source, with storage: every mirror is ready; journal the memory phase, then start it. */
   private startMemoryCopy (r: MigrationRecord): void {
     r.diskPhase = 'memory'
-    const tcg = this.lastQuery.get(r.id)?.accel === 'tcg'
-    if (tcg) r.mode = 'postcopy'
     r.updatedTick = this.s.now
     this.journal(r)
     this.s.emit({ kind: 'migration-disk', host: r.target, text: `migration ${r.id}: disks mirrored (${Math.round((r.progress?.disk?.sentBytes ?? 0) / 1048576)} MiB sent); copying memory` })
-    // Under TCG the planned single pre-copy round did not hold behind a disk copy (QEMU measured
-    // a low rate and began a second round, which the sync cap then cancelled, every run here):
-    // post-copy at once takes only the setup sync and one with the guest stopped.
-    const mode = tcg ? 'postcopy' : r.mode === 'precopy' || r.mode === 'hybrid' ? r.mode : (this.conv.get(r.id)?.policy.postcopyAtOnce === true ? 'postcopy' : 'hybrid')
+    const mode = r.mode === 'precopy' || r.mode === 'hybrid' ? r.mode : (this.conv.get(r.id)?.policy.postcopyAtOnce === true ? 'postcopy' : 'hybrid')
     this.command({ kind: 'migrate', mig: r.id, vm: r.vm, uri: r.uri ?? '', params: { mode, maxBandwidthBytes: this.cfg.maxBandwidthBytes, downtimeLimitMs: r.downtimeLimitMs, storage: true, ...this.syncCap(r) } })
     this.due.set(r.id, this.s.now + this.cfg.pollTicks)
   }
