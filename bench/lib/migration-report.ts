@@ -35,6 +35,8 @@ export interface CaseSummary {
   dirtySyncs: number | null
   dirtyRateMiBps: number | null
   integrityHeldEveryRun: boolean
+  /** Runs whose guest memory held (on the target, or on the source after a cancel). */
+  intact: number
 }
 
 export type Summary = Partial<Record<GuestName, Partial<Record<PolicyName, CaseSummary>>>>
@@ -63,7 +65,8 @@ export function summarizeCase (runs: readonly RunResult[], physicalLimitMs: numb
     wireAtLinkRateMs: wire === null ? null : Math.round(wire * 8 / linkBitsPerS * 1000),
     dirtySyncs: med(r => r.dirtySyncs),
     dirtyRateMiBps: r1(median(runs.map(r => r.dirtyRateMiBps))),
-    integrityHeldEveryRun: runs.every(r => r.integrity.ok)
+    integrityHeldEveryRun: runs.every(r => r.integrity.ok),
+    intact: runs.filter(r => r.integrity.ok).length
   }
 }
 

@@ -201,7 +201,8 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
         return res
       }
       const mode = plan.mode === 'postcopy' ? (policy.postcopyAtOnce ? 'postcopy' : 'hybrid') : plan.mode
-      params = { mode, maxBandwidthBytes: ctx.starlingMaxBandwidthBytes, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0 }
+      // The sync cap goes to the driver as the agent passes it (enforced at the switch-over).
+      params = { mode, maxBandwidthBytes: ctx.starlingMaxBandwidthBytes, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, maxDirtySyncs: policy.maxDirtySyncs }
     }
     res.mode = params.mode
 
