@@ -24,10 +24,10 @@
  * post-copy migration libvirt 9.0 keeps none there, so the last figures seen while it ran are
  * reported, without a downtime (measure the pause from the guest instead).
  *
- * A pre-copy with a dirty-sync cap (MigrationParams.maxDirtySyncs, set under TCG, where more
- * syncs taken with the guest running have hung or rebooted guests on the target) is held to it
- * by capSyncs(): libvirt has no such setting, so the driver raises the downtime limit just
- * before the last round allowed ends, and cancels a migration that goes past the cap anyway.
+ * A pre-copy with a dirty-sync cap (MigrationParams.maxDirtySyncs, the convergence policy's) is
+ * held to it by capSyncs(): libvirt has no such setting, so the driver raises the downtime limit
+ * just before the last round allowed ends, and cancels a migration that goes past the cap anyway.
+ * (A hybrid migration is held to it by the convergence controller's post-copy switch.)
  *
  * measureDirtyRate() gives the convergence plan the guest's dirty rate, as the QEMU driver's does:
  * QEMU's page sampling, started with `virsh domdirtyrate-calc` and read from `domstats --dirtyrate`.

@@ -42,11 +42,10 @@ export interface MigrationParams {
    */
   storage?: boolean
   /**
-   * The largest dirty-bitmap sync count this migration may reach (a cap that QEMU cannot be told:
-   * under TCG a pre-copy of more than one round has corrupted guests). When set, the source
-   * pauses before the switch-over and goes on only when the syncs so far plus the final one stay
-   * within it; otherwise it cancels the migration, and the guest resumes on the source intact
-   * (errorDesc says why).
+   * The largest dirty-bitmap sync count this migration may reach (the convergence policy's cap,
+   * which QEMU cannot be told). When set, the source pauses before the switch-over and goes on
+   * only when the syncs so far plus the final one stay within it; otherwise it cancels the
+   * migration, and the guest resumes on the source intact (errorDesc says why).
    */
   maxDirtySyncs?: number
 }
