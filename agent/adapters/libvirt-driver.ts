@@ -775,6 +775,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
   private readonly storageArmed = new Map<VmId, DiskCopyMode>()
   /** Whether this virsh knows --copy-storage-synchronous-writes (asked once, on the first write-blocking copy). */
   private syncWritesFlag: Promise<boolean> | null = null
+  /** The unpadded-TCG warning was logged (once per driver). */
+  private warnedUnpadded = false
   /** Free space held for incoming images (per VM and file system), until the guest runs here or the copy goes. */
   private readonly reservedImages = new Map<string, { vm: VmId, dev: string, bytes: number, files: string[] }>()
   private readonly cpu = new Map<VmId, CpuSample>()
@@ -1540,6 +1542,17 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const running = this.jobs.get(id)
     if (running !== undefined && running.exit === null) throw new DriverError('DRIVER_FAILED', `vm ${id} is already migrating`)
     const storage = params.storage === true
+    // TCG without a padding emulator: QEMU before 9.0 loses guest writes during the dirty syncs
+    // of a RAM block sized a multiple of 256 KiB, and libvirt sizes RAM in whole MiB. The policy
+    // assumes padded RAM (convergence.ts); here the old guard stays: at most 3 syncs, and a
+    // post-copy at once rather than after pre-copy rounds.
+    if (this.domainType === 'qemu' && this.init.emulator === undefined) {
+      if (!this.warnedUnpadded) {
+        this.warnedUnpadded = true
+        this.log.warn('TCG guests without driver.libvirt.emulator: their RAM is not padded off a multiple of 256 KiB, which QEMU before 9.0 can corrupt in migration; migrations keep to 3 dirty syncs and switch to post-copy at once (see the configuration reference)')
+      }
+      params = { ...params, maxDirtySyncs: Math.min(params.maxDirtySyncs ?? 3, 3), ...(params.mode === 'hybrid' ? { mode: 'postcopy' as const } : {}) }
+    }
     if (storage && (t.disks === undefined || !this.storageArmed.has(id))) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs a target prepared with storage and mirrorDisks() first`)
     let xml = await this.virsh(['dumpxml', '--migratable', id], { signal })
     if (t.serialPath !== undefined) xml = rewriteSerialPath(xml, t.serialPath) ?? xml

@@ -783,13 +783,14 @@ export class MigrationMachine {
   }
 
   /**
-   * The policy's dirty-sync cap, for the driver to enforce at the switch-over in every mode and
-   * under either accelerator (QEMU decides on another round by itself, faster than any poll; see
-   * convergence.ts).
+   * Under TCG the policy's dirty-sync cap, for the driver to enforce at the switch-over in every
+   * mode (QEMU decides on another round by itself, faster than any poll; see convergence.ts).
+   * Under KVM the cap stays the controller's alone: enforcing it in the driver adds a pause
+   * before the switch-over (a QMP round trip inside the guest's pause), not measured under KVM.
    */
   private syncCap (r: MigrationRecord): { maxDirtySyncs?: number } {
     const policy = this.conv.get(r.id)?.policy
-    return policy !== undefined ? { maxDirtySyncs: policy.maxDirtySyncs } : {}
+    return this.lastQuery.get(r.id)?.accel === 'tcg' && policy !== undefined ? { maxDirtySyncs: policy.maxDirtySyncs } : {}
   }
 
   /** Source, with storage: every mirror is ready; journal the memory phase, then start it. */
