@@ -24,7 +24,8 @@
  * post-copy migration libvirt 9.0 keeps none there, so the last figures seen while it ran are
  * reported, without a downtime (measure the pause from the guest instead).
  *
- * A pre-copy with a dirty-sync cap (MigrationParams.maxDirtySyncs, the convergence policy's) is
+ * A pre-copy with a dirty-sync cap (MigrationParams.maxDirtySyncs, the convergence policy's, set
+ * by the agents under TCG; forced to 3 on a TCG host without a padding emulator, see migrate()) is
  * held to it by capSyncs(): libvirt has no such setting, so the driver raises the downtime limit
  * just before the last round allowed ends, and cancels a migration that goes past the cap anyway.
  * (A hybrid migration is held to it by the convergence controller's post-copy switch.)

@@ -43,7 +43,8 @@ export interface MigrationParams {
   storage?: boolean
   /**
    * The largest dirty-bitmap sync count this migration may reach (the convergence policy's cap,
-   * which QEMU cannot be told). When set, the source pauses before the switch-over and goes on
+   * which QEMU cannot be told; the agents set it under TCG, where the controller's polls are too
+   * slow to hold it, and leave it to the controller under KVM). When set, the source pauses before the switch-over and goes on
    * only when the syncs so far plus the final one stay within it; otherwise it cancels the
    * migration, and the guest resumes on the source intact (errorDesc says why).
    */
