@@ -19,6 +19,8 @@ async function fetchPlan (addr: string): Promise<PlanPayload> {
 
 /** A move that has not shown in the source's reports after this long was refused. */
 const REFUSED_AFTER_MS = 30_000
+/** A move reads as aborted once this many polls in a row (500 ms apart: 5 s, a few report intervals) show the VM back on its source. */
+const ABORTED_AFTER_POLLS = 10
 
 /** Where `vm` is and in which state, by each alive host's own latest report. */
 async function vmStates (addr: string, vm: string): Promise<Array<{ host: string, state: string }>> {
@@ -94,6 +96,10 @@ async function applyCommand (args: string[]): Promise<number> {
       let now: string | undefined = where
       let refused: string | null = null
       let sawMoving = false
+      // Polls in a row that showed the VM back on its source and moving nowhere: reports are
+      // gossiped, so one poll can pair the source's older report (running) with the target's
+      // newer one (no longer incoming) in the middle of a move that is going well.
+      let backOnSource = 0
       while (Date.now() - t0 < stepTimeoutMs) {
         await new Promise(resolve => setTimeout(resolve, 500))
         const st = await vmStates(addr, s.vm)
@@ -102,7 +108,8 @@ async function applyCommand (args: string[]): Promise<number> {
         if (st.some(x => x.state === 'migrating')) sawMoving = true
         // The source's reports show the move: migrating, then running again on the source when it
         // was aborted; never migrating when the move was refused before it started.
-        if (sawMoving && now === s.fromName && !st.some(x => x.state === 'migrating')) { refused = `aborted (see starling migrations on ${s.fromName})`; break }
+        backOnSource = sawMoving && now === s.fromName && !st.some(x => x.state === 'migrating') ? backOnSource + 1 : 0
+        if (backOnSource >= ABORTED_AFTER_POLLS) { refused = `aborted (see starling migrations on ${s.fromName})`; break }
         if (!sawMoving && now === s.fromName && Date.now() - t0 > REFUSED_AFTER_MS) { refused = `not started within ${REFUSED_AFTER_MS / 1000} s: refused (the reason is in the agents' logs: journalctl -u starling on ${s.fromName})`; break }
       }
       if (refused !== null) {

@@ -75,6 +75,13 @@ t.test('manual automation: nothing moves on its own; two agents draw the same pl
   const r = await cli(['plan', 'apply', ...cfg('host2')])
   t.comment(r.out.trim())
   t.equal(r.code, 0, 'plan apply succeeds')
+  if (r.code !== 0) {
+    // What the source and the target recorded (state and reason), for the post-mortem.
+    for (const h of ['host1', ...new Set(p.steps.map(st => st.toName))]) {
+      const m = await fetch(`http://${c.host(h).apiListen}/v1/migrations`).then(async x => await x.json()).catch((err: Error) => err.message)
+      t.comment(`${h} migrations: ${JSON.stringify(m)}`)
+    }
+  }
   t.match(r.out, new RegExp(`${p.steps.length} of ${p.steps.length} step\\(s\\) applied`))
   const done = await c.waitViews(names, s => {
     const where = placement(s)
