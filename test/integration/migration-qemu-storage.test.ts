@@ -11,9 +11,9 @@
  * that every block holds what the guest last wrote there. host2 creates incoming images under its
  * own image directory. The agents' QEMU processes are detached and survive their agent.
  * A return trip to host1, which holds the copy the disk left there, sends only the clusters
- * written since. Then kill -9 of the source agent (while copying, at the switch-over) and of the
- * target agent (while copying, at the switch-over: told to take over, before it answers): one
- * running copy after restart, its disk verified by the guest.
+ * written since. Then kill -9 of the source agent (reserved, while copying, at the switch-over)
+ * and of the target agent (preparing its images, while copying, at the switch-over: told to take
+ * over, before it answers): one running copy after restart, its disk verified by the guest.
  * Run: npm run build && npx tap test/integration/migration-qemu-storage.test.ts  (about 4 minutes)
  */
 import tap, { type Test } from 'tap'
@@ -223,7 +223,7 @@ async function run (t: Test): Promise<void> {
     }
     return (await running()).length === 1
   }
-  for (const [role, state] of [['source', 'copying'], ['target', 'copying'], ['source', 'switching'], ['target', 'switching']] as const) {
+  for (const [role, state] of [['source', 'reserved'], ['target', 'preparing'], ['source', 'copying'], ['target', 'copying'], ['source', 'switching'], ['target', 'switching']] as const) {
     await t.test(`kill -9 of the ${role} agent at ${state} of a move with storage: one running copy, its disk sound`, async tt => {
       const from = (await running())[0]
       tt.ok(from === 'host1' || from === 'host2', `VM on ${String(from)}`)
