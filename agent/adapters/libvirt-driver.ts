@@ -736,12 +736,12 @@ function diskProgress (f: Record<string, string> | null | undefined, ready: bool
  * overlays go (the target holds their base), --copy-storage-all otherwise; and, for a
  * write-blocking copy, --copy-storage-synchronous-writes (libvirt 8.0 and later: every guest write
  * completes only once the target has it too, so the disk copy converges however fast the guest
- * writes; the QEMU driver's blockdev-mirror copy-mode=write-blocking). `syncWrites` says whether
- * this virsh knows the flag; without it a write-blocking copy runs in the background (and says so).
+ * writes; the QEMU driver's blockdev-mirror copy-mode=write-blocking). `syncWrites`: a write-blocking
+ * copy was planned and this virsh knows the flag (without it the copy runs in the background).
  */
-export function storageMigrateArgs (inc: boolean, copyMode: DiskCopyMode, syncWrites: boolean): string[] {
+export function storageMigrateArgs (inc: boolean, syncWrites: boolean): string[] {
   const args = [inc ? '--copy-storage-inc' : '--copy-storage-all']
-  if (copyMode === 'write-blocking' && syncWrites) args.push('--copy-storage-synchronous-writes')
+  if (syncWrites) args.push('--copy-storage-synchronous-writes')
   return args
 }
 
@@ -1199,8 +1199,13 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    * VM `id`'s writable, unshared file disks as this libvirtd runs them: image, format, virtual
    * size and allocation (`virsh domblkinfo`).
    */
+  /** VM `id`'s writable, unshared file disks, from its running definition. */
+  private async writableDisks (id: VmId, signal?: AbortSignal): Promise<DomainDisk[]> {
+    return disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable)
+  }
+
   private async diskFacts (id: VmId, signal?: AbortSignal): Promise<Array<DomainDisk & { sizeBytes: number, allocatedBytes: number }>> {
-    const disks = disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable)
+    const disks = await this.writableDisks(id, signal)
     const out = []
     for (const d of disks) {
       // A disk whose size cannot be read is still reported (as local, without a size): the target
@@ -1376,7 +1381,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    */
   async measureDiskWrites (id: VmId, ms = 1000, signal?: AbortSignal): Promise<{ bytesPerS: number, writeSizeBytes: number }> {
     checkId(id)
-    const devs = new Set(disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable).map(d => d.dev))
+    const devs = new Set((await this.writableDisks(id, signal)).map(d => d.dev))
     const read = async (): Promise<{ bytes: number, ops: number }> =>
       blockWrites(parseDomstats(await this.virsh(['domstats', '--raw', '--block', id], { signal })).get(id), devs)
     const a = await read()
@@ -1586,7 +1591,7 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     // What the copy really does (reported by progress()): write-blocking only with the flag.
     const copyMode: DiskCopyMode = syncWrites ? 'write-blocking' : 'background'
     if (storage) {
-      args.push(...storageMigrateArgs(inc, copyMode, syncWrites))
+      args.push(...storageMigrateArgs(inc, syncWrites))
       if (inc) this.log.info(`vm ${id}: disks on a base image: only their overlays are copied (--copy-storage-inc)`, { vm: id })
       if (syncWrites) this.log.info(`vm ${id}: the disks are copied with synchronous writes (--copy-storage-synchronous-writes): the guest writes faster than the link would catch up with`, { vm: id })
       else if (asked === 'write-blocking') this.log.warn(`vm ${id}: the disk copy should block the guest's writes, but this virsh has no --copy-storage-synchronous-writes (libvirt 8.0 and later): copied in the background, it may not converge`, { vm: id })
