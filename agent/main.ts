@@ -9,6 +9,7 @@ import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
 import { AgentCore, PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type HostSample, type RestoredConfigLog, type SplitEffect } from './core/index.js'
 import { parseClusterDoc, type ClusterDocHaVm } from './core/index.js'
+import { TERMINAL_STATES } from './core/migration/migration-state.js'
 import { farewellEntries, genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
 import type { Logger } from './ports/logger.js'
@@ -289,7 +290,7 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     transport,
     store,
     logger,
-    sample: await hostSample(config, driver, memory, cpu, logger),
+    sample: await hostSample(config, driver, memory, cpu, logger, () => new Set(core.migrations().filter(r => !TERMINAL_STATES.has(r.state)).map(r => r.vm))),
     codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vips.applier,
@@ -540,9 +541,9 @@ async function cpuLoop (config: AgentConfig, driver: HypervisorDriver, logger: L
 /**
  * The sampler: the real host (systeminformation) or the driver's VMs against a declared capacity.
  * At every sample the balloon loop (when there is one) takes a step over the VMs listed, off the
- * sample's path and one step at a time.
+ * sample's path and one step at a time; it leaves alone the VMs `moving` names (in a migration).
  */
-async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory: BalloonController | null, cpu: CpuController | null, logger: Logger): Promise<(signal: AbortSignal) => Promise<HostSample>> {
+async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory: BalloonController | null, cpu: CpuController | null, logger: Logger, moving: () => ReadonlySet<string>): Promise<(signal: AbortSignal) => Promise<HostSample>> {
   // systeminformation costs about 8 MiB of RSS: load it only when the real host is sampled.
   const sampler: HostSampler = config.sampler.kind === 'system'
     ? (await import('./adapters/si-sampler.js')).siSampler({})({ logger })
@@ -553,7 +554,7 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
     const [host, vms] = await Promise.all([sampler.sample(signal), driver.list(signal)])
     if (memory !== null && !stepping) {
       stepping = true
-      void memory.step(vms, signal).finally(() => { stepping = false })
+      void memory.step(vms, signal, moving()).finally(() => { stepping = false })
     }
     if (cpu !== null && !cpuStepping) {
       cpuStepping = true
@@ -685,10 +686,12 @@ function configApi (config: AgentConfig, core: AgentCore, runtime: Runtime): Non
 }
 
 /** The mesh's connections and traffic, for status and benchmarks. */
-function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connections' | 'stats'>): NonNullable<StatusPayload['mesh']> {
+function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connections' | 'stats' | 'peerStats'>): NonNullable<StatusPayload['mesh']> {
   const c = transport.connections()
   const st = transport.stats()
   return {
+    peers: transport.peerStats(),
+    sendDropped: { ...st.sendDropped },
     open: c.open,
     active: c.active,
     pending: c.pending,
@@ -708,7 +711,7 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
 }
 
 /** `starling status` and the web view's snapshot of this agent. */
-function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks' | 'connections' | 'stats'>, startupCpu: StartupCpu, memory: BalloonController | null): () => StatusPayload {
+function statusSource (config: AgentConfig, self: { id: string, name: string }, core: AgentCore, runtime: Runtime, transport: Pick<ReturnType<typeof meshTransport>, 'peerChecks' | 'connections' | 'stats' | 'peerStats'>, startupCpu: StartupCpu, memory: BalloonController | null): () => StatusPayload {
   const memoryOf = (m: BalloonController): StatusPayload['memory'] => {
     const st = m.status()
     return st === null ? null : { atMs: st.atMs, ballooning: st.ballooning, host: st.host, counters: { ...m.counters } }

@@ -47,7 +47,7 @@ import Hyperswarm, { type NoiseSecretStream, type PeerDiscoverySession } from 'h
 import HyperDHT from 'hyperdht'
 import { FRAME_BYTES_MAX_DEFAULT, type HostId } from '../core/index.js'
 import type { Logger } from '../ports/logger.js'
-import type { Transport, TransportHandlers } from '../ports/transport.js'
+import type { PeerConnectionStats, Transport, TransportHandlers } from '../ports/transport.js'
 import { FRAME_HEADER_BYTES, decodeHello, encodeHello } from './wire-codec.js'
 
 /** Prefix hashed before the cluster secret, so the topic is useless for anything else. */
@@ -206,6 +206,8 @@ export interface HyperswarmTransport extends Transport {
   peerChecks (): PeerCheck[]
   /** Open connections, the active view's size (null: every member) and members being connected on demand. */
   connections (): { open: number, active: number | null, pending: number }
+  /** Each open connection: its traffic each way and how long ago the peer was last heard on it. */
+  peerStats (): PeerConnectionStats[]
   setActivePeers (peers: HostId[]): void
   /**
    * The cluster's members changed (an agreed configuration version): new members are called and
@@ -349,6 +351,10 @@ class PeerConnection {
   lastUsed = Date.now()
   /** Closed by us for being idle: not reported as a lost connection. */
   idleClosed = false
+  /** Wall ms this connection was admitted (its hello passed); 0 before. */
+  openedAt = 0
+  /** Traffic on this connection, for peerStats(): stream frames and datagrams each way, wall ms of the last received. */
+  readonly traffic = { streamIn: 0, streamOut: 0, datagramsIn: 0, datagramsOut: 0, lastStreamInAt: 0, lastDatagramInAt: 0 }
   constructor (readonly id: HostId, readonly conn: NoiseSecretStream, private readonly maxQueuedBytes: number) {
     conn.on('drain', () => { this.waitingDrain = false; this.queuedBytes = 0 })
   }
@@ -369,9 +375,14 @@ class PeerConnection {
     if (this.waitingDrain) this.queuedBytes += buf.byteLength
     if (!flowing) this.waitingDrain = true
     this.lastUsed = Date.now()
+    this.traffic.streamOut++
     return 'ok'
   }
+
+  /** Bytes written while the stream asked us to wait (0 when it flows). */
+  get backlogBytes (): number { return this.waitingDrain ? this.queuedBytes : 0 }
 }
+
 
 function freshStats (): HyperswarmTransportStats {
   return {
@@ -497,6 +508,20 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   /** Open connections now, the active view's size (null: every member), and members being connected on demand. */
   connections (): { open: number, active: number | null, pending: number } {
     return { open: this.peers.size, active: this.active === null ? null : this.active.size, pending: this.pending.size }
+  }
+
+  peerStats (): PeerConnectionStats[] {
+    const now = Date.now()
+    const ago = (t: number): number | null => t === 0 ? null : now - t
+    return [...this.peers.values()].map(p => ({
+      peer: p.id,
+      initiator: p.conn.isInitiator,
+      openForMs: now - p.openedAt,
+      ...p.traffic,
+      lastStreamInMsAgo: ago(p.traffic.lastStreamInAt),
+      lastDatagramInMsAgo: ago(p.traffic.lastDatagramInAt),
+      backlogBytes: p.backlogBytes
+    })).map(({ lastStreamInAt: _s, lastDatagramInAt: _d, ...r }) => r)
   }
 
   setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: (key: HostId) => Uint8Array[]): void {
@@ -820,7 +845,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       this.opts.maxFrameBytes,
       this.opts.maxDiscardBytes,
       frame => {
-        if (state === 'open') { peer.lastUsed = Date.now(); this.deliver(id, frame); return }
+        if (state === 'open') { peer.lastUsed = Date.now(); peer.traffic.streamIn++; peer.traffic.lastStreamInAt = peer.lastUsed; this.deliver(id, frame); return }
         if (state === 'closed') return
         clearTimeout(helloTimer)
         if (!this.checkHello(id, conn, frame)) { state = 'closed'; return }
@@ -846,6 +871,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       if (state !== 'open' || this.peers.get(id) !== peer || m.byteLength === 0 || m.byteLength > this.opts.maxFrameBytes) return
       this.counters.datagramsReceived++
       peer.lastUsed = Date.now()
+      peer.traffic.datagramsIn++
+      peer.traffic.lastDatagramInAt = peer.lastUsed
       this.deliver(id, Uint8Array.prototype.slice.call(m))
     })
     conn.on('close', () => {
@@ -950,6 +977,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   /** A connection whose hello passed: it becomes the peer's connection. */
   private admit (peer: PeerConnection): void {
     const id = peer.id
+    peer.openedAt = Date.now()
     if (this.stopping !== null) { peer.conn.destroy(); return }
     const existing = this.peers.get(id)
     this.peers.set(id, peer)
@@ -1036,6 +1064,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     if (peer === undefined || peer.conn.destroying || peer.conn.destroyed || typeof peer.conn.trySend !== 'function') return false
     try { peer.conn.trySend(frame) } catch { return false }
     peer.lastUsed = Date.now()
+    peer.traffic.datagramsOut++
     this.counters.framesSent++
     this.counters.datagramsSent++
     this.counters.bytesSent += frame.byteLength

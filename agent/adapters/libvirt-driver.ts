@@ -565,7 +565,8 @@ export function buildDomainXml (spec: VmSpec, x: LibvirtVmExtra, o: DomainXmlOpt
     dev.push(`    <serial type='file'><source path='${e(o.serialPath)}'/><target port='0'/></serial>`)
     dev.push(`    <console type='file'><source path='${e(o.serialPath)}'/><target type='serial' port='0'/></console>`)
   }
-  dev.push(x.balloon ?? true ? "    <memballoon model='virtio'/>" : "    <memballoon model='none'/>")
+  // autodeflate: QEMU's deflate-on-oom (the QEMU driver's note on its balloon device).
+  dev.push(x.balloon ?? true ? "    <memballoon model='virtio' autodeflate='on'/>" : "    <memballoon model='none'/>")
   const cpu = o.cpuModel !== undefined ? `  <cpu mode='custom' match='exact'><model fallback='forbid'>${e(o.cpuModel)}</model></cpu>\n` : ''
   return `<domain type='${o.type}'>
   <name>${e(spec.id)}</name>

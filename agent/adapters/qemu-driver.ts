@@ -1593,7 +1593,10 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       if (d.file.includes(',')) throw new DriverError('DRIVER_FAILED', `vm ${spec.id}: disk path "${d.file}" contains a comma`)
       a.push('-drive', `file=${d.file},if=virtio,format=${d.format ?? 'raw'},index=${i},node-name=${diskNode(i)}`)
     }
-    if (x.balloon ?? true) a.push('-device', 'virtio-balloon-pci,id=balloon0')
+    // deflate-on-oom: a guest about to run out of memory takes pages back from its balloon
+    // instead of killing a process (the balloon loop reads guest statistics a second or more old,
+    // and a guest that allocates fast in between would otherwise be starved by a target taken from them).
+    if (x.balloon ?? true) a.push('-device', 'virtio-balloon-pci,id=balloon0,deflate-on-oom=on')
     a.push('-pidfile', path.join(dir, 'qemu.pid'))
     if (incoming) a.push('-incoming', 'defer')
     a.push(...(x.args ?? []))

@@ -6,6 +6,7 @@
  */
 import type { HaStatus, MemberView, VipStatus, VipStatusReport } from '../core/index.js'
 import type { BalloonCounters, HostMemoryStatus } from './memory.js'
+import type { PeerConnectionStats } from '../ports/transport.js'
 import type { ClusterPlan, PlanStep } from '../../policies/cluster-plan.js'
 
 /** What the local API returns on GET /v1/status. */
@@ -38,6 +39,10 @@ export interface StatusPayload {
     dialsOpened?: number
     dialsFailed?: number
     dialsInFlight?: number
+    /** Each open connection's traffic and how long ago the peer was last heard on it (optional: older agents). */
+    peers?: PeerConnectionStats[]
+    /** Frames not sent, by cause (optional: older agents). */
+    sendDropped?: Record<string, number>
   }
   /**
    * Members refused at their hello (another cluster secret, HA timing that differs, no hello) or

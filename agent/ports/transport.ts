@@ -47,3 +47,19 @@ export interface Transport {
   /** Close every connection and stop listening; idempotent. */
   stop (): Promise<void>
 }
+
+/** One open connection as peerStats() reports it (`starling status --json`, mesh.peers). */
+export interface PeerConnectionStats {
+  peer: string
+  initiator: boolean
+  openForMs: number
+  streamIn: number
+  streamOut: number
+  datagramsIn: number
+  datagramsOut: number
+  /** ms since the last frame received on the stream, and as a datagram (null: none yet). */
+  lastStreamInMsAgo: number | null
+  lastDatagramInMsAgo: number | null
+  /** Bytes written while the stream was congested, not yet drained. */
+  backlogBytes: number
+}

@@ -81,8 +81,15 @@ export class BalloonController {
   /** The memory picture of the last step; null before the first. */
   status (): MemoryStatus | null { return this.last }
 
-  /** One step over the VMs of this sample (only running ones are considered). Never throws. */
-  async step (vms: readonly VmSummary[], signal?: AbortSignal): Promise<MemoryStatus | null> {
+  /**
+   * One step over the VMs of this sample (only running ones are considered). Never throws.
+   * `moving`: VMs in a live migration of this host (either end). Their balloons are left as they
+   * are, counted at their current size: a balloon that inflates while the memory is copied
+   * discards pages under the copy (and one that deflates hands the guest pages the copy must send
+   * again), and the guest is leaving anyway. (Under TCG with QEMU 7.2, a ballooned guest that was
+   * reballooned during a pre-copy was seen to reset on the target.)
+   */
+  async step (vms: readonly VmSummary[], signal?: AbortSignal, moving: ReadonlySet<VmId> = new Set()): Promise<MemoryStatus | null> {
     let hostFacts: HostMemoryFacts
     try { hostFacts = await this.c.host.read(signal) } catch (err) {
       this.counters.factErrors++
@@ -120,6 +127,16 @@ export class BalloonController {
       }
       ballooned += Math.max(0, f.maxMiB - f.actualMiB)
       const g = f.guest
+      if (moving.has(f.id)) {
+        // Left alone while it moves: what it holds now is fixed for the policy.
+        fixed += f.actualMiB
+        st.targetMiB = null
+        rows.push({
+          id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: true, actualMiB: f.actualMiB, targetMiB: null,
+          guestFreeMiB: g === null ? null : (g.availableMiB ?? g.freeMiB), guestTotalMiB: g?.totalMiB ?? null, statsAgeS: g?.ageS ?? null, stale: g === null || g.ageS > this.m.policy.statsStaleAfterS, swapping: false, held: 'migrating'
+        })
+        continue
+      }
       // Swapping: any swap traffic, or many major faults, since the last sample.
       const swaps = g === null ? null : (g.swapInPages ?? 0) + (g.swapOutPages ?? 0)
       const dtS = Math.max(0.001, (at - st.lastAtMs) / 1000)

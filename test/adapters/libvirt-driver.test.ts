@@ -301,6 +301,7 @@ t.test('domain XML: building it and moving the console', async t => {
   t.match(xml, /<vcpu>2<\/vcpu>/)
   t.match(xml, /<cmdline>console=ttyS0 a&lt;b &amp; &quot;c&quot;<\/cmdline>/, 'escaped')
   t.equal(serialPathOf(xml), "/s/it's.log", 'serial path read back unescaped')
+  t.match(xml, /<memballoon model='virtio' autodeflate='on'\/>/, 'the balloon gives way to a guest about to run out of memory (deflate-on-oom)')
   t.match(buildDomainXml(spec, { balloon: false, disks: [{ file: '/d.qcow2', format: 'qcow2' }, { file: '/e.img' }] }, { type: 'kvm', machine: 'q35', cpuModel: 'Haswell' }),
     /type='kvm'[\s\S]*machine='q35'[\s\S]*Haswell[\s\S]*type='qcow2'[\s\S]*vda[\s\S]*vdb[\s\S]*memballoon model='none'/)
   const moved = rewriteSerialPath(DUMPXML, '/srv/b/serial/g1.log')

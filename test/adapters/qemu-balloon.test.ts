@@ -206,6 +206,37 @@ async function run (t: Test, guestDir: string): Promise<void> {
 
   stepping = false
   await loop
+
+  await t.test('a VM in a migration is left alone; a guest short of memory takes pages back from its balloon', async t => {
+    // The agent's loop is stopped: nothing gives the grower memory back but its own balloon driver.
+    const actual = async (): Promise<number> => (await driver.memoryFacts('grower', 1)).actualMiB ?? MEM
+    await driver.balloon('grower', 200)
+    const end = performance.now() + 30_000
+    while (await actual() > 202 && performance.now() < end) await sleep(200)
+    t.ok(await actual() <= 202, `the grower's balloon at ${await actual()} MiB (asked 200)`)
+    // A step with the grower moving: short of memory as it is, its balloon is not touched.
+    // Steps with the grower moving (three, a second apart): short of memory as it is, its balloon
+    // is not touched; then steps without the move give it memory (the freeze was what held it).
+    const n = ctl.history.length
+    let s: MemoryStatus | null = null
+    for (let i = 0; i < 3; i++) { s = await ctl.step(await driver.list(), undefined, new Set(['grower'])); await sleep(1000) }
+    t.equal(vmOf(s ?? undefined, 'grower')?.held, 'migrating', 'the moving VM is held, and says why')
+    t.same(ctl.history.slice(n).filter(h => h.id === 'grower'), [], 'its balloon is not changed while it moves')
+    for (let i = 0; i < 10 && !ctl.history.slice(n).some(h => h.id === 'grower'); i++) { await ctl.step(await driver.list()); await sleep(1000) }
+    t.ok(ctl.history.slice(n).some(h => h.id === 'grower' && h.targetMiB > h.fromMiB), 'steps without the move give it memory')
+    await driver.balloon('grower', 200)
+    while (await actual() > 202 && performance.now() < end + 30_000) await sleep(200)
+    // Then the grower takes 150 MiB more than its balloon leaves room for, with nobody to deflate it.
+    const seen = consoleLines(driver.serialPath('grower'))
+    const heldBefore = seen.filter(l => l.startsWith('hog held=')).pop() ?? 'hog held=0'
+    const target = Number(heldBefore.slice('hog held='.length)) + 150
+    await grower.send('grow 150')
+    const since = (): string[] => consoleLines(driver.serialPath('grower')).slice(seen.length)
+    await waitFor(`the grower to hold ${target} MiB or lose its hog`, () => since().some(l => l === `hog held=${target}` || l.startsWith('hog killed')), 60_000)
+    const lines = since()
+    t.notOk(lines.some(l => l.startsWith('hog killed') || l.includes('Kernel panic')), `no process killed for memory: the guest deflated its balloon (deflate-on-oom) (${lines.filter(l => l.startsWith('hog')).slice(-2).join('; ')})`)
+    t.ok(await actual() > 250, `the balloon gave way: ${await actual()} MiB after the growth (was 200)`)
+  })
   t.comment(`counters: ${JSON.stringify(ctl.counters)}`)
 }
 

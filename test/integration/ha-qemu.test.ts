@@ -71,6 +71,14 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   const guests = new GuestWatch(names, VM, runDir)
   logDump = () => cluster.hosts.map(h => `--- ${h.name}\n` + (fs.existsSync(h.logFile) ? fs.readFileSync(h.logFile, 'utf8').split('\n').filter(l => /\bha\b|ha-|fence|vm g1/.test(l)).slice(-25).join('\n') : '')).join('\n').slice(-12000)
   const members = cluster.hosts.map(h => ({ name: h.name, publicKey: h.publicKey, address: `${ip(h.name)}:${h.address.split(':')[1]!}` }))
+  const nameOf = (key: string): string => members.find(m => m.publicKey === key)?.name ?? key.slice(0, 8)
+  /** Each agent's connections as it reports them: traffic each way, and how long ago the peer was heard on the stream and by datagram. */
+  const meshDump = async (): Promise<string> => (await Promise.all(names.map(async h => {
+    const s = await cluster.status(h)
+    if (s === null) return `${h}: no status`
+    const rows = (s.mesh?.peers ?? []).map(p => `  ${nameOf(p.peer)}: open ${p.openForMs} ms (${p.initiator ? 'dialled' : 'accepted'}), stream in/out ${p.streamIn}/${p.streamOut} (last in ${p.lastStreamInMsAgo ?? '-'} ms ago), datagrams in/out ${p.datagramsIn}/${p.datagramsOut} (last in ${p.lastDatagramInMsAgo ?? '-'} ms ago), backlog ${p.backlogBytes} B`)
+    return `${h}: dropped ${JSON.stringify(s.mesh?.sendDropped ?? {})}, members ${s.members.map(m => `${m.name} ${m.state}`).join(', ')}\n${rows.join('\n')}`
+  }))).join('\n')
   const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
   /** The emulated watchdogs; a reset kills the host's agent and its QEMU, as a real reset would. */
   const watchdogs = new Map<string, FifoWatchdog>()
@@ -171,7 +179,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   const other0 = names.find(h => h !== first)!
   const st = await starling(['ha', 'status', '--api', cluster.host(other0).apiListen])
   t.equal(st.code, 0, 'starling ha status answers')
-  t.match(st.out, /quorum\s+yes: 3\/3 present, 2 needed/, 'quorum shown')
+  if (!t.match(st.out, /quorum\s+yes: 3\/3 present, 2 needed/, 'quorum shown')) t.comment(`connections:\n${await meshDump()}`)
   t.match(st.out, new RegExp(`g1\\s+${first}`), 'owner shown by name')
   await until(`g1 heartbeats on ${first}`, () => hbCount(first) > 20, 60_000)
   t.same(await running(), [first], `one copy, on ${first}`)
@@ -189,6 +197,16 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   /** Cluster B: host1 has no fence. */
   async function unfencedHost (tt: Test, owner: string): Promise<void> {
     if (owner !== 'host1') { tt.fail(`g1 should run on host1, the host with no fence (runs on ${owner}): nothing to check`); return }
+    // "No fence" is also what a host believes of a member it never heard an HA beat from: first
+    // make sure both survivors hear host1 (it is present in their quorum).
+    let heard = true
+    try {
+      await until('host2 and host3 hear host1\'s HA beats', async () => (await Promise.all(['host2', 'host3'].map(async h => (await ha(h))?.quorum.present.length === 3))).every(x => x), 20_000)
+    } catch (err) {
+      heard = false
+      tt.comment(`connections:\n${await meshDump()}`)
+    }
+    tt.ok(heard, 'host2 and host3 hear host1 (3/3 present in their quorum)')
     const self = await starling(['ha', 'status', '--api', cluster.host('host1').apiListen])
     tt.match(self.out, /watchdog\s+NONE: this host's HA VMs are NOT protected/, 'host1 says it protects nothing')
     const other = await starling(['ha', 'status', '--api', cluster.host('host2').apiListen])
@@ -228,6 +246,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
       // majority of grants): how each survivor sees the VM, its quorum and host1.
       for (const h of ['host2', 'host3']) tt.comment(`${h}: ${(await starling(['ha', 'status', '--api', cluster.host(h).apiListen])).out}`)
       for (const h of ['host2', 'host3']) tt.comment(`${h} HA log: ${fs.readFileSync(cluster.host(h).logFile, 'utf8').split('\n').filter(l => /"kind":"ha-/.test(l)).slice(-25).join('\n')}`)
+      tt.comment(`connections:\n${await meshDump()}`)
       throw err
     }
     tt.comment(`g1 restarted on ${where} ${((performance.now() - c0) / 1000).toFixed(2)} s after the confirmation`)
