@@ -9,7 +9,6 @@ import path from 'node:path'
 import { ConfigError, validateConfig, parseAddress, type AgentConfig } from './config.js'
 import { AgentCore, PROTOCOL_CUR, PROTOCOL_MAX, PROTOCOL_MIN, type HostSample, type RestoredConfigLog, type SplitEffect } from './core/index.js'
 import { parseClusterDoc, type ClusterDocHaVm } from './core/index.js'
-import { TERMINAL_STATES } from './core/migration/migration-state.js'
 import { farewellEntries, genesisFromFile, loadClusterConfig, numberedRules, parseChange, runChange, sha256Hex, type ChangeContext, type ConfigChange } from './runtime/cluster-config.js'
 import { loadPersistedCoreState } from './runtime/restore.js'
 import type { Logger } from './ports/logger.js'
@@ -290,7 +289,7 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
     transport,
     store,
     logger,
-    sample: await hostSample(config, driver, memory, cpu, logger, () => new Set(core.migrations().filter(r => !TERMINAL_STATES.has(r.state)).map(r => r.vm))),
+    sample: await hostSample(config, driver, memory, cpu, logger, () => core.migratingVms()),
     codec: { encode: encodeEnvelope, decode: (frame, from) => decodeFrame(frame, { maxFrameBytes: config.core.frameBytesMax, expectFrom: from }) },
     driver: driverExecutor(driver, { migrationListenHost: config.driver.kind === 'libvirt' ? config.driver.libvirt.migrationListen : config.driver.qemu.migrationListen }),
     vip: vips.applier,

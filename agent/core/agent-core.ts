@@ -13,7 +13,7 @@ import type { Input } from './inputs.js'
 import { PROTOCOL_MAX, PROTOCOL_MIN } from './messages.js'
 import type { Envelope, Gossip } from './messages.js'
 import { Prng } from './prng.js'
-import type { HostId, MemberState, MemberView } from './types.js'
+import type { HostId, MemberState, MemberView, VmId } from './types.js'
 import { applyAlive, applyDead, applyLeft, applySuspect, expireSuspicions, nextSuspicionDue, selfRecord } from './membership/gossip-merge.js'
 import { Prober } from './membership/probe.js'
 import { AntiEntropy } from './membership/push-pull.js'
@@ -27,6 +27,7 @@ import { MigrationMachine } from './migration/migration-machine.js'
 import { Scheduler, type DrainReport } from './migration/scheduler.js'
 import { defaultMigrationConfig, validateMigrationConfig } from './migration/migration-config.js'
 import type { MigrationConfig, MigrationRecord } from './migration/migration-state.js'
+import { TERMINAL_STATES } from './migration/migration-state.js'
 import { rulesHash } from './migration/reservation.js'
 import type { HostSample } from './types.js'
 import { VipBridge, isVipBody } from './vip/vip-bridge.js'
@@ -392,6 +393,13 @@ export class AgentCore {
 
   /** Replicas this host runs or hosts (null when replication is not configured). */
   replicaRecords (): ReplicaRecord[] | null { return this.replicas?.records() ?? null }
+
+  /** The VMs in a migration this host takes part in and that has not ended (either end). */
+  migratingVms (): Set<VmId> {
+    const out = new Set<VmId>()
+    for (const r of this.mig.recs.values()) if (!TERMINAL_STATES.has(r.state)) out.add(r.vm)
+    return out
+  }
 
   /** Migrations this host takes part in (in flight and recent), newest first. Copies. */
   migrations (): MigrationRecord[] {
