@@ -11,11 +11,11 @@
  * Methods:
  *   starling  the driver's disk path as the agent runs it: copy mode from planDiskCopy
  *             (write-blocking when the guest dirties mirror regions faster than half the link),
- *             only the top layer of a disk on a base image the target holds. The memory part
- *             keeps the agents' former TCG path (post-copy at once, at most 3 syncs; pre-copy
- *             with the plan's limit under KVM): since the TCG guest RAM is padded, the agents
- *             plan the memory under TCG as under KVM (convergence.ts), which this bench does not
- *             follow yet; its disk figures are unaffected.
+ *             only the top layer of a disk on a base image the target holds. The memory
+ *             follows the agents' plan (convergence.ts: planMigration from QEMU's measured dirty
+ *             rate, the guest's resident memory and the link; the mode the machine starts after
+ *             the mirror; stepConvergence steering it; the sync cap handed to the driver under
+ *             TCG), with the production default onStall.
  *   plain     QEMU's plain full mirror: background copy mode, sync full (a base image's data is
  *             sent too), memory pre-copy with QEMU's default 300 ms downtime limit.
  * Cases: idle disk (full copy; time against disk / bandwidth), moderate and high guest write
@@ -44,6 +44,8 @@ import { silentLogger } from '../agent/lib/logger.js'
 import type { VmSpec } from '../agent/ports/hypervisor-driver.js'
 import type { MigrationParams, MigrationProgress } from '../agent/ports/migrating-driver.js'
 import { planDiskCopy } from '../agent/core/migration/disk-copy.js'
+import { defaultConvergencePolicy, initialConvergenceState, planMigration, stepConvergence, type ConvergencePolicy, type MigrationPlan } from '../agent/core/migration/convergence.js'
+import { defaultMigrationConfig } from '../agent/core/migration/migration-config.js'
 import { createMigrationLink, netnsUnavailable, type MigrationLink } from './lib/netbed.js'
 import { SerialMonitor } from './lib/serial-monitor.js'
 import { guestKernel } from '../test/guest/guest.js'
@@ -98,6 +100,9 @@ interface RunOut {
   writeLatencyBeforeUs: { avg: number, max: number } | null
   writeLatencyDuringUs: { avg: number, max: number } | null
   integrity: { ok: boolean, detail: string }
+  /** The memory copy's mode and limits, and what steered it (the agents' controller; none for plain). */
+  memoryMode?: string
+  memoryActions?: string[]
   error?: string
 }
 
@@ -191,7 +196,7 @@ async function main (): Promise<void> {
         writeRatesKiBps: { moderate: MODERATE_KIBPS, high: HIGH_KIBPS },
         runsPerCase: 1,
         returnTrip: `the VM moves to the target (Starling's path), its guest writes at ${MODERATE_KIBPS} KiB/s for ${STAY_S} s there, and it moves back: starling sends the clusters changed since it left (the copy it left is sealed and reused), plain mirrors the whole disk back`,
-        methods: { starling: 'copy mode planned (planDiskCopy), top layer only on a shared base, memory post-copy at once under TCG with a cap of 3 syncs (the agents\' former TCG path)', plain: 'background full mirror, memory pre-copy at 300 ms' }
+        methods: { starling: 'copy mode planned (planDiskCopy), top layer only on a shared base, memory planned and steered as the agents do (convergence.ts, production defaults)', plain: 'background full mirror, memory pre-copy at 300 ms' }
       },
       targets: {
         idleFullCopyTimeOverDiskPerBandwidth: idleS?.totalMs != null ? Math.round(idleS.totalMs / pureMs * 100) / 100 : null,
@@ -216,6 +221,52 @@ async function main (): Promise<void> {
   }
 }
 
+/** The agents' memory plan for a move with storage: migration-machine.ts plan(), then startMemoryCopy(). */
+interface MemoryPlan { plan: MigrationPlan, policy: ConvergencePolicy, params: MigrationParams }
+
+async function agentMemoryPlan (src: QemuDriver, id: string, memMiB: number, bandwidthBytesPerS: number): Promise<MemoryPlan> {
+  const policy = defaultConvergencePolicy(src.accel, defaultMigrationConfig().onStall)
+  const dirty = await src.measureDirtyRate(id)
+  const resident = src.residentGuestBytes(id)
+  const plan = planMigration({
+    memBytes: memMiB * MiB,
+    dirtyRateBytesPerS: dirty,
+    dirtyRateMeasured: true,
+    ...(resident !== null ? { residentBytes: resident } : {}),
+    bandwidthBytesPerS
+  }, policy)
+  if (plan.mode === 'reject') throw new Error(`the agents' plan refuses this move: ${plan.reason}`)
+  const mode = plan.mode === 'postcopy' ? (policy.postcopyAtOnce ? 'postcopy' : 'hybrid') : plan.mode
+  const params: MigrationParams = {
+    mode, maxBandwidthBytes: 0, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, storage: true,
+    ...(src.accel === 'tcg' ? { maxDirtySyncs: policy.maxDirtySyncs } : {})
+  }
+  return { plan, policy, params }
+}
+
+/** Polls the memory copy to its end; with a plan, steers it as the agents' machine does (stepConvergence). */
+async function followMemoryCopy (src: QemuDriver, id: string, mp: MemoryPlan | null, deadline: number): Promise<{ p: MigrationProgress, actions: string[] }> {
+  let state = mp === null ? null : initialConvergenceState(mp.plan, mp.policy)
+  const actions: string[] = []
+  for (;;) {
+    const p = await src.progress(id)
+    if (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') return { p, actions }
+    if (performance.now() > deadline) throw new Error('memory copy did not finish')
+    if (state !== null && mp !== null && p.status !== 'pre-switchover' && p.status !== 'device') {
+      const step = stepConvergence(state, p, mp.policy, mp.plan.timeoutMs)
+      state = step.state
+      const a = step.action
+      if (a.kind !== 'none') {
+        actions.push(`${a.kind}${a.kind === 'setDowntime' ? ` ${a.downtimeLimitMs} ms` : ''} at ${p.totalTimeMs} ms`)
+        if (a.kind === 'setDowntime') await src.setDowntimeLimit(id, a.downtimeLimitMs)
+        else if (a.kind === 'startPostcopy') await src.startPostcopy(id)
+        else await src.cancel(id)
+      }
+    }
+    await sleep(20)
+  }
+}
+
 async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec: VmSpec, c: CaseDef, method: Method, goodput: number, mons: SerialMonitor[]): Promise<RunOut> {
   const id = spec.id
   const out: RunOut = {
@@ -233,6 +284,8 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
     const writesPerS = (before.writes - prev.writes) / ((before.atMs - prev.atMs) / 1000)
     const plan = planDiskCopy({ writeBytesPerS: writesPerS * 4096, writeSizeBytes: 4096, granularityBytes: 65536, bandwidthBytesPerS: goodput, sizeBytes: DISK_MIB * MiB, allocatedBytes: (DISK_MIB - REGION_MIB) * MiB })
     out.copyMode = method === 'starling' ? plan.copyMode : 'background'
+    // The agents plan the memory before the move starts (from the source's query).
+    const mp = method === 'starling' ? await agentMemoryPlan(src, id, spec.memMiB, goodput) : null
     const d = await src.describe(id)
     const tx0 = await l.txBytes(l.source)
     const t0 = performance.now()
@@ -254,16 +307,16 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
       await sleep(50)
     }
     out.mirrorReadyMs = Math.round(performance.now() - t0)
-    const tcg = src.accel === 'tcg'
-    const params: MigrationParams = method === 'starling'
-      ? { mode: tcg ? 'postcopy' : 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true, ...(tcg ? { maxDirtySyncs: 3 } : {}) }
-      : { mode: 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true }
+    const params: MigrationParams = mp?.params ?? { mode: 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true }
+    out.memoryMode = `${params.mode}, downtime limit ${params.downtimeLimitMs} ms${params.maxDirtySyncs !== undefined ? `, at most ${params.maxDirtySyncs} syncs` : ''}`
     await src.migrate(id, uri, params)
-    for (;;) {
+    try {
+      const f = await followMemoryCopy(src, id, mp, t0 + READY_TIMEOUT_MS * 3)
+      p = f.p
+      out.memoryActions = f.actions
+    } catch (err) {
+      out.error = (err as Error).message
       p = await src.progress(id)
-      if (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') break
-      if (performance.now() - t0 > READY_TIMEOUT_MS * 3) { out.error = 'memory copy did not finish'; break }
-      await sleep(20)
     }
     const t1 = performance.now()
     out.linkBytes = (await l.txBytes(l.source)) - tx0
@@ -320,9 +373,10 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
     case: 'return', method, copyMode: 'background', converged: false, totalMs: null, mirrorReadyMs: null, linkBytes: 0, memoryBytes: 0, diskBytes: 0,
     downtimeQemuMs: null, heartbeatGapMs: null, writeLatencyBeforeUs: null, writeLatencyDuringUs: null, integrity: { ok: false, detail: 'not run' }
   }
-  const tcg = src.accel === 'tcg'
-  const params: MigrationParams = { mode: tcg ? 'postcopy' : 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true, ...(tcg ? { maxDirtySyncs: 3 } : {}) }
   const trip = async (from: QemuDriver, to: QemuDriver, toIp: string, fullCopy: boolean): Promise<MigrationProgress> => {
+    // Both trips move the memory as the agents plan it; the plain method differs in the disk only.
+    const mp = await agentMemoryPlan(from, id, spec.memMiB, goodput)
+    out.memoryMode = `${mp.params.mode}, downtime limit ${mp.params.downtimeLimitMs} ms${mp.params.maxDirtySyncs !== undefined ? `, at most ${mp.params.maxDirtySyncs} syncs` : ''}`
     const d = await from.describe(id)
     const { uri, nbd } = await to.prepareIncoming(d!.spec, `${toIp}:0`, { storage: true })
     await from.mirrorDisks(id, nbd!, { copyMode: 'background', fullCopy })
@@ -337,13 +391,10 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
     }
     out.mirrorReadyMs = Math.round(performance.now() - t0)
     out.changedBytes = p.disk?.totalBytes ?? 0
-    await from.migrate(id, uri, params)
-    for (;;) {
-      p = await from.progress(id)
-      if (p.status === 'completed' || p.status === 'failed' || p.status === 'cancelled') break
-      if (performance.now() - t0 > READY_TIMEOUT_MS * 3) throw new Error('memory copy did not finish')
-      await sleep(20)
-    }
+    await from.migrate(id, uri, mp.params)
+    const f = await followMemoryCopy(from, id, mp, t0 + READY_TIMEOUT_MS * 3)
+    p = f.p
+    out.memoryActions = f.actions
     if (p.status !== 'completed') throw new Error(`migration ${p.status}: ${p.errorDesc ?? ''}`)
     return p
   }
@@ -376,7 +427,6 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
     out.integrity = broken.length === 0 && bm.starts === 0 ? { ok: true, detail: 'every block and page verified by the guest after the return' } : { ok: false, detail: broken.join(' | ') || 'the guest rebooted' }
     await src.stop(id)
     await dst.kill(id).catch(() => {})
-    void goodput
   } catch (err) {
     out.error = (err as Error).message
     await src.kill(id).catch(() => {})

@@ -77,7 +77,8 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     const s = await cluster.status(h)
     if (s === null) return `${h}: no status`
     const rows = (s.mesh?.peers ?? []).map(p => `  ${nameOf(p.peer)}: open ${p.openForMs} ms (${p.initiator ? 'dialled' : 'accepted'}), stream in/out ${p.streamIn}/${p.streamOut} (last in ${p.lastStreamInMsAgo ?? '-'} ms ago), datagrams in/out ${p.datagramsIn}/${p.datagramsOut} (last in ${p.lastDatagramInMsAgo ?? '-'} ms ago), backlog ${p.backlogBytes} B`)
-    return `${h}: dropped ${JSON.stringify(s.mesh?.sendDropped ?? {})}, members ${s.members.map(m => `${m.name} ${m.state}`).join(', ')}\n${rows.join('\n')}`
+    const log = fs.readFileSync(cluster.host(h).logFile, 'utf8').split('\n').filter(l => l.includes('"component":"agent:transport"')).slice(-12).map(l => `  ${l}`)
+    return `${h}: dropped ${JSON.stringify(s.mesh?.sendDropped ?? {})}, members ${s.members.map(m => `${m.name} ${m.state}`).join(', ')}\n${rows.join('\n')}\n${log.join('\n')}`
   }))).join('\n')
   const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
   /** The emulated watchdogs; a reset kills the host's agent and its QEMU, as a real reset would. */
