@@ -701,6 +701,7 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
     idleCloses: st.idleCloses,
     connectionsOpened: st.connectionsOpened,
     connectionsClosed: st.connectionsClosed,
+    connectionsReplaced: st.connectionsReplaced,
     heldExpired: st.sendDropped.expired,
     dialsAttempted: st.dialsAttempted,
     dialsOpened: st.dialsOpened,

@@ -33,6 +33,8 @@ export interface StatusPayload {
     idleCloses: number
     connectionsOpened: number
     connectionsClosed: number
+    /** Connections replaced by a newer one to the same member (optional: older agents). */
+    connectionsReplaced?: number
     heldExpired: number
     /** Connections this agent dialled: attempted, opened, and closed before opening (optional: older agents). */
     dialsAttempted?: number

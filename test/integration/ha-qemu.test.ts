@@ -78,7 +78,7 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
     if (s === null) return `${h}: no status`
     const rows = (s.mesh?.peers ?? []).map(p => `  ${nameOf(p.peer)}: open ${p.openForMs} ms (${p.initiator ? 'dialled' : 'accepted'}), stream in/out ${p.streamIn}/${p.streamOut} (last in ${p.lastStreamInMsAgo ?? '-'} ms ago), datagrams in/out ${p.datagramsIn}/${p.datagramsOut} (last in ${p.lastDatagramInMsAgo ?? '-'} ms ago), backlog ${p.backlogBytes} B`)
     const log = fs.readFileSync(cluster.host(h).logFile, 'utf8').split('\n').filter(l => l.includes('"component":"agent:transport"')).slice(-12).map(l => `  ${l}`)
-    return `${h}: dropped ${JSON.stringify(s.mesh?.sendDropped ?? {})}, members ${s.members.map(m => `${m.name} ${m.state}`).join(', ')}\n${rows.join('\n')}\n${log.join('\n')}`
+    return `${h}: connections opened ${s.mesh?.connectionsOpened}, closed ${s.mesh?.connectionsClosed}, replaced ${s.mesh?.connectionsReplaced}; dropped ${JSON.stringify(s.mesh?.sendDropped ?? {})}, members ${s.members.map(m => `${m.name} ${m.state}`).join(', ')}\n${rows.join('\n')}\n${log.join('\n')}`
   }))).join('\n')
   const wdPath = (h: string): string => path.join(cluster.dir, `${h}.watchdog`)
   /** The emulated watchdogs; a reset kills the host's agent and its QEMU, as a real reset would. */

@@ -159,7 +159,7 @@ export class HaBridge {
     if (input.type === 'haOperatorConfirmDown') {
       const host = this.resolveHost(input.host)
       if (host === null) { this.s.emit({ kind: 'ha-confirm-down', host: this.s.self, text: `ha confirm-down of ${input.host}: no such member` }); return }
-      this.mgr.step({ type: 'haOperatorConfirmDown', host })
+      this.mgr.step({ type: 'haOperatorConfirmDown', host, knownLife: this.s.members.get(host)?.incarnation ?? 0 })
       return
     }
     this.mgr.step(input)

@@ -487,7 +487,12 @@ export class HaManager {
         break
       case 'haOperatorConfirmDown': {
         if (!this.specs.has(input.host) || input.host === this.self) break
-        const life = this.lifeOf(input.host)
+        // The life the operator saw down: the latest this host knows, from the host's HA beats or
+        // from the membership view (an agent may never have heard the beats of a host that ran:
+        // a missing connection; a confirmation of life 0 would then cover no life the others
+        // know, and they would refuse every restart). Both are at most the host's current life,
+        // and a later life starts above every incarnation of this one, so it is never covered.
+        const life = Math.max(this.lifeOf(input.host), input.knownLife ?? 0)
         this.adoptConfirm({ host: input.host, life })
         break
       }

@@ -66,8 +66,12 @@ export type HaInput =
   | { type: 'members', members: ReadonlyArray<{ id: HostId, state: MemberState }> }
   /** The runtime: this host now holds (true) or lost (false) a watchdog that resets it. */
   | { type: 'haLocalFence', fenced: boolean }
-  /** Operator: `host` is down for good (powered off, VMs stopped): it may be taken over without a fence. */
-  | { type: 'haOperatorConfirmDown', host: HostId }
+  /**
+   * Operator: `host` is down for good (powered off, VMs stopped): it may be taken over without a
+   * fence. `knownLife`: the host's incarnation as the membership view knows it (gossip reaches
+   * this host even when no HA beat of `host` did): the confirmation covers the life it names.
+   */
+  | { type: 'haOperatorConfirmDown', host: HostId, knownLife?: number }
   | { type: 'haMessage', from: HostId, message: HaMessage }
   /** Any other frame from a member (lets grantors measure silence over all traffic). */
   | { type: 'heard', from: HostId }

@@ -84,6 +84,10 @@ interface SilentOpts {
   confirmAt?: number
   /** c restarts at this tick as life 2 with no watchdog (its beats say so), then goes silent again. */
   cRestartAt?: number
+  /** a never hears c's HA beats (no connection between them; gossip still tells a of c). */
+  aDeafToC?: boolean
+  /** The life of c that a's membership view knows, passed with the confirmation (AgentCore does). */
+  confirmKnownLife?: number
   ticks?: number
 }
 
@@ -101,9 +105,9 @@ function silentHomeRun (gone: 'dead' | 'left', o: SilentOpts = {}): { starts: Ar
     const inbox: Array<{ to: string, from: string, e: HaEffect }> = []
     for (const [id, h] of m) {
       h.step({ type: 'members', members: [{ id: 'a', state: 'alive' }, { id: 'b', state: 'alive' }, { id: 'c', state: cAlive(tick) ? 'alive' : tick < 30 || (o.cRestartAt !== undefined && tick < o.cRestartAt + 12) ? 'suspect' : gone }] })
-      if (tick < 20 && tick % cfg.beatIntervalTicks === 0) h.step({ type: 'haMessage', from: 'c', message: cBeat(tick, o.cFenced ?? true) })
+      if (tick < 20 && tick % cfg.beatIntervalTicks === 0 && !(o.aDeafToC === true && id === 'a')) h.step({ type: 'haMessage', from: 'c', message: cBeat(tick, o.cFenced ?? true) })
       if (o.cRestartAt === tick) h.step({ type: 'haMessage', from: 'c', message: cBeat(tick, false, 2) })
-      if (o.confirmAt === tick && id === 'a') h.step({ type: 'haOperatorConfirmDown', host: 'c' })
+      if (o.confirmAt === tick && id === 'a') h.step({ type: 'haOperatorConfirmDown', host: 'c', ...(o.confirmKnownLife !== undefined ? { knownLife: o.confirmKnownLife } : {}) })
       h.tick()
       for (const e of h.takeEffects()) {
         if (e.type === 'send') for (const to of e.to) inbox.push({ to, from: id, e })
@@ -145,6 +149,22 @@ t.test('fence gate: a dead host that reported no watchdog is never taken over, u
   t.equal(confirmed.starts.length, 1, `after confirm-down, exactly one restart (${JSON.stringify(confirmed.starts)})`)
   t.ok(confirmed.starts[0]!.tick >= 100, 'not before the confirmation')
   t.same(confirmed.m.get('b')!.status().confirmedDown.map(c => c.host), ['c'], 'the confirmation reached b through the beats')
+  t.end()
+})
+
+t.test('confirm-down through an agent that never heard the host\'s beats covers the life its membership view knows', t => {
+  // a has no connection to c: c's beats never reached it, though gossip told it of c (life 1).
+  // Before, a recorded the confirmation for life 0, which covers no life b knows: b refused
+  // every claim, and the VM never restarted.
+  const blind = silentHomeRun('dead', { cFenced: false, aDeafToC: true, confirmAt: 100, ticks: 220 })
+  t.equal(blind.starts.length, 0, 'without the membership\'s life, no restart (the confirmation covers life 0 only)')
+  const r = silentHomeRun('dead', { cFenced: false, aDeafToC: true, confirmAt: 100, confirmKnownLife: 1, ticks: 220 })
+  t.equal(r.starts.length, 1, `with it, exactly one restart (${JSON.stringify(r.starts)})`)
+  t.ok(r.starts[0]!.tick >= 100, 'not before the confirmation')
+  t.same(r.m.get('b')!.status().confirmedDown.map(c => [c.host, c.life]), [['c', 1]], 'b holds c confirmed down in life 1')
+  // A later life is not covered: c comes back as life 2 (its beat says so) after a confirmation of life 1.
+  const later = silentHomeRun('dead', { cFenced: false, aDeafToC: true, confirmAt: 25, confirmKnownLife: 1, cRestartAt: 40, ticks: 220 })
+  t.ok(later.starts.every(s => s.tick < 40), `no restart after c's new life (${JSON.stringify(later.starts)})`)
   t.end()
 })
 
