@@ -178,6 +178,9 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   t.comment(`g1 runs on ${first}${first === 'host1' ? ' (its home)' : ' (host1 fenced it at start-up, before it saw a majority)'}`)
   if (kind === 'B') { await unfencedHost(t, first); return }
   const other0 = names.find(h => h !== first)!
+  // Quorate needs two of three; "present" needs a lease echo with each, over a direct connection,
+  // which may open a moment after the views agree.
+  await until(`${other0} sees 3/3 present`, async () => (await ha(other0))?.quorum.present.length === 3, 20_000).catch(() => {})
   const st = await starling(['ha', 'status', '--api', cluster.host(other0).apiListen])
   t.equal(st.code, 0, 'starling ha status answers')
   if (!t.match(st.out, /quorum\s+yes: 3\/3 present, 2 needed/, 'quorum shown')) t.comment(`connections:\n${await meshDump()}`)
