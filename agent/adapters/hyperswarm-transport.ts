@@ -190,6 +190,8 @@ export interface HyperswarmTransportStats {
   /** Connections replaced by a newer one to the same peer. */
   connectionsReplaced: number
   discoveryRefreshes: number
+  /** Rounds of calling the wanted members with no connection outside a discovery refresh (armRedial). */
+  redials: number
   /** Connections we dialled (Hyperswarm client connections): attempted, opened, and attempted ones that never opened. */
   dialsAttempted: number
   dialsOpened: number
@@ -405,6 +407,7 @@ function freshStats (): HyperswarmTransportStats {
     connectionsClosed: 0,
     connectionsReplaced: 0,
     discoveryRefreshes: 0,
+    redials: 0,
     dialsAttempted: 0,
     dialsOpened: 0,
     dialsFailed: 0,
@@ -431,6 +434,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private starting: Promise<void> | null = null
   private stopping: Promise<void> | null = null
   private refreshTimer: NodeJS.Timeout | null = null
+  /** Calls the wanted members we have no connection to, apart from the discovery refresh (armRedial). */
+  private redialTimer: NodeJS.Timeout | null = null
   private refreshing = false
   private lastPeerChangeAt = 0
   private readonly proofKey: Buffer
@@ -764,6 +769,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.discovery = swarm.join(this.topic, { server: true, client: this.active === null })
     this.joinMissingPeers()
     this.lastPeerChangeAt = Date.now()
+    this.armRedial()
     this.log.info('mesh transport started', {
       self: short(this.self), address: this.address(), seeds: this.bootstrap.length, members: this.allowed.size
     })
@@ -878,7 +884,13 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     conn.on('close', () => {
       clearTimeout(helloTimer)
       if (state === 'open') this.onClose(peer)
-      else this.counters.connectionsClosed++
+      else {
+        // Closed before its hello was through: Hyperswarm's duplicate resolution closes one of
+        // two connections opened at once from both ends, and under load both may go. Call the
+        // member again unless another connection to it is open.
+        this.counters.connectionsClosed++
+        if (state === 'hello' && !this.peers.has(id)) this.armRedial()
+      }
       state = 'closed'
     })
   }
@@ -1011,7 +1023,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.lastPeerChangeAt = Date.now()
     this.log.info('peer disconnected', { peer: short(peer.id), peers: this.peers.size })
     this.call(h => h.onPeerDisconnected(peer.id))
-    if (this.wanted(peer.id)) this.scheduleRefresh(this.fastDelay())
+    if (this.wanted(peer.id)) { this.scheduleRefresh(this.fastDelay()); this.armRedial() }
   }
 
   private deliver (id: HostId, frame: Uint8Array): void {
@@ -1108,6 +1120,26 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     this.refreshTimer.unref()
   }
 
+  /**
+   * While a wanted member has no connection, call it again every fastDelay (refreshMissingMs once
+   * the fast window is over), whether or not a discovery refresh is under way: a refresh waits for
+   * its DHT announce and lookup, which take seconds under load, and the members it would call
+   * meanwhile stayed unconnected (a loaded three-agent run kept one pair apart for over 6 s while
+   * each heard of the other only through the third; HA needs direct round trips).
+   */
+  private armRedial (): void {
+    if (this.redialTimer !== null || this.stopping !== null || this.swarm === null) return
+    if (this.missingPeers() === 0) return
+    const delay = Date.now() - this.lastPeerChangeAt < this.opts.refreshFastWindowMs ? this.fastDelay() : this.jitter(this.opts.refreshMissingMs * 0.75, this.opts.refreshMissingMs * 1.25)
+    this.redialTimer = setTimeout(() => {
+      this.redialTimer = null
+      this.counters.redials++
+      this.joinMissingPeers()
+      this.armRedial()
+    }, delay)
+    this.redialTimer.unref()
+  }
+
   private async refresh (): Promise<void> {
     const discovery = this.discovery
     if (discovery === null || this.stopping !== null) return
@@ -1134,6 +1166,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private async doStop (): Promise<void> {
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
+    if (this.redialTimer !== null) clearTimeout(this.redialTimer)
+    this.redialTimer = null
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer)
     this.sweepTimer = null
     this.pending.clear()
