@@ -92,10 +92,14 @@ async function run (t: Test): Promise<void> {
 
   let maxUnmet = 0
   let moved: { id: string, vm: string, reason: string } | undefined
+  // Boots seen on host1's consoles before the move (the source's directory goes with its QEMU).
+  const boots = (h: string, vm: string): number => serialLines(path.join(runDir(h), vm, 'serial.log')).filter(l => l.startsWith('dirtier start')).length
+  const bootsOnHost1 = new Map<string, number>()
   await t.test('host1 is short of memory that its balloons cannot find, and moves one VM to host2', async tt => {
     await until('a committed migration out of host1', async () => {
       const m = await memory()
       maxUnmet = Math.max(maxUnmet, m?.status?.host.unmetMiB ?? 0)
+      for (const vm of ['m1', 'm2']) bootsOnHost1.set(vm, Math.max(bootsOnHost1.get(vm) ?? 0, boots('host1', vm)))
       moved = (await migrations('host1')).find(r => r.role === 'source' && r.state === 'committed')
       return moved !== undefined
     }, 240_000)
@@ -111,7 +115,11 @@ async function run (t: Test): Promise<void> {
     const passes = (): number => serialLines(target).filter(l => l.startsWith('integrity ok')).length
     await until(`an integrity pass of ${vm} on host2`, () => passes() >= 1, 60_000)
     tt.same(serialLines(target).filter(l => l.includes('INTEGRITY FAIL')), [], 'no page lost or changed')
-    if (!tt.notOk(serialLines(target).some(l => l.startsWith('dirtier start')), 'the guest did not restart at host2')) tt.comment(logDump())
+    // One boot in all: a guest still booting may be moved (the host is short of memory from its
+    // start, and no balloon can help before the guest's driver is up), and then its first boot ends
+    // on host2. A restart shows as a second start line.
+    const b1 = Math.max(bootsOnHost1.get(vm) ?? 0, boots('host1', vm))
+    if (!tt.ok(b1 + boots('host2', vm) <= 1, `the guest did not boot again (start lines: ${b1} on host1 before the move, ${boots('host2', vm)} on host2)`)) tt.comment(logDump())
     const src = path.join(runDir('host1'), other, 'serial.log')
     const n = serialLines(src).length
     await sleep(3000)
