@@ -37,9 +37,10 @@
  *   the member list reach a member whatever its topic, so the topic alone never kept a member
  *   with another secret out: without the proof it joined the mesh in about 2-12 s. Nothing of a
  *   connection reaches the agent before its hello is verified; a peer that fails the proof, sends
- *   something else first, says nothing within helloTimeoutMs or differs in a setting marked
- *   `refuse` is disconnected, logged at error with the reason and the fields, and not called
- *   again for refusedRetryMs. Other differing settings are logged and listed (peerChecks()).
+ *   something else first or differs in a setting marked `refuse` is disconnected, logged at error
+ *   with the reason and the fields, and not called again for refusedRetryMs. One that says nothing
+ *   within helloTimeoutMs is disconnected and called again (logged and listed, not refused).
+ *   Other differing settings are logged and listed (peerChecks()).
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import dgram from 'node:dgram'
@@ -185,6 +186,8 @@ export interface HyperswarmTransportStats {
   rejectedPeers: number
   /** Connections of members closed at their hello (wrong secret, refused settings, no or bad hello). */
   helloRefusals: number
+  /** Connections closed because the peer's hello did not come within helloTimeoutMs (the peer is called again). */
+  helloTimeouts: number
   connectionsOpened: number
   connectionsClosed: number
   /** Connections replaced by a newer one to the same peer. */
@@ -403,6 +406,7 @@ function freshStats (): HyperswarmTransportStats {
     badLengthDisconnects: 0,
     rejectedPeers: 0,
     helloRefusals: 0,
+    helloTimeouts: 0,
     connectionsOpened: 0,
     connectionsClosed: 0,
     connectionsReplaced: 0,
@@ -843,7 +847,14 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     let state: 'hello' | 'open' | 'closed' = 'hello'
     this.counters.connectionsOpened++
     const helloTimer = setTimeout(() => {
-      if (state === 'hello') { state = 'closed'; this.refusePeer(id, conn, 'hello_timeout', [], `no hello within ${this.opts.helloTimeoutMs} ms`) }
+      if (state !== 'hello') return
+      // Not a refusal: silence says nothing against the peer (a loaded host, or a connection that
+      // Hyperswarm holds back on its side until it has closed a duplicate). The connection goes and
+      // the member is called again (the close handler arms the redial), not shunned for
+      // refusedRetryMs, which kept a pair of members apart for half a minute.
+      this.counters.helloTimeouts++
+      this.record(id, false, 'hello_timeout', [], `no hello within ${this.opts.helloTimeoutMs} ms: connection closed, calling again`)
+      conn.destroy()
     }, this.opts.helloTimeoutMs)
     helloTimer.unref()
     this.sendHello(conn)

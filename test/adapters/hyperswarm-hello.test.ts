@@ -130,3 +130,33 @@ t.test('codec: a hello round-trips; an ordinary envelope first is not a hello', 
   t.match(decodeHello(ping, from), { ok: false, reason: 'not_hello' })
   t.match(decodeHello(new Uint8Array([1, 2, 3]), from), { ok: false })
 })
+
+t.test('a member that says nothing is closed after helloTimeoutMs and called again, not refused', async t => {
+  // The silent member: a raw Hyperswarm with an allowed key that accepts connections and never
+  // writes (what a member looks like whose side holds the connection back, or that is stalled).
+  const { default: Hyperswarm } = await import('hyperswarm')
+  const { default: HyperDHT } = await import('hyperdht')
+  const silentKp = createKeyPair()
+  const silentId = hostIdOf(silentKp)
+  const kp = createKeyPair()
+  const [port, silentPort] = [await freePort(), await freePort()]
+  const silentDht = HyperDHT.bootstrapper(silentPort, HOST, { host: HOST, bootstrap: [`${HOST}:${port}`], keyPair: { publicKey: Buffer.from(silentKp.publicKey), secretKey: Buffer.from(silentKp.secretKey) } })
+  await silentDht.ready()
+  const silent = new Hyperswarm({ dht: silentDht, keyPair: { publicKey: Buffer.from(silentKp.publicKey), secretKey: Buffer.from(silentKp.secretKey) } })
+  let incoming = 0
+  silent.on('connection', (conn: { on: (e: string, f: () => void) => void }) => { incoming++; conn.on('error', () => {}) })
+  await silent.listen()
+  const transport = hyperswarmTransport({
+    keyPair: kp, clusterSecret: SECRET, host: HOST, port, bootstrap: [`${HOST}:${silentPort}`],
+    allowedKeys: [hostIdOf(kp), silentId], addresses: { [silentId]: `${HOST}:${silentPort}` }, helloTimeoutMs: 800
+  })({ logger: silentLogger() })
+  const connects: string[] = []
+  await transport.start({ onFrame: () => {}, onPeerConnected: p => { connects.push(p) }, onPeerDisconnected: () => {}, onRejected: () => {} })
+  t.teardown(async () => { await transport.stop(); await silent.destroy() })
+  t.ok(await until(() => transport.stats().helloTimeouts >= 1, 20_000), `the silent member's connection was closed for its missing hello (${transport.stats().helloTimeouts})`)
+  const check = transport.peerChecks().find(c => c.peer === silentId)
+  t.match(check, { refused: false, reason: 'hello_timeout' }, 'listed as a hello timeout, not a refusal')
+  const seen = incoming
+  t.ok(await until(() => incoming > seen, 10_000), `and called again well within refusedRetryMs (${incoming} connections reached it)`)
+  t.same(connects, [], 'never reported as connected')
+})
