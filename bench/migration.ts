@@ -19,7 +19,9 @@
  *                  (default 20) seconds
  * Experiments: GUESTS (default idle,moderate,heavy) and POLICIES (default starling,qemu-defaults)
  * pick the cases; POLICY (JSON) replaces fields of the default convergence policy, e.g.
- * POLICY='{"maxDirtySyncs":30}'; PREEMPT=0 turns postcopy-preempt off (default: on where QEMU has it).
+ * POLICY='{"maxDirtySyncs":30}'; PREEMPT=0 turns postcopy-preempt off (default: on where QEMU has it);
+ * MULTIFD=N gives Starling's runs N multifd channels (default 0: off, as the agents run; with
+ * multifd the driver leaves postcopy-preempt off).
  * Each run boots a fresh guest. RUNS (default 10) runs per guest and policy, except the heavy
  * guest under QEMU's defaults: RUNS_HEAVY_DEFAULTS (default 2), as each run waits for the cap.
  * A run takes 15-25 s under TCG (the heavy guest under QEMU's defaults the cap more), so the
@@ -65,6 +67,7 @@ const RUNS_HEAVY_DEFAULTS = Math.round(env('RUNS_HEAVY_DEFAULTS', 2))
 const DEFAULTS_CAP_MS = env('DEFAULTS_CAP_S', 20) * 1000
 const POLICY_OVERRIDE = JSON.parse(process.env.POLICY ?? '{}') as Partial<ConvergencePolicy>
 const PREEMPT: boolean | 'auto' = process.env.PREEMPT === '0' ? false : process.env.PREEMPT === '1' ? true : 'auto'
+const MULTIFD = env('MULTIFD', 0)
 const POLICIES = (process.env.POLICIES ?? 'starling,qemu-defaults').split(',').map(s => s.trim()).filter(s => s !== '') as PolicyName[]
 const ONLY = (process.env.GUESTS ?? 'idle,moderate,heavy').split(',').map(s => s.trim()).filter(s => s !== '')
 
@@ -126,7 +129,8 @@ async function main (): Promise<void> {
       starlingMaxBandwidthBytes: STARLING_MAX_BW_MIBPS * MiB,
       txBytes: async () => await l.txBytes(l.source),
       say,
-      policyOverride: POLICY_OVERRIDE
+      policyOverride: POLICY_OVERRIDE,
+      multifd: MULTIFD
     }
     const physicalLimitMs = (MEM_MIB * MiB * 8) / (LINK_MBIT * 1e6) * 1000
     const runs: RunResult[] = []
@@ -154,6 +158,7 @@ async function main (): Promise<void> {
         physicalLimitMs: Math.round(physicalLimitMs),
         defaultsCapMs: DEFAULTS_CAP_MS,
         postcopyPreempt: PREEMPT,
+        multifd: MULTIFD,
         policyOverride: POLICY_OVERRIDE,
         hostCpus: os.availableParallelism(),
         loadAverageAtStart: loadAtStart,

@@ -56,6 +56,8 @@ export interface RunContext {
   say: (msg: string) => void
   /** Fields replacing those of the default convergence policy (experiments; empty = the default). */
   policyOverride?: Partial<ConvergencePolicy>
+  /** Multifd channels for Starling's runs (0: off, as the agents run). */
+  multifd?: number
 }
 
 export interface RunResult {
@@ -202,11 +204,11 @@ export async function runMigration (ctx: RunContext, g: GuestCase, policyName: P
       }
       const mode = plan.mode === 'postcopy' ? (policy.postcopyAtOnce ? 'postcopy' : 'hybrid') : plan.mode
       // The sync cap goes to the driver as the agent passes it (enforced at the switch-over).
-      params = { mode, maxBandwidthBytes: ctx.starlingMaxBandwidthBytes, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: 0, maxDirtySyncs: policy.maxDirtySyncs }
+      params = { mode, maxBandwidthBytes: ctx.starlingMaxBandwidthBytes, downtimeLimitMs: plan.downtimeLimitMs, autoConverge: false, xbzrle: false, multifd: ctx.multifd ?? 0, maxDirtySyncs: policy.maxDirtySyncs }
     }
     res.mode = params.mode
 
-    const { uri } = await ctx.dst.prepareIncoming(spec, `${ctx.listenIp}:0`, { postcopy: params.mode !== 'precopy' })
+    const { uri } = await ctx.dst.prepareIncoming(spec, `${ctx.listenIp}:0`, { postcopy: params.mode !== 'precopy', ...(params.multifd > 1 ? { multifd: params.multifd } : {}) })
     const dstMon = new SerialMonitor(ctx.dst.serialPath(id))
     monitors.push(dstMon)
     const tx0 = await ctx.txBytes()
