@@ -50,7 +50,8 @@
  * Scale: the issue's figure is a 1 GiB disk over 1 Gbit/s; on this 2-core TCG machine the bench
  * keeps the ratio disk / bandwidth and divides both (DISK_MIB=256, LINK_MBIT=250: 8.6 s of pure
  * transfer per full copy), so that the whole run stays within about 5 minutes. Env: DISK_MIB,
- * LINK_MBIT, REGION_MIB (the guest's written region), MODERATE_KIBPS, HIGH_KIBPS, CASES.
+ * LINK_MBIT, REGION_MIB (the guest's written region), MODERATE_KIBPS, HIGH_KIBPS, CASES,
+ * METHODS (starling,plain), COUNT_STREAMS=0 (no per-connection counters: the new fields stay null).
  * Run: npm run bench:storage   (as root: network namespaces)
  */
 import { execFileSync } from 'node:child_process'
@@ -85,6 +86,7 @@ const REGION_MIB = env('REGION_MIB', 32)
 const MODERATE_KIBPS = env('MODERATE_KIBPS', 256)
 const HIGH_KIBPS = env('HIGH_KIBPS', 2048)
 const CASES = (process.env.CASES ?? 'idle,moderate,high,base,return').split(',').map(s => s.trim())
+const METHODS = (process.env.METHODS ?? 'starling,plain').split(',').map(s => s.trim()).filter((m): m is Method => m === 'starling' || m === 'plain')
 const STAY_S = env('STAY_S', 3)
 const READY_TIMEOUT_MS = env('READY_TIMEOUT_S', 60) * 1000
 
@@ -186,7 +188,7 @@ async function main (): Promise<void> {
     const runs: RunOut[] = []
     let n = 0
     for (const c of cases) {
-      for (const method of ['starling', 'plain'] as Method[]) {
+      for (const method of METHODS) {
         const id = `s${++n}`
         const file = path.join(tmp, 'src-images', id, 'disk.qcow2')
         fs.mkdirSync(path.dirname(file), { recursive: true })
@@ -396,7 +398,7 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
       out.ownDataBytes = map.filter(e => e.depth === 0 && e.data).reduce((a, e) => a + e.length, 0)
     }
   } catch (err) {
-    out.error = (err as Error).message
+    out.error = (err as Error).message + qemuLogTails(src, dst, id)
     await src.kill(id).catch(() => {})
     await dst.kill(id).catch(() => {})
   } finally {
@@ -476,7 +478,7 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
     await src.stop(id)
     await dst.kill(id).catch(() => {})
   } catch (err) {
-    out.error = (err as Error).message
+    out.error = (err as Error).message + qemuLogTails(src, dst, id)
     await src.kill(id).catch(() => {})
     await dst.kill(id).catch(() => {})
   } finally {
@@ -487,6 +489,17 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
   return out
 }
 
+/** The last lines QEMU wrote on either host for VM `id` (its qemu.log next to the serial log), for an error. */
+function qemuLogTails (src: QemuDriver, dst: QemuDriver, id: string): string {
+  const tails: string[] = []
+  for (const [side, d] of [['source', src], ['target', dst]] as const) {
+    let t = ''
+    try { t = fs.readFileSync(path.join(path.dirname(d.serialPath(id)), 'qemu.log'), 'utf8').trim().split('\n').slice(-3).join(' / ') } catch { continue }
+    if (t !== '') tails.push(`${side} QEMU: ${t}`)
+  }
+  return tails.length > 0 ? ` (${tails.join('; ')})` : ''
+}
+
 /** The two connections of a migration with storage, counted from the sender to the receiver. */
 interface Streams { disk: TcpCounter, memory: TcpCounter }
 
@@ -495,7 +508,8 @@ function noStreams (): Pick<RunOut, 'diskPayloadBytes' | 'diskWireBytes' | 'disk
 }
 
 /** Counts the NBD connection (`nbd:host:port[;have=...]`) and the migration one (`tcp:host:port`), both to `to`. */
-async function countStreams (l: MigrationLink, from: TestNode, to: TestNode, uri: string, nbd: string): Promise<Streams> {
+async function countStreams (l: MigrationLink, from: TestNode, to: TestNode, uri: string, nbd: string): Promise<Streams | null> {
+  if (process.env.COUNT_STREAMS === '0') return null
   const port = (s: string): number => {
     const m = /:(\d+)$/.exec(s)
     if (m?.[1] === undefined) throw new Error(`no port in "${s}"`)
