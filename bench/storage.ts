@@ -498,7 +498,8 @@ function qemuLogTails (src: QemuDriver, dst: QemuDriver, id: string): string {
   const tails: string[] = []
   for (const [side, d] of [['source', src], ['target', dst]] as const) {
     let t = ''
-    try { t = fs.readFileSync(path.join(path.dirname(d.serialPath(id)), 'qemu.log'), 'utf8').trim().split('\n').slice(-3).join(' / ') } catch { continue }
+    // (without the backup job's warning about the target's block size, repeated each round)
+    try { t = fs.readFileSync(path.join(path.dirname(d.serialPath(id)), 'qemu.log'), 'utf8').trim().split('\n').filter(x => !/doesn't provide information about the block size/.test(x)).slice(-3).join(' / ') } catch { continue }
     if (t !== '') tails.push(`${side} QEMU: ${t}`)
   }
   return tails.length > 0 ? ` (${tails.join('; ')})` : ''

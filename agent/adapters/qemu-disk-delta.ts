@@ -216,6 +216,8 @@ export class DeltaCopy {
   private done: Array<() => void> = []
   private off: (() => void) | null = null
   private stopped = false
+  /** No more rounds before the final one (the memory copy runs: see hold()). */
+  private held = false
 
   constructor (
     private readonly qmp: QmpClient,
@@ -276,12 +278,28 @@ export class DeltaCopy {
     await this.maybeNextRound()
   }
 
+  /**
+   * Before the memory copy starts: no more rounds until the final one, and the running round (if
+   * any) has ended. A round must not run when the migration stops the guest for its switch-over:
+   * QEMU 7.2 then fails to remove the backup job's copy-before-write filter when the job ends
+   * ("Permission conflict on node ... required by an unnamed block device ... and unshared by
+   * block device ..."), leaves the filter in its node list without its file child, and the next
+   * query-named-block-nodes segfaults (or bdrv_close fails an assertion). QEMU picks the moment it
+   * stops the guest, so rounds stop before it starts. The final round, started with the guest
+   * paused, copies what the memory copy's writes left.
+   */
+  async hold (timeoutMs: number): Promise<void> {
+    this.held = true
+    await this.waitIdle(timeoutMs)
+    if (this.error !== null) throw new Error(this.error)
+  }
+
   /** Starts another round when the writes since the last one are worth it (called on progress polls too). */
   async maybeNextRound (): Promise<void> {
-    if (this.running || this.stopped || this.error !== null || this.roundBitmap === null || this.round >= MAX_ROUNDS) return
+    if (this.running || this.stopped || this.held || this.error !== null || this.roundBitmap === null || this.round >= MAX_ROUNDS) return
     const count = (await nodeBitmaps(this.qmp, this.node, this.opts).catch(() => [])).find(b => b.name === this.roundBitmap)?.count ?? 0
     this.lastRoundNew = count
-    if (count <= ROUND_DONE_BYTES || this.running || this.stopped) return
+    if (count <= ROUND_DONE_BYTES || this.running || this.stopped || this.held) return
     await this.startRound(this.roundBitmap).catch(err => { this.error = `${this.job}: ${err instanceof Error ? err.message : String(err)}` })
   }
 

@@ -1215,6 +1215,9 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       if (havePreempt) caps.push({ capability: 'postcopy-preempt', state: preempt })
       const storage = params.storage === true
       if (storage && (vm.mirror === undefined || (vm.mirror.jobs.length === 0 && vm.mirror.deltas.length === 0))) throw new DriverError('DRIVER_FAILED', `vm ${id}: a migration with storage needs mirrorDisks() first`)
+      // Disks sent by their changes: no copy round may span the moment QEMU stops the guest
+      // (DeltaCopy.hold); the final round, with the guest paused, sends what is left.
+      if (storage) for (const d of vm.mirror?.deltas ?? []) await d.hold(60_000)
       let mapping: Array<Record<string, unknown>> | null = null
       vm.departure = undefined
       if (storage) {
