@@ -1471,6 +1471,17 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
    * holds pages the other side needs), and with VM_NOT_FOUND when libvirt has no such domain.
    */
   async killIfNotRunning (id: VmId, signal?: AbortSignal): Promise<void> {
+    // Not while libvirt migrates the domain in: libvirtd finishes an incoming migration by itself
+    // (Finish resumes the guest here, then the source's Confirm ends the source's copy), so a state
+    // read before a destroy can be stale by the time the destroy lands, and the destroy then kills
+    // the only copy (seen: a restarted source's libvirtd completed the move while the target's
+    // lease ran out; the target read 'inmigrate' and destroyed the guest that had just started).
+    // Once the job is over the state is final (running, or the domain is gone), so the check below
+    // holds until the destroy.
+    const job = await this.activeJob(id, signal)
+    if (job !== null && job !== 'gone' && job.operation === JOB_OPERATION.migrationIn) {
+      throw new DriverError('VM_RUNNING', `vm ${id}: libvirt is migrating it in (it completes or fails the move by itself); not killing it`)
+    }
     const d = await this.describe(id, signal)
     if (d === null) {
       // An incoming copy that never ran here (prepared, or its migration failed and libvirt
