@@ -581,8 +581,13 @@ exit 0
 
   domain('3 2', { job: incomingJob })
   t.same(await d.describe('g1'), { runStatus: 'inmigrate', migration: 'active', spec }, 'an incoming copy (job operation 4)')
+  // libvirtd finishes an incoming migration by itself (it may start the guest between a read of
+  // the state and a destroy): never destroyed while its job runs.
+  await t.rejects(d.killIfNotRunning('g1'), { code: 'VM_RUNNING' }, 'not while libvirt migrates it in')
+  t.notOk(args().some(l => l.startsWith('destroy')), 'no destroy while the incoming job runs')
+  domain('3 2')
   await d.killIfNotRunning('g1')
-  t.ok(args().includes('destroy g1'), 'the incoming copy is destroyed')
+  t.ok(args().includes('destroy g1'), 'once the job is over, the copy left paused is destroyed')
   t.notOk(args().some(l => l.startsWith('undefine')), 'nothing undefined by a transient-mode driver')
   t.match(await d.describe('g1'), { runStatus: 'shutdown' })
 
