@@ -281,6 +281,11 @@ async function agentMemoryPlan (src: QemuDriver, id: string, memMiB: number, ban
   return { plan, policy, params }
 }
 
+/** The memory copy's mode and limits, as a run reports them. */
+function memoryModeText (p: MigrationParams): string {
+  return `${p.mode}, downtime limit ${p.downtimeLimitMs} ms${p.maxDirtySyncs !== undefined ? `, at most ${p.maxDirtySyncs} syncs` : ''}`
+}
+
 /** Polls the memory copy to its end; with a plan, steers it as the agents' machine does (stepConvergence). */
 async function followMemoryCopy (src: QemuDriver, id: string, mp: MemoryPlan | null, deadline: number): Promise<{ p: MigrationProgress, actions: string[], diskJobBytes: number }> {
   let state = mp === null ? null : initialConvergenceState(mp.plan, mp.policy)
@@ -351,7 +356,7 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
     out.mirrorReadyMs = Math.round(performance.now() - t0)
     out.diskJobBytesAtReady = p.disk?.totalBytes ?? null
     const params: MigrationParams = mp?.params ?? { mode: 'precopy', maxBandwidthBytes: 0, downtimeLimitMs: 300, autoConverge: false, xbzrle: false, multifd: 0, storage: true }
-    out.memoryMode = `${params.mode}, downtime limit ${params.downtimeLimitMs} ms${params.maxDirtySyncs !== undefined ? `, at most ${params.maxDirtySyncs} syncs` : ''}`
+    out.memoryMode = memoryModeText(params)
     await src.migrate(id, uri, params)
     try {
       const f = await followMemoryCopy(src, id, mp, t0 + READY_TIMEOUT_MS * 3)
@@ -425,7 +430,7 @@ async function runReturn (src: QemuDriver, dst: QemuDriver, l: MigrationLink, sp
   const trip = async (from: QemuDriver, to: QemuDriver, toIp: string, fullCopy: boolean, count?: { from: TestNode, to: TestNode }): Promise<MigrationProgress> => {
     // Both trips move the memory as the agents plan it; the plain method differs in the disk only.
     const mp = await agentMemoryPlan(from, id, spec.memMiB, goodput)
-    out.memoryMode = `${mp.params.mode}, downtime limit ${mp.params.downtimeLimitMs} ms${mp.params.maxDirtySyncs !== undefined ? `, at most ${mp.params.maxDirtySyncs} syncs` : ''}`
+    out.memoryMode = memoryModeText(mp.params)
     const d = await from.describe(id)
     const { uri, nbd } = await to.prepareIncoming(d!.spec, `${toIp}:0`, { storage: true })
     if (count !== undefined) streams = await countStreams(l, count.from, count.to, uri, nbd!)

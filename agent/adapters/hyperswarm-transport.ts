@@ -388,7 +388,6 @@ class PeerConnection {
   get backlogBytes (): number { return this.waitingDrain ? this.queuedBytes : 0 }
 }
 
-
 function freshStats (): HyperswarmTransportStats {
   return {
     framesSent: 0,
@@ -522,15 +521,21 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   peerStats (): PeerConnectionStats[] {
     const now = Date.now()
     const ago = (t: number): number | null => t === 0 ? null : now - t
-    return [...this.peers.values()].map(p => ({
-      peer: p.id,
-      initiator: p.conn.isInitiator,
-      openForMs: now - p.openedAt,
-      ...p.traffic,
-      lastStreamInMsAgo: ago(p.traffic.lastStreamInAt),
-      lastDatagramInMsAgo: ago(p.traffic.lastDatagramInAt),
-      backlogBytes: p.backlogBytes
-    })).map(({ lastStreamInAt: _s, lastDatagramInAt: _d, ...r }) => r)
+    return [...this.peers.values()].map(p => {
+      const t = p.traffic
+      return {
+        peer: p.id,
+        initiator: p.conn.isInitiator,
+        openForMs: now - p.openedAt,
+        streamIn: t.streamIn,
+        streamOut: t.streamOut,
+        datagramsIn: t.datagramsIn,
+        datagramsOut: t.datagramsOut,
+        lastStreamInMsAgo: ago(t.lastStreamInAt),
+        lastDatagramInMsAgo: ago(t.lastDatagramInAt),
+        backlogBytes: p.backlogBytes
+      }
+    })
   }
 
   setMembers (members: Array<{ key: HostId, address: string, name: string }>, farewell: (key: HostId) => Uint8Array[]): void {
@@ -1141,7 +1146,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private armRedial (): void {
     if (this.redialTimer !== null || this.stopping !== null || this.swarm === null) return
     if (this.missingPeers() === 0) return
-    const delay = Date.now() - this.lastPeerChangeAt < this.opts.refreshFastWindowMs ? this.fastDelay() : this.jitter(this.opts.refreshMissingMs * 0.75, this.opts.refreshMissingMs * 1.25)
+    // With a member missing, the refresh's own schedule: fast inside the window, then refreshMissingMs.
+    const delay = this.nextRefreshDelay()
     this.redialTimer = setTimeout(() => {
       this.redialTimer = null
       this.counters.redials++

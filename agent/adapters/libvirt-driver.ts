@@ -1196,15 +1196,15 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     return { runStatus, migration, spec }
   }
 
-  /**
-   * VM `id`'s writable, unshared file disks as this libvirtd runs them: image, format, virtual
-   * size and allocation (`virsh domblkinfo`).
-   */
   /** VM `id`'s writable, unshared file disks, from its running definition. */
   private async writableDisks (id: VmId, signal?: AbortSignal): Promise<DomainDisk[]> {
     return disksOf(await this.virsh(['dumpxml', id], { signal })).filter(d => !d.readonly && !d.shareable)
   }
 
+  /**
+   * VM `id`'s writable, unshared file disks as this libvirtd runs them: image, format, virtual
+   * size and allocation (`virsh domblkinfo`).
+   */
   private async diskFacts (id: VmId, signal?: AbortSignal): Promise<Array<DomainDisk & { sizeBytes: number, allocatedBytes: number }>> {
     const disks = await this.writableDisks(id, signal)
     const out = []

@@ -86,8 +86,7 @@ export class BalloonController {
    * `moving`: VMs in a live migration of this host (either end). Their balloons are left as they
    * are, counted at their current size: a balloon that inflates while the memory is copied
    * discards pages under the copy (and one that deflates hands the guest pages the copy must send
-   * again), and the guest is leaving anyway. (Under TCG with QEMU 7.2, a ballooned guest that was
-   * reballooned during a pre-copy was seen to reset on the target.)
+   * again), and the guest is leaving anyway.
    */
   async step (vms: readonly VmSummary[], signal?: AbortSignal, moving: ReadonlySet<VmId> = new Set()): Promise<MemoryStatus | null> {
     let hostFacts: HostMemoryFacts
@@ -127,14 +126,17 @@ export class BalloonController {
       }
       ballooned += Math.max(0, f.maxMiB - f.actualMiB)
       const g = f.guest
+      const free = g === null ? null : (g.availableMiB ?? g.freeMiB)
+      const age = g === null ? null : g.ageS
+      const row = (targetMiB: number | null, swapping: boolean, held: string | null): VmMemoryStatus => ({
+        id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: true, actualMiB: f.actualMiB, targetMiB,
+        guestFreeMiB: free, guestTotalMiB: g?.totalMiB ?? null, statsAgeS: age, stale: age === null || age > this.m.policy.statsStaleAfterS, swapping, held
+      })
       if (moving.has(f.id)) {
         // Left alone while it moves: what it holds now is fixed for the policy.
         fixed += f.actualMiB
         st.targetMiB = null
-        rows.push({
-          id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: true, actualMiB: f.actualMiB, targetMiB: null,
-          guestFreeMiB: g === null ? null : (g.availableMiB ?? g.freeMiB), guestTotalMiB: g?.totalMiB ?? null, statsAgeS: g?.ageS ?? null, stale: g === null || g.ageS > this.m.policy.statsStaleAfterS, swapping: false, held: 'migrating'
-        })
+        rows.push(row(null, false, 'migrating'))
         continue
       }
       // Swapping: any swap traffic, or many major faults, since the last sample.
@@ -147,16 +149,11 @@ export class BalloonController {
       st.lastAtMs = at
       // A target reached (or given up by the guest) is no longer in flight.
       if (st.targetMiB !== null && Math.abs(st.targetMiB - f.actualMiB) < 1) st.targetMiB = null
-      const free = g === null ? null : (g.availableMiB ?? g.freeMiB)
-      const age = g === null ? null : g.ageS
       policyVms.push({
         id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, actualMiB: f.actualMiB,
         targetMiB: st.targetMiB, guestFreeMiB: free, statsAgeS: age, swapping
       })
-      rows.push({
-        id: f.id, maxMiB: f.maxMiB, minMiB: set.minMiB, shares: set.shares, balloon: true, actualMiB: f.actualMiB, targetMiB: st.targetMiB,
-        guestFreeMiB: free, guestTotalMiB: g?.totalMiB ?? null, statsAgeS: age, stale: age === null || age > this.m.policy.statsStaleAfterS, swapping, held: null
-      })
+      rows.push(row(st.targetMiB, swapping, null))
     }
     const totalMiB = this.m.hostMemMiB ?? hostFacts.totalMiB
     const usedMiB = this.m.hostMemMiB !== null
