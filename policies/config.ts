@@ -35,10 +35,12 @@ export { ConfigError }
  * Measured against CloudSim 3.0.3 with host RAM enforced (LR-MMT-1.2; REFERENCE.md section 7) on
  * the five March days, seeds 1-3 (`starling sim --day all --mode decentral --compare --seed 1-3`,
  * the agents' 2 outgoing slots, consolidations reserved whole and copied 2 at a time):
- * energy 0.950-0.982x, migrations 0.762-0.818x, ESV 0.46-1.16x its best policy's (above 1 on
- * 20110322 only), energy 1.144-1.165x the RAM-respecting lower bound (with the memory best fit
- * and 10 W spread of policies/plan.ts and memFull 0.9; before them 0.963-1.017x, 0.937-1.005x,
- * 0.63-1.41x and 1.168-1.195x). The evacuation-cost ranking and 6 moves per
+ * energy 0.944-0.975x, migrations 0.688-0.769x, ESV 0.40-0.99x its best policy's (at or below
+ * it on all 15 runs), energy 1.138-1.167x the RAM-respecting lower bound (6 of 15 within 1.15x),
+ * with the memory best fit, the 10 W spread and the penalty on targets that would empty
+ * themselves next (TRANSIENT_W) of policies/plan.ts and memFull 0.9. Before the penalty:
+ * 0.941-0.969x, 0.767-0.809x, 0.46-1.20x (above 1 on 20110322 only) and 1.129-1.163x; before
+ * the best fit, the spread and memFull: 0.963-1.017x, 0.937-1.005x, 0.63-1.41x and 1.168-1.195x. The evacuation-cost ranking and 6 moves per
  * decision were chosen on 20110303 and 20110306 (seed 1) and checked on the other three days
  * (seed 1): against the CPU-load ranking with 4 moves, energy 0.9-2.4 % lower on four days (0.3 %
  * higher on 20110303), ESV 3-12 % lower on three (3 % higher on 20110306, 8 % on 20110322),

@@ -98,3 +98,19 @@ t.test('a host whose memory is nearly full does not empty itself (underload.memF
   t.equal(planHost(view, 'full', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length, 3, 'without memFull the full host would empty itself')
   t.end()
 })
+
+t.test('a VM goes where it stays, not to a host that would empty itself next', t => {
+  // src (2 % CPU) empties itself. Of its two targets, both busier, 'fading' (30 % CPU) scores a little
+  // better than 'stays' (45 %); with underload under 40 % 'fading' would empty itself next (it is
+  // underloaded and among the view's cheaper hosts to empty), and a VM sent there would be copied twice.
+  const view: ClusterView = {
+    hosts: [g5('src', [vm('a', 'src', 100, 870)]), g5('fading', [vm('f', 'fading', 1596, 870)]), g5('stays', [vm('s', 'stays', 2394, 870)])],
+    rules: NO_RULES,
+    tick: 1
+  }
+  const under = (threshold: number): PolicyConfig => ({ ...cfg, underload: { kind: 'threshold', threshold, quantile: 0.5, memFull: 0.9 } })
+  t.same(planHost(view, 'src', under(0.25), held).map(m => m.to), ['fading'], 'under 25 %: fading stays on too, and is the better fit')
+  t.same(planHost(view, 'src', under(0.4), held).map(m => m.to), ['stays'], 'under 40 %: fading would empty itself next, the VM goes where it stays')
+  t.same(planHost(view, 'fading', under(0.4), held).map(m => m.to), ['stays'], 'and fading itself does empty itself, to stays')
+  t.end()
+})
