@@ -106,7 +106,7 @@ export class AntiEntropy {
   onPushPull (from: HostId, b: PushPull, senderHeldDead: boolean): void {
     if (!senderHeldDead) {
       for (const r of b.members) this.merge(from, r)
-      for (const r of b.reports) this.reports.accept(r, false)
+      for (const r of b.reports) this.reports.accept(r, null)
     }
     if (!b.reply) this.sendFull(from, true)
   }
