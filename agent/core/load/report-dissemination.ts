@@ -56,8 +56,12 @@ export class ReportGossip {
     return false
   }
 
-  /** from: the member that pushed it to us (it is not sent back there), null for our own. */
+  /**
+   * from: the member that pushed it to us (it is not sent back there), null for our own. With no
+   * view member there is nobody to push to: the report is not kept waiting (and waking) for one.
+   */
   private queuePush (r: LoadReport, from: HostId | null): void {
+    if (this.s.view.count === 0) { this.pushBuf.delete(r.host); return }
     this.pushBuf.set(r.host, { report: r, bytes: reportBytes(r) + 8, to: [], dueAt: this.s.now + this.s.config.reportPushWaitTicks, from })
   }
 
