@@ -30,6 +30,8 @@ export class ReportGossip {
   private nextPullTick: number
   /** Reports to push (one per host: newer replaces older), until each has gone to reportFanout peers. */
   private readonly pushBuf = new Map<HostId, PendingPush>()
+  /** oldestAliveReportTick()'s cache: the tick, the member it belongs to, the stateVersion it was computed at. */
+  private oldest: { version: number, tick: number, id: HostId | null } | null = null
 
   constructor (private readonly s: CoreState, restoredCeiling: number) {
     const c = s.config
@@ -119,14 +121,29 @@ export class ReportGossip {
   nextDue (): number {
     const s = this.s
     const c = s.config
-    let oldest = Infinity
-    for (const m of s.members.byId.values()) if (m.id !== s.self && m.state === 'alive' && m.reportTick < oldest) oldest = m.reportTick
+    const oldest = this.oldestAliveReportTick()
     let pull = Infinity
     if (oldest !== Infinity) {
       const staleAt = oldest + c.reportIntervalTicks + c.reportStaleGraceTicks
       pull = staleAt <= this.nextPullTick ? this.nextPullTick : this.nextPullTick + Math.ceil((staleAt - this.nextPullTick) / c.reportPullIntervalTicks) * c.reportPullIntervalTicks
     }
     return Math.min(this.nextReportTick, pull)
+  }
+
+  /**
+   * The oldest reportTick among alive members other than self (Infinity: none), cached: it changes
+   * only when a member's state changes (stateVersion) or the member holding it gets a newer report
+   * (accept() raises one member's reportTick, which leaves the minimum of the others as it was).
+   */
+  private oldestAliveReportTick (): number {
+    const s = this.s
+    const c = this.oldest
+    if (c !== null && c.version === s.members.stateVersion) return c.tick
+    let tick = Infinity
+    let id: HostId | null = null
+    for (const m of s.members.byId.values()) if (m.id !== s.self && m.state === 'alive' && m.reportTick < tick) { tick = m.reportTick; id = m.id }
+    this.oldest = { version: s.members.stateVersion, tick, id }
+    return tick
   }
 
   /** A new host sample; the very first one is reported at once so the view is never empty. */
@@ -182,6 +199,7 @@ export class ReportGossip {
     if (m.report !== null && m.report.seq >= r.seq) return false
     m.report = r
     m.reportTick = s.now
+    if (this.oldest?.id === r.host) this.oldest = null
     s.counters.reportsAccepted++
     if (pushedBy !== null && m.state !== 'dead' && m.state !== 'left') this.queuePush(r, pushedBy)
     return true
