@@ -216,6 +216,7 @@ async function main (): Promise<void> {
       }
     }
     const pureMs = DISK_MIB * MiB * 8 / (LINK_MBIT * 1e6) * 1000
+    const overPure = (ms: number | null | undefined): number | null => ms == null ? null : Math.round(ms / pureMs * 100) / 100
     const ratio = (r: RunOut | undefined, a: number | null | undefined, b: number | null | undefined): number | null => r?.converged === true && a != null && b != null && b > 0 ? Math.round(a / b * 100) / 100 : null
     const find = (c: string, m: Method): RunOut | undefined => runs.find(r => r.case === c && r.method === m)
     const idleS = find('idle', 'starling')
@@ -237,9 +238,9 @@ async function main (): Promise<void> {
         methods: { starling: 'copy mode planned (planDiskCopy), top layer only on a shared base, memory planned and steered as the agents do (convergence.ts, production defaults)', plain: 'background full mirror, memory pre-copy at 300 ms' }
       },
       targets: {
-        idleFullCopyTimeOverDiskPerBandwidth: idleS?.totalMs != null ? Math.round(idleS.totalMs / pureMs * 100) / 100 : null,
+        idleFullCopyTimeOverDiskPerBandwidth: overPure(idleS?.totalMs),
         idleFullCopyTarget: 1.3,
-        idleMirrorReadyOverDiskPerBandwidth: idleS?.mirrorReadyMs != null ? Math.round(idleS.mirrorReadyMs / pureMs * 100) / 100 : null,
+        idleMirrorReadyOverDiskPerBandwidth: overPure(idleS?.mirrorReadyMs),
         bytesSentIs: 'diskPayloadBytes: the TCP payload of the NBD connection (the disk copy alone, no headers, no migration stream)',
         baseBytesSentOverOwnData: ratio(baseS, baseS?.diskPayloadBytes, baseS?.ownDataBytes),
         returnBytesSentOverChanged: ratio(retS, retS?.diskPayloadBytes, retS?.changedBytes),

@@ -58,7 +58,7 @@ const MEM_FIT = 0.1
 const TRANSIENT_W = 3
 import { isUnderloaded, type UnderloadParams } from './underload.js'
 import { conditionHeld, vmCooledDown, type GuardParams } from './antithrash.js'
-import { hostMemAdmitMiB, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type RuleSet, type SeededRandom, type VmId, type VmView, type VmVmRule } from './types.js'
+import { hostMemAdmitMiB, hostMemUsedMiB, hostUtil, migrationSeconds, type ClusterView, type HostId, type HostView, type Move, type RuleSet, type SeededRandom, type VmId, type VmView, type VmVmRule } from './types.js'
 
 export interface PolicyConfig {
   overload: OverloadParams
@@ -284,9 +284,9 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
     let x = transient.get(h.id)
     if (x === undefined) {
       x = h.vms.length > 0 && !h.vms.some(v => v.migrating === true) &&
-        !(memFull !== undefined && h.reservedMemMiB + sumMem(h) > memFull * hostMemAdmitMiB(h)) &&
+        !(memFull !== undefined && hostMemUsedMiB(h) > memFull * hostMemAdmitMiB(h)) &&
         evacuationCost(h.vms) <= costLimit &&
-        isUnderloaded(hostSample(h, cfg.intervalSec).util, h.history, cfg.underload)
+        isUnderloaded(hostUtil(h), h.history, cfg.underload)
       transient.set(h.id, x)
     }
     return x
@@ -394,12 +394,6 @@ function evacuationCost (vms: readonly VmView[]): number {
   let c = 0
   for (const v of vms) c += v.cpuDemandMips * v.memMiB
   return c
-}
-
-function sumMem (h: HostView): number {
-  let s = 0
-  for (const v of h.vms) s += v.memMiB
-  return s
 }
 
 function sumDemand (h: HostView): number {
