@@ -199,6 +199,8 @@ interface VmHandle {
   qmp: QmpClient
   exited: Promise<void>
   hasExited: boolean
+  /** How QEMU ended ('signal SIGSEGV', 'code 1'), once it has and this driver started it. */
+  exitReason?: string
   incoming: boolean
   /** Balloon target, MiB; the spec's memMiB until balloon() is called. */
   balloonMiB: number
@@ -246,6 +248,12 @@ export interface DirtyRateOptions {
    * @default 1
    */
   calcTimeS?: number
+  /**
+   * QEMU's way of measuring: 'page-sampling' hashes sampled pages (no dirty log);
+   * 'dirty-bitmap' counts the pages the dirty log saw written (turns the log on for the time).
+   * @default 'page-sampling'
+   */
+  mode?: 'page-sampling' | 'dirty-bitmap'
   /**
    * Pages sampled per GiB of guest memory (QEMU accepts 128-4096).
    * @default about 1024 pages in all, within QEMU's range
@@ -1318,7 +1326,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       // Only one measurement runs at a time in a QEMU: wait out one already under way.
       for (let i = 0; i < 100 && (await query()).status === 'measuring'; i++) await sleep(100)
       const started = performance.now()
-      await vm.qmp.execute('calc-dirty-rate', { 'calc-time': calcTimeS, 'sample-pages': perGiB, mode: 'page-sampling' }, this.opts(signal))
+      const mode = opts.mode ?? 'page-sampling'
+      await vm.qmp.execute('calc-dirty-rate', mode === 'page-sampling' ? { 'calc-time': calcTimeS, 'sample-pages': perGiB, mode } : { 'calc-time': calcTimeS, mode }, this.opts(signal))
       const deadline = started + calcTimeS * 1000 + 10_000
       for (;;) {
         await sleep(100)
@@ -1367,6 +1376,19 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     return best
   }
 
+  /**
+   * driverError(), and when the QMP connection closed because QEMU itself ended, how it ended and
+   * the end of its log (a crash in a migration says more there than 'not answering').
+   */
+  private async goneError (vm: VmHandle, what: string, err: unknown): Promise<DriverError> {
+    const e = driverError(what, err)
+    if (e.code !== 'DRIVER_UNREACHABLE') return e
+    const ended = await Promise.race([vm.exited.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), 500).unref())])
+    if (!ended) return e
+    const tail = await fsp.readFile(path.join(vm.dir, 'qemu.log'), 'utf8').then(s => s.trim().slice(-800)).catch(() => '')
+    return new DriverError('DRIVER_UNREACHABLE', `${what}: QEMU exited${vm.exitReason !== undefined ? ` (${vm.exitReason})` : ''}${tail !== '' ? `; its log ends: ${tail}` : ', its log is empty'}`, { cause: err })
+  }
+
   async startPostcopy (id: VmId, signal?: AbortSignal): Promise<void> {
     const vm = this.get(id)
     try {
@@ -1385,7 +1407,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
       try {
         q = await vm.qmp.execute<Record<string, unknown>>('query-migrate', undefined, this.opts(signal))
       } catch (err) {
-        throw driverError(`vm ${id}: query-migrate`, err)
+        throw await this.goneError(vm, `vm ${id}: query-migrate`, err)
       }
       if (q.status !== 'completed' || num(q['total-time']) > 0 || vm.incoming) break
       await new Promise(resolve => setTimeout(resolve, 10))
@@ -1542,7 +1564,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
   private get (id: VmId): VmHandle {
     this.refusePending(id, 'cannot act on it')
     const vm = this.vms.get(id)
-    if (vm === undefined || vm.hasExited) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not running on this host`)
+    if (vm === undefined || vm.hasExited) throw new DriverError('VM_NOT_FOUND', `vm ${id} is not running on this host${vm?.exitReason !== undefined ? ` (its QEMU exited: ${vm.exitReason})` : ''}`)
     return vm
   }
 
@@ -1643,7 +1665,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     const exited = new Promise<void>(resolve => proc.once('exit', (code, sig) => {
       hasExited = true
       const h = this.vms.get(spec.id)
-      if (h !== undefined && h.proc === proc) h.hasExited = true
+      if (h !== undefined && h.proc === proc) { h.hasExited = true; h.exitReason = sig !== null ? `signal ${sig}` : `code ${String(code)}` }
       this.log.info(`vm ${spec.id} QEMU exited (${sig ?? `code ${String(code)}`})`, { vm: spec.id, pid })
       resolve()
     }))

@@ -205,4 +205,15 @@ t.test('against a real QEMU: greeting, commands, errors, events; driver lifecycl
   t.equal(d.pid('fw'), undefined)
   t.throws(() => process.kill(pid!, 0), 'QEMU process is gone')
   t.same(await d.list(), [])
+
+  // A QEMU that dies under the driver: the error says how it ended, not only 'not answering'.
+  await d.start({ id: 'crash', vcpus: 1, memMiB: 64 })
+  // Polled at once (QMP closes before the exit is seen) and after the exit.
+  process.kill(d.pid('crash')!, 'SIGSEGV')
+  const early = await d.progress('crash').catch((e: unknown) => e)
+  t.match(early, { message: /QEMU exited.*signal SIGSEGV/ }, `right after the crash: ${(early as Error).message}`)
+  await d.exited('crash')
+  const late = await d.progress('crash').catch((e: unknown) => e)
+  t.match(late, { code: 'VM_NOT_FOUND', message: /its QEMU exited: signal SIGSEGV/ }, `after the exit: ${(late as Error).message}`)
+  await d.stop('crash').catch(() => {})
 })
