@@ -3,7 +3,7 @@
  * configurations, start and kill processes, and poll their local APIs.
  */
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { execFile, type ChildProcess } from 'node:child_process'
@@ -61,6 +61,30 @@ export class LocalCluster {
   /** Poll until pred holds for every listed host's view; returns the elapsed ms, or null on timeout. */
   async waitViews (names: string[], pred: (s: StatusPayload) => boolean, timeoutMs: number, pollMs = 100): Promise<number | null> {
     return await poll(async () => (await Promise.all(names.map(async n => await this.status(n)))).every(v => v !== null && pred(v)), timeoutMs, pollMs)
+  }
+
+  /**
+   * For a failed wait: each agent's view in a line (the members it does not hold alive, and in
+   * what state; its open connections and active view), and the last warnings and errors of the
+   * agents' logs, so that a failure that happens once in a clean-clone run can be understood.
+   */
+  async postMortem (names: string[] = this.hosts.map(h => h.name), logLines = 8): Promise<string> {
+    const out: string[] = []
+    for (const n of names) {
+      const s = await this.status(n)
+      const p = this.procs.get(n)
+      const proc = p === undefined ? 'not started' : p.exitCode !== null || p.signalCode !== null ? `exited (${p.signalCode ?? `code ${String(p.exitCode)}`})` : 'running'
+      if (s === null) { out.push(`${n}: no answer from its API (process ${proc})`); continue }
+      const others = s.members.filter(m => m.state !== 'alive').map(m => `${m.name} ${m.state}`)
+      const missing = names.filter(x => x !== n && !s.members.some(m => m.name === x))
+      out.push(`${n}: ${aliveCount(s)} alive${others.length > 0 ? `; ${others.join(', ')}` : ''}${missing.length > 0 ? `; unknown: ${missing.join(', ')}` : ''}; mesh open ${String(s.mesh?.open ?? '-')}, view ${String(s.mesh?.active ?? '-')} (process ${proc})`)
+    }
+    for (const n of names) {
+      const log = await readFile(this.host(n).logFile, 'utf8').catch(() => '')
+      const bad = log.split('\n').filter(l => /"level":"(warn|error)"|\b(WARN|ERROR)\b/.test(l)).slice(-logLines)
+      if (bad.length > 0) out.push(`${n} log, last warnings:\n  ${bad.map(l => l.slice(0, 300)).join('\n  ')}`)
+    }
+    return out.join('\n')
   }
 
   async stop (): Promise<void> {

@@ -30,7 +30,7 @@ t.test(`${N} agents with an active view of ${VIEW}`, async t => {
   const formedMs = await cluster.waitViews(names, s => aliveCount(s) === N, 150_000, 200)
   t.not(formedMs, null, `every agent sees all ${N} alive`)
   t.comment(`full membership ${formedMs} ms after spawning ${N} agents`)
-  if (formedMs === null) return
+  if (formedMs === null) { t.comment(await cluster.postMortem(names)); return }
 
   const all = async (): Promise<Array<StatusPayload | null>> => await Promise.all(names.map(async n => await cluster.status(n)))
   let last: Array<StatusPayload | null> = []
