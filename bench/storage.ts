@@ -93,6 +93,10 @@ const HIGH_KIBPS = env('HIGH_KIBPS', 2048)
 const CASES = (process.env.CASES ?? 'idle,moderate,high,base,return').split(',').map(s => s.trim())
 const METHODS = (process.env.METHODS ?? 'starling,plain').split(',').map(s => s.trim()).filter((m): m is Method => m === 'starling' || m === 'plain')
 const STAY_S = env('STAY_S', 15)
+// Experiment: what the plain method does before its move ('' nothing, as QEMU alone; 'measure'
+// the agents' dirty-rate measurement, result unused; 'measure-pages-N' the same with N pages
+// sampled per GiB; 'sleep' a pause as long as a measurement).
+const PLAIN_PRE = process.env.PLAIN_PRE ?? ''
 const READY_TIMEOUT_MS = env('READY_TIMEOUT_S', 60) * 1000
 
 const mibOrNull = (b: number | null): string => b === null ? '-' : (b / MiB).toFixed(1)
@@ -288,6 +292,14 @@ async function agentMemoryPlan (src: QemuDriver, id: string, memMiB: number, ban
   return { plan, policy, params }
 }
 
+/** What the plain method does before its move (PLAIN_PRE): nothing by default. */
+async function plainPreMove (src: QemuDriver, id: string): Promise<void> {
+  if (PLAIN_PRE === 'measure') await src.measureDirtyRate(id)
+  else if (PLAIN_PRE.startsWith('measure-pages-')) await src.measureDirtyRate(id, { samplePagesPerGiB: Number(PLAIN_PRE.slice(14)) })
+  else if (PLAIN_PRE === 'sleep') await sleep(1300)
+  else if (PLAIN_PRE !== '') throw new Error(`PLAIN_PRE must be '', measure, measure-pages-N or sleep (got "${PLAIN_PRE}")`)
+}
+
 /** The memory copy's mode and limits, as a run reports them. */
 function memoryModeText (p: MigrationParams): string {
   return `${p.mode}, downtime limit ${p.downtimeLimitMs} ms${p.maxDirtySyncs !== undefined ? `, at most ${p.maxDirtySyncs} syncs` : ''}`
@@ -338,6 +350,7 @@ async function runOne (src: QemuDriver, dst: QemuDriver, l: MigrationLink, spec:
     out.copyMode = method === 'starling' ? plan.copyMode : 'background'
     // The agents plan the memory before the move starts (from the source's query).
     const mp = method === 'starling' ? await agentMemoryPlan(src, id, spec.memMiB, goodput) : null
+    if (method === 'plain') await plainPreMove(src, id)
     const d = await src.describe(id)
     const tx0 = await l.txBytes(l.source)
     const t0 = performance.now()
