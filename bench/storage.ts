@@ -96,7 +96,12 @@ const STAY_S = env('STAY_S', 15)
 // Experiment: what the plain method does before its move ('' nothing, as QEMU alone; 'measure'
 // the agents' dirty-rate measurement, result unused; 'measure-pages-N' the same with N pages
 // sampled per GiB; 'sleep' a pause as long as a measurement).
-const PLAIN_PRE = process.env.PLAIN_PRE ?? ''
+const PLAIN_PRE = ((v: string): { kind: '' | 'measure' | 'sleep', pagesPerGiB?: number } => {
+  if (v === '' || v === 'measure' || v === 'sleep') return { kind: v }
+  const pages = Number(v.startsWith('measure-pages-') ? v.slice('measure-pages-'.length) : NaN)
+  if (Number.isInteger(pages) && pages >= 128 && pages <= 4096) return { kind: 'measure', pagesPerGiB: pages }
+  throw new Error(`PLAIN_PRE must be '', measure, measure-pages-N (N 128-4096) or sleep (got "${v}")`)
+})(process.env.PLAIN_PRE ?? '')
 const READY_TIMEOUT_MS = env('READY_TIMEOUT_S', 60) * 1000
 
 const mibOrNull = (b: number | null): string => b === null ? '-' : (b / MiB).toFixed(1)
@@ -294,10 +299,8 @@ async function agentMemoryPlan (src: QemuDriver, id: string, memMiB: number, ban
 
 /** What the plain method does before its move (PLAIN_PRE): nothing by default. */
 async function plainPreMove (src: QemuDriver, id: string): Promise<void> {
-  if (PLAIN_PRE === 'measure') await src.measureDirtyRate(id)
-  else if (PLAIN_PRE.startsWith('measure-pages-')) await src.measureDirtyRate(id, { samplePagesPerGiB: Number(PLAIN_PRE.slice(14)) })
-  else if (PLAIN_PRE === 'sleep') await sleep(1300)
-  else if (PLAIN_PRE !== '') throw new Error(`PLAIN_PRE must be '', measure, measure-pages-N or sleep (got "${PLAIN_PRE}")`)
+  if (PLAIN_PRE.kind === 'measure') await src.measureDirtyRate(id, PLAIN_PRE.pagesPerGiB !== undefined ? { samplePagesPerGiB: PLAIN_PRE.pagesPerGiB } : {})
+  else if (PLAIN_PRE.kind === 'sleep') await sleep(1300)
 }
 
 /** The memory copy's mode and limits, as a run reports them. */

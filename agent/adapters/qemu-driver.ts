@@ -410,6 +410,11 @@ export async function tcpBytesSentTo (host: string, port: number): Promise<numbe
   return seen ? total : null
 }
 
+/** The last `chars` characters of QEMU's own output in a VM's directory ('' when there is none). */
+async function qemuLogTail (dir: string, chars: number): Promise<string> {
+  return await fsp.readFile(path.join(dir, 'qemu.log'), 'utf8').then(s => s.trim().slice(-chars)).catch(() => '')
+}
+
 /** Splits "nbd:host:port". */
 function splitNbd (addr: string): { host: string, port: number } | null {
   if (!addr.startsWith('nbd:')) return null
@@ -1384,7 +1389,7 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     if (e.code !== 'DRIVER_UNREACHABLE') return e
     const ended = await Promise.race([vm.exited.then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), 500).unref())])
     if (!ended) return e
-    const tail = await fsp.readFile(path.join(vm.dir, 'qemu.log'), 'utf8').then(s => s.trim().slice(-800)).catch(() => '')
+    const tail = await qemuLogTail(vm.dir, 800)
     return new DriverError('DRIVER_UNREACHABLE', `${what}: QEMU exited${vm.exitReason !== undefined ? ` (${vm.exitReason})` : ''}${tail !== '' ? `; its log ends: ${tail}` : ', its log is empty'}`, { cause: err })
   }
 
@@ -1677,8 +1682,8 @@ export class QemuDriver implements MigratingDriver, BalloonDriver {
     } catch (err) {
       if (!hasExited) proc.kill('SIGKILL')
       await exited
-      const tail = await fsp.readFile(path.join(dir, 'qemu.log'), 'utf8').then(s => s.slice(-2000)).catch(() => '')
-      throw new DriverError('DRIVER_UNREACHABLE', `vm ${spec.id}: QEMU did not come up: ${tail.trim() || (err instanceof Error ? err.message : String(err))}`, { cause: err })
+      const tail = await qemuLogTail(dir, 2000)
+      throw new DriverError('DRIVER_UNREACHABLE', `vm ${spec.id}: QEMU did not come up: ${tail || (err instanceof Error ? err.message : String(err))}`, { cause: err })
     }
     const vm: VmHandle = {
       spec, dir, proc, pid, qmp, exited, hasExited, incoming, balloonMiB: spec.memMiB, cpuTicks: 0, cpuSampledAt: performance.now()

@@ -81,7 +81,7 @@ export class LocalCluster {
     }
     for (const n of names) {
       const log = await readFile(this.host(n).logFile, 'utf8').catch(() => '')
-      const bad = log.split('\n').filter(l => /"level":"(warn|error)"|\b(WARN|ERROR)\b/.test(l)).slice(-logLines)
+      const bad = log.split('\n').filter(l => /"level":"(warn|error)"/.test(l)).slice(-logLines)
       if (bad.length > 0) out.push(`${n} log, last warnings:\n  ${bad.map(l => l.slice(0, 300)).join('\n  ')}`)
     }
     return out.join('\n')
