@@ -92,10 +92,11 @@ t.test('an idle loop sleeps until the core has something due, and still hands it
   const coreTicks = core.now
   await runtime.stop()
   // 1 s of 10 ms ticks. Alone with an unreachable seed, the core's only timers are the join
-  // retry (10 ticks), reports (20), push-pull and scheduling (50): a few dozen wake-ups, not 100.
+  // retry (10 ticks), reports (20), push-pull and scheduling (50): about 30 wake-ups, not 100
+  // (a loaded machine gives fewer ticks in the second, not fewer timers: at most half of them).
   t.ok(ticks >= 80 && ticks <= 101, `the core had a tick per 10 ms of wall time (${ticks})`)
   t.equal(coreTicks, ticks, 'every tick reached the core')
-  t.ok(wakeups < ticks / 3, `the loop woke ${wakeups} times for ${ticks} ticks`)
+  t.ok(wakeups <= ticks / 2, `the loop woke ${wakeups} times for ${ticks} ticks`)
   const joins = log.filter(l => l.startsWith('send bb')).length
   t.ok(joins >= 6 && joins <= 11, `join retries to the seed kept their 100 ms cadence (${joins} in 1 s)`)
 })
