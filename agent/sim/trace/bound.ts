@@ -51,6 +51,8 @@ export interface EnergyBound {
   idleKWh: number
   /** Hosts needed per segment (n_k), one entry per segment. */
   hostsNeeded: number[]
+  /** The bound per segment, kWh (segment k runs from step k to step k + 1 of the run's timeline). */
+  segmentKWh: number[]
   /** Of those, how many segments RAM binds (rather than CPU). */
   ramBoundSegments: number
   /** W per MIPS served, the smallest chord slope s. */
@@ -98,6 +100,7 @@ export function energyLowerBound (model: SimModel, trace: TraceDay): EnergyBound
   }
   if (steps.length > 0) dropAt(steps[0] as number)
   const needed: number[] = []
+  const seg: number[] = []
   let e = 0; let eIdle = 0; let ramBound = 0
   for (let k = 0; k + 1 < steps.length; k++) {
     const a = steps[k] as number; const b = steps[k + 1] as number
@@ -122,7 +125,8 @@ export function energyLowerBound (model: SimModel, trace: TraceDay): EnergyBound
     let p0 = 0
     for (let i = 0; i < n; i++) p0 += idle[i] as number
     e += (p0 + s * d) * (b - a)
+    seg.push((p0 + s * d) * (b - a) / 3.6e6)
     eIdle += p0 * (b - a)
   }
-  return { day: trace.day, energyKWh: e / 3.6e6, idleKWh: eIdle / 3.6e6, hostsNeeded: needed, ramBoundSegments: ramBound, wattsPerMips: s }
+  return { day: trace.day, energyKWh: e / 3.6e6, idleKWh: eIdle / 3.6e6, hostsNeeded: needed, segmentKWh: seg, ramBoundSegments: ramBound, wattsPerMips: s }
 }

@@ -183,6 +183,8 @@ export interface StepSample {
   slaPaper: number
   /** Hosts whose VMs' RAM (incl. copies migrating in) exceeds the host's RAM at this step. */
   ramOverHosts: number
+  /** Idle power of the hosts active at this step (the sum of their power at 0 % CPU), W. */
+  idleW: number
 }
 
 export interface Metrics {
@@ -570,8 +572,9 @@ export class TraceSim {
   private sample (t: number): void {
     let active = 0
     let ramOver = 0
+    let idleW = 0
     for (const h of this.hosts) {
-      if (h.utilMips > 0) active++
+      if (h.utilMips > 0) { active++; idleW += h.power[0] ?? 0 }
       const f = this.ramHeld(h) / h.ram
       if (f > 1) ramOver++
       if (f > this.maxRamFraction) this.maxRamFraction = f
@@ -580,7 +583,7 @@ export class TraceSim {
     const tt = this.slaTotalTime
     this.timeline.push({
       t, activeHosts: active, energyKWh: this.energyWs / 3.6e6, migrations: this.migrationsThisStep,
-      slaShortfall: tt > 0 ? this.slaViolTime / tt : 0, slaPaper: tt > 0 ? this.slaPaperViolTime / tt : 0, ramOverHosts: ramOver
+      slaShortfall: tt > 0 ? this.slaViolTime / tt : 0, slaPaper: tt > 0 ? this.slaPaperViolTime / tt : 0, ramOverHosts: ramOver, idleW
     })
   }
 
