@@ -23,6 +23,7 @@ import type { ChildProcess } from 'node:child_process'
 import { createTestbed, type Testbed, type TestNode } from './testbed.js'
 import { AgentCluster, type QemuGuest } from './agent-cluster.js'
 import { sleep, waitFor } from './vip-agents.js'
+import { until } from '../lib/wait.js'
 import { defaultHaConfig, requiredFenceDelayTicks, validateHaConfig, type HaConfig } from '../../agent/core/ha/ha-config.js'
 import type { HaPayload } from '../../agent/cli/ha.js'
 import { guestKernel } from '../guest/guest.js'
@@ -321,6 +322,24 @@ export interface FailoverResult {
   newOwnerMac: string
 }
 
+/**
+ * Where a failover stopped: each survivor's QEMU and heartbeats, and its log lines since the kill
+ * about members, HA, the VM, fences and claims (the last 25, warnings and errors with their fields).
+ */
+async function failoverTrail (c: HaVipBed['c'], survivors: string[], sinceMs: number): Promise<string> {
+  const out: string[] = []
+  for (const h of survivors) {
+    out.push(`${h}: QEMU ${c.qemuPid(h, HA_VM) ?? 'none'}, heartbeats ${heartbeats(c, h)}`)
+    const lines = (await c.logLines(h)).filter(l => l.ts >= sinceMs && (/member|ha |vm |fence|claim|grant|quorum|majority|vip/i.test(l.msg) || /warn|error/.test(String(l.raw.level))))
+    for (const l of lines.slice(-25)) {
+      const level = String(l.raw.level)
+      const fields = level === 'warn' || level === 'error' ? ` ${JSON.stringify(l.raw.fields ?? {}).slice(0, 300)}` : ''
+      out.push(`  +${l.ts - sinceMs} ms ${level} ${l.msg}${fields}`)
+    }
+  }
+  return out.join('\n')
+}
+
 /** kill -9 of the owner's agent and QEMU, its unit's stop hook, then measure until the guest answers at the VIP again. */
 export async function killOwner (hb: HaVipBed, owner: string, oldToken: string, timeoutMs: number): Promise<FailoverResult> {
   const { c } = hb
@@ -333,12 +352,12 @@ export async function killOwner (hb: HaVipBed, owner: string, oldToken: string, 
   await c.releaseLocal(owner) // ExecStopPost
   let newOwner = ''
   let bootedAt = 0
-  await waitFor(() => {
+  await until('a heartbeat of the VM on another host', () => {
     for (const h of others) {
       if (hadCopy.get(h) !== true && c.qemuPid(h, HA_VM) !== null && heartbeats(c, h) > 0) { newOwner = h; bootedAt = Date.now(); return true }
     }
     return false
-  }, timeoutMs, 'a heartbeat of the VM on another host', 20)
+  }, timeoutMs, { pollMs: 20, detail: async () => await failoverTrail(c, others, killAt) })
   const answer = await hb.prober.waitGuest(killAt, Math.max(1000, timeoutMs - (Date.now() - killAt)), oldToken)
   const at = async (names: string[], re: RegExp): Promise<number | null> => { const t = await c.firstLog(names, re, killAt); return t === null ? null : t - killAt }
   return {
