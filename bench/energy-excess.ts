@@ -32,7 +32,10 @@ const tl = run.timeline
 const idle: number[] = []
 for (let i = 0; i < model.hosts; i++) idle.push((model.hostTypes[i % model.hostTypes.length]?.powerW[0]) ?? 0)
 idle.sort((a, b) => a - b)
-const cheapest = (n: number): number => { let p = 0; for (let i = 0; i < Math.min(n, idle.length); i++) p += idle[i] as number; return p }
+// cheapestW[n]: the idle power of the n cheapest hosts (prefix sums of the sorted idle powers).
+const cheapestW = [0]
+for (const w of idle) cheapestW.push((cheapestW[cheapestW.length - 1] as number) + w)
+const cheapest = (n: number): number => cheapestW[Math.max(0, Math.min(n, idle.length))] as number
 
 interface Hour { run: number, bound: number, hosts: number, type: number, active: number, needed: number, n: number }
 const hours: Hour[] = []
@@ -46,8 +49,9 @@ for (let k = 0; k < n; k++) {
   const need = lb.hostsNeeded[k] ?? 0
   h.run += b.energyKWh - a.energyKWh
   h.bound += lb.segmentKWh[k] ?? 0
-  h.hosts += (cheapest(a.activeHosts) - cheapest(need)) * dtH / 1000
-  h.type += (a.idleW - cheapest(a.activeHosts)) * dtH / 1000
+  const onW = cheapest(a.activeHosts)
+  h.hosts += (onW - cheapest(need)) * dtH / 1000
+  h.type += (a.idleW - onW) * dtH / 1000
   h.active += a.activeHosts
   h.needed += need
   h.n++

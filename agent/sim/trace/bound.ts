@@ -124,8 +124,9 @@ export function energyLowerBound (model: SimModel, trace: TraceDay): EnergyBound
     needed.push(n)
     let p0 = 0
     for (let i = 0; i < n; i++) p0 += idle[i] as number
-    e += (p0 + s * d) * (b - a)
-    seg.push((p0 + s * d) * (b - a) / 3.6e6)
+    const ws = (p0 + s * d) * (b - a)
+    e += ws
+    seg.push(ws / 3.6e6)
     eIdle += p0 * (b - a)
   }
   return { day: trace.day, energyKWh: e / 3.6e6, idleKWh: eIdle / 3.6e6, hostsNeeded: needed, segmentKWh: seg, ramBoundSegments: ramBound, wattsPerMips: s }
