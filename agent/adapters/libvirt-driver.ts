@@ -295,6 +295,9 @@ export type JobType = typeof JOB_TYPES[number]
 /** libvirt's virDomainJobOperation numbers that matter here. */
 export const JOB_OPERATION = { migrationIn: 4, migrationOut: 5 } as const
 
+/** libvirt's answer to a job query on a migration's destination while the incoming job runs. */
+export const INCOMING_JOB_REFUSAL = /statistics are available only on the source/i
+
 export interface JobInfo {
   type: JobType
   /** virDomainJobOperation (4 incoming, 5 outgoing migration); null when not reported. */
@@ -1394,13 +1397,19 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     return { bytesPerS: dt > 0 ? Math.max(0, b.bytes - a.bytes) / dt : 0, writeSizeBytes: ops > 0 ? (b.bytes - a.bytes) / ops : 0 }
   }
 
-  /** The running job of VM `id` (null: none, or not supported by this libvirt driver; 'gone': no domain). */
+  /**
+   * The running job of VM `id` (null: none, or not supported by this libvirt driver; 'gone': no
+   * domain). On the destination of a migration libvirt keeps the incoming job's statistics to
+   * itself and refuses the call ("migration statistics are available only on the source host"):
+   * that refusal is how an incoming job shows, and it is returned as one (no fields).
+   */
   private async activeJob (id: VmId, signal?: AbortSignal): Promise<JobInfo | null | 'gone'> {
     try {
       const j = parseJobInfo(await this.virsh(['domjobinfo', '--rawstats', id], { signal }))
       return j.type === 'unbounded' || j.type === 'bounded' ? j : null
     } catch (err) {
       if (err instanceof DriverError && err.code === 'VM_NOT_FOUND') return 'gone'
+      if (err instanceof DriverError && INCOMING_JOB_REFUSAL.test(err.message)) return { type: 'unbounded', operation: JOB_OPERATION.migrationIn, fields: Object.create(null) as Record<string, string> }
       if (err instanceof DriverError && err.code === 'DRIVER_FAILED' && /not supported|no job/i.test(err.message)) return null
       throw err
     }

@@ -356,6 +356,17 @@ async function run (guestDir: string): Promise<void> {
     await sleep(1500)
     const mid = await b.progress(id)
     tt.ok(mid.status === 'active' || mid.status === 'setup', `running before the cancel (${mid.status})`)
+    // The destination's copy is paused while libvirt migrates it in, and libvirt finishes the move
+    // by itself (Finish starts the guest there, then the source's Confirm ends the source's copy):
+    // a kill asked on the destination now (an agent whose lease ran out) must be refused, or a
+    // state read before the destroy can be stale when it lands and the only copy goes. libvirt
+    // reports no job statistics on a destination ("available only on the source host"), which
+    // the driver must read as an incoming job, not as no job.
+    const refused = await a.killIfNotRunning(id).then(() => null, (err: unknown) => err as { code?: string, message?: string })
+    tt.equal(refused?.code, 'VM_RUNNING', `the destination refuses to kill a copy that libvirt is migrating in (${refused?.message ?? 'it was killed'})`)
+    tt.equal((await a.describe(id))?.runStatus, 'inmigrate', 'the incoming copy is still there, paused')
+    const still = await b.progress(id)
+    tt.ok(still.status === 'active' || still.status === 'setup', `the migration still runs (${still.status})`)
     await b.cancel(id)
     const seen = new Set<string>()
     const c = await waitEnd(b, 30_000, seen)
