@@ -24,7 +24,7 @@ export { ConfigError }
  *   VM stays 12 ticks (1 h); a consolidation must save at least 5 W.
  * - placement: targets are filled up to 85 % of CPU by current demand (the same cap the
  *   target's admission applies), leaving 15 % for demand growth until the next decision.
- * - underload: hosts below 40 % CPU whose evacuation cost (demand x memory over their VMs) is in
+ * - underload: hosts below 40 % CPU whose evacuation cost (demand x memory squared over their VMs) is in
  *   the cheaper half of the hosts they see (quantile 0.5) consolidate onto busier hosts, all VMs
  *   or none, up to maxMovesPerDecision (6) VMs: a consolidation is reserved whole and copied
  *   migration.outMax at a time, so a host of up to 6 VMs is emptied as one group. A host whose
@@ -35,10 +35,12 @@ export { ConfigError }
  * Measured against CloudSim 3.0.3 with host RAM enforced (LR-MMT-1.2; REFERENCE.md section 7) on
  * the five March days, seeds 1-3 (`starling sim --day all --mode decentral --compare --seed 1-3`,
  * the agents' 2 outgoing slots, consolidations reserved whole and copied 2 at a time):
- * energy 0.944-0.975x, migrations 0.688-0.769x, ESV 0.40-0.99x its best policy's (at or below
- * it on all 15 runs), energy 1.138-1.167x the RAM-respecting lower bound (6 of 15 within 1.15x),
- * with the memory best fit, the 10 W spread and the penalty on targets that would empty
- * themselves next (TRANSIENT_W) of policies/plan.ts and memFull 0.9. Before the penalty:
+ * energy 0.937-0.979x, migrations 0.694-0.797x, ESV 0.43-1.00x its best policy's (at or below
+ * it on all 15 runs, 20110322 seed 1 at 0.999x), energy 1.135-1.157x the RAM-respecting lower
+ * bound (11 of 15 within 1.15x), with the memory best fit, the 20 W spread, the 8 W penalty on
+ * targets that would empty themselves next (TRANSIENT_W) and the memory-weighted evacuation cost
+ * of policies/plan.ts and memFull 0.9. With the 10 W spread, the 3 W penalty and the cost by
+ * demand x memory: 0.944-0.975x, 0.688-0.769x, 0.40-0.99x and 1.138-1.167x (6 of 15). Before the penalty:
  * 0.941-0.969x, 0.767-0.809x, 0.46-1.20x (above 1 on 20110322 only) and 1.129-1.163x; before
  * the best fit, the spread and memFull: 0.963-1.017x, 0.937-1.005x, 0.63-1.41x and 1.168-1.195x. The evacuation-cost ranking and 6 moves per
  * decision were chosen on 20110303 and 20110306 (seed 1) and checked on the other three days

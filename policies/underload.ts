@@ -16,8 +16,8 @@ export type UnderloadParams =
     threshold: number
     forecast?: ForecastParams
     /**
-     * Of the underloaded hosts, only those whose evacuation cost (demand x memory summed over their
-     * VMs, policies/plan.ts) is at or below this quantile of the active hosts' in the host's view
+     * Of the underloaded hosts, only those whose evacuation cost (demand x memory squared, summed
+     * over their VMs, policies/plan.ts) is at or below this quantile of the active hosts' in the host's view
      * empty themselves (0.5: the cheaper half). @default 1
      */
     quantile?: number

@@ -5,7 +5,8 @@
 //   300 MIPS does not go to 1860-MIPS cores); one nominally at most 10 % larger than the cores (a
 //   2000-MIPS VM on 1860-MIPS cores) does when its recent peak stayed within 75 % of a core, and
 //   not when it came nearer, nor without a history;
-// - sources that see the same view spread over equally good targets instead of all asking one.
+// - sources that see the same view spread over equally good targets instead of all asking one;
+// - of the underloaded hosts, those whose VMs are small (in memory) empty themselves first.
 import t from 'tap'
 import { seededPrng } from '../../agent/core/prng.js'
 import { planHost, type PolicyConfig } from '../../policies/plan.js'
@@ -32,7 +33,10 @@ t.test('memory binds: the VM goes where its share of idle power is lowest', t =>
   // both targets are busier by CPU than the source and have room for 1740 MiB
   const t4 = g4('t4', [vm('x', 't4', 400, 1740)])
   const t5 = g5('t5', [vm('y', 't5', 600, 1740)])
-  const view: ClusterView = { hosts: [src, t5, t4], rules: NO_RULES, tick: 1 }
+  // two hosts cheaper to empty than either target: neither is among the view's cheaper half, so
+  // neither would empty itself next (which costs a target TRANSIENT_W, more than the G4's advantage)
+  const idle = [g5('e1', [vm('e1', 'e1', 10, 613)]), g5('e2', [vm('e2', 'e2', 10, 613)])]
+  const view: ClusterView = { hosts: [src, t5, t4, ...idle], rules: NO_RULES, tick: 1 }
   const plan = planHost(view, 'src', cfg, held)
   t.same(plan.map(m => [m.vm, m.to, m.reason]), [['a', 't4', 'underload']], 'to the G4 host (86 W per 4 GiB, not 93.7)')
   t.end()
@@ -82,6 +86,22 @@ t.test('with a quantile, only the less loaded hosts of the view empty themselves
   t.ok(planHost(view, 'a', q, held).length === 1, 'the host at 2 % (lower half) empties itself')
   t.same(planHost(view, 'c', q, held), [], 'the host at 10 % (upper half) does not')
   t.ok(planHost(view, 'c', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length === 1, 'without the quantile it does')
+  t.end()
+})
+
+t.test('with a quantile, hosts of small VMs empty themselves before hosts of large ones', t => {
+  // evacuation cost = demand x memory^2 over the VMs: 'large' (100 MIPS, 1740 MiB: 3.0e8) costs more
+  // than 'small' (300 MIPS, 613 MiB: 1.1e8), though by demand x memory alone it costs less (174000
+  // against 183900). Of the four hosts the two cheapest empty themselves (quantile 0.5).
+  const q: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, quantile: 0.5 } }
+  const view: ClusterView = {
+    hosts: [g5('idle', [vm('i', 'idle', 10, 613)]), g5('large', [vm('l', 'large', 100, 1740)]), g5('small', [vm('s', 'small', 300, 613)]),
+      g5('busy', [vm('b', 'busy', 2000, 613)])],
+    rules: NO_RULES,
+    tick: 1
+  }
+  t.same(planHost(view, 'small', q, held).map(m => [m.vm, m.to]), [['s', 'busy']], 'the host of a small VM empties itself')
+  t.same(planHost(view, 'large', q, held), [], 'the host of a large VM, asking less CPU, stays')
   t.end()
 })
 
