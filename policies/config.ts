@@ -148,6 +148,7 @@ export function validatePolicyConfig (c: PolicyConfig): PolicyConfig {
   if (!Number.isFinite(g.minGain)) throw new ConfigError(`guards.minGain must be a finite number (got ${g.minGain})`, 'guards.minGain')
   if (!(c.intervalSec > 0)) throw new ConfigError(`intervalSec must be > 0 (got ${c.intervalSec})`, 'intervalSec')
   if (!Number.isInteger(c.maxMovesPerDecision) || c.maxMovesPerDecision < 1) throw new ConfigError(`maxMovesPerDecision must be an integer >= 1 (got ${c.maxMovesPerDecision})`, 'maxMovesPerDecision')
+  if (c.maxIncomingPerTarget !== undefined && (!Number.isInteger(c.maxIncomingPerTarget) || c.maxIncomingPerTarget < 1)) throw new ConfigError(`maxIncomingPerTarget must be an integer >= 1 (got ${c.maxIncomingPerTarget})`, 'maxIncomingPerTarget')
   return c
 }
 

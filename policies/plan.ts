@@ -80,6 +80,13 @@ export interface PolicyConfig {
   intervalSec: number
   /** Upper bound on moves one host proposes per tick. @default 8 */
   maxMovesPerDecision: number
+  /**
+   * The most VMs one consolidation places on one target. A consolidation is reserved as a whole,
+   * and a target admits at most its migration.inMax moves at once (the agent sets this from it):
+   * a plan with more for one target would be refused every time. Unset: no cap (the simulator's
+   * per-step admission counts its own limit).
+   */
+  maxIncomingPerTarget?: number
 }
 
 /** Per-host state the caller keeps between ticks (the agent core owns it). */
@@ -304,9 +311,16 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   const vms = mine.vms.slice().sort((a, b) => b.cpuDemandMips - a.cpuDemandMips)
   const moves: Move[] = []
   let added = 0
+  // Targets that already take as many of this plan's VMs as they admit at once.
+  const cap = cfg.maxIncomingPerTarget
+  const placedOn = new Map<HostId, number>()
+  const full = new Set<HostId>()
   for (const v of vms) {
-    const t = bestTarget(view, me, v, cfg, work, placement, myUtil, wouldEmpty)
+    const t = bestTarget(view, me, v, cfg, work, placement, myUtil, wouldEmpty, full)
     if (t === null) return []
+    const n = (placedOn.get(t.id) ?? 0) + 1
+    placedOn.set(t.id, n)
+    if (cap !== undefined && n >= cap) full.add(t.id)
     const w = workOf(work, t)
     added += powerAt(t.powerCurveW, (w.demand + v.cpuDemandMips) / t.cpuMips) - powerAt(t.powerCurveW, w.demand / t.cpuMips)
     apply(w, t, v, 1)
@@ -324,12 +338,12 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
  * only active hosts busier than that utilisation qualify.
  */
 function bestTarget (view: ClusterView, me: HostView, v: VmView, cfg: PolicyConfig,
-  work: Map<HostId, Work>, placement: Map<VmId, HostId>, busierThan: number | null, wouldEmpty?: (h: HostView) => boolean): HostView | null {
+  work: Map<HostId, Work>, placement: Map<VmId, HostId>, busierThan: number | null, wouldEmpty?: (h: HostView) => boolean, full?: ReadonlySet<HostId>): HostView | null {
   const p = cfg.placement
   const cap = p.cpuCapFraction ?? 1
   const cands: Array<{ h: HostView, score: number }> = []
   for (const h of view.hosts) {
-    if (h.id === me.id) continue
+    if (h.id === me.id || full?.has(h.id) === true) continue
     if ((h.memShortMiB ?? 0) > 0) continue
     const w = work.get(h.id)
     const demand = w?.demand ?? (h.reservedMips + sumDemand(h))

@@ -134,3 +134,25 @@ t.test('a VM goes where it stays, not to a host that would empty itself next', t
   t.same(planHost(view, 'fading', under(0.4), held).map(m => m.to), ['stays'], 'and fading itself does empty itself, to stays')
   t.end()
 })
+
+t.test('a consolidation places no more VMs on one target than the target admits at once', t => {
+  // src's three small VMs all fit on either busier host, and one of them is the better target for
+  // each. The consolidation is reserved as a whole, and a target admits maxIncomingPerTarget moves
+  // at once (the agent's migration.inMax): a plan with three for one target is refused every time.
+  const src = g4('src', [vm('a', 'src', 100, 300), vm('b', 'src', 90, 300), vm('c', 'src', 80, 300)])
+  const view: ClusterView = {
+    hosts: [src, g5('t1', [vm('x', 't1', 2000, 1000)]), g5('t2', [vm('y', 't2', 1800, 1000)])],
+    rules: NO_RULES,
+    tick: 1
+  }
+  const free = planHost(view, 'src', cfg, held)
+  const per = (plan: ReturnType<typeof planHost>): number => Math.max(...['t1', 't2'].map(h => plan.filter(m => m.to === h).length))
+  t.equal(free.length, 3, 'without a cap, the whole host empties')
+  t.equal(per(free), 3, 'and all three VMs go to one target (what the cap is for)')
+  const capped = planHost(view, 'src', { ...cfg, maxIncomingPerTarget: 2 }, held)
+  t.equal(capped.length, 3, 'with a cap of 2 the whole host still empties')
+  t.equal(per(capped), 2, 'with at most 2 VMs on one target')
+  const alone: ClusterView = { ...view, hosts: view.hosts.slice(0, 2) }
+  t.same(planHost(alone, 'src', { ...cfg, maxIncomingPerTarget: 2 }, held), [], 'with a single target, no consolidation that could not be admitted')
+  t.end()
+})

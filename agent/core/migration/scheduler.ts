@@ -29,6 +29,7 @@ import type { MigrationRecord, StorageWanted } from './migration-state.js'
 import type { ReplicaManager } from '../replica/replica-manager.js'
 import { chooseRelief, shouldRetire } from '../../../policies/replication.js'
 import { clusterPlan, type ClusterPlan } from '../../../policies/cluster-plan.js'
+import type { PolicyConfig } from '../../../policies/plan.js'
 import { reservedWhole } from './evacuation.js'
 
 const HISTORY_MAX = 60
@@ -80,7 +81,15 @@ export class Scheduler {
   constructor (private readonly s: CoreState, private readonly m: MigrationMachine, private readonly replicas: ReplicaManager | null = null) {
     this.nextDecision = m.cfg.decisionTicks
     this.nextBalance = m.cfg.balanceTicks
-    this.decider = new HostDecider(m.cfg.policy, seededPrng)
+    this.decider = new HostDecider(this.policy(), seededPrng)
+  }
+
+  /**
+   * The policy as this host's migrations run it: a consolidation places no more VMs on one target
+   * than a target admits at once (migration.inMax), since it is reserved as a whole.
+   */
+  private policy (): PolicyConfig {
+    return { ...this.m.cfg.policy, maxIncomingPerTarget: this.m.cfg.inMax }
   }
 
   /** The earliest tick at which tick() may act: the next balancing decision or drain step. */
@@ -212,7 +221,7 @@ export class Scheduler {
       ...v,
       hosts: v.hosts.map(h => ({ ...h, vms: h.vms.map(x => ({ ...x, history: h.history.map(() => x.cpuMips > 0 ? x.cpuDemandMips / x.cpuMips : 0) })) }))
     }
-    return clusterPlan(shared, this.m.cfg.policy)
+    return clusterPlan(shared, this.policy())
   }
 
   private vmMem (vm: VmId): number {

@@ -177,7 +177,10 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
   new CloudsimController(sim, { detector: 'thr', param: 0.8, selection: { kind: 'mmt' } }).initialPlace()
   const n = sim.hosts.length
   const past: HostView[][] = []
-  const deciders = sim.hosts.map(() => new HostDecider(cfg, seededPrng))
+  // As the agents do (migration.inMax): a consolidation places no more VMs on one target than it
+  // admits at once; with the default unlimited per-step admission, no cap.
+  const policy: PolicyConfig = Number.isFinite(opt.inMax) ? { ...cfg, maxIncomingPerTarget: opt.inMax } : cfg
+  const deciders = sim.hosts.map(() => new HostDecider(policy, seededPrng))
   const order = sim.hosts.map((_h, i) => i)
   let tick = 0
   let violations = 0
