@@ -25,7 +25,7 @@ import type { CronJob, CronJobs } from './adapters/cron-jobs.js'
 import { systemdNotifier } from './adapters/systemd-notify.js'
 import { checkWatchdogDevice, openWatchdogDevice, prepareWatchdogDevice, progressGate, type WatchdogDevice, type WatchdogDeviceInit } from './adapters/watchdog-device.js'
 import { httpApi, type HttpApiComponents } from './adapters/http-api.js'
-import { webView } from './adapters/web-view.js'
+import { webView, type WebStatus } from './adapters/web-view.js'
 import { readApiToken, resolveGroup } from './adapters/api-credentials.js'
 import { Runtime } from './runtime/runtime.js'
 import { driverExecutor } from './runtime/driver-commands.js'
@@ -316,7 +316,7 @@ async function startAgent (boot: Boot, life: Lifecycle): Promise<void> {
 
   const status = statusSource(config, { id: selfId, name: self.name }, core, runtime, transport, boot.startupCpu, memory)
   const memoryNow = memory === null ? null : (): MemoryPayload => ({ self: { id: selfId, name: self.name }, nowMs: Date.now(), status: memory.status(), counters: { ...memory.counters }, ...(ksmLoop !== undefined ? { ksmCounters: { ...ksmLoop.counters } } : {}) })
-  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow, () => (driver as { keptDiskCopies?: () => unknown[] }).keptDiskCopies?.() ?? [])) await life.add(c)
+  for (const c of controlApi(config, { token: apiToken, gid: apiGid }, core, runtime, status, () => ({ cluster: config.cluster.name, self: { id: selfId, name: self.name }, members: core.view() }), viewSources(config, { id: selfId, name: self.name }, core, haWatchdog), logger, memoryNow, () => (driver as { keptDiskCopies?: () => unknown[] }).keptDiskCopies?.() ?? [])) await life.add(c)
   await life.add(calendarJobs(config, core, store, status, logger))
   await life.add({
     name: 'systemd readiness',
@@ -574,14 +574,16 @@ async function hostSample (config: AgentConfig, driver: HypervisorDriver, memory
 }
 
 /** The control API (unix socket, and TCP read-only without the token) and the web view beside it. */
-function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, views: ReturnType<typeof viewSources>, logger: Logger, memory: (() => MemoryPayload) | null, keptDisks: () => unknown[]): Component[] {
+function controlApi (config: AgentConfig, cred: { token: string | null, gid: number | null }, core: AgentCore, runtime: Runtime, status: () => StatusPayload, webStatus: () => WebStatus, views: ReturnType<typeof viewSources>, logger: Logger, memory: (() => MemoryPayload) | null, keptDisks: () => unknown[]): Component[] {
   const apiAddr = parseAddress(config.node.apiListen, 'node.apiListen')
   mkdirSync(path.dirname(config.node.apiSocket), { recursive: true, mode: 0o755 })
   // The read-only web page on the TCP listener, drawn from this agent's own view (web-view.ts).
   const overload = config.migration.policy.overload
   const plan = (): PlanPayload => planPayload(core.plan(), { id: core.status().self, name: config.node.name }, id => core.member(id)?.name ?? id.slice(0, 8), Date.now())
+  // The page samples every second whether or not anyone watches: it reads the members alone, not
+  // the whole status (process, mesh and core counters), which is the API's to build on request.
   const web = webView({})({
-    status,
+    status: webStatus,
     migrations: () => core.migrations(),
     plan,
     ha: views.ha,

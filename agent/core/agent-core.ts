@@ -143,6 +143,7 @@ export class AgentCore {
     s.members.logging = true
     s.dirty.clear()
     this.reports = new ReportGossip(s, restored?.reportSeqCeiling ?? 0)
+    s.rider = to => this.reports.ride(to)
     this.prober = new Prober(s)
     this.antiEntropy = new AntiEntropy(s, opts.seeds, this.reports)
     this.nextSnapshotTick = config.memberSnapshotIntervalTicks
@@ -335,12 +336,21 @@ export class AgentCore {
       this.prober.nextDue(), nextSuspicionDue(s), this.reports.nextDue(), this.antiEntropy.nextDue(),
       this.mig.nextDue(), this.scheduler.nextDue(), this.replicas?.nextDue() ?? Infinity, this.cfgLog?.nextDue() ?? Infinity
     )
-    if (s.queue.size > 0 || this.reports.pending > 0) due = Math.min(due, this.nextGossipTick)
+    if (s.queue.size > 0) due = Math.min(due, this.nextGossipTick)
+    else due = Math.min(due, this.roundAtOrAfter(this.reports.pushDueAt()))
     if (s.dirty.size > 0) due = Math.min(due, this.nextSnapshotTick)
     return Math.max(due, s.now + 1)
   }
 
   /** Effects produced and not yet handed out by ready() (for the simulator's deadline check). */
+  /** The first gossip round at or after tick t (rounds run every gossipIntervalTicks from nextGossipTick). */
+  private roundAtOrAfter (t: number): number {
+    if (t === Infinity) return Infinity
+    if (t <= this.nextGossipTick) return this.nextGossipTick
+    const k = this.s.config.gossipIntervalTicks
+    return this.nextGossipTick + Math.ceil((t - this.nextGossipTick) / k) * k
+  }
+
   pendingEffects (): number {
     const p = this.s.pending
     return p.persist.length + p.send.length + p.events.length + p.driver.length + p.vip.length + p.ha.length + p.replica.length + p.split.length
@@ -492,7 +502,9 @@ export class AgentCore {
     s.counters.framesReceived++
     s.lamport = Math.max(s.lamport, e.lamport)
     const heldDead = this.antiEntropy.witness(from, e.incarnation)
-    const pushed = e.body.type === 'gossip'
+    // A report among a frame's gossip was pushed (on a gossip round or riding on a probe, an ack or
+    // an announcement) and is forwarded once; pulled reports come in a pushPull body instead.
+    const pushed = e.body.type !== 'pushPull'
     // Configuration frames do not count: a removed member still hears the versions that removed
     // it (and may answer), but renews nothing; its silence is measured from its other traffic.
     if (this.ha !== null && !isHaBody(e.body) && e.body.type !== 'cfg') this.ha.heard(from)
@@ -500,7 +512,7 @@ export class AgentCore {
     // us is always heard: a Suspect or Dead about ourselves only makes us refute (raise our
     // incarnation), which is safe, and without it two sides that each hold the other dead after
     // a partition or a long local stall would never merge (each ignores the other's death notice).
-    for (const g of e.gossip) if (!heldDead || aboutSelf(g, s.self)) this.applyGossip(g, pushed)
+    for (const g of e.gossip) if (!heldDead || aboutSelf(g, s.self)) this.applyGossip(g, pushed ? from : null)
     if (s.leaving) return
     const b = e.body
     // Probes may travel as datagrams and overtake the stream: only stream frames say which
@@ -531,33 +543,36 @@ export class AgentCore {
     }
   }
 
-  private applyGossip (g: Gossip, pushed: boolean): void {
+  /** pushedBy: the member a pushed report came from (null: not a push). */
+  private applyGossip (g: Gossip, pushedBy: HostId | null): void {
     const s = this.s
     switch (g.type) {
       case 'alive': applyAlive(s, g.member); break
       case 'suspect': applySuspect(s, g.node, g.incarnation, g.from); break
       case 'dead': applyDead(s, g.node, g.incarnation, g.from); break
       case 'left': applyLeft(s, g.node, g.incarnation); break
-      case 'report': this.reports.accept(g.report, pushed); break
+      case 'report': this.reports.accept(g.report, pushedBy); break
     }
   }
 
   /**
-   * Membership broadcasts to gossipNodes random peers of the active view; the report push rides on the frames of the
-   * first reportFanout of them (extra peers are picked when reportFanout > gossipNodes).
+   * Membership broadcasts to gossipNodes random peers of the active view (these frames also carry
+   * the reports waiting to be pushed: CoreState.rider); reports due (they waited
+   * reportPushWaitTicks for frames going out anyway) and still short of reportFanout peers go to
+   * more random view peers in frames of their own.
    */
   private gossipRound (): void {
     const s = this.s
-    const push = this.reports.takePush()
-    if (s.queue.size === 0 && push.length === 0) return
-    const fanout = push.length > 0 ? Math.max(s.config.gossipNodes, s.config.reportFanout) : s.config.gossipNodes
+    const due = this.reports.pushDueAt() <= s.now
+    if (s.queue.size === 0 && !due) return
+    const fanout = due ? Math.max(s.config.gossipNodes, s.config.reportFanout) : s.config.gossipNodes
     const peers = s.view.random(s.prng, fanout)
     for (let i = 0; i < peers.length; i++) {
-      const extra = i < s.config.reportFanout ? push : []
-      const membership = i < s.config.gossipNodes
-      if (extra.length === 0 && (!membership || s.queue.size === 0)) continue
-      s.send(peers[i]!, { type: 'gossip' }, extra, membership)
+      const p = peers[i]!
+      if (i < s.config.gossipNodes && s.queue.size > 0) s.send(p, { type: 'gossip' })
+      else if (due && this.reports.dueFor(p)) s.send(p, { type: 'gossip' }, this.reports.ride(p), false)
     }
+    if (due) this.reports.endRound()
   }
 
   private flushSnapshot (): void {

@@ -88,6 +88,13 @@ export interface CoreConfig {
   reportIntervalTicks: number
   /** Infect-and-die push: peers each new report is forwarded to once, by every host that first learns it. Higher = wider push coverage, about fanout copies per host. */
   reportFanout: number
+  /**
+   * Ticks a report to push waits for frames that go to view members anyway (probes, acks,
+   * membership gossip, configuration announcements) to carry it before a gossip round sends it in
+   * a frame of its own. 0 = at the next gossip round. Higher = fewer frames, the push a little
+   * slower per hop (at most this many ticks plus a gossip interval).
+   */
+  reportPushWaitTicks: number
   /** Ticks between pulls of missing reports from one random peer. Lower = faster repair of what the push missed. */
   reportPullIntervalTicks: number
   /** A member's report is missing when none arrived for reportIntervalTicks + this many ticks. */
@@ -142,6 +149,7 @@ export function defaultCoreConfig (): CoreConfig {
     deathNoticeIntervalTicks: 10,
     reportIntervalTicks: 100,
     reportFanout: 2,
+    reportPushWaitTicks: 5,
     reportPullIntervalTicks: 10,
     reportStaleGraceTicks: 30,
     reportPullMax: 256,
@@ -177,7 +185,7 @@ const positiveInts: Array<keyof CoreConfig> = [
   'reportPullMax', 'loadHistoryMax', 'forecastHorizon', 'frameBytesMax',
   'memberSnapshotIntervalTicks', 'reportSeqLease'
 ]
-const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionConfirmations', 'reportStaleGraceTicks', 'activeViewSize', 'connectGraceTicks']
+const nonNegativeInts: Array<keyof CoreConfig> = ['indirectChecks', 'suspicionConfirmations', 'reportStaleGraceTicks', 'reportPushWaitTicks', 'activeViewSize', 'connectGraceTicks']
 
 /** Returns the config unchanged when it can work; throws ConfigError naming the first broken rule. */
 export function validateCoreConfig (c: CoreConfig): CoreConfig {

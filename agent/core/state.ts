@@ -84,6 +84,11 @@ export class CoreState {
   cfgVersion = 0
   /** The configuration version each member's last stream frame carried (0: an older build). */
   readonly peerCfg = new Map<HostId, number>()
+  /**
+   * Gossip that rides on a small frame to a member of the active view (the load-report push:
+   * load/report-dissemination.ts), so that it needs no frame of its own; null: none.
+   */
+  rider: ((to: HostId) => Gossip[]) | null = null
 
   constructor (
     readonly self: HostId,
@@ -135,9 +140,14 @@ export class CoreState {
 
   retransmitLimit (): number { return retransmitLimit(this.config.retransmitMult, this.n) }
 
-  /** Send a frame, piggybacking queued membership broadcasts after `extra`. */
+  /**
+   * Send a frame, piggybacking queued membership broadcasts after `extra`; a small frame (one of
+   * RIDES) to a view member also carries what the rider hands it (load reports waiting to be
+   * pushed), within the room a frame keeps for them.
+   */
   send (to: HostId, body: Body, extra: Gossip[] = [], piggyback = true): void {
     this.lamport++
+    if (piggyback && extra.length === 0 && this.rider !== null && rides(body) && this.view.has(to)) extra = this.rider(to)
     const gossip = piggyback && this.queue.size > 0
       ? extra.concat(this.queue.take(this.config.gossipBytesMax, this.retransmitLimit()))
       : extra
@@ -155,5 +165,14 @@ export class CoreState {
     this.counters.framesSent++
     this.counters.bytesSent += envelopeBytes(envelope)
     this.pending.send.push({ to, envelope })
+  }
+}
+
+/** Bodies small enough to carry pushed load reports: probes, gossip rounds, configuration announcements. */
+function rides (b: Body): boolean {
+  switch (b.type) {
+    case 'ping': case 'ack': case 'nack': case 'pingReq': case 'gossip': return true
+    case 'cfg': return b.op === 'have'
+    default: return false
   }
 }

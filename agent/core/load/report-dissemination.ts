@@ -1,6 +1,12 @@
 /**
- * Load report dissemination, designed for bytes: (1) infect-and-die push: a host forwards each
- * report it learns first by push, once, to reportFanout random peers, batched per gossip round;
+ * Load report dissemination, designed for bytes and frames: (1) infect-and-die push: a host
+ * forwards each report it learns first by push, once, to reportFanout peers of its active view.
+ * The push rides on frames that go to view members anyway (probes, acks, membership gossip,
+ * configuration announcements: CoreState.rider); a report that has not reached reportFanout peers
+ * after reportPushWaitTicks goes out at the next gossip round in a frame of its own. Every host
+ * learns every host's report, so the reports are O(n) per host whatever is done; what need not
+ * grow with n is the number of frames: each dedicated push frame costs a send, an encryption, a
+ * stream packet and its acknowledgement on both ends, about what the bytes inside it cost.
  * (2) pull anti-entropy of versions: every reportPullIntervalTicks a host names the members whose
  * report is missing (none for reportIntervalTicks + grace) to one random peer, which answers with
  * the newer reports it holds. Pulled reports are not forwarded. Seqs are leased in blocks that are
@@ -10,6 +16,9 @@ import type { Gossip, ReportDigest } from '../messages.js'
 import { KEY_REPORT_SEQ_CEILING } from '../persisted.js'
 import type { CoreState } from '../state.js'
 import type { HostId, LoadReport } from '../types.js'
+
+/** A report waiting to be pushed: the peers it went to so far, the tick from which it may go in a frame of its own. */
+interface PendingPush { report: LoadReport, bytes: number, to: HostId[], dueAt: number, from: HostId | null }
 import { reportBytes } from '../wire-size.js'
 import { holtForecast, LoadHistory } from './load-history.js'
 
@@ -19,8 +28,10 @@ export class ReportGossip {
   private seqCeiling: number
   private nextReportTick: number
   private nextPullTick: number
-  /** Reports to push on the next gossip round (one per host: newer replaces older). */
-  private readonly pushBuf = new Map<HostId, LoadReport>()
+  /** Reports to push (one per host: newer replaces older), until each has gone to reportFanout peers. */
+  private readonly pushBuf = new Map<HostId, PendingPush>()
+  /** oldestAliveReportTick()'s cache: the tick, the member it belongs to, the stateVersion it was computed at. */
+  private oldest: { version: number, tick: number, id: HostId | null } | null = null
 
   constructor (private readonly s: CoreState, restoredCeiling: number) {
     const c = s.config
@@ -32,6 +43,64 @@ export class ReportGossip {
   }
 
   get pending (): number { return this.pushBuf.size }
+
+  /** The earliest tick at which a pending report may go in a frame of its own (Infinity: none pending). */
+  pushDueAt (): number {
+    let at = Infinity
+    for (const p of this.pushBuf.values()) if (p.dueAt < at) at = p.dueAt
+    return at
+  }
+
+  /** Is some pending report due (it may go in a frame of its own) and not yet sent to `to`? */
+  dueFor (to: HostId): boolean {
+    const now = this.s.now
+    for (const [h, p] of this.pushBuf) if (p.dueAt <= now && skips(h, p, to) === false) return true
+    return false
+  }
+
+  /**
+   * from: the member that pushed it to us (it is not sent back there), null for our own. With no
+   * view member there is nobody to push to: the report is not kept waiting (and waking) for one.
+   */
+  private queuePush (r: LoadReport, from: HostId | null): void {
+    if (this.s.view.count === 0) { this.pushBuf.delete(r.host); return }
+    this.pushBuf.set(r.host, { report: r, bytes: reportBytes(r) + 8, to: [], dueAt: this.s.now + this.s.config.reportPushWaitTicks, from })
+  }
+
+  /**
+   * The pending reports a frame to view member `to` carries: those not yet sent to it (nor its
+   * own, nor those it pushed to us), within the frame's report budget; each goes to reportFanout distinct peers, then leaves
+   * the buffer.
+   */
+  ride (to: HostId): Gossip[] {
+    const s = this.s
+    if (this.pushBuf.size === 0) return []
+    const budget = s.config.frameBytesMax - s.config.gossipBytesMax - 256
+    const items: Gossip[] = []
+    let used = 0
+    for (const [h, p] of this.pushBuf) {
+      if (skips(h, p, to) || used + p.bytes > budget) continue
+      used += p.bytes
+      items.push({ type: 'report', report: p.report })
+      p.to.push(to)
+      if (p.to.length >= s.config.reportFanout) this.pushBuf.delete(h)
+    }
+    return items
+  }
+
+  /**
+   * After a gossip round: the due reports still short of reportFanout peers (a view smaller than
+   * the fanout, or no room in any frame) are not pushed further; those sent to nobody count as
+   * dropped.
+   */
+  endRound (): void {
+    const now = this.s.now
+    for (const [h, p] of this.pushBuf) {
+      if (p.dueAt > now) continue
+      if (p.to.length === 0) this.s.counters.reportDrops++
+      this.pushBuf.delete(h)
+    }
+  }
 
   tick (): void {
     const s = this.s
@@ -52,14 +121,29 @@ export class ReportGossip {
   nextDue (): number {
     const s = this.s
     const c = s.config
-    let oldest = Infinity
-    for (const m of s.members.byId.values()) if (m.id !== s.self && m.state === 'alive' && m.reportTick < oldest) oldest = m.reportTick
+    const oldest = this.oldestAliveReportTick()
     let pull = Infinity
     if (oldest !== Infinity) {
       const staleAt = oldest + c.reportIntervalTicks + c.reportStaleGraceTicks
       pull = staleAt <= this.nextPullTick ? this.nextPullTick : this.nextPullTick + Math.ceil((staleAt - this.nextPullTick) / c.reportPullIntervalTicks) * c.reportPullIntervalTicks
     }
     return Math.min(this.nextReportTick, pull)
+  }
+
+  /**
+   * The oldest reportTick among alive members other than self (Infinity: none), cached: it changes
+   * only when a member's state changes (stateVersion) or the member holding it gets a newer report
+   * (accept() raises one member's reportTick, which leaves the minimum of the others as it was).
+   */
+  private oldestAliveReportTick (): number {
+    const s = this.s
+    const c = this.oldest
+    if (c !== null && c.version === s.members.stateVersion) return c.tick
+    let tick = Infinity
+    let id: HostId | null = null
+    for (const m of s.members.byId.values()) if (m.id !== s.self && m.state === 'alive' && m.reportTick < tick) { tick = m.reportTick; id = m.id }
+    this.oldest = { version: s.members.stateVersion, tick, id }
+    return tick
   }
 
   /** A new host sample; the very first one is reported at once so the view is never empty. */
@@ -100,11 +184,14 @@ export class ReportGossip {
     me.report = report
     me.reportTick = s.now
     s.counters.reportsMade++
-    this.pushBuf.set(s.self, report)
+    this.queuePush(report, null)
   }
 
-  /** Accept a report if newer; returns true when it was new. Pushed reports are forwarded once. */
-  accept (r: LoadReport, pushed: boolean): boolean {
+  /**
+   * Accept a report if newer; returns true when it was new. Pushed reports (pushedBy: the member
+   * that pushed it; null: pulled) are forwarded once, never back to that member.
+   */
+  accept (r: LoadReport, pushedBy: HostId | null): boolean {
     const s = this.s
     if (r.host === s.self) return false
     const m = s.members.get(r.host)
@@ -112,26 +199,10 @@ export class ReportGossip {
     if (m.report !== null && m.report.seq >= r.seq) return false
     m.report = r
     m.reportTick = s.now
+    if (this.oldest?.id === r.host) this.oldest = null
     s.counters.reportsAccepted++
-    if (pushed && m.state !== 'dead' && m.state !== 'left') this.pushBuf.set(r.host, r)
+    if (pushedBy !== null && m.state !== 'dead' && m.state !== 'left') this.queuePush(r, pushedBy)
     return true
-  }
-
-  /** Gossip round: take the push buffer (to go to reportFanout peers), within one frame. */
-  takePush (): Gossip[] {
-    const s = this.s
-    if (this.pushBuf.size === 0) return []
-    const budget = s.config.frameBytesMax - s.config.gossipBytesMax - 256
-    const items: Gossip[] = []
-    let used = 0
-    for (const r of this.pushBuf.values()) {
-      const b = reportBytes(r) + 8
-      if (used + b > budget) { s.counters.reportDrops++; continue }
-      used += b
-      items.push({ type: 'report', report: r })
-    }
-    this.pushBuf.clear()
-    return items
   }
 
   /** Name the members whose report is missing to one random peer of the active view. */
@@ -171,4 +242,9 @@ export class ReportGossip {
     if (reports.length === 0) return
     s.send(from, { type: 'pushPull', reply: true, members: [], reports })
   }
+}
+
+/** A pending report does not go to `to` when it is `to`'s own (host h), came from `to`, or already went there. */
+function skips (h: HostId, p: PendingPush, to: HostId): boolean {
+  return h === to || p.from === to || p.to.includes(to)
 }

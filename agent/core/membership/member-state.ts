@@ -32,6 +32,12 @@ export class MemberTable {
   private readonly reachable: HostId[] = []
   private readonly reachIdx = new Map<HostId, number>()
   readonly counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0, left: 0 }
+  /**
+   * Bumped whenever a member is added or changes state: what is derived from the members' states
+   * alone (which seeds are alive, the oldest report among alive members) is recomputed only when
+   * it changed, not at every turn.
+   */
+  stateVersion = 0
   /** False while restoring a snapshot: no transition events for what was already known. */
   logging = true
   /** Told when a member becomes reachable (alive or suspect) or stops being so (the active view). */
@@ -101,6 +107,7 @@ export class MemberTable {
       m = { id, name, addr, state: 'alive', incarnation, report: null, reportTick: tick, stateTick: tick, hash: idHash(id) }
       this.byId.set(id, m)
       this.counts.alive++
+      this.stateVersion++
       this.setReachable(m)
       this.log(m, 'none')
       this.changed(m)
@@ -145,6 +152,7 @@ export class MemberTable {
     this.counts[to]++
     m.state = to
     m.stateTick = tick
+    this.stateVersion++
     if (to === 'alive' || to === 'suspect') this.setReachable(m)
     else this.unsetReachable(m.id)
     this.log(m, from)

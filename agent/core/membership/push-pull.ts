@@ -28,6 +28,9 @@ export class AntiEntropy {
   private readonly joinOrder: Seed[]
   private joinNext = 0
   private readonly lastNotice = new Map<HostId, number>()
+  /** seedNotAlive()'s answer and the member table's stateVersion it was computed at. */
+  private seedMissing = false
+  private seedsChecked = -1
 
   constructor (private readonly s: CoreState, private readonly seeds: Seed[], private readonly reports: ReportGossip) {
     const c = s.config
@@ -54,13 +57,18 @@ export class AntiEntropy {
   nextDue (): number {
     const s = this.s
     if (s.leaving) return Infinity
-    let due = this.nextPushPullTick
-    for (const seed of this.seeds) {
-      if (seed.id === s.self || s.members.get(seed.id)?.state === 'alive') continue
-      due = Math.min(due, this.nextJoinTick)
-      break
+    return this.seedNotAlive() ? Math.min(this.nextPushPullTick, this.nextJoinTick) : this.nextPushPullTick
+  }
+
+  /** Is some seed other than self not known alive? Recomputed only when a member's state changed. */
+  private seedNotAlive (): boolean {
+    const s = this.s
+    const v = s.members.stateVersion
+    if (this.seedsChecked !== v) {
+      this.seedsChecked = v
+      this.seedMissing = this.seeds.some(seed => seed.id !== s.self && s.members.get(seed.id)?.state !== 'alive')
     }
-    return due
+    return this.seedMissing
   }
 
   /** A small push-pull to the next joinFanout seeds (in the shuffled order) not known alive. */
@@ -106,7 +114,7 @@ export class AntiEntropy {
   onPushPull (from: HostId, b: PushPull, senderHeldDead: boolean): void {
     if (!senderHeldDead) {
       for (const r of b.members) this.merge(from, r)
-      for (const r of b.reports) this.reports.accept(r, false)
+      for (const r of b.reports) this.reports.accept(r, null)
     }
     if (!b.reply) this.sendFull(from, true)
   }

@@ -45,6 +45,7 @@ export function compressedCoreConfig (ticksPerStep: number): CoreConfig {
   return {
     ...defaultCoreConfig(),
     gossipIntervalTicks: 1,
+    reportPushWaitTicks: 0,
     reportIntervalTicks: ticksPerStep,
     reportPullIntervalTicks: 2,
     reportStaleGraceTicks: Math.ceil(ticksPerStep / 4),
