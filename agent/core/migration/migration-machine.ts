@@ -168,6 +168,13 @@ export class MigrationMachine {
   private readonly fencedIn = new Set<string>()
   /** Source records of a whole evacuation whose target is ready: their copy waits for the group's start. */
   private readonly heldForGroup = new Set<string>()
+  /**
+   * Source: the intent of each proposed move and when its wait for an answer ends. The intent goes
+   * again every resendTicks until then (a frame lost with a connection would otherwise leave the
+   * move, and a whole consolidation with it, waiting the full timeout for nothing); the target
+   * answers a repeated intent from its record.
+   */
+  private readonly intents = new Map<string, { body: Body, until: number }>()
   /** Whole evacuations whose copies started, and those withdrawn (see the module comment). */
   private readonly groupsStarted = new Set<string>()
   private readonly groupsWithdrawn = new Set<string>()
@@ -228,6 +235,7 @@ export class MigrationMachine {
     const from = r.state
     r.state = to
     r.updatedTick = this.s.now
+    if (to !== 'proposed') this.intents.delete(r.id)
     if (why !== '') r.reason = why
     this.journal(r)
     this.s.emit({
@@ -1027,11 +1035,14 @@ export class MigrationMachine {
     }
     r.spec = q.spec
     this.journal(r)
-    this.send(r.target, {
+    const intent: Body = {
       type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: q.spec.vcpus, memMiB: q.spec.memMiB,
       extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips, ...(storage ? { withStorage: true } : {})
-    })
-    this.due.set(r.id, this.s.now + this.cfg.intentTimeoutTicks)
+    }
+    this.send(r.target, intent)
+    const until = this.s.now + this.cfg.intentTimeoutTicks
+    this.intents.set(r.id, { body: intent, until })
+    this.due.set(r.id, Math.min(until, this.s.now + this.cfg.resendTicks))
   }
 
   private onDriverFailure (r: MigrationRecord, c: DriverCommand, code: string, message: string): void {
@@ -1351,10 +1362,18 @@ export class MigrationMachine {
           return
         }
         // falls through
-      case 'proposed':
+      case 'proposed': {
+        const sent = r.state === 'proposed' ? this.intents.get(r.id) : undefined
+        if (sent !== undefined && s.now < sent.until) {
+          this.send(r.target, sent.body)
+          this.due.set(r.id, Math.min(sent.until, s.now + this.cfg.resendTicks))
+          return
+        }
+        this.intents.delete(r.id)
         this.becomeAborted(r, r.state === 'reserved' ? 'the target did not prepare in time' : r.spec === null ? 'the hypervisor did not answer the query in time' : 'no answer from the target')
         this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
         return
+      }
       case 'copying': this.command({ kind: 'progress', mig: r.id, vm: r.vm }); return
       case 'switching':
         this.send(r.target, this.lostHere.has(r.id) ? { type: 'migrationStatusQuery', id: r.id } : { type: 'transferCompleted', id: r.id })
@@ -1366,6 +1385,7 @@ export class MigrationMachine {
 
   private forget (r: MigrationRecord): void {
     this.recs.delete(r.id)
+    this.intents.delete(r.id)
     if (r.group !== undefined && this.groupMembers(r.group).length === 0) { this.groupsStarted.delete(r.group); this.groupsWithdrawn.delete(r.group) }
     this.superseded.delete(r.id)
     this.due.delete(r.id)

@@ -369,3 +369,27 @@ t.test('a group larger than the policy\'s moves per decision is not reserved', a
   t.same(recs.map(r => r.state), ['aborted', 'aborted', 'aborted', 'aborted'])
   t.same(w.frames.filter(f => f.includes('migrationIntent')), [], 'no intent sent')
 })
+
+t.test('an intent lost on the way is sent again: the consolidation goes ahead instead of waiting out the timeout', async t => {
+  const w = world({})
+  // The first intent to tgt-c is lost (a connection replaced under it); later ones arrive.
+  let lost = 0
+  w.drop = (from, to, b) => from === 'src' && to === 'tgt-c' && b.type === 'migrationIntent' && lost++ === 0
+  startGroup(w)
+  settle(w)
+  t.equal(lost, 2, 'the intent went twice: once lost, once answered')
+  t.same(states(w), ['v1:committed', 'v2:committed', 'v3:committed', 'v4:committed'], 'the whole consolidation committed')
+  t.ok(w.frames.filter(f => f === 'src>tgt-c migrationIntent').length === 1, 'one intent reached tgt-c')
+  exactlyOnce(t, w)
+})
+
+t.test('an intent the target does not answer still ends the move at the intent timeout', async t => {
+  const w = world({})
+  w.drop = (from, to, b) => from === 'src' && to === 'tgt-c' && b.type === 'migrationIntent'
+  startGroup(w)
+  settle(w)
+  const sent = [...w.machines.get('src')!.recs.values()].find(r => r.vm === 'v2')!
+  t.match(sent.reason, /no answer from the target/, `v2: ${sent.reason}`)
+  t.same(states(w), ['v1:aborted', 'v2:aborted', 'v3:aborted', 'v4:aborted'], 'the consolidation is withdrawn as a whole')
+  exactlyOnce(t, w)
+})
