@@ -643,7 +643,13 @@ export class MigrationMachine {
       else if (!TERMINAL_STATES.has(known.state)) this.send(from, { type: 'reservationGranted', id: b.id, leaseTicks: this.cfg.leaseTicks })
       return
     }
-    const verdict = admit(this.admissionInput(), { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips, vcpus: b.vcpus })
+    // A migration of this VM still open here (a source record a restart left to resolve, say)
+    // speaks for its copies here: a second one would let that record's outcome, when it comes,
+    // undo the new move's (its abort resets HA's role for the VM while the new copy runs here).
+    const open = this.live().find(x => x.vm === b.vm)
+    const verdict = open !== undefined
+      ? { ok: false as const, reason: `VM ${b.vm} has a migration here still open (${open.id}, ${open.role} ${open.state})` }
+      : admit(this.admissionInput(), { vm: b.vm, memMiB: b.memMiB, cpuDemandMips: b.cpuDemandMips, vcpus: b.vcpus })
     if (!verdict.ok) {
       this.counts.refused++
       this.send(from, { type: 'reservationRefused', id: b.id, reason: verdict.reason })

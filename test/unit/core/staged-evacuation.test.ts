@@ -393,3 +393,20 @@ t.test('an intent the target does not answer still ends the move at the intent t
   t.same(states(w), ['v1:aborted', 'v2:aborted', 'v3:aborted', 'v4:aborted'], 'the consolidation is withdrawn as a whole')
   exactlyOnce(t, w)
 })
+
+t.test('a host refuses an intent for a VM it has a migration of still open', async t => {
+  const w = world({}, 20)
+  // src moves v1 to tgt-b; while that copy runs, tgt-c (with a stale view) asks src to take v1.
+  w.machines.get('src')!.start('v1', 'tgt-b', 'operator')
+  pump(w)
+  for (let i = 0; i < 20 && srcRec(w, 'v1').state !== 'copying'; i++) advance(w, 1)
+  t.equal(srcRec(w, 'v1').state, 'copying', 'the move of v1 copies')
+  const before = w.frames.length
+  w.machines.get('src')!.onMessage('tgt-c', { type: 'migrationIntent', id: 'tgt-c-1-1', vm: 'v1', vcpus: 1, memMiB: 1024, extraJson: '{}', cpuDemandMips: 100 })
+  pump(w)
+  t.same(w.frames.slice(before).filter(f => f.startsWith('src>tgt-c')), ['src>tgt-c reservationRefused'], 'refused')
+  t.notOk([...w.machines.get('src')!.recs.values()].some(r => r.role === 'target'), 'src holds no record as a target')
+  settle(w)
+  t.equal(srcRec(w, 'v1').state, 'committed', 'the first move completes')
+  t.same(placement(w).running.v1, ['tgt-b'], 'v1 runs on tgt-b only')
+})
