@@ -313,14 +313,11 @@ function consolidate (view: ClusterView, me: HostView, cfg: PolicyConfig, st: Ho
   let added = 0
   // Targets that already take as many of this plan's VMs as they admit at once.
   const cap = cfg.maxIncomingPerTarget
-  const placedOn = new Map<HostId, number>()
   const full = new Set<HostId>()
   for (const v of vms) {
     const t = bestTarget(view, me, v, cfg, work, placement, myUtil, wouldEmpty, full)
     if (t === null) return []
-    const n = (placedOn.get(t.id) ?? 0) + 1
-    placedOn.set(t.id, n)
-    if (cap !== undefined && n >= cap) full.add(t.id)
+    if (cap !== undefined && moves.filter(m => m.to === t.id).length + 1 >= cap) full.add(t.id)
     const w = workOf(work, t)
     added += powerAt(t.powerCurveW, (w.demand + v.cpuDemandMips) / t.cpuMips) - powerAt(t.powerCurveW, w.demand / t.cpuMips)
     apply(w, t, v, 1)

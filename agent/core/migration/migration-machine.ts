@@ -169,12 +169,12 @@ export class MigrationMachine {
   /** Source records of a whole evacuation whose target is ready: their copy waits for the group's start. */
   private readonly heldForGroup = new Set<string>()
   /**
-   * Source: the intent of each proposed move and when its wait for an answer ends. The intent goes
-   * again every resendTicks until then (a frame lost with a connection would otherwise leave the
-   * move, and a whole consolidation with it, waiting the full timeout for nothing); the target
-   * answers a repeated intent from its record.
+   * Source: the tick at which each proposed move's wait for an answer to its intent ends. The
+   * intent goes again every resendTicks until then (a frame lost with a connection would otherwise
+   * leave the move, and a whole consolidation with it, waiting the full timeout for nothing); the
+   * target answers a repeated intent from its record.
    */
-  private readonly intents = new Map<string, { body: Body, until: number }>()
+  private readonly intentUntil = new Map<string, number>()
   /** Whole evacuations whose copies started, and those withdrawn (see the module comment). */
   private readonly groupsStarted = new Set<string>()
   private readonly groupsWithdrawn = new Set<string>()
@@ -235,7 +235,6 @@ export class MigrationMachine {
     const from = r.state
     r.state = to
     r.updatedTick = this.s.now
-    if (to !== 'proposed') this.intents.delete(r.id)
     if (why !== '') r.reason = why
     this.journal(r)
     this.s.emit({
@@ -1041,14 +1040,19 @@ export class MigrationMachine {
     }
     r.spec = q.spec
     this.journal(r)
-    const intent: Body = {
-      type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: q.spec.vcpus, memMiB: q.spec.memMiB,
-      extraJson: q.spec.extraJson, cpuDemandMips: r.cpuDemandMips, ...(storage ? { withStorage: true } : {})
-    }
-    this.send(r.target, intent)
+    this.sendIntent(r)
     const until = this.s.now + this.cfg.intentTimeoutTicks
-    this.intents.set(r.id, { body: intent, until })
+    this.intentUntil.set(r.id, until)
     this.due.set(r.id, Math.min(until, this.s.now + this.cfg.resendTicks))
+  }
+
+  /** Source: the intent of proposed move `r`, from its record (the spec its query read). */
+  private sendIntent (r: MigrationRecord): void {
+    if (r.spec === null) return
+    this.send(r.target, {
+      type: 'migrationIntent', id: r.id, vm: r.vm, vcpus: r.spec.vcpus, memMiB: r.spec.memMiB,
+      extraJson: r.spec.extraJson, cpuDemandMips: r.cpuDemandMips, ...(r.storage === true ? { withStorage: true } : {})
+    })
   }
 
   private onDriverFailure (r: MigrationRecord, c: DriverCommand, code: string, message: string): void {
@@ -1369,13 +1373,12 @@ export class MigrationMachine {
         }
         // falls through
       case 'proposed': {
-        const sent = r.state === 'proposed' ? this.intents.get(r.id) : undefined
-        if (sent !== undefined && s.now < sent.until) {
-          this.send(r.target, sent.body)
-          this.due.set(r.id, Math.min(sent.until, s.now + this.cfg.resendTicks))
+        const until = r.state === 'proposed' ? this.intentUntil.get(r.id) : undefined
+        if (until !== undefined && s.now < until) {
+          this.sendIntent(r)
+          this.due.set(r.id, Math.min(until, s.now + this.cfg.resendTicks))
           return
         }
-        this.intents.delete(r.id)
         this.becomeAborted(r, r.state === 'reserved' ? 'the target did not prepare in time' : r.spec === null ? 'the hypervisor did not answer the query in time' : 'no answer from the target')
         this.send(r.target, { type: 'migrationAborted', id: r.id, reason: r.reason })
         return
@@ -1391,7 +1394,7 @@ export class MigrationMachine {
 
   private forget (r: MigrationRecord): void {
     this.recs.delete(r.id)
-    this.intents.delete(r.id)
+    this.intentUntil.delete(r.id)
     if (r.group !== undefined && this.groupMembers(r.group).length === 0) { this.groupsStarted.delete(r.group); this.groupsWithdrawn.delete(r.group) }
     this.superseded.delete(r.id)
     this.due.delete(r.id)
