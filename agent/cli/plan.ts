@@ -19,6 +19,14 @@ async function fetchPlan (addr: string): Promise<PlanPayload> {
 
 /** A move that has not shown in the source's reports after this long was refused. */
 const REFUSED_AFTER_MS = 30_000
+/**
+ * The request goes to the local agent, which forwards it over the mesh to the host running the VM;
+ * a frame lost there (a connection replaced or dropped at that moment) would leave nothing to
+ * wait for. A move not seen after this long is asked for again (twice at most, before
+ * REFUSED_AFTER_MS): a repeat that reaches a host already moving the VM is refused there ("already
+ * migrating") and changes nothing.
+ */
+const ASK_AGAIN_MS = 8_000
 /** A move reads as aborted once this many polls in a row (500 ms apart: 5 s, a few report intervals) show the VM back on its source. */
 const ABORTED_AFTER_POLLS = 10
 
@@ -100,6 +108,7 @@ async function applyCommand (args: string[]): Promise<number> {
       // gossiped, so one poll can pair the source's older report (running) with the target's
       // newer one (no longer incoming) in the middle of a move that is going well.
       let backOnSource = 0
+      let asked = 1
       while (Date.now() - t0 < stepTimeoutMs) {
         await new Promise(resolve => setTimeout(resolve, 500))
         const st = await vmStates(addr, s.vm)
@@ -110,6 +119,11 @@ async function applyCommand (args: string[]): Promise<number> {
         // was aborted; never migrating when the move was refused before it started.
         backOnSource = sawMoving && now === s.fromName && !st.some(x => x.state === 'migrating') ? backOnSource + 1 : 0
         if (backOnSource >= ABORTED_AFTER_POLLS) { refused = `aborted (see starling migrations on ${s.fromName})`; break }
+        if (!sawMoving && now === s.fromName && asked < 3 && Date.now() - t0 > asked * ASK_AGAIN_MS) {
+          asked++
+          process.stdout.write(`step ${s.step}: the move has not started after ${Math.round((Date.now() - t0) / 1000)} s; asking again\n`)
+          await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName })
+        }
         if (!sawMoving && now === s.fromName && Date.now() - t0 > REFUSED_AFTER_MS) { refused = `not started within ${REFUSED_AFTER_MS / 1000} s: refused (the reason is in the agents' logs: journalctl -u starling on ${s.fromName})`; break }
       }
       if (refused !== null) {

@@ -81,6 +81,11 @@ t.test('manual automation: nothing moves on its own; two agents draw the same pl
       const m = await fetch(`http://${c.host(h).apiListen}/v1/migrations`).then(async x => await x.json()).catch((err: Error) => err.message)
       t.comment(`${h} migrations: ${JSON.stringify(m)}`)
     }
+    // And what the agents logged about the request and their connections.
+    for (const h of names) {
+      const log = readFileSync(c.host(h).logFile, 'utf8').split('\n').filter(l => /migrat|moveRequested|connect|refused|cannot send/.test(l))
+      t.comment(`${h} log (${log.length} lines):\n${log.slice(-40).map(l => l.slice(0, 300)).join('\n')}`)
+    }
   }
   t.match(r.out, new RegExp(`${p.steps.length} of ${p.steps.length} step\\(s\\) applied`))
   const done = await c.waitViews(names, s => {
