@@ -119,7 +119,7 @@ export interface SimDriverInit {
 }
 
 /** One VM in the state file. */
-interface PersistedSimVm { config: SimVmConfig, seed: number, startedAtMs: number | null, runStatus: 'running' | 'paused' | 'shutdown' | 'postmigrate' }
+interface PersistedSimVm { config: SimVmConfig, seed: number, startedAtMs: number | null, runStatus: 'running' | 'paused' | 'shutdown' | 'postmigrate', patternName?: string }
 
 export interface SimDriverComponents {
   logger: Logger
@@ -346,6 +346,12 @@ interface SimVmState {
   seed: number
   /** Milliseconds since the VM started, at the switch-over. */
   ageMs: number
+  /**
+   * The pattern's name (a trace file) when the VM was configured by name: config.pattern travels
+   * resolved, and the name is what the next move's spec carries when the samples are too long for
+   * the wire (specOf).
+   */
+  patternName?: string
 }
 
 /** Frames of the migration link, one JSON object per line. */
@@ -483,6 +489,7 @@ class SimDriverImpl implements SimDriver {
       this.vms.clear()
       for (const p of kept) {
         const vm = this.makeVm(p.config, p.startedAtMs, p.seed)
+        if (typeof p.patternName === 'string') vm.config = { ...vm.config, pattern: p.patternName }
         vm.runStatus = p.runStatus
         this.vms.set(vm.id, vm)
       }
@@ -557,7 +564,7 @@ class SimDriverImpl implements SimDriver {
     for (const vm of this.vms.values()) {
       if (vm.runStatus === 'inmigrate') continue
       const runStatus = vm.runStatus === 'finish-migrate' ? 'paused' : vm.runStatus
-      vms.push({ config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, startedAtMs: vm.startedAtMs, runStatus })
+      vms.push({ config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, startedAtMs: vm.startedAtMs, runStatus, ...(typeof vm.config.pattern === 'string' ? { patternName: vm.config.pattern } : {}) })
     }
     const text = JSON.stringify({ vms })
     if (text === this.persisted) return
@@ -757,7 +764,9 @@ class SimDriverImpl implements SimDriver {
           return
         }
         // The guest runs here from now on, with its load where it was on the source.
-        vm.config = arrived.config; vm.pattern = arrived.pattern; vm.seed = arrived.seed; vm.cpu = arrived.cpu
+        const name = f.state.patternName
+        vm.config = typeof name === 'string' ? { ...arrived.config, pattern: name } : arrived.config
+        vm.pattern = arrived.pattern; vm.seed = arrived.seed; vm.cpu = arrived.cpu
         vm.memMean = arrived.memMean; vm.dirtyMiBps = arrived.dirtyMiBps; vm.startedAtMs = arrived.startedAtMs
         vm.runStatus = 'running'
         inc.status = 'completed'
@@ -883,7 +892,8 @@ class SimDriverImpl implements SimDriver {
     const now = this.now()
     const ageMs = vm.startedAtMs === null ? 0 : now - vm.startedAtMs
     m.stateSent = true
-    sendFrame(m.sock, { t: 'state', state: { config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, ageMs } })
+    const name = typeof vm.config.pattern === 'string' ? { patternName: vm.config.pattern } : {}
+    sendFrame(m.sock, { t: 'state', state: { config: { ...vm.config, pattern: vm.pattern, memMean: vm.memMean, dirtyMiBps: vm.dirtyMiBps }, seed: vm.seed, ageMs, ...name } })
   }
 
   private maybeComplete (vm: SimVm, m: OutMigration): void {

@@ -15,6 +15,9 @@ import { canStop, dirtyRateBytesPerS, precopyBandwidth, predictCopy, sendMs } fr
 import { canMigrate, driverExecutor } from '../../agent/runtime/driver-commands.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { sleep, until as waitUntil } from '../lib/wait.js'
+import { mkdtemp, writeFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 const logger = silentLogger()
 const MiB = 1048576
@@ -235,4 +238,33 @@ t.test('post-copy and a migration that does not converge until the limit is rais
   await p.dst.setDowntimeLimit('h', 60_000)
   await until(async () => (await p.dst.progress('h')).status === 'completed', 10_000)
   t.equal((await p.src.describe('h'))?.runStatus, 'running', 'back on the first driver')
+})
+
+t.test('a VM on a trace too long for the wire moves twice: its spec names the trace after a move too', async t => {
+  // The migration intent carries the spec's extra JSON up to 8 KiB (wire-codec LONG_STRING_BYTES).
+  // A long trace travels by name; the VM's next move, from the host it went to, must name it too
+  // (before, the target kept only the samples, the next intent was too long to send, and every
+  // consolidation that included the VM waited for an answer that could not come).
+  const dir = await mkdtemp(join(tmpdir(), 'starling-long-trace-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'long')
+  await writeFile(file, Array.from({ length: 3000 }, (_, i) => String(10 + (i % 80))).join('\n') + '\n')
+  const vm: SimVmConfig = { id: 'l', vcpus: 1, memMiB: 32, pattern: `trace:${file}`, dirtyMiBps: 0 }
+  const a = simDriver({ vms: [vm], seed: 5, hostCpuCores: 4, linkMbps: 10_000, traceIntervalMs: 1000 })({ logger })
+  const b = simDriver({ seed: 6, hostCpuCores: 4, linkMbps: 10_000, traceIntervalMs: 1000 })({ logger })
+  const c = simDriver({ seed: 7, hostCpuCores: 4, linkMbps: 10_000, traceIntervalMs: 1000 })({ logger })
+  t.teardown(async () => { await a.close(); await b.close(); await c.close() })
+  await a.list()
+  const move = async (from: SimDriver, to: SimDriver): Promise<string> => {
+    const d = await from.describe('l')
+    const extraJson = JSON.stringify(d!.spec.extra)
+    t.ok(extraJson.length <= 8192, `the spec fits the wire (${extraJson.length} bytes)`)
+    t.equal(d!.spec.extra?.pattern, `trace:${file}`, 'and names the trace')
+    const { uri } = await to.prepareIncoming({ ...d!.spec, extra: JSON.parse(extraJson) as Record<string, unknown> }, '127.0.0.1:0')
+    await from.migrate('l', uri, PRECOPY)
+    await until(async () => (await from.progress('l')).status === 'completed', 5000)
+    return (await to.describe('l'))?.runStatus ?? 'absent'
+  }
+  t.equal(await move(a, b), 'running', 'a → b')
+  t.equal(await move(b, c), 'running', 'b → c: the second move sends its spec as the first did')
 })
