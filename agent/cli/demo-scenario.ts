@@ -326,6 +326,14 @@ export async function runScenario (plan: ScenarioPlan, w: Watcher, hosts: DemoHo
     ok = await until('consolidation empties a host', () => w.now.empty.size > 0, 90_000) && ok
   }
   if (formed && plan.ha) {
+    // Let the moves in flight end first (up to 20 s), so the failover shown is HA's and not a
+    // consolidation's: a VM copied off the victim as it dies arrives by migration, its virtual IP
+    // already moved. Waiting is not a step: moves still open after 20 s do not fail the demo.
+    const open = (): string[] => [...w.now.migrations.values()].filter(m => m.endedMs === null).map(m => m.vm)
+    const settleBy = Date.now() + 20_000
+    await w.poll()
+    while (ctl.going() && open().length > 0 && Date.now() < settleBy) { await sleep(400); await w.poll() }
+    if (open().length > 0) w.emit('settle', `moves still open before the kill: ${open().join(', ')}`)
     // The victim: the alive host that runs most of the HA VMs.
     await w.poll()
     const count = (h: string): number => HA_VMS.filter(v => w.now.vmHost.get(v) === h).length
