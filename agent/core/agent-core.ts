@@ -548,7 +548,11 @@ export class AgentCore {
     const s = this.s
     switch (g.type) {
       case 'alive': applyAlive(s, g.member); break
-      case 'suspect': applySuspect(s, g.node, g.incarnation, g.from); break
+      case 'suspect':
+        // Heard from another member: check for ourselves, so a real failure gathers its
+        // confirmations within a probe's deadline (Prober.confirmProbe).
+        if (applySuspect(s, g.node, g.incarnation, g.from) && g.from !== s.self) this.prober.confirmProbe(g.node)
+        break
       case 'dead': applyDead(s, g.node, g.incarnation, g.from); break
       case 'left': applyLeft(s, g.node, g.incarnation); break
       case 'report': this.reports.accept(g.report, pushedBy); break

@@ -39,7 +39,12 @@ export interface CoreConfig {
   suspicionMult: number
   /** Max suspicion timeout = suspicionMaxTimeoutMult * min timeout (used when no one confirms). */
   suspicionMaxTimeoutMult: number
-  /** Independent confirmations that shrink the suspicion timeout from max to min (log scale). 0 = always min. */
+  /**
+   * Independent confirmations that shrink the suspicion timeout from max to min (log scale). 0 = always min.
+   * A member that hears a suspicion checks it with a probe of its own with probability
+   * min(1, 2k / (n - 2)) (Prober.confirmProbe), so a real failure gathers its k confirmations
+   * within one probe deadline.
+   */
   suspicionConfirmations: number
 
   /** Gossip retransmit limit = retransmitMult * ceil(log10(n + 1)) transmissions per broadcast. Higher = surer spread, more bytes. */

@@ -39,21 +39,22 @@ export function applyAlive (s: CoreState, r: MemberRecord): void {
   s.broadcast(r.id, { type: 'alive', member: r })
 }
 
-export function applySuspect (s: CoreState, node: HostId, incarnation: number, from: HostId): void {
+/** Returns true when it started a suspicion here (the member was alive, or known at a lower incarnation). */
+export function applySuspect (s: CoreState, node: HostId, incarnation: number, from: HostId): boolean {
   if (node === s.self) {
     if (incarnation >= s.incarnation) refute(s, incarnation)
-    return
+    return false
   }
   const m = s.members.get(node)
-  if (m === undefined || incarnation < m.incarnation) return
-  if (m.state === 'dead' || m.state === 'left') return
+  if (m === undefined || incarnation < m.incarnation) return false
+  if (m.state === 'dead' || m.state === 'left') return false
   if (m.state === 'suspect') {
     const sus = s.suspicions.get(node)
     if (sus !== undefined && incarnation === sus.incarnation && sus.confirm(from)) {
       s.counters.confirmations++
       s.broadcast(node, { type: 'suspect', node, incarnation, from })
     }
-    if (incarnation === m.incarnation) return
+    if (incarnation === m.incarnation) return false
     // a suspicion at a higher incarnation replaces the old one
     m.incarnation = incarnation
   } else {
@@ -61,6 +62,7 @@ export function applySuspect (s: CoreState, node: HostId, incarnation: number, f
   }
   startSuspicion(s, node, incarnation, from)
   s.broadcast(node, { type: 'suspect', node, incarnation, from })
+  return true
 }
 
 function startSuspicion (s: CoreState, node: HostId, incarnation: number, from: HostId): void {

@@ -114,6 +114,29 @@ export class Prober {
     this.startProbe(target)
   }
 
+  /**
+   * A suspicion of `target` started here on another member's word: probe it now, out of turn,
+   * so that a member that really failed is confirmed by independent probes within one probe
+   * deadline, and its suspicion shrinks to the minimum timeout (Lifeguard's confirmations would
+   * otherwise wait for the members' round-robin turns, up to n probe intervals). A failed probe
+   * confirms the suspicion like any other (applySuspect from this host); a probe that is answered
+   * confirms nothing, and carries the suspicion to the member (buddy system) so it refutes at once.
+   * Not every member checks: each does with probability min(1, 2k / (n - 2)) (k =
+   * suspicionConfirmations), about 2k checks in all, enough for k confirmations when frames are
+   * lost, and no burst of n pings at a failed host in a large cluster.
+   */
+  confirmProbe (target: HostId): void {
+    const s = this.s
+    const k = s.config.suspicionConfirmations
+    if (k < 1 || s.n - 2 < k) return
+    if (s.prng.next() >= Math.min(1, (2 * k) / (s.n - 2))) return
+    const m = s.members.get(target)
+    if (s.leaving || target === s.self || m === undefined || m.state !== 'suspect') return
+    for (const p of this.probes.values()) if (p.target === target) return
+    s.counters.confirmProbes++
+    this.startProbe(target)
+  }
+
   private startProbe (chosen?: HostId): void {
     const s = this.s
     const target = chosen ?? this.pickTarget()
