@@ -52,6 +52,48 @@ async function placement (addr: string): Promise<Map<string, string>> {
   return out
 }
 
+export type MoveOutcome =
+  | { kind: 'done', host: string }
+  | { kind: 'refused' | 'aborted', text: string }
+  | { kind: 'timeout', host: string | undefined }
+
+/**
+ * Asks for a move (`ask`: POST /v1/migrate to the local agent, which forwards it to the VM's
+ * host) and follows it by the hosts' own reports until the VM runs on `to` (any host but `from`
+ * when `to` is null). Refused: the reports never showed it migrating (after REFUSED_AFTER_MS, the
+ * move asked for again at ASK_AGAIN_MS intervals meanwhile); aborted: they showed it migrating,
+ * then running on `from` again. `say` gets a line when the move is asked for again.
+ */
+export async function followMove (ask: () => Promise<void>, addr: string, vm: string, from: string, to: string | null, timeoutMs: number, say: (line: string) => void): Promise<MoveOutcome> {
+  await ask()
+  const t0 = Date.now()
+  let now: string | undefined = from
+  let sawMoving = false
+  // Polls in a row that showed the VM back on its source and moving nowhere: reports are
+  // gossiped, so one poll can pair the source's older report (running) with the target's
+  // newer one (no longer incoming) in the middle of a move that is going well.
+  let backOnSource = 0
+  let asked = 1
+  while (Date.now() - t0 < timeoutMs) {
+    await new Promise(resolve => setTimeout(resolve, 500))
+    const st = await vmStates(addr, vm)
+    now = st.find(x => x.state === 'running')?.host
+    if (now !== undefined && (to === null ? now !== from : now === to)) return { kind: 'done', host: now }
+    if (st.some(x => x.state === 'migrating')) sawMoving = true
+    // The source's reports show the move: migrating, then running again on the source when it
+    // was aborted; never migrating when the move was refused before it started.
+    backOnSource = sawMoving && now === from && !st.some(x => x.state === 'migrating') ? backOnSource + 1 : 0
+    if (backOnSource >= ABORTED_AFTER_POLLS) return { kind: 'aborted', text: `aborted (see starling migrations on ${from})` }
+    if (!sawMoving && now === from && asked < 3 && Date.now() - t0 > asked * ASK_AGAIN_MS) {
+      asked++
+      say(`the move has not started after ${Math.round((Date.now() - t0) / 1000)} s; asking again`)
+      await ask()
+    }
+    if (!sawMoving && now === from && Date.now() - t0 > REFUSED_AFTER_MS) return { kind: 'refused', text: `not started within ${REFUSED_AFTER_MS / 1000} s: refused (the reason is in the agents' logs: journalctl -u starling on ${from})` }
+  }
+  return { kind: 'timeout', host: now }
+}
+
 export async function planCommand (args: string[]): Promise<number> {
   if (args[0] === 'apply') return await applyCommand(args.slice(1))
   const { values } = parseArgs({ args, options: { ...TARGET_OPTIONS, json: { type: 'boolean' } } })
@@ -99,39 +141,14 @@ async function applyCommand (args: string[]): Promise<number> {
         return 1
       }
       process.stdout.write(`step ${s.step}: ${s.vm} ${s.fromName} -> ${s.toName} (${s.reason.text})\n`)
-      await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName })
       const t0 = Date.now()
-      let now: string | undefined = where
-      let refused: string | null = null
-      let sawMoving = false
-      // Polls in a row that showed the VM back on its source and moving nowhere: reports are
-      // gossiped, so one poll can pair the source's older report (running) with the target's
-      // newer one (no longer incoming) in the middle of a move that is going well.
-      let backOnSource = 0
-      let asked = 1
-      while (Date.now() - t0 < stepTimeoutMs) {
-        await new Promise(resolve => setTimeout(resolve, 500))
-        const st = await vmStates(addr, s.vm)
-        now = st.find(x => x.state === 'running')?.host
-        if (now === s.toName) break
-        if (st.some(x => x.state === 'migrating')) sawMoving = true
-        // The source's reports show the move: migrating, then running again on the source when it
-        // was aborted; never migrating when the move was refused before it started.
-        backOnSource = sawMoving && now === s.fromName && !st.some(x => x.state === 'migrating') ? backOnSource + 1 : 0
-        if (backOnSource >= ABORTED_AFTER_POLLS) { refused = `aborted (see starling migrations on ${s.fromName})`; break }
-        if (!sawMoving && now === s.fromName && asked < 3 && Date.now() - t0 > asked * ASK_AGAIN_MS) {
-          asked++
-          process.stdout.write(`step ${s.step}: the move has not started after ${Math.round((Date.now() - t0) / 1000)} s; asking again\n`)
-          await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName })
-        }
-        if (!sawMoving && now === s.fromName && Date.now() - t0 > REFUSED_AFTER_MS) { refused = `not started within ${REFUSED_AFTER_MS / 1000} s: refused (the reason is in the agents' logs: journalctl -u starling on ${s.fromName})`; break }
-      }
-      if (refused !== null) {
-        process.stdout.write(`step ${s.step}: the move of ${s.vm} was ${refused}; stopped\n`)
+      const r = await followMove(async () => { await callApi(target, '/v1/migrate', { vm: s.vm, to: s.toName }) }, addr, s.vm, s.fromName, s.toName, stepTimeoutMs, line => { process.stdout.write(`step ${s.step}: ${line}\n`) })
+      if (r.kind === 'refused' || r.kind === 'aborted') {
+        process.stdout.write(`step ${s.step}: the move of ${s.vm} was ${r.text}; stopped\n`)
         return 1
       }
-      if (now !== s.toName) {
-        process.stdout.write(`step ${s.step}: ${s.vm} is ${now === undefined ? 'not running' : `on ${now}`} after ${Math.round((Date.now() - t0) / 1000)} s, not on ${s.toName}; stopped (see starling migrations on ${s.fromName})\n`)
+      if (r.kind === 'timeout') {
+        process.stdout.write(`step ${s.step}: ${s.vm} is ${r.host === undefined ? 'not running' : `on ${r.host}`} after ${Math.round((Date.now() - t0) / 1000)} s, not on ${s.toName}; stopped (see starling migrations on ${s.fromName})\n`)
         return 1
       }
       done++

@@ -152,15 +152,32 @@ async function migrateCommand (args: string[]): Promise<number> {
   const vm = positionals[0]
   if (vm === undefined || positionals.length > 1) throw new UsageError('starling migrate needs exactly one VM')
   const addr = apiTarget(values)
+  const ask = async (): Promise<void> => { await callApi(addr, '/v1/migrate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), ...(values['with-storage'] === true ? { withStorage: true } : {}) }) }
+  const timeoutMs = 1000 * Number(values.timeout ?? 300)
+  if (values['no-wait'] !== true) {
+    // A VM on another host: this agent forwards the request there, and its journal will not show
+    // the move; follow it by the hosts' reports instead, and ask again if it does not start.
+    const st = await fetchStatus(addr.addr)
+    const from = st.members.find(m => m.state === 'alive' && m.report?.vms.some(v => v.id === vm && v.state === 'running') === true)?.name
+    if (from !== undefined && from !== st.self.name) {
+      const { followMove } = await import('./plan.js')
+      process.stdout.write(`migration of ${vm} requested from ${from}, which runs it\n`)
+      const r = await followMove(ask, addr.addr, vm, from, values.to ?? null, timeoutMs, line => { process.stdout.write(`${line}\n`) })
+      if (r.kind === 'done') { process.stdout.write(`${vm} runs on ${r.host}\n`); return 0 }
+      if (r.kind === 'timeout') { process.stderr.write(`starling: ${vm} is ${r.host === undefined ? 'not running' : `on ${r.host}`} after ${timeoutMs / 1000} s (see starling migrations on ${from})\n`); return 1 }
+      process.stderr.write(`starling: the move of ${vm} was ${r.text}\n`)
+      return 1
+    }
+  }
   const before = new Set((await listMigrations(addr)).migrations.map(r => r.id))
-  await callApi(addr, '/v1/migrate', { vm, ...(values.to !== undefined ? { to: values.to } : {}), ...(values['with-storage'] === true ? { withStorage: true } : {}) })
+  await ask()
   if (values['no-wait'] === true) { process.stdout.write(`migration of ${vm} requested\n`); return 0 }
-  const deadline = Date.now() + 1000 * Number(values.timeout ?? 300)
+  const deadline = Date.now() + timeoutMs
   let seen: MigrationRow | undefined
   while (Date.now() < deadline) {
     seen = (await listMigrations(addr)).migrations.find(r => r.vm === vm && !before.has(r.id))
     if (seen !== undefined && (seen.state === 'committed' || seen.state === 'aborted')) break
-    if (seen === undefined && Date.now() > deadline - 1000 * Number(values.timeout ?? 300) + 5000) {
+    if (seen === undefined && Date.now() > deadline - timeoutMs + 5000) {
       process.stdout.write(`migration of ${vm} requested (not started by this host: forwarded or refused; see the agents' logs)\n`)
       return 0
     }
