@@ -329,7 +329,11 @@ export async function runScenario (plan: ScenarioPlan, w: Watcher, hosts: DemoHo
     // Let the moves in flight end first (up to 20 s), so the failover shown is HA's and not a
     // consolidation's: a VM copied off the victim as it dies arrives by migration, its virtual IP
     // already moved. Waiting is not a step: moves still open after 20 s do not fail the demo.
-    const open = (): string[] => [...w.now.migrations.values()].filter(m => m.endedMs === null).map(m => m.vm)
+    // A VM that moved takes its virtual IP along a little after the move: that counts as open too.
+    const open = (): string[] => [
+      ...[...w.now.migrations.values()].filter(m => m.endedMs === null).map(m => m.vm),
+      ...HA_VMS.filter(v => { const vip = HA_VIPS[v]?.vip; const h = w.now.vmHost.get(v); return vip !== undefined && h !== undefined && w.now.vipHost.get(vip) !== h })
+    ]
     const settleBy = Date.now() + 20_000
     await w.poll()
     while (ctl.going() && open().length > 0 && Date.now() < settleBy) { await sleep(400); await w.poll() }
