@@ -5,7 +5,8 @@
  * sees every other alive), then after SETTLE_S an idle window of IDLE_S: CPU and RSS per agent
  * (median, max), open connections per agent (median, max) and the active view's size, frames per
  * second per agent (sent + received by the transport, datagrams included), whether all views
- * agree (same members in the same states), Lifeguard's local health score (median, max); then kill -9 of one agent: time until every survivor
+ * agree (same members in the same states), formation over time (about every 5 s: seconds since spawn,
+ * agents answering, median and least alive seen, load average), Lifeguard's local health score (median, max); then kill -9 of one agent: time until every survivor
  * stops holding it alive, and until every survivor holds it dead. The load average is reported
  * with every size (the machine is shared). Prints one JSON object.
  * Env: SIZES (10,30,60), SETTLE_S (25: start-up's on-demand connections close after
@@ -127,16 +128,23 @@ async function measure (n: number): Promise<Record<string, unknown>> {
     let fullAt: number | null = null
     let lastAlive: number[] = []
     let lastViews: Array<StatusPayload | null> = []
+    // Formation over time, one entry about every 5 s: [s since spawn, agents answering, median and least alive seen, load average].
+    const formation: Array<[number, number, number, number, number]> = []
     while (Date.now() - t0 < FULL_TIMEOUT_S * 1000) {
       const views = await statuses(cluster, names)
       lastViews = views
       lastAlive = views.map(v => v === null ? -1 : aliveCount(v))
+      const at = (Date.now() - t0) / 1000
+      if (formation.length === 0 || at - formation[formation.length - 1]![0] >= 5) {
+        const answering = lastAlive.filter(a => a >= 0)
+        formation.push([r1(at), answering.length, median(answering), answering.length === 0 ? 0 : Math.min(...answering), r1(loadavg()[0]!)])
+      }
       if (lastAlive.every(a => a === n)) { fullAt = Date.now(); break }
       await sleep(250)
     }
     const spawnToFullMembershipMs = fullAt === null ? null : fullAt - t0
     if (fullAt === null) {
-      return { hosts: n, spawnToFullMembershipMs: null, aliveSeenMedian: median(lastAlive), aliveSeenMin: Math.min(...lastAlive), notFull: notFull(names, lastViews), loadAvgBefore: loadBefore, loadAvgAtEnd: load() }
+      return { hosts: n, spawnToFullMembershipMs: null, formation, aliveSeenMedian: median(lastAlive), aliveSeenMin: Math.min(...lastAlive), notFull: notFull(names, lastViews), loadAvgBefore: loadBefore, loadAvgAtEnd: load() }
     }
     await sleep(SETTLE_S * 1000)
     const pids = names.map(nm => cluster.procs.get(nm)?.pid as number)
@@ -175,6 +183,7 @@ async function measure (n: number): Promise<Record<string, unknown>> {
     return {
       hosts: n,
       spawnToFullMembershipMs,
+      formation,
       idleCpuPctMedian: r3(median(cpuPct)),
       idleCpuPctMax: r3(Math.max(...cpuPct)),
       rssMiBMedian: r1(median(rssMiB)),
