@@ -31,3 +31,16 @@ t.test('membership changes under faults: never two majorities, one configuration
   t.ok(shrankTo3 >= seeds / 5, `${shrankTo3} runs grew to 5 and shrank back to 3`)
   t.ok(pairs > seeds * 100, `majorities compared at ${pairs} ticks`)
 })
+
+t.test('a paused copy is not resumed across membership changes by members that never heard of the copy that ran since', async t => {
+  // Found by 300-seed runs: a host removed from the cluster pauses its copy (pause policy); a
+  // majority of the three members left boots the VM elsewhere; that host is cut off and pauses
+  // in turn; two members are added, the first host among them, and a majority of the five, none
+  // of which had granted the boot, granted the first host's resume of its older copy. A resume is
+  // now granted only at the version the paused copy's claim was decided under (ha-manager.ts,
+  // onRequest). Seed 21, with the bounded view of the default configuration (a full mesh met the
+  // same case at another seed).
+  const r = configFaultRun(21)
+  t.equal(r.violation, null, 'seed 21: no violation')
+  t.ok(r.live, `seed 21: settled (${r.problems.join('; ')})`)
+})

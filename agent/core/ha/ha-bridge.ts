@@ -103,8 +103,8 @@ export class HaBridge {
         return out
       },
       runningHere: vm => this.sampled === null ? undefined : this.sampled.has(vm),
-      // Members' versions from their frames (CoreState.peerCfg); 0 when not heard.
-      versionOf: host => s.peerCfg.get(host) ?? 0,
+      // Members' versions from their frames (CoreState.peerCfg; 0 when not heard), ours our own.
+      versionOf: host => host === s.self ? s.cfgVersion : s.peerCfg.get(host) ?? 0,
       ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
       ...(opts.running !== undefined ? { running: opts.running } : {})
     })

@@ -100,6 +100,14 @@ interface Vm {
   resume: boolean
   /** The claim our paused copy runs under, while we ask to resume it. */
   pausedClaim: HaClaim | null
+  /**
+   * The cluster configuration version this host acted on when `own` was decided (granted to us,
+   * or our home's first claim), durable; null when not known (a record from an older build). A
+   * paused copy is resumed only at that same version (onRequest explains why).
+   */
+  ownVersion: number | null
+  /** ownVersion of the paused copy, while we ask to resume it. */
+  pausedVersion: number | null
   /** Our own claim reached a majority (its release then supersedes lower claims). */
   ownGranted: boolean
   heldSeen: number
@@ -162,6 +170,7 @@ export class HaManager {
   private readonly restoredLater = new Map<VmId, HaVmDurable>()
   private readonly runningAtStart: Set<VmId>
   private readonly versionOf: (host: HostId) => number
+  private readonly hasVersions: boolean
   private readonly states = new Map<HostId, MemberState>()
   private readonly leases: LeaseTable
   private readonly fence: FenceClock
@@ -213,6 +222,7 @@ export class HaManager {
     for (const c of r?.confirms ?? []) if (this.specs.has(c.host)) this.confirms.set(c.host, { ...c })
     this.runningHere = init.runningHere ?? (() => false)
     this.versionOf = init.versionOf ?? (() => Number.MAX_SAFE_INTEGER)
+    this.hasVersions = init.versionOf !== undefined
     const running = new Set(init.running ?? [])
     this.runningAtStart = running
     for (const spec of init.vms) {
@@ -255,6 +265,9 @@ export class HaManager {
       lastHeld: -Infinity,
       resume: false,
       pausedClaim: null,
+      // The first claim stands from the protection's version (the files' for a VM the files protect).
+      ownVersion: d !== undefined ? d.ownVersion ?? null : (spec.home === this.self ? (this.hasVersions ? Math.max(1, spec.since ?? 0) : 1) : null),
+      pausedVersion: null,
       ownGranted: d !== undefined ? d.ownGranted === true : true,
       heldSeen: this.now,
       lastQuery: -Infinity,
@@ -547,6 +560,7 @@ export class HaManager {
       if (v.spec.since !== undefined && v.spec.since > 0) d.since = v.spec.since
       if (!v.homeHeard) d.homeHeard = false
       if (v.retiring !== null) d.retiring = v.retiring
+      if (v.ownVersion !== null) d.ownVersion = v.ownVersion
       persist.push({ type: 'persist', op: { type: 'put', key: haVmKey(v.spec.id), value: d } })
     }
     if (this.modesDirty) {
@@ -748,7 +762,7 @@ export class HaManager {
     v.standing = { ...c }
     v.released = false
     v.heldSeen = this.now
-    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch) }
+    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch); v.ownVersion = this.myVersion() }
     v.dirty = true
     reply(true)
   }
@@ -824,11 +838,21 @@ export class HaManager {
    * A request for claim c; `resumes`: the claim the claimant's paused copy runs under, when c is
    * to resume that copy rather than boot the VM from its disk.
    *
-   * A resume is granted only while no claim above the paused copy's stands here (staleResume).
+   * A resume is granted only while no claim above the paused copy's stands here (staleResume),
+   * and only when this member acts on the claimant's configuration version, which is the one its
+   * paused copy's claim was decided under (the claimant gives the resume up otherwise).
    * Why no resume runs memory older than the disk (S1, "no stale copy resumed"): the copy paused
-   * under P; a copy that ran after that pause ran under a claim C granted by a majority G_C, and
-   * C > P (G_C meets P's majority in a member that granted P first: standing claims only rise).
-   * A resume R of P needs a majority G_R, which meets G_C in some member g. If g granted C before
+   * under P, decided at version p; a copy that ran after that pause ran under a claim C granted
+   * by a majority G_C of the members of some version c, and C > P (standing claims only rise).
+   * The resume R is granted by a majority G_R of the members of p, each acting on p. G_C and G_R
+   * share a member when c is p - 1, p or p + 1 (a version adds or removes one member:
+   * cluster-config/config-log.ts, point 1). No other c is possible: with c >= p + 2, version p + 2
+   * existed before R, so a majority of the members of p + 1 acts on p + 1 or later (point 3),
+   * and it meets G_R in a member that would act on p; with c <= p - 2, version p existed when C
+   * was claimed, so C's claimant, acting on c, could not count a majority (point 4) and never
+   * started C. Without the version rule a resume could be granted by members that never heard
+   * of C across two membership changes (a member removed and added back; test/sim/cluster-config).
+   * So G_R meets G_C in some member g. If g granted C before
    * R was asked, its standing is then >= C > P (it only rises) and g refuses R. If g granted R
    * first, C was granted over R later, so R was free: released (the resume was given up, and its
    * paused copy destroyed, never resumed) or its host silent past the fence delay, in which case
@@ -842,7 +866,7 @@ export class HaManager {
     // Another protection's claim (index.ts, re-protection): an earlier one's is refused (its
     // claimant learns that a higher claim stands), a later one's waits until this host applies it.
     if (!this.sameGeneration(v, c)) { if (c.epoch < v.base) this.refuse(v, from, c); return }
-    if (resumes !== null && this.staleResume(v, c, resumes)) { this.refuse(v, from, c); return }
+    if (resumes !== null && (this.staleResume(v, c, resumes) || this.versionForResume(from) !== this.myVersion())) { this.refuse(v, from, c); return }
     // The grant rule (../claims/grant.ts). Only a member that sees a majority (S4) and is armed
     // grants a new claim; a claim that has used up its start attempts is never free.
     switch (grantVerdict({ order: haClaimOrder.versus(c, s), released: v.released, able: this.q.quorate && this.myMode().armed, free: c.attempts < this.maxAttempts(v) && this.isFree(v, c.host) })) {
@@ -871,6 +895,17 @@ export class HaManager {
     const s = v.standing
     return s !== null && !sameHaClaim(c, s) && compareHaClaims(s, paused) > 0
   }
+
+  /**
+   * The configuration version `host` acts on for a resume (onRequest), 1 for the files: version 0
+   * (no agreed configuration, or a peer not heard on a stream yet) and the genesis (1) both act
+   * on the configuration files. Without versions (init.versionOf absent) every host acts on 1.
+   */
+  private versionForResume (host: HostId): number { return this.hasVersions ? Math.max(1, this.versionOf(host)) : 1 }
+  private myVersion (): number { return this.versionForResume(this.self) }
+
+  /** Claiming to resume a paused copy that ran under another configuration version than ours now. */
+  private resumeOutdated (v: Vm): boolean { return v.resume && v.pausedVersion !== this.myVersion() }
 
   private refuse (v: Vm, to: HostId, c: HaClaim): void {
     this.counters.refusals++
@@ -1063,7 +1098,8 @@ export class HaManager {
     switch (v.role) {
       case 'claiming': {
         const due = claimDue(c, this.now, v.roleSince, v.lastSend)
-        if (due === 'give-up') this.abandon(v, 'no majority of grants in time')
+        if (this.resumeOutdated(v)) this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+        else if (due === 'give-up') this.abandon(v, 'no majority of grants in time')
         else if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) break // started by startWon
         else if (due === 'resend') this.sendRequest(v)
         break
@@ -1191,15 +1227,22 @@ export class HaManager {
     const s = v.standing
     const claim: HaClaim = { epoch: Math.max(s?.epoch ?? 0, v.own?.epoch ?? 0, v.ownEpochMax) + 1, host: this.self, attempts: this.attempts(v) }
     if (resume) {
-      // Resume only if nothing stands above our paused copy's claim.
+      // Resume only if nothing stands above our paused copy's claim, at the version it was decided under.
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
+      if (v.ownVersion !== this.myVersion()) {
+        this.event('ha-resume', `vm ${v.spec.id}: paused copy not resumed: the cluster configuration changed since it ran (version ${v.ownVersion ?? 'unknown'}, now ${this.myVersion()}); destroyed, to be restarted from its disk`)
+        this.stop(v, 'destroy', 'superseded')
+        return
+      }
     }
     // Our own acceptor record: the claim we take over (if it is not released) may still run.
     if (!resume && v.standing !== null && !v.released && v.standing.host !== this.self) this.keepTakenOver(v, this.self)
     else if (resume && !this.priorsFree(v, this.self)) return
     this.counters.claims++
     v.pausedClaim = resume ? v.own : null
+    v.pausedVersion = resume ? v.ownVersion : null
     v.own = claim
+    v.ownVersion = null
     v.ownEpochMax = claim.epoch
     v.ownGranted = false
     v.resume = resume
@@ -1221,7 +1264,9 @@ export class HaManager {
    */
   private startWon (): void {
     for (const v of this.vms.values()) {
-      if (v.role === 'claiming' && wonClaim(v.grants.size, this.ids.length, this.q.quorate)) this.becomeStarting(v)
+      if (v.role !== 'claiming' || !wonClaim(v.grants.size, this.ids.length, this.q.quorate)) continue
+      if (this.resumeOutdated(v)) this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+      else this.becomeStarting(v)
     }
   }
 
@@ -1230,6 +1275,8 @@ export class HaManager {
     v.ownGranted = true
     v.dirty = true
     v.pausedClaim = null
+    v.pausedVersion = null
+    v.ownVersion = this.myVersion()
     this.noteGranted(v, v.own)
     this.setRole(v, 'starting', `claim ${haClaimText(v.own)} granted by ${v.grants.size}/${this.ids.length}`)
     this.out.push({ type: 'driver', command: { kind: 'haStart', vm: v.spec.id, epoch: v.own.epoch, source: v.spec.source, mode: v.resume ? 'resume' : 'boot' } })
@@ -1245,7 +1292,7 @@ export class HaManager {
     this.setRole(v, 'idle', why)
     // A paused copy whose resume failed is destroyed (then its claim is released): someone may
     // restart the VM from storage now.
-    if (paused !== null) { v.own = paused; v.ownGranted = true; v.resume = false; this.stop(v, 'destroy', 'superseded') }
+    if (paused !== null) { v.own = paused; v.ownVersion = v.pausedVersion; v.pausedVersion = null; v.ownGranted = true; v.resume = false; this.stop(v, 'destroy', 'superseded') }
   }
 
   private stop (v: Vm, mode: 'stop' | 'pause' | 'destroy', reason: 'fence' | 'conflict' | 'superseded'): void {

@@ -106,7 +106,7 @@ export const HA_CONFIRMS_KEY = `${HA_KEY_PREFIX}confirms`
 /** handover: the claim this host (a migration's source) asked for its target (absent = none). */
 /** incomingFrom: this host receives the VM by a migration from that host (absent = none). */
 /** since: the configuration version of this protection (absent: 0, the files); homeHeard false: the home of its first claim has not spoken of it here yet; retiring: unprotected at that version, its copy here still fenced. */
-export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId, ownEpochMax?: number, since?: number, homeHeard?: boolean, retiring?: number }
+export interface HaVmDurable { standing: HaClaim | null, released: boolean, own: HaClaim | null, ownGranted?: boolean, priors?: HaClaim[], handover?: HaClaim, incomingFrom?: HostId, ownEpochMax?: number, since?: number, homeHeard?: boolean, retiring?: number, ownVersion?: number }
 
 export interface HaRestored {
   vms: Record<VmId, HaVmDurable>
