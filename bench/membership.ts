@@ -7,8 +7,9 @@
  * host and incarnation declared dead while not crashed), scaled to one simulated hour, and the
  * bytes sent per host per second (protobuf size estimate) beside the lower bound
  * hosts * mean report size / report interval. Prints one JSON object.
- * CORE='{"activeViewSize":6}' gives the hosts a bounded active view (probes, gossip and push-pull
- * go to six neighbours; agent/core/membership/active-view.ts); the default 0 is the full mesh. As
+ * The hosts have the production default's bounded active view (probes, gossip and push-pull go
+ * to six neighbours; agent/core/membership/active-view.ts); CORE='{"activeViewSize":0}' gives
+ * every host every other (a full mesh). As
  * the real mesh keeps a connection to a peer while frames go to it (closing it after
  * mesh.idleCloseMs without any), the run also counts, per host, the distinct peers it exchanged
  * frames with in each window of that length: the connections it would hold open.

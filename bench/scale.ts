@@ -25,8 +25,8 @@ const SIZES = (process.env.SIZES ?? '10,30,60').split(',').map(Number)
 const SETTLE_S = Number(process.env.SETTLE_S ?? 25)
 const IDLE_S = Number(process.env.IDLE_S ?? 20)
 const FULL_TIMEOUT_S = Number(process.env.FULL_TIMEOUT_S ?? 120)
-/** The bounded active view is opt-in (core.activeViewSize 0 by default): measured at 6 unless CORE says otherwise. */
-const CORE = { activeViewSize: 6, ...JSON.parse(process.env.CORE ?? '{}') as Record<string, number> }
+/** The production defaults (a bounded active view of 6) unless CORE says otherwise (`{"activeViewSize":0}`: a full mesh). */
+const CORE = JSON.parse(process.env.CORE ?? '{}') as Record<string, number>
 const MESH = JSON.parse(process.env.MESH ?? '{}') as Record<string, unknown>
 const CLK_TCK = 100
 

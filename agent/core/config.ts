@@ -80,9 +80,10 @@ export interface CoreConfig {
    * Members this host keeps connections to and sends its routine traffic to (probe rounds,
    * gossip, push-pull, report pulls): its neighbours on activeViewSize / 2 hash rings
    * (membership/active-view.ts), so connections and idle cost per host do not grow with the
-   * cluster. Even, or 0 for every reachable member (a full mesh, the default until the bounded
-   * view is shown to form clusters of 30 and more on a loaded machine: bench/scale.md). 6 is the
-   * size measured. Higher = more probers per member and faster spread, more connections.
+   * cluster; a cluster no larger than the view is a full mesh anyway. Even, or 0 for every
+   * reachable member (a full mesh: connections and start-up work grow with the cluster; at 60
+   * agents on one 2-core machine it formed in one run of two, the view in both: bench/scale.md).
+   * Higher = more probers per member and faster spread, more connections.
    */
   activeViewSize: number
   /**
@@ -154,7 +155,7 @@ export function defaultCoreConfig (): CoreConfig {
     pushPullScaleThreshold: 32,
     joinRetryTicks: 50,
     joinFanout: 3,
-    activeViewSize: 0,
+    activeViewSize: 6,
     connectGraceTicks: 50,
     deathNoticeIntervalTicks: 10,
     reportIntervalTicks: 100,
