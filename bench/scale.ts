@@ -6,7 +6,8 @@
  * (median, max), open connections per agent (median, max) and the active view's size, frames per
  * second per agent (sent + received by the transport, datagrams included), whether all views
  * agree (same members in the same states), formation over time (about every 5 s: seconds since spawn,
- * agents answering, median and least alive seen, load average), Lifeguard's local health score (median, max); then kill -9 of one agent: time until every survivor
+ * agents answering, median and least alive seen, load average, and how many (view, member) pairs
+ * are absent, suspect, dead), Lifeguard's local health score (median, max); then kill -9 of one agent: time until every survivor
  * stops holding it alive, and until every survivor holds it dead. The load average is reported
  * with every size (the machine is shared). Prints one JSON object.
  * Env: SIZES (10,30,60), SETTLE_S (25: start-up's on-demand connections close after
@@ -128,8 +129,10 @@ async function measure (n: number): Promise<Record<string, unknown>> {
     let fullAt: number | null = null
     let lastAlive: number[] = []
     let lastViews: Array<StatusPayload | null> = []
-    // Formation over time, one entry about every 5 s: [s since spawn, agents answering, median and least alive seen, load average].
-    const formation: Array<[number, number, number, number, number]> = []
+    // Formation over time, one entry about every 5 s: [s since spawn, agents answering, median and
+    // least alive seen, load average, and over all (view, other agent) pairs not alive: how many
+    // views lack the agent, hold it suspect, hold it dead or left].
+    const formation: Array<[number, number, number, number, number, number, number, number]> = []
     while (Date.now() - t0 < FULL_TIMEOUT_S * 1000) {
       const views = await statuses(cluster, names)
       lastViews = views
@@ -137,7 +140,10 @@ async function measure (n: number): Promise<Record<string, unknown>> {
       const at = (Date.now() - t0) / 1000
       if (formation.length === 0 || at - formation[formation.length - 1]![0] >= 5) {
         const answering = lastAlive.filter(a => a >= 0)
-        formation.push([r1(at), answering.length, median(answering), answering.length === 0 ? 0 : Math.min(...answering), r1(loadavg()[0]!)])
+        const nf = notFull(names, views).notAlive
+        const pairs = Object.values(nf).flatMap(byView => Object.values(byView))
+        const count = (st: string[]): number => pairs.filter(x => st.includes(x)).length
+        formation.push([r1(at), answering.length, median(answering), answering.length === 0 ? 0 : Math.min(...answering), r1(loadavg()[0]!), count(['absent']), count(['suspect']), count(['dead', 'left'])])
       }
       if (lastAlive.every(a => a === n)) { fullAt = Date.now(); break }
       await sleep(250)
