@@ -762,7 +762,9 @@ export class HaManager {
     v.standing = { ...c }
     v.released = false
     v.heldSeen = this.now
-    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch); v.ownVersion = this.myVersion() }
+    // A handover claim's majority is counted by the source, at a version this host does not know:
+    // a copy it hands us is never resumed after a pause (ownVersion unknown), only booted again.
+    if (c.host === this.self) { v.own = { ...c }; v.ownGranted = false; v.ownEpochMax = Math.max(v.ownEpochMax, c.epoch); v.ownVersion = null }
     v.dirty = true
     reply(true)
   }
@@ -842,17 +844,23 @@ export class HaManager {
    * and only when this member acts on the claimant's configuration version, which is the one its
    * paused copy's claim was decided under (the claimant gives the resume up otherwise).
    * Why no resume runs memory older than the disk (S1, "no stale copy resumed"): the copy paused
-   * under P, decided at version p; a copy that ran after that pause ran under a claim C granted
-   * by a majority G_C of the members of some version c, and C > P (standing claims only rise).
-   * The resume R is granted by a majority G_R of the members of p, each acting on p. G_C and G_R
-   * share a member when c is p - 1, p or p + 1 (a version adds or removes one member:
-   * cluster-config/config-log.ts, point 1). No other c is possible: with c >= p + 2, version p + 2
-   * existed before R, so a majority of the members of p + 1 acts on p + 1 or later (point 3),
-   * and it meets G_R in a member that would act on p; with c <= p - 2, version p existed when C
-   * was claimed, so C's claimant, acting on c, could not count a majority (point 4) and never
-   * started C. Without the version rule a resume could be granted by members that never heard
-   * of C across two membership changes (a member removed and added back; test/sim/cluster-config).
-   * So G_R meets G_C in some member g. If g granted C before
+   * under P, whose majority was counted at version p (becomeStarting; the home's first claim
+   * stands from its protection's version; a handover claim, counted by its source, records no
+   * version and is never resumed). A copy that ran after that pause ran under a claim C whose
+   * majority G_C was counted at some version c. The resume R is won by a claimant acting on p
+   * (startWon gives it up otherwise) with a majority G_R of the members of p, each acting on p.
+   * - c >= p + 2: R cannot be won once version p + 2 exists (the claimant, acting on p, counts
+   *   no majority: config-log.ts, point 4, through the quorum's `countable`), so R was won
+   *   before C, and C's copy ran after R's: S1's other half (never two copies at once, the
+   *   timing argument in index.ts) has R's copy stopped first, and C ran on the disk it left.
+   * - c <= p - 2: if C was won after P, version p existed then and C's claimant, acting on c,
+   *   could count no majority (point 4); if C was won before P, its copy ran before P's or
+   *   beside it, which S1's other half excludes.
+   * - c in p - 1, p, p + 1: majorities of versions that differ by at most one member share a
+   *   member (point 1), so G_R and G_C share a member g, and G_C meets P's majority too, so
+   *   C > P (standing claims only rise). Without the version rule a resume could be granted by
+   *   members that never heard of C, two membership changes apart (test/sim/cluster-config).
+   * In that last case, with g in both: if g granted C before
    * R was asked, its standing is then >= C > P (it only rises) and g refuses R. If g granted R
    * first, C was granted over R later, so R was free: released (the resume was given up, and its
    * paused copy destroyed, never resumed) or its host silent past the fence delay, in which case
