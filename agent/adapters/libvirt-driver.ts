@@ -1924,7 +1924,13 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     for (const [uri, where] of [[job.target.destUri, 'destination'], [this.init.uri, 'source']] as const) {
       try {
         const info = parseJobInfo(await this.virsh(['domjobinfo', '--completed', '--keep-completed', '--rawstats', id], { signal, uri }))
-        if (info.type === 'completed') { p = jobToProgress(info, 'completed'); break }
+        if (info.type === 'completed') {
+          p = jobToProgress(info, 'completed')
+          // The completed job's disk figures, when it has them, over the last ones polled while it
+          // ran (a short disk copy can end between two polls, the last of which saw none copied).
+          if (job.storage && fnum(info.fields.disk_total) > 0 && fnum(info.fields.disk_processed) >= fnum(job.lastDisk?.disk_processed)) job.lastDisk = info.fields
+          break
+        }
       } catch (err) {
         if (signal?.aborted === true) throw err
         this.log.debug(`vm ${id}: no completed job statistics on the ${where}`, { err })
