@@ -915,6 +915,10 @@ export class HaManager {
   /** Claiming to resume a paused copy that ran under another configuration version than ours now. */
   private resumeOutdated (v: Vm): boolean { return v.resume && v.pausedVersion !== this.myVersion() }
 
+  private abandonOutdated (v: Vm): void {
+    this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+  }
+
   private refuse (v: Vm, to: HostId, c: HaClaim): void {
     this.counters.refusals++
     this.send([to], { type: 'haRefuse', vm: v.spec.id, claim: { ...c }, standing: v.standing === null ? null : { ...v.standing }, released: v.released })
@@ -1106,7 +1110,7 @@ export class HaManager {
     switch (v.role) {
       case 'claiming': {
         const due = claimDue(c, this.now, v.roleSince, v.lastSend)
-        if (this.resumeOutdated(v)) this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+        if (this.resumeOutdated(v)) this.abandonOutdated(v)
         else if (due === 'give-up') this.abandon(v, 'no majority of grants in time')
         else if (wonClaim(v.grants.size, this.ids.length, this.q.quorate)) break // started by startWon
         else if (due === 'resend') this.sendRequest(v)
@@ -1273,7 +1277,7 @@ export class HaManager {
   private startWon (): void {
     for (const v of this.vms.values()) {
       if (v.role !== 'claiming' || !wonClaim(v.grants.size, this.ids.length, this.q.quorate)) continue
-      if (this.resumeOutdated(v)) this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+      if (this.resumeOutdated(v)) this.abandonOutdated(v)
       else this.becomeStarting(v)
     }
   }
