@@ -166,6 +166,8 @@ export class AgentCore {
         committed: e => { this.applyClusterConfig(e) },
         ...(s.config.activeViewSize > 0 ? { announcePeers: () => s.view.peers() } : {})
       }, { ...defaultConfigLogOptions(), ...cc.log })
+      const log = this.cfgLog
+      s.sameMembers = (a, b) => a === b || log.sameMembers(a, b)
     }
     // The protected VMs are the agreed configuration's (the files' until it keeps some).
     const agreedDoc = this.cfgLog === null ? null : parseClusterDoc(this.cfgLog.latest().doc)

@@ -86,6 +86,8 @@ export class CoreState {
   cfgVersion = 0
   /** The configuration version each member's last stream frame carried (0: an older build). */
   readonly peerCfg = new Map<HostId, number>()
+  /** Do two configuration versions name the same members (cluster-config/config-log.ts, membershipOf)? Without a kept configuration only a version matches itself. */
+  sameMembers: (a: number, b: number) => boolean = (a, b) => a === b
   /**
    * Gossip that rides on a small frame to a member of the active view (the load-report push:
    * load/report-dissemination.ts), so that it needs no frame of its own; null: none.

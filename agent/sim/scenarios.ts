@@ -426,6 +426,9 @@ export interface ConfigRunResult {
   sizes: number[]
   faults: FaultCounts
   haRestarts: number
+  /** Paused copies resumed, and resumes given up or refused for a membership change (HA events). */
+  resumes: number
+  resumesGivenUp: number
 }
 
 /**
@@ -437,8 +440,10 @@ export interface ConfigRunResult {
  * (S6), no two hosts act on different configurations of one version (S7). Then a quiet phase:
  * every running host must hold the same latest version and every protected VM run once.
  */
-export function configFaultRun (seed: number, o: { faultTicks?: number, quietTicks?: number, trace?: (line: string) => void, end?: (sim: SimCluster) => void } = {}): ConfigRunResult {
+export function configFaultRun (seed: number, o: { faultTicks?: number, quietTicks?: number, trace?: (line: string) => void, end?: (sim: SimCluster) => void, rulesChanges?: boolean } = {}): ConfigRunResult {
   const p = new Prng(seed ^ 0x27d4eb2f)
+  // Rules-only versions between the membership changes (their own stream: the faults stay those of the seed).
+  const pr = o.rulesChanges === true ? new Prng(seed ^ 0x5bd1e995) : null
   const MEM = 16384
   const hv = new SimHypervisor({ seed: seed * 17 + 5, copyTicks: 6 })
   const probe = new SimCluster({ seed, hosts: 5, clusterConfig: {} }) // the ids a seed gives (hexIds draw from the seed)
@@ -473,6 +478,12 @@ export function configFaultRun (seed: number, o: { faultTicks?: number, quietTic
     if (v === sizes.length + 1) sizes.push(sim.core(_h)?.clusterConfig()?.latest.members.length ?? 0)
   })
   let changesAsked = 0
+  let resumes = 0
+  let resumesGivenUp = 0
+  sim.onEvent((_h, ev) => {
+    if (ev.text.includes('(resume)') && / became running/.test(ev.text)) resumes++
+    if (ev.text.includes('members changed since')) resumesGivenUp++
+  })
   let violation: string | null = null
   const problems: string[] = []
   const faultTicks = o.faultTicks ?? 600
@@ -493,6 +504,10 @@ export function configFaultRun (seed: number, o: { faultTicks?: number, quietTic
             if (sim.configChange(from, d => ({ ...d, members: d.members.filter(m => m.publicKey !== h) }), `remove ${h.slice(0, 8)}`) !== null) { changesAsked++; log(`remove ${h.slice(0, 8)} from ${from.slice(0, 8)}`) }
           }
         }
+      }
+      if (pr !== null && tick % 25 === 12) {
+        const from = ids[pr.int(ids.length)]!
+        if (sim.configChange(from, d => ({ ...d, automation: d.automation === 'full' ? 'partial' : 'full' }), 'automation') !== null) { changesAsked++; log(`automation from ${from.slice(0, 8)}`) }
       }
       if (p.chance(0.05)) {
         const h = ids[p.int(ids.length)]!
@@ -541,6 +556,7 @@ export function configFaultRun (seed: number, o: { faultTicks?: number, quietTic
   const top = Math.max(...ids.map(latest))
   return {
     seed, violation, live: violation === null && problems.length === 0, problems, ticks: sim.now, ticksChecked: checkers.ticksChecked,
-    majorityPairsChecked: checkers.majorityPairsChecked, changesAsked, versions: top - 1, sizes, faults: { ...sim.faults }, haRestarts: sim.haRestarts
+    majorityPairsChecked: checkers.majorityPairsChecked, changesAsked, versions: top - 1, sizes, faults: { ...sim.faults }, haRestarts: sim.haRestarts,
+    resumes, resumesGivenUp
   }
 }

@@ -7,7 +7,12 @@
  * version and every protected VM runs once.
  */
 import t from 'tap'
-import { configFaultRun } from '../../agent/sim/scenarios.js'
+import { configFaultRun, simMigrationConfig } from '../../agent/sim/scenarios.js'
+import { SimCluster } from '../../agent/sim/sim-cluster.js'
+import { SimHypervisor } from '../../agent/sim/sim-hypervisor.js'
+import { InvariantError, SafetyCheckers } from '../../agent/sim/checkers.js'
+import { simHaConfig, type HaVmSpec } from '../../agent/core/index.js'
+import type { ClusterDoc } from '../../agent/core/cluster-config/cluster-doc.js'
 
 t.test('membership changes under faults: never two majorities, one configuration per version, HA VMs run once', async t => {
   const seeds = Number(process.env.SEEDS ?? 30)
@@ -32,6 +37,24 @@ t.test('membership changes under faults: never two majorities, one configuration
   t.ok(pairs > seeds * 100, `majorities compared at ${pairs} ticks`)
 })
 
+t.test('with rules-only versions between the membership changes: the same safety, and paused copies still resumed', async t => {
+  // A paused copy may be resumed across versions that changed only the rules (ha-manager.ts,
+  // onRequest: resumes are matched by membership, not by version).
+  const seeds = Number(process.env.SEEDS ?? 30)
+  const first = Number(process.env.SEED ?? 1)
+  let resumes = 0
+  let versions = 0
+  for (let seed = first; seed < first + seeds; seed++) {
+    const r = configFaultRun(seed, { rulesChanges: true })
+    if (r.violation !== null) { t.fail(`seed ${seed} (rules changes): ${r.violation}`); continue }
+    if (!r.live) t.fail(`seed ${seed} (rules changes): not settled after the quiet phase: ${r.problems.join('; ')}`)
+    resumes += r.resumes
+    versions += r.versions
+  }
+  t.ok(versions >= seeds * 10, `${versions} versions decided over ${seeds} seeds`)
+  t.ok(resumes >= seeds, `${resumes} paused copies resumed`)
+})
+
 t.test('a paused copy is not resumed across membership changes by members that never heard of the copy that ran since', async t => {
   // Found by 300-seed runs: a host removed from the cluster pauses its copy (pause policy); a
   // majority of the three members left boots the VM elsewhere; that host is cut off and pauses
@@ -43,4 +66,70 @@ t.test('a paused copy is not resumed across membership changes by members that n
   const r = configFaultRun(21)
   t.equal(r.violation, null, 'seed 21: no violation')
   t.ok(r.live, `seed 21: settled (${r.problems.join('; ')})`)
+})
+
+/**
+ * Three members, one pause-policy VM on the first. The first is cut off and pauses its copy;
+ * while it is away the other two decide version 2, and the cut heals before the fence delay (no
+ * takeover). `change` makes version 2 from version 1's document.
+ */
+function pausedAcrossVersion (seed: number, change: (sim: SimCluster, d: ClusterDoc) => ClusterDoc): { sim: SimCluster, hv: SimHypervisor, a: string, events: string[], violation: string | null } {
+  const hv = new SimHypervisor({ seed, copyTicks: 6 })
+  const probe = new SimCluster({ seed, hosts: 4, clusterConfig: {} })
+  const [a, b, c] = probe.ids as [string, string, string, string]
+  const vm: HaVmSpec = { id: 'p', home: a, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'p.xml' }, fencePolicy: 'pause' }
+  const sim = new SimCluster({
+    seed,
+    hosts: 4,
+    hypervisor: hv,
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 16384, netMbps: 10000 },
+    sampleIntervalTicks: 2,
+    migration: simMigrationConfig(),
+    network: { delayTicksMin: 1, delayTicksMax: 1, loss: 0 },
+    ha: { vms: [vm], config: simHaConfig() },
+    clusterConfig: { members: [a, b, c] }
+  })
+  hv.addVm(a, 'p', 1024)
+  new SafetyCheckers(sim, { capMemMiB: 16384 }) // eslint-disable-line no-new
+  const events: string[] = []
+  sim.onEvent((h, ev, tick) => { events.push(`${tick} ${h.slice(0, 8)} ${ev.kind} ${ev.text}`) })
+  const role = (): string | undefined => sim.core(a)?.haStatus()?.vms.find(x => x.vm === 'p')?.role
+  const version = (h: string): number => sim.core(h)?.clusterConfig()?.latest.version ?? 0
+  let violation: string | null = null
+  try {
+    sim.run(40)
+    sim.isolate(a)
+    if (!sim.runUntil(() => role() === 'paused', 30, 1)) violation = 'the copy was not paused'
+    else if (sim.configChange(b, d => change(sim, d), 'version 2') === null) violation = 'no change proposed'
+    else if (!sim.runUntil(() => version(b) === 2 && version(c) === 2, 20, 1)) violation = 'version 2 not decided'
+    else {
+      sim.heal()
+      sim.runUntil(() => version(a) === 2 && role() !== 'paused' && (hv.running().get('p') ?? []).length === 1, 200, 1)
+      sim.run(20)
+    }
+  } catch (err) {
+    if (!(err instanceof InvariantError)) throw err
+    violation = err.message
+  }
+  return { sim, hv, a, events, violation }
+}
+
+t.test('a paused copy is resumed across a version that changed only the rules', async t => {
+  for (const seed of [1, 2, 3]) {
+    const r = pausedAcrossVersion(seed, (_sim, d) => ({ ...d, automation: d.automation === 'full' ? 'partial' : 'full' }))
+    t.equal(r.violation, null, `seed ${seed}: no violation`)
+    t.same(r.hv.running().get('p'), [r.a], `seed ${seed}: p runs on its home only`)
+    t.ok(r.events.some(e => e.includes('vm p became running') && e.includes('(resume)')), `seed ${seed}: its paused copy was resumed`)
+    t.notOk(r.events.some(e => e.includes('members changed')), `seed ${seed}: not given up`)
+  }
+})
+
+t.test('a paused copy is not resumed across a version that added a member: destroyed, booted from its disk', async t => {
+  for (const seed of [1, 2, 3]) {
+    const r = pausedAcrossVersion(seed, (sim, d) => ({ ...d, members: [...d.members, sim.docMember(sim.ids[3]!)] }))
+    t.equal(r.violation, null, `seed ${seed}: no violation`)
+    t.equal(r.hv.running().get('p')?.length, 1, `seed ${seed}: p runs once`)
+    t.notOk(r.events.some(e => e.includes('vm p became running') && e.includes('(resume)')), `seed ${seed}: no resume`)
+    t.ok(r.events.some(e => e.includes('members changed')), `seed ${seed}: the resume was given up for the membership change`)
+  }
 })

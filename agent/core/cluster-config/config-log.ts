@@ -183,6 +183,8 @@ export class ConfigLog {
   private adoptable: boolean
   readonly outcomes: ConfigOutcome[] = []
   readonly counters = { committed: 0, diverged: 0, refusedFrames: 0, adopted: 0 }
+  /** membershipOf()'s cache: per kept version from `first` on, its membership count. */
+  private readonly memberships: { first: ConfigEntry | null, m: number[] } = { first: null, m: [] }
 
   constructor (
     private readonly self: HostId,
@@ -211,6 +213,30 @@ export class ConfigLog {
 
   latest (): ConfigEntry { return this.entries[this.entries.length - 1]! }
   history (): readonly ConfigEntry[] { return this.entries }
+
+  /**
+   * The membership a version belongs to: how many membership changes lie between the first
+   * version this host keeps and `version` (a rules-only version has its predecessor's). Only
+   * meaningful beside another answer of this host's; null for a version it does not hold.
+   */
+  membershipOf (version: number): number | null {
+    const first = this.entries[0]!
+    if (version < first.version || version > this.latest().version) return null
+    if (this.memberships.first !== first) { this.memberships.first = first; this.memberships.m = [0] }
+    const m = this.memberships.m
+    for (let i = m.length; i < this.entries.length; i++) {
+      const a = this.entries[i - 1]!.members
+      const b = this.entries[i]!.members
+      m.push(m[i - 1]! + (a.length === b.length && b.every(id => a.includes(id)) ? 0 : 1))
+    }
+    return m[version - first.version]!
+  }
+
+  /** Do versions a and b, both held here, name the same members (every version between them too)? */
+  sameMembers (a: number, b: number): boolean {
+    const x = this.membershipOf(a)
+    return x !== null && x === this.membershipOf(b)
+  }
   /** This host is not among the members of the latest version. */
   removed (): boolean { return !this.latest().members.includes(this.self) }
   /** The change being agreed from this host, if any. */

@@ -105,6 +105,7 @@ export class HaBridge {
       runningHere: vm => this.sampled === null ? undefined : this.sampled.has(vm),
       // Members' versions from their frames (CoreState.peerCfg; 0 when not heard), ours our own.
       versionOf: host => host === s.self ? s.cfgVersion : s.peerCfg.get(host) ?? 0,
+      sameMembers: (a, b) => s.sameMembers(a, b),
       ...(opts.restored !== undefined ? { restored: opts.restored } : {}),
       ...(opts.running !== undefined ? { running: opts.running } : {})
     })

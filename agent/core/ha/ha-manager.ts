@@ -51,6 +51,12 @@ export interface HaManagerInit {
    * unprotected it (setVms). @default every member is up to date
    */
   versionOf?: (host: HostId) => number
+  /**
+   * Do two configuration versions name the same members (every version between them too)? A
+   * paused copy is resumed only within its claim's membership (onRequest). A version this host
+   * does not hold never matches another. @default only a version matches itself
+   */
+  sameMembers?: (a: number, b: number) => boolean
 }
 
 interface Vm {
@@ -103,7 +109,8 @@ interface Vm {
   /**
    * The cluster configuration version this host acted on when `own` was decided (granted to us,
    * or our home's first claim), durable; null when not known (a record from an older build). A
-   * paused copy is resumed only at that same version (onRequest explains why).
+   * paused copy is resumed only while the members are still those of that version (no
+   * membership change since; rules-only versions do not count: onRequest explains why).
    */
   ownVersion: number | null
   /** ownVersion of the paused copy, while we ask to resume it. */
@@ -170,6 +177,7 @@ export class HaManager {
   private readonly restoredLater = new Map<VmId, HaVmDurable>()
   private readonly runningAtStart: Set<VmId>
   private readonly versionOf: (host: HostId) => number
+  private readonly sameMembers: (a: number, b: number) => boolean
   private readonly hasVersions: boolean
   private readonly states = new Map<HostId, MemberState>()
   private readonly leases: LeaseTable
@@ -223,6 +231,7 @@ export class HaManager {
     this.runningHere = init.runningHere ?? (() => false)
     this.versionOf = init.versionOf ?? (() => Number.MAX_SAFE_INTEGER)
     this.hasVersions = init.versionOf !== undefined
+    this.sameMembers = init.sameMembers ?? ((a, b) => a === b)
     const running = new Set(init.running ?? [])
     this.runningAtStart = running
     for (const spec of init.vms) {
@@ -841,25 +850,32 @@ export class HaManager {
    * to resume that copy rather than boot the VM from its disk.
    *
    * A resume is granted only while no claim above the paused copy's stands here (staleResume),
-   * and only when this member acts on the claimant's configuration version, which is the one its
-   * paused copy's claim was decided under (the claimant gives the resume up otherwise).
+   * and only when this member acts on a version with the same members as the claimant's, which
+   * are those its paused copy's claim was decided by (the claimant gives the resume up otherwise).
+   * Versions are grouped by membership: m(v) counts the membership changes up to version v (each
+   * adds or removes one member: config-log.ts, point 1); a rules-only version keeps m. Versions
+   * with equal m have the same members, and versions whose m differ by one have members that
+   * differ by one host.
    * Why no resume runs memory older than the disk (S1, "no stale copy resumed"): the copy paused
    * under P, whose majority was counted at version p (becomeStarting; the home's first claim
    * stands from its protection's version; a handover claim, counted by its source, records no
    * version and is never resumed). A copy that ran after that pause ran under a claim C whose
-   * majority G_C was counted at some version c. The resume R is won by a claimant acting on p
-   * (startWon gives it up otherwise) with a majority G_R of the members of p, each acting on p.
-   * - c >= p + 2: R cannot be won once version p + 2 exists (the claimant, acting on p, counts
-   *   no majority: config-log.ts, point 4, through the quorum's `countable`), so R was won
-   *   before C, and C's copy ran after R's: S1's other half (never two copies at once, the
-   *   timing argument in index.ts) has R's copy stopped first, and C ran on the disk it left.
-   * - c <= p - 2: if C was won after P, version p existed then and C's claimant, acting on c,
-   *   could count no majority (point 4); if C was won before P, its copy ran before P's or
-   *   beside it, which S1's other half excludes.
-   * - c in p - 1, p, p + 1: majorities of versions that differ by at most one member share a
-   *   member (point 1), so G_R and G_C share a member g, and G_C meets P's majority too, so
-   *   C > P (standing claims only rise). Without the version rule a resume could be granted by
-   *   members that never heard of C, two membership changes apart (test/sim/cluster-config).
+   * majority G_C was counted at some version c. The resume R is won by a claimant acting on a
+   * version r with m(r) = m(p) (startWon gives it up otherwise) with a majority G_R of those
+   * members, each acting on a version with that same m.
+   * - m(c) >= m(p) + 2: then c >= r + 2, and R cannot be won once version c exists (the claimant,
+   *   acting on r, counts no majority: config-log.ts, point 4, through the quorum's `countable`),
+   *   so R was won before C, and C's copy ran after R's: S1's other half (never two copies at
+   *   once, the timing argument in index.ts) has R's copy stopped first, and C ran on the disk it
+   *   left.
+   * - m(c) <= m(p) - 2: then c <= p - 2. If C was won after P, version p existed then and C's
+   *   claimant, acting on c, could count no majority (point 4); if C was won before P, its copy
+   *   ran before P's or beside it, which S1's other half excludes.
+   * - m(c) within one of m(p): the members of c and of r differ by at most one host, so their
+   *   majorities share a member (point 1): G_R and G_C share a member g, and G_C meets P's
+   *   majority too, so C > P (standing claims only rise). Without this rule a resume could be
+   *   granted by members that never heard of C, two membership changes apart
+   *   (test/sim/cluster-config).
    * In that last case, with g in both: if g granted C before
    * R was asked, its standing is then >= C > P (it only rises) and g refuses R. If g granted R
    * first, C was granted over R later, so R was free: released (the resume was given up, and its
@@ -868,13 +884,15 @@ export class HaManager {
    * resume, on the disk the resumed copy left. A claim above P that never reached a majority
    * refuses the resume too (an acceptor cannot tell): the paused copy is then destroyed and the
    * VM restarted from its disk, crash-consistent, which costs the guest's memory, never safety.
+   * A version a host does not hold (ahead of it, or before the history it keeps) matches no
+   * other, which only refuses resumes.
    */
   private onRequest (v: Vm, from: HostId, c: HaClaim, resumes: HaClaim | null = null): void {
     const s = v.standing
     // Another protection's claim (index.ts, re-protection): an earlier one's is refused (its
     // claimant learns that a higher claim stands), a later one's waits until this host applies it.
     if (!this.sameGeneration(v, c)) { if (c.epoch < v.base) this.refuse(v, from, c); return }
-    if (resumes !== null && (this.staleResume(v, c, resumes) || this.versionForResume(from) !== this.myVersion())) { this.refuse(v, from, c); return }
+    if (resumes !== null && (this.staleResume(v, c, resumes) || !this.sameMembers(this.versionForResume(from), this.myVersion()))) { this.refuse(v, from, c); return }
     // The grant rule (../claims/grant.ts). Only a member that sees a majority (S4) and is armed
     // grants a new claim; a claim that has used up its start attempts is never free.
     switch (grantVerdict({ order: haClaimOrder.versus(c, s), released: v.released, able: this.q.quorate && this.myMode().armed, free: c.attempts < this.maxAttempts(v) && this.isFree(v, c.host) })) {
@@ -913,10 +931,13 @@ export class HaManager {
   private myVersion (): number { return this.versionForResume(this.self) }
 
   /** Claiming to resume a paused copy that ran under another configuration version than ours now. */
-  private resumeOutdated (v: Vm): boolean { return v.resume && v.pausedVersion !== this.myVersion() }
+  private resumeOutdated (v: Vm): boolean { return v.resume && !this.sameMembersAsNow(v.pausedVersion) }
+
+  /** Are the members of configuration version `version` (null: not known) those this host acts on now? */
+  private sameMembersAsNow (version: number | null): boolean { return version !== null && this.sameMembers(version, this.myVersion()) }
 
   private abandonOutdated (v: Vm): void {
-    this.abandon(v, `resume given up: the cluster configuration changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
+    this.abandon(v, `resume given up: the cluster's members changed since our copy was paused (version ${v.pausedVersion ?? 'unknown'}, now ${this.myVersion()})`)
   }
 
   private refuse (v: Vm, to: HostId, c: HaClaim): void {
@@ -1239,10 +1260,10 @@ export class HaManager {
     const s = v.standing
     const claim: HaClaim = { epoch: Math.max(s?.epoch ?? 0, v.own?.epoch ?? 0, v.ownEpochMax) + 1, host: this.self, attempts: this.attempts(v) }
     if (resume) {
-      // Resume only if nothing stands above our paused copy's claim, at the version it was decided under.
+      // Resume only if nothing stands above our paused copy's claim, among the members it was decided by.
       if (v.own === null || (s !== null && compareHaClaims(s, v.own) > 0)) { this.stop(v, 'destroy', 'superseded'); return }
-      if (v.ownVersion !== this.myVersion()) {
-        this.event('ha-resume', `vm ${v.spec.id}: paused copy not resumed: the cluster configuration changed since it ran (version ${v.ownVersion ?? 'unknown'}, now ${this.myVersion()}); destroyed, to be restarted from its disk`)
+      if (!this.sameMembersAsNow(v.ownVersion)) {
+        this.event('ha-resume', `vm ${v.spec.id}: paused copy not resumed: the cluster's members changed since it ran (version ${v.ownVersion ?? 'unknown'}, now ${this.myVersion()}); destroyed, to be restarted from its disk`)
         this.stop(v, 'destroy', 'superseded')
         return
       }

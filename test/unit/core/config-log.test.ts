@@ -220,3 +220,30 @@ tap.test('announcements rotate over announcePeers when given (the active view), 
   t.same([...run(() => ['x'])].sort(), ['b', 'c', 'd', 'e', 'f', 'g'], 'a view with no member of the configuration falls back to every member')
   t.end()
 })
+
+tap.test('membership counts: rules-only versions share their predecessor\'s; versions a host does not hold match nothing', async t => {
+  const hosts = ['a', 'b', 'c', 'd']
+  const net = new Net(new Prng(7), hosts, () => genesis(['a', 'b', 'c']), 0, 0)
+  const steps: Array<[(m: string[]) => string[], string]> = [
+    [m => m, '{"rules":[1]}'], // 2: rules only
+    [m => [...m, 'd'], '{"rules":[1]}'], // 3: d added
+    [m => m, '{"rules":[2]}'], // 4: rules only
+    [m => m.filter(x => x !== 'd'), '{"rules":[2]}'], // 5: d removed (the members of 1 again)
+    [m => [...m].reverse(), '{"rules":[3]}'] // 6: the same members in another order
+  ]
+  for (const [i, [change, doc]] of steps.entries()) {
+    propose(net, 'a', `r${i}`, change, doc)
+    for (let k = 0; k < 30; k++) net.step()
+  }
+  const log = net.logs.get('b')!
+  t.equal(log.latest().version, 6)
+  t.same([1, 2, 3, 4, 5, 6].map(v => log.membershipOf(v)), [0, 0, 1, 1, 2, 2], 'a count per membership change')
+  t.ok(log.sameMembers(1, 2), 'a rules-only change keeps the members')
+  t.ok(log.sameMembers(3, 4))
+  t.ok(log.sameMembers(5, 6), 'the order of the list does not matter')
+  t.notOk(log.sameMembers(2, 3), 'a member added')
+  t.notOk(log.sameMembers(1, 5), 'the same members two changes apart do not match: a member was in between')
+  t.equal(log.membershipOf(7), null, 'a version ahead of this host')
+  t.notOk(log.sameMembers(6, 7))
+  t.equal(log.membershipOf(0), null)
+})
