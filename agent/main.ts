@@ -371,9 +371,9 @@ function meshTransport (config: AgentConfig, keyPair: KeyPair, peers: AgentConfi
     timeoutMs: config.mesh.timeoutMs,
     // Connections to the core's active view, others on demand (agent/core/membership/active-view.ts),
     // in a cluster larger than the view. A cluster no larger than the view is a full mesh anyway:
-    // its transport finds and keeps every member as before the view, by the topic (the members
-    // counted at start, from the agreed configuration).
-    onDemand: config.core.activeViewSize > 0 && members.length > config.core.activeViewSize + 1,
+    // its transport finds and keeps every member as before the view, by the topic. Decided from
+    // the agreed members at start and again at each agreed change of them.
+    ...(config.core.activeViewSize > 0 ? { onDemandAbove: config.core.activeViewSize + 1 } : {}),
     idleCloseMs: config.mesh.idleCloseMs,
     // Proven and compared at every connection: agent/cluster-settings.ts. Members, rules and
     // automation are flagged only (the files' difference, not the agreed configuration's).

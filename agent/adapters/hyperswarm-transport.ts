@@ -17,6 +17,9 @@
  *   (up to maxQueuedBytes and pendingTtlMs) while a connection to it opens on demand, and a
  *   connection to a member outside the view is closed after idleCloseMs with no frame either way.
  *   Connections, keep-alives and their CPU per agent then stay flat in the cluster's size.
+ *   With onDemandAbove, the mode follows the members' count: on demand in a cluster larger than
+ *   the view, a full mesh otherwise, switched when setMembers() crosses the bound (all members
+ *   at the same agreed version), so a cluster that grows past its view never mixes the two.
  *   At most maxOnDemandDials members outside the view are dialled at once; frames for others
  *   wait (held) for a dial to finish. Hyperswarm runs a few dials at a time (maxParallel) and a
  *   dial to a member that does not answer holds its slot for seconds: without the bound, on-demand
@@ -133,6 +136,13 @@ export interface HyperswarmTransportInit {
    * @default false
    */
   onDemand?: boolean
+  /**
+   * On demand (as onDemand) while the cluster has more members than this (self included), a full
+   * mesh otherwise; decided again whenever setMembers() changes the members, so a cluster that
+   * grows past its active view switches at the version that makes it so, on every member alike.
+   * Takes the place of onDemand. @default absent (onDemand decides, once)
+   */
+  onDemandAbove?: number
   /** A connection to a member outside the active view with no frame either way for this long is closed, ms. @default 20000 */
   idleCloseMs?: number
   /** A frame held for a member while a connection to it opens is dropped after this long, ms. @default 10000 */
@@ -178,6 +188,8 @@ export interface HyperswarmTransportStats {
   onDemandDialsQueued: number
   /** Connections outside the active view closed for being idle. */
   idleCloses: number
+  /** Switches between a full mesh and connections on demand (onDemandAbove, as the members changed). */
+  modeSwitches: number
   /** Incoming frames over maxFrameBytes, skipped. */
   oversizedFramesSkipped: number
   /** Connections closed because the peer sent a length of 0 or beyond maxDiscardBytes. */
@@ -401,6 +413,7 @@ function freshStats (): HyperswarmTransportStats {
     onDemandConnects: 0,
     onDemandDialsQueued: 0,
     idleCloses: 0,
+    modeSwitches: 0,
     oversizedFramesSkipped: 0,
     badLengthDisconnects: 0,
     rejectedPeers: 0,
@@ -449,6 +462,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   private readonly refusedUntil = new Map<HostId, number>()
   /** The members to stay connected to; null until setActivePeers(): every member. */
   private active: Set<HostId> | null = null
+  /** The core's active view as last given (kept in a full mesh too, for a switch to on demand). */
+  private viewPeers: HostId[] = []
   /** Frames held for members being connected on demand, oldest first. */
   private readonly pending = new Map<HostId, { frames: Array<{ frame: Uint8Array, at: number }>, bytes: number }>()
   /** Members outside the view being dialled on demand, and since when (wall ms); at most maxOnDemandDials. */
@@ -465,7 +480,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       allowed.add(key)
     }
     this.allowed = allowed
-    if (init.onDemand === true) this.active = new Set()
+    if (this.onDemandWanted()) this.active = new Set()
     this.topic = clusterTopic(init.clusterSecret)
     this.proofKey = proofKey(init.clusterSecret)
     this.settings = init.settings ?? []
@@ -562,8 +577,40 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     for (const k of added) { this.removed.delete(k); this.refusedUntil.delete(k) }
     if (gone.length + added.length > 0) {
       this.log.info('cluster members changed', { added: added.map(k => `${this.names.get(k) ?? 'member'} (${short(k)})`), removed: gone.map(k => `${this.names.get(k) ?? 'member'} (${short(k)})`), members: next.size })
+      this.applyMode()
       this.joinMissingPeers()
     }
+  }
+
+  /** Connections on demand beyond the active view (true), or a full mesh (init.onDemandAbove, init.onDemand)? */
+  private onDemandWanted (): boolean {
+    const above = this.init.onDemandAbove
+    return above !== undefined ? this.allowed.size > above : this.init.onDemand === true
+  }
+
+  /** Switches between a full mesh and connections on demand when the members' count asks for it (onDemandAbove). */
+  private applyMode (): void {
+    const want = this.onDemandWanted()
+    if (want === (this.active !== null)) return
+    this.log.info(want ? 'connections beyond the active view now on demand: the cluster is larger than the view' : 'a full mesh now: the cluster is no larger than the active view', { members: this.allowed.size })
+    this.counters.modeSwitches++
+    if (want) {
+      // Hyperswarm stops rebuilding the connections outside the view; those close once idle (sweep).
+      this.active = new Set()
+      const view = new Set(this.viewPeers)
+      for (const k of this.allowed) {
+        if (k === this.self || view.has(k)) continue
+        try { this.swarm?.leavePeer(Buffer.from(k, 'hex')) } catch { /* not joined */ }
+      }
+      this.setActivePeers(this.viewPeers)
+    } else {
+      this.active = null
+      this.dialing.clear()
+      if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null }
+      this.armRedial()
+    }
+    // The topic's lookups find every member in a full mesh only.
+    this.scheduleRefresh(this.fastDelay())
   }
 
   /** A removed member hears the versions that removed it, then the connection closes. */
@@ -583,7 +630,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
   }
 
   setActivePeers (peers: HostId[]): void {
-    if (this.init.onDemand !== true) return // a full mesh stays one
+    this.viewPeers = [...peers]
+    if (this.active === null) return // a full mesh stays one (the view is kept for a switch: applyMode)
     const next = new Set<HostId>()
     for (const p of peers) if (p !== this.self && this.allowed.has(p)) next.add(p)
     const prev = this.active

@@ -86,3 +86,61 @@ t.test('dials to silent members outside the view do not hold up the view, and at
   t.notOk(silentKeys.some(k => a.connected().includes(k)), 'no silent member connected')
   t.ok(a.stats().dialsInFlight <= 3 + 1, `dials in flight stay bounded (${a.stats().dialsInFlight})`)
 })
+
+t.test('onDemandAbove: a full mesh while the cluster is no larger than the view, on demand once an agreed change makes it larger, a full mesh again when it shrinks', async t => {
+  // Three real transports, onDemandAbove 3. Members A, B, C: a full mesh (each connects to the
+  // other two). A fourth member D is added (a key whose address swallows every packet): every
+  // transport switches to connections on demand; with views A: [B], B: [A, C], C: [B], the idle
+  // A-C connection is closed and not rebuilt. D is removed again: a full mesh, A and C reconnect.
+  const silent = await boundSocket()
+  t.teardown(() => { silent.close() })
+  const dKey = hostIdOf(createKeyPair())
+  const specs: Array<{ kp: KeyPair, port: number }> = []
+  for (let i = 0; i < 3; i++) specs.push({ kp: createKeyPair(), port: await freePort() })
+  const ids = specs.map(s => hostIdOf(s.kp))
+  const addr = (i: number): string => `${HOST}:${specs[i]!.port}`
+  const addresses: Record<string, string> = Object.fromEntries(ids.map((k, i) => [k, addr(i)]))
+  const transports: HyperswarmTransport[] = specs.map((spec, i) => hyperswarmTransport({
+    keyPair: spec.kp,
+    clusterSecret: SECRET,
+    host: HOST,
+    port: spec.port,
+    bootstrap: specs.filter(o => o !== spec).map(o => `${HOST}:${o.port}`),
+    allowedKeys: ids,
+    addresses,
+    onDemandAbove: 3,
+    idleCloseMs: 1500
+  })({ logger: silentLogger() }))
+  t.teardown(async () => { await Promise.all(transports.map(x => x.stop())) })
+  const noop: TransportHandlers = { onFrame: () => {}, onPeerConnected: () => {}, onPeerDisconnected: () => {}, onRejected: () => {} }
+  await Promise.all(transports.map(async x => { await x.start(noop) }))
+  const [a, b, c] = transports as [HyperswarmTransport, HyperswarmTransport, HyperswarmTransport]
+  const [A, B, C] = ids as [string, string, string]
+  // The core names its view in a full mesh too; the transport keeps it for a switch.
+  a.setActivePeers([B])
+  b.setActivePeers([A, C])
+  c.setActivePeers([B])
+  t.equal(a.connections().active, null, 'three members, onDemandAbove 3: a full mesh')
+  await until('a full mesh of three', () => a.connected().length === 2 && c.connected().length === 2, 30_000, { pollMs: 50 })
+  t.pass('A is connected to B and to C (outside its view)')
+
+  const members = (withD: boolean): Array<{ key: string, address: string, name: string }> => [
+    ...ids.map((k, i) => ({ key: k, address: addr(i), name: `n${i}` })),
+    ...(withD ? [{ key: dKey, address: `${HOST}:${silent.address().port}`, name: 'd' }] : [])
+  ]
+  for (const x of transports) x.setMembers(members(true), () => [])
+  t.equal(a.connections().active, 1, 'four members: on demand, with the view the core gave before (B)')
+  t.equal(a.stats().modeSwitches, 1, 'one switch counted')
+  await until('the idle A-C connection closed', () => !a.connected().includes(C) && !c.connected().includes(A), 20_000, { pollMs: 50 })
+  t.ok(a.connected().includes(B), 'A keeps its view member B')
+  await new Promise(resolve => setTimeout(resolve, 4000))
+  t.notOk(a.connected().includes(C), 'A-C not rebuilt 4 s later (neither holds the other in its view)')
+  t.ok(a.send(C, new TextEncoder().encode('x')), 'a frame for C outside the view is held while a connection opens on demand')
+
+  for (const x of transports) x.setMembers(members(false), () => [])
+  t.equal(a.connections().active, null, 'three members again: a full mesh')
+  t.equal(a.stats().modeSwitches, 2)
+  await until('A and C connected again', () => a.connected().includes(C) && c.connected().includes(A), 30_000, { pollMs: 50 })
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  t.ok(a.connected().includes(C) && a.connected().includes(B), 'A keeps both (no idle close in a full mesh)')
+})
