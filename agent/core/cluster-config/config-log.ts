@@ -215,9 +215,11 @@ export class ConfigLog {
   history (): readonly ConfigEntry[] { return this.entries }
 
   /**
-   * The membership a version belongs to: how many membership changes lie between the first
-   * version this host keeps and `version` (a rules-only version has its predecessor's). Only
-   * meaningful beside another answer of this host's; null for a version it does not hold.
+   * The membership a version belongs to: how many hosts were added or removed between the first
+   * version this host keeps and `version` (a rules-only version has its predecessor's). Two
+   * versions whose counts differ by k have member lists that differ by at most k hosts, whatever
+   * each change did. Only meaningful beside another answer of this host's; null for a version it
+   * does not hold.
    */
   membershipOf (version: number): number | null {
     const first = this.entries[0]!
@@ -227,7 +229,7 @@ export class ConfigLog {
     for (let i = m.length; i < this.entries.length; i++) {
       const a = this.entries[i - 1]!.members
       const b = this.entries[i]!.members
-      m.push(m[i - 1]! + (a.length === b.length && b.every(id => a.includes(id)) ? 0 : 1))
+      m.push(m[i - 1]! + b.filter(id => !a.includes(id)).length + a.filter(id => !b.includes(id)).length)
     }
     return m[version - first.version]!
   }

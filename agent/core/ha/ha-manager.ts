@@ -852,10 +852,11 @@ export class HaManager {
    * A resume is granted only while no claim above the paused copy's stands here (staleResume),
    * and only when this member acts on a version with the same members as the claimant's, which
    * are those its paused copy's claim was decided by (the claimant gives the resume up otherwise).
-   * Versions are grouped by membership: m(v) counts the membership changes up to version v (each
-   * adds or removes one member: config-log.ts, point 1); a rules-only version keeps m. Versions
-   * with equal m have the same members, and versions whose m differ by one have members that
-   * differ by one host.
+   * Versions are grouped by membership: m(v) counts the hosts added or removed up to version v
+   * (ConfigLog.membershipOf; a change adds or removes one: config-log.ts, point 1); a rules-only
+   * version keeps m, and m never falls. Versions with equal m have the same members (and so has
+   * every version between them), and versions whose m differ by one have members that differ by
+   * one host.
    * Why no resume runs memory older than the disk (S1, "no stale copy resumed"): the copy paused
    * under P, whose majority was counted at version p (becomeStarting; the home's first claim
    * stands from its protection's version; a handover claim, counted by its source, records no

@@ -229,21 +229,23 @@ tap.test('membership counts: rules-only versions share their predecessor\'s; ver
     [m => [...m, 'd'], '{"rules":[1]}'], // 3: d added
     [m => m, '{"rules":[2]}'], // 4: rules only
     [m => m.filter(x => x !== 'd'), '{"rules":[2]}'], // 5: d removed (the members of 1 again)
-    [m => [...m].reverse(), '{"rules":[3]}'] // 6: the same members in another order
+    [m => [...m].reverse(), '{"rules":[3]}'], // 6: the same members in another order
+    [m => [...m.filter(x => x !== 'a'), 'd'], '{"rules":[3]}'] // 7: one removed and one added at once (not made by the runtime): counts two
   ]
   for (const [i, [change, doc]] of steps.entries()) {
     propose(net, 'a', `r${i}`, change, doc)
     for (let k = 0; k < 30; k++) net.step()
   }
   const log = net.logs.get('b')!
-  t.equal(log.latest().version, 6)
-  t.same([1, 2, 3, 4, 5, 6].map(v => log.membershipOf(v)), [0, 0, 1, 1, 2, 2], 'a count per membership change')
+  t.equal(log.latest().version, 7)
+  t.same([1, 2, 3, 4, 5, 6, 7].map(v => log.membershipOf(v)), [0, 0, 1, 1, 2, 2, 4], 'a count per host added or removed')
   t.ok(log.sameMembers(1, 2), 'a rules-only change keeps the members')
   t.ok(log.sameMembers(3, 4))
   t.ok(log.sameMembers(5, 6), 'the order of the list does not matter')
   t.notOk(log.sameMembers(2, 3), 'a member added')
   t.notOk(log.sameMembers(1, 5), 'the same members two changes apart do not match: a member was in between')
-  t.equal(log.membershipOf(7), null, 'a version ahead of this host')
-  t.notOk(log.sameMembers(6, 7))
+  t.notOk(log.sameMembers(6, 7), 'a swap of one member for another')
+  t.equal(log.membershipOf(8), null, 'a version ahead of this host')
+  t.notOk(log.sameMembers(7, 8))
   t.equal(log.membershipOf(0), null)
 })
