@@ -31,7 +31,7 @@ import { conditionHeld } from './antithrash.js'
 import { detectOverload } from './overload.js'
 import { hardRulesName, hostSample, planHost, repairRules, type PolicyConfig } from './plan.js'
 import { isUnderloaded } from './underload.js'
-import type { ClusterView, HostView, Move, RuleSet, SeededRandom, VmId } from './types.js'
+import type { ClusterView, HostId, HostView, Move, RuleSet, SeededRandom, VmId } from './types.js'
 
 export interface DecideInput {
   /** This host as it is now (its own sample, never stale). */
@@ -53,11 +53,22 @@ export interface DecideInput {
 
 const HELD = Number.MAX_SAFE_INTEGER
 
+/**
+ * Decisions after a target refused one of this host's moves during which no move goes to it
+ * (`refused`): the view that showed room there is older than the refusal, and the next one most
+ * likely too (reports one decision old), so the same plan would be refused again. In the
+ * simulator's ramp-down after the first placement 70 % of the consolidations were refused for
+ * memory by targets that other sources had just filled, most of them again at the next decision.
+ */
+const REFUSAL_MEMORY_DECISIONS = 1
+
 export class HostDecider {
   private decisions = 0
   private over = 0
   private under = 0
   private readonly lastMoved = new Map<VmId, number>()
+  /** Targets that refused a move of this host, with the decision that proposed it. */
+  private readonly refusedBy = new Map<HostId, number>()
   /** Clock a VM had before its current proposal (undefined: never moved). */
   private readonly before = new Map<VmId, number | undefined>()
 
@@ -88,7 +99,12 @@ export class HostDecider {
     if (!overloaded && !underloaded) { this.over = 0; this.under = 0; return [] }
     // With the streaks taken as held, planHost returns what this host would do: its reason is
     // the streak that runs on; the same plan is carried out once that streak has held.
-    const plan = planHost({ ...inp.view(), tick: this.decisions }, me.id, cfg, { overStreak: HELD, underStreak: HELD, lastMoved: this.lastMoved, random: this.random })
+    const avoid = new Set<HostId>()
+    for (const [h, d] of this.refusedBy) {
+      if (this.decisions - d <= REFUSAL_MEMORY_DECISIONS) avoid.add(h)
+      else this.refusedBy.delete(h)
+    }
+    const plan = planHost({ ...inp.view(), tick: this.decisions }, me.id, cfg, { overStreak: HELD, underStreak: HELD, lastMoved: this.lastMoved, random: this.random, avoid })
     const reason = plan[0]?.reason
     this.over = reason === 'overload' ? this.over + 1 : 0
     this.under = reason === 'underload' ? this.under + 1 : 0
@@ -114,6 +130,11 @@ export class HostDecider {
       this.lastMoved.set(mv.vm, this.decisions)
     }
     return out
+  }
+
+  /** `target` refused (did not admit) a move this host proposed at its last decision. */
+  refused (target: HostId): void {
+    this.refusedBy.set(target, this.decisions)
   }
 
   /** This host admitted `vm` (it is coming here): its cool-down starts now. */

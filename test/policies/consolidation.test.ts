@@ -6,10 +6,11 @@
 //   2000-MIPS VM on 1860-MIPS cores) does when its recent peak stayed within 75 % of a core, and
 //   not when it came nearer, nor without a history;
 // - sources that see the same view spread over equally good targets instead of all asking one;
-// - of the underloaded hosts, those whose VMs are small (in memory) empty themselves first.
+// - of the underloaded hosts, those whose VMs are small (in memory) empty themselves first;
+// - and as many of them as the view's load does not need, if that is more than the quantile lets.
 import t from 'tap'
 import { seededPrng } from '../../agent/core/prng.js'
-import { planHost, type PolicyConfig } from '../../policies/plan.js'
+import { planHost, surplusShare, type PolicyConfig } from '../../policies/plan.js'
 import { defaultPolicyConfig } from '../../policies/config.js'
 import { NO_RULES, type ClusterView, type HostView, type VmView } from '../../policies/types.js'
 
@@ -80,12 +81,27 @@ t.test('sources with the same view spread over equally good targets', t => {
 
 t.test('with a quantile, only the less loaded hosts of the view empty themselves', t => {
   const q: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, quantile: 0.5 } }
-  // four active hosts at 2, 5, 10 and 30 % CPU; all but the last are under 40 %
-  const hs = [g5('a', [vm('va', 'a', 106, 870)]), g5('b', [vm('vb', 'b', 266, 870)]), g5('c', [vm('vc', 'c', 532, 870)]), g5('d', [vm('vd', 'd', 1596, 870)])]
+  // four active hosts at 2, 5, 10 and 30 % CPU; all but the last are under 40 %. Their VMs fill
+  // 51 % of their memory (2048 MiB each for the first three), so the view needs more than half
+  // of them and the quantile decides (surplusShare 0.49)
+  const small = (h: HostView): HostView => ({ ...h, memMiB: 2048 })
+  const hs = [small(g5('a', [vm('va', 'a', 106, 870)])), small(g5('b', [vm('vb', 'b', 266, 870)])), small(g5('c', [vm('vc', 'c', 532, 870)])), g5('d', [vm('vd', 'd', 1596, 2610)])]
   const view: ClusterView = { hosts: hs, rules: NO_RULES, tick: 1 }
   t.ok(planHost(view, 'a', q, held).length === 1, 'the host at 2 % (lower half) empties itself')
   t.same(planHost(view, 'c', q, held), [], 'the host at 10 % (upper half) does not')
   t.ok(planHost(view, 'c', { ...cfg, underload: { kind: 'threshold', threshold: 0.4 } }, held).length === 1, 'without the quantile it does')
+  t.end()
+})
+
+t.test('with a quantile, the hosts the view does not need empty themselves (surplusShare)', t => {
+  const q: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, quantile: 0.5 } }
+  // the same four hosts at 2, 5, 10 and 30 % CPU with 870 MiB each in 4096 MiB: their memory would
+  // fit on one host, so the three cheapest to empty do, not only the cheaper half
+  const hs = [g5('a', [vm('va', 'a', 106, 870)]), g5('b', [vm('vb', 'b', 266, 870)]), g5('c', [vm('vc', 'c', 532, 870)]), g5('d', [vm('vd', 'd', 1596, 870)])]
+  const view: ClusterView = { hosts: hs, rules: NO_RULES, tick: 1 }
+  t.equal(Math.round(surplusShare(view, q) * 1000) / 1000, 0.788, 'the view needs 21 % of its hosts\' memory')
+  t.same(planHost(view, 'c', q, held).map(m => [m.vm, m.to]), [['vc', 'd']], 'the host at 10 % empties itself')
+  t.same(planHost(view, 'd', q, held), [], 'the most expensive host stays')
   t.end()
 })
 
@@ -94,9 +110,12 @@ t.test('with a quantile, hosts of small VMs empty themselves before hosts of lar
   // than 'small' (300 MIPS, 613 MiB: 1.1e8), though by demand x memory alone it costs less (174000
   // against 183900). Of the four hosts the two cheapest empty themselves (quantile 0.5).
   const q: PolicyConfig = { ...cfg, underload: { kind: 'threshold', threshold: 0.4, quantile: 0.5 } }
+  // The view needs more than half its hosts (their VMs fill 62 % of their memory, 'busy' holding
+  // a large VM and the others 2048 MiB each), so the quantile decides (surplusShare).
+  const half = (h: HostView): HostView => ({ ...h, memMiB: 2048 })
   const view: ClusterView = {
-    hosts: [g5('idle', [vm('i', 'idle', 10, 613)]), g5('large', [vm('l', 'large', 100, 1740)]), g5('small', [vm('s', 'small', 300, 613)]),
-      g5('busy', [vm('b', 'busy', 2000, 613)])],
+    hosts: [half(g5('idle', [vm('i', 'idle', 10, 613)])), half(g5('large', [vm('l', 'large', 100, 1740)])), half(g5('small', [vm('s', 'small', 300, 613)])),
+      g5('busy', [vm('b', 'busy', 2000, 3400)])],
     rules: NO_RULES,
     tick: 1
   }

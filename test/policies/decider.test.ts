@@ -72,6 +72,21 @@ t.test('cool-down: proposed VMs rest, a cancelled proposal gets its clock back, 
   t.end()
 })
 
+t.test('a target that refused is not asked at the next decision, and is again after it', t => {
+  const d = new HostDecider(cfg(), seededPrng)
+  const hosts = (): HostView[] => [hot(), roomy(), host('c', [vm('r', 'c', 2000)])]
+  step(d, hosts())
+  const first = step(d, hosts()).moves[0]
+  t.equal(first?.vm, 'x')
+  const other = first?.to === 'b' ? 'c' : 'b'
+  d.cancelled('x')
+  d.refused(first?.to as string)
+  t.same(step(d, hosts()).moves.map(m => [m.vm, m.to]), [['x', other]], 'the next decision asks the other target')
+  d.cancelled('x')
+  t.same(step(d, hosts()).moves.map(m => [m.vm, m.to]), [['x', first?.to]], 'the one after asks the refusing target again')
+  t.end()
+})
+
 t.test('consolidation: held, not while VMs come in, whole once a slot is free (its copies are staged)', t => {
   // a: 600 of 5320 (0.11 < 0.2); b: 3000 of 5320, room for both
   const idle = (): HostView => host('a', [vm('x', 'a', 300, 900), vm('y', 'a', 300, 900)])

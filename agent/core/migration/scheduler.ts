@@ -124,6 +124,8 @@ export class Scheduler {
         this.noted.add(r.id)
       } else if (r.state === 'aborted') {
         this.decider.cancelled(r.vm)
+        // a target that refused the reservation is not asked again at once (policies/decider.ts)
+        if (r.reason.startsWith('target refused')) this.decider.refused(r.target)
         this.noted.add(r.id)
       } else if (r.state === 'committed') {
         this.noted.add(r.id)

@@ -320,6 +320,8 @@ export function runDecentralised (sim: TraceSim, _policyName: string, o: Partial
         const v = admit(admissionInput(s, s.hosts[tgt] as SimHost, granted[tgt] as [], leaving[tgt] as string[], evacuating[tgt] === 1, inFlight, opt, capFrac),
           { vm: m.vm, memMiB: vm.ram, cpuDemandMips: s.requested(vm), vcpus: 1 })
         if (!v.ok) {
+          // as the agent's scheduler does when a target answers reservationRefused
+          ;(deciders[i] as HostDecider).refused(m.to)
           if (stats !== undefined) { const k = v.reason.split(/[:(0-9]/)[0]?.trim() ?? v.reason; stats.refused[k] = (stats.refused[k] ?? 0) + 1 }
           answers.push('refused')
           continue
