@@ -179,8 +179,16 @@ async function run (t: Test, kind: 'A' | 'B'): Promise<void> {
   if (kind === 'B') { await unfencedHost(t, first); return }
   const other0 = names.find(h => h !== first)!
   // Quorate needs two of three; "present" needs a lease echo with each, over a direct connection,
-  // which may open a moment after the views agree.
-  await until(`${other0} sees 3/3 present`, async () => (await ha(other0))?.quorum.present.length === 3, 20_000).catch(() => {})
+  // which may open a moment after the views agree. Every host must have heard the owner's HA beats
+  // (which say it has a watchdog) before the owner is killed: a survivor that never did holds it
+  // unfenced and rightly refuses to take its VM over (a clean-clone run on a loaded machine had
+  // host3 refuse every claim of host2's for 90 s). Waited for, up to a minute; said loudly if not.
+  const presentEverywhere = async (): Promise<boolean> => (await Promise.all(names.map(async h => (await ha(h))?.quorum.present.length === 3))).every(x => x)
+  try {
+    await until('every host sees 3/3 present', presentEverywhere, 60_000)
+  } catch {
+    t.fail(`not every host sees the other two present (HA beats echoed over a direct connection) after 60 s; connections:\n${await meshDump()}`)
+  }
   const st = await starling(['ha', 'status', '--api', cluster.host(other0).apiListen])
   t.equal(st.code, 0, 'starling ha status answers')
   if (!t.match(st.out, /quorum\s+yes: 3\/3 present, 2 needed/, 'quorum shown')) t.comment(`connections:\n${await meshDump()}`)
