@@ -203,6 +203,14 @@ export class AgentCore {
   private applyClusterConfig (e: ConfigEntry): void {
     const s = this.s
     s.cfgVersion = e.version
+    if (!e.members.includes(s.self)) {
+      s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
+    }
+    // Majorities move with the agreed member list (one member per version: config-log.ts), the
+    // version's document valid or not: the log's quorums already count these members, and HA's
+    // argument (ha-manager.ts, onRequest) counts by them.
+    this.ha?.setMembers(e.members)
+    this.vip?.setMembers(e.members)
     const doc = parseClusterDoc(e.doc)
     if (typeof doc === 'string') {
       this.cfgDoc = null
@@ -210,22 +218,16 @@ export class AgentCore {
       return
     }
     this.cfgDoc = doc
-    if (!e.members.includes(s.self)) {
-      s.emit({ kind: 'config-removed', host: s.self, text: `this host was removed from the cluster at configuration version ${e.version} (${e.note}): the members refuse it and it takes no part any more; to bring it back, add it again from a member (starling members add)` })
-    }
     const rulesBefore = this.mig.cfg.rules
     const rules = resolveRuleHosts(doc.rules, doc.members)
     this.mig.cfg = { ...this.mig.cfg, rules, automation: doc.automation }
     if (rulesHash(rulesBefore) !== rulesHash(rules)) this.mig.recheckIncoming(`a hard rule agreed at configuration version ${e.version} forbids it here`)
     // HA restarts honour the same rules as placements and migrations.
     this.ha?.setRules(rules)
-    // Majorities move with the member list (one member per version: config-log.ts).
-    this.ha?.setMembers(e.members)
     // The protected VMs, live (agent/core/ha/index.ts, live protection).
     for (const m of doc.members) this.memberKeys.set(m.name, m.publicKey)
     const haVms = haSpecsOf(doc, this.memberKeys)
     if (haVms !== null) this.ha?.setVms(haVms, e.version)
-    this.vip?.setMembers(e.members)
     s.rulesHash = doc.rules.vmVm.length + doc.rules.vmHost.length > 0 ? rulesHash(doc.rules) : ''
   }
 

@@ -133,3 +133,37 @@ t.test('a paused copy is not resumed across a version that added a member: destr
     t.ok(r.events.some(e => e.includes('members changed')), `seed ${seed}: the resume was given up for the membership change`)
   }
 })
+
+t.test('a version whose document does not parse still moves HA\'s majorities to its members', async t => {
+  // The log decides versions by their member lists whatever the document says (the core does not
+  // parse it; a faulty proposer could send one that does not parse). HA must count the same
+  // members as the log's quorums, or the resume argument's "members of version v" would not be
+  // HA's. Four hosts, three members; a version adds the fourth with a document that is not JSON.
+  const seed = 5
+  const probe = new SimCluster({ seed, hosts: 4, clusterConfig: {} })
+  const [a, b, c, d] = probe.ids as [string, string, string, string]
+  const vm: HaVmSpec = { id: 'p', home: a, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'p.xml' } }
+  const hv = new SimHypervisor({ seed, copyTicks: 6 })
+  const sim = new SimCluster({
+    seed,
+    hosts: 4,
+    hypervisor: hv,
+    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 16384, netMbps: 10000 },
+    sampleIntervalTicks: 2,
+    migration: simMigrationConfig(),
+    network: { delayTicksMin: 1, delayTicksMax: 1, loss: 0 },
+    ha: { vms: [vm], config: simHaConfig() },
+    clusterConfig: { members: [a, b, c] }
+  })
+  hv.addVm(a, 'p', 1024)
+  const events: string[] = []
+  sim.onEvent((h, ev) => { events.push(`${h.slice(0, 8)} ${ev.kind} ${ev.text}`) })
+  sim.run(30)
+  t.equal(sim.core(b)?.haStatus()?.quorum.size, 3, 'HA counts the three members')
+  const entry = sim.core(b)!.nextConfig({ members: [a, b, c, d], doc: 'not a document', note: 'add d, bad document' })
+  t.ok(entry !== null, 'a next version is made')
+  sim.step(b, { type: 'operatorConfig', req: 'bad-doc', entry: entry! })
+  t.ok(sim.runUntil(() => [a, b, c].every(h => sim.core(h)?.clusterConfig()?.latest.version === 2), 60, 1), 'version 2 decided by the members')
+  t.ok(events.some(e => e.includes('config-invalid') && e.includes('version 2 is not valid')), 'its document is reported not valid')
+  for (const h of [a, b, c]) t.equal(sim.core(h)?.haStatus()?.quorum.size, 4, `${h.slice(0, 8)}: HA counts the four members of version 2`)
+})
