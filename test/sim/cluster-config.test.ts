@@ -69,15 +69,14 @@ t.test('a paused copy is not resumed across membership changes by members that n
 })
 
 /**
- * Three members, one pause-policy VM on the first. The first is cut off and pauses its copy;
- * while it is away the other two decide version 2, and the cut heals before the fence delay (no
- * takeover). `change` makes version 2 from version 1's document.
+ * Four hosts, the first three members, one HA VM 'p' (fence policy `fencePolicy`) running on the
+ * first; S1-S7 checked after every tick; every event kept as "tick host kind text".
  */
-function pausedAcrossVersion (seed: number, change: (sim: SimCluster, d: ClusterDoc) => ClusterDoc): { sim: SimCluster, hv: SimHypervisor, a: string, events: string[], violation: string | null } {
+function fourHosts (seed: number, fencePolicy: 'stop' | 'pause'): { sim: SimCluster, hv: SimHypervisor, ids: [string, string, string, string], events: string[] } {
   const hv = new SimHypervisor({ seed, copyTicks: 6 })
-  const probe = new SimCluster({ seed, hosts: 4, clusterConfig: {} })
-  const [a, b, c] = probe.ids as [string, string, string, string]
-  const vm: HaVmSpec = { id: 'p', home: a, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'p.xml' }, fencePolicy: 'pause' }
+  const probe = new SimCluster({ seed, hosts: 4, clusterConfig: {} }) // the ids a seed gives
+  const ids = probe.ids as [string, string, string, string]
+  const vm: HaVmSpec = { id: 'p', home: ids[0], cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'p.xml' }, fencePolicy }
   const sim = new SimCluster({
     seed,
     hosts: 4,
@@ -87,12 +86,22 @@ function pausedAcrossVersion (seed: number, change: (sim: SimCluster, d: Cluster
     migration: simMigrationConfig(),
     network: { delayTicksMin: 1, delayTicksMax: 1, loss: 0 },
     ha: { vms: [vm], config: simHaConfig() },
-    clusterConfig: { members: [a, b, c] }
+    clusterConfig: { members: ids.slice(0, 3) }
   })
-  hv.addVm(a, 'p', 1024)
+  hv.addVm(ids[0], 'p', 1024)
   new SafetyCheckers(sim, { capMemMiB: 16384 }) // eslint-disable-line no-new
   const events: string[] = []
   sim.onEvent((h, ev, tick) => { events.push(`${tick} ${h.slice(0, 8)} ${ev.kind} ${ev.text}`) })
+  return { sim, hv, ids, events }
+}
+
+/**
+ * Three members, one pause-policy VM on the first. The first is cut off and pauses its copy;
+ * while it is away the other two decide version 2, and the cut heals before the fence delay (no
+ * takeover). `change` makes version 2 from version 1's document.
+ */
+function pausedAcrossVersion (seed: number, change: (sim: SimCluster, d: ClusterDoc) => ClusterDoc): { sim: SimCluster, hv: SimHypervisor, a: string, events: string[], violation: string | null } {
+  const { sim, hv, ids: [a, b, c], events } = fourHosts(seed, 'pause')
   const role = (): string | undefined => sim.core(a)?.haStatus()?.vms.find(x => x.vm === 'p')?.role
   const version = (h: string): number => sim.core(h)?.clusterConfig()?.latest.version ?? 0
   let violation: string | null = null
@@ -139,25 +148,7 @@ t.test('a version whose document does not parse still moves HA\'s majorities to 
   // parse it; a faulty proposer could send one that does not parse). HA must count the same
   // members as the log's quorums, or the resume argument's "members of version v" would not be
   // HA's. Four hosts, three members; a version adds the fourth with a document that is not JSON.
-  const seed = 5
-  const probe = new SimCluster({ seed, hosts: 4, clusterConfig: {} })
-  const [a, b, c, d] = probe.ids as [string, string, string, string]
-  const vm: HaVmSpec = { id: 'p', home: a, cpuMips: 1000, memMiB: 1024, source: { kind: 'shared', definition: 'p.xml' } }
-  const hv = new SimHypervisor({ seed, copyTicks: 6 })
-  const sim = new SimCluster({
-    seed,
-    hosts: 4,
-    hypervisor: hv,
-    capacity: { cpuCores: 8, cpuMipsPerCore: 1000, memMiB: 16384, netMbps: 10000 },
-    sampleIntervalTicks: 2,
-    migration: simMigrationConfig(),
-    network: { delayTicksMin: 1, delayTicksMax: 1, loss: 0 },
-    ha: { vms: [vm], config: simHaConfig() },
-    clusterConfig: { members: [a, b, c] }
-  })
-  hv.addVm(a, 'p', 1024)
-  const events: string[] = []
-  sim.onEvent((h, ev) => { events.push(`${h.slice(0, 8)} ${ev.kind} ${ev.text}`) })
+  const { sim, ids: [a, b, c, d], events } = fourHosts(5, 'stop')
   sim.run(30)
   t.equal(sim.core(b)?.haStatus()?.quorum.size, 3, 'HA counts the three members')
   const entry = sim.core(b)!.nextConfig({ members: [a, b, c, d], doc: 'not a document', note: 'add d, bad document' })
