@@ -692,7 +692,7 @@ interface SyncEvents {
  * one long stop-and-copy with the guest paused throughout; with the bound the copy goes on in
  * rounds, and a sync past the cap cancels it (the guest stays on the source).
  */
-const CAP_DOWNTIME_MS = 5_000
+export const CAP_DOWNTIME_MS = 5_000
 
 /** An event line of `virsh event --event migration-iteration`: the sync number, or null. */
 export function parseIterationEvent (line: string): number | null {

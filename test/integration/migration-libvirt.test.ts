@@ -28,7 +28,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LibvirtDriver, parseJobInfo, type JobInfo } from '../../agent/adapters/libvirt-driver.js'
+import { CAP_DOWNTIME_MS, LibvirtDriver, parseJobInfo, type JobInfo } from '../../agent/adapters/libvirt-driver.js'
 import { agentSpawnArgs } from '../../agent/cli/agent-node-args.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { libvirtUnavailable, startLibvirtDaemons, type LibvirtBed, type LibvirtDaemon, TCG_PAD_EMULATOR } from '../libvirt/daemons.js'
@@ -204,7 +204,6 @@ async function run (t: Test, guestDir: string): Promise<void> {
   const first = dst.seqs[0]!
   t.ok(first.seq > last.seq && first.seq <= last.seq + 3, `the heartbeat continues on host2 (host1 last ${last.seq}, host2 first ${first.seq})`)
   t.notOk(dst.restarted, 'the guest did not restart on host2')
-  t.ok(first.atMs - last.atMs < 5000, `the guest paused ${(first.atMs - last.atMs).toFixed(0)} ms at the hand-over (< 5 s)`)
   const passes = dst.passes
   await until('an integrity pass on host2', () => dst.passes > passes, 30_000)
   t.same(dst.failures, [], 'no corrupted page on host2')
@@ -221,7 +220,17 @@ async function run (t: Test, guestDir: string): Promise<void> {
     (await migrations('host2')).some(m => m.vm === 'g1' && m.role === 'target' && m.state === 'committed'), 20_000)
   t.pass('host1 (source) and host2 (target) both record it committed')
   const rec = (await migrations('host1')).find(m => m.vm === 'g1' && m.state === 'committed')
-  t.comment(`CLI wall time ${wallMs.toFixed(0)} ms; libvirt total ${String(rec?.progress?.totalTimeMs)} ms, downtime ${String(rec?.progress?.downtimeMs)} ms; heartbeat gap ${(first.atMs - last.atMs).toFixed(0)} ms`)
+  const gap = first.atMs - last.atMs
+  const downtime = rec?.progress?.downtimeMs ?? null
+  t.comment(`CLI wall time ${wallMs.toFixed(0)} ms; libvirt total ${String(rec?.progress?.totalTimeMs)} ms, downtime ${String(downtime)} ms; heartbeat gap ${gap.toFixed(0)} ms`)
+  // The pause: usually well under a second. On a starved machine the copy may reach the dirty-sync
+  // cap, where the driver raises the downtime limit to CAP_DOWNTIME_MS so that QEMU completes (a
+  // clean-clone run on a loaded machine: libvirt's downtime 6594 ms, the guest's gap 6621 ms);
+  // QEMU overshoots its limit when its bandwidth estimate, taken before the stop, is too high.
+  // So: the guest's pause is libvirt's own downtime, and that stays within the cap's limit plus 2 s.
+  if (downtime !== null) t.ok(Math.abs(gap - downtime) <= 1000, `the guest's pause (${gap.toFixed(0)} ms) is libvirt's downtime (${downtime} ms)`)
+  else t.comment('libvirt reported no downtime (a post-copy move keeps none): the pause is checked against the bound only')
+  t.ok(gap < CAP_DOWNTIME_MS + 2000, `the guest paused ${gap.toFixed(0)} ms at the hand-over (< ${(CAP_DOWNTIME_MS + 2000) / 1000} s: the driver's limit at the dirty-sync cap and QEMU's overshoot)`)
   await until("g1 in host2's report, as host1 sees it", async () => {
     const s = await c.status('host1')
     const vmsOf = (name: string): string[] => s?.members.find(m => m.name === name)?.report?.vms.map(v => v.id) ?? []
