@@ -8,10 +8,10 @@
  * every packet, so a dial to one hangs until Hyperswarm gives up (many seconds). Agent A sends a
  * frame to each of them, then to B (outside its view), then puts B in its view.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import dgram from 'node:dgram'
 import { createKeyPair, hostIdOf, type KeyPair } from '../../agent/adapters/identity.js'
-import { hyperswarmTransport, type HyperswarmTransport } from '../../agent/adapters/hyperswarm-transport.js'
+import { hyperswarmTransport, type HyperswarmTransport, type HyperswarmTransportInit } from '../../agent/adapters/hyperswarm-transport.js'
 import type { TransportHandlers } from '../../agent/ports/transport.js'
 import { silentLogger } from '../../agent/lib/logger.js'
 import { until } from '../lib/wait.js'
@@ -32,30 +32,38 @@ async function freePort (): Promise<number> {
   return port
 }
 
-t.test('dials to silent members outside the view do not hold up the view, and at most maxOnDemandDials run at once', async t => {
-  const silent: dgram.Socket[] = []
-  for (let i = 0; i < 10; i++) silent.push(await boundSocket()) // swallow everything: a dial to them hangs
-  t.teardown(() => { for (const s of silent) s.close() })
-  const silentKeys = silent.map(() => hostIdOf(createKeyPair()))
-  const specs: Array<{ kp: KeyPair, port: number }> = [{ kp: createKeyPair(), port: await freePort() }, { kp: createKeyPair(), port: await freePort() }]
+/**
+ * n real transports on 127.0.0.1 that bootstrap from each other, stopped at teardown. Their
+ * members are themselves and `others` (key -> address); `init` is added to each one's settings.
+ */
+async function localTransports (t: Test, n: number, others: Record<string, string>, init: Partial<HyperswarmTransportInit>): Promise<{ ids: string[], addr: (i: number) => string, transports: HyperswarmTransport[] }> {
+  const specs: Array<{ kp: KeyPair, port: number }> = []
+  for (let i = 0; i < n; i++) specs.push({ kp: createKeyPair(), port: await freePort() })
   const ids = specs.map(s => hostIdOf(s.kp))
-  const addresses: Record<string, string> = {}
-  for (const [i, s] of specs.entries()) addresses[ids[i]!] = `${HOST}:${s.port}`
-  for (const [i, k] of silentKeys.entries()) addresses[k] = `${HOST}:${silent[i]!.address().port}`
-  const got: string[][] = [[], []]
-  const transports: HyperswarmTransport[] = specs.map((spec, i) => hyperswarmTransport({
+  const addr = (i: number): string => `${HOST}:${specs[i]!.port}`
+  const addresses: Record<string, string> = { ...Object.fromEntries(ids.map((k, i) => [k, addr(i)])), ...others }
+  const transports = specs.map(spec => hyperswarmTransport({
     keyPair: spec.kp,
     clusterSecret: SECRET,
     host: HOST,
     port: spec.port,
     bootstrap: specs.filter(o => o !== spec).map(o => `${HOST}:${o.port}`),
-    allowedKeys: [...ids, ...silentKeys],
+    allowedKeys: Object.keys(addresses),
     addresses,
-    onDemand: true,
-    maxOnDemandDials: 3,
-    pendingTtlMs: 60_000
+    ...init
   })({ logger: silentLogger() }))
   t.teardown(async () => { await Promise.all(transports.map(x => x.stop())) })
+  return { ids, addr, transports }
+}
+
+t.test('dials to silent members outside the view do not hold up the view, and at most maxOnDemandDials run at once', async t => {
+  const silent: dgram.Socket[] = []
+  for (let i = 0; i < 10; i++) silent.push(await boundSocket()) // swallow everything: a dial to them hangs
+  t.teardown(() => { for (const s of silent) s.close() })
+  const silentKeys = silent.map(() => hostIdOf(createKeyPair()))
+  const silentAddresses = Object.fromEntries(silentKeys.map((k, i) => [k, `${HOST}:${silent[i]!.address().port}`]))
+  const { ids, transports } = await localTransports(t, 2, silentAddresses, { onDemand: true, maxOnDemandDials: 3, pendingTtlMs: 60_000 })
+  const got: string[][] = [[], []]
   const handlers = (i: number): TransportHandlers => ({
     onFrame: (from, frame) => { got[i]!.push(`${from}:${new TextDecoder().decode(frame)}`) },
     onPeerConnected: () => {},
@@ -95,23 +103,7 @@ t.test('onDemandAbove: a full mesh while the cluster is no larger than the view,
   const silent = await boundSocket()
   t.teardown(() => { silent.close() })
   const dKey = hostIdOf(createKeyPair())
-  const specs: Array<{ kp: KeyPair, port: number }> = []
-  for (let i = 0; i < 3; i++) specs.push({ kp: createKeyPair(), port: await freePort() })
-  const ids = specs.map(s => hostIdOf(s.kp))
-  const addr = (i: number): string => `${HOST}:${specs[i]!.port}`
-  const addresses: Record<string, string> = Object.fromEntries(ids.map((k, i) => [k, addr(i)]))
-  const transports: HyperswarmTransport[] = specs.map((spec, i) => hyperswarmTransport({
-    keyPair: spec.kp,
-    clusterSecret: SECRET,
-    host: HOST,
-    port: spec.port,
-    bootstrap: specs.filter(o => o !== spec).map(o => `${HOST}:${o.port}`),
-    allowedKeys: ids,
-    addresses,
-    onDemandAbove: 3,
-    idleCloseMs: 1500
-  })({ logger: silentLogger() }))
-  t.teardown(async () => { await Promise.all(transports.map(x => x.stop())) })
+  const { ids, addr, transports } = await localTransports(t, 3, {}, { onDemandAbove: 3, idleCloseMs: 1500 })
   const noop: TransportHandlers = { onFrame: () => {}, onPeerConnected: () => {}, onPeerDisconnected: () => {}, onRejected: () => {} }
   await Promise.all(transports.map(async x => { await x.start(noop) }))
   const [a, b, c] = transports as [HyperswarmTransport, HyperswarmTransport, HyperswarmTransport]

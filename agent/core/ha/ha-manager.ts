@@ -931,7 +931,7 @@ export class HaManager {
   private versionForResume (host: HostId): number { return this.hasVersions ? Math.max(1, this.versionOf(host)) : 1 }
   private myVersion (): number { return this.versionForResume(this.self) }
 
-  /** Claiming to resume a paused copy that ran under another configuration version than ours now. */
+  /** Claiming to resume a paused copy whose claim was decided among other members than ours now. */
   private resumeOutdated (v: Vm): boolean { return v.resume && !this.sameMembersAsNow(v.pausedVersion) }
 
   /** Are the members of configuration version `version` (null: not known) those this host acts on now? */

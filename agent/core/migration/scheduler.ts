@@ -36,6 +36,9 @@ const HISTORY_MAX = 60
 /** Drain steps a target that refused a VM is left out of that VM's choices. */
 const REFUSAL_MEMORY_STEPS = 10
 
+/** A source's record aborted because the target refused the reservation (migration-machine.ts, reservationRefused). */
+function refusedByTarget (r: MigrationRecord): boolean { return r.reason.startsWith('target refused') }
+
 /** Where one VM of a draining host stands (`starling drain` prints these). */
 export interface DrainVmOutcome {
   vm: VmId
@@ -125,7 +128,7 @@ export class Scheduler {
       } else if (r.state === 'aborted') {
         this.decider.cancelled(r.vm)
         // a target that refused the reservation is not asked again at once (policies/decider.ts)
-        if (r.reason.startsWith('target refused')) this.decider.refused(r.target)
+        if (refusedByTarget(r)) this.decider.refused(r.target)
         this.noted.add(r.id)
       } else if (r.state === 'committed') {
         this.noted.add(r.id)
@@ -422,7 +425,7 @@ export class Scheduler {
       if (this.m.isMoving(v.id) || this.replicas?.hosted(v.id) === true) continue
       // After an abort the VM waits a few steps, unless the target refused it: the next target
       // is tried at once (refusing targets are avoided for a while, see refusedBy).
-      const recent = [...this.m.recs.values()].find(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && s.now - r.updatedTick < this.m.cfg.decisionTicks * 3 && !r.reason.startsWith('target refused'))
+      const recent = [...this.m.recs.values()].find(r => r.vm === v.id && r.role === 'source' && r.state === 'aborted' && s.now - r.updatedTick < this.m.cfg.decisionTicks * 3 && !refusedByTarget(r))
       if (recent !== undefined) continue
       const to = this.bestTarget(v.id)
       if (to === null) continue
@@ -437,7 +440,7 @@ export class Scheduler {
   refusedBy (vm: VmId): Map<HostId, string> {
     const out = new Map<HostId, string>()
     for (const r of this.m.recs.values()) {
-      if (r.vm !== vm || r.role !== 'source' || r.state !== 'aborted' || !r.reason.startsWith('target refused')) continue
+      if (r.vm !== vm || r.role !== 'source' || r.state !== 'aborted' || !refusedByTarget(r)) continue
       if (this.s.now - r.updatedTick < this.m.cfg.decisionTicks * REFUSAL_MEMORY_STEPS) out.set(r.target, r.reason)
     }
     return out
