@@ -711,7 +711,9 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
     dialsAttempted: st.dialsAttempted,
     dialsOpened: st.dialsOpened,
     dialsFailed: st.dialsFailed,
-    dialsInFlight: st.dialsInFlight
+    dialsInFlight: st.dialsInFlight,
+    directCalls: st.directCalls,
+    discoveryRefreshes: st.discoveryRefreshes
   }
 }
 

@@ -136,3 +136,27 @@ t.test('onDemandAbove: a full mesh while the cluster is no larger than the view,
   await new Promise(resolve => setTimeout(resolve, 3000))
   t.ok(a.connected().includes(C) && a.connected().includes(B), 'A keeps both (no idle close in a full mesh)')
 })
+
+t.test('a member outside the view is called at its own DHT node, with no DHT search, and the call goes on as soon as it answers', async t => {
+  // directSearchDelayMs 60 s: the call's stand-in search must end when the member answers, not at
+  // the delay (a stand-in that only waited held every on-demand connection for the whole delay).
+  const { ids, transports } = await localTransports(t, 3, {}, { onDemand: true, directSearchDelayMs: 60_000 })
+  const got: string[] = []
+  const handlers = (i: number): TransportHandlers => ({
+    onFrame: (from, frame) => { if (i === 2) got.push(`${from}:${new TextDecoder().decode(frame)}`) },
+    onPeerConnected: () => {},
+    onPeerDisconnected: () => {},
+    onRejected: () => {}
+  })
+  await Promise.all(transports.map(async (x, i) => { await x.start(handlers(i)) }))
+  const [a, b, c] = transports as [HyperswarmTransport, HyperswarmTransport, HyperswarmTransport]
+  a.setActivePeers([])
+  b.setActivePeers([])
+  c.setActivePeers([])
+  const t0 = Date.now()
+  t.ok(a.send(ids[2]!, new TextEncoder().encode('direct')), 'a frame for C (outside the view) is held while C is called')
+  await until('the frame at C', () => got.includes(`${ids[0]!}:direct`), 20_000, { pollMs: 20 })
+  t.comment(`delivered ${Date.now() - t0} ms after the send`)
+  t.ok(a.stats().directCalls >= 1, `the call went to C's own DHT node (${a.stats().directCalls} direct calls)`)
+  t.equal(b.stats().directCalls, 0, 'B called nobody')
+})
