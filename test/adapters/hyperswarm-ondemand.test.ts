@@ -137,26 +137,26 @@ t.test('onDemandAbove: a full mesh while the cluster is no larger than the view,
   t.ok(a.connected().includes(C) && a.connected().includes(B), 'A keeps both (no idle close in a full mesh)')
 })
 
-t.test('a member outside the view is called at its own DHT node, with no DHT search, and the call goes on as soon as it answers', async t => {
-  // directSearchDelayMs 60 s: the call's stand-in search must end when the member answers, not at
-  // the delay (a stand-in that only waited held every on-demand connection for the whole delay).
-  const { ids, transports } = await localTransports(t, 3, {}, { onDemand: true, directSearchDelayMs: 60_000 })
-  const got: string[] = []
-  const handlers = (i: number): TransportHandlers => ({
-    onFrame: (from, frame) => { if (i === 2) got.push(`${from}:${new TextDecoder().decode(frame)}`) },
-    onPeerConnected: () => {},
-    onPeerDisconnected: () => {},
-    onRejected: () => {}
-  })
-  await Promise.all(transports.map(async (x, i) => { await x.start(handlers(i)) }))
-  const [a, b, c] = transports as [HyperswarmTransport, HyperswarmTransport, HyperswarmTransport]
-  a.setActivePeers([])
-  b.setActivePeers([])
-  c.setActivePeers([])
-  const t0 = Date.now()
-  t.ok(a.send(ids[2]!, new TextEncoder().encode('direct')), 'a frame for C (outside the view) is held while C is called')
-  await until('the frame at C', () => got.includes(`${ids[0]!}:direct`), 20_000, { pollMs: 20 })
-  t.comment(`delivered ${Date.now() - t0} ms after the send`)
-  t.ok(a.stats().directCalls >= 1, `the call went to C's own DHT node (${a.stats().directCalls} direct calls)`)
-  t.equal(b.stats().directCalls, 0, 'B called nobody')
+t.test('on demand, a view member missing does not renew the topic every second: nobody looks the topic up there', async t => {
+  // A silent member (its address swallows every packet) in the view of A (on demand) and of B (a
+  // full mesh): B renews its topic every 0.5-1 s while the member is missing, A does not.
+  const silent = await boundSocket()
+  t.teardown(() => { silent.close() })
+  const sKey = hostIdOf(createKeyPair())
+  const others = { [sKey]: `${HOST}:${silent.address().port}` }
+  const onDemand = await localTransports(t, 2, others, { onDemand: true })
+  const fullMesh = await localTransports(t, 2, others, {})
+  const noop: TransportHandlers = { onFrame: () => {}, onPeerConnected: () => {}, onPeerDisconnected: () => {}, onRejected: () => {} }
+  for (const x of [...onDemand.transports, ...fullMesh.transports]) await x.start(noop)
+  const a = onDemand.transports[0]!
+  const b = fullMesh.transports[0]!
+  a.setActivePeers([onDemand.ids[1]!, sKey])
+  await until('the on-demand pair connected', () => a.connected().includes(onDemand.ids[1]!), 15_000, { pollMs: 50 })
+  const a0 = a.stats().discoveryRefreshes
+  const b0 = b.stats().discoveryRefreshes
+  await new Promise(resolve => setTimeout(resolve, 4000))
+  const da = a.stats().discoveryRefreshes - a0
+  const db = b.stats().discoveryRefreshes - b0
+  t.equal(da, 0, `on demand: no topic renewal in 4 s with a view member missing (${da})`)
+  t.ok(db >= 2, `full mesh: the topic renewed ${db} times in the same 4 s (the member is missing)`)
 })
