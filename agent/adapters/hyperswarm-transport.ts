@@ -1170,8 +1170,13 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     return this.jitter(this.opts.refreshFastMsMin, this.opts.refreshFastMsMax)
   }
 
+  /** The rare pace: Hyperswarm's own interval, jittered. */
+  private idleDelay (): number {
+    return this.jitter(this.opts.refreshIdleMs * 0.75, this.opts.refreshIdleMs * 1.25)
+  }
+
   private nextRefreshDelay (): number {
-    if (this.missingPeers() === 0) return this.jitter(this.opts.refreshIdleMs * 0.75, this.opts.refreshIdleMs * 1.25)
+    if (this.missingPeers() === 0) return this.idleDelay()
     if (Date.now() - this.lastPeerChangeAt < this.opts.refreshFastWindowMs) return this.fastDelay()
     return this.jitter(this.opts.refreshMissingMs * 0.75, this.opts.refreshMissingMs * 1.25)
   }
@@ -1181,7 +1186,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     // On demand, members are called by key (armRedial) and nobody looks the topic up: renewing its
     // announcement is all a refresh would do, and that is a DHT query and signed announces every
     // 0.5-1 s while any view member is missing. It keeps the idle pace, whatever the caller asked.
-    if (this.active !== null) delayMs = Math.max(delayMs, this.jitter(this.opts.refreshIdleMs * 0.75, this.opts.refreshIdleMs * 1.25))
+    if (this.active !== null) delayMs = Math.max(delayMs, this.idleDelay())
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
     if (this.refreshing) return // the refresh in flight schedules the next one when it ends
@@ -1287,4 +1292,3 @@ function listening (dht: HyperDHT): Promise<void> {
 export function hyperswarmTransport (init: HyperswarmTransportInit): (components: HyperswarmTransportComponents) => HyperswarmTransport {
   return components => new HyperswarmMeshTransport(init, components)
 }
-

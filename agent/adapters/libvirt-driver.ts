@@ -735,7 +735,7 @@ interface OutgoingJob {
  * copy that ends between two polls, or a completed job whose disk_processed counts less than the
  * copy, left done below the total: 1.0 of 3.0 MiB in one run).
  */
-function diskProgress (f: Record<string, string> | null | undefined, ready: boolean, copyMode: DiskCopyMode, completed = false): NonNullable<MigrationProgress['disk']> {
+export function diskProgress (f: Record<string, string> | null | undefined, ready: boolean, copyMode: DiskCopyMode, completed = false): NonNullable<MigrationProgress['disk']> {
   const total = fnum(f?.disk_total)
   const done = completed ? Math.max(total, fnum(f?.disk_processed)) : fnum(f?.disk_processed)
   return { jobs: 0, ready: ready || (total > 0 && done >= total), totalBytes: total, doneBytes: done, sentBytes: done, copyMode, error: null }
@@ -1864,7 +1864,8 @@ export class LibvirtDriver implements MigratingDriver, BalloonDriver {
     const job = this.jobs.get(id)
     if (job !== undefined && job.storage) {
       const p = await this.outgoingProgress(id, job, signal)
-      return p.disk !== undefined ? p : { ...p, disk: diskProgress(job.lastDisk, p.status === 'completed', job.copyMode, p.status === 'completed') }
+      const completed = p.status === 'completed'
+      return p.disk !== undefined ? p : { ...p, disk: diskProgress(job.lastDisk, completed, job.copyMode, completed) }
     }
     if (job !== undefined) return await this.outgoingProgress(id, job, signal)
     // Armed for a migration with storage that has not begun: libvirt copies the disks within it.

@@ -24,7 +24,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   LibvirtDriver, buildDomainXml, classifyVirshError, formatMigrationTarget, jobToProgress, memoryFactsOf, parseDomstate, parseDominfo,
-  parseDirtyRate, parseDomstats, parseIterationEvent, parseJobInfo, parseMigrationTarget, rewriteSerialPath, disksOf, rewriteDiskPaths, runStateOf, serialPathOf, virshErrorText
+  diskProgress, parseDirtyRate, parseDomstats, parseIterationEvent, parseJobInfo, parseMigrationTarget, rewriteSerialPath, disksOf, rewriteDiskPaths, runStateOf, serialPathOf, virshErrorText
 } from '../../agent/adapters/libvirt-driver.js'
 import type { MigrationParams } from '../../agent/ports/migrating-driver.js'
 import { silentLogger } from '../../agent/lib/logger.js'
@@ -179,6 +179,20 @@ t.test('disks of a live domain XML: file disks with their first backing file', a
   const moved = rewriteDiskPaths(xml, [{ from: '/srv/vm1/top.qcow2', to: '/img/vm1/top.qcow2' }])
   t.match(moved, "<source file='/img/vm1/top.qcow2'", 'the moved disk points at the target image')
   t.match(moved, "<source file='/srv/base/mid.qcow2'/>", 'its base stays where both hosts hold it')
+})
+
+t.test('disk progress of a migration with storage: copied whole once the migration completed', async t => {
+  // The last statistics seen while the copy ran (it ended between two polls), as in a run where a
+  // completed migration reported 1.0 of 3.0 MiB copied.
+  const last = { disk_total: String(3 * 1048576), disk_processed: String(1048576) }
+  const running = diskProgress(last, false, 'background')
+  t.equal(running.doneBytes, 1048576, 'while it runs: what libvirt said')
+  t.notOk(running.ready, 'and not ready')
+  const done = diskProgress(last, true, 'background', true)
+  t.equal(done.doneBytes, 3 * 1048576, 'completed: the total')
+  t.equal(done.sentBytes, 3 * 1048576, 'sent as well')
+  t.equal(diskProgress({ disk_total: '100', disk_processed: '150' }, true, 'background', true).doneBytes, 150, 'never below what libvirt counted')
+  t.equal(diskProgress(null, true, 'background').doneBytes, 0, 'armed, not begun: nothing copied')
 })
 
 t.test('domstats --raw', async t => {
