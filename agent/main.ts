@@ -712,6 +712,7 @@ function meshStats (transport: Pick<ReturnType<typeof meshTransport>, 'connectio
     dialsOpened: st.dialsOpened,
     dialsFailed: st.dialsFailed,
     dialsInFlight: st.dialsInFlight,
+    directCalls: st.directCalls,
     discoveryRefreshes: st.discoveryRefreshes
   }
 }

@@ -150,6 +150,11 @@ export interface HyperswarmTransportInit {
   pendingTtlMs?: number
   /** Members outside the active view dialled at once (the rest wait); below Hyperswarm's parallel dials, so the view always has slots. @default 4 */
   maxOnDemandDials?: number
+  /**
+   * A call to a member whose address is known goes to that address alone for this long before a
+   * DHT search for the member starts (directRoutes). 0 = search at once, as hyperdht does. @default 2000
+   */
+  directSearchDelayMs?: number
   /** Hyperswarm's peer limit. @default allowedKeys.length + 16 */
   maxPeers?: number
   /** Grace for unannouncing on stop before the swarm is torn down by force, ms. @default 2000 */
@@ -185,6 +190,8 @@ export interface HyperswarmTransportStats {
   framesHeld: number
   /** Connections opened on demand (a frame for a member outside the active view). */
   onDemandConnects: number
+  /** Calls that went to a member's known address with no DHT search beside them (directRoutes). */
+  directCalls: number
   /** On-demand dials that waited for another to finish (maxOnDemandDials were under way). */
   onDemandDialsQueued: number
   /** Connections outside the active view closed for being idle. */
@@ -285,6 +292,7 @@ interface Options {
   idleCloseMs: number
   pendingTtlMs: number
   maxOnDemandDials: number
+  directSearchDelayMs: number
 }
 
 /**
@@ -424,6 +432,7 @@ function freshStats (): HyperswarmTransportStats {
     connectionsClosed: 0,
     connectionsReplaced: 0,
     discoveryRefreshes: 0,
+    directCalls: 0,
     redials: 0,
     dialsAttempted: 0,
     dialsOpened: 0,
@@ -505,7 +514,8 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       refusedRetryMs: init.refusedRetryMs ?? 30_000,
       idleCloseMs: init.idleCloseMs ?? 20_000,
       pendingTtlMs: init.pendingTtlMs ?? 10_000,
-      maxOnDemandDials: init.maxOnDemandDials ?? 4
+      maxOnDemandDials: init.maxOnDemandDials ?? 4,
+      directSearchDelayMs: init.directSearchDelayMs ?? 2000
     }
     const o = this.opts
     if (o.timeoutMs > 0 && o.keepAliveMs >= o.timeoutMs) throw new Error('hyperswarm transport: keepAliveMs must be < timeoutMs')
@@ -808,6 +818,7 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
       })
       throw err
     }
+    this.directRoutes(dht)
     const swarm = new Hyperswarm({
       dht,
       keyPair: kp,
@@ -859,6 +870,40 @@ class HyperswarmMeshTransport implements HyperswarmTransport {
     // hyperdht's connect tries cached relay addresses of a key first (lib/connect.js findAndConnect).
     if (addr !== undefined) (swarm.dht as unknown as { _relayAddressesCache?: { set: (k: string, v: unknown) => void } })._relayAddressesCache?.set(id, [addr])
     try { swarm.joinPeer(Buffer.from(id, 'hex')) } catch (err) { this.log.debug('joinPeer failed', { peer: short(id), err }) }
+  }
+
+  /**
+   * Calls to a member go straight to its own DHT node (its configured address), not through a DHT
+   * search. hyperdht's connect tries the cached relay address first (callPeer), but starts a
+   * FIND_PEER query beside it at once, and that query reaches most of the cluster's DHT nodes
+   * (each agent is one): every on-demand dial (an indirect probe's relay, a check of a suspicion,
+   * a reply) cost the whole cluster a search. In a cluster started all at once on few cores that
+   * was the largest part of the CPU while suspicions churned (a profile of 60 agents), which made
+   * the agents slower to answer probes and the churn last. Now the first search for a member with
+   * a known address finds only that address (directQuery) until the member answers, for
+   * directSearchDelayMs at most; a call not answered by then falls back to hyperdht's real search
+   * (its second try), as before.
+   */
+  private directRoutes (dht: HyperDHT): void {
+    const d = dht as unknown as { findPeer: (key: Buffer, opts?: { session?: unknown, nodes?: Array<{ host: string, port: number }> | null }) => unknown }
+    const search = d.findPeer.bind(dht)
+    const waitMs = this.opts.directSearchDelayMs
+    // Only a connect's search is stood in for: it alone carries a session (lib/connect.js). The
+    // announcer, which renews this node's own records, also searches with a list of nodes (its
+    // closest) and reads the full query (closestReplies, finished()); were that list one member's
+    // address, a stand-in would crash it. hyperdht searches by the hash of the key, so a call is
+    // recognised by the one address it was given (callPeer's cache entry): a member's own DHT node.
+    d.findPeer = (key, opts) => {
+      const nodes = opts?.nodes
+      if (waitMs <= 0 || opts?.session == null || nodes == null || nodes.length !== 1 || !this.memberAddress(nodes[0]!)) return search(key, opts)
+      this.counters.directCalls++
+      return directQuery(nodes[0]!, waitMs)
+    }
+  }
+
+  private memberAddress (a: { host: string, port: number }): boolean {
+    for (const m of this.addressOf.values()) if (m.port === a.port && m.host === a.host) return true
+    return false
   }
 
   private firewall (remote: Buffer): boolean {
@@ -1291,4 +1336,28 @@ function listening (dht: HyperDHT): Promise<void> {
  */
 export function hyperswarmTransport (init: HyperswarmTransportInit): (components: HyperswarmTransportComponents) => HyperswarmTransport {
   return components => new HyperswarmMeshTransport(init, components)
+}
+
+/** How often a member call's stand-in search lets hyperdht look whether the call got through (directRoutes). */
+const DIRECT_POLL_MS = 20
+
+/**
+ * The stand-in for a search of a member called at its known address: it finds only that address,
+ * every DIRECT_POLL_MS, for `ms` at most or until destroyed. hyperdht's connect skips a result
+ * that is the address it already called (isRelayAddress), and on each result looks whether that
+ * call got its answer, which ends the search: the call goes on as soon as the member answered,
+ * as with a real search. What hyperdht uses of a query: iteration and destroy().
+ */
+function directQuery (node: { host: string, port: number }, ms: number): { destroy: () => void, [Symbol.asyncIterator]: () => AsyncGenerator<{ from: { host: string, port: number } }> } {
+  let destroyed = false
+  return {
+    destroy: () => { destroyed = true },
+    async * [Symbol.asyncIterator] () {
+      const until = Date.now() + ms
+      while (!destroyed && Date.now() < until) {
+        await new Promise(resolve => setTimeout(resolve, DIRECT_POLL_MS).unref())
+        if (!destroyed) yield { from: { host: node.host, port: node.port } }
+      }
+    }
+  }
 }

@@ -41,6 +41,8 @@ export interface StatusPayload {
     dialsOpened?: number
     dialsFailed?: number
     dialsInFlight?: number
+    /** Calls sent to a member's known address with no DHT search beside them (optional: older agents). */
+    directCalls?: number
     /** Announcements (and, in a full mesh, lookups) of the topic renewed on the DHT (optional: older agents). */
     discoveryRefreshes?: number
     /** Each open connection's traffic and how long ago the peer was last heard on it (optional: older agents). */

@@ -160,3 +160,49 @@ t.test('on demand, a view member missing does not renew the topic every second: 
   t.equal(da, 0, `on demand: no topic renewal in 4 s with a view member missing (${da})`)
   t.ok(db >= 2, `full mesh: the topic renewed ${db} times in the same 4 s (the member is missing)`)
 })
+
+t.test('a member outside the view is called at its own DHT node, with no DHT search, and the call goes on as soon as it answers', async t => {
+  // directSearchDelayMs 60 s: the call's stand-in search must end when the member answers, not at
+  // the delay (a stand-in that only waited held every on-demand connection for the whole delay).
+  const { ids, transports } = await localTransports(t, 3, {}, { onDemand: true, directSearchDelayMs: 60_000 })
+  const got: string[] = []
+  const handlers = (i: number): TransportHandlers => ({
+    onFrame: (from, frame) => { if (i === 2) got.push(`${from}:${new TextDecoder().decode(frame)}`) },
+    onPeerConnected: () => {},
+    onPeerDisconnected: () => {},
+    onRejected: () => {}
+  })
+  await Promise.all(transports.map(async (x, i) => { await x.start(handlers(i)) }))
+  const [a, b, c] = transports as [HyperswarmTransport, HyperswarmTransport, HyperswarmTransport]
+  a.setActivePeers([])
+  b.setActivePeers([])
+  c.setActivePeers([])
+  const t0 = Date.now()
+  t.ok(a.send(ids[2]!, new TextEncoder().encode('direct')), 'a frame for C (outside the view) is held while C is called')
+  await until('the frame at C', () => got.includes(`${ids[0]!}:direct`), 20_000, { pollMs: 20 })
+  t.comment(`delivered ${Date.now() - t0} ms after the send`)
+  t.ok(a.stats().directCalls >= 1, `the call went to C's own DHT node (${a.stats().directCalls} direct calls)`)
+  t.equal(b.stats().directCalls, 0, 'B called nobody')
+})
+
+t.test("hyperdht's own searches with a member's address (the announcer's: no session) get the real query, never the stand-in", async t => {
+  // The announcer renews this node's records with findPeer(target, { nodes: its closest }) and
+  // reads closestReplies and finished(); a stand-in there crashed the agent (TypeError in pickBest)
+  // once its closest nodes had shrunk to one member's address.
+  const { ids, addr, transports } = await localTransports(t, 2, {}, { onDemand: true, directSearchDelayMs: 60_000 })
+  const noop: TransportHandlers = { onFrame: () => {}, onPeerConnected: () => {}, onPeerDisconnected: () => {}, onRejected: () => {} }
+  for (const x of transports) await x.start(noop)
+  const [a] = transports as [HyperswarmTransport]
+  const dht = (a as unknown as { swarm: { dht: { findPeer: (k: Buffer, o: object) => { finished?: () => Promise<void>, closestReplies?: unknown[], destroy: () => void } } } }).swarm.dht
+  const [host, port] = addr(1).split(':') as [string, string]
+  const before = a.stats().directCalls
+  const q = dht.findPeer(Buffer.from(ids[1]!, 'hex'), { hash: false, nodes: [{ host, port: Number(port) }] })
+  t.type(q.finished, 'function', 'the announcer gets a real query (finished())')
+  await q.finished!()
+  t.ok(Array.isArray(q.closestReplies), `with closestReplies (${q.closestReplies?.length ?? 'none'})`)
+  t.equal(a.stats().directCalls, before, 'no direct call counted')
+  const c = dht.findPeer(Buffer.from(ids[1]!, 'hex'), { hash: false, session: {}, nodes: [{ host, port: Number(port) }], retries: 3 })
+  t.equal(c.finished, undefined, "a connect's search (with a session) is the stand-in")
+  c.destroy()
+  t.equal(a.stats().directCalls, before + 1, 'and counted as a direct call')
+})
