@@ -100,6 +100,10 @@ export interface CoreStatus {
   leaving: boolean
   /** Lifeguard local health score (0 = healthy). */
   healthScore: number
+  /** What probe intervals and timeouts are multiplied by: healthScore + 1, or the measured round trips' need if larger (awareness.ts). */
+  probeMultiplier: number
+  /** The longest round trip of a direct ack in the last 20 probe intervals, ticks (null when none). */
+  probeRttTicks: number | null
   members: Record<MemberState, number>
   /** Items in the membership broadcast queue. */
   queueDepth: number
@@ -387,6 +391,8 @@ export class AgentCore {
       lamport: s.lamport,
       leaving: s.leaving,
       healthScore: s.awareness.healthScore,
+      probeMultiplier: s.awareness.multiplier,
+      probeRttTicks: this.prober.rtt.longest(s.now),
       members: { ...s.members.counts },
       queueDepth: s.queue.size,
       suspicionsRunning: s.suspicions.size,
@@ -527,7 +533,7 @@ export class AgentCore {
     }
     switch (b.type) {
       case 'ping': if (!this.prober.onPing(from, b)) s.counters.framesRejected++; break
-      case 'ack': this.prober.onAck(b); break
+      case 'ack': this.prober.onAck(from, b); break
       case 'nack': this.prober.onNack(b); break
       case 'pingReq': this.prober.onPingReq(from, b); break
       case 'pushPull': this.antiEntropy.onPushPull(from, b, heldDead); break

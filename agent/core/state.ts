@@ -32,6 +32,8 @@ export interface CoreCounters {
   /** Out-of-turn probes of a member another member suspects (Prober.confirmProbe). */
   confirmProbes: number
   probesAcked: number
+  /** Direct acks that came after their probe's deadline (still measured as round trips). */
+  acksLate: number
   indirectProbes: number
   nacksReceived: number
   suspicions: number
@@ -52,7 +54,7 @@ export interface CoreCounters {
 
 export function zeroCounters (): CoreCounters {
   return {
-    framesReceived: 0, framesRejected: 0, framesSent: 0, bytesSent: 0, probes: 0, hintProbes: 0, confirmProbes: 0, probesAcked: 0,
+    framesReceived: 0, framesRejected: 0, framesSent: 0, bytesSent: 0, probes: 0, hintProbes: 0, confirmProbes: 0, probesAcked: 0, acksLate: 0,
     indirectProbes: 0, nacksReceived: 0, suspicions: 0, confirmations: 0, deathsDeclared: 0,
     refutations: 0, queueDrops: 0, reportDrops: 0, reportsMade: 0, reportsAccepted: 0, reportPulls: 0,
     pushPulls: 0, joins: 0, deathNotices: 0

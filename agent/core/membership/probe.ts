@@ -11,7 +11,7 @@
 import type { Ack, Gossip, Nack, Ping, PingReq } from '../messages.js'
 import type { CoreState } from '../state.js'
 import type { HostId } from '../types.js'
-import { probeAwarenessDelta } from './awareness.js'
+import { ProbeRtt, probeAwarenessDelta } from './awareness.js'
 import { applySuspect } from './gossip-merge.js'
 
 interface Probe {
@@ -22,7 +22,15 @@ interface Probe {
   indirectSent: boolean
   expectedNacks: number
   nacks: number
+  /** Tick the ping was sent (the round trip of a direct ack). */
+  sentTick: number
 }
+
+/** The round trips that set the probe multiplier are those of the last this many probe intervals (unscaled: 10 s at the defaults). */
+const RTT_WINDOW_PROBES = 20
+
+/** Unanswered probes remembered for a late ack's round trip (the most recent ones). */
+const EXPIRED_KEPT = 64
 
 interface Relay { requester: HostId, requesterSeq: number, target: HostId, nackTick: number, expireTick: number, nacked: boolean }
 
@@ -35,9 +43,14 @@ export class Prober {
   private readonly relays = new Map<number, Relay>()
   /** View members passed over for having no connection yet, and since when (connectGraceTicks). */
   private readonly waitingSince = new Map<HostId, number>()
+  /** Round trips of direct acks, which set the awareness's slowness (awareness.ts). */
+  readonly rtt: ProbeRtt
+  /** Probes that ended unanswered, kept for a while (EXPIRED_KEPT): an ack after the deadline is still a round trip. */
+  private readonly expired = new Map<number, { target: HostId, sentTick: number }>()
 
   constructor (private readonly s: CoreState) {
     this.nextProbeTick = s.prng.int(s.config.probeIntervalTicks) + 1
+    this.rtt = new ProbeRtt(s.config.probeTimeoutTicks, RTT_WINDOW_PROBES * s.config.probeIntervalTicks)
   }
 
   get inFlight (): number { return this.probes.size }
@@ -45,6 +58,7 @@ export class Prober {
   tick (): void {
     const s = this.s
     if (s.now >= this.nextProbeTick && !s.leaving) {
+      s.awareness.setSlowness(this.rtt.multiplier(s.now))
       this.nextProbeTick = s.now + s.awareness.scale(s.config.probeIntervalTicks)
       this.startProbe()
     }
@@ -149,7 +163,8 @@ export class Prober {
       deadlineTick: s.now + s.awareness.scale(s.config.probeDeadlineTicks),
       indirectSent: false,
       expectedNacks: 0,
-      nacks: 0
+      nacks: 0,
+      sentTick: s.now
     })
     s.counters.probes++
     s.send(target, { type: 'ping', seq, target }, this.suspicionOf(target))
@@ -175,6 +190,8 @@ export class Prober {
     }
     if (s.now < p.deadlineTick) return
     this.probes.delete(p.seq)
+    if (this.expired.size >= EXPIRED_KEPT) this.expired.delete(this.expired.keys().next().value!)
+    this.expired.set(p.seq, { target: p.target, sentTick: p.sentTick })
     s.awareness.applyDelta(probeAwarenessDelta(false, p.expectedNacks, p.nacks))
     const m = s.members.get(p.target)
     if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return
@@ -217,7 +234,8 @@ export class Prober {
     s.send(b.target, { type: 'ping', seq, target: b.target }, this.suspicionOf(b.target))
   }
 
-  onAck (b: Ack): void {
+  /** An ack from `from`: the target itself (a direct ack, whose round trip is measured) or a relay. */
+  onAck (from: HostId, b: Ack): void {
     const s = this.s
     const relay = this.relays.get(b.seq)
     if (relay !== undefined && relay.target === b.target) {
@@ -226,10 +244,24 @@ export class Prober {
       return
     }
     const p = this.probes.get(b.seq)
-    if (p === undefined || p.target !== b.target) return
+    if (p === undefined || p.target !== b.target) {
+      const late = this.expired.get(b.seq)
+      if (late !== undefined && late.target === b.target && from === b.target) {
+        this.expired.delete(b.seq)
+        s.counters.acksLate++
+        this.measured(s.now - late.sentTick)
+      }
+      return
+    }
+    if (from === b.target) this.measured(s.now - p.sentTick)
     this.probes.delete(b.seq)
     s.counters.probesAcked++
     s.awareness.applyDelta(probeAwarenessDelta(true, p.expectedNacks, p.nacks))
+  }
+
+  private measured (ticks: number): void {
+    this.rtt.sample(this.s.now, ticks)
+    this.s.awareness.setSlowness(this.rtt.multiplier(this.s.now))
   }
 
   onNack (b: Nack): void {

@@ -3,7 +3,8 @@
  * (grown as memberlist's pushPullScale above a threshold) exchange whole member tables with one
  * random peer; a remote Dead is merged as a Suspect, so a wrongly declared host can still refute.
  * Seeds that are not known alive get a small push-pull (our own record only) at start and every
- * joinRetryTicks: their full reply is our join. A frame from a host we hold dead at an incarnation
+ * joinRetryTicks (JOINED_RETRY_MULT times that, one seed at a time, once joined): their full reply
+ * is our join. A frame from a host we hold dead at an incarnation
  * not above ours is answered with its death notice, so it refutes and rejoins after a partition.
  */
 import type { MemberRecord, PushPull } from '../messages.js'
@@ -11,6 +12,18 @@ import type { CoreState } from '../state.js'
 import type { HostId } from '../types.js'
 import type { ReportGossip } from '../load/report-dissemination.js'
 import { applyAlive, applyLeft, applySuspect, selfRecord } from './gossip-merge.js'
+
+/**
+ * Once this host has joined (another member is alive here), seeds not known alive are tried at
+ * this multiple of joinRetryTicks, one at a time. Until then the join is what matters and goes at
+ * full pace. After it, a seed missing here has either not started (it joins us itself when it
+ * does: it tries its own seeds), is dead (the attempt is wasted), or is on the other side of a
+ * split that formed two clusters, which these attempts still heal, 30 s apart at the defaults.
+ * At full pace, every host of a cluster started at once dialled three missing seeds every 5 s
+ * until all were alive everywhere (60 agents on 2 cores: 400 joins and their full replies per
+ * 10 s, most of them to members already on their way in).
+ */
+export const JOINED_RETRY_MULT = 6
 
 export interface Seed { id: HostId, name: string, addr: string }
 
@@ -42,8 +55,9 @@ export class AntiEntropy {
     const s = this.s
     if (s.leaving) return
     if (s.now >= this.nextJoinTick) {
-      this.nextJoinTick = s.now + s.config.joinRetryTicks
-      this.joinSeeds()
+      const joined = s.members.counts.alive > 1
+      this.nextJoinTick = s.now + s.config.joinRetryTicks * (joined ? JOINED_RETRY_MULT : 1)
+      this.joinSeeds(joined ? 1 : s.config.joinFanout)
     }
     if (s.now >= this.nextPushPullTick) {
       const c = s.config
@@ -71,12 +85,12 @@ export class AntiEntropy {
     return this.seedMissing
   }
 
-  /** A small push-pull to the next joinFanout seeds (in the shuffled order) not known alive. */
-  private joinSeeds (): void {
+  /** A small push-pull to the next `fanout` seeds (in the shuffled order) not known alive. */
+  private joinSeeds (fanout: number): void {
     const s = this.s
     const order = this.joinOrder
     let sent = 0
-    for (let i = 0; i < order.length && sent < s.config.joinFanout; i++) {
+    for (let i = 0; i < order.length && sent < fanout; i++) {
       const seed = order[this.joinNext]!
       this.joinNext = (this.joinNext + 1) % order.length
       const m = s.members.get(seed.id)

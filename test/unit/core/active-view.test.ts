@@ -8,6 +8,7 @@ import { ActiveView } from '../../../agent/core/membership/active-view.js'
 import { MemberTable } from '../../../agent/core/membership/member-state.js'
 import { AgentCore } from '../../../agent/core/agent-core.js'
 import { defaultCoreConfig } from '../../../agent/core/config.js'
+import { JOINED_RETRY_MULT } from '../../../agent/core/membership/push-pull.js'
 import type { PersistedCoreState } from '../../../agent/core/persisted.js'
 import { Prng } from '../../../agent/core/prng.js'
 
@@ -143,6 +144,44 @@ t.test('the core probes, gossips and pushes-pulls only over its view; joins cont
   }
   t.equal(joins.length, 6, 'two join attempts in 60 ticks (joinRetryTicks 50), three seeds each')
   t.equal(new Set(joins).size, 6, 'the second attempt tries three other seeds')
+  t.end()
+})
+
+t.test('once joined, seeds not known alive are tried one at a time, JOINED_RETRY_MULT times less often', t => {
+  // A's seeds are B, which answers, and 19 that never do. A joins B; from then on the 19 missing
+  // seeds cost one join frame per joinRetryTicks * JOINED_RETRY_MULT, not joinFanout per joinRetryTicks.
+  const ids = ids400.slice(100, 121)
+  const [a, b] = [ids[0]!, ids[1]!]
+  const seeds = ids.slice(1).map(id => ({ id, name: id, addr: `${id}:1` }))
+  const config = { ...defaultCoreConfig(), joinFanout: 3 }
+  const A = new AgentCore({ self: a, name: a, addr: 'a:1', config, seed: 7, seeds })
+  const B = new AgentCore({ self: b, name: b, addr: 'b:1', config, seed: 8, seeds: [{ id: a, name: a, addr: 'a:1' }] })
+  const joinTicks: Array<[number, string]> = []
+  let joinedAt = -1
+  const ticks = 50 + config.joinRetryTicks * JOINED_RETRY_MULT * 2 + 10
+  for (let i = 0; i < ticks; i++) {
+    for (const [from, to, core] of [[a, b, A], [b, a, B]] as const) {
+      core.tick()
+      for (let rd = core.ready(); rd !== null; rd = core.ready()) {
+        for (const o of rd.send) {
+          const body = o.envelope.body
+          if (core === A && body.type === 'pushPull' && !body.reply && body.members.length === 1) joinTicks.push([i, o.to])
+          if (o.to === to) (to === a ? A : B).step({ type: 'receive', from, envelope: o.envelope })
+        }
+        core.advance(rd)
+      }
+    }
+    if (joinedAt < 0 && A.status().members.alive > 1) joinedAt = i
+  }
+  t.ok(joinedAt >= 0 && joinedAt < 60, `A joined B at tick ${joinedAt}`)
+  const after = joinTicks.filter(([tick]) => tick > joinedAt)
+  const before = joinTicks.length - after.length
+  t.ok(before >= 1 && before <= 6, `${before} join frames before the join (joinFanout per attempt)`)
+  // The attempt already scheduled at the join keeps its tick (joinRetryTicks after the last one).
+  const gaps = after.slice(1).map(([x], k) => x - after[k]![0])
+  t.ok(after.length === 3 && gaps.every(g => g === config.joinRetryTicks * JOINED_RETRY_MULT), `then one at a time, ${config.joinRetryTicks * JOINED_RETRY_MULT} ticks apart (at ticks ${after.map(([x]) => x).join(', ')})`)
+  t.ok(after.every(([, to]) => to !== b), 'never to B, which is alive')
+  t.equal(A.status().members.alive, 2, 'B is still alive at A')
   t.end()
 })
 
