@@ -102,7 +102,7 @@ export interface CoreStatus {
   healthScore: number
   /** What probe intervals and timeouts are multiplied by: healthScore + 1, or the measured round trips' need if larger (awareness.ts). */
   probeMultiplier: number
-  /** The longest round trip of a direct ack in the last 20 probe intervals, ticks (null when none). */
+  /** The median round trip of direct acks in the last 20 probe intervals, ticks (null when none). */
   probeRttTicks: number | null
   members: Record<MemberState, number>
   /** Items in the membership broadcast queue. */
@@ -392,7 +392,7 @@ export class AgentCore {
       leaving: s.leaving,
       healthScore: s.awareness.healthScore,
       probeMultiplier: s.awareness.multiplier,
-      probeRttTicks: this.prober.rtt.longest(s.now),
+      probeRttTicks: this.prober.rtt.typical(s.now),
       members: { ...s.members.counts },
       queueDepth: s.queue.size,
       suspicionsRunning: s.suspicions.size,

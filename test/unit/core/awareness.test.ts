@@ -31,19 +31,22 @@ t.test('probe outcome deltas', t => {
   t.end()
 })
 
-t.test('round trips: the multiplier covers the longest direct ack of the window, then forgets it', t => {
+t.test('round trips: the multiplier covers the median direct ack of the window, then forgets it', t => {
   const rtt = new ProbeRtt(3, 100)
   t.equal(rtt.multiplier(0), 1, 'no sample: 1')
   rtt.sample(10, 0)
   rtt.sample(12, 1)
   t.equal(rtt.multiplier(12), 1, 'acks within a tick or two: 1 (an idle cluster detects as fast as before)')
+  rtt.sample(14, 40)
+  t.equal(rtt.multiplier(14), 1, 'one slow ack among fast ones does not move it (median 1)')
   rtt.sample(20, 23)
-  t.equal(rtt.longest(20), 23)
-  t.equal(rtt.multiplier(20), 8, 'a 23-tick round trip: (23 + 1) / 3')
+  rtt.sample(22, 30)
+  t.equal(rtt.typical(22), 23, 'median of 0, 1, 23, 30, 40')
+  t.equal(rtt.multiplier(22), 8, 'most acks slow: (23 + 1) / 3')
   rtt.sample(60, 2)
-  t.equal(rtt.multiplier(119), 8, 'still in the window 99 ticks later')
-  t.equal(rtt.multiplier(120), 1, 'forgotten windowTicks after it, however few samples came since')
-  t.equal(rtt.longest(161), null, 'no sample left in the window')
+  t.equal(rtt.multiplier(115), 8, 'at 115 the acks of ticks 10-14 have aged out: the median of 23, 30 and 2 is 23')
+  t.equal(rtt.multiplier(122), 1, 'at 122 the slow ones have aged out too, however few samples came since (only 2 is left)')
+  t.equal(rtt.typical(161), null, 'no sample left in the window')
 
   const a = new Awareness(8)
   a.setSlowness(new ProbeRtt(3, 100).multiplier(0))
