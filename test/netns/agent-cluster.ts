@@ -25,7 +25,7 @@ import { execFile, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
 import { loadOrCreateKeyPair } from '../../agent/adapters/identity.js'
 import { identityFile } from '../../agent/main.js'
-import type { VipsPayload } from '../../agent/api/payloads.js'
+import type { StatusPayload, VipsPayload } from '../../agent/api/payloads.js'
 import type { Testbed, TestNode } from './testbed.js'
 import { FifoWatchdog } from '../../agent/sim/fifo-watchdog.js'
 
@@ -288,6 +288,12 @@ export class AgentCluster {
   async vips (name: string): Promise<VipsPayload> {
     const h = this.host(name)
     return JSON.parse(await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'vips', '--json', '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })) as VipsPayload
+  }
+
+  /** `starling status --json` in a host's namespace. */
+  async status (name: string): Promise<StatusPayload> {
+    const h = this.host(name)
+    return JSON.parse(await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'status', '--json', '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })) as StatusPayload
   }
 
   async vipsText (name: string): Promise<string> {

@@ -330,6 +330,17 @@ async function failoverTrail (c: HaVipBed['c'], survivors: string[], sinceMs: nu
   const out: string[] = []
   for (const h of survivors) {
     out.push(`${h}: QEMU ${c.qemuPid(h, HA_VM) ?? 'none'}, heartbeats ${heartbeats(c, h)}`)
+    // Each connection's traffic: a stream that carries nothing while datagrams (probes) still
+    // arrive would explain a survivor that never hears a claim while membership looks healthy.
+    try {
+      const st = await c.status(h)
+      const name = (id: string): string => st.members.find(m => m.id === id)?.name ?? id.slice(0, 8)
+      for (const p of st.mesh?.peers ?? []) {
+        out.push(`  peer ${name(p.peer)}: open ${p.openForMs} ms, stream in/out ${p.streamIn}/${p.streamOut} (last in ${p.lastStreamInMsAgo ?? '-'} ms ago), datagrams in/out ${p.datagramsIn}/${p.datagramsOut} (last in ${p.lastDatagramInMsAgo ?? '-'} ms ago), backlog ${p.backlogBytes} B`)
+      }
+    } catch (err) {
+      out.push(`  status unavailable: ${String(err).slice(0, 200)}`)
+    }
     const lines = (await c.logLines(h)).filter(l => l.ts >= sinceMs && (/member|ha |vm |fence|claim|grant|quorum|majority|vip/i.test(l.msg) || /warn|error/.test(String(l.raw.level))))
     for (const l of lines.slice(-25)) {
       const level = String(l.raw.level)
