@@ -296,6 +296,12 @@ export class AgentCluster {
     return JSON.parse(await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'status', '--json', '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })) as StatusPayload
   }
 
+  /** `starling ha status` (the text) in a host's namespace. */
+  async haText (name: string): Promise<string> {
+    const h = this.host(name)
+    return await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'ha', 'status', '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })
+  }
+
   async vipsText (name: string): Promise<string> {
     const h = this.host(name)
     return await this.init.bed.run(h.node.netns, [process.execPath, this.init.cli, 'vips', '--api', '127.0.0.1:7946'], { timeoutMs: 10_000 })

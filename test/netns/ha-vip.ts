@@ -338,6 +338,8 @@ async function failoverTrail (c: HaVipBed['c'], survivors: string[], sinceMs: nu
       for (const p of st.mesh?.peers ?? []) {
         out.push(`  peer ${name(p.peer)}: open ${p.openForMs} ms, stream in/out ${p.streamIn}/${p.streamOut} (last in ${p.lastStreamInMsAgo ?? '-'} ms ago), datagrams in/out ${p.datagramsIn}/${p.datagramsOut} (last in ${p.lastDatagramInMsAgo ?? '-'} ms ago), backlog ${p.backlogBytes} B`)
       }
+      // Its HA view: quorum, fences, each protected VM's owner and role (why it does not claim or grant).
+      for (const line of (await c.haText(h)).split('\n')) out.push(`  ha | ${line}`)
     } catch (err) {
       out.push(`  status unavailable: ${String(err).slice(0, 200)}`)
     }
