@@ -46,7 +46,7 @@ export class Prober {
   /** Round trips of direct acks, which set the awareness's slowness (awareness.ts). */
   readonly rtt: ProbeRtt
   /** Probes that ended unanswered, kept for a while (EXPIRED_KEPT): an ack after the deadline is still a round trip. */
-  private readonly expired = new Map<number, { target: HostId, sentTick: number }>()
+  private readonly expired = new Map<number, Probe>()
 
   constructor (private readonly s: CoreState) {
     this.nextProbeTick = s.prng.int(s.config.probeIntervalTicks) + 1
@@ -191,7 +191,7 @@ export class Prober {
     if (s.now < p.deadlineTick) return
     this.probes.delete(p.seq)
     if (this.expired.size >= EXPIRED_KEPT) this.expired.delete(this.expired.keys().next().value!)
-    this.expired.set(p.seq, { target: p.target, sentTick: p.sentTick })
+    this.expired.set(p.seq, p)
     s.awareness.applyDelta(probeAwarenessDelta(false, p.expectedNacks, p.nacks))
     const m = s.members.get(p.target)
     if (m === undefined || (m.state !== 'alive' && m.state !== 'suspect')) return
