@@ -32,7 +32,7 @@ export interface CoreConfig {
   indirectChecks: number
   /** Ticks a relay waits for the target's ack before sending a Lifeguard nack to the requester. Must be < probeDeadlineTicks - probeTimeoutTicks. */
   nackTimeoutTicks: number
-  /** Lifeguard local-health multiplier cap: intervals and timeouts are scaled by (score + 1), score in [0, awarenessMax - 1]. Higher = more tolerance of a starved host, slower detection by it. */
+  /** Lifeguard local-health multiplier cap: probe intervals and timeouts, and the time this host waits before it declares a suspect dead, are scaled by (score + 1) or the measured round trips' multiplier, at most awarenessMax. Higher = more tolerance of a starved host, slower detection by it. */
   awarenessMax: number
 
   /** Suspicion base: min timeout = suspicionMult * max(1, log10(n)) * probeIntervalTicks. Higher = fewer false deaths, slower detection. */

@@ -101,18 +101,29 @@ export function applyLeft (s: CoreState, node: HostId, incarnation: number): voi
   s.broadcast(node, { type: 'left', node, incarnation })
 }
 
-/** Fire suspicions whose deadline passed: the suspect is declared dead by this host. */
+/**
+ * The tick at which a suspicion fires here: its timeout (confirmations shorten it, suspicion.ts)
+ * times this host's local-health multiplier now. Lifeguard scales only the probes by local health;
+ * a starved host also missed the refutation that would have ended the suspicion (it sits unread
+ * behind the host's own backlog), so it does not trust its own deadline either. A healthy host
+ * (multiplier 1) declares on time; a death declared elsewhere is still applied at once.
+ */
+export function suspicionFiresAt (s: CoreState, sus: Suspicion): number {
+  return sus.startTick + Math.ceil((sus.deadlineTick - sus.startTick) * s.awareness.multiplier)
+}
+
 /** The earliest tick at which a running suspicion expires (expireSuspicions acts then). */
 export function nextSuspicionDue (s: CoreState): number {
   let due = Infinity
-  for (const sus of s.suspicions.values()) due = Math.min(due, sus.deadlineTick)
+  for (const sus of s.suspicions.values()) due = Math.min(due, suspicionFiresAt(s, sus))
   return due
 }
 
+/** Fire suspicions whose time came (suspicionFiresAt): the suspect is declared dead by this host. */
 export function expireSuspicions (s: CoreState): void {
   if (s.suspicions.size === 0) return
   for (const sus of [...s.suspicions.values()]) {
-    if (s.now < sus.deadlineTick) continue
+    if (s.now < suspicionFiresAt(s, sus)) continue
     const m = s.members.get(sus.node)
     s.suspicions.delete(sus.node)
     if (m === undefined || m.state !== 'suspect' || m.incarnation !== sus.incarnation) continue
