@@ -27,3 +27,4 @@ if [ "${1:-}" != "--npm-only" ]; then
   fi
 fi
 npx tsc -p tsconfig.build.json
+node packaging/bundle-cli.mjs   # one file for the agent and the CLI: a faster start (packaging/bundle-cli.mjs)

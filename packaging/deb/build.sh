@@ -39,10 +39,14 @@ app="$pkg/opt/starling"
 mkdir -p "$app/dist" "$pkg/DEBIAN"
 
 # The compiled agent: only the .js files whose .ts source still exists (dist/ may hold files
-# of sources since removed), no source maps.
+# of sources since removed), no source maps; and the chunks of the bundled CLI beside its entry
+# (packaging/bundle-cli.mjs: dist/agent/cli/starling.js is the bundle's entry).
 (cd "$root/dist" && find agent policies -name '*.js' -type f) | while read -r f; do
   if [ -f "$root/${f%.js}.ts" ]; then install -D -m 0644 "$root/dist/$f" "$app/dist/$f"; fi
 done
+head -c 200 "$root/dist/agent/cli/starling.js" | grep -q 'bundled by packaging/bundle-cli.mjs' \
+  || { echo "build.sh: dist/agent/cli/starling.js is not the bundle: run npm run build" >&2; exit 1; }
+install -m 0644 "$root"/dist/agent/cli/bundle-*.js "$app/dist/agent/cli/"
 # The web page every agent serves (plain files; web-view.ts finds them in dist/agent/web).
 install -d "$app/dist/agent/web"
 install -m 0644 "$root"/agent/web/index.html "$root"/agent/web/app.js "$root"/agent/web/style.css "$app/dist/agent/web/"

@@ -9,8 +9,8 @@
  * a root that has no shell; --force-depends because that root has no nodejs or systemd
  * package), every dpkg run in a network namespace of its own (`unshare -n`: no network at all).
  * The root's user database starts with a user at uid 997 so that the ids the scripts give are
- * checked against the root's /etc/passwd, not the host's. Needs root and dist/ (`npx tsc -p
- * tsconfig.build.json`).
+ * checked against the root's /etc/passwd, not the host's. Needs root and dist/ (`npm run
+ * build`: tsc, then the CLI's bundle).
  */
 import t from 'tap'
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process'
@@ -36,7 +36,7 @@ t.test('build, install, upgrade, remove and purge the .deb in a throwaway root',
   const missing = TOOLS.filter(([c]) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status !== 0)
   if (missing.length > 0) { t.fail(`missing tools: ${missing.map(([c, p]) => `${c} (Debian package ${p})`).join(', ')}; test/setup.sh installs them`); return }
   if (process.getuid?.() !== 0) { t.fail('needs root: dpkg --root sets owners, unshare -n makes a network namespace'); return }
-  if (!existsSync(join(repo, 'dist', 'agent', 'cli', 'starling.js'))) { t.fail('dist/ missing: run `npx tsc -p tsconfig.build.json` first'); return }
+  if (!existsSync(join(repo, 'dist', 'agent', 'cli', 'starling.js'))) { t.fail('dist/ missing: run `npm run build` first'); return }
   t.equal(run('dpkg', ['--compare-versions', oldVersion, 'lt', version]).status, 0, `${oldVersion} is older than ${version}`)
 
   const tmp = mkdtempSync(join(tmpdir(), 'starling-deb-'))
