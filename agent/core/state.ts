@@ -48,6 +48,8 @@ export interface CoreCounters {
   reportsAccepted: number
   reportPulls: number
   pushPulls: number
+  /** Records left out of push-pull replies: the requester's table already held them as ours did. */
+  pushPullRecordsSkipped: number
   joins: number
   deathNotices: number
 }
@@ -57,7 +59,7 @@ export function zeroCounters (): CoreCounters {
     framesReceived: 0, framesRejected: 0, framesSent: 0, bytesSent: 0, probes: 0, hintProbes: 0, confirmProbes: 0, probesAcked: 0, acksLate: 0,
     indirectProbes: 0, nacksReceived: 0, suspicions: 0, confirmations: 0, deathsDeclared: 0,
     refutations: 0, queueDrops: 0, reportDrops: 0, reportsMade: 0, reportsAccepted: 0, reportPulls: 0,
-    pushPulls: 0, joins: 0, deathNotices: 0
+    pushPulls: 0, pushPullRecordsSkipped: 0, joins: 0, deathNotices: 0
   }
 }
 

@@ -112,13 +112,24 @@ export class AntiEntropy {
     return r === null ? [] : [r]
   }
 
-  private sendFull (peer: HostId, reply: boolean): void {
+  /**
+   * Our table to `peer`: whole in a request; in a reply to a request whose table we merged
+   * (`theirs`), without the records it already holds as we do (same incarnation, state, name and
+   * address). The request carried the requester's whole table, so the records left out are
+   * exactly those it has: it still ends with both tables merged, and a reply between members that
+   * agree (most periodic push-pulls) carries little more than our own record.
+   */
+  private sendFull (peer: HostId, reply: boolean, theirs: ReadonlyMap<HostId, MemberRecord> | null = null): void {
     const s = this.s
     const members: MemberRecord[] = []
     for (const m of s.members.byId.values()) {
-      members.push(m.id === s.self
-        ? selfRecord(s)
-        : { id: m.id, name: m.name, addr: m.addr, incarnation: m.incarnation, state: m.state })
+      if (m.id === s.self) { members.push(selfRecord(s)); continue }
+      const t = theirs?.get(m.id)
+      if (t !== undefined && t.incarnation === m.incarnation && t.state === m.state && t.name === m.name && t.addr === m.addr) {
+        s.counters.pushPullRecordsSkipped++
+        continue
+      }
+      members.push({ id: m.id, name: m.name, addr: m.addr, incarnation: m.incarnation, state: m.state })
     }
     s.counters.pushPulls++
     s.send(peer, { type: 'pushPull', reply, members, reports: this.ownReport() }, [], false)
@@ -130,7 +141,9 @@ export class AntiEntropy {
       for (const r of b.members) this.merge(from, r)
       for (const r of b.reports) this.reports.accept(r, null)
     }
-    if (!b.reply) this.sendFull(from, true)
+    if (b.reply) return
+    // A table we did not merge (its sender must refute first) gets ours whole.
+    this.sendFull(from, true, senderHeldDead ? null : new Map(b.members.map(r => [r.id, r])))
   }
 
   private merge (from: HostId, r: MemberRecord): void {

@@ -147,8 +147,33 @@ t.test('push-pull: a join request gets the whole table back, and its sender is l
   const reply = rd.send.find(o => o.to === 'z')!
   t.match(reply.envelope.body, { type: 'pushPull', reply: true })
   const body = reply.envelope.body
-  t.same(body.type === 'pushPull' ? body.members.map(m => m.id).sort() : [], ['a', 'b', 'c', 'z'])
+  t.same(body.type === 'pushPull' ? body.members.map(m => m.id).sort() : [], ['a', 'b', 'c'], 'all but its own record, which it sent')
   t.match(core.view().find(m => m.id === 'z'), { state: 'alive', incarnation: 5 })
+  t.end()
+})
+
+t.test('push-pull: a reply leaves out the records the request showed the requester holds as we do', t => {
+  const core = newCore(['b', 'c', 'd', 'e'])
+  drain(core)
+  core.step({ type: 'receive', from: 'c', envelope: env('c', { type: 'gossip' }, [{ type: 'suspect', node: 'd', incarnation: 1, from: 'c' }]) })
+  drain(core)
+  // z holds b as we do, c at an older incarnation, d alive (we hold it suspect), e at a newer
+  // incarnation, and does not know us.
+  const theirs = [rec('z', 2), rec('b', 1), rec('c', 0), rec('d', 1), rec('e', 3)]
+  core.step({ type: 'receive', from: 'z', envelope: env('z', { type: 'pushPull', reply: false, members: theirs, reports: [] }, [], 2) })
+  const reply = drain(core).send.find(o => o.to === 'z')!.envelope.body
+  t.equal(reply.type, 'pushPull')
+  const got = reply.type === 'pushPull' ? reply.members : []
+  t.same(got.map(m => `${m.id}:${m.incarnation}:${m.state}`).sort(), ['a:1:alive', 'c:1:alive', 'd:1:suspect'],
+    'ours (always), c (newer here), d (suspect here); not b or z (the same), not e (merged from theirs: now the same)')
+  t.match(core.view().find(m => m.id === 'e'), { incarnation: 3 }, 'their newer record was merged')
+  t.equal(core.status().counters.pushPullRecordsSkipped, 3)
+  // A request from a sender we hold dead is not merged: it gets our whole table.
+  core.step({ type: 'receive', from: 'c', envelope: env('c', { type: 'gossip' }, [{ type: 'dead', node: 'b', incarnation: 1, from: 'c' }]) })
+  drain(core)
+  core.step({ type: 'receive', from: 'b', envelope: env('b', { type: 'pushPull', reply: false, members: [rec('b', 1), rec('c', 1)], reports: [] }) })
+  const whole = drain(core).send.find(o => o.to === 'b' && o.envelope.body.type === 'pushPull')!.envelope.body
+  t.same(whole.type === 'pushPull' ? whole.members.map(m => m.id).sort() : [], ['a', 'b', 'c', 'd', 'e', 'z'], 'held dead: the whole table')
   t.end()
 })
 
