@@ -15,22 +15,19 @@ import { fileURLToPath } from 'node:url'
 import { AGENT_NODE_ARGS } from '../agent/cli/agent-node-args.js'
 import { LocalCluster } from '../test/integration/cluster-harness.js'
 import { sleep } from '../test/lib/wait.js'
+import { median } from './lib/failover-run.js'
 
-const REPS = Number(process.env.REPS ?? 9)
+const REPS = Math.max(1, Number(process.env.REPS ?? 9))
 const CLK_TCK = 100
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli')
 const ENTRIES = { bundle: path.join(cli, 'starling.js'), unbundled: path.join(cli, 'starling.unbundled.js') }
 
-function cpuMs (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+/** CPU ms from a /proc stat file: its own (utime + stime) or its reaped children's (cutime + cstime). */
+function statCpuMs (file: string, which: 'self' | 'children'): number {
+  const stat = readFileSync(file, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) * 1000 / CLK_TCK
-}
-
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+  const i = which === 'self' ? 11 : 13
+  return (Number(f[i]) + Number(f[i + 1])) * 1000 / CLK_TCK
 }
 
 /** One agent from `entry`: ms until its API answers, and its CPU ms then. */
@@ -47,7 +44,7 @@ async function agentStart (entry: string, seed: number): Promise<{ wallMs: numbe
       if (performance.now() - t0 > 30_000) throw new Error('the agent did not answer within 30 s')
       await sleep(5)
     }
-    return { wallMs: performance.now() - t0, cpuMs: cpuMs(p.pid!) }
+    return { wallMs: performance.now() - t0, cpuMs: statCpuMs(`/proc/${p.pid!}/stat`, 'self') }
   } finally {
     // Reaped before the next measure: a child's CPU joins our children's times when reaped.
     const exited = new Promise(resolve => p.once('exit', resolve))
@@ -66,13 +63,6 @@ async function cliHelp (entry: string): Promise<void> {
   })
 }
 
-/** CPU ms of this process's reaped children so far (cutime + cstime). */
-function childrenCpuMs (): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[13]) + Number(f[14])) * 1000 / CLK_TCK
-}
-
 async function main (): Promise<void> {
   for (const [k, f] of Object.entries(ENTRIES)) if (!existsSync(f)) throw new Error(`${k}: ${f} is missing (npm run build)`)
   const loadBefore = loadavg()
@@ -81,15 +71,16 @@ async function main (): Promise<void> {
     // Alternated, so that the machine's other load falls on both alike.
     for (const k of (r % 2 === 0 ? ['bundle', 'unbundled'] : ['unbundled', 'bundle']) as Array<keyof typeof ENTRIES>) {
       const a = await agentStart(ENTRIES[k], 500 + r)
-      const c0 = childrenCpuMs()
+      const c0 = statCpuMs('/proc/self/stat', 'children')
       await cliHelp(ENTRIES[k])
-      runs[k].push({ ...a, helpCpuMs: childrenCpuMs() - c0 })
+      runs[k].push({ ...a, helpCpuMs: statCpuMs('/proc/self/stat', 'children') - c0 })
     }
   }
-  const sum = (k: keyof typeof ENTRIES): Record<string, number> => ({
-    agentCpuMsMedian: median(runs[k].map(x => x.cpuMs)),
-    agentWallMsMedian: Math.round(median(runs[k].map(x => x.wallMs))),
-    helpCpuMsMedian: median(runs[k].map(x => x.helpCpuMs))
+  // REPS >= 1, so every median exists.
+  const sum = (k: keyof typeof ENTRIES): { agentCpuMsMedian: number, agentWallMsMedian: number, helpCpuMsMedian: number } => ({
+    agentCpuMsMedian: median(runs[k].map(x => x.cpuMs))!,
+    agentWallMsMedian: Math.round(median(runs[k].map(x => x.wallMs))!),
+    helpCpuMsMedian: median(runs[k].map(x => x.helpCpuMs))!
   })
   const b = sum('bundle')
   const u = sum('unbundled')
@@ -101,9 +92,9 @@ async function main (): Promise<void> {
     bundle: b,
     unbundled: u,
     ratios: {
-      agentCpu: r2(b.agentCpuMsMedian! / u.agentCpuMsMedian!),
-      agentWall: r2(b.agentWallMsMedian! / u.agentWallMsMedian!),
-      helpCpu: r2(b.helpCpuMsMedian! / u.helpCpuMsMedian!)
+      agentCpu: r2(b.agentCpuMsMedian / u.agentCpuMsMedian),
+      agentWall: r2(b.agentWallMsMedian / u.agentWallMsMedian),
+      helpCpu: r2(b.helpCpuMsMedian / u.helpCpuMsMedian)
     },
     notes: ['CPU: user + system of the agent process when its API first answered (clock ticks of 10 ms)', 'help: `starling --help`, a CLI command that loads no agent'],
     loadAvg: { before: loadBefore.map(r2), after: loadavg().map(r2) }

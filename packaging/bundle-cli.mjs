@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
- * Bundles the compiled CLI (dist/agent/cli/starling.js, written by tsc) into one file in its
- * place, so that the agent, the CLI, the demo, the tests and the package all run the bundle.
+ * Bundles the compiled CLI (dist/agent/cli/starling.js, written by tsc) in its place: an entry,
+ * and the commands it loads on demand as chunks beside it, so that the agent, the CLI, the demo,
+ * the tests and the package all run the bundle.
  *
  * Why: an agent's start is mostly Node's module loader resolving and reading a few hundred files
- * (ours and hyperswarm's many small packages). One agent started in 310 ms of CPU from tsc's
- * output and in about 220 ms from the bundle, under the daemon's flags (--lite-mode): on a
- * machine where many agents start at once (a host's boot, a test bed, a cluster's first start)
- * that is a third less work before each one answers. `npm run bench:start` measures it.
+ * (ours and hyperswarm's many small packages). `npm run bench:start` measures one agent's CPU
+ * until its API answers, under the daemon's flags (--lite-mode): 200 ms from the bundle against
+ * 280 ms from tsc's output (REPS=5). Where many agents start at once (a host's boot, a test bed,
+ * a cluster's first start), that is less work before each one answers.
  *
  * Kept outside: native addons (located at run time beside their package) and packages that load
  * their own files by computed paths. They stay in node_modules, which the package ships.

@@ -7,8 +7,9 @@
  * Beside the score, the round trips this host measures: when its members' direct acks take
  * longer than the probe timeout allows, the multiplier is at least what covers them (ProbeRtt),
  * within the same cap. The score only sees a deadline missed; on a machine where every member is
- * slow (a cluster started at once on few cores) the acks keep coming, seconds late, and without this each late ack was a failed probe, five indirect probes
- * and a suspicion, work that made every member slower still. A dead member sends no ack, so it
+ * slow (a cluster started at once on few cores) the acks keep coming, seconds late, and without
+ * this each late ack was a failed probe, five indirect probes and a suspicion, work that made
+ * every member slower still. A dead member sends no ack, so it
  * cannot lengthen the timeouts; on an idle cluster the acks come within a tick or two and the
  * multiplier stays 1.
  */
